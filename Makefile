@@ -1,0 +1,107 @@
+# Creator Automation — top-level build.
+#   make                 build libcommon.a and the four daemons into build/
+#   make test            build and run every test (unit, integration, fakes)
+#   make SANITIZE=address,undefined test
+#   make deps            install the Debian packages the build, tests and runtime need
+#   make run             start the whole product on this machine (deploy/local)
+#   make bench           run the benchmarks in tests/bench
+
+SERVICES := api-gateway drive-poller job-worker billing-webhook
+VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+BUILD    ?= build
+CC       ?= cc
+PKGS     := libevent libevent_pthreads libpq libcjson libcurl hiredis openssl
+VIPS_PKG := vips
+
+WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+            -Wshadow -Wno-unused-parameter
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 $(WARN) -pthread -MMD -MP -Icommon \
+            -DCA_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) $(VIPS_PKG) 2>/dev/null)
+LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+VIPS_CFLAGS := $(shell pkg-config --cflags $(VIPS_PKG) 2>/dev/null)
+VIPS_LIBS   := $(shell pkg-config --libs $(VIPS_PKG) 2>/dev/null)
+TEST_LIBS   := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+ifneq ($(SANITIZE),)
+  CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+  LDFLAGS += -fsanitize=$(SANITIZE)
+  BUILD   := build/san
+endif
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+LIBCOMMON  := $(BUILD)/lib/libcommon.a
+
+BINS := $(SERVICES:%=$(BUILD)/bin/%)
+
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+INTEG_SRC := $(wildcard tests/integration/test_*.c)
+TEST_SUPPORT_SRC := $(wildcard tests/support/*.c)
+TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_BINS := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%) $(INTEG_SRC:tests/%.c=$(BUILD)/tests/%)
+
+
+.SECONDEXPANSION:
+.PHONY: all test deps run run-clean bench clean format format-check tests-build
+all: $(BINS)
+
+# Embedded SQL: each service carries its own slice (sql/<service>/NNN_*.sql) and
+# the shared role bootstrap (sql/000_roles.sql) inside the binary.
+$(BUILD)/tools/embed: tools/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 $(WARN) -O1 -o $@ $<
+
+$(BUILD)/gen/%_sql.c: $(BUILD)/tools/embed sql/000_roles.sql $$(wildcard sql/%/*.sql)
+	@mkdir -p $(dir $@)
+	$(BUILD)/tools/embed $* sql/000_roles.sql $(sort $(wildcard sql/$*/*.sql)) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/%_sql.o: $(BUILD)/gen/%_sql.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIBCOMMON): $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/obj/%.o,$$(wildcard services/%/*.c)) $(BUILD)/obj/gen/%_sql.o $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(if $(findstring job-worker,$@),$(VIPS_LIBS))
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(LIBCOMMON)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+
+tests-build: $(BINS) $(TEST_BINS)
+
+test: tests-build
+	BUILD=$(BUILD) SANITIZE=$(SANITIZE) tests/run
+
+deps:
+	@tools/deps.sh
+
+run: deps all
+	@deploy/local/run.sh
+
+run-clean:
+	rm -rf var
+
+bench: all
+	tests/bench/run
+
+format:
+	clang-format -i common/*.[ch] services/*/*.[ch] tests/*/*.[ch] tools/*.c
+
+format-check:
+	clang-format --dry-run --Werror common/*.[ch] services/*/*.[ch] tests/*/*.[ch] tools/*.c
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,100 @@
+/*
+ * http_client — outbound HTTP on libcurl.
+ *
+ * Every call has a connect timeout and a total timeout, a cap on the response
+ * body (exceeding it fails with HTTP_ERR_TOO_LARGE), and optional retries with
+ * exponential backoff and full jitter on connection errors, 429 and 5xx,
+ * honouring Retry-After (seconds or HTTP date, capped by max_backoff_ms).
+ * Bodies: raw bytes, JSON, application/x-www-form-urlencoded (built from pairs
+ * with proper escaping, brackets allowed in keys for Stripe), and
+ * multipart/related (Drive uploads: a JSON metadata part and a media part).
+ * Downloads can stream into a capped memory buffer or a file.
+ * Thread-safe: one http_client_t per thread (it keeps a curl easy handle for
+ * connection reuse). Secrets in URLs or headers are never logged.
+ */
+#ifndef CA_HTTP_CLIENT_H
+#define CA_HTTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum {
+    HTTP_OK = 0,            /* a response arrived (any status) */
+    HTTP_ERR_CONNECT = -1,  /* could not connect / DNS / TLS */
+    HTTP_ERR_TIMEOUT = -2,  /* connect or total timeout */
+    HTTP_ERR_TOO_LARGE = -3,/* response body over the cap */
+    HTTP_ERR_IO = -4,       /* connection dropped mid-transfer, write to file failed */
+    HTTP_ERR_INTERNAL = -5, /* bad arguments, out of memory */
+} http_result_t;
+
+typedef struct {
+    long connect_timeout_ms; /* default 5000 */
+    long timeout_ms;         /* total, default 30000 */
+    size_t max_body;         /* default 10 MiB */
+    int max_retries;         /* default 0: no retries */
+    long base_backoff_ms;    /* default 200 */
+    long max_backoff_ms;     /* default 30000 */
+} http_opts_t;
+
+typedef struct {
+    const char *name;
+    const char *value;
+} http_pair_t;
+
+typedef struct {
+    long status;        /* 0 when no response */
+    char *body;         /* NUL-terminated, owned; NULL when streamed to a file */
+    size_t body_len;
+    char *content_type; /* owned or NULL */
+    char *retry_after;  /* owned or NULL: raw Retry-After header */
+    char *location;     /* owned or NULL */
+    int attempts;       /* how many tries were made */
+    char error[256];    /* curl's message when the result is not HTTP_OK */
+} http_response_t;
+
+typedef struct {
+    const char *method;      /* "GET", "POST", "PATCH", "DELETE", "PUT" */
+    const char *url;
+    const http_pair_t *headers; /* extra headers, e.g. Authorization */
+    size_t nheaders;
+    const void *body;        /* raw body (content_type says what) */
+    size_t body_len;
+    const char *content_type;
+    FILE *sink;              /* when set, the body streams here (capped) */
+    const http_opts_t *opts; /* NULL: defaults */
+} http_request_t;
+
+typedef struct http_client http_client_t;
+
+http_client_t *http_client_new(void);
+void http_client_free(http_client_t *c);
+
+/* Performs the request with retries as opts say. Fills resp (call
+ * http_response_free after). Returns HTTP_OK when a final response arrived
+ * (check resp->status), else an error of the last attempt. */
+http_result_t http_client_do(http_client_t *c, const http_request_t *req, http_response_t *resp);
+
+void http_response_free(http_response_t *resp);
+
+/* Builders. Return a new string (caller frees). */
+char *http_form_encode(const http_pair_t *pairs, size_t n);  /* a=1&b%5Bc%5D=2 */
+char *http_url_escape(const char *s);
+/* A multipart/related body: part 1 application/json metadata, part 2 media.
+ * Returns the body (caller frees) with its length and fills content_type
+ * ("multipart/related; boundary=…", caller frees). */
+char *http_multipart_related(const char *json_metadata, const void *media, size_t media_len,
+                             const char *media_type, size_t *out_len, char **content_type);
+
+/* Parses Retry-After (delta seconds or HTTP date) into milliseconds from now;
+ * -1 when absent or malformed. */
+long http_retry_after_ms(const char *value);
+/* True for statuses worth retrying: 408, 429, 500, 502, 503, 504. */
+bool http_status_retryable(long status);
+
+/* curl_global_init / cleanup, once per process. */
+void http_client_global_init(void);
+void http_client_global_cleanup(void);
+
+#endif

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install every Debian package the build, the tests and the runtime need.
+# A no-op when they are all there. Run as root (or with sudo available).
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config
+  libevent-dev libpq-dev libcjson-dev libcurl4-openssl-dev libhiredis-dev libssl-dev
+  libvips-dev libvips-tools libcmocka-dev
+  postgresql-15 postgresql-contrib redis-server
+  curl ca-certificates procps psmisc
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+# Node.js: the machine's own (it may come with npm built in) or Debian's.
+if ! command -v node >/dev/null 2>&1; then missing+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "deps: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Node packages for the fakes and their tests (googleapis, stripe, ws).
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -f "$here/tests/fakes/package.json" ] && [ ! -d "$here/tests/fakes/node_modules" ]; then
+  echo "deps: npm install in tests/fakes"
+  (cd "$here/tests/fakes" && npm install --no-audit --no-fund --loglevel=error)
+fi
