@@ -1,0 +1,70 @@
+/*
+ * daemon — the boot sequence and main loop every service shares.
+ *
+ *   int main(int argc, char **argv) { return daemon_main(&job_worker_service, argc, argv); }
+ *
+ * Commands: `serve` (default), `migrate`, `cleanup`, `--help`, `--version`.
+ * serve: config (exit 2 naming the variable) → log → libevent base → HTTP
+ * server on PORT with /healthz, /readyz, /metrics → signals as loop events
+ * (SIGTERM/SIGINT drain, a second one exits at once, SIGPIPE ignored) → the
+ * maintenance thread (own PostgreSQL and Redis connections, readiness pings,
+ * the service's periodic tasks) → svc->start() → one "ready" line → loop.
+ * On SIGTERM: listeners close, svc->drain() is called, the loop waits until
+ * svc->drained() (or 25 s), then svc->stop(), everything is freed, exit 0.
+ */
+#ifndef CA_DAEMON_H
+#define CA_DAEMON_H
+
+#include "config.h"
+#include "http_server.h"
+#include "migrate.h"
+#include "pg.h"
+#include "redis.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+
+typedef struct daemon daemon_t;
+
+typedef struct {
+    const char *name; /* "job-worker" */
+    int default_port;
+    const config_var_t *vars; /* the service's own; common ones are added */
+    size_t nvars;
+    const migration_file_t *migrations;
+    size_t nmigrations;
+    /* serve: register routes, start threads. Returns 0 or -1 (exit 1). */
+    int (*start)(daemon_t *d);
+    /* First SIGTERM: stop taking work, hand back or finish what is in flight. */
+    void (*drain)(daemon_t *d);
+    /* Polled every 100 ms after drain(): true when nothing is in flight. */
+    bool (*drained)(daemon_t *d);
+    /* Join threads, free everything. */
+    void (*stop)(daemon_t *d);
+    /* `cleanup`: the slice's retention rules. Returns 0 or -1 (err filled). */
+    int (*cleanup)(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen);
+} service_t;
+
+int daemon_main(const service_t *svc, int argc, char **argv);
+
+const service_t *daemon_service(const daemon_t *d);
+const config_t *daemon_config(const daemon_t *d);
+const char *daemon_get(const daemon_t *d, const char *name); /* config_get shortcut */
+struct event_base *daemon_base(const daemon_t *d);
+http_server_t *daemon_http(const daemon_t *d);
+bool daemon_stopping(const daemon_t *d);
+void daemon_set_data(daemon_t *d, void *data);
+void *daemon_data(const daemon_t *d);
+/* A stable id for this process: $HOSTNAME (the pod name) or host-pid. */
+const char *daemon_instance_id(const daemon_t *d);
+
+/* A periodic task run on the maintenance thread, with that thread's
+ * connections (either may be NULL while the server is unreachable). Tasks run
+ * one after another; keep each short. Register from start(). */
+typedef void (*daemon_task_fn)(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg);
+__attribute__((warn_unused_result)) int daemon_add_task(daemon_t *d, const char *name,
+                                                        int period_ms, daemon_task_fn fn, void *arg);
+
+#endif
