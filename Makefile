@@ -24,6 +24,15 @@ VIPS_CFLAGS := $(shell pkg-config --cflags $(VIPS_PKG) 2>/dev/null)
 VIPS_LIBS   := $(shell pkg-config --libs $(VIPS_PKG) 2>/dev/null)
 TEST_LIBS   := $(shell pkg-config --libs cmocka 2>/dev/null)
 
+# Quiet by default; `make V=1` shows the commands.
+ifeq ($(V),1)
+  Q :=
+  say = @true
+else
+  Q := @
+  say = @printf '  %-6s %s\n' $(1) $(2)
+endif
+
 ifneq ($(SANITIZE),)
   CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
   LDFLAGS += -fsanitize=$(SANITIZE)
@@ -51,32 +60,39 @@ all: $(BINS)
 # the shared role bootstrap (sql/000_roles.sql) inside the binary.
 $(BUILD)/tools/embed: tools/embed.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=gnu11 $(WARN) -O1 -o $@ $<
+	$(call say,CC,$@)
+	$(Q)$(CC) -std=gnu11 $(WARN) -O1 -o $@ $<
 
 $(BUILD)/gen/%_sql.c: $(BUILD)/tools/embed sql/000_roles.sql $$(wildcard sql/%/*.sql)
 	@mkdir -p $(dir $@)
-	$(BUILD)/tools/embed $* sql/000_roles.sql $(sort $(wildcard sql/$*/*.sql)) > $@.tmp && mv $@.tmp $@
+	$(call say,EMBED,$@)
+	$(Q)$(BUILD)/tools/embed $* sql/000_roles.sql $(sort $(wildcard sql/$*/*.sql)) > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/obj/gen/%_sql.o: $(BUILD)/gen/%_sql.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(call say,CC,$<)
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 $(LIBCOMMON): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
-	rm -f $@
-	$(AR) rcs $@ $^
+	$(call say,AR,$@)
+	$(Q)rm -f $@
+	$(Q)$(AR) rcs $@ $^
 
 $(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/obj/%.o,$$(wildcard services/%/*.c)) $(BUILD)/obj/gen/%_sql.o $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(if $(findstring job-worker,$@),$(VIPS_LIBS))
+	$(call say,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(if $(findstring job-worker,$@),$(VIPS_LIBS))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+	$(call say,LINK,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
 
 tests-build: $(BINS) $(TEST_BINS)
 

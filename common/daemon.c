@@ -1,0 +1,533 @@
+/*
+ * daemon — the boot sequence, the main loop, signals, the maintenance thread
+ * and the `migrate` / `cleanup` commands every service shares (see daemon.h).
+ */
+#include "daemon.h"
+
+#include "http_client.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DAEMON_MAX_TASKS 16
+#define DAEMON_MAX_VARS 64
+#define DAEMON_DRAIN_LIMIT_MS 25000
+#define DAEMON_MAX_BODY (1024 * 1024)
+#define READY_PING_PERIOD_MS 1000
+
+typedef struct {
+    char name[48];
+    int period_ms;
+    daemon_task_fn fn;
+    void *arg;
+    int64_t next_run_ms;
+} daemon_task_t;
+
+struct daemon {
+    const service_t *svc;
+    config_var_t vars[DAEMON_MAX_VARS];
+    size_t nvars;
+    char port_default[16];
+    config_t cfg;
+    bool cfg_loaded;
+    char instance_id[128];
+
+    struct event_base *base;
+    http_server_t *http;
+    struct event *sig_term;
+    struct event *sig_int;
+    struct event *drain_timer;
+    int64_t drain_started_ms;
+
+    atomic_int stopping;
+    atomic_int pg_ready;
+    atomic_int redis_ready;
+
+    pthread_t maint_thread;
+    bool maint_started;
+    pthread_mutex_t maint_lock;
+    pthread_cond_t maint_cond;
+    daemon_task_t tasks[DAEMON_MAX_TASKS];
+    size_t ntasks;
+
+    void *data;
+};
+
+/* The variables every service has; PORT's default is the service's. */
+static const config_var_t common_vars[] = {
+    {"DATABASE_URL", CFG_URL, "postgresql:///creator_automation", false, true, 0, 0,
+     "PostgreSQL connection URL (the service's own role)"},
+    {"MIGRATION_DATABASE_URL", CFG_URL, NULL, false, true, 0, 0,
+     "URL `migrate` uses instead of DATABASE_URL (a role allowed to create the slice)"},
+    {"REDIS_URL", CFG_URL, "redis://127.0.0.1:6379/0", false, true, 0, 0, "Redis URL"},
+    {"PORT", CFG_INT, NULL, false, false, 1, 65535, "HTTP port"},
+    {"LISTEN_ADDR", CFG_STRING, "0.0.0.0", false, false, 0, 0, "address the HTTP server binds"},
+    {"LOG_LEVEL", CFG_STRING, "info", false, false, 0, 0, "debug, info, warn or error"},
+};
+#define N_COMMON_VARS (sizeof(common_vars) / sizeof(common_vars[0]))
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- accessors ---- */
+
+const service_t *daemon_service(const daemon_t *d)
+{
+    return d->svc;
+}
+
+const config_t *daemon_config(const daemon_t *d)
+{
+    return &d->cfg;
+}
+
+const char *daemon_get(const daemon_t *d, const char *name)
+{
+    return config_get(&d->cfg, name);
+}
+
+struct event_base *daemon_base(const daemon_t *d)
+{
+    return d->base;
+}
+
+http_server_t *daemon_http(const daemon_t *d)
+{
+    return d->http;
+}
+
+bool daemon_stopping(const daemon_t *d)
+{
+    return atomic_load(&((daemon_t *)d)->stopping) != 0;
+}
+
+void daemon_set_data(daemon_t *d, void *data)
+{
+    d->data = data;
+}
+
+void *daemon_data(const daemon_t *d)
+{
+    return d->data;
+}
+
+const char *daemon_instance_id(const daemon_t *d)
+{
+    return d->instance_id;
+}
+
+int daemon_add_task(daemon_t *d, const char *name, int period_ms, daemon_task_fn fn, void *arg)
+{
+    int rc = -1;
+    pthread_mutex_lock(&d->maint_lock);
+    if (d->ntasks < DAEMON_MAX_TASKS && period_ms > 0 && fn != NULL) {
+        daemon_task_t *t = &d->tasks[d->ntasks];
+        snprintf(t->name, sizeof(t->name), "%s", name);
+        t->period_ms = period_ms;
+        t->fn = fn;
+        t->arg = arg;
+        t->next_run_ms = now_ms() + period_ms / 4;
+        d->ntasks++;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&d->maint_lock);
+    return rc;
+}
+
+/* ---- configuration ---- */
+
+static void build_var_table(daemon_t *d, bool common_only)
+{
+    const service_t *svc = d->svc;
+    snprintf(d->port_default, sizeof(d->port_default), "%d", svc->default_port);
+    d->nvars = 0;
+    for (size_t i = 0; i < N_COMMON_VARS; i++) {
+        d->vars[d->nvars] = common_vars[i];
+        if (strcmp(common_vars[i].name, "PORT") == 0) {
+            d->vars[d->nvars].def = d->port_default;
+        }
+        d->nvars++;
+    }
+    if (common_only) {
+        return;
+    }
+    for (size_t i = 0; i < svc->nvars && d->nvars < DAEMON_MAX_VARS; i++) {
+        d->vars[d->nvars++] = svc->vars[i];
+    }
+}
+
+static int load_config(daemon_t *d, bool common_only)
+{
+    char err[512];
+    build_var_table(d, common_only);
+    if (config_load(&d->cfg, d->vars, d->nvars, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", d->svc->name, err);
+        return -1;
+    }
+    d->cfg_loaded = true;
+    log_level_t level;
+    if (log_level_parse(config_get(&d->cfg, "LOG_LEVEL"), &level) != 0) {
+        fprintf(stderr, "%s: LOG_LEVEL: must be one of debug, info, warn, error\n", d->svc->name);
+        return -1;
+    }
+    log_init(d->svc->name, level);
+    return 0;
+}
+
+static void set_instance_id(daemon_t *d)
+{
+    const char *host = getenv("HOSTNAME");
+    char hostbuf[64] = "";
+    if (host == NULL || host[0] == '\0') {
+        if (gethostname(hostbuf, sizeof(hostbuf) - 1) != 0) {
+            snprintf(hostbuf, sizeof(hostbuf), "host");
+        }
+        host = hostbuf;
+    }
+    /* The pid keeps two processes on one host apart (and a restarted pod new). */
+    snprintf(d->instance_id, sizeof(d->instance_id), "%.90s-%ld", host, (long)getpid());
+    for (char *p = d->instance_id; *p != '\0'; p++) {
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                  *p == '-' || *p == '.' || *p == '_';
+        if (!ok) {
+            *p = '_';
+        }
+    }
+}
+
+/* ---- the maintenance thread ---- */
+
+static void *maintenance_main(void *arg)
+{
+    daemon_t *d = arg;
+    pg_conn_t *pg = NULL;
+    redis_conn_t *redis = NULL;
+    int64_t next_ping = 0;
+    char err[256];
+
+    log_context_set("thread", "maintenance");
+    while (atomic_load(&d->stopping) == 0) {
+        int64_t t = now_ms();
+        if (t >= next_ping) {
+            next_ping = t + READY_PING_PERIOD_MS;
+            if (pg == NULL) {
+                pg = pg_connect(config_get(&d->cfg, "DATABASE_URL"), 1500, err, sizeof(err));
+                if (pg == NULL) {
+                    log_debug("maintenance: PostgreSQL not reachable: %s", err);
+                }
+            }
+            atomic_store(&d->pg_ready, pg != NULL && pg_ping(pg));
+            if (redis == NULL) {
+                redis = redis_connect(config_get(&d->cfg, "REDIS_URL"), 1500, err, sizeof(err));
+                if (redis == NULL) {
+                    log_debug("maintenance: Redis not reachable: %s", err);
+                } else {
+                    redis_set_retry(redis, 500);
+                }
+            }
+            atomic_store(&d->redis_ready, redis != NULL && redis_ping(redis));
+        }
+
+        pthread_mutex_lock(&d->maint_lock);
+        size_t ntasks = d->ntasks;
+        pthread_mutex_unlock(&d->maint_lock);
+        for (size_t i = 0; i < ntasks && atomic_load(&d->stopping) == 0; i++) {
+            daemon_task_t *task = &d->tasks[i];
+            if (now_ms() < task->next_run_ms) {
+                continue;
+            }
+            task->next_run_ms = now_ms() + task->period_ms;
+            task->fn(d, atomic_load(&d->pg_ready) ? pg : NULL,
+                     atomic_load(&d->redis_ready) ? redis : NULL, task->arg);
+        }
+
+        /* Sleep up to 100 ms, woken early by shutdown. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&d->maint_lock);
+        if (atomic_load(&d->stopping) == 0) {
+            pthread_cond_timedwait(&d->maint_cond, &d->maint_lock, &until);
+        }
+        pthread_mutex_unlock(&d->maint_lock);
+    }
+    if (pg != NULL) {
+        pg_close(pg);
+    }
+    if (redis != NULL) {
+        redis_close(redis);
+    }
+    log_context_clear();
+    return NULL;
+}
+
+/* ---- readiness and signals (loop events) ---- */
+
+static bool ready_check(void *arg, char *why, size_t whylen)
+{
+    daemon_t *d = arg;
+    if (atomic_load(&d->stopping) != 0) {
+        snprintf(why, whylen, "shutting down");
+        return false;
+    }
+    if (atomic_load(&d->pg_ready) == 0) {
+        snprintf(why, whylen, "PostgreSQL is not reachable");
+        return false;
+    }
+    if (atomic_load(&d->redis_ready) == 0) {
+        snprintf(why, whylen, "Redis is not reachable");
+        return false;
+    }
+    return true;
+}
+
+static void drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    daemon_t *d = arg;
+    bool done = d->svc->drained == NULL || d->svc->drained(d);
+    if (done) {
+        log_info("drained; stopping");
+        event_base_loopexit(d->base, NULL);
+        return;
+    }
+    if (now_ms() - d->drain_started_ms > DAEMON_DRAIN_LIMIT_MS) {
+        log_warn("drain took longer than %d ms; stopping with work in flight",
+                 DAEMON_DRAIN_LIMIT_MS);
+        event_base_loopexit(d->base, NULL);
+        return;
+    }
+    struct timeval tv = {0, 100 * 1000};
+    evtimer_add(d->drain_timer, &tv);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    daemon_t *d = arg;
+    if (atomic_load(&d->stopping) != 0) {
+        log_warn("second %s: exiting now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        _exit(1);
+    }
+    log_info("%s: draining (send it again to exit at once)", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    atomic_store(&d->stopping, 1);
+    pthread_mutex_lock(&d->maint_lock);
+    pthread_cond_broadcast(&d->maint_cond);
+    pthread_mutex_unlock(&d->maint_lock);
+    if (d->svc->drain != NULL) {
+        d->svc->drain(d);
+    }
+    d->drain_started_ms = now_ms();
+    d->drain_timer = evtimer_new(d->base, drain_tick, d);
+    struct timeval tv = {0, 0};
+    evtimer_add(d->drain_timer, &tv);
+}
+
+/* ---- commands ---- */
+
+static void print_usage(const daemon_t *d, FILE *out)
+{
+    fprintf(out,
+            "usage: %s [serve|migrate|cleanup|--help|--version]\n"
+            "  serve     run the daemon (default)\n"
+            "  migrate   apply this service's slice of the schema (safe to repeat)\n"
+            "  cleanup   apply this service's data retention rules\n\n",
+            d->svc->name);
+    config_print_help(out, d->svc->name, d->vars, d->nvars);
+}
+
+static int cmd_migrate(daemon_t *d)
+{
+    char err[1024];
+    const char *url = config_get(&d->cfg, "MIGRATION_DATABASE_URL");
+    if (url == NULL) {
+        url = config_get(&d->cfg, "DATABASE_URL");
+    }
+    pg_conn_t *pg = pg_connect(url, 60000, err, sizeof(err));
+    if (pg == NULL) {
+        log_error("migrate: cannot connect: %s", err);
+        return 1;
+    }
+    int applied = 0;
+    int rc = migrate_apply(pg, d->svc->name, d->svc->migrations, d->svc->nmigrations, &applied, err,
+                           sizeof(err));
+    pg_close(pg);
+    if (rc != 0) {
+        log_error("migrate: %s", err);
+        return 1;
+    }
+    log_info("migrate: %d file(s) applied, schema up to date", applied);
+    return 0;
+}
+
+static int cmd_cleanup(daemon_t *d)
+{
+    char err[1024] = "";
+    if (d->svc->cleanup == NULL) {
+        log_info("cleanup: nothing to do for %s", d->svc->name);
+        return 0;
+    }
+    pg_conn_t *pg = pg_connect(config_get(&d->cfg, "DATABASE_URL"), 60000, err, sizeof(err));
+    if (pg == NULL) {
+        log_error("cleanup: cannot connect: %s", err);
+        return 1;
+    }
+    int rc = d->svc->cleanup(d, pg, err, sizeof(err));
+    pg_close(pg);
+    if (rc != 0) {
+        log_error("cleanup: %s", err);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_serve(daemon_t *d)
+{
+    int rc = 1;
+    signal(SIGPIPE, SIG_IGN);
+    set_instance_id(d);
+    http_client_global_init();
+
+    d->base = event_base_new();
+    if (d->base == NULL) {
+        log_error("cannot create the event loop");
+        goto out;
+    }
+    d->http = http_server_new(d->base, DAEMON_MAX_BODY);
+    if (d->http == NULL) {
+        log_error("cannot create the HTTP server");
+        goto out;
+    }
+    http_server_set_ready(d->http, ready_check, d);
+    int port = (int)config_get_int(&d->cfg, "PORT");
+    if (http_server_listen(d->http, config_get(&d->cfg, "LISTEN_ADDR"), port) != 0) {
+        log_error("cannot listen on %s:%d", config_get(&d->cfg, "LISTEN_ADDR"), port);
+        goto out;
+    }
+
+    d->sig_term = evsignal_new(d->base, SIGTERM, on_stop_signal, d);
+    d->sig_int = evsignal_new(d->base, SIGINT, on_stop_signal, d);
+    if (d->sig_term == NULL || d->sig_int == NULL || evsignal_add(d->sig_term, NULL) != 0 ||
+        evsignal_add(d->sig_int, NULL) != 0) {
+        log_error("cannot install signal handlers");
+        goto out;
+    }
+
+    if (d->svc->start != NULL && d->svc->start(d) != 0) {
+        log_error("%s failed to start", d->svc->name);
+        goto out;
+    }
+    if (pthread_create(&d->maint_thread, NULL, maintenance_main, d) != 0) {
+        log_error("cannot start the maintenance thread");
+        goto out_stop;
+    }
+    d->maint_started = true;
+
+    log_info("ready: %s %s listening on %s:%d (instance %s, libevent %s, libpq %d, hiredis "
+             "%d.%d.%d)",
+             d->svc->name, CA_VERSION, config_get(&d->cfg, "LISTEN_ADDR"),
+             http_server_port(d->http), d->instance_id, event_get_version(), PQlibVersion(),
+             HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+
+    event_base_dispatch(d->base);
+    rc = 0;
+
+out_stop:
+    atomic_store(&d->stopping, 1);
+    if (d->maint_started) {
+        pthread_mutex_lock(&d->maint_lock);
+        pthread_cond_broadcast(&d->maint_cond);
+        pthread_mutex_unlock(&d->maint_lock);
+        pthread_join(d->maint_thread, NULL);
+    }
+    if (d->svc->stop != NULL) {
+        d->svc->stop(d);
+    }
+    log_info("stopped");
+out:
+    if (d->drain_timer != NULL) {
+        event_free(d->drain_timer);
+    }
+    if (d->sig_term != NULL) {
+        event_free(d->sig_term);
+    }
+    if (d->sig_int != NULL) {
+        event_free(d->sig_int);
+    }
+    if (d->http != NULL) {
+        http_server_free(d->http);
+    }
+    if (d->base != NULL) {
+        event_base_free(d->base);
+    }
+    http_client_global_cleanup();
+    return rc;
+}
+
+int daemon_main(const service_t *svc, int argc, char **argv)
+{
+    daemon_t *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        return 1;
+    }
+    d->svc = svc;
+    pthread_mutex_init(&d->maint_lock, NULL);
+    pthread_cond_init(&d->maint_cond, NULL);
+
+    const char *cmd = argc > 1 ? argv[1] : "serve";
+    int rc;
+    if (argc > 2) {
+        build_var_table(d, false);
+        print_usage(d, stderr);
+        rc = 2;
+    } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        build_var_table(d, false);
+        print_usage(d, stdout);
+        rc = 0;
+    } else if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("%s %s (libevent %s, libpq %d, hiredis %d.%d.%d)\n", svc->name, CA_VERSION,
+               event_get_version(), PQlibVersion(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+        rc = 0;
+    } else if (strcmp(cmd, "migrate") == 0) {
+        rc = load_config(d, true) == 0 ? cmd_migrate(d) : 2;
+    } else if (strcmp(cmd, "cleanup") == 0) {
+        rc = load_config(d, true) == 0 ? cmd_cleanup(d) : 2;
+    } else if (strcmp(cmd, "serve") == 0) {
+        rc = load_config(d, false) == 0 ? cmd_serve(d) : 2;
+    } else {
+        fprintf(stderr, "%s: unknown command '%s'\n", svc->name, cmd);
+        build_var_table(d, false);
+        print_usage(d, stderr);
+        rc = 2;
+    }
+
+    if (d->cfg_loaded) {
+        config_free(&d->cfg);
+    }
+    pthread_mutex_destroy(&d->maint_lock);
+    pthread_cond_destroy(&d->maint_cond);
+    free(d);
+    metrics_shutdown();
+    log_shutdown();
+    return rc;
+}

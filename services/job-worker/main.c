@@ -1,0 +1,84 @@
+/*
+ * job-worker — takes job ids from Redis, downloads, runs the preset, uploads to
+ * Processed, records the result; sends notification e-mail. Owns jobs and
+ * jobs_archive.
+ *
+ * Foundation state: boots, migrates its slice, answers /healthz, /readyz and
+ * /metrics, and archives old jobs on `cleanup`. Processing is issue #4.
+ */
+#include "daemon.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+extern const migration_file_t job_worker_migrations[];
+extern const size_t job_worker_migrations_count;
+
+static const config_var_t worker_vars[] = {
+    {"ENCRYPTION_KEY", CFG_KEY32, NULL, true, true, 0, 0, "base64 of 32 bytes: seals Drive tokens"},
+    {"ENCRYPTION_KEYS_OLD", CFG_KEYLIST, "", false, true, 0, 0, "comma list of previous keys (rotation)"},
+    {"GOOGLE_CLIENT_ID", CFG_STRING, NULL, true, false, 0, 0, "OAuth client id"},
+    {"GOOGLE_CLIENT_SECRET", CFG_STRING, NULL, true, true, 0, 0, "OAuth client secret"},
+    {"GOOGLE_TOKEN_URL", CFG_URL, "https://oauth2.googleapis.com/token", false, false, 0, 0,
+     "OAuth token endpoint (refresh)"},
+    {"DRIVE_API_URL", CFG_URL, "https://www.googleapis.com/drive/v3", false, false, 0, 0,
+     "Drive v3 base URL"},
+    {"DRIVE_UPLOAD_URL", CFG_URL, "https://www.googleapis.com/upload/drive/v3", false, false, 0, 0,
+     "Drive v3 upload base URL"},
+    {"COMFYUI_URL", CFG_URL, NULL, false, false, 0, 0,
+     "ComfyUI server; unset: only presets the built-in executor runs"},
+    {"SMTP_URL", CFG_URL, NULL, false, true, 0, 0, "smtp://host:port for notification e-mail; unset: none"},
+    {"MAIL_FROM", CFG_STRING, "Creator Automation <no-reply@localhost>", false, false, 0, 0,
+     "From: of notification e-mail"},
+    {"WORKER_CONCURRENCY", CFG_INT, NULL, false, false, 1, 256, "jobs at a time (default: cores)"},
+    {"MAX_IMAGE_BYTES", CFG_INT, "52428800", false, false, 1024, 1073741824L,
+     "largest original accepted (bytes)"},
+};
+
+/* Retention (seed schema): jobs older than 90 days move to jobs_archive, in one
+ * statement per batch so a job is never in both tables or in neither. Jobs still
+ * queued or processing are left alone. */
+static int worker_cleanup(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen)
+{
+    (void)d;
+    long total = 0;
+    for (;;) {
+        PGresult *res = pg_exec(
+            pg,
+            "WITH moved AS ("
+            "  DELETE FROM jobs WHERE id IN ("
+            "    SELECT id FROM jobs WHERE created_at < now() - interval '90 days'"
+            "      AND status IN ('completed', 'failed', 'cancelled') LIMIT 5000)"
+            "  RETURNING *) "
+            "INSERT INTO jobs_archive SELECT moved.*, now() FROM moved",
+            0, NULL, err, errlen);
+        if (res == NULL) {
+            return -1;
+        }
+        long n = strtol(PQcmdTuples(res), NULL, 10);
+        PQclear(res);
+        total += n;
+        if (n == 0) {
+            break;
+        }
+    }
+    log_info("cleanup: %ld job(s) older than 90 days archived", total);
+    return 0;
+}
+
+static const service_t job_worker_service = {
+    .name = "job-worker",
+    .default_port = 9103,
+    .vars = worker_vars,
+    .nvars = sizeof(worker_vars) / sizeof(worker_vars[0]),
+    .migrations = job_worker_migrations,
+    .cleanup = worker_cleanup,
+};
+
+int main(int argc, char **argv)
+{
+    service_t svc = job_worker_service;
+    svc.nmigrations = job_worker_migrations_count;
+    return daemon_main(&svc, argc, argv);
+}
