@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The four binaries as an operator meets them: --help, --version, bad config
+# (exit 2 naming the variable), serve with /healthz, /readyz and /metrics,
+# readiness following PostgreSQL and Redis, SIGTERM, migrate and cleanup.
+set -uo pipefail
+. "$CA_ROOT/tests/lib/assert.sh"
+
+BIN=$CA_BIN
+SERVICES="api-gateway drive-poller job-worker billing-webhook"
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+KEY=$(head -c 32 /dev/urandom | base64)
+export DATABASE_URL=$TEST_DATABASE_URL REDIS_URL=$TEST_REDIS_URL
+export ENCRYPTION_KEY=$KEY SESSION_SECRET=test-session-secret-0123456789
+export GOOGLE_CLIENT_ID=test-client GOOGLE_CLIENT_SECRET=test-google-secret-xyz
+export STRIPE_WEBHOOK_SECRET=whsec_test_secret_value LISTEN_ADDR=127.0.0.1
+
+for s in $SERVICES; do
+  out=$("$BIN/$s" --version); rc=$?
+  check "$s --version exits 0" [ "$rc" -eq 0 ]
+  check "$s --version names the service" grep -q "^$s " <<<"$out"
+  "$BIN/$s" --help > "$work/help" 2>&1; rc=$?
+  check "$s --help exits 0" [ "$rc" -eq 0 ]
+  check "$s --help lists DATABASE_URL" grep -q DATABASE_URL "$work/help"
+  check "$s --help lists PORT" grep -q '^ *PORT' "$work/help"
+  check "$s --help prints no secret value" bash -c "! grep -q -e '$KEY' -e test-google-secret-xyz '$work/help'"
+  PORT=notanumber "$BIN/$s" serve > "$work/out" 2> "$work/err"; rc=$?
+  check_eq "$s PORT=notanumber exits 2" 2 "$rc"
+  check "$s names PORT in one line" bash -c "[ \$(wc -l < '$work/err') -eq 1 ] && grep -q PORT '$work/err'"
+  "$BIN/$s" bogus > /dev/null 2>&1; rc=$?
+  check_eq "$s unknown command exits 2" 2 "$rc"
+done
+
+(unset SESSION_SECRET; "$BIN/api-gateway" serve > /dev/null 2> "$work/err"); rc=$?
+check_eq "api-gateway without SESSION_SECRET exits 2" 2 "$rc"
+check "the error names SESSION_SECRET" grep -q SESSION_SECRET "$work/err"
+ENCRYPTION_KEY=short "$BIN/job-worker" serve > /dev/null 2> "$work/err"; rc=$?
+check_eq "job-worker with a short ENCRYPTION_KEY exits 2" 2 "$rc"
+check "the error names ENCRYPTION_KEY, not its value" bash -c "grep -q ENCRYPTION_KEY '$work/err' && ! grep -q short '$work/err'"
+
+# serve: every binary answers its probes, then stops on SIGTERM.
+declare -A port
+for s in $SERVICES; do
+  port[$s]=$(free_port)
+  PORT=${port[$s]} "$BIN/$s" serve > "$work/$s.log" 2>&1 &
+  pids+=($!)
+  eval "pid_${s//-/_}=$!"
+done
+for s in $SERVICES; do
+  p=${port[$s]}
+  check "$s /healthz 200" wait_http "http://127.0.0.1:$p/healthz" 10 200
+  check "$s /readyz 200" wait_http "http://127.0.0.1:$p/readyz" 10 200
+  body=$(curl -s "http://127.0.0.1:$p/metrics")
+  check "$s /metrics is Prometheus text" grep -q '^# TYPE ' <<<"$body"
+  check_eq "$s unknown route 404" 404 "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$p/nope")"
+done
+
+p=${port[drive-poller]}
+"$CA_ROOT/tests/lib/services.sh" stop-pg
+check "/readyz 503 while PostgreSQL is down" wait_http "http://127.0.0.1:$p/readyz" 10 503
+check "/healthz still 200 while PostgreSQL is down" wait_http "http://127.0.0.1:$p/healthz" 2 200
+"$CA_ROOT/tests/lib/services.sh" start-pg
+check "/readyz 200 again after PostgreSQL returns" wait_http "http://127.0.0.1:$p/readyz" 15 200
+"$CA_ROOT/tests/lib/services.sh" stop-redis
+check "/readyz 503 while Redis is down" wait_http "http://127.0.0.1:$p/readyz" 10 503
+"$CA_ROOT/tests/lib/services.sh" start-redis
+check "/readyz 200 again after Redis returns" wait_http "http://127.0.0.1:$p/readyz" 15 200
+
+for s in $SERVICES; do
+  v="pid_${s//-/_}"; pid=${!v}
+  kill -TERM "$pid"
+  start=$(date +%s)
+  wait "$pid"; rc=$?
+  took=$(( $(date +%s) - start ))
+  check_eq "$s exits 0 on SIGTERM" 0 "$rc"
+  check "$s stops within 30 s (took ${took}s)" [ "$took" -le 30 ]
+  check "$s logged a ready line" grep -q '"msg":"ready: ' "$work/$s.log"
+  check "$s logs are JSON lines" node -e '
+    const lines=require("fs").readFileSync(process.argv[1],"utf8").split("\n").filter(Boolean);
+    for (const l of lines) JSON.parse(l);
+    if (!lines.length) process.exit(1);' "$work/$s.log"
+  check "$s logs hold no secret" bash -c "! grep -q -e '$KEY' -e test-google-secret-xyz -e whsec_test_secret_value '$work/$s.log'"
+done
+
+# migrate: again, and three replicas at once, all succeed and apply nothing new.
+for s in $SERVICES; do
+  "$BIN/$s" migrate > "$work/m1" 2>&1; rc=$?
+  check_eq "$s migrate again exits 0" 0 "$rc"
+done
+for i in 1 2 3; do "$BIN/job-worker" migrate > "$work/mp$i" 2>&1 & done
+wait
+check "three job-worker migrate at once succeed" bash -c "! grep -q '\"level\":\"error\"' $work/mp1 $work/mp2 $work/mp3"
+n=$(psql -tA "$TEST_DATABASE_URL" -c "SELECT count(*) - count(DISTINCT (service, version)) FROM schema_migrations")
+check_eq "no migration recorded twice" 0 "$n"
+
+# cleanup: an old finished job moves to jobs_archive; a recent one stays.
+uid=$(psql -tA "$TEST_DATABASE_URL" -c "INSERT INTO users (google_id, email) VALUES ('g-clean', 'clean@example.com') RETURNING id" | head -1)
+psql -q "$TEST_DATABASE_URL" -c "
+  INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, preset_name, status, created_at)
+  VALUES ('$uid', 'old-file', 'old.jpg', 'f', 'portrait_pro', 'completed', now() - interval '100 days'),
+         ('$uid', 'new-file', 'new.jpg', 'f', 'portrait_pro', 'completed', now() - interval '10 days')"
+"$BIN/job-worker" cleanup > "$work/c" 2>&1; rc=$?
+check_eq "job-worker cleanup exits 0" 0 "$rc"
+check_eq "the old job is archived" "1" "$(psql -tA "$TEST_DATABASE_URL" -c "SELECT count(*) FROM jobs_archive WHERE drive_file_id = 'old-file'")"
+check_eq "the old job left jobs" "0" "$(psql -tA "$TEST_DATABASE_URL" -c "SELECT count(*) FROM jobs WHERE drive_file_id = 'old-file'")"
+check_eq "the recent job stays" "1" "$(psql -tA "$TEST_DATABASE_URL" -c "SELECT count(*) FROM jobs WHERE drive_file_id = 'new-file'")"
+psql -q "$TEST_DATABASE_URL" -c "
+  INSERT INTO webhook_events (event_id, event_type, payload, created_at)
+  VALUES ('evt_old', 't', '{}', now() - interval '31 days'), ('evt_new', 't', '{}', now())"
+"$BIN/billing-webhook" cleanup > "$work/c" 2>&1; rc=$?
+check_eq "billing-webhook cleanup exits 0" 0 "$rc"
+check_eq "old webhook events removed, recent kept" "evt_new" "$(psql -tA "$TEST_DATABASE_URL" -c "SELECT string_agg(event_id, ',') FROM webhook_events")"
+for s in api-gateway drive-poller; do
+  "$BIN/$s" cleanup > "$work/c" 2>&1; rc=$?
+  check_eq "$s cleanup exits 0" 0 "$rc"
+done
+
+finish
