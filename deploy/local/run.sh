@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The one-machine runner behind `make run`: PostgreSQL, Redis, the fakes of
+# Google, Stripe and SMTP, and the four daemons, all under ./var/ (kept between
+# runs; `make run-clean` wipes it). Ctrl-C stops everything.
+#
+#   CA_RUN_EXIT_WHEN_READY=1 deploy/local/run.sh   start, check, stop (tests use this)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+VAR=$ROOT/var
+BIN=$ROOT/build/bin
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+
+PG_PORT=${CA_PG_PORT:-55432}
+REDIS_PORT=${CA_REDIS_PORT:-56379}
+GATEWAY_PORT=${CA_GATEWAY_PORT:-8080}
+BILLING_PORT=${CA_BILLING_PORT:-8081}
+POLLER_PORT=${CA_POLLER_PORT:-9102}
+WORKER_PORT=${CA_WORKER_PORT:-9103}
+GOOGLE_PORT=${CA_GOOGLE_PORT:-9201}
+STRIPE_PORT=${CA_STRIPE_PORT:-9202}
+SMTP_PORT=${CA_SMTP_PORT:-9203}
+SMTP_ADMIN_PORT=${CA_SMTP_ADMIN_PORT:-9204}
+
+mkdir -p "$VAR/logs" "$VAR/run" "$VAR/drive"
+pids=()
+
+say() { printf '\033[1m[run]\033[0m %s\n' "$*"; }
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# ---- secrets, generated once and kept in var/ ----
+if [ ! -f "$VAR/secrets.env" ]; then
+  umask 077
+  cat > "$VAR/secrets.env" <<SECRETS
+ENCRYPTION_KEY=$(head -c 32 /dev/urandom | base64)
+SESSION_SECRET=$(head -c 32 /dev/urandom | base64 | tr -d '=+/')
+GOOGLE_CLIENT_ID=creator-automation-local
+GOOGLE_CLIENT_SECRET=local-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+STRIPE_SECRET_KEY=sk_test_local$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+STRIPE_WEBHOOK_SECRET=whsec_local$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SECRETS
+  umask 022
+  say "development secrets generated in var/secrets.env"
+fi
+set -a; . "$VAR/secrets.env"; set +a
+
+stop_all() {
+  trap - INT TERM EXIT
+  say "stopping…"
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" -m fast -w stop >/dev/null 2>&1 || true
+  say "stopped. Data is kept in var/ (make run-clean wipes it)."
+}
+trap stop_all INT TERM EXIT
+
+# ---- PostgreSQL ----
+if [ ! -d "$VAR/pg/base" ]; then
+  mkdir -p "$VAR/pg"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$VAR/pg"; chmod 755 "$VAR"; fi
+  as_pg "$PGBIN/initdb" -D "$VAR/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$VAR/logs/initdb.log"
+  echo "unix_socket_directories = '$VAR/pg'" >> "$VAR/pg/postgresql.conf"
+fi
+as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" -l "$VAR/pg/server.log" -w \
+  -o "-p $PG_PORT -c listen_addresses=127.0.0.1" start >/dev/null
+say "PostgreSQL 15 on 127.0.0.1:$PG_PORT (data in var/pg)"
+ADMIN_URL="postgresql://postgres@127.0.0.1:$PG_PORT/creator_automation"
+if ! psql -tA "postgresql://postgres@127.0.0.1:$PG_PORT/postgres" -c "SELECT 1 FROM pg_database WHERE datname='creator_automation'" | grep -q 1; then
+  psql -q "postgresql://postgres@127.0.0.1:$PG_PORT/postgres" -c "CREATE DATABASE creator_automation"
+fi
+
+# ---- Redis ----
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --dir "$VAR" \
+  --logfile "$VAR/logs/redis.log" --appendonly yes --appendfilename redis.aof >/dev/null
+for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+say "Redis on 127.0.0.1:$REDIS_PORT"
+
+# ---- migrations, in slice order ----
+for s in api-gateway billing-webhook job-worker drive-poller; do
+  MIGRATION_DATABASE_URL=$ADMIN_URL DATABASE_URL=$ADMIN_URL LOG_LEVEL=warn "$BIN/$s" migrate \
+    >>"$VAR/logs/migrate.log" 2>&1 || { cat "$VAR/logs/migrate.log"; exit 1; }
+done
+say "schema migrated (each slice owned by its service's role)"
+
+# start NAME CMD...: runs a process with its output in var/logs/NAME.log and,
+# prefixed with its name, on this terminal.
+start() {
+  local name=$1; shift
+  ( "$@" 2>&1 | tee -a "$VAR/logs/$name.log" | sed -u "s/^/[$name] /" ) &
+  pids+=($!)
+}
+
+# ---- the fakes of what cannot be reached from here ----
+if [ -x tests/fakes/run ] && [ -f tests/fakes/google.js ]; then
+  start google tests/fakes/run google --port "$GOOGLE_PORT" --data-dir "$VAR/drive" \
+    --client-id "$GOOGLE_CLIENT_ID" --client-secret "$GOOGLE_CLIENT_SECRET"
+fi
+if [ -x tests/fakes/run ] && [ -f tests/fakes/stripe.js ]; then
+  start stripe tests/fakes/run stripe --port "$STRIPE_PORT"
+fi
+if [ -x tests/fakes/run ] && [ -f tests/fakes/smtp.js ]; then
+  start smtp tests/fakes/run smtp --port "$SMTP_PORT" --admin-port "$SMTP_ADMIN_PORT"
+fi
+
+# ---- the four daemons, each as its own database role ----
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" LISTEN_ADDR=127.0.0.1
+export PUBLIC_URL="http://localhost:$GATEWAY_PORT"
+export GOOGLE_AUTH_URL="http://127.0.0.1:$GOOGLE_PORT/o/oauth2/v2/auth"
+export GOOGLE_TOKEN_URL="http://127.0.0.1:$GOOGLE_PORT/token"
+export GOOGLE_USERINFO_URL="http://127.0.0.1:$GOOGLE_PORT/v1/userinfo"
+export DRIVE_API_URL="http://127.0.0.1:$GOOGLE_PORT/drive/v3"
+export DRIVE_UPLOAD_URL="http://127.0.0.1:$GOOGLE_PORT/upload/drive/v3"
+export STRIPE_API_URL="http://127.0.0.1:$STRIPE_PORT"
+export STRIPE_PRICE_CREATOR=price_creator_local STRIPE_PRICE_STUDIO=price_studio_local
+export SMTP_URL="smtp://127.0.0.1:$SMTP_PORT" POLL_INTERVAL_SECONDS=${POLL_INTERVAL_SECONDS:-5}
+db() { echo "postgresql://$1@127.0.0.1:$PG_PORT/creator_automation"; }
+start api-gateway env PORT=$GATEWAY_PORT DATABASE_URL="$(db ca_api_gateway)" "$BIN/api-gateway" serve
+start billing-webhook env PORT=$BILLING_PORT DATABASE_URL="$(db ca_billing_webhook)" "$BIN/billing-webhook" serve
+start drive-poller env PORT=$POLLER_PORT DATABASE_URL="$(db ca_drive_poller)" "$BIN/drive-poller" serve
+start job-worker env PORT=$WORKER_PORT DATABASE_URL="$(db ca_job_worker)" "$BIN/job-worker" serve
+
+ready=1
+for pair in api-gateway:$GATEWAY_PORT billing-webhook:$BILLING_PORT drive-poller:$POLLER_PORT job-worker:$WORKER_PORT; do
+  name=${pair%%:*}; port=${pair##*:}; ok=0
+  for _ in $(seq 1 100); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$port/readyz"; then ok=1; break; fi
+    sleep 0.1
+  done
+  if [ "$ok" -eq 1 ]; then say "$name ready on :$port"; else say "$name is NOT ready on :$port"; ready=0; fi
+done
+[ "$ready" -eq 1 ] || exit 1
+
+cat <<NEXT
+
+  ready — Creator Automation is running on this machine.
+
+  Gateway:        http://localhost:$GATEWAY_PORT   (health: /healthz, metrics: /metrics)
+  Stripe webhook: http://localhost:$BILLING_PORT/webhooks/stripe
+  Logs:           var/logs/<process>.log (and here, prefixed with the process name)
+  Data:           var/ (PostgreSQL, Redis, the fake Drive in var/drive/)
+
+  Status: the daemons boot, migrate and answer their probes; polling Drive, processing
+  photos and billing arrive with their issues, and this screen will then show a photo
+  going from the inbox to Processed. Ctrl-C stops everything.
+
+NEXT
+
+if [ "${CA_RUN_EXIT_WHEN_READY:-0}" = 1 ]; then exit 0; fi
+wait
