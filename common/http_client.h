@@ -20,8 +20,13 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* libevent's <event2/http.h> #defines HTTP_OK as 200. In a file that includes
+ * it, compare against HTTP_RESULT_OK (same value as our HTTP_OK) instead. */
 typedef enum {
-    HTTP_OK = 0,            /* a response arrived (any status) */
+    HTTP_RESULT_OK = 0,     /* a response arrived (any status) */
+#ifndef HTTP_OK
+    HTTP_OK = HTTP_RESULT_OK,
+#endif
     HTTP_ERR_CONNECT = -1,  /* could not connect / DNS / TLS */
     HTTP_ERR_TIMEOUT = -2,  /* connect or total timeout */
     HTTP_ERR_TOO_LARGE = -3,/* response body over the cap */
