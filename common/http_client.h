@@ -34,6 +34,8 @@ typedef enum {
     HTTP_ERR_INTERNAL = -5, /* bad arguments, out of memory */
 } http_result_t;
 
+/* Zero (or negative) fields take the defaults, so `{.max_retries = 3}` works.
+ * Both timeouts apply to each attempt; backoff sleeps come on top. */
 typedef struct {
     long connect_timeout_ms; /* default 5000 */
     long timeout_ms;         /* total, default 30000 */
@@ -54,7 +56,7 @@ typedef struct {
     size_t body_len;
     char *content_type; /* owned or NULL */
     char *retry_after;  /* owned or NULL: raw Retry-After header */
-    char *location;     /* owned or NULL */
+    char *location;     /* owned or NULL: raw Location header (redirects are not followed) */
     int attempts;       /* how many tries were made */
     char error[256];    /* curl's message when the result is not HTTP_OK */
 } http_response_t;
@@ -67,7 +69,9 @@ typedef struct {
     const void *body;        /* raw body (content_type says what) */
     size_t body_len;
     const char *content_type;
-    FILE *sink;              /* when set, the body streams here (capped) */
+    FILE *sink;              /* when set, a 2xx body streams here (capped); an error
+                              * body stays in resp->body. A retry truncates the file
+                              * back to its position at the call. */
     const http_opts_t *opts; /* NULL: defaults */
 } http_request_t;
 
