@@ -1,0 +1,322 @@
+/*
+ * migrate — apply a service's slice of the schema. See migrate.h and
+ * docs/common/migrate.md.
+ */
+#include "migrate.h"
+
+#include "log.h"
+
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIGRATE_LOCK_SQL "SELECT pg_advisory_lock(hashtext('ca_migrate'))"
+#define MIGRATE_UNLOCK_SQL "SELECT pg_advisory_unlock(hashtext('ca_migrate'))"
+#define MIGRATE_VERSION_MAX 32
+
+void migrate_role_name(const char *service, char *out, size_t outlen)
+{
+    if (out == NULL || outlen == 0)
+        return;
+    size_t n = (size_t)snprintf(out, outlen, "ca_%s", service != NULL ? service : "");
+    if (n >= outlen)
+        n = outlen - 1;
+    for (size_t i = 3; i < n; i++) {
+        unsigned char ch = (unsigned char)out[i];
+        if (ch == '-' || ch == '.' || ch == ' ')
+            out[i] = '_';
+        else
+            out[i] = (char)tolower(ch);
+    }
+}
+
+/* SHA-256 of text as 64 lowercase hex characters. Returns 0 or -1. */
+static int sha256_hex(const char *text, char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return -1;
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned int i = 0; i < mdlen; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 0x0f];
+    }
+    out[64] = '\0';
+    return 0;
+}
+
+/* "001_users.sql" → "001". Returns 0, or -1 when the name has no digit prefix. */
+static int file_version(const char *name, char *out, size_t outlen)
+{
+    size_t n = 0;
+    while (name[n] != '\0' && isdigit((unsigned char)name[n]))
+        n++;
+    if (n == 0 || n >= outlen)
+        return -1;
+    memcpy(out, name, n);
+    out[n] = '\0';
+    return 0;
+}
+
+/* Files whose version is 000 (000_roles.sql) bootstrap the roles: they run as
+ * the connecting user, not under the service's role. */
+static bool is_bootstrap(const char *version)
+{
+    return strspn(version, "0") == strlen(version);
+}
+
+/* Numeric comparison of two digit strings. */
+static int version_cmp(const char *a, const char *b)
+{
+    while (*a == '0' && a[1] != '\0')
+        a++;
+    while (*b == '0' && b[1] != '\0')
+        b++;
+    size_t la = strlen(a), lb = strlen(b);
+    if (la != lb)
+        return la < lb ? -1 : 1;
+    return strcmp(a, b);
+}
+
+static int ensure_table(pg_conn_t *conn, char *err, size_t errlen)
+{
+    char msg[512];
+    PGresult *res = pg_exec(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL, "
+                                  "current_setting('is_superuser') = 'on'",
+                            0, NULL, msg, sizeof msg);
+    if (res == NULL) {
+        snprintf(err, errlen, "schema_migrations: %s", msg);
+        return -1;
+    }
+    bool exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    bool superuser = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    PQclear(res);
+    if (exists)
+        return 0;
+    if (pg_exec_cmd(conn,
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " service text NOT NULL,"
+                    " version text NOT NULL,"
+                    " name text NOT NULL,"
+                    " checksum text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now(),"
+                    " PRIMARY KEY (service, version))",
+                    0, NULL, msg, sizeof msg) != 0) {
+        snprintf(err, errlen, "creating schema_migrations: %s", msg);
+        return -1;
+    }
+    /* Connected as a service's own role (roles made by a DBA): let the other
+     * services' roles record their files too. */
+    if (!superuser &&
+        pg_exec_cmd(conn, "GRANT SELECT, INSERT ON schema_migrations TO PUBLIC", 0, NULL, msg,
+                    sizeof msg) != 0) {
+        snprintf(err, errlen, "granting schema_migrations: %s", msg);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    char version[MIGRATE_VERSION_MAX];
+    char checksum[65];
+    bool recorded;
+    char recorded_checksum[65];
+} file_state_t;
+
+/* Applies one file in its own transaction. Returns 0 or -1 (err filled). */
+static int apply_file(pg_conn_t *conn, const char *service, const char *role, bool set_role,
+                      int backend_pid, const migration_file_t *f, const file_state_t *fs,
+                      char *err, size_t errlen)
+{
+    char msg[1024];
+    if (pg_begin(conn, msg, sizeof msg) != 0) {
+        snprintf(err, errlen, "%s: BEGIN: %s", f->name, msg);
+        return -1;
+    }
+    /* pg_begin reconnects on a lost connection: the new session does not hold
+     * the advisory lock, so stop rather than race another replica. */
+    if (PQbackendPID(pg_raw(conn)) != backend_pid) {
+        snprintf(err, errlen, "%s: the connection was lost while migrating; run again", f->name);
+        goto fail;
+    }
+    if (set_role) {
+        /* SET LOCAL ROLE, parameterized. */
+        const char *p[1] = {role};
+        if (pg_exec_cmd(conn, "SELECT set_config('role', $1, true)", 1, p, msg, sizeof msg) !=
+            0) {
+            snprintf(err, errlen, "%s: SET LOCAL ROLE %s: %s", f->name, role, msg);
+            goto fail;
+        }
+    }
+    /* The file body: trusted SQL embedded in the binary, several statements,
+     * so the simple protocol (PQexec). The only non-parameterized exec. */
+    PGresult *res = PQexec(pg_raw(conn), f->sql);
+    ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
+        snprintf(msg, sizeof msg, "%s",
+                 res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(pg_raw(conn)));
+        size_t n = strlen(msg);
+        while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+            msg[--n] = '\0';
+        snprintf(err, errlen, "%s: %s", f->name, msg);
+        PQclear(res);
+        goto fail;
+    }
+    PQclear(res);
+    if (PQtransactionStatus(pg_raw(conn)) != PQTRANS_INTRANS) {
+        snprintf(err, errlen, "%s: the file must not end or abort the transaction itself",
+                 f->name);
+        goto fail;
+    }
+    if (set_role &&
+        pg_exec_cmd(conn, "SELECT set_config('role', 'none', true)", 0, NULL, msg, sizeof msg) !=
+            0) {
+        snprintf(err, errlen, "%s: RESET ROLE: %s", f->name, msg);
+        goto fail;
+    }
+    const char *p[4] = {service, fs->version, f->name, fs->checksum};
+    if (pg_exec_cmd(conn,
+                    "INSERT INTO schema_migrations (service, version, name, checksum) "
+                    "VALUES ($1, $2, $3, $4)",
+                    4, p, msg, sizeof msg) != 0) {
+        snprintf(err, errlen, "%s: recording: %s", f->name, msg);
+        goto fail;
+    }
+    if (pg_commit(conn, msg, sizeof msg) != 0) {
+        snprintf(err, errlen, "%s: COMMIT: %s", f->name, msg);
+        return -1;
+    }
+    return 0;
+fail:
+    pg_rollback(conn);
+    return -1;
+}
+
+int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *files,
+                  size_t nfiles, int *applied, char *err, size_t errlen)
+{
+    char ebuf[1024];
+    if (err == NULL || errlen == 0) {
+        err = ebuf;
+        errlen = sizeof ebuf;
+    }
+    err[0] = '\0';
+    int count = 0;
+    if (applied != NULL)
+        *applied = 0;
+    if (conn == NULL || service == NULL || service[0] == '\0' || (nfiles > 0 && files == NULL)) {
+        snprintf(err, errlen, "migrate: bad arguments");
+        return -1;
+    }
+    if (pg_in_transaction(conn)) {
+        snprintf(err, errlen, "migrate: a transaction is open on the connection");
+        return -1;
+    }
+
+    int rc = -1;
+    bool locked = false;
+    int backend_pid = 0;
+    char role[128];
+    char msg[1024];
+    migrate_role_name(service, role, sizeof role);
+
+    file_state_t *st = calloc(nfiles > 0 ? nfiles : 1, sizeof *st);
+    if (st == NULL) {
+        snprintf(err, errlen, "migrate: out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < nfiles; i++) {
+        if (files[i].name == NULL || files[i].sql == NULL ||
+            file_version(files[i].name, st[i].version, sizeof st[i].version) != 0) {
+            snprintf(err, errlen, "%s: a migration file name must start with its number (NNN_)",
+                     files[i].name != NULL ? files[i].name : "(null)");
+            goto out;
+        }
+        if (i > 0 && version_cmp(st[i - 1].version, st[i].version) >= 0) {
+            snprintf(err, errlen, "%s: versions must be unique and in ascending order (after %s)",
+                     files[i].name, files[i - 1].name);
+            goto out;
+        }
+        if (sha256_hex(files[i].sql, st[i].checksum) != 0) {
+            snprintf(err, errlen, "%s: cannot compute its checksum", files[i].name);
+            goto out;
+        }
+    }
+
+    /* Replicas migrating at once wait here for each other. */
+    if (pg_exec_cmd(conn, MIGRATE_LOCK_SQL, 0, NULL, msg, sizeof msg) != 0) {
+        snprintf(err, errlen, "migrate: advisory lock: %s", msg);
+        goto out;
+    }
+    locked = true;
+    backend_pid = PQbackendPID(pg_raw(conn));
+
+    if (ensure_table(conn, err, errlen) != 0)
+        goto out;
+
+    const char *sp[1] = {service};
+    PGresult *res = pg_exec(conn,
+                            "SELECT version, checksum, name FROM schema_migrations "
+                            "WHERE service = $1",
+                            1, sp, msg, sizeof msg);
+    if (res == NULL) {
+        snprintf(err, errlen, "migrate: reading schema_migrations: %s", msg);
+        goto out;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *v = PQgetvalue(res, r, 0);
+        for (size_t i = 0; i < nfiles; i++) {
+            if (strcmp(st[i].version, v) == 0) {
+                st[i].recorded = true;
+                snprintf(st[i].recorded_checksum, sizeof st[i].recorded_checksum, "%s",
+                         PQgetvalue(res, r, 1));
+            }
+        }
+    }
+    PQclear(res);
+
+    /* Migrations are append-only: check every recorded file before applying. */
+    for (size_t i = 0; i < nfiles; i++) {
+        if (st[i].recorded && strcmp(st[i].recorded_checksum, st[i].checksum) != 0) {
+            snprintf(err, errlen,
+                     "%s: checksum changed since it was applied (recorded %.12s..., now %.12s...); "
+                     "migrations are append-only: add a new file instead",
+                     files[i].name, st[i].recorded_checksum, st[i].checksum);
+            goto out;
+        }
+    }
+
+    res = pg_exec(conn, "SELECT current_user", 0, NULL, msg, sizeof msg);
+    if (res == NULL) {
+        snprintf(err, errlen, "migrate: current_user: %s", msg);
+        goto out;
+    }
+    bool already_role = strcmp(PQgetvalue(res, 0, 0), role) == 0;
+    PQclear(res);
+
+    for (size_t i = 0; i < nfiles; i++) {
+        if (st[i].recorded)
+            continue;
+        bool set_role = !is_bootstrap(st[i].version) && !already_role;
+        if (apply_file(conn, service, role, set_role, backend_pid, &files[i], &st[i], err, errlen) != 0)
+            goto out;
+        count++;
+        log_info("migration applied: %s %s", service, files[i].name);
+    }
+    rc = 0;
+out:
+    if (locked && PQbackendPID(pg_raw(conn)) == backend_pid) {
+        if (pg_exec_cmd(conn, MIGRATE_UNLOCK_SQL, 0, NULL, msg, sizeof msg) != 0)
+            log_warn("migrate: releasing the advisory lock: %s", msg);
+    }
+    if (rc != 0)
+        log_warn("migrate %s failed: %s", service, err);
+    free(st);
+    if (applied != NULL)
+        *applied = count;
+    return rc;
+}
