@@ -438,7 +438,7 @@ static redisReply *ctx_roundtrip(redisContext *ctx, const char *cmd, size_t len,
         if (ctx->reader->len > before) {
             received += ctx->reader->len - before;
         }
-        if (received > (size_t)REDIS_REPLY_MAX + 64) {
+        if (received > (size_t)REDIS_REPLY_MAX) {
             *fatal = true;
             set_err(err, errlen, "reply larger than %u MiB refused",
                     (unsigned)(REDIS_REPLY_MAX / (1024 * 1024)));

@@ -4,8 +4,8 @@
  * redis_connect() parses redis://[:password@]host[:port][/db] (rediss is not
  * supported and is refused). redis_command() runs one command; on an I/O error
  * it reconnects with exponential backoff (100 ms doubling, capped at 5 s) until
- * `retry_ms` passes, then runs it once more. Replies larger than 64 MiB are
- * refused (the connection is dropped). One redis_conn_t per thread.
+ * `retry_ms` passes, then runs it once more. A reply larger than 64 MiB (wire
+ * bytes) is refused and the connection dropped. One redis_conn_t per thread.
  *
  * Timeouts: connecting gives up after 2 s; a command's reply is awaited for the
  * command timeout (default 5 s, redis_set_timeout). Blocking commands (BLPOP,
