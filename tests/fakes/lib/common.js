@@ -20,8 +20,8 @@
  *                a trailing '*' matches a prefix). Not recorded, never faulted.
  *     onReset    () => void: called by POST /__admin/reset (after the shared
  *                state, request log and faults, is cleared).
- *     errorBody  (status, reason, message) -> object: the service's own error
- *                JSON shape; used for injected 'status' faults and HttpError
+ *     errorBody  (status, reason, message, ctx) -> object: the service's own error
+ *                JSON shape (ctx.path lets one fake use two shapes); used for injected 'status' faults and HttpError
  *                without an explicit body. Default {error:{code,message,reason}}.
  *
  *   Shared admin routes (every fake gets these):
@@ -316,10 +316,10 @@ function createFake(opts) {
     return fn(req, res, ctx);
   }
 
-  function sendHttpError(res, e) {
+  function sendHttpError(res, e, ctx) {
     if (res.headersSent) { res.destroy(); return; }
     let body = e.body;
-    if (body === undefined || typeof body === 'string') body = errorBody(e.status, undefined, body);
+    if (body === undefined || typeof body === 'string') body = errorBody(e.status, undefined, body, ctx);
     sendJson(res, e.status, body, e.headers);
   }
 
@@ -357,7 +357,7 @@ function createFake(opts) {
         const headers = { ...(fault.headers || {}) };
         if (fault.retry_after !== undefined) headers['Retry-After'] = String(fault.retry_after);
         else if (fault.status === 429 || fault.status === 503) headers['Retry-After'] = '1';
-        const body = fault.body !== undefined ? fault.body : errorBody(fault.status, fault.reason, fault.message);
+        const body = fault.body !== undefined ? fault.body : errorBody(fault.status, fault.reason, fault.message, ctx);
         return sendJson(res, fault.status, body, headers);
       }
       if (fault.action === 'slow_body') installSlowBody(res, fault.chunk_bytes || 16, fault.interval_ms || 50);
@@ -370,10 +370,10 @@ function createFake(opts) {
     try {
       await opts.handle(req, res, ctx);
     } catch (e) {
-      if (e instanceof HttpError) sendHttpError(res, e);
+      if (e instanceof HttpError) sendHttpError(res, e, ctx);
       else {
         log(name, `handler error: ${e && e.stack}`);
-        sendHttpError(res, new HttpError(500, errorBody(500, 'backendError', String(e && e.message))));
+        sendHttpError(res, new HttpError(500, errorBody(500, 'backendError', String(e && e.message), ctx)), ctx);
       }
     }
     log(name, `${req.method} ${req.url} -> ${res.statusCode}`);
