@@ -351,8 +351,12 @@ static void print_usage(const daemon_t *d, FILE *out)
             "usage: %s [serve|migrate|cleanup|--help|--version]\n"
             "  serve     run the daemon (default)\n"
             "  migrate   apply this service's slice of the schema (safe to repeat)\n"
-            "  cleanup   apply this service's data retention rules\n\n",
+            "  cleanup   apply this service's data retention rules\n",
             d->svc->name);
+    if (d->svc->command_help != NULL) {
+        fprintf(out, "%s", d->svc->command_help);
+    }
+    fprintf(out, "\n");
     config_print_help(out, d->svc->name, d->vars, d->nvars);
 }
 
@@ -495,8 +499,13 @@ int daemon_main(const service_t *svc, int argc, char **argv)
     pthread_cond_init(&d->maint_cond, NULL);
 
     const char *cmd = argc > 1 ? argv[1] : "serve";
-    int rc;
-    if (argc > 2) {
+    int rc = -1;
+    if (svc->command != NULL && argc > 1) {
+        rc = svc->command(cmd, argc - 1, argv + 1);
+    }
+    if (rc >= 0) {
+        /* an extra command ran */
+    } else if (argc > 2) {
         build_var_table(d, false);
         print_usage(d, stderr);
         rc = 2;

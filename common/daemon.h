@@ -45,6 +45,12 @@ typedef struct {
     void (*stop)(daemon_t *d);
     /* `cleanup`: the slice's retention rules. Returns 0 or -1 (err filled). */
     int (*cleanup)(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen);
+    /* Extra commands (e.g. job-worker's `render`), run before any
+     * configuration is read: returns the exit code, or -1 when `cmd` is not
+     * one of its commands. argv[0] is the command. May be NULL. */
+    int (*command)(const char *cmd, int argc, char **argv);
+    /* One line per extra command for --help, e.g. "  render G IN OUT  run a preset". */
+    const char *command_help;
 } service_t;
 
 int daemon_main(const service_t *svc, int argc, char **argv);
