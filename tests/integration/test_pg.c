@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 #include <pthread.h>
+#include <signal.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -272,6 +273,28 @@ static void test_connect_deadline_and_ping_while_down(void **state)
     assert_non_null(res);
     assert_string_equal(PQgetvalue(res, 0, 0), "42");
     PQclear(res);
+    pg_close(c);
+}
+
+/* A backend that stops answering (frozen with SIGSTOP) does not hang the ping:
+ * after its 2 s timeout the connection is replaced by a fresh one (the server
+ * itself still accepts connections, so the ping then succeeds). */
+static void test_ping_does_not_hang(void **state)
+{
+    pg_conn_t *c = connect_ok();
+    int backend = PQbackendPID(pg_raw(c));
+    if (kill(backend, SIGSTOP) != 0) {
+        pg_close(c);
+        skip(); /* not allowed to signal the server's processes */
+    }
+    int64_t t0 = mono_ms();
+    bool ok = pg_ping(c);
+    int64_t took = mono_ms() - t0;
+    kill(backend, SIGCONT);
+    assert_true(took >= 1500 && took < 6000);
+    assert_true(ok);
+    assert_int_not_equal(PQbackendPID(pg_raw(c)), backend);
+    assert_true(pg_ping(c));
     pg_close(c);
 }
 
@@ -651,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_survives_restart),
         cmocka_unit_test(test_connect_waits_for_server),
         cmocka_unit_test(test_connect_deadline_and_ping_while_down),
+        cmocka_unit_test(test_ping_does_not_hang),
         cmocka_unit_test(test_abort_flag_stops_forever_connect),
         cmocka_unit_test(test_password_not_logged),
         cmocka_unit_test(test_pool_200_queries),
