@@ -331,6 +331,32 @@ static void test_auth_and_select_on_reconnect(void **state)
     redis_close(admin);
 }
 
+/* Leaves no password behind even if the AUTH test failed half-way. */
+static int reset_auth(void **state)
+{
+    char url[256];
+    char err[256];
+    redis_conn_t *conn;
+    redisReply *reply;
+
+    snprintf(url, sizeof(url), "redis://:pw-for-default@127.0.0.1:%d/0", redis_port);
+    conn = redis_connect(url, 1000, err, sizeof(err));
+    if (conn != NULL) {
+        reply = redis_command(conn, err, sizeof(err), "CONFIG SET requirepass %s", "");
+        if (reply != NULL) {
+            freeReplyObject(reply);
+        }
+        redis_close(conn);
+    }
+    conn = connect_default();
+    reply = redis_command(conn, err, sizeof(err), "ACL DELUSER %s", "ca_test");
+    if (reply != NULL) {
+        freeReplyObject(reply);
+    }
+    redis_close(conn);
+    return 0;
+}
+
 static void test_survives_restart(void **state)
 {
     redis_conn_t *conn = connect_default();
@@ -499,7 +525,7 @@ int main(void)
         cmocka_unit_test(test_url_parse_long_parts),
         cmocka_unit_test_setup(test_connect_and_commands, flush_all),
         cmocka_unit_test(test_connect_refused_respects_deadline),
-        cmocka_unit_test_setup(test_auth_and_select_on_reconnect, flush_all),
+        cmocka_unit_test_setup_teardown(test_auth_and_select_on_reconnect, flush_all, reset_auth),
         cmocka_unit_test_setup(test_survives_restart, flush_all),
         cmocka_unit_test_setup(test_outage_beyond_retry_budget, flush_all),
         cmocka_unit_test_setup(test_retry_covers_short_outage, flush_all),
