@@ -52,7 +52,6 @@ TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BINS := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%) $(INTEG_SRC:tests/%.c=$(BUILD)/tests/%)
 
 
-.SECONDEXPANSION:
 .PHONY: all test deps run run-clean bench clean format format-check tests-build
 all: $(BINS)
 
@@ -63,10 +62,18 @@ $(BUILD)/tools/embed: tools/embed.c
 	$(call say,CC,$@)
 	$(Q)$(CC) -std=gnu11 $(WARN) -O1 -o $@ $<
 
-$(BUILD)/gen/%_sql.c: $(BUILD)/tools/embed sql/000_roles.sql $$(wildcard sql/%/*.sql)
-	@mkdir -p $(dir $@)
-	$(call say,EMBED,$@)
-	$(Q)$(BUILD)/tools/embed $* sql/000_roles.sql $(sort $(wildcard sql/$*/*.sql)) > $@.tmp && mv $@.tmp $@
+define service_rules
+$(BUILD)/gen/$(1)_sql.c: $(BUILD)/tools/embed sql/000_roles.sql $(sort $(wildcard sql/$(1)/*.sql))
+	@mkdir -p $$(dir $$@)
+	$$(call say,EMBED,$$@)
+	$$(Q)$(BUILD)/tools/embed $(1) sql/000_roles.sql $(sort $(wildcard sql/$(1)/*.sql)) > $$@.tmp && mv $$@.tmp $$@
+
+$(BUILD)/bin/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c)) $(BUILD)/obj/gen/$(1)_sql.o $(LIBCOMMON)
+	@mkdir -p $$(dir $$@)
+	$$(call say,LINK,$$@)
+	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS) $(if $(filter job-worker,$(1)),$$(VIPS_LIBS))
+endef
+$(foreach s,$(SERVICES),$(eval $(call service_rules,$(s))))
 
 $(BUILD)/obj/gen/%_sql.o: $(BUILD)/gen/%_sql.c
 	@mkdir -p $(dir $@)
@@ -83,11 +90,6 @@ $(LIBCOMMON): $(COMMON_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@
 	$(Q)$(AR) rcs $@ $^
-
-$(BUILD)/bin/%: $$(patsubst %.c,$(BUILD)/obj/%.o,$$(wildcard services/%/*.c)) $(BUILD)/obj/gen/%_sql.o $(LIBCOMMON)
-	@mkdir -p $(dir $@)
-	$(call say,LINK,$@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(if $(findstring job-worker,$@),$(VIPS_LIBS))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
