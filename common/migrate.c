@@ -85,8 +85,9 @@ static int version_cmp(const char *a, const char *b)
 static int ensure_table(pg_conn_t *conn, char *err, size_t errlen)
 {
     char msg[512];
-    PGresult *res = pg_exec(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL, "
-                                  "current_setting('is_superuser') = 'on'",
+    PGresult *res = pg_exec(conn,
+                            "SELECT to_regclass('schema_migrations') IS NOT NULL, "
+                            "current_setting('is_superuser') = 'on'",
                             0, NULL, msg, sizeof msg);
     if (res == NULL) {
         snprintf(err, errlen, "schema_migrations: %s", msg);
@@ -111,9 +112,8 @@ static int ensure_table(pg_conn_t *conn, char *err, size_t errlen)
     }
     /* Connected as a service's own role (roles made by a DBA): let the other
      * services' roles record their files too. */
-    if (!superuser &&
-        pg_exec_cmd(conn, "GRANT SELECT, INSERT ON schema_migrations TO PUBLIC", 0, NULL, msg,
-                    sizeof msg) != 0) {
+    if (!superuser && pg_exec_cmd(conn, "GRANT SELECT, INSERT ON schema_migrations TO PUBLIC", 0,
+                                  NULL, msg, sizeof msg) != 0) {
         snprintf(err, errlen, "granting schema_migrations: %s", msg);
         return -1;
     }
@@ -129,8 +129,8 @@ typedef struct {
 
 /* Applies one file in its own transaction. Returns 0 or -1 (err filled). */
 static int apply_file(pg_conn_t *conn, const char *service, const char *role, bool set_role,
-                      int backend_pid, const migration_file_t *f, const file_state_t *fs,
-                      char *err, size_t errlen)
+                      int backend_pid, const migration_file_t *f, const file_state_t *fs, char *err,
+                      size_t errlen)
 {
     char msg[1024];
     if (pg_begin(conn, msg, sizeof msg) != 0) {
@@ -146,8 +146,7 @@ static int apply_file(pg_conn_t *conn, const char *service, const char *role, bo
     if (set_role) {
         /* SET LOCAL ROLE, parameterized. */
         const char *p[1] = {role};
-        if (pg_exec_cmd(conn, "SELECT set_config('role', $1, true)", 1, p, msg, sizeof msg) !=
-            0) {
+        if (pg_exec_cmd(conn, "SELECT set_config('role', $1, true)", 1, p, msg, sizeof msg) != 0) {
             snprintf(err, errlen, "%s: SET LOCAL ROLE %s: %s", f->name, role, msg);
             goto fail;
         }
@@ -168,13 +167,11 @@ static int apply_file(pg_conn_t *conn, const char *service, const char *role, bo
     }
     PQclear(res);
     if (PQtransactionStatus(pg_raw(conn)) != PQTRANS_INTRANS) {
-        snprintf(err, errlen, "%s: the file must not end or abort the transaction itself",
-                 f->name);
+        snprintf(err, errlen, "%s: the file must not end or abort the transaction itself", f->name);
         goto fail;
     }
-    if (set_role &&
-        pg_exec_cmd(conn, "SELECT set_config('role', 'none', true)", 0, NULL, msg, sizeof msg) !=
-            0) {
+    if (set_role && pg_exec_cmd(conn, "SELECT set_config('role', 'none', true)", 0, NULL, msg,
+                                sizeof msg) != 0) {
         snprintf(err, errlen, "%s: RESET ROLE: %s", f->name, msg);
         goto fail;
     }
@@ -302,7 +299,8 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
         if (st[i].recorded)
             continue;
         bool set_role = !is_bootstrap(st[i].version) && !already_role;
-        if (apply_file(conn, service, role, set_role, backend_pid, &files[i], &st[i], err, errlen) != 0)
+        if (apply_file(conn, service, role, set_role, backend_pid, &files[i], &st[i], err,
+                       errlen) != 0)
             goto out;
         count++;
         log_info("migration applied: %s %s", service, files[i].name);

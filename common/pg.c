@@ -22,7 +22,7 @@ volatile int pg_abort_flag = 0;
 
 #define PG_BACKOFF_START_MS 100
 #define PG_BACKOFF_CAP_MS 5000
-#define PG_CONNECT_STEP_MS 5000    /* one connection attempt */
+#define PG_CONNECT_STEP_MS 5000      /* one connection attempt */
 #define PG_RECONNECT_BUDGET_MS 15000 /* pg_exec's reconnect before its retry */
 #define PG_PING_TIMEOUT_MS 2000
 #define PG_POOL_QUEUE_CAP 10000
@@ -100,10 +100,9 @@ static const char *app_name(void)
 #define PG_NKEYS 8
 static void conn_params(const char *url, const char **keys, const char **values)
 {
-    static const char *const k[PG_NKEYS] = {"connect_timeout", "keepalives",
-                                            "keepalives_idle", "keepalives_interval",
-                                            "keepalives_count", "application_name",
-                                            "dbname",          NULL};
+    static const char *const k[PG_NKEYS] = {
+        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "application_name", "dbname",          NULL};
     const char *v[PG_NKEYS] = {"5", "1", "30", "10", "3", app_name(), url, NULL};
     for (int i = 0; i < PG_NKEYS; i++) {
         keys[i] = k[i];
@@ -136,7 +135,8 @@ static char *describe_url(const char *url)
     for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
         if (o->val == NULL || o->val[0] == '\0')
             continue;
-        if (strcmp(o->keyword, "host") == 0 || (host == NULL && strcmp(o->keyword, "hostaddr") == 0))
+        if (strcmp(o->keyword, "host") == 0 ||
+            (host == NULL && strcmp(o->keyword, "hostaddr") == 0))
             host = o->val;
         else if (strcmp(o->keyword, "port") == 0)
             port = o->val;
@@ -375,7 +375,8 @@ PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *con
             if (conn->in_tx) {
                 conn->tx_failed = true;
                 set_sqlstate(conn, "08006");
-                set_err(err, errlen, "connection to PostgreSQL lost inside a transaction; roll back");
+                set_err(err, errlen,
+                        "connection to PostgreSQL lost inside a transaction; roll back");
                 return NULL;
             }
             if (reconnect(conn, PG_RECONNECT_BUDGET_MS, err, errlen) != 0) {
@@ -401,15 +402,16 @@ PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *con
         /* The connection is gone. */
         const char *code = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         set_sqlstate(conn, code != NULL && code[0] != '\0' ? code : "08006");
-        set_err(err, errlen, res != NULL && PQresultErrorMessage(res)[0] != '\0'
-                                 ? PQresultErrorMessage(res)
-                                 : PQerrorMessage(conn->pg));
+        set_err(err, errlen,
+                res != NULL && PQresultErrorMessage(res)[0] != '\0' ? PQresultErrorMessage(res)
+                                                                    : PQerrorMessage(conn->pg));
         PQclear(res);
         conn->broken = true;
         if (was_in_tx) {
             conn->in_tx = true;
             conn->tx_failed = true;
-            log_warn("PostgreSQL connection lost inside a transaction (%s): %s", conn->display, err);
+            log_warn("PostgreSQL connection lost inside a transaction (%s): %s", conn->display,
+                     err);
             return NULL;
         }
         /* Outside a transaction: reconnect (at the loop's top) and run it once more. */
@@ -417,8 +419,8 @@ PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *con
     return NULL;
 }
 
-int pg_exec_cmd(pg_conn_t *conn, const char *sql, int nparams, const char *const *params,
-                char *err, size_t errlen)
+int pg_exec_cmd(pg_conn_t *conn, const char *sql, int nparams, const char *const *params, char *err,
+                size_t errlen)
 {
     PGresult *res = pg_exec(conn, sql, nparams, params, err, errlen);
     if (res == NULL)
@@ -627,8 +629,8 @@ typedef struct pool_conn {
     int backoff_ms;
     pool_query_t *q;
     bool pipeline;
-    int stage;          /* pipeline: 0 BEGIN, 1 set_config, 2 query, 3 COMMIT, 4 sync */
-    PGresult *result;   /* the query's result, delivered to the callback */
+    int stage;        /* pipeline: 0 BEGIN, 1 set_config, 2 query, 3 COMMIT, 4 sync */
+    PGresult *result; /* the query's result, delivered to the callback */
     bool failed;
     char err[512];
     char sqlstate[6];
@@ -735,8 +737,7 @@ static void pc_connected(pool_conn_t *pc)
         return;
     }
     if (pc->backoff_ms > PG_BACKOFF_START_MS)
-        log_info("PostgreSQL pool connection %d re-established (%s)", pc->index,
-                 pc->pool->display);
+        log_info("PostgreSQL pool connection %d re-established (%s)", pc->index, pc->pool->display);
     pc->backoff_ms = PG_BACKOFF_START_MS;
     pc->state = PC_IDLE;
     pc_arm(pc, EV_READ, 0);
@@ -961,8 +962,8 @@ static bool pc_send(pool_conn_t *pc, pool_query_t *q)
         pc->pipeline = true;
         if (PQenterPipelineMode(pg) != 1 ||
             !PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) ||
-            !PQsendQueryParams(pg, "SELECT set_config('app.user_id', $1, true)", 1, NULL, uid,
-                               NULL, NULL, 0) ||
+            !PQsendQueryParams(pg, "SELECT set_config('app.user_id', $1, true)", 1, NULL, uid, NULL,
+                               NULL, 0) ||
             !PQsendQueryParams(pg, q->sql, q->nparams, NULL, params, NULL, NULL, 0) ||
             !PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) ||
             PQpipelineSync(pg) != 1) {

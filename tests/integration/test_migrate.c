@@ -65,8 +65,7 @@ static void ensure_role(pg_conn_t *c, const char *service)
     migrate_role_name(service, role, sizeof role);
     const char *p[1] = {role};
     char exists[16];
-    query_value(c, "SELECT count(*) FROM pg_roles WHERE rolname = $1", 1, p, exists,
-                sizeof exists);
+    query_value(c, "SELECT count(*) FROM pg_roles WHERE rolname = $1", 1, p, exists, sizeof exists);
     char *quoted = PQescapeIdentifier(pg_raw(c), role, strlen(role));
     assert_non_null(quoted);
     char sql[512];
@@ -102,9 +101,12 @@ static void test_role_name(void **state)
         const char *service;
         const char *role;
     } cases[] = {
-        {"api-gateway", "ca_api_gateway"},   {"drive-poller", "ca_drive_poller"},
-        {"job-worker", "ca_job_worker"},     {"billing-webhook", "ca_billing_webhook"},
-        {"test-svc", "ca_test_svc"},         {"Test-Svc", "ca_test_svc"},
+        {"api-gateway", "ca_api_gateway"},
+        {"drive-poller", "ca_drive_poller"},
+        {"job-worker", "ca_job_worker"},
+        {"billing-webhook", "ca_billing_webhook"},
+        {"test-svc", "ca_test_svc"},
+        {"Test-Svc", "ca_test_svc"},
         {"", "ca_"},
     };
     char out[64];
@@ -139,9 +141,8 @@ static void test_applies_in_order_and_records(void **state)
     char v[128];
     query_value(c, "SELECT note FROM mig_a WHERE id = 1", 0, NULL, v, sizeof v);
     assert_string_equal(v, "it's; here");
-    assert_int_equal(count_of(c, "SELECT count(*) FROM schema_migrations WHERE service = $1",
-                              "test-svc"),
-                     3);
+    assert_int_equal(
+        count_of(c, "SELECT count(*) FROM schema_migrations WHERE service = $1", "test-svc"), 3);
 
     /* Rows: version is the NNN prefix, checksum the SHA-256 of the text. */
     PGresult *res = pg_exec(c,
@@ -166,11 +167,11 @@ static void test_applies_in_order_and_records(void **state)
     query_value(c, "SELECT tableowner FROM pg_tables WHERE tablename = 'mig_b'", 0, NULL, v,
                 sizeof v);
     assert_string_equal(v, "ca_test_svc");
-    query_value(c, "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'mig_f'", 0,
-                NULL, v, sizeof v);
-    assert_string_equal(v, "ca_test_svc");
-    query_value(c, "SELECT tableowner FROM pg_tables WHERE tablename = 'mig_bootstrap'", 0, NULL,
+    query_value(c, "SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'mig_f'", 0, NULL,
                 v, sizeof v);
+    assert_string_equal(v, "ca_test_svc");
+    query_value(c, "SELECT tableowner FROM pg_tables WHERE tablename = 'mig_bootstrap'", 0, NULL, v,
+                sizeof v);
     assert_string_equal(v, "postgres");
     /* The role is not left set on the session. */
     query_value(c, "SELECT current_user", 0, NULL, v, sizeof v);
@@ -183,7 +184,9 @@ static void test_applies_in_order_and_records(void **state)
 
     /* A new file is applied alone. */
     migration_file_t more[] = {
-        files[0], files[1], files[2],
+        files[0],
+        files[1],
+        files[2],
         {"003_third.sql", "ALTER TABLE mig_a ADD COLUMN extra int DEFAULT 3;"},
     };
     assert_int_equal(migrate_apply(c, "test-svc", more, 4, &applied, err, sizeof err), 0);
@@ -239,8 +242,7 @@ static void test_changed_checksum_is_error(void **state)
                      -1);
     assert_non_null(strstr(err, "a.sql"));
     migration_file_t unordered[] = {files[1], files[0]};
-    assert_int_equal(migrate_apply(c, "test-svc-sum", unordered, 2, &applied, err, sizeof err),
-                     -1);
+    assert_int_equal(migrate_apply(c, "test-svc-sum", unordered, 2, &applied, err, sizeof err), -1);
     pg_close(c);
 }
 
@@ -269,14 +271,14 @@ static void test_failing_file_rolls_back(void **state)
     query_value(c, "SELECT to_regclass('mig_fail_after') IS NULL", 0, NULL, v, sizeof v);
     assert_string_equal(v, "t");
     assert_int_equal(count_of(c, "SELECT count(*) FROM mig_fail_ok", NULL), 0);
-    assert_int_equal(count_of(c, "SELECT count(*) FROM schema_migrations WHERE service = $1",
-                              "test-svc-fail"),
-                     1);
+    assert_int_equal(
+        count_of(c, "SELECT count(*) FROM schema_migrations WHERE service = $1", "test-svc-fail"),
+        1);
 
     /* A file that ends the transaction itself is refused. */
     migration_file_t committing[] = {files[0], {"002_commit.sql", "COMMIT; SELECT 1;"}};
-    assert_int_equal(
-        migrate_apply(c, "test-svc-fail", committing, 2, &applied, err, sizeof err), -1);
+    assert_int_equal(migrate_apply(c, "test-svc-fail", committing, 2, &applied, err, sizeof err),
+                     -1);
     assert_non_null(strstr(err, "002_commit.sql"));
 
     /* Fixed (never recorded, so it may change) and run again: the rest applies. */
@@ -339,9 +341,9 @@ static void test_concurrent_replicas_apply_once(void **state)
         total += r[i].applied;
     }
     assert_int_equal(total, 4);
-    assert_int_equal(count_of(c, "SELECT count(*) FROM schema_migrations WHERE service = $1",
-                              "test-svc-race"),
-                     4);
+    assert_int_equal(
+        count_of(c, "SELECT count(*) FROM schema_migrations WHERE service = $1", "test-svc-race"),
+        4);
     assert_int_equal(count_of(c, "SELECT count(*) FROM mig_race", NULL), 2);
     char v[64];
     query_value(c, "SELECT tableowner FROM pg_tables WHERE tablename = 'mig_race'", 0, NULL, v,

@@ -7,8 +7,8 @@
 
 #include <event2/event.h>
 #include <pthread.h>
-#include <signal.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -85,12 +85,12 @@ static void test_params_null_and_injection(void **state)
         char id[16];
         snprintf(id, sizeof id, "%zu", i);
         const char *p[3] = {id, rows[i].a, rows[i].b};
-        assert_int_equal(pg_exec_cmd(c, "INSERT INTO pg_t_params (id, a, b) VALUES ($1, $2, $3)",
-                                     3, p, err, sizeof err),
+        assert_int_equal(pg_exec_cmd(c, "INSERT INTO pg_t_params (id, a, b) VALUES ($1, $2, $3)", 3,
+                                     p, err, sizeof err),
                          0);
     }
-    PGresult *res = pg_exec(c, "SELECT id, a, b FROM pg_t_params ORDER BY id", 0, NULL, err,
-                            sizeof err);
+    PGresult *res =
+        pg_exec(c, "SELECT id, a, b FROM pg_t_params ORDER BY id", 0, NULL, err, sizeof err);
     assert_non_null(res);
     assert_int_equal(PQntuples(res), 4);
     for (int i = 0; i < 4; i++) {
@@ -208,9 +208,8 @@ static void test_survives_restart(void **state)
     assert_int_equal(pg_begin(c, err, sizeof err), 0);
     exec_ok(c, "INSERT INTO pg_t_restart VALUES (2)");
     services("restart-pg");
-    assert_int_equal(pg_exec_cmd(c, "INSERT INTO pg_t_restart VALUES (3)", 0, NULL, err,
-                                 sizeof err),
-                     -1);
+    assert_int_equal(
+        pg_exec_cmd(c, "INSERT INTO pg_t_restart VALUES (3)", 0, NULL, err, sizeof err), -1);
     assert_true(pg_in_transaction(c));
     assert_true(pg_error_is_retryable(c));
     assert_int_equal(pg_commit(c, err, sizeof err), -1);
