@@ -14,10 +14,11 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const TYPE_NAMES[] = {"string", "int", "bool", "url", "key32", "keylist", "list"};
+static const char *const TYPE_NAMES[] = {"string", "int",     "bool", "url",
+                                         "key32",  "keylist", "list"};
 
-static const char *const URL_SCHEMES[] = {"http",  "https", "postgresql", "postgres",
-                                          "redis", "rediss", "smtp",      "smtps"};
+static const char *const URL_SCHEMES[] = {"http",  "https",  "postgresql", "postgres",
+                                          "redis", "rediss", "smtp",       "smtps"};
 
 #define URL_SCHEMES_TEXT "http, https, postgresql, postgres, redis, rediss, smtp, smtps"
 #define KEY32_TEXT "must be standard base64 of exactly 32 bytes"
@@ -98,7 +99,8 @@ static bool url_ok(const char *text)
     size_t schemelen = (size_t)(sep - text);
     bool known = false;
     for (size_t i = 0; i < sizeof(URL_SCHEMES) / sizeof(URL_SCHEMES[0]); i++) {
-        if (strlen(URL_SCHEMES[i]) == schemelen && strncasecmp(text, URL_SCHEMES[i], schemelen) == 0) {
+        if (strlen(URL_SCHEMES[i]) == schemelen &&
+            strncasecmp(text, URL_SCHEMES[i], schemelen) == 0) {
             known = true;
         }
     }
@@ -375,7 +377,8 @@ bool config_get_bool(const config_t *cfg, const char *name)
 
 void config_print_help(FILE *out, const char *prog, const config_var_t *vars, size_t nvars)
 {
-    fprintf(out, "Usage: %s [serve|migrate|cleanup|--help|--version]\n\n", prog != NULL ? prog : "");
+    fprintf(out, "Usage: %s [serve|migrate|cleanup|--help|--version]\n\n",
+            prog != NULL ? prog : "");
     fprintf(out, "Configuration (environment variables):\n");
     for (size_t i = 0; i < nvars; i++) {
         const config_var_t *var = &vars[i];

@@ -256,8 +256,9 @@ char *crypto_random_token(size_t nbytes)
 
 /* ------------------------------------------------------------- AES-256-GCM */
 
-int crypto_aes256gcm_encrypt(const uint8_t key[32], const uint8_t *iv, size_t ivlen, const uint8_t *aad,
-                             size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *ct, uint8_t tag[16])
+int crypto_aes256gcm_encrypt(const uint8_t key[32], const uint8_t *iv, size_t ivlen,
+                             const uint8_t *aad, size_t aadlen, const uint8_t *pt, size_t ptlen,
+                             uint8_t *ct, uint8_t tag[16])
 {
     int rc = -1;
     int outl = 0;
@@ -302,8 +303,9 @@ out:
     return rc;
 }
 
-int crypto_aes256gcm_decrypt(const uint8_t key[32], const uint8_t *iv, size_t ivlen, const uint8_t *aad,
-                             size_t aadlen, const uint8_t *ct, size_t ctlen, const uint8_t tag[16], uint8_t *pt)
+int crypto_aes256gcm_decrypt(const uint8_t key[32], const uint8_t *iv, size_t ivlen,
+                             const uint8_t *aad, size_t aadlen, const uint8_t *ct, size_t ctlen,
+                             const uint8_t tag[16], uint8_t *pt)
 {
     int rc = -1;
     int outl = 0;

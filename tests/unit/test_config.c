@@ -51,12 +51,14 @@ static const case_t CASES[] = {
     {"string empty takes default", CFG_STRING, "dflt", true, 0, 0, "", 0, "dflt", NULL},
     {"string required missing", CFG_STRING, NULL, true, 0, 0, NULL, -1, NULL, "is required"},
     {"string required empty", CFG_STRING, NULL, true, 0, 0, "", -1, NULL, "is required"},
-    {"string bad default", CFG_STRING, "", false, 0, 0, NULL, -1, NULL, "must not be empty (default)"},
+    {"string bad default", CFG_STRING, "", false, 0, 0, NULL, -1, NULL,
+     "must not be empty (default)"},
     /* int */
     {"int ok", CFG_INT, NULL, false, 1, 65535, "8080", 0, "8080", NULL},
     {"int lower bound", CFG_INT, NULL, false, 1, 65535, "1", 0, "1", NULL},
     {"int upper bound", CFG_INT, NULL, false, 1, 65535, "65535", 0, "65535", NULL},
-    {"int below", CFG_INT, NULL, false, 1, 65535, "0", -1, NULL, "must be an integer between 1 and 65535"},
+    {"int below", CFG_INT, NULL, false, 1, 65535, "0", -1, NULL,
+     "must be an integer between 1 and 65535"},
     {"int above", CFG_INT, NULL, false, 1, 65535, "65536", -1, NULL, "between 1 and 65535"},
     {"int negative in range", CFG_INT, NULL, false, -10, 10, "-5", 0, "-5", NULL},
     {"int letters", CFG_INT, NULL, false, 1, 65535, "abc", -1, NULL, "must be an integer"},
@@ -65,7 +67,8 @@ static const case_t CASES[] = {
     {"int float", CFG_INT, NULL, false, 1, 65535, "1.5", -1, NULL, "must be an integer"},
     {"int hex", CFG_INT, NULL, false, 1, 65535, "0x10", -1, NULL, "must be an integer"},
     {"int sign only", CFG_INT, NULL, false, 0, 0, "-", -1, NULL, "must be an integer"},
-    {"int overflow", CFG_INT, NULL, false, 0, 0, "99999999999999999999999", -1, NULL, "must be an integer"},
+    {"int overflow", CFG_INT, NULL, false, 0, 0, "99999999999999999999999", -1, NULL,
+     "must be an integer"},
     {"int unbounded", CFG_INT, NULL, false, 0, 0, "-123456", 0, "-123456", NULL},
     {"int default", CFG_INT, "60", false, 1, 86400, NULL, 0, "60", NULL},
     {"int default out of range", CFG_INT, "0", false, 1, 10, NULL, -1, NULL, "(default)"},
@@ -84,36 +87,42 @@ static const case_t CASES[] = {
     {"bool 2", CFG_BOOL, NULL, false, 0, 0, "2", -1, NULL, "must be true/false"},
     {"bool default", CFG_BOOL, "yes", false, 0, 0, NULL, 0, "true", NULL},
     /* url */
-    {"url https", CFG_URL, NULL, false, 0, 0, "https://example.com/x?y=1", 0, "https://example.com/x?y=1", NULL},
+    {"url https", CFG_URL, NULL, false, 0, 0, "https://example.com/x?y=1", 0,
+     "https://example.com/x?y=1", NULL},
     {"url postgresql no host", CFG_URL, NULL, false, 0, 0, "postgresql:///creator_automation", 0,
      "postgresql:///creator_automation", NULL},
-    {"url postgres", CFG_URL, NULL, false, 0, 0, "postgres://u@h:5432/db", 0, "postgres://u@h:5432/db", NULL},
-    {"url redis", CFG_URL, NULL, false, 0, 0, "redis://127.0.0.1:6379/0", 0, "redis://127.0.0.1:6379/0", NULL},
+    {"url postgres", CFG_URL, NULL, false, 0, 0, "postgres://u@h:5432/db", 0,
+     "postgres://u@h:5432/db", NULL},
+    {"url redis", CFG_URL, NULL, false, 0, 0, "redis://127.0.0.1:6379/0", 0,
+     "redis://127.0.0.1:6379/0", NULL},
     {"url rediss upper", CFG_URL, NULL, false, 0, 0, "REDISS://h:1", 0, "REDISS://h:1", NULL},
     {"url smtp", CFG_URL, NULL, false, 0, 0, "smtp://mail:25", 0, "smtp://mail:25", NULL},
     {"url smtps", CFG_URL, NULL, false, 0, 0, "smtps://mail:465", 0, "smtps://mail:465", NULL},
-    {"url http", CFG_URL, NULL, false, 0, 0, "http://localhost:8080", 0, "http://localhost:8080", NULL},
+    {"url http", CFG_URL, NULL, false, 0, 0, "http://localhost:8080", 0, "http://localhost:8080",
+     NULL},
     {"url ftp", CFG_URL, NULL, false, 0, 0, "ftp://x", -1, NULL, "must be a URL"},
     {"url no scheme", CFG_URL, NULL, false, 0, 0, "localhost:6379", -1, NULL, "must be a URL"},
     {"url nothing after", CFG_URL, NULL, false, 0, 0, "http://", -1, NULL, "must be a URL"},
     {"url space", CFG_URL, NULL, false, 0, 0, "http://a b", -1, NULL, "must be a URL"},
     {"url empty scheme", CFG_URL, NULL, false, 0, 0, "://x", -1, NULL, "must be a URL"},
-    {"url default", CFG_URL, "redis://127.0.0.1:6379/0", false, 0, 0, NULL, 0, "redis://127.0.0.1:6379/0", NULL},
+    {"url default", CFG_URL, "redis://127.0.0.1:6379/0", false, 0, 0, NULL, 0,
+     "redis://127.0.0.1:6379/0", NULL},
     /* key32 */
     {"key32 ok", CFG_KEY32, NULL, true, 0, 0, KEY_A, 0, KEY_A, NULL},
     {"key32 trailing newline", CFG_KEY32, NULL, true, 0, 0, KEY_A "\n", 0, KEY_A "\n", NULL},
     {"key32 31 bytes", CFG_KEY32, NULL, true, 0, 0, KEY_31, -1, NULL, "exactly 32 bytes"},
     {"key32 33 bytes", CFG_KEY32, NULL, true, 0, 0, KEY_33, -1, NULL, "exactly 32 bytes"},
-    {"key32 not base64", CFG_KEY32, NULL, true, 0, 0, "this is not base64 at all!!!!!!!!!!!!!!!!!", -1, NULL,
-     "standard base64"},
-    {"key32 base64url", CFG_KEY32, NULL, true, 0, 0, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", -1, NULL,
-     "standard base64"},
+    {"key32 not base64", CFG_KEY32, NULL, true, 0, 0, "this is not base64 at all!!!!!!!!!!!!!!!!!",
+     -1, NULL, "standard base64"},
+    {"key32 base64url", CFG_KEY32, NULL, true, 0, 0, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+     -1, NULL, "standard base64"},
     {"key32 missing", CFG_KEY32, NULL, true, 0, 0, NULL, -1, NULL, "is required"},
     /* keylist */
     {"keylist empty", CFG_KEYLIST, NULL, false, 0, 0, "", 0, "", NULL},
     {"keylist unset", CFG_KEYLIST, NULL, false, 0, 0, NULL, 0, NULL, NULL},
     {"keylist one", CFG_KEYLIST, NULL, false, 0, 0, KEY_A, 0, KEY_A, NULL},
-    {"keylist two spaced", CFG_KEYLIST, NULL, false, 0, 0, KEY_A ", " KEY_B, 0, KEY_A ", " KEY_B, NULL},
+    {"keylist two spaced", CFG_KEYLIST, NULL, false, 0, 0, KEY_A ", " KEY_B, 0, KEY_A ", " KEY_B,
+     NULL},
     {"keylist trailing comma", CFG_KEYLIST, NULL, false, 0, 0, KEY_A ",", 0, KEY_A ",", NULL},
     {"keylist bad second", CFG_KEYLIST, NULL, false, 0, 0, KEY_A "," KEY_31, -1, NULL, "item 2"},
     {"keylist bad first", CFG_KEYLIST, NULL, false, 0, 0, "nope," KEY_A, -1, NULL, "item 1"},
@@ -267,7 +276,8 @@ static void test_secrets_registered_for_redaction(void **state)
     assert_null(strstr(text, KEY_B)); /* each item of a secret list */
     assert_null(strstr(text, "hooksecret-two"));
     assert_non_null(strstr(text, "public-value-123456")); /* not a secret */
-    assert_string_equal(text, "s=[REDACTED] k=[REDACTED] old=[REDACTED] w=[REDACTED] pub=public-value-123456");
+    assert_string_equal(
+        text, "s=[REDACTED] k=[REDACTED] old=[REDACTED] w=[REDACTED] pub=public-value-123456");
 
     config_free(&cfg);
     unsetenv("CA_T_SESSION");
@@ -295,7 +305,8 @@ static void test_help(void **state)
     const config_var_t vars[] = {
         {"PORT", CFG_INT, "9103", false, false, 1, 65535, "HTTP port for health and metrics"},
         {"ENCRYPTION_KEY", CFG_KEY32, NULL, true, true, 0, 0, "base64 of 32 bytes"},
-        {"CA_T_DEFAULT_SECRET", CFG_STRING, "default-secret-never-shown", false, true, 0, 0, "a secret with a default"},
+        {"CA_T_DEFAULT_SECRET", CFG_STRING, "default-secret-never-shown", false, true, 0, 0,
+         "a secret with a default"},
         {"COMFYUI_URL", CFG_URL, NULL, false, false, 0, 0, "unset: CPU executor only"},
     };
     setenv("ENCRYPTION_KEY", KEY_A, 1);

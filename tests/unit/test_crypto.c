@@ -125,10 +125,12 @@ typedef struct {
 
 #define GCM_K15 "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308"
 #define GCM_P15                                                                                    \
-    "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b5" \
+    "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6" \
+    "b5"                                                                                           \
     "25b16aedf5aa0de657ba637b391aafd255"
 #define GCM_P16                                                                                    \
-    "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b5" \
+    "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6" \
+    "b5"                                                                                           \
     "25b16aedf5aa0de657ba637b39"
 #define GCM_A16 "feedfacedeadbeeffeedfacedeadbeefabaddad2"
 
@@ -183,19 +185,19 @@ static void test_aes256gcm_vectors(void **state)
         assert_int_equal(taglen, 16);
         assert_int_equal(ptlen, ctlen);
 
-        assert_int_equal(crypto_aes256gcm_encrypt(key, iv, ivlen, aad, aadlen, pt, ptlen, out, outtag),
-                         0);
+        assert_int_equal(
+            crypto_aes256gcm_encrypt(key, iv, ivlen, aad, aadlen, pt, ptlen, out, outtag), 0);
         assert_memory_equal(out, ct, ctlen);
         assert_memory_equal(outtag, tag, 16);
 
-        assert_int_equal(crypto_aes256gcm_decrypt(key, iv, ivlen, aad, aadlen, ct, ctlen, tag, back),
-                         0);
+        assert_int_equal(
+            crypto_aes256gcm_decrypt(key, iv, ivlen, aad, aadlen, ct, ctlen, tag, back), 0);
         assert_memory_equal(back, pt, ptlen);
 
         /* A flipped tag bit, ciphertext bit or AAD bit is refused. */
         tag[0] ^= 0x01;
-        assert_int_equal(crypto_aes256gcm_decrypt(key, iv, ivlen, aad, aadlen, ct, ctlen, tag, back),
-                         -1);
+        assert_int_equal(
+            crypto_aes256gcm_decrypt(key, iv, ivlen, aad, aadlen, ct, ctlen, tag, back), -1);
         tag[0] ^= 0x01;
         if (ctlen > 0) {
             ct[ctlen - 1] ^= 0x80;
@@ -307,18 +309,18 @@ static void test_base64_alphabets(void **state)
 static void test_base64_malformed(void **state)
 {
     static const char *const bad_std[] = {
-        "Zg",        /* missing padding (standard requires it) */
-        "Zg=",       /* wrong padding length */
-        "Zg===",     /* too much padding */
-        "Z",         /* impossible length */
-        "Zm9v!",     /* bad character */
-        "Zm 9v",     /* whitespace */
-        "Zm9v\n",    /* trailing newline */
-        "Zg==Zg==",  /* padding in the middle */
-        "=Zg=",      /* padding first */
-        "Zh==",      /* non-zero trailing bits */
-        "Zm9vYmF",   /* length 7 */
-        "====",      /* only padding */
+        "Zg",       /* missing padding (standard requires it) */
+        "Zg=",      /* wrong padding length */
+        "Zg===",    /* too much padding */
+        "Z",        /* impossible length */
+        "Zm9v!",    /* bad character */
+        "Zm 9v",    /* whitespace */
+        "Zm9v\n",   /* trailing newline */
+        "Zg==Zg==", /* padding in the middle */
+        "=Zg=",     /* padding first */
+        "Zh==",     /* non-zero trailing bits */
+        "Zm9vYmF",  /* length 7 */
+        "====",     /* only padding */
     };
     static const char *const bad_url[] = {
         "Z", "Zm9vY", "Zg=", "Zg===", "Zm9v+", "Zm9v/", "Zh", "Zm 9v", "Zg==Zg",
@@ -381,8 +383,9 @@ static void test_random_token(void **state)
         char *token = crypto_random_token(nbytes);
         assert_non_null(token);
         assert_int_equal(strlen(token), (nbytes * 4 + 2) / 3); /* unpadded base64 */
-        assert_int_equal(strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-                         strlen(token));
+        assert_int_equal(
+            strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
+            strlen(token));
         size_t n;
         uint8_t *raw = crypto_base64url_decode(token, &n);
         assert_non_null(raw);

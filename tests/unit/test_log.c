@@ -185,8 +185,8 @@ static void test_levels(void **state)
         int rc;
         log_level_t level;
     } cases[] = {
-        {"debug", 0, CA_LOG_DEBUG}, {"info", 0, CA_LOG_INFO},   {"warn", 0, CA_LOG_WARN},
-        {"warning", 0, CA_LOG_WARN}, {"error", 0, CA_LOG_ERROR}, {"INFO", 0, CA_LOG_INFO},
+        {"debug", 0, CA_LOG_DEBUG},  {"info", 0, CA_LOG_INFO},     {"warn", 0, CA_LOG_WARN},
+        {"warning", 0, CA_LOG_WARN}, {"error", 0, CA_LOG_ERROR},   {"INFO", 0, CA_LOG_INFO},
         {"", -1, CA_LOG_INFO},       {"verbose", -1, CA_LOG_INFO}, {"errors", -1, CA_LOG_INFO},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -247,7 +247,8 @@ static const escape_case_t ESCAPES[] = {
     {"newlines", "line1\nline2\r\n", "line1\nline2\r\n"},
     {"tab bs ff", "a\tb\bc\fd", "a\tb\bc\fd"},
     {"controls", "\x01\x02\x1b[31m\x1f\x7f", "\x01\x02\x1b[31m\x1f\x7f"},
-    {"valid utf8", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x93\xb7", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x93\xb7"},
+    {"valid utf8", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x93\xb7",
+     "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x93\xb7"},
     {"lone 0xff", "x\xffy", "x\xef\xbf\xbdy"},
     {"truncated 2-byte", "x\xc3", "x\xef\xbf\xbd"},
     {"overlong", "\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},
@@ -386,9 +387,11 @@ static const shape_case_t SHAPES[] = {
      "{\"refresh_token\" : \"[REDACTED]\",\"id_token\":\"[REDACTED]\"}"},
     {"db postgresql://ca:dbpass99@localhost/db", "db postgresql://ca:[REDACTED]@localhost/db"},
     /* Things that are not secrets stay as they are. */
-    {"disk_usage task_queue error_code=404 pk_live_abcdef123", "disk_usage task_queue error_code=404 pk_live_abcdef123"},
+    {"disk_usage task_queue error_code=404 pk_live_abcdef123",
+     "disk_usage task_queue error_code=404 pk_live_abcdef123"},
     {"{\"error\":{\"code\":\"not_found\"}}", "{\"error\":{\"code\":\"not_found\"}}"},
-    {"see https://example.com/a/b and redis://127.0.0.1:6379/0", "see https://example.com/a/b and redis://127.0.0.1:6379/0"},
+    {"see https://example.com/a/b and redis://127.0.0.1:6379/0",
+     "see https://example.com/a/b and redis://127.0.0.1:6379/0"},
     {"sk_ short sk_abc", "sk_ short sk_abc"},
 };
 
