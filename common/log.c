@@ -322,10 +322,23 @@ static bool match_at(const char *text, size_t pos, size_t n, match_t *m)
     if (!is_alnum(prev) && prev != '/' && match_google(s, rest, m)) {
         return true;
     }
-    if (!is_word(prev) && (match_stripe(s, rest, m) || match_param(s, rest, m))) {
-        return true;
+    if (is_word(prev)) {
+        return s[0] == ':' && match_url_password(s, rest, m);
     }
-    return match_url_password(s, rest, m);
+    switch (s[0]) { /* cheap filter: the first byte of every shape below */
+    case 's':
+    case 'r':
+    case 'w':
+    case 'a':
+    case 'c':
+    case 'i':
+    case '"':
+        return match_stripe(s, rest, m) || match_param(s, rest, m);
+    case ':':
+        return match_url_password(s, rest, m);
+    default:
+        return false;
+    }
 }
 
 /* Appends `text` to `out` with every secret masked by "[REDACTED]".
