@@ -284,6 +284,15 @@ pg_conn_t *pg_connect(const char *url, int64_t deadline_ms, char *err, size_t er
         set_err(err, errlen, "no database URL");
         return NULL;
     }
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    if (opts == NULL) {
+        /* A configuration error: retrying cannot help. */
+        set_err(err, errlen, perr != NULL ? perr : "invalid database URL");
+        PQfreemem(perr);
+        return NULL;
+    }
+    PQconninfoFree(opts);
     pg_conn_t *c = calloc(1, sizeof *c);
     if (c == NULL) {
         set_err(err, errlen, "out of memory");
@@ -937,6 +946,8 @@ static void pc_io_cb(evutil_socket_t fd, short what, void *arg)
         if (pc->state == PC_IDLE) {
             pc_arm(pc, EV_READ, 0);
             pool_dispatch(pc->pool);
+        } else {
+            (void)pc_flush_and_arm(pc); /* e.g. a ROLLBACK was just queued */
         }
         return;
     }

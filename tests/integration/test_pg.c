@@ -656,6 +656,12 @@ static void test_pool_bad_url(void **state)
     struct event_base *base = event_base_new();
     assert_null(pg_pool_new(base, "postgresql://[::1", 2));
     assert_null(pg_pool_new(base, "not a = valid = conninfo", 2));
+    /* pg_connect fails at once on a malformed URL instead of retrying forever. */
+    char err[256] = "";
+    int64_t t0 = mono_ms();
+    assert_null(pg_connect("postgresql://[::1", 0, err, sizeof err));
+    assert_true(mono_ms() - t0 < 1000);
+    assert_true(err[0] != '\0');
     event_base_free(base);
 }
 
