@@ -1,0 +1,86 @@
+/*
+ * graph — validation of ComfyUI API-format workflows against a node-class
+ * registry, with errors shaped like ComfyUI's `POST /prompt` 400 body.
+ *
+ * A workflow is a cJSON object: node id → {"class_type": "...", "inputs": {...}}.
+ * An input is a literal (number, string, bool) or a link [node_id, output_index].
+ * The registry is data the caller passes in (the job-worker's CPU executor
+ * registers its nodes; the api-gateway reuses the same table to check presets).
+ *
+ *   cJSON *error = NULL;
+ *   graph_status_t st = graph_validate(prompt, cpu_exec_registry(), &error);
+ *   if (st == GRAPH_UNKNOWN_CLASS) { ... route to ComfyUI ... }
+ *   else if (st == GRAPH_INVALID) { char *msg = graph_error_summary(error); ... free(msg); }
+ *   cJSON_Delete(error);
+ *
+ * The error object is {"error": {type, message, details, extra_info},
+ * "node_errors": {node_id: {"errors": [{type, message, details,
+ * extra_info: {input_name, ...}}], "class_type", "dependent_outputs": [...]}}}.
+ */
+#ifndef CA_GRAPH_H
+#define CA_GRAPH_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef enum {
+    GRAPH_T_INT = 0,
+    GRAPH_T_FLOAT,
+    GRAPH_T_STRING,
+    GRAPH_T_BOOLEAN,
+    GRAPH_T_COMBO, /* a string from `choices` (or any string when choices is NULL) */
+    GRAPH_T_IMAGE, /* a link only */
+    GRAPH_T_MASK,  /* a link only */
+} graph_type_t;
+
+typedef struct {
+    const char *name;
+    graph_type_t type;
+    bool required;
+    bool has_min, has_max; /* INT and FLOAT */
+    double min, max;
+    const char *const *choices; /* COMBO: NULL-terminated; NULL = any string */
+} graph_input_t;
+
+typedef struct {
+    const char *class_type;
+    const graph_input_t *inputs;
+    size_t ninputs;
+    const graph_type_t *outputs; /* RETURN_TYPES */
+    size_t noutputs;
+    bool output_node; /* OUTPUT_NODE */
+} graph_class_t;
+
+typedef struct {
+    const graph_class_t *classes;
+    size_t nclasses;
+} graph_registry_t;
+
+typedef enum {
+    GRAPH_OK = 0,
+    GRAPH_UNKNOWN_CLASS = 1, /* well-formed, but a class_type is not in the registry */
+    GRAPH_INVALID = 2,       /* malformed or fails validation */
+} graph_status_t;
+
+/* NULL when absent. */
+const graph_class_t *graph_registry_find(const graph_registry_t *reg, const char *class_type);
+
+/* Validates `prompt`. On GRAPH_OK *error_out is NULL; otherwise it is a new
+ * cJSON object (caller frees with cJSON_Delete) shaped as described above.
+ * Checks: prompt is a non-empty object; each node has class_type (string) and
+ * inputs (object); class known; required inputs present; literal types
+ * (INT/FLOAT/STRING/BOOLEAN coerced like Python int()/float()/str()/bool());
+ * min/max; combo choices; links are [existing_node_id, index] with the right
+ * output type; no dependency cycle; at least one output node. */
+__attribute__((warn_unused_result)) graph_status_t
+graph_validate(const cJSON *prompt, const graph_registry_t *reg, cJSON **error_out);
+
+/* One line for logs and job error messages: "message: details" of the
+ * prompt-level error followed by the first node errors. New string; caller frees. */
+char *graph_error_summary(const cJSON *error);
+
+/* Whether `v` is a link ([string, integer] list). */
+bool graph_is_link(const cJSON *v);
+
+#endif
