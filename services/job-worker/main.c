@@ -6,6 +6,7 @@
  * Foundation state: boots, migrates its slice, answers /healthz, /readyz and
  * /metrics, and archives old jobs on `cleanup`. Processing is issue #4.
  */
+#include "cpu_exec.h"
 #include "daemon.h"
 #include "log.h"
 
@@ -74,6 +75,8 @@ static const service_t job_worker_service = {
     .nvars = sizeof(worker_vars) / sizeof(worker_vars[0]),
     .migrations = job_worker_migrations,
     .cleanup = worker_cleanup,
+    .command = job_worker_command,
+    .command_help = "  render GRAPH_OR_PRESET INPUT OUTPUT  run the CPU executor on local files\n",
 };
 
 int main(int argc, char **argv)

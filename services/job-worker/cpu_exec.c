@@ -1,0 +1,1719 @@
+/*
+ * cpu_exec — the built-in CPU executor on libvips. See cpu_exec.h and
+ * docs/image-pipeline.md.
+ *
+ * ComfyUI nodes whose result depends on exact sampling (ImageScale*, ImageBlur,
+ * ImageSharpen, ImageBlend, ImagePadForOutpaint) are computed in C on a packed
+ * float buffer with the formulas of ComfyUI's source; the rest, and our "CA."
+ * nodes, are libvips operations (lazy, streaming).
+ */
+#define _GNU_SOURCE
+#include "cpu_exec.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_RESOLUTION 16384
+
+/* ---- registry ------------------------------------------------------------ */
+
+static const graph_type_t OUT_IMAGE[] = {GRAPH_T_IMAGE};
+static const graph_type_t OUT_IMAGE_MASK[] = {GRAPH_T_IMAGE, GRAPH_T_MASK};
+
+static const char *const SCALE_METHODS[] = {"nearest-exact", "bilinear", "area", "bicubic",
+                                            "lanczos", NULL};
+static const char *const CROP_METHODS[] = {"disabled", "center", NULL};
+static const char *const BLEND_MODES[] = {"normal",  "multiply",   "screen",
+                                          "overlay", "soft_light", "difference", NULL};
+static const char *const FLIP_METHODS[] = {"x-axis: vertically", "y-axis: horizontally", NULL};
+static const char *const ROTATIONS[] = {"none", "90 degrees", "180 degrees", "270 degrees", NULL};
+static const char *const EXPORT_FORMATS[] = {"jpeg", "png", "webp", "tiff", NULL};
+static const char *const POSITIONS[] = {"bottom-right", "bottom-left", "top-right", "top-left",
+                                        "center", NULL};
+
+#define IMG(n) {n, GRAPH_T_IMAGE, true, false, false, 0, 0, NULL}
+#define INT(n, lo, hi) {n, GRAPH_T_INT, true, true, true, lo, hi, NULL}
+#define INT_OPT(n, lo, hi) {n, GRAPH_T_INT, false, true, true, lo, hi, NULL}
+#define FLT(n, lo, hi) {n, GRAPH_T_FLOAT, true, true, true, lo, hi, NULL}
+#define FLT_OPT(n, lo, hi) {n, GRAPH_T_FLOAT, false, true, true, lo, hi, NULL}
+#define COMBO(n, list) {n, GRAPH_T_COMBO, true, false, false, 0, 0, list}
+#define COMBO_OPT(n, list) {n, GRAPH_T_COMBO, false, false, false, 0, 0, list}
+#define STR_OPT(n) {n, GRAPH_T_STRING, false, false, false, 0, 0, NULL}
+#define BOOL_OPT(n) {n, GRAPH_T_BOOLEAN, false, false, false, 0, 0, NULL}
+#define NIN(a) (sizeof(a) / sizeof(a[0]))
+
+static const graph_input_t in_load[] = {{"image", GRAPH_T_COMBO, true, false, false, 0, 0, NULL}};
+static const graph_input_t in_save[] = {IMG("images"), STR_OPT("filename_prefix")};
+static const graph_input_t in_empty[] = {INT("width", 1, MAX_RESOLUTION),
+                                         INT("height", 1, MAX_RESOLUTION),
+                                         INT_OPT("batch_size", 1, 4096),
+                                         INT_OPT("color", 0, 0xFFFFFF)};
+static const graph_input_t in_scale[] = {IMG("image"), COMBO("upscale_method", SCALE_METHODS),
+                                         INT("width", 0, MAX_RESOLUTION),
+                                         INT("height", 0, MAX_RESOLUTION),
+                                         COMBO("crop", CROP_METHODS)};
+static const graph_input_t in_scale_by[] = {IMG("image"), COMBO("upscale_method", SCALE_METHODS),
+                                            FLT("scale_by", 0.01, 8.0)};
+static const graph_input_t in_scale_total[] = {
+    IMG("image"), COMBO("upscale_method", SCALE_METHODS), FLT("megapixels", 0.01, 16.0)};
+static const graph_input_t in_scale_max[] = {IMG("image"), COMBO("upscale_method", SCALE_METHODS),
+                                             INT("largest_size", 0, MAX_RESOLUTION)};
+static const graph_input_t in_image[] = {IMG("image")};
+static const graph_input_t in_blur[] = {IMG("image"), INT("blur_radius", 1, 31),
+                                        FLT("sigma", 0.1, 10.0)};
+static const graph_input_t in_sharpen[] = {IMG("image"), INT("sharpen_radius", 1, 31),
+                                           FLT("sigma", 0.1, 10.0), FLT("alpha", 0.0, 5.0)};
+static const graph_input_t in_blend[] = {IMG("image1"), IMG("image2"), FLT("blend_factor", 0, 1),
+                                         COMBO("blend_mode", BLEND_MODES)};
+static const graph_input_t in_crop[] = {IMG("image"), INT("width", 1, MAX_RESOLUTION),
+                                        INT("height", 1, MAX_RESOLUTION),
+                                        INT("x", 0, MAX_RESOLUTION), INT("y", 0, MAX_RESOLUTION)};
+static const graph_input_t in_flip[] = {IMG("image"), COMBO("flip_method", FLIP_METHODS)};
+static const graph_input_t in_rotate[] = {IMG("image"), COMBO("rotation", ROTATIONS)};
+static const graph_input_t in_pad[] = {IMG("image"),
+                                       INT("left", 0, MAX_RESOLUTION),
+                                       INT("top", 0, MAX_RESOLUTION),
+                                       INT("right", 0, MAX_RESOLUTION),
+                                       INT("bottom", 0, MAX_RESOLUTION),
+                                       INT("feathering", 0, MAX_RESOLUTION)};
+/* CA. nodes */
+static const graph_input_t in_autolevels[] = {IMG("image"), FLT_OPT("clip_percent", 0, 10),
+                                              FLT_OPT("strength", 0, 1)};
+static const graph_input_t in_levels[] = {IMG("image"), FLT_OPT("black", 0, 1),
+                                          FLT_OPT("white", 0, 1), FLT_OPT("gamma", 0.1, 10)};
+static const graph_input_t in_wb[] = {IMG("image"), FLT_OPT("strength", 0, 1)};
+static const graph_input_t in_exposure[] = {IMG("image"), FLT("stops", -5, 5)};
+static const graph_input_t in_contrast[] = {IMG("image"), FLT("amount", -1, 1)};
+static const graph_input_t in_saturation[] = {IMG("image"), FLT("amount", 0, 3)};
+static const graph_input_t in_warmth[] = {IMG("image"), FLT("amount", -1, 1)};
+static const graph_input_t in_vignette[] = {IMG("image"), FLT("strength", 0, 1),
+                                            FLT_OPT("radius", 0, 1.5)};
+static const graph_input_t in_watermark[] = {
+    IMG("image"),         {"text", GRAPH_T_STRING, true, false, false, 0, 0, NULL},
+    FLT_OPT("opacity", 0, 1), FLT_OPT("size", 0.005, 0.5), COMBO_OPT("position", POSITIONS)};
+static const graph_input_t in_long_edge[] = {IMG("image"), INT("long_edge", 1, MAX_RESOLUTION),
+                                             BOOL_OPT("allow_upscale")};
+static const graph_input_t in_export[] = {IMG("image"), COMBO("format", EXPORT_FORMATS),
+                                          INT_OPT("quality", 1, 100), BOOL_OPT("keep_icc"),
+                                          BOOL_OPT("strip_location")};
+
+static const graph_class_t CLASSES[] = {
+    {"LoadImage", in_load, NIN(in_load), OUT_IMAGE_MASK, 2, false},
+    {"SaveImage", in_save, NIN(in_save), NULL, 0, true},
+    {"PreviewImage", in_save, NIN(in_save), NULL, 0, true},
+    {"EmptyImage", in_empty, NIN(in_empty), OUT_IMAGE, 1, false},
+    {"ImageScale", in_scale, NIN(in_scale), OUT_IMAGE, 1, false},
+    {"ImageScaleBy", in_scale_by, NIN(in_scale_by), OUT_IMAGE, 1, false},
+    {"ImageScaleToTotalPixels", in_scale_total, NIN(in_scale_total), OUT_IMAGE, 1, false},
+    {"ImageScaleToMaxDimension", in_scale_max, NIN(in_scale_max), OUT_IMAGE, 1, false},
+    {"ImageInvert", in_image, NIN(in_image), OUT_IMAGE, 1, false},
+    {"ImageBlur", in_blur, NIN(in_blur), OUT_IMAGE, 1, false},
+    {"ImageSharpen", in_sharpen, NIN(in_sharpen), OUT_IMAGE, 1, false},
+    {"ImageBlend", in_blend, NIN(in_blend), OUT_IMAGE, 1, false},
+    {"ImageCrop", in_crop, NIN(in_crop), OUT_IMAGE, 1, false},
+    {"ImageFlip", in_flip, NIN(in_flip), OUT_IMAGE, 1, false},
+    {"ImageRotate", in_rotate, NIN(in_rotate), OUT_IMAGE, 1, false},
+    {"ImagePadForOutpaint", in_pad, NIN(in_pad), OUT_IMAGE_MASK, 2, false},
+    {"CA.AutoLevels", in_autolevels, NIN(in_autolevels), OUT_IMAGE, 1, false},
+    {"CA.Levels", in_levels, NIN(in_levels), OUT_IMAGE, 1, false},
+    {"CA.WhiteBalance", in_wb, NIN(in_wb), OUT_IMAGE, 1, false},
+    {"CA.Exposure", in_exposure, NIN(in_exposure), OUT_IMAGE, 1, false},
+    {"CA.Contrast", in_contrast, NIN(in_contrast), OUT_IMAGE, 1, false},
+    {"CA.Saturation", in_saturation, NIN(in_saturation), OUT_IMAGE, 1, false},
+    {"CA.Warmth", in_warmth, NIN(in_warmth), OUT_IMAGE, 1, false},
+    {"CA.Vignette", in_vignette, NIN(in_vignette), OUT_IMAGE, 1, false},
+    {"CA.Watermark", in_watermark, NIN(in_watermark), OUT_IMAGE, 1, false},
+    {"CA.ResizeLongEdge", in_long_edge, NIN(in_long_edge), OUT_IMAGE, 1, false},
+    {"CA.Export", in_export, NIN(in_export), NULL, 0, true},
+};
+static const graph_registry_t REGISTRY = {CLASSES, NIN(CLASSES)};
+
+const graph_registry_t *cpu_exec_registry(void)
+{
+    return &REGISTRY;
+}
+
+/* ---- context ------------------------------------------------------------- */
+
+typedef struct {
+    const char *id;
+    const char *class_type;
+    const cJSON *inputs;
+    bool done;
+    VipsImage *out[2];
+} enode_t;
+
+typedef struct {
+    enode_t *nodes;
+    size_t n;
+    cpu_exec_job_t *job;
+    VipsImage *source; /* the decoded original after autorot: metadata source */
+    bool source_converted; /* CMYK → sRGB: the embedded profile no longer applies */
+    cpu_exec_status_t fail;
+    char *err;
+    size_t errlen;
+} ctx_t;
+
+typedef int (*node_fn)(ctx_t *c, enode_t *n, VipsImage **out);
+
+static int fail(ctx_t *c, cpu_exec_status_t st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(ctx_t *c, cpu_exec_status_t st, const char *fmt, ...)
+{
+    if (c->fail == CPU_EXEC_OK) {
+        c->fail = st;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->err, c->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static int vips_fail(ctx_t *c, const char *what)
+{
+    const char *ve = vips_error_buffer();
+    char buf[200];
+    snprintf(buf, sizeof(buf), "%s", ve != NULL ? ve : "");
+    for (char *p = buf; *p != '\0'; p++) {
+        if (*p == '\n') {
+            *p = ' ';
+        }
+    }
+    vips_error_clear();
+    return fail(c, CPU_EXEC_ERROR, "%s: %s", what, buf);
+}
+
+static enode_t *find_enode(ctx_t *c, const char *id)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (strcmp(c->nodes[i].id, id) == 0) {
+            return &c->nodes[i];
+        }
+    }
+    return NULL;
+}
+
+/* Python-ish coercion of an already validated literal. */
+static double num(const enode_t *n, const char *name, double def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(n->inputs, name);
+    if (cJSON_IsNumber(v)) {
+        return v->valuedouble;
+    }
+    if (cJSON_IsBool(v)) {
+        return cJSON_IsTrue(v) ? 1 : 0;
+    }
+    if (cJSON_IsString(v)) {
+        return strtod(v->valuestring, NULL);
+    }
+    return def;
+}
+
+static int inum(const enode_t *n, const char *name, int def)
+{
+    return (int)trunc(num(n, name, def));
+}
+
+static const char *str(const enode_t *n, const char *name, const char *def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(n->inputs, name);
+    return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+static bool boolean(const enode_t *n, const char *name, bool def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(n->inputs, name);
+    if (v == NULL || cJSON_IsNull(v)) {
+        return def;
+    }
+    if (cJSON_IsBool(v)) {
+        return cJSON_IsTrue(v);
+    }
+    if (cJSON_IsNumber(v)) {
+        return v->valuedouble != 0;
+    }
+    if (cJSON_IsString(v)) {
+        return v->valuestring[0] != '\0' && strcmp(v->valuestring, "false") != 0;
+    }
+    return true;
+}
+
+static int eval(ctx_t *c, enode_t *n);
+
+/* The image an input links to (borrowed; owned by the source node). */
+static VipsImage *input_image(ctx_t *c, enode_t *n, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(n->inputs, name);
+    if (!graph_is_link(v)) {
+        fail(c, CPU_EXEC_BAD_GRAPH, "node %s: input %s is not a link", n->id, name);
+        return NULL;
+    }
+    enode_t *src = find_enode(c, cJSON_GetArrayItem(v, 0)->valuestring);
+    int idx = (int)cJSON_GetArrayItem(v, 1)->valuedouble;
+    if (src == NULL || idx < 0 || idx > 1 || eval(c, src) != 0) {
+        return NULL;
+    }
+    if (src->out[idx] == NULL) {
+        fail(c, CPU_EXEC_BAD_GRAPH, "node %s: input %s has no value", n->id, name);
+    }
+    return src->out[idx];
+}
+
+/* ---- packed float buffers ------------------------------------------------ */
+
+typedef struct {
+    float *px; /* g_malloc'd, HWC */
+    int w, h, c;
+} fbuf_t;
+
+static int to_fbuf(ctx_t *c, VipsImage *im, fbuf_t *fb)
+{
+    VipsImage *f = NULL;
+    if (vips_cast(im, &f, VIPS_FORMAT_FLOAT, NULL) != 0) {
+        return vips_fail(c, "cast");
+    }
+    size_t size = 0;
+    fb->px = vips_image_write_to_memory(f, &size);
+    fb->w = f->Xsize;
+    fb->h = f->Ysize;
+    fb->c = f->Bands;
+    g_object_unref(f);
+    if (fb->px == NULL) {
+        return vips_fail(c, "read pixels");
+    }
+    return 0;
+}
+
+/* Wraps (and frees) px as a new float image. */
+static VipsImage *from_floats(ctx_t *c, float *px, int w, int h, int bands)
+{
+    VipsImage *im = vips_image_new_from_memory_copy(px, (size_t)w * h * bands * sizeof(float), w,
+                                                    h, bands, VIPS_FORMAT_FLOAT);
+    g_free(px);
+    if (im == NULL) {
+        vips_fail(c, "new image");
+    }
+    return im;
+}
+
+static inline float clamp01f(float v)
+{
+    return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+}
+
+/* ---- common_upscale ------------------------------------------------------ */
+
+static float cubic1(float x, float a)
+{
+    return ((a + 2) * x - (a + 3)) * x * x + 1;
+}
+
+static float cubic2(float x, float a)
+{
+    return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+}
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, const char *method,
+                        const char *crop)
+{
+    if (W <= 0 || H <= 0 || w <= 0 || h <= 0 || C <= 0) {
+        return NULL;
+    }
+    int x0 = 0;
+    int y0 = 0;
+    int cw = W;
+    int ch = H;
+    if (crop != NULL && strcmp(crop, "center") == 0) {
+        double old_aspect = (double)W / H;
+        double new_aspect = (double)w / h;
+        if (old_aspect > new_aspect) {
+            x0 = (int)rint((W - W * (new_aspect / old_aspect)) / 2);
+        } else if (old_aspect < new_aspect) {
+            y0 = (int)rint((H - H * (old_aspect / new_aspect)) / 2);
+        }
+        cw = W - 2 * x0;
+        ch = H - 2 * y0;
+    }
+    float *dst = g_try_malloc((size_t)w * h * C * sizeof(float));
+    if (dst == NULL) {
+        return NULL;
+    }
+#define SRC(x, y, k) src[(((size_t)(y0 + (y)) * W) + (size_t)(x0 + (x))) * C + (k)]
+    float sx = (float)cw / (float)w;
+    float sy = (float)ch / (float)h;
+    if (strcmp(method, "nearest-exact") == 0) {
+        for (int j = 0; j < h; j++) {
+            int yy = clampi((int)floorf((j + 0.5f) * sy), 0, ch - 1);
+            for (int i = 0; i < w; i++) {
+                int xx = clampi((int)floorf((i + 0.5f) * sx), 0, cw - 1);
+                for (int k = 0; k < C; k++) {
+                    dst[((size_t)j * w + i) * C + k] = SRC(xx, yy, k);
+                }
+            }
+        }
+    } else if (strcmp(method, "bilinear") == 0) {
+        for (int j = 0; j < h; j++) {
+            float fy = sy * (j + 0.5f) - 0.5f;
+            if (fy < 0) {
+                fy = 0;
+            }
+            int yi = (int)fy;
+            int yp = yi < ch - 1 ? 1 : 0;
+            float ly1 = fy - yi;
+            float ly0 = 1.0f - ly1;
+            for (int i = 0; i < w; i++) {
+                float fx = sx * (i + 0.5f) - 0.5f;
+                if (fx < 0) {
+                    fx = 0;
+                }
+                int xi = (int)fx;
+                int xp = xi < cw - 1 ? 1 : 0;
+                float lx1 = fx - xi;
+                float lx0 = 1.0f - lx1;
+                for (int k = 0; k < C; k++) {
+                    dst[((size_t)j * w + i) * C + k] =
+                        ly0 * (lx0 * SRC(xi, yi, k) + lx1 * SRC(xi + xp, yi, k)) +
+                        ly1 * (lx0 * SRC(xi, yi + yp, k) + lx1 * SRC(xi + xp, yi + yp, k));
+                }
+            }
+        }
+    } else if (strcmp(method, "bicubic") == 0) {
+        const float A = -0.75f;
+        for (int j = 0; j < h; j++) {
+            float fy = sy * (j + 0.5f) - 0.5f;
+            int yi = (int)floorf(fy);
+            float ty = fy - yi;
+            float cy[4] = {cubic2(ty + 1, A), cubic1(ty, A), cubic1(1 - ty, A),
+                           cubic2(2 - ty, A)};
+            for (int i = 0; i < w; i++) {
+                float fx = sx * (i + 0.5f) - 0.5f;
+                int xi = (int)floorf(fx);
+                float tx = fx - xi;
+                float cx[4] = {cubic2(tx + 1, A), cubic1(tx, A), cubic1(1 - tx, A),
+                               cubic2(2 - tx, A)};
+                for (int k = 0; k < C; k++) {
+                    float acc = 0;
+                    for (int m = 0; m < 4; m++) {
+                        int yy = clampi(yi - 1 + m, 0, ch - 1);
+                        float row = 0;
+                        for (int q = 0; q < 4; q++) {
+                            int xx = clampi(xi - 1 + q, 0, cw - 1);
+                            row += cx[q] * SRC(xx, yy, k);
+                        }
+                        acc += cy[m] * row;
+                    }
+                    dst[((size_t)j * w + i) * C + k] = acc;
+                }
+            }
+        }
+    } else if (strcmp(method, "area") == 0) {
+        for (int j = 0; j < h; j++) {
+            int ys = (int)floor((double)j * ch / h);
+            int ye = (int)ceil((double)(j + 1) * ch / h);
+            for (int i = 0; i < w; i++) {
+                int xs = (int)floor((double)i * cw / w);
+                int xe = (int)ceil((double)(i + 1) * cw / w);
+                for (int k = 0; k < C; k++) {
+                    float sum = 0;
+                    for (int yy = ys; yy < ye; yy++) {
+                        for (int xx = xs; xx < xe; xx++) {
+                            sum += SRC(xx, yy, k);
+                        }
+                    }
+                    dst[((size_t)j * w + i) * C + k] = sum / (float)((ye - ys) * (xe - xs));
+                }
+            }
+        }
+    } else {
+        g_free(dst);
+        return NULL;
+    }
+#undef SRC
+    return dst;
+}
+
+/* common_upscale on a VipsImage; lanczos through vips_resize (see docs). */
+static VipsImage *upscale_image(ctx_t *c, VipsImage *in, int w, int h, const char *method,
+                                const char *crop)
+{
+    if (strcmp(method, "lanczos") == 0) {
+        VipsImage *src = in;
+        VipsImage *cropped = NULL;
+        if (strcmp(crop, "center") == 0) {
+            double old_aspect = (double)in->Xsize / in->Ysize;
+            double new_aspect = (double)w / h;
+            int x0 = 0;
+            int y0 = 0;
+            if (old_aspect > new_aspect) {
+                x0 = (int)rint((in->Xsize - in->Xsize * (new_aspect / old_aspect)) / 2);
+            } else if (old_aspect < new_aspect) {
+                y0 = (int)rint((in->Ysize - in->Ysize * (old_aspect / new_aspect)) / 2);
+            }
+            if (vips_extract_area(in, &cropped, x0, y0, in->Xsize - 2 * x0, in->Ysize - 2 * y0,
+                                  NULL) != 0) {
+                vips_fail(c, "crop");
+                return NULL;
+            }
+            src = cropped;
+        }
+        VipsImage *out = NULL;
+        int rc = vips_resize(src, &out, (double)w / src->Xsize, "vscale",
+                             (double)h / src->Ysize, "kernel", VIPS_KERNEL_LANCZOS3, NULL);
+        if (cropped != NULL) {
+            g_object_unref(cropped);
+        }
+        if (rc != 0) {
+            vips_fail(c, "resize");
+            return NULL;
+        }
+        if (out->Xsize != w || out->Ysize != h) {
+            /* vips_resize may round a size differently: pad or trim by one. */
+            VipsImage *fixed = NULL;
+            rc = vips_embed(out, &fixed, 0, 0, w, h, "extend", VIPS_EXTEND_COPY, NULL);
+            g_object_unref(out);
+            if (rc != 0) {
+                vips_fail(c, "resize fix");
+                return NULL;
+            }
+            out = fixed;
+        }
+        return out;
+    }
+    fbuf_t fb;
+    if (to_fbuf(c, in, &fb) != 0) {
+        return NULL;
+    }
+    float *px = cpu_exec_upscale(fb.px, fb.w, fb.h, fb.c, w, h, method, crop);
+    g_free(fb.px);
+    if (px == NULL) {
+        fail(c, CPU_EXEC_ERROR, "resample %s failed", method);
+        return NULL;
+    }
+    return from_floats(c, px, w, h, fb.c);
+}
+
+/* ---- ComfyUI nodes ------------------------------------------------------- */
+
+/* 1 − alpha/max, or ComfyUI's 64×64 zero mask when there is no alpha. */
+static VipsImage *make_mask(ctx_t *c, VipsImage *alpha, double max)
+{
+    VipsImage *m = NULL;
+    int rc;
+    if (alpha != NULL) {
+        rc = vips_linear1(alpha, &m, -1.0 / max, 1.0, NULL);
+    } else {
+        VipsImage *b = NULL;
+        rc = vips_black(&b, 64, 64, NULL);
+        if (rc == 0) {
+            rc = vips_cast(b, &m, VIPS_FORMAT_FLOAT, NULL);
+            g_object_unref(b);
+        }
+    }
+    if (rc != 0) {
+        vips_fail(c, "mask");
+        return NULL;
+    }
+    return m;
+}
+
+static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    cpu_exec_job_t *job = c->job;
+    if (job->input_image != NULL) {
+        g_object_ref(job->input_image);
+        out[0] = job->input_image;
+        out[1] = make_mask(c, NULL, 1);
+        job->in_width = out[0]->Xsize;
+        job->in_height = out[0]->Ysize;
+        return out[1] != NULL ? 0 : -1;
+    }
+    if (job->input == NULL || job->input_len == 0) {
+        return fail(c, CPU_EXEC_UNSUPPORTED_IMAGE, "unsupported_image: empty input");
+    }
+    int rc = -1;
+    VipsImage *t[8] = {0};
+    VipsImage *alpha = NULL;
+    if (c->source == NULL) {
+        t[0] = vips_image_new_from_buffer(job->input, job->input_len, "", "fail_on",
+                                          VIPS_FAIL_ON_ERROR, NULL);
+        if (t[0] == NULL) {
+            vips_error_clear();
+            return fail(c, CPU_EXEC_UNSUPPORTED_IMAGE,
+                        "unsupported_image: not a JPEG, PNG, WebP, TIFF or HEIC image");
+        }
+        VipsImage *rot = NULL;
+        if (vips_autorot(t[0], &rot, NULL) != 0) {
+            vips_fail(c, "autorotate");
+            goto out;
+        }
+        /* Decode now: a corrupt file fails here, as unsupported_image. */
+        c->source = vips_image_copy_memory(rot);
+        g_object_unref(rot);
+        if (c->source == NULL) {
+            vips_error_clear();
+            fail(c, CPU_EXEC_UNSUPPORTED_IMAGE, "unsupported_image: the file is corrupt");
+            goto out;
+        }
+        job->in_width = c->source->Xsize;
+        job->in_height = c->source->Ysize;
+    }
+    VipsImage *im = c->source;
+    double max = 255.0;
+    if (im->Type == VIPS_INTERPRETATION_CMYK) {
+        if (vips_icc_transform(im, &t[1], "srgb", "embedded", TRUE, "input_profile", "cmyk",
+                               "depth", 16, NULL) != 0) {
+            vips_fail(c, "CMYK to sRGB");
+            goto out;
+        }
+        c->source_converted = true;
+        im = t[1];
+    }
+    switch (im->BandFmt) {
+    case VIPS_FORMAT_UCHAR:
+    case VIPS_FORMAT_CHAR:
+        max = 255.0;
+        break;
+    case VIPS_FORMAT_USHORT:
+    case VIPS_FORMAT_SHORT:
+        max = 65535.0;
+        break;
+    case VIPS_FORMAT_UINT:
+    case VIPS_FORMAT_INT:
+        max = 4294967295.0;
+        break;
+    default:
+        max = 1.0; /* float formats are taken as 0..1 */
+        break;
+    }
+    int bands = im->Bands;
+    bool has_alpha = bands == 2 || bands >= 4;
+    int colour = bands >= 3 ? 3 : 1;
+    if (has_alpha) {
+        if (vips_extract_band(im, &alpha, colour, NULL) != 0) {
+            vips_fail(c, "alpha");
+            goto out;
+        }
+    }
+    if (vips_extract_band(im, &t[2], 0, "n", colour, NULL) != 0) {
+        vips_fail(c, "bands");
+        goto out;
+    }
+    im = t[2];
+    if (colour == 1) {
+        VipsImage *three[3] = {im, im, im};
+        if (vips_bandjoin(three, &t[3], 3, NULL) != 0) {
+            vips_fail(c, "grey to RGB");
+            goto out;
+        }
+        im = t[3];
+    }
+    if (vips_linear1(im, &t[4], 1.0 / max, 0.0, NULL) != 0 ||
+        vips_cast(t[4], &t[5], VIPS_FORMAT_FLOAT, NULL) != 0 ||
+        vips_copy(t[5], &out[0], "interpretation", VIPS_INTERPRETATION_MULTIBAND, NULL) != 0) {
+        vips_fail(c, "to float");
+        goto out;
+    }
+    out[1] = make_mask(c, alpha, max);
+    rc = out[1] != NULL ? 0 : -1;
+out:
+    for (size_t i = 0; i < 8; i++) {
+        if (t[i] != NULL) {
+            g_object_unref(t[i]);
+        }
+    }
+    if (alpha != NULL) {
+        g_object_unref(alpha);
+    }
+    return rc;
+}
+
+static int node_save(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, strcmp(n->class_type, "CA.Export") == 0 ? "image" : "images");
+    if (im == NULL) {
+        return -1;
+    }
+    g_object_ref(im);
+    out[0] = im;
+    return 0;
+}
+
+static int node_empty(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    int w = inum(n, "width", 512);
+    int h = inum(n, "height", 512);
+    unsigned color = (unsigned)inum(n, "color", 0);
+    double rgb[3] = {((color >> 16) & 255) / 255.0, ((color >> 8) & 255) / 255.0,
+                     (color & 255) / 255.0};
+    double zero[3] = {0, 0, 0};
+    VipsImage *b = NULL;
+    VipsImage *f = NULL;
+    int rc = vips_black(&b, w, h, "bands", 3, NULL);
+    if (rc == 0) {
+        rc = vips_linear(b, &f, zero, rgb, 3, NULL);
+        g_object_unref(b);
+    }
+    if (rc == 0) {
+        rc = vips_cast(f, &out[0], VIPS_FORMAT_FLOAT, NULL);
+        g_object_unref(f);
+    }
+    return rc != 0 ? vips_fail(c, "EmptyImage") : 0;
+}
+
+static int scale_to(ctx_t *c, enode_t *n, VipsImage *im, int w, int h, const char *crop,
+                    VipsImage **out)
+{
+    const char *method = str(n, "upscale_method", "bilinear");
+    if (w < 1) {
+        w = 1;
+    }
+    if (h < 1) {
+        h = 1;
+    }
+    out[0] = upscale_image(c, im, w, h, method, crop);
+    return out[0] != NULL ? 0 : -1;
+}
+
+static int node_scale(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    int W = im->Xsize;
+    int H = im->Ysize;
+    int w = inum(n, "width", 512);
+    int h = inum(n, "height", 512);
+    if (w == 0 && h == 0) {
+        g_object_ref(im);
+        out[0] = im;
+        return 0;
+    }
+    if (w == 0) {
+        w = (int)fmax(1, rint((double)W * h / H));
+    } else if (h == 0) {
+        h = (int)fmax(1, rint((double)H * w / W));
+    }
+    return scale_to(c, n, im, w, h, str(n, "crop", "disabled"), out);
+}
+
+static int node_scale_by(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double s = num(n, "scale_by", 1.0);
+    return scale_to(c, n, im, (int)rint(im->Xsize * s), (int)rint(im->Ysize * s), "disabled", out);
+}
+
+static int node_scale_total(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double total = trunc(num(n, "megapixels", 1.0) * 1024 * 1024);
+    double s = sqrt(total / ((double)im->Xsize * im->Ysize));
+    return scale_to(c, n, im, (int)rint(im->Xsize * s), (int)rint(im->Ysize * s), "disabled", out);
+}
+
+static int node_scale_max(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    int largest = inum(n, "largest_size", 512);
+    int W = im->Xsize;
+    int H = im->Ysize;
+    int w;
+    int h;
+    if (W > H) {
+        w = largest;
+        h = (int)rint((double)H / W * largest);
+    } else if (H > W) {
+        h = largest;
+        w = (int)rint((double)W / H * largest);
+    } else {
+        w = h = largest;
+    }
+    return scale_to(c, n, im, w, h, "disabled", out);
+}
+
+static int node_invert(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    return vips_linear1(im, &out[0], -1.0, 1.0, NULL) != 0 ? vips_fail(c, "ImageInvert") : 0;
+}
+
+/* reflect-101: -1 → 1, n → n-2 (repeated for radii past the edge). */
+static int reflect101(int p, int len)
+{
+    if (len == 1) {
+        return 0;
+    }
+    while (p < 0 || p >= len) {
+        if (p < 0) {
+            p = -p;
+        }
+        if (p >= len) {
+            p = 2 * (len - 1) - p;
+        }
+    }
+    return p;
+}
+
+/* ComfyUI's gaussian_kernel(2r+1, sigma) is separable: the 1-D factor
+ * exp(-x²/2σ²) on linspace(-1, 1, k), normalised. Returns a new g_malloc'd
+ * blurred copy of fb's pixels (HWC), with reflect-101 borders. */
+static float *gaussian_blur(const fbuf_t *fb, int r, double sigma)
+{
+    int k = 2 * r + 1;
+    double *g = g_new(double, k);
+    double sum = 0;
+    for (int i = 0; i < k; i++) {
+        double x = -1.0 + 2.0 * i / (k - 1);
+        g[i] = exp(-(x * x) / (2 * sigma * sigma));
+        sum += g[i];
+    }
+    for (int i = 0; i < k; i++) {
+        g[i] /= sum;
+    }
+    size_t total = (size_t)fb->w * fb->h * fb->c;
+    float *tmp = g_try_malloc(total * sizeof(float));
+    float *dst = g_try_malloc(total * sizeof(float));
+    if (tmp == NULL || dst == NULL) {
+        g_free(tmp);
+        g_free(dst);
+        g_free(g);
+        return NULL;
+    }
+    int W = fb->w;
+    int H = fb->h;
+    int C = fb->c;
+    for (int y = 0; y < H; y++) {
+        for (int x = 0; x < W; x++) {
+            for (int ch = 0; ch < C; ch++) {
+                double acc = 0;
+                for (int i = 0; i < k; i++) {
+                    int xx = reflect101(x + i - r, W);
+                    acc += g[i] * fb->px[((size_t)y * W + xx) * C + ch];
+                }
+                tmp[((size_t)y * W + x) * C + ch] = (float)acc;
+            }
+        }
+    }
+    for (int y = 0; y < H; y++) {
+        for (int x = 0; x < W; x++) {
+            for (int ch = 0; ch < C; ch++) {
+                double acc = 0;
+                for (int i = 0; i < k; i++) {
+                    int yy = reflect101(y + i - r, H);
+                    acc += g[i] * tmp[((size_t)yy * W + x) * C + ch];
+                }
+                dst[((size_t)y * W + x) * C + ch] = (float)acc;
+            }
+        }
+    }
+    g_free(tmp);
+    g_free(g);
+    return dst;
+}
+
+static int node_blur(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    fbuf_t fb;
+    if (to_fbuf(c, im, &fb) != 0) {
+        return -1;
+    }
+    float *px = gaussian_blur(&fb, inum(n, "blur_radius", 1), num(n, "sigma", 1.0));
+    int w = fb.w;
+    int h = fb.h;
+    int bands = fb.c;
+    g_free(fb.px);
+    if (px == NULL) {
+        return fail(c, CPU_EXEC_ERROR, "ImageBlur: out of memory");
+    }
+    out[0] = from_floats(c, px, w, h, bands);
+    return out[0] != NULL ? 0 : -1;
+}
+
+static int node_sharpen(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    fbuf_t fb;
+    if (to_fbuf(c, im, &fb) != 0) {
+        return -1;
+    }
+    float *blur = gaussian_blur(&fb, inum(n, "sharpen_radius", 1), num(n, "sigma", 1.0));
+    if (blur == NULL) {
+        g_free(fb.px);
+        return fail(c, CPU_EXEC_ERROR, "ImageSharpen: out of memory");
+    }
+    float k = (float)(10.0 * num(n, "alpha", 1.0));
+    size_t total = (size_t)fb.w * fb.h * fb.c;
+    for (size_t i = 0; i < total; i++) {
+        blur[i] = clamp01f(fb.px[i] + k * (fb.px[i] - blur[i]));
+    }
+    g_free(fb.px);
+    out[0] = from_floats(c, blur, fb.w, fb.h, fb.c);
+    return out[0] != NULL ? 0 : -1;
+}
+
+static float soft_light_g(float a)
+{
+    return a <= 0.25f ? ((16 * a - 12) * a + 4) * a : sqrtf(a);
+}
+
+static int node_blend(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im1 = input_image(c, n, "image1");
+    VipsImage *im2 = input_image(c, n, "image2");
+    if (im1 == NULL || im2 == NULL) {
+        return -1;
+    }
+    fbuf_t a;
+    fbuf_t b;
+    if (to_fbuf(c, im1, &a) != 0) {
+        return -1;
+    }
+    if (to_fbuf(c, im2, &b) != 0) {
+        g_free(a.px);
+        return -1;
+    }
+    if (b.w != a.w || b.h != a.h || b.c != a.c) {
+        if (b.c != a.c) {
+            g_free(a.px);
+            g_free(b.px);
+            return fail(c, CPU_EXEC_ERROR, "ImageBlend: channel counts differ");
+        }
+        float *r = cpu_exec_upscale(b.px, b.w, b.h, b.c, a.w, a.h, "bicubic", "center");
+        g_free(b.px);
+        if (r == NULL) {
+            g_free(a.px);
+            return fail(c, CPU_EXEC_ERROR, "ImageBlend: out of memory");
+        }
+        b.px = r;
+        b.w = a.w;
+        b.h = a.h;
+    }
+    float f = (float)num(n, "blend_factor", 0.5);
+    const char *mode = str(n, "blend_mode", "normal");
+    int m = 0;
+    for (; BLEND_MODES[m] != NULL && strcmp(BLEND_MODES[m], mode) != 0; m++) {
+    }
+    size_t total = (size_t)a.w * a.h * a.c;
+    for (size_t i = 0; i < total; i++) {
+        float x = a.px[i];
+        float y = b.px[i];
+        float bl;
+        switch (m) {
+        case 1:
+            bl = x * y;
+            break;
+        case 2:
+            bl = 1 - (1 - x) * (1 - y);
+            break;
+        case 3:
+            bl = x <= 0.5f ? 2 * x * y : 1 - 2 * (1 - x) * (1 - y);
+            break;
+        case 4:
+            bl = y <= 0.5f ? x - (1 - 2 * y) * x * (1 - x) : x + (2 * y - 1) * (soft_light_g(x) - x);
+            break;
+        case 5:
+            bl = x - y;
+            break;
+        default:
+            bl = y;
+            break;
+        }
+        a.px[i] = clamp01f(x * (1 - f) + bl * f);
+    }
+    g_free(b.px);
+    out[0] = from_floats(c, a.px, a.w, a.h, a.c);
+    return out[0] != NULL ? 0 : -1;
+}
+
+static int node_crop(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    int x = inum(n, "x", 0);
+    int y = inum(n, "y", 0);
+    if (x > im->Xsize - 1) {
+        x = im->Xsize - 1;
+    }
+    if (y > im->Ysize - 1) {
+        y = im->Ysize - 1;
+    }
+    int w = inum(n, "width", 512);
+    int h = inum(n, "height", 512);
+    if (x + w > im->Xsize) {
+        w = im->Xsize - x;
+    }
+    if (y + h > im->Ysize) {
+        h = im->Ysize - y;
+    }
+    return vips_extract_area(im, &out[0], x, y, w, h, NULL) != 0 ? vips_fail(c, "ImageCrop") : 0;
+}
+
+static int node_flip(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    bool vertical = strcmp(str(n, "flip_method", FLIP_METHODS[0]), FLIP_METHODS[0]) == 0;
+    return vips_flip(im, &out[0], vertical ? VIPS_DIRECTION_VERTICAL : VIPS_DIRECTION_HORIZONTAL,
+                     NULL) != 0
+               ? vips_fail(c, "ImageFlip")
+               : 0;
+}
+
+static int node_rotate(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    const char *r = str(n, "rotation", "none");
+    VipsAngle angle = VIPS_ANGLE_D0;
+    if (strcmp(r, "90 degrees") == 0) {
+        angle = VIPS_ANGLE_D90; /* clockwise, like torch.rot90(k, dims=[2,1]) */
+    } else if (strcmp(r, "180 degrees") == 0) {
+        angle = VIPS_ANGLE_D180;
+    } else if (strcmp(r, "270 degrees") == 0) {
+        angle = VIPS_ANGLE_D270;
+    }
+    return vips_rot(im, &out[0], angle, NULL) != 0 ? vips_fail(c, "ImageRotate") : 0;
+}
+
+static int node_pad(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    int left = inum(n, "left", 0);
+    int top = inum(n, "top", 0);
+    int right = inum(n, "right", 0);
+    int bottom = inum(n, "bottom", 0);
+    int feathering = inum(n, "feathering", 40);
+    int W = im->Xsize;
+    int H = im->Ysize;
+    int NW = W + left + right;
+    int NH = H + top + bottom;
+    double grey[4] = {0.5, 0.5, 0.5, 0.5};
+    VipsArrayDouble *bg = vips_array_double_new(grey, im->Bands > 4 ? 4 : im->Bands);
+    int rc = vips_embed(im, &out[0], left, top, NW, NH, "extend", VIPS_EXTEND_BACKGROUND,
+                        "background", bg, NULL);
+    vips_area_unref(VIPS_AREA(bg));
+    if (rc != 0) {
+        return vips_fail(c, "ImagePadForOutpaint");
+    }
+    float *mask = g_try_malloc((size_t)NW * NH * sizeof(float));
+    if (mask == NULL) {
+        return fail(c, CPU_EXEC_ERROR, "ImagePadForOutpaint: out of memory");
+    }
+    for (size_t i = 0; i < (size_t)NW * NH; i++) {
+        mask[i] = 1.0f;
+    }
+    bool feather = feathering > 0 && feathering * 2 < H && feathering * 2 < W;
+    for (int i = 0; i < H; i++) {
+        for (int j = 0; j < W; j++) {
+            float v = 0.0f;
+            if (feather) {
+                int dt = top != 0 ? i : H;
+                int db = bottom != 0 ? H - i : H;
+                int dl = left != 0 ? j : W;
+                int dr = right != 0 ? W - j : W;
+                int d = dt < db ? dt : db;
+                d = d < dl ? d : dl;
+                d = d < dr ? d : dr;
+                if (d < feathering) {
+                    float t = (float)(feathering - d) / (float)feathering;
+                    v = t * t;
+                }
+            }
+            mask[(size_t)(i + top) * NW + (j + left)] = v;
+        }
+    }
+    out[1] = from_floats(c, mask, NW, NH, 1);
+    return out[1] != NULL ? 0 : -1;
+}
+
+/* ---- CA. nodes ----------------------------------------------------------- */
+
+/* clamp to [0,1] with streaming ops: (|x| − |x − 1| + 1) / 2 */
+static int clamp01(VipsImage *in, VipsImage **out)
+{
+    VipsImage *t[4] = {0};
+    int rc = vips_abs(in, &t[0], NULL) || vips_linear1(in, &t[1], 1.0, -1.0, NULL) ||
+             vips_abs(t[1], &t[2], NULL) || vips_subtract(t[0], t[2], &t[3], NULL) ||
+             vips_linear1(t[3], out, 0.5, 0.5, NULL);
+    for (int i = 0; i < 4; i++) {
+        if (t[i] != NULL) {
+            g_object_unref(t[i]);
+        }
+    }
+    return rc != 0 ? -1 : 0;
+}
+
+/* out = clamp(in * a + b) per band. */
+static int linear_clamped(ctx_t *c, VipsImage *in, const double *a, const double *b, int n,
+                          VipsImage **out, const char *what)
+{
+    VipsImage *t = NULL;
+    if (vips_linear(in, &t, (double *)a, (double *)b, n, NULL) != 0) {
+        return vips_fail(c, what);
+    }
+    int rc = clamp01(t, out);
+    g_object_unref(t);
+    return rc != 0 ? vips_fail(c, what) : 0;
+}
+
+/* The `p`-th and `1-p`-th percentiles of the luma (Rec. 709 on encoded values), in 0..1. */
+static int luma_percentiles(ctx_t *c, VipsImage *im, double p, double *lo, double *hi)
+{
+    double m[3] = {0.2126, 0.7152, 0.0722};
+    VipsImage *mat = vips_image_new_matrix_from_array(3, 1, m, 3);
+    VipsImage *y = NULL;
+    VipsImage *y8 = NULL;
+    VipsImage *y255 = NULL;
+    VipsImage *hist = NULL;
+    int rc = -1;
+    if (vips_recomb(im, &y, mat, NULL) != 0 || vips_linear1(y, &y255, 255.0, 0.0, NULL) != 0 ||
+        vips_cast(y255, &y8, VIPS_FORMAT_UCHAR, NULL) != 0 ||
+        vips_hist_find(y8, &hist, NULL) != 0) {
+        vips_fail(c, "histogram");
+        goto out;
+    }
+    size_t size = 0;
+    VipsImage *hu = NULL;
+    if (vips_cast(hist, &hu, VIPS_FORMAT_DOUBLE, NULL) != 0) {
+        vips_fail(c, "histogram");
+        goto out;
+    }
+    double *h = vips_image_write_to_memory(hu, &size);
+    g_object_unref(hu);
+    if (h == NULL) {
+        vips_fail(c, "histogram");
+        goto out;
+    }
+    double total = 0;
+    for (int i = 0; i < 256; i++) {
+        total += h[i];
+    }
+    double acc = 0;
+    int l = 0;
+    for (; l < 255; l++) {
+        acc += h[l];
+        if (acc > total * p) {
+            break;
+        }
+    }
+    acc = 0;
+    int u = 255;
+    for (; u > 0; u--) {
+        acc += h[u];
+        if (acc > total * p) {
+            break;
+        }
+    }
+    g_free(h);
+    *lo = l / 255.0;
+    *hi = (u + 1) / 255.0;
+    rc = 0;
+out:
+    g_object_unref(mat);
+    VipsImage *all[] = {y, y8, y255, hist};
+    for (size_t i = 0; i < 4; i++) {
+        if (all[i] != NULL) {
+            g_object_unref(all[i]);
+        }
+    }
+    return rc;
+}
+
+static int node_autolevels(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double p = num(n, "clip_percent", 0.5) / 100.0;
+    double strength = num(n, "strength", 1.0);
+    double lo = 0;
+    double hi = 1;
+    if (luma_percentiles(c, im, p, &lo, &hi) != 0) {
+        return -1;
+    }
+    if (hi - lo < 0.05) { /* flat image: leave it */
+        hi = lo + 0.05;
+    }
+    double scale = 1.0 / (hi - lo);
+    /* blend with identity by strength: a = 1 + s(scale − 1), b = −s·lo·scale */
+    double a[1] = {1.0 + strength * (scale - 1.0)};
+    double b[1] = {-strength * lo * scale};
+    return linear_clamped(c, im, a, b, 1, out, "CA.AutoLevels");
+}
+
+static int node_levels(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double black = num(n, "black", 0.0);
+    double white = num(n, "white", 1.0);
+    double gamma = num(n, "gamma", 1.0);
+    if (white - black < 1e-3) {
+        white = black + 1e-3;
+    }
+    double a[1] = {1.0 / (white - black)};
+    double b[1] = {-black / (white - black)};
+    VipsImage *t = NULL;
+    if (linear_clamped(c, im, a, b, 1, &t, "CA.Levels") != 0) {
+        return -1;
+    }
+    if (fabs(gamma - 1.0) < 1e-9) {
+        out[0] = t;
+        return 0;
+    }
+    int rc = vips_pow_const1(t, &out[0], 1.0 / gamma, NULL);
+    g_object_unref(t);
+    return rc != 0 ? vips_fail(c, "CA.Levels") : 0;
+}
+
+static int node_white_balance(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double strength = num(n, "strength", 1.0);
+    VipsImage *stats = NULL;
+    if (vips_stats(im, &stats, NULL) != 0) {
+        return vips_fail(c, "CA.WhiteBalance");
+    }
+    double mean[3];
+    for (int k = 0; k < 3; k++) {
+        mean[k] = *VIPS_MATRIX(stats, 4, k + 1); /* column 4 is the mean; row k+1 band k */
+    }
+    g_object_unref(stats);
+    double grey = (mean[0] + mean[1] + mean[2]) / 3.0;
+    double a[3];
+    double b[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++) {
+        double gain = mean[k] > 1e-4 ? grey / mean[k] : 1.0;
+        if (gain > 2.0) {
+            gain = 2.0;
+        }
+        if (gain < 0.5) {
+            gain = 0.5;
+        }
+        a[k] = 1.0 + strength * (gain - 1.0);
+    }
+    return linear_clamped(c, im, a, b, 3, out, "CA.WhiteBalance");
+}
+
+static int node_exposure(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    /* 2^stops in linear light is 2^(stops/2.2) on gamma-encoded values. */
+    double a[1] = {pow(2.0, num(n, "stops", 0.0) / 2.2)};
+    double b[1] = {0};
+    return linear_clamped(c, im, a, b, 1, out, "CA.Exposure");
+}
+
+static int node_contrast(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double k = 1.0 + num(n, "amount", 0.0);
+    double a[1] = {k};
+    double b[1] = {0.5 * (1.0 - k)};
+    return linear_clamped(c, im, a, b, 1, out, "CA.Contrast");
+}
+
+static int node_saturation(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double s = num(n, "amount", 1.0);
+    double l[3] = {0.2126, 0.7152, 0.0722};
+    double m[9];
+    for (int r = 0; r < 3; r++) {
+        for (int k = 0; k < 3; k++) {
+            m[r * 3 + k] = (1.0 - s) * l[k] + (r == k ? s : 0.0);
+        }
+    }
+    VipsImage *mat = vips_image_new_matrix_from_array(3, 3, m, 9);
+    VipsImage *t = NULL;
+    int rc = vips_recomb(im, &t, mat, NULL);
+    g_object_unref(mat);
+    if (rc != 0) {
+        return vips_fail(c, "CA.Saturation");
+    }
+    rc = clamp01(t, &out[0]);
+    g_object_unref(t);
+    return rc != 0 ? vips_fail(c, "CA.Saturation") : 0;
+}
+
+static int node_warmth(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double w = num(n, "amount", 0.0);
+    double a[3] = {1.0 + 0.08 * w, 1.0 + 0.02 * w, 1.0 - 0.08 * w};
+    double b[3] = {0, 0, 0};
+    return linear_clamped(c, im, a, b, 3, out, "CA.Warmth");
+}
+
+static int node_vignette(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    double strength = num(n, "strength", 0.3);
+    double radius = num(n, "radius", 0.7);
+    /* A small mask computed in C, enlarged lazily: the falloff is smooth. */
+    int mw = im->Xsize < 256 ? im->Xsize : 256;
+    int mh = im->Ysize < 256 ? im->Ysize : 256;
+    float *m = g_try_malloc((size_t)mw * mh * sizeof(float));
+    if (m == NULL) {
+        return fail(c, CPU_EXEC_ERROR, "CA.Vignette: out of memory");
+    }
+    for (int y = 0; y < mh; y++) {
+        for (int x = 0; x < mw; x++) {
+            double dx = ((x + 0.5) / mw - 0.5) * 2.0;
+            double dy = ((y + 0.5) / mh - 0.5) * 2.0;
+            double d = sqrt((dx * dx + dy * dy) / 2.0) * 1.4142135623730951; /* 0 centre, √2 corner */
+            double t = (d - radius) / (1.4142135623730951 - radius);
+            t = t < 0 ? 0 : (t > 1 ? 1 : t);
+            t = t * t * (3 - 2 * t);
+            m[(size_t)y * mw + x] = (float)(1.0 - strength * t);
+        }
+    }
+    VipsImage *small = from_floats(c, m, mw, mh, 1);
+    if (small == NULL) {
+        return -1;
+    }
+    VipsImage *big = NULL;
+    int rc = vips_resize(small, &big, (double)im->Xsize / mw, "vscale", (double)im->Ysize / mh,
+                         "kernel", VIPS_KERNEL_LINEAR, NULL);
+    g_object_unref(small);
+    if (rc != 0) {
+        return vips_fail(c, "CA.Vignette");
+    }
+    VipsImage *fit = NULL;
+    rc = vips_embed(big, &fit, 0, 0, im->Xsize, im->Ysize, "extend", VIPS_EXTEND_COPY, NULL);
+    g_object_unref(big);
+    if (rc != 0) {
+        return vips_fail(c, "CA.Vignette");
+    }
+    rc = vips_multiply(im, fit, &out[0], NULL);
+    g_object_unref(fit);
+    return rc != 0 ? vips_fail(c, "CA.Vignette") : 0;
+}
+
+static int node_watermark(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    const char *text = str(n, "text", "");
+    double opacity = num(n, "opacity", 0.5);
+    double size = num(n, "size", 0.03);
+    const char *pos = str(n, "position", "bottom-right");
+    if (text[0] == '\0') {
+        g_object_ref(im);
+        out[0] = im;
+        return 0;
+    }
+    int short_edge = im->Xsize < im->Ysize ? im->Xsize : im->Ysize;
+    int dpi = (int)fmax(10, size * short_edge * 72.0 / 12.0); /* "sans 12" → size·edge px tall */
+    VipsImage *txt = NULL;
+    if (vips_text(&txt, text, "font", "sans 12", "dpi", dpi, NULL) != 0) {
+        return vips_fail(c, "CA.Watermark");
+    }
+    int margin = (int)(short_edge * 0.02);
+    int tw = txt->Xsize;
+    int th = txt->Ysize;
+    int x = im->Xsize - tw - margin;
+    int y = im->Ysize - th - margin;
+    if (strcmp(pos, "bottom-left") == 0) {
+        x = margin;
+    } else if (strcmp(pos, "top-right") == 0) {
+        y = margin;
+    } else if (strcmp(pos, "top-left") == 0) {
+        x = margin;
+        y = margin;
+    } else if (strcmp(pos, "center") == 0) {
+        x = (im->Xsize - tw) / 2;
+        y = (im->Ysize - th) / 2;
+    }
+    VipsImage *placed = NULL;
+    VipsImage *alpha = NULL;
+    VipsImage *inv = NULL;
+    VipsImage *keep = NULL;
+    int rc = vips_embed(txt, &placed, x, y, im->Xsize, im->Ysize, NULL);
+    g_object_unref(txt);
+    /* out = x·(1 − o·m) + o·m (white text) */
+    if (rc == 0) {
+        rc = vips_linear1(placed, &alpha, opacity / 255.0, 0.0, NULL);
+    }
+    if (rc == 0) {
+        rc = vips_linear1(alpha, &inv, -1.0, 1.0, NULL);
+    }
+    if (rc == 0) {
+        rc = vips_multiply(im, inv, &keep, NULL);
+    }
+    if (rc == 0) {
+        rc = vips_add(keep, alpha, &out[0], NULL);
+    }
+    VipsImage *all[] = {placed, alpha, inv, keep};
+    for (size_t i = 0; i < 4; i++) {
+        if (all[i] != NULL) {
+            g_object_unref(all[i]);
+        }
+    }
+    return rc != 0 ? vips_fail(c, "CA.Watermark") : 0;
+}
+
+static int node_long_edge(ctx_t *c, enode_t *n, VipsImage **out)
+{
+    VipsImage *im = input_image(c, n, "image");
+    if (im == NULL) {
+        return -1;
+    }
+    int target = inum(n, "long_edge", 3000);
+    int W = im->Xsize;
+    int H = im->Ysize;
+    int longest = W > H ? W : H;
+    if (target >= longest && (target == longest || !boolean(n, "allow_upscale", false))) {
+        g_object_ref(im);
+        out[0] = im;
+        return 0;
+    }
+    int w = W >= H ? target : (int)fmax(1, rint((double)W * target / H));
+    int h = H > W ? target : (int)fmax(1, rint((double)H * target / W));
+    out[0] = upscale_image(c, im, w, h, "lanczos", "disabled");
+    return out[0] != NULL ? 0 : -1;
+}
+
+typedef struct {
+    const char *class_type;
+    node_fn fn;
+} impl_t;
+
+static const impl_t IMPLS[] = {
+    {"LoadImage", node_load},
+    {"SaveImage", node_save},
+    {"PreviewImage", node_save},
+    {"EmptyImage", node_empty},
+    {"ImageScale", node_scale},
+    {"ImageScaleBy", node_scale_by},
+    {"ImageScaleToTotalPixels", node_scale_total},
+    {"ImageScaleToMaxDimension", node_scale_max},
+    {"ImageInvert", node_invert},
+    {"ImageBlur", node_blur},
+    {"ImageSharpen", node_sharpen},
+    {"ImageBlend", node_blend},
+    {"ImageCrop", node_crop},
+    {"ImageFlip", node_flip},
+    {"ImageRotate", node_rotate},
+    {"ImagePadForOutpaint", node_pad},
+    {"CA.AutoLevels", node_autolevels},
+    {"CA.Levels", node_levels},
+    {"CA.WhiteBalance", node_white_balance},
+    {"CA.Exposure", node_exposure},
+    {"CA.Contrast", node_contrast},
+    {"CA.Saturation", node_saturation},
+    {"CA.Warmth", node_warmth},
+    {"CA.Vignette", node_vignette},
+    {"CA.Watermark", node_watermark},
+    {"CA.ResizeLongEdge", node_long_edge},
+    {"CA.Export", node_save},
+};
+
+static int eval(ctx_t *c, enode_t *n)
+{
+    if (n->done) {
+        return n->out[0] != NULL || n->out[1] != NULL ? 0 : -1;
+    }
+    n->done = true; /* the validator rejected cycles; this stops any recursion */
+    for (size_t i = 0; i < NIN(IMPLS); i++) {
+        if (strcmp(IMPLS[i].class_type, n->class_type) == 0) {
+            int rc = IMPLS[i].fn(c, n, n->out);
+            if (rc != 0 && c->fail == CPU_EXEC_OK) {
+                fail(c, CPU_EXEC_ERROR, "node %s (%s) failed", n->id, n->class_type);
+            }
+            return rc;
+        }
+    }
+    return fail(c, CPU_EXEC_BAD_GRAPH, "node %s: class %s is unknown to the CPU executor", n->id,
+                n->class_type);
+}
+
+/* ---- encoding ------------------------------------------------------------ */
+
+/* Copies the original's metadata that is safe to keep: the ICC profile (when
+ * asked and still valid) and EXIF without the GPS IFD; orientation becomes 1
+ * (pixels are already upright). */
+static void copy_metadata(ctx_t *c, VipsImage *dst, bool keep_icc, bool strip_location)
+{
+    VipsImage *src = c->source;
+    if (src == NULL) {
+        return;
+    }
+    if (keep_icc && !c->source_converted && vips_image_get_typeof(src, VIPS_META_ICC_NAME) != 0) {
+        const void *data = NULL;
+        size_t len = 0;
+        if (vips_image_get_blob(src, VIPS_META_ICC_NAME, &data, &len) == 0) {
+            vips_image_set_blob_copy(dst, VIPS_META_ICC_NAME, data, len);
+        }
+    }
+    if (vips_image_get_typeof(src, VIPS_META_EXIF_NAME) != 0) {
+        const void *data = NULL;
+        size_t len = 0;
+        if (vips_image_get_blob(src, VIPS_META_EXIF_NAME, &data, &len) == 0) {
+            vips_image_set_blob_copy(dst, VIPS_META_EXIF_NAME, data, len);
+        }
+        gchar **fields = vips_image_get_fields(src);
+        for (int i = 0; fields[i] != NULL; i++) {
+            const char *f = fields[i];
+            if (strncmp(f, "exif-ifd", 8) != 0) {
+                continue;
+            }
+            if (strip_location && strncmp(f, "exif-ifd3-", 10) == 0) {
+                continue; /* IFD3 is GPS */
+            }
+            const char *v = NULL;
+            if (vips_image_get_string(src, f, &v) == 0) {
+                vips_image_set_string(dst, f, v);
+            }
+        }
+        g_strfreev(fields);
+    }
+    vips_image_set_int(dst, VIPS_META_ORIENTATION, 1);
+    (void)c;
+}
+
+static int encode(ctx_t *c, VipsImage *im, const enode_t *out_node)
+{
+    cpu_exec_job_t *job = c->job;
+    const char *format = "jpeg";
+    int quality = 92;
+    bool keep_icc = true;
+    bool strip_location = true;
+    if (strcmp(out_node->class_type, "CA.Export") == 0) {
+        format = str(out_node, "format", "jpeg");
+        quality = inum(out_node, "quality", 92);
+        keep_icc = boolean(out_node, "keep_icc", true);
+        strip_location = boolean(out_node, "strip_location", true);
+    }
+    /* ComfyUI: np.clip(255·x, 0, 255).astype(uint8) — truncation. */
+    VipsImage *t[4] = {0};
+    int rc = -1;
+    VipsImage *rgb = im;
+    if (im->Bands == 1) {
+        VipsImage *three[3] = {im, im, im};
+        if (vips_bandjoin(three, &t[3], 3, NULL) != 0) {
+            vips_fail(c, "encode");
+            goto out;
+        }
+        rgb = t[3];
+    }
+    if (clamp01(rgb, &t[0]) != 0 || vips_linear1(t[0], &t[1], 255.0, 0.0, NULL) != 0 ||
+        vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL) != 0) {
+        vips_fail(c, "encode");
+        goto out;
+    }
+    VipsImage *u8 = NULL;
+    if (vips_copy(t[2], &u8, "interpretation", VIPS_INTERPRETATION_sRGB, NULL) != 0) {
+        vips_fail(c, "encode");
+        goto out;
+    }
+    copy_metadata(c, u8, keep_icc, strip_location);
+    void *buf = NULL;
+    size_t len = 0;
+    int src;
+    if (strcmp(format, "png") == 0) {
+        src = vips_pngsave_buffer(u8, &buf, &len, "compression", 4, NULL);
+        snprintf(job->ext, sizeof(job->ext), "png");
+        snprintf(job->mime, sizeof(job->mime), "image/png");
+    } else if (strcmp(format, "webp") == 0) {
+        src = vips_webpsave_buffer(u8, &buf, &len, "Q", quality, NULL);
+        snprintf(job->ext, sizeof(job->ext), "webp");
+        snprintf(job->mime, sizeof(job->mime), "image/webp");
+    } else if (strcmp(format, "tiff") == 0) {
+        src = vips_tiffsave_buffer(u8, &buf, &len, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE,
+                                   NULL);
+        snprintf(job->ext, sizeof(job->ext), "tif");
+        snprintf(job->mime, sizeof(job->mime), "image/tiff");
+    } else {
+        src = vips_jpegsave_buffer(u8, &buf, &len, "Q", quality, "optimize_coding", TRUE, NULL);
+        snprintf(job->ext, sizeof(job->ext), "jpg");
+        snprintf(job->mime, sizeof(job->mime), "image/jpeg");
+    }
+    job->out_width = u8->Xsize;
+    job->out_height = u8->Ysize;
+    g_object_unref(u8);
+    if (src != 0) {
+        vips_fail(c, "encode");
+        goto out;
+    }
+    job->output = malloc(len);
+    if (job->output == NULL) {
+        g_free(buf);
+        fail(c, CPU_EXEC_ERROR, "encode: out of memory");
+        goto out;
+    }
+    memcpy(job->output, buf, len);
+    job->output_len = len;
+    g_free(buf);
+    rc = 0;
+out:
+    for (int i = 0; i < 4; i++) {
+        if (t[i] != NULL) {
+            g_object_unref(t[i]);
+        }
+    }
+    return rc;
+}
+
+/* ---- entry points -------------------------------------------------------- */
+
+static bool vips_started;
+
+int cpu_exec_init(const char *argv0)
+{
+    if (vips_started) {
+        return 0;
+    }
+    if (VIPS_INIT(argv0 != NULL ? argv0 : "job-worker") != 0) {
+        return -1;
+    }
+    vips_cache_set_max(0); /* a job's images are used once */
+    vips_started = true;
+    return 0;
+}
+
+void cpu_exec_shutdown(void)
+{
+    if (vips_started) {
+        vips_shutdown();
+        vips_started = false;
+    }
+}
+
+void cpu_exec_job_free(cpu_exec_job_t *job)
+{
+    free(job->output);
+    job->output = NULL;
+    job->output_len = 0;
+    if (job->result != NULL) {
+        g_object_unref(job->result);
+        job->result = NULL;
+    }
+}
+
+cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *err, size_t errlen)
+{
+    if (errlen > 0) {
+        err[0] = '\0';
+    }
+    cJSON *verr = NULL;
+    graph_status_t gs = graph_validate(graph, &REGISTRY, &verr);
+    if (gs != GRAPH_OK) {
+        char *summary = graph_error_summary(verr);
+        snprintf(err, errlen, "%s", summary != NULL ? summary : "invalid graph");
+        free(summary);
+        cJSON_Delete(verr);
+        return CPU_EXEC_BAD_GRAPH;
+    }
+    ctx_t c = {0};
+    c.job = job;
+    c.err = err;
+    c.errlen = errlen;
+    c.n = (size_t)cJSON_GetArraySize(graph);
+    c.nodes = calloc(c.n, sizeof(*c.nodes));
+    if (c.nodes == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return CPU_EXEC_ERROR;
+    }
+    size_t i = 0;
+    const cJSON *node = NULL;
+    const enode_t *output = NULL;
+    cJSON_ArrayForEach(node, graph)
+    {
+        enode_t *en = &c.nodes[i++];
+        en->id = node->string;
+        en->class_type = cJSON_GetObjectItemCaseSensitive(node, "class_type")->valuestring;
+        en->inputs = cJSON_GetObjectItemCaseSensitive(node, "inputs");
+    }
+    /* The output: the first CA.Export, else the first SaveImage/PreviewImage. */
+    for (i = 0; i < c.n && output == NULL; i++) {
+        if (strcmp(c.nodes[i].class_type, "CA.Export") == 0) {
+            output = &c.nodes[i];
+        }
+    }
+    for (i = 0; i < c.n && output == NULL; i++) {
+        if (graph_registry_find(&REGISTRY, c.nodes[i].class_type)->output_node) {
+            output = &c.nodes[i];
+        }
+    }
+    if (eval(&c, (enode_t *)output) == 0 && encode(&c, output->out[0], output) == 0) {
+        if (job->keep_result) {
+            g_object_ref(output->out[0]);
+            job->result = output->out[0];
+        }
+    }
+    cpu_exec_status_t st = c.fail;
+    for (i = 0; i < c.n; i++) {
+        for (int k = 0; k < 2; k++) {
+            if (c.nodes[i].out[k] != NULL) {
+                g_object_unref(c.nodes[i].out[k]);
+            }
+        }
+    }
+    if (c.source != NULL) {
+        g_object_unref(c.source);
+    }
+    free(c.nodes);
+    return st;
+}

@@ -1,0 +1,79 @@
+/*
+ * cpu_exec — the built-in CPU executor: runs a ComfyUI API-format workflow
+ * whose nodes are all model-free image operations, on libvips.
+ *
+ * Images flow between nodes as VipsImage, 3 bands, VIPS_FORMAT_FLOAT, values
+ * sRGB-encoded in [0,1] (ComfyUI's IMAGE convention); MASK is 1 band float.
+ * ComfyUI's core nodes follow the formulas of its source (see
+ * docs/image-pipeline.md for where libvips is not bit-exact); our own nodes are
+ * namespaced "CA.".
+ *
+ *   cpu_exec_init(argv[0]);
+ *   cpu_exec_job_t job = {.input = bytes, .input_len = n};
+ *   char err[256];
+ *   cpu_exec_status_t st = cpu_exec_run(graph, &job, err, sizeof(err));
+ *   if (st == CPU_EXEC_OK) { write(fd, job.output, job.output_len); }
+ *   cpu_exec_job_free(&job);
+ *   cpu_exec_shutdown();
+ */
+#ifndef CA_CPU_EXEC_H
+#define CA_CPU_EXEC_H
+
+#include "graph.h"
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <vips/vips.h>
+
+typedef enum {
+    CPU_EXEC_OK = 0,
+    CPU_EXEC_BAD_GRAPH,         /* validation failed, or a class the executor lacks */
+    CPU_EXEC_UNSUPPORTED_IMAGE, /* the input cannot be decoded: `unsupported_image` */
+    CPU_EXEC_ERROR,             /* anything else: `processing_error` */
+} cpu_exec_status_t;
+
+typedef struct {
+    /* In: the original file's bytes, read by every LoadImage node. */
+    const void *input;
+    size_t input_len;
+    /* In (tests): when set, LoadImage yields this image (3-band float) instead. */
+    VipsImage *input_image;
+    /* In (tests): keep the final float image in `result` (a new reference). */
+    bool keep_result;
+
+    /* Out: the encoded file (malloc'd), its extension and MIME type. */
+    void *output;
+    size_t output_len;
+    char ext[8];
+    char mime[24];
+    int in_width, in_height, out_width, out_height;
+    VipsImage *result;
+} cpu_exec_job_t;
+
+/* VIPS_INIT; safe to call more than once. Returns 0 or -1. */
+__attribute__((warn_unused_result)) int cpu_exec_init(const char *argv0);
+void cpu_exec_shutdown(void);
+
+/* The node classes this executor runs (static data). */
+const graph_registry_t *cpu_exec_registry(void);
+
+/* Validates and runs `graph`. `err` gets a one-line message on failure. */
+__attribute__((warn_unused_result)) cpu_exec_status_t cpu_exec_run(const cJSON *graph,
+                                                                   cpu_exec_job_t *job, char *err,
+                                                                   size_t errlen);
+
+/* Frees output and result (the job struct itself is the caller's). */
+void cpu_exec_job_free(cpu_exec_job_t *job);
+
+/* ComfyUI's common_upscale on a packed float HWC buffer: returns a new
+ * g_malloc'd w*h*c buffer, or NULL. `method` is nearest-exact, bilinear,
+ * bicubic or area (lanczos goes through libvips, see ImageScale); `crop` is
+ * "disabled" or "center". Exposed for tests. */
+float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, const char *method,
+                        const char *crop);
+
+/* The `render` command (daemon service_t.command). */
+int job_worker_command(const char *cmd, int argc, char **argv);
+
+#endif
