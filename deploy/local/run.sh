@@ -88,8 +88,8 @@ say "schema migrated (each slice owned by its service's role)"
 # prefixed with its name, on this terminal.
 start() {
   local name=$1; shift
-  ( "$@" 2>&1 | tee -a "$VAR/logs/$name.log" | sed -u "s/^/[$name] /" ) &
-  pids+=($!)
+  "$@" > >(tee -a "$VAR/logs/$name.log" | sed -u "s/^/[$name] /") 2>&1 &
+  pids+=($!)   # the process itself, so Ctrl-C can stop it with SIGTERM
 }
 
 # ---- the fakes of what cannot be reached from here ----
