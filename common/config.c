@@ -377,8 +377,9 @@ bool config_get_bool(const config_t *cfg, const char *name)
 
 void config_print_help(FILE *out, const char *prog, const config_var_t *vars, size_t nvars)
 {
-    fprintf(out, "Usage: %s [serve|migrate|cleanup|--help|--version]\n\n",
-            prog != NULL ? prog : "");
+    if (prog != NULL) {
+        fprintf(out, "Usage: %s [serve|migrate|cleanup|--help|--version]\n\n", prog);
+    }
     fprintf(out, "Configuration (environment variables):\n");
     for (size_t i = 0; i < nvars; i++) {
         const config_var_t *var = &vars[i];

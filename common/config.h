@@ -55,8 +55,8 @@ const char *config_get(const config_t *cfg, const char *name);
 long config_get_int(const config_t *cfg, const char *name);
 bool config_get_bool(const config_t *cfg, const char *name);
 
-/* Prints the table: name, type, default, required, secret, help. Secret
- * defaults are never printed. */
+/* Prints a usage line (when prog is not NULL) and the table: name, type,
+ * default, required, secret, help. Secret defaults are never printed. */
 void config_print_help(FILE *out, const char *prog, const config_var_t *vars, size_t nvars);
 
 void config_free(config_t *cfg);

@@ -357,7 +357,7 @@ static void print_usage(const daemon_t *d, FILE *out)
         fprintf(out, "%s", d->svc->command_help);
     }
     fprintf(out, "\n");
-    config_print_help(out, d->svc->name, d->vars, d->nvars);
+    config_print_help(out, NULL, d->vars, d->nvars);
 }
 
 static int cmd_migrate(daemon_t *d)
