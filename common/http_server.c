@@ -511,8 +511,8 @@ void http_reply_error(http_req_t *req, int status, const char *code, const char 
 void http_reply_data(http_req_t *req, int status, const char *content_type, const void *data,
                      size_t len)
 {
-    reply_send(req, status, content_type != NULL ? content_type : "application/octet-stream",
-               false, data, data != NULL ? len : 0);
+    reply_send(req, status, content_type != NULL ? content_type : "application/octet-stream", false,
+               data, data != NULL ? len : 0);
 }
 
 void http_reply_redirect(http_req_t *req, int status, const char *location)
@@ -920,8 +920,7 @@ static void handle_request(struct evhttp_request *ev, void *arg)
     if (found == NULL) {
         if (allow[0] != '\0') {
             http_reply_header(req, "Allow", allow);
-            http_reply_error(req, 405, "method_not_allowed", "%s is not allowed here",
-                             req->method);
+            http_reply_error(req, 405, "method_not_allowed", "%s is not allowed here", req->method);
         } else {
             http_reply_error(req, 404, "not_found", "no such resource");
         }

@@ -321,8 +321,8 @@ fail:
 static metric_t *dropped_metric_locked(void)
 {
     return register_locked(METRICS_DROPPED_NAME,
-                           "Label combinations dropped by the per-metric cardinality cap",
-                           "metric", METRIC_COUNTER, NULL, 0);
+                           "Label combinations dropped by the per-metric cardinality cap", "metric",
+                           METRIC_COUNTER, NULL, 0);
 }
 
 static metric_t *metric_register(const char *name, const char *help, const char *labels,

@@ -491,8 +491,8 @@ static void test_tail_and_any_method(void **state)
 
 static void test_not_found_and_method_not_allowed(void **state)
 {
-    static const char *missing[] = {"/nope", "/api/jobs", "/api/jobs/", "/api/jobs/1/2", "/",
-                                    "/API/jobs/1"};
+    static const char *missing[] = {"/nope",         "/api/jobs", "/api/jobs/",
+                                    "/api/jobs/1/2", "/",         "/API/jobs/1"};
     for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
         response_t r;
         do_request("GET", missing[i], NULL, NULL, 0, &r);
@@ -500,6 +500,10 @@ static void test_not_found_and_method_not_allowed(void **state)
         response_free(&r);
     }
     response_t r;
+    do_request("GET", "/nope", NULL, NULL, 0, &r);
+    assert_true(strncmp(r.raw, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
+    response_free(&r);
+
     do_request("PUT", "/api/jobs/1", NULL, "{}", 2, &r);
     assert_error_code(&r, 405, "method_not_allowed");
     char allow[64];
@@ -517,8 +521,9 @@ static void test_not_found_and_method_not_allowed(void **state)
 static void test_bad_paths(void **state)
 {
     static const char *bad[] = {
-        "/api/jobs/a%00b",      "/static/%2e%2e/etc/passwd", "/static/../etc/passwd",
-        "/static/a/%2E%2E/b",   "/static/a%2fb",             "/static/./x",
+        "/api/jobs/a%00b",       "/static/%2e%2e/etc/passwd",
+        "/static/../etc/passwd", "/static/a/%2E%2E/b",
+        "/static/a%2fb",         "/static/./x",
         "/api/jobs/%2E",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -572,6 +577,18 @@ static void test_body_cap(void **state)
     assert_error_code(&r, 413, "body_too_large");
     response_free(&r);
     free(body);
+
+    /* Past libevent's hard ceiling (4 x cap + 1 MiB) libevent itself refuses
+     * the declared length before reading the body: the status is still 413. */
+    fd = connect_server();
+    assert_true(fd >= 0);
+    const char *huge = "POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                       "Content-Length: 104857600\r\n\r\n";
+    send_all(fd, huge, strlen(huge));
+    read_response(fd, &r);
+    close(fd);
+    assert_int_equal(r.status, 413);
+    response_free(&r);
 }
 
 static void test_json_body(void **state)
@@ -580,8 +597,10 @@ static void test_json_body(void **state)
         const char *body;
         int status;
     } cases[] = {
-        {"{\"a\":5}", 200}, {"{\"a\":5} \r\n", 200}, {"{bad", 400},  {"[1,2]", 400}, {"\"str\"", 400},
-        {"", 400},          {"null", 400},  {"{\"a\":1} trailing", 400},
+        {"{\"a\":5}", 200}, {"{\"a\":5} \r\n", 200},
+        {"{bad", 400},      {"[1,2]", 400},
+        {"\"str\"", 400},   {"", 400},
+        {"null", 400},      {"{\"a\":1} trailing", 400},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         response_t r;
@@ -629,11 +648,11 @@ static void test_request_id(void **state)
     assert_string_equal(id, sixty_four);
     response_free(&r);
 
-    static const char *rejected[] = {"X-Request-Id: bad id!\r\n", "X-Request-Id: a/b\r\n",
-                                     "X-Request-Id: \"q\"\r\n",
-                                     "X-Request-Id: "
-                                     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
-                                     NULL};
+    static const char *rejected[] = {
+        "X-Request-Id: bad id!\r\n", "X-Request-Id: a/b\r\n", "X-Request-Id: \"q\"\r\n",
+        "X-Request-Id: "
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        NULL};
     char first[32] = "";
     for (size_t i = 0; i < sizeof(rejected) / sizeof(rejected[0]); i++) {
         do_request("GET", "/headers", rejected[i], NULL, 0, &r);
@@ -740,8 +759,8 @@ static void test_metrics_endpoint(void **state)
     assert_non_null(strstr(r.body, "# TYPE http_requests_total counter\n"));
     assert_non_null(strstr(
         r.body, "http_requests_total{method=\"GET\",route=\"/api/jobs/{id}\",status=\"200\"} 3\n"));
-    assert_non_null(
-        strstr(r.body, "http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1\n"));
+    assert_non_null(strstr(
+        r.body, "http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1\n"));
     assert_non_null(strstr(r.body, "# TYPE http_request_duration_seconds histogram\n"));
     assert_non_null(
         strstr(r.body, "http_request_duration_seconds_count{route=\"/api/jobs/{id}\"} 3\n"));
@@ -889,8 +908,20 @@ static void test_close_listeners(void **state)
     assert_int_equal(connect_server(), -1);
 }
 
+static void test_listen_on_taken_port_fails(void **state)
+{
+    http_server_t *other = http_server_new(fx.base, 0);
+    assert_non_null(other);
+    assert_int_equal(http_server_listen(other, "127.0.0.1", fx.port), -1);
+    assert_int_equal(http_server_port(other), 0);
+    assert_int_equal(http_server_listen(other, "127.0.0.1", 70000), -1);
+    stop_loop(); /* free on the loop's base while it is idle */
+    http_server_free(other);
+}
+
 static void test_route_registration_errors(void **state)
 {
+    stop_loop(); /* routes are not to be changed while the loop serves */
     static const char *bad[] = {"no-slash", "/a/{rest*}/b", "/a/{", "/a/x{y}", "/a/{}", "/a/{*}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(http_server_route(fx.srv, "GET", bad[i], h_any, NULL), -1);
@@ -914,11 +945,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_health_and_ready, setup, teardown),
         cmocka_unit_test_setup_teardown(test_metrics_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_access_log, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delayed_reply_does_not_block_others, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_delayed_reply_does_not_block_others, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_gone_before_delayed_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_request_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_listeners, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listen_on_taken_port_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_registration_errors, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,7 +77,7 @@ static void test_unlabeled_start_at_zero_and_gauge_ops(void **state)
     metric_add(temp, 1.5, "a");
     metric_add(temp, -2, "a"); /* gauges go both ways */
     metric_set(temp, 0.1, "b");
-    metric_set(up, 100); /* set is for gauges only: ignored */
+    metric_set(up, 100);   /* set is for gauges only: ignored */
     metric_observe(up, 1); /* observe is for histograms only: ignored */
     metric_add(size, 1);   /* add is not for histograms: ignored */
 
