@@ -1496,6 +1496,13 @@ static int eval(ctx_t *c, enode_t *n)
  * (pixels are already upright). */
 static void copy_metadata(ctx_t *c, VipsImage *dst, bool keep_icc, bool strip_location)
 {
+    /* Operations carry their inputs' metadata along: start from nothing
+     * (drops XMP and IPTC too, which can hold a location). */
+    gchar **all = vips_image_get_fields(dst);
+    for (int i = 0; all[i] != NULL; i++) {
+        (void)vips_image_remove(dst, all[i]);
+    }
+    g_strfreev(all);
     VipsImage *src = c->source;
     if (src == NULL) {
         return;
@@ -1508,11 +1515,9 @@ static void copy_metadata(ctx_t *c, VipsImage *dst, bool keep_icc, bool strip_lo
         }
     }
     if (vips_image_get_typeof(src, VIPS_META_EXIF_NAME) != 0) {
-        const void *data = NULL;
-        size_t len = 0;
-        if (vips_image_get_blob(src, VIPS_META_EXIF_NAME, &data, &len) == 0) {
-            vips_image_set_blob_copy(dst, VIPS_META_EXIF_NAME, data, len);
-        }
+        /* Not the exif-data blob: libvips keeps every tag of the blob when it
+         * saves, so GPS would survive. The saver builds new EXIF from the
+         * exif-ifd* fields copied here. */
         gchar **fields = vips_image_get_fields(src);
         for (int i = 0; fields[i] != NULL; i++) {
             const char *f = fields[i];
@@ -1546,7 +1551,9 @@ static int encode(ctx_t *c, VipsImage *im, const enode_t *out_node)
         keep_icc = boolean(out_node, "keep_icc", true);
         strip_location = boolean(out_node, "strip_location", true);
     }
-    /* ComfyUI: np.clip(255·x, 0, 255).astype(uint8) — truncation. */
+    /* ComfyUI: np.clip(255·x, 0, 255).astype(uint8) — truncation. The 1e-4
+     * makes k/255 come back as k, as it does in float32 numpy (vips_linear
+     * can land just below). */
     VipsImage *t[4] = {0};
     int rc = -1;
     VipsImage *rgb = im;
@@ -1558,7 +1565,8 @@ static int encode(ctx_t *c, VipsImage *im, const enode_t *out_node)
         }
         rgb = t[3];
     }
-    if (clamp01(rgb, &t[0]) != 0 || vips_linear1(t[0], &t[1], 255.0, 0.0, NULL) != 0 ||
+    /* vips_cast clips to 0..255 itself. */
+    if (vips_copy(rgb, &t[0], NULL) != 0 || vips_linear1(t[0], &t[1], 255.0, 1e-4, NULL) != 0 ||
         vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL) != 0) {
         vips_fail(c, "encode");
         goto out;

@@ -1,0 +1,601 @@
+/*
+ * Unit tests for services/job-worker/cpu_exec: ComfyUI node semantics checked
+ * against values computed here from the reference formulas on tiny synthetic
+ * images, plus the presets on real photos (Debian's python3-skimage data,
+ * fetched at run time with apt-get download; skipped with a message if that fails).
+ *
+ * Needs extra objects and libs (not only libcommon.a):
+ *   build/obj/services/job-worker/cpu_exec.o  and  $(VIPS_LIBS)
+ * By hand:
+ *   cc -std=gnu11 -Icommon -Iservices/job-worker $(pkg-config --cflags vips libcjson) \
+ *      tests/unit/test_cpu_exec.c services/job-worker/cpu_exec.c build/lib/libcommon.a \
+ *      $(pkg-config --libs vips libcjson cmocka) -lm -o build/tests/unit/test_cpu_exec
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "cpu_exec.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define W 5
+#define H 4
+
+static float g_px[W * H * 3];
+
+static VipsImage *tiny(void)
+{
+    for (int i = 0; i < W * H * 3; i++) {
+        g_px[i] = (float)((i * 37) % 101) / 100.0f;
+    }
+    return vips_image_new_from_memory_copy(g_px, sizeof(g_px), W, H, 3, VIPS_FORMAT_FLOAT);
+}
+
+/* Runs `node_json` (a node "2" reading ["1",0]) between LoadImage and SaveImage
+ * on `in`; returns the result pixels (g_malloc'd) and its size. */
+static float *run_node(VipsImage *in, const char *node_json, int *w, int *h, int *bands)
+{
+    char *text = NULL;
+    assert_true(asprintf(&text,
+                         "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+                         "\"2\":%s,"
+                         "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}",
+                         node_json) > 0);
+    cJSON *graph = cJSON_Parse(text);
+    free(text);
+    assert_non_null(graph);
+    cpu_exec_job_t job = {.input_image = in, .keep_result = true};
+    char err[512];
+    cpu_exec_status_t st = cpu_exec_run(graph, &job, err, sizeof(err));
+    if (st != CPU_EXEC_OK) {
+        fail_msg("run failed: %s", err);
+    }
+    cJSON_Delete(graph);
+    size_t size = 0;
+    VipsImage *f = NULL;
+    assert_int_equal(vips_cast(job.result, &f, VIPS_FORMAT_FLOAT, NULL), 0);
+    float *px = vips_image_write_to_memory(f, &size);
+    *w = f->Xsize;
+    *h = f->Ysize;
+    *bands = f->Bands;
+    g_object_unref(f);
+    cpu_exec_job_free(&job);
+    return px;
+}
+
+static int reflect101(int p, int n)
+{
+    if (p < 0) {
+        return -p;
+    }
+    if (p >= n) {
+        return 2 * (n - 1) - p;
+    }
+    return p;
+}
+
+/* The 2-D kernel of the reference: G[i][j] = exp(-(x_i²+y_j²)/2σ²) / sum. */
+static void blur_ref(const float *src, float *dst, int r, double sigma)
+{
+    int k = 2 * r + 1;
+    double G[63][63];
+    double sum = 0;
+    for (int i = 0; i < k; i++) {
+        for (int j = 0; j < k; j++) {
+            double x = -1.0 + 2.0 * i / (k - 1);
+            double y = -1.0 + 2.0 * j / (k - 1);
+            G[i][j] = exp(-(x * x + y * y) / (2 * sigma * sigma));
+            sum += G[i][j];
+        }
+    }
+    for (int y = 0; y < H; y++) {
+        for (int x = 0; x < W; x++) {
+            for (int c = 0; c < 3; c++) {
+                double acc = 0;
+                for (int i = 0; i < k; i++) {
+                    for (int j = 0; j < k; j++) {
+                        int yy = reflect101(y + i - r, H);
+                        int xx = reflect101(x + j - r, W);
+                        acc += G[i][j] / sum * src[(yy * W + xx) * 3 + c];
+                    }
+                }
+                dst[(y * W + x) * 3 + c] = (float)acc;
+            }
+        }
+    }
+}
+
+static void test_blur_and_sharpen(void **state)
+{
+    (void)state;
+    VipsImage *in = tiny();
+    int w, h, b;
+    float ref[W * H * 3];
+    /* The reference's own kernel value: centre .20418 for r=1, σ=1. */
+    double e0 = exp(0), e1 = exp(-0.5), e2 = exp(-1.0);
+    double s = e0 + 4 * e1 + 4 * e2;
+    assert_true(fabs(e0 / s - 0.20418) < 1e-5);
+    assert_true(fabs(e2 / s - 0.07511) < 1e-5);
+    const int radii[] = {1, 2, 3};
+    const double sigmas[] = {1.0, 0.5, 2.5};
+    for (int t = 0; t < 3; t++) {
+        char node[256];
+        snprintf(node, sizeof(node),
+                 "{\"class_type\":\"ImageBlur\",\"inputs\":{\"image\":[\"1\",0],"
+                 "\"blur_radius\":%d,\"sigma\":%g}}",
+                 radii[t], sigmas[t]);
+        float *px = run_node(in, node, &w, &h, &b);
+        assert_int_equal(w, W);
+        assert_int_equal(h, H);
+        blur_ref(g_px, ref, radii[t], sigmas[t]);
+        for (int i = 0; i < W * H * 3; i++) {
+            if (fabsf(px[i] - ref[i]) > 1e-5f) {
+                fail_msg("blur r=%d px %d: %f want %f", radii[t], i, px[i], ref[i]);
+            }
+        }
+        g_free(px);
+    }
+    float *px = run_node(in,
+                         "{\"class_type\":\"ImageSharpen\",\"inputs\":{\"image\":[\"1\",0],"
+                         "\"sharpen_radius\":1,\"sigma\":1.0,\"alpha\":0.5}}",
+                         &w, &h, &b);
+    blur_ref(g_px, ref, 1, 1.0);
+    for (int i = 0; i < W * H * 3; i++) {
+        float want = g_px[i] + 5.0f * (g_px[i] - ref[i]);
+        want = want < 0 ? 0 : (want > 1 ? 1 : want);
+        assert_true(fabsf(px[i] - want) < 1e-5f);
+    }
+    g_free(px);
+    g_object_unref(in);
+}
+
+static float soft_g(float a)
+{
+    return a <= 0.25f ? ((16 * a - 12) * a + 4) * a : sqrtf(a);
+}
+
+static void test_blend_modes(void **state)
+{
+    (void)state;
+    VipsImage *a = tiny();
+    /* image2 = the inverse of image1 (ImageInvert), so B(a, 1-a). */
+    static const char *modes[] = {"normal",  "multiply",   "screen",
+                                  "overlay", "soft_light", "difference"};
+    for (int m = 0; m < 6; m++) {
+        char *text = NULL;
+        assert_true(
+            asprintf(&text,
+                     "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+                     "\"4\":{\"class_type\":\"ImageInvert\",\"inputs\":{\"image\":[\"1\",0]}},"
+                     "\"2\":{\"class_type\":\"ImageBlend\",\"inputs\":{\"image1\":[\"1\",0],"
+                     "\"image2\":[\"4\",0],\"blend_factor\":0.7,\"blend_mode\":\"%s\"}},"
+                     "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}",
+                     modes[m]) > 0);
+        cJSON *graph = cJSON_Parse(text);
+        free(text);
+        cpu_exec_job_t job = {.input_image = a, .keep_result = true};
+        char err[256];
+        assert_int_equal(cpu_exec_run(graph, &job, err, sizeof(err)), CPU_EXEC_OK);
+        size_t size;
+        float *px = vips_image_write_to_memory(job.result, &size);
+        for (int i = 0; i < W * H * 3; i++) {
+            float x = g_px[i];
+            float y = 1.0f - x;
+            float bl = y;
+            switch (m) {
+            case 1:
+                bl = x * y;
+                break;
+            case 2:
+                bl = 1 - (1 - x) * (1 - y);
+                break;
+            case 3:
+                bl = x <= 0.5f ? 2 * x * y : 1 - 2 * (1 - x) * (1 - y);
+                break;
+            case 4:
+                bl = y <= 0.5f ? x - (1 - 2 * y) * x * (1 - x) : x + (2 * y - 1) * (soft_g(x) - x);
+                break;
+            case 5:
+                bl = x - y;
+                break;
+            }
+            float want = x * 0.3f + bl * 0.7f;
+            want = want < 0 ? 0 : (want > 1 ? 1 : want);
+            if (fabsf(px[i] - want) > 1e-5f) {
+                fail_msg("%s px %d: %f want %f", modes[m], i, px[i], want);
+            }
+        }
+        g_free(px);
+        cpu_exec_job_free(&job);
+        cJSON_Delete(graph);
+    }
+    g_object_unref(a);
+}
+
+static void test_geometry(void **state)
+{
+    (void)state;
+    VipsImage *in = tiny();
+    int w, h, b;
+    /* ImageCrop overrunning the image is silently smaller. */
+    float *px = run_node(in,
+                         "{\"class_type\":\"ImageCrop\",\"inputs\":{\"image\":[\"1\",0],"
+                         "\"width\":10,\"height\":2,\"x\":3,\"y\":1}}",
+                         &w, &h, &b);
+    assert_int_equal(w, 2);
+    assert_int_equal(h, 2);
+    assert_true(px[0] == g_px[(1 * W + 3) * 3]);
+    g_free(px);
+    /* "90 degrees" is clockwise: out(x, y) = in(y, H-1-x), size H×W. */
+    px = run_node(in,
+                  "{\"class_type\":\"ImageRotate\",\"inputs\":{\"image\":[\"1\",0],"
+                  "\"rotation\":\"90 degrees\"}}",
+                  &w, &h, &b);
+    assert_int_equal(w, H);
+    assert_int_equal(h, W);
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            assert_true(px[(y * w + x) * 3] == g_px[((H - 1 - x) * W + y) * 3]);
+        }
+    }
+    g_free(px);
+    px = run_node(in,
+                  "{\"class_type\":\"ImageFlip\",\"inputs\":{\"image\":[\"1\",0],"
+                  "\"flip_method\":\"x-axis: vertically\"}}",
+                  &w, &h, &b);
+    assert_true(px[0] == g_px[(H - 1) * W * 3]);
+    g_free(px);
+    px = run_node(in, "{\"class_type\":\"ImageInvert\",\"inputs\":{\"image\":[\"1\",0]}}", &w, &h,
+                  &b);
+    assert_true(fabsf(px[7] - (1.0f - g_px[7])) < 1e-6f);
+    g_free(px);
+    /* Pad: 0.5 grey around the original. */
+    px = run_node(in,
+                  "{\"class_type\":\"ImagePadForOutpaint\",\"inputs\":{\"image\":[\"1\",0],"
+                  "\"left\":2,\"top\":1,\"right\":0,\"bottom\":3,\"feathering\":0}}",
+                  &w, &h, &b);
+    assert_int_equal(w, W + 2);
+    assert_int_equal(h, H + 4);
+    assert_true(px[0] == 0.5f);
+    assert_true(px[(1 * w + 2) * 3] == g_px[0]);
+    g_free(px);
+    g_object_unref(in);
+}
+
+/* Sizes per the reference formulas (round half to even) and sampling values. */
+static void test_scale(void **state)
+{
+    (void)state;
+    VipsImage *in = tiny();
+    int w, h, b;
+    /* ImageScaleBy 0.5: round(2.5)=2, round(2)=2 */
+    float *px = run_node(in,
+                         "{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
+                         "\"upscale_method\":\"nearest-exact\",\"scale_by\":0.5}}",
+                         &w, &h, &b);
+    assert_int_equal(w, 2);
+    assert_int_equal(h, 2);
+    /* nearest-exact: src = floor((dst+0.5)*in/out) → x: 1, 3; y: 1, 3 */
+    assert_true(px[0] == g_px[(1 * W + 1) * 3]);
+    assert_true(px[3] == g_px[(1 * W + 3) * 3]);
+    assert_true(px[2 * 3] == g_px[(3 * W + 1) * 3]);
+    g_free(px);
+    /* ImageScale width 0: h=2 → w = max(1, round(5*2/4)) = round(2.5) = 2 */
+    px = run_node(in,
+                  "{\"class_type\":\"ImageScale\",\"inputs\":{\"image\":[\"1\",0],"
+                  "\"upscale_method\":\"bilinear\",\"width\":0,\"height\":2,\"crop\":\"disabled\"}}",
+                  &w, &h, &b);
+    assert_int_equal(w, 2);
+    assert_int_equal(h, 2);
+    /* bilinear: sx=2.5: x0 = 0.75 → 0/1 weights .25/.75; sy=2: y0 = 0.5 */
+    float want = 0.5f * (0.25f * g_px[0] + 0.75f * g_px[3]) +
+                 0.5f * (0.25f * g_px[W * 3] + 0.75f * g_px[(W + 1) * 3]);
+    assert_true(fabsf(px[0] - want) < 1e-6f);
+    g_free(px);
+    /* ScaleToMaxDimension: 5x4 → 10 x round(4/5*10)=8 */
+    px = run_node(in,
+                  "{\"class_type\":\"ImageScaleToMaxDimension\",\"inputs\":{\"image\":[\"1\",0],"
+                  "\"upscale_method\":\"area\",\"largest_size\":10}}",
+                  &w, &h, &b);
+    assert_int_equal(w, 10);
+    assert_int_equal(h, 8);
+    assert_true(px[0] == g_px[0]); /* area upscale ×2: pixel (0,0) copies source (0,0) */
+    g_free(px);
+    /* area 5x4 → 2x2 directly: output (0,0) averages rows 0..1, cols 0..2 (ceil(2.5)=3) */
+    float src[W * H];
+    for (int i = 0; i < W * H; i++) {
+        src[i] = (float)i;
+    }
+    float *r = cpu_exec_upscale(src, W, H, 1, 2, 2, "area", "disabled");
+    assert_true(fabsf(r[0] - (0 + 1 + 2 + 5 + 6 + 7) / 6.0f) < 1e-6f);
+    g_free(r);
+    /* bicubic on a constant stays constant (coefficients sum to 1) */
+    for (int i = 0; i < W * H; i++) {
+        src[i] = 0.25f;
+    }
+    r = cpu_exec_upscale(src, W, H, 1, 7, 3, "bicubic", "center");
+    for (int i = 0; i < 21; i++) {
+        assert_true(fabsf(r[i] - 0.25f) < 1e-6f);
+    }
+    g_free(r);
+    /* ScaleToTotalPixels: s = sqrt(int(0.01*1048576)/20) */
+    px = run_node(in,
+                  "{\"class_type\":\"ImageScaleToTotalPixels\",\"inputs\":{\"image\":[\"1\",0],"
+                  "\"upscale_method\":\"bicubic\",\"megapixels\":0.01}}",
+                  &w, &h, &b);
+    double sc = sqrt(10485.0 / 20.0);
+    assert_int_equal(w, (int)rint(5 * sc));
+    assert_int_equal(h, (int)rint(4 * sc));
+    g_free(px);
+    g_object_unref(in);
+}
+
+static void test_empty_and_encode(void **state)
+{
+    (void)state;
+    cJSON *graph = cJSON_Parse(
+        "{\"1\":{\"class_type\":\"EmptyImage\",\"inputs\":{\"width\":3,\"height\":2,"
+        "\"color\":16744448}},"
+        "\"2\":{\"class_type\":\"CA.Export\",\"inputs\":{\"image\":[\"1\",0],\"format\":\"png\"}}}");
+    cpu_exec_job_t job = {.keep_result = true};
+    char err[256];
+    assert_int_equal(cpu_exec_run(graph, &job, err, sizeof(err)), CPU_EXEC_OK);
+    assert_string_equal(job.ext, "png");
+    VipsImage *png = vips_image_new_from_buffer(job.output, job.output_len, "", NULL);
+    assert_non_null(png);
+    double px[3] = {0};
+    double *vec = NULL;
+    int n = 0;
+    assert_int_equal(vips_getpoint(png, &vec, &n, 1, 1, NULL), 0);
+    memcpy(px, vec, sizeof(px));
+    g_free(vec);
+    /* 0xFF8000 → 255, 128, 0 (exact round trip through /255 and truncating ×255) */
+    assert_true(px[0] == 255 && px[1] == 128 && px[2] == 0);
+    g_object_unref(png);
+    cpu_exec_job_free(&job);
+    cJSON_Delete(graph);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    cJSON *graph = cJSON_Parse(
+        "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+        "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0]}}}");
+    const char junk[] = "this is not an image at all";
+    cpu_exec_job_t job = {.input = junk, .input_len = sizeof(junk)};
+    char err[256];
+    assert_int_equal(cpu_exec_run(graph, &job, err, sizeof(err)), CPU_EXEC_UNSUPPORTED_IMAGE);
+    assert_non_null(strstr(err, "unsupported_image"));
+    cpu_exec_job_free(&job);
+    cJSON_Delete(graph);
+    graph = cJSON_Parse("{\"1\":{\"class_type\":\"KSampler\",\"inputs\":{}},"
+                        "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0]}}}");
+    assert_int_equal(cpu_exec_run(graph, &job, err, sizeof(err)), CPU_EXEC_BAD_GRAPH);
+    assert_non_null(strstr(err, "KSampler"));
+    cJSON_Delete(graph);
+}
+
+/* ---- real photos --------------------------------------------------------- */
+
+static char g_data[512];
+
+static int fetch_photos(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/ca_skimage_XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        return 0;
+    }
+    char *cmd = NULL;
+    if (asprintf(&cmd,
+                 "cd %s && apt-get download python3-skimage >/dev/null 2>&1 && "
+                 "dpkg -x python3-skimage_*.deb x >/dev/null 2>&1",
+                 dir) < 0) {
+        return 0;
+    }
+    int rc = system(cmd);
+    free(cmd);
+    snprintf(g_data, sizeof(g_data), "%s/x/usr/lib/python3/dist-packages/skimage/data", dir);
+    char probe[600];
+    snprintf(probe, sizeof(probe), "%s/astronaut.png", g_data);
+    if (rc != 0 || access(probe, R_OK) != 0) {
+        g_data[0] = '\0';
+    }
+    return 0;
+}
+
+static cJSON *load_preset(const char *name)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "services/job-worker/presets/%s.json", name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char buf[8192];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    cJSON *g = cJSON_Parse(buf);
+    assert_non_null(g);
+    return g;
+}
+
+static VipsImage *render_file(const char *preset, VipsImage *input, cpu_exec_job_t *job)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(vips_jpegsave_buffer(input, &buf, &len, "Q", 95, NULL), 0);
+    cJSON *g = load_preset(preset);
+    job->input = buf;
+    job->input_len = len;
+    char err[512];
+    cpu_exec_status_t st = cpu_exec_run(g, job, err, sizeof(err));
+    if (st != CPU_EXEC_OK) {
+        fail_msg("%s: %s", preset, err);
+    }
+    cJSON_Delete(g);
+    g_free(buf);
+    job->input = NULL;
+    VipsImage *out = vips_image_new_from_buffer(job->output, job->output_len, "", NULL);
+    assert_non_null(out);
+    return out;
+}
+
+static double stddev_luma(VipsImage *im)
+{
+    double d = 0;
+    VipsImage *grey = NULL;
+    assert_int_equal(vips_colourspace(im, &grey, VIPS_INTERPRETATION_B_W, NULL), 0);
+    assert_int_equal(vips_deviate(grey, &d, NULL), 0);
+    g_object_unref(grey);
+    return d;
+}
+
+static double mean_saturation(VipsImage *im)
+{
+    VipsImage *lch = NULL;
+    VipsImage *cband = NULL;
+    double m = 0;
+    assert_int_equal(vips_colourspace(im, &lch, VIPS_INTERPRETATION_LCH, NULL), 0);
+    assert_int_equal(vips_extract_band(lch, &cband, 1, NULL), 0);
+    assert_int_equal(vips_avg(cband, &m, NULL), 0);
+    g_object_unref(cband);
+    g_object_unref(lch);
+    return m;
+}
+
+static double laplacian_variance(VipsImage *im)
+{
+    VipsImage *grey = NULL;
+    VipsImage *lap = NULL;
+    double d = 0;
+    double k[9] = {0, 1, 0, 1, -4, 1, 0, 1, 0};
+    VipsImage *mat = vips_image_new_matrix_from_array(3, 3, k, 9);
+    assert_int_equal(vips_colourspace(im, &grey, VIPS_INTERPRETATION_B_W, NULL), 0);
+    assert_int_equal(vips_conv(grey, &lap, mat, "precision", VIPS_PRECISION_FLOAT, NULL), 0);
+    assert_int_equal(vips_deviate(lap, &d, NULL), 0);
+    g_object_unref(mat);
+    g_object_unref(grey);
+    g_object_unref(lap);
+    return d * d;
+}
+
+static VipsImage *photo(const char *name)
+{
+    char path[700];
+    snprintf(path, sizeof(path), "%s/%s", g_data, name);
+    VipsImage *im = vips_image_new_from_file(path, NULL);
+    assert_non_null(im);
+    return im;
+}
+
+static void test_presets_on_photos(void **state)
+{
+    (void)state;
+    if (g_data[0] == '\0') {
+        printf("SKIP: python3-skimage photos unavailable (apt-get download failed)\n");
+        skip();
+    }
+    /* portrait_pro on a low-contrast version of astronaut: spread grows. */
+    VipsImage *astro = photo("astronaut.png");
+    VipsImage *flat = NULL;
+    assert_int_equal(vips_linear1(astro, &flat, 0.6, 50.0, NULL), 0);
+    VipsImage *flat8 = NULL;
+    assert_int_equal(vips_cast(flat, &flat8, VIPS_FORMAT_UCHAR, NULL), 0);
+    cpu_exec_job_t job = {0};
+    VipsImage *out = render_file("portrait_pro", flat8, &job);
+    assert_true(stddev_luma(out) > stddev_luma(flat8) * 1.2);
+    assert_int_equal(out->Xsize, 512); /* never upscaled */
+    g_object_unref(out);
+    cpu_exec_job_free(&job);
+
+    /* landscape_vivid on coffee: saturation and sharpness up. */
+    VipsImage *coffee = photo("coffee.png");
+    out = render_file("landscape_vivid", coffee, &job);
+    assert_true(mean_saturation(out) > mean_saturation(coffee) * 1.1);
+    assert_true(laplacian_variance(out) > laplacian_variance(coffee));
+    g_object_unref(out);
+    cpu_exec_job_free(&job);
+
+    /* product_clean on chelsea: brighter. */
+    VipsImage *cat = photo("chelsea.png");
+    out = render_file("product_clean", cat, &job);
+    double before = 0, after = 0;
+    assert_int_equal(vips_avg(cat, &before, NULL), 0);
+    assert_int_equal(vips_avg(out, &after, NULL), 0);
+    assert_true(after > before);
+    g_object_unref(out);
+    cpu_exec_job_free(&job);
+
+    /* Long edge: a 2x upscale of astronaut (1024) through portrait_pro at 3000 stays 1024,
+     * and CA.ResizeLongEdge to 300 gives 300. GPS gone, ICC and Make kept. */
+    VipsImage *tagged = NULL;
+    VipsImage *icc = NULL;
+    assert_int_equal(vips_icc_transform(cat, &icc, "srgb", "input_profile", "srgb", NULL), 0);
+    assert_int_equal(vips_copy(icc, &tagged, NULL), 0);
+    vips_image_set_string(tagged, "exif-ifd0-Make", "TestCam");
+    vips_image_set_string(tagged, "exif-ifd3-GPSLatitude", "52/1 30/1 0/1");
+    vips_image_set_string(tagged, "exif-ifd3-GPSLatitudeRef", "N");
+    void *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(vips_jpegsave_buffer(tagged, &buf, &len, NULL), 0);
+    VipsImage *check = vips_image_new_from_buffer(buf, len, "", NULL);
+    assert_true(vips_image_get_typeof(check, "exif-ifd3-GPSLatitude") != 0); /* precondition */
+    assert_true(vips_image_get_typeof(check, VIPS_META_ICC_NAME) != 0);
+    g_object_unref(check);
+    cJSON *g = cJSON_Parse(
+        "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+        "\"2\":{\"class_type\":\"CA.ResizeLongEdge\",\"inputs\":{\"image\":[\"1\",0],"
+        "\"long_edge\":300}},"
+        "\"3\":{\"class_type\":\"CA.Export\",\"inputs\":{\"image\":[\"2\",0],\"format\":\"jpeg\","
+        "\"quality\":90}}}");
+    job.input = buf;
+    job.input_len = len;
+    char err[256];
+    assert_int_equal(cpu_exec_run(g, &job, err, sizeof(err)), CPU_EXEC_OK);
+    out = vips_image_new_from_buffer(job.output, job.output_len, "", NULL);
+    assert_int_equal(out->Xsize, 300);
+    assert_int_equal(out->Ysize, 200); /* 451x300 → 300 x round(199.56) */
+    assert_int_equal(vips_image_get_typeof(out, "exif-ifd3-GPSLatitude"), 0);
+    assert_int_equal(vips_image_get_typeof(out, "exif-ifd3-GPSLatitudeRef"), 0);
+    assert_true(vips_image_get_typeof(out, VIPS_META_ICC_NAME) != 0);
+    const char *make = NULL;
+    assert_int_equal(vips_image_get_string(out, "exif-ifd0-Make", &make), 0);
+    assert_non_null(strstr(make, "TestCam"));
+    g_object_unref(out);
+    cpu_exec_job_free(&job);
+    cJSON_Delete(g);
+    g_free(buf);
+    g_object_unref(tagged);
+    g_object_unref(icc);
+    g_object_unref(cat);
+    g_object_unref(coffee);
+    g_object_unref(flat8);
+    g_object_unref(flat);
+    g_object_unref(astro);
+}
+
+int main(void)
+{
+    if (cpu_exec_init("test_cpu_exec") != 0) {
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_blur_and_sharpen), cmocka_unit_test(test_blend_modes),
+        cmocka_unit_test(test_geometry),         cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_empty_and_encode), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_presets_on_photos),
+    };
+    int rc = cmocka_run_group_tests(tests, fetch_photos, NULL);
+    cpu_exec_shutdown();
+    return rc;
+}
