@@ -17,7 +17,7 @@ VIPS_PKG := vips
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
             -Wshadow -Wno-unused-parameter
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -pthread -MMD -MP -Icommon \
+CFLAGS   += -std=gnu11 $(WARN) -pthread -MMD -MP -Icommon -Itests/support \
             -DCA_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) $(VIPS_PKG) 2>/dev/null)
 LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 VIPS_CFLAGS := $(shell pkg-config --cflags $(VIPS_PKG) 2>/dev/null)
@@ -91,10 +91,23 @@ $(LIBCOMMON): $(COMMON_OBJ)
 	$(Q)rm -f $@
 	$(Q)$(AR) rcs $@ $^
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(TEST_SUPPORT_OBJ) $(LIBCOMMON)
-	@mkdir -p $(dir $@)
-	$(call say,LINK,$@)
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(TEST_LIBS)
+# Tests link libcommon.a; a test named after a service (test_worker*, test_cpu_exec*,
+# test_poller*, test_gateway*, test_billing*) also links that service's objects
+# (all but main.c) and sees its headers.
+svc_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out services/$(1)/main.c,$(wildcard services/$(1)/*.c)))
+test_svc = $(strip $(if $(or $(findstring /test_worker,$(1)),$(findstring /test_cpu_exec,$(1))),job-worker) \
+             $(if $(findstring /test_poller,$(1)),drive-poller) \
+             $(if $(findstring /test_gateway,$(1)),api-gateway) \
+             $(if $(findstring /test_billing,$(1)),billing-webhook))
+
+define test_rules
+$(BUILD)/obj/tests/$(1).o: CFLAGS += $(foreach s,$(call test_svc,$(1)),-Iservices/$(s))
+$(BUILD)/tests/$(1): $(BUILD)/obj/tests/$(1).o $(TEST_SUPPORT_OBJ) $(foreach s,$(call test_svc,$(1)),$(call svc_objs,$(s))) $(LIBCOMMON)
+	@mkdir -p $$(dir $$@)
+	$$(call say,LINK,$$@)
+	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS) $$(TEST_LIBS) $(if $(filter job-worker,$(call test_svc,$(1))),$$(VIPS_LIBS))
+endef
+$(foreach t,$(UNIT_SRC:tests/%.c=%) $(INTEG_SRC:tests/%.c=%),$(eval $(call test_rules,$(t))))
 
 tests-build: $(BINS) $(TEST_BINS)
 
