@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "cpu_exec.h"
+#include "cpu_nodes.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -16,124 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_RESOLUTION 16384
-
-/* ---- registry ------------------------------------------------------------ */
-
-static const graph_type_t OUT_IMAGE[] = {GRAPH_T_IMAGE};
-static const graph_type_t OUT_IMAGE_MASK[] = {GRAPH_T_IMAGE, GRAPH_T_MASK};
-
-static const char *const SCALE_METHODS[] = {"nearest-exact", "bilinear", "area", "bicubic",
-                                            "lanczos", NULL};
-static const char *const CROP_METHODS[] = {"disabled", "center", NULL};
-static const char *const BLEND_MODES[] = {"normal",  "multiply",   "screen",
-                                          "overlay", "soft_light", "difference", NULL};
-static const char *const FLIP_METHODS[] = {"x-axis: vertically", "y-axis: horizontally", NULL};
-static const char *const ROTATIONS[] = {"none", "90 degrees", "180 degrees", "270 degrees", NULL};
-static const char *const EXPORT_FORMATS[] = {"jpeg", "png", "webp", "tiff", NULL};
-static const char *const POSITIONS[] = {"bottom-right", "bottom-left", "top-right", "top-left",
-                                        "center", NULL};
-
-#define IMG(n) {n, GRAPH_T_IMAGE, true, false, false, 0, 0, NULL}
-#define INT(n, lo, hi) {n, GRAPH_T_INT, true, true, true, lo, hi, NULL}
-#define INT_OPT(n, lo, hi) {n, GRAPH_T_INT, false, true, true, lo, hi, NULL}
-#define FLT(n, lo, hi) {n, GRAPH_T_FLOAT, true, true, true, lo, hi, NULL}
-#define FLT_OPT(n, lo, hi) {n, GRAPH_T_FLOAT, false, true, true, lo, hi, NULL}
-#define COMBO(n, list) {n, GRAPH_T_COMBO, true, false, false, 0, 0, list}
-#define COMBO_OPT(n, list) {n, GRAPH_T_COMBO, false, false, false, 0, 0, list}
-#define STR_OPT(n) {n, GRAPH_T_STRING, false, false, false, 0, 0, NULL}
-#define BOOL_OPT(n) {n, GRAPH_T_BOOLEAN, false, false, false, 0, 0, NULL}
+#define MAX_RESOLUTION CPU_NODES_MAX_RESOLUTION
 #define NIN(a) (sizeof(a) / sizeof(a[0]))
-
-static const graph_input_t in_load[] = {{"image", GRAPH_T_COMBO, true, false, false, 0, 0, NULL}};
-static const graph_input_t in_save[] = {IMG("images"), STR_OPT("filename_prefix")};
-static const graph_input_t in_empty[] = {INT("width", 1, MAX_RESOLUTION),
-                                         INT("height", 1, MAX_RESOLUTION),
-                                         INT_OPT("batch_size", 1, 4096),
-                                         INT_OPT("color", 0, 0xFFFFFF)};
-static const graph_input_t in_scale[] = {IMG("image"), COMBO("upscale_method", SCALE_METHODS),
-                                         INT("width", 0, MAX_RESOLUTION),
-                                         INT("height", 0, MAX_RESOLUTION),
-                                         COMBO("crop", CROP_METHODS)};
-static const graph_input_t in_scale_by[] = {IMG("image"), COMBO("upscale_method", SCALE_METHODS),
-                                            FLT("scale_by", 0.01, 8.0)};
-static const graph_input_t in_scale_total[] = {
-    IMG("image"), COMBO("upscale_method", SCALE_METHODS), FLT("megapixels", 0.01, 16.0)};
-static const graph_input_t in_scale_max[] = {IMG("image"), COMBO("upscale_method", SCALE_METHODS),
-                                             INT("largest_size", 0, MAX_RESOLUTION)};
-static const graph_input_t in_image[] = {IMG("image")};
-static const graph_input_t in_blur[] = {IMG("image"), INT("blur_radius", 1, 31),
-                                        FLT("sigma", 0.1, 10.0)};
-static const graph_input_t in_sharpen[] = {IMG("image"), INT("sharpen_radius", 1, 31),
-                                           FLT("sigma", 0.1, 10.0), FLT("alpha", 0.0, 5.0)};
-static const graph_input_t in_blend[] = {IMG("image1"), IMG("image2"), FLT("blend_factor", 0, 1),
-                                         COMBO("blend_mode", BLEND_MODES)};
-static const graph_input_t in_crop[] = {IMG("image"), INT("width", 1, MAX_RESOLUTION),
-                                        INT("height", 1, MAX_RESOLUTION),
-                                        INT("x", 0, MAX_RESOLUTION), INT("y", 0, MAX_RESOLUTION)};
-static const graph_input_t in_flip[] = {IMG("image"), COMBO("flip_method", FLIP_METHODS)};
-static const graph_input_t in_rotate[] = {IMG("image"), COMBO("rotation", ROTATIONS)};
-static const graph_input_t in_pad[] = {IMG("image"),
-                                       INT("left", 0, MAX_RESOLUTION),
-                                       INT("top", 0, MAX_RESOLUTION),
-                                       INT("right", 0, MAX_RESOLUTION),
-                                       INT("bottom", 0, MAX_RESOLUTION),
-                                       INT("feathering", 0, MAX_RESOLUTION)};
-/* CA. nodes */
-static const graph_input_t in_autolevels[] = {IMG("image"), FLT_OPT("clip_percent", 0, 10),
-                                              FLT_OPT("strength", 0, 1)};
-static const graph_input_t in_levels[] = {IMG("image"), FLT_OPT("black", 0, 1),
-                                          FLT_OPT("white", 0, 1), FLT_OPT("gamma", 0.1, 10)};
-static const graph_input_t in_wb[] = {IMG("image"), FLT_OPT("strength", 0, 1)};
-static const graph_input_t in_exposure[] = {IMG("image"), FLT("stops", -5, 5)};
-static const graph_input_t in_contrast[] = {IMG("image"), FLT("amount", -1, 1)};
-static const graph_input_t in_saturation[] = {IMG("image"), FLT("amount", 0, 3)};
-static const graph_input_t in_warmth[] = {IMG("image"), FLT("amount", -1, 1)};
-static const graph_input_t in_vignette[] = {IMG("image"), FLT("strength", 0, 1),
-                                            FLT_OPT("radius", 0, 1.5)};
-static const graph_input_t in_watermark[] = {
-    IMG("image"),         {"text", GRAPH_T_STRING, true, false, false, 0, 0, NULL},
-    FLT_OPT("opacity", 0, 1), FLT_OPT("size", 0.005, 0.5), COMBO_OPT("position", POSITIONS)};
-static const graph_input_t in_long_edge[] = {IMG("image"), INT("long_edge", 1, MAX_RESOLUTION),
-                                             BOOL_OPT("allow_upscale")};
-static const graph_input_t in_export[] = {IMG("image"), COMBO("format", EXPORT_FORMATS),
-                                          INT_OPT("quality", 1, 100), BOOL_OPT("keep_icc"),
-                                          BOOL_OPT("strip_location")};
-
-static const graph_class_t CLASSES[] = {
-    {"LoadImage", in_load, NIN(in_load), OUT_IMAGE_MASK, 2, false},
-    {"SaveImage", in_save, NIN(in_save), NULL, 0, true},
-    {"PreviewImage", in_save, NIN(in_save), NULL, 0, true},
-    {"EmptyImage", in_empty, NIN(in_empty), OUT_IMAGE, 1, false},
-    {"ImageScale", in_scale, NIN(in_scale), OUT_IMAGE, 1, false},
-    {"ImageScaleBy", in_scale_by, NIN(in_scale_by), OUT_IMAGE, 1, false},
-    {"ImageScaleToTotalPixels", in_scale_total, NIN(in_scale_total), OUT_IMAGE, 1, false},
-    {"ImageScaleToMaxDimension", in_scale_max, NIN(in_scale_max), OUT_IMAGE, 1, false},
-    {"ImageInvert", in_image, NIN(in_image), OUT_IMAGE, 1, false},
-    {"ImageBlur", in_blur, NIN(in_blur), OUT_IMAGE, 1, false},
-    {"ImageSharpen", in_sharpen, NIN(in_sharpen), OUT_IMAGE, 1, false},
-    {"ImageBlend", in_blend, NIN(in_blend), OUT_IMAGE, 1, false},
-    {"ImageCrop", in_crop, NIN(in_crop), OUT_IMAGE, 1, false},
-    {"ImageFlip", in_flip, NIN(in_flip), OUT_IMAGE, 1, false},
-    {"ImageRotate", in_rotate, NIN(in_rotate), OUT_IMAGE, 1, false},
-    {"ImagePadForOutpaint", in_pad, NIN(in_pad), OUT_IMAGE_MASK, 2, false},
-    {"CA.AutoLevels", in_autolevels, NIN(in_autolevels), OUT_IMAGE, 1, false},
-    {"CA.Levels", in_levels, NIN(in_levels), OUT_IMAGE, 1, false},
-    {"CA.WhiteBalance", in_wb, NIN(in_wb), OUT_IMAGE, 1, false},
-    {"CA.Exposure", in_exposure, NIN(in_exposure), OUT_IMAGE, 1, false},
-    {"CA.Contrast", in_contrast, NIN(in_contrast), OUT_IMAGE, 1, false},
-    {"CA.Saturation", in_saturation, NIN(in_saturation), OUT_IMAGE, 1, false},
-    {"CA.Warmth", in_warmth, NIN(in_warmth), OUT_IMAGE, 1, false},
-    {"CA.Vignette", in_vignette, NIN(in_vignette), OUT_IMAGE, 1, false},
-    {"CA.Watermark", in_watermark, NIN(in_watermark), OUT_IMAGE, 1, false},
-    {"CA.ResizeLongEdge", in_long_edge, NIN(in_long_edge), OUT_IMAGE, 1, false},
-    {"CA.Export", in_export, NIN(in_export), NULL, 0, true},
-};
-static const graph_registry_t REGISTRY = {CLASSES, NIN(CLASSES)};
 
 const graph_registry_t *cpu_exec_registry(void)
 {
-    return &REGISTRY;
+    return cpu_nodes_registry();
 }
 
 /* ---- context ------------------------------------------------------------- */
@@ -920,7 +809,7 @@ static int node_blend(ctx_t *c, enode_t *n, VipsImage **out)
     float f = (float)num(n, "blend_factor", 0.5);
     const char *mode = str(n, "blend_mode", "normal");
     int m = 0;
-    for (; BLEND_MODES[m] != NULL && strcmp(BLEND_MODES[m], mode) != 0; m++) {
+    for (; cpu_nodes_blend_modes[m] != NULL && strcmp(cpu_nodes_blend_modes[m], mode) != 0; m++) {
     }
     size_t total = (size_t)a.w * a.h * a.c;
     for (size_t i = 0; i < total; i++) {
@@ -985,7 +874,7 @@ static int node_flip(ctx_t *c, enode_t *n, VipsImage **out)
     if (im == NULL) {
         return -1;
     }
-    bool vertical = strcmp(str(n, "flip_method", FLIP_METHODS[0]), FLIP_METHODS[0]) == 0;
+    bool vertical = strcmp(str(n, "flip_method", cpu_nodes_flip_methods[0]), cpu_nodes_flip_methods[0]) == 0;
     return vips_flip(im, &out[0], vertical ? VIPS_DIRECTION_VERTICAL : VIPS_DIRECTION_HORIZONTAL,
                      NULL) != 0
                ? vips_fail(c, "ImageFlip")
@@ -1666,7 +1555,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         err[0] = '\0';
     }
     cJSON *verr = NULL;
-    graph_status_t gs = graph_validate(graph, &REGISTRY, &verr);
+    graph_status_t gs = graph_validate(graph, cpu_nodes_registry(), &verr);
     if (gs != GRAPH_OK) {
         char *summary = graph_error_summary(verr);
         snprintf(err, errlen, "%s", summary != NULL ? summary : "invalid graph");
@@ -1701,7 +1590,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         }
     }
     for (i = 0; i < c.n && output == NULL; i++) {
-        if (graph_registry_find(&REGISTRY, c.nodes[i].class_type)->output_node) {
+        if (graph_registry_find(cpu_nodes_registry(), c.nodes[i].class_type)->output_node) {
             output = &c.nodes[i];
         }
     }
