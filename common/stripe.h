@@ -66,7 +66,8 @@ void stripe_client_free(stripe_client_t *sc);
 
 typedef struct {
     const char *price_id;            /* line_items[0][price]; quantity 1 */
-    const char *client_reference_id; /* our user id; also metadata[user_id] */
+    const char *client_reference_id; /* our user id; also metadata[user_id] and
+                                      * subscription_data[metadata][user_id] */
     const char *customer;            /* "cus_..." to reuse, or NULL */
     const char *customer_email;      /* sent only when customer is NULL; may be NULL */
     const char *success_url;         /* may contain {CHECKOUT_SESSION_ID} */
@@ -108,7 +109,8 @@ typedef struct {
  * event AND when it answered 400 "An event already exists with identifier"
  * (the event was delivered earlier): *already_exists tells which (may be
  * NULL). Anything else: the classified error (stripe_status_transient says
- * whether to retry). The identifier is also sent as the Idempotency-Key. */
+ * whether to retry). No Idempotency-Key is sent (Stripe would replay a saved
+ * 5xx for it): the identifier is the deduplication key. */
 __attribute__((warn_unused_result)) stripe_status_t
 stripe_create_meter_event(stripe_client_t *sc, const stripe_meter_event_t *ev,
                           bool *already_exists, stripe_error_t *err);
