@@ -537,8 +537,10 @@ static void test_system_presets(void **state)
                                 "AND EXISTS (SELECT 1 FROM jsonb_each(workflow_json) n "
                                 "  WHERE n.value->>'class_type' = 'LoadImage') "
                                 "AND EXISTS (SELECT 1 FROM jsonb_each(workflow_json) n "
-                                "  WHERE n.value->>'class_type' = 'SaveImage' "
-                                "  AND jsonb_typeof(n.value->'inputs'->'images') = 'array')",
+                                "  WHERE (n.value->>'class_type' = 'SaveImage' "
+                                "         AND jsonb_typeof(n.value->'inputs'->'images') = 'array') "
+                                "     OR (n.value->>'class_type' = 'CA.Export' "
+                                "         AND jsonb_typeof(n.value->'inputs'->'image') = 'array'))",
                                 0, NULL),
                      3);
     /* a second system preset of the same name is refused; a user's is fine */
