@@ -1,0 +1,231 @@
+/*
+ * gateway.h — the api-gateway's internal interface, shared by its route files.
+ *
+ * The gateway is one libevent loop. Nothing on it blocks: PostgreSQL goes
+ * through the non-blocking pool (gw->pg, pg_pool_*), Redis through an async
+ * hiredis connection (gw_redis_*), and Google (blocking common/google.c) runs
+ * on a small thread pool (gw->offload, offload_run) whose results come back to
+ * the loop.
+ *
+ * ADDING ROUTES (e.g. routes_presets.c, routes_admin.c, routes_billing.c)
+ *
+ *   // routes_presets.c
+ *   #include "gateway.h"
+ *   static void get_preset(gw_t *gw, http_req_t *req, const gw_user_t *user) {
+ *       const char *id = http_req_param(req, "id");
+ *       if (!gw_valid_uuid(id)) {
+ *           gw_reply_invalid(req, "id", "must be a UUID");
+ *           return;
+ *       }
+ *       const char *p[] = {user->id, id};
+ *       gw_query(gw, req, user->id, "SELECT ... WHERE id = $2", 2, p, on_preset, NULL);
+ *   }
+ *   int gw_routes_presets(gw_t *gw) {
+ *       return gw_route(gw, "GET", "/api/presets/{id}", GW_AUTH, get_preset);
+ *   }
+ *
+ *   then declare `int gw_routes_presets(gw_t *gw);` in the list at the end of
+ *   this header and add it to the table in gw_register_routes() (gateway.c).
+ *   Add the route to docs/api/openapi.yaml too: test_gateway_openapi checks
+ *   that code and spec list the same routes.
+ *
+ * What gw_route() does before the handler runs, in this order:
+ *   1. one Redis round trip (a Lua script): the session (cookie ca_session),
+ *      the per-IP and per-session rate limits (ca:rl:ip:<ip>,
+ *      ca:rl:session:<sha256>); over a limit → 429 rate_limited + Retry-After;
+ *   2. GW_AUTH: no valid session → 401 unauthorized; GW_ADMIN: the session's
+ *      email is not in ADMIN_EMAILS → 403 forbidden;
+ *   3. POST/PUT/PATCH/DELETE: CSRF — Origin (else Referer) equal to
+ *      PUBLIC_URL's origin, or X-CSRF-Token equal to the session's token
+ *      (GET /api/me returns it as csrf_token) → else 403 csrf_failed.
+ * The handler then owns the reply (exactly one http_reply_* / gw_reply_*,
+ * now or later from a callback on the loop thread). `user` stays valid until
+ * the request ends (it lives in the request's data: do not use
+ * http_req_set_data on gw routes).
+ *
+ * DATABASE AND ROW-LEVEL SECURITY
+ *   gw_query(..., user->id, ...) runs the statement as that user: the pool
+ *   wraps it in BEGIN; set_config('app.user_id', id, true); ...; COMMIT and the
+ *   policies (sql/<slice>/050_rls.sql) show only that user's rows of users,
+ *   jobs, subscriptions, usage_tracking, drive_polls, presets (plus system and
+ *   public ones), preset_ratings, audit_log. Still write WHERE user_id = $1
+ *   (indexes, and defence in depth). Statements that must see several users'
+ *   rows (sign-in before the user id is known, admin analytics, counting a
+ *   download on someone else's preset) go through a SECURITY DEFINER function
+ *   owned by ca_api_gateway declared with `SET app.rls_system = 'on'`, the one
+ *   switch the policies honour besides app.user_id (see docs/api-gateway.md).
+ *   Timestamps: write GW_SQL_TS("col") to get RFC 3339 UTC text.
+ *
+ * BLOCKING WORK (Google, Stripe)
+ *   gw_offload(gw, work, done, arg): work(arg) runs on a pool thread, then
+ *   done(arg) on the loop thread (reply there). On a pool thread,
+ *   gw_thread_google(gw) and gw_thread_pg(gw) give that thread's own
+ *   google_client_t and pg_conn_t (created on first use, freed at exit);
+ *   gw_drive_token() gets a user's Drive access token on such a thread.
+ */
+#ifndef CA_GATEWAY_H
+#define CA_GATEWAY_H
+
+#include "config.h"
+#include "crypto.h"
+#include "daemon.h"
+#include "google.h"
+#include "http_server.h"
+#include "offload.h"
+#include "pg.h"
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct event_base;
+
+#define GW_UUID_LEN 36
+#define GW_EMAIL_MAX 255
+#define GW_SESSION_COOKIE "ca_session"
+
+/* ---- async Redis (gw_redis.c) ---- */
+typedef struct gw_redis gw_redis_t;
+/* reply is NULL when the connection failed (err says why); a Redis error reply
+ * is passed as a REDIS_REPLY_ERROR reply. Freed by hiredis after the call. */
+typedef void (*gw_redis_cb)(redisReply *reply, const char *err, void *arg);
+
+gw_redis_t *gw_redis_new(struct event_base *base, const char *url);
+/* Queues one command. Returns 0 (cb runs exactly once, later, on the loop) or
+ * -1 when not connected (cb is not called). */
+__attribute__((warn_unused_result)) int gw_redis_argv(gw_redis_t *r, gw_redis_cb cb, void *arg,
+                                                      int argc, const char **argv,
+                                                      const size_t *lens);
+/* printf-style (hiredis format). Same contract. */
+__attribute__((warn_unused_result)) int gw_redis_cmd(gw_redis_t *r, gw_redis_cb cb, void *arg,
+                                                     const char *fmt, ...);
+/* EVALSHA of a script (loaded on first use; NOSCRIPT falls back to EVAL).
+ * script must stay valid (a string literal). */
+__attribute__((warn_unused_result)) int gw_redis_eval(gw_redis_t *r, gw_redis_cb cb, void *arg,
+                                                      const char *script, int nkeys, int nargs,
+                                                      const char **args);
+bool gw_redis_connected(const gw_redis_t *r);
+void gw_redis_free(gw_redis_t *r);
+
+/* ---- the gateway context ---- */
+typedef struct gw {
+    daemon_t *daemon;
+    struct event_base *base;
+    http_server_t *http;
+    const config_t *cfg;
+    pg_pool_t *pg;
+    gw_redis_t *redis;
+    offload_t *offload;
+    crypto_keyring_t *keys;
+    google_config_t google;  /* strings borrowed from cfg */
+    const char *db_url;      /* DATABASE_URL (pool threads connect with it) */
+    char public_url[512];    /* PUBLIC_URL without a trailing slash */
+    char public_origin[512]; /* scheme://host[:port] of PUBLIC_URL */
+    bool secure_cookies;     /* PUBLIC_URL is https */
+    char redirect_uri[600];  /* PUBLIC_URL/auth/google/callback */
+    char **admin_emails;     /* ADMIN_EMAILS, lowercased */
+    size_t nadmin_emails;
+    long rl_per_minute_ip;
+    long rl_per_minute_session;
+    long session_ttl_s;
+    char web_root[1024];
+    int in_flight; /* gw requests not yet answered (drain) */
+} gw_t;
+
+/* The signed-in user of an authenticated route. */
+typedef struct {
+    bool signed_in;
+    char id[GW_UUID_LEN + 1];
+    char email[GW_EMAIL_MAX + 1];
+    bool is_admin;
+    char csrf[64];
+    char session_hash[2 * CRYPTO_SHA256_LEN + 1]; /* hex SHA-256 of the session id */
+} gw_user_t;
+
+/* Route flags. */
+#define GW_PUBLIC 0u
+#define GW_AUTH 1u        /* a session is required: 401 otherwise */
+#define GW_ADMIN 2u       /* implies GW_AUTH; email in ADMIN_EMAILS: 403 otherwise */
+#define GW_NO_CSRF 4u     /* a state-changing route that does not need the check (none yet) */
+#define GW_NO_SESSION 8u  /* skip the session lookup (only the IP rate limit) */
+
+typedef void (*gw_handler_fn)(gw_t *gw, http_req_t *req, const gw_user_t *user);
+
+/* Registers method + pattern (http_server patterns) with the steps above.
+ * Returns 0 or -1. */
+__attribute__((warn_unused_result)) int gw_route(gw_t *gw, const char *method,
+                                                 const char *pattern, unsigned flags,
+                                                 gw_handler_fn fn);
+
+/* ---- database ---- */
+/* res is never NULL: on a database error gw_query replies 503/500 itself and
+ * does not call cb. */
+typedef void (*gw_query_cb)(gw_t *gw, http_req_t *req, const PGresult *res, void *arg);
+/* user_id NULL: no RLS user (only for SECURITY DEFINER calls). On a queue
+ * failure it replies 503 itself. */
+void gw_query(gw_t *gw, http_req_t *req, const char *user_id, const char *sql, int nparams,
+              const char *const *params, gw_query_cb cb, void *arg);
+/* Fire and forget (audit rows): errors are logged. details_json may be NULL. */
+void gw_audit(gw_t *gw, const char *user_id, const char *action, const char *target,
+              const char *details_json, const char *ip);
+
+/* RFC 3339 UTC text of a TIMESTAMP (UTC) column, for SQL. */
+#define GW_SQL_TS(col) "to_char(" col ", 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* ---- replies ---- */
+/* 400 invalid_request with a message that starts with the field's name. */
+void gw_reply_invalid(http_req_t *req, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void gw_reply_not_found(http_req_t *req);
+/* Replies with a JSON document given as text (a row built by json_build_object). */
+void gw_reply_json_text(http_req_t *req, int status, const char *json);
+/* A small HTML page (sign-in errors). message is escaped. */
+void gw_reply_html(http_req_t *req, int status, const char *title, const char *message);
+
+/* ---- validation ---- */
+bool gw_valid_uuid(const char *s);
+/* Drive ids: 1..255 of [A-Za-z0-9_-]. */
+bool gw_valid_drive_id(const char *s);
+/* Strict JSON body checks: every key of obj must be in allowed (NULL-terminated);
+ * else replies 400 naming the key and returns false. */
+bool gw_json_only_keys(http_req_t *req, const cJSON *obj, const char *const *allowed);
+/* Reads an optional string field: absent → *out NULL, true; wrong type or
+ * length outside [minlen, maxlen] → replies 400 and returns false. */
+bool gw_json_string(http_req_t *req, const cJSON *obj, const char *field, size_t minlen,
+                    size_t maxlen, const char **out);
+/* Reads an optional boolean: *present tells whether it was there. */
+bool gw_json_bool(http_req_t *req, const cJSON *obj, const char *field, bool *present, bool *out);
+
+/* The value of cookie `name` (copied into out) or false. */
+bool gw_cookie(const http_req_t *req, const char *name, char *out, size_t outlen);
+/* The client's address for rate limits and the audit log. */
+const char *gw_client_ip(const http_req_t *req);
+
+/* ---- blocking work ---- */
+/* Returns 0, or -1 (queue full / shutting down: done is not called). */
+__attribute__((warn_unused_result)) int gw_offload(gw_t *gw, offload_work_fn work,
+                                                   offload_done_fn done, void *arg);
+/* On a pool thread only. NULL when it cannot be made. */
+google_client_t *gw_thread_google(gw_t *gw);
+pg_conn_t *gw_thread_pg(gw_t *gw);
+/* On a pool thread: the user's Drive access token (sets app.user_id on the
+ * thread's connection first, so RLS lets it read and store the tokens). */
+drive_auth_status_t gw_drive_token(gw_t *gw, const char *user_id, bool force, char *token,
+                                   size_t tokenlen, google_error_t *gerr);
+
+/* ---- life cycle (main.c) ---- */
+gw_t *gw_new(daemon_t *d);
+/* Registers every route file's routes (and the static files last). */
+__attribute__((warn_unused_result)) int gw_register_routes(gw_t *gw);
+bool gw_idle(const gw_t *gw);
+void gw_free(gw_t *gw);
+
+/* ---- route files: one registration function each ---- */
+int gw_routes_auth(gw_t *gw);   /* auth.c: /auth/google/login, /callback, /auth/logout */
+int gw_routes_me(gw_t *gw);     /* routes_me.c: /api/me, /api/usage */
+int gw_routes_jobs(gw_t *gw);   /* routes_jobs.c: /api/jobs... */
+int gw_routes_drive(gw_t *gw);  /* routes_drive.c: /api/watch, /api/drive/folders */
+int gw_routes_static(gw_t *gw); /* static.c: the dashboard (registered last) */
+
+#endif
