@@ -1,0 +1,1321 @@
+/*
+ * Integration tests for common/google against the Google fake (tests/fakes/google.js)
+ * and, for the token manager, a real PostgreSQL (TEST_DATABASE_URL) connected as the
+ * roles that use it (ca_drive_poller, ca_job_worker).
+ */
+#define _GNU_SOURCE
+#include "crypto.h"
+#include "google.h"
+#include "http_client.h"
+#include "pg.h"
+#include "support.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define CLIENT_ID "test-client.apps.googleusercontent.com"
+#define CLIENT_SECRET "test-secret"
+#define REDIRECT_URI "http://localhost:8080/auth/callback"
+/* Two 32-byte keys, base64. */
+#define KEY_CURRENT "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+#define KEY_OLD "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+
+static proc_t fake;
+static google_client_t *gc;
+static crypto_keyring_t *keys;     /* current + old */
+static crypto_keyring_t *old_keys; /* the old key alone: seals "old" values */
+static char url_token[256], url_userinfo[256], url_api[256], url_upload[256];
+
+/* ---------------------------------------------------------------- helpers */
+
+static char *admin_url(const char *path)
+{
+    char *u = NULL;
+    assert_true(asprintf(&u, "%s%s", fake.base_url, path) > 0);
+    return u;
+}
+
+/* Calls the fake; asserts the status; returns the parsed JSON (caller deletes) or NULL. */
+static cJSON *call_json(const char *method, const char *path, const char *body, long want)
+{
+    char *u = admin_url(path);
+    char *resp = NULL;
+    long st = http_call(method, u, body, &resp);
+    free(u);
+    if (st != want) {
+        proc_print_log(&fake);
+        fail_msg("%s %s -> %ld (want %ld): %s", method, path, st, want, resp ? resp : "");
+    }
+    cJSON *j = resp != NULL ? cJSON_Parse(resp) : NULL;
+    free(resp);
+    return j;
+}
+
+static void admin(const char *method, const char *path, const char *body)
+{
+    cJSON_Delete(call_json(method, path, body, 200));
+}
+
+static void reset_fake(void)
+{
+    admin("POST", "/__admin/reset", NULL);
+}
+
+typedef struct {
+    char *access;
+    char *refresh;
+    char *root;
+    char *sub;
+} seeded_user_t;
+
+static void seeded_free(seeded_user_t *u)
+{
+    free(u->access);
+    free(u->refresh);
+    free(u->root);
+    free(u->sub);
+    memset(u, 0, sizeof(*u));
+}
+
+static char *jstr(const cJSON *j, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
+    assert_true(cJSON_IsString(v));
+    return strdup(v->valuestring);
+}
+
+static seeded_user_t seed_user(const char *email)
+{
+    char body[256];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\"}", email);
+    cJSON *j = call_json("POST", "/__admin/users", body, 200);
+    seeded_user_t u = {
+        .access = jstr(j, "access_token"),
+        .refresh = jstr(j, "refresh_token"),
+        .root = jstr(j, "root_id"),
+        .sub = jstr(j, "sub"),
+    };
+    cJSON_Delete(j);
+    return u;
+}
+
+/* POST /__admin/files with `json` (must name the user); returns the new id. */
+static char *seed_file(const char *json)
+{
+    cJSON *j = call_json("POST", "/__admin/files", json, 200);
+    char *id = jstr(j, "id");
+    cJSON_Delete(j);
+    return id;
+}
+
+static void add_fault(const char *json)
+{
+    admin("POST", "/__admin/faults", json);
+}
+
+static void clear_requests(void)
+{
+    admin("DELETE", "/__admin/requests", NULL);
+    admin("DELETE", "/__admin/faults", NULL);
+}
+
+/* Requests recorded by the fake for method + exact path. */
+static int count_requests(const char *method, const char *path)
+{
+    cJSON *j = call_json("GET", "/__admin/requests", NULL, 200);
+    const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(j, "requests");
+    const cJSON *r;
+    int n = 0;
+    cJSON_ArrayForEach(r, reqs)
+    {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(r, "method");
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(r, "path");
+        if (cJSON_IsString(m) && cJSON_IsString(p) && strcmp(m->valuestring, method) == 0 &&
+            strcmp(p->valuestring, path) == 0)
+            n++;
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
+/* A Drive call made directly (PATCH/DELETE for the change tests), with a bearer token. */
+static long drive_direct(const char *method, const char *path_and_query, const char *body,
+                         const char *access)
+{
+    char auth[512];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", access);
+    const char *headers[] = {auth, NULL};
+    char *u = NULL;
+    assert_true(asprintf(&u, "%s%s", url_api, path_and_query) > 0);
+    char *resp = NULL;
+    long st = http_call_h(method, u, headers, body, &resp, NULL);
+    free(u);
+    free(resp);
+    return st;
+}
+
+static google_client_t *new_client(long timeout_ms, int max_retries, const char *secret)
+{
+    google_config_t cfg = {
+        .client_id = CLIENT_ID,
+        .client_secret = secret,
+        .token_url = url_token,
+        .userinfo_url = url_userinfo,
+        .drive_api_url = url_api,
+        .drive_upload_url = url_upload,
+        .timeout_ms = timeout_ms,
+        .max_retries = max_retries,
+    };
+    google_client_t *c = google_client_new(&cfg);
+    assert_non_null(c);
+    return c;
+}
+
+static pg_conn_t *connect_as(const char *role)
+{
+    char err[256];
+    pg_conn_t *c = pg_connect(db_url_as(role), 20000, err, sizeof(err));
+    if (c == NULL)
+        fail_msg("connect as %s: %s", role, err);
+    return c;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    http_client_global_init();
+    const char *args[] = {"--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET, NULL};
+    if (fake_start(&fake, "google", args) != 0) {
+        fprintf(stderr, "could not start the google fake\n");
+        return -1;
+    }
+    snprintf(url_token, sizeof(url_token), "%s/token", fake.base_url);
+    snprintf(url_userinfo, sizeof(url_userinfo), "%s/v1/userinfo", fake.base_url);
+    snprintf(url_api, sizeof(url_api), "%s/drive/v3", fake.base_url);
+    snprintf(url_upload, sizeof(url_upload), "%s/upload/drive/v3/", fake.base_url);
+    gc = new_client(10000, 3, CLIENT_SECRET);
+    char err[128];
+    keys = crypto_keyring_new(KEY_CURRENT, KEY_OLD, err, sizeof(err));
+    old_keys = crypto_keyring_new(KEY_OLD, NULL, err, sizeof(err));
+    if (keys == NULL || old_keys == NULL) {
+        fprintf(stderr, "keyring: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    google_client_free(gc);
+    crypto_keyring_free(keys);
+    crypto_keyring_free(old_keys);
+    proc_stop(&fake);
+    http_client_global_cleanup();
+    return 0;
+}
+
+static int test_setup(void **state)
+{
+    (void)state;
+    reset_fake();
+    return 0;
+}
+
+/* ---------------------------------------------------------------- status table */
+
+static void status_names_and_transience(void **state)
+{
+    (void)state;
+    static const struct {
+        google_status_t st;
+        const char *name;
+        bool transient;
+    } cases[] = {
+        {GOOGLE_OK, "ok", false},
+        {GOOGLE_ERR_AUTH, "auth", false},
+        {GOOGLE_ERR_INVALID_GRANT, "invalid_grant", false},
+        {GOOGLE_ERR_NOT_FOUND, "not_found", false},
+        {GOOGLE_ERR_FORBIDDEN, "forbidden", false},
+        {GOOGLE_ERR_RATE_LIMITED, "rate_limited", true},
+        {GOOGLE_ERR_SERVER, "server", true},
+        {GOOGLE_ERR_NETWORK, "network", true},
+        {GOOGLE_ERR_TOO_LARGE, "too_large", false},
+        {GOOGLE_ERR_BAD_REQUEST, "bad_request", false},
+        {GOOGLE_ERR_PROTOCOL, "protocol", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_string_equal(google_status_name(cases[i].st), cases[i].name);
+        assert_int_equal(google_status_transient(cases[i].st), cases[i].transient);
+    }
+}
+
+static void image_detection(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *mime;
+        const char *name;
+        bool image;
+    } cases[] = {
+        {"image/jpeg", "a.jpg", true},
+        {"image/png", "noext", true},
+        {"image/webp", "x", true},
+        {"image/tiff", "x.tif", true},
+        {"image/heic", "IMG_0001.HEIC", true},
+        {"image/heif", "x", true},
+        {"IMAGE/JPEG", "x", true},
+        {"image/gif", "a.gif", false},
+        {"image/svg+xml", "a.svg", false},
+        {"text/plain", "photo.jpg", false},
+        {"application/octet-stream", "photo.JPG", true},
+        {"application/octet-stream", "photo.jpeg", true},
+        {"application/octet-stream", "scan.tiff", true},
+        {"application/octet-stream", "x.heif", true},
+        {"application/octet-stream", "notes.txt", false},
+        {"application/octet-stream", "jpg", false},
+        {"", "raw.png", true},
+        {NULL, "raw.webp", true},
+        {"", NULL, false},
+        {DRIVE_FOLDER_MIME, "folder.jpg", false},
+        {"application/vnd.google-apps.document", "doc.png", false},
+        {"application/vnd.google-apps.photo", "x.jpg", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        drive_file_t f = {.mime_type = (char *)cases[i].mime, .name = (char *)cases[i].name};
+        if (drive_file_is_image(&f) != cases[i].image)
+            fail_msg("case %zu (%s, %s): want %d", i, cases[i].mime ? cases[i].mime : "NULL",
+                     cases[i].name ? cases[i].name : "NULL", cases[i].image);
+    }
+    assert_false(drive_file_is_image(NULL));
+}
+
+/* ---------------------------------------------------------------- OAuth */
+
+static char hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return (char)(c - '0');
+    if (c >= 'a' && c <= 'f')
+        return (char)(c - 'a' + 10);
+    return (char)(c - 'A' + 10);
+}
+
+/* The url-decoded value of `name` in a URL's query (caller frees) or NULL. */
+static char *query_param(const char *url, const char *name)
+{
+    const char *q = strchr(url, '?');
+    size_t nlen = strlen(name);
+    while (q != NULL) {
+        q++;
+        if (strncmp(q, name, nlen) == 0 && q[nlen] == '=') {
+            const char *v = q + nlen + 1;
+            size_t len = strcspn(v, "&#");
+            char *out = calloc(1, len + 1);
+            size_t j = 0;
+            for (size_t i = 0; i < len; i++) {
+                if (v[i] == '%' && i + 2 < len + 1) {
+                    out[j++] = (char)(hexval(v[i + 1]) * 16 + hexval(v[i + 2]));
+                    i += 2;
+                } else {
+                    out[j++] = v[i] == '+' ? ' ' : v[i];
+                }
+            }
+            return out;
+        }
+        q = strchr(q, '&');
+    }
+    return NULL;
+}
+
+/* Drives the fake's consent page with PKCE S256; returns the code (caller frees). */
+static char *authorize(const char *email, const char *verifier)
+{
+    uint8_t digest[CRYPTO_SHA256_LEN];
+    crypto_sha256(verifier, strlen(verifier), digest);
+    char *challenge = crypto_base64url_encode(digest, sizeof(digest));
+    char *redirect = http_url_escape(REDIRECT_URI);
+    char *scope =
+        http_url_escape("openid email profile https://www.googleapis.com/auth/drive.file");
+    char *hint = http_url_escape(email);
+    char *url = NULL;
+    assert_true(asprintf(&url,
+                         "%s/o/oauth2/v2/auth?client_id=%s&redirect_uri=%s&response_type=code"
+                         "&scope=%s&access_type=offline&prompt=consent&state=st-42"
+                         "&code_challenge=%s&code_challenge_method=S256&login_hint=%s",
+                         fake.base_url, CLIENT_ID, redirect, scope, challenge, hint) > 0);
+    http_client_t *hc = http_client_new();
+    http_request_t req = {.method = "GET", .url = url};
+    http_response_t resp;
+    assert_int_equal(http_client_do(hc, &req, &resp), HTTP_RESULT_OK);
+    assert_int_equal(resp.status, 302);
+    assert_non_null(resp.location);
+    assert_true(strncmp(resp.location, REDIRECT_URI "?", strlen(REDIRECT_URI) + 1) == 0);
+    char *state = query_param(resp.location, "state");
+    assert_string_equal(state, "st-42");
+    char *code = query_param(resp.location, "code");
+    assert_non_null(code);
+    free(state);
+    http_response_free(&resp);
+    http_client_free(hc);
+    free(url);
+    free(challenge);
+    free(redirect);
+    free(scope);
+    free(hint);
+    return code;
+}
+
+static void oauth_code_exchange_refresh_userinfo(void **state)
+{
+    (void)state;
+    char *verifier = crypto_random_token(48);
+    char *code = authorize("pkce.user@example.com", verifier);
+
+    google_tokens_t t;
+    google_error_t err;
+    assert_int_equal(google_exchange_code(gc, code, verifier, REDIRECT_URI, &t, &err), GOOGLE_OK);
+    assert_non_null(t.access_token);
+    assert_non_null(t.refresh_token);
+    assert_non_null(t.id_token);
+    assert_int_equal(t.expires_in, 3599);
+    assert_non_null(strstr(t.scope, "drive.file"));
+
+    /* A code is single-use. */
+    google_tokens_t t2;
+    assert_int_equal(google_exchange_code(gc, code, verifier, REDIRECT_URI, &t2, &err),
+                     GOOGLE_ERR_INVALID_GRANT);
+    assert_int_equal(err.http_status, 400);
+    assert_string_equal(err.reason, "invalid_grant");
+    assert_null(t2.access_token);
+    /* The code never shows up in the message. */
+    assert_null(strstr(err.message, code));
+
+    /* A wrong PKCE verifier. */
+    char *code2 = authorize("pkce.user@example.com", verifier);
+    assert_int_equal(google_exchange_code(gc, code2, "not-the-verifier-at-all-0123456789abcdef0123",
+                                          REDIRECT_URI, &t2, &err),
+                     GOOGLE_ERR_INVALID_GRANT);
+
+    /* userinfo */
+    google_userinfo_t ui;
+    assert_int_equal(google_userinfo(gc, t.access_token, &ui, &err), GOOGLE_OK);
+    assert_true(strlen(ui.sub) > 5);
+    assert_string_equal(ui.email, "pkce.user@example.com");
+    assert_true(ui.email_verified);
+    assert_string_equal(ui.name, "Pkce User");
+    assert_non_null(ui.picture);
+    google_userinfo_free(&ui);
+    assert_int_equal(google_userinfo(gc, "ya29.bogus", &ui, &err), GOOGLE_ERR_AUTH);
+    assert_int_equal(err.http_status, 401);
+    assert_null(ui.sub);
+
+    /* Refresh: a new access token, no new refresh token. */
+    google_tokens_t r;
+    assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_OK);
+    assert_non_null(r.access_token);
+    assert_string_not_equal(r.access_token, t.access_token);
+    assert_null(r.refresh_token);
+    assert_int_equal(r.expires_in, 3599);
+    drive_file_list_t l;
+    assert_int_equal(drive_files_list(gc, r.access_token, NULL, NULL, 10, NULL, &l, &err),
+                     GOOGLE_OK);
+    drive_file_list_free(&l);
+    google_tokens_free(&r);
+
+    /* A wrong client secret is a configuration error, not a revoked grant. */
+    google_client_t *bad = new_client(5000, 0, "wrong-secret");
+    assert_int_equal(google_refresh(bad, t.refresh_token, &r, &err), GOOGLE_ERR_BAD_REQUEST);
+    assert_int_equal(err.http_status, 401);
+    assert_string_equal(err.reason, "invalid_client");
+    google_client_free(bad);
+
+    /* Revoked at Google: invalid_grant. */
+    char body[512];
+    snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", t.refresh_token);
+    admin("POST", "/__admin/revoke", body);
+    assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_ERR_INVALID_GRANT);
+    assert_string_equal(err.reason, "invalid_grant");
+    assert_false(google_status_transient(err.status));
+    assert_null(strstr(err.message, t.refresh_token));
+    assert_int_equal(google_refresh(gc, "", &r, &err), GOOGLE_ERR_BAD_REQUEST);
+
+    google_tokens_free(&t);
+    free(code);
+    free(code2);
+    free(verifier);
+}
+
+/* ---------------------------------------------------------------- Drive */
+
+static void files_list_pages_and_fields(void **state)
+{
+    (void)state;
+    seeded_user_t u = seed_user("lister@example.com");
+    char json[1024];
+    snprintf(
+        json, sizeof(json),
+        "{\"email\":\"lister@example.com\",\"name\":\"In\",\"folder\":true,\"parents\":[\"%s\"]}",
+        u.root);
+    char *folder = seed_file(json);
+    const char *names[] = {"e.jpg", "b.png", "d.webp", "a.jpg", "c.heic"};
+    const char *mimes[] = {"image/jpeg", "image/png", "image/webp", "image/jpeg", "image/heic"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(json, sizeof(json),
+                 "{\"email\":\"lister@example.com\",\"name\":\"%s\",\"mimeType\":\"%s\","
+                 "\"parents\":[\"%s\"],\"content\":\"%.*s\"}",
+                 names[i], mimes[i], folder, i + 1, "xxxxxxxx");
+        free(seed_file(json));
+    }
+    /* Noise: not an image, trashed, elsewhere. */
+    snprintf(json, sizeof(json),
+             "{\"email\":\"lister@example.com\",\"name\":\"notes.txt\",\"mimeType\":\"text/plain\","
+             "\"parents\":[\"%s\"],\"content\":\"hi\"}",
+             folder);
+    free(seed_file(json));
+    snprintf(json, sizeof(json),
+             "{\"email\":\"lister@example.com\",\"name\":\"old.jpg\",\"mimeType\":\"image/jpeg\","
+             "\"parents\":[\"%s\"],\"content\":\"x\",\"trashed\":true}",
+             folder);
+    free(seed_file(json));
+    snprintf(json, sizeof(json),
+             "{\"email\":\"lister@example.com\",\"name\":\"root.jpg\",\"mimeType\":\"image/jpeg\","
+             "\"parents\":[\"%s\"],\"content\":\"x\"}",
+             u.root);
+    free(seed_file(json));
+
+    char q[256];
+    snprintf(q, sizeof(q), "'%s' in parents and trashed = false and mimeType contains 'image/'",
+             folder);
+    google_error_t err;
+    char *token = NULL;
+    char *seen[8] = {0};
+    int nseen = 0;
+    int pages = 0;
+    do {
+        drive_file_list_t l;
+        assert_int_equal(drive_files_list(gc, u.access, q, "name", 2, token, &l, &err), GOOGLE_OK);
+        pages++;
+        assert_true(l.n <= 2);
+        for (size_t i = 0; i < l.n; i++) {
+            drive_file_t *f = &l.files[i];
+            assert_true(nseen < 8);
+            seen[nseen++] = strdup(f->name);
+            assert_int_equal(f->nparents, 1);
+            assert_string_equal(f->parents[0], folder);
+            assert_true(drive_file_is_image(f));
+            assert_false(f->trashed);
+            assert_true(f->can_edit);
+            assert_non_null(f->md5);
+            assert_non_null(f->modified_time);
+            assert_non_null(f->created_time);
+            assert_non_null(f->web_view_link);
+            assert_true(f->size >= 1 && f->size <= 5);
+        }
+        free(token);
+        token = l.next_page_token != NULL ? strdup(l.next_page_token) : NULL;
+        drive_file_list_free(&l);
+    } while (token != NULL && pages < 10);
+    assert_int_equal(pages, 3);
+    assert_int_equal(nseen, 5);
+    const char *sorted[] = {"a.jpg", "b.png", "c.heic", "d.webp", "e.jpg"};
+    for (int i = 0; i < 5; i++) {
+        assert_string_equal(seen[i], sorted[i]);
+        free(seen[i]);
+    }
+
+    /* The folder itself: size -1, a folder capability. */
+    drive_file_list_t l;
+    snprintf(q, sizeof(q), "mimeType = '%s' and name = 'In'", DRIVE_FOLDER_MIME);
+    assert_int_equal(drive_files_list(gc, u.access, q, NULL, 100, NULL, &l, &err), GOOGLE_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.files[0].id, folder);
+    assert_int_equal(l.files[0].size, -1);
+    assert_true(l.files[0].can_add_children);
+    assert_false(drive_file_is_image(&l.files[0]));
+    assert_null(l.next_page_token);
+    drive_file_list_free(&l);
+
+    /* A query with a quote inside a value, escaped as Drive wants. */
+    snprintf(json, sizeof(json),
+             "{\"email\":\"lister@example.com\",\"name\":\"it's & 100%%.jpg\",\"mimeType\":"
+             "\"image/jpeg\",\"parents\":[\"%s\"],\"content\":\"x\"}",
+             u.root);
+    free(seed_file(json));
+    assert_int_equal(
+        drive_files_list(gc, u.access, "name = 'it\\'s & 100%.jpg'", NULL, 10, NULL, &l, &err),
+        GOOGLE_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.files[0].name, "it's & 100%.jpg");
+    drive_file_list_free(&l);
+
+    /* A bad query is a bad request. */
+    assert_int_equal(drive_files_list(gc, u.access, "name === 'x", NULL, 10, NULL, &l, &err),
+                     GOOGLE_ERR_BAD_REQUEST);
+    assert_int_equal(err.http_status, 400);
+    assert_int_equal(l.n, 0);
+
+    free(folder);
+    seeded_free(&u);
+}
+
+static void files_get_and_download(void **state)
+{
+    (void)state;
+    seeded_user_t u = seed_user("downloader@example.com");
+    size_t len = 300 * 1024 + 7;
+    uint8_t *content = malloc(len);
+    assert_int_equal(crypto_random(content, len), 0);
+    char *b64 = crypto_base64_encode(content, len);
+    char *json = NULL;
+    assert_true(asprintf(&json,
+                         "{\"email\":\"downloader@example.com\",\"name\":\"big.png\",\"mimeType\":"
+                         "\"image/png\",\"parents\":[\"%s\"],\"appProperties\":{\"k\":\"v\"},"
+                         "\"content_base64\":\"%s\"}",
+                         u.root, b64) > 0);
+    char *id = seed_file(json);
+    free(json);
+    free(b64);
+
+    google_error_t err;
+    drive_file_t f;
+    assert_int_equal(drive_files_get(gc, u.access, id, &f, &err), GOOGLE_OK);
+    assert_string_equal(f.id, id);
+    assert_string_equal(f.name, "big.png");
+    assert_string_equal(f.mime_type, "image/png");
+    assert_int_equal(f.size, (long long)len);
+    assert_int_equal(f.nparents, 1);
+    assert_string_equal(f.parents[0], u.root);
+    assert_int_equal(strlen(f.md5), 32);
+    assert_string_equal(cJSON_GetObjectItem(f.app_properties, "k")->valuestring, "v");
+    drive_file_free(&f);
+
+    void *data = NULL;
+    size_t got = 0;
+    assert_int_equal(drive_download(gc, u.access, id, len, &data, &got, &err), GOOGLE_OK);
+    assert_int_equal(got, len);
+    assert_memory_equal(data, content, len);
+    free(data);
+
+    assert_int_equal(drive_download(gc, u.access, id, len - 1, &data, &got, &err),
+                     GOOGLE_ERR_TOO_LARGE);
+    assert_null(data);
+    assert_int_equal(got, 0);
+    /* A cap below the error-body room, too. */
+    assert_int_equal(drive_download(gc, u.access, id, 1000, &data, &got, &err),
+                     GOOGLE_ERR_TOO_LARGE);
+
+    /* A 404 is a 404 even with a tiny cap. */
+    assert_int_equal(drive_files_get(gc, u.access, "nope-0000", &f, &err), GOOGLE_ERR_NOT_FOUND);
+    assert_string_equal(err.reason, "notFound");
+    assert_null(f.id);
+    assert_int_equal(drive_download(gc, u.access, "nope-0000", 10, &data, &got, &err),
+                     GOOGLE_ERR_NOT_FOUND);
+    assert_int_equal(err.http_status, 404);
+
+    /* A folder cannot be downloaded: Drive's 403 fileNotDownloadable. */
+    assert_int_equal(drive_download(gc, u.access, u.root, 1000, &data, &got, &err),
+                     GOOGLE_ERR_FORBIDDEN);
+    assert_string_equal(err.reason, "fileNotDownloadable");
+
+    /* Another user's unshared file is a 404, as on Drive. */
+    seeded_user_t other = seed_user("other@example.com");
+    assert_int_equal(drive_files_get(gc, other.access, id, &f, &err), GOOGLE_ERR_NOT_FOUND);
+    seeded_free(&other);
+
+    free(id);
+    free(content);
+    seeded_free(&u);
+}
+
+static void folder_upload_find_share(void **state)
+{
+    (void)state;
+    seeded_user_t u = seed_user("uploader@example.com");
+    google_error_t err;
+
+    cJSON *props = cJSON_CreateObject();
+    cJSON_AddStringToObject(props, "ca_kind", "outputs");
+    drive_file_t folder;
+    assert_int_equal(drive_create_folder(gc, u.access, "Processed", u.root, props, &folder, &err),
+                     GOOGLE_OK);
+    assert_string_equal(folder.name, "Processed");
+    assert_string_equal(folder.mime_type, DRIVE_FOLDER_MIME);
+    assert_string_equal(folder.parents[0], u.root);
+    assert_string_equal(cJSON_GetObjectItem(folder.app_properties, "ca_kind")->valuestring,
+                        "outputs");
+    assert_true(folder.can_add_children);
+    cJSON_Delete(props);
+
+    /* Upload with appProperties, binary bytes including NULs and CRLFs. */
+    uint8_t png[4096];
+    assert_int_equal(crypto_random(png, sizeof(png)), 0);
+    memcpy(png, "\x89PNG\r\n\x1a\n\0\0\r\n--", 14);
+    props = cJSON_CreateObject();
+    cJSON_AddStringToObject(props, "ca_job_id", "job-7f3a");
+    cJSON_AddStringToObject(props, "ca_source", "src-1");
+    drive_file_t up;
+    assert_int_equal(drive_upload(gc, u.access, "out.png", "image/png", folder.id, props, png,
+                                  sizeof(png), &up, &err),
+                     GOOGLE_OK);
+    cJSON_Delete(props);
+    assert_string_equal(up.name, "out.png");
+    assert_string_equal(up.mime_type, "image/png");
+    assert_int_equal(up.size, (long long)sizeof(png));
+    assert_string_equal(up.parents[0], folder.id);
+    assert_string_equal(cJSON_GetObjectItem(up.app_properties, "ca_job_id")->valuestring,
+                        "job-7f3a");
+
+    /* Found again by its job id. */
+    drive_file_list_t l;
+    assert_int_equal(drive_files_list(gc, u.access,
+                                      "appProperties has { key='ca_job_id' and value='job-7f3a' }"
+                                      " and trashed = false",
+                                      NULL, 10, NULL, &l, &err),
+                     GOOGLE_OK);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.files[0].id, up.id);
+    drive_file_list_free(&l);
+    assert_int_equal(drive_files_list(gc, u.access,
+                                      "appProperties has { key='ca_job_id' and value='job-other' }",
+                                      NULL, 10, NULL, &l, &err),
+                     GOOGLE_OK);
+    assert_int_equal(l.n, 0);
+    drive_file_list_free(&l);
+
+    void *data = NULL;
+    size_t got = 0;
+    assert_int_equal(drive_download(gc, u.access, up.id, sizeof(png), &data, &got, &err),
+                     GOOGLE_OK);
+    assert_int_equal(got, sizeof(png));
+    assert_memory_equal(data, png, sizeof(png));
+    free(data);
+
+    /* Share with anyone: the permission exists and the file has its view link. */
+    assert_int_equal(drive_share_anyone_reader(gc, u.access, up.id, &err), GOOGLE_OK);
+    char auth[512];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u.access);
+    const char *headers[] = {auth, NULL};
+    char *purl = NULL;
+    assert_true(asprintf(&purl, "%s/files/%s/permissions", url_api, up.id) > 0);
+    char *resp = NULL;
+    assert_int_equal(http_call_h("GET", purl, headers, NULL, &resp, NULL), 200);
+    assert_non_null(strstr(resp, "\"type\":\"anyone\""));
+    assert_non_null(strstr(resp, "\"role\":\"reader\""));
+    free(resp);
+    free(purl);
+    drive_file_t again;
+    assert_int_equal(drive_files_get(gc, u.access, up.id, &again, &err), GOOGLE_OK);
+    assert_non_null(again.web_view_link);
+    assert_non_null(strstr(again.web_view_link, up.id));
+    drive_file_free(&again);
+
+    /* Sharing somebody else's file: 404 for them. */
+    assert_int_equal(drive_share_anyone_reader(gc, u.access, "missing-id", &err),
+                     GOOGLE_ERR_NOT_FOUND);
+
+    /* A read-only token cannot upload: 403 (not a rate limit). */
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"email\":\"reader@example.com\",\"scope\":\"openid "
+             "https://www.googleapis.com/auth/drive.readonly\"}");
+    cJSON *j = call_json("POST", "/__admin/users", body, 200);
+    char *ro = jstr(j, "access_token");
+    cJSON_Delete(j);
+    drive_file_t f;
+    assert_int_equal(drive_upload(gc, ro, "x.png", "image/png", NULL, NULL, "x", 1, &f, &err),
+                     GOOGLE_ERR_FORBIDDEN);
+    assert_string_equal(err.reason, "insufficientPermissions");
+    assert_null(f.id);
+    free(ro);
+
+    drive_file_free(&up);
+    drive_file_free(&folder);
+    seeded_free(&u);
+}
+
+static const drive_change_t *find_change(const drive_change_list_t *all, size_t n,
+                                         const char *file_id)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(all->changes[i].file_id, file_id) == 0)
+            return &all->changes[i];
+    }
+    return NULL;
+}
+
+static void changes_feed(void **state)
+{
+    (void)state;
+    seeded_user_t u = seed_user("changer@example.com");
+    char json[512];
+    snprintf(
+        json, sizeof(json),
+        "{\"email\":\"changer@example.com\",\"name\":\"A\",\"folder\":true,\"parents\":[\"%s\"]}",
+        u.root);
+    char *a = seed_file(json);
+    snprintf(
+        json, sizeof(json),
+        "{\"email\":\"changer@example.com\",\"name\":\"B\",\"folder\":true,\"parents\":[\"%s\"]}",
+        u.root);
+    char *b = seed_file(json);
+    char *ids[3];
+    const char *names[] = {"moved.jpg", "trashed.jpg", "deleted.jpg"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(json, sizeof(json),
+                 "{\"email\":\"changer@example.com\",\"name\":\"%s\",\"mimeType\":\"image/jpeg\","
+                 "\"parents\":[\"%s\"],\"content\":\"abc\"}",
+                 names[i], a);
+        ids[i] = seed_file(json);
+    }
+
+    google_error_t err;
+    char *start = NULL;
+    assert_int_equal(drive_changes_start_token(gc, u.access, &start, &err), GOOGLE_OK);
+    assert_non_null(start);
+
+    snprintf(json, sizeof(json),
+             "{\"email\":\"changer@example.com\",\"name\":\"new.png\",\"mimeType\":\"image/png\","
+             "\"parents\":[\"%s\"],\"content\":\"png\"}",
+             a);
+    char *created = seed_file(json);
+    char path[256];
+    snprintf(path, sizeof(path), "/files/%s?addParents=%s&removeParents=%s", ids[0], b, a);
+    assert_int_equal(drive_direct("PATCH", path, "{}", u.access), 200);
+    snprintf(path, sizeof(path), "/files/%s", ids[1]);
+    assert_int_equal(drive_direct("PATCH", path, "{\"trashed\":true}", u.access), 200);
+    snprintf(path, sizeof(path), "/files/%s", ids[2]);
+    assert_int_equal(drive_direct("DELETE", path, NULL, u.access), 204);
+
+    /* Collect every page (2 per page). */
+    drive_change_list_t all = {0};
+    all.changes = calloc(16, sizeof(drive_change_t));
+    char *token = strdup(start);
+    char *next_start = NULL;
+    int pages = 0;
+    while (token != NULL && pages < 10) {
+        drive_change_list_t page;
+        assert_int_equal(drive_changes_list(gc, u.access, token, 2, &page, &err), GOOGLE_OK);
+        pages++;
+        assert_true(page.n <= 2);
+        assert_true((page.next_page_token == NULL) != (page.new_start_page_token == NULL));
+        for (size_t i = 0; i < page.n && all.n < 16; i++) {
+            all.changes[all.n++] = page.changes[i]; /* take ownership */
+        }
+        free(page.changes);
+        page.changes = NULL;
+        page.n = 0;
+        free(token);
+        token = page.next_page_token != NULL ? strdup(page.next_page_token) : NULL;
+        if (page.new_start_page_token != NULL)
+            next_start = strdup(page.new_start_page_token);
+        drive_change_list_free(&page);
+    }
+    assert_true(pages >= 2);
+    assert_non_null(next_start);
+
+    const drive_change_t *c = find_change(&all, all.n, created);
+    assert_non_null(c);
+    assert_false(c->removed);
+    assert_true(c->has_file);
+    assert_string_equal(c->file.name, "new.png");
+    assert_string_equal(c->file.parents[0], a);
+    assert_non_null(c->time);
+
+    c = find_change(&all, all.n, ids[0]);
+    assert_non_null(c);
+    assert_true(c->has_file);
+    assert_int_equal(c->file.nparents, 1);
+    assert_string_equal(c->file.parents[0], b);
+    assert_false(c->file.trashed);
+
+    c = find_change(&all, all.n, ids[1]);
+    assert_non_null(c);
+    assert_false(c->removed);
+    assert_true(c->has_file);
+    assert_true(c->file.trashed);
+
+    c = find_change(&all, all.n, ids[2]);
+    assert_non_null(c);
+    assert_true(c->removed);
+    assert_false(c->has_file);
+    assert_null(c->file.id);
+    drive_change_list_free(&all);
+
+    /* Nothing new since: empty, with a start token for next time. */
+    drive_change_list_t empty;
+    assert_int_equal(drive_changes_list(gc, u.access, next_start, 100, &empty, &err), GOOGLE_OK);
+    assert_int_equal(empty.n, 0);
+    assert_non_null(empty.new_start_page_token);
+    assert_null(empty.next_page_token);
+    drive_change_list_free(&empty);
+
+    /* A bad token is a bad request. */
+    assert_int_equal(drive_changes_list(gc, u.access, "999999999", 100, &empty, &err),
+                     GOOGLE_ERR_BAD_REQUEST);
+
+    for (int i = 0; i < 3; i++)
+        free(ids[i]);
+    free(created);
+    free(start);
+    free(next_start);
+    free(a);
+    free(b);
+    seeded_free(&u);
+}
+
+/* ---------------------------------------------------------------- faults */
+
+static void error_classification(void **state)
+{
+    (void)state;
+    seeded_user_t u = seed_user("faults@example.com");
+    static const struct {
+        const char *fault; /* on GET /drive/v3/files */
+        google_status_t want;
+        const char *reason;  /* NULL: not checked */
+        int requests;        /* attempts the fake saw; negative: at least that many (curl
+                              * itself retries a request once on a reused connection it
+                              * finds dead) */
+        long retry_after_ms; /* -2: not checked */
+    } cases[] = {
+        {"\"count\":1,\"action\":\"status\",\"status\":403,\"reason\":\"userRateLimitExceeded\"",
+         GOOGLE_ERR_RATE_LIMITED, "userRateLimitExceeded", 1, -1},
+        {"\"count\":1,\"action\":\"status\",\"status\":403,\"reason\":\"rateLimitExceeded\","
+         "\"retry_after\":7",
+         GOOGLE_ERR_RATE_LIMITED, "rateLimitExceeded", 1, 7000},
+        {"\"count\":1,\"action\":\"status\",\"status\":403,\"reason\":"
+         "\"insufficientFilePermissions\"",
+         GOOGLE_ERR_FORBIDDEN, "insufficientFilePermissions", 1, -1},
+        {"\"count\":1,\"action\":\"status\",\"status\":403,\"reason\":\"dailyLimitExceeded\"",
+         GOOGLE_ERR_FORBIDDEN, "dailyLimitExceeded", 1, -2},
+        {"\"count\":1,\"action\":\"status\",\"status\":429", GOOGLE_OK, NULL, 2, -2},
+        {"\"count\":2,\"action\":\"status\",\"status\":500", GOOGLE_OK, NULL, 3, -2},
+        {"\"count\":10,\"action\":\"status\",\"status\":500", GOOGLE_ERR_SERVER, "backendError", 4,
+         -1},
+        {"\"count\":10,\"action\":\"status\",\"status\":503,\"retry_after\":0", GOOGLE_ERR_SERVER,
+         "backendError", 4, 0},
+        {"\"count\":1,\"action\":\"status\",\"status\":404", GOOGLE_ERR_NOT_FOUND, "notFound", 1,
+         -2},
+        {"\"count\":1,\"action\":\"status\",\"status\":401", GOOGLE_ERR_AUTH, "authError", 1, -2},
+        {"\"count\":1,\"action\":\"status\",\"status\":400,\"reason\":\"invalid\"",
+         GOOGLE_ERR_BAD_REQUEST, "invalid", 1, -2},
+        {"\"count\":1,\"action\":\"drop\"", GOOGLE_OK, NULL, 2, -2},
+        {"\"count\":10,\"action\":\"drop\"", GOOGLE_ERR_NETWORK, NULL, -4, -2},
+        {"\"count\":1,\"action\":\"status\",\"status\":200,\"body\":\"not json\"",
+         GOOGLE_ERR_PROTOCOL, NULL, 1, -2},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        clear_requests();
+        char fault[512];
+        snprintf(fault, sizeof(fault),
+                 "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files\"},%s}",
+                 cases[i].fault);
+        add_fault(fault);
+        drive_file_list_t l;
+        google_error_t err;
+        google_status_t st = drive_files_list(gc, u.access, NULL, NULL, 10, NULL, &l, &err);
+        if (st != cases[i].want)
+            fail_msg("case %zu (%s): got %s (%s), want %s", i, cases[i].fault,
+                     google_status_name(st), err.message, google_status_name(cases[i].want));
+        if (st != GOOGLE_OK) {
+            assert_int_equal(err.status, st);
+            assert_true(err.message[0] != '\0');
+            assert_null(strstr(err.message, u.access));
+        }
+        if (cases[i].reason != NULL)
+            assert_string_equal(err.reason, cases[i].reason);
+        if (cases[i].retry_after_ms != -2)
+            assert_int_equal(err.retry_after_ms, cases[i].retry_after_ms);
+        int n = count_requests("GET", "/drive/v3/files");
+        bool count_ok = cases[i].requests >= 0 ? n == cases[i].requests : n >= -cases[i].requests;
+        if (!count_ok)
+            fail_msg("case %zu (%s): %d requests, want %d", i, cases[i].fault, n,
+                     cases[i].requests);
+        drive_file_list_free(&l);
+    }
+
+    /* A per-attempt timeout is a network error. */
+    google_client_t *quick = new_client(300, 0, CLIENT_SECRET);
+    clear_requests();
+    add_fault("{\"match\":{\"path\":\"/drive/v3/files\"},\"count\":1,\"action\":\"delay\","
+              "\"delay_ms\":1500}");
+    drive_file_list_t l;
+    google_error_t err;
+    assert_int_equal(drive_files_list(quick, u.access, NULL, NULL, 10, NULL, &l, &err),
+                     GOOGLE_ERR_NETWORK);
+    assert_int_equal(err.http_status, 0);
+    google_client_free(quick);
+
+    /* Nobody listening. */
+    google_config_t cfg = {
+        .client_id = CLIENT_ID,
+        .client_secret = CLIENT_SECRET,
+        .token_url = "http://127.0.0.1:1/token",
+        .drive_api_url = "http://127.0.0.1:1/drive/v3",
+        .max_retries = 0,
+    };
+    google_client_t *dead = google_client_new(&cfg);
+    assert_int_equal(drive_files_list(dead, u.access, NULL, NULL, 10, NULL, &l, &err),
+                     GOOGLE_ERR_NETWORK);
+    google_tokens_t t;
+    assert_int_equal(google_refresh(dead, u.refresh, &t, &err), GOOGLE_ERR_NETWORK);
+    assert_true(google_status_transient(err.status));
+    /* Not configured. */
+    drive_file_t f;
+    assert_int_equal(drive_upload(dead, u.access, "x", "image/png", NULL, NULL, "x", 1, &f, &err),
+                     GOOGLE_ERR_PROTOCOL);
+    google_userinfo_t ui;
+    assert_int_equal(google_userinfo(dead, u.access, &ui, &err), GOOGLE_ERR_PROTOCOL);
+    google_client_free(dead);
+
+    /* The token endpoint: 5xx retried, then a server error. */
+    clear_requests();
+    add_fault(
+        "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":\"status\","
+        "\"status\":503}");
+    assert_int_equal(google_refresh(gc, u.refresh, &t, &err), GOOGLE_OK);
+    assert_int_equal(count_requests("POST", "/token"), 2);
+    google_tokens_free(&t);
+
+    seeded_free(&u);
+}
+
+/* ---------------------------------------------------------------- token manager */
+
+typedef struct {
+    char id[64];
+    seeded_user_t g;
+} db_user_t;
+
+/* Inserts a users row with the fake user's tokens sealed by `ring` (NULL
+ * tokens when ring is NULL), expiring `expires` from now (an interval). */
+static db_user_t db_user(const char *email, const crypto_keyring_t *ring, const char *expires)
+{
+    db_user_t u;
+    memset(&u, 0, sizeof(u));
+    u.g = seed_user(email);
+    char *access = ring != NULL ? crypto_envelope_seal(ring, u.g.access) : NULL;
+    char *refresh = ring != NULL ? crypto_envelope_seal(ring, u.g.refresh) : NULL;
+    const char *params[] = {u.g.sub, email, access, refresh, expires};
+    char *id =
+        sql_value("INSERT INTO users (google_id, email, drive_access_token, drive_refresh_token,"
+                  " drive_token_expires_at) VALUES ($1, $2, $3, $4,"
+                  " timezone('UTC', now()) + $5::interval) RETURNING id::text",
+                  5, params);
+    assert_non_null(id);
+    snprintf(u.id, sizeof(u.id), "%s", id);
+    free(id);
+    free(access);
+    free(refresh);
+    return u;
+}
+
+static char *db_col(const db_user_t *u, const char *expr)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT (%s)::text FROM users WHERE id = $1", expr);
+    const char *params[] = {u->id};
+    return sql_value(sql, 1, params);
+}
+
+static void auth_fresh_expired_force(void **state)
+{
+    (void)state;
+    pg_conn_t *pg = connect_as("ca_drive_poller");
+    db_user_t u = db_user("tm.fresh@example.com", keys, "1 hour");
+    char token[2048];
+    google_error_t err;
+
+    /* Fresh: the stored token, no call to Google. */
+    clear_requests();
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, u.id, false, token, sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    assert_string_equal(token, u.g.access);
+    assert_int_equal(count_requests("POST", "/token"), 0);
+
+    /* Expired: refreshed, stored sealed under the current key, refresh token kept. */
+    char *before_access = db_col(&u, "drive_access_token");
+    char *before_refresh = db_col(&u, "drive_refresh_token");
+    const char *params[] = {u.id};
+    assert_int_equal(sql_exec("UPDATE users SET drive_token_expires_at = timezone('UTC', now()) -"
+                              " interval '1 minute' WHERE id = $1",
+                              1, params),
+                     0);
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, u.id, false, token, sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    assert_string_not_equal(token, u.g.access);
+    assert_int_equal(count_requests("POST", "/token"), 1);
+    char *after_access = db_col(&u, "drive_access_token");
+    char *after_refresh = db_col(&u, "drive_refresh_token");
+    assert_string_not_equal(after_access, before_access);
+    assert_null(strstr(after_access, token)); /* sealed, not plain */
+    char *opened = crypto_envelope_open(keys, after_access);
+    assert_string_equal(opened, token);
+    assert_false(crypto_envelope_needs_rotation(keys, after_access));
+    free(opened);
+    assert_string_equal(after_refresh, before_refresh);
+    char *later =
+        db_col(&u, "drive_token_expires_at > timezone('UTC', now()) + interval '59 minutes'"
+                   " AND drive_token_expires_at < timezone('UTC', now()) + interval '61 minutes'");
+    assert_string_equal(later, "true");
+    free(later);
+    /* The new token works. */
+    drive_file_list_t l;
+    assert_int_equal(drive_files_list(gc, token, NULL, NULL, 10, NULL, &l, &err), GOOGLE_OK);
+    drive_file_list_free(&l);
+    /* And is now served from the database. */
+    char second[2048];
+    assert_int_equal(
+        drive_auth_access_token(pg, gc, keys, u.id, false, second, sizeof(second), &err),
+        DRIVE_AUTH_OK);
+    assert_string_equal(second, token);
+    assert_int_equal(count_requests("POST", "/token"), 1);
+
+    /* Within the 120 s margin: refreshed. */
+    assert_int_equal(sql_exec("UPDATE users SET drive_token_expires_at = timezone('UTC', now()) +"
+                              " interval '60 seconds' WHERE id = $1",
+                              1, params),
+                     0);
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, u.id, false, token, sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    assert_string_not_equal(token, second);
+    assert_int_equal(count_requests("POST", "/token"), 2);
+
+    /* force (after a 401): refreshed although fresh. */
+    snprintf(second, sizeof(second), "%s", token);
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, u.id, true, token, sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    assert_string_not_equal(token, second);
+    assert_int_equal(count_requests("POST", "/token"), 3);
+
+    /* A buffer too small for the token. */
+    char tiny[8];
+    assert_int_not_equal(
+        drive_auth_access_token(pg, gc, keys, u.id, false, tiny, sizeof(tiny), &err),
+        DRIVE_AUTH_OK);
+    assert_string_equal(tiny, "");
+
+    free(before_access);
+    free(before_refresh);
+    free(after_access);
+    free(after_refresh);
+    seeded_free(&u.g);
+    pg_close(pg);
+}
+
+static void auth_revoked_transient_rotated(void **state)
+{
+    (void)state;
+    pg_conn_t *pg = connect_as("ca_job_worker");
+    char token[2048];
+    google_error_t err;
+
+    /* Revoked at Google: REVOKED, and the user is not marked here. */
+    db_user_t r = db_user("tm.revoked@example.com", keys, "-5 minutes");
+    char body[256];
+    snprintf(body, sizeof(body), "{\"email\":\"tm.revoked@example.com\"}");
+    admin("POST", "/__admin/revoke", body);
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, r.id, false, token, sizeof(token), &err),
+                     DRIVE_AUTH_REVOKED);
+    assert_string_equal(err.reason, "invalid_grant");
+    assert_string_equal(token, "");
+    char *connected = db_col(&r, "drive_connected");
+    assert_string_equal(connected, "true");
+    free(connected);
+    seeded_free(&r.g);
+
+    /* Google trouble: TRANSIENT. */
+    db_user_t t = db_user("tm.transient@example.com", keys, "-5 minutes");
+    clear_requests();
+    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":10,\"action\":"
+              "\"status\",\"status\":500}");
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, t.id, false, token, sizeof(token), &err),
+                     DRIVE_AUTH_TRANSIENT);
+    assert_int_equal(err.status, GOOGLE_ERR_SERVER);
+    clear_requests();
+    /* ...and fine once Google is back (the failed attempt left nothing locked). */
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, t.id, false, token, sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    seeded_free(&t.g);
+
+    /* Sealed with the old key while fresh: refreshed and everything re-sealed under the current
+     * key. */
+    db_user_t o = db_user("tm.oldkey@example.com", old_keys, "1 hour");
+    char *old_access = db_col(&o, "drive_access_token");
+    assert_true(crypto_envelope_needs_rotation(keys, old_access));
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, o.id, false, token, sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    char *new_access = db_col(&o, "drive_access_token");
+    char *new_refresh = db_col(&o, "drive_refresh_token");
+    assert_false(crypto_envelope_needs_rotation(keys, new_access));
+    assert_false(crypto_envelope_needs_rotation(keys, new_refresh));
+    char *opened = crypto_envelope_open(keys, new_access);
+    assert_string_equal(opened, token);
+    free(opened);
+    opened = crypto_envelope_open(keys, new_refresh);
+    assert_string_equal(opened, o.g.refresh);
+    free(opened);
+    free(old_access);
+    free(new_access);
+    free(new_refresh);
+    seeded_free(&o.g);
+
+    /* Google sent a new refresh token: it is stored (sealed). */
+    db_user_t n = db_user("tm.rotate@example.com", keys, "-5 minutes");
+    add_fault(
+        "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
+        "\"status\",\"status\":200,\"body\":{\"access_token\":\"ya29.rotated-access\","
+        "\"expires_in\":1800,\"refresh_token\":\"1//rotated-refresh\",\"token_type\":\"Bearer\"}}");
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, n.id, false, token, sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    assert_string_equal(token, "ya29.rotated-access");
+    char *stored = db_col(&n, "drive_refresh_token");
+    opened = crypto_envelope_open(keys, stored);
+    assert_string_equal(opened, "1//rotated-refresh");
+    free(opened);
+    free(stored);
+    char *later =
+        db_col(&n, "drive_token_expires_at BETWEEN timezone('UTC', now()) + interval '29 minutes'"
+                   " AND timezone('UTC', now()) + interval '31 minutes'");
+    assert_string_equal(later, "true");
+    free(later);
+    seeded_free(&n.g);
+
+    pg_close(pg);
+}
+
+static void auth_no_tokens_and_db_errors(void **state)
+{
+    (void)state;
+    pg_conn_t *pg = connect_as("ca_drive_poller");
+    char token[2048];
+    google_error_t err;
+
+    db_user_t none = db_user("tm.none@example.com", NULL, "1 hour");
+    assert_int_equal(
+        drive_auth_access_token(pg, gc, keys, none.id, false, token, sizeof(token), &err),
+        DRIVE_AUTH_NO_TOKENS);
+    seeded_free(&none.g);
+
+    db_user_t off = db_user("tm.off@example.com", keys, "1 hour");
+    const char *params[] = {off.id};
+    assert_int_equal(sql_exec("UPDATE users SET drive_connected = false WHERE id = $1", 1, params),
+                     0);
+    assert_int_equal(
+        drive_auth_access_token(pg, gc, keys, off.id, false, token, sizeof(token), &err),
+        DRIVE_AUTH_NO_TOKENS);
+    assert_string_equal(token, "");
+    seeded_free(&off.g);
+
+    /* Expired with no refresh token. */
+    db_user_t half = db_user("tm.half@example.com", keys, "-1 hour");
+    const char *p2[] = {half.id};
+    assert_int_equal(sql_exec("UPDATE users SET drive_refresh_token = NULL WHERE id = $1", 1, p2),
+                     0);
+    assert_int_equal(
+        drive_auth_access_token(pg, gc, keys, half.id, false, token, sizeof(token), &err),
+        DRIVE_AUTH_NO_TOKENS);
+    seeded_free(&half.g);
+
+    assert_int_equal(drive_auth_access_token(pg, gc, keys, "00000000-0000-0000-0000-000000000000",
+                                             false, token, sizeof(token), &err),
+                     DRIVE_AUTH_NO_TOKENS);
+    assert_int_equal(
+        drive_auth_access_token(pg, gc, keys, "not-a-uuid", false, token, sizeof(token), &err),
+        DRIVE_AUTH_NO_TOKENS);
+    /* The connection is still usable after that error. */
+    assert_true(pg_ping(pg));
+    pg_close(pg);
+
+    /* A role that may read users but not store tokens: DB error, nothing changed. */
+    db_user_t b = db_user("tm.billing@example.com", keys, "-1 hour");
+    char *before = db_col(&b, "drive_access_token");
+    pg_conn_t *billing = connect_as("ca_billing_webhook");
+    assert_int_equal(
+        drive_auth_access_token(billing, gc, keys, b.id, false, token, sizeof(token), &err),
+        DRIVE_AUTH_DB);
+    assert_false(pg_in_transaction(billing));
+    char *after = db_col(&b, "drive_access_token");
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    pg_close(billing);
+    seeded_free(&b.g);
+}
+
+typedef struct {
+    const char *user_id;
+    drive_auth_status_t st;
+    char token[2048];
+} racer_t;
+
+static void *racer(void *arg)
+{
+    racer_t *r = arg;
+    pg_conn_t *pg = connect_as("ca_job_worker");
+    google_client_t *c = new_client(10000, 3, CLIENT_SECRET);
+    google_error_t err;
+    r->st =
+        drive_auth_access_token(pg, c, keys, r->user_id, false, r->token, sizeof(r->token), &err);
+    google_client_free(c);
+    pg_close(pg);
+    return NULL;
+}
+
+static void auth_concurrent_refresh_once(void **state)
+{
+    (void)state;
+    db_user_t u = db_user("tm.race@example.com", keys, "-1 minute");
+    clear_requests();
+    /* Slow the token endpoint so that both threads arrive while one refreshes. */
+    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
+              "\"delay\",\"delay_ms\":500}");
+    enum { N = 4 };
+    racer_t r[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].user_id = u.id;
+        assert_int_equal(pthread_create(&th[i], NULL, racer, &r[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].st, DRIVE_AUTH_OK);
+        assert_string_equal(r[i].token, r[0].token);
+    }
+    assert_string_not_equal(r[0].token, u.g.access);
+    assert_int_equal(count_requests("POST", "/token"), 1);
+    seeded_free(&u.g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(status_names_and_transience),
+        cmocka_unit_test(image_detection),
+        cmocka_unit_test_setup(oauth_code_exchange_refresh_userinfo, test_setup),
+        cmocka_unit_test_setup(files_list_pages_and_fields, test_setup),
+        cmocka_unit_test_setup(files_get_and_download, test_setup),
+        cmocka_unit_test_setup(folder_upload_find_share, test_setup),
+        cmocka_unit_test_setup(changes_feed, test_setup),
+        cmocka_unit_test_setup(error_classification, test_setup),
+        cmocka_unit_test_setup(auth_fresh_expired_force, test_setup),
+        cmocka_unit_test_setup(auth_revoked_transient_rotated, test_setup),
+        cmocka_unit_test_setup(auth_no_tokens_and_db_errors, test_setup),
+        cmocka_unit_test_setup(auth_concurrent_refresh_once, test_setup),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
