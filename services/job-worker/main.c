@@ -3,12 +3,14 @@
  * Processed, records the result; sends notification e-mail. Owns jobs and
  * jobs_archive.
  *
- * Foundation state: boots, migrates its slice, answers /healthz, /readyz and
- * /metrics, and archives old jobs on `cleanup`. Processing is issue #4.
+ * Boots, migrates its slice, answers /healthz, /readyz and /metrics, archives
+ * old jobs on `cleanup`, and processes jobs (worker.c, job.c; see
+ * docs/job-worker.md).
  */
 #include "cpu_exec.h"
 #include "daemon.h"
 #include "log.h"
+#include "worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +37,16 @@ static const config_var_t worker_vars[] = {
     {"WORKER_CONCURRENCY", CFG_INT, NULL, false, false, 1, 256, "jobs at a time (default: cores)"},
     {"MAX_IMAGE_BYTES", CFG_INT, "52428800", false, false, 1024, 1073741824L,
      "largest original accepted (bytes)"},
+    {"WORKER_LEASE_SECONDS", CFG_INT, "60", false, false, 5, 3600,
+     "a claimed job's lease; extended every 5 s while it runs, requeued when it expires"},
+    {"WORKER_REPUSH_SECONDS", CFG_INT, "30", false, false, 1, 3600,
+     "queued jobs untouched this long and missing from Redis are pushed again"},
+    {"WORKER_RETRY_BASE_MS", CFG_INT, "2000", false, false, 10, 600000,
+     "first retry delay; doubles per retry up to 5 min, with jitter"},
+    {"COMFYUI_TIMEOUT_SECONDS", CFG_INT, "600", false, false, 1, 86400,
+     "a ComfyUI prompt taking longer fails with timeout (retried)"},
+    {"EMAIL_DIGEST_WAIT_SECONDS", CFG_INT, "300", false, false, 0, 86400,
+     "a digest waits for the user's queued jobs at most this long"},
 };
 
 /* Retention (seed schema): jobs older than 90 days move to jobs_archive, in one
@@ -74,6 +86,10 @@ static const service_t job_worker_service = {
     .vars = worker_vars,
     .nvars = sizeof(worker_vars) / sizeof(worker_vars[0]),
     .migrations = job_worker_migrations,
+    .start = worker_start,
+    .drain = worker_drain,
+    .drained = worker_drained,
+    .stop = worker_stop,
     .cleanup = worker_cleanup,
     .command = job_worker_command,
     .command_help = "  render GRAPH_OR_PRESET INPUT OUTPUT  run the CPU executor on local files\n",

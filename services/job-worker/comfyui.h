@@ -1,0 +1,71 @@
+/*
+ * comfyui — the job-worker's client of a ComfyUI server (COMFYUI_URL).
+ *
+ *   upload the input      POST /upload/image (multipart/form-data, overwrite)
+ *   queue the graph       POST /prompt {prompt, client_id}; 400 → validation error
+ *   follow it             GET /history/{prompt_id} every 250 ms (history polling;
+ *                         the websocket is not used) until it has outputs or an
+ *                         error, or the timeout passes (then POST /interrupt)
+ *   fetch the result      GET /view?filename&subfolder&type
+ *
+ * Blocking, on the caller's http_client_t (one per thread).
+ */
+#ifndef CA_COMFYUI_H
+#define CA_COMFYUI_H
+
+#include "http_client.h"
+
+#include <cjson/cJSON.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+typedef enum {
+    COMFY_OK = 0,
+    COMFY_INVALID,     /* 400 from /prompt (node_errors): permanent, processing_error */
+    COMFY_NODE_ERROR,  /* the prompt ran and a node failed: permanent, processing_error */
+    COMFY_TIMEOUT,     /* no result within the timeout: retryable, timeout */
+    COMFY_UNAVAILABLE, /* connection refused, 5xx, 429: retryable */
+    COMFY_TOO_LARGE,   /* the result is over the cap */
+    COMFY_PROTOCOL,    /* an answer we could not understand: retryable */
+} comfy_status_t;
+
+typedef struct {
+    http_client_t *http;
+    const char *base_url; /* COMFYUI_URL, no trailing slash needed */
+    const char *client_id;
+    int timeout_s;           /* overall, from queueing to result */
+    size_t max_output;       /* cap on the fetched result */
+    const atomic_int *abort; /* may be NULL: set → give up like a timeout */
+    /* Called once the prompt is queued (store the id on the job). May be NULL. */
+    void (*on_prompt)(void *arg, const char *prompt_id);
+    void *on_prompt_arg;
+} comfy_opts_t;
+
+typedef struct {
+    char prompt_id[64];
+    void *output; /* malloc'd */
+    size_t output_len;
+    char ext[8];   /* from the output's file name, e.g. "png" */
+    char mime[24]; /* from the extension */
+} comfy_result_t;
+
+/* Runs `graph` (not modified: a copy gets the uploaded input's name on every
+ * LoadImage node) with `input` as the image. When `resume_prompt_id` is not
+ * NULL/empty and ComfyUI's history still holds that prompt finished, its
+ * output is fetched instead of running again. `msg` gets a one-line message a
+ * user can read on failure. */
+comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *upload_name,
+                         const void *input, size_t input_len, const char *resume_prompt_id,
+                         comfy_result_t *out, char *msg, size_t msglen);
+void comfy_result_free(comfy_result_t *r);
+
+/* Builds a multipart/form-data body with one file part (`field`, `filename`,
+ * `type`) and text fields (pairs, may be NULL). Returns the body (caller
+ * frees), its length and the content type (caller frees). Exposed for tests. */
+char *comfy_multipart_form(const char *field, const char *filename, const char *type,
+                           const void *data, size_t len, const http_pair_t *fields,
+                           size_t nfields, size_t *out_len, char **content_type);
+
+const char *comfy_status_name(comfy_status_t st);
+
+#endif

@@ -1,0 +1,863 @@
+/*
+ * job — one job, from claim to the fenced completion (see worker.h and
+ * docs/job-worker.md for the steps and their failure codes).
+ */
+#include "comfyui.h"
+#include "cpu_exec.h"
+#include "cpu_nodes.h"
+#include "log.h"
+#include "metrics.h"
+#include "worker.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *code; /* DESIGN.md job error code */
+    bool transient;   /* retry with backoff while retries remain */
+    char message[512];
+} job_err_t;
+
+typedef struct {
+    char id[WORKER_JOB_ID_MAX];
+    char attempt[16];
+    char user_id[WORKER_JOB_ID_MAX];
+    char *drive_file_id;
+    char *drive_file_name;
+    char *drive_folder_id;
+    char *preset_name;
+    char *prompt_id; /* comfyui_prompt_id of an earlier attempt, "" when none */
+    int retry_count;
+    int max_retries;
+    bool reserved; /* usage reserved by this attempt (release on permanent failure) */
+    int64_t started_ms;
+
+    /* results */
+    char *output_file_id;
+    char *output_name;
+    char *output_url;
+} job_t;
+
+static metric_t *m_jobs;
+static metric_t *m_seconds;
+static metric_t *m_drive;
+static metric_t *m_retries;
+
+void worker_metrics_init(void)
+{
+    static const double buckets[] = {0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300};
+    m_jobs = metrics_counter("ca_worker_jobs_total", "Jobs finished by this worker",
+                             "status,error_code");
+    m_seconds = metrics_histogram("ca_worker_job_seconds",
+                                  "Processing time of completed jobs per preset", "preset",
+                                  buckets, sizeof(buckets) / sizeof(buckets[0]));
+    m_drive = metrics_counter("ca_worker_drive_calls_total", "Google Drive calls", "call,status");
+    m_retries = metrics_counter("ca_worker_job_retries_total", "Jobs scheduled for a retry",
+                                "error_code");
+}
+
+void worker_metric_drive(const char *call, google_status_t st)
+{
+    metric_add(m_drive, 1, call, google_status_name(st));
+}
+
+static void job_free(job_t *j)
+{
+    free(j->drive_file_id);
+    free(j->drive_file_name);
+    free(j->drive_folder_id);
+    free(j->preset_name);
+    free(j->prompt_id);
+    free(j->output_file_id);
+    free(j->output_name);
+    free(j->output_url);
+}
+
+static void set_err(job_err_t *e, const char *code, bool transient, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_err(job_err_t *e, const char *code, bool transient, const char *fmt, ...)
+{
+    e->code = code;
+    e->transient = transient;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+}
+
+static bool is_uuid(const char *s)
+{
+    if (strlen(s) != 36) {
+        return false;
+    }
+    for (int i = 0; i < 36; i++) {
+        char c = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-') {
+                return false;
+            }
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Drive ids are [A-Za-z0-9_-]; anything else never goes into a query. */
+static bool is_drive_id(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 200) {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        char c = *s;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static char *dupv(PGresult *res, int col)
+{
+    return strdup(PQgetisnull(res, 0, col) ? "" : PQgetvalue(res, 0, col));
+}
+
+/* ---- claim ---- */
+
+/* 1 claimed, 0 not claimable (done, cancelled, held), -1 database error. */
+static int claim(worker_thread_t *t, const char *id, job_t *j)
+{
+    char lease[16];
+    char err[256];
+    snprintf(lease, sizeof(lease), "%d", t->ctx->lease_s);
+    const char *params[3] = {id, t->worker_id, lease};
+    PGresult *res = pg_exec(
+        t->pg,
+        "UPDATE jobs SET status = 'processing', attempt = attempt + 1, worker_id = $2,"
+        " started_at = COALESCE(started_at, timezone('UTC', now())),"
+        " lease_expires_at = timezone('UTC', now()) + make_interval(secs => $3::int)"
+        " WHERE id = $1::uuid AND (status = 'queued' OR (status = 'processing'"
+        "   AND lease_expires_at < timezone('UTC', now())))"
+        " RETURNING attempt, user_id, drive_file_id, drive_file_name, drive_folder_id,"
+        "   preset_name, COALESCE(comfyui_prompt_id, ''), COALESCE(retry_count, 0),"
+        "   COALESCE(max_retries, 3)",
+        3, params, err, sizeof(err));
+    if (res == NULL) {
+        log_warn("claim failed: %s", err);
+        return -1;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return 0;
+    }
+    snprintf(j->id, sizeof(j->id), "%s", id);
+    snprintf(j->attempt, sizeof(j->attempt), "%s", PQgetvalue(res, 0, 0));
+    snprintf(j->user_id, sizeof(j->user_id), "%s", PQgetvalue(res, 0, 1));
+    j->drive_file_id = dupv(res, 2);
+    j->drive_file_name = dupv(res, 3);
+    j->drive_folder_id = dupv(res, 4);
+    j->preset_name = dupv(res, 5);
+    j->prompt_id = dupv(res, 6);
+    j->retry_count = atoi(PQgetvalue(res, 0, 7));
+    j->max_retries = atoi(PQgetvalue(res, 0, 8));
+    PQclear(res);
+    return 1;
+}
+
+/* ---- finishing (fenced) ---- */
+
+static int outbox_add(worker_thread_t *t, const job_t *j, char *err, size_t errlen)
+{
+    if (t->ctx->smtp_url == NULL || j->user_id[0] == '\0') {
+        return 0;
+    }
+    const char *p[2] = {j->user_id, j->id};
+    return pg_exec_cmd(t->pg,
+                       "INSERT INTO email_outbox (user_id, job_ids)"
+                       " SELECT u.id, ARRAY[$2::uuid] FROM users u"
+                       " WHERE u.id = $1::uuid AND COALESCE(u.email_notifications, true)",
+                       2, p, err, errlen);
+}
+
+/* Runs `fn` in a transaction, retrying serialization failures. */
+static int complete(worker_thread_t *t, job_t *j, bool *fenced_out)
+{
+    char err[512];
+    char ms[32];
+    snprintf(ms, sizeof(ms), "%" PRId64, worker_mono_ms() - j->started_ms);
+    *fenced_out = false;
+    for (int tries = 0; tries < 3; tries++) {
+        if (pg_begin(t->pg, err, sizeof(err)) != 0) {
+            continue;
+        }
+        const char *p[8] = {j->id, j->attempt, ms, t->worker_id, j->output_file_id,
+                            j->output_name, j->output_url};
+        PGresult *res = pg_exec(
+            t->pg,
+            "UPDATE jobs SET status = 'completed', completed_at = timezone('UTC', now()),"
+            " processing_time_ms = $3::int, worker_id = $4, output_drive_file_id = $5,"
+            " output_file_name = $6, output_url = $7, lease_expires_at = NULL,"
+            " error_code = NULL, error_message = NULL"
+            " WHERE id = $1::uuid AND attempt = $2::int AND status = 'processing'",
+            7, p, err, sizeof(err));
+        if (res == NULL) {
+            pg_rollback(t->pg);
+            continue;
+        }
+        bool won = strcmp(PQcmdTuples(res), "1") == 0;
+        PQclear(res);
+        if (!won) {
+            pg_rollback(t->pg);
+            *fenced_out = true;
+            return 0;
+        }
+        const char *fp[1] = {j->id};
+        res = pg_exec(t->pg, "SELECT billing_finalize_usage($1::uuid)", 1, fp, err, sizeof(err));
+        if (res == NULL) {
+            pg_rollback(t->pg);
+            continue;
+        }
+        PQclear(res);
+        if (outbox_add(t, j, err, sizeof(err)) != 0 || pg_commit(t->pg, err, sizeof(err)) != 0) {
+            pg_rollback(t->pg);
+            continue;
+        }
+        return 0;
+    }
+    log_warn("completion not recorded: %s", err);
+    return -1;
+}
+
+/* Records a failure: back to queued (transient, retries left) or failed.
+ * Returns the new status ("queued", "failed"), "" when fenced out, NULL on a
+ * database error. *retry_n gets the new retry_count. */
+static const char *record_failure(worker_thread_t *t, job_t *j, const job_err_t *e, int *retry_n)
+{
+    char err[512];
+    char ms[32];
+    snprintf(ms, sizeof(ms), "%" PRId64, worker_mono_ms() - j->started_ms);
+    for (int tries = 0; tries < 3; tries++) {
+        if (pg_begin(t->pg, err, sizeof(err)) != 0) {
+            continue;
+        }
+        const char *p[7] = {j->id, j->attempt, e->transient ? "true" : "false", e->code,
+                            e->message, ms, t->worker_id};
+        PGresult *res = pg_exec(
+            t->pg,
+            "UPDATE jobs SET"
+            " status = CASE WHEN $3::bool AND COALESCE(retry_count, 0) < COALESCE(max_retries, 3)"
+            "   THEN 'queued' ELSE 'failed' END,"
+            " retry_count = CASE WHEN $3::bool AND COALESCE(retry_count, 0) < COALESCE(max_retries, 3)"
+            "   THEN COALESCE(retry_count, 0) + 1 ELSE retry_count END,"
+            " completed_at = CASE WHEN $3::bool AND COALESCE(retry_count, 0) < COALESCE(max_retries, 3)"
+            "   THEN NULL ELSE timezone('UTC', now()) END,"
+            " error_code = $4, error_message = $5, processing_time_ms = $6::int, worker_id = $7,"
+            " lease_expires_at = NULL"
+            " WHERE id = $1::uuid AND attempt = $2::int AND status = 'processing'"
+            " RETURNING status, retry_count",
+            7, p, err, sizeof(err));
+        if (res == NULL) {
+            pg_rollback(t->pg);
+            continue;
+        }
+        if (PQntuples(res) == 0) {
+            PQclear(res);
+            pg_rollback(t->pg);
+            return "";
+        }
+        const char *status = strcmp(PQgetvalue(res, 0, 0), "queued") == 0 ? "queued" : "failed";
+        *retry_n = atoi(PQgetvalue(res, 0, 1));
+        PQclear(res);
+        bool ok = true;
+        if (strcmp(status, "failed") == 0) {
+            if (j->reserved) {
+                const char *rp[1] = {j->id};
+                res = pg_exec(t->pg, "SELECT billing_release_usage($1::uuid, true)", 1, rp, err,
+                              sizeof(err));
+                ok = res != NULL;
+                PQclear(res);
+            }
+            ok = ok && outbox_add(t, j, err, sizeof(err)) == 0;
+        }
+        if (!ok || pg_commit(t->pg, err, sizeof(err)) != 0) {
+            pg_rollback(t->pg);
+            continue;
+        }
+        return status;
+    }
+    log_warn("failure not recorded: %s", err);
+    return NULL;
+}
+
+/* ---- Drive ---- */
+
+static int access_token(worker_thread_t *t, job_t *j, bool force, char *token, size_t toklen,
+                        job_err_t *e)
+{
+    google_error_t gerr = {0};
+    drive_auth_status_t st = drive_auth_access_token(t->pg, t->gc, t->ctx->keys, j->user_id, force,
+                                                     token, toklen, &gerr);
+    switch (st) {
+    case DRIVE_AUTH_OK:
+        return 0;
+    case DRIVE_AUTH_REVOKED: {
+        char err[256];
+        const char *p[2] = {j->user_id, "invalid_grant: Google Drive access was revoked"};
+        PGresult *res = pg_exec(t->pg, "SELECT users_mark_drive_disconnected($1::uuid, $2)", 2, p,
+                                err, sizeof(err));
+        if (res == NULL) {
+            log_warn("could not mark the user's Drive disconnected: %s", err);
+        }
+        PQclear(res);
+        set_err(e, "drive_auth_revoked", false,
+                "Google Drive access was revoked. Reconnect Google Drive in the dashboard and "
+                "retry this image.");
+        return -1;
+    }
+    case DRIVE_AUTH_NO_TOKENS:
+        set_err(e, "drive_auth_revoked", false,
+                "Google Drive is not connected. Connect Google Drive in the dashboard and retry "
+                "this image.");
+        return -1;
+    case DRIVE_AUTH_TRANSIENT:
+        set_err(e, "timeout", true, "Google did not answer when we renewed Drive access (%s).",
+                gerr.message[0] != '\0' ? gerr.message : google_status_name(gerr.status));
+        return -1;
+    case DRIVE_AUTH_DB:
+        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
+        return -1;
+    }
+    set_err(e, "processing_error", true, "unexpected token state");
+    return -1;
+}
+
+/* The error of a Drive call made while reading the original. */
+static void download_err(google_status_t st, const google_error_t *g, size_t cap, job_err_t *e)
+{
+    switch (st) {
+    case GOOGLE_ERR_NOT_FOUND:
+        set_err(e, "drive_file_not_found", false,
+                "The original is no longer in Google Drive (deleted, moved out of reach or "
+                "unshared).");
+        return;
+    case GOOGLE_ERR_FORBIDDEN:
+        set_err(e, "drive_forbidden", false,
+                "Google Drive does not let this app read the original (%s).",
+                g->reason[0] != '\0' ? g->reason : "permission denied");
+        return;
+    case GOOGLE_ERR_TOO_LARGE:
+        set_err(e, "image_too_large", false,
+                "The original is larger than the %zu MB limit.", cap / (1024 * 1024));
+        return;
+    case GOOGLE_ERR_INVALID_GRANT:
+        set_err(e, "drive_auth_revoked", false,
+                "Google Drive access was revoked. Reconnect Google Drive in the dashboard.");
+        return;
+    case GOOGLE_ERR_NETWORK:
+        set_err(e, "timeout", true, "Google Drive did not answer in time; we will retry.");
+        return;
+    default:
+        set_err(e, "processing_error", google_status_transient(st) || st == GOOGLE_ERR_AUTH,
+                "Google Drive could not send the original (%s, HTTP %ld).",
+                google_status_name(st), g->http_status);
+        return;
+    }
+}
+
+static void upload_err(google_status_t st, const google_error_t *g, const char *what, job_err_t *e)
+{
+    if (st == GOOGLE_ERR_FORBIDDEN) {
+        set_err(e, "drive_forbidden", false,
+                "Google Drive does not let this app write to the output folder (%s).",
+                g->reason[0] != '\0' ? g->reason : "permission denied");
+        return;
+    }
+    if (st == GOOGLE_ERR_INVALID_GRANT) {
+        set_err(e, "drive_auth_revoked", false,
+                "Google Drive access was revoked. Reconnect Google Drive in the dashboard.");
+        return;
+    }
+    bool transient = google_status_transient(st) || st == GOOGLE_ERR_AUTH;
+    set_err(e, "upload_failed", transient, "Saving the result to Google Drive failed (%s: %s%s).",
+            what, google_status_name(st), transient ? "; we will retry" : "");
+}
+
+/* The output folder: users.output_folder_id when the job comes from the watched
+ * folder, else (or when unset) the "Processed" folder inside the job's folder,
+ * made if missing. */
+static int output_folder(worker_thread_t *t, job_t *j, const char *token, char *folder,
+                         size_t folderlen, job_err_t *e)
+{
+    char err[256];
+    const char *p[2] = {j->user_id, j->drive_folder_id};
+    PGresult *res = pg_exec(t->pg,
+                            "SELECT COALESCE(output_folder_id, '') FROM users WHERE id = $1::uuid"
+                            " AND (watched_folder_id = $2 OR watched_folder_id IS NULL)",
+                            2, p, err, sizeof(err));
+    if (res == NULL) {
+        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
+        return -1;
+    }
+    if (PQntuples(res) == 1 && is_drive_id(PQgetvalue(res, 0, 0))) {
+        snprintf(folder, folderlen, "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        return 0;
+    }
+    PQclear(res);
+    if (!is_drive_id(j->drive_folder_id)) {
+        set_err(e, "upload_failed", false, "The job has no valid Drive folder.");
+        return -1;
+    }
+    char q[512];
+    snprintf(q, sizeof(q),
+             "'%s' in parents and name = 'Processed' and mimeType = '" DRIVE_FOLDER_MIME
+             "' and trashed = false",
+             j->drive_folder_id);
+    drive_file_list_t list = {0};
+    google_error_t gerr = {0};
+    google_status_t st = drive_files_list(t->gc, token, q, NULL, 10, NULL, &list, &gerr);
+    worker_metric_drive("files.list", st);
+    if (st != GOOGLE_OK) {
+        upload_err(st, &gerr, "finding the Processed folder", e);
+        return -1;
+    }
+    if (list.n > 0) {
+        snprintf(folder, folderlen, "%s", list.files[0].id);
+        drive_file_list_free(&list);
+        return 0;
+    }
+    drive_file_list_free(&list);
+    drive_file_t f = {0};
+    st = drive_create_folder(t->gc, token, "Processed", j->drive_folder_id, NULL, &f, &gerr);
+    worker_metric_drive("files.create", st);
+    if (st != GOOGLE_OK) {
+        upload_err(st, &gerr, "creating the Processed folder", e);
+        return -1;
+    }
+    snprintf(folder, folderlen, "%s", f.id);
+    drive_file_free(&f);
+    return 0;
+}
+
+/* "<stem>_<preset>.<ext>" */
+static char *output_name(const char *original, const char *preset, const char *ext)
+{
+    const char *dot = strrchr(original, '.');
+    size_t stem = (dot != NULL && dot != original) ? (size_t)(dot - original) : strlen(original);
+    size_t n = stem + strlen(preset) + strlen(ext) + 3;
+    char *name = malloc(n);
+    if (name != NULL) {
+        snprintf(name, n, "%.*s_%s.%s", (int)stem, original, preset, ext);
+    }
+    return name;
+}
+
+static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, const void *data,
+                      size_t len, const char *ext, const char *mime, job_err_t *e)
+{
+    google_error_t gerr = {0};
+    google_status_t st = GOOGLE_OK;
+    drive_file_t f = {0};
+    bool have = false;
+
+    /* 1. an upload of an earlier attempt of this job? */
+    char q[256];
+    snprintf(q, sizeof(q),
+             "appProperties has { key='ca_job_id' and value='%s' } and trashed = false", j->id);
+    for (int pass = 0; pass < 2; pass++) {
+        drive_file_list_t list = {0};
+        st = drive_files_list(t->gc, token, q, NULL, 10, NULL, &list, &gerr);
+        worker_metric_drive("files.list", st);
+        if (st == GOOGLE_OK && list.n > 0) {
+            f = list.files[0];
+            memset(&list.files[0], 0, sizeof(list.files[0]));
+            have = true;
+        }
+        drive_file_list_free(&list);
+        if (st != GOOGLE_ERR_AUTH || pass == 1) {
+            break;
+        }
+        if (access_token(t, j, true, token, toklen, e) != 0) {
+            return -1;
+        }
+    }
+    if (st != GOOGLE_OK) {
+        upload_err(st, &gerr, "looking for an earlier upload", e);
+        return -1;
+    }
+    if (have) {
+        log_info("reusing the output %s uploaded by an earlier attempt", f.id);
+    } else {
+        char folder[256];
+        if (output_folder(t, j, token, folder, sizeof(folder), e) != 0) {
+            return -1;
+        }
+        char *name = output_name(j->drive_file_name, j->preset_name, ext);
+        cJSON *props = cJSON_CreateObject();
+        if (name == NULL || props == NULL) {
+            free(name);
+            cJSON_Delete(props);
+            set_err(e, "processing_error", true, "out of memory");
+            return -1;
+        }
+        cJSON_AddStringToObject(props, "ca_job_id", j->id);
+        st = drive_upload(t->gc, token, name, mime, folder, props, data, len, &f, &gerr);
+        worker_metric_drive("files.upload", st);
+        free(name);
+        cJSON_Delete(props);
+        if (st != GOOGLE_OK) {
+            upload_err(st, &gerr, "upload", e);
+            return -1;
+        }
+    }
+
+    /* 2. share: anyone with the link can view */
+    st = drive_share_anyone_reader(t->gc, token, f.id, &gerr);
+    worker_metric_drive("permissions.create", st);
+    if (st != GOOGLE_OK) {
+        upload_err(st, &gerr, "sharing", e);
+        drive_file_free(&f);
+        return -1;
+    }
+    j->output_file_id = strdup(f.id);
+    j->output_name = strdup(f.name != NULL ? f.name : "");
+    j->output_url = strdup(f.web_view_link != NULL ? f.web_view_link : "");
+    drive_file_free(&f);
+    if (j->output_file_id == NULL || j->output_name == NULL || j->output_url == NULL) {
+        set_err(e, "processing_error", true, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the pipeline ---- */
+
+static int reserve(worker_thread_t *t, job_t *j, job_err_t *e)
+{
+    char err[256];
+    const char *p[2] = {j->id, j->user_id};
+    PGresult *res = pg_exec(t->pg,
+                            "SELECT outcome, COALESCE(monthly_limit, 0) FROM"
+                            " billing_reserve_usage($1::uuid, $2::uuid)",
+                            2, p, err, sizeof(err));
+    if (res == NULL || PQntuples(res) != 1) {
+        PQclear(res);
+        log_warn("usage reservation failed: %s", err);
+        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
+        return -1;
+    }
+    const char *outcome = PQgetvalue(res, 0, 0);
+    if (strcmp(outcome, "blocked") == 0) {
+        set_err(e, "quota_exceeded", false,
+                "Your plan's limit of %s images this month is used up. Upgrade your plan or "
+                "wait for next month, then retry this image.",
+                PQgetvalue(res, 0, 1));
+        PQclear(res);
+        return -1;
+    }
+    PQclear(res);
+    j->reserved = true;
+    return 0;
+}
+
+static cJSON *load_preset(worker_thread_t *t, job_t *j, job_err_t *e)
+{
+    char err[256];
+    const char *p[2] = {j->preset_name, j->user_id};
+    PGresult *res = pg_exec(
+        t->pg,
+        "SELECT workflow_json::text FROM presets WHERE name = $1 AND COALESCE(is_active, true)"
+        " AND (created_by_user_id IS NULL OR created_by_user_id = $2::uuid"
+        "      OR COALESCE(is_public, false))"
+        " ORDER BY (created_by_user_id = $2::uuid) DESC NULLS LAST,"
+        "          (created_by_user_id IS NULL) DESC, created_at LIMIT 1",
+        2, p, err, sizeof(err));
+    if (res == NULL) {
+        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
+        return NULL;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        set_err(e, "preset_not_found", false,
+                "The preset \"%s\" does not exist or is no longer available. Pick another preset "
+                "and retry.",
+                j->preset_name);
+        return NULL;
+    }
+    cJSON *graph = cJSON_Parse(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (graph == NULL) {
+        set_err(e, "processing_error", false, "The preset's workflow is not valid JSON.");
+    }
+    return graph;
+}
+
+typedef struct {
+    worker_thread_t *t;
+    job_t *j;
+} prompt_arg_t;
+
+static void store_prompt_id(void *arg, const char *prompt_id)
+{
+    prompt_arg_t *a = arg;
+    char err[256];
+    const char *p[3] = {a->j->id, a->j->attempt, prompt_id};
+    if (pg_exec_cmd(a->t->pg,
+                    "UPDATE jobs SET comfyui_prompt_id = $3 WHERE id = $1::uuid"
+                    " AND attempt = $2::int AND status = 'processing'",
+                    3, p, err, sizeof(err)) != 0) {
+        log_warn("could not store the ComfyUI prompt id: %s", err);
+    }
+}
+
+static int run_comfyui(worker_thread_t *t, job_t *j, const cJSON *graph, const void *input,
+                       size_t len, comfy_result_t *out, job_err_t *e)
+{
+    char upload_name[128];
+    const char *dot = strrchr(j->drive_file_name, '.');
+    char ext[8] = "jpg";
+    if (dot != NULL && strlen(dot + 1) < sizeof(ext) && is_drive_id(dot + 1)) {
+        snprintf(ext, sizeof(ext), "%s", dot + 1);
+    }
+    snprintf(upload_name, sizeof(upload_name), "ca_%s.%s", j->id, ext);
+    prompt_arg_t pa = {t, j};
+    comfy_opts_t o = {.http = t->http,
+                      .base_url = t->ctx->comfyui_url,
+                      .client_id = t->worker_id,
+                      .timeout_s = t->ctx->comfyui_timeout_s,
+                      .max_output = t->ctx->max_image_bytes * 4,
+                      .abort = &t->ctx->stop,
+                      .on_prompt = store_prompt_id,
+                      .on_prompt_arg = &pa};
+    char msg[400];
+    comfy_status_t st = comfy_run(&o, graph, upload_name, input, len, j->prompt_id, out, msg,
+                                  sizeof(msg));
+    switch (st) {
+    case COMFY_OK:
+        return 0;
+    case COMFY_INVALID:
+    case COMFY_NODE_ERROR:
+        set_err(e, "processing_error", false, "%s", msg);
+        return -1;
+    case COMFY_TIMEOUT:
+        set_err(e, "timeout", true, "%s", msg);
+        return -1;
+    case COMFY_TOO_LARGE:
+        set_err(e, "image_too_large", false, "The processed image is too large to save.");
+        return -1;
+    case COMFY_UNAVAILABLE:
+    case COMFY_PROTOCOL:
+        set_err(e, "comfyui_unavailable", true, "%s", msg);
+        return -1;
+    }
+    return -1;
+}
+
+static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
+{
+    int rc = -1;
+    cJSON *graph = NULL;
+    cJSON *verr = NULL;
+    void *input = NULL;
+    size_t input_len = 0;
+    cpu_exec_job_t cj = {0};
+    comfy_result_t cr = {0};
+    char token[4096];
+
+    if (j->user_id[0] == '\0') {
+        set_err(e, "processing_error", false, "The job has no user.");
+        goto out;
+    }
+    if (reserve(t, j, e) != 0) {
+        goto out;
+    }
+    graph = load_preset(t, j, e);
+    if (graph == NULL) {
+        goto out;
+    }
+    graph_status_t gs = graph_validate(graph, cpu_exec_registry(), &verr);
+    bool use_comfy = false;
+    if (gs == GRAPH_UNKNOWN_CLASS) {
+        if (t->ctx->comfyui_url == NULL) {
+            set_err(e, "comfyui_unavailable", false,
+                    "The preset \"%s\" needs the GPU image server, which is not available.",
+                    j->preset_name);
+            goto out;
+        }
+        use_comfy = true;
+    } else if (gs == GRAPH_INVALID) {
+        char *summary = graph_error_summary(verr);
+        set_err(e, "processing_error", false, "The preset \"%s\" is not valid: %s",
+                j->preset_name, summary != NULL ? summary : "validation failed");
+        free(summary);
+        goto out;
+    }
+
+    if (access_token(t, j, false, token, sizeof(token), e) != 0) {
+        goto out;
+    }
+    if (!is_drive_id(j->drive_file_id)) {
+        set_err(e, "drive_file_not_found", false, "The job's Drive file id is not valid.");
+        goto out;
+    }
+    google_error_t gerr = {0};
+    google_status_t st = GOOGLE_OK;
+    for (int pass = 0; pass < 2; pass++) {
+        st = drive_download(t->gc, token, j->drive_file_id, t->ctx->max_image_bytes, &input,
+                            &input_len, &gerr);
+        worker_metric_drive("files.download", st);
+        if (st != GOOGLE_ERR_AUTH || pass == 1) {
+            break;
+        }
+        if (access_token(t, j, true, token, sizeof(token), e) != 0) {
+            goto out;
+        }
+    }
+    if (st != GOOGLE_OK) {
+        download_err(st, &gerr, t->ctx->max_image_bytes, e);
+        goto out;
+    }
+
+    const void *out_data;
+    size_t out_len;
+    const char *ext;
+    const char *mime;
+    if (use_comfy) {
+        if (run_comfyui(t, j, graph, input, input_len, &cr, e) != 0) {
+            goto out;
+        }
+        out_data = cr.output;
+        out_len = cr.output_len;
+        ext = cr.ext;
+        mime = cr.mime;
+    } else {
+        char xerr[256] = "";
+        cj.input = input;
+        cj.input_len = input_len;
+        cpu_exec_status_t xs = cpu_exec_run(graph, &cj, xerr, sizeof(xerr));
+        if (xs == CPU_EXEC_UNSUPPORTED_IMAGE) {
+            set_err(e, "unsupported_image", false,
+                    "This file is not an image we can read (JPEG, PNG, WebP, TIFF or HEIC): %s",
+                    xerr);
+            goto out;
+        }
+        if (xs != CPU_EXEC_OK) {
+            set_err(e, "processing_error", false, "Processing failed: %s", xerr);
+            goto out;
+        }
+        out_data = cj.output;
+        out_len = cj.output_len;
+        ext = cj.ext;
+        mime = cj.mime;
+    }
+    free(input);
+    input = NULL;
+
+    if (write_back(t, j, token, sizeof(token), out_data, out_len, ext, mime, e) != 0) {
+        goto out;
+    }
+    rc = 0;
+out:
+    explicit_bzero(token, sizeof(token));
+    free(input);
+    cpu_exec_job_free(&cj);
+    comfy_result_free(&cr);
+    cJSON_Delete(graph);
+    cJSON_Delete(verr);
+    return rc;
+}
+
+static void ack(worker_thread_t *t, const char *id)
+{
+    char err[256];
+    if (queue_ack(t->redis, t->worker_id, id, err, sizeof(err)) != 0) {
+        log_warn("ack failed: %s", err);
+    }
+}
+
+static void delay(worker_thread_t *t, const char *id, int64_t ms)
+{
+    char err[256];
+    if (queue_delay(t->redis, id, worker_wall_ms() + ms, err, sizeof(err)) != 0) {
+        log_warn("delay failed (the re-push task will find the job): %s", err);
+    }
+}
+
+void worker_process(worker_thread_t *t, const char *id)
+{
+    job_t j = {0};
+    if (!is_uuid(id)) {
+        log_warn("dropping a queue item that is not a job id");
+        ack(t, id);
+        return;
+    }
+    log_context_set("job_id", id);
+    int c = claim(t, id, &j);
+    if (c < 0) {
+        /* PostgreSQL trouble: look again later rather than lose the id. */
+        delay(t, id, 5000);
+        ack(t, id);
+        goto out;
+    }
+    if (c == 0) {
+        log_debug("job not claimable (done, cancelled or held by a live worker); skipped");
+        metric_add(m_jobs, 1, "skipped", "");
+        ack(t, id);
+        goto out;
+    }
+    j.started_ms = worker_mono_ms();
+    pthread_mutex_lock(&t->lock);
+    snprintf(t->job_id, sizeof(t->job_id), "%s", id);
+    t->attempt = atoi(j.attempt);
+    t->handed_back = false;
+    pthread_mutex_unlock(&t->lock);
+    log_context_set("user_id", j.user_id);
+    log_info("claimed (attempt %s, preset %s)", j.attempt, j.preset_name);
+
+    job_err_t e = {0};
+    if (pipeline(t, &j, &e) == 0) {
+        bool fenced = false;
+        if (complete(t, &j, &fenced) != 0) {
+            delay(t, id, 5000);
+        } else if (fenced) {
+            log_warn("completed, but the job was taken over or cancelled meanwhile");
+            metric_add(m_jobs, 1, "fenced", "");
+        } else {
+            double s = (double)(worker_mono_ms() - j.started_ms) / 1000.0;
+            metric_observe(m_seconds, s, j.preset_name);
+            metric_add(m_jobs, 1, "completed", "");
+            log_info("completed in %.3f s: %s", s, j.output_name);
+        }
+    } else {
+        int n = 0;
+        const char *status = record_failure(t, &j, &e, &n);
+        if (status == NULL) {
+            delay(t, id, 5000);
+        } else if (status[0] == '\0') {
+            log_warn("failed (%s), but the job was taken over or cancelled meanwhile", e.code);
+            metric_add(m_jobs, 1, "fenced", "");
+        } else if (strcmp(status, "queued") == 0) {
+            int64_t wait = worker_backoff_ms(n, t->ctx->backoff_base_ms, t->ctx->backoff_max_ms);
+            log_warn("retry %d in %" PRId64 " ms: %s: %s", n, wait, e.code, e.message);
+            metric_add(m_retries, 1, e.code);
+            delay(t, id, wait);
+        } else {
+            log_info("failed: %s: %s", e.code, e.message);
+            metric_add(m_jobs, 1, "failed", e.code);
+        }
+    }
+    ack(t, id);
+    pthread_mutex_lock(&t->lock);
+    t->job_id[0] = '\0';
+    t->attempt = 0;
+    pthread_mutex_unlock(&t->lock);
+out:
+    job_free(&j);
+    log_context_set("job_id", NULL);
+    log_context_set("user_id", NULL);
+}

@@ -1,0 +1,252 @@
+/*
+ * worker_tasks — the job-worker's periodic tasks on the daemon's maintenance
+ * thread: promote due retries, reap dead workers' items, requeue jobs whose
+ * lease expired, re-push queued jobs Redis lost, queue gauges, e-mail digests.
+ */
+#include "email.h"
+#include "log.h"
+#include "metrics.h"
+#include "worker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REPUSH_BATCH 500
+#define STUCK_BATCH 100
+
+static metric_t *m_depth;
+static metric_t *m_jobs_now;
+static metric_t *m_recovered;
+
+/* Pushes the ids (ARGV) that are neither in ca:jobs nor in ca:jobs:delayed. */
+static const char REPUSH_SCRIPT[] =
+    "local present = {}\n"
+    "for _, v in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do present[v] = true end\n"
+    "local pushed = 0\n"
+    "for _, id in ipairs(ARGV) do\n"
+    "  if not present[id] and not redis.call('ZSCORE', KEYS[2], id) then\n"
+    "    redis.call('LPUSH', KEYS[1], id)\n"
+    "    present[id] = true\n"
+    "    pushed = pushed + 1\n"
+    "  end\n"
+    "end\n"
+    "return pushed\n";
+
+static void task_promote(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    (void)d;
+    (void)pg;
+    (void)arg;
+    if (redis == NULL) {
+        return;
+    }
+    char err[256];
+    int moved = 0;
+    if (queue_promote_due(redis, worker_wall_ms(), 1000, &moved, err, sizeof(err)) != 0) {
+        log_debug("promote: %s", err);
+    } else if (moved > 0) {
+        log_debug("promote: %d retry(ies) due", moved);
+    }
+}
+
+static void task_reap(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    (void)d;
+    (void)pg;
+    (void)arg;
+    if (redis == NULL) {
+        return;
+    }
+    char err[256];
+    int returned = 0;
+    if (queue_reap(redis, &returned, err, sizeof(err)) != 0) {
+        log_debug("reap: %s", err);
+    } else if (returned > 0) {
+        log_info("reap: %d id(s) of dead workers back in the queue", returned);
+        metric_add(m_recovered, returned, "reaped");
+    }
+}
+
+/* Re-pushes queued jobs untouched for repush_s that are in neither ca:jobs nor
+ * the delayed set (Redis restarted empty, or a pusher died after its commit). */
+int worker_repush(worker_ctx_t *ctx, pg_conn_t *pg, redis_conn_t *redis, int *pushed);
+int worker_repush(worker_ctx_t *ctx, pg_conn_t *pg, redis_conn_t *redis, int *pushed)
+{
+    char err[256];
+    char age[16];
+    snprintf(age, sizeof(age), "%d", ctx->repush_s);
+    const char *p[1] = {age};
+    *pushed = 0;
+    PGresult *res = pg_exec(pg,
+                            "SELECT id::text FROM jobs WHERE status = 'queued'"
+                            " AND updated_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
+                            " ORDER BY updated_at LIMIT " "500",
+                            1, p, err, sizeof(err));
+    if (res == NULL) {
+        log_debug("re-push: %s", err);
+        return -1;
+    }
+    int n = PQntuples(res);
+    if (n == 0) {
+        PQclear(res);
+        return 0;
+    }
+    const char **argv = calloc((size_t)n + 5, sizeof(char *));
+    if (argv == NULL) {
+        PQclear(res);
+        return -1;
+    }
+    int argc = 0;
+    argv[argc++] = "EVAL";
+    argv[argc++] = REPUSH_SCRIPT;
+    argv[argc++] = "2";
+    argv[argc++] = QUEUE_JOBS;
+    argv[argc++] = QUEUE_DELAYED;
+    for (int i = 0; i < n && i < REPUSH_BATCH; i++) {
+        argv[argc++] = PQgetvalue(res, i, 0);
+    }
+    redisReply *r = redis_command_argv(redis, argc, argv, NULL, err, sizeof(err));
+    int rc = 0;
+    if (r == NULL) {
+        log_debug("re-push: %s", err);
+        rc = -1;
+    } else {
+        if (r->type == REDIS_REPLY_INTEGER) {
+            *pushed = (int)r->integer;
+        }
+        freeReplyObject(r);
+    }
+    free(argv);
+    PQclear(res);
+    return rc;
+}
+
+static void task_repush(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    (void)d;
+    worker_ctx_t *ctx = arg;
+    if (pg == NULL || redis == NULL) {
+        return;
+    }
+    int pushed = 0;
+    if (worker_repush(ctx, pg, redis, &pushed) == 0 && pushed > 0) {
+        log_info("re-push: %d queued job(s) missing from Redis pushed again", pushed);
+        metric_add(m_recovered, pushed, "repushed");
+    }
+}
+
+/* Jobs in processing whose lease expired (their worker died or hung): back to
+ * queued with one more retry counted, or failed once retries are used up. */
+static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    (void)d;
+    (void)arg;
+    if (pg == NULL) {
+        return;
+    }
+    char err[256];
+    if (pg_begin(pg, err, sizeof(err)) != 0) {
+        return;
+    }
+    PGresult *res = pg_exec(
+        pg,
+        "WITH stuck AS (SELECT id FROM jobs WHERE status = 'processing'"
+        "   AND lease_expires_at < timezone('UTC', now())"
+        "   ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED),"
+        " upd AS (UPDATE jobs j SET"
+        "   status = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+        "     THEN 'queued' ELSE 'failed' END,"
+        "   error_code = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+        "     THEN j.error_code ELSE 'processing_error' END,"
+        "   error_message = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+        "     THEN j.error_message ELSE 'Processing this image stopped unexpectedly several"
+        " times; it may be too large or damaged.' END,"
+        "   completed_at = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+        "     THEN NULL ELSE timezone('UTC', now()) END,"
+        "   retry_count = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+        "     THEN COALESCE(j.retry_count, 0) + 1 ELSE j.retry_count END,"
+        "   lease_expires_at = NULL"
+        "   FROM stuck WHERE j.id = stuck.id RETURNING j.id, j.status)"
+        " SELECT id::text, status, CASE WHEN status = 'failed'"
+        "   THEN billing_release_usage(id, true) END FROM upd",
+        0, NULL, err, sizeof(err));
+    if (res == NULL || pg_commit(pg, err, sizeof(err)) != 0) {
+        PQclear(res);
+        pg_rollback(pg);
+        log_debug("lease requeue: %s", err);
+        return;
+    }
+    int n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        const char *id = PQgetvalue(res, i, 0);
+        if (strcmp(PQgetvalue(res, i, 1), "queued") == 0) {
+            if (redis == NULL || queue_push(redis, id, err, sizeof(err)) != 0) {
+                log_warn("lease requeue: push of %s failed (the re-push task will do it)", id);
+            }
+            log_info("job %s: lease expired; back in the queue", id);
+            metric_add(m_recovered, 1, "lease_expired");
+        } else {
+            log_warn("job %s: lease expired too often; failed", id);
+        }
+    }
+    PQclear(res);
+}
+
+static void task_gauges(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    (void)d;
+    (void)arg;
+    if (redis != NULL) {
+        long ready = queue_depth(redis);
+        long delayed = queue_delayed_count(redis);
+        if (ready >= 0) {
+            metric_set(m_depth, (double)ready, "ready");
+        }
+        if (delayed >= 0) {
+            metric_set(m_depth, (double)delayed, "delayed");
+        }
+    }
+    if (pg != NULL) {
+        char err[256];
+        PGresult *res = pg_exec(pg,
+                                "SELECT s, (SELECT count(*) FROM jobs WHERE status = s)"
+                                " FROM unnest(ARRAY['queued', 'processing']) AS s",
+                                0, NULL, err, sizeof(err));
+        for (int i = 0; res != NULL && i < PQntuples(res); i++) {
+            metric_set(m_jobs_now, atof(PQgetvalue(res, i, 1)), PQgetvalue(res, i, 0));
+        }
+        PQclear(res);
+    }
+}
+
+static void task_email(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    (void)d;
+    (void)redis;
+    worker_ctx_t *ctx = arg;
+    if (pg == NULL) {
+        return;
+    }
+    email_send_due(pg, ctx->smtp_url, ctx->mail_from, ctx->digest_wait_s, 20);
+}
+
+int worker_tasks_register(worker_ctx_t *ctx)
+{
+    m_depth = metrics_gauge("ca_worker_queue_depth", "Job ids waiting in Redis", "queue");
+    m_jobs_now = metrics_gauge("ca_worker_jobs", "Jobs in PostgreSQL by status", "status");
+    m_recovered = metrics_counter("ca_worker_recovered_total",
+                                  "Jobs put back in the queue by recovery", "how");
+    daemon_t *d = ctx->d;
+    int rc = 0;
+    rc |= daemon_add_task(d, "promote", 500, task_promote, ctx);
+    rc |= daemon_add_task(d, "reap", 5000, task_reap, ctx);
+    rc |= daemon_add_task(d, "lease-requeue", 5000, task_stuck, ctx);
+    rc |= daemon_add_task(d, "re-push", ctx->repush_s * 1000 / 2 > 500 ? ctx->repush_s * 1000 / 2 : 500,
+                          task_repush, ctx);
+    rc |= daemon_add_task(d, "gauges", 5000, task_gauges, ctx);
+    if (ctx->smtp_url != NULL) {
+        rc |= daemon_add_task(d, "e-mail", 2000, task_email, ctx);
+    }
+    return rc != 0 ? -1 : 0;
+}
