@@ -246,8 +246,8 @@ static long long json_int64(const cJSON *obj, const char *name)
 /* ---- the one request path ----------------------------------------------------- */
 
 typedef enum {
-    API_DRIVE, /* {"error":{"errors":[{"reason"}],"message"}} */
-    API_OAUTH, /* {"error":"invalid_grant","error_description"} */
+    API_RESOURCE, /* Drive, userinfo: a bearer token; 401 means that token */
+    API_TOKEN,    /* the token endpoint: client auth in the body, grants */
 } api_kind_t;
 
 typedef struct {
@@ -296,10 +296,17 @@ static void parse_error_body(const http_response_t *resp, google_error_t *err)
 /* The status for a final non-2xx answer. */
 static google_status_t classify(long status, const char *reason, api_kind_t kind)
 {
-    if (kind == API_OAUTH && strcmp(reason, "invalid_grant") == 0)
-        return GOOGLE_ERR_INVALID_GRANT;
+    if (kind == API_TOKEN && status < 500 && status != 429) {
+        /* invalid_grant: the code or refresh token is dead. Anything else
+         * (invalid_client, unauthorized_client, invalid_request, ...) is our
+         * configuration or request, never "refresh the access token". */
+        if (strcmp(reason, "invalid_grant") == 0)
+            return GOOGLE_ERR_INVALID_GRANT;
+        if (status >= 400 && status != 408)
+            return GOOGLE_ERR_BAD_REQUEST;
+    }
     if (status == 401)
-        return strcmp(reason, "invalid_client") == 0 ? GOOGLE_ERR_BAD_REQUEST : GOOGLE_ERR_AUTH;
+        return GOOGLE_ERR_AUTH;
     if (status == 403) {
         if (strcmp(reason, "userRateLimitExceeded") == 0 ||
             strcmp(reason, "rateLimitExceeded") == 0)
@@ -485,7 +492,7 @@ static google_status_t token_request(google_client_t *gc, const http_pair_t *pai
         .body = form,
         .body_len = strlen(form),
         .max_body = 1u << 20,
-        .kind = API_OAUTH,
+        .kind = API_TOKEN,
         .what = what,
     };
     cJSON *root = NULL;
@@ -581,7 +588,7 @@ google_status_t google_userinfo(google_client_t *gc, const char *access_token,
         .url = gc->userinfo_url,
         .bearer = access_token,
         .max_body = 1u << 20,
-        .kind = API_OAUTH,
+        .kind = API_RESOURCE,
         .what = "userinfo",
     };
     cJSON *root = NULL;

@@ -440,6 +440,17 @@ static void oauth_code_exchange_refresh_userinfo(void **state)
     assert_int_equal(err.http_status, 401);
     assert_string_equal(err.reason, "invalid_client");
     google_client_free(bad);
+    /* Other token-endpoint refusals are ours to fix, never "refresh and retry". */
+    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
+              "\"action\":\"status\",\"status\":401,\"body\":{\"error\":\"unauthorized_client\","
+              "\"error_description\":\"Unauthorized\"}}");
+    assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_ERR_BAD_REQUEST);
+    assert_string_equal(err.reason, "unauthorized_client");
+    assert_string_equal(err.message, "Unauthorized");
+    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
+              "\"action\":\"status\",\"status\":429}");
+    assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_OK);
+    google_tokens_free(&r);
 
     /* Revoked at Google: invalid_grant. */
     char body[512];
