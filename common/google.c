@@ -334,7 +334,7 @@ static google_status_t api_call(google_client_t *gc, const api_req_t *r, http_re
                                 google_error_t *err)
 {
     char *auth = NULL;
-    http_pair_t headers[2];
+    http_pair_t headers[1];
     size_t nheaders = 0;
 
     if (r->url == NULL) {
@@ -349,7 +349,6 @@ static google_status_t api_call(google_client_t *gc, const api_req_t *r, http_re
         }
         headers[nheaders++] = (http_pair_t){"Authorization", auth};
     }
-    headers[nheaders++] = (http_pair_t){"Accept", "application/json"};
 
     http_opts_t opts = {
         .timeout_ms = gc->timeout_ms,
@@ -395,16 +394,17 @@ static google_status_t api_call(google_client_t *gc, const api_req_t *r, http_re
     if (resp->status >= 200 && resp->status < 300)
         return GOOGLE_OK;
 
-    google_error_t local;
-    google_error_t *e = err != NULL ? err : &local;
-    e->reason[0] = '\0';
-    e->message[0] = '\0';
-    parse_error_body(resp, e);
-    google_status_t st = classify(resp->status, e->reason, r->kind);
-    e->status = st;
-    e->http_status = resp->status;
-    if (e->message[0] == '\0')
-        snprintf(e->message, sizeof(e->message), "%s: HTTP %ld", r->what, resp->status);
+    google_error_t body_err;
+    err_reset(&body_err);
+    parse_error_body(resp, &body_err);
+    google_status_t st = classify(resp->status, body_err.reason, r->kind);
+    if (err != NULL) {
+        snprintf(err->reason, sizeof(err->reason), "%s", body_err.reason);
+        if (body_err.message[0] != '\0')
+            err_set(err, st, resp->status, "%s: %s", r->what, body_err.message);
+        else
+            err_set(err, st, resp->status, "%s: HTTP %ld", r->what, resp->status);
+    }
     return st;
 }
 
@@ -1233,6 +1233,19 @@ static int stored_read(pg_conn_t *pg, const char *user_id, stored_tokens_t *s, c
     return rc;
 }
 
+/* A failure that is not Google's: err->status stays GOOGLE_OK, the message says why. */
+__attribute__((format(printf, 2, 3))) static void auth_note(google_error_t *err, const char *fmt,
+                                                            ...)
+{
+    if (err == NULL)
+        return;
+    err_reset(err);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+}
+
 /* Copies a plaintext token into the caller's buffer. */
 static drive_auth_status_t give_token(const char *plain, char *token, size_t tokenlen,
                                       google_error_t *err)
@@ -1276,21 +1289,21 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
     if (token != NULL && tokenlen > 0)
         token[0] = '\0';
     if (pg == NULL || gc == NULL || keys == NULL || user_id == NULL) {
-        err_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "drive_auth: missing argument");
+        auth_note(err, "drive_auth: missing argument");
         return DRIVE_AUTH_NO_TOKENS;
     }
 
     /* 1. The common case, without a lock: a fresh token under the current key. */
     if (stored_read(pg, user_id, &first, dberr, sizeof(dberr)) != 0) {
-        err_set(err, GOOGLE_ERR_PROTOCOL, 0, "database: %s", dberr);
+        auth_note(err, "database: %s", dberr);
         return DRIVE_AUTH_DB;
     }
     if (!first.found || !first.connected ||
         (first.access_enc == NULL && first.refresh_enc == NULL)) {
-        err_set(err, GOOGLE_ERR_PROTOCOL, 0, "%s",
-                !first.found       ? "no such user"
-                : !first.connected ? "Drive is disconnected"
-                                   : "no Drive tokens stored");
+        auth_note(err, "%s",
+                  !first.found       ? "no such user"
+                  : !first.connected ? "Drive is disconnected"
+                                     : "no Drive tokens stored");
         st = DRIVE_AUTH_NO_TOKENS;
         goto out;
     }
@@ -1305,7 +1318,7 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
      * refresh token is stored before the next one reads it. */
     if (!pg_in_transaction(pg)) {
         if (pg_begin(pg, dberr, sizeof(dberr)) != 0) {
-            err_set(err, GOOGLE_ERR_PROTOCOL, 0, "database: %s", dberr);
+            auth_note(err, "database: %s", dberr);
             st = DRIVE_AUTH_DB;
             goto out;
         }
@@ -1316,19 +1329,18 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
         if (pg_exec_cmd(pg,
                         "SELECT pg_advisory_xact_lock(hashtext('ca_drive_tokens'), hashtext($1))",
                         1, params, dberr, sizeof(dberr)) != 0) {
-            err_set(err, GOOGLE_ERR_PROTOCOL, 0, "database: %s", dberr);
+            auth_note(err, "database: %s", dberr);
             st = DRIVE_AUTH_DB;
             goto out;
         }
     }
     if (stored_read(pg, user_id, &now, dberr, sizeof(dberr)) != 0) {
-        err_set(err, GOOGLE_ERR_PROTOCOL, 0, "database: %s", dberr);
+        auth_note(err, "database: %s", dberr);
         st = DRIVE_AUTH_DB;
         goto out;
     }
     if (!now.found || !now.connected) {
-        err_set(err, GOOGLE_ERR_PROTOCOL, 0, "%s",
-                !now.found ? "no such user" : "Drive is disconnected");
+        auth_note(err, "%s", !now.found ? "no such user" : "Drive is disconnected");
         st = DRIVE_AUTH_NO_TOKENS;
         goto out;
     }
@@ -1342,15 +1354,14 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
         goto out;
     }
     if (now.refresh_enc == NULL) {
-        err_set(err, GOOGLE_ERR_PROTOCOL, 0, "no refresh token stored");
+        auth_note(err, "no refresh token stored");
         st = DRIVE_AUTH_NO_TOKENS;
         goto out;
     }
     refresh_plain = crypto_envelope_open(keys, now.refresh_enc);
     if (refresh_plain == NULL) {
         /* Sealed with a key we no longer hold (or corrupt): nothing to refresh with. */
-        err_set(err, GOOGLE_ERR_PROTOCOL, 0,
-                "the stored refresh token cannot be opened with the configured keys");
+        auth_note(err, "the stored refresh token cannot be opened with the configured keys");
         st = DRIVE_AUTH_NO_TOKENS;
         goto out;
     }
@@ -1385,7 +1396,7 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
                         "SELECT users_store_drive_tokens($1, $2, $3,"
                         " timezone('UTC', now()) + make_interval(secs => $4::double precision))",
                         4, params, dberr, sizeof(dberr)) != 0) {
-            err_set(err, GOOGLE_ERR_PROTOCOL, 0, "database: %s", dberr);
+            auth_note(err, "database: %s", dberr);
             st = DRIVE_AUTH_DB;
             goto out;
         }
@@ -1393,7 +1404,7 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
     if (own_tx) {
         own_tx = false;
         if (pg_commit(pg, dberr, sizeof(dberr)) != 0) {
-            err_set(err, GOOGLE_ERR_PROTOCOL, 0, "database: %s", dberr);
+            auth_note(err, "database: %s", dberr);
             st = DRIVE_AUTH_DB;
             goto out;
         }

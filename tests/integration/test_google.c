@@ -446,7 +446,7 @@ static void oauth_code_exchange_refresh_userinfo(void **state)
               "\"error_description\":\"Unauthorized\"}}");
     assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_ERR_BAD_REQUEST);
     assert_string_equal(err.reason, "unauthorized_client");
-    assert_string_equal(err.message, "Unauthorized");
+    assert_string_equal(err.message, "token (refresh_token): Unauthorized");
     add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
               "\"action\":\"status\",\"status\":429}");
     assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_OK);
