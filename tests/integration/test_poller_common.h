@@ -1,0 +1,426 @@
+/*
+ * Helpers shared by the drive-poller integration tests (test_poller_*.c):
+ * the Google fake's admin and Drive routes, users with sealed tokens in
+ * PostgreSQL, watches, jobs and the ca:jobs list. Included by each test (one
+ * translation unit each), so everything is static.
+ */
+#ifndef TEST_POLLER_COMMON_H
+#define TEST_POLLER_COMMON_H
+
+#include "crypto.h"
+#include "pg.h"
+#include "redis.h"
+#include "support.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TP_KEY "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+#define TP_CLIENT_ID "poller-test-client"
+#define TP_CLIENT_SECRET "poller-test-secret"
+
+static proc_t tp_google;
+static crypto_keyring_t *tp_keys;
+static pg_conn_t *tp_pg;
+static int tp_user_seq;
+
+typedef struct {
+    char email[128];
+    char user_id[64]; /* users.id */
+    char access[512];
+    char refresh[512];
+    char root_id[128];
+    char folder_id[128]; /* the watched folder */
+} tp_user_t;
+
+static void tp_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static long long tp_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Starts the fake and opens the test's own connections. 0 or -1. */
+static int tp_setup_world(void)
+{
+    const char *args[] = {"--client-id", TP_CLIENT_ID, "--client-secret", TP_CLIENT_SECRET, NULL};
+    if (fake_start(&tp_google, "google", args) != 0) {
+        return -1;
+    }
+    char err[256];
+    tp_keys = crypto_keyring_new(TP_KEY, NULL, err, sizeof(err));
+    tp_pg = pg_connect(getenv("TEST_DATABASE_URL"), 10000, err, sizeof(err));
+    if (tp_keys == NULL || tp_pg == NULL) {
+        fprintf(stderr, "setup: %s\n", err);
+        return -1;
+    }
+    setenv("DATABASE_URL", db_url_as("ca_drive_poller"), 1);
+    setenv("REDIS_URL", getenv("TEST_REDIS_URL"), 1);
+    return 0;
+}
+
+static void tp_teardown_world(void)
+{
+    proc_stop_timeout(&tp_google, 5000);
+    if (tp_pg != NULL) {
+        pg_close(tp_pg);
+        tp_pg = NULL;
+    }
+    crypto_keyring_free(tp_keys);
+    tp_keys = NULL;
+}
+
+/* Starts a drive-poller against the fake; extra: more NAME=value (NULL-terminated). */
+static int tp_start_poller(proc_t *p, const char *interval, const char *const *extra)
+{
+    static char drive[256], token[256], iv[64];
+    snprintf(drive, sizeof(drive), "DRIVE_API_URL=%s/drive/v3", tp_google.base_url);
+    snprintf(token, sizeof(token), "GOOGLE_TOKEN_URL=%s/token", tp_google.base_url);
+    snprintf(iv, sizeof(iv), "POLL_INTERVAL_SECONDS=%s", interval);
+    const char *env[32] = {"ENCRYPTION_KEY=" TP_KEY, "GOOGLE_CLIENT_ID=" TP_CLIENT_ID,
+                           "GOOGLE_CLIENT_SECRET=" TP_CLIENT_SECRET, drive, token, iv,
+                           "LOG_LEVEL=debug"};
+    size_t n = 7;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 31; i++) {
+        env[n++] = extra[i];
+    }
+    env[n] = NULL;
+    return daemon_start(p, "drive-poller", env);
+}
+
+/* ---- the fake ---- */
+
+static cJSON *tp_admin(const char *method, const char *path, const char *body)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "%s%s", tp_google.base_url, path);
+    char *resp = NULL;
+    long st = http_call(method, url, body, &resp);
+    cJSON *j = NULL;
+    if (st == 200 && resp != NULL) {
+        j = cJSON_Parse(resp);
+    } else {
+        fprintf(stderr, "admin %s %s -> %ld %s\n", method, path, st, resp != NULL ? resp : "");
+    }
+    free(resp);
+    return j;
+}
+
+static void tp_copy_str(char *dst, size_t n, const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    snprintf(dst, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
+}
+
+/* A Drive call as the user. Returns the status; *out (may be NULL) the JSON. */
+static long tp_drive(const tp_user_t *u, const char *method, const char *path_and_query,
+                     const char *body, cJSON **out)
+{
+    char url[1024];
+    char auth[600];
+    snprintf(url, sizeof(url), "%s%s", tp_google.base_url, path_and_query);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u->access);
+    const char *headers[] = {auth, NULL};
+    char *resp = NULL;
+    long st = http_call_h(method, url, headers, body, &resp, NULL);
+    if (out != NULL) {
+        *out = resp != NULL ? cJSON_Parse(resp) : NULL;
+    }
+    free(resp);
+    return st;
+}
+
+/* Creates a file (or folder when mime is NULL and folder) through the admin
+ * route; fills id. extra_json: more members, e.g. "\"trashed\":true" or "". */
+static int tp_file(const tp_user_t *u, const char *name, const char *mime, const char *parent,
+                   const char *extra_json, char *id, size_t idlen)
+{
+    char body[2048];
+    snprintf(body, sizeof(body),
+             "{\"email\":\"%s\",\"name\":\"%s\",%s%s%s\"parents\":[\"%s\"],\"content\":\"x\"%s%s}",
+             u->email, name, mime != NULL ? "\"mimeType\":\"" : "\"folder\":true",
+             mime != NULL ? mime : "", mime != NULL ? "\"," : ",", parent,
+             extra_json != NULL && extra_json[0] != '\0' ? "," : "",
+             extra_json != NULL ? extra_json : "");
+    cJSON *j = tp_admin("POST", "/__admin/files", body);
+    if (j == NULL) {
+        return -1;
+    }
+    if (id != NULL) {
+        tp_copy_str(id, idlen, j, "id");
+    }
+    cJSON_Delete(j);
+    return 0;
+}
+
+static int tp_image(const tp_user_t *u, const char *name, const char *parent, char *id, size_t n)
+{
+    return tp_file(u, name, "image/jpeg", parent, "", id, n);
+}
+
+/* A fake user, a users row with sealed tokens, a watched folder (not yet
+ * watched: call tp_watch). */
+static int tp_new_user(tp_user_t *u, const char *prefix)
+{
+    memset(u, 0, sizeof(*u));
+    snprintf(u->email, sizeof(u->email), "%s%d.%d@example.com", prefix, (int)getpid(),
+             ++tp_user_seq);
+    char body[512];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"client_id\":\"%s\"}", u->email, TP_CLIENT_ID);
+    cJSON *j = tp_admin("POST", "/__admin/users", body);
+    if (j == NULL) {
+        return -1;
+    }
+    char sub[128];
+    tp_copy_str(sub, sizeof(sub), j, "sub");
+    tp_copy_str(u->access, sizeof(u->access), j, "access_token");
+    tp_copy_str(u->refresh, sizeof(u->refresh), j, "refresh_token");
+    tp_copy_str(u->root_id, sizeof(u->root_id), j, "root_id");
+    cJSON_Delete(j);
+    char *a = crypto_envelope_seal(tp_keys, u->access);
+    char *r = crypto_envelope_seal(tp_keys, u->refresh);
+    const char *params[] = {sub, u->email, a, r};
+    char err[256];
+    PGresult *res = pg_exec(tp_pg,
+                            "INSERT INTO users (google_id, email, drive_access_token,"
+                            " drive_refresh_token, drive_token_expires_at)"
+                            " VALUES ($1, $2, $3, $4, timezone('UTC', now()) + interval '50 minutes')"
+                            " RETURNING id",
+                            4, params, err, sizeof(err));
+    free(a);
+    free(r);
+    if (res == NULL) {
+        fprintf(stderr, "insert user: %s\n", err);
+        return -1;
+    }
+    snprintf(u->user_id, sizeof(u->user_id), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return tp_file(u, "Watched", NULL, u->root_id, "", u->folder_id, sizeof(u->folder_id));
+}
+
+static int tp_watch(const tp_user_t *u)
+{
+    const char *params[] = {u->user_id, u->folder_id};
+    char err[256];
+    PGresult *res = pg_exec(tp_pg, "SELECT drive_polls_start_watch($1::uuid, $2, NULL, NULL)", 2,
+                            params, err, sizeof(err));
+    if (res == NULL) {
+        fprintf(stderr, "watch: %s\n", err);
+        return -1;
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* ---- reading state ---- */
+
+/* First column of the first row as a long (-1 when none or error). */
+static long tp_sql_long(const char *sql, int n, const char *const *params)
+{
+    char err[256];
+    PGresult *res = pg_exec(tp_pg, sql, n, params, err, sizeof(err));
+    if (res == NULL) {
+        fprintf(stderr, "sql: %s\n", err);
+        return -1;
+    }
+    long v = (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) ? atol(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    return v;
+}
+
+/* First column of the first row, copied ("" when none). */
+static void tp_sql_str(char *out, size_t n, const char *sql, int np, const char *const *params)
+{
+    char err[256];
+    out[0] = '\0';
+    PGresult *res = pg_exec(tp_pg, sql, np, params, err, sizeof(err));
+    if (res == NULL) {
+        fprintf(stderr, "sql: %s\n", err);
+        return;
+    }
+    if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0)) {
+        snprintf(out, n, "%s", PQgetvalue(res, 0, 0));
+    }
+    PQclear(res);
+}
+
+static long tp_jobs_of(const tp_user_t *u)
+{
+    const char *p[] = {u->user_id};
+    return tp_sql_long("SELECT count(*) FROM jobs WHERE user_id = $1::uuid", 1, p);
+}
+
+static long tp_jobs_for_file(const tp_user_t *u, const char *file_id)
+{
+    const char *p[] = {u->user_id, file_id};
+    return tp_sql_long("SELECT count(*) FROM jobs WHERE user_id = $1::uuid AND drive_file_id = $2",
+                       2, p);
+}
+
+/* Successful polls since the watch started: completed polls are counted by
+ * last_poll_at moving; this returns last_poll_at as epoch ms (-1 if none). */
+static long long tp_last_poll_ms(const tp_user_t *u)
+{
+    const char *p[] = {u->user_id};
+    char v[64];
+    tp_sql_str(v, sizeof(v),
+               "SELECT (extract(epoch FROM last_poll_at) * 1000)::bigint::text FROM drive_polls"
+               " WHERE user_id = $1::uuid ORDER BY updated_at DESC LIMIT 1",
+               1, p);
+    return v[0] != '\0' ? atoll(v) : -1;
+}
+
+static void tp_poll_field(const tp_user_t *u, const char *column, char *out, size_t n)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT %s::text FROM drive_polls WHERE user_id = $1::uuid ORDER BY updated_at DESC"
+             " LIMIT 1",
+             column);
+    const char *p[] = {u->user_id};
+    tp_sql_str(out, n, sql, 1, p);
+}
+
+/* Waits until the user's row has had `n` more successful polls recorded after
+ * now (last_poll_at strictly advances n times with status success). */
+static bool tp_wait_polls(const tp_user_t *u, int n, int timeout_ms)
+{
+    long long deadline = tp_now_ms() + timeout_ms;
+    long long last = tp_last_poll_ms(u);
+    int seen = 0;
+    while (tp_now_ms() < deadline) {
+        tp_sleep_ms(50);
+        long long now = tp_last_poll_ms(u);
+        if (now != last) {
+            char st[32];
+            tp_poll_field(u, "poll_status", st, sizeof(st));
+            last = now;
+            if (strcmp(st, "success") == 0 && ++seen >= n) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static bool tp_wait_jobs(const tp_user_t *u, long want, int timeout_ms)
+{
+    long long deadline = tp_now_ms() + timeout_ms;
+    while (tp_now_ms() < deadline) {
+        if (tp_jobs_of(u) >= want) {
+            return true;
+        }
+        tp_sleep_ms(50);
+    }
+    return tp_jobs_of(u) >= want;
+}
+
+/* Waits until the first poll (with its full listing) is recorded. */
+static bool tp_wait_scanned(const tp_user_t *u, int timeout_ms)
+{
+    long long deadline = tp_now_ms() + timeout_ms;
+    const char *p[] = {u->user_id};
+    while (tp_now_ms() < deadline) {
+        if (tp_sql_long("SELECT count(*) FROM drive_polls WHERE user_id = $1::uuid AND active"
+                        " AND last_full_scan_at IS NOT NULL AND changes_page_token IS NOT NULL",
+                        1, p) == 1) {
+            return true;
+        }
+        tp_sleep_ms(50);
+    }
+    return false;
+}
+
+/* ---- ca:jobs ---- */
+
+/* How many times each of the user's job ids is in ca:jobs: returns the number
+ * of ids found exactly once; *dups gets those found more than once. */
+static long tp_queue_check(const tp_user_t *u, long *dups)
+{
+    char err[256];
+    redis_conn_t *r = redis_connect(getenv("TEST_REDIS_URL"), 5000, err, sizeof(err));
+    if (r == NULL) {
+        return -1;
+    }
+    redisReply *rep = redis_command(r, err, sizeof(err), "LRANGE ca:jobs 0 -1");
+    const char *p[] = {u->user_id};
+    PGresult *res = pg_exec(tp_pg, "SELECT id::text FROM jobs WHERE user_id = $1::uuid", 1, p, err,
+                            sizeof(err));
+    long once = 0;
+    *dups = 0;
+    for (int i = 0; res != NULL && rep != NULL && i < PQntuples(res); i++) {
+        int c = 0;
+        for (size_t k = 0; k < rep->elements; k++) {
+            if (strcmp(rep->element[k]->str, PQgetvalue(res, i, 0)) == 0) {
+                c++;
+            }
+        }
+        if (c == 1) {
+            once++;
+        } else if (c > 1) {
+            (*dups)++;
+        }
+    }
+    if (res != NULL) {
+        PQclear(res);
+    }
+    if (rep != NULL) {
+        freeReplyObject(rep);
+    }
+    redis_close(r);
+    return once;
+}
+
+/* ---- the fake's request log ---- */
+
+static long tp_requests_next(void)
+{
+    cJSON *j = tp_admin("GET", "/__admin/requests?since=999999999", NULL);
+    long next = j != NULL ? (long)cJSON_GetObjectItemCaseSensitive(j, "next")->valuedouble : 0;
+    cJSON_Delete(j);
+    return next;
+}
+
+/* Counts requests after `since` whose method is GET and path starts with prefix. */
+static long tp_requests_count(long since, const char *prefix, long *other_drive)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/__admin/requests?since=%ld", since);
+    cJSON *j = tp_admin("GET", path, NULL);
+    long n = 0;
+    if (other_drive != NULL) {
+        *other_drive = 0;
+    }
+    const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(j, "requests");
+    const cJSON *r;
+    cJSON_ArrayForEach(r, reqs)
+    {
+        const char *m = cJSON_GetObjectItemCaseSensitive(r, "method")->valuestring;
+        const char *pth = cJSON_GetObjectItemCaseSensitive(r, "path")->valuestring;
+        if (strcmp(m, "GET") != 0) {
+            continue;
+        }
+        if (strncmp(pth, prefix, strlen(prefix)) == 0 &&
+            (strlen(pth) == strlen(prefix) || pth[strlen(prefix)] == '?')) {
+            n++;
+        } else if (other_drive != NULL && strncmp(pth, "/drive/v3/", 10) == 0) {
+            (*other_drive)++;
+        }
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
+#endif

@@ -1,0 +1,488 @@
+/*
+ * drive-poller, exact detection (issue 5): one job per image that appears in
+ * the watched folder — new, moved in, old modifiedTime, appearing during a
+ * poll, thousands at once — and none for what must never be a job. Real
+ * PostgreSQL and Redis, the Google fake, the real binary (one poller for the
+ * whole file, POLL_INTERVAL_SECONDS=1, each test its own user).
+ */
+#include "test_poller_common.h"
+
+#include "poller.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+static proc_t poller;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (tp_setup_world() != 0) {
+        return -1;
+    }
+    const char *extra[] = {"POLLER_CONCURRENCY=4", NULL};
+    return tp_start_poller(&poller, "1", extra);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    int rc = proc_stop_timeout(&poller, 30000);
+    if (rc != 0) {
+        proc_print_log(&poller);
+    }
+    tp_teardown_world();
+    return rc == 0 ? 0 : -1;
+}
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            proc_print_log(&poller);                                                               \
+            fail_msg("%s", #cond);                                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* A watched user whose first poll (full listing) is done. */
+static void watched_user(tp_user_t *u)
+{
+    assert_int_equal(tp_new_user(u, "det"), 0);
+    assert_int_equal(tp_watch(u), 0);
+    CHECK(tp_wait_scanned(u, 10000));
+}
+
+/* ---- pure helpers, table-driven ---- */
+
+static void candidate_table(void **state)
+{
+    (void)state;
+    char *in_folder[] = {"F"};
+    char *in_sub[] = {"SUB"};
+    char *two[] = {"X", "F"};
+    struct {
+        const char *name, *mime;
+        char **parents;
+        size_t nparents;
+        bool trashed, want;
+    } cases[] = {
+        {"a.jpg", "image/jpeg", in_folder, 1, false, true},
+        {"a.png", "image/png", in_folder, 1, false, true},
+        {"a.heic", "image/heic", in_folder, 1, false, true},
+        {"a.webp", "application/octet-stream", in_folder, 1, false, true},
+        {"a.jpg", "image/jpeg", in_sub, 1, false, false},         /* Processed / subfolder */
+        {"a.jpg", "image/jpeg", in_folder, 1, true, false},       /* trashed */
+        {"notes.txt", "text/plain", in_folder, 1, false, false},  /* not an image */
+        {"doc", "application/vnd.google-apps.document", in_folder, 1, false, false},
+        {"Processed", "application/vnd.google-apps.folder", in_folder, 1, false, false},
+        {"a.gif", "image/gif", in_folder, 1, false, false},       /* not a format we process */
+        {"a.jpg", "image/jpeg", NULL, 0, false, false},           /* no parents */
+        {"a.jpg", "image/jpeg", two, 2, false, true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        drive_file_t f;
+        memset(&f, 0, sizeof(f));
+        f.id = "id1";
+        f.name = (char *)cases[i].name;
+        f.mime_type = (char *)cases[i].mime;
+        f.parents = cases[i].parents;
+        f.nparents = cases[i].nparents;
+        f.trashed = cases[i].trashed;
+        f.size = 10;
+        if (poller_file_is_candidate(&f, "F") != cases[i].want) {
+            fail_msg("case %zu (%s %s): want %d", i, cases[i].name, cases[i].mime, cases[i].want);
+        }
+    }
+    assert_false(poller_file_is_candidate(NULL, "F"));
+}
+
+static void backoff_table(void **state)
+{
+    (void)state;
+    struct {
+        int n;
+        long retry_after, jitter, want;
+    } cases[] = {
+        {1, -1, 0, 2000},       {2, -1, 0, 4000},        {3, -1, 500, 8500},
+        {0, -1, 0, 2000},       {9, -1, 0, 512000},      {10, -1, 999, 900000},
+        {30, -1, 0, 900000},    {1, 5000, 0, 5000},      {1, 1000, 0, 2000},
+        {1, 7200000, 0, 3600000},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long got = poller_backoff_ms(cases[i].n, cases[i].retry_after, cases[i].jitter);
+        if (got != cases[i].want) {
+            fail_msg("case %zu: n=%d ra=%ld: got %ld want %ld", i, cases[i].n,
+                     cases[i].retry_after, got, cases[i].want);
+        }
+    }
+}
+
+static void query_escaping(void **state)
+{
+    (void)state;
+    char *q = poller_children_query("abc");
+    assert_string_equal(q, "'abc' in parents and trashed = false");
+    free(q);
+    q = poller_children_query("a'b\\c");
+    assert_string_equal(q, "'a\\'b\\\\c' in parents and trashed = false");
+    free(q);
+}
+
+/* ---- detection, one by one ---- */
+
+static void existing_images_found_by_first_listing(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    assert_int_equal(tp_new_user(&u, "exist"), 0);
+    char a[128], b[128], txt[128];
+    assert_int_equal(tp_image(&u, "before1.jpg", u.folder_id, a, sizeof(a)), 0);
+    assert_int_equal(tp_file(&u, "before2.png", "image/png", u.folder_id,
+                             "\"modifiedTime\":\"2014-03-01T10:00:00Z\"", b, sizeof(b)),
+                     0);
+    assert_int_equal(tp_file(&u, "readme.txt", "text/plain", u.folder_id, "", txt, sizeof(txt)), 0);
+    assert_int_equal(tp_watch(&u), 0);
+    CHECK(tp_wait_jobs(&u, 2, 10000));
+    CHECK(tp_wait_scanned(&u, 5000));
+    assert_int_equal(tp_jobs_for_file(&u, a), 1);
+    assert_int_equal(tp_jobs_for_file(&u, b), 1);
+    assert_int_equal(tp_jobs_for_file(&u, txt), 0);
+    /* the job carries the user's default preset, the folder, name, size and type */
+    const char *p[] = {u.user_id, a};
+    char v[256];
+    tp_sql_str(v, sizeof(v),
+               "SELECT preset_name || '|' || drive_folder_id || '|' || drive_file_name || '|' ||"
+               " file_size_bytes || '|' || file_mime_type || '|' || status FROM jobs"
+               " WHERE user_id = $1::uuid AND drive_file_id = $2",
+               2, p);
+    char want[256];
+    snprintf(want, sizeof(want), "portrait_pro|%s|before1.jpg|1|image/jpeg|queued", u.folder_id);
+    assert_string_equal(v, want);
+    long dups = 0;
+    assert_int_equal(tp_queue_check(&u, &dups), 2);
+    assert_int_equal(dups, 0);
+    /* files_found counts the jobs this watch made; last_modified_time the newest seen */
+    tp_poll_field(&u, "files_found", v, sizeof(v));
+    assert_string_equal(v, "2");
+    tp_poll_field(&u, "poll_status", v, sizeof(v));
+    assert_string_equal(v, "success");
+}
+
+static void new_upload(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u);
+    sql_exec("UPDATE users SET default_preset = 'landscape_vivid' WHERE id = $1::uuid", 1,
+             (const char *[]){u.user_id});
+    char id[128];
+    assert_int_equal(tp_image(&u, "new.jpg", u.folder_id, id, sizeof(id)), 0);
+    CHECK(tp_wait_jobs(&u, 1, 5000));
+    assert_int_equal(tp_jobs_for_file(&u, id), 1);
+    const char *p[] = {u.user_id};
+    char v[64];
+    tp_sql_str(v, sizeof(v), "SELECT preset_name FROM jobs WHERE user_id = $1::uuid", 1, p);
+    assert_string_equal(v, "landscape_vivid");
+    long dups = 0;
+    assert_int_equal(tp_queue_check(&u, &dups), 1);
+    assert_int_equal(dups, 0);
+}
+
+static void moved_in_from_elsewhere(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    char other[128], id[128];
+    assert_int_equal(tp_new_user(&u, "move"), 0);
+    assert_int_equal(tp_file(&u, "Elsewhere", NULL, u.root_id, "", other, sizeof(other)), 0);
+    assert_int_equal(tp_image(&u, "moved.jpg", other, id, sizeof(id)), 0);
+    assert_int_equal(tp_watch(&u), 0);
+    CHECK(tp_wait_scanned(&u, 10000));
+    CHECK(tp_wait_polls(&u, 1, 5000));
+    assert_int_equal(tp_jobs_of(&u), 0); /* not in the folder yet */
+    char path[512];
+    snprintf(path, sizeof(path), "/drive/v3/files/%s?addParents=%s&removeParents=%s", id,
+             u.folder_id, other);
+    assert_int_equal(tp_drive(&u, "PATCH", path, "{}", NULL), 200);
+    CHECK(tp_wait_jobs(&u, 1, 5000));
+    assert_int_equal(tp_jobs_for_file(&u, id), 1);
+}
+
+static void old_modified_time(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u);
+    CHECK(tp_wait_polls(&u, 1, 5000));
+    char id[128];
+    assert_int_equal(tp_file(&u, "from-camera.jpg", "image/jpeg", u.folder_id,
+                             "\"modifiedTime\":\"2009-06-15T08:30:00Z\"", id, sizeof(id)),
+                     0);
+    CHECK(tp_wait_jobs(&u, 1, 5000));
+    assert_int_equal(tp_jobs_for_file(&u, id), 1);
+}
+
+static bool delayed_request_in_flight(void *arg)
+{
+    (void)arg;
+    cJSON *j = tp_admin("GET", "/__admin/requests", NULL);
+    bool found = false;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "requests"))
+    {
+        const cJSON *fault = cJSON_GetObjectItemCaseSensitive(r, "fault");
+        const cJSON *status = cJSON_GetObjectItemCaseSensitive(r, "status");
+        if (cJSON_IsString(fault) && strcmp(fault->valuestring, "delay") == 0 &&
+            cJSON_IsNull(status)) {
+            found = true;
+        }
+    }
+    cJSON_Delete(j);
+    return found;
+}
+
+static void appears_while_a_poll_runs(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u);
+    /* only this user is watched now, so the delayed changes.list is this user's */
+    sql_exec("UPDATE drive_polls SET active = FALSE, stopped_reason = 'test'"
+             " WHERE active AND user_id <> $1::uuid",
+             1, (const char *[]){u.user_id});
+    cJSON_Delete(tp_admin("DELETE", "/__admin/requests", NULL));
+    cJSON_Delete(tp_admin("POST", "/__admin/faults",
+                          "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},"
+                          "\"count\":1,\"action\":\"delay\",\"delay_ms\":1500}"));
+    CHECK(wait_until(delayed_request_in_flight, NULL, 5000));
+    char id[128];
+    assert_int_equal(tp_image(&u, "during.jpg", u.folder_id, id, sizeof(id)), 0);
+    CHECK(tp_wait_jobs(&u, 1, 8000));
+    CHECK(tp_wait_polls(&u, 2, 8000));
+    assert_int_equal(tp_jobs_for_file(&u, id), 1);
+    assert_int_equal(tp_jobs_of(&u), 1);
+}
+
+static void many_files_at_once(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u);
+    /* Created faster than one interval: the next changes.list has 2,500 + pages. */
+    for (int i = 0; i < 2500; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "burst-%04d.jpg", i);
+        assert_int_equal(tp_image(&u, name, u.folder_id, NULL, 0), 0);
+    }
+    CHECK(tp_wait_jobs(&u, 2500, 30000));
+    CHECK(tp_wait_polls(&u, 2, 10000));
+    assert_int_equal(tp_jobs_of(&u), 2500);
+    long dups = 0;
+    assert_int_equal(tp_queue_check(&u, &dups), 2500);
+    assert_int_equal(dups, 0);
+}
+
+/* What must never become a job, and what must not become a second one. */
+static void never_jobs(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u);
+    char processed[128], sub[128], seen[128], id[128];
+    assert_int_equal(tp_file(&u, "Processed", NULL, u.folder_id, "", processed, sizeof(processed)),
+                     0);
+    assert_int_equal(tp_file(&u, "Holiday", NULL, u.folder_id, "", sub, sizeof(sub)), 0);
+    assert_int_equal(tp_image(&u, "seen.jpg", u.folder_id, seen, sizeof(seen)), 0);
+    CHECK(tp_wait_jobs(&u, 1, 5000));
+    assert_int_equal(tp_image(&u, "out_portrait_pro.jpg", processed, id, sizeof(id)), 0);
+    assert_int_equal(tp_image(&u, "in-sub.jpg", sub, id, sizeof(id)), 0);
+    assert_int_equal(tp_file(&u, "notes.txt", "text/plain", u.folder_id, "", id, sizeof(id)), 0);
+    assert_int_equal(tp_file(&u, "clip.mp4", "video/mp4", u.folder_id, "", id, sizeof(id)), 0);
+    assert_int_equal(tp_file(&u, "binned.jpg", "image/jpeg", u.folder_id, "\"trashed\":true", id,
+                             sizeof(id)),
+                     0);
+    assert_int_equal(tp_file(&u, "Doc", "application/vnd.google-apps.document", u.folder_id, "",
+                             id, sizeof(id)),
+                     0);
+    assert_int_equal(tp_file(&u, "Sheet.png", "application/vnd.google-apps.spreadsheet",
+                             u.folder_id, "", id, sizeof(id)),
+                     0);
+    /* the seen file renamed and edited: same id, no second job */
+    char path[512];
+    snprintf(path, sizeof(path), "/drive/v3/files/%s", seen);
+    assert_int_equal(tp_drive(&u, "PATCH", path, "{\"name\":\"seen-renamed.jpg\"}", NULL), 200);
+    snprintf(path, sizeof(path), "/upload/drive/v3/files/%s?uploadType=media", seen);
+    assert_int_equal(tp_drive(&u, "PATCH", path, "new bytes", NULL), 200);
+    /* moved out to the subfolder and back in: still the same file */
+    snprintf(path, sizeof(path), "/drive/v3/files/%s?addParents=%s&removeParents=%s", seen, sub,
+             u.folder_id);
+    assert_int_equal(tp_drive(&u, "PATCH", path, "{}", NULL), 200);
+    CHECK(tp_wait_polls(&u, 2, 8000));
+    snprintf(path, sizeof(path), "/drive/v3/files/%s?addParents=%s&removeParents=%s", seen,
+             u.folder_id, sub);
+    assert_int_equal(tp_drive(&u, "PATCH", path, "{}", NULL), 200);
+    CHECK(tp_wait_polls(&u, 3, 8000));
+    assert_int_equal(tp_jobs_of(&u), 1);
+    assert_int_equal(tp_jobs_for_file(&u, seen), 1);
+    long dups = 0;
+    assert_int_equal(tp_queue_check(&u, &dups), 1);
+    assert_int_equal(dups, 0);
+    /* a full listing (reconciliation) agrees */
+    sql_exec("UPDATE drive_polls SET last_full_scan_at = now() - interval '2 days'"
+             " WHERE user_id = $1::uuid",
+             1, (const char *[]){u.user_id});
+    CHECK(tp_wait_scanned(&u, 5000));
+    CHECK(tp_wait_polls(&u, 2, 8000));
+    assert_int_equal(tp_jobs_of(&u), 1);
+}
+
+static void all_together(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    assert_int_equal(tp_new_user(&u, "all"), 0);
+    char other[128], sub[128], processed[128], ids[6][128], id[128];
+    assert_int_equal(tp_file(&u, "Elsewhere", NULL, u.root_id, "", other, sizeof(other)), 0);
+    assert_int_equal(tp_file(&u, "Processed", NULL, u.folder_id, "", processed, sizeof(processed)),
+                     0);
+    assert_int_equal(tp_file(&u, "Sub", NULL, u.folder_id, "", sub, sizeof(sub)), 0);
+    assert_int_equal(tp_image(&u, "already-there.jpg", u.folder_id, ids[0], sizeof(ids[0])), 0);
+    assert_int_equal(tp_image(&u, "to-move.jpg", other, ids[1], sizeof(ids[1])), 0);
+    assert_int_equal(tp_watch(&u), 0);
+    CHECK(tp_wait_scanned(&u, 10000));
+    assert_int_equal(tp_image(&u, "fresh.jpg", u.folder_id, ids[2], sizeof(ids[2])), 0);
+    assert_int_equal(tp_file(&u, "old.jpg", "image/jpeg", u.folder_id,
+                             "\"modifiedTime\":\"2001-01-01T00:00:00Z\"", ids[3], sizeof(ids[3])),
+                     0);
+    char path[512];
+    snprintf(path, sizeof(path), "/drive/v3/files/%s?addParents=%s&removeParents=%s", ids[1],
+             u.folder_id, other);
+    assert_int_equal(tp_drive(&u, "PATCH", path, "{}", NULL), 200);
+    for (int i = 0; i < 150; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "batch-%03d.png", i);
+        assert_int_equal(tp_file(&u, name, "image/png", u.folder_id, "", i == 0 ? ids[4] : id,
+                                 sizeof(id)),
+                         0);
+    }
+    assert_int_equal(tp_image(&u, "result.jpg", processed, id, sizeof(id)), 0);
+    assert_int_equal(tp_image(&u, "deeper.jpg", sub, id, sizeof(id)), 0);
+    assert_int_equal(tp_file(&u, "a.txt", "text/plain", u.folder_id, "", id, sizeof(id)), 0);
+    assert_int_equal(tp_file(&u, "gone.jpg", "image/jpeg", u.folder_id, "\"trashed\":true", id,
+                             sizeof(id)),
+                     0);
+    assert_int_equal(tp_file(&u, "Slides", "application/vnd.google-apps.presentation",
+                             u.folder_id, "", id, sizeof(id)),
+                     0);
+    snprintf(path, sizeof(path), "/drive/v3/files/%s", ids[0]);
+    assert_int_equal(tp_drive(&u, "PATCH", path, "{\"name\":\"renamed.jpg\"}", NULL), 200);
+    long want = 1 + 1 + 1 + 1 + 150;
+    CHECK(tp_wait_jobs(&u, want, 10000));
+    CHECK(tp_wait_polls(&u, 2, 8000));
+    assert_int_equal(tp_jobs_of(&u), want);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(tp_jobs_for_file(&u, ids[i]), 1);
+    }
+    long dups = 0;
+    assert_int_equal(tp_queue_check(&u, &dups), want);
+    assert_int_equal(dups, 0);
+    char v[64];
+    tp_poll_field(&u, "files_found", v, sizeof(v));
+    assert_int_equal(atol(v), want);
+    /* last_modified_time is the newest modifiedTime seen, not the old camera time */
+    tp_poll_field(&u, "(last_modified_time > timezone('UTC', now()) - interval '1 hour')", v,
+                  sizeof(v));
+    assert_string_equal(v, "true");
+}
+
+/* ---- token loss and reconciliation ---- */
+
+static void invalid_token_recovers_with_a_listing(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u);
+    sql_exec("UPDATE drive_polls SET changes_page_token = '987654321' WHERE user_id = $1::uuid",
+             1, (const char *[]){u.user_id});
+    char id[128];
+    assert_int_equal(tp_image(&u, "while-lost.jpg", u.folder_id, id, sizeof(id)), 0);
+    CHECK(tp_wait_jobs(&u, 1, 8000));
+    assert_int_equal(tp_jobs_for_file(&u, id), 1);
+    char tok[64];
+    tp_poll_field(&u, "changes_page_token", tok, sizeof(tok));
+    assert_string_not_equal(tok, "987654321");
+    CHECK(tp_wait_polls(&u, 1, 5000));
+    assert_int_equal(tp_jobs_of(&u), 1);
+}
+
+static void reconciliation_finds_what_the_feed_skipped(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u);
+    /* Stop the watch, add a file, then move the saved token past its change:
+     * the feed can no longer see it; only a listing can. */
+    sql_exec("SELECT drive_polls_stop_watch($1::uuid, 'test')", 1, (const char *[]){u.user_id});
+    char id[128];
+    assert_int_equal(tp_image(&u, "skipped.jpg", u.folder_id, id, sizeof(id)), 0);
+    cJSON *j = NULL;
+    assert_int_equal(tp_drive(&u, "GET", "/drive/v3/changes/startPageToken", NULL, &j), 200);
+    char tok[64];
+    tp_copy_str(tok, sizeof(tok), j, "startPageToken");
+    cJSON_Delete(j);
+    sql_exec("UPDATE drive_polls SET active = TRUE, stopped_reason = NULL, changes_page_token = $2,"
+             " last_full_scan_at = timezone('UTC', now()), next_poll_at = timezone('UTC', now())"
+             " WHERE user_id = $1::uuid",
+             2, (const char *[]){u.user_id, tok});
+    CHECK(tp_wait_polls(&u, 2, 8000));
+    assert_int_equal(tp_jobs_of(&u), 0); /* the changes feed alone missed it */
+    sql_exec("UPDATE drive_polls SET last_full_scan_at = timezone('UTC', now()) - interval '2 days'"
+             " WHERE user_id = $1::uuid",
+             1, (const char *[]){u.user_id});
+    CHECK(tp_wait_jobs(&u, 1, 8000));
+    assert_int_equal(tp_jobs_for_file(&u, id), 1);
+}
+
+/* An idle cycle is one changes.list per folder: no listing, no files.get. */
+static void idle_cycle_is_one_changes_call(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u);
+    CHECK(tp_wait_polls(&u, 1, 5000));
+    /* this file's other users are idle too: every Drive GET must be changes.list */
+    long since = tp_requests_next();
+    long long t0 = tp_now_ms();
+    CHECK(tp_wait_polls(&u, 3, 8000));
+    long other = 0;
+    long changes = tp_requests_count(since, "/drive/v3/changes", &other);
+    long long secs = (tp_now_ms() - t0) / 1000;
+    assert_int_equal(other, 0);
+    assert_true(changes >= 3);
+    /* and not more than one per folder per second (interval 1 s) */
+    long folders = tp_sql_long("SELECT count(*) FROM drive_polls WHERE active", 0, NULL);
+    assert_true(changes <= folders * (secs + 2));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(candidate_table),
+        cmocka_unit_test(backoff_table),
+        cmocka_unit_test(query_escaping),
+        cmocka_unit_test(existing_images_found_by_first_listing),
+        cmocka_unit_test(new_upload),
+        cmocka_unit_test(moved_in_from_elsewhere),
+        cmocka_unit_test(old_modified_time),
+        cmocka_unit_test(appears_while_a_poll_runs),
+        cmocka_unit_test(never_jobs),
+        cmocka_unit_test(all_together),
+        cmocka_unit_test(invalid_token_recovers_with_a_listing),
+        cmocka_unit_test(reconciliation_finds_what_the_feed_skipped),
+        cmocka_unit_test(idle_cycle_is_one_changes_call),
+        cmocka_unit_test(many_files_at_once),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
