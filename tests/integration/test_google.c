@@ -1041,6 +1041,16 @@ static char *db_col(const db_user_t *u, const char *expr)
     return sql_value(sql, 1, params);
 }
 
+/* drive_auth_access_token, failing with its message when the status is not `want`. */
+static void auth_expect(pg_conn_t *pg, const char *user_id, bool force, char *token,
+                        size_t tokenlen, google_error_t *err, drive_auth_status_t want)
+{
+    drive_auth_status_t got =
+        drive_auth_access_token(pg, gc, keys, user_id, force, token, tokenlen, err);
+    if (got != want)
+        fail_msg("drive_auth_access_token: got %d, want %d (%s)", got, want, err->message);
+}
+
 static void auth_fresh_expired_force(void **state)
 {
     (void)state;
@@ -1051,8 +1061,7 @@ static void auth_fresh_expired_force(void **state)
 
     /* Fresh: the stored token, no call to Google. */
     clear_requests();
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, u.id, false, token, sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    auth_expect(pg, u.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     assert_string_equal(token, u.g.access);
     assert_int_equal(count_requests("POST", "/token"), 0);
 
@@ -1064,8 +1073,7 @@ static void auth_fresh_expired_force(void **state)
                               " interval '1 minute' WHERE id = $1",
                               1, params),
                      0);
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, u.id, false, token, sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    auth_expect(pg, u.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     assert_string_not_equal(token, u.g.access);
     assert_int_equal(count_requests("POST", "/token"), 1);
     char *after_access = db_col(&u, "drive_access_token");
@@ -1088,9 +1096,7 @@ static void auth_fresh_expired_force(void **state)
     drive_file_list_free(&l);
     /* And is now served from the database. */
     char second[2048];
-    assert_int_equal(
-        drive_auth_access_token(pg, gc, keys, u.id, false, second, sizeof(second), &err),
-        DRIVE_AUTH_OK);
+    auth_expect(pg, u.id, false, second, sizeof(second), &err, DRIVE_AUTH_OK);
     assert_string_equal(second, token);
     assert_int_equal(count_requests("POST", "/token"), 1);
 
@@ -1099,15 +1105,13 @@ static void auth_fresh_expired_force(void **state)
                               " interval '60 seconds' WHERE id = $1",
                               1, params),
                      0);
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, u.id, false, token, sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    auth_expect(pg, u.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     assert_string_not_equal(token, second);
     assert_int_equal(count_requests("POST", "/token"), 2);
 
     /* force (after a 401): refreshed although fresh. */
     snprintf(second, sizeof(second), "%s", token);
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, u.id, true, token, sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    auth_expect(pg, u.id, true, token, sizeof(token), &err, DRIVE_AUTH_OK);
     assert_string_not_equal(token, second);
     assert_int_equal(count_requests("POST", "/token"), 3);
 
@@ -1138,8 +1142,7 @@ static void auth_revoked_transient_rotated(void **state)
     char body[256];
     snprintf(body, sizeof(body), "{\"email\":\"tm.revoked@example.com\"}");
     admin("POST", "/__admin/revoke", body);
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, r.id, false, token, sizeof(token), &err),
-                     DRIVE_AUTH_REVOKED);
+    auth_expect(pg, r.id, false, token, sizeof(token), &err, DRIVE_AUTH_REVOKED);
     assert_string_equal(err.reason, "invalid_grant");
     assert_string_equal(token, "");
     char *connected = db_col(&r, "drive_connected");
@@ -1152,13 +1155,11 @@ static void auth_revoked_transient_rotated(void **state)
     clear_requests();
     add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":10,\"action\":"
               "\"status\",\"status\":500}");
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, t.id, false, token, sizeof(token), &err),
-                     DRIVE_AUTH_TRANSIENT);
+    auth_expect(pg, t.id, false, token, sizeof(token), &err, DRIVE_AUTH_TRANSIENT);
     assert_int_equal(err.status, GOOGLE_ERR_SERVER);
     clear_requests();
     /* ...and fine once Google is back (the failed attempt left nothing locked). */
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, t.id, false, token, sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    auth_expect(pg, t.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     seeded_free(&t.g);
 
     /* Sealed with the old key while fresh: refreshed and everything re-sealed under the current
@@ -1166,8 +1167,7 @@ static void auth_revoked_transient_rotated(void **state)
     db_user_t o = db_user("tm.oldkey@example.com", old_keys, "1 hour");
     char *old_access = db_col(&o, "drive_access_token");
     assert_true(crypto_envelope_needs_rotation(keys, old_access));
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, o.id, false, token, sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    auth_expect(pg, o.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     char *new_access = db_col(&o, "drive_access_token");
     char *new_refresh = db_col(&o, "drive_refresh_token");
     assert_false(crypto_envelope_needs_rotation(keys, new_access));
@@ -1189,8 +1189,7 @@ static void auth_revoked_transient_rotated(void **state)
         "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
         "\"status\",\"status\":200,\"body\":{\"access_token\":\"ya29.rotated-access\","
         "\"expires_in\":1800,\"refresh_token\":\"1//rotated-refresh\",\"token_type\":\"Bearer\"}}");
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, n.id, false, token, sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    auth_expect(pg, n.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     assert_string_equal(token, "ya29.rotated-access");
     char *stored = db_col(&n, "drive_refresh_token");
     opened = crypto_envelope_open(keys, stored);
@@ -1215,19 +1214,17 @@ static void auth_no_tokens_and_db_errors(void **state)
     google_error_t err;
 
     db_user_t none = db_user("tm.none@example.com", NULL, "1 hour");
-    assert_int_equal(
-        drive_auth_access_token(pg, gc, keys, none.id, false, token, sizeof(token), &err),
-        DRIVE_AUTH_NO_TOKENS);
+    auth_expect(pg, none.id, false, token, sizeof(token), &err, DRIVE_AUTH_NO_TOKENS);
     seeded_free(&none.g);
 
     db_user_t off = db_user("tm.off@example.com", keys, "1 hour");
     const char *params[] = {off.id};
     assert_int_equal(sql_exec("UPDATE users SET drive_connected = false WHERE id = $1", 1, params),
                      0);
-    assert_int_equal(
-        drive_auth_access_token(pg, gc, keys, off.id, false, token, sizeof(token), &err),
-        DRIVE_AUTH_NO_TOKENS);
+    auth_expect(pg, off.id, false, token, sizeof(token), &err, DRIVE_AUTH_NO_TOKENS);
     assert_string_equal(token, "");
+    assert_int_equal(err.status, GOOGLE_OK); /* not Google's error */
+    assert_string_equal(err.message, "Drive is disconnected");
     seeded_free(&off.g);
 
     /* Expired with no refresh token. */
@@ -1235,17 +1232,12 @@ static void auth_no_tokens_and_db_errors(void **state)
     const char *p2[] = {half.id};
     assert_int_equal(sql_exec("UPDATE users SET drive_refresh_token = NULL WHERE id = $1", 1, p2),
                      0);
-    assert_int_equal(
-        drive_auth_access_token(pg, gc, keys, half.id, false, token, sizeof(token), &err),
-        DRIVE_AUTH_NO_TOKENS);
+    auth_expect(pg, half.id, false, token, sizeof(token), &err, DRIVE_AUTH_NO_TOKENS);
     seeded_free(&half.g);
 
-    assert_int_equal(drive_auth_access_token(pg, gc, keys, "00000000-0000-0000-0000-000000000000",
-                                             false, token, sizeof(token), &err),
-                     DRIVE_AUTH_NO_TOKENS);
-    assert_int_equal(
-        drive_auth_access_token(pg, gc, keys, "not-a-uuid", false, token, sizeof(token), &err),
-        DRIVE_AUTH_NO_TOKENS);
+    auth_expect(pg, "00000000-0000-0000-0000-000000000000", false, token, sizeof(token), &err,
+                DRIVE_AUTH_NO_TOKENS);
+    auth_expect(pg, "not-a-uuid", false, token, sizeof(token), &err, DRIVE_AUTH_NO_TOKENS);
     /* The connection is still usable after that error. */
     assert_true(pg_ping(pg));
     pg_close(pg);
@@ -1254,9 +1246,8 @@ static void auth_no_tokens_and_db_errors(void **state)
     db_user_t b = db_user("tm.billing@example.com", keys, "-1 hour");
     char *before = db_col(&b, "drive_access_token");
     pg_conn_t *billing = connect_as("ca_billing_webhook");
-    assert_int_equal(
-        drive_auth_access_token(billing, gc, keys, b.id, false, token, sizeof(token), &err),
-        DRIVE_AUTH_DB);
+    auth_expect(billing, b.id, false, token, sizeof(token), &err, DRIVE_AUTH_DB);
+    assert_non_null(strstr(err.message, "permission denied"));
     assert_false(pg_in_transaction(billing));
     char *after = db_col(&b, "drive_access_token");
     assert_string_equal(before, after);
@@ -1267,6 +1258,7 @@ static void auth_no_tokens_and_db_errors(void **state)
 }
 
 typedef struct {
+    const char *db_url; /* db_url_as() uses a static buffer: resolved before the threads */
     const char *user_id;
     drive_auth_status_t st;
     char token[2048];
@@ -1275,8 +1267,22 @@ typedef struct {
 static void *racer(void *arg)
 {
     racer_t *r = arg;
-    pg_conn_t *pg = connect_as("ca_job_worker");
-    google_client_t *c = new_client(10000, 3, CLIENT_SECRET);
+    char dberr[256];
+    pg_conn_t *pg = pg_connect(r->db_url, 20000, dberr, sizeof(dberr));
+    if (pg == NULL) {
+        r->st = DRIVE_AUTH_DB;
+        return NULL;
+    }
+    /* No cmocka asserts in a thread: plain calls only. */
+    google_config_t cfg = {
+        .client_id = CLIENT_ID,
+        .client_secret = CLIENT_SECRET,
+        .token_url = url_token,
+        .drive_api_url = url_api,
+        .timeout_ms = 10000,
+        .max_retries = 3,
+    };
+    google_client_t *c = google_client_new(&cfg);
     google_error_t err;
     r->st =
         drive_auth_access_token(pg, c, keys, r->user_id, false, r->token, sizeof(r->token), &err);
@@ -1293,12 +1299,15 @@ static void auth_concurrent_refresh_once(void **state)
     /* Slow the token endpoint so that both threads arrive while one refreshes. */
     add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
               "\"delay\",\"delay_ms\":500}");
+    char url[512];
+    snprintf(url, sizeof(url), "%s", db_url_as("ca_job_worker"));
     enum { N = 4 };
     racer_t r[N];
     pthread_t th[N];
     for (int i = 0; i < N; i++) {
         memset(&r[i], 0, sizeof(r[i]));
         r[i].user_id = u.id;
+        r[i].db_url = url;
         assert_int_equal(pthread_create(&th[i], NULL, racer, &r[i]), 0);
     }
     for (int i = 0; i < N; i++)
