@@ -28,7 +28,7 @@
 static proc_t tp_google;
 static crypto_keyring_t *tp_keys;
 static pg_conn_t *tp_pg;
-static int tp_user_seq;
+static __attribute__((unused)) int tp_user_seq;
 
 typedef struct {
     char email[128];
@@ -39,13 +39,13 @@ typedef struct {
     char folder_id[128]; /* the watched folder */
 } tp_user_t;
 
-static void tp_sleep_ms(int ms)
+static __attribute__((unused)) void tp_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
-static long long tp_now_ms(void)
+static __attribute__((unused)) long long tp_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -53,7 +53,7 @@ static long long tp_now_ms(void)
 }
 
 /* Starts the fake and opens the test's own connections. 0 or -1. */
-static int tp_setup_world(void)
+static __attribute__((unused)) int tp_setup_world(void)
 {
     const char *args[] = {"--client-id", TP_CLIENT_ID, "--client-secret", TP_CLIENT_SECRET, NULL};
     if (fake_start(&tp_google, "google", args) != 0) {
@@ -71,7 +71,7 @@ static int tp_setup_world(void)
     return 0;
 }
 
-static void tp_teardown_world(void)
+static __attribute__((unused)) void tp_teardown_world(void)
 {
     proc_stop_timeout(&tp_google, 5000);
     if (tp_pg != NULL) {
@@ -83,7 +83,7 @@ static void tp_teardown_world(void)
 }
 
 /* Starts a drive-poller against the fake; extra: more NAME=value (NULL-terminated). */
-static int tp_start_poller(proc_t *p, const char *interval, const char *const *extra)
+static __attribute__((unused)) int tp_start_poller(proc_t *p, const char *interval, const char *const *extra)
 {
     static char drive[256], token[256], iv[64];
     snprintf(drive, sizeof(drive), "DRIVE_API_URL=%s/drive/v3", tp_google.base_url);
@@ -118,14 +118,14 @@ static cJSON *tp_admin(const char *method, const char *path, const char *body)
     return j;
 }
 
-static void tp_copy_str(char *dst, size_t n, const cJSON *o, const char *key)
+static __attribute__((unused)) void tp_copy_str(char *dst, size_t n, const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     snprintf(dst, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
 }
 
 /* A Drive call as the user. Returns the status; *out (may be NULL) the JSON. */
-static long tp_drive(const tp_user_t *u, const char *method, const char *path_and_query,
+static __attribute__((unused)) long tp_drive(const tp_user_t *u, const char *method, const char *path_and_query,
                      const char *body, cJSON **out)
 {
     char url[1024];
@@ -144,7 +144,7 @@ static long tp_drive(const tp_user_t *u, const char *method, const char *path_an
 
 /* Creates a file (or folder when mime is NULL and folder) through the admin
  * route; fills id. extra_json: more members, e.g. "\"trashed\":true" or "". */
-static int tp_file(const tp_user_t *u, const char *name, const char *mime, const char *parent,
+static __attribute__((unused)) int tp_file(const tp_user_t *u, const char *name, const char *mime, const char *parent,
                    const char *extra_json, char *id, size_t idlen)
 {
     char body[2048];
@@ -165,14 +165,14 @@ static int tp_file(const tp_user_t *u, const char *name, const char *mime, const
     return 0;
 }
 
-static int tp_image(const tp_user_t *u, const char *name, const char *parent, char *id, size_t n)
+static __attribute__((unused)) int tp_image(const tp_user_t *u, const char *name, const char *parent, char *id, size_t n)
 {
     return tp_file(u, name, "image/jpeg", parent, "", id, n);
 }
 
 /* A fake user, a users row with sealed tokens, a watched folder (not yet
  * watched: call tp_watch). */
-static int tp_new_user(tp_user_t *u, const char *prefix)
+static __attribute__((unused)) int tp_new_user(tp_user_t *u, const char *prefix)
 {
     memset(u, 0, sizeof(*u));
     snprintf(u->email, sizeof(u->email), "%s%d.%d@example.com", prefix, (int)getpid(),
@@ -210,7 +210,7 @@ static int tp_new_user(tp_user_t *u, const char *prefix)
     return tp_file(u, "Watched", NULL, u->root_id, "", u->folder_id, sizeof(u->folder_id));
 }
 
-static int tp_watch(const tp_user_t *u)
+static __attribute__((unused)) int tp_watch(const tp_user_t *u)
 {
     const char *params[] = {u->user_id, u->folder_id};
     char err[256];
@@ -227,7 +227,7 @@ static int tp_watch(const tp_user_t *u)
 /* ---- reading state ---- */
 
 /* First column of the first row as a long (-1 when none or error). */
-static long tp_sql_long(const char *sql, int n, const char *const *params)
+static __attribute__((unused)) long tp_sql_long(const char *sql, int n, const char *const *params)
 {
     char err[256];
     PGresult *res = pg_exec(tp_pg, sql, n, params, err, sizeof(err));
@@ -241,7 +241,7 @@ static long tp_sql_long(const char *sql, int n, const char *const *params)
 }
 
 /* First column of the first row, copied ("" when none). */
-static void tp_sql_str(char *out, size_t n, const char *sql, int np, const char *const *params)
+static __attribute__((unused)) void tp_sql_str(char *out, size_t n, const char *sql, int np, const char *const *params)
 {
     char err[256];
     out[0] = '\0';
@@ -256,13 +256,13 @@ static void tp_sql_str(char *out, size_t n, const char *sql, int np, const char 
     PQclear(res);
 }
 
-static long tp_jobs_of(const tp_user_t *u)
+static __attribute__((unused)) long tp_jobs_of(const tp_user_t *u)
 {
     const char *p[] = {u->user_id};
     return tp_sql_long("SELECT count(*) FROM jobs WHERE user_id = $1::uuid", 1, p);
 }
 
-static long tp_jobs_for_file(const tp_user_t *u, const char *file_id)
+static __attribute__((unused)) long tp_jobs_for_file(const tp_user_t *u, const char *file_id)
 {
     const char *p[] = {u->user_id, file_id};
     return tp_sql_long("SELECT count(*) FROM jobs WHERE user_id = $1::uuid AND drive_file_id = $2",
@@ -271,7 +271,7 @@ static long tp_jobs_for_file(const tp_user_t *u, const char *file_id)
 
 /* Successful polls since the watch started: completed polls are counted by
  * last_poll_at moving; this returns last_poll_at as epoch ms (-1 if none). */
-static long long tp_last_poll_ms(const tp_user_t *u)
+static __attribute__((unused)) long long tp_last_poll_ms(const tp_user_t *u)
 {
     const char *p[] = {u->user_id};
     char v[64];
@@ -282,7 +282,7 @@ static long long tp_last_poll_ms(const tp_user_t *u)
     return v[0] != '\0' ? atoll(v) : -1;
 }
 
-static void tp_poll_field(const tp_user_t *u, const char *column, char *out, size_t n)
+static __attribute__((unused)) void tp_poll_field(const tp_user_t *u, const char *column, char *out, size_t n)
 {
     char sql[256];
     snprintf(sql, sizeof(sql),
@@ -295,7 +295,7 @@ static void tp_poll_field(const tp_user_t *u, const char *column, char *out, siz
 
 /* Waits until the user's row has had `n` more successful polls recorded after
  * now (last_poll_at strictly advances n times with status success). */
-static bool tp_wait_polls(const tp_user_t *u, int n, int timeout_ms)
+static __attribute__((unused)) bool tp_wait_polls(const tp_user_t *u, int n, int timeout_ms)
 {
     long long deadline = tp_now_ms() + timeout_ms;
     long long last = tp_last_poll_ms(u);
@@ -315,7 +315,7 @@ static bool tp_wait_polls(const tp_user_t *u, int n, int timeout_ms)
     return false;
 }
 
-static bool tp_wait_jobs(const tp_user_t *u, long want, int timeout_ms)
+static __attribute__((unused)) bool tp_wait_jobs(const tp_user_t *u, long want, int timeout_ms)
 {
     long long deadline = tp_now_ms() + timeout_ms;
     while (tp_now_ms() < deadline) {
@@ -328,7 +328,7 @@ static bool tp_wait_jobs(const tp_user_t *u, long want, int timeout_ms)
 }
 
 /* Waits until the first poll (with its full listing) is recorded. */
-static bool tp_wait_scanned(const tp_user_t *u, int timeout_ms)
+static __attribute__((unused)) bool tp_wait_scanned(const tp_user_t *u, int timeout_ms)
 {
     long long deadline = tp_now_ms() + timeout_ms;
     const char *p[] = {u->user_id};
@@ -347,7 +347,7 @@ static bool tp_wait_scanned(const tp_user_t *u, int timeout_ms)
 
 /* How many times each of the user's job ids is in ca:jobs: returns the number
  * of ids found exactly once; *dups gets those found more than once. */
-static long tp_queue_check(const tp_user_t *u, long *dups)
+static __attribute__((unused)) long tp_queue_check(const tp_user_t *u, long *dups)
 {
     char err[256];
     redis_conn_t *r = redis_connect(getenv("TEST_REDIS_URL"), 5000, err, sizeof(err));
@@ -385,7 +385,7 @@ static long tp_queue_check(const tp_user_t *u, long *dups)
 
 /* ---- the fake's request log ---- */
 
-static long tp_requests_next(void)
+static __attribute__((unused)) long tp_requests_next(void)
 {
     cJSON *j = tp_admin("GET", "/__admin/requests?since=999999999", NULL);
     long next = j != NULL ? (long)cJSON_GetObjectItemCaseSensitive(j, "next")->valuedouble : 0;
@@ -394,7 +394,7 @@ static long tp_requests_next(void)
 }
 
 /* Counts requests after `since` whose method is GET and path starts with prefix. */
-static long tp_requests_count(long since, const char *prefix, long *other_drive)
+static __attribute__((unused)) long tp_requests_count(long since, const char *prefix, long *other_drive)
 {
     char path[128];
     snprintf(path, sizeof(path), "/__admin/requests?since=%ld", since);
