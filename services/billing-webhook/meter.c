@@ -152,11 +152,11 @@ static void finish_row(meter_t *m, pg_conn_t *pg, const char *id, const char *st
     snprintf(delay, sizeof delay, "%ld", delay_ms);
     const char *params[4] = {id, status, delay, last_error};
     if (pg_exec_cmd(pg,
-                    "UPDATE meter_outbox SET status = $2,"
-                    " sent_at = CASE WHEN $2 = 'sent' THEN timezone('UTC', now()) END,"
-                    " next_attempt_at = CASE WHEN $2 = 'pending' THEN timezone('UTC', now())"
+                    "UPDATE meter_outbox SET status = $2::text,"
+                    " sent_at = CASE WHEN $2::text = 'sent' THEN timezone('UTC', now()) END,"
+                    " next_attempt_at = CASE WHEN $2::text = 'pending' THEN timezone('UTC', now())"
                     "   + make_interval(secs => $3::bigint / 1000.0) ELSE next_attempt_at END,"
-                    " last_error = $4"
+                    " last_error = $4::text"
                     " WHERE id = $1 AND status = 'pending'",
                     4, params, err, sizeof err) != 0) {
         /* The lease brings the row back; Stripe dedupes the identifier. */

@@ -297,8 +297,9 @@ DECLARE
     msg text;
     state text;
 BEGIN
-    IF jsonb_typeof(doc) <> 'object' OR ev_id IS NULL OR ev_type IS NULL
-       OR jsonb_typeof(doc -> 'created') <> 'number' OR jsonb_typeof(obj) <> 'object'
+    IF jsonb_typeof(doc) IS DISTINCT FROM 'object' OR ev_id IS NULL OR ev_type IS NULL
+       OR jsonb_typeof(doc -> 'created') IS DISTINCT FROM 'number'
+       OR jsonb_typeof(obj) IS DISTINCT FROM 'object'
        OR length(ev_id) > 255 OR length(ev_type) > 100 THEN
         RETURN QUERY SELECT 'malformed'::text, 'not a Stripe event (id, type, created, data.object)'::text;
         RETURN;
