@@ -1321,6 +1321,95 @@ static void auth_concurrent_refresh_once(void **state)
     seeded_free(&u.g);
 }
 
+typedef struct {
+    const char *db_url;
+    const char *user_id;
+    bool force;
+    drive_auth_status_t st;
+    char token[2048];
+} waiter_t;
+
+static void *waiter(void *arg)
+{
+    waiter_t *w = arg;
+    char dberr[256];
+    pg_conn_t *pg = pg_connect(w->db_url, 20000, dberr, sizeof(dberr));
+    google_config_t cfg = {
+        .client_id = CLIENT_ID,
+        .client_secret = CLIENT_SECRET,
+        .token_url = url_token,
+        .drive_api_url = url_api,
+        .timeout_ms = 10000,
+        .max_retries = 3,
+    };
+    google_client_t *c = google_client_new(&cfg);
+    google_error_t err;
+    w->st = pg == NULL || c == NULL ? DRIVE_AUTH_DB
+                                    : drive_auth_access_token(pg, c, keys, w->user_id, w->force,
+                                                              w->token, sizeof(w->token), &err);
+    google_client_free(c);
+    pg_close(pg);
+    return NULL;
+}
+
+static bool someone_waits_for_advisory_lock(void *arg)
+{
+    (void)arg;
+    char *n = sql_value(
+        "SELECT count(*)::text FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", 0, NULL);
+    bool waiting = n != NULL && strcmp(n, "0") != 0;
+    free(n);
+    return waiting;
+}
+
+/* While another holder (the test) has the user's refresh lock and stores a new token,
+ * a caller that needed a refresh (expired, or force after a 401) takes that token
+ * instead of refreshing again. */
+static void auth_takes_token_refreshed_meanwhile(void **state)
+{
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof(url), "%s", db_url_as("ca_drive_poller"));
+    for (int force = 0; force <= 1; force++) {
+        db_user_t u = db_user(force ? "tm.wait.force@example.com" : "tm.wait@example.com", keys,
+                              force ? "1 hour" : "-1 minute");
+        char lock_err[256];
+        pg_conn_t *holder =
+            pg_connect(getenv("TEST_DATABASE_URL"), 20000, lock_err, sizeof(lock_err));
+        assert_non_null(holder);
+        assert_int_equal(pg_begin(holder, lock_err, sizeof(lock_err)), 0);
+        const char *lp[] = {u.id};
+        assert_int_equal(pg_exec_cmd(holder,
+                                     "SELECT pg_advisory_xact_lock(hashtext('ca_drive_tokens'), "
+                                     "hashtext($1))",
+                                     1, lp, lock_err, sizeof(lock_err)),
+                         0);
+        clear_requests();
+
+        waiter_t w = {.db_url = url, .user_id = u.id, .force = force != 0};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, waiter, &w), 0);
+        assert_true(wait_until(someone_waits_for_advisory_lock, NULL, 10000));
+
+        char *sealed = crypto_envelope_seal(keys, "ya29.from-the-other-holder");
+        const char *sp[] = {u.id, sealed};
+        assert_int_equal(pg_exec_cmd(holder,
+                                     "SELECT users_store_drive_tokens($1, $2, NULL,"
+                                     " timezone('UTC', now()) + interval '1 hour')",
+                                     2, sp, lock_err, sizeof(lock_err)),
+                         0);
+        assert_int_equal(pg_commit(holder, lock_err, sizeof(lock_err)), 0);
+        pthread_join(th, NULL);
+
+        assert_int_equal(w.st, DRIVE_AUTH_OK);
+        assert_string_equal(w.token, "ya29.from-the-other-holder");
+        assert_int_equal(count_requests("POST", "/token"), 0);
+        free(sealed);
+        pg_close(holder);
+        seeded_free(&u.g);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1336,6 +1425,7 @@ int main(void)
         cmocka_unit_test_setup(auth_revoked_transient_rotated, test_setup),
         cmocka_unit_test_setup(auth_no_tokens_and_db_errors, test_setup),
         cmocka_unit_test_setup(auth_concurrent_refresh_once, test_setup),
+        cmocka_unit_test_setup(auth_takes_token_refreshed_meanwhile, test_setup),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
