@@ -129,7 +129,7 @@ typedef struct gw {
     long rl_per_minute_ip;
     long rl_per_minute_session;
     long session_ttl_s;
-    char web_root[1024];
+    char web_root[4096];
     int in_flight; /* gw requests not yet answered (drain) */
 } gw_t;
 

@@ -3,10 +3,11 @@
  * files, Stripe Checkout/Portal sessions. Owns users, presets (+ ratings),
  * audit_log.
  *
- * Foundation state: boots, migrates its slice, answers /healthz, /readyz and
- * /metrics, and applies its retention rule. The REST API is issue #7.
+ * main.c is the boot script: the configuration table, the service hooks and
+ * the retention rule. Everything else is in gateway.h and the route files.
  */
 #include "daemon.h"
+#include "gateway.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -37,22 +38,61 @@ static const config_var_t gateway_vars[] = {
     {"STRIPE_PRICE_CREATOR", CFG_STRING, NULL, false, false, 0, 0, "price id of the creator tier"},
     {"STRIPE_PRICE_STUDIO", CFG_STRING, NULL, false, false, 0, 0, "price id of the studio tier"},
     {"ADMIN_EMAILS", CFG_LIST, "", false, false, 0, 0, "comma list of users who may read /api/admin/*"},
+    {"RATE_LIMIT_PER_MINUTE_IP", CFG_INT, "1200", false, false, 1, 100000000,
+     "requests per minute per client address (/api/*, /auth/*)"},
+    {"RATE_LIMIT_PER_MINUTE_SESSION", CFG_INT, "600", false, false, 1, 100000000,
+     "requests per minute per session"},
+    {"SESSION_TTL_SECONDS", CFG_INT, "2592000", false, false, 60, 31536000,
+     "idle lifetime of a session (sliding)"},
+    {"PG_POOL_SIZE", CFG_INT, "8", false, false, 1, 64, "PostgreSQL connections of the pool"},
+    {"GOOGLE_THREADS", CFG_INT, "4", false, false, 1, 64, "threads for blocking Google calls"},
+    {"GOOGLE_TIMEOUT_MS", CFG_INT, "10000", false, false, 100, 120000,
+     "timeout of one Google request attempt"},
+    {"WEB_ROOT", CFG_STRING, NULL, false, false, 0, 0,
+     "folder of the dashboard's static files (default: services/api-gateway/web)"},
 };
 
 /* Retention: the audit log keeps one year (the seed schema names no rule for
- * the gateway's tables; a year covers an annual review). */
+ * the gateway's tables; a year covers an annual review). audit_log is under
+ * row-level security, so the DELETE goes through audit_log_cleanup(), a
+ * SECURITY DEFINER function that sees every row (050_rls.sql). */
 static int gateway_cleanup(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen)
 {
     (void)d;
-    PGresult *res = pg_exec(pg,
-                            "DELETE FROM audit_log WHERE created_at < now() - interval '365 days'",
-                            0, NULL, err, errlen);
+    PGresult *res = pg_exec(pg, "SELECT audit_log_cleanup(365)", 0, NULL, err, errlen);
     if (res == NULL) {
         return -1;
     }
-    log_info("cleanup: %s audit_log row(s) older than 365 days deleted", PQcmdTuples(res));
+    log_info("cleanup: %s audit_log row(s) older than 365 days deleted", PQgetvalue(res, 0, 0));
     PQclear(res);
     return 0;
+}
+
+static int gateway_start(daemon_t *d)
+{
+    gw_t *gw = gw_new(d);
+    if (gw == NULL) {
+        return -1;
+    }
+    daemon_set_data(d, gw);
+    if (gw_register_routes(gw) != 0) {
+        log_error("cannot register the routes");
+        return -1;
+    }
+    log_info("gateway: public URL %s, web root %s", gw->public_url, gw->web_root);
+    return 0;
+}
+
+static bool gateway_drained(daemon_t *d)
+{
+    gw_t *gw = daemon_data(d);
+    return gw == NULL || gw_idle(gw);
+}
+
+static void gateway_stop(daemon_t *d)
+{
+    gw_free(daemon_data(d));
+    daemon_set_data(d, NULL);
 }
 
 static const service_t api_gateway_service = {
@@ -61,6 +101,9 @@ static const service_t api_gateway_service = {
     .vars = gateway_vars,
     .nvars = sizeof(gateway_vars) / sizeof(gateway_vars[0]),
     .migrations = api_gateway_migrations,
+    .start = gateway_start,
+    .drained = gateway_drained,
+    .stop = gateway_stop,
     .cleanup = gateway_cleanup,
 };
 

@@ -1,0 +1,839 @@
+/*
+ * gateway — the api-gateway's context, the authenticated-route wrapper
+ * (session, rate limits, CSRF), database and reply helpers, validation, and the
+ * pool threads' own clients. See gateway.h.
+ */
+#include "gateway.h"
+
+#include "log.h"
+#include "metrics.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define RATE_WINDOW_MS 60000
+
+/* One Redis round trip per request: the per-IP limit, then (when a session id
+ * was presented) the session and the per-session limit. Sliding session TTL.
+ * KEYS: session, ip-limit, session-limit. ARGV: window ms, ip limit, session
+ * limit, session ttl ms, "1" to look the session up.
+ * Returns {retry_after_ms (0 = allowed), user_id, csrf, email}. */
+static const char SESSION_SCRIPT[] =
+    "local function hit(key, limit, window)\n"
+    "  local n = redis.call('INCR', key)\n"
+    "  if n == 1 then redis.call('PEXPIRE', key, window) end\n"
+    "  if n > limit then\n"
+    "    local t = redis.call('PTTL', key)\n"
+    "    if t < 0 then redis.call('PEXPIRE', key, window); t = window end\n"
+    "    return t\n"
+    "  end\n"
+    "  return 0\n"
+    "end\n"
+    "local window = tonumber(ARGV[1])\n"
+    "local retry = hit(KEYS[2], tonumber(ARGV[2]), window)\n"
+    "local uid, csrf, email = false, false, false\n"
+    "if ARGV[5] == '1' then\n"
+    "  local s = redis.call('HMGET', KEYS[1], 'user_id', 'csrf', 'email')\n"
+    "  if s[1] then\n"
+    "    uid, csrf, email = s[1], s[2], s[3]\n"
+    "    redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+    "    local r2 = hit(KEYS[3], tonumber(ARGV[3]), window)\n"
+    "    if r2 > retry then retry = r2 end\n"
+    "  end\n"
+    "end\n"
+    "return {retry, uid, csrf, email}\n";
+
+typedef struct {
+    gw_t *gw;
+    char *method;
+    char *pattern;
+    unsigned flags;
+    gw_handler_fn fn;
+} gw_route_t;
+
+/* Per request (http_req_set_data). */
+typedef struct {
+    gw_t *gw;
+    const gw_route_t *route;
+    http_req_t *req;
+    gw_user_t user;
+} gw_call_t;
+
+static gw_route_t **all_routes;
+static size_t nall_routes;
+static metric_t *m_rate_limited;
+static metric_t *m_csrf_failed;
+
+/* ---- small helpers ---- */
+
+bool gw_valid_uuid(const char *s)
+{
+    if (s == NULL || strlen(s) != 36) {
+        return false;
+    }
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') {
+                return false;
+            }
+        } else if (!isxdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool gw_valid_drive_id(const char *s)
+{
+    if (s == NULL) {
+        return false;
+    }
+    size_t n = strlen(s);
+    if (n == 0 || n > 255) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!isalnum(c) && c != '_' && c != '-') {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool gw_cookie(const http_req_t *req, const char *name, char *out, size_t outlen)
+{
+    const char *h = http_req_header(req, "Cookie");
+    if (h == NULL) {
+        return false;
+    }
+    size_t nlen = strlen(name);
+    const char *p = h;
+    while (*p != '\0') {
+        while (*p == ' ' || *p == ';') {
+            p++;
+        }
+        const char *end = strchr(p, ';');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (len > nlen && strncmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            size_t vlen = len - nlen - 1;
+            if (vlen + 1 > outlen) {
+                return false;
+            }
+            memcpy(out, p + nlen + 1, vlen);
+            out[vlen] = '\0';
+            return true;
+        }
+        if (end == NULL) {
+            break;
+        }
+        p = end + 1;
+    }
+    return false;
+}
+
+const char *gw_client_ip(const http_req_t *req)
+{
+    const char *peer = http_req_peer(req);
+    return peer != NULL && peer[0] != '\0' ? peer : "unknown";
+}
+
+void gw_reply_invalid(http_req_t *req, const char *field, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    http_reply_error(req, 400, "invalid_request", "%s: %s", field, msg);
+}
+
+void gw_reply_not_found(http_req_t *req)
+{
+    http_reply_error(req, 404, "not_found", "no such resource");
+}
+
+void gw_reply_json_text(http_req_t *req, int status, const char *json)
+{
+    cJSON *doc = json != NULL ? cJSON_Parse(json) : NULL;
+    if (doc == NULL) {
+        http_reply_error(req, 500, "internal", "could not build the response");
+        return;
+    }
+    http_reply_json(req, status, doc);
+}
+
+static void html_escape(const char *in, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (const char *p = in; *p != '\0' && o + 7 < outlen; p++) {
+        const char *rep = NULL;
+        switch (*p) {
+        case '<': rep = "&lt;"; break;
+        case '>': rep = "&gt;"; break;
+        case '&': rep = "&amp;"; break;
+        case '"': rep = "&quot;"; break;
+        case '\'': rep = "&#39;"; break;
+        default: break;
+        }
+        if (rep != NULL) {
+            size_t l = strlen(rep);
+            memcpy(out + o, rep, l);
+            o += l;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = '\0';
+}
+
+void gw_reply_html(http_req_t *req, int status, const char *title, const char *message)
+{
+    char t[256], m[1024], page[2048];
+    html_escape(title, t, sizeof(t));
+    html_escape(message, m, sizeof(m));
+    int n = snprintf(page, sizeof(page),
+                     "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                     "<title>%s</title></head>\n<body><h1>%s</h1>\n<p>%s</p>\n"
+                     "<p><a href=\"/\">Back to Creator Automation</a></p></body></html>\n",
+                     t, t, m);
+    http_reply_header(req, "Cache-Control", "no-store");
+    http_reply_data(req, status, "text/html; charset=utf-8", page,
+                    n > 0 && (size_t)n < sizeof(page) ? (size_t)n : strlen(page));
+}
+
+bool gw_json_only_keys(http_req_t *req, const cJSON *obj, const char *const *allowed)
+{
+    const cJSON *it = NULL;
+    cJSON_ArrayForEach(it, obj)
+    {
+        bool ok = false;
+        for (size_t i = 0; allowed[i] != NULL; i++) {
+            if (it->string != NULL && strcmp(it->string, allowed[i]) == 0) {
+                ok = true;
+                break;
+            }
+        }
+        if (!ok) {
+            char name[64];
+            snprintf(name, sizeof(name), "%s", it->string != NULL ? it->string : "?");
+            gw_reply_invalid(req, name, "is not a field of this request");
+            return false;
+        }
+    }
+    return true;
+}
+
+bool gw_json_string(http_req_t *req, const cJSON *obj, const char *field, size_t minlen,
+                    size_t maxlen, const char **out)
+{
+    *out = NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, field);
+    if (v == NULL) {
+        return true;
+    }
+    if (!cJSON_IsString(v) || v->valuestring == NULL) {
+        gw_reply_invalid(req, field, "must be a string");
+        return false;
+    }
+    size_t len = strlen(v->valuestring);
+    if (len < minlen || len > maxlen) {
+        gw_reply_invalid(req, field, "must be %zu to %zu characters long", minlen, maxlen);
+        return false;
+    }
+    *out = v->valuestring;
+    return true;
+}
+
+bool gw_json_bool(http_req_t *req, const cJSON *obj, const char *field, bool *present, bool *out)
+{
+    *present = false;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, field);
+    if (v == NULL) {
+        return true;
+    }
+    if (!cJSON_IsBool(v)) {
+        gw_reply_invalid(req, field, "must be true or false");
+        return false;
+    }
+    *present = true;
+    *out = cJSON_IsTrue(v);
+    return true;
+}
+
+/* ---- database ---- */
+
+typedef struct {
+    gw_t *gw;
+    http_req_t *req;
+    gw_query_cb cb;
+    void *arg;
+} gw_q_t;
+
+static void on_query(const PGresult *res, const char *err, const char *sqlstate, void *arg)
+{
+    gw_q_t *q = arg;
+    if (res == NULL) {
+        log_error("database: %s (SQLSTATE %s)", err != NULL ? err : "?",
+                  sqlstate != NULL ? sqlstate : "");
+        bool down = sqlstate == NULL || sqlstate[0] == '\0' || strncmp(sqlstate, "08", 2) == 0 ||
+                    strncmp(sqlstate, "57", 2) == 0;
+        if (down) {
+            http_reply_header(q->req, "Retry-After", "1");
+            http_reply_error(q->req, 503, "unavailable", "the database is not reachable");
+        } else {
+            http_reply_error(q->req, 500, "internal", "database error");
+        }
+    } else {
+        q->cb(q->gw, q->req, res, q->arg);
+    }
+    free(q);
+}
+
+void gw_query(gw_t *gw, http_req_t *req, const char *user_id, const char *sql, int nparams,
+              const char *const *params, gw_query_cb cb, void *arg)
+{
+    gw_q_t *q = malloc(sizeof(*q));
+    if (q == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    q->gw = gw;
+    q->req = req;
+    q->cb = cb;
+    q->arg = arg;
+    if (pg_pool_query(gw->pg, user_id, sql, nparams, params, on_query, q) != 0) {
+        free(q);
+        http_reply_header(req, "Retry-After", "1");
+        http_reply_error(req, 503, "unavailable", "the database queue is full");
+    }
+}
+
+static void on_audit(const PGresult *res, const char *err, const char *sqlstate, void *arg)
+{
+    char *action = arg;
+    if (res == NULL) {
+        log_error("audit_log: cannot record %s: %s (SQLSTATE %s)", action, err ? err : "?",
+                  sqlstate ? sqlstate : "");
+    }
+    free(action);
+}
+
+void gw_audit(gw_t *gw, const char *user_id, const char *action, const char *target,
+              const char *details_json, const char *ip)
+{
+    const char *p[] = {user_id, action, target, details_json, ip};
+    char *copy = strdup(action);
+    if (copy == NULL) {
+        return;
+    }
+    if (pg_pool_query(gw->pg, user_id,
+                      "INSERT INTO audit_log (user_id, actor, action, target, details, ip) "
+                      "VALUES ($1::uuid, 'user:' || $1, $2, $3, COALESCE($4::jsonb, '{}'::jsonb), "
+                      "CASE WHEN $5 ~ '^[0-9a-fA-F:.]+$' THEN $5::inet END)",
+                      5, p, on_audit, copy) != 0) {
+        log_error("audit_log: queue full, %s not recorded", action);
+        free(copy);
+    }
+}
+
+/* ---- the route wrapper ---- */
+
+static void call_free(void *data)
+{
+    gw_call_t *c = data;
+    c->gw->in_flight--;
+    free(c);
+}
+
+static bool state_changing(const char *method)
+{
+    return strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0 ||
+           strcmp(method, "PATCH") == 0 || strcmp(method, "DELETE") == 0;
+}
+
+static bool origin_ok(const gw_t *gw, const http_req_t *req)
+{
+    const char *origin = http_req_header(req, "Origin");
+    if (origin != NULL && strcmp(origin, "null") != 0) {
+        return strcmp(origin, gw->public_origin) == 0;
+    }
+    const char *referer = http_req_header(req, "Referer");
+    if (referer != NULL) {
+        size_t n = strlen(gw->public_origin);
+        return strncmp(referer, gw->public_origin, n) == 0 &&
+               (referer[n] == '/' || referer[n] == '\0');
+    }
+    return false;
+}
+
+static bool csrf_ok(const gw_t *gw, const http_req_t *req, const gw_user_t *user)
+{
+    if (origin_ok(gw, req)) {
+        return true;
+    }
+    const char *token = http_req_header(req, "X-CSRF-Token");
+    if (token == NULL || !user->signed_in || user->csrf[0] == '\0') {
+        return false;
+    }
+    size_t n = strlen(user->csrf);
+    return strlen(token) == n && crypto_equal(token, user->csrf, n);
+}
+
+static bool is_admin_email(const gw_t *gw, const char *email)
+{
+    for (size_t i = 0; i < gw->nadmin_emails; i++) {
+        if (strcasecmp(gw->admin_emails[i], email) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void copy_str(char *dst, size_t dstlen, const redisReply *r)
+{
+    dst[0] = '\0';
+    if (r != NULL && r->type == REDIS_REPLY_STRING && r->len < dstlen) {
+        memcpy(dst, r->str, r->len);
+        dst[r->len] = '\0';
+    }
+}
+
+static void run_handler(gw_call_t *c)
+{
+    const gw_route_t *rt = c->route;
+    http_req_t *req = c->req;
+    if ((rt->flags & (GW_AUTH | GW_ADMIN)) != 0 && !c->user.signed_in) {
+        http_reply_error(req, 401, "unauthorized", "sign in first");
+        return;
+    }
+    if ((rt->flags & GW_NO_CSRF) == 0 && state_changing(http_req_method(req)) &&
+        !csrf_ok(c->gw, req, &c->user)) {
+        metric_add(m_csrf_failed, 1);
+        http_reply_error(req, 403, "csrf_failed",
+                         "cross-site request refused: send X-CSRF-Token (from GET /api/me) or "
+                         "a same-origin Origin header");
+        return;
+    }
+    if ((rt->flags & GW_ADMIN) != 0 && !c->user.is_admin) {
+        http_reply_error(req, 403, "forbidden", "administrators only");
+        return;
+    }
+    if (c->user.signed_in) {
+        log_context_set("user_id", c->user.id);
+    }
+    rt->fn(c->gw, req, &c->user);
+    log_context_set("user_id", NULL);
+}
+
+static void on_session(redisReply *reply, const char *err, void *arg)
+{
+    gw_call_t *c = arg;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+        log_error("session lookup failed: %s",
+                  err != NULL ? err
+                              : (reply != NULL && reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                                                   : "bad reply"));
+        http_reply_header(c->req, "Retry-After", "1");
+        http_reply_error(c->req, 503, "unavailable", "the session store is not reachable");
+        return;
+    }
+    long long retry_ms = reply->element[0]->type == REDIS_REPLY_INTEGER ? reply->element[0]->integer
+                                                                         : 0;
+    if (retry_ms > 0) {
+        char ra[32];
+        snprintf(ra, sizeof(ra), "%lld", (retry_ms + 999) / 1000);
+        metric_add(m_rate_limited, 1);
+        http_reply_header(c->req, "Retry-After", ra);
+        http_reply_error(c->req, 429, "rate_limited", "too many requests; retry in %s s", ra);
+        return;
+    }
+    copy_str(c->user.id, sizeof(c->user.id), reply->element[1]);
+    copy_str(c->user.csrf, sizeof(c->user.csrf), reply->element[2]);
+    copy_str(c->user.email, sizeof(c->user.email), reply->element[3]);
+    c->user.signed_in = gw_valid_uuid(c->user.id);
+    if (!c->user.signed_in) {
+        memset(&c->user, 0, sizeof(c->user));
+    } else {
+        c->user.is_admin = is_admin_email(c->gw, c->user.email);
+    }
+    run_handler(c);
+}
+
+/* A session id as we make them: base64url, 16..128 characters. */
+static bool plausible_session_id(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 16 || n > 128) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!isalnum(ch) && ch != '-' && ch != '_') {
+            return false;
+        }
+    }
+    return true;
+}
+
+void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen);
+void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen)
+{
+    uint8_t h[CRYPTO_SHA256_LEN];
+    crypto_sha256(session_id, strlen(session_id), h);
+    if (hexlen >= 2 * CRYPTO_SHA256_LEN + 1) {
+        crypto_hex(h, sizeof(h), hash_hex);
+    }
+}
+
+static void dispatch(http_req_t *req, void *arg)
+{
+    gw_route_t *rt = arg;
+    gw_t *gw = rt->gw;
+    gw_call_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    c->gw = gw;
+    c->route = rt;
+    c->req = req;
+    gw->in_flight++;
+    http_req_set_data(req, c, call_free);
+
+    char sid[160];
+    bool have_sid = (rt->flags & GW_NO_SESSION) == 0 &&
+                    gw_cookie(req, GW_SESSION_COOKIE, sid, sizeof(sid)) && plausible_session_id(sid);
+    char session_key[128] = "ca:session:-";
+    char session_rl[128] = "ca:rl:session:-";
+    if (have_sid) {
+        gw_session_key(sid, c->user.session_hash, sizeof(c->user.session_hash));
+        snprintf(session_key, sizeof(session_key), "ca:session:%s", c->user.session_hash);
+        snprintf(session_rl, sizeof(session_rl), "ca:rl:session:%s", c->user.session_hash);
+    }
+    char ip_rl[128];
+    snprintf(ip_rl, sizeof(ip_rl), "ca:rl:ip:%s", gw_client_ip(req));
+    char window[16], ip_limit[24], sess_limit[24], ttl[32];
+    snprintf(window, sizeof(window), "%d", RATE_WINDOW_MS);
+    snprintf(ip_limit, sizeof(ip_limit), "%ld", gw->rl_per_minute_ip);
+    snprintf(sess_limit, sizeof(sess_limit), "%ld", gw->rl_per_minute_session);
+    snprintf(ttl, sizeof(ttl), "%ld", gw->session_ttl_s * 1000);
+    const char *args[] = {session_key, ip_rl, session_rl, window, ip_limit, sess_limit, ttl,
+                          have_sid ? "1" : "0"};
+    if (gw_redis_eval(gw->redis, on_session, c, SESSION_SCRIPT, 3, 8, args) != 0) {
+        http_reply_header(req, "Retry-After", "1");
+        http_reply_error(req, 503, "unavailable", "the session store is not reachable");
+    }
+}
+
+int gw_route(gw_t *gw, const char *method, const char *pattern, unsigned flags, gw_handler_fn fn)
+{
+    gw_route_t *rt = calloc(1, sizeof(*rt));
+    gw_route_t **grown = realloc(all_routes, (nall_routes + 1) * sizeof(*all_routes));
+    if (rt == NULL || grown == NULL) {
+        free(rt);
+        if (grown != NULL) {
+            all_routes = grown;
+        }
+        return -1;
+    }
+    all_routes = grown;
+    rt->gw = gw;
+    rt->method = strdup(method);
+    rt->pattern = strdup(pattern);
+    rt->flags = flags;
+    rt->fn = fn;
+    all_routes[nall_routes++] = rt;
+    if (rt->method == NULL || rt->pattern == NULL) {
+        return -1;
+    }
+    return http_server_route(gw->http, method, pattern, dispatch, rt);
+}
+
+/* ---- pool threads ---- */
+
+typedef struct {
+    gw_t *gw;
+    google_client_t *gc;
+    pg_conn_t *pg;
+} thread_res_t;
+
+static pthread_key_t res_key;
+static pthread_once_t res_once = PTHREAD_ONCE_INIT;
+
+static void res_free(void *p)
+{
+    thread_res_t *r = p;
+    google_client_free(r->gc);
+    pg_close(r->pg);
+    free(r);
+}
+
+static void res_key_init(void)
+{
+    (void)pthread_key_create(&res_key, res_free);
+}
+
+static thread_res_t *thread_res(gw_t *gw)
+{
+    pthread_once(&res_once, res_key_init);
+    thread_res_t *r = pthread_getspecific(res_key);
+    if (r == NULL) {
+        r = calloc(1, sizeof(*r));
+        if (r == NULL) {
+            return NULL;
+        }
+        r->gw = gw;
+        (void)pthread_setspecific(res_key, r);
+    }
+    return r;
+}
+
+google_client_t *gw_thread_google(gw_t *gw)
+{
+    thread_res_t *r = thread_res(gw);
+    if (r == NULL) {
+        return NULL;
+    }
+    if (r->gc == NULL) {
+        r->gc = google_client_new(&gw->google);
+    }
+    return r->gc;
+}
+
+pg_conn_t *gw_thread_pg(gw_t *gw)
+{
+    thread_res_t *r = thread_res(gw);
+    if (r == NULL) {
+        return NULL;
+    }
+    if (r->pg == NULL) {
+        char err[256];
+        r->pg = pg_connect(gw->db_url, 5000, err, sizeof(err));
+        if (r->pg == NULL) {
+            log_warn("pool thread: PostgreSQL: %s", err);
+        }
+    }
+    return r->pg;
+}
+
+drive_auth_status_t gw_drive_token(gw_t *gw, const char *user_id, bool force, char *token,
+                                   size_t tokenlen, google_error_t *gerr)
+{
+    pg_conn_t *pg = gw_thread_pg(gw);
+    google_client_t *gc = gw_thread_google(gw);
+    if (pg == NULL) {
+        return DRIVE_AUTH_DB;
+    }
+    if (gc == NULL) {
+        return DRIVE_AUTH_TRANSIENT;
+    }
+    char err[256];
+    const char *p[] = {user_id};
+    if (pg_exec_cmd(pg, "SELECT set_config('app.user_id', $1, false)", 1, p, err, sizeof(err)) !=
+        0) {
+        log_warn("pool thread: cannot set the RLS user: %s", err);
+        return DRIVE_AUTH_DB;
+    }
+    drive_auth_status_t st =
+        drive_auth_access_token(pg, gc, gw->keys, user_id, force, token, tokenlen, gerr);
+    if (pg_exec_cmd(pg, "SELECT set_config('app.user_id', '', false)", 0, NULL, err,
+                    sizeof(err)) != 0) {
+        log_warn("pool thread: cannot clear the RLS user: %s", err);
+    }
+    return st;
+}
+
+int gw_offload(gw_t *gw, offload_work_fn work, offload_done_fn done, void *arg)
+{
+    return offload_run(gw->offload, work, done, arg);
+}
+
+/* ---- life cycle ---- */
+
+static void origin_of(const char *url, char *out, size_t outlen)
+{
+    const char *p = strstr(url, "://");
+    const char *host = p != NULL ? p + 3 : url;
+    const char *slash = strchr(host, '/');
+    size_t n = slash != NULL ? (size_t)(slash - url) : strlen(url);
+    if (n >= outlen) {
+        n = outlen - 1;
+    }
+    memcpy(out, url, n);
+    out[n] = '\0';
+    for (size_t i = 0; i < n && out[i] != ':'; i++) {
+        out[i] = (char)tolower((unsigned char)out[i]);
+    }
+}
+
+static void find_web_root(gw_t *gw)
+{
+    const char *cfg = config_get(gw->cfg, "WEB_ROOT");
+    if (cfg != NULL && cfg[0] != '\0') {
+        snprintf(gw->web_root, sizeof(gw->web_root), "%s", cfg);
+        return;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            char candidate[PATH_MAX + 64];
+            /* build/bin/api-gateway or build/san/bin/api-gateway in a checkout */
+            const char *ups[] = {"/../../services/api-gateway/web",
+                                 "/../../../services/api-gateway/web", "/../share/creator-automation/web"};
+            for (size_t i = 0; i < sizeof(ups) / sizeof(ups[0]); i++) {
+                snprintf(candidate, sizeof(candidate), "%s%s", exe, ups[i]);
+                char real[PATH_MAX];
+                if (realpath(candidate, real) != NULL) {
+                    snprintf(gw->web_root, sizeof(gw->web_root), "%s", real);
+                    return;
+                }
+            }
+        }
+    }
+    snprintf(gw->web_root, sizeof(gw->web_root), "services/api-gateway/web");
+}
+
+gw_t *gw_new(daemon_t *d)
+{
+    gw_t *gw = calloc(1, sizeof(*gw));
+    if (gw == NULL) {
+        return NULL;
+    }
+    const config_t *cfg = daemon_config(d);
+    gw->daemon = d;
+    gw->base = daemon_base(d);
+    gw->http = daemon_http(d);
+    gw->cfg = cfg;
+    gw->db_url = config_get(cfg, "DATABASE_URL");
+    if (!m_rate_limited) {
+        m_rate_limited = metrics_counter("ca_gateway_rate_limited_total",
+                                         "Requests refused by a rate limit", NULL);
+        m_csrf_failed = metrics_counter("ca_gateway_csrf_failed_total",
+                                        "State-changing requests refused by the CSRF check", NULL);
+    }
+
+    const char *pub = config_get(cfg, "PUBLIC_URL");
+    snprintf(gw->public_url, sizeof(gw->public_url), "%s", pub);
+    size_t pl = strlen(gw->public_url);
+    while (pl > 0 && gw->public_url[pl - 1] == '/') {
+        gw->public_url[--pl] = '\0';
+    }
+    origin_of(gw->public_url, gw->public_origin, sizeof(gw->public_origin));
+    gw->secure_cookies = strncasecmp(gw->public_url, "https://", 8) == 0;
+    snprintf(gw->redirect_uri, sizeof(gw->redirect_uri), "%s/auth/google/callback",
+             gw->public_url);
+
+    const char *admins = config_get(cfg, "ADMIN_EMAILS");
+    if (admins != NULL && admins[0] != '\0') {
+        char *copy = strdup(admins);
+        char *save = NULL;
+        for (char *tok = copy != NULL ? strtok_r(copy, ",", &save) : NULL; tok != NULL;
+             tok = strtok_r(NULL, ",", &save)) {
+            while (*tok == ' ') {
+                tok++;
+            }
+            size_t tl = strlen(tok);
+            while (tl > 0 && tok[tl - 1] == ' ') {
+                tok[--tl] = '\0';
+            }
+            if (tl == 0) {
+                continue;
+            }
+            char **grown = realloc(gw->admin_emails, (gw->nadmin_emails + 1) * sizeof(char *));
+            if (grown == NULL) {
+                break;
+            }
+            gw->admin_emails = grown;
+            gw->admin_emails[gw->nadmin_emails++] = strdup(tok);
+        }
+        free(copy);
+    }
+    gw->rl_per_minute_ip = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_IP");
+    gw->rl_per_minute_session = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_SESSION");
+    gw->session_ttl_s = config_get_int(cfg, "SESSION_TTL_SECONDS");
+
+    char err[256];
+    gw->keys = crypto_keyring_new(config_get(cfg, "ENCRYPTION_KEY"),
+                                  config_get(cfg, "ENCRYPTION_KEYS_OLD"), err, sizeof(err));
+    if (gw->keys == NULL) {
+        log_error("ENCRYPTION_KEY: %s", err);
+        gw_free(gw);
+        return NULL;
+    }
+    gw->google.client_id = config_get(cfg, "GOOGLE_CLIENT_ID");
+    gw->google.client_secret = config_get(cfg, "GOOGLE_CLIENT_SECRET");
+    gw->google.token_url = config_get(cfg, "GOOGLE_TOKEN_URL");
+    gw->google.userinfo_url = config_get(cfg, "GOOGLE_USERINFO_URL");
+    gw->google.drive_api_url = config_get(cfg, "DRIVE_API_URL");
+    gw->google.timeout_ms = config_get_int(cfg, "GOOGLE_TIMEOUT_MS");
+    gw->google.max_retries = -1;
+    find_web_root(gw);
+
+    gw->pg = pg_pool_new(gw->base, gw->db_url, (int)config_get_int(cfg, "PG_POOL_SIZE"));
+    gw->redis = gw_redis_new(gw->base, config_get(cfg, "REDIS_URL"));
+    gw->offload = offload_new(gw->base, (int)config_get_int(cfg, "GOOGLE_THREADS"));
+    if (gw->pg == NULL || gw->redis == NULL || gw->offload == NULL) {
+        log_error("cannot start the database pool, Redis or the thread pool");
+        gw_free(gw);
+        return NULL;
+    }
+    return gw;
+}
+
+int gw_register_routes(gw_t *gw)
+{
+    int (*const files[])(gw_t *) = {
+        gw_routes_auth, gw_routes_me, gw_routes_jobs, gw_routes_drive,
+        /* routes added by other route files go here, before the static files */
+        gw_routes_static,
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        if (files[i](gw) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+bool gw_idle(const gw_t *gw)
+{
+    return gw->in_flight == 0 && offload_pending(gw->offload) == 0;
+}
+
+void gw_free(gw_t *gw)
+{
+    if (gw == NULL) {
+        return;
+    }
+    offload_free(gw->offload); /* runs outstanding done callbacks (they may query) */
+    gw_redis_free(gw->redis);
+    pg_pool_free(gw->pg);
+    crypto_keyring_free(gw->keys);
+    for (size_t i = 0; i < gw->nadmin_emails; i++) {
+        free(gw->admin_emails[i]);
+    }
+    free(gw->admin_emails);
+    for (size_t i = 0; i < nall_routes; i++) {
+        free(all_routes[i]->method);
+        free(all_routes[i]->pattern);
+        free(all_routes[i]);
+    }
+    free(all_routes);
+    all_routes = NULL;
+    nall_routes = 0;
+    free(gw);
+}

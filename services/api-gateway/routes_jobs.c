@@ -1,0 +1,299 @@
+/*
+ * routes_jobs — the user's jobs.
+ *
+ *   GET  /api/jobs?status=&limit=&cursor=   newest first, keyset pages
+ *   GET  /api/jobs/{id}
+ *   POST /api/jobs/{id}/retry    failed|cancelled → queued (jobs_retry), id pushed to ca:jobs
+ *   POST /api/jobs/{id}/cancel   queued → cancelled (jobs_cancel); else 409
+ *
+ * The cursor is opaque to clients: base64url("<created_at with µs>|<id>") of
+ * the last job of the page; the next page is (created_at, id) < that pair.
+ */
+#include "gateway.h"
+
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JOB_JSON                                                                                   \
+    "json_build_object('id', j.id, 'status', j.status, 'drive_file_id', j.drive_file_id,"         \
+    " 'drive_file_name', j.drive_file_name, 'preset_name', j.preset_name,"                        \
+    " 'created_at', " GW_SQL_TS("j.created_at") ", 'started_at', " GW_SQL_TS("j.started_at") ","  \
+    " 'completed_at', " GW_SQL_TS("j.completed_at") ","                                           \
+    " 'processing_time_ms', j.processing_time_ms, 'output_drive_file_id', j.output_drive_file_id," \
+    " 'output_file_name', j.output_file_name, 'output_url', j.output_url,"                        \
+    " 'error_code', j.error_code, 'error_message', j.error_message,"                              \
+    " 'retry_count', j.retry_count)::text"
+
+#define CURSOR_TS_FMT "YYYY-MM-DD\"T\"HH24:MI:SS.US"
+
+static const char *const STATUSES[] = {"queued", "processing", "completed", "failed", "cancelled",
+                                       NULL};
+
+/* Strict: digits only, no sign, within [min, max]. */
+static bool parse_int(const char *s, long min, long max, long *out)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 9) {
+        return false;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if (!isdigit((unsigned char)*p)) {
+            return false;
+        }
+    }
+    long v = strtol(s, NULL, 10);
+    if (v < min || v > max) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* Decodes a cursor into ts ("YYYY-MM-DDTHH:MM:SS.ffffff") and id. */
+static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, size_t idlen)
+{
+    if (strlen(cursor) > 200) {
+        return false;
+    }
+    size_t n = 0;
+    uint8_t *raw = crypto_base64url_decode(cursor, &n);
+    if (raw == NULL) {
+        return false;
+    }
+    char text[128];
+    bool ok = n > 0 && n < sizeof(text);
+    if (ok) {
+        memcpy(text, raw, n);
+        text[n] = '\0';
+        ok = strlen(text) == n;
+    }
+    free(raw);
+    if (!ok) {
+        return false;
+    }
+    char *bar = strchr(text, '|');
+    if (bar == NULL) {
+        return false;
+    }
+    *bar = '\0';
+    int y, mo, d, h, mi, s, us, consumed = 0;
+    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &y, &mo, &d, &h, &mi, &s, &us, &consumed) !=
+            7 ||
+        (size_t)consumed != strlen(text) || strlen(text) != 26 || y < 1970 || y > 9999 ||
+        mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 || us < 0) {
+        return false;
+    }
+    if (!gw_valid_uuid(bar + 1) || strlen(text) >= tslen || strlen(bar + 1) >= idlen) {
+        return false;
+    }
+    snprintf(ts, tslen, "%s", text);
+    snprintf(id, idlen, "%s", bar + 1);
+    return true;
+}
+
+typedef struct {
+    long limit;
+} list_t;
+
+static void on_list(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    (void)gw;
+    list_t *l = arg;
+    int n = PQntuples(res);
+    int shown = n > l->limit ? (int)l->limit : n;
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *jobs = cJSON_AddArrayToObject(doc, "jobs");
+    for (int i = 0; i < shown; i++) {
+        cJSON *job = cJSON_Parse(PQgetvalue(res, i, 0));
+        if (job != NULL) {
+            cJSON_AddItemToArray(jobs, job);
+        }
+    }
+    if (n > l->limit && shown > 0) {
+        char text[128];
+        snprintf(text, sizeof(text), "%s|%s", PQgetvalue(res, shown - 1, 1),
+                 PQgetvalue(res, shown - 1, 2));
+        char *cursor = crypto_base64url_encode(text, strlen(text));
+        cJSON_AddStringToObject(doc, "next_cursor", cursor != NULL ? cursor : "");
+        free(cursor);
+    } else {
+        cJSON_AddNullToObject(doc, "next_cursor");
+    }
+    free(l);
+    http_reply_header(req, "Cache-Control", "no-store");
+    http_reply_json(req, 200, doc);
+}
+
+static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *status = http_req_query(req, "status");
+    const char *limit_s = http_req_query(req, "limit");
+    const char *cursor = http_req_query(req, "cursor");
+    if (status != NULL && status[0] == '\0') {
+        status = NULL;
+    }
+    if (status != NULL) {
+        bool ok = false;
+        for (size_t i = 0; STATUSES[i] != NULL; i++) {
+            ok = ok || strcmp(status, STATUSES[i]) == 0;
+        }
+        if (!ok) {
+            gw_reply_invalid(req, "status",
+                             "must be one of queued, processing, completed, failed, cancelled");
+            return;
+        }
+    }
+    long limit = 20;
+    if (limit_s != NULL && !parse_int(limit_s, 1, 100, &limit)) {
+        gw_reply_invalid(req, "limit", "must be an integer from 1 to 100");
+        return;
+    }
+    char ts[40] = "", id[GW_UUID_LEN + 1] = "";
+    bool have_cursor = cursor != NULL && cursor[0] != '\0';
+    if (have_cursor && !cursor_decode(cursor, ts, sizeof(ts), id, sizeof(id))) {
+        gw_reply_invalid(req, "cursor", "is not a cursor this API returned");
+        return;
+    }
+    list_t *l = malloc(sizeof(*l));
+    if (l == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    l->limit = limit;
+    char fetch[16];
+    snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
+    const char *p[] = {user->id, status, have_cursor ? ts : NULL, have_cursor ? id : NULL, fetch};
+    gw_query(gw, req, user->id,
+             "SELECT " JOB_JSON ", to_char(j.created_at, '" CURSOR_TS_FMT "'), j.id"
+             " FROM jobs j WHERE j.user_id = $1"
+             "   AND ($2::text IS NULL OR j.status = $2)"
+             "   AND ($3::timestamp IS NULL OR (j.created_at, j.id) < ($3::timestamp, $4::uuid))"
+             " ORDER BY j.created_at DESC, j.id DESC LIMIT $5::int",
+             5, p, on_list, l);
+}
+
+static void on_job(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    (void)gw;
+    (void)arg;
+    if (PQntuples(res) != 1) {
+        gw_reply_not_found(req);
+        return;
+    }
+    http_reply_header(req, "Cache-Control", "no-store");
+    gw_reply_json_text(req, 200, PQgetvalue(res, 0, 0));
+}
+
+static void send_job(gw_t *gw, http_req_t *req, const char *user_id, const char *job_id)
+{
+    const char *p[] = {user_id, job_id};
+    gw_query(gw, req, user_id,
+             "SELECT " JOB_JSON " FROM jobs j WHERE j.user_id = $1 AND j.id = $2::uuid", 2, p,
+             on_job, NULL);
+}
+
+static bool job_id_param(http_req_t *req, const char **id)
+{
+    *id = http_req_param(req, "id");
+    if (!gw_valid_uuid(*id)) {
+        gw_reply_invalid(req, "id", "must be a UUID");
+        return false;
+    }
+    return true;
+}
+
+static void get_job(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *id = NULL;
+    if (job_id_param(req, &id)) {
+        send_job(gw, req, user->id, id);
+    }
+}
+
+typedef struct {
+    gw_t *gw;
+    http_req_t *req;
+    bool retry;
+    char user_id[GW_UUID_LEN + 1];
+    char job_id[GW_UUID_LEN + 1];
+} change_t;
+
+static void on_pushed(redisReply *reply, const char *err, void *arg)
+{
+    change_t *c = arg;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        /* The job is queued in PostgreSQL; the worker's recovery re-pushes it. */
+        log_warn("retry: could not push job %s: %s", c->job_id, err != NULL ? err : reply->str);
+    }
+    send_job(c->gw, c->req, c->user_id, c->job_id);
+    free(c);
+}
+
+static void on_changed(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    change_t *c = arg;
+    const char *outcome = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "not_found";
+    if (strcmp(outcome, "ok") == 0) {
+        if (c->retry) {
+            if (gw_redis_cmd(gw->redis, on_pushed, c, "LPUSH ca:jobs %s", c->job_id) == 0) {
+                return;
+            }
+            log_warn("retry: Redis unavailable; job %s stays queued in PostgreSQL", c->job_id);
+        }
+        send_job(gw, req, c->user_id, c->job_id);
+    } else if (strcmp(outcome, "conflict") == 0) {
+        http_reply_error(req, 409, "conflict",
+                         c->retry ? "only a failed or cancelled job can be retried"
+                                  : "only a queued job can be cancelled");
+    } else {
+        gw_reply_not_found(req);
+    }
+    free(c);
+}
+
+static void change_job(gw_t *gw, http_req_t *req, const gw_user_t *user, bool retry)
+{
+    const char *id = NULL;
+    if (!job_id_param(req, &id)) {
+        return;
+    }
+    change_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    c->gw = gw;
+    c->req = req;
+    c->retry = retry;
+    snprintf(c->user_id, sizeof(c->user_id), "%s", user->id);
+    snprintf(c->job_id, sizeof(c->job_id), "%s", id);
+    const char *p[] = {user->id, id};
+    gw_query(gw, req, user->id,
+             retry ? "SELECT jobs_retry($1::uuid, $2::uuid)" : "SELECT jobs_cancel($1::uuid, $2::uuid)",
+             2, p, on_changed, c);
+}
+
+static void retry_job(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    change_job(gw, req, user, true);
+}
+
+static void cancel_job(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    change_job(gw, req, user, false);
+}
+
+int gw_routes_jobs(gw_t *gw)
+{
+    if (gw_route(gw, "GET", "/api/jobs", GW_AUTH, list_jobs) != 0 ||
+        gw_route(gw, "GET", "/api/jobs/{id}", GW_AUTH, get_job) != 0 ||
+        gw_route(gw, "POST", "/api/jobs/{id}/retry", GW_AUTH, retry_job) != 0 ||
+        gw_route(gw, "POST", "/api/jobs/{id}/cancel", GW_AUTH, cancel_job) != 0) {
+        return -1;
+    }
+    return 0;
+}

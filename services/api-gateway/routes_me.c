@@ -1,0 +1,199 @@
+/*
+ * routes_me — the signed-in user's profile and usage.
+ *
+ *   GET   /api/me      profile, preferences, folders, tier, csrf_token, is_admin
+ *   PATCH /api/me      {"default_preset"?, "email_notifications"?}
+ *   GET   /api/usage   the current period's usage against the plan
+ */
+#include "gateway.h"
+
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char ME_SQL[] =
+    "SELECT json_build_object("
+    " 'id', u.id, 'email', u.email, 'name', u.name, 'avatar_url', u.avatar_url,"
+    " 'default_preset', u.default_preset, 'email_notifications', u.email_notifications,"
+    " 'watched_folder_id', u.watched_folder_id, 'output_folder_id', u.output_folder_id,"
+    " 'drive_connected', u.drive_connected,"
+    " 'tier', COALESCE(CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier END,"
+    "                  'free'),"
+    " 'subscription_status', s.status,"
+    " 'created_at', " GW_SQL_TS("u.created_at") ","
+    " 'last_login_at', " GW_SQL_TS("u.last_login_at") ")::text"
+    " FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id"
+    " WHERE u.id = $1";
+
+typedef struct {
+    char csrf[64];
+    bool is_admin;
+} me_extra_t;
+
+static void on_me(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    (void)gw;
+    me_extra_t *x = arg;
+    if (PQntuples(res) != 1) {
+        free(x);
+        http_reply_error(req, 401, "unauthorized", "sign in first");
+        return;
+    }
+    cJSON *doc = cJSON_Parse(PQgetvalue(res, 0, 0));
+    if (doc == NULL) {
+        free(x);
+        http_reply_error(req, 500, "internal", "could not build the response");
+        return;
+    }
+    cJSON_AddStringToObject(doc, "csrf_token", x->csrf);
+    cJSON_AddBoolToObject(doc, "is_admin", x->is_admin);
+    free(x);
+    http_reply_header(req, "Cache-Control", "no-store");
+    http_reply_json(req, 200, doc);
+}
+
+static void send_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    me_extra_t *x = calloc(1, sizeof(*x));
+    if (x == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    snprintf(x->csrf, sizeof(x->csrf), "%s", user->csrf);
+    x->is_admin = user->is_admin;
+    const char *p[] = {user->id};
+    gw_query(gw, req, user->id, ME_SQL, 1, p, on_me, x);
+}
+
+static void get_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    send_me(gw, req, user);
+}
+
+typedef struct {
+    me_extra_t extra;
+    char user_id[GW_UUID_LEN + 1];
+} patch_t;
+
+static void on_patched(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    patch_t *pt = arg;
+    if (PQntuples(res) != 1) {
+        free(pt);
+        gw_reply_invalid(req, "default_preset",
+                         "no active preset of that name that you may use (system, your own or "
+                         "public)");
+        return;
+    }
+    me_extra_t *x = malloc(sizeof(*x));
+    if (x == NULL) {
+        free(pt);
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    *x = pt->extra;
+    const char *p[] = {pt->user_id};
+    gw_query(gw, req, pt->user_id, ME_SQL, 1, p, on_me, x);
+    free(pt);
+}
+
+static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    cJSON *body = http_req_json(req);
+    if (body == NULL) {
+        return;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(body, "watched_folder_id") != NULL ||
+        cJSON_GetObjectItemCaseSensitive(body, "output_folder_id") != NULL) {
+        gw_reply_invalid(req,
+                         cJSON_GetObjectItemCaseSensitive(body, "watched_folder_id") != NULL
+                             ? "watched_folder_id"
+                             : "output_folder_id",
+                         "folders change through PUT /api/watch");
+        return;
+    }
+    static const char *const allowed[] = {"default_preset", "email_notifications", NULL};
+    if (!gw_json_only_keys(req, body, allowed)) {
+        return;
+    }
+    const char *preset = NULL;
+    bool notif_present = false, notif = false;
+    if (!gw_json_string(req, body, "default_preset", 1, 50, &preset) ||
+        !gw_json_bool(req, body, "email_notifications", &notif_present, &notif)) {
+        return;
+    }
+    patch_t *pt = calloc(1, sizeof(*pt));
+    if (pt == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    snprintf(pt->extra.csrf, sizeof(pt->extra.csrf), "%s", user->csrf);
+    pt->extra.is_admin = user->is_admin;
+    snprintf(pt->user_id, sizeof(pt->user_id), "%s", user->id);
+    const char *p[] = {user->id, preset, notif_present ? (notif ? "true" : "false") : NULL};
+    gw_query(gw, req, user->id,
+             "UPDATE users SET default_preset = COALESCE($2, default_preset),"
+             " email_notifications = COALESCE($3::boolean, email_notifications)"
+             " WHERE id = $1"
+             "   AND ($2::text IS NULL OR EXISTS ("
+             "     SELECT 1 FROM presets p WHERE p.name = $2 AND COALESCE(p.is_active, TRUE)"
+             "        AND (p.created_by_user_id IS NULL OR p.created_by_user_id = $1"
+             "             OR COALESCE(p.is_public, FALSE))))"
+             " RETURNING id",
+             3, p, on_patched, pt);
+}
+
+/* The plan in force and the period as billing_reserve_usage computes them. */
+static const char USAGE_SQL[] =
+    "WITH s AS (SELECT * FROM subscriptions WHERE user_id = $1),"
+    " plan AS ("
+    "  SELECT CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier"
+    "              ELSE 'free' END AS tier,"
+    "         CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.monthly_limit"
+    "              ELSE 10 END AS monthly_limit,"
+    "         CASE WHEN s.tier <> 'free' AND s.status IN ('active', 'trialing', 'past_due')"
+    "                   AND s.current_period_start <= timezone('UTC', now())"
+    "                   AND timezone('UTC', now()) < s.current_period_end"
+    "              THEN s.current_period_start::date"
+    "              ELSE date_trunc('month', timezone('UTC', now()))::date END AS month"
+    "    FROM (SELECT 1) one LEFT JOIN s ON TRUE)"
+    " SELECT json_build_object("
+    "  'month', to_char(plan.month, 'YYYY-MM-DD'),"
+    "  'tier', plan.tier,"
+    "  'monthly_limit', plan.monthly_limit,"
+    "  'images_processed', COALESCE(u.images_processed, 0),"
+    "  'images_failed', COALESCE(u.images_failed, 0),"
+    "  'images_overage', COALESCE(u.images_overage, 0),"
+    "  'overage_charged_cents', COALESCE(u.overage_charged_cents, 0),"
+    "  'remaining', GREATEST(plan.monthly_limit - COALESCE(u.images_processed, 0), 0))::text"
+    " FROM plan LEFT JOIN usage_tracking u ON u.user_id = $1 AND u.month = plan.month";
+
+static void on_usage(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    (void)gw;
+    (void)arg;
+    if (PQntuples(res) != 1) {
+        http_reply_error(req, 500, "internal", "no usage row");
+        return;
+    }
+    http_reply_header(req, "Cache-Control", "no-store");
+    gw_reply_json_text(req, 200, PQgetvalue(res, 0, 0));
+}
+
+static void get_usage(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *p[] = {user->id};
+    gw_query(gw, req, user->id, USAGE_SQL, 1, p, on_usage, NULL);
+}
+
+int gw_routes_me(gw_t *gw)
+{
+    if (gw_route(gw, "GET", "/api/me", GW_AUTH, get_me) != 0 ||
+        gw_route(gw, "PATCH", "/api/me", GW_AUTH, patch_me) != 0 ||
+        gw_route(gw, "GET", "/api/usage", GW_AUTH, get_usage) != 0) {
+        return -1;
+    }
+    return 0;
+}
