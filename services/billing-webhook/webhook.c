@@ -99,6 +99,26 @@ typedef struct {
     double started;
 } pending_timed_t;
 
+/* Second step after an apply failure: the receive statement rolled back, so
+ * record the event with processed = false and its error, then answer 500. */
+typedef struct {
+    webhook_t *w;
+    http_req_t *req;
+} failure_t;
+
+static void on_failure_recorded(const PGresult *res, const char *err, const char *sqlstate,
+                                void *arg)
+{
+    failure_t *f = arg;
+    (void)sqlstate;
+    if (res == NULL) {
+        log_error("webhook: could not record the failed event either: %s", err != NULL ? err : "?");
+    }
+    atomic_fetch_sub(&f->w->inflight, 1);
+    http_reply_error(f->req, 500, "apply_failed", "the event could not be applied");
+    free(f);
+}
+
 static void on_recorded(const PGresult *res, const char *err, const char *sqlstate, void *arg)
 {
     pending_timed_t *pt = arg;
@@ -107,22 +127,41 @@ static void on_recorded(const PGresult *res, const char *err, const char *sqlsta
     const char *type = pt->p.type_label;
     metric_observe(m_record_seconds, mono_seconds() - pt->started);
     free(pt);
-    atomic_fetch_sub(&w->inflight, 1);
 
     if (res == NULL) {
         /* Class 22 (data exception): the payload is not JSON PostgreSQL takes
-         * (invalid UTF-8, \u0000) or a field is too long: malformed. */
+         * (invalid UTF-8), a field has the wrong type or is too long: a
+         * malformed event that no retry could apply. */
         if (sqlstate != NULL && strncmp(sqlstate, "22", 2) == 0) {
+            atomic_fetch_sub(&w->inflight, 1);
             metric_add(m_events, 1, type, "malformed");
             http_reply_error(req, 400, "invalid_payload", "the event could not be read");
             return;
         }
-        log_error("webhook: could not record the event: %s (%s)", err != NULL ? err : "?",
+        log_error("webhook: a %s event was not applied: %s (%s)", type, err != NULL ? err : "?",
                   sqlstate != NULL ? sqlstate : "");
-        metric_add(m_events, 1, type, "error");
-        http_reply_error(req, 500, "internal", "the event could not be recorded");
+        metric_add(m_events, 1, type, "failed");
+        size_t len = 0;
+        const char *body = http_req_body(req, &len);
+        char msg[1100];
+        snprintf(msg, sizeof msg, "%s: %s", sqlstate != NULL ? sqlstate : "?",
+                 err != NULL ? err : "unknown error");
+        failure_t *f = calloc(1, sizeof *f);
+        const char *params[2] = {body, msg};
+        if (f != NULL) {
+            f->w = w;
+            f->req = req;
+            if (pg_pool_query(w->pool, NULL, "SELECT billing_webhook_record_failure($1, $2)", 2,
+                              params, on_failure_recorded, f) == 0) {
+                return; /* inflight is released there */
+            }
+            free(f);
+        }
+        atomic_fetch_sub(&w->inflight, 1);
+        http_reply_error(req, 500, "apply_failed", "the event could not be applied");
         return;
     }
+    atomic_fetch_sub(&w->inflight, 1);
     const char *outcome = PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "failed";
     const char *detail = PQntuples(res) > 0 && !PQgetisnull(res, 0, 1) ? PQgetvalue(res, 0, 1)
                                                                        : NULL;
