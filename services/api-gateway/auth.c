@@ -267,7 +267,7 @@ static void on_user_upserted(const PGresult *res, const char *err, const char *s
     snprintf(key, sizeof(key), "ca:session:%s", hash);
     snprintf(ttl, sizeof(ttl), "%ld", cb->gw->session_ttl_s * 1000);
     const char *args[] = {key, cb->user_id, csrf, cb->info.email, ttl};
-    int rc = gw_redis_eval(cb->gw->redis, on_session_stored, cb, SESSION_CREATE_SCRIPT, 1, 4,
+    int rc = gw_redis_eval(cb->gw->redis, on_session_stored, cb, SESSION_CREATE_SCRIPT, 1, 5,
                            args);
     free(csrf);
     if (rc != 0) {

@@ -559,6 +559,50 @@ int gw_route(gw_t *gw, const char *method, const char *pattern, unsigned flags, 
     return http_server_route(gw->http, method, pattern, dispatch, rt);
 }
 
+/* True when a gw pattern ("/api/jobs/{id}") matches a path ("/api/jobs/x"). */
+static bool pattern_matches(const char *pattern, const char *path)
+{
+    const char *p = pattern, *q = path;
+    while (*p != '\0' && *q != '\0') {
+        if (*p == '{') {
+            const char *pe = strchr(p, '}');
+            size_t seg = strcspn(q, "/");
+            if (pe == NULL || seg == 0) {
+                return false;
+            }
+            p = pe + 1;
+            q += seg;
+            continue;
+        }
+        if (*p != *q) {
+            return false;
+        }
+        p++;
+        q++;
+    }
+    return *p == '\0' && *q == '\0';
+}
+
+size_t gw_allowed_methods(const char *path, char *out, size_t outlen)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < nall_routes; i++) {
+        if (!pattern_matches(all_routes[i]->pattern, path) ||
+            strstr(out, all_routes[i]->method) != NULL) {
+            continue;
+        }
+        if (strlen(out) + strlen(all_routes[i]->method) + 3 < outlen) {
+            if (out[0] != '\0') {
+                strcat(out, ", ");
+            }
+            strcat(out, all_routes[i]->method);
+            n++;
+        }
+    }
+    return n;
+}
+
 /* ---- pool threads ---- */
 
 typedef struct {

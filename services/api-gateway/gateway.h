@@ -100,8 +100,9 @@ __attribute__((warn_unused_result)) int gw_redis_argv(gw_redis_t *r, gw_redis_cb
 /* printf-style (hiredis format). Same contract. */
 __attribute__((warn_unused_result)) int gw_redis_cmd(gw_redis_t *r, gw_redis_cb cb, void *arg,
                                                      const char *fmt, ...);
-/* EVALSHA of a script (loaded on first use; NOSCRIPT falls back to EVAL).
- * script must stay valid (a string literal). */
+/* EVALSHA of a script (NOSCRIPT falls back to EVAL, which loads it). args
+ * holds the nkeys keys and then the script's ARGV: nargs counts both. script
+ * must stay valid (a string literal). */
 __attribute__((warn_unused_result)) int gw_redis_eval(gw_redis_t *r, gw_redis_cb cb, void *arg,
                                                       const char *script, int nkeys, int nargs,
                                                       const char **args);
@@ -157,6 +158,10 @@ typedef void (*gw_handler_fn)(gw_t *gw, http_req_t *req, const gw_user_t *user);
 __attribute__((warn_unused_result)) int gw_route(gw_t *gw, const char *method,
                                                  const char *pattern, unsigned flags,
                                                  gw_handler_fn fn);
+
+/* The methods registered with gw_route for a path (", "-separated into out);
+ * returns how many. */
+size_t gw_allowed_methods(const char *path, char *out, size_t outlen);
 
 /* ---- database ---- */
 /* res is never NULL: on a database error gw_query replies 503/500 itself and

@@ -105,7 +105,15 @@ static void serve_static(http_req_t *req, void *arg)
     }
     if (strcmp(rel, "api") == 0 || strncmp(rel, "api/", 4) == 0 || strcmp(rel, "auth") == 0 ||
         strncmp(rel, "auth/", 5) == 0) {
-        http_reply_error(req, 404, "not_found", "no such resource");
+        /* an API path no route took: a known path with another method is 405 */
+        char allow[128];
+        if (gw_allowed_methods(http_req_path(req), allow, sizeof(allow)) > 0) {
+            http_reply_header(req, "Allow", allow);
+            http_reply_error(req, 405, "method_not_allowed", "%s is not allowed here",
+                             http_req_method(req));
+        } else {
+            http_reply_error(req, 404, "not_found", "no such resource");
+        }
         return;
     }
     const char *method = http_req_method(req);

@@ -1,0 +1,1190 @@
+/*
+ * api-gateway end to end: the real binary against real PostgreSQL and Redis
+ * and the Google fake. Sign-in (and its failures, a Google outage), sessions,
+ * CSRF, every route's success and error paths, the authorization matrix
+ * (no session → 401, another user's ids → 404), the 1 MiB cap, malformed JSON,
+ * static files, rate limits, and the row-level-security proof.
+ */
+#include "crypto.h"
+#include "redis.h"
+#include "support.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <libpq-fe.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cmocka.h>
+
+static proc_t google;
+static proc_t gw;
+static char G[160];   /* the fake's base URL */
+static char GW[160];  /* the gateway's base URL */
+static char env_buf[16][700];
+static redis_conn_t *redis;
+
+typedef struct {
+    char cookie[200]; /* "ca_session=..." */
+    char csrf[100];
+    char id[40];
+    char email[120];
+} session_t;
+
+static session_t alice, bob;
+
+/* ---- helpers ---- */
+
+/* Value of header `name` in a raw header block (first match), copied. */
+static char *header_value(const char *headers, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = headers; p != NULL && *p != '\0';) {
+        const char *eol = strstr(p, "\r\n");
+        size_t len = eol != NULL ? (size_t)(eol - p) : strlen(p);
+        if (len > n + 1 && strncasecmp(p, name, n) == 0 && p[n] == ':') {
+            const char *v = p + n + 1;
+            while (*v == ' ') {
+                v++;
+            }
+            return strndup(v, len - (size_t)(v - p));
+        }
+        p = eol != NULL ? eol + 2 : NULL;
+    }
+    return NULL;
+}
+
+typedef struct {
+    long status;
+    char *body;
+    char *headers;
+    cJSON *json;
+} resp_t;
+
+static void resp_free(resp_t *r)
+{
+    free(r->body);
+    free(r->headers);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof(*r));
+}
+
+/* One request to the gateway. session may be NULL; csrf adds X-CSRF-Token. */
+static resp_t req(const char *method, const char *path, const session_t *s, bool csrf,
+                  const char *body, const char *extra_header)
+{
+    char url[1024], cookie[256], token[160];
+    snprintf(url, sizeof(url), "%s%s", GW, path);
+    const char *headers[5];
+    int nh = 0;
+    if (s != NULL) {
+        snprintf(cookie, sizeof(cookie), "Cookie: %s", s->cookie);
+        headers[nh++] = cookie;
+    }
+    if (csrf && s != NULL) {
+        snprintf(token, sizeof(token), "X-CSRF-Token: %s", s->csrf);
+        headers[nh++] = token;
+    }
+    if (extra_header != NULL) {
+        headers[nh++] = extra_header;
+    }
+    headers[nh] = NULL;
+    resp_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = http_call_h(method, url, headers, body, &r.body, &r.headers);
+    if (r.body != NULL) {
+        r.json = cJSON_Parse(r.body);
+    }
+    return r;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static const char *error_code(const resp_t *r)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
+    return e != NULL ? jstr(e, "code") : NULL;
+}
+
+static void expect_error(resp_t r, long status, const char *code, const char *field)
+{
+    if (r.status != status) {
+        fprintf(stderr, "want %ld %s, got %ld: %s\n", status, code, r.status, r.body);
+    }
+    assert_int_equal(r.status, status);
+    assert_non_null(error_code(&r));
+    assert_string_equal(error_code(&r), code);
+    if (field != NULL) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(r.json, "error");
+        const char *msg = jstr(e, "message");
+        assert_non_null(msg);
+        assert_true(strncmp(msg, field, strlen(field)) == 0);
+    }
+    resp_free(&r);
+}
+
+/* GET /auth/google/login → the fake's authorize URL (Location). */
+static char *login_location(const char *email)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/auth/google/login?login_hint=%s", email);
+    resp_t r = req("GET", path, NULL, false, NULL, NULL);
+    assert_int_equal(r.status, 302);
+    char *loc = header_value(r.headers, "Location");
+    resp_free(&r);
+    assert_non_null(loc);
+    return loc;
+}
+
+/* Follows the fake's consent: returns the callback URL Google sends back to. */
+static char *consent(const char *authorize_url)
+{
+    char *headers = NULL;
+    long st = http_call_h("GET", authorize_url, NULL, NULL, NULL, &headers);
+    assert_int_equal(st, 302);
+    char *loc = header_value(headers, "Location");
+    free(headers);
+    assert_non_null(loc);
+    return loc;
+}
+
+static char *query_param(const char *url, const char *name)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "%s=", name);
+    const char *q = strchr(url, '?');
+    for (const char *p = q; p != NULL; p = strchr(p + 1, '&')) {
+        if (strncmp(p + 1, key, strlen(key)) == 0) {
+            const char *v = p + 1 + strlen(key);
+            return strndup(v, strcspn(v, "&"));
+        }
+    }
+    return NULL;
+}
+
+/* GET the callback; returns the response (caller frees). */
+static resp_t get_url(const char *url)
+{
+    resp_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = http_call_h("GET", url, NULL, NULL, &r.body, &r.headers);
+    return r;
+}
+
+static void sign_in(const char *email, session_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    char *auth = login_location(email);
+    char *cb = consent(auth);
+    resp_t r = get_url(cb);
+    if (r.status != 302) {
+        fprintf(stderr, "callback: %ld %s\n", r.status, r.body);
+        proc_print_log(&gw);
+    }
+    assert_int_equal(r.status, 302);
+    char *set = header_value(r.headers, "Set-Cookie");
+    assert_non_null(set);
+    snprintf(s->cookie, sizeof(s->cookie), "%.*s", (int)strcspn(set, ";"), set);
+    free(set);
+    resp_free(&r);
+    free(auth);
+    free(cb);
+    resp_t me = req("GET", "/api/me", s, false, NULL, NULL);
+    assert_int_equal(me.status, 200);
+    snprintf(s->csrf, sizeof(s->csrf), "%s", jstr(me.json, "csrf_token"));
+    snprintf(s->id, sizeof(s->id), "%s", jstr(me.json, "id"));
+    snprintf(s->email, sizeof(s->email), "%s", email);
+    resp_free(&me);
+}
+
+static long long count_sql(const char *sql, int n, const char *const *p)
+{
+    char *v = sql_value(sql, n, p);
+    long long x = v != NULL ? atoll(v) : -1;
+    free(v);
+    return x;
+}
+
+static char *fake_folder(const char *email, const char *name, const char *parent, bool folder)
+{
+    char url[256], body[512];
+    snprintf(url, sizeof(url), "%s/__admin/files", G);
+    if (parent != NULL) {
+        snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"%s\",\"parents\":[\"%s\"],%s}",
+                 email, name, parent,
+                 folder ? "\"folder\":true" : "\"mimeType\":\"image/jpeg\",\"content\":\"x\"");
+    } else {
+        snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"%s\",%s}", email, name,
+                 folder ? "\"folder\":true" : "\"mimeType\":\"image/jpeg\",\"content\":\"x\"");
+    }
+    char *resp = NULL;
+    long st = http_call("POST", url, body, &resp);
+    assert_int_equal(st, 200);
+    cJSON *j = cJSON_Parse(resp);
+    char *id = strdup(jstr(j, "id"));
+    cJSON_Delete(j);
+    free(resp);
+    return id;
+}
+
+static int start_gateway(proc_t *p, const char *ip_limit, const char *session_limit)
+{
+    int port = free_port();
+    int n = 0;
+    snprintf(env_buf[n++], 700, "PORT=%d", port);
+    snprintf(env_buf[n++], 700, "PUBLIC_URL=http://127.0.0.1:%d", port);
+    snprintf(env_buf[n++], 700, "DATABASE_URL=%s", db_url_as("ca_api_gateway"));
+    snprintf(env_buf[n++], 700, "REDIS_URL=%s", getenv("TEST_REDIS_URL"));
+    snprintf(env_buf[n++], 700, "ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    snprintf(env_buf[n++], 700, "SESSION_SECRET=test-session-secret");
+    snprintf(env_buf[n++], 700, "GOOGLE_CLIENT_ID=test-client");
+    snprintf(env_buf[n++], 700, "GOOGLE_CLIENT_SECRET=test-client-secret");
+    snprintf(env_buf[n++], 700, "GOOGLE_AUTH_URL=%s/o/oauth2/v2/auth", G);
+    snprintf(env_buf[n++], 700, "GOOGLE_TOKEN_URL=%s/token", G);
+    snprintf(env_buf[n++], 700, "GOOGLE_USERINFO_URL=%s/v1/userinfo", G);
+    snprintf(env_buf[n++], 700, "DRIVE_API_URL=%s/drive/v3", G);
+    snprintf(env_buf[n++], 700, "RATE_LIMIT_PER_MINUTE_IP=%s", ip_limit);
+    snprintf(env_buf[n++], 700, "RATE_LIMIT_PER_MINUTE_SESSION=%s", session_limit);
+    snprintf(env_buf[n++], 700, "GOOGLE_TIMEOUT_MS=3000");
+    const char *env[17];
+    for (int i = 0; i < n; i++) {
+        env[i] = env_buf[i];
+    }
+    env[n] = NULL;
+    return daemon_start(p, "api-gateway", env);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (fake_start(&google, "google", NULL) != 0) {
+        return -1;
+    }
+    snprintf(G, sizeof(G), "%s", google.base_url);
+    if (start_gateway(&gw, "100000", "100000") != 0) {
+        return -1;
+    }
+    snprintf(GW, sizeof(GW), "%s", gw.base_url);
+    char err[256];
+    redis = redis_connect(getenv("TEST_REDIS_URL"), 5000, err, sizeof(err));
+    return redis != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    redis_close(redis);
+    proc_stop(&gw);
+    proc_stop(&google);
+    return 0;
+}
+
+/* ---- sign-in ---- */
+
+static void test_sign_in_flow(void **state)
+{
+    (void)state;
+    char *auth = login_location("alice@example.com");
+    /* the authorization request */
+    assert_true(strncmp(auth, G, strlen(G)) == 0);
+    const char *want[] = {"response_type=code", "client_id=test-client", "access_type=offline",
+                          "prompt=consent", "code_challenge_method=S256", "redirect_uri=http",
+                          "scope=openid%20email%20profile%20", "login_hint=alice%40example.com"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        if (strstr(auth, want[i]) == NULL) {
+            fail_msg("authorize URL lacks %s: %s", want[i], auth);
+        }
+    }
+    char *state_v = query_param(auth, "state");
+    char *challenge = query_param(auth, "code_challenge");
+    assert_true(state_v != NULL && strlen(state_v) >= 32);
+    assert_true(challenge != NULL && strlen(challenge) == 43);
+    /* state kept server-side with an expiry */
+    redisReply *ttl = redis_command(redis, NULL, 0, "PTTL ca:oauth:%s", state_v);
+    assert_non_null(ttl);
+    assert_true(ttl->integer > 590000 && ttl->integer <= 600000);
+    freeReplyObject(ttl);
+
+    char *cb = consent(auth);
+    resp_t r = get_url(cb);
+    assert_int_equal(r.status, 302);
+    char *loc = header_value(r.headers, "Location");
+    assert_string_equal(loc, "/");
+    char *set = header_value(r.headers, "Set-Cookie");
+    assert_non_null(set);
+    assert_non_null(strstr(set, "ca_session="));
+    assert_non_null(strstr(set, "HttpOnly"));
+    assert_non_null(strstr(set, "SameSite=Lax"));
+    assert_non_null(strstr(set, "Path=/"));
+    assert_null(strstr(set, "Secure")); /* PUBLIC_URL is http */
+    /* the session is stored under the hash of its id, never the id itself */
+    char sid[128];
+    snprintf(sid, sizeof(sid), "%.*s", (int)strcspn(set + 11, ";"), set + 11);
+    uint8_t h[32];
+    char hex[65];
+    crypto_sha256(sid, strlen(sid), h);
+    crypto_hex(h, 32, hex);
+    redisReply *ex = redis_command(redis, NULL, 0, "EXISTS ca:session:%s", hex);
+    assert_int_equal(ex->integer, 1);
+    freeReplyObject(ex);
+    ex = redis_command(redis, NULL, 0, "EXISTS ca:session:%s", sid);
+    assert_int_equal(ex->integer, 0);
+    freeReplyObject(ex);
+    ttl = redis_command(redis, NULL, 0, "TTL ca:session:%s", hex);
+    assert_true(ttl->integer > 2591000);
+    freeReplyObject(ttl);
+    /* the state is gone (one-time) */
+    ex = redis_command(redis, NULL, 0, "EXISTS ca:oauth:%s", state_v);
+    assert_int_equal(ex->integer, 0);
+    freeReplyObject(ex);
+    free(loc);
+    free(set);
+    resp_free(&r);
+
+    /* replaying the same callback (same state and code): refused, no session */
+    r = get_url(cb);
+    assert_int_equal(r.status, 400);
+    assert_null(header_value(r.headers, "Set-Cookie"));
+    assert_non_null(strstr(r.body, "<h1>"));
+    resp_free(&r);
+
+    /* the user row: upserted, tokens sealed, expiry, last login, free plan, audit */
+    const char *p[] = {"alice@example.com"};
+    char *tok = sql_value("SELECT drive_access_token FROM users WHERE email = $1", 1, p);
+    assert_non_null(tok);
+    assert_true(strncmp(tok, "v1:", 3) == 0);
+    free(tok);
+    tok = sql_value("SELECT drive_refresh_token FROM users WHERE email = $1", 1, p);
+    assert_true(tok != NULL && strncmp(tok, "v1:", 3) == 0);
+    free(tok);
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1 AND last_login_at > "
+                               "timezone('UTC', now()) - interval '1 minute' AND "
+                               "drive_token_expires_at > timezone('UTC', now()) + interval '50 "
+                               "minutes' AND google_id IS NOT NULL AND name IS NOT NULL",
+                               1, p),
+                     1);
+    assert_int_equal(count_sql("SELECT count(*) FROM subscriptions s JOIN users u ON u.id = "
+                               "s.user_id WHERE u.email = $1 AND s.tier = 'free'",
+                               1, p),
+                     1);
+    assert_true(count_sql("SELECT count(*) FROM audit_log a JOIN users u ON u.id = a.user_id "
+                          "WHERE u.email = $1 AND a.action = 'auth.login'",
+                          1, p) >= 1);
+    free(state_v);
+    free(challenge);
+    free(auth);
+    free(cb);
+
+    /* signing in again keeps one user row and the stored refresh token */
+    sign_in("alice@example.com", &alice);
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 1);
+    sign_in("bob@example.com", &bob);
+    assert_string_not_equal(alice.id, bob.id);
+}
+
+static void test_sign_in_failures(void **state)
+{
+    (void)state;
+    /* denied consent */
+    char *auth = login_location("deny@example.com");
+    char *cb = consent(auth);
+    assert_non_null(strstr(cb, "error=access_denied"));
+    resp_t r = get_url(cb);
+    assert_int_equal(r.status, 400);
+    assert_null(header_value(r.headers, "Set-Cookie"));
+    assert_non_null(strstr(r.body, "Sign-in cancelled"));
+    resp_free(&r);
+    free(auth);
+    free(cb);
+
+    /* missing / unknown / malformed state */
+    char url[512];
+    const char *bad[] = {"?code=abc", "?state=notastatewehavemade1234567890&code=abc",
+                         "?state=%3Cscript%3E&code=abc", "?state=abcdefabcdefabcdef"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(url, sizeof(url), "%s/auth/google/callback%s", GW, bad[i]);
+        r = get_url(url);
+        assert_int_equal(r.status, 400);
+        assert_null(header_value(r.headers, "Set-Cookie"));
+        assert_null(strstr(r.body, "<script>"));
+        resp_free(&r);
+    }
+
+    /* a replayed code with a fresh state: Google says invalid_grant */
+    auth = login_location("carol@example.com");
+    cb = consent(auth);
+    char *code = query_param(cb, "code");
+    r = get_url(cb);
+    assert_int_equal(r.status, 302);
+    resp_free(&r);
+    char *auth2 = login_location("carol@example.com");
+    char *state2 = query_param(auth2, "state");
+    snprintf(url, sizeof(url), "%s/auth/google/callback?state=%s&code=%s", GW, state2, code);
+    r = get_url(url);
+    assert_int_equal(r.status, 400);
+    assert_null(header_value(r.headers, "Set-Cookie"));
+    resp_free(&r);
+    free(auth);
+    free(cb);
+    free(code);
+    free(auth2);
+    free(state2);
+}
+
+static void test_google_outage_during_sign_in(void **state)
+{
+    (void)state;
+    char url[256];
+    snprintf(url, sizeof(url), "%s/__admin/faults", G);
+    assert_int_equal(http_call("POST", url,
+                               "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},"
+                               "\"action\":\"status\",\"status\":503,\"retry_after\":0}",
+                               NULL),
+                     200);
+    const char *p[] = {"dave@example.com"};
+    char *auth = login_location("dave@example.com");
+    char *cb = consent(auth);
+    resp_t r = get_url(cb);
+    assert_int_equal(r.status, 502);
+    assert_null(header_value(r.headers, "Set-Cookie"));
+    assert_non_null(strstr(r.body, "Google"));
+    resp_free(&r);
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 0);
+    assert_int_equal(http_call("DELETE", url, NULL, NULL), 200);
+    free(auth);
+    free(cb);
+    /* a dropped connection on userinfo: also 502 */
+    assert_int_equal(http_call("POST", url,
+                               "{\"match\":{\"path\":\"/v1/userinfo\"},\"action\":\"drop\"}", NULL),
+                     200);
+    auth = login_location("dave@example.com");
+    cb = consent(auth);
+    r = get_url(cb);
+    assert_int_equal(r.status, 502);
+    assert_null(header_value(r.headers, "Set-Cookie"));
+    resp_free(&r);
+    assert_int_equal(http_call("DELETE", url, NULL, NULL), 200);
+    free(auth);
+    free(cb);
+    /* and sign-in works again afterwards */
+    session_t d;
+    sign_in("dave@example.com", &d);
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 1);
+}
+
+static void test_logout(void **state)
+{
+    (void)state;
+    session_t s;
+    sign_in("erin@example.com", &s);
+    expect_error(req("POST", "/auth/logout", &s, false, NULL, NULL), 403, "csrf_failed", NULL);
+    resp_t r = req("POST", "/auth/logout", &s, true, NULL, NULL);
+    assert_int_equal(r.status, 204);
+    char *set = header_value(r.headers, "Set-Cookie");
+    assert_non_null(set);
+    assert_non_null(strstr(set, "ca_session=;"));
+    assert_non_null(strstr(set, "Max-Age=0"));
+    free(set);
+    resp_free(&r);
+    expect_error(req("GET", "/api/me", &s, false, NULL, NULL), 401, "unauthorized", NULL);
+}
+
+/* ---- /api/me, /api/usage ---- */
+
+static void test_me(void **state)
+{
+    (void)state;
+    resp_t r = req("GET", "/api/me", &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    const char *keys[] = {"id", "email", "default_preset", "tier", "csrf_token", "created_at"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        assert_non_null(jstr(r.json, keys[i]));
+    }
+    assert_string_equal(jstr(r.json, "email"), "alice@example.com");
+    assert_string_equal(jstr(r.json, "tier"), "free");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "watched_folder_id")));
+    assert_true(cJSON_IsBool(cJSON_GetObjectItem(r.json, "email_notifications")));
+    const char *ts = jstr(r.json, "created_at");
+    assert_int_equal(strlen(ts), 24);
+    assert_true(ts[10] == 'T' && ts[23] == 'Z');
+    resp_free(&r);
+
+    /* PATCH: success */
+    r = req("PATCH", "/api/me", &alice, true,
+            "{\"default_preset\":\"landscape_vivid\",\"email_notifications\":false}", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "default_preset"), "landscape_vivid");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.json, "email_notifications")));
+    resp_free(&r);
+
+    /* presets: bob's private one is not usable by alice, bob's public one is */
+    const char *pb[] = {bob.id};
+    assert_int_equal(sql_exec("INSERT INTO presets (created_by_user_id, name, workflow_json, "
+                              "is_public) VALUES ($1, 'bob_private', '{}', false), ($1, "
+                              "'bob_public', '{}', true)",
+                              1, pb),
+                     0);
+    expect_error(req("PATCH", "/api/me", &alice, true, "{\"default_preset\":\"bob_private\"}", NULL),
+                 400, "invalid_request", "default_preset");
+    r = req("PATCH", "/api/me", &alice, true, "{\"default_preset\":\"bob_public\"}", NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    r = req("PATCH", "/api/me", &bob, true, "{\"default_preset\":\"bob_private\"}", NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+
+    /* strict validation, table-driven */
+    static const struct {
+        const char *body;
+        const char *code;
+        const char *field;
+    } cases[] = {
+        {"{\"email_notifications\":\"yes\"}", "invalid_request", "email_notifications"},
+        {"{\"email_notifications\":1}", "invalid_request", "email_notifications"},
+        {"{\"default_preset\":123}", "invalid_request", "default_preset"},
+        {"{\"default_preset\":\"\"}", "invalid_request", "default_preset"},
+        {"{\"default_preset\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+         "invalid_request", "default_preset"},
+        {"{\"default_preset\":\"no_such_preset\"}", "invalid_request", "default_preset"},
+        {"{\"tier\":\"studio\"}", "invalid_request", "tier"},
+        {"{\"watched_folder_id\":\"abc\"}", "invalid_request", "watched_folder_id"},
+        {"{\"output_folder_id\":\"abc\"}", "invalid_request", "output_folder_id"},
+        {"{\"default_preset\":", "invalid_json", NULL},
+        {"[1,2]", "invalid_json", NULL},
+        {"\"text\"", "invalid_json", NULL},
+        {"{} trailing", "invalid_json", NULL},
+        {"", "invalid_json", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        expect_error(req("PATCH", "/api/me", &alice, true, cases[i].body, NULL), 400,
+                     cases[i].code, cases[i].field);
+    }
+}
+
+static void test_usage(void **state)
+{
+    (void)state;
+    resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    const char *keys[] = {"month", "tier", "monthly_limit", "images_processed", "images_failed",
+                          "images_overage", "overage_charged_cents", "remaining"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        assert_non_null(cJSON_GetObjectItem(r.json, keys[i]));
+    }
+    assert_int_equal(cJSON_GetObjectItem(r.json, "remaining")->valueint, 10);
+    resp_free(&r);
+    const char *p[] = {alice.id};
+    assert_int_equal(sql_exec("INSERT INTO usage_tracking (user_id, month, images_processed, "
+                              "images_failed, tier, monthly_limit) VALUES ($1, "
+                              "date_trunc('month', timezone('UTC', now()))::date, 7, 2, 'free', 10)",
+                              1, p),
+                     0);
+    r = req("GET", "/api/usage", &alice, false, NULL, NULL);
+    assert_int_equal(cJSON_GetObjectItem(r.json, "images_processed")->valueint, 7);
+    assert_int_equal(cJSON_GetObjectItem(r.json, "images_failed")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(r.json, "remaining")->valueint, 3);
+    resp_free(&r);
+    /* bob sees his own (empty) usage, not alice's */
+    r = req("GET", "/api/usage", &bob, false, NULL, NULL);
+    assert_int_equal(cJSON_GetObjectItem(r.json, "images_processed")->valueint, 0);
+    resp_free(&r);
+}
+
+/* ---- jobs ---- */
+
+static char alice_failed[40], alice_queued[40], alice_done[40], bob_job[40];
+
+static void seed_jobs(void)
+{
+    const char *pa[] = {alice.id};
+    assert_int_equal(
+        sql_exec("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
+                 "preset_name, status, created_at) SELECT $1, 'f' || i, 'img' || i || '.jpg', "
+                 "'folder', 'portrait_pro', CASE WHEN i % 3 = 0 THEN 'completed' ELSE 'queued' END, "
+                 "timezone('UTC', now()) - make_interval(mins => i) FROM generate_series(1, 44) i",
+                 1, pa),
+        0);
+    char *v = sql_value("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, "
+                        "drive_folder_id, preset_name, status, error_code, error_message, "
+                        "retry_count, created_at) VALUES ($1, 'failed-file', 'bad.jpg', 'folder', "
+                        "'portrait_pro', 'failed', 'processing_error', 'boom', 3, "
+                        "timezone('UTC', now()) - interval '2 days') RETURNING id",
+                        1, pa);
+    snprintf(alice_failed, sizeof(alice_failed), "%s", v);
+    free(v);
+    v = sql_value("SELECT id FROM jobs WHERE user_id = $1 AND status = 'queued' LIMIT 1", 1, pa);
+    snprintf(alice_queued, sizeof(alice_queued), "%s", v);
+    free(v);
+    v = sql_value("SELECT id FROM jobs WHERE user_id = $1 AND status = 'completed' LIMIT 1", 1, pa);
+    snprintf(alice_done, sizeof(alice_done), "%s", v);
+    free(v);
+    const char *pb[] = {bob.id};
+    v = sql_value("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
+                  "preset_name, status) VALUES ($1, 'bob-file', 'b.jpg', 'bf', 'portrait_pro', "
+                  "'failed') RETURNING id",
+                  1, pb);
+    snprintf(bob_job, sizeof(bob_job), "%s", v);
+    free(v);
+}
+
+static void test_jobs_list_and_paging(void **state)
+{
+    (void)state;
+    seed_jobs();
+    /* walk every page of 7: 45 distinct jobs, newest first */
+    char path[512] = "/api/jobs?limit=7";
+    int total = 0, pages = 0;
+    char last_created[40] = "9999";
+    char seen[64][40];
+    for (;;) {
+        resp_t r = req("GET", path, &alice, false, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        cJSON *jobs = cJSON_GetObjectItem(r.json, "jobs");
+        assert_true(cJSON_IsArray(jobs));
+        const cJSON *j = NULL;
+        cJSON_ArrayForEach(j, jobs)
+        {
+            const char *created = jstr(j, "created_at");
+            assert_true(strcmp(created, last_created) <= 0);
+            snprintf(last_created, sizeof(last_created), "%s", created);
+            for (int k = 0; k < total; k++) {
+                assert_string_not_equal(seen[k], jstr(j, "id"));
+            }
+            snprintf(seen[total++], 40, "%s", jstr(j, "id"));
+            const char *fields[] = {"id", "status", "drive_file_id", "drive_file_name",
+                                    "preset_name", "created_at", "started_at", "completed_at",
+                                    "processing_time_ms", "output_drive_file_id",
+                                    "output_file_name", "output_url", "error_code",
+                                    "error_message", "retry_count"};
+            for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
+                assert_non_null(cJSON_GetObjectItem(j, fields[f]));
+            }
+        }
+        pages++;
+        const cJSON *next = cJSON_GetObjectItem(r.json, "next_cursor");
+        if (cJSON_IsNull(next)) {
+            resp_free(&r);
+            break;
+        }
+        assert_true(cJSON_GetArraySize(jobs) == 7);
+        snprintf(path, sizeof(path), "/api/jobs?limit=7&cursor=%s", next->valuestring);
+        resp_free(&r);
+        assert_true(pages < 20);
+    }
+    assert_int_equal(total, 45);
+    assert_int_equal(pages, 7);
+
+    /* default limit 20; status filter */
+    resp_t r = req("GET", "/api/jobs", &alice, false, NULL, NULL);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "jobs")), 20);
+    resp_free(&r);
+    r = req("GET", "/api/jobs?status=completed&limit=100", &alice, false, NULL, NULL);
+    cJSON *jobs = cJSON_GetObjectItem(r.json, "jobs");
+    assert_int_equal(cJSON_GetArraySize(jobs), 14);
+    const cJSON *j = NULL;
+    cJSON_ArrayForEach(j, jobs)
+    {
+        assert_string_equal(jstr(j, "status"), "completed");
+    }
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next_cursor")));
+    resp_free(&r);
+    /* bob sees only his one job */
+    r = req("GET", "/api/jobs", &bob, false, NULL, NULL);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "jobs")), 1);
+    resp_free(&r);
+
+    static const struct {
+        const char *query;
+        const char *field;
+    } bad[] = {
+        {"?limit=0", "limit"},        {"?limit=101", "limit"},     {"?limit=abc", "limit"},
+        {"?limit=-5", "limit"},       {"?limit=1.5", "limit"},     {"?status=done", "status"},
+        {"?status=QUEUED", "status"}, {"?cursor=zzz", "cursor"},   {"?cursor=%21%21", "cursor"},
+        {"?cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8bm90LWEtdXVpZA", "cursor"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char p2[256];
+        snprintf(p2, sizeof(p2), "/api/jobs%s", bad[i].query);
+        expect_error(req("GET", p2, &alice, false, NULL, NULL), 400, "invalid_request",
+                     bad[i].field);
+    }
+}
+
+static void test_job_one_retry_cancel(void **state)
+{
+    (void)state;
+    char path[256];
+    snprintf(path, sizeof(path), "/api/jobs/%s", alice_failed);
+    resp_t r = req("GET", path, &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "status"), "failed");
+    assert_string_equal(jstr(r.json, "error_code"), "processing_error");
+    resp_free(&r);
+    expect_error(req("GET", "/api/jobs/not-a-uuid", &alice, false, NULL, NULL), 400,
+                 "invalid_request", "id");
+    expect_error(req("GET", "/api/jobs/00000000-0000-0000-0000-000000000000", &alice, false, NULL,
+                     NULL),
+                 404, "not_found", NULL);
+
+    /* retry a failed job: queued, error cleared, retry_count reset, id pushed */
+    redisReply *d = redis_command(redis, NULL, 0, "DEL ca:jobs");
+    freeReplyObject(d);
+    snprintf(path, sizeof(path), "/api/jobs/%s/retry", alice_failed);
+    expect_error(req("POST", path, &alice, false, NULL, NULL), 403, "csrf_failed", NULL);
+    r = req("POST", path, &alice, true, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "status"), "queued");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "error_code")));
+    assert_int_equal(cJSON_GetObjectItem(r.json, "retry_count")->valueint, 0);
+    resp_free(&r);
+    redisReply *lr = redis_command(redis, NULL, 0, "LRANGE ca:jobs 0 -1");
+    assert_int_equal(lr->elements, 1);
+    assert_string_equal(lr->element[0]->str, alice_failed);
+    freeReplyObject(lr);
+    /* retrying a queued job conflicts */
+    expect_error(req("POST", path, &alice, true, NULL, NULL), 409, "conflict", NULL);
+
+    /* cancel: queued → cancelled; completed → 409 */
+    snprintf(path, sizeof(path), "/api/jobs/%s/cancel", alice_queued);
+    r = req("POST", path, &alice, true, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "status"), "cancelled");
+    assert_non_null(jstr(r.json, "completed_at"));
+    resp_free(&r);
+    expect_error(req("POST", path, &alice, true, NULL, NULL), 409, "conflict", NULL);
+    snprintf(path, sizeof(path), "/api/jobs/%s/cancel", alice_done);
+    expect_error(req("POST", path, &alice, true, NULL, NULL), 409, "conflict", NULL);
+    /* a cancelled job can be retried */
+    snprintf(path, sizeof(path), "/api/jobs/%s/retry", alice_queued);
+    r = req("POST", path, &alice, true, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "status"), "queued");
+    resp_free(&r);
+    expect_error(req("POST", "/api/jobs/xyz/retry", &alice, true, NULL, NULL), 400,
+                 "invalid_request", "id");
+}
+
+/* ---- watch and folders ---- */
+
+static void test_watch_and_folders(void **state)
+{
+    (void)state;
+    char *shoots = fake_folder("alice@example.com", "Shoots", NULL, true);
+    char *photo = fake_folder("alice@example.com", "photo.jpg", shoots, false);
+    char *bobs = fake_folder("bob@example.com", "BobFolder", NULL, true);
+    char body[512];
+    snprintf(body, sizeof(body), "{\"folder_id\":\"%s\"}", shoots);
+    resp_t r = req("PUT", "/api/watch", &alice, true, body, NULL);
+    if (r.status != 200) {
+        proc_print_log(&gw);
+    }
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "watched_folder_id"), shoots);
+    char *processed = strdup(jstr(r.json, "output_folder_id"));
+    resp_free(&r);
+    const char *p[] = {alice.id, shoots, processed};
+    assert_int_equal(count_sql("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND "
+                               "folder_id = $2 AND output_folder_id = $3 AND active AND "
+                               "changes_page_token IS NOT NULL",
+                               3, p),
+                     1);
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE id = $1 AND watched_folder_id = "
+                               "$2 AND output_folder_id = $3",
+                               3, p),
+                     1);
+    assert_int_equal(count_sql("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = "
+                               "'watch.start' AND target = 'drive_folder:' || $2",
+                               2, p),
+                     1);
+    /* again: the same Processed folder is found (appProperties), not a second one */
+    r = req("PUT", "/api/watch", &alice, true, body, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(jstr(r.json, "output_folder_id"), processed);
+    resp_free(&r);
+    /* folders: the root lists Shoots; Shoots lists exactly one Processed */
+    r = req("GET", "/api/drive/folders", &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, shoots));
+    assert_null(strstr(r.body, photo));
+    resp_free(&r);
+    char path[512];
+    snprintf(path, sizeof(path), "/api/drive/folders?parent=%s", shoots);
+    r = req("GET", path, &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "folders")), 1);
+    assert_non_null(strstr(r.body, "\"Processed\""));
+    resp_free(&r);
+    expect_error(req("GET", "/api/drive/folders?parent=bad%20id", &alice, false, NULL, NULL), 400,
+                 "invalid_request", "parent");
+
+    /* errors: a file, another user's folder, bad input */
+    snprintf(body, sizeof(body), "{\"folder_id\":\"%s\"}", photo);
+    expect_error(req("PUT", "/api/watch", &alice, true, body, NULL), 400, "invalid_request",
+                 "folder_id");
+    snprintf(body, sizeof(body), "{\"folder_id\":\"%s\"}", bobs);
+    expect_error(req("PUT", "/api/watch", &alice, true, body, NULL), 404, "not_found", NULL);
+    expect_error(req("PUT", "/api/watch", &alice, true, "{}", NULL), 400, "invalid_request",
+                 "folder_id");
+    expect_error(req("PUT", "/api/watch", &alice, true, "{\"folder_id\":7}", NULL), 400,
+                 "invalid_request", "folder_id");
+    expect_error(req("PUT", "/api/watch", &alice, true, "{\"folder_id\":\"a/b\"}", NULL), 400,
+                 "invalid_request", "folder_id");
+    expect_error(req("PUT", "/api/watch", &alice, true, "{\"folder_id\":\"x\",\"y\":1}", NULL), 400,
+                 "invalid_request", "y");
+    expect_error(req("PUT", "/api/watch", &alice, true, "{nope", NULL), 400, "invalid_json", NULL);
+
+    /* stop */
+    r = req("DELETE", "/api/watch", &alice, true, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetObjectItem(r.json, "stopped")->valueint, 1);
+    resp_free(&r);
+    assert_int_equal(count_sql("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND active", 1,
+                               p),
+                     0);
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE id = $1 AND watched_folder_id IS "
+                               "NULL AND output_folder_id IS NULL",
+                               1, p),
+                     1);
+    assert_int_equal(count_sql("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = "
+                               "'watch.stop'",
+                               1, p),
+                     1);
+    free(shoots);
+    free(photo);
+    free(bobs);
+    free(processed);
+}
+
+/* ---- authorization matrix ---- */
+
+static void test_no_session_is_401(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *method, *path;
+    } routes[] = {
+        {"GET", "/api/me"},
+        {"PATCH", "/api/me"},
+        {"GET", "/api/usage"},
+        {"GET", "/api/jobs"},
+        {"GET", "/api/jobs/00000000-0000-0000-0000-000000000001"},
+        {"POST", "/api/jobs/00000000-0000-0000-0000-000000000001/retry"},
+        {"POST", "/api/jobs/00000000-0000-0000-0000-000000000001/cancel"},
+        {"PUT", "/api/watch"},
+        {"DELETE", "/api/watch"},
+        {"GET", "/api/drive/folders"},
+    };
+    session_t forged;
+    memset(&forged, 0, sizeof(forged));
+    snprintf(forged.cookie, sizeof(forged.cookie), "ca_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        expect_error(req(routes[i].method, routes[i].path, NULL, false, "{}", NULL), 401,
+                     "unauthorized", NULL);
+        expect_error(req(routes[i].method, routes[i].path, &forged, false, "{}", NULL), 401,
+                     "unauthorized", NULL);
+    }
+}
+
+static void test_other_users_ids_are_404(void **state)
+{
+    (void)state;
+    char path[256];
+    const char *suffix[] = {"", "/retry", "/cancel"};
+    const char *method[] = {"GET", "POST", "POST"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "/api/jobs/%s%s", bob_job, suffix[i]);
+        expect_error(req(method[i], path, &alice, true, NULL, NULL), 404, "not_found", NULL);
+        snprintf(path, sizeof(path), "/api/jobs/%s%s", alice_failed, suffix[i]);
+        expect_error(req(method[i], path, &bob, true, NULL, NULL), 404, "not_found", NULL);
+    }
+    const char *pb[] = {bob_job};
+    char *st = sql_value("SELECT status FROM jobs WHERE id = $1", 1, pb);
+    assert_string_equal(st, "failed"); /* untouched */
+    free(st);
+    /* bob's folder through alice's folder browser: nothing of bob's */
+    char *bobs = fake_folder("bob@example.com", "BobSecret", NULL, true);
+    snprintf(path, sizeof(path), "/api/drive/folders?parent=%s", bobs);
+    resp_t r = req("GET", path, &alice, false, NULL, NULL);
+    assert_true(r.status == 200 || r.status == 404);
+    if (r.status == 200) {
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "folders")), 0);
+    }
+    resp_free(&r);
+    free(bobs);
+}
+
+/* ---- CSRF, cap, static, unknown ---- */
+
+static void test_csrf(void **state)
+{
+    (void)state;
+    const char *body = "{\"email_notifications\":true}";
+    expect_error(req("PATCH", "/api/me", &alice, false, body, NULL), 403, "csrf_failed", NULL);
+    expect_error(req("PATCH", "/api/me", &alice, false, body, "Origin: https://evil.example"), 403,
+                 "csrf_failed", NULL);
+    expect_error(req("PATCH", "/api/me", &alice, false, body, "Referer: https://evil.example/x"),
+                 403, "csrf_failed", NULL);
+    expect_error(req("PATCH", "/api/me", &alice, false, body, "X-CSRF-Token: wrong-token"), 403,
+                 "csrf_failed", NULL);
+    /* another user's token does not work either */
+    char other[160];
+    snprintf(other, sizeof(other), "X-CSRF-Token: %s", bob.csrf);
+    expect_error(req("PATCH", "/api/me", &alice, false, body, other), 403, "csrf_failed", NULL);
+    char origin[200];
+    snprintf(origin, sizeof(origin), "Origin: %s", GW);
+    resp_t r = req("PATCH", "/api/me", &alice, false, body, origin);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    snprintf(origin, sizeof(origin), "Referer: %s/dashboard", GW);
+    r = req("PATCH", "/api/me", &alice, false, body, origin);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    r = req("PATCH", "/api/me", &alice, true, body, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    /* GET needs no token */
+    r = req("GET", "/api/me", &alice, false, NULL, "Origin: https://evil.example");
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+}
+
+static void test_body_cap_and_unknown(void **state)
+{
+    (void)state;
+    size_t n = 1024 * 1024 + 10;
+    char *big = malloc(n + 1);
+    memset(big, ' ', n);
+    big[0] = '{';
+    big[n - 1] = '}';
+    big[n] = '\0';
+    expect_error(req("PATCH", "/api/me", &alice, true, big, NULL), 413, "body_too_large", NULL);
+    free(big);
+    expect_error(req("GET", "/api/nothing-here", &alice, false, NULL, NULL), 404, "not_found", NULL);
+    expect_error(req("DELETE", "/api/jobs", &alice, true, NULL, NULL), 405, "method_not_allowed",
+                 NULL);
+}
+
+static void test_static_files(void **state)
+{
+    (void)state;
+    resp_t r = req("GET", "/", NULL, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    char *ct = header_value(r.headers, "Content-Type");
+    assert_non_null(strstr(ct, "text/html"));
+    free(ct);
+    char *cc = header_value(r.headers, "Cache-Control");
+    assert_string_equal(cc, "no-cache");
+    free(cc);
+    char *etag = header_value(r.headers, "ETag");
+    assert_non_null(etag);
+    assert_non_null(strstr(r.body, "Creator Automation"));
+    resp_free(&r);
+    char inm[128];
+    snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
+    r = req("GET", "/index.html", NULL, false, NULL, inm);
+    assert_int_equal(r.status, 304);
+    resp_free(&r);
+    free(etag);
+    r = req("GET", "/app.css", NULL, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    ct = header_value(r.headers, "Content-Type");
+    assert_non_null(strstr(ct, "text/css"));
+    free(ct);
+    cc = header_value(r.headers, "Cache-Control");
+    assert_non_null(strstr(cc, "max-age"));
+    free(cc);
+    resp_free(&r);
+    const char *bad[] = {"/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+                         "/..%2f..%2fetc%2fpasswd", "/.git/config", "/nope.html",
+                         "/%2e%2e%2fMakefile", "/web/../../../Makefile"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        r = req("GET", bad[i], NULL, false, NULL, NULL);
+        assert_true(r.status == 404 || r.status == 400);
+        assert_null(strstr(r.body != NULL ? r.body : "", "root:"));
+        assert_null(strstr(r.body != NULL ? r.body : "", "SERVICES"));
+        resp_free(&r);
+    }
+    expect_error(req("POST", "/index.html", NULL, false, "{}", NULL), 405, "method_not_allowed",
+                 NULL);
+}
+
+/* ---- rate limits (a second gateway with small limits) ---- */
+
+static void test_rate_limits(void **state)
+{
+    (void)state;
+    redisReply *fl = redis_command(redis, NULL, 0, "EVAL %s 0",
+                                   "for _,k in ipairs(redis.call('KEYS','ca:rl:*')) do "
+                                   "redis.call('DEL',k) end return 1");
+    freeReplyObject(fl);
+    proc_t small;
+    assert_int_equal(start_gateway(&small, "30", "5"), 0);
+    char saved[160];
+    snprintf(saved, sizeof(saved), "%s", GW);
+    snprintf(GW, sizeof(GW), "%s", small.base_url);
+    /* per session: 5 a minute */
+    for (int i = 0; i < 5; i++) {
+        resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        resp_free(&r);
+    }
+    resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 429);
+    assert_string_equal(error_code(&r), "rate_limited");
+    char *ra = header_value(r.headers, "Retry-After");
+    assert_non_null(ra);
+    assert_true(atoi(ra) >= 1 && atoi(ra) <= 60);
+    free(ra);
+    resp_free(&r);
+    /* another session from the same address still passes (until the IP limit) */
+    r = req("GET", "/api/usage", &bob, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    /* per IP: 30 a minute, sessions or not */
+    int limited = 0;
+    for (int i = 0; i < 40; i++) {
+        r = req("GET", "/api/jobs", NULL, false, NULL, NULL);
+        if (r.status == 429) {
+            limited++;
+        } else {
+            assert_int_equal(r.status, 401);
+        }
+        resp_free(&r);
+    }
+    assert_true(limited >= 10);
+    /* health probes are never limited */
+    r = req("GET", "/healthz", NULL, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+    snprintf(GW, sizeof(GW), "%s", saved);
+    proc_stop(&small);
+    fl = redis_command(redis, NULL, 0, "EVAL %s 0",
+                       "for _,k in ipairs(redis.call('KEYS','ca:rl:*')) do redis.call('DEL',k) "
+                       "end return 1");
+    freeReplyObject(fl);
+}
+
+/* ---- row-level security proof ---- */
+
+static long long rls_count(PGconn *c, const char *uid, const char *table)
+{
+    char sql[256];
+    PGresult *b = PQexec(c, "BEGIN");
+    PQclear(b);
+    const char *p[] = {uid};
+    PGresult *s = PQexecParams(c, "SELECT set_config('app.user_id', $1, true)", 1, NULL, p, NULL,
+                               NULL, 0);
+    assert_int_equal(PQresultStatus(s), PGRES_TUPLES_OK);
+    PQclear(s);
+    snprintf(sql, sizeof(sql), "SELECT * FROM %s", table); /* no WHERE, on purpose */
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fail_msg("%s: %s", table, PQerrorMessage(c));
+    }
+    long long n = PQntuples(res);
+    int col = PQfnumber(res, strcmp(table, "users") == 0 ? "id" : "user_id");
+    for (int i = 0; i < PQntuples(res); i++) {
+        assert_string_equal(PQgetvalue(res, i, col), uid);
+    }
+    PQclear(res);
+    PGresult *e = PQexec(c, "COMMIT");
+    PQclear(e);
+    return n;
+}
+
+static void test_rls_proof(void **state)
+{
+    (void)state;
+    /* make sure every table holds rows of several users */
+    const char *pb[] = {bob.id, alice.id};
+    assert_int_equal(sql_exec("INSERT INTO usage_tracking (user_id, month, tier, monthly_limit) "
+                              "VALUES ($1, '2020-01-01', 'free', 10)",
+                              1, pb),
+                     0);
+    assert_int_equal(sql_exec("INSERT INTO drive_polls (user_id, folder_id) VALUES ($1, 'bf1'), "
+                              "($2, 'af1')",
+                              2, pb),
+                     0);
+    PGconn *c = PQconnectdb(db_url_as("ca_api_gateway"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    const char *tables[] = {"jobs", "usage_tracking", "subscriptions", "drive_polls", "users",
+                            "audit_log"};
+    for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+        char sql[256];
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", tables[t]);
+        long long total = count_sql(sql, 0, NULL);
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s WHERE %s = $1", tables[t],
+                 strcmp(tables[t], "users") == 0 ? "id" : "user_id");
+        const char *pa[] = {alice.id};
+        long long mine = count_sql(sql, 1, pa);
+        long long seen = rls_count(c, alice.id, tables[t]);
+        if (seen != mine || total <= mine || mine < 1) {
+            fail_msg("%s: RLS shows %lld rows, alice has %lld, table has %lld", tables[t], seen,
+                     mine, total);
+        }
+        /* bob sees only his */
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s WHERE %s = $1", tables[t],
+                 strcmp(tables[t], "users") == 0 ? "id" : "user_id");
+        const char *pbb[] = {bob.id};
+        assert_int_equal(rls_count(c, bob.id, tables[t]), count_sql(sql, 1, pbb));
+        /* no user set: nothing */
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", tables[t]);
+        PGresult *res = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        assert_string_equal(PQgetvalue(res, 0, 0), "0");
+        PQclear(res);
+    }
+    /* a write to another user's row changes nothing */
+    PGresult *b = PQexec(c, "BEGIN");
+    PQclear(b);
+    const char *pa[] = {alice.id, bob.id};
+    PGresult *s = PQexecParams(c, "SELECT set_config('app.user_id', $1, true)", 1, NULL, pa, NULL,
+                               NULL, 0);
+    PQclear(s);
+    PGresult *u = PQexecParams(c, "UPDATE users SET name = 'pwned' WHERE id = $1", 1, NULL, pb,
+                               NULL, NULL, 0);
+    assert_string_equal(PQcmdTuples(u), "0");
+    PQclear(u);
+    /* and jobs_retry refuses a user other than the transaction's */
+    u = PQexecParams(c, "SELECT jobs_retry($2::uuid, $1::uuid)", 2, NULL,
+                     (const char *const[]){bob_job, bob.id}, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(u), PGRES_FATAL_ERROR);
+    PQclear(u);
+    PGresult *e = PQexec(c, "ROLLBACK");
+    PQclear(e);
+    (void)pa;
+    PQfinish(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sign_in_flow),
+        cmocka_unit_test(test_sign_in_failures),
+        cmocka_unit_test(test_google_outage_during_sign_in),
+        cmocka_unit_test(test_logout),
+        cmocka_unit_test(test_me),
+        cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_jobs_list_and_paging),
+        cmocka_unit_test(test_job_one_retry_cancel),
+        cmocka_unit_test(test_watch_and_folders),
+        cmocka_unit_test(test_no_session_is_401),
+        cmocka_unit_test(test_other_users_ids_are_404),
+        cmocka_unit_test(test_csrf),
+        cmocka_unit_test(test_body_cap_and_unknown),
+        cmocka_unit_test(test_static_files),
+        cmocka_unit_test(test_rate_limits),
+        cmocka_unit_test(test_rls_proof),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
