@@ -27,7 +27,8 @@
  *   then declare `int gw_routes_presets(gw_t *gw);` in the list at the end of
  *   this header and add it to the table in gw_register_routes() (gateway.c).
  *   Add the route to docs/api/openapi.yaml too: test_gateway_openapi checks
- *   that code and spec list the same routes.
+ *   that code and spec list the same routes (it greps the literal text
+ *   `gw_route(gw, "METHOD", "/path"`, so keep that on one line).
  *
  * What gw_route() does before the handler runs, in this order:
  *   1. one Redis round trip (a Lua script): the session (cookie ca_session),
