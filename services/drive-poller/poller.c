@@ -405,8 +405,10 @@ static google_status_t drive_call(poll_ctx_t *c, drive_op_t op, drive_args_t *a)
             return st;
         }
         c->err = e;
-        snprintf(c->errmsg, sizeof(c->errmsg), "%s: %s%s%s%s", op_name(op),
-                 e.message[0] != '\0' ? e.message : google_status_name(st),
+        const char *what = e.message[0] != '\0' ? e.message : google_status_name(st);
+        bool named = strncmp(what, op_name(op), strlen(op_name(op))) == 0;
+        snprintf(c->errmsg, sizeof(c->errmsg), "%s%s%s%s%s%s", named ? "" : op_name(op),
+                 named ? "" : ": ", what,
                  e.reason[0] != '\0' ? " (" : "", e.reason, e.reason[0] != '\0' ? ")" : "");
         if (st != GOOGLE_ERR_AUTH || attempt > 0) {
             return st;
