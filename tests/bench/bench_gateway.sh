@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# api-gateway throughput and latency against baselines measured in this run:
+#   1. GET /healthz          vs nginx serving a 2-byte file (1 worker: the
+#                            gateway is one event loop), same connections
+#                            → ratio, target >= 0.8
+#   2. authenticated GET /api/jobs returning 20 rows (session lookup + rate
+#      limits in Redis, RLS transaction in PostgreSQL)
+#                            vs pgbench running the same 20-row SELECT at the
+#                            same concurrency → ratio, target >= 0.5
+#   3. p99 of (2) at 256 connections, target < 50 ms
+# Starts its own PostgreSQL and Redis (tests/lib/services.sh). Needs wrk and
+# nginx (nginx-light); installs them with apt-get when missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BIN=${CA_BIN:-$ROOT/build/bin}
+DUR=${BENCH_SECONDS:-10}
+CONNS=${BENCH_CONNECTIONS:-64}
+
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+if [ "${#need[@]}" -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[ -x "$BIN/api-gateway" ] || make -s all
+
+work=$(mktemp -d /tmp/ca-bench-gw.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  tests/lib/services.sh stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+wait_http() { for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0; sleep 0.1; done; return 1; }
+rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
+# p99 from wrk --latency in milliseconds
+p99_ms() { awk '$1 == "99%" { v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v }' "$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+eval "$(tests/lib/services.sh start)"
+export CA_TEST_DIR
+PGU="postgresql://postgres@127.0.0.1:$TEST_PG_PORT"
+psql -q "$PGU/postgres" -c "CREATE DATABASE ca_bench" >/dev/null
+for s in api-gateway billing-webhook job-worker drive-poller; do
+  DATABASE_URL="$PGU/ca_bench" LOG_LEVEL=warn "$BIN/$s" migrate >/dev/null
+done
+
+# a user with 200 jobs and a session made directly in Redis
+uid=$(psql -tA "$PGU/ca_bench" -c "INSERT INTO users (google_id, email) VALUES ('bench', 'bench@example.com') RETURNING id" | head -1)
+psql -q "$PGU/ca_bench" -c "INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, preset_name, status, created_at)
+  SELECT '$uid', 'f' || i, 'img' || i || '.jpg', 'folder', 'portrait_pro', 'completed', timezone('UTC', now()) - make_interval(secs => i)
+  FROM generate_series(1, 200) i; ANALYZE jobs;"
+psql -q "$PGU/ca_bench" -c "INSERT INTO users (google_id, email) SELECT 'other' || i, 'o' || i || '@example.com' FROM generate_series(1, 50) i"
+sid=benchsessionbenchsessionbenchsession0001
+hash=$(printf %s "$sid" | sha256sum | cut -d' ' -f1)
+redis-cli -p "$TEST_REDIS_PORT" HSET "ca:session:$hash" user_id "$uid" csrf x email bench@example.com >/dev/null
+
+port=$(free_port)
+DATABASE_URL="postgresql://ca_api_gateway@127.0.0.1:$TEST_PG_PORT/ca_bench" REDIS_URL=$TEST_REDIS_URL \
+  PORT=$port LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \
+  ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= SESSION_SECRET=bench \
+  GOOGLE_CLIENT_ID=c GOOGLE_CLIENT_SECRET=s PG_POOL_SIZE=${BENCH_PG_POOL:-8} \
+  RATE_LIMIT_PER_MINUTE_IP=100000000 RATE_LIMIT_PER_MINUTE_SESSION=100000000 \
+  "$BIN/api-gateway" serve > "$work/gw.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$port/readyz"
+n=$(curl -s -H "Cookie: ca_session=$sid" "http://127.0.0.1:$port/api/jobs" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).jobs.length))')
+[ "$n" = 20 ] || { echo "GET /api/jobs returned $n jobs, want 20"; cat "$work/gw.log"; exit 1; }
+
+# nginx with one worker serving a 2-byte file
+nport=$(free_port)
+mkdir -p "$work/www" "$work/ntmp"
+printf 'ok' > "$work/www/ok.txt"
+chmod 755 "$work" "$work/www"; chmod 644 "$work/www/ok.txt"  # nginx workers may run as nobody
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+daemon on;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/ntmp; proxy_temp_path $work/ntmp; fastcgi_temp_path $work/ntmp;
+  uwsgi_temp_path $work/ntmp; scgi_temp_path $work/ntmp;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$nport; root $work/www; location / { } }
+}
+CONF
+"$NGINX" -c "$work/nginx.conf" -p "$work"
+wait_http "http://127.0.0.1:$nport/ok.txt"
+
+echo "wrk: $DUR s per run, $CONNS connections, 2 threads"
+wrk -t2 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$nport/ok.txt" > "$work/nginx.txt"
+wrk -t2 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$port/healthz" > "$work/healthz.txt"
+nginx_rps=$(rps "$work/nginx.txt"); health_rps=$(rps "$work/healthz.txt")
+r1=$(ratio "$health_rps" "$nginx_rps")
+echo "1. GET /healthz        $health_rps req/s   nginx 2-byte file $nginx_rps req/s   ratio $r1 (target >= 0.8)"
+
+cat > "$work/jobs.sql" <<SQL
+SELECT json_build_object('id', j.id, 'status', j.status, 'drive_file_id', j.drive_file_id, 'created_at', to_char(j.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text
+  FROM jobs j WHERE j.user_id = '$uid' ORDER BY j.created_at DESC, j.id DESC LIMIT 21;
+SQL
+pgbench -n -f "$work/jobs.sql" -c "$CONNS" -j 2 -T "$DUR" "postgresql://ca_job_worker@127.0.0.1:$TEST_PG_PORT/ca_bench" > "$work/pgbench.txt" 2>&1
+pg_tps=$(awk '/^tps = / {print $3; exit}' "$work/pgbench.txt")
+wrk -t2 -c"$CONNS" -d"${DUR}s" --latency -H "Cookie: ca_session=$sid" "http://127.0.0.1:$port/api/jobs" > "$work/jobs.txt"
+jobs_rps=$(rps "$work/jobs.txt")
+r2=$(ratio "$jobs_rps" "$pg_tps")
+echo "2. GET /api/jobs (20)  $jobs_rps req/s   pgbench same SELECT $pg_tps tps   ratio $r2 (target >= 0.5)"
+wrk -t2 -c256 -d"${DUR}s" --latency -H "Cookie: ca_session=$sid" "http://127.0.0.1:$port/api/jobs" > "$work/jobs256.txt"
+p99=$(p99_ms "$work/jobs256.txt")
+errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/jobs256.txt")
+echo "3. GET /api/jobs at 256 connections: $(rps "$work/jobs256.txt") req/s, p99 ${p99} ms (target < 50) ${errs}"
