@@ -16,14 +16,16 @@ extern const size_t drive_poller_migrations_count;
 
 static const config_var_t poller_vars[] = {
     {"ENCRYPTION_KEY", CFG_KEY32, NULL, true, true, 0, 0, "base64 of 32 bytes: seals Drive tokens"},
-    {"ENCRYPTION_KEYS_OLD", CFG_KEYLIST, "", false, true, 0, 0, "comma list of previous keys (rotation)"},
+    {"ENCRYPTION_KEYS_OLD", CFG_KEYLIST, "", false, true, 0, 0,
+     "comma list of previous keys (rotation)"},
     {"GOOGLE_CLIENT_ID", CFG_STRING, NULL, true, false, 0, 0, "OAuth client id"},
     {"GOOGLE_CLIENT_SECRET", CFG_STRING, NULL, true, true, 0, 0, "OAuth client secret"},
     {"GOOGLE_TOKEN_URL", CFG_URL, "https://oauth2.googleapis.com/token", false, false, 0, 0,
      "OAuth token endpoint (refresh)"},
     {"DRIVE_API_URL", CFG_URL, "https://www.googleapis.com/drive/v3", false, false, 0, 0,
      "Drive v3 base URL"},
-    {"POLL_INTERVAL_SECONDS", CFG_INT, "60", false, false, 1, 86400, "seconds between polls of a folder"},
+    {"POLL_INTERVAL_SECONDS", CFG_INT, "60", false, false, 1, 86400,
+     "seconds between polls of a folder"},
     {"POLLER_CONCURRENCY", CFG_INT, "8", false, false, 1, 256,
      "poll threads (Drive calls are I/O bound), each with its own PostgreSQL connection"},
     {"RECONCILE_INTERVAL_SECONDS", CFG_INT, "3600", false, false, 1, 604800,
@@ -58,8 +60,8 @@ static int poller_service_start(daemon_t *d)
         return -1;
     }
     daemon_set_data(d, s);
-    s->keys = crypto_keyring_new(daemon_get(d, "ENCRYPTION_KEY"), daemon_get(d, "ENCRYPTION_KEYS_OLD"),
-                                 err, sizeof(err));
+    s->keys = crypto_keyring_new(daemon_get(d, "ENCRYPTION_KEY"),
+                                 daemon_get(d, "ENCRYPTION_KEYS_OLD"), err, sizeof(err));
     if (s->keys == NULL) {
         log_error("ENCRYPTION_KEY: %s", err);
         return -1;

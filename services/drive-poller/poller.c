@@ -68,9 +68,9 @@ static void metrics_init(void)
     m_files_found = metrics_counter("ca_poller_files_found_total",
                                     "Images seen in watched folders (new or not)", NULL);
     m_jobs_created = metrics_counter("ca_poller_jobs_created_total", "Jobs created", NULL);
-    m_push_failures = metrics_counter("ca_poller_push_failures_total",
-                                      "Job ids not pushed to ca:jobs (re-pushed by the worker)",
-                                      NULL);
+    m_push_failures =
+        metrics_counter("ca_poller_push_failures_total",
+                        "Job ids not pushed to ca:jobs (re-pushed by the worker)", NULL);
     m_poll_duration = metrics_histogram("ca_poller_poll_duration_seconds", "One folder's poll",
                                         NULL, buckets, sizeof(buckets) / sizeof(buckets[0]));
     m_due = metrics_gauge("ca_poller_folders_due", "Active folders due for a poll now", NULL);
@@ -79,8 +79,7 @@ static void metrics_init(void)
     m_watched = metrics_gauge("ca_poller_folders_watched", "Active watched folders", NULL);
     m_backing_off = metrics_gauge("ca_poller_folders_backing_off",
                                   "Active folders waiting out an error backoff", NULL);
-    m_in_flight = metrics_gauge("ca_poller_polls_in_flight", "Polls running in this process",
-                                NULL);
+    m_in_flight = metrics_gauge("ca_poller_polls_in_flight", "Polls running in this process", NULL);
 }
 
 /* ---- types ---- */
@@ -262,26 +261,26 @@ static int claim(poll_thread_t *t, poll_row_t *rows, int max)
     snprintf(reconcile, sizeof(reconcile), "%d", p->cfg.reconcile_s);
     const char *params[] = {t->owner, limit, lease, reconcile};
     char err[256];
-    PGresult *res = pg_exec(
-        t->pg,
-        "WITH due AS ("
-        "  SELECT id FROM drive_polls"
-        "   WHERE active AND next_poll_at <= " NOW_UTC
-        "     AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")"
-        "     AND (lease_expires_at IS NULL OR lease_expires_at < " NOW_UTC ")"
-        "   ORDER BY next_poll_at"
-        "   LIMIT $2::int"
-        "   FOR UPDATE SKIP LOCKED)"
-        " UPDATE drive_polls d"
-        "    SET lease_owner = $1,"
-        "        lease_expires_at = " NOW_UTC " + make_interval(secs => $3::double precision)"
-        "   FROM due WHERE d.id = due.id"
-        " RETURNING d.id, d.user_id, d.folder_id, d.changes_page_token,"
-        "   (d.last_full_scan_at IS NULL OR d.last_full_scan_at <= " NOW_UTC
-        "      - make_interval(secs => $4::double precision)),"
-        "   d.consecutive_errors,"
-        "   to_char(" NOW_UTC ", 'YYYY-MM-DD\"T\"HH24:MI:SS.US')",
-        4, params, err, sizeof(err));
+    PGresult *res = pg_exec(t->pg,
+                            "WITH due AS ("
+                            "  SELECT id FROM drive_polls"
+                            "   WHERE active AND next_poll_at <= " NOW_UTC
+                            "     AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")"
+                            "     AND (lease_expires_at IS NULL OR lease_expires_at < " NOW_UTC ")"
+                            "   ORDER BY next_poll_at"
+                            "   LIMIT $2::int"
+                            "   FOR UPDATE SKIP LOCKED)"
+                            " UPDATE drive_polls d"
+                            "    SET lease_owner = $1,"
+                            "        lease_expires_at = " NOW_UTC
+                            " + make_interval(secs => $3::double precision)"
+                            "   FROM due WHERE d.id = due.id"
+                            " RETURNING d.id, d.user_id, d.folder_id, d.changes_page_token,"
+                            "   (d.last_full_scan_at IS NULL OR d.last_full_scan_at <= " NOW_UTC
+                            "      - make_interval(secs => $4::double precision)),"
+                            "   d.consecutive_errors,"
+                            "   to_char(" NOW_UTC ", 'YYYY-MM-DD\"T\"HH24:MI:SS.US')",
+                            4, params, err, sizeof(err));
     if (res == NULL) {
         log_warn("claim failed: %s", err);
         return -1;
@@ -362,13 +361,14 @@ static int get_token(poll_ctx_t *c, bool force)
 {
     google_error_t e;
     memset(&e, 0, sizeof(e));
-    c->auth = drive_auth_access_token(c->t->pg, c->t->gc, c->t->p->cfg.keys, c->row->user_id,
-                                      force, c->token, sizeof(c->token), &e);
+    c->auth = drive_auth_access_token(c->t->pg, c->t->gc, c->t->p->cfg.keys, c->row->user_id, force,
+                                      c->token, sizeof(c->token), &e);
     if (c->auth == DRIVE_AUTH_OK) {
         return 0;
     }
     c->err = e;
-    snprintf(c->errmsg, sizeof(c->errmsg), "token: %s", e.message[0] != '\0' ? e.message : "failed");
+    snprintf(c->errmsg, sizeof(c->errmsg), "token: %s",
+             e.message[0] != '\0' ? e.message : "failed");
     return -1;
 }
 
@@ -387,13 +387,13 @@ static google_status_t drive_call(poll_ctx_t *c, drive_op_t op, drive_args_t *a)
             break;
         case OP_CHANGES:
             drive_change_list_free(&a->changes);
-            st = drive_changes_list(gc, c->token, a->page_token, CHANGES_PAGE_SIZE, &a->changes,
-                                    &e);
+            st =
+                drive_changes_list(gc, c->token, a->page_token, CHANGES_PAGE_SIZE, &a->changes, &e);
             break;
         case OP_LIST:
             drive_file_list_free(&a->list);
-            st = drive_files_list(gc, c->token, a->q, NULL, LIST_PAGE_SIZE, a->page_token,
-                                  &a->list, &e);
+            st = drive_files_list(gc, c->token, a->q, NULL, LIST_PAGE_SIZE, a->page_token, &a->list,
+                                  &e);
             break;
         case OP_GET:
             drive_file_free(&a->file);
@@ -408,8 +408,8 @@ static google_status_t drive_call(poll_ctx_t *c, drive_op_t op, drive_args_t *a)
         const char *what = e.message[0] != '\0' ? e.message : google_status_name(st);
         bool named = strncmp(what, op_name(op), strlen(op_name(op))) == 0;
         snprintf(c->errmsg, sizeof(c->errmsg), "%s%s%s%s%s%s", named ? "" : op_name(op),
-                 named ? "" : ": ", what,
-                 e.reason[0] != '\0' ? " (" : "", e.reason, e.reason[0] != '\0' ? ")" : "");
+                 named ? "" : ": ", what, e.reason[0] != '\0' ? " (" : "", e.reason,
+                 e.reason[0] != '\0' ? ")" : "");
         if (st != GOOGLE_ERR_AUTH || attempt > 0) {
             return st;
         }
@@ -490,8 +490,8 @@ static void push_ids(poll_ctx_t *c, char **ids, int n)
         if (t->redis == NULL) {
             t->redis = redis_connect(t->p->redis_url, 2000, err, sizeof(err));
             if (t->redis == NULL) {
-                log_warn("Redis unreachable, %d job id(s) left for the worker's re-push: %s",
-                         n - i, err);
+                log_warn("Redis unreachable, %d job id(s) left for the worker's re-push: %s", n - i,
+                         err);
                 metric_add(m_push_failures, n - i);
                 return;
             }
@@ -796,8 +796,8 @@ static void record_success(poll_ctx_t *c)
         " consecutive_errors = 0, backoff_until = NULL,"
         " changes_page_token = COALESCE($5, changes_page_token),"
         " last_full_scan_at = CASE WHEN $6::boolean THEN " NOW_UTC " ELSE last_full_scan_at END,"
-        " next_poll_at = GREATEST($7::timestamp + make_interval(secs => $8::double precision), "
-        NOW_UTC "),"
+        " next_poll_at = GREATEST($7::timestamp + make_interval(secs => $8::double "
+        "precision), " NOW_UTC "),"
         " lease_owner = NULL, lease_expires_at = NULL"
         " WHERE id = $1 AND lease_owner = $2 RETURNING id",
         10, params, err, sizeof(err));
@@ -822,7 +822,12 @@ static void record_error(poll_ctx_t *c)
     snprintf(wait, sizeof(wait), "%.3f", (double)wait_ms / 1000.0);
     snprintf(found, sizeof(found), "%d", c->new_jobs);
     const char *status = c->err.status == GOOGLE_ERR_RATE_LIMITED ? "rate_limited" : "error";
-    const char *params[] = {c->row->id, t->owner, status, c->errmsg, wait, found,
+    const char *params[] = {c->row->id,
+                            t->owner,
+                            status,
+                            c->errmsg,
+                            wait,
+                            found,
                             c->max_mtime[0] != '\0' ? c->max_mtime : NULL};
     char err[256];
     if (pg_exec_cmd(t->pg,
@@ -1038,8 +1043,8 @@ poller_t *poller_new(const poller_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "poller: database_url, redis_url and keys are required");
         return NULL;
     }
-    if (cfg->concurrency < 1 || cfg->interval_s < 1 || cfg->lease_s < 1 ||
-        cfg->claim_batch < 1 || cfg->claim_batch > MAX_CLAIM_BATCH || cfg->reconcile_s < 1) {
+    if (cfg->concurrency < 1 || cfg->interval_s < 1 || cfg->lease_s < 1 || cfg->claim_batch < 1 ||
+        cfg->claim_batch > MAX_CLAIM_BATCH || cfg->reconcile_s < 1) {
         snprintf(err, errlen, "poller: bad concurrency, interval, lease, batch or reconcile");
         return NULL;
     }
@@ -1152,17 +1157,16 @@ void poller_update_gauges(poller_t *p, pg_conn_t *pg)
     snprintf(interval, sizeof(interval), "%d", p->cfg.interval_s);
     const char *params[] = {interval};
     char err[256];
-    PGresult *res = pg_exec(
-        pg,
-        "SELECT count(*),"
-        " count(*) FILTER (WHERE next_poll_at <= " NOW_UTC
-        "   AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")),"
-        " count(*) FILTER (WHERE next_poll_at < " NOW_UTC
-        "   - make_interval(secs => $1::double precision)"
-        "   AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")),"
-        " count(*) FILTER (WHERE backoff_until > " NOW_UTC ")"
-        " FROM drive_polls WHERE active",
-        1, params, err, sizeof(err));
+    PGresult *res = pg_exec(pg,
+                            "SELECT count(*),"
+                            " count(*) FILTER (WHERE next_poll_at <= " NOW_UTC
+                            "   AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")),"
+                            " count(*) FILTER (WHERE next_poll_at < " NOW_UTC
+                            "   - make_interval(secs => $1::double precision)"
+                            "   AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")),"
+                            " count(*) FILTER (WHERE backoff_until > " NOW_UTC ")"
+                            " FROM drive_polls WHERE active",
+                            1, params, err, sizeof(err));
     if (res == NULL) {
         log_debug("gauges: %s", err);
         return;

@@ -23,15 +23,15 @@
 typedef struct {
     const char *database_url;
     const char *redis_url;
-    const char *instance_id; /* lease owner prefix: "<instance>/t<n>" per thread */
-    google_config_t google;  /* strings copied by each thread's client */
+    const char *instance_id;      /* lease owner prefix: "<instance>/t<n>" per thread */
+    google_config_t google;       /* strings copied by each thread's client */
     const crypto_keyring_t *keys; /* borrowed; outlives the poller */
-    int concurrency;          /* poll threads */
-    int interval_s;           /* POLL_INTERVAL_SECONDS */
-    int reconcile_s;          /* full listing of each folder at least this often */
-    int lease_s;              /* a claim's lease; renewed while a long poll runs */
-    int claim_batch;          /* rows one claim takes */
-    int idle_ms;              /* how long a thread sleeps when nothing is due */
+    int concurrency;              /* poll threads */
+    int interval_s;               /* POLL_INTERVAL_SECONDS */
+    int reconcile_s;              /* full listing of each folder at least this often */
+    int lease_s;                  /* a claim's lease; renewed while a long poll runs */
+    int claim_batch;              /* rows one claim takes */
+    int idle_ms;                  /* how long a thread sleeps when nothing is due */
 } poller_config_t;
 
 typedef struct poller poller_t;

@@ -83,14 +83,19 @@ static __attribute__((unused)) void tp_teardown_world(void)
 }
 
 /* Starts a drive-poller against the fake; extra: more NAME=value (NULL-terminated). */
-static __attribute__((unused)) int tp_start_poller(proc_t *p, const char *interval, const char *const *extra)
+static __attribute__((unused)) int tp_start_poller(proc_t *p, const char *interval,
+                                                   const char *const *extra)
 {
     static char drive[256], token[256], iv[64];
     snprintf(drive, sizeof(drive), "DRIVE_API_URL=%s/drive/v3", tp_google.base_url);
     snprintf(token, sizeof(token), "GOOGLE_TOKEN_URL=%s/token", tp_google.base_url);
     snprintf(iv, sizeof(iv), "POLL_INTERVAL_SECONDS=%s", interval);
-    const char *env[32] = {"ENCRYPTION_KEY=" TP_KEY, "GOOGLE_CLIENT_ID=" TP_CLIENT_ID,
-                           "GOOGLE_CLIENT_SECRET=" TP_CLIENT_SECRET, drive, token, iv,
+    const char *env[32] = {"ENCRYPTION_KEY=" TP_KEY,
+                           "GOOGLE_CLIENT_ID=" TP_CLIENT_ID,
+                           "GOOGLE_CLIENT_SECRET=" TP_CLIENT_SECRET,
+                           drive,
+                           token,
+                           iv,
                            "LOG_LEVEL=debug"};
     size_t n = 7;
     for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 31; i++) {
@@ -118,15 +123,17 @@ static cJSON *tp_admin(const char *method, const char *path, const char *body)
     return j;
 }
 
-static __attribute__((unused)) void tp_copy_str(char *dst, size_t n, const cJSON *o, const char *key)
+static __attribute__((unused)) void tp_copy_str(char *dst, size_t n, const cJSON *o,
+                                                const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     snprintf(dst, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
 }
 
 /* A Drive call as the user. Returns the status; *out (may be NULL) the JSON. */
-static __attribute__((unused)) long tp_drive(const tp_user_t *u, const char *method, const char *path_and_query,
-                     const char *body, cJSON **out)
+static __attribute__((unused)) long tp_drive(const tp_user_t *u, const char *method,
+                                             const char *path_and_query, const char *body,
+                                             cJSON **out)
 {
     char url[1024];
     char auth[600];
@@ -144,8 +151,9 @@ static __attribute__((unused)) long tp_drive(const tp_user_t *u, const char *met
 
 /* Creates a file (or folder when mime is NULL and folder) through the admin
  * route; fills id. extra_json: more members, e.g. "\"trashed\":true" or "". */
-static __attribute__((unused)) int tp_file(const tp_user_t *u, const char *name, const char *mime, const char *parent,
-                   const char *extra_json, char *id, size_t idlen)
+static __attribute__((unused)) int tp_file(const tp_user_t *u, const char *name, const char *mime,
+                                           const char *parent, const char *extra_json, char *id,
+                                           size_t idlen)
 {
     char body[2048];
     snprintf(body, sizeof(body),
@@ -165,7 +173,8 @@ static __attribute__((unused)) int tp_file(const tp_user_t *u, const char *name,
     return 0;
 }
 
-static __attribute__((unused)) int tp_image(const tp_user_t *u, const char *name, const char *parent, char *id, size_t n)
+static __attribute__((unused)) int tp_image(const tp_user_t *u, const char *name,
+                                            const char *parent, char *id, size_t n)
 {
     return tp_file(u, name, "image/jpeg", parent, "", id, n);
 }
@@ -193,12 +202,13 @@ static __attribute__((unused)) int tp_new_user(tp_user_t *u, const char *prefix)
     char *r = crypto_envelope_seal(tp_keys, u->refresh);
     const char *params[] = {sub, u->email, a, r};
     char err[256];
-    PGresult *res = pg_exec(tp_pg,
-                            "INSERT INTO users (google_id, email, drive_access_token,"
-                            " drive_refresh_token, drive_token_expires_at)"
-                            " VALUES ($1, $2, $3, $4, timezone('UTC', now()) + interval '50 minutes')"
-                            " RETURNING id",
-                            4, params, err, sizeof(err));
+    PGresult *res =
+        pg_exec(tp_pg,
+                "INSERT INTO users (google_id, email, drive_access_token,"
+                " drive_refresh_token, drive_token_expires_at)"
+                " VALUES ($1, $2, $3, $4, timezone('UTC', now()) + interval '50 minutes')"
+                " RETURNING id",
+                4, params, err, sizeof(err));
     free(a);
     free(r);
     if (res == NULL) {
@@ -241,7 +251,8 @@ static __attribute__((unused)) long tp_sql_long(const char *sql, int n, const ch
 }
 
 /* First column of the first row, copied ("" when none). */
-static __attribute__((unused)) void tp_sql_str(char *out, size_t n, const char *sql, int np, const char *const *params)
+static __attribute__((unused)) void tp_sql_str(char *out, size_t n, const char *sql, int np,
+                                               const char *const *params)
 {
     char err[256];
     out[0] = '\0';
@@ -282,7 +293,8 @@ static __attribute__((unused)) long long tp_last_poll_ms(const tp_user_t *u)
     return v[0] != '\0' ? atoll(v) : -1;
 }
 
-static __attribute__((unused)) void tp_poll_field(const tp_user_t *u, const char *column, char *out, size_t n)
+static __attribute__((unused)) void tp_poll_field(const tp_user_t *u, const char *column, char *out,
+                                                  size_t n)
 {
     char sql[256];
     snprintf(sql, sizeof(sql),
@@ -394,7 +406,8 @@ static __attribute__((unused)) long tp_requests_next(void)
 }
 
 /* Counts requests after `since` whose method is GET and path starts with prefix. */
-static __attribute__((unused)) long tp_requests_count(long since, const char *prefix, long *other_drive)
+static __attribute__((unused)) long tp_requests_count(long since, const char *prefix,
+                                                      long *other_drive)
 {
     char path[128];
     snprintf(path, sizeof(path), "/__admin/requests?since=%ld", since);

@@ -72,13 +72,13 @@ static void candidate_table(void **state)
         {"a.png", "image/png", in_folder, 1, false, true},
         {"a.heic", "image/heic", in_folder, 1, false, true},
         {"a.webp", "application/octet-stream", in_folder, 1, false, true},
-        {"a.jpg", "image/jpeg", in_sub, 1, false, false},         /* Processed / subfolder */
-        {"a.jpg", "image/jpeg", in_folder, 1, true, false},       /* trashed */
-        {"notes.txt", "text/plain", in_folder, 1, false, false},  /* not an image */
+        {"a.jpg", "image/jpeg", in_sub, 1, false, false},        /* Processed / subfolder */
+        {"a.jpg", "image/jpeg", in_folder, 1, true, false},      /* trashed */
+        {"notes.txt", "text/plain", in_folder, 1, false, false}, /* not an image */
         {"doc", "application/vnd.google-apps.document", in_folder, 1, false, false},
         {"Processed", "application/vnd.google-apps.folder", in_folder, 1, false, false},
-        {"a.gif", "image/gif", in_folder, 1, false, false},       /* not a format we process */
-        {"a.jpg", "image/jpeg", NULL, 0, false, false},           /* no parents */
+        {"a.gif", "image/gif", in_folder, 1, false, false}, /* not a format we process */
+        {"a.jpg", "image/jpeg", NULL, 0, false, false},     /* no parents */
         {"a.jpg", "image/jpeg", two, 2, false, true},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -105,16 +105,15 @@ static void backoff_table(void **state)
         int n;
         long retry_after, jitter, want;
     } cases[] = {
-        {1, -1, 0, 2000},       {2, -1, 0, 4000},        {3, -1, 500, 8500},
-        {0, -1, 0, 2000},       {9, -1, 0, 512000},      {10, -1, 999, 900000},
-        {30, -1, 0, 900000},    {1, 5000, 0, 5000},      {1, 1000, 0, 2000},
-        {1, 7200000, 0, 3600000},
+        {1, -1, 0, 2000},   {2, -1, 0, 4000},         {3, -1, 500, 8500},  {0, -1, 0, 2000},
+        {9, -1, 0, 512000}, {10, -1, 999, 900000},    {30, -1, 0, 900000}, {1, 5000, 0, 5000},
+        {1, 1000, 0, 2000}, {1, 7200000, 0, 3600000},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         long got = poller_backoff_ms(cases[i].n, cases[i].retry_after, cases[i].jitter);
         if (got != cases[i].want) {
-            fail_msg("case %zu: n=%d ra=%ld: got %ld want %ld", i, cases[i].n,
-                     cases[i].retry_after, got, cases[i].want);
+            fail_msg("case %zu: n=%d ra=%ld: got %ld want %ld", i, cases[i].n, cases[i].retry_after,
+                     got, cases[i].want);
         }
     }
 }
@@ -300,12 +299,12 @@ static void never_jobs(void **state)
     assert_int_equal(tp_image(&u, "in-sub.jpg", sub, id, sizeof(id)), 0);
     assert_int_equal(tp_file(&u, "notes.txt", "text/plain", u.folder_id, "", id, sizeof(id)), 0);
     assert_int_equal(tp_file(&u, "clip.mp4", "video/mp4", u.folder_id, "", id, sizeof(id)), 0);
-    assert_int_equal(tp_file(&u, "binned.jpg", "image/jpeg", u.folder_id, "\"trashed\":true", id,
-                             sizeof(id)),
-                     0);
-    assert_int_equal(tp_file(&u, "Doc", "application/vnd.google-apps.document", u.folder_id, "",
-                             id, sizeof(id)),
-                     0);
+    assert_int_equal(
+        tp_file(&u, "binned.jpg", "image/jpeg", u.folder_id, "\"trashed\":true", id, sizeof(id)),
+        0);
+    assert_int_equal(
+        tp_file(&u, "Doc", "application/vnd.google-apps.document", u.folder_id, "", id, sizeof(id)),
+        0);
     assert_int_equal(tp_file(&u, "Sheet.png", "application/vnd.google-apps.spreadsheet",
                              u.folder_id, "", id, sizeof(id)),
                      0);
@@ -363,18 +362,16 @@ static void all_together(void **state)
     for (int i = 0; i < 150; i++) {
         char name[64];
         snprintf(name, sizeof(name), "batch-%03d.png", i);
-        assert_int_equal(tp_file(&u, name, "image/png", u.folder_id, "", i == 0 ? ids[4] : id,
-                                 sizeof(id)),
-                         0);
+        assert_int_equal(
+            tp_file(&u, name, "image/png", u.folder_id, "", i == 0 ? ids[4] : id, sizeof(id)), 0);
     }
     assert_int_equal(tp_image(&u, "result.jpg", processed, id, sizeof(id)), 0);
     assert_int_equal(tp_image(&u, "deeper.jpg", sub, id, sizeof(id)), 0);
     assert_int_equal(tp_file(&u, "a.txt", "text/plain", u.folder_id, "", id, sizeof(id)), 0);
-    assert_int_equal(tp_file(&u, "gone.jpg", "image/jpeg", u.folder_id, "\"trashed\":true", id,
-                             sizeof(id)),
-                     0);
-    assert_int_equal(tp_file(&u, "Slides", "application/vnd.google-apps.presentation",
-                             u.folder_id, "", id, sizeof(id)),
+    assert_int_equal(
+        tp_file(&u, "gone.jpg", "image/jpeg", u.folder_id, "\"trashed\":true", id, sizeof(id)), 0);
+    assert_int_equal(tp_file(&u, "Slides", "application/vnd.google-apps.presentation", u.folder_id,
+                             "", id, sizeof(id)),
                      0);
     snprintf(path, sizeof(path), "/drive/v3/files/%s", ids[0]);
     assert_int_equal(tp_drive(&u, "PATCH", path, "{\"name\":\"renamed.jpg\"}", NULL), 200);
@@ -404,8 +401,8 @@ static void invalid_token_recovers_with_a_listing(void **state)
     (void)state;
     tp_user_t u;
     watched_user(&u);
-    sql_exec("UPDATE drive_polls SET changes_page_token = '987654321' WHERE user_id = $1::uuid",
-             1, (const char *[]){u.user_id});
+    sql_exec("UPDATE drive_polls SET changes_page_token = '987654321' WHERE user_id = $1::uuid", 1,
+             (const char *[]){u.user_id});
     char id[128];
     assert_int_equal(tp_image(&u, "while-lost.jpg", u.folder_id, id, sizeof(id)), 0);
     CHECK(tp_wait_jobs(&u, 1, 8000));

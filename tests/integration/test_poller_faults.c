@@ -306,9 +306,8 @@ static void sigterm_drains(void **state)
     assert_int_equal(proc_stop_timeout(&poller, 30000), 0);
     assert_true(tp_now_ms() - t0 < 10000);
     poller.pid = 0;
-    assert_int_equal(tp_sql_long("SELECT count(*) FROM drive_polls WHERE lease_owner IS NOT NULL",
-                                 0, NULL),
-                     0);
+    assert_int_equal(
+        tp_sql_long("SELECT count(*) FROM drive_polls WHERE lease_owner IS NOT NULL", 0, NULL), 0);
     char v[32];
     tp_poll_field(&u, "poll_status", v, sizeof(v));
     assert_string_equal(v, "success");

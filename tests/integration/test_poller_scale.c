@@ -47,8 +47,8 @@ static size_t read_spans(const proc_t *p, int proc, poll_span_t **spans, size_t 
         const char *q = strstr(m, " poll=");
         poll_span_t s;
         memset(&s, 0, sizeof(s));
-        if (q == NULL || sscanf(q, " poll=%63s start_ms=%lld end_ms=%lld", s.poll, &s.start,
-                                &s.end) != 3) {
+        if (q == NULL ||
+            sscanf(q, " poll=%63s start_ms=%lld end_ms=%lld", s.poll, &s.start, &s.end) != 3) {
             continue;
         }
         s.proc = proc;
@@ -122,16 +122,15 @@ static void two_pollers_no_duplicate_no_overlap(void **state)
             bool apart = spans[i].end <= spans[k].start || spans[k].end <= spans[i].start;
             if (!apart) {
                 fail_msg("folder %s polled concurrently: [%lld,%lld] p%d and [%lld,%lld] p%d",
-                         spans[i].poll, spans[i].start, spans[i].end, spans[i].proc,
-                         spans[k].start, spans[k].end, spans[k].proc);
+                         spans[i].poll, spans[i].start, spans[i].end, spans[i].proc, spans[k].start,
+                         spans[k].end, spans[k].proc);
             }
         }
     }
     free(spans);
     /* leases are all given back */
-    assert_int_equal(tp_sql_long("SELECT count(*) FROM drive_polls WHERE lease_owner IS NOT NULL",
-                                 0, NULL),
-                     0);
+    assert_int_equal(
+        tp_sql_long("SELECT count(*) FROM drive_polls WHERE lease_owner IS NOT NULL", 0, NULL), 0);
     sql_exec("UPDATE drive_polls SET active = FALSE, stopped_reason = 'test' WHERE active", 0,
              NULL);
 }
@@ -153,9 +152,10 @@ static void thousand_folders_within_one_interval(void **state)
     assert_int_equal(tp_start_poller(&p, "10", extra), 0);
     /* first round: every folder listed once */
     long long deadline = tp_now_ms() + 60000;
-    while (tp_now_ms() < deadline &&
-           tp_sql_long("SELECT count(*) FROM drive_polls WHERE active AND last_full_scan_at IS NULL",
-                       0, NULL) != 0) {
+    while (
+        tp_now_ms() < deadline &&
+        tp_sql_long("SELECT count(*) FROM drive_polls WHERE active AND last_full_scan_at IS NULL",
+                    0, NULL) != 0) {
         tp_sleep_ms(200);
     }
     assert_int_equal(
