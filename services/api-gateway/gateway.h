@@ -232,6 +232,9 @@ int gw_routes_auth(gw_t *gw);   /* auth.c: /auth/google/login, /callback, /auth/
 int gw_routes_me(gw_t *gw);     /* routes_me.c: /api/me, /api/usage */
 int gw_routes_jobs(gw_t *gw);   /* routes_jobs.c: /api/jobs... */
 int gw_routes_drive(gw_t *gw);  /* routes_drive.c: /api/watch, /api/drive/folders */
+int gw_routes_presets(gw_t *gw); /* routes_presets.c: /api/presets... */
+int gw_routes_admin(gw_t *gw);   /* routes_admin.c: /api/admin/analytics/... */
+int gw_routes_billing(gw_t *gw); /* routes_billing.c: /api/billing/checkout, /portal */
 int gw_routes_static(gw_t *gw); /* static.c: the dashboard (registered last) */
 
 #endif

@@ -1,0 +1,692 @@
+/*
+ * routes_presets — the presets marketplace.
+ *
+ *   GET   /api/presets?category=&scope=&limit=&cursor=
+ *         system, own and public active presets, best rated first (then most
+ *         downloaded); no workflow_json in the list
+ *   POST  /api/presets            {name, description?, category?, workflow_json}
+ *   GET   /api/presets/{id}       one visible preset, with workflow_json
+ *   PATCH /api/presets/{id}       own only: name, description, category,
+ *                                 workflow_json, is_public, is_active
+ *   POST  /api/presets/{id}/rating {"rating": 1..5}, once per user, not own
+ *   POST  /api/presets/{id}/adopt  make it the default preset (counts a
+ *                                  download of someone else's public preset)
+ *
+ * Workflows are checked with the worker's validator (common/graph.h against
+ * common/cpu_nodes.h): an invalid graph is 400 invalid_workflow with ComfyUI's
+ * error object in error.details; a well-formed graph that uses node classes
+ * the CPU executor does not have is accepted (it runs on ComfyUI) and shows
+ * "executor": "comfyui". The SQL side is sql/api-gateway/020_presets_marketplace.sql.
+ * The list cursor is base64url("<rating_avg>|<downloads>|<id>") of the last row.
+ */
+#include "gateway.h"
+
+#include "cpu_nodes.h"
+#include "graph.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PRESET_NAME_MAX 50 /* users.default_preset and jobs.preset_name are VARCHAR(50) */
+#define PRESET_DESCRIPTION_MAX 2000
+#define PRESET_WORKFLOW_MAX (256 * 1024)
+
+/* $1 is the signed-in user. */
+#define PRESET_JSON                                                                                \
+    "json_build_object('id', p.id, 'name', p.name, 'description', p.description,"                 \
+    " 'category', p.category, 'thumbnail_url', p.thumbnail_url,"                                  \
+    " 'is_system', p.created_by_user_id IS NULL,"                                                 \
+    " 'is_own', COALESCE(p.created_by_user_id = $1::uuid, FALSE),"                                \
+    " 'is_public', COALESCE(p.is_public, FALSE), 'is_active', COALESCE(p.is_active, TRUE),"       \
+    " 'is_premium', COALESCE(p.is_premium, FALSE), 'price_cents', COALESCE(p.price_cents, 0),"    \
+    " 'downloads', COALESCE(p.downloads, 0), 'rating_avg', COALESCE(p.rating_avg, 0),"            \
+    " 'rating_count', COALESCE(p.rating_count, 0), 'my_rating', r.rating,"                        \
+    " 'created_at', " GW_SQL_TS("p.created_at") ", 'updated_at', " GW_SQL_TS("p.updated_at") ")::text"
+
+/* What a user may see: own presets (any state), active system and public ones. */
+#define PRESET_VISIBLE                                                                             \
+    "(p.created_by_user_id = $1::uuid OR (COALESCE(p.is_active, TRUE)"                             \
+    " AND (p.created_by_user_id IS NULL OR COALESCE(p.is_public, FALSE))))"
+
+#define PRESET_FROM                                                                                \
+    " FROM presets p LEFT JOIN preset_ratings r ON r.preset_id = p.id AND r.user_id = $1::uuid"
+
+static const char *const CATEGORIES[] = {"portrait", "product", "landscape", "other", NULL};
+static const char *const SCOPES[] = {"all", "own", "system", "public", NULL};
+
+static bool in_list(const char *s, const char *const *list)
+{
+    for (size_t i = 0; list[i] != NULL; i++) {
+        if (strcmp(s, list[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool parse_limit(const char *s, long *out)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 3) {
+        return false;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if (!isdigit((unsigned char)*p)) {
+            return false;
+        }
+    }
+    long v = strtol(s, NULL, 10);
+    if (v < 1 || v > 100) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+/* A preset name: 1..50 of [A-Za-z0-9 _.-], starting with a letter or digit and
+ * not ending with a space (it becomes part of output file names). */
+static bool valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > PRESET_NAME_MAX || !isalnum((unsigned char)s[0]) || s[n - 1] == ' ') {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!isalnum(c) && c != ' ' && c != '_' && c != '-' && c != '.') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- cursor ---- */
+
+static char *cursor_encode(const char *rating, const char *downloads, const char *id)
+{
+    char text[128];
+    snprintf(text, sizeof(text), "%s|%s|%s", rating, downloads, id);
+    return crypto_base64url_encode(text, strlen(text));
+}
+
+static bool all_digits(const char *s, size_t min, size_t max)
+{
+    size_t n = strlen(s);
+    if (n < min || n > max) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool cursor_decode(const char *cursor, char *rating, size_t rlen, char *downloads,
+                          size_t dlen, char *id, size_t idlen)
+{
+    if (strlen(cursor) > 200) {
+        return false;
+    }
+    size_t n = 0;
+    uint8_t *raw = crypto_base64url_decode(cursor, &n);
+    if (raw == NULL) {
+        return false;
+    }
+    char text[128];
+    bool ok = n > 0 && n < sizeof(text);
+    if (ok) {
+        memcpy(text, raw, n);
+        text[n] = '\0';
+        ok = strlen(text) == n;
+    }
+    free(raw);
+    if (!ok) {
+        return false;
+    }
+    char *bar1 = strchr(text, '|');
+    char *bar2 = bar1 != NULL ? strchr(bar1 + 1, '|') : NULL;
+    if (bar2 == NULL) {
+        return false;
+    }
+    *bar1 = '\0';
+    *bar2 = '\0';
+    /* rating: d or d.dd (numeric(3,2)) */
+    const char *r = text;
+    bool rating_ok = isdigit((unsigned char)r[0]) &&
+                     (r[1] == '\0' || (r[1] == '.' && all_digits(r + 2, 1, 2)));
+    if (!rating_ok || !all_digits(bar1 + 1, 1, 10) || !gw_valid_uuid(bar2 + 1) ||
+        strlen(r) >= rlen || strlen(bar1 + 1) >= dlen || strlen(bar2 + 1) >= idlen) {
+        return false;
+    }
+    snprintf(rating, rlen, "%s", r);
+    snprintf(downloads, dlen, "%s", bar1 + 1);
+    snprintf(id, idlen, "%s", bar2 + 1);
+    return true;
+}
+
+/* ---- list ---- */
+
+typedef struct {
+    long limit;
+} list_t;
+
+static void on_list(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    (void)gw;
+    list_t *l = arg;
+    int n = PQntuples(res);
+    int shown = n > l->limit ? (int)l->limit : n;
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *presets = cJSON_AddArrayToObject(doc, "presets");
+    for (int i = 0; i < shown; i++) {
+        cJSON *p = cJSON_Parse(PQgetvalue(res, i, 0));
+        if (p != NULL) {
+            cJSON_AddItemToArray(presets, p);
+        }
+    }
+    char *cursor = NULL;
+    if (n > l->limit && shown > 0) {
+        cursor = cursor_encode(PQgetvalue(res, shown - 1, 1), PQgetvalue(res, shown - 1, 2),
+                               PQgetvalue(res, shown - 1, 3));
+    }
+    if (cursor != NULL) {
+        cJSON_AddStringToObject(doc, "next_cursor", cursor);
+        free(cursor);
+    } else {
+        cJSON_AddNullToObject(doc, "next_cursor");
+    }
+    free(l);
+    http_reply_header(req, "Cache-Control", "no-store");
+    http_reply_json(req, 200, doc);
+}
+
+static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *category = http_req_query(req, "category");
+    const char *scope = http_req_query(req, "scope");
+    const char *limit_s = http_req_query(req, "limit");
+    const char *cursor = http_req_query(req, "cursor");
+    if (category != NULL && category[0] == '\0') {
+        category = NULL;
+    }
+    if (category != NULL && !in_list(category, CATEGORIES)) {
+        gw_reply_invalid(req, "category", "must be one of portrait, product, landscape, other");
+        return;
+    }
+    if (scope != NULL && (scope[0] == '\0' || strcmp(scope, "all") == 0)) {
+        scope = NULL;
+    }
+    if (scope != NULL && !in_list(scope, SCOPES)) {
+        gw_reply_invalid(req, "scope", "must be one of all, own, system, public");
+        return;
+    }
+    long limit = 20;
+    if (limit_s != NULL && !parse_limit(limit_s, &limit)) {
+        gw_reply_invalid(req, "limit", "must be an integer from 1 to 100");
+        return;
+    }
+    char rating[16] = "", downloads[16] = "", id[GW_UUID_LEN + 1] = "";
+    bool have_cursor = cursor != NULL && cursor[0] != '\0';
+    if (have_cursor && !cursor_decode(cursor, rating, sizeof(rating), downloads,
+                                      sizeof(downloads), id, sizeof(id))) {
+        gw_reply_invalid(req, "cursor", "is not a cursor this API returned");
+        return;
+    }
+    list_t *l = malloc(sizeof(*l));
+    if (l == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    l->limit = limit;
+    char fetch[16];
+    snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
+    const char *p[] = {user->id,
+                       category,
+                       scope,
+                       have_cursor ? rating : NULL,
+                       have_cursor ? downloads : NULL,
+                       have_cursor ? id : NULL,
+                       fetch};
+    gw_query(gw, req, user->id,
+             "SELECT " PRESET_JSON ", COALESCE(p.rating_avg, 0)::text,"
+             " COALESCE(p.downloads, 0)::text, p.id" PRESET_FROM " WHERE " PRESET_VISIBLE
+             "   AND ($2::text IS NULL OR p.category = $2)"
+             "   AND ($3::text IS NULL"
+             "        OR ($3 = 'own' AND p.created_by_user_id = $1::uuid)"
+             "        OR ($3 = 'system' AND p.created_by_user_id IS NULL)"
+             "        OR ($3 = 'public' AND p.created_by_user_id IS NOT NULL"
+             "            AND COALESCE(p.is_public, FALSE)))"
+             "   AND ($4::numeric IS NULL OR (COALESCE(p.rating_avg, 0), COALESCE(p.downloads, 0),"
+             "        p.id) < ($4::numeric, $5::int, $6::uuid))"
+             " ORDER BY COALESCE(p.rating_avg, 0) DESC, COALESCE(p.downloads, 0) DESC, p.id DESC"
+             " LIMIT $7::int",
+             7, p, on_list, l);
+}
+
+/* ---- one preset ---- */
+
+typedef struct {
+    int status; /* 200, or 201 after a create */
+} one_t;
+
+static void on_preset(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    (void)gw;
+    one_t *o = arg;
+    int status = o != NULL ? o->status : 200;
+    free(o);
+    if (PQntuples(res) != 1) {
+        gw_reply_not_found(req);
+        return;
+    }
+    cJSON *doc = cJSON_Parse(PQgetvalue(res, 0, 0));
+    cJSON *wf = cJSON_Parse(PQgetvalue(res, 0, 1));
+    if (doc == NULL || wf == NULL) {
+        cJSON_Delete(doc);
+        cJSON_Delete(wf);
+        http_reply_error(req, 500, "internal", "could not build the response");
+        return;
+    }
+    cJSON *gerr = NULL;
+    graph_status_t st = graph_validate(wf, cpu_nodes_registry(), &gerr);
+    cJSON_Delete(gerr);
+    cJSON_AddStringToObject(doc, "executor",
+                            st == GRAPH_OK ? "cpu" : st == GRAPH_UNKNOWN_CLASS ? "comfyui" : "invalid");
+    cJSON_AddItemToObject(doc, "workflow_json", wf);
+    http_reply_header(req, "Cache-Control", "no-store");
+    http_reply_json(req, status, doc);
+}
+
+static void send_preset(gw_t *gw, http_req_t *req, const char *user_id, const char *preset_id,
+                        int status)
+{
+    one_t *o = NULL;
+    if (status != 200) {
+        o = malloc(sizeof(*o));
+        if (o == NULL) {
+            http_reply_error(req, 503, "unavailable", "out of memory");
+            return;
+        }
+        o->status = status;
+    }
+    const char *p[] = {user_id, preset_id};
+    gw_query(gw, req, user_id,
+             "SELECT " PRESET_JSON ", p.workflow_json::text" PRESET_FROM
+             " WHERE p.id = $2::uuid AND " PRESET_VISIBLE,
+             2, p, on_preset, o);
+}
+
+static bool preset_id_param(http_req_t *req, const char **id)
+{
+    *id = http_req_param(req, "id");
+    if (!gw_valid_uuid(*id)) {
+        gw_reply_invalid(req, "id", "must be a UUID");
+        return false;
+    }
+    return true;
+}
+
+static void get_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *id = NULL;
+    if (preset_id_param(req, &id)) {
+        send_preset(gw, req, user->id, id, 200);
+    }
+}
+
+/* ---- input ---- */
+
+/* Reads and validates workflow_json. Absent: *text NULL (400 when required).
+ * Valid: *text is its compact JSON (caller frees). Replies 400 and returns
+ * false otherwise. */
+static bool read_workflow(http_req_t *req, const cJSON *body, bool required, char **text)
+{
+    *text = NULL;
+    const cJSON *wf = cJSON_GetObjectItemCaseSensitive(body, "workflow_json");
+    if (wf == NULL) {
+        if (required) {
+            gw_reply_invalid(req, "workflow_json", "is required");
+            return false;
+        }
+        return true;
+    }
+    if (!cJSON_IsObject(wf)) {
+        gw_reply_invalid(req, "workflow_json",
+                         "must be an object (a ComfyUI workflow in API format)");
+        return false;
+    }
+    char *compact = cJSON_PrintUnformatted(wf);
+    if (compact == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return false;
+    }
+    if (strlen(compact) > PRESET_WORKFLOW_MAX) {
+        free(compact);
+        gw_reply_invalid(req, "workflow_json", "must be at most 256 KiB");
+        return false;
+    }
+    cJSON *gerr = NULL;
+    graph_status_t st = graph_validate(wf, cpu_nodes_registry(), &gerr);
+    if (st == GRAPH_INVALID) {
+        char *summary = graph_error_summary(gerr);
+        cJSON *doc = cJSON_CreateObject();
+        cJSON *e = cJSON_AddObjectToObject(doc, "error");
+        cJSON_AddStringToObject(e, "code", "invalid_workflow");
+        char msg[600];
+        snprintf(msg, sizeof(msg), "workflow_json: %s",
+                 summary != NULL ? summary : "the workflow is not valid");
+        cJSON_AddStringToObject(e, "message", msg);
+        if (gerr != NULL) {
+            cJSON_AddItemToObject(e, "details", gerr);
+        } else {
+            cJSON_AddNullToObject(e, "details");
+        }
+        free(summary);
+        free(compact);
+        http_reply_json(req, 400, doc);
+        return false;
+    }
+    cJSON_Delete(gerr);
+    *text = compact;
+    return true;
+}
+
+typedef struct {
+    const char *name;
+    const char *description;
+    const char *category;
+    char *workflow; /* owned */
+} preset_input_t;
+
+/* The fields POST and PATCH share. Replies 400 and returns false on bad input. */
+static bool read_fields(http_req_t *req, const cJSON *body, bool create, preset_input_t *in)
+{
+    memset(in, 0, sizeof(*in));
+    if (!gw_json_string(req, body, "name", 1, 200, &in->name) ||
+        !gw_json_string(req, body, "description", 0, PRESET_DESCRIPTION_MAX, &in->description) ||
+        !gw_json_string(req, body, "category", 1, 20, &in->category)) {
+        return false;
+    }
+    if (create && in->name == NULL) {
+        gw_reply_invalid(req, "name", "is required");
+        return false;
+    }
+    if (in->name != NULL && !valid_name(in->name)) {
+        gw_reply_invalid(req, "name",
+                         "must be 1 to %d characters of letters, digits, space, _ - . (starting "
+                         "with a letter or digit)",
+                         PRESET_NAME_MAX);
+        return false;
+    }
+    if (in->category != NULL && !in_list(in->category, CATEGORIES)) {
+        gw_reply_invalid(req, "category", "must be one of portrait, product, landscape, other");
+        return false;
+    }
+    return read_workflow(req, body, create, &in->workflow);
+}
+
+/* ---- create ---- */
+
+typedef struct {
+    char user_id[GW_UUID_LEN + 1];
+} create_t;
+
+static void on_created(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    create_t *c = arg;
+    const char *outcome = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
+    if (strcmp(outcome, "ok") == 0) {
+        char id[GW_UUID_LEN + 1];
+        snprintf(id, sizeof(id), "%s", PQgetvalue(res, 0, 1));
+        send_preset(gw, req, c->user_id, id, 201);
+    } else if (strcmp(outcome, "name_taken") == 0) {
+        http_reply_error(req, 409, "name_taken",
+                         "name: you already have a preset of that name, or it is a system "
+                         "preset's name");
+    } else {
+        http_reply_error(req, 500, "internal", "unexpected outcome");
+    }
+    free(c);
+}
+
+static void create_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    cJSON *body = http_req_json(req);
+    if (body == NULL) {
+        return;
+    }
+    static const char *const allowed[] = {"name", "description", "category", "workflow_json",
+                                          NULL};
+    if (!gw_json_only_keys(req, body, allowed)) {
+        return;
+    }
+    preset_input_t in;
+    if (!read_fields(req, body, true, &in)) {
+        return;
+    }
+    create_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        free(in.workflow);
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    snprintf(c->user_id, sizeof(c->user_id), "%s", user->id);
+    const char *p[] = {user->id, in.name, in.description,
+                       in.category != NULL ? in.category : "other", in.workflow};
+    gw_query(gw, req, user->id,
+             "SELECT outcome, preset_id FROM presets_create($1::uuid, $2, $3, $4, $5::jsonb)", 5,
+             p, on_created, c);
+    free(in.workflow);
+}
+
+/* ---- update ---- */
+
+typedef struct {
+    char user_id[GW_UUID_LEN + 1];
+    char preset_id[GW_UUID_LEN + 1];
+} target_t;
+
+static target_t *target_new(http_req_t *req, const char *user_id, const char *preset_id)
+{
+    target_t *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return NULL;
+    }
+    snprintf(t->user_id, sizeof(t->user_id), "%s", user_id);
+    snprintf(t->preset_id, sizeof(t->preset_id), "%s", preset_id);
+    return t;
+}
+
+static void on_updated(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    target_t *t = arg;
+    const char *outcome = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
+    if (strcmp(outcome, "ok") == 0) {
+        send_preset(gw, req, t->user_id, t->preset_id, 200);
+    } else if (strcmp(outcome, "not_found") == 0) {
+        gw_reply_not_found(req);
+    } else if (strcmp(outcome, "forbidden") == 0) {
+        http_reply_error(req, 403, "forbidden", "you can change only your own presets");
+    } else if (strcmp(outcome, "name_taken") == 0) {
+        http_reply_error(req, 409, "name_taken",
+                         "name: taken by another of your presets, a published preset or a "
+                         "system preset");
+    } else if (strcmp(outcome, "published_name") == 0) {
+        http_reply_error(req, 409, "conflict",
+                         "name: a published preset keeps its name (others may use it); "
+                         "unpublish it first");
+    } else {
+        http_reply_error(req, 500, "internal", "unexpected outcome");
+    }
+    free(t);
+}
+
+static void patch_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *id = NULL;
+    if (!preset_id_param(req, &id)) {
+        return;
+    }
+    cJSON *body = http_req_json(req);
+    if (body == NULL) {
+        return;
+    }
+    static const char *const allowed[] = {"name",      "description", "category", "workflow_json",
+                                          "is_public", "is_active",   NULL};
+    if (!gw_json_only_keys(req, body, allowed)) {
+        return;
+    }
+    if (cJSON_GetArraySize(body) == 0) {
+        gw_reply_invalid(req, "body", "nothing to change: send at least one field");
+        return;
+    }
+    bool pub_present = false, pub = false, act_present = false, act = false;
+    if (!gw_json_bool(req, body, "is_public", &pub_present, &pub) ||
+        !gw_json_bool(req, body, "is_active", &act_present, &act)) {
+        return;
+    }
+    preset_input_t in;
+    if (!read_fields(req, body, false, &in)) {
+        return;
+    }
+    target_t *t = target_new(req, user->id, id);
+    if (t == NULL) {
+        free(in.workflow);
+        return;
+    }
+    const char *p[] = {user->id,
+                       id,
+                       in.name,
+                       in.description,
+                       in.category,
+                       in.workflow,
+                       pub_present ? (pub ? "true" : "false") : NULL,
+                       act_present ? (act ? "true" : "false") : NULL,
+                       gw_client_ip(req)};
+    gw_query(gw, req, user->id,
+             "SELECT presets_update($1::uuid, $2::uuid, $3, $4, $5, $6::jsonb, $7::boolean,"
+             " $8::boolean, $9)",
+             9, p, on_updated, t);
+    free(in.workflow);
+}
+
+/* ---- rating ---- */
+
+static void on_rated(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    target_t *t = arg;
+    const char *outcome = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
+    if (strcmp(outcome, "ok") == 0) {
+        send_preset(gw, req, t->user_id, t->preset_id, 200);
+    } else if (strcmp(outcome, "not_found") == 0) {
+        gw_reply_not_found(req);
+    } else if (strcmp(outcome, "own_preset") == 0) {
+        http_reply_error(req, 403, "own_preset", "you cannot rate your own preset");
+    } else if (strcmp(outcome, "already_rated") == 0) {
+        http_reply_error(req, 409, "already_rated", "you have already rated this preset");
+    } else {
+        http_reply_error(req, 500, "internal", "unexpected outcome");
+    }
+    free(t);
+}
+
+static void rate_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *id = NULL;
+    if (!preset_id_param(req, &id)) {
+        return;
+    }
+    cJSON *body = http_req_json(req);
+    if (body == NULL) {
+        return;
+    }
+    static const char *const allowed[] = {"rating", NULL};
+    if (!gw_json_only_keys(req, body, allowed)) {
+        return;
+    }
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(body, "rating");
+    if (r == NULL) {
+        gw_reply_invalid(req, "rating", "is required");
+        return;
+    }
+    if (!cJSON_IsNumber(r) || r->valuedouble != (double)(int)r->valuedouble || r->valueint < 1 ||
+        r->valueint > 5) {
+        gw_reply_invalid(req, "rating", "must be an integer from 1 to 5");
+        return;
+    }
+    target_t *t = target_new(req, user->id, id);
+    if (t == NULL) {
+        return;
+    }
+    char rating[4];
+    snprintf(rating, sizeof(rating), "%d", r->valueint);
+    const char *p[] = {user->id, id, rating};
+    gw_query(gw, req, user->id, "SELECT presets_rate($1::uuid, $2::uuid, $3::int)", 3, p,
+             on_rated, t);
+}
+
+/* ---- adopt ---- */
+
+static void on_adopted(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    (void)gw;
+    (void)arg;
+    const char *outcome = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
+    if (strcmp(outcome, "ok") == 0) {
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "default_preset", PQgetvalue(res, 0, 1));
+        cJSON_AddBoolToObject(doc, "download_counted", strcmp(PQgetvalue(res, 0, 2), "t") == 0);
+        http_reply_header(req, "Cache-Control", "no-store");
+        http_reply_json(req, 200, doc);
+    } else if (strcmp(outcome, "not_found") == 0) {
+        gw_reply_not_found(req);
+    } else if (strcmp(outcome, "name_conflict") == 0) {
+        http_reply_error(req, 409, "name_conflict",
+                         "you have a preset of your own named \"%s\"; rename it first",
+                         PQgetvalue(res, 0, 1));
+    } else {
+        http_reply_error(req, 500, "internal", "unexpected outcome");
+    }
+}
+
+static void adopt_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *id = NULL;
+    if (!preset_id_param(req, &id)) {
+        return;
+    }
+    size_t len = 0;
+    const char *raw = http_req_body(req, &len);
+    if (raw != NULL && len > 0) {
+        cJSON *body = http_req_json(req);
+        if (body == NULL) {
+            return;
+        }
+        static const char *const none[] = {NULL};
+        if (!gw_json_only_keys(req, body, none)) {
+            return;
+        }
+    }
+    const char *p[] = {user->id, id};
+    gw_query(gw, req, user->id,
+             "SELECT outcome, preset_name, counted FROM presets_adopt($1::uuid, $2::uuid)", 2, p,
+             on_adopted, NULL);
+}
+
+int gw_routes_presets(gw_t *gw)
+{
+    if (gw_route(gw, "GET", "/api/presets", GW_AUTH, list_presets) != 0 ||
+        gw_route(gw, "POST", "/api/presets", GW_AUTH, create_preset) != 0 ||
+        gw_route(gw, "GET", "/api/presets/{id}", GW_AUTH, get_preset) != 0 ||
+        gw_route(gw, "PATCH", "/api/presets/{id}", GW_AUTH, patch_preset) != 0 ||
+        gw_route(gw, "POST", "/api/presets/{id}/rating", GW_AUTH, rate_preset) != 0 ||
+        gw_route(gw, "POST", "/api/presets/{id}/adopt", GW_AUTH, adopt_preset) != 0) {
+        return -1;
+    }
+    return 0;
+}
