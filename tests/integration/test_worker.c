@@ -1,0 +1,1047 @@
+/*
+ * job-worker end to end: real PostgreSQL and Redis, the Google, ComfyUI and
+ * SMTP fakes, the real binary started with daemon_start and driven through the
+ * database (jobs_create_for_drive_file, as the poller does), Redis (LPUSH) and
+ * the fakes' admin APIs.
+ */
+#define _GNU_SOURCE
+#include "comfyui.h"
+#include "cpu_exec.h"
+#include "crypto.h"
+#include "email.h"
+#include "queue.h"
+#include "redis.h"
+#include "support.h"
+#include "worker.h"
+
+#include <cjson/cJSON.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define KEY_B64 "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+#define CLIENT_ID "ca-worker-test"
+
+static proc_t google, comfy, smtp, worker;
+static int smtp_admin_port;
+static crypto_keyring_t *keys;
+static redis_conn_t *redis;
+static char worker_db_url[512];
+static char env_google[6][256];
+static char env_smtp[256];
+static char *small_jpeg_b64, *big_jpeg_b64, *png_b64;
+static size_t small_jpeg_len;
+
+/* ---------------------------------------------------------------- helpers */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static cJSON *admin_json(const proc_t *p, int port, const char *method, const char *path,
+                         const char *body)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port > 0 ? port : p->port, path);
+    char *resp = NULL;
+    long st = http_call(method, url, body, &resp);
+    if (st < 200 || st >= 300) {
+        fprintf(stderr, "%s %s -> %ld %s\n", method, path, st, resp != NULL ? resp : "");
+    }
+    assert_true(st >= 200 && st < 300);
+    cJSON *j = cJSON_Parse(resp != NULL ? resp : "null");
+    free(resp);
+    return j;
+}
+
+static char *b64_image(bool png, int w, int h, size_t *raw_len)
+{
+    VipsImage *bands[3] = {NULL, NULL, NULL};
+    VipsImage *joined = NULL;
+    VipsImage *u8 = NULL;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(vips_gaussnoise(&bands[i], w, h, "mean", 110.0 + 20 * i, "sigma", 35.0,
+                                         NULL),
+                         0);
+    }
+    assert_int_equal(vips_bandjoin(bands, &joined, 3, NULL), 0);
+    assert_int_equal(vips_cast_uchar(joined, &u8, NULL), 0);
+    void *buf = NULL;
+    size_t len = 0;
+    if (png) {
+        assert_int_equal(vips_pngsave_buffer(u8, &buf, &len, NULL), 0);
+    } else {
+        assert_int_equal(vips_jpegsave_buffer(u8, &buf, &len, "Q", 90, NULL), 0);
+    }
+    char *b64 = crypto_base64_encode(buf, len);
+    if (raw_len != NULL) {
+        *raw_len = len;
+    }
+    g_free(buf);
+    for (int i = 0; i < 3; i++) {
+        g_object_unref(bands[i]);
+    }
+    g_object_unref(joined);
+    g_object_unref(u8);
+    return b64;
+}
+
+typedef struct {
+    char id[64];
+    char email[128];
+    char access[512];
+    char inbox[128];
+    char processed[128];
+} user_t;
+
+static void drive_folder(const char *email, const char *name, const char *parent, char *out,
+                         size_t outlen)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"email\":\"%s\",\"name\":\"%s\",\"folder\":true,\"parents\":[\"%s\"]}", email, name,
+             parent);
+    cJSON *f = admin_json(&google, 0, "POST", "/__admin/files", body);
+    snprintf(out, outlen, "%s", cJSON_GetObjectItem(f, "id")->valuestring);
+    cJSON_Delete(f);
+}
+
+/* A Google account in the fake, a users row with its tokens sealed, an inbox
+ * folder being "watched" and its Processed folder. */
+static user_t make_user(const char *email)
+{
+    user_t u;
+    memset(&u, 0, sizeof(u));
+    snprintf(u.email, sizeof(u.email), "%s", email);
+    char body[256];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"client_id\":\"" CLIENT_ID "\"}", email);
+    cJSON *g = admin_json(&google, 0, "POST", "/__admin/users", body);
+    const char *access = cJSON_GetObjectItem(g, "access_token")->valuestring;
+    const char *refresh = cJSON_GetObjectItem(g, "refresh_token")->valuestring;
+    snprintf(u.access, sizeof(u.access), "%s", access);
+    char root[128];
+    snprintf(root, sizeof(root), "%s", cJSON_GetObjectItem(g, "root_id")->valuestring);
+    char *sa = crypto_envelope_seal(keys, access);
+    char *sr = crypto_envelope_seal(keys, refresh);
+    drive_folder(email, "Inbox", root, u.inbox, sizeof(u.inbox));
+    drive_folder(email, "Processed", u.inbox, u.processed, sizeof(u.processed));
+    const char *params[] = {cJSON_GetObjectItem(g, "sub")->valuestring, email, sa, sr, u.inbox,
+                            u.processed};
+    char *id = sql_value(
+        "INSERT INTO users (google_id, email, name, drive_access_token, drive_refresh_token,"
+        " drive_token_expires_at, watched_folder_id, output_folder_id)"
+        " VALUES ($1, $2, 'Test User', $3, $4, timezone('UTC', now()) + interval '1 hour', $5, $6)"
+        " RETURNING id::text",
+        6, params);
+    assert_non_null(id);
+    snprintf(u.id, sizeof(u.id), "%s", id);
+    free(id);
+    free(sa);
+    free(sr);
+    cJSON_Delete(g);
+    return u;
+}
+
+/* Puts a file in the user's inbox; returns its Drive id (static buffer per call site). */
+static void drive_file(const user_t *u, const char *name, const char *mime, const char *b64,
+                       char *out, size_t outlen)
+{
+    size_t n = strlen(b64) + 1024;
+    char *body = malloc(n);
+    snprintf(body, n,
+             "{\"email\":\"%s\",\"name\":\"%s\",\"mimeType\":\"%s\",\"parents\":[\"%s\"],"
+             "\"content_base64\":\"%s\"}",
+             u->email, name, mime, u->inbox, b64);
+    cJSON *f = admin_json(&google, 0, "POST", "/__admin/files", body);
+    snprintf(out, outlen, "%s", cJSON_GetObjectItem(f, "id")->valuestring);
+    cJSON_Delete(f);
+    free(body);
+}
+
+/* jobs_create_for_drive_file as the poller calls it; returns the job id. */
+static void create_job(const user_t *u, const char *file_id, const char *name, const char *preset,
+                       char *job, size_t joblen)
+{
+    const char *params[] = {u->id, file_id, name, u->inbox, preset};
+    char *id = sql_value("SELECT job_id::text FROM jobs_create_for_drive_file($1::uuid, $2, $3, $4,"
+                         " 1000, 'image/jpeg', $5)",
+                         5, params);
+    assert_non_null(id);
+    snprintf(job, joblen, "%s", id);
+    free(id);
+}
+
+static void push(const char *job)
+{
+    char err[256];
+    assert_int_equal(queue_push(redis, job, err, sizeof(err)), 0);
+}
+
+static char *job_col(const char *job, const char *col)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT COALESCE((%s)::text, '') FROM jobs WHERE id = $1::uuid",
+             col);
+    const char *params[] = {job};
+    return sql_value(sql, 1, params);
+}
+
+static bool job_is_done(void *arg)
+{
+    char *st = job_col(arg, "status");
+    bool done = st != NULL && (strcmp(st, "completed") == 0 || strcmp(st, "failed") == 0);
+    free(st);
+    return done;
+}
+
+/* Waits for the job to finish and returns "completed" or "failed:<code>". */
+static char *wait_job(const char *job, int timeout_ms, const proc_t *daemon)
+{
+    if (!wait_until(job_is_done, (void *)job, timeout_ms)) {
+        proc_print_log(daemon);
+        char *st = job_col(job, "status");
+        fprintf(stderr, "job %s still %s\n", job, st);
+        free(st);
+        fail_msg("job did not finish");
+    }
+    char *st = job_col(job, "status || COALESCE(':' || error_code, '')");
+    return st;
+}
+
+static void expect_job(const char *job, const char *want, const proc_t *daemon)
+{
+    char *got = wait_job(job, 30000, daemon);
+    if (strcmp(got, want) != 0) {
+        char *msg = job_col(job, "error_message");
+        fprintf(stderr, "job %s: want %s, got %s (%s)\n", job, want, got, msg);
+        free(msg);
+        proc_print_log(daemon);
+    }
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* files in a folder as the user sees them through Drive */
+static cJSON *list_folder(const user_t *u, const char *folder)
+{
+    char q[256];
+    snprintf(q, sizeof(q), "'%s' in parents and trashed = false", folder);
+    char *eq = http_url_escape(q);
+    char url[1024];
+    snprintf(url, sizeof(url),
+             "%s/drive/v3/files?q=%s&fields=files(id,name,md5Checksum,size,appProperties,"
+             "webViewLink,mimeType)",
+             google.base_url, eq);
+    free(eq);
+    char auth[600];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u->access);
+    const char *hdr[] = {auth, NULL};
+    char *resp = NULL;
+    assert_int_equal(http_call_h("GET", url, hdr, NULL, &resp, NULL), 200);
+    cJSON *j = cJSON_Parse(resp);
+    free(resp);
+    cJSON *files = cJSON_DetachItemFromObject(j, "files");
+    cJSON_Delete(j);
+    return files;
+}
+
+static int count_outputs_for(const user_t *u, const char *job)
+{
+    cJSON *files = list_folder(u, u->processed);
+    int n = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, files)
+    {
+        const cJSON *props = cJSON_GetObjectItem(f, "appProperties");
+        const cJSON *id = cJSON_GetObjectItem(props, "ca_job_id");
+        if (cJSON_IsString(id) && strcmp(id->valuestring, job) == 0) {
+            n++;
+        }
+    }
+    cJSON_Delete(files);
+    return n;
+}
+
+static char *usage_col(const user_t *u, const char *col)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT COALESCE(sum(%s), 0)::text FROM usage_tracking WHERE user_id = $1::uuid", col);
+    const char *params[] = {u->id};
+    return sql_value(sql, 1, params);
+}
+
+static void assert_usage(const user_t *u, const char *col, const char *want)
+{
+    char *v = usage_col(u, col);
+    assert_non_null(v);
+    assert_string_equal(v, want);
+    free(v);
+}
+
+static void add_fault(const char *json)
+{
+    cJSON *j = admin_json(&google, 0, "POST", "/__admin/faults", json);
+    cJSON_Delete(j);
+}
+
+static void clear_faults(void)
+{
+    cJSON *j = admin_json(&google, 0, "DELETE", "/__admin/faults", NULL);
+    cJSON_Delete(j);
+}
+
+static int count_requests(const proc_t *p, const char *method, const char *path_part, long status)
+{
+    cJSON *j = admin_json(p, 0, "GET", "/__admin/requests", NULL);
+    int n = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItem(j, "requests"))
+    {
+        if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, method) == 0 &&
+            strstr(cJSON_GetObjectItem(r, "path")->valuestring, path_part) != NULL &&
+            (status == 0 || (long)cJSON_GetObjectItem(r, "status")->valuedouble == status)) {
+            n++;
+        }
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
+static void user_preset(const user_t *u, const char *name, const char *graph)
+{
+    const char *params[] = {u->id, name, graph};
+    assert_int_equal(sql_exec("INSERT INTO presets (created_by_user_id, name, workflow_json)"
+                              " VALUES ($1::uuid, $2, $3::jsonb)",
+                              3, params),
+                     0);
+}
+
+/* Every daemon a test starts, so teardown stops them even after a failed assert. */
+static proc_t *started[16];
+static int nstarted;
+
+/* Starts the worker with the shared env plus `extra` (NULL-terminated). */
+static int start_worker(proc_t *p, const char *const *extra)
+{
+    if (nstarted < 16) {
+        started[nstarted++] = p;
+    }
+    const char *env[40];
+    int n = 0;
+    static char dburl[600];
+    snprintf(dburl, sizeof(dburl), "DATABASE_URL=%s", worker_db_url);
+    env[n++] = dburl;
+    for (int i = 0; i < 6; i++) {
+        env[n++] = env_google[i];
+    }
+    for (int i = 0; extra != NULL && extra[i] != NULL && n < 38; i++) {
+        env[n++] = extra[i];
+    }
+    env[n] = NULL;
+    return daemon_start(p, "job-worker", env);
+}
+
+/* The shared worker: CPU only, 1 MiB cap, quick re-push and retries, e-mail. */
+static int shared_start(void)
+{
+    const char *extra[] = {"WORKER_CONCURRENCY=2",       "MAX_IMAGE_BYTES=1048576",
+                           "WORKER_REPUSH_SECONDS=2",    "WORKER_RETRY_BASE_MS=200",
+                           "EMAIL_DIGEST_WAIT_SECONDS=3", env_smtp,
+                           NULL};
+    return start_worker(&worker, extra);
+}
+
+/* Tests that run their own workers stop the shared one (they share ca:jobs). */
+static void shared_stop(void)
+{
+    if (worker.pid > 0) {
+        assert_int_equal(proc_stop(&worker), 0);
+    }
+    worker.pid = 0;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int setup(void **state)
+{
+    (void)state;
+    if (getenv("TEST_DATABASE_URL") == NULL || getenv("TEST_REDIS_URL") == NULL) {
+        fprintf(stderr, "TEST_DATABASE_URL / TEST_REDIS_URL not set (run through tests/run)\n");
+        return -1;
+    }
+    if (cpu_exec_init("test_worker") != 0) {
+        return -1;
+    }
+    char err[256];
+    keys = crypto_keyring_new(KEY_B64, NULL, err, sizeof(err));
+    redis = redis_connect(getenv("TEST_REDIS_URL"), 5000, err, sizeof(err));
+    if (keys == NULL || redis == NULL) {
+        return -1;
+    }
+    snprintf(worker_db_url, sizeof(worker_db_url), "%s", db_url_as("ca_job_worker"));
+    setenv("REDIS_URL", getenv("TEST_REDIS_URL"), 1);
+    setenv("ENCRYPTION_KEY", KEY_B64, 1);
+
+    const char *smtp_args[] = {"--admin-port", "0", NULL};
+    if (fake_start(&google, "google", NULL) != 0 || fake_start(&comfy, "comfyui", NULL) != 0 ||
+        fake_start(&smtp, "smtp", smtp_args) != 0) {
+        return -1;
+    }
+    FILE *f = fopen(smtp.log_path, "r");
+    char line[256];
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        const char *at = strstr(line, "admin listening on 127.0.0.1:");
+        if (at != NULL) {
+            smtp_admin_port = atoi(at + strlen("admin listening on 127.0.0.1:"));
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (smtp_admin_port <= 0) {
+        return -1;
+    }
+    snprintf(env_google[0], 256, "GOOGLE_CLIENT_ID=" CLIENT_ID);
+    snprintf(env_google[1], 256, "GOOGLE_CLIENT_SECRET=secret-for-tests");
+    snprintf(env_google[2], 256, "GOOGLE_TOKEN_URL=%s/token", google.base_url);
+    snprintf(env_google[3], 256, "DRIVE_API_URL=%s/drive/v3", google.base_url);
+    snprintf(env_google[4], 256, "DRIVE_UPLOAD_URL=%s/upload/drive/v3", google.base_url);
+    snprintf(env_google[5], 256, "LOG_LEVEL=debug");
+    snprintf(env_smtp, sizeof(env_smtp), "SMTP_URL=smtp://127.0.0.1:%d", smtp.port);
+
+    small_jpeg_b64 = b64_image(false, 320, 240, &small_jpeg_len);
+    big_jpeg_b64 = b64_image(false, 1400, 1400, NULL); /* > 1 MiB of noise */
+    png_b64 = b64_image(true, 24, 16, NULL);
+
+    return shared_start();
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int rc = 0;
+    if (worker.pid > 0) {
+        rc = proc_stop(&worker);
+        if (rc != 0) {
+            proc_print_log(&worker);
+        }
+    }
+    for (int i = 0; i < nstarted; i++) {
+        if (started[i]->pid > 0) {
+            proc_kill9(started[i]);
+        }
+    }
+    proc_stop(&google);
+    proc_stop(&comfy);
+    proc_stop(&smtp);
+    redis_close(redis);
+    crypto_keyring_free(keys);
+    free(small_jpeg_b64);
+    free(big_jpeg_b64);
+    free(png_b64);
+    cpu_exec_shutdown();
+    return rc == 0 ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void presets_end_to_end(void **state)
+{
+    (void)state;
+    user_t u = make_user("presets@example.com");
+    const char *presets[] = {"portrait_pro", "product_clean", "landscape_vivid"};
+    char jobs[3][64];
+    char files[3][128];
+    for (int i = 0; i < 3; i++) {
+        char name[64];
+        snprintf(name, sizeof(name), "IMG_%d.jpg", i);
+        drive_file(&u, name, "image/jpeg", small_jpeg_b64, files[i], sizeof(files[i]));
+        create_job(&u, files[i], name, presets[i], jobs[i], sizeof(jobs[i]));
+        push(jobs[i]);
+    }
+    cJSON *inbox = list_folder(&u, u.inbox);
+    const char *in_md5 = NULL;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, inbox)
+    {
+        if (strcmp(cJSON_GetObjectItem(f, "name")->valuestring, "IMG_0.jpg") == 0) {
+            in_md5 = cJSON_GetObjectItem(f, "md5Checksum")->valuestring;
+        }
+    }
+    assert_non_null(in_md5);
+    for (int i = 0; i < 3; i++) {
+        expect_job(jobs[i], "completed", &worker);
+        char *url = job_col(jobs[i], "output_url");
+        char *name = job_col(jobs[i], "output_file_name");
+        char *ms = job_col(jobs[i], "processing_time_ms");
+        char *times = job_col(jobs[i], "started_at <= completed_at AND lease_expires_at IS NULL"
+                                       " AND worker_id IS NOT NULL AND attempt = 1");
+        char want[64];
+        snprintf(want, sizeof(want), "IMG_%d_%s.jpg", i, presets[i]);
+        assert_string_equal(name, want);
+        assert_true(strlen(url) > 10);
+        assert_true(atoi(ms) > 0);
+        assert_string_equal(times, "true");
+        free(url);
+        free(name);
+        free(ms);
+        free(times);
+        assert_int_equal(count_outputs_for(&u, jobs[i]), 1);
+    }
+    /* outputs differ from the input */
+    cJSON *out = list_folder(&u, u.processed);
+    assert_int_equal(cJSON_GetArraySize(out), 3);
+    cJSON_ArrayForEach(f, out)
+    {
+        assert_string_not_equal(cJSON_GetObjectItem(f, "md5Checksum")->valuestring, in_md5);
+        assert_string_equal(cJSON_GetObjectItem(f, "mimeType")->valuestring, "image/jpeg");
+    }
+    cJSON_Delete(out);
+    cJSON_Delete(inbox);
+    assert_usage(&u, "images_processed", "3");
+    /* shared anyone-with-link */
+    assert_true(count_requests(&google, "POST", "/permissions", 200) >= 3);
+}
+
+static void same_id_twice(void **state)
+{
+    (void)state;
+    user_t u = make_user("twice@example.com");
+    char file[128], job[64];
+    drive_file(&u, "twice.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    create_job(&u, file, "twice.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    push(job);
+    push(job);
+    expect_job(job, "completed", &worker);
+    sleep_ms(1500); /* the other deliveries come and go */
+    char *attempt = job_col(job, "attempt");
+    assert_string_equal(attempt, "1");
+    free(attempt);
+    assert_int_equal(count_outputs_for(&u, job), 1);
+    assert_usage(&u, "images_processed", "1");
+    /* pushed again after completion: nothing changes */
+    push(job);
+    sleep_ms(1000);
+    attempt = job_col(job, "attempt");
+    assert_string_equal(attempt, "1");
+    free(attempt);
+    assert_int_equal(count_outputs_for(&u, job), 1);
+}
+
+static void error_codes(void **state)
+{
+    (void)state;
+    user_t u = make_user("errors@example.com");
+    char file[128], job[64];
+
+    /* unsupported_image: not an image at all */
+    char *junk = crypto_base64_encode("this is not a JPEG at all", 25);
+    drive_file(&u, "junk.jpg", "image/jpeg", junk, file, sizeof(file));
+    free(junk);
+    create_job(&u, file, "junk.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:unsupported_image", &worker);
+    char *rc = job_col(job, "retry_count");
+    assert_string_equal(rc, "0"); /* permanent: not retried */
+    free(rc);
+
+    /* drive_file_not_found */
+    create_job(&u, "NoSuchFile123", "gone.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:drive_file_not_found", &worker);
+
+    /* image_too_large (the shared worker's cap is 1 MiB) */
+    drive_file(&u, "huge.jpg", "image/jpeg", big_jpeg_b64, file, sizeof(file));
+    create_job(&u, file, "huge.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:image_too_large", &worker);
+
+    /* preset_not_found */
+    drive_file(&u, "np.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    create_job(&u, file, "np.jpg", "no_such_preset", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:preset_not_found", &worker);
+
+    /* processing_error: a preset that fails validation, message shaped like ComfyUI's */
+    user_preset(&u, "broken",
+                "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
+                "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
+                "\"upscale_method\":\"bilinear\",\"scale_by\":-3}},"
+                "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0],"
+                "\"filename_prefix\":\"x\"}}}");
+    drive_file(&u, "br.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    create_job(&u, file, "br.jpg", "broken", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:processing_error", &worker);
+    char *msg = job_col(job, "error_message");
+    assert_non_null(strstr(msg, "smaller than min"));
+    free(msg);
+
+    /* comfyui_unavailable: a model node and no COMFYUI_URL */
+    user_preset(&u, "needs_gpu",
+                "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
+                "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
+                "\"2x-FakeUpscaler.pth\"}},"
+                "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
+                "[\"2\",0],\"image\":[\"1\",0]}},"
+                "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
+                "\"filename_prefix\":\"x\"}}}");
+    drive_file(&u, "gpu.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    create_job(&u, file, "gpu.jpg", "needs_gpu", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:comfyui_unavailable", &worker);
+
+    /* drive_forbidden: Drive refuses the download */
+    drive_file(&u, "forb.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    char fault[512];
+    snprintf(fault, sizeof(fault),
+             "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files/%s\"},\"count\":1,"
+             "\"action\":\"status\",\"status\":403,\"reason\":\"insufficientFilePermissions\"}",
+             file);
+    add_fault(fault);
+    create_job(&u, file, "forb.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:drive_forbidden", &worker);
+    clear_faults();
+
+    /* upload_failed: Drive refuses the upload (permanent 400) */
+    drive_file(&u, "up.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":1,"
+              "\"action\":\"status\",\"status\":400,\"reason\":\"badRequest\"}");
+    create_job(&u, file, "up.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:upload_failed", &worker);
+    clear_faults();
+
+    /* every permanent failure after a reservation gave the count back and counted a failure */
+    assert_usage(&u, "images_processed", "0");
+    assert_usage(&u, "images_failed", "7");
+
+    /* drive_auth_revoked: expired access token, refresh token revoked at Google */
+    user_t r = make_user("revoked@example.com");
+    drive_file(&r, "rv.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    char body[256];
+    snprintf(body, sizeof(body), "{\"email\":\"%s\"}", r.email);
+    cJSON *j = admin_json(&google, 0, "POST", "/__admin/revoke", body);
+    cJSON_Delete(j);
+    const char *p[] = {r.id};
+    assert_int_equal(sql_exec("UPDATE users SET drive_token_expires_at = timezone('UTC', now())"
+                              " - interval '1 hour' WHERE id = $1::uuid",
+                              1, p),
+                     0);
+    create_job(&r, file, "rv.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:drive_auth_revoked", &worker);
+    char *conn = sql_value("SELECT drive_connected::text FROM users WHERE id = $1::uuid", 1, p);
+    assert_string_equal(conn, "false");
+    free(conn);
+}
+
+static void drive_faults_recovered(void **state)
+{
+    (void)state;
+    user_t u = make_user("faults@example.com");
+    char file[128], job[64];
+    drive_file(&u, "f429.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    /* 6 × 429 on the download: more than the client's own retries, so the job
+     * is retried through ca:jobs:delayed too */
+    char fault[512];
+    snprintf(fault, sizeof(fault),
+             "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files/%s\"},\"count\":6,"
+             "\"action\":\"status\",\"status\":429,\"retry_after\":0}",
+             file);
+    add_fault(fault);
+    /* and 3 × 503 on the upload */
+    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":3,"
+              "\"action\":\"status\",\"status\":503,\"retry_after\":0}");
+    create_job(&u, file, "f429.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    expect_job(job, "completed", &worker);
+    clear_faults();
+    assert_true(count_requests(&google, "GET", file, 429) == 6);
+    assert_true(count_requests(&google, "POST", "/upload/drive/v3/files", 503) >= 3);
+    char *rc = job_col(job, "retry_count");
+    assert_true(atoi(rc) >= 1);
+    free(rc);
+    char *code = job_col(job, "COALESCE(error_code, 'none')");
+    assert_string_equal(code, "none");
+    free(code);
+    assert_int_equal(count_outputs_for(&u, job), 1);
+    assert_usage(&u, "images_processed", "1");
+}
+
+static bool all_done(void *arg)
+{
+    const char *user = arg;
+    const char *p[] = {user};
+    char *n = sql_value("SELECT count(*)::text FROM jobs WHERE user_id = $1::uuid"
+                        " AND status NOT IN ('completed', 'failed')",
+                        1, p);
+    bool done = n != NULL && strcmp(n, "0") == 0;
+    free(n);
+    return done;
+}
+
+static void free_user_30_images(void **state)
+{
+    (void)state;
+    user_t u = make_user("thirty@example.com");
+    char jobs[30][64];
+    for (int i = 0; i < 30; i++) {
+        char name[32], file[128];
+        snprintf(name, sizeof(name), "p%02d.jpg", i);
+        drive_file(&u, name, "image/jpeg", small_jpeg_b64, file, sizeof(file));
+        create_job(&u, file, name, "portrait_pro", jobs[i], sizeof(jobs[i]));
+    }
+    for (int i = 0; i < 30; i++) {
+        push(jobs[i]);
+    }
+    if (!wait_until(all_done, u.id, 90000)) {
+        proc_print_log(&worker);
+        fail_msg("30 jobs did not finish");
+    }
+    const char *p[] = {u.id};
+    char *ok = sql_value("SELECT count(*)::text FROM jobs WHERE user_id = $1::uuid"
+                         " AND status = 'completed'",
+                         1, p);
+    char *q = sql_value("SELECT count(*)::text FROM jobs WHERE user_id = $1::uuid"
+                        " AND status = 'failed' AND error_code = 'quota_exceeded'"
+                        " AND retry_count = 0",
+                        1, p);
+    assert_string_equal(ok, "10");
+    assert_string_equal(q, "20");
+    free(ok);
+    free(q);
+    assert_usage(&u, "images_processed", "10");
+    assert_usage(&u, "images_failed", "0");
+    cJSON *out = list_folder(&u, u.processed);
+    assert_int_equal(cJSON_GetArraySize(out), 10);
+    cJSON_Delete(out);
+}
+
+static void redis_flushed_mid_run(void **state)
+{
+    (void)state;
+    user_t u = make_user("flush@example.com");
+    char jobs[12][64];
+    for (int i = 0; i < 12; i++) {
+        char name[32], file[128];
+        snprintf(name, sizeof(name), "fl%02d.jpg", i);
+        drive_file(&u, name, "image/jpeg", small_jpeg_b64, file, sizeof(file));
+        create_job(&u, file, name, "landscape_vivid", jobs[i], sizeof(jobs[i]));
+    }
+    for (int i = 0; i < 12; i++) {
+        push(jobs[i]);
+    }
+    sleep_ms(150);
+    char err[256];
+    redisReply *r = redis_command(redis, err, sizeof(err), "FLUSHALL");
+    assert_non_null(r);
+    freeReplyObject(r);
+    /* WORKER_REPUSH_SECONDS=2: what Redis lost is pushed again from PostgreSQL */
+    if (!wait_until(all_done, u.id, 40000)) {
+        proc_print_log(&worker);
+        fail_msg("jobs lost after FLUSHALL");
+    }
+    const char *p[] = {u.id};
+    char *ok = sql_value("SELECT count(*)::text FROM jobs WHERE user_id = $1::uuid"
+                         " AND status = 'completed'",
+                         1, p);
+    assert_string_equal(ok, "12");
+    free(ok);
+    assert_usage(&u, "images_processed", "12");
+    assert_true(proc_log_contains(&worker, "re-push"));
+}
+
+static bool has_message_for(void *arg)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/__admin/messages?to=%s", (const char *)arg);
+    cJSON *j = admin_json(&smtp, smtp_admin_port, "GET", path, NULL);
+    bool yes = cJSON_GetArraySize(cJSON_GetObjectItem(j, "messages")) > 0;
+    cJSON_Delete(j);
+    return yes;
+}
+
+static void email_digest(void **state)
+{
+    (void)state;
+    user_t u = make_user("mail@example.com");
+    char file[128], jobs[3][64];
+    drive_file(&u, "m1.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    create_job(&u, file, "m1.jpg", "portrait_pro", jobs[0], sizeof(jobs[0]));
+    drive_file(&u, "m2.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    create_job(&u, file, "m2.jpg", "product_clean", jobs[1], sizeof(jobs[1]));
+    char *junk = crypto_base64_encode("garbage bytes", 13);
+    drive_file(&u, "m3.jpg", "image/jpeg", junk, file, sizeof(file));
+    free(junk);
+    create_job(&u, file, "m3.jpg", "portrait_pro", jobs[2], sizeof(jobs[2]));
+    for (int i = 0; i < 3; i++) {
+        push(jobs[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        char *st = wait_job(jobs[i], 30000, &worker);
+        free(st);
+    }
+    if (!wait_until(has_message_for, u.email, 20000)) {
+        proc_print_log(&worker);
+        fail_msg("no digest");
+    }
+    sleep_ms(4000); /* nothing more is sent */
+    char path[256];
+    snprintf(path, sizeof(path), "/__admin/messages?to=%s", u.email);
+    cJSON *j = admin_json(&smtp, smtp_admin_port, "GET", path, NULL);
+    cJSON *msgs = cJSON_GetObjectItem(j, "messages");
+    assert_int_equal(cJSON_GetArraySize(msgs), 1);
+    const char *body = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 0), "body")->valuestring;
+    assert_non_null(strstr(body, "m1_portrait_pro.jpg"));
+    assert_non_null(strstr(body, "m2_product_clean.jpg"));
+    assert_non_null(strstr(body, "m3.jpg (unsupported_image)"));
+    cJSON_Delete(j);
+    const char *p[] = {u.id};
+    char *sent = sql_value("SELECT count(*)::text FROM email_outbox WHERE user_id = $1::uuid"
+                           " AND status = 'sent'",
+                           1, p);
+    assert_string_equal(sent, "3");
+    free(sent);
+    /* notifications off: nothing queued */
+    user_t quiet = make_user("quiet@example.com");
+    const char *qp[] = {quiet.id};
+    assert_int_equal(sql_exec("UPDATE users SET email_notifications = false WHERE id = $1::uuid",
+                              1, qp),
+                     0);
+    create_job(&quiet, "nofile", "n.jpg", "portrait_pro", jobs[0], sizeof(jobs[0]));
+    push(jobs[0]);
+    free(wait_job(jobs[0], 30000, &worker));
+    char *none = sql_value("SELECT count(*)::text FROM email_outbox WHERE user_id = $1::uuid", 1,
+                           qp);
+    assert_string_equal(none, "0");
+    free(none);
+}
+
+static bool outputs_exist(void *arg)
+{
+    const user_t *u = arg;
+    cJSON *files = list_folder(u, u->processed);
+    bool yes = cJSON_GetArraySize(files) > 0;
+    cJSON_Delete(files);
+    return yes;
+}
+
+/* kill -9 after the upload and before the job is recorded: another worker
+ * finishes it with the same output file and one usage count. */
+static void kill9_mid_job(void **state)
+{
+    (void)state;
+    shared_stop(); /* this test runs its own pair */
+    user_t u = make_user("kill9@example.com");
+    char file[128], job[64];
+    drive_file(&u, "k9.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    add_fault("{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
+              "\"action\":\"delay\",\"delay_ms\":8000}");
+    const char *extra[] = {"WORKER_CONCURRENCY=1", "WORKER_LEASE_SECONDS=5",
+                           "WORKER_RETRY_BASE_MS=200", NULL};
+    static proc_t a;
+    assert_int_equal(start_worker(&a, extra), 0);
+    create_job(&u, file, "k9.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    if (!wait_until(outputs_exist, &u, 20000)) {
+        proc_print_log(&a);
+        fail_msg("no upload");
+    }
+    sleep_ms(300);
+    proc_kill9(&a);
+    clear_faults();
+    char *st = job_col(job, "status");
+    assert_string_equal(st, "processing");
+    free(st);
+
+    static proc_t b;
+    assert_int_equal(start_worker(&b, extra), 0);
+    char *got = wait_job(job, 40000, &b);
+    if (strcmp(got, "completed") != 0) {
+        proc_print_log(&b);
+    }
+    assert_string_equal(got, "completed");
+    free(got);
+    assert_int_equal(count_outputs_for(&u, job), 1);
+    assert_usage(&u, "images_processed", "1");
+    char *attempt = job_col(job, "attempt");
+    assert_true(atoi(attempt) >= 2);
+    free(attempt);
+    assert_true(proc_log_contains(&b, "reusing the output"));
+    assert_int_equal(proc_stop(&b), 0);
+
+    /* the shared worker back for the tests that follow */
+    assert_int_equal(shared_start(), 0);
+}
+
+static void comfyui_path(void **state)
+{
+    (void)state;
+    char comfy_url[256];
+    snprintf(comfy_url, sizeof(comfy_url), "COMFYUI_URL=%s", comfy.base_url);
+    const char *extra[] = {"WORKER_CONCURRENCY=1", comfy_url, "COMFYUI_TIMEOUT_SECONDS=3",
+                           "WORKER_RETRY_BASE_MS=200", NULL};
+    shared_stop();
+    static proc_t w;
+    assert_int_equal(start_worker(&w, extra), 0);
+    user_t u = make_user("comfy@example.com");
+    user_preset(&u, "upscale2x",
+                "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
+                "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
+                "\"2x-FakeUpscaler.pth\"}},"
+                "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
+                "[\"2\",0],\"image\":[\"1\",0]}},"
+                "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
+                "\"filename_prefix\":\"ca\"}}}");
+    user_preset(&u, "badgpu",
+                "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
+                "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
+                "\"no-such-model.pth\"}},"
+                "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
+                "[\"2\",0],\"image\":[\"1\",0]}},"
+                "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
+                "\"filename_prefix\":\"ca\"}}}");
+    char file[128], job[64];
+
+    /* success: 24x16 PNG → 48x32 PNG */
+    drive_file(&u, "small.png", "image/png", png_b64, file, sizeof(file));
+    create_job(&u, file, "small.png", "upscale2x", job, sizeof(job));
+    push(job);
+    expect_job(job, "completed", &w);
+    char *name = job_col(job, "output_file_name");
+    assert_string_equal(name, "small_upscale2x.png");
+    free(name);
+    char *pid = job_col(job, "comfyui_prompt_id");
+    assert_true(strlen(pid) > 0);
+    free(pid);
+    cJSON *out = list_folder(&u, u.processed);
+    assert_int_equal(cJSON_GetArraySize(out), 1);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(out, 0), "mimeType")->valuestring, "image/png");
+    cJSON_Delete(out);
+    assert_true(count_requests(&comfy, "POST", "/upload/image", 200) >= 1);
+    assert_true(count_requests(&comfy, "GET", "/view", 200) >= 1);
+
+    /* validation error from ComfyUI (unknown model): processing_error, ComfyUI's words */
+    drive_file(&u, "v.png", "image/png", png_b64, file, sizeof(file));
+    create_job(&u, file, "v.png", "badgpu", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:processing_error", &w);
+    char *msg = job_col(job, "error_message");
+    assert_non_null(strstr(msg, "not in"));
+    free(msg);
+
+    /* a failing node */
+    cJSON *j = admin_json(&comfy, 0, "POST", "/__admin/fail_node",
+                          "{\"class_type\":\"ImageUpscaleWithModel\",\"exception_type\":"
+                          "\"RuntimeError\",\"exception_message\":\"CUDA out of memory\"}");
+    cJSON_Delete(j);
+    drive_file(&u, "f.png", "image/png", png_b64, file, sizeof(file));
+    create_job(&u, file, "f.png", "upscale2x", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:processing_error", &w);
+    msg = job_col(job, "error_message");
+    assert_non_null(strstr(msg, "CUDA out of memory"));
+    free(msg);
+    j = admin_json(&comfy, 0, "DELETE", "/__admin/fail_node", NULL);
+    cJSON_Delete(j);
+
+    /* timeout: slower than COMFYUI_TIMEOUT_SECONDS, no retries left */
+    j = admin_json(&comfy, 0, "POST", "/__admin/latency", "{\"ms\":2000}");
+    cJSON_Delete(j);
+    drive_file(&u, "t.png", "image/png", png_b64, file, sizeof(file));
+    create_job(&u, file, "t.png", "upscale2x", job, sizeof(job));
+    const char *p[] = {job};
+    assert_int_equal(sql_exec("UPDATE jobs SET max_retries = 0 WHERE id = $1::uuid", 1, p), 0);
+    push(job);
+    expect_job(job, "failed:timeout", &w);
+    j = admin_json(&comfy, 0, "POST", "/__admin/latency", "{\"ms\":0}");
+    cJSON_Delete(j);
+    assert_usage(&u, "images_processed", "1");
+    assert_int_equal(proc_stop(&w), 0);
+    assert_int_equal(shared_start(), 0);
+}
+
+static void metrics_exposed(void **state)
+{
+    (void)state;
+    char url[256];
+    snprintf(url, sizeof(url), "%s/metrics", worker.base_url);
+    sleep_ms(5500); /* the gauges task */
+    char *body = NULL;
+    assert_int_equal(http_call("GET", url, NULL, &body), 200);
+    assert_non_null(strstr(body, "ca_worker_jobs_total{status=\"completed\""));
+    assert_non_null(strstr(body, "ca_worker_job_seconds_bucket{preset=\"portrait_pro\""));
+    assert_non_null(strstr(body, "ca_worker_queue_depth{queue=\"ready\"}"));
+    assert_non_null(strstr(body, "ca_worker_drive_calls_total"));
+    free(body);
+}
+
+static void units(void **state)
+{
+    (void)state;
+    /* backoff: within [cap/2, cap], doubling, capped */
+    for (int n = 1; n <= 12; n++) {
+        int64_t cap = 2000LL << (n - 1);
+        if (cap > 300000) {
+            cap = 300000;
+        }
+        int64_t b = worker_backoff_ms(n, 2000, 300000);
+        assert_true(b >= cap / 2 && b <= cap);
+    }
+    char addr[128];
+    email_address("Creator Automation <no-reply@example.com>", addr, sizeof(addr));
+    assert_string_equal(addr, "no-reply@example.com");
+    email_address("plain@example.com", addr, sizeof(addr));
+    assert_string_equal(addr, "plain@example.com");
+    email_job_t jobs[] = {{"a.jpg", "completed", "a_p.jpg", "https://x/a", "", ""},
+                          {"b\r\nBcc: evil@x.com", "failed", "", "", "unsupported_image", "bad"}};
+    char *m = email_build_digest("CA <n@x.com>", "u@x.com\r\nBcc: evil@x.com", "Ann", "id1",
+                                 jobs, 2);
+    assert_non_null(m);
+    assert_null(strstr(m, "\r\nBcc:"));
+    assert_non_null(strstr(m, "Subject: Creator Automation: 1 photo ready, 1 could not"));
+    free(m);
+    size_t len = 0;
+    char *ct = NULL;
+    http_pair_t f[] = {{"overwrite", "true"}};
+    char *body = comfy_multipart_form("image", "a\"b.png", "image/png", "PNGDATA", 7, f, 1, &len,
+                                      &ct);
+    assert_non_null(body);
+    assert_non_null(strstr(ct, "multipart/form-data; boundary="));
+    assert_non_null(memmem(body, len, "filename=\"a_b.png\"", 18));
+    assert_non_null(memmem(body, len, "PNGDATA\r\n--", 11));
+    free(body);
+    free(ct);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(units),
+        cmocka_unit_test(presets_end_to_end),
+        cmocka_unit_test(same_id_twice),
+        cmocka_unit_test(error_codes),
+        cmocka_unit_test(drive_faults_recovered),
+        cmocka_unit_test(email_digest),
+        cmocka_unit_test(free_user_30_images),
+        cmocka_unit_test(redis_flushed_mid_run),
+        cmocka_unit_test(kill9_mid_job),
+        cmocka_unit_test(comfyui_path),
+        cmocka_unit_test(metrics_exposed),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
