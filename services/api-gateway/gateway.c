@@ -843,6 +843,7 @@ int gw_register_routes(gw_t *gw)
     int (*const files[])(gw_t *) = {
         gw_routes_auth, gw_routes_me, gw_routes_jobs, gw_routes_drive,
         /* routes added by other route files go here, before the static files */
+        gw_routes_presets, gw_routes_admin, gw_routes_billing,
         gw_routes_static,
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
