@@ -1,0 +1,672 @@
+/*
+ * api-gateway presets marketplace end to end (real binary, PostgreSQL, Redis,
+ * the Google fake for sign-in): list/create/get/patch/rating/adopt, their
+ * validation errors (ComfyUI-shaped graph errors), visibility (another user's
+ * private preset is 404), publishing and its audit row, rating once, exact
+ * averages under concurrent ratings, download counting, keyset paging,
+ * 401 without a session and CSRF on every state-changing route.
+ */
+#include "gw_session.h"
+#include "support.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static proc_t google, gw;
+static char GW[160];
+static gwt_session_t alice, bob, carol;
+
+#define CPU_GRAPH                                                                                  \
+    "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"                  \
+    "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0],"                        \
+    "\"filename_prefix\":\"x\"}}}"
+
+/* Needs ComfyUI: a class the CPU executor does not have, otherwise well-formed. */
+#define COMFY_GRAPH                                                                                \
+    "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"                  \
+    "\"2\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"image\":[\"1\",0],"             \
+    "\"upscale_model\":[\"3\",0]}},"                                                               \
+    "\"3\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":\"4x.pth\"}},"        \
+    "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0],"                        \
+    "\"filename_prefix\":\"x\"}}}"
+
+static gwt_resp_t call(const char *method, const char *path, const gwt_session_t *s,
+                       const char *body)
+{
+    return gwt_request(GW, method, path, s, s != NULL, body);
+}
+
+static void expect(gwt_resp_t r, long status, const char *code)
+{
+    if (r.status != status || (code != NULL && (gwt_error_code(&r) == NULL ||
+                                                strcmp(gwt_error_code(&r), code) != 0))) {
+        fprintf(stderr, "want %ld %s, got %ld: %s\n", status, code ? code : "", r.status,
+                r.body ? r.body : "");
+    }
+    assert_int_equal(r.status, status);
+    if (code != NULL) {
+        assert_non_null(gwt_error_code(&r));
+        assert_string_equal(gwt_error_code(&r), code);
+    }
+    gwt_resp_free(&r);
+}
+
+static double jnum(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    assert_true(cJSON_IsNumber(v));
+    return v->valuedouble;
+}
+
+static bool jbool(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    assert_true(cJSON_IsBool(v));
+    return cJSON_IsTrue(v);
+}
+
+static long long sql_ll(const char *sql, int n, const char *const *p)
+{
+    char *v = sql_value(sql, n, p);
+    long long x = v != NULL ? atoll(v) : -1;
+    free(v);
+    return x;
+}
+
+/* Creates a preset; returns its id (static buffer per call site is the caller's). */
+static void create(const gwt_session_t *s, const char *name, const char *category,
+                   const char *graph, char id[40])
+{
+    char body[4096];
+    snprintf(body, sizeof(body),
+             "{\"name\":\"%s\",\"description\":\"d\",\"category\":\"%s\",\"workflow_json\":%s}",
+             name, category, graph);
+    gwt_resp_t r = call("POST", "/api/presets", s, body);
+    if (r.status != 201) {
+        fprintf(stderr, "create %s: %ld %s\n", name, r.status, r.body);
+    }
+    assert_int_equal(r.status, 201);
+    snprintf(id, 40, "%s", gwt_str(r.json, "id"));
+    gwt_resp_free(&r);
+}
+
+static void path_of(char *out, size_t n, const char *id, const char *suffix)
+{
+    snprintf(out, n, "/api/presets/%s%s", id, suffix);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (fake_start(&google, "google", NULL) != 0 || gwt_start(&gw, google.base_url, NULL) != 0) {
+        return -1;
+    }
+    snprintf(GW, sizeof(GW), "%s", gw.base_url);
+    if (gwt_sign_in(GW, "alice@example.com", &alice) != 0 ||
+        gwt_sign_in(GW, "bob@example.com", &bob) != 0 ||
+        gwt_sign_in(GW, "carol@example.com", &carol) != 0) {
+        proc_print_log(&gw);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    proc_stop(&gw);
+    proc_stop(&google);
+    return 0;
+}
+
+static void test_list_system_presets(void **state)
+{
+    (void)state;
+    gwt_resp_t r = call("GET", "/api/presets", &alice, NULL);
+    assert_int_equal(r.status, 200);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(r.json, "presets");
+    assert_int_equal(cJSON_GetArraySize(list), 3);
+    const cJSON *p = NULL;
+    cJSON_ArrayForEach(p, list)
+    {
+        assert_true(jbool(p, "is_system"));
+        assert_false(jbool(p, "is_own"));
+        assert_null(cJSON_GetObjectItemCaseSensitive(p, "workflow_json"));
+        assert_non_null(gwt_str(p, "id"));
+        assert_non_null(gwt_str(p, "created_at"));
+    }
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r.json, "next_cursor")));
+    gwt_resp_free(&r);
+
+    r = call("GET", "/api/presets?category=portrait", &alice, NULL);
+    assert_int_equal(r.status, 200);
+    list = cJSON_GetObjectItemCaseSensitive(r.json, "presets");
+    assert_int_equal(cJSON_GetArraySize(list), 1);
+    assert_string_equal(gwt_str(cJSON_GetArrayItem(list, 0), "name"), "portrait_pro");
+    gwt_resp_free(&r);
+
+    expect(call("GET", "/api/presets?category=nature", &alice, NULL), 400, "invalid_request");
+    expect(call("GET", "/api/presets?scope=mine", &alice, NULL), 400, "invalid_request");
+    expect(call("GET", "/api/presets?limit=0", &alice, NULL), 400, "invalid_request");
+    expect(call("GET", "/api/presets?limit=101", &alice, NULL), 400, "invalid_request");
+    expect(call("GET", "/api/presets?cursor=bm9wZQ", &alice, NULL), 400, "invalid_request");
+}
+
+static void test_create_get_validation(void **state)
+{
+    (void)state;
+    char id[40], comfy[40], path[128];
+    create(&alice, "alice soft", "portrait", CPU_GRAPH, id);
+    path_of(path, sizeof(path), id, "");
+    gwt_resp_t r = call("GET", path, &alice, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(gwt_str(r.json, "name"), "alice soft");
+    assert_string_equal(gwt_str(r.json, "category"), "portrait");
+    assert_string_equal(gwt_str(r.json, "executor"), "cpu");
+    assert_true(jbool(r.json, "is_own"));
+    assert_false(jbool(r.json, "is_public"));
+    assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(r.json, "workflow_json")));
+    gwt_resp_free(&r);
+    /* a well-formed graph that needs ComfyUI is accepted and says so */
+    create(&alice, "alice upscale", "other", COMFY_GRAPH, comfy);
+    path_of(path, sizeof(path), comfy, "");
+    r = call("GET", path, &alice, NULL);
+    assert_string_equal(gwt_str(r.json, "executor"), "comfyui");
+    gwt_resp_free(&r);
+    /* category defaults to other */
+    r = call("POST", "/api/presets", &alice,
+             "{\"name\":\"alice nocat\",\"workflow_json\":" CPU_GRAPH "}");
+    assert_int_equal(r.status, 201);
+    assert_string_equal(gwt_str(r.json, "category"), "other");
+    gwt_resp_free(&r);
+
+    /* validation: one case per rule */
+    struct {
+        const char *body;
+        const char *code;
+        const char *field;
+    } bad[] = {
+        {"{\"workflow_json\":" CPU_GRAPH "}", "invalid_request", "name"},
+        {"{\"name\":\"\",\"workflow_json\":" CPU_GRAPH "}", "invalid_request", "name"},
+        {"{\"name\":\"has/slash\",\"workflow_json\":" CPU_GRAPH "}", "invalid_request", "name"},
+        {"{\"name\":\" lead\",\"workflow_json\":" CPU_GRAPH "}", "invalid_request", "name"},
+        {"{\"name\":\"123456789012345678901234567890123456789012345678901\",\"workflow_json\":" CPU_GRAPH
+         "}",
+         "invalid_request", "name"},
+        {"{\"name\":7,\"workflow_json\":" CPU_GRAPH "}", "invalid_request", "name"},
+        {"{\"name\":\"x\",\"category\":\"food\",\"workflow_json\":" CPU_GRAPH "}", "invalid_request",
+         "category"},
+        {"{\"name\":\"x\"}", "invalid_request", "workflow_json"},
+        {"{\"name\":\"x\",\"workflow_json\":[1]}", "invalid_request", "workflow_json"},
+        {"{\"name\":\"x\",\"workflow_json\":\"{}\"}", "invalid_request", "workflow_json"},
+        {"{\"name\":\"x\",\"workflow_json\":{}}", "invalid_workflow", "workflow_json"},
+        {"{\"name\":\"x\",\"workflow_json\":" CPU_GRAPH ",\"is_premium\":true}", "invalid_request",
+         "is_premium"},
+        {"{\"name\":", "invalid_json", NULL},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        r = call("POST", "/api/presets", &alice, bad[i].body);
+        if (r.status != 400 || gwt_error_code(&r) == NULL ||
+            strcmp(gwt_error_code(&r), bad[i].code) != 0) {
+            fail_msg("case %zu: %ld %s", i, r.status, r.body);
+        }
+        if (bad[i].field != NULL) {
+            const char *msg = gwt_str(cJSON_GetObjectItemCaseSensitive(r.json, "error"), "message");
+            assert_non_null(msg);
+            if (strncmp(msg, bad[i].field, strlen(bad[i].field)) != 0) {
+                fail_msg("case %zu: message %s", i, msg);
+            }
+        }
+        gwt_resp_free(&r);
+    }
+    /* description over 2000 */
+    char *big = malloc(2100 + 200);
+    int n = snprintf(big, 200, "{\"name\":\"x\",\"workflow_json\":{},\"description\":\"");
+    memset(big + n, 'a', 2001);
+    strcpy(big + n + 2001, "\"}");
+    expect(call("POST", "/api/presets", &alice, big), 400, "invalid_request");
+    free(big);
+    /* a workflow over 256 KiB */
+    size_t sz = 300 * 1024;
+    char *huge = malloc(sz + 400);
+    n = snprintf(huge, 400, "{\"name\":\"x\",\"workflow_json\":{\"1\":{\"class_type\":\"LoadImage\","
+                            "\"inputs\":{\"image\":\"");
+    memset(huge + n, 'a', sz);
+    strcpy(huge + n + sz, "\"}}}}");
+    r = call("POST", "/api/presets", &alice, huge);
+    assert_int_equal(r.status, 400);
+    assert_non_null(strstr(r.body, "256 KiB"));
+    gwt_resp_free(&r);
+    free(huge);
+
+    /* a bad graph: the details are ComfyUI's error object, per node */
+    r = call("POST", "/api/presets", &alice,
+             "{\"name\":\"x\",\"workflow_json\":{"
+             "\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"
+             "\"2\":{\"class_type\":\"ImageBlur\",\"inputs\":{\"image\":[\"1\",0],"
+             "\"blur_radius\":0,\"sigma\":1.0}},"
+             "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}}");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(gwt_error_code(&r), "invalid_workflow");
+    const cJSON *details =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r.json, "error"), "details");
+    assert_true(cJSON_IsObject(details));
+    const cJSON *node = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(details, "node_errors"), "2");
+    assert_non_null(node);
+    assert_string_equal(gwt_str(node, "class_type"), "ImageBlur");
+    const cJSON *e0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(node, "errors"), 0);
+    assert_string_equal(gwt_str(e0, "type"), "value_smaller_than_min");
+    assert_non_null(gwt_str(cJSON_GetObjectItemCaseSensitive(details, "error"), "type"));
+    gwt_resp_free(&r);
+
+    /* names: own duplicates and system names are taken */
+    expect(call("POST", "/api/presets", &alice,
+                "{\"name\":\"alice soft\",\"workflow_json\":" CPU_GRAPH "}"),
+           409, "name_taken");
+    expect(call("POST", "/api/presets", &alice,
+                "{\"name\":\"portrait_pro\",\"workflow_json\":" CPU_GRAPH "}"),
+           409, "name_taken");
+    /* another user may use the same name privately */
+    char bobs[40];
+    create(&bob, "alice soft", "portrait", CPU_GRAPH, bobs);
+    /* ids */
+    expect(call("GET", "/api/presets/not-a-uuid", &alice, NULL), 400, "invalid_request");
+    expect(call("GET", "/api/presets/00000000-0000-0000-0000-000000000000", &alice, NULL), 404,
+           "not_found");
+}
+
+static void test_visibility_publish_and_patch(void **state)
+{
+    (void)state;
+    char id[40], path[128], rating[160], adopt[160];
+    create(&alice, "alice private", "landscape", CPU_GRAPH, id);
+    path_of(path, sizeof(path), id, "");
+    path_of(rating, sizeof(rating), id, "/rating");
+    path_of(adopt, sizeof(adopt), id, "/adopt");
+    /* bob: a private preset of alice's does not exist for him */
+    expect(call("GET", path, &bob, NULL), 404, "not_found");
+    expect(call("PATCH", path, &bob, "{\"description\":\"mine now\"}"), 404, "not_found");
+    expect(call("POST", rating, &bob, "{\"rating\":5}"), 404, "not_found");
+    expect(call("POST", adopt, &bob, NULL), 404, "not_found");
+    gwt_resp_t r = call("GET", "/api/presets?scope=public", &bob, NULL);
+    assert_null(strstr(r.body, id));
+    gwt_resp_free(&r);
+
+    /* alice changes and publishes it: an audit row */
+    const char *p[] = {alice.id, id};
+    r = call("PATCH", path, &alice,
+             "{\"description\":\"new words\",\"category\":\"portrait\",\"is_public\":true}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(gwt_str(r.json, "description"), "new words");
+    assert_string_equal(gwt_str(r.json, "category"), "portrait");
+    assert_true(jbool(r.json, "is_public"));
+    gwt_resp_free(&r);
+    assert_int_equal(sql_ll("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = "
+                            "'preset.publish' AND target = 'preset:' || $2",
+                            2, p),
+                     1);
+    /* publishing again changes nothing in the audit */
+    r = call("PATCH", path, &alice, "{\"is_public\":true}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_int_equal(sql_ll("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = "
+                            "'preset.publish'",
+                            1, p),
+                     1);
+
+    /* bob sees it now, but cannot change it */
+    r = call("GET", path, &bob, NULL);
+    assert_int_equal(r.status, 200);
+    assert_false(jbool(r.json, "is_own"));
+    gwt_resp_free(&r);
+    r = call("GET", "/api/presets?scope=public", &bob, NULL);
+    assert_non_null(strstr(r.body, id));
+    gwt_resp_free(&r);
+    expect(call("PATCH", path, &bob, "{\"description\":\"mine now\"}"), 403, "forbidden");
+    /* a system preset is nobody's to change */
+    char *sys = sql_value("SELECT id FROM presets WHERE name = 'portrait_pro'", 0, NULL);
+    char spath[128];
+    path_of(spath, sizeof(spath), sys, "");
+    expect(call("PATCH", spath, &alice, "{\"description\":\"x\"}"), 403, "forbidden");
+    free(sys);
+
+    /* a published preset keeps its name; public names are unique */
+    expect(call("PATCH", path, &alice, "{\"name\":\"renamed\"}"), 409, "conflict");
+    char bid[40], bpath[128];
+    create(&bob, "alice private", "portrait", CPU_GRAPH, bid);
+    path_of(bpath, sizeof(bpath), bid, "");
+    expect(call("PATCH", bpath, &bob, "{\"is_public\":true}"), 409, "name_taken");
+    expect(call("PATCH", bpath, &bob, "{\"name\":\"product_clean\"}"), 409, "name_taken");
+
+    /* PATCH validation */
+    expect(call("PATCH", path, &alice, "{}"), 400, "invalid_request");
+    expect(call("PATCH", path, &alice, "{\"is_public\":\"yes\"}"), 400, "invalid_request");
+    expect(call("PATCH", path, &alice, "{\"downloads\":5}"), 400, "invalid_request");
+    expect(call("PATCH", path, &alice, "{\"workflow_json\":{\"1\":{\"class_type\":\"SaveImage\"}}}"),
+           400, "invalid_workflow");
+    expect(call("PATCH", "/api/presets/nope", &alice, "{\"is_public\":true}"), 400,
+           "invalid_request");
+
+    /* deactivating hides it from others, not from alice */
+    r = call("PATCH", path, &alice, "{\"is_active\":false}");
+    assert_int_equal(r.status, 200);
+    assert_false(jbool(r.json, "is_active"));
+    gwt_resp_free(&r);
+    expect(call("GET", path, &bob, NULL), 404, "not_found");
+    r = call("GET", path, &alice, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    /* unpublishing is audited too */
+    r = call("PATCH", path, &alice, "{\"is_active\":true,\"is_public\":false}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_int_equal(sql_ll("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = "
+                            "'preset.unpublish'",
+                            1, p),
+                     1);
+    /* now private again: bob's ids matrix is 404 once more */
+    expect(call("GET", path, &bob, NULL), 404, "not_found");
+    expect(call("POST", rating, &bob, "{\"rating\":3}"), 404, "not_found");
+}
+
+static void test_rating(void **state)
+{
+    (void)state;
+    char id[40], path[128], rating[160];
+    create(&alice, "alice rated", "product", CPU_GRAPH, id);
+    path_of(path, sizeof(path), id, "");
+    path_of(rating, sizeof(rating), id, "/rating");
+    gwt_resp_t r = call("PATCH", path, &alice, "{\"is_public\":true}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+
+    expect(call("POST", rating, &alice, "{\"rating\":5}"), 403, "own_preset");
+    const char *bad[] = {"{\"rating\":0}", "{\"rating\":6}", "{\"rating\":4.5}", "{\"rating\":\"4\"}",
+                         "{}", "{\"rating\":4,\"x\":1}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        expect(call("POST", rating, &bob, bad[i]), 400, "invalid_request");
+    }
+    r = call("POST", rating, &bob, "{\"rating\":4}");
+    assert_int_equal(r.status, 200);
+    assert_int_equal((int)jnum(r.json, "rating_count"), 1);
+    assert_true(jnum(r.json, "rating_avg") == 4.0);
+    assert_int_equal((int)jnum(r.json, "my_rating"), 4);
+    gwt_resp_free(&r);
+    expect(call("POST", rating, &bob, "{\"rating\":1}"), 409, "already_rated");
+    r = call("POST", rating, &carol, "{\"rating\":1}");
+    assert_int_equal(r.status, 200);
+    assert_int_equal((int)jnum(r.json, "rating_count"), 2);
+    assert_true(jnum(r.json, "rating_avg") == 2.5);
+    gwt_resp_free(&r);
+    /* the stored row agrees */
+    const char *p[] = {id};
+    assert_int_equal(sql_ll("SELECT (rating_avg * 100)::int FROM presets WHERE id = $1", 1, p), 250);
+    /* system presets can be rated by anyone */
+    char *sys = sql_value("SELECT id FROM presets WHERE name = 'landscape_vivid'", 0, NULL);
+    char spath[160];
+    path_of(spath, sizeof(spath), sys, "/rating");
+    r = call("POST", spath, &alice, "{\"rating\":5}");
+    assert_int_equal(r.status, 200);
+    assert_true(jbool(r.json, "is_system"));
+    gwt_resp_free(&r);
+    free(sys);
+}
+
+/* ---- concurrent ratings ---- */
+
+#define RATERS 12
+
+typedef struct {
+    gwt_session_t s;
+    const char *path;
+    int rating;
+    long status;
+} rater_t;
+
+static void *rate_thread(void *arg)
+{
+    rater_t *r = arg;
+    char body[32];
+    snprintf(body, sizeof(body), "{\"rating\":%d}", r->rating);
+    gwt_resp_t resp = gwt_request(GW, "POST", r->path, &r->s, true, body);
+    r->status = resp.status;
+    gwt_resp_free(&resp);
+    return NULL;
+}
+
+static void test_concurrent_ratings_exact(void **state)
+{
+    (void)state;
+    char id[40], path[128], rating[160];
+    create(&alice, "alice popular", "landscape", CPU_GRAPH, id);
+    path_of(path, sizeof(path), id, "");
+    path_of(rating, sizeof(rating), id, "/rating");
+    gwt_resp_t r = call("PATCH", path, &alice, "{\"is_public\":true}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+
+    static rater_t raters[RATERS];
+    int sum = 0;
+    for (int i = 0; i < RATERS; i++) {
+        char email[64];
+        snprintf(email, sizeof(email), "rater%d@example.com", i);
+        assert_int_equal(gwt_sign_in(GW, email, &raters[i].s), 0);
+        raters[i].path = rating;
+        raters[i].rating = 1 + (i * 7) % 5;
+        sum += raters[i].rating;
+    }
+    /* each rater twice at once: exactly one of the two counts */
+    pthread_t th[2 * RATERS];
+    static rater_t twice[2 * RATERS];
+    for (int i = 0; i < 2 * RATERS; i++) {
+        twice[i] = raters[i % RATERS];
+        assert_int_equal(pthread_create(&th[i], NULL, rate_thread, &twice[i]), 0);
+    }
+    int ok = 0, conflict = 0;
+    for (int i = 0; i < 2 * RATERS; i++) {
+        pthread_join(th[i], NULL);
+        ok += twice[i].status == 200;
+        conflict += twice[i].status == 409;
+    }
+    assert_int_equal(ok, RATERS);
+    assert_int_equal(conflict, RATERS);
+    const char *p[] = {id};
+    assert_int_equal(sql_ll("SELECT rating_count FROM presets WHERE id = $1", 1, p), RATERS);
+    assert_int_equal(sql_ll("SELECT count(*) FROM preset_ratings WHERE preset_id = $1", 1, p),
+                     RATERS);
+    long long want = (long long)((100.0 * sum / RATERS) + 0.5); /* round half up, 2 decimals */
+    assert_int_equal(sql_ll("SELECT (rating_avg * 100)::int FROM presets WHERE id = $1", 1, p),
+                     want);
+    r = call("GET", path, &bob, NULL);
+    assert_true(jnum(r.json, "rating_avg") * 100 > want - 0.5 &&
+                jnum(r.json, "rating_avg") * 100 < want + 0.5);
+    gwt_resp_free(&r);
+}
+
+static void test_adopt_counts_downloads(void **state)
+{
+    (void)state;
+    char id[40], path[128], adopt[160];
+    create(&alice, "alice moody", "portrait", CPU_GRAPH, id);
+    path_of(path, sizeof(path), id, "");
+    path_of(adopt, sizeof(adopt), id, "/adopt");
+    /* own preset: adopted, nothing counted */
+    gwt_resp_t r = call("POST", adopt, &alice, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(gwt_str(r.json, "default_preset"), "alice moody");
+    assert_false(jbool(r.json, "download_counted"));
+    gwt_resp_free(&r);
+    /* private: others cannot adopt */
+    expect(call("POST", adopt, &bob, NULL), 404, "not_found");
+    r = call("PATCH", path, &alice, "{\"is_public\":true}");
+    gwt_resp_free(&r);
+
+    r = call("POST", adopt, &bob, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(jbool(r.json, "download_counted"));
+    gwt_resp_free(&r);
+    r = call("GET", "/api/me", &bob, NULL);
+    assert_string_equal(gwt_str(r.json, "default_preset"), "alice moody");
+    gwt_resp_free(&r);
+    /* again: once per user */
+    r = call("POST", adopt, &bob, "{}");
+    assert_int_equal(r.status, 200);
+    assert_false(jbool(r.json, "download_counted"));
+    gwt_resp_free(&r);
+    const char *p[] = {id};
+    assert_int_equal(sql_ll("SELECT downloads FROM presets WHERE id = $1", 1, p), 1);
+    /* carol has her own preset of that name: the worker would take hers → 409 */
+    char cid[40];
+    create(&carol, "alice moody", "portrait", CPU_GRAPH, cid);
+    expect(call("POST", adopt, &carol, NULL), 409, "name_conflict");
+    assert_int_equal(sql_ll("SELECT downloads FROM presets WHERE id = $1", 1, p), 1);
+    /* a system preset: adopted, nothing counted */
+    char *sys = sql_value("SELECT id FROM presets WHERE name = 'product_clean'", 0, NULL);
+    char spath[160];
+    path_of(spath, sizeof(spath), sys, "/adopt");
+    r = call("POST", spath, &bob, NULL);
+    assert_int_equal(r.status, 200);
+    assert_false(jbool(r.json, "download_counted"));
+    gwt_resp_free(&r);
+    free(sys);
+    expect(call("POST", adopt, &bob, "{\"x\":1}"), 400, "invalid_request");
+
+    /* presets_count_adoption (for PATCH /api/me): counts once, resolves like the worker */
+    gwt_session_t dave;
+    assert_int_equal(gwt_sign_in(GW, "dave@example.com", &dave), 0);
+    const char *dp[] = {dave.id};
+    char *counted = sql_value("SELECT presets_count_adoption($1::uuid, 'alice moody')"
+                              " FROM (SELECT set_config('app.user_id', $1, true)) s",
+                              1, dp);
+    assert_string_equal(counted, "t");
+    free(counted);
+    counted = sql_value("SELECT presets_count_adoption($1::uuid, 'alice moody')"
+                        " FROM (SELECT set_config('app.user_id', $1, true)) s",
+                        1, dp);
+    assert_string_equal(counted, "f");
+    free(counted);
+    assert_int_equal(sql_ll("SELECT downloads FROM presets WHERE id = $1", 1, p), 2);
+    /* a different RLS user than the one named is refused */
+    const char *wrong[] = {alice.id, dave.id};
+    char *v = sql_value("SELECT presets_count_adoption($2::uuid, 'alice moody')"
+                        " FROM (SELECT set_config('app.user_id', $1, true)) s",
+                        2, wrong);
+    assert_null(v);
+}
+
+static void test_paging_order(void **state)
+{
+    (void)state;
+    gwt_session_t erin;
+    assert_int_equal(gwt_sign_in(GW, "erin@example.com", &erin), 0);
+    char ids[6][40];
+    for (int i = 0; i < 6; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "erin %d", i);
+        create(&erin, name, "other", CPU_GRAPH, ids[i]);
+        /* known ratings and downloads (superuser): ties on rating, broken by downloads */
+        char rating[16], downloads[16];
+        snprintf(rating, sizeof(rating), "%d.50", i % 3);
+        snprintf(downloads, sizeof(downloads), "%d", i);
+        const char *p[] = {ids[i], rating, downloads};
+        assert_int_equal(sql_exec("UPDATE presets SET rating_avg = $2::numeric, downloads = $3::int"
+                                  " WHERE id = $1::uuid",
+                                  3, p),
+                         0);
+    }
+    /* scope=own with limit 4: pages of 4 and 2, ordered rating desc, downloads desc */
+    int want[6] = {5, 2, 4, 1, 3, 0}; /* ratings 2.5,2.5,1.5,1.5,0.5,0.5 */
+    char cursor[256] = "";
+    int seen = 0, pages = 0;
+    do {
+        char path[512];
+        snprintf(path, sizeof(path), "/api/presets?scope=own&limit=4%s%s",
+                 cursor[0] != '\0' ? "&cursor=" : "", cursor);
+        gwt_resp_t r = call("GET", path, &erin, NULL);
+        assert_int_equal(r.status, 200);
+        const cJSON *p = NULL;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(r.json, "presets"))
+        {
+            assert_true(seen < 6);
+            assert_string_equal(gwt_str(p, "id"), ids[want[seen]]);
+            assert_true(jbool(p, "is_own"));
+            seen++;
+        }
+        const char *next = gwt_str(r.json, "next_cursor");
+        snprintf(cursor, sizeof(cursor), "%s", next != NULL ? next : "");
+        gwt_resp_free(&r);
+        pages++;
+    } while (cursor[0] != '\0' && pages < 5);
+    assert_int_equal(seen, 6);
+    assert_int_equal(pages, 2);
+    /* scope=system: only the three system presets */
+    gwt_resp_t r = call("GET", "/api/presets?scope=system", &erin, NULL);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "presets")), 3);
+    gwt_resp_free(&r);
+    /* the default list is ordered by rating, then downloads */
+    r = call("GET", "/api/presets?limit=100", &erin, NULL);
+    double prev_r = 1e9, prev_d = 1e9;
+    const cJSON *p = NULL;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(r.json, "presets"))
+    {
+        double rt = jnum(p, "rating_avg"), dl = jnum(p, "downloads");
+        assert_true(rt < prev_r || (rt == prev_r && dl <= prev_d));
+        prev_r = rt;
+        prev_d = dl;
+    }
+    gwt_resp_free(&r);
+}
+
+static void test_no_session_and_csrf(void **state)
+{
+    (void)state;
+    const char *z = "/api/presets/00000000-0000-0000-0000-000000000000";
+    struct {
+        const char *method, *path, *body;
+    } routes[] = {
+        {"GET", "/api/presets", NULL},
+        {"POST", "/api/presets", "{\"name\":\"x\",\"workflow_json\":" CPU_GRAPH "}"},
+        {"GET", z, NULL},
+        {"PATCH", z, "{\"is_public\":true}"},
+        {"POST", "/api/presets/00000000-0000-0000-0000-000000000000/rating", "{\"rating\":3}"},
+        {"POST", "/api/presets/00000000-0000-0000-0000-000000000000/adopt", NULL},
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        expect(gwt_request(GW, routes[i].method, routes[i].path, NULL, false, routes[i].body), 401,
+               "unauthorized");
+        if (strcmp(routes[i].method, "GET") != 0) {
+            /* signed in, but no token and no same-origin header */
+            expect(gwt_request(GW, routes[i].method, routes[i].path, &alice, false, routes[i].body),
+                   403, "csrf_failed");
+        }
+    }
+    const char *p[] = {alice.id};
+    assert_int_equal(sql_ll("SELECT count(*) FROM presets WHERE created_by_user_id = $1 AND name = 'x'",
+                            1, p),
+                     0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_list_system_presets),
+        cmocka_unit_test(test_create_get_validation),
+        cmocka_unit_test(test_visibility_publish_and_patch),
+        cmocka_unit_test(test_rating),
+        cmocka_unit_test(test_concurrent_ratings_exact),
+        cmocka_unit_test(test_adopt_counts_downloads),
+        cmocka_unit_test(test_paging_order),
+        cmocka_unit_test(test_no_session_and_csrf),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
