@@ -141,7 +141,10 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
              "     SELECT 1 FROM presets p WHERE p.name = $2 AND COALESCE(p.is_active, TRUE)"
              "        AND (p.created_by_user_id IS NULL OR p.created_by_user_id = $1"
              "             OR COALESCE(p.is_public, FALSE))))"
-             " RETURNING id",
+             /* Adopting someone else's public preset counts one download
+              * (once per user; presets_count_adoption decides). */
+             " RETURNING id, CASE WHEN $2::text IS NOT NULL"
+             "   THEN presets_count_adoption($1::uuid, $2) END",
              3, p, on_patched, pt);
 }
 

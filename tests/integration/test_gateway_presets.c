@@ -562,6 +562,18 @@ static void test_adopt_counts_downloads(void **state)
                         " FROM (SELECT set_config('app.user_id', $1, true)) s",
                         2, wrong);
     assert_null(v);
+
+    /* PATCH /api/me to someone else's public preset counts a download, once */
+    gwt_session_t fay;
+    assert_int_equal(gwt_sign_in(GW, "fay@example.com", &fay), 0);
+    r = call("PATCH", "/api/me", &fay, "{\"default_preset\":\"alice moody\"}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_int_equal(sql_ll("SELECT downloads FROM presets WHERE id = $1", 1, p), 3);
+    r = call("PATCH", "/api/me", &fay, "{\"default_preset\":\"alice moody\"}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_int_equal(sql_ll("SELECT downloads FROM presets WHERE id = $1", 1, p), 3);
 }
 
 static void test_paging_order(void **state)
