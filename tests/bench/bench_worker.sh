@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Benchmark: the job-worker (issue 4, "Speed and memory").
+#
+# 1. portrait_pro on a 12 MP JPEG with `job-worker render` against, in the same
+#    run: `vips copy` of the same file (decode + encode; target: render <= 1.5x)
+#    and ImageMagick `convert` doing the same operations (resize to a 3000 px
+#    long edge, auto-levels, warmth, sharpen, vignette, JPEG 90; target: render
+#    >= 5x faster). Best of BENCH_REPEAT runs (ImageMagick: one). Peak RSS of render from
+#    /usr/bin/time -v (target <= 150 MB).
+# 2. A pass-through preset (LoadImage -> SaveImage) through the whole queue with
+#    the Google fake: BENCH_JOBS jobs pushed at once, jobs/s until all are
+#    completed, against pgbench running the worker's commits per job (claim,
+#    usage reservation, completion: 3 short write transactions) with the same
+#    number of clients (target: ratio >= 0.5).
+#
+#   BENCH_REPEAT (3)  BENCH_JOBS (200)  BENCH_CONCURRENCY (2)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BIN=${CA_BIN:-$ROOT/build/bin}
+REPEAT=${BENCH_REPEAT:-3}
+NJOBS=${BENCH_JOBS:-200}
+CONC=${BENCH_CONCURRENCY:-2}
+KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+
+[ -x "$BIN/job-worker" ] || { echo "bench_worker: $BIN/job-worker is missing (make first)"; exit 1; }
+
+eval "$(tests/lib/services.sh start)"
+fake_pid=
+worker_pid=
+cleanup() {
+  [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
+  [ -n "$fake_pid" ] && kill "$fake_pid" 2>/dev/null && wait "$fake_pid" 2>/dev/null
+  tests/lib/services.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+W=$CA_TEST_DIR
+verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo "met"; else echo "MISSED"; fi; }
+
+# best wall time (s) of $REPEAT runs of a command (ImageMagick: one run, it is slow)
+best() {
+  local b=999999 t0 t1 d
+  for _ in $(seq "$REPEAT"); do
+    t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
+    d=$(echo "$t1 - $t0" | bc -l)
+    if [ "$(echo "$d < $b" | bc -l)" = 1 ]; then b=$d; fi
+  done
+  printf '%.3f' "$b"
+}
+
+# ---------------------------------------------------------------- 1. one 12 MP JPEG
+# A real photo (skimage's astronaut, public domain) scaled to 4000x3000; a
+# smooth synthetic image when the package cannot be fetched.
+( cd "$W" && apt-get download python3-skimage >/dev/null 2>&1 && dpkg -x python3-skimage_*.deb x >/dev/null 2>&1 ) || true
+SRC=$(ls "$W"/x/usr/lib/python3/dist-packages/skimage/data/astronaut.png 2>/dev/null || true)
+if [ -n "$SRC" ]; then
+  vips resize "$SRC" "$W/big.v" 7.8125 --vscale 5.859375 --kernel cubic
+  what="astronaut.png scaled"
+else
+  vips gaussnoise "$W/n.v" 4000 3000 --mean 128 --sigma 60
+  vips gaussblur "$W/n.v" "$W/nb.v" 8
+  vips bandjoin "$W/nb.v $W/nb.v $W/nb.v" "$W/big.v"
+  what="synthetic"
+fi
+vips copy "$W/big.v" "$W/in.jpg[Q=92]"
+size=$(vipsheader "$W/in.jpg")
+echo "input: $size ($what), $(stat -c %s "$W/in.jpg") bytes"
+
+t_render=$(best "$BIN/job-worker" render portrait_pro "$W/in.jpg" "$W/out.jpg")
+t_vips=$(best vips copy "$W/in.jpg" "$W/copy.jpg[Q=90]")
+t_im=$(REPEAT=1 best convert "$W/in.jpg" -resize '3000x3000>' -contrast-stretch 0.3%x0.3% \
+  -color-matrix '1.06 0 0 0 1.0 0 0 0 0.94' -unsharp 0x1+0.08+0 \
+  -background black -vignette 0x400+0+0 -quality 90 "$W/im.jpg")
+rss_kb=$(/usr/bin/time -v "$BIN/job-worker" render portrait_pro "$W/in.jpg" "$W/out.jpg" 2>&1 >/dev/null |
+  sed -n 's/.*Maximum resident set size (kbytes): //p')
+rss_mb=$(echo "$rss_kb / 1024" | bc -l)
+r_vips=$(echo "$t_render / $t_vips" | bc -l)
+r_im=$(echo "$t_im / $t_render" | bc -l)
+printf 'render portrait_pro: %ss   vips copy: %ss   ImageMagick: %ss\n' "$t_render" "$t_vips" "$t_im"
+printf '  render / vips copy  = %.2fx (target <= 1.5x: %s)\n' "$r_vips" "$(verdict "$r_vips <= 1.5")"
+printf '  ImageMagick / render = %.2fx (target >= 5x: %s)\n' "$r_im" "$(verdict "$r_im >= 5")"
+printf '  peak RSS of render  = %.0f MB (target <= 150 MB: %s)\n' "$rss_mb" "$(verdict "$rss_mb <= 150")"
+
+# ---------------------------------------------------------------- 2. through the queue
+admin_url="postgresql://postgres@127.0.0.1:$TEST_PG_PORT"
+DB="$admin_url/bench"
+psql -q "$admin_url/postgres" -c "CREATE DATABASE bench" >/dev/null
+for s in api-gateway billing-webhook job-worker drive-poller; do
+  psql -q "$DB" -v ON_ERROR_STOP=1 -1 -f sql/000_roles.sql >/dev/null 2>&1
+  for f in sql/$s/*.sql; do
+    psql -q "$DB" -v ON_ERROR_STOP=1 -1 -c "SET LOCAL ROLE ca_${s//-/_}" -f "$f" >/dev/null
+  done
+done
+
+tests/fakes/run google --port 0 > "$W/google.log" 2>&1 &
+fake_pid=$!
+for _ in $(seq 100); do
+  grep -q 'listening on' "$W/google.log" 2>/dev/null && break
+  sleep 0.1
+done
+GPORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/google.log" | head -1)
+[ -n "$GPORT" ] || { echo "the Google fake did not start"; cat "$W/google.log"; exit 1; }
+G=http://127.0.0.1:$GPORT
+
+vips resize "$W/in.jpg" "$W/small.jpg[Q=85]" 0.05
+node - "$G" "$NJOBS" "$W/small.jpg" > "$W/seed.tsv" <<'JS'
+const [base, n, img] = [process.argv[2], Number(process.argv[3]), process.argv[4]];
+const content_base64 = require('fs').readFileSync(img).toString('base64');
+async function post(path, body) {
+  const r = await fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (r.status !== 200) throw new Error(`${path} ${r.status} ${await r.text()}`);
+  return r.json();
+}
+(async () => {
+  const email = 'bench.worker@example.com';
+  const u = await post('/__admin/users', { email, client_id: 'bench-client' });
+  const inbox = await post('/__admin/files', { email, name: 'Inbox', folder: true, parents: [u.root_id] });
+  const out = await post('/__admin/files', { email, name: 'Processed', folder: true, parents: [inbox.id] });
+  console.log(['U', email, u.sub, u.access_token, u.refresh_token, inbox.id, out.id].join('\t'));
+  let next = 0;
+  const ids = new Array(n);
+  async function worker() {
+    for (;;) {
+      const i = next++;
+      if (i >= n) return;
+      const f = await post('/__admin/files', { email, name: `b${i}.jpg`, mimeType: 'image/jpeg', parents: [inbox.id], content_base64 });
+      ids[i] = f.id;
+    }
+  }
+  await Promise.all(Array.from({ length: 16 }, worker));
+  for (const id of ids) console.log(['F', id].join('\t'));
+})().catch((e) => { console.error(e); process.exit(1); });
+JS
+
+cat > "$W/seal.c" <<'C'
+#include "crypto.h"
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv)
+{
+    char err[256];
+    crypto_keyring_t *kr = argc == 3 ? crypto_keyring_new(argv[1], NULL, err, sizeof(err)) : NULL;
+    if (kr == NULL) { fprintf(stderr, "seal: bad arguments\n"); return 1; }
+    char *s = crypto_envelope_seal(kr, argv[2]);
+    printf("%s\n", s);
+    free(s);
+    crypto_keyring_free(kr);
+    return 0;
+}
+C
+cc -std=gnu11 -O1 -Icommon -o "$W/seal" "$W/seal.c" build/lib/libcommon.a \
+  $(pkg-config --libs openssl libcjson libcurl libpq hiredis libevent libevent_pthreads) -lm -pthread
+IFS=$'\t' read -r _ email sub access refresh inbox processed < <(grep '^U' "$W/seed.tsv")
+sa=$("$W/seal" "$KEY" "$access")
+sr=$("$W/seal" "$KEY" "$refresh")
+grep '^F' "$W/seed.tsv" | cut -f2 > "$W/files.txt"
+psql -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<SQL
+INSERT INTO users (google_id, email, drive_access_token, drive_refresh_token, drive_token_expires_at,
+                   watched_folder_id, output_folder_id)
+  VALUES ('$sub', '$email', '$sa', '$sr', timezone('UTC', now()) + interval '50 minutes', '$inbox', '$processed');
+INSERT INTO subscriptions (user_id, tier, status, monthly_limit)
+  SELECT id, 'studio', 'active', 100000 FROM users WHERE email = '$email';
+INSERT INTO presets (created_by_user_id, name, workflow_json)
+  SELECT id, 'passthrough', '{"1":{"class_type":"LoadImage","inputs":{"image":"x.jpg"}},
+    "2":{"class_type":"SaveImage","inputs":{"images":["1",0],"filename_prefix":"p"}}}'
+  FROM users WHERE email = '$email';
+CREATE TEMP TABLE f (id text);
+\copy f FROM '$W/files.txt'
+SELECT count(*) FROM f, users u, LATERAL jobs_create_for_drive_file(u.id, f.id, f.id || '.jpg',
+  '$inbox', 1000, 'image/jpeg', 'passthrough') WHERE u.email = '$email';
+SQL
+
+WPORT=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+DATABASE_URL="postgresql://ca_job_worker@127.0.0.1:$TEST_PG_PORT/bench" REDIS_URL=$TEST_REDIS_URL \
+  PORT=$WPORT LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn ENCRYPTION_KEY=$KEY WORKER_CONCURRENCY=$CONC \
+  GOOGLE_CLIENT_ID=bench-client GOOGLE_CLIENT_SECRET=x GOOGLE_TOKEN_URL=$G/token \
+  DRIVE_API_URL=$G/drive/v3 DRIVE_UPLOAD_URL=$G/upload/drive/v3 \
+  "$BIN/job-worker" > "$W/worker.log" 2>&1 &
+worker_pid=$!
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$WPORT/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+psql -At "$DB" -c "SELECT id FROM jobs" > "$W/jobs.txt"
+t0=$(date +%s.%N)
+xargs -n 500 redis-cli -p "$TEST_REDIS_PORT" LPUSH ca:jobs < "$W/jobs.txt" >/dev/null
+while :; do
+  left=$(psql -At "$DB" -c "SELECT count(*) FROM jobs WHERE status NOT IN ('completed', 'failed')")
+  [ "$left" = 0 ] && break
+  sleep 0.05
+done
+t1=$(date +%s.%N)
+done_ok=$(psql -At "$DB" -c "SELECT count(*) FROM jobs WHERE status = 'completed'")
+wall=$(echo "$t1 - $t0" | bc -l)
+jobs_s=$(echo "$NJOBS / $wall" | bc -l)
+
+# pgbench: the same 3 commits per job, the same number of clients
+psql -q "$DB" -c "CREATE TABLE bench_jobs (id int PRIMARY KEY, status text, attempt int, n int);
+  INSERT INTO bench_jobs SELECT g, 'queued', 0, 0 FROM generate_series(1, $NJOBS) g;" >/dev/null
+cat > "$W/job.sql" <<'SQL'
+\set id random(1, :njobs)
+UPDATE bench_jobs SET status = 'processing', attempt = attempt + 1 WHERE id = :id;
+UPDATE bench_jobs SET n = n + 1 WHERE id = :id;
+UPDATE bench_jobs SET status = 'completed' WHERE id = :id;
+SQL
+tps=$(pgbench -n -c "$CONC" -j "$CONC" -t $((NJOBS / CONC)) -D njobs="$NJOBS" -f "$W/job.sql" \
+  "postgresql://postgres@127.0.0.1:$TEST_PG_PORT/bench" 2>/dev/null |
+  sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+pg_jobs_s=$tps # one script = one job = 3 autocommitted statements
+ratio=$(echo "$jobs_s / $pg_jobs_s" | bc -l)
+printf 'queue: %d/%d jobs completed in %.2fs = %.1f jobs/s (%d threads)\n' "$done_ok" "$NJOBS" "$wall" "$jobs_s" "$CONC"
+printf '  pgbench, 3 commits per job: %.1f jobs/s\n' "$pg_jobs_s"
+printf '  worker / pgbench = %.2f (target >= 0.5: %s)\n' "$ratio" "$(verdict "$ratio >= 0.5")"
