@@ -3,11 +3,13 @@
 # Google, Stripe and SMTP, and the four daemons, all under ./var/ (kept between
 # runs; `make run-clean` wipes it). Ctrl-C stops everything.
 #
-#   CA_RUN_EXIT_WHEN_READY=1 deploy/local/run.sh   start, check, stop (tests use this)
+#   CA_RUN_EXIT_WHEN_READY=1 deploy/local/run.sh   start, check, stop
+#   CA_RUN_DEMO_EXIT=1 deploy/local/run.sh         start, process the samples, stop (tests)
+#   CA_VAR=/tmp/x  CA_*_PORT=...                    another data folder and ports (tests)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-VAR=$ROOT/var
+VAR=${CA_VAR:-$ROOT/var}
 BIN=$ROOT/build/bin
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
@@ -41,7 +43,7 @@ STRIPE_SECRET_KEY=sk_test_local$(head -c 12 /dev/urandom | od -An -tx1 | tr -d '
 STRIPE_WEBHOOK_SECRET=whsec_local$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 SECRETS
   umask 022
-  say "development secrets generated in var/secrets.env"
+  say "development secrets generated in $VAR/secrets.env"
 fi
 set -a; . "$VAR/secrets.env"; set +a
 
@@ -52,7 +54,7 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
   as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" -m fast -w stop >/dev/null 2>&1 || true
-  say "stopped. Data is kept in var/ (make run-clean wipes it)."
+  say "stopped. Data is kept in $VAR (make run-clean wipes ./var)."
 }
 trap stop_all INT TERM EXIT
 
@@ -65,7 +67,7 @@ if [ ! -d "$VAR/pg/base" ]; then
 fi
 as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" -l "$VAR/pg/server.log" -w \
   -o "-p $PG_PORT -c listen_addresses=127.0.0.1" start >/dev/null
-say "PostgreSQL 15 on 127.0.0.1:$PG_PORT (data in var/pg)"
+say "PostgreSQL 15 on 127.0.0.1:$PG_PORT (data in $VAR/pg)"
 ADMIN_URL="postgresql://postgres@127.0.0.1:$PG_PORT/creator_automation"
 if ! psql -tA "postgresql://postgres@127.0.0.1:$PG_PORT/postgres" -c "SELECT 1 FROM pg_database WHERE datname='creator_automation'" | grep -q 1; then
   psql -q "postgresql://postgres@127.0.0.1:$PG_PORT/postgres" -c "CREATE DATABASE creator_automation"
@@ -98,11 +100,21 @@ if [ -x tests/fakes/run ] && [ -f tests/fakes/google.js ]; then
     --client-id "$GOOGLE_CLIENT_ID" --client-secret "$GOOGLE_CLIENT_SECRET"
 fi
 if [ -x tests/fakes/run ] && [ -f tests/fakes/stripe.js ]; then
-  start stripe tests/fakes/run stripe --port "$STRIPE_PORT"
+  start stripe tests/fakes/run stripe --port "$STRIPE_PORT" --api-key "$STRIPE_SECRET_KEY" \
+    --webhook-url "http://127.0.0.1:$BILLING_PORT/webhooks/stripe" --webhook-secret "$STRIPE_WEBHOOK_SECRET"
 fi
 if [ -x tests/fakes/run ] && [ -f tests/fakes/smtp.js ]; then
   start smtp tests/fakes/run smtp --port "$SMTP_PORT" --admin-port "$SMTP_ADMIN_PORT"
 fi
+
+# Wait until the fakes answer.
+for pair in google:$GOOGLE_PORT stripe:$STRIPE_PORT smtp:$SMTP_ADMIN_PORT; do
+  for _ in $(seq 1 100); do
+    curl -sf -o /dev/null "http://127.0.0.1:${pair##*:}/__admin/health" && break
+    sleep 0.1
+  done
+done
+say "fakes of Google (Drive backed by $VAR/drive), Stripe and SMTP are up"
 
 # ---- the four daemons, each as its own database role ----
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" LISTEN_ADDR=127.0.0.1
@@ -131,21 +143,119 @@ for pair in api-gateway:$GATEWAY_PORT billing-webhook:$BILLING_PORT drive-poller
   if [ "$ok" -eq 1 ]; then say "$name ready on :$port"; else say "$name is NOT ready on :$port"; ready=0; fi
 done
 [ "$ready" -eq 1 ] || exit 1
+say "ready: all four daemons answer /readyz"
+if [ "${CA_RUN_EXIT_WHEN_READY:-0}" = 1 ]; then exit 0; fi
+
+# ---- the demo: a photographer signs in, watches Inbox, drops photos ----
+DEMO_EMAIL=${CA_DEMO_EMAIL:-demo@example.com}
+GW="http://127.0.0.1:$GATEWAY_PORT"
+ORIGIN="Origin: http://localhost:$GATEWAY_PORT"
+JAR="$VAR/run/demo.cookies"
+INBOX="$VAR/drive/$DEMO_EMAIL/Inbox"
+json() { node -e "let d='';process.stdin.on('data',c=>d+=c).on('end',()=>{const v=JSON.parse(d);console.log(eval(process.argv[1]))})" "$1"; }
+
+# Prices the Stripe fake sells, so Checkout works for the tiers.
+curl -sf -o /dev/null -X POST "http://127.0.0.1:$STRIPE_PORT/__admin/seed" -H 'Content-Type: application/json' \
+  -d '{"prices":[{"id":"'$STRIPE_PRICE_CREATOR'","nickname":"Creator","unit_amount":2900,"recurring":{"interval":"month"},"product":"prod_creator"},
+                 {"id":"'$STRIPE_PRICE_STUDIO'","nickname":"Studio","unit_amount":9900,"recurring":{"interval":"month"},"product":"prod_studio"}]}' || true
+
+# Sign in through the real OAuth flow: gateway → Google fake (consents as the
+# demo user) → callback → session cookie.
+rm -f "$JAR"
+auth_url=$(curl -s -o /dev/null -w '%{redirect_url}' -c "$JAR" -b "$JAR" "$GW/auth/google/login?login_hint=$DEMO_EMAIL")
+callback=$(curl -s -o /dev/null -w '%{redirect_url}' "$auth_url")
+code=$(curl -s -o /dev/null -w '%{http_code}' -c "$JAR" -b "$JAR" "${callback/localhost/127.0.0.1}")
+[ "$code" = 302 ] || { say "sign-in failed (HTTP $code)"; exit 1; }
+api() { curl -s -b "$JAR" -H "$ORIGIN" -H 'Content-Type: application/json' "$@"; }
+say "signed in as $DEMO_EMAIL through Google OAuth (the fake)"
+
+# The Inbox folder, on disk in the fake Drive, watched with portrait_pro.
+mkdir -p "$INBOX"
+folder_id=""
+for _ in $(seq 1 50); do
+  folder_id=$(api "$GW/api/drive/folders" | json '(v.folders||[]).filter(f=>f.name==="Inbox").map(f=>f.id)[0]||""')
+  [ -n "$folder_id" ] && break
+  sleep 0.2
+done
+[ -n "$folder_id" ] || { say "the fake Drive did not show Inbox"; exit 1; }
+api -o /dev/null -X PATCH "$GW/api/me" -d '{"default_preset":"portrait_pro"}'
+watch_status=$(api -o /dev/null -w '%{http_code}' -X PUT "$GW/api/watch" -d "{\"folder_id\":\"$folder_id\"}")
+[ "$watch_status" = 200 ] || { say "watching Inbox failed (HTTP $watch_status)"; exit 1; }
+say "watching $INBOX with portrait_pro (outputs land in $INBOX/Processed)"
+
+# Sample photos: the freely licensed ones shipped by Debian's python3-skimage
+# (astronaut: public domain; coffee, chelsea: CC0), fetched once.
+SAMPLES="$VAR/samples"
+if [ ! -f "$SAMPLES/coffee.png" ]; then
+  mkdir -p "$SAMPLES/deb"
+  (cd "$SAMPLES/deb" && apt-get download python3-skimage >/dev/null 2>&1 && dpkg -x python3-skimage_*.deb x) || true
+  for f in astronaut coffee chelsea; do
+    cp "$SAMPLES"/deb/x/usr/lib/python3/dist-packages/skimage/data/$f.png "$SAMPLES/" 2>/dev/null || true
+  done
+  rm -rf "$SAMPLES/deb"
+fi
+dropped=()
+for f in astronaut coffee chelsea; do
+  if [ -f "$SAMPLES/$f.png" ] && [ ! -f "$INBOX/$f.png" ]; then
+    cp "$SAMPLES/$f.png" "$INBOX/$f.png"; dropped+=("$f.png")
+  fi
+done
+if [ "${#dropped[@]}" -gt 0 ]; then
+  say "dropped ${dropped[*]} into the inbox"
+  declare -A seen result
+  deadline=$(( $(date +%s) + ${CA_DEMO_TIMEOUT:-180} ))
+  while :; do
+    listing=$(api "$GW/api/jobs?limit=100")
+    lines=$(echo "$listing" | json '(v.jobs||[]).map(j=>[j.drive_file_name,j.status,j.preset_name,j.processing_time_ms,j.output_file_name,j.error_code].join("|")).join("\n")')
+    finished=0
+    while IFS='|' read -r name status preset ms out errc; do
+      [ -n "$name" ] || continue
+      case " ${dropped[*]} " in *" $name "*) ;; *) continue ;; esac
+      if [ "${seen[$name]:-}" != "$status" ]; then
+        seen[$name]=$status
+        say "job $name: $status${errc:+ ($errc)}"
+      fi
+      case "$status" in
+        completed)
+          finished=$((finished + 1))
+          result[$name]=$(printf '  %s\n    input:  %s\n    output: %s\n    preset: %s, processed in %s ms' \
+            "$name" "$INBOX/$name" "$INBOX/Processed/$out" "$preset" "$ms") ;;
+        failed)
+          finished=$((finished + 1))
+          result[$name]=$(printf '  %s\n    failed: %s' "$name" "$errc") ;;
+      esac
+    done <<< "$lines"
+    [ "$finished" -ge "${#dropped[@]}" ] && break
+    if [ "$(date +%s)" -gt "$deadline" ]; then say "the samples did not finish in time"; exit 1; fi
+    sleep 1
+  done
+  say "the samples are processed:"
+  for name in "${dropped[@]}"; do echo "${result[$name]}"; done
+  for name in "${dropped[@]}"; do
+    [ -n "${result[$name]##*failed:*}" ] || { say "a sample failed"; exit 1; }
+  done
+else
+  say "the samples were processed on an earlier run (see $INBOX/Processed)"
+fi
 
 cat <<NEXT
 
-  ready — Creator Automation is running on this machine.
+  Creator Automation is running on this machine.
 
   Gateway:        http://localhost:$GATEWAY_PORT   (health: /healthz, metrics: /metrics)
   Stripe webhook: http://localhost:$BILLING_PORT/webhooks/stripe
-  Logs:           var/logs/<process>.log (and here, prefixed with the process name)
-  Data:           var/ (PostgreSQL, Redis, the fake Drive in var/drive/)
+  Logs:           $VAR/logs/<process>.log (and here, prefixed with the process name)
+  Data:           $VAR (PostgreSQL, Redis, the fake Drive in $VAR/drive/)
 
-  Status: the daemons boot, migrate and answer their probes; polling Drive, processing
-  photos and billing arrive with their issues, and this screen will then show a photo
-  going from the inbox to Processed. Ctrl-C stops everything.
+  Dashboard:      http://localhost:$GATEWAY_PORT  (signed in as $DEMO_EMAIL: open
+                  http://localhost:$GATEWAY_PORT/auth/google/login?login_hint=$DEMO_EMAIL)
+  Drop photos in: $INBOX
+                  (outputs appear in $INBOX/Processed within a poll or two)
+  Upgrade the plan through Stripe (the fake) with a signed test event:
+                  deploy/local/upgrade.sh creator
+  Ctrl-C stops everything.
 
 NEXT
 
-if [ "${CA_RUN_EXIT_WHEN_READY:-0}" = 1 ]; then exit 0; fi
+if [ "${CA_RUN_EXIT_WHEN_READY:-0}" = 1 ] || [ "${CA_RUN_DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 wait
