@@ -26,6 +26,8 @@ volatile int pg_abort_flag = 0;
 #define PG_RECONNECT_BUDGET_MS 15000 /* pg_exec's reconnect before its retry */
 #define PG_PING_TIMEOUT_MS 2000
 #define PG_POOL_QUEUE_CAP 10000
+#define PG_POOL_STMT_CAP 128 /* prepared statements cached per pooled connection */
+#define PG_POOL_USER_MAX 128 /* longer user ids are set on every query */
 
 /* ------------------------------------------------------------------ */
 /* shared helpers                                                      */
@@ -628,6 +630,14 @@ typedef enum {
     PC_ROLLBACK, /* a failed pipelined transaction is being rolled back */
 } pc_state_t;
 
+/* A statement prepared on one pooled connection (named "ca_s<id>"). */
+typedef struct pool_stmt {
+    uint64_t hash;
+    char *sql;
+    int nparams;
+    unsigned id;
+} pool_stmt_t;
+
 typedef struct pool_conn {
     pg_pool_t *pool;
     int index;
@@ -638,11 +648,23 @@ typedef struct pool_conn {
     int backoff_ms;
     pool_query_t *q;
     bool pipeline;
-    int stage;        /* pipeline: 0 BEGIN, 1 set_config, 2 query, 3 COMMIT, 4 sync */
+    int stage;        /* pipeline: index of the statement whose results are being read */
+    int query_stage;  /* pipeline: index of the caller's query */
     PGresult *result; /* the query's result, delivered to the callback */
     bool failed;
     char err[512];
     char sqlstate[6];
+    /* The session's app.user_id, set with set_config(..., false) only when a
+     * query needs another value. Unknown after a (re)connect or any error. */
+    bool user_known;
+    char user[PG_POOL_USER_MAX];
+    bool sending_user;     /* this round sets app.user_id to want_user */
+    char want_user[PG_POOL_USER_MAX];
+    pool_stmt_t *stmts;    /* prepared statements of this session */
+    int nstmts;
+    unsigned next_stmt_id;
+    int stmt_used;         /* index in stmts of the statement this round runs, or -1 */
+    pool_stmt_t preparing; /* a statement prepared this round (sql != NULL), cached on success */
 } pool_conn_t;
 
 struct pg_pool {
@@ -710,9 +732,59 @@ static void pc_reset_query_state(pool_conn_t *pc)
     pc->q = NULL;
     pc->pipeline = false;
     pc->stage = 0;
+    pc->query_stage = 0;
     pc->failed = false;
     pc->err[0] = '\0';
     pc->sqlstate[0] = '\0';
+    pc->sending_user = false;
+    pc->stmt_used = -1;
+    free(pc->preparing.sql);
+    pc->preparing.sql = NULL;
+}
+
+/* Forgets the session state (a new or lost connection). */
+static void pc_forget_session(pool_conn_t *pc)
+{
+    pc->user_known = false;
+    pc->user[0] = '\0';
+    for (int i = 0; i < pc->nstmts; i++)
+        free(pc->stmts[i].sql);
+    free(pc->stmts);
+    pc->stmts = NULL;
+    pc->nstmts = 0;
+}
+
+/* FNV-1a of the SQL text: the statement cache's key (compared in full too). */
+static uint64_t sql_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int pc_find_stmt(const pool_conn_t *pc, const char *sql, uint64_t hash, int nparams)
+{
+    for (int i = 0; i < pc->nstmts; i++) {
+        const pool_stmt_t *st = &pc->stmts[i];
+        if (st->hash == hash && st->nparams == nparams && strcmp(st->sql, sql) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static void pc_evict_stmt(pool_conn_t *pc, int i)
+{
+    free(pc->stmts[i].sql);
+    pc->stmts[i] = pc->stmts[pc->nstmts - 1];
+    pc->nstmts--;
+}
+
+static void stmt_name(char *buf, size_t len, unsigned id)
+{
+    snprintf(buf, len, "ca_s%u", id);
 }
 
 /* The connection is gone: fail its query, close, retry later. */
@@ -727,6 +799,7 @@ static void pc_drop(pool_conn_t *pc, const char *why)
     pool_query_t *q = pc->q;
     pc->q = NULL;
     pc_reset_query_state(pc);
+    pc_forget_session(pc);
     if (pc->pg != NULL)
         PQfinish(pc->pg);
     pc->pg = NULL;
@@ -748,6 +821,7 @@ static void pc_connected(pool_conn_t *pc)
     if (pc->backoff_ms > PG_BACKOFF_START_MS)
         log_info("PostgreSQL pool connection %d re-established (%s)", pc->index, pc->pool->display);
     pc->backoff_ms = PG_BACKOFF_START_MS;
+    pc_forget_session(pc);
     pc->state = PC_IDLE;
     pc_arm(pc, EV_READ, 0);
     pool_dispatch(pc->pool);
@@ -806,6 +880,35 @@ static void pc_note_error(pool_conn_t *pc, const PGresult *res, const char *fall
     set_err(pc->err, sizeof pc->err, msg != NULL && msg[0] != '\0' ? msg : fallback);
 }
 
+/* After a round: what the session now holds. Any error makes app.user_id
+ * unknown (the implicit transaction that set it was rolled back), so the next
+ * query sets it again; a statement prepared this round is cached only when
+ * the round succeeded. */
+static void pc_settle_session(pool_conn_t *pc, bool failed)
+{
+    if (failed) {
+        pc->user_known = false;
+        /* A cached plan that no longer fits (schema change) or a statement the
+         * server lost: prepare it again next time. */
+        if (pc->stmt_used >= 0 && (strcmp(pc->sqlstate, "0A000") == 0 ||
+                                   strcmp(pc->sqlstate, "26000") == 0))
+            pc_evict_stmt(pc, pc->stmt_used);
+    } else {
+        if (pc->sending_user) {
+            memcpy(pc->user, pc->want_user, sizeof pc->user);
+            pc->user_known = true;
+        }
+        if (pc->preparing.sql != NULL && pc->nstmts < PG_POOL_STMT_CAP) {
+            pc->stmts[pc->nstmts++] = pc->preparing;
+            pc->preparing.sql = NULL;
+        }
+    }
+    pc->sending_user = false;
+    pc->stmt_used = -1;
+    free(pc->preparing.sql);
+    pc->preparing.sql = NULL;
+}
+
 /* Hands the finished query to its callback and frees it. */
 static void pc_deliver(pool_conn_t *pc)
 {
@@ -817,6 +920,7 @@ static void pc_deliver(pool_conn_t *pc)
     snprintf(sqlstate, sizeof sqlstate, "%s", pc->sqlstate);
     pc->q = NULL;
     pc->result = NULL;
+    pc_settle_session(pc, failed);
     if (failed) {
         if (res != NULL)
             PQclear(res);
@@ -891,7 +995,7 @@ static bool pc_read_results(pool_conn_t *pc)
             pc_note_error(pc, NULL, "aborted by an earlier error in the transaction");
         } else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
             pc_note_error(pc, res, PQresStatus(st));
-        } else if (pc->stage == 2) {
+        } else if (pc->stage == pc->query_stage) {
             if (pc->result != NULL)
                 PQclear(pc->result);
             pc->result = res;
@@ -955,7 +1059,14 @@ static void pc_io_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Sends q on an idle connection. Returns false when the connection was dropped
- * (q is then failed; the caller must not touch it). */
+ * (q is then failed; the caller must not touch it).
+ *
+ * The query runs alone when the session already has the right app.user_id
+ * ('' for a query without a user, so row-level security shows nothing) and
+ * its statement is prepared. Otherwise one pipeline (one implicit
+ * transaction, one round trip) carries what is missing first:
+ *   [SELECT set_config('app.user_id', $1, false)] [Parse "ca_sN"] query, Sync
+ * An error anywhere aborts the rest, so the query never runs as another user. */
 static bool pc_send(pool_conn_t *pc, pool_query_t *q)
 {
     PGconn *pg = pc->pg;
@@ -963,24 +1074,64 @@ static bool pc_send(pool_conn_t *pc, pool_query_t *q)
     pc->q = q;
     pc->state = PC_BUSY;
     const char *const *params = (const char *const *)q->params;
-    if (q->user_id == NULL) {
-        if (!PQsendQueryParams(pg, q->sql, q->nparams, NULL, params, NULL, NULL, 0)) {
-            pc_drop(pc, PQerrorMessage(pg));
-            return false;
+    const char *want = q->user_id != NULL ? q->user_id : "";
+    bool need_user = !pc->user_known || strcmp(pc->user, want) != 0;
+    if (need_user) {
+        pc->user_known = false; /* until this round succeeds */
+        pc->sending_user = strlen(want) < sizeof pc->want_user;
+        if (pc->sending_user)
+            snprintf(pc->want_user, sizeof pc->want_user, "%s", want);
+    }
+
+    uint64_t hash = sql_hash(q->sql);
+    int idx = pc_find_stmt(pc, q->sql, hash, q->nparams);
+    bool prepare = false;
+    char name[32] = "";
+    if (idx >= 0) {
+        pc->stmt_used = idx;
+        stmt_name(name, sizeof name, pc->stmts[idx].id);
+    } else if (pc->nstmts < PG_POOL_STMT_CAP) {
+        if (pc->stmts == NULL)
+            pc->stmts = calloc(PG_POOL_STMT_CAP, sizeof *pc->stmts);
+        pc->preparing.sql = pc->stmts != NULL ? strdup(q->sql) : NULL;
+        if (pc->preparing.sql != NULL) {
+            prepare = true;
+            pc->preparing.hash = hash;
+            pc->preparing.nparams = q->nparams;
+            /* A fresh name every time: a statement whose round failed may
+             * still exist on the server and must not collide. */
+            pc->preparing.id = pc->next_stmt_id++;
+            stmt_name(name, sizeof name, pc->preparing.id);
         }
+    }
+
+    bool sent;
+    if (!need_user && !prepare) {
+        sent = idx >= 0 ? PQsendQueryPrepared(pg, name, q->nparams, params, NULL, NULL, 0)
+                        : PQsendQueryParams(pg, q->sql, q->nparams, NULL, params, NULL, NULL, 0);
     } else {
-        const char *uid[1] = {q->user_id};
         pc->pipeline = true;
-        if (PQenterPipelineMode(pg) != 1 ||
-            !PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) ||
-            !PQsendQueryParams(pg, "SELECT set_config('app.user_id', $1, true)", 1, NULL, uid, NULL,
-                               NULL, 0) ||
-            !PQsendQueryParams(pg, q->sql, q->nparams, NULL, params, NULL, NULL, 0) ||
-            !PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) ||
-            PQpipelineSync(pg) != 1) {
-            pc_drop(pc, PQerrorMessage(pg));
-            return false;
+        sent = PQenterPipelineMode(pg) == 1;
+        if (sent && need_user) {
+            const char *uid[1] = {want};
+            sent = PQsendQueryParams(pg, "SELECT set_config('app.user_id', $1, false)", 1, NULL,
+                                     uid, NULL, NULL, 0);
+            pc->query_stage++;
         }
+        if (sent && prepare) {
+            sent = PQsendPrepare(pg, name, q->sql, q->nparams, NULL);
+            pc->query_stage++;
+        }
+        if (sent)
+            sent = (prepare || idx >= 0)
+                       ? PQsendQueryPrepared(pg, name, q->nparams, params, NULL, NULL, 0)
+                       : PQsendQueryParams(pg, q->sql, q->nparams, NULL, params, NULL, NULL, 0);
+        if (sent)
+            sent = PQpipelineSync(pg) == 1;
+    }
+    if (!sent) {
+        pc_drop(pc, PQerrorMessage(pg));
+        return false;
     }
     return pc_flush_and_arm(pc);
 }
@@ -1149,6 +1300,7 @@ void pg_pool_free(pg_pool_t *pool)
         pool_query_t *q = pc->q;
         pc->q = NULL;
         pc_reset_query_state(pc);
+        pc_forget_session(pc);
         if (pc->pg != NULL)
             PQfinish(pc->pg);
         pc->pg = NULL;

@@ -486,7 +486,8 @@ static void test_pool_user_id(void **state)
     pool_wait(&run, 10);
     assert_string_equal(run.last_value, "42u2");
 
-    /* The setting is transaction-local: it does not leak to later queries. */
+    /* The pool sets it per session only when it changes, and a query without
+     * a user gets '' (row-level security then shows nothing): no leak. */
     for (int i = 0; i < 4; i++) {
         run.expected++;
         pool_query_ok(pool, NULL, "SELECT coalesce(current_setting('app.user_id', true), '')", 0,
@@ -510,7 +511,7 @@ static void test_pool_user_id(void **state)
     assert_int_equal(run.failed, 1);
     pool_wait_healthy(base, pool, 2, 10);
 
-    /* The query's writes commit with the pipeline's COMMIT. */
+    /* The query's writes commit (its own implicit transaction). */
     run.expected++;
     pool_query_ok(pool, NULL, "CREATE TABLE pg_t_pool (uid text)", 0, NULL, &call);
     pool_wait(&run, 10);
@@ -577,6 +578,210 @@ static void test_pool_survives_restart(void **state)
     assert_int_equal(run.failed, 0);
     assert_int_equal(run.ok, 41);
     pool_wait_healthy(base, pool, 4, 20);
+
+    pg_pool_free(pool);
+    event_base_free(base);
+}
+
+/* A call that expects an exact text value, or an error with a SQLSTATE. */
+typedef struct {
+    pool_run_t *run;
+    const char *want_value; /* NULL: expect an error */
+    const char *want_sqlstate;
+    int mismatches;
+    char got[256];
+} user_call_t;
+
+static void user_cb(const PGresult *res, const char *err, const char *sqlstate, void *arg)
+{
+    user_call_t *c = arg;
+    c->run->done++;
+    if (res == NULL) {
+        c->run->failed++;
+        snprintf(c->got, sizeof c->got, "error %s: %s", sqlstate, err);
+        if (c->want_value != NULL || strcmp(sqlstate, c->want_sqlstate) != 0)
+            c->mismatches++;
+    } else {
+        c->run->ok++;
+        snprintf(c->got, sizeof c->got, "%s", PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "");
+        if (c->want_value == NULL || strcmp(c->got, c->want_value) != 0)
+            c->mismatches++;
+    }
+    if (c->run->done == c->run->expected)
+        event_base_loopbreak(c->run->base);
+}
+
+#define RLS_SQL "SELECT coalesce(string_agg(v::text, ',' ORDER BY v), '') FROM pg_t_rls_rows"
+#define RLS_A "1,2,3"
+#define RLS_B "10,20"
+
+/* A table whose policy reads app.user_id, read by a role that is not a
+ * superuser (superusers bypass row-level security). Returns that role's URL. */
+static const char *rls_setup(void)
+{
+    pg_conn_t *c = connect_ok();
+    exec_ok(c, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 't_pg_rls') "
+               "THEN CREATE ROLE t_pg_rls LOGIN; END IF; END $$");
+    exec_ok(c, "CREATE TABLE pg_t_rls_rows (owner text NOT NULL, v int NOT NULL)");
+    exec_ok(c, "INSERT INTO pg_t_rls_rows VALUES ('A', 1), ('A', 2), ('A', 3), ('B', 10), "
+               "('B', 20), ('', 99)");
+    exec_ok(c, "ALTER TABLE pg_t_rls_rows ENABLE ROW LEVEL SECURITY");
+    exec_ok(c, "CREATE POLICY own ON pg_t_rls_rows USING "
+               "(owner = NULLIF(current_setting('app.user_id', true), ''))");
+    exec_ok(c, "GRANT SELECT ON pg_t_rls_rows TO t_pg_rls");
+    char err[256];
+    PGresult *r = pg_exec(c, "SELECT current_database()", 0, NULL, err, sizeof err);
+    assert_non_null(r);
+    static char url[512];
+    const char *port = getenv("TEST_PG_PORT");
+    snprintf(url, sizeof url, "postgresql://t_pg_rls@127.0.0.1:%s/%s",
+             port != NULL ? port : "5432", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    pg_close(c);
+    return url;
+}
+
+/* Queues one query and runs the loop until it is answered. */
+static void user_query_now(pg_pool_t *pool, pool_run_t *run, user_call_t *c, const char *uid,
+                           const char *sql, const char *want, const char *want_sqlstate)
+{
+    *c = (user_call_t){.run = run, .want_value = want, .want_sqlstate = want_sqlstate};
+    run->expected++;
+    assert_int_equal(pg_pool_query(pool, uid, sql, 0, NULL, user_cb, c), 0);
+    pool_wait(run, 10);
+    if (c->mismatches != 0)
+        fail_msg("user %s, %s: got \"%s\", want \"%s\"", uid != NULL ? uid : "(none)", sql,
+                 c->got, want != NULL ? want : want_sqlstate);
+}
+
+/* Users A and B (and no user) interleaved on ONE pooled connection: each sees
+ * only its rows, whether queued back to back or one at a time, and an error
+ * never lets the next query inherit a user. */
+static void test_pool_session_user_isolation(void **state)
+{
+    const char *url = rls_setup();
+    struct event_base *base = event_base_new();
+    pg_pool_t *pool = pg_pool_new(base, url, 1);
+    assert_non_null(pool);
+    pool_run_t run = {.base = base};
+
+    /* Queued all at once: the connection switches users between queries. */
+    static const char *const seq[] = {"A", "A", "B", NULL, "A", NULL, NULL, "B", "B",
+                                      "A", "B", NULL, "A", "B", "A", NULL, "B", "A"};
+    enum { NSEQ = sizeof seq / sizeof seq[0] };
+    static user_call_t calls[NSEQ];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < NSEQ; i++) {
+            const char *u = seq[i];
+            const char *want = u == NULL ? "" : u[0] == 'A' ? RLS_A : RLS_B;
+            calls[i] = (user_call_t){.run = &run, .want_value = want};
+            run.expected++;
+            assert_int_equal(pg_pool_query(pool, u, RLS_SQL, 0, NULL, user_cb, &calls[i]), 0);
+        }
+        pool_wait(&run, 20);
+        for (int i = 0; i < NSEQ; i++)
+            if (calls[i].mismatches != 0)
+                fail_msg("round %d query %d (user %s): got \"%s\", want \"%s\"", round, i,
+                         seq[i] != NULL ? seq[i] : "(none)", calls[i].got, calls[i].want_value);
+    }
+    assert_int_equal(run.failed, 0);
+
+    user_call_t c;
+    /* An error in the round that switches the user (set_config + query in one
+     * implicit transaction: both roll back, the session keeps A). The next
+     * query without a user must not see A's rows. */
+    user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
+    user_query_now(pool, &run, &c, "B", "SELECT 1/0", NULL, "22012");
+    user_query_now(pool, &run, &c, NULL, RLS_SQL, "", NULL);
+    user_query_now(pool, &run, &c, "B", RLS_SQL, RLS_B, NULL);
+    /* An error in a round that needs no switch; then another user. */
+    user_query_now(pool, &run, &c, "B", "SELECT 1/0", NULL, "22012");
+    user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
+    user_query_now(pool, &run, &c, "A", "SELECT v / (v - v) FROM pg_t_rls_rows", NULL, "22012");
+    user_query_now(pool, &run, &c, "B", RLS_SQL, RLS_B, NULL);
+    user_query_now(pool, &run, &c, NULL, RLS_SQL, "", NULL);
+    /* A syntax error (nothing prepared) in a switching round. */
+    user_query_now(pool, &run, &c, "A", "SELEC nonsense", NULL, "42601");
+    user_query_now(pool, &run, &c, NULL, RLS_SQL, "", NULL);
+    user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
+    /* A query that changes app.user_id behind the pool's back is not
+     * possible through the pool's API, but a reconnect is: after a restart
+     * the new session starts without a user. */
+    services("restart-pg");
+    run.expected++;
+    c = (user_call_t){.run = &run, .want_value = ""};
+    int64_t end = mono_ms() + 20000;
+    /* The first query after the restart may fail with a lost connection. */
+    while (mono_ms() < end) {
+        c.mismatches = 0;
+        assert_int_equal(pg_pool_query(pool, NULL, RLS_SQL, 0, NULL, user_cb, &c), 0);
+        pool_wait(&run, 20);
+        if (c.mismatches == 0)
+            break;
+        assert_non_null(strstr(c.got, "error 08"));
+        run.expected++;
+    }
+    assert_int_equal(c.mismatches, 0);
+    user_query_now(pool, &run, &c, "B", RLS_SQL, RLS_B, NULL);
+    user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
+
+    pg_pool_free(pool);
+    event_base_free(base);
+}
+
+/* The pool prepares a statement once per connection and reuses it; a plan
+ * that a schema change invalidated is prepared again. */
+static void test_pool_prepared_statements(void **state)
+{
+    struct event_base *base = event_base_new();
+    pg_pool_t *pool = pg_pool_new(base, db_url(), 1);
+    assert_non_null(pool);
+    pool_run_t run = {.base = base};
+    user_call_t c;
+    const char *sql = "SELECT $1::int + 1";
+    for (int i = 0; i < 5; i++) {
+        char v[16], want[16];
+        snprintf(v, sizeof v, "%d", i);
+        snprintf(want, sizeof want, "%d", i + 1);
+        const char *p[1] = {v};
+        c = (user_call_t){.run = &run, .want_value = want};
+        run.expected++;
+        assert_int_equal(pg_pool_query(pool, i % 2 ? "u" : NULL, sql, 1, p, user_cb, &c), 0);
+        pool_wait(&run, 10);
+        assert_int_equal(c.mismatches, 0);
+    }
+    /* Exactly one server-side statement for that text, made by the pool. */
+    const char *p[1] = {sql};
+    c = (user_call_t){.run = &run, .want_value = "1"};
+    run.expected++;
+    assert_int_equal(pg_pool_query(pool, NULL,
+                                   "SELECT count(*) FROM pg_prepared_statements "
+                                   "WHERE statement = $1 AND name LIKE 'ca_s%'",
+                                   1, p, user_cb, &c),
+                     0);
+    pool_wait(&run, 10);
+    assert_int_equal(c.mismatches, 0);
+
+    /* A failed round does not cache its statement (nor break the next one). */
+    user_query_now(pool, &run, &c, "u", "SELECT 1/0", NULL, "22012");
+    user_query_now(pool, &run, &c, "u", "SELECT 1/0", NULL, "22012");
+    user_query_now(pool, &run, &c, NULL, "SELECT 'ok'", "ok", NULL);
+
+    /* The result type changes under a cached statement: one error (0A000),
+     * then the statement is prepared again and works. */
+    user_query_now(pool, &run, &c, NULL, "CREATE TABLE pg_t_prep (a int)", "", NULL);
+    user_query_now(pool, &run, &c, NULL, "INSERT INTO pg_t_prep VALUES (7)", "", NULL);
+    user_query_now(pool, &run, &c, NULL, "SELECT * FROM pg_t_prep", "7", NULL);
+    user_query_now(pool, &run, &c, NULL, "SELECT * FROM pg_t_prep", "7", NULL);
+    user_query_now(pool, &run, &c, NULL, "ALTER TABLE pg_t_prep ADD COLUMN b int", "", NULL);
+    c = (user_call_t){.run = &run, .want_value = "7"};
+    run.expected++;
+    assert_int_equal(pg_pool_query(pool, NULL, "SELECT * FROM pg_t_prep", 0, NULL, user_cb, &c), 0);
+    pool_wait(&run, 10);
+    if (c.mismatches != 0)
+        assert_non_null(strstr(c.got, "error 0A000"));
+    user_query_now(pool, &run, &c, NULL, "SELECT * FROM pg_t_prep", "7", NULL);
+    user_query_now(pool, &run, &c, NULL, "SELECT * FROM pg_t_prep", "7", NULL);
 
     pg_pool_free(pool);
     event_base_free(base);
@@ -684,6 +889,8 @@ int main(void)
         cmocka_unit_test(test_password_not_logged),
         cmocka_unit_test(test_pool_200_queries),
         cmocka_unit_test(test_pool_user_id),
+        cmocka_unit_test(test_pool_session_user_isolation),
+        cmocka_unit_test(test_pool_prepared_statements),
         cmocka_unit_test(test_pool_survives_restart),
         cmocka_unit_test(test_pool_is_non_blocking),
         cmocka_unit_test(test_pool_queue_cap_and_free),
