@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct {
     const char *code; /* DESIGN.md job error code */
@@ -32,8 +33,15 @@ typedef struct {
     char *prompt_id; /* comfyui_prompt_id of an earlier attempt, "" when none */
     int retry_count;
     int max_retries;
+    char *workflow;      /* the preset's workflow_json, read with the claim; NULL: no such preset */
+    char *output_folder; /* users.output_folder_id when it applies to this job, else "" */
     bool reserved; /* usage reserved by this attempt (release on permanent failure) */
     int64_t started_ms;
+
+    /* time per step, for the debug log ("steps: claim=1.2 reserve=0.8 ...", ms) */
+    int64_t step_us;
+    char steps[320];
+    size_t steps_len;
 
     /* results */
     char *output_file_id;
@@ -64,6 +72,27 @@ void worker_metric_drive(const char *call, google_status_t st)
     metric_add(m_drive, 1, call, google_status_name(st));
 }
 
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Notes the time since the previous step under `name` (debug log only). */
+static void step(job_t *j, const char *name)
+{
+    int64_t now = mono_us();
+    if (j->steps_len < sizeof(j->steps)) {
+        int n = snprintf(j->steps + j->steps_len, sizeof(j->steps) - j->steps_len, "%s%s=%.1f",
+                         j->steps_len > 0 ? " " : "", name, (double)(now - j->step_us) / 1000.0);
+        if (n > 0) {
+            j->steps_len += (size_t)n;
+        }
+    }
+    j->step_us = now;
+}
+
 static void job_free(job_t *j)
 {
     free(j->drive_file_id);
@@ -71,6 +100,8 @@ static void job_free(job_t *j)
     free(j->drive_folder_id);
     free(j->preset_name);
     free(j->prompt_id);
+    free(j->workflow);
+    free(j->output_folder);
     free(j->output_file_id);
     free(j->output_name);
     free(j->output_url);
@@ -129,7 +160,11 @@ static char *dupv(PGresult *res, int col)
 
 /* ---- claim ---- */
 
-/* 1 claimed, 0 not claimable (done, cancelled, held), -1 database error. */
+/* 1 claimed, 0 not claimable (done, cancelled, held), -1 database error.
+ * The same round trip reads what the job needs later from PostgreSQL: the
+ * preset's graph (by name, active, the user's own first, then system, then
+ * public) and the user's output folder (when the job comes from the watched
+ * folder, or none is watched). */
 static int claim(worker_thread_t *t, const char *id, job_t *j)
 {
     char lease[16];
@@ -138,14 +173,24 @@ static int claim(worker_thread_t *t, const char *id, job_t *j)
     const char *params[3] = {id, t->worker_id, lease};
     PGresult *res = pg_exec(
         t->pg,
-        "UPDATE jobs SET status = 'processing', attempt = attempt + 1, worker_id = $2,"
+        "WITH c AS (UPDATE jobs SET status = 'processing', attempt = attempt + 1, worker_id = $2,"
         " started_at = COALESCE(started_at, timezone('UTC', now())),"
         " lease_expires_at = timezone('UTC', now()) + make_interval(secs => $3::int)"
         " WHERE id = $1::uuid AND (status = 'queued' OR (status = 'processing'"
         "   AND lease_expires_at < timezone('UTC', now())))"
         " RETURNING attempt, user_id, drive_file_id, drive_file_name, drive_folder_id,"
-        "   preset_name, COALESCE(comfyui_prompt_id, ''), COALESCE(retry_count, 0),"
-        "   COALESCE(max_retries, 3)",
+        "   preset_name, COALESCE(comfyui_prompt_id, '') AS prompt_id,"
+        "   COALESCE(retry_count, 0) AS retry_count, COALESCE(max_retries, 3) AS max_retries)"
+        " SELECT c.attempt, c.user_id, c.drive_file_id, c.drive_file_name, c.drive_folder_id,"
+        "   c.preset_name, c.prompt_id, c.retry_count, c.max_retries,"
+        "   (SELECT p.workflow_json::text FROM presets p WHERE p.name = c.preset_name"
+        "     AND COALESCE(p.is_active, true) AND (p.created_by_user_id IS NULL"
+        "       OR p.created_by_user_id = c.user_id OR COALESCE(p.is_public, false))"
+        "     ORDER BY (p.created_by_user_id = c.user_id) DESC NULLS LAST,"
+        "       (p.created_by_user_id IS NULL) DESC, p.created_at LIMIT 1),"
+        "   (SELECT COALESCE(u.output_folder_id, '') FROM users u WHERE u.id = c.user_id"
+        "     AND (u.watched_folder_id = c.drive_folder_id OR u.watched_folder_id IS NULL))"
+        " FROM c",
         3, params, err, sizeof(err));
     if (res == NULL) {
         log_warn("claim failed: %s", err);
@@ -165,6 +210,8 @@ static int claim(worker_thread_t *t, const char *id, job_t *j)
     j->prompt_id = dupv(res, 6);
     j->retry_count = atoi(PQgetvalue(res, 0, 7));
     j->max_retries = atoi(PQgetvalue(res, 0, 8));
+    j->workflow = PQgetisnull(res, 0, 9) ? NULL : strdup(PQgetvalue(res, 0, 9));
+    j->output_folder = dupv(res, 10);
     PQclear(res);
     return 1;
 }
@@ -393,22 +440,10 @@ static void upload_err(google_status_t st, const google_error_t *g, const char *
 static int output_folder(worker_thread_t *t, job_t *j, const char *token, char *folder,
                          size_t folderlen, job_err_t *e)
 {
-    char err[256];
-    const char *p[2] = {j->user_id, j->drive_folder_id};
-    PGresult *res = pg_exec(t->pg,
-                            "SELECT COALESCE(output_folder_id, '') FROM users WHERE id = $1::uuid"
-                            " AND (watched_folder_id = $2 OR watched_folder_id IS NULL)",
-                            2, p, err, sizeof(err));
-    if (res == NULL) {
-        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
-        return -1;
-    }
-    if (PQntuples(res) == 1 && is_drive_id(PQgetvalue(res, 0, 0))) {
-        snprintf(folder, folderlen, "%s", PQgetvalue(res, 0, 0));
-        PQclear(res);
+    if (is_drive_id(j->output_folder)) { /* read with the claim */
+        snprintf(folder, folderlen, "%s", j->output_folder);
         return 0;
     }
-    PQclear(res);
     if (!is_drive_id(j->drive_folder_id)) {
         set_err(e, "upload_failed", false, "The job has no valid Drive folder.");
         return -1;
@@ -465,11 +500,13 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
     drive_file_t f = {0};
     bool have = false;
 
-    /* 1. an upload of an earlier attempt of this job? */
+    /* 1. an upload of an earlier attempt of this job? Only a job claimed before
+     * can have one: `attempt` counts every claim (a crashed one included, and a
+     * user's retry keeps it), so the first attempt skips this files.list. */
     char q[256];
     snprintf(q, sizeof(q),
              "appProperties has { key='ca_job_id' and value='%s' } and trashed = false", j->id);
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < 2 && atoi(j->attempt) > 1; pass++) {
         drive_file_list_t list = {0};
         st = drive_files_list(t->gc, token, q, NULL, 10, NULL, &list, &gerr);
         worker_metric_drive("files.list", st);
@@ -486,6 +523,9 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
             return -1;
         }
     }
+    if (atoi(j->attempt) > 1) {
+        step(j, "list");
+    }
     if (st != GOOGLE_OK) {
         upload_err(st, &gerr, "looking for an earlier upload", e);
         return -1;
@@ -497,6 +537,7 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
         if (output_folder(t, j, token, folder, sizeof(folder), e) != 0) {
             return -1;
         }
+        step(j, "folder");
         char *name = output_name(j->drive_file_name, j->preset_name, ext);
         cJSON *props = cJSON_CreateObject();
         if (name == NULL || props == NULL) {
@@ -510,6 +551,7 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
         worker_metric_drive("files.upload", st);
         free(name);
         cJSON_Delete(props);
+        step(j, "upload");
         if (st != GOOGLE_OK) {
             upload_err(st, &gerr, "upload", e);
             return -1;
@@ -519,6 +561,7 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
     /* 2. share: anyone with the link can view */
     st = drive_share_anyone_reader(t->gc, token, f.id, &gerr);
     worker_metric_drive("permissions.create", st);
+    step(j, "share");
     if (st != GOOGLE_OK) {
         upload_err(st, &gerr, "sharing", e);
         drive_file_free(&f);
@@ -565,32 +608,17 @@ static int reserve(worker_thread_t *t, job_t *j, job_err_t *e)
     return 0;
 }
 
-static cJSON *load_preset(worker_thread_t *t, job_t *j, job_err_t *e)
+/* The preset's graph, read with the claim (see claim()). */
+static cJSON *load_preset(job_t *j, job_err_t *e)
 {
-    char err[256];
-    const char *p[2] = {j->preset_name, j->user_id};
-    PGresult *res = pg_exec(
-        t->pg,
-        "SELECT workflow_json::text FROM presets WHERE name = $1 AND COALESCE(is_active, true)"
-        " AND (created_by_user_id IS NULL OR created_by_user_id = $2::uuid"
-        "      OR COALESCE(is_public, false))"
-        " ORDER BY (created_by_user_id = $2::uuid) DESC NULLS LAST,"
-        "          (created_by_user_id IS NULL) DESC, created_at LIMIT 1",
-        2, p, err, sizeof(err));
-    if (res == NULL) {
-        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
-        return NULL;
-    }
-    if (PQntuples(res) == 0) {
-        PQclear(res);
+    if (j->workflow == NULL) {
         set_err(e, "preset_not_found", false,
                 "The preset \"%s\" does not exist or is no longer available. Pick another preset "
                 "and retry.",
                 j->preset_name);
         return NULL;
     }
-    cJSON *graph = cJSON_Parse(PQgetvalue(res, 0, 0));
-    PQclear(res);
+    cJSON *graph = cJSON_Parse(j->workflow);
     if (graph == NULL) {
         set_err(e, "processing_error", false, "The preset's workflow is not valid JSON.");
     }
@@ -676,7 +704,8 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
     if (reserve(t, j, e) != 0) {
         goto out;
     }
-    graph = load_preset(t, j, e);
+    step(j, "reserve");
+    graph = load_preset(j, e);
     if (graph == NULL) {
         goto out;
     }
@@ -697,10 +726,12 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
         free(summary);
         goto out;
     }
+    step(j, "preset");
 
     if (access_token(t, j, false, token, sizeof(token), e) != 0) {
         goto out;
     }
+    step(j, "token");
     if (!is_drive_id(j->drive_file_id)) {
         set_err(e, "drive_file_not_found", false, "The job's Drive file id is not valid.");
         goto out;
@@ -718,6 +749,7 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
             goto out;
         }
     }
+    step(j, "download");
     if (st != GOOGLE_OK) {
         download_err(st, &gerr, t->ctx->max_image_bytes, e);
         goto out;
@@ -757,6 +789,7 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
     }
     free(input);
     input = NULL;
+    step(j, "exec");
 
     if (write_back(t, j, token, sizeof(token), out_data, out_len, ext, mime, e) != 0) {
         goto out;
@@ -797,6 +830,7 @@ void worker_process(worker_thread_t *t, const char *id)
         return;
     }
     log_context_set("job_id", id);
+    j.step_us = mono_us();
     int c = claim(t, id, &j);
     if (c < 0) {
         /* PostgreSQL trouble: look again later rather than lose the id. */
@@ -811,6 +845,7 @@ void worker_process(worker_thread_t *t, const char *id)
         goto out;
     }
     j.started_ms = worker_mono_ms();
+    step(&j, "claim");
     pthread_mutex_lock(&t->lock);
     snprintf(t->job_id, sizeof(t->job_id), "%s", id);
     t->attempt = atoi(j.attempt);
@@ -822,7 +857,9 @@ void worker_process(worker_thread_t *t, const char *id)
     job_err_t e = {0};
     if (pipeline(t, &j, &e) == 0) {
         bool fenced = false;
-        if (complete(t, &j, &fenced) != 0) {
+        int crc = complete(t, &j, &fenced);
+        step(&j, "complete");
+        if (crc != 0) {
             delay(t, id, 5000);
         } else if (fenced) {
             log_warn("completed, but the job was taken over or cancelled meanwhile");
@@ -852,6 +889,8 @@ void worker_process(worker_thread_t *t, const char *id)
         }
     }
     ack(t, id);
+    step(&j, "ack");
+    log_debug("steps (ms): %s", j.steps);
     pthread_mutex_lock(&t->lock);
     t->job_id[0] = '\0';
     t->attempt = 0;

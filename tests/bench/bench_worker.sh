@@ -14,6 +14,8 @@
 #    number of clients (target: ratio >= 0.5).
 #
 #   BENCH_REPEAT (3)  BENCH_JOBS (200)  BENCH_CONCURRENCY (2)
+#   BENCH_PARTS ("render queue"): the sections to run
+#   BENCH_STEPS (0): 1 runs the worker with LOG_LEVEL=debug and prints its mean time per step
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -21,6 +23,7 @@ BIN=${CA_BIN:-$ROOT/build/bin}
 REPEAT=${BENCH_REPEAT:-3}
 NJOBS=${BENCH_JOBS:-200}
 CONC=${BENCH_CONCURRENCY:-2}
+PARTS=${BENCH_PARTS:-render queue}
 KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 
 [ -x "$BIN/job-worker" ] || { echo "bench_worker: $BIN/job-worker is missing (make first)"; exit 1; }
@@ -49,6 +52,7 @@ best() {
 }
 
 # ---------------------------------------------------------------- 1. one 12 MP JPEG
+if [[ " $PARTS " == *" render "* ]]; then
 # A real photo (skimage's astronaut, public domain) scaled to 4000x3000; a
 # smooth synthetic image when the package cannot be fetched.
 ( cd "$W" && apt-get download python3-skimage >/dev/null 2>&1 && dpkg -x python3-skimage_*.deb x >/dev/null 2>&1 ) || true
@@ -80,6 +84,9 @@ printf 'render portrait_pro: %ss   vips copy: %ss   ImageMagick: %ss\n' "$t_rend
 printf '  render / vips copy  = %.2fx (target <= 1.5x: %s)\n' "$r_vips" "$(verdict "$r_vips <= 1.5")"
 printf '  ImageMagick / render = %.2fx (target >= 5x: %s)\n' "$r_im" "$(verdict "$r_im >= 5")"
 printf '  peak RSS of render  = %.0f MB (target <= 150 MB: %s)\n' "$rss_mb" "$(verdict "$rss_mb <= 150")"
+fi
+[[ " $PARTS " == *" queue "* ]] || exit 0
+
 
 # ---------------------------------------------------------------- 2. through the queue
 admin_url="postgresql://postgres@127.0.0.1:$TEST_PG_PORT"
@@ -102,7 +109,13 @@ GPORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/google.log" | 
 [ -n "$GPORT" ] || { echo "the Google fake did not start"; cat "$W/google.log"; exit 1; }
 G=http://127.0.0.1:$GPORT
 
-vips resize "$W/in.jpg" "$W/small.jpg[Q=85]" 0.05
+# the queue's input: a 200x150 JPEG (the 12 MP input scaled, or synthetic)
+if [ -f "$W/in.jpg" ]; then
+  vips resize "$W/in.jpg" "$W/small.jpg[Q=85]" 0.05
+else
+  vips gaussnoise "$W/s.v" 200 150 --mean 128 --sigma 60
+  vips bandjoin "$W/s.v $W/s.v $W/s.v" "$W/small.jpg[Q=85]"
+fi
 node - "$G" "$NJOBS" "$W/small.jpg" > "$W/seed.tsv" <<'JS'
 const [base, n, img] = [process.argv[2], Number(process.argv[3]), process.argv[4]];
 const content_base64 = require('fs').readFileSync(img).toString('base64');
@@ -172,7 +185,7 @@ SQL
 
 WPORT=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 DATABASE_URL="postgresql://ca_job_worker@127.0.0.1:$TEST_PG_PORT/bench" REDIS_URL=$TEST_REDIS_URL \
-  PORT=$WPORT LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn ENCRYPTION_KEY=$KEY WORKER_CONCURRENCY=$CONC \
+  PORT=$WPORT LISTEN_ADDR=127.0.0.1 LOG_LEVEL=$([ "${BENCH_STEPS:-0}" = 1 ] && echo debug || echo warn) ENCRYPTION_KEY=$KEY WORKER_CONCURRENCY=$CONC \
   GOOGLE_CLIENT_ID=bench-client GOOGLE_CLIENT_SECRET=x GOOGLE_TOKEN_URL=$G/token \
   DRIVE_API_URL=$G/drive/v3 DRIVE_UPLOAD_URL=$G/upload/drive/v3 \
   "$BIN/job-worker" > "$W/worker.log" 2>&1 &
@@ -194,6 +207,25 @@ t1=$(date +%s.%N)
 done_ok=$(psql -At "$DB" -c "SELECT count(*) FROM jobs WHERE status = 'completed'")
 wall=$(echo "$t1 - $t0" | bc -l)
 jobs_s=$(echo "$NJOBS / $wall" | bc -l)
+# where the Drive time went: the fake's request log, per call
+node - "$G" "$wall" > "$W/calls.txt" <<'JS' || true
+const [base, wall] = [process.argv[2], Number(process.argv[3])];
+(async () => {
+  const { requests } = await (await fetch(base + '/__admin/requests')).json();
+  const by = new Map();
+  for (const r of requests) {
+    const k = `${r.method} ${r.path.replace(/\/files\/[^/]+/, '/files/ID')}`;
+    const e = by.get(k) || { n: 0, ms: 0 };
+    e.n++; e.ms += r.duration_ms || 0; by.set(k, e);
+  }
+  let tot = 0;
+  for (const [k, e] of [...by].sort((a, b) => b[1].ms - a[1].ms)) {
+    tot += e.ms;
+    console.log(`  fake ${k}: ${e.n} calls, ${(e.ms / e.n).toFixed(2)} ms each`);
+  }
+  console.log(`  fake busy (sum of request durations): ${(tot / 1000).toFixed(2)} s of ${wall.toFixed(2)} s wall`);
+})();
+JS
 
 # pgbench: the same 3 commits per job, the same number of clients
 psql -q "$DB" -c "CREATE TABLE bench_jobs (id int PRIMARY KEY, status text, attempt int, n int);
@@ -211,4 +243,11 @@ pg_jobs_s=$tps # one script = one job = 3 autocommitted statements
 ratio=$(echo "$jobs_s / $pg_jobs_s" | bc -l)
 printf 'queue: %d/%d jobs completed in %.2fs = %.1f jobs/s (%d threads)\n' "$done_ok" "$NJOBS" "$wall" "$jobs_s" "$CONC"
 printf '  pgbench, 3 commits per job: %.1f jobs/s\n' "$pg_jobs_s"
+cat "$W/calls.txt"
+if [ "${BENCH_STEPS:-0}" = 1 ]; then
+  sed -n 's/.*"msg":"steps (ms): \([^"]*\)".*/\1/p' "$W/worker.log" | tr ' ' '\n' |
+    awk -F= '{ s[$1] += $2; n[$1]++; if (!($1 in o)) { o[$1] = ++k; name[k] = $1 } }
+      END { for (i = 1; i <= k; i++) { t += s[name[i]] / n[name[i]]; printf "  worker step %s: %.2f ms\n", name[i], s[name[i]] / n[name[i]] }
+            printf "  worker steps total: %.2f ms per job\n", t }'
+fi
 printf '  worker / pgbench = %.2f (target >= 0.5: %s)\n' "$ratio" "$(verdict "$ratio >= 0.5")"
