@@ -17,6 +17,7 @@
 #include "metrics.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -97,6 +98,7 @@ static double mono_seconds(void)
 typedef struct {
     pending_t p;
     double started;
+    bool empty_is_duplicate; /* the statement returns no row for a duplicate */
 } pending_timed_t;
 
 /* Second step after an apply failure: the receive statement rolled back, so
@@ -125,6 +127,7 @@ static void on_recorded(const PGresult *res, const char *err, const char *sqlsta
     webhook_t *w = pt->p.w;
     http_req_t *req = pt->p.req;
     const char *type = pt->p.type_label;
+    bool empty_is_duplicate = pt->empty_is_duplicate;
     metric_observe(m_record_seconds, mono_seconds() - pt->started);
     free(pt);
 
@@ -162,7 +165,9 @@ static void on_recorded(const PGresult *res, const char *err, const char *sqlsta
         return;
     }
     atomic_fetch_sub(&w->inflight, 1);
-    const char *outcome = PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "failed";
+    const char *outcome = PQntuples(res) > 0 ? PQgetvalue(res, 0, 0)
+                          : empty_is_duplicate ? "duplicate"
+                                               : "failed";
     const char *detail = PQntuples(res) > 0 && !PQgetisnull(res, 0, 1) ? PQgetvalue(res, 0, 1)
                                                                        : NULL;
     int status = webhook_outcome_status(outcome);
@@ -183,11 +188,123 @@ static void on_recorded(const PGresult *res, const char *err, const char *sqlsta
     http_reply_json(req, 200, body);
 }
 
-/* True when [p, p+len) is one JSON object and nothing but whitespace after it.
- * *type_out: the event's "type" label. */
-static bool parse_event(const char *body, size_t len, const char **type_out)
+/* What the service reads from a verified event (after the signature). When
+ * `plain` is false the event has an unusual shape (a non-string id, a huge
+ * number, a truncated field…) and goes through billing_webhook_receive(),
+ * which decides everything from the raw payload. */
+typedef struct {
+    bool plain;
+    const char *id;
+    const char *type;
+    long long created;
+    const char *customer;  /* billing_json_id(data.object.customer) */
+    const char *object_id; /* data.object.id */
+    const char *sub;       /* the subscription the event is about */
+    const char *user_ref;  /* data.object.metadata.user_id */
+    char created_s[24];
+} event_fields_t;
+
+enum { FIELD_MAX = 255 };
+
+/* A JSON value read as text the way `->>` would, when that is simple: a
+ * string (up to FIELD_MAX bytes) or nothing (absent or null). False for any
+ * other value. */
+static bool text_field(const cJSON *v, const char **out)
 {
-    *type_out = "invalid";
+    *out = NULL;
+    if (v == NULL || cJSON_IsNull(v)) {
+        return true;
+    }
+    if (cJSON_IsString(v) && v->valuestring != NULL && strlen(v->valuestring) <= FIELD_MAX) {
+        *out = v->valuestring;
+        return true;
+    }
+    return false;
+}
+
+/* billing_json_id(): a string, or an expanded object's "id"; other JSON
+ * types give NULL. */
+static bool id_field(const cJSON *v, const char **out)
+{
+    *out = NULL;
+    if (cJSON_IsObject(v)) {
+        return text_field(cJSON_GetObjectItemCaseSensitive(v, "id"), out);
+    }
+    if (cJSON_IsString(v)) {
+        return text_field(v, out);
+    }
+    return true;
+}
+
+static const cJSON *obj_item(const cJSON *o, const char *key)
+{
+    return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
+}
+
+static bool is_subscription_type(const char *t)
+{
+    return strcmp(t, "customer.subscription.created") == 0 ||
+           strcmp(t, "customer.subscription.updated") == 0 ||
+           strcmp(t, "customer.subscription.deleted") == 0;
+}
+
+/* True for the types whose apply changes subscriptions. */
+static bool applies_type(const char *t)
+{
+    return is_subscription_type(t) || strcmp(t, "invoice.paid") == 0 ||
+           strcmp(t, "invoice.payment_failed") == 0 ||
+           strcmp(t, "checkout.session.completed") == 0;
+}
+
+static void read_fields(const cJSON *doc, event_fields_t *f)
+{
+    memset(f, 0, sizeof *f);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(doc, "id");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
+    const cJSON *created = cJSON_GetObjectItemCaseSensitive(doc, "created");
+    const cJSON *obj = obj_item(cJSON_GetObjectItemCaseSensitive(doc, "data"), "object");
+    if (!cJSON_IsString(id) || !cJSON_IsString(type) || !cJSON_IsNumber(created) ||
+        !cJSON_IsObject(obj) || id->valuestring == NULL || type->valuestring == NULL ||
+        strlen(id->valuestring) > FIELD_MAX || strlen(type->valuestring) > 100) {
+        return;
+    }
+    double c = created->valuedouble;
+    if (!(c > -9007199254740992.0 && c < 9007199254740992.0)) {
+        return; /* beyond a double's exact integers (or NaN): let SQL decide */
+    }
+    f->id = id->valuestring;
+    f->type = type->valuestring;
+    f->created = (long long)floor(c);
+    snprintf(f->created_s, sizeof f->created_s, "%lld", f->created);
+    if (!id_field(cJSON_GetObjectItemCaseSensitive(obj, "customer"), &f->customer) ||
+        !text_field(cJSON_GetObjectItemCaseSensitive(obj, "id"), &f->object_id)) {
+        return;
+    }
+    if (is_subscription_type(f->type)) {
+        f->sub = f->object_id;
+        if (!text_field(obj_item(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "user_id"),
+                        &f->user_ref)) {
+            return;
+        }
+    } else if (strncmp(f->type, "invoice.", 8) == 0) {
+        const cJSON *details =
+            obj_item(cJSON_GetObjectItemCaseSensitive(obj, "parent"), "subscription_details");
+        if (!id_field(obj_item(details, "subscription"), &f->sub)) {
+            return;
+        }
+        if (f->sub == NULL &&
+            !id_field(cJSON_GetObjectItemCaseSensitive(obj, "subscription"), &f->sub)) {
+            return;
+        }
+    }
+    f->plain = true;
+}
+
+/* True when [p, p+len) is one JSON object and nothing but whitespace after it.
+ * *doc_out: the parsed document (the caller deletes it). */
+static bool parse_event(const char *body, size_t len, cJSON **doc_out)
+{
+    *doc_out = NULL;
     if (len == 0 || memchr(body, '\0', len) != NULL) {
         return false;
     }
@@ -202,12 +319,12 @@ static bool parse_event(const char *body, size_t len, const char **type_out)
             ok = false;
         }
     }
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(doc, "type");
-    if (ok && cJSON_IsString(type)) {
-        *type_out = webhook_type_label(type->valuestring);
+    if (!ok) {
+        cJSON_Delete(doc);
+        return false;
     }
-    cJSON_Delete(doc);
-    return ok;
+    *doc_out = doc;
+    return true;
 }
 
 static void on_webhook(http_req_t *req, void *arg)
@@ -227,15 +344,20 @@ static void on_webhook(http_req_t *req, void *arg)
         http_reply_error(req, 400, "invalid_signature", "%s", err);
         return;
     }
-    const char *type = NULL;
-    if (!parse_event(body, len, &type)) {
+    cJSON *doc = NULL;
+    if (!parse_event(body, len, &doc)) {
         metric_add(m_events, 1, "invalid", "malformed");
         http_reply_error(req, 400, "invalid_payload", "the body is not a JSON object");
         return;
     }
+    const cJSON *type_item = cJSON_GetObjectItemCaseSensitive(doc, "type");
+    const char *type = webhook_type_label(cJSON_IsString(type_item) ? type_item->valuestring : NULL);
+    event_fields_t f;
+    read_fields(doc, &f);
 
     pending_timed_t *pt = calloc(1, sizeof *pt);
     if (pt == NULL) {
+        cJSON_Delete(doc);
         http_reply_error(req, 500, "internal", "out of memory");
         return;
     }
@@ -243,11 +365,42 @@ static void on_webhook(http_req_t *req, void *arg)
     pt->p.req = req;
     pt->p.type_label = type;
     pt->started = mono_seconds();
-    const char *params[3] = {body, w->price_creator, w->price_studio};
     atomic_fetch_add(&w->inflight, 1);
-    if (pg_pool_query(w->pool, NULL,
-                      "SELECT outcome, detail FROM billing_webhook_receive($1, $2, $3)", 3, params,
-                      on_recorded, pt) != 0) {
+    int rc;
+    if (!f.plain) {
+        const char *params[3] = {body, w->price_creator, w->price_studio};
+        rc = pg_pool_query(w->pool, NULL,
+                           "SELECT outcome, detail FROM billing_webhook_receive($1, $2, $3)", 3,
+                           params, on_recorded, pt);
+    } else if (!applies_type(f.type)) {
+        /* Nothing to apply: one insert; no row back means an earlier delivery
+         * was already processed. */
+        pt->empty_is_duplicate = true;
+        const char *outcome =
+            strcmp(f.type, "customer.subscription.trial_will_end") == 0 ? "recorded" : "ignored";
+        const char *params[7] = {f.id,       f.type,      body,   f.created_s,
+                                 f.customer, f.object_id, outcome};
+        rc = pg_pool_query(
+            w->pool, NULL,
+            "INSERT INTO webhook_events AS w (event_id, event_type, payload, event_created,"
+            " stripe_customer_id, stripe_object_id, processed, processed_at, outcome)"
+            " VALUES ($1, $2, $3::jsonb, $4::bigint, $5, $6, TRUE, timezone('UTC', now()), $7)"
+            " ON CONFLICT (event_id) DO UPDATE SET processed = TRUE,"
+            " processed_at = EXCLUDED.processed_at, outcome = EXCLUDED.outcome,"
+            " error_message = NULL WHERE NOT w.processed"
+            " RETURNING w.outcome::text, NULL::text",
+            7, params, on_recorded, pt);
+    } else {
+        const char *params[10] = {f.id,       f.type,      f.created_s, body,
+                                  f.customer, f.object_id, f.sub,       f.user_ref,
+                                  w->price_creator, w->price_studio};
+        rc = pg_pool_query(w->pool, NULL,
+                           "SELECT outcome, detail FROM billing_webhook_receive_fields("
+                           "$1, $2, $3::bigint, $4, $5, $6, $7, $8, $9, $10)",
+                           10, params, on_recorded, pt);
+    }
+    cJSON_Delete(doc);
+    if (rc != 0) {
         atomic_fetch_sub(&w->inflight, 1);
         free(pt);
         metric_add(m_events, 1, type, "error");
