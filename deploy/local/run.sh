@@ -55,8 +55,10 @@ stop_all() {
   redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
   as_pg "$PGBIN/pg_ctl" -D "$VAR/pg" -m fast -w stop >/dev/null 2>&1 || true
   say "stopped. Data is kept in $VAR (make run-clean wipes ./var)."
+  exit "${1:-0}"
 }
-trap stop_all INT TERM EXIT
+trap 'stop_all 0' INT TERM
+trap 'stop_all $?' EXIT
 
 # ---- PostgreSQL ----
 if [ ! -d "$VAR/pg/base" ]; then

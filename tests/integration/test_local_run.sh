@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# `make run`'s script, as a newcomer meets it (issue 8): it comes up, signs in
+# the demo user through OAuth, processes the sample photos; a photo copied into
+# the inbox on disk gets its output within two poll intervals; Ctrl-C stops
+# everything cleanly; a second run reuses the data. Own ports and data folder,
+# so it never touches ./var.
+set -uo pipefail
+. "$CA_ROOT/tests/lib/assert.sh"
+cd "$CA_ROOT"
+
+var=$(mktemp -d /tmp/ca-localrun.XXXXXX)
+chmod 755 "$var"
+export CA_VAR=$var POLL_INTERVAL_SECONDS=2 CA_DEMO_TIMEOUT=120
+for v in PG REDIS GATEWAY BILLING POLLER WORKER GOOGLE STRIPE SMTP SMTP_ADMIN; do
+  export "CA_${v}_PORT=$(free_port)"
+done
+unset DATABASE_URL REDIS_URL PORT
+run_pid=
+cleanup() {
+  [ -n "$run_pid" ] && kill -TERM "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
+  rm -rf "$var"
+}
+trap cleanup EXIT
+
+deploy/local/run.sh > "$var/run1.log" 2>&1 &
+run_pid=$!
+for _ in $(seq 1 240); do
+  grep -q 'Ctrl-C stops everything' "$var/run1.log" && break
+  kill -0 "$run_pid" 2>/dev/null || break
+  sleep 0.5
+done
+plain=$(sed 's/\x1b\[[0-9;]*m//g' "$var/run1.log")
+check "the run reaches ready" grep -q '^\[run\] ready: all four daemons answer /readyz' <<<"$plain"
+check "the demo user signs in through OAuth" grep -q 'signed in as demo@example.com' <<<"$plain"
+check "the samples are processed" grep -q 'the samples are processed' <<<"$plain"
+inbox="$var/drive/demo@example.com/Inbox"
+for f in astronaut coffee chelsea; do
+  out="$inbox/Processed/${f}_portrait_pro.jpg"
+  check "$f: output exists" [ -s "$out" ]
+  check "$f: output differs from the input" bash -c "! cmp -s '$inbox/$f.png' '$out'"
+  check "$f: the run printed its input and output paths" grep -q "output: $out" <<<"$plain"
+  check "$f: the output is a JPEG" bash -c "head -c 3 '$out' | od -An -tx1 | grep -q 'ff d8 ff'"
+done
+check "logs are kept per process" bash -c "[ -s '$var/logs/job-worker.log' ] && [ -s '$var/logs/drive-poller.log' ]"
+check "the terminal shows one stream with process names" grep -q '^\[job-worker\] {' <<<"$plain"
+
+# A photo dropped on disk: output within two poll intervals (plus processing).
+vips black "$var/new.v" 640 480 --bands 3 >/dev/null 2>&1 && vips linear "$var/new.v" "$var/new.jpg" 1 90 >/dev/null 2>&1 \
+  || cp "$inbox/coffee.png" "$var/new.jpg"
+cp "$var/new.jpg" "$inbox/holiday.jpg"
+start=$(date +%s)
+for _ in $(seq 1 40); do
+  [ -s "$inbox/Processed/holiday_portrait_pro.jpg" ] && break
+  sleep 0.25
+done
+took=$(( $(date +%s) - start ))
+check "a photo copied into the inbox is processed (took ${took}s)" [ -s "$inbox/Processed/holiday_portrait_pro.jpg" ]
+check "within two poll intervals and processing time" [ "$took" -le $((2 * POLL_INTERVAL_SECONDS + 5)) ]
+
+# Upgrade through Stripe (Checkout on the fake → signed webhooks → billing).
+up=$(deploy/local/upgrade.sh creator 2>&1)
+check "upgrade.sh moves the demo user to creator" grep -q 'plan now: creator, 100 images a month' <<<"$up"
+
+# Ctrl-C stops everything cleanly (SIGTERM here: a background job of a script
+# ignores SIGINT, which bash cannot un-ignore; the trap handles both alike).
+kill -TERM "$run_pid"
+wait "$run_pid"; rc=$?
+run_pid=
+check_eq "stopped: the run exits 0" 0 "$rc"
+sleep 0.5
+check "nothing is left running" bash -c "! pgrep -f '$var' >/dev/null"
+check "every daemon stopped on SIGTERM" [ "$(grep -c '"msg":"stopped"' "$var/run1.log")" -ge 4 ]
+
+# Again: the data is reused (same user, same jobs, nothing reprocessed).
+CA_RUN_DEMO_EXIT=1 deploy/local/run.sh > "$var/run2.log" 2>&1; rc=$?
+check_eq "a second run succeeds" 0 "$rc"
+check "the second run reuses the data" grep -q 'processed on an earlier run' "$var/run2.log"
+n=$(ls "$inbox/Processed" | wc -l)
+check_eq "no sample was processed twice" 4 "$n"
+if [ "$_fail" -gt 0 ]; then
+  echo "----- run1.log (last 80 lines) -----"; tail -n 80 "$var/run1.log" | cut -c1-400
+  echo "----- run2.log (last 30 lines) -----"; tail -n 30 "$var/run2.log" 2>/dev/null | cut -c1-400
+fi
+finish
