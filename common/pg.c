@@ -644,6 +644,8 @@ typedef struct pool_conn {
     PGconn *pg;
     pc_state_t state;
     struct event *io;
+    short armed; /* the events io was last assigned */
+    int armed_fd;
     struct event *timer;
     int backoff_ms;
     pool_query_t *q;
@@ -702,12 +704,21 @@ static void query_fail(pool_query_t *q, const char *err, const char *sqlstate)
     query_free(q);
 }
 
-/* (Re)arms the connection's single I/O event. */
+/* (Re)arms the connection's single I/O event. Without a timeout the event is
+ * persistent and left alone when it already waits for the same thing: no
+ * epoll_ctl calls on the hot path. */
 static void pc_arm(pool_conn_t *pc, short what, int timeout_ms)
 {
-    event_del(pc->io);
     int fd = PQsocket(pc->pg);
+    if (timeout_ms <= 0)
+        what |= EV_PERSIST;
+    if (timeout_ms <= 0 && pc->armed == what && pc->armed_fd == fd &&
+        event_pending(pc->io, EV_READ | EV_WRITE, NULL))
+        return;
+    event_del(pc->io);
     event_assign(pc->io, pc->pool->base, fd, what, pc_io_cb, pc);
+    pc->armed = what;
+    pc->armed_fd = fd;
     if (timeout_ms > 0) {
         struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
         event_add(pc->io, &tv);
