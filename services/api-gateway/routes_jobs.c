@@ -10,6 +10,7 @@
  * the last job of the page; the next page is (created_at, id) < that pair.
  */
 #include "gateway.h"
+#include "paging.h"
 
 #include "log.h"
 
@@ -56,76 +57,24 @@ static bool parse_int(const char *s, long min, long max, long *out)
 /* Decodes a cursor into ts ("YYYY-MM-DDTHH:MM:SS.ffffff") and id. */
 static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, size_t idlen)
 {
-    if (strlen(cursor) > 200) {
+    char text[PAGING_CURSOR_TEXT_MAX];
+    char *key[2];
+    if (!paging_cursor_split(cursor, text, key, 2)) {
         return false;
     }
-    size_t n = 0;
-    uint8_t *raw = crypto_base64url_decode(cursor, &n);
-    if (raw == NULL) {
-        return false;
-    }
-    char text[128];
-    bool ok = n > 0 && n < sizeof(text);
-    if (ok) {
-        memcpy(text, raw, n);
-        text[n] = '\0';
-        ok = strlen(text) == n;
-    }
-    free(raw);
-    if (!ok) {
-        return false;
-    }
-    char *bar = strchr(text, '|');
-    if (bar == NULL) {
-        return false;
-    }
-    *bar = '\0';
     int y, mo, d, h, mi, s, us, consumed = 0;
-    if (sscanf(text, "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &y, &mo, &d, &h, &mi, &s, &us, &consumed) !=
-            7 ||
-        (size_t)consumed != strlen(text) || strlen(text) != 26 || y < 1970 || y > 9999 ||
+    if (sscanf(key[0], "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &y, &mo, &d, &h, &mi, &s, &us,
+               &consumed) != 7 ||
+        (size_t)consumed != strlen(key[0]) || strlen(key[0]) != 26 || y < 1970 || y > 9999 ||
         mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 || us < 0) {
         return false;
     }
-    if (!gw_valid_uuid(bar + 1) || strlen(text) >= tslen || strlen(bar + 1) >= idlen) {
+    if (!gw_valid_uuid(key[1]) || strlen(key[0]) >= tslen || strlen(key[1]) >= idlen) {
         return false;
     }
-    snprintf(ts, tslen, "%s", text);
-    snprintf(id, idlen, "%s", bar + 1);
+    snprintf(ts, tslen, "%s", key[0]);
+    snprintf(id, idlen, "%s", key[1]);
     return true;
-}
-
-typedef struct {
-    long limit;
-} list_t;
-
-static void on_list(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
-{
-    (void)gw;
-    list_t *l = arg;
-    int n = PQntuples(res);
-    int shown = n > l->limit ? (int)l->limit : n;
-    cJSON *doc = cJSON_CreateObject();
-    cJSON *jobs = cJSON_AddArrayToObject(doc, "jobs");
-    for (int i = 0; i < shown; i++) {
-        cJSON *job = cJSON_Parse(PQgetvalue(res, i, 0));
-        if (job != NULL) {
-            cJSON_AddItemToArray(jobs, job);
-        }
-    }
-    if (n > l->limit && shown > 0) {
-        char text[128];
-        snprintf(text, sizeof(text), "%s|%s", PQgetvalue(res, shown - 1, 1),
-                 PQgetvalue(res, shown - 1, 2));
-        char *cursor = crypto_base64url_encode(text, strlen(text));
-        cJSON_AddStringToObject(doc, "next_cursor", cursor != NULL ? cursor : "");
-        free(cursor);
-    } else {
-        cJSON_AddNullToObject(doc, "next_cursor");
-    }
-    free(l);
-    http_reply_header(req, "Cache-Control", "no-store");
-    http_reply_json(req, 200, doc);
 }
 
 static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
@@ -158,12 +107,11 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
         gw_reply_invalid(req, "cursor", "is not a cursor this API returned");
         return;
     }
-    list_t *l = malloc(sizeof(*l));
-    if (l == NULL) {
+    paging_t *page = paging_new("jobs", limit, 2);
+    if (page == NULL) {
         http_reply_error(req, 503, "unavailable", "out of memory");
         return;
     }
-    l->limit = limit;
     char fetch[16];
     snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
     const char *p[] = {user->id, status, have_cursor ? ts : NULL, have_cursor ? id : NULL, fetch};
@@ -173,7 +121,7 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
              "   AND ($2::text IS NULL OR j.status = $2)"
              "   AND ($3::timestamp IS NULL OR (j.created_at, j.id) < ($3::timestamp, $4::uuid))"
              " ORDER BY j.created_at DESC, j.id DESC LIMIT $5::int",
-             5, p, on_list, l);
+             5, p, paging_on_page, page);
 }
 
 static void on_job(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)

@@ -20,6 +20,7 @@
  * The list cursor is base64url("<rating_avg>|<downloads>|<id>") of the last row.
  */
 #include "gateway.h"
+#include "paging.h"
 
 #include "cpu_nodes.h"
 #include "graph.h"
@@ -104,13 +105,6 @@ static bool valid_name(const char *s)
 
 /* ---- cursor ---- */
 
-static char *cursor_encode(const char *rating, const char *downloads, const char *id)
-{
-    char text[128];
-    snprintf(text, sizeof(text), "%s|%s|%s", rating, downloads, id);
-    return crypto_base64url_encode(text, strlen(text));
-}
-
 static bool all_digits(const char *s, size_t min, size_t max)
 {
     size_t n = strlen(s);
@@ -128,81 +122,26 @@ static bool all_digits(const char *s, size_t min, size_t max)
 static bool cursor_decode(const char *cursor, char *rating, size_t rlen, char *downloads,
                           size_t dlen, char *id, size_t idlen)
 {
-    if (strlen(cursor) > 200) {
+    char text[PAGING_CURSOR_TEXT_MAX];
+    char *key[3];
+    if (!paging_cursor_split(cursor, text, key, 3)) {
         return false;
     }
-    size_t n = 0;
-    uint8_t *raw = crypto_base64url_decode(cursor, &n);
-    if (raw == NULL) {
-        return false;
-    }
-    char text[128];
-    bool ok = n > 0 && n < sizeof(text);
-    if (ok) {
-        memcpy(text, raw, n);
-        text[n] = '\0';
-        ok = strlen(text) == n;
-    }
-    free(raw);
-    if (!ok) {
-        return false;
-    }
-    char *bar1 = strchr(text, '|');
-    char *bar2 = bar1 != NULL ? strchr(bar1 + 1, '|') : NULL;
-    if (bar2 == NULL) {
-        return false;
-    }
-    *bar1 = '\0';
-    *bar2 = '\0';
     /* rating: d or d.dd (numeric(3,2)) */
-    const char *r = text;
+    const char *r = key[0];
     bool rating_ok = isdigit((unsigned char)r[0]) &&
                      (r[1] == '\0' || (r[1] == '.' && all_digits(r + 2, 1, 2)));
-    if (!rating_ok || !all_digits(bar1 + 1, 1, 10) || !gw_valid_uuid(bar2 + 1) ||
-        strlen(r) >= rlen || strlen(bar1 + 1) >= dlen || strlen(bar2 + 1) >= idlen) {
+    if (!rating_ok || !all_digits(key[1], 1, 10) || !gw_valid_uuid(key[2]) ||
+        strlen(r) >= rlen || strlen(key[1]) >= dlen || strlen(key[2]) >= idlen) {
         return false;
     }
     snprintf(rating, rlen, "%s", r);
-    snprintf(downloads, dlen, "%s", bar1 + 1);
-    snprintf(id, idlen, "%s", bar2 + 1);
+    snprintf(downloads, dlen, "%s", key[1]);
+    snprintf(id, idlen, "%s", key[2]);
     return true;
 }
 
 /* ---- list ---- */
-
-typedef struct {
-    long limit;
-} list_t;
-
-static void on_list(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
-{
-    (void)gw;
-    list_t *l = arg;
-    int n = PQntuples(res);
-    int shown = n > l->limit ? (int)l->limit : n;
-    cJSON *doc = cJSON_CreateObject();
-    cJSON *presets = cJSON_AddArrayToObject(doc, "presets");
-    for (int i = 0; i < shown; i++) {
-        cJSON *p = cJSON_Parse(PQgetvalue(res, i, 0));
-        if (p != NULL) {
-            cJSON_AddItemToArray(presets, p);
-        }
-    }
-    char *cursor = NULL;
-    if (n > l->limit && shown > 0) {
-        cursor = cursor_encode(PQgetvalue(res, shown - 1, 1), PQgetvalue(res, shown - 1, 2),
-                               PQgetvalue(res, shown - 1, 3));
-    }
-    if (cursor != NULL) {
-        cJSON_AddStringToObject(doc, "next_cursor", cursor);
-        free(cursor);
-    } else {
-        cJSON_AddNullToObject(doc, "next_cursor");
-    }
-    free(l);
-    http_reply_header(req, "Cache-Control", "no-store");
-    http_reply_json(req, 200, doc);
-}
 
 static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
@@ -236,12 +175,11 @@ static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
         gw_reply_invalid(req, "cursor", "is not a cursor this API returned");
         return;
     }
-    list_t *l = malloc(sizeof(*l));
-    if (l == NULL) {
+    paging_t *page = paging_new("presets", limit, 3);
+    if (page == NULL) {
         http_reply_error(req, 503, "unavailable", "out of memory");
         return;
     }
-    l->limit = limit;
     char fetch[16];
     snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
     const char *p[] = {user->id,
@@ -264,7 +202,7 @@ static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
              "        p.id) < ($4::numeric, $5::int, $6::uuid))"
              " ORDER BY COALESCE(p.rating_avg, 0) DESC, COALESCE(p.downloads, 0) DESC, p.id DESC"
              " LIMIT $7::int",
-             7, p, on_list, l);
+             7, p, paging_on_page, page);
 }
 
 /* ---- one preset ---- */

@@ -1,0 +1,50 @@
+/*
+ * paging.h — keyset pages for the gateway's list routes (GET /api/jobs,
+ * GET /api/presets).
+ *
+ * A list statement selects the row as JSON text in column 0 and the row's
+ * sort key in columns 1..ncols, and fetches limit + 1 rows. The reply is
+ *   {"<array>": [row, ...], "next_cursor": "<opaque>" | null}
+ * where the cursor is base64url("<key1>|<key2>|...") of the last row shown,
+ * present only when there was a row past the page.
+ *
+ *   paging_t *pg = paging_new("jobs", limit, 2);
+ *   if (pg == NULL) { http_reply_error(req, 503, "unavailable", "out of memory"); return; }
+ *   gw_query(gw, req, user->id, "SELECT json, key1, key2 ... LIMIT $n", n, p, paging_on_page, pg);
+ *
+ * Decoding a cursor a client sent back:
+ *   char text[PAGING_CURSOR_TEXT_MAX];
+ *   char *key[2];
+ *   if (!paging_cursor_split(cursor, text, key, 2)) ... 400
+ *   then check each key[i] (the last one holds the rest of the text).
+ */
+#ifndef CA_PAGING_H
+#define CA_PAGING_H
+
+#include "gateway.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The longest cursor accepted and the longest text inside one. */
+#define PAGING_CURSOR_MAX 200
+#define PAGING_CURSOR_TEXT_MAX 128
+
+typedef struct paging paging_t;
+
+/* array_name must outlive the query (a string literal). NULL when out of
+ * memory. paging_on_page frees it. */
+paging_t *paging_new(const char *array_name, long limit, int ncols);
+
+/* A gw_query_cb: replies 200 with the page (Cache-Control: no-store) and
+ * frees arg (a paging_t). */
+void paging_on_page(gw_t *gw, http_req_t *req, const PGresult *res, void *arg);
+
+/* Decodes a cursor into text (NUL-terminated, no NUL inside) and splits it at
+ * the first nkeys - 1 '|' into keys[0..nkeys-1], pointers into text; the last
+ * key is the rest of the text. False when it is not base64url, too long,
+ * empty or has fewer than nkeys - 1 '|'. */
+bool paging_cursor_split(const char *cursor, char text[PAGING_CURSOR_TEXT_MAX], char **keys,
+                         size_t nkeys);
+
+#endif
