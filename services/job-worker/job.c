@@ -231,49 +231,41 @@ static int outbox_add(worker_thread_t *t, const job_t *j, char *err, size_t errl
                        2, p, err, errlen);
 }
 
-/* Runs `fn` in a transaction, retrying serialization failures. */
+/* The fenced completion in one statement (one round trip, one commit): the
+ * job's row (only while this attempt holds it), the usage finalised and, with
+ * e-mail on, the outbox row. No row back: fenced out (another attempt took
+ * over, or the job was cancelled), nothing recorded. Retried on errors
+ * (serialization, a dropped connection: a retry after a lost commit finds the
+ * job completed and counts as fenced, recording nothing twice). */
 static int complete(worker_thread_t *t, job_t *j, bool *fenced_out)
 {
     char err[512];
     char ms[32];
     snprintf(ms, sizeof(ms), "%" PRId64, worker_mono_ms() - j->started_ms);
     *fenced_out = false;
+    const char *mail = t->ctx->smtp_url != NULL ? "true" : "false";
+    const char *p[8] = {j->id,          j->attempt,    ms,  t->worker_id, j->output_file_id,
+                        j->output_name, j->output_url, mail};
     for (int tries = 0; tries < 3; tries++) {
-        if (pg_begin(t->pg, err, sizeof(err)) != 0) {
-            continue;
-        }
-        const char *p[8] = {j->id, j->attempt, ms, t->worker_id, j->output_file_id,
-                            j->output_name, j->output_url};
         PGresult *res = pg_exec(
             t->pg,
-            "UPDATE jobs SET status = 'completed', completed_at = timezone('UTC', now()),"
-            " processing_time_ms = $3::int, worker_id = $4, output_drive_file_id = $5,"
+            "WITH c AS (UPDATE jobs SET status = 'completed',"
+            " completed_at = timezone('UTC', now()), processing_time_ms = $3::int,"
+            " worker_id = $4, output_drive_file_id = $5,"
             " output_file_name = $6, output_url = $7, lease_expires_at = NULL,"
             " error_code = NULL, error_message = NULL"
-            " WHERE id = $1::uuid AND attempt = $2::int AND status = 'processing'",
-            7, p, err, sizeof(err));
+            " WHERE id = $1::uuid AND attempt = $2::int AND status = 'processing'"
+            " RETURNING id, user_id),"
+            " o AS (INSERT INTO email_outbox (user_id, job_ids)"
+            "   SELECT u.id, ARRAY[c.id] FROM c JOIN users u ON u.id = c.user_id"
+            "   WHERE $8::bool AND COALESCE(u.email_notifications, true))"
+            " SELECT billing_finalize_usage(c.id) FROM c",
+            8, p, err, sizeof(err));
         if (res == NULL) {
-            pg_rollback(t->pg);
             continue;
         }
-        bool won = strcmp(PQcmdTuples(res), "1") == 0;
+        *fenced_out = PQntuples(res) == 0;
         PQclear(res);
-        if (!won) {
-            pg_rollback(t->pg);
-            *fenced_out = true;
-            return 0;
-        }
-        const char *fp[1] = {j->id};
-        res = pg_exec(t->pg, "SELECT billing_finalize_usage($1::uuid)", 1, fp, err, sizeof(err));
-        if (res == NULL) {
-            pg_rollback(t->pg);
-            continue;
-        }
-        PQclear(res);
-        if (outbox_add(t, j, err, sizeof(err)) != 0 || pg_commit(t->pg, err, sizeof(err)) != 0) {
-            pg_rollback(t->pg);
-            continue;
-        }
         return 0;
     }
     log_warn("completion not recorded: %s", err);

@@ -317,6 +317,25 @@ static int count_requests(const proc_t *p, const char *method, const char *path_
     return n;
 }
 
+/* files.list calls that looked for an earlier upload of `job` (q has its ca_job_id). */
+static int count_lookups(const char *job)
+{
+    cJSON *j = admin_json(&google, 0, "GET", "/__admin/requests", NULL);
+    int n = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItem(j, "requests"))
+    {
+        const cJSON *q = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "query"), "q");
+        if (strcmp(cJSON_GetObjectItem(r, "path")->valuestring, "/drive/v3/files") == 0 &&
+            cJSON_IsString(q) && strstr(q->valuestring, "ca_job_id") != NULL &&
+            strstr(q->valuestring, job) != NULL) {
+            n++;
+        }
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
 static void user_preset(const user_t *u, const char *name, const char *graph)
 {
     const char *params[] = {u->id, name, graph};
@@ -537,6 +556,8 @@ static void same_id_twice(void **state)
     assert_string_equal(attempt, "1");
     free(attempt);
     assert_int_equal(count_outputs_for(&u, job), 1);
+    /* a first attempt cannot have uploaded before: no files.list by ca_job_id */
+    assert_int_equal(count_lookups(job), 0);
 }
 
 static void error_codes(void **state)
@@ -674,6 +695,8 @@ static void drive_faults_recovered(void **state)
     char *rc = job_col(job, "retry_count");
     assert_true(atoi(rc) >= 1);
     free(rc);
+    /* later attempts look for an earlier upload first */
+    assert_true(count_lookups(job) >= 1);
     char *code = job_col(job, "COALESCE(error_code, 'none')");
     assert_string_equal(code, "none");
     free(code);
@@ -837,6 +860,49 @@ static bool outputs_exist(void *arg)
     bool yes = cJSON_GetArraySize(files) > 0;
     cJSON_Delete(files);
     return yes;
+}
+
+static bool fenced_logged(void *arg)
+{
+    (void)arg;
+    return proc_log_contains(&worker, "completed, but the job was taken over");
+}
+
+/* A completion after another attempt took the job over records nothing: the
+ * job row, the usage reservation and the e-mail outbox stay as they were. */
+static void completion_fenced(void **state)
+{
+    (void)state;
+    user_t u = make_user("fenced@example.com");
+    char file[128], job[64];
+    drive_file(&u, "fe.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    add_fault("{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
+              "\"action\":\"delay\",\"delay_ms\":1500}");
+    create_job(&u, file, "fe.jpg", "portrait_pro", job, sizeof(job));
+    push(job);
+    assert_true(wait_until(outputs_exist, &u, 20000));
+    const char *p[1] = {job};
+    /* another claim (attempt + 1) while this one is still sharing */
+    assert_int_equal(sql_exec("UPDATE jobs SET attempt = attempt + 1 WHERE id = $1::uuid", 1, p),
+                     0);
+    assert_true(wait_until(fenced_logged, NULL, 20000));
+    clear_faults();
+    char *st = job_col(job, "status || ' ' || (completed_at IS NULL)::text"
+                            " || ' ' || (output_url IS NULL)::text");
+    assert_string_equal(st, "processing true true");
+    free(st);
+    char *res = sql_value("SELECT state FROM usage_reservations WHERE job_id = $1::uuid", 1, p);
+    assert_string_equal(res, "reserved");
+    free(res);
+    char *mail = sql_value("SELECT count(*)::text FROM email_outbox WHERE $1::uuid = ANY(job_ids)",
+                           1, p);
+    assert_string_equal(mail, "0");
+    free(mail);
+    /* out of the way of the tests that follow */
+    assert_int_equal(sql_exec("UPDATE jobs SET status = 'cancelled', lease_expires_at = NULL"
+                              " WHERE id = $1::uuid",
+                              1, p),
+                     0);
 }
 
 /* kill -9 after the upload and before the job is recorded: another worker
@@ -1045,6 +1111,7 @@ int main(void)
         cmocka_unit_test(email_digest),
         cmocka_unit_test(free_user_30_images),
         cmocka_unit_test(redis_flushed_mid_run),
+        cmocka_unit_test(completion_fenced),
         cmocka_unit_test(kill9_mid_job),
         cmocka_unit_test(comfyui_path),
         cmocka_unit_test(metrics_exposed),
