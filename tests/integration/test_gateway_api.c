@@ -6,6 +6,7 @@
  * static files, rate limits, and the row-level-security proof.
  */
 #include "crypto.h"
+#include "gw_session.h"
 #include "redis.h"
 #include "support.h"
 
@@ -27,110 +28,34 @@ static proc_t google;
 static proc_t gw;
 static char G[160];   /* the fake's base URL */
 static char GW[160];  /* the gateway's base URL */
-static char env_buf[16][700];
 static redis_conn_t *redis;
 
-typedef struct {
-    char cookie[200]; /* "ca_session=..." */
-    char csrf[100];
-    char id[40];
-    char email[120];
-} session_t;
-
-static session_t alice, bob;
+static gwt_session_t alice, bob;
 
 /* ---- helpers ---- */
 
-/* Value of header `name` in a raw header block (first match), copied. */
-static char *header_value(const char *headers, const char *name)
-{
-    size_t n = strlen(name);
-    for (const char *p = headers; p != NULL && *p != '\0';) {
-        const char *eol = strstr(p, "\r\n");
-        size_t len = eol != NULL ? (size_t)(eol - p) : strlen(p);
-        if (len > n + 1 && strncasecmp(p, name, n) == 0 && p[n] == ':') {
-            const char *v = p + n + 1;
-            while (*v == ' ') {
-                v++;
-            }
-            return strndup(v, len - (size_t)(v - p));
-        }
-        p = eol != NULL ? eol + 2 : NULL;
-    }
-    return NULL;
-}
-
-typedef struct {
-    long status;
-    char *body;
-    char *headers;
-    cJSON *json;
-} resp_t;
-
-static void resp_free(resp_t *r)
-{
-    free(r->body);
-    free(r->headers);
-    cJSON_Delete(r->json);
-    memset(r, 0, sizeof(*r));
-}
-
 /* One request to the gateway. session may be NULL; csrf adds X-CSRF-Token. */
-static resp_t req(const char *method, const char *path, const session_t *s, bool csrf,
-                  const char *body, const char *extra_header)
+static gwt_resp_t req(const char *method, const char *path, const gwt_session_t *s, bool csrf,
+                      const char *body, const char *extra_header)
 {
-    char url[1024], cookie[256], token[160];
-    snprintf(url, sizeof(url), "%s%s", GW, path);
-    const char *headers[5];
-    int nh = 0;
-    if (s != NULL) {
-        snprintf(cookie, sizeof(cookie), "Cookie: %s", s->cookie);
-        headers[nh++] = cookie;
-    }
-    if (csrf && s != NULL) {
-        snprintf(token, sizeof(token), "X-CSRF-Token: %s", s->csrf);
-        headers[nh++] = token;
-    }
-    if (extra_header != NULL) {
-        headers[nh++] = extra_header;
-    }
-    headers[nh] = NULL;
-    resp_t r;
-    memset(&r, 0, sizeof(r));
-    r.status = http_call_h(method, url, headers, body, &r.body, &r.headers);
-    if (r.body != NULL) {
-        r.json = cJSON_Parse(r.body);
-    }
-    return r;
+    return gwt_request_h(GW, method, path, s, csrf, body, extra_header);
 }
 
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static const char *error_code(const resp_t *r)
-{
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(r->json, "error");
-    return e != NULL ? jstr(e, "code") : NULL;
-}
-
-static void expect_error(resp_t r, long status, const char *code, const char *field)
+static void expect_error(gwt_resp_t r, long status, const char *code, const char *field)
 {
     if (r.status != status) {
         fprintf(stderr, "want %ld %s, got %ld: %s\n", status, code, r.status, r.body);
     }
     assert_int_equal(r.status, status);
-    assert_non_null(error_code(&r));
-    assert_string_equal(error_code(&r), code);
+    assert_non_null(gwt_error_code(&r));
+    assert_string_equal(gwt_error_code(&r), code);
     if (field != NULL) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(r.json, "error");
-        const char *msg = jstr(e, "message");
+        const char *msg = gwt_str(e, "message");
         assert_non_null(msg);
         assert_true(strncmp(msg, field, strlen(field)) == 0);
     }
-    resp_free(&r);
+    gwt_resp_free(&r);
 }
 
 /* GET /auth/google/login → the fake's authorize URL (Location). */
@@ -138,10 +63,10 @@ static char *login_location(const char *email)
 {
     char path[256];
     snprintf(path, sizeof(path), "/auth/google/login?login_hint=%s", email);
-    resp_t r = req("GET", path, NULL, false, NULL, NULL);
+    gwt_resp_t r = req("GET", path, NULL, false, NULL, NULL);
     assert_int_equal(r.status, 302);
-    char *loc = header_value(r.headers, "Location");
-    resp_free(&r);
+    char *loc = gwt_header(r.headers, "Location");
+    gwt_resp_free(&r);
     assert_non_null(loc);
     return loc;
 }
@@ -152,7 +77,7 @@ static char *consent(const char *authorize_url)
     char *headers = NULL;
     long st = http_call_h("GET", authorize_url, NULL, NULL, NULL, &headers);
     assert_int_equal(st, 302);
-    char *loc = header_value(headers, "Location");
+    char *loc = gwt_header(headers, "Location");
     free(headers);
     assert_non_null(loc);
     return loc;
@@ -173,38 +98,21 @@ static char *query_param(const char *url, const char *name)
 }
 
 /* GET the callback; returns the response (caller frees). */
-static resp_t get_url(const char *url)
+static gwt_resp_t get_url(const char *url)
 {
-    resp_t r;
+    gwt_resp_t r;
     memset(&r, 0, sizeof(r));
     r.status = http_call_h("GET", url, NULL, NULL, &r.body, &r.headers);
     return r;
 }
 
-static void sign_in(const char *email, session_t *s)
+static void sign_in(const char *email, gwt_session_t *s)
 {
-    memset(s, 0, sizeof(*s));
-    char *auth = login_location(email);
-    char *cb = consent(auth);
-    resp_t r = get_url(cb);
-    if (r.status != 302) {
-        fprintf(stderr, "callback: %ld %s\n", r.status, r.body);
+    int rc = gwt_sign_in(GW, email, s);
+    if (rc != 0) {
         proc_print_log(&gw);
     }
-    assert_int_equal(r.status, 302);
-    char *set = header_value(r.headers, "Set-Cookie");
-    assert_non_null(set);
-    snprintf(s->cookie, sizeof(s->cookie), "%.*s", (int)strcspn(set, ";"), set);
-    free(set);
-    resp_free(&r);
-    free(auth);
-    free(cb);
-    resp_t me = req("GET", "/api/me", s, false, NULL, NULL);
-    assert_int_equal(me.status, 200);
-    snprintf(s->csrf, sizeof(s->csrf), "%s", jstr(me.json, "csrf_token"));
-    snprintf(s->id, sizeof(s->id), "%s", jstr(me.json, "id"));
-    snprintf(s->email, sizeof(s->email), "%s", email);
-    resp_free(&me);
+    assert_int_equal(rc, 0);
 }
 
 static long long count_sql(const char *sql, int n, const char *const *p)
@@ -231,7 +139,7 @@ static char *fake_folder(const char *email, const char *name, const char *parent
     long st = http_call("POST", url, body, &resp);
     assert_int_equal(st, 200);
     cJSON *j = cJSON_Parse(resp);
-    char *id = strdup(jstr(j, "id"));
+    char *id = strdup(gwt_str(j, "id"));
     cJSON_Delete(j);
     free(resp);
     return id;
@@ -239,29 +147,11 @@ static char *fake_folder(const char *email, const char *name, const char *parent
 
 static int start_gateway(proc_t *p, const char *ip_limit, const char *session_limit)
 {
-    int port = free_port();
-    int n = 0;
-    snprintf(env_buf[n++], 700, "PORT=%d", port);
-    snprintf(env_buf[n++], 700, "PUBLIC_URL=http://127.0.0.1:%d", port);
-    snprintf(env_buf[n++], 700, "DATABASE_URL=%s", db_url_as("ca_api_gateway"));
-    snprintf(env_buf[n++], 700, "REDIS_URL=%s", getenv("TEST_REDIS_URL"));
-    snprintf(env_buf[n++], 700, "ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
-    snprintf(env_buf[n++], 700, "SESSION_SECRET=test-session-secret");
-    snprintf(env_buf[n++], 700, "GOOGLE_CLIENT_ID=test-client");
-    snprintf(env_buf[n++], 700, "GOOGLE_CLIENT_SECRET=test-client-secret");
-    snprintf(env_buf[n++], 700, "GOOGLE_AUTH_URL=%s/o/oauth2/v2/auth", G);
-    snprintf(env_buf[n++], 700, "GOOGLE_TOKEN_URL=%s/token", G);
-    snprintf(env_buf[n++], 700, "GOOGLE_USERINFO_URL=%s/v1/userinfo", G);
-    snprintf(env_buf[n++], 700, "DRIVE_API_URL=%s/drive/v3", G);
-    snprintf(env_buf[n++], 700, "RATE_LIMIT_PER_MINUTE_IP=%s", ip_limit);
-    snprintf(env_buf[n++], 700, "RATE_LIMIT_PER_MINUTE_SESSION=%s", session_limit);
-    snprintf(env_buf[n++], 700, "GOOGLE_TIMEOUT_MS=3000");
-    const char *env[17];
-    for (int i = 0; i < n; i++) {
-        env[i] = env_buf[i];
-    }
-    env[n] = NULL;
-    return daemon_start(p, "api-gateway", env);
+    char ip[80], session[80];
+    snprintf(ip, sizeof(ip), "RATE_LIMIT_PER_MINUTE_IP=%s", ip_limit);
+    snprintf(session, sizeof(session), "RATE_LIMIT_PER_MINUTE_SESSION=%s", session_limit);
+    const char *extra[] = {ip, session, NULL};
+    return gwt_start(p, G, extra);
 }
 
 static int setup(void **state)
@@ -316,11 +206,11 @@ static void test_sign_in_flow(void **state)
     freeReplyObject(ttl);
 
     char *cb = consent(auth);
-    resp_t r = get_url(cb);
+    gwt_resp_t r = get_url(cb);
     assert_int_equal(r.status, 302);
-    char *loc = header_value(r.headers, "Location");
+    char *loc = gwt_header(r.headers, "Location");
     assert_string_equal(loc, "/");
-    char *set = header_value(r.headers, "Set-Cookie");
+    char *set = gwt_header(r.headers, "Set-Cookie");
     assert_non_null(set);
     assert_non_null(strstr(set, "ca_session="));
     assert_non_null(strstr(set, "HttpOnly"));
@@ -349,14 +239,14 @@ static void test_sign_in_flow(void **state)
     freeReplyObject(ex);
     free(loc);
     free(set);
-    resp_free(&r);
+    gwt_resp_free(&r);
 
     /* replaying the same callback (same state and code): refused, no session */
     r = get_url(cb);
     assert_int_equal(r.status, 400);
-    assert_null(header_value(r.headers, "Set-Cookie"));
+    assert_null(gwt_header(r.headers, "Set-Cookie"));
     assert_non_null(strstr(r.body, "<h1>"));
-    resp_free(&r);
+    gwt_resp_free(&r);
 
     /* the user row: upserted, tokens sealed, expiry, last login, free plan, audit */
     const char *p[] = {"alice@example.com"};
@@ -399,11 +289,11 @@ static void test_sign_in_failures(void **state)
     char *auth = login_location("deny@example.com");
     char *cb = consent(auth);
     assert_non_null(strstr(cb, "error=access_denied"));
-    resp_t r = get_url(cb);
+    gwt_resp_t r = get_url(cb);
     assert_int_equal(r.status, 400);
-    assert_null(header_value(r.headers, "Set-Cookie"));
+    assert_null(gwt_header(r.headers, "Set-Cookie"));
     assert_non_null(strstr(r.body, "Sign-in cancelled"));
-    resp_free(&r);
+    gwt_resp_free(&r);
     free(auth);
     free(cb);
 
@@ -415,9 +305,9 @@ static void test_sign_in_failures(void **state)
         snprintf(url, sizeof(url), "%s/auth/google/callback%s", GW, bad[i]);
         r = get_url(url);
         assert_int_equal(r.status, 400);
-        assert_null(header_value(r.headers, "Set-Cookie"));
+        assert_null(gwt_header(r.headers, "Set-Cookie"));
         assert_null(strstr(r.body, "<script>"));
-        resp_free(&r);
+        gwt_resp_free(&r);
     }
 
     /* a replayed code with a fresh state: Google says invalid_grant */
@@ -426,14 +316,14 @@ static void test_sign_in_failures(void **state)
     char *code = query_param(cb, "code");
     r = get_url(cb);
     assert_int_equal(r.status, 302);
-    resp_free(&r);
+    gwt_resp_free(&r);
     char *auth2 = login_location("carol@example.com");
     char *state2 = query_param(auth2, "state");
     snprintf(url, sizeof(url), "%s/auth/google/callback?state=%s&code=%s", GW, state2, code);
     r = get_url(url);
     assert_int_equal(r.status, 400);
-    assert_null(header_value(r.headers, "Set-Cookie"));
-    resp_free(&r);
+    assert_null(gwt_header(r.headers, "Set-Cookie"));
+    gwt_resp_free(&r);
     free(auth);
     free(cb);
     free(code);
@@ -454,11 +344,11 @@ static void test_google_outage_during_sign_in(void **state)
     const char *p[] = {"dave@example.com"};
     char *auth = login_location("dave@example.com");
     char *cb = consent(auth);
-    resp_t r = get_url(cb);
+    gwt_resp_t r = get_url(cb);
     assert_int_equal(r.status, 502);
-    assert_null(header_value(r.headers, "Set-Cookie"));
+    assert_null(gwt_header(r.headers, "Set-Cookie"));
     assert_non_null(strstr(r.body, "Google"));
-    resp_free(&r);
+    gwt_resp_free(&r);
     assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 0);
     assert_int_equal(http_call("DELETE", url, NULL, NULL), 200);
     free(auth);
@@ -471,13 +361,13 @@ static void test_google_outage_during_sign_in(void **state)
     cb = consent(auth);
     r = get_url(cb);
     assert_int_equal(r.status, 502);
-    assert_null(header_value(r.headers, "Set-Cookie"));
-    resp_free(&r);
+    assert_null(gwt_header(r.headers, "Set-Cookie"));
+    gwt_resp_free(&r);
     assert_int_equal(http_call("DELETE", url, NULL, NULL), 200);
     free(auth);
     free(cb);
     /* and sign-in works again afterwards */
-    session_t d;
+    gwt_session_t d;
     sign_in("dave@example.com", &d);
     assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 1);
 }
@@ -485,17 +375,17 @@ static void test_google_outage_during_sign_in(void **state)
 static void test_logout(void **state)
 {
     (void)state;
-    session_t s;
+    gwt_session_t s;
     sign_in("erin@example.com", &s);
     expect_error(req("POST", "/auth/logout", &s, false, NULL, NULL), 403, "csrf_failed", NULL);
-    resp_t r = req("POST", "/auth/logout", &s, true, NULL, NULL);
+    gwt_resp_t r = req("POST", "/auth/logout", &s, true, NULL, NULL);
     assert_int_equal(r.status, 204);
-    char *set = header_value(r.headers, "Set-Cookie");
+    char *set = gwt_header(r.headers, "Set-Cookie");
     assert_non_null(set);
     assert_non_null(strstr(set, "ca_session=;"));
     assert_non_null(strstr(set, "Max-Age=0"));
     free(set);
-    resp_free(&r);
+    gwt_resp_free(&r);
     expect_error(req("GET", "/api/me", &s, false, NULL, NULL), 401, "unauthorized", NULL);
 }
 
@@ -504,28 +394,28 @@ static void test_logout(void **state)
 static void test_me(void **state)
 {
     (void)state;
-    resp_t r = req("GET", "/api/me", &alice, false, NULL, NULL);
+    gwt_resp_t r = req("GET", "/api/me", &alice, false, NULL, NULL);
     assert_int_equal(r.status, 200);
     const char *keys[] = {"id", "email", "default_preset", "tier", "csrf_token", "created_at"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        assert_non_null(jstr(r.json, keys[i]));
+        assert_non_null(gwt_str(r.json, keys[i]));
     }
-    assert_string_equal(jstr(r.json, "email"), "alice@example.com");
-    assert_string_equal(jstr(r.json, "tier"), "free");
+    assert_string_equal(gwt_str(r.json, "email"), "alice@example.com");
+    assert_string_equal(gwt_str(r.json, "tier"), "free");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "watched_folder_id")));
     assert_true(cJSON_IsBool(cJSON_GetObjectItem(r.json, "email_notifications")));
-    const char *ts = jstr(r.json, "created_at");
+    const char *ts = gwt_str(r.json, "created_at");
     assert_int_equal(strlen(ts), 24);
     assert_true(ts[10] == 'T' && ts[23] == 'Z');
-    resp_free(&r);
+    gwt_resp_free(&r);
 
     /* PATCH: success */
     r = req("PATCH", "/api/me", &alice, true,
             "{\"default_preset\":\"landscape_vivid\",\"email_notifications\":false}", NULL);
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "default_preset"), "landscape_vivid");
+    assert_string_equal(gwt_str(r.json, "default_preset"), "landscape_vivid");
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.json, "email_notifications")));
-    resp_free(&r);
+    gwt_resp_free(&r);
 
     /* presets: bob's private one is not usable by alice, bob's public one is */
     const char *pb[] = {bob.id};
@@ -538,10 +428,10 @@ static void test_me(void **state)
                  400, "invalid_request", "default_preset");
     r = req("PATCH", "/api/me", &alice, true, "{\"default_preset\":\"bob_public\"}", NULL);
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    gwt_resp_free(&r);
     r = req("PATCH", "/api/me", &bob, true, "{\"default_preset\":\"bob_private\"}", NULL);
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    gwt_resp_free(&r);
 
     /* strict validation, table-driven */
     static const struct {
@@ -574,7 +464,7 @@ static void test_me(void **state)
 static void test_usage(void **state)
 {
     (void)state;
-    resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
+    gwt_resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
     assert_int_equal(r.status, 200);
     const char *keys[] = {"month", "tier", "monthly_limit", "images_processed", "images_failed",
                           "images_overage", "overage_charged_cents", "remaining"};
@@ -582,7 +472,7 @@ static void test_usage(void **state)
         assert_non_null(cJSON_GetObjectItem(r.json, keys[i]));
     }
     assert_int_equal(cJSON_GetObjectItem(r.json, "remaining")->valueint, 10);
-    resp_free(&r);
+    gwt_resp_free(&r);
     const char *p[] = {alice.id};
     assert_int_equal(sql_exec("INSERT INTO usage_tracking (user_id, month, images_processed, "
                               "images_failed, tier, monthly_limit) VALUES ($1, "
@@ -593,11 +483,11 @@ static void test_usage(void **state)
     assert_int_equal(cJSON_GetObjectItem(r.json, "images_processed")->valueint, 7);
     assert_int_equal(cJSON_GetObjectItem(r.json, "images_failed")->valueint, 2);
     assert_int_equal(cJSON_GetObjectItem(r.json, "remaining")->valueint, 3);
-    resp_free(&r);
+    gwt_resp_free(&r);
     /* bob sees his own (empty) usage, not alice's */
     r = req("GET", "/api/usage", &bob, false, NULL, NULL);
     assert_int_equal(cJSON_GetObjectItem(r.json, "images_processed")->valueint, 0);
-    resp_free(&r);
+    gwt_resp_free(&r);
 }
 
 /* ---- jobs ---- */
@@ -647,20 +537,20 @@ static void test_jobs_list_and_paging(void **state)
     char last_created[40] = "9999";
     char seen[64][40];
     for (;;) {
-        resp_t r = req("GET", path, &alice, false, NULL, NULL);
+        gwt_resp_t r = req("GET", path, &alice, false, NULL, NULL);
         assert_int_equal(r.status, 200);
         cJSON *jobs = cJSON_GetObjectItem(r.json, "jobs");
         assert_true(cJSON_IsArray(jobs));
         const cJSON *j = NULL;
         cJSON_ArrayForEach(j, jobs)
         {
-            const char *created = jstr(j, "created_at");
+            const char *created = gwt_str(j, "created_at");
             assert_true(strcmp(created, last_created) <= 0);
             snprintf(last_created, sizeof(last_created), "%s", created);
             for (int k = 0; k < total; k++) {
-                assert_string_not_equal(seen[k], jstr(j, "id"));
+                assert_string_not_equal(seen[k], gwt_str(j, "id"));
             }
-            snprintf(seen[total++], 40, "%s", jstr(j, "id"));
+            snprintf(seen[total++], 40, "%s", gwt_str(j, "id"));
             const char *fields[] = {"id", "status", "drive_file_id", "drive_file_name",
                                     "preset_name", "created_at", "started_at", "completed_at",
                                     "processing_time_ms", "output_drive_file_id",
@@ -673,35 +563,35 @@ static void test_jobs_list_and_paging(void **state)
         pages++;
         const cJSON *next = cJSON_GetObjectItem(r.json, "next_cursor");
         if (cJSON_IsNull(next)) {
-            resp_free(&r);
+            gwt_resp_free(&r);
             break;
         }
         assert_true(cJSON_GetArraySize(jobs) == 7);
         snprintf(path, sizeof(path), "/api/jobs?limit=7&cursor=%s", next->valuestring);
-        resp_free(&r);
+        gwt_resp_free(&r);
         assert_true(pages < 20);
     }
     assert_int_equal(total, 45);
     assert_int_equal(pages, 7);
 
     /* default limit 20; status filter */
-    resp_t r = req("GET", "/api/jobs", &alice, false, NULL, NULL);
+    gwt_resp_t r = req("GET", "/api/jobs", &alice, false, NULL, NULL);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "jobs")), 20);
-    resp_free(&r);
+    gwt_resp_free(&r);
     r = req("GET", "/api/jobs?status=completed&limit=100", &alice, false, NULL, NULL);
     cJSON *jobs = cJSON_GetObjectItem(r.json, "jobs");
     assert_int_equal(cJSON_GetArraySize(jobs), 14);
     const cJSON *j = NULL;
     cJSON_ArrayForEach(j, jobs)
     {
-        assert_string_equal(jstr(j, "status"), "completed");
+        assert_string_equal(gwt_str(j, "status"), "completed");
     }
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "next_cursor")));
-    resp_free(&r);
+    gwt_resp_free(&r);
     /* bob sees only his one job */
     r = req("GET", "/api/jobs", &bob, false, NULL, NULL);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "jobs")), 1);
-    resp_free(&r);
+    gwt_resp_free(&r);
 
     static const struct {
         const char *query;
@@ -725,11 +615,11 @@ static void test_job_one_retry_cancel(void **state)
     (void)state;
     char path[256];
     snprintf(path, sizeof(path), "/api/jobs/%s", alice_failed);
-    resp_t r = req("GET", path, &alice, false, NULL, NULL);
+    gwt_resp_t r = req("GET", path, &alice, false, NULL, NULL);
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "status"), "failed");
-    assert_string_equal(jstr(r.json, "error_code"), "processing_error");
-    resp_free(&r);
+    assert_string_equal(gwt_str(r.json, "status"), "failed");
+    assert_string_equal(gwt_str(r.json, "error_code"), "processing_error");
+    gwt_resp_free(&r);
     expect_error(req("GET", "/api/jobs/not-a-uuid", &alice, false, NULL, NULL), 400,
                  "invalid_request", "id");
     expect_error(req("GET", "/api/jobs/00000000-0000-0000-0000-000000000000", &alice, false, NULL,
@@ -743,10 +633,10 @@ static void test_job_one_retry_cancel(void **state)
     expect_error(req("POST", path, &alice, false, NULL, NULL), 403, "csrf_failed", NULL);
     r = req("POST", path, &alice, true, NULL, NULL);
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "status"), "queued");
+    assert_string_equal(gwt_str(r.json, "status"), "queued");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "error_code")));
     assert_int_equal(cJSON_GetObjectItem(r.json, "retry_count")->valueint, 0);
-    resp_free(&r);
+    gwt_resp_free(&r);
     redisReply *lr = redis_command(redis, NULL, 0, "LRANGE ca:jobs 0 -1");
     assert_int_equal(lr->elements, 1);
     assert_string_equal(lr->element[0]->str, alice_failed);
@@ -758,9 +648,9 @@ static void test_job_one_retry_cancel(void **state)
     snprintf(path, sizeof(path), "/api/jobs/%s/cancel", alice_queued);
     r = req("POST", path, &alice, true, NULL, NULL);
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "status"), "cancelled");
-    assert_non_null(jstr(r.json, "completed_at"));
-    resp_free(&r);
+    assert_string_equal(gwt_str(r.json, "status"), "cancelled");
+    assert_non_null(gwt_str(r.json, "completed_at"));
+    gwt_resp_free(&r);
     expect_error(req("POST", path, &alice, true, NULL, NULL), 409, "conflict", NULL);
     snprintf(path, sizeof(path), "/api/jobs/%s/cancel", alice_done);
     expect_error(req("POST", path, &alice, true, NULL, NULL), 409, "conflict", NULL);
@@ -768,8 +658,8 @@ static void test_job_one_retry_cancel(void **state)
     snprintf(path, sizeof(path), "/api/jobs/%s/retry", alice_queued);
     r = req("POST", path, &alice, true, NULL, NULL);
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "status"), "queued");
-    resp_free(&r);
+    assert_string_equal(gwt_str(r.json, "status"), "queued");
+    gwt_resp_free(&r);
     expect_error(req("POST", "/api/jobs/xyz/retry", &alice, true, NULL, NULL), 400,
                  "invalid_request", "id");
 }
@@ -784,14 +674,14 @@ static void test_watch_and_folders(void **state)
     char *bobs = fake_folder("bob@example.com", "BobFolder", NULL, true);
     char body[512];
     snprintf(body, sizeof(body), "{\"folder_id\":\"%s\"}", shoots);
-    resp_t r = req("PUT", "/api/watch", &alice, true, body, NULL);
+    gwt_resp_t r = req("PUT", "/api/watch", &alice, true, body, NULL);
     if (r.status != 200) {
         proc_print_log(&gw);
     }
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "watched_folder_id"), shoots);
-    char *processed = strdup(jstr(r.json, "output_folder_id"));
-    resp_free(&r);
+    assert_string_equal(gwt_str(r.json, "watched_folder_id"), shoots);
+    char *processed = strdup(gwt_str(r.json, "output_folder_id"));
+    gwt_resp_free(&r);
     const char *p[] = {alice.id, shoots, processed};
     assert_int_equal(count_sql("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND "
                                "folder_id = $2 AND output_folder_id = $3 AND active AND "
@@ -809,21 +699,21 @@ static void test_watch_and_folders(void **state)
     /* again: the same Processed folder is found (appProperties), not a second one */
     r = req("PUT", "/api/watch", &alice, true, body, NULL);
     assert_int_equal(r.status, 200);
-    assert_string_equal(jstr(r.json, "output_folder_id"), processed);
-    resp_free(&r);
+    assert_string_equal(gwt_str(r.json, "output_folder_id"), processed);
+    gwt_resp_free(&r);
     /* folders: the root lists Shoots; Shoots lists exactly one Processed */
     r = req("GET", "/api/drive/folders", &alice, false, NULL, NULL);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, shoots));
     assert_null(strstr(r.body, photo));
-    resp_free(&r);
+    gwt_resp_free(&r);
     char path[512];
     snprintf(path, sizeof(path), "/api/drive/folders?parent=%s", shoots);
     r = req("GET", path, &alice, false, NULL, NULL);
     assert_int_equal(r.status, 200);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "folders")), 1);
     assert_non_null(strstr(r.body, "\"Processed\""));
-    resp_free(&r);
+    gwt_resp_free(&r);
     expect_error(req("GET", "/api/drive/folders?parent=bad%20id", &alice, false, NULL, NULL), 400,
                  "invalid_request", "parent");
 
@@ -847,7 +737,7 @@ static void test_watch_and_folders(void **state)
     r = req("DELETE", "/api/watch", &alice, true, NULL, NULL);
     assert_int_equal(r.status, 200);
     assert_int_equal(cJSON_GetObjectItem(r.json, "stopped")->valueint, 1);
-    resp_free(&r);
+    gwt_resp_free(&r);
     assert_int_equal(count_sql("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND active", 1,
                                p),
                      0);
@@ -884,7 +774,7 @@ static void test_no_session_is_401(void **state)
         {"DELETE", "/api/watch"},
         {"GET", "/api/drive/folders"},
     };
-    session_t forged;
+    gwt_session_t forged;
     memset(&forged, 0, sizeof(forged));
     snprintf(forged.cookie, sizeof(forged.cookie), "ca_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
@@ -914,12 +804,12 @@ static void test_other_users_ids_are_404(void **state)
     /* bob's folder through alice's folder browser: nothing of bob's */
     char *bobs = fake_folder("bob@example.com", "BobSecret", NULL, true);
     snprintf(path, sizeof(path), "/api/drive/folders?parent=%s", bobs);
-    resp_t r = req("GET", path, &alice, false, NULL, NULL);
+    gwt_resp_t r = req("GET", path, &alice, false, NULL, NULL);
     assert_true(r.status == 200 || r.status == 404);
     if (r.status == 200) {
         assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "folders")), 0);
     }
-    resp_free(&r);
+    gwt_resp_free(&r);
     free(bobs);
 }
 
@@ -942,20 +832,20 @@ static void test_csrf(void **state)
     expect_error(req("PATCH", "/api/me", &alice, false, body, other), 403, "csrf_failed", NULL);
     char origin[200];
     snprintf(origin, sizeof(origin), "Origin: %s", GW);
-    resp_t r = req("PATCH", "/api/me", &alice, false, body, origin);
+    gwt_resp_t r = req("PATCH", "/api/me", &alice, false, body, origin);
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    gwt_resp_free(&r);
     snprintf(origin, sizeof(origin), "Referer: %s/dashboard", GW);
     r = req("PATCH", "/api/me", &alice, false, body, origin);
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    gwt_resp_free(&r);
     r = req("PATCH", "/api/me", &alice, true, body, NULL);
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    gwt_resp_free(&r);
     /* GET needs no token */
     r = req("GET", "/api/me", &alice, false, NULL, "Origin: https://evil.example");
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    gwt_resp_free(&r);
 }
 
 static void test_body_cap_and_unknown(void **state)
@@ -977,33 +867,33 @@ static void test_body_cap_and_unknown(void **state)
 static void test_static_files(void **state)
 {
     (void)state;
-    resp_t r = req("GET", "/", NULL, false, NULL, NULL);
+    gwt_resp_t r = req("GET", "/", NULL, false, NULL, NULL);
     assert_int_equal(r.status, 200);
-    char *ct = header_value(r.headers, "Content-Type");
+    char *ct = gwt_header(r.headers, "Content-Type");
     assert_non_null(strstr(ct, "text/html"));
     free(ct);
-    char *cc = header_value(r.headers, "Cache-Control");
+    char *cc = gwt_header(r.headers, "Cache-Control");
     assert_string_equal(cc, "no-cache");
     free(cc);
-    char *etag = header_value(r.headers, "ETag");
+    char *etag = gwt_header(r.headers, "ETag");
     assert_non_null(etag);
     assert_non_null(strstr(r.body, "Creator Automation"));
-    resp_free(&r);
+    gwt_resp_free(&r);
     char inm[128];
     snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
     r = req("GET", "/index.html", NULL, false, NULL, inm);
     assert_int_equal(r.status, 304);
-    resp_free(&r);
+    gwt_resp_free(&r);
     free(etag);
     r = req("GET", "/app.css", NULL, false, NULL, NULL);
     assert_int_equal(r.status, 200);
-    ct = header_value(r.headers, "Content-Type");
+    ct = gwt_header(r.headers, "Content-Type");
     assert_non_null(strstr(ct, "text/css"));
     free(ct);
-    cc = header_value(r.headers, "Cache-Control");
+    cc = gwt_header(r.headers, "Cache-Control");
     assert_non_null(strstr(cc, "max-age"));
     free(cc);
-    resp_free(&r);
+    gwt_resp_free(&r);
     const char *bad[] = {"/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
                          "/..%2f..%2fetc%2fpasswd", "/.git/config", "/nope.html",
                          "/%2e%2e%2fMakefile", "/web/../../../Makefile"};
@@ -1012,7 +902,7 @@ static void test_static_files(void **state)
         assert_true(r.status == 404 || r.status == 400);
         assert_null(strstr(r.body != NULL ? r.body : "", "root:"));
         assert_null(strstr(r.body != NULL ? r.body : "", "SERVICES"));
-        resp_free(&r);
+        gwt_resp_free(&r);
     }
     expect_error(req("POST", "/index.html", NULL, false, "{}", NULL), 405, "method_not_allowed",
                  NULL);
@@ -1034,22 +924,22 @@ static void test_rate_limits(void **state)
     snprintf(GW, sizeof(GW), "%s", small.base_url);
     /* per session: 5 a minute */
     for (int i = 0; i < 5; i++) {
-        resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
+        gwt_resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
         assert_int_equal(r.status, 200);
-        resp_free(&r);
+        gwt_resp_free(&r);
     }
-    resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
+    gwt_resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
     assert_int_equal(r.status, 429);
-    assert_string_equal(error_code(&r), "rate_limited");
-    char *ra = header_value(r.headers, "Retry-After");
+    assert_string_equal(gwt_error_code(&r), "rate_limited");
+    char *ra = gwt_header(r.headers, "Retry-After");
     assert_non_null(ra);
     assert_true(atoi(ra) >= 1 && atoi(ra) <= 60);
     free(ra);
-    resp_free(&r);
+    gwt_resp_free(&r);
     /* another session from the same address still passes (until the IP limit) */
     r = req("GET", "/api/usage", &bob, false, NULL, NULL);
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    gwt_resp_free(&r);
     /* per IP: 30 a minute, sessions or not */
     int limited = 0;
     for (int i = 0; i < 40; i++) {
@@ -1059,13 +949,13 @@ static void test_rate_limits(void **state)
         } else {
             assert_int_equal(r.status, 401);
         }
-        resp_free(&r);
+        gwt_resp_free(&r);
     }
     assert_true(limited >= 10);
     /* health probes are never limited */
     r = req("GET", "/healthz", NULL, false, NULL, NULL);
     assert_int_equal(r.status, 200);
-    resp_free(&r);
+    gwt_resp_free(&r);
     snprintf(GW, sizeof(GW), "%s", saved);
     proc_stop(&small);
     fl = redis_command(redis, NULL, 0, "EVAL %s 0",

@@ -47,9 +47,16 @@ void gwt_resp_free(gwt_resp_t *r)
 gwt_resp_t gwt_request(const char *gw_base, const char *method, const char *path,
                        const gwt_session_t *s, bool csrf, const char *body)
 {
+    return gwt_request_h(gw_base, method, path, s, csrf, body, NULL);
+}
+
+gwt_resp_t gwt_request_h(const char *gw_base, const char *method, const char *path,
+                         const gwt_session_t *s, bool csrf, const char *body,
+                         const char *extra_header)
+{
     char url[2048], cookie[256], token[160];
     snprintf(url, sizeof(url), "%s%s", gw_base, path);
-    const char *headers[4];
+    const char *headers[5];
     int nh = 0;
     if (s != NULL) {
         snprintf(cookie, sizeof(cookie), "Cookie: %s", s->cookie);
@@ -58,6 +65,9 @@ gwt_resp_t gwt_request(const char *gw_base, const char *method, const char *path
     if (csrf && s != NULL) {
         snprintf(token, sizeof(token), "X-CSRF-Token: %s", s->csrf);
         headers[nh++] = token;
+    }
+    if (extra_header != NULL) {
+        headers[nh++] = extra_header;
     }
     headers[nh] = NULL;
     gwt_resp_t r;
@@ -91,13 +101,22 @@ int gwt_start(proc_t *gw, const char *google_base, const char *const *extra)
     snprintf(buf[n++], 700, "RATE_LIMIT_PER_MINUTE_IP=1000000");
     snprintf(buf[n++], 700, "RATE_LIMIT_PER_MINUTE_SESSION=1000000");
     snprintf(buf[n++], 700, "GOOGLE_TIMEOUT_MS=3000");
+    /* a default that `extra` sets again is left out, so that extra overrides it */
+    int k = 0;
     for (int i = 0; i < n; i++) {
-        env[i] = buf[i];
+        size_t name_len = strcspn(buf[i], "=") + 1;
+        bool overridden = false;
+        for (size_t j = 0; extra != NULL && extra[j] != NULL; j++) {
+            overridden = overridden || strncmp(extra[j], buf[i], name_len) == 0;
+        }
+        if (!overridden) {
+            env[k++] = buf[i];
+        }
     }
-    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < 32; i++) {
-        env[n++] = extra[i];
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && k < 32; i++) {
+        env[k++] = extra[i];
     }
-    env[n] = NULL;
+    env[k] = NULL;
     return daemon_start(gw, "api-gateway", env);
 }
 

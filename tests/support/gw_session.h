@@ -53,6 +53,10 @@ int gwt_sign_in(const char *gw_base, const char *email, gwt_session_t *s);
 /* One request. s may be NULL (no cookie); csrf adds X-CSRF-Token. */
 gwt_resp_t gwt_request(const char *gw_base, const char *method, const char *path,
                        const gwt_session_t *s, bool csrf, const char *body);
+/* The same with one more raw header line ("Origin: ..."), or NULL. */
+gwt_resp_t gwt_request_h(const char *gw_base, const char *method, const char *path,
+                         const gwt_session_t *s, bool csrf, const char *body,
+                         const char *extra_header);
 void gwt_resp_free(gwt_resp_t *r);
 
 /* error.code of an error response, or NULL. */
