@@ -95,11 +95,29 @@ static double mono_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+enum { RECEIVE_FIELDS_N = 10 };
+
 typedef struct {
     pending_t p;
     double started;
     bool empty_is_duplicate; /* the statement returns no row for a duplicate */
+    /* The fast "unlinked" insert returned no row: run
+     * billing_webhook_receive_fields() with these parameters (owned). */
+    bool has_fallback;
+    char *fallback[RECEIVE_FIELDS_N];
 } pending_timed_t;
+
+static const char *const sql_receive_fields =
+    "SELECT outcome, detail FROM billing_webhook_receive_fields("
+    "$1, $2, $3::bigint, $4, $5, $6, $7, $8, $9, $10)";
+
+static void pending_free(pending_timed_t *pt)
+{
+    for (int i = 0; i < RECEIVE_FIELDS_N; i++) {
+        free(pt->fallback[i]);
+    }
+    free(pt);
+}
 
 /* Second step after an apply failure: the receive statement rolled back, so
  * record the event with processed = false and its error, then answer 500. */
@@ -129,7 +147,7 @@ static void on_recorded(const PGresult *res, const char *err, const char *sqlsta
     const char *type = pt->p.type_label;
     bool empty_is_duplicate = pt->empty_is_duplicate;
     metric_observe(m_record_seconds, mono_seconds() - pt->started);
-    free(pt);
+    pending_free(pt);
 
     if (res == NULL) {
         /* Class 22 (data exception): the payload is not JSON PostgreSQL takes
@@ -186,6 +204,29 @@ static void on_recorded(const PGresult *res, const char *err, const char *sqlsta
     cJSON_AddBoolToObject(body, "received", true);
     cJSON_AddStringToObject(body, "outcome", outcome);
     http_reply_json(req, 200, body);
+}
+
+/* The fast "unlinked" insert answered: one row means the event is recorded
+ * as unlinked; no row means it is linked to a subscription (or a user) or an
+ * earlier delivery exists, so the full function decides. */
+static void on_fast_unlinked(const PGresult *res, const char *err, const char *sqlstate,
+                             void *arg)
+{
+    pending_timed_t *pt = arg;
+    if (res == NULL || PQntuples(res) > 0 || !pt->has_fallback) {
+        on_recorded(res, err, sqlstate, arg);
+        return;
+    }
+    pt->has_fallback = false;
+    if (pg_pool_query(pt->p.w->pool, NULL, sql_receive_fields, RECEIVE_FIELDS_N,
+                      (const char *const *)pt->fallback, on_recorded, pt) != 0) {
+        webhook_t *w = pt->p.w;
+        http_req_t *req = pt->p.req;
+        metric_add(m_events, 1, pt->p.type_label, "error");
+        pending_free(pt);
+        atomic_fetch_sub(&w->inflight, 1);
+        http_reply_error(req, 503, "overloaded", "too many events waiting; retry later");
+    }
 }
 
 /* What the service reads from a verified event (after the signature). When
@@ -391,18 +432,47 @@ static void on_webhook(http_req_t *req, void *arg)
             " RETURNING w.outcome::text, NULL::text",
             7, params, on_recorded, pt);
     } else {
-        const char *params[10] = {f.id,       f.type,      f.created_s, body,
-                                  f.customer, f.object_id, f.sub,       f.user_ref,
-                                  w->price_creator, w->price_studio};
-        rc = pg_pool_query(w->pool, NULL,
-                           "SELECT outcome, detail FROM billing_webhook_receive_fields("
-                           "$1, $2, $3::bigint, $4, $5, $6, $7, $8, $9, $10)",
-                           10, params, on_recorded, pt);
+        const char *params[RECEIVE_FIELDS_N] = {
+            f.id,   f.type,     f.created_s, body,           f.customer,
+            f.object_id, f.sub, f.user_ref,  w->price_creator, w->price_studio};
+        /* Subscription and invoice events for a customer we do not know yet
+         * (the usual case before the checkout lands): one insert, when
+         * nothing links them; otherwise the function applies them. */
+        bool fast = (is_subscription_type(f.type) && f.sub != NULL) ||
+                    strncmp(f.type, "invoice.", 8) == 0;
+        for (int i = 0; fast && i < RECEIVE_FIELDS_N; i++) {
+            if (params[i] != NULL && (pt->fallback[i] = strdup(params[i])) == NULL) {
+                fast = false;
+            }
+        }
+        if (fast) {
+            pt->has_fallback = true;
+            rc = pg_pool_query(
+                w->pool, NULL,
+                "INSERT INTO webhook_events AS w (event_id, event_type, payload, event_created,"
+                " stripe_customer_id, stripe_object_id, processed, outcome, error_message)"
+                " SELECT $1::text, $2::text, $4::jsonb, $3::bigint, $5::text, $6::text, FALSE,"
+                " 'unlinked', 'no user known for this customer yet'"
+                " WHERE NOT EXISTS (SELECT 1 FROM subscriptions s"
+                "                    WHERE s.stripe_subscription_id = $7::text)"
+                " AND NOT EXISTS (SELECT 1 FROM subscriptions s"
+                "                  WHERE s.stripe_customer_id = $5::text)"
+                " AND NOT CASE WHEN $8::text IS NULL THEN FALSE"
+                "              ELSE billing_user_from_ref($8::text) IS NOT NULL END"
+                " ON CONFLICT (event_id) DO UPDATE SET processed = FALSE, processed_at = NULL,"
+                " outcome = EXCLUDED.outcome, error_message = EXCLUDED.error_message"
+                " WHERE NOT w.processed"
+                " RETURNING w.outcome::text, NULL::text",
+                8, params, on_fast_unlinked, pt);
+        } else {
+            rc = pg_pool_query(w->pool, NULL, sql_receive_fields, RECEIVE_FIELDS_N, params,
+                               on_recorded, pt);
+        }
     }
     cJSON_Delete(doc);
     if (rc != 0) {
         atomic_fetch_sub(&w->inflight, 1);
-        free(pt);
+        pending_free(pt);
         metric_add(m_events, 1, type, "error");
         http_reply_error(req, 503, "overloaded", "too many events waiting; retry later");
     }
