@@ -105,6 +105,44 @@ static __attribute__((unused)) int tp_start_poller(proc_t *p, const char *interv
     return daemon_start(p, "drive-poller", env);
 }
 
+/* ---- one poller for a whole suite (test_poller_detect, test_poller_faults) ---- */
+
+static __attribute__((unused)) proc_t tp_poller;
+
+/* cmocka group setup: the fake, the test's connections, then tp_poller
+ * (POLL_INTERVAL_SECONDS=1, POLLER_CONCURRENCY=4). */
+static __attribute__((unused)) int tp_group_setup(void **state)
+{
+    (void)state;
+    if (tp_setup_world() != 0) {
+        return -1;
+    }
+    const char *extra[] = {"POLLER_CONCURRENCY=4", NULL};
+    return tp_start_poller(&tp_poller, "1", extra);
+}
+
+/* cmocka group teardown: stops tp_poller (unless a test already did and set
+ * its pid to 0), printing its log when it did not exit cleanly. */
+static __attribute__((unused)) int tp_group_teardown(void **state)
+{
+    (void)state;
+    int rc = tp_poller.pid > 0 ? proc_stop_timeout(&tp_poller, 30000) : 0;
+    if (rc != 0) {
+        proc_print_log(&tp_poller);
+    }
+    tp_teardown_world();
+    return rc == 0 ? 0 : -1;
+}
+
+/* A cmocka check that prints tp_poller's log before failing. */
+#define TP_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            proc_print_log(&tp_poller);                                                            \
+            fail_msg("%s", #cond);                                                                 \
+        }                                                                                          \
+    } while (0)
+
 /* ---- the fake ---- */
 
 static cJSON *tp_admin(const char *method, const char *path, const char *body)

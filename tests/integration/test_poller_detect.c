@@ -15,43 +15,12 @@
 
 #include <cmocka.h>
 
-static proc_t poller;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    if (tp_setup_world() != 0) {
-        return -1;
-    }
-    const char *extra[] = {"POLLER_CONCURRENCY=4", NULL};
-    return tp_start_poller(&poller, "1", extra);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    int rc = proc_stop_timeout(&poller, 30000);
-    if (rc != 0) {
-        proc_print_log(&poller);
-    }
-    tp_teardown_world();
-    return rc == 0 ? 0 : -1;
-}
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            proc_print_log(&poller);                                                               \
-            fail_msg("%s", #cond);                                                                 \
-        }                                                                                          \
-    } while (0)
-
 /* A watched user whose first poll (full listing) is done. */
 static void watched_user(tp_user_t *u)
 {
     assert_int_equal(tp_new_user(u, "det"), 0);
     assert_int_equal(tp_watch(u), 0);
-    CHECK(tp_wait_scanned(u, 10000));
+    TP_CHECK(tp_wait_scanned(u, 10000));
 }
 
 /* ---- pure helpers, table-driven ---- */
@@ -143,8 +112,8 @@ static void existing_images_found_by_first_listing(void **state)
                      0);
     assert_int_equal(tp_file(&u, "readme.txt", "text/plain", u.folder_id, "", txt, sizeof(txt)), 0);
     assert_int_equal(tp_watch(&u), 0);
-    CHECK(tp_wait_jobs(&u, 2, 10000));
-    CHECK(tp_wait_scanned(&u, 5000));
+    TP_CHECK(tp_wait_jobs(&u, 2, 10000));
+    TP_CHECK(tp_wait_scanned(&u, 5000));
     assert_int_equal(tp_jobs_for_file(&u, a), 1);
     assert_int_equal(tp_jobs_for_file(&u, b), 1);
     assert_int_equal(tp_jobs_for_file(&u, txt), 0);
@@ -178,7 +147,7 @@ static void new_upload(void **state)
              (const char *[]){u.user_id});
     char id[128];
     assert_int_equal(tp_image(&u, "new.jpg", u.folder_id, id, sizeof(id)), 0);
-    CHECK(tp_wait_jobs(&u, 1, 5000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 5000));
     assert_int_equal(tp_jobs_for_file(&u, id), 1);
     const char *p[] = {u.user_id};
     char v[64];
@@ -198,14 +167,14 @@ static void moved_in_from_elsewhere(void **state)
     assert_int_equal(tp_file(&u, "Elsewhere", NULL, u.root_id, "", other, sizeof(other)), 0);
     assert_int_equal(tp_image(&u, "moved.jpg", other, id, sizeof(id)), 0);
     assert_int_equal(tp_watch(&u), 0);
-    CHECK(tp_wait_scanned(&u, 10000));
-    CHECK(tp_wait_polls(&u, 1, 5000));
+    TP_CHECK(tp_wait_scanned(&u, 10000));
+    TP_CHECK(tp_wait_polls(&u, 1, 5000));
     assert_int_equal(tp_jobs_of(&u), 0); /* not in the folder yet */
     char path[512];
     snprintf(path, sizeof(path), "/drive/v3/files/%s?addParents=%s&removeParents=%s", id,
              u.folder_id, other);
     assert_int_equal(tp_drive(&u, "PATCH", path, "{}", NULL), 200);
-    CHECK(tp_wait_jobs(&u, 1, 5000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 5000));
     assert_int_equal(tp_jobs_for_file(&u, id), 1);
 }
 
@@ -214,12 +183,12 @@ static void old_modified_time(void **state)
     (void)state;
     tp_user_t u;
     watched_user(&u);
-    CHECK(tp_wait_polls(&u, 1, 5000));
+    TP_CHECK(tp_wait_polls(&u, 1, 5000));
     char id[128];
     assert_int_equal(tp_file(&u, "from-camera.jpg", "image/jpeg", u.folder_id,
                              "\"modifiedTime\":\"2009-06-15T08:30:00Z\"", id, sizeof(id)),
                      0);
-    CHECK(tp_wait_jobs(&u, 1, 5000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 5000));
     assert_int_equal(tp_jobs_for_file(&u, id), 1);
 }
 
@@ -255,11 +224,11 @@ static void appears_while_a_poll_runs(void **state)
     cJSON_Delete(tp_admin("POST", "/__admin/faults",
                           "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},"
                           "\"count\":1,\"action\":\"delay\",\"delay_ms\":1500}"));
-    CHECK(wait_until(delayed_request_in_flight, NULL, 5000));
+    TP_CHECK(wait_until(delayed_request_in_flight, NULL, 5000));
     char id[128];
     assert_int_equal(tp_image(&u, "during.jpg", u.folder_id, id, sizeof(id)), 0);
-    CHECK(tp_wait_jobs(&u, 1, 8000));
-    CHECK(tp_wait_polls(&u, 2, 8000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 8000));
+    TP_CHECK(tp_wait_polls(&u, 2, 8000));
     assert_int_equal(tp_jobs_for_file(&u, id), 1);
     assert_int_equal(tp_jobs_of(&u), 1);
 }
@@ -275,8 +244,8 @@ static void many_files_at_once(void **state)
         snprintf(name, sizeof(name), "burst-%04d.jpg", i);
         assert_int_equal(tp_image(&u, name, u.folder_id, NULL, 0), 0);
     }
-    CHECK(tp_wait_jobs(&u, 2500, 30000));
-    CHECK(tp_wait_polls(&u, 2, 10000));
+    TP_CHECK(tp_wait_jobs(&u, 2500, 30000));
+    TP_CHECK(tp_wait_polls(&u, 2, 10000));
     assert_int_equal(tp_jobs_of(&u), 2500);
     long dups = 0;
     assert_int_equal(tp_queue_check(&u, &dups), 2500);
@@ -294,7 +263,7 @@ static void never_jobs(void **state)
                      0);
     assert_int_equal(tp_file(&u, "Holiday", NULL, u.folder_id, "", sub, sizeof(sub)), 0);
     assert_int_equal(tp_image(&u, "seen.jpg", u.folder_id, seen, sizeof(seen)), 0);
-    CHECK(tp_wait_jobs(&u, 1, 5000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 5000));
     assert_int_equal(tp_image(&u, "out_portrait_pro.jpg", processed, id, sizeof(id)), 0);
     assert_int_equal(tp_image(&u, "in-sub.jpg", sub, id, sizeof(id)), 0);
     assert_int_equal(tp_file(&u, "notes.txt", "text/plain", u.folder_id, "", id, sizeof(id)), 0);
@@ -318,11 +287,11 @@ static void never_jobs(void **state)
     snprintf(path, sizeof(path), "/drive/v3/files/%s?addParents=%s&removeParents=%s", seen, sub,
              u.folder_id);
     assert_int_equal(tp_drive(&u, "PATCH", path, "{}", NULL), 200);
-    CHECK(tp_wait_polls(&u, 2, 8000));
+    TP_CHECK(tp_wait_polls(&u, 2, 8000));
     snprintf(path, sizeof(path), "/drive/v3/files/%s?addParents=%s&removeParents=%s", seen,
              u.folder_id, sub);
     assert_int_equal(tp_drive(&u, "PATCH", path, "{}", NULL), 200);
-    CHECK(tp_wait_polls(&u, 3, 8000));
+    TP_CHECK(tp_wait_polls(&u, 3, 8000));
     assert_int_equal(tp_jobs_of(&u), 1);
     assert_int_equal(tp_jobs_for_file(&u, seen), 1);
     long dups = 0;
@@ -332,8 +301,8 @@ static void never_jobs(void **state)
     sql_exec("UPDATE drive_polls SET last_full_scan_at = now() - interval '2 days'"
              " WHERE user_id = $1::uuid",
              1, (const char *[]){u.user_id});
-    CHECK(tp_wait_scanned(&u, 5000));
-    CHECK(tp_wait_polls(&u, 2, 8000));
+    TP_CHECK(tp_wait_scanned(&u, 5000));
+    TP_CHECK(tp_wait_polls(&u, 2, 8000));
     assert_int_equal(tp_jobs_of(&u), 1);
 }
 
@@ -350,7 +319,7 @@ static void all_together(void **state)
     assert_int_equal(tp_image(&u, "already-there.jpg", u.folder_id, ids[0], sizeof(ids[0])), 0);
     assert_int_equal(tp_image(&u, "to-move.jpg", other, ids[1], sizeof(ids[1])), 0);
     assert_int_equal(tp_watch(&u), 0);
-    CHECK(tp_wait_scanned(&u, 10000));
+    TP_CHECK(tp_wait_scanned(&u, 10000));
     assert_int_equal(tp_image(&u, "fresh.jpg", u.folder_id, ids[2], sizeof(ids[2])), 0);
     assert_int_equal(tp_file(&u, "old.jpg", "image/jpeg", u.folder_id,
                              "\"modifiedTime\":\"2001-01-01T00:00:00Z\"", ids[3], sizeof(ids[3])),
@@ -376,8 +345,8 @@ static void all_together(void **state)
     snprintf(path, sizeof(path), "/drive/v3/files/%s", ids[0]);
     assert_int_equal(tp_drive(&u, "PATCH", path, "{\"name\":\"renamed.jpg\"}", NULL), 200);
     long want = 1 + 1 + 1 + 1 + 150;
-    CHECK(tp_wait_jobs(&u, want, 10000));
-    CHECK(tp_wait_polls(&u, 2, 8000));
+    TP_CHECK(tp_wait_jobs(&u, want, 10000));
+    TP_CHECK(tp_wait_polls(&u, 2, 8000));
     assert_int_equal(tp_jobs_of(&u), want);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(tp_jobs_for_file(&u, ids[i]), 1);
@@ -405,12 +374,12 @@ static void invalid_token_recovers_with_a_listing(void **state)
              (const char *[]){u.user_id});
     char id[128];
     assert_int_equal(tp_image(&u, "while-lost.jpg", u.folder_id, id, sizeof(id)), 0);
-    CHECK(tp_wait_jobs(&u, 1, 8000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 8000));
     assert_int_equal(tp_jobs_for_file(&u, id), 1);
     char tok[64];
     tp_poll_field(&u, "changes_page_token", tok, sizeof(tok));
     assert_string_not_equal(tok, "987654321");
-    CHECK(tp_wait_polls(&u, 1, 5000));
+    TP_CHECK(tp_wait_polls(&u, 1, 5000));
     assert_int_equal(tp_jobs_of(&u), 1);
 }
 
@@ -433,12 +402,12 @@ static void reconciliation_finds_what_the_feed_skipped(void **state)
              " last_full_scan_at = timezone('UTC', now()), next_poll_at = timezone('UTC', now())"
              " WHERE user_id = $1::uuid",
              2, (const char *[]){u.user_id, tok});
-    CHECK(tp_wait_polls(&u, 2, 8000));
+    TP_CHECK(tp_wait_polls(&u, 2, 8000));
     assert_int_equal(tp_jobs_of(&u), 0); /* the changes feed alone missed it */
     sql_exec("UPDATE drive_polls SET last_full_scan_at = timezone('UTC', now()) - interval '2 days'"
              " WHERE user_id = $1::uuid",
              1, (const char *[]){u.user_id});
-    CHECK(tp_wait_jobs(&u, 1, 8000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 8000));
     assert_int_equal(tp_jobs_for_file(&u, id), 1);
 }
 
@@ -448,11 +417,11 @@ static void idle_cycle_is_one_changes_call(void **state)
     (void)state;
     tp_user_t u;
     watched_user(&u);
-    CHECK(tp_wait_polls(&u, 1, 5000));
+    TP_CHECK(tp_wait_polls(&u, 1, 5000));
     /* this file's other users are idle too: every Drive GET must be changes.list */
     long since = tp_requests_next();
     long long t0 = tp_now_ms();
-    CHECK(tp_wait_polls(&u, 3, 8000));
+    TP_CHECK(tp_wait_polls(&u, 3, 8000));
     long other = 0;
     long changes = tp_requests_count(since, "/drive/v3/changes", &other);
     long long secs = (tp_now_ms() - t0) / 1000;
@@ -481,5 +450,5 @@ int main(void)
         cmocka_unit_test(idle_cycle_is_one_changes_call),
         cmocka_unit_test(many_files_at_once),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, tp_group_setup, tp_group_teardown);
 }

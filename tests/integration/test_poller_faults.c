@@ -12,37 +12,6 @@
 
 #include <cmocka.h>
 
-static proc_t poller;
-
-static int group_setup(void **state)
-{
-    (void)state;
-    if (tp_setup_world() != 0) {
-        return -1;
-    }
-    const char *extra[] = {"POLLER_CONCURRENCY=4", NULL};
-    return tp_start_poller(&poller, "1", extra);
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    int rc = poller.pid > 0 ? proc_stop_timeout(&poller, 30000) : 0;
-    if (rc != 0) {
-        proc_print_log(&poller);
-    }
-    tp_teardown_world();
-    return rc == 0 ? 0 : -1;
-}
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            proc_print_log(&poller);                                                               \
-            fail_msg("%s", #cond);                                                                 \
-        }                                                                                          \
-    } while (0)
-
 /* A watched user, the only active watch (so a count:1 fault hits it). */
 static void only_watched_user(tp_user_t *u, const char *prefix)
 {
@@ -50,8 +19,8 @@ static void only_watched_user(tp_user_t *u, const char *prefix)
     sql_exec("UPDATE drive_polls SET active = FALSE, stopped_reason = 'test' WHERE active", 0,
              NULL);
     assert_int_equal(tp_watch(u), 0);
-    CHECK(tp_wait_scanned(u, 10000));
-    CHECK(tp_wait_polls(u, 1, 5000));
+    TP_CHECK(tp_wait_scanned(u, 10000));
+    TP_CHECK(tp_wait_polls(u, 1, 5000));
 }
 
 static void add_fault(const char *json)
@@ -81,7 +50,7 @@ static void one_fault_kind(const char *fault, const char *want_status, const cha
     only_watched_user(&u, "fault");
     add_fault(fault);
     status_wait_t w = {&u, want_status};
-    CHECK(wait_until(has_status, &w, 5000));
+    TP_CHECK(wait_until(has_status, &w, 5000));
     char v[512];
     tp_poll_field(&u, "consecutive_errors", v, sizeof(v));
     assert_string_equal(v, "1");
@@ -98,9 +67,9 @@ static void one_fault_kind(const char *fault, const char *want_status, const cha
     /* recovery: the backoff passes, the next poll succeeds and finds the file */
     char id[128];
     assert_int_equal(tp_image(&u, "after-fault.jpg", u.folder_id, id, sizeof(id)), 0);
-    CHECK(tp_wait_jobs(&u, 1, 20000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 20000));
     w.status = "success";
-    CHECK(wait_until(has_status, &w, 5000));
+    TP_CHECK(wait_until(has_status, &w, 5000));
     tp_poll_field(&u, "consecutive_errors", v, sizeof(v));
     assert_string_equal(v, "0");
     tp_poll_field(&u, "coalesce(backoff_until::text, 'none')", v, sizeof(v));
@@ -167,13 +136,13 @@ static void other_users_not_slowed(void **state)
               "\"action\":\"status\",\"status\":403,\"reason\":\"userRateLimitExceeded\"}");
     assert_int_equal(tp_watch(&a), 0);
     status_wait_t w = {&a, "rate_limited"};
-    CHECK(wait_until(has_status, &w, 5000));
+    TP_CHECK(wait_until(has_status, &w, 5000));
     long long t0 = tp_now_ms();
     /* B: polled every second and a new image is a job at once */
-    CHECK(tp_wait_polls(&b, 3, 5000));
+    TP_CHECK(tp_wait_polls(&b, 3, 5000));
     char id[128];
     assert_int_equal(tp_image(&b, "b.jpg", b.folder_id, id, sizeof(id)), 0);
-    CHECK(tp_wait_jobs(&b, 1, 3000));
+    TP_CHECK(tp_wait_jobs(&b, 1, 3000));
     assert_true(tp_now_ms() - t0 < 7000);
     /* A kept backing off meanwhile */
     char v[64];
@@ -183,10 +152,10 @@ static void other_users_not_slowed(void **state)
     assert_string_equal(v, "rate_limited");
     assert_int_equal(tp_jobs_of(&a), 0);
     cJSON_Delete(tp_admin("DELETE", "/__admin/faults", NULL));
-    CHECK(tp_wait_jobs(&a, 1, 20000));
+    TP_CHECK(tp_wait_jobs(&a, 1, 20000));
     assert_int_equal(tp_jobs_for_file(&a, early), 1);
     w.status = "success";
-    CHECK(wait_until(has_status, &w, 5000));
+    TP_CHECK(wait_until(has_status, &w, 5000));
 }
 
 /* A 401 refreshes the token once, stores it sealed, and the poll goes on. */
@@ -203,7 +172,7 @@ static void unauthorized_refreshes_once(void **state)
     cJSON_Delete(tp_admin("POST", "/__admin/expire", body));
     char id[128];
     assert_int_equal(tp_image(&u, "after-401.jpg", u.folder_id, id, sizeof(id)), 0);
-    CHECK(tp_wait_jobs(&u, 1, 5000));
+    TP_CHECK(tp_wait_jobs(&u, 1, 5000));
     char after[1024];
     tp_sql_str(after, sizeof(after), "SELECT drive_access_token FROM users WHERE id = $1::uuid", 1,
                (const char *[]){u.user_id});
@@ -236,7 +205,7 @@ static void revoked_grant_stops_the_user(void **state)
     }
     char v[512];
     tp_poll_field(&u, "active", v, sizeof(v));
-    CHECK(strcmp(v, "false") == 0);
+    TP_CHECK(strcmp(v, "false") == 0);
     tp_poll_field(&u, "stopped_reason", v, sizeof(v));
     assert_string_equal(v, "drive_revoked");
     tp_poll_field(&u, "poll_status", v, sizeof(v));
@@ -273,7 +242,7 @@ static void deleted_folder_stops_the_watch(void **state)
     }
     char v[256];
     tp_poll_field(&u, "active", v, sizeof(v));
-    CHECK(strcmp(v, "false") == 0);
+    TP_CHECK(strcmp(v, "false") == 0);
     tp_poll_field(&u, "stopped_reason", v, sizeof(v));
     assert_string_equal(v, "folder not found or no longer shared");
     tp_poll_field(&u, "error_message", v, sizeof(v));
@@ -303,9 +272,9 @@ static void sigterm_drains(void **state)
     }
     tp_sleep_ms(200);
     long long t0 = tp_now_ms();
-    assert_int_equal(proc_stop_timeout(&poller, 30000), 0);
+    assert_int_equal(proc_stop_timeout(&tp_poller, 30000), 0);
     assert_true(tp_now_ms() - t0 < 10000);
-    poller.pid = 0;
+    tp_poller.pid = 0;
     assert_int_equal(
         tp_sql_long("SELECT count(*) FROM drive_polls WHERE lease_owner IS NOT NULL", 0, NULL), 0);
     char v[32];
@@ -327,5 +296,5 @@ int main(void)
         cmocka_unit_test(deleted_folder_stops_the_watch),
         cmocka_unit_test(sigterm_drains),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, tp_group_setup, tp_group_teardown);
 }
