@@ -692,6 +692,9 @@ static void test_pool_session_user_isolation(void **state)
      * query without a user must not see A's rows. */
     user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
     user_query_now(pool, &run, &c, "B", "SELECT 1/0", NULL, "22012");
+    user_query_now(pool, &run, &c, "B", RLS_SQL, RLS_B, NULL); /* B is set again */
+    user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
+    user_query_now(pool, &run, &c, "B", "SELECT 1/0", NULL, "22012");
     user_query_now(pool, &run, &c, NULL, RLS_SQL, "", NULL);
     user_query_now(pool, &run, &c, "B", RLS_SQL, RLS_B, NULL);
     /* An error in a round that needs no switch; then another user. */
@@ -702,19 +705,20 @@ static void test_pool_session_user_isolation(void **state)
     user_query_now(pool, &run, &c, NULL, RLS_SQL, "", NULL);
     /* A syntax error (nothing prepared) in a switching round. */
     user_query_now(pool, &run, &c, "A", "SELEC nonsense", NULL, "42601");
+    user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
+    user_query_now(pool, &run, &c, NULL, "SELEC nonsense", NULL, "42601");
     user_query_now(pool, &run, &c, NULL, RLS_SQL, "", NULL);
     user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
-    /* A query that changes app.user_id behind the pool's back is not
-     * possible through the pool's API, but a reconnect is: after a restart
-     * the new session starts without a user. */
+    /* After a restart the new session has no app.user_id: the pool must set
+     * A again (the last user it had set). */
     services("restart-pg");
     run.expected++;
-    c = (user_call_t){.run = &run, .want_value = ""};
+    c = (user_call_t){.run = &run, .want_value = RLS_A};
     int64_t end = mono_ms() + 20000;
     /* The first query after the restart may fail with a lost connection. */
     while (mono_ms() < end) {
         c.mismatches = 0;
-        assert_int_equal(pg_pool_query(pool, NULL, RLS_SQL, 0, NULL, user_cb, &c), 0);
+        assert_int_equal(pg_pool_query(pool, "A", RLS_SQL, 0, NULL, user_cb, &c), 0);
         pool_wait(&run, 20);
         if (c.mismatches == 0)
             break;
@@ -722,8 +726,8 @@ static void test_pool_session_user_isolation(void **state)
         run.expected++;
     }
     assert_int_equal(c.mismatches, 0);
+    user_query_now(pool, &run, &c, NULL, RLS_SQL, "", NULL);
     user_query_now(pool, &run, &c, "B", RLS_SQL, RLS_B, NULL);
-    user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
 
     pg_pool_free(pool);
     event_base_free(base);
