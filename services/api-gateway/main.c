@@ -6,6 +6,7 @@
  * main.c is the boot script: the configuration table, the service hooks and
  * the retention rule. Everything else is in gateway.h and the route files.
  */
+#include "config_vars.h"
 #include "daemon.h"
 #include "gateway.h"
 #include "log.h"
@@ -16,21 +17,17 @@ extern const migration_file_t api_gateway_migrations[];
 extern const size_t api_gateway_migrations_count;
 
 static const config_var_t gateway_vars[] = {
-    {"ENCRYPTION_KEY", CFG_KEY32, NULL, true, true, 0, 0, "base64 of 32 bytes: seals Drive tokens"},
-    {"ENCRYPTION_KEYS_OLD", CFG_KEYLIST, "", false, true, 0, 0, "comma list of previous keys (rotation)"},
+    CONFIG_VARS_ENCRYPTION,
     {"PUBLIC_URL", CFG_URL, "http://localhost:8080", false, false, 0, 0,
      "public base URL; OAuth redirect is PUBLIC_URL/auth/google/callback"},
     {"SESSION_SECRET", CFG_STRING, NULL, true, true, 0, 0, "secret for session and CSRF tokens"},
-    {"GOOGLE_CLIENT_ID", CFG_STRING, NULL, true, false, 0, 0, "OAuth client id"},
-    {"GOOGLE_CLIENT_SECRET", CFG_STRING, NULL, true, true, 0, 0, "OAuth client secret"},
+    CONFIG_VARS_GOOGLE_CLIENT,
     {"GOOGLE_AUTH_URL", CFG_URL, "https://accounts.google.com/o/oauth2/v2/auth", false, false, 0, 0,
      "OAuth authorization endpoint"},
-    {"GOOGLE_TOKEN_URL", CFG_URL, "https://oauth2.googleapis.com/token", false, false, 0, 0,
-     "OAuth token endpoint"},
+    CONFIG_VAR_GOOGLE_TOKEN_URL("OAuth token endpoint"),
     {"GOOGLE_USERINFO_URL", CFG_URL, "https://openidconnect.googleapis.com/v1/userinfo", false,
      false, 0, 0, "OpenID userinfo endpoint"},
-    {"DRIVE_API_URL", CFG_URL, "https://www.googleapis.com/drive/v3", false, false, 0, 0,
-     "Drive v3 base URL"},
+    CONFIG_VAR_DRIVE_API_URL,
     {"DRIVE_SCOPE", CFG_STRING, "https://www.googleapis.com/auth/drive", false, false, 0, 0,
      "Drive scope asked for at sign-in"},
     {"STRIPE_SECRET_KEY", CFG_STRING, NULL, false, true, 0, 0, "Stripe API key (billing routes)"},

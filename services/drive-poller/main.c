@@ -5,6 +5,7 @@
  * main.c is the boot script: the configuration table, then start/drain/stop
  * hooks around the poller (poller.c; docs/drive-poller.md).
  */
+#include "config_vars.h"
 #include "daemon.h"
 #include "log.h"
 #include "poller.h"
@@ -15,15 +16,10 @@ extern const migration_file_t drive_poller_migrations[];
 extern const size_t drive_poller_migrations_count;
 
 static const config_var_t poller_vars[] = {
-    {"ENCRYPTION_KEY", CFG_KEY32, NULL, true, true, 0, 0, "base64 of 32 bytes: seals Drive tokens"},
-    {"ENCRYPTION_KEYS_OLD", CFG_KEYLIST, "", false, true, 0, 0,
-     "comma list of previous keys (rotation)"},
-    {"GOOGLE_CLIENT_ID", CFG_STRING, NULL, true, false, 0, 0, "OAuth client id"},
-    {"GOOGLE_CLIENT_SECRET", CFG_STRING, NULL, true, true, 0, 0, "OAuth client secret"},
-    {"GOOGLE_TOKEN_URL", CFG_URL, "https://oauth2.googleapis.com/token", false, false, 0, 0,
-     "OAuth token endpoint (refresh)"},
-    {"DRIVE_API_URL", CFG_URL, "https://www.googleapis.com/drive/v3", false, false, 0, 0,
-     "Drive v3 base URL"},
+    CONFIG_VARS_ENCRYPTION,
+    CONFIG_VARS_GOOGLE_CLIENT,
+    CONFIG_VAR_GOOGLE_TOKEN_URL("OAuth token endpoint (refresh)"),
+    CONFIG_VAR_DRIVE_API_URL,
     {"POLL_INTERVAL_SECONDS", CFG_INT, "60", false, false, 1, 86400,
      "seconds between polls of a folder"},
     {"POLLER_CONCURRENCY", CFG_INT, "8", false, false, 1, 256,
