@@ -311,6 +311,21 @@ static stripe_status_t session_from(cJSON *root, stripe_session_t *out, stripe_e
     return STRIPE_OK;
 }
 
+/* POSTs params to a Checkout or Portal sessions path; fills out from the answer. */
+static stripe_status_t create_session(stripe_client_t *sc, const char *path,
+                                      const http_pair_t *params, size_t n,
+                                      const char *idempotency_key, stripe_session_t *out,
+                                      stripe_error_t *err)
+{
+    cJSON *root = NULL;
+    stripe_status_t st = stripe_call(sc, "POST", path, params, n, idempotency_key, &root, err);
+    if (st == STRIPE_OK) {
+        st = session_from(root, out, err);
+    }
+    cJSON_Delete(root);
+    return st;
+}
+
 stripe_status_t stripe_create_checkout_session(stripe_client_t *sc,
                                                const stripe_checkout_params_t *p,
                                                stripe_session_t *out, stripe_error_t *err)
@@ -348,14 +363,7 @@ stripe_status_t stripe_create_checkout_session(stripe_client_t *sc,
     } else if (p->customer_email != NULL && p->customer_email[0] != '\0') {
         params[n++] = (http_pair_t){"customer_email", p->customer_email};
     }
-    cJSON *root = NULL;
-    stripe_status_t st = stripe_call(sc, "POST", "/v1/checkout/sessions", params, n,
-                                     p->idempotency_key, &root, err);
-    if (st == STRIPE_OK) {
-        st = session_from(root, out, err);
-    }
-    cJSON_Delete(root);
-    return st;
+    return create_session(sc, "/v1/checkout/sessions", params, n, p->idempotency_key, out, err);
 }
 
 stripe_status_t stripe_create_portal_session(stripe_client_t *sc, const char *customer,
@@ -382,14 +390,7 @@ stripe_status_t stripe_create_portal_session(stripe_client_t *sc, const char *cu
     if (return_url != NULL && return_url[0] != '\0') {
         params[n++] = (http_pair_t){"return_url", return_url};
     }
-    cJSON *root = NULL;
-    stripe_status_t st = stripe_call(sc, "POST", "/v1/billing_portal/sessions", params, n,
-                                     idempotency_key, &root, err);
-    if (st == STRIPE_OK) {
-        st = session_from(root, out, err);
-    }
-    cJSON_Delete(root);
-    return st;
+    return create_session(sc, "/v1/billing_portal/sessions", params, n, idempotency_key, out, err);
 }
 
 /* Stripe's answer to a repeated meter event identifier (400, param identifier,
