@@ -260,21 +260,20 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
         resp->location = NULL;
         return len;
     }
-    value = header_value(data, len, "Retry-After", &vlen);
-    if (value != NULL) {
-        if (replace_header(&resp->retry_after, value, vlen) != 0) {
-            t->oom = true;
-            return 0;
+    /* The headers kept in the response. */
+    struct {
+        const char *name;
+        char **slot;
+    } kept[] = {{"Retry-After", &resp->retry_after}, {"Location", &resp->location}};
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+        value = header_value(data, len, kept[i].name, &vlen);
+        if (value != NULL) {
+            if (replace_header(kept[i].slot, value, vlen) != 0) {
+                t->oom = true;
+                return 0;
+            }
+            return len;
         }
-        return len;
-    }
-    value = header_value(data, len, "Location", &vlen);
-    if (value != NULL) {
-        if (replace_header(&resp->location, value, vlen) != 0) {
-            t->oom = true;
-            return 0;
-        }
-        return len;
     }
     value = header_value(data, len, "Content-Length", &vlen);
     if (value != NULL && !t->head) {
