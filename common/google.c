@@ -186,6 +186,18 @@ static void sb_param(strbuf_t *sb, const char *name, const char *value)
     sb_add_escaped(sb, value);
 }
 
+/* Drive's "pageSize" parameter: page_size within 1..1000, 100 when below 1. */
+static void sb_page_size(strbuf_t *sb, int page_size)
+{
+    if (page_size < 1)
+        page_size = 100;
+    if (page_size > 1000)
+        page_size = 1000;
+    char size[16];
+    snprintf(size, sizeof(size), "%d", page_size);
+    sb_param(sb, "pageSize", size);
+}
+
 /* Returns the built string (caller frees) or NULL on OOM. */
 static char *sb_take(strbuf_t *sb)
 {
@@ -753,17 +765,11 @@ google_status_t drive_files_list(google_client_t *gc, const char *access_token, 
     err_reset(err);
     if (gc->drive_api_url == NULL)
         return err_set(err, GOOGLE_ERR_PROTOCOL, 0, "files.list: DRIVE_API_URL not configured");
-    if (page_size < 1)
-        page_size = 100;
-    if (page_size > 1000)
-        page_size = 1000;
-    char size[16];
-    snprintf(size, sizeof(size), "%d", page_size);
 
     strbuf_t sb = {0};
     sb_add(&sb, gc->drive_api_url);
     sb_add(&sb, "/files");
-    sb_param(&sb, "pageSize", size);
+    sb_page_size(&sb, page_size);
     sb_param(&sb, "fields", "nextPageToken,files(" DRIVE_FILE_FIELDS ")");
     if (q != NULL && q[0] != '\0')
         sb_param(&sb, "q", q);
@@ -1095,18 +1101,12 @@ google_status_t drive_changes_list(google_client_t *gc, const char *access_token
         return err_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "changes.list: no page token");
     if (gc->drive_api_url == NULL)
         return err_set(err, GOOGLE_ERR_PROTOCOL, 0, "changes.list: DRIVE_API_URL not configured");
-    if (page_size < 1)
-        page_size = 100;
-    if (page_size > 1000)
-        page_size = 1000;
-    char size[16];
-    snprintf(size, sizeof(size), "%d", page_size);
 
     strbuf_t sb = {0};
     sb_add(&sb, gc->drive_api_url);
     sb_add(&sb, "/changes");
     sb_param(&sb, "pageToken", page_token);
-    sb_param(&sb, "pageSize", size);
+    sb_page_size(&sb, page_size);
     sb_param(&sb, "includeRemoved", "true");
     sb_param(&sb, "restrictToMyDrive", "true");
     sb_param(&sb, "fields",
