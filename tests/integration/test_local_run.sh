@@ -67,8 +67,9 @@ kill -TERM "$run_pid"
 wait "$run_pid"; rc=$?
 run_pid=
 check_eq "stopped: the run exits 0" 0 "$rc"
-sleep 0.5
-check "nothing is left running" bash -c "! pgrep -f '$var' >/dev/null"
+for _ in $(seq 1 50); do pgrep -f "$var" >/dev/null || break; sleep 0.1; done
+left=$(pgrep -af "$var" | grep -v pgrep)
+check "nothing is left running${left:+: $left}" [ -z "$left" ]
 check "every daemon stopped on SIGTERM" [ "$(grep -c '"msg":"stopped"' "$var/run1.log")" -ge 4 ]
 
 # Again: the data is reused (same user, same jobs, nothing reprocessed).
