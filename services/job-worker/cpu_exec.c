@@ -41,6 +41,18 @@ typedef struct {
     cpu_exec_job_t *job;
     VipsImage *source; /* the decoded original after autorot: metadata source */
     bool source_converted; /* CMYK → sRGB: the embedded profile no longer applies */
+    /* eager: decode into memory at LoadImage (a corrupt file fails there);
+     * otherwise lazy, and sequential when the graph reads the source once. */
+    bool eager;
+    bool sequential;
+    /* preview: this context runs on a small thumbnail of the input, to compute
+     * statistics (AutoLevels, WhiteBalance) without a full-size pass. */
+    bool preview;
+    VipsImage *thumb; /* the thumbnail (memory), made once per run */
+    /* LoadImage's 3-band pixels before the float conversion (8-bit only), so
+     * a resize right after it can run on 8-bit data (vectorised, 4× less). */
+    const enode_t *load_node;
+    VipsImage *native;
     cpu_exec_status_t fail;
     char *err;
     size_t errlen;
@@ -432,25 +444,45 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
     VipsImage *t[8] = {0};
     VipsImage *alpha = NULL;
     if (c->source == NULL) {
+        VipsAccess access = c->sequential ? VIPS_ACCESS_SEQUENTIAL : VIPS_ACCESS_RANDOM;
         t[0] = vips_image_new_from_buffer(job->input, job->input_len, "", "fail_on",
-                                          VIPS_FAIL_ON_ERROR, NULL);
+                                          VIPS_FAIL_ON_ERROR, "access", access, NULL);
         if (t[0] == NULL) {
             vips_error_clear();
             return fail(c, CPU_EXEC_UNSUPPORTED_IMAGE,
                         "unsupported_image: not a JPEG, PNG, WebP, TIFF or HEIC image");
+        }
+        int orientation = 1;
+        if (access == VIPS_ACCESS_SEQUENTIAL &&
+            vips_image_get_typeof(t[0], VIPS_META_ORIENTATION) != 0 &&
+            vips_image_get_int(t[0], VIPS_META_ORIENTATION, &orientation) == 0 &&
+            orientation > 1) {
+            /* Rotating needs random access. */
+            g_object_unref(t[0]);
+            t[0] = vips_image_new_from_buffer(job->input, job->input_len, "", "fail_on",
+                                              VIPS_FAIL_ON_ERROR, NULL);
+            if (t[0] == NULL) {
+                vips_error_clear();
+                return fail(c, CPU_EXEC_UNSUPPORTED_IMAGE,
+                            "unsupported_image: not a JPEG, PNG, WebP, TIFF or HEIC image");
+            }
         }
         VipsImage *rot = NULL;
         if (vips_autorot(t[0], &rot, NULL) != 0) {
             vips_fail(c, "autorotate");
             goto out;
         }
-        /* Decode now: a corrupt file fails here, as unsupported_image. */
-        c->source = vips_image_copy_memory(rot);
-        g_object_unref(rot);
-        if (c->source == NULL) {
-            vips_error_clear();
-            fail(c, CPU_EXEC_UNSUPPORTED_IMAGE, "unsupported_image: the file is corrupt");
-            goto out;
+        if (c->eager) {
+            /* Decode now: a corrupt file fails here, as unsupported_image. */
+            c->source = vips_image_copy_memory(rot);
+            g_object_unref(rot);
+            if (c->source == NULL) {
+                vips_error_clear();
+                fail(c, CPU_EXEC_UNSUPPORTED_IMAGE, "unsupported_image: the file is corrupt");
+                goto out;
+            }
+        } else {
+            c->source = rot; /* decoded as the output is written */
         }
         job->in_width = c->source->Xsize;
         job->in_height = c->source->Ysize;
@@ -504,6 +536,11 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
             goto out;
         }
         im = t[3];
+    }
+    if (!c->preview && c->native == NULL && im->BandFmt == VIPS_FORMAT_UCHAR) {
+        g_object_ref(im);
+        c->native = im;
+        c->load_node = n;
     }
     if (vips_linear1(im, &t[4], 1.0 / max, 0.0, NULL) != 0 ||
         vips_cast(t[4], &t[5], VIPS_FORMAT_FLOAT, NULL) != 0 ||
@@ -722,11 +759,112 @@ static float *gaussian_blur(const fbuf_t *fb, int r, double sigma)
     return dst;
 }
 
+static int clamp01(VipsImage *in, VipsImage **out);
+#define CLAMP_SCALE 4294967295.0
+static int linear_clamped(ctx_t *c, VipsImage *in, const double *a, const double *b, int n,
+                          VipsImage **out, const char *what);
+
+static void unref_all(VipsImage **t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] != NULL) {
+            g_object_unref(t[i]);
+            t[i] = NULL;
+        }
+    }
+}
+
+/* ComfyUI's blur (or sharpen) as a lazy libvips pipeline: reflect-101
+ * borders built from flipped strips (VIPS_EXTEND_MIRROR repeats the edge
+ * pixel, which is plain reflect), a float convolution, the padding cut off.
+ * Blur: separable, the 1-D factor. Sharpen (sharpen_k = 10α > 0): one 2-D
+ * kernel (1+k)δ − k·G so the input is read once, the result × CLAMP_SCALE and
+ * clamped. Returns 1 (nothing done) when the radius needs repeated
+ * reflection (r ≥ width or height) or is too large for a 2-D kernel: the
+ * caller uses the buffer path. */
+static int conv_lazy(ctx_t *c, VipsImage *in, int r, double sigma, double sharpen_k,
+                     VipsImage **out)
+{
+    int W = in->Xsize;
+    int H = in->Ysize;
+    bool sharpen = sharpen_k != 0.0;
+    if (r < 1 || r >= W || r >= H || r > 64 || (sharpen && r > 4)) {
+        return 1;
+    }
+    int k = 2 * r + 1;
+    double g[2 * 64 + 1];
+    double sum = 0;
+    for (int i = 0; i < k; i++) {
+        double x = -1.0 + 2.0 * i / (k - 1);
+        g[i] = exp(-(x * x) / (2 * sigma * sigma));
+        sum += g[i];
+    }
+    for (int i = 0; i < k; i++) {
+        g[i] /= sum;
+    }
+    VipsImage *mask = NULL;
+    if (sharpen) {
+        double m[9 * 9];
+        for (int y = 0; y < k; y++) {
+            for (int x = 0; x < k; x++) {
+                double v = -sharpen_k * g[y] * g[x];
+                if (x == r && y == r) {
+                    v += 1.0 + sharpen_k;
+                }
+                m[y * k + x] = v * CLAMP_SCALE;
+            }
+        }
+        mask = vips_image_new_matrix_from_array(k, k, m, k * k);
+    } else {
+        mask = vips_image_new_matrix_from_array(k, 1, g, k);
+    }
+    VipsImage *t[14] = {0};
+    int rc = mask == NULL || vips_cast(in, &t[0], VIPS_FORMAT_FLOAT, NULL) ||
+             /* columns 1..r and W-1-r..W-2, mirrored */
+             vips_extract_area(t[0], &t[1], 1, 0, r, H, NULL) ||
+             vips_flip(t[1], &t[2], VIPS_DIRECTION_HORIZONTAL, NULL) ||
+             vips_extract_area(t[0], &t[3], W - 1 - r, 0, r, H, NULL) ||
+             vips_flip(t[3], &t[4], VIPS_DIRECTION_HORIZONTAL, NULL) ||
+             vips_join(t[2], t[0], &t[5], VIPS_DIRECTION_HORIZONTAL, NULL) ||
+             vips_join(t[5], t[4], &t[6], VIPS_DIRECTION_HORIZONTAL, NULL) ||
+             /* rows 1..r and H-1-r..H-2 of the widened image, mirrored */
+             vips_extract_area(t[6], &t[7], 0, 1, W + 2 * r, r, NULL) ||
+             vips_flip(t[7], &t[8], VIPS_DIRECTION_VERTICAL, NULL) ||
+             vips_extract_area(t[6], &t[9], 0, H - 1 - r, W + 2 * r, r, NULL) ||
+             vips_flip(t[9], &t[10], VIPS_DIRECTION_VERTICAL, NULL) ||
+             vips_join(t[8], t[6], &t[11], VIPS_DIRECTION_VERTICAL, NULL) ||
+             vips_join(t[11], t[10], &t[12], VIPS_DIRECTION_VERTICAL, NULL);
+    if (rc == 0) {
+        rc = sharpen ? vips_conv(t[12], &t[13], mask, "precision", VIPS_PRECISION_FLOAT, NULL)
+                     : vips_convsep(t[12], &t[13], mask, "precision", VIPS_PRECISION_FLOAT, NULL);
+    }
+    if (rc == 0) {
+        if (sharpen) {
+            VipsImage *inner = NULL;
+            rc = vips_extract_area(t[13], &inner, r, r, W, H, NULL) || clamp01(inner, out);
+            if (inner != NULL) {
+                g_object_unref(inner);
+            }
+        } else {
+            rc = vips_extract_area(t[13], out, r, r, W, H, NULL);
+        }
+    }
+    if (mask != NULL) {
+        g_object_unref(mask);
+    }
+    unref_all(t, NIN(t));
+    return rc != 0 ? vips_fail(c, sharpen ? "ImageSharpen" : "ImageBlur") : 0;
+}
+
 static int node_blur(ctx_t *c, enode_t *n, VipsImage **out)
 {
     VipsImage *im = input_image(c, n, "image");
     if (im == NULL) {
         return -1;
+    }
+    int lazy = conv_lazy(c, im, inum(n, "blur_radius", 1), num(n, "sigma", 1.0), 0.0, &out[0]);
+    if (lazy <= 0) {
+        return lazy;
     }
     fbuf_t fb;
     if (to_fbuf(c, im, &fb) != 0) {
@@ -750,6 +888,20 @@ static int node_sharpen(ctx_t *c, enode_t *n, VipsImage **out)
     if (im == NULL) {
         return -1;
     }
+    double alpha = num(n, "alpha", 1.0);
+    /* clamp(x + 10α(x − blur)) */
+    int lazy = 1;
+    if (alpha == 0.0) {
+        double one[1] = {1.0};
+        double zero[1] = {0.0};
+        return linear_clamped(c, im, one, zero, 1, out, "ImageSharpen");
+    } else {
+        lazy = conv_lazy(c, im, inum(n, "sharpen_radius", 1), num(n, "sigma", 1.0), 10.0 * alpha,
+                         &out[0]);
+    }
+    if (lazy <= 0) {
+        return lazy;
+    }
     fbuf_t fb;
     if (to_fbuf(c, im, &fb) != 0) {
         return -1;
@@ -759,7 +911,7 @@ static int node_sharpen(ctx_t *c, enode_t *n, VipsImage **out)
         g_free(fb.px);
         return fail(c, CPU_EXEC_ERROR, "ImageSharpen: out of memory");
     }
-    float k = (float)(10.0 * num(n, "alpha", 1.0));
+    float k = (float)(10.0 * alpha);
     size_t total = (size_t)fb.w * fb.h * fb.c;
     for (size_t i = 0; i < total; i++) {
         blur[i] = clamp01f(fb.px[i] + k * (fb.px[i] - blur[i]));
@@ -953,34 +1105,207 @@ static int node_pad(ctx_t *c, enode_t *n, VipsImage **out)
     return out[1] != NULL ? 0 : -1;
 }
 
-/* ---- CA. nodes ----------------------------------------------------------- */
+/* ---- streaming and previews ---------------------------------------------- */
 
-/* clamp to [0,1] with streaming ops: (|x| − |x − 1| + 1) / 2 */
-static int clamp01(VipsImage *in, VipsImage **out)
+/* Long edge of the thumbnail statistics are computed on. */
+#define PREVIEW_SIZE 768
+
+static bool in_list(const char *const *list, const char *s)
 {
-    VipsImage *t[4] = {0};
-    int rc = vips_abs(in, &t[0], NULL) || vips_linear1(in, &t[1], 1.0, -1.0, NULL) ||
-             vips_abs(t[1], &t[2], NULL) || vips_subtract(t[0], t[2], &t[3], NULL) ||
-             vips_linear1(t[3], out, 0.5, 0.5, NULL);
-    for (int i = 0; i < 4; i++) {
-        if (t[i] != NULL) {
-            g_object_unref(t[i]);
+    for (size_t i = 0; list[i] != NULL; i++) {
+        if (strcmp(list[i], s) == 0) {
+            return true;
         }
     }
-    return rc != 0 ? -1 : 0;
+    return false;
 }
 
-/* out = clamp(in * a + b) per band. */
+/* Nodes whose statistics-relevant effect a preview reproduces: point
+ * operations, whole-frame geometry, and the blurs (run at preview scale). */
+static const char *const PREVIEW_SAFE[] = {
+    "LoadImage",      "ImageInvert",       "ImageFlip",
+    "ImageRotate",    "ImageBlur",         "ImageSharpen",
+    "ImageScaleBy",   "ImageScaleToTotalPixels", "ImageScaleToMaxDimension",
+    "CA.AutoLevels",  "CA.Levels",         "CA.WhiteBalance",
+    "CA.Exposure",    "CA.Contrast",       "CA.Saturation",
+    "CA.Warmth",      "CA.ResizeLongEdge", NULL,
+};
+
+/* Resizes that keep the whole frame: the identity on a preview. */
+static const char *const PREVIEW_IDENTITY[] = {
+    "ImageScaleBy", "ImageScaleToTotalPixels", "ImageScaleToMaxDimension", "CA.ResizeLongEdge",
+    NULL,
+};
+
+/* Nodes that are lazy libvips pipelines reading their input once, top to
+ * bottom (ImageScale* only with lanczos; the statistics nodes only when they
+ * can use a preview). Not ImageBlur/ImageSharpen: their reflect-101 borders
+ * read rows out of order (libvips' mirror extend is plain reflect), so those
+ * graphs decode with random access (one 8-bit copy of the original). */
+static const char *const STREAMING[] = {
+    "LoadImage",       "SaveImage",          "PreviewImage",   "EmptyImage",
+    "ImageInvert",     "ImageCrop",
+    "ImagePadForOutpaint", "ImageScale",     "ImageScaleBy",   "ImageScaleToTotalPixels",
+    "ImageScaleToMaxDimension", "CA.AutoLevels", "CA.Levels",  "CA.WhiteBalance",
+    "CA.Exposure",     "CA.Contrast",        "CA.Saturation",  "CA.Warmth",
+    "CA.Vignette",     "CA.Watermark",       "CA.ResizeLongEdge", "CA.Export",
+    NULL,
+};
+
+/* Every node upstream of n is PREVIEW_SAFE. */
+static bool upstream_preview_safe(ctx_t *c, const enode_t *n, int depth)
+{
+    if (depth > 64) {
+        return false;
+    }
+    const cJSON *v = NULL;
+    cJSON_ArrayForEach(v, n->inputs)
+    {
+        if (!graph_is_link(v)) {
+            continue;
+        }
+        const enode_t *src = find_enode(c, cJSON_GetArrayItem(v, 0)->valuestring);
+        if (src == NULL || !in_list(PREVIEW_SAFE, src->class_type) ||
+            !upstream_preview_safe(c, src, depth + 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Whether the whole graph can decode its input sequentially. */
+static bool graph_streams(ctx_t *c)
+{
+    int loads = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const enode_t *n = &c->nodes[i];
+        if (!in_list(STREAMING, n->class_type)) {
+            return false;
+        }
+        if (strcmp(n->class_type, "LoadImage") == 0 && ++loads > 1) {
+            return false;
+        }
+        if (strncmp(n->class_type, "ImageScale", 10) == 0 &&
+            strcmp(str(n, "upscale_method", "bilinear"), "lanczos") != 0) {
+            return false;
+        }
+        if ((strcmp(n->class_type, "CA.AutoLevels") == 0 ||
+             strcmp(n->class_type, "CA.WhiteBalance") == 0) &&
+            !upstream_preview_safe(c, n, 0)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The image node n's statistics are computed on: its input `full` run on a
+ * PREVIEW_SIZE thumbnail of the original (shrink-on-load, no full-size pass)
+ * when everything upstream allows, else `full` itself. A new reference. */
+static int stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
+{
+    cpu_exec_job_t *job = c->job;
+    if (c->preview || job->input_image != NULL || job->input == NULL ||
+        !upstream_preview_safe(c, n, 0)) {
+        g_object_ref(full);
+        *out = full;
+        return 0;
+    }
+    if (c->thumb == NULL) {
+        VipsImage *t = NULL;
+        if (vips_thumbnail_buffer((void *)job->input, job->input_len, &t, PREVIEW_SIZE, "height",
+                                  PREVIEW_SIZE, "size", VIPS_SIZE_DOWN, NULL) == 0) {
+            c->thumb = vips_image_copy_memory(t);
+        }
+        if (t != NULL) {
+            g_object_unref(t);
+        }
+        if (c->thumb == NULL) {
+            vips_error_clear();
+            g_object_ref(full);
+            *out = full;
+            return 0;
+        }
+    }
+    char perr[256];
+    ctx_t p = {0};
+    p.n = c->n;
+    p.nodes = calloc(p.n, sizeof(*p.nodes));
+    p.job = job;
+    p.preview = true;
+    p.err = perr;
+    p.errlen = sizeof(perr);
+    VipsImage *im = NULL;
+    if (p.nodes != NULL) {
+        for (size_t i = 0; i < p.n; i++) {
+            p.nodes[i].id = c->nodes[i].id;
+            p.nodes[i].class_type = c->nodes[i].class_type;
+            p.nodes[i].inputs = c->nodes[i].inputs;
+        }
+        g_object_ref(c->thumb);
+        p.source = c->thumb;
+        im = input_image(&p, &p.nodes[n - c->nodes], "image");
+        if (im != NULL) {
+            g_object_ref(im);
+        }
+        for (size_t i = 0; i < p.n; i++) {
+            for (int k = 0; k < 2; k++) {
+                if (p.nodes[i].out[k] != NULL) {
+                    g_object_unref(p.nodes[i].out[k]);
+                }
+            }
+        }
+        g_object_unref(p.source);
+        free(p.nodes);
+    }
+    if (im == NULL) {
+        vips_error_clear();
+        g_object_ref(full);
+        im = full;
+    }
+    *out = im;
+    return 0;
+}
+
+/* ---- CA. nodes ----------------------------------------------------------- */
+
+/* Clamping to [0,1] with streaming ops that read their input ONCE (libvips
+ * recomputes a lazy input for every reference, so |x| − |x − 1| tricks
+ * double the work upstream at each node): scale to 0..2³²−1 (CLAMP_SCALE),
+ * cast to uint (which clips), scale back. The round trip is exact to ~1e-7.
+ * clamp01() takes its input already scaled by CLAMP_SCALE. */
+
+/* out = clamp(in * a + b) per band (n = 1 or bands). */
 static int linear_clamped(ctx_t *c, VipsImage *in, const double *a, const double *b, int n,
                           VipsImage **out, const char *what)
 {
-    VipsImage *t = NULL;
-    if (vips_linear(in, &t, (double *)a, (double *)b, n, NULL) != 0) {
-        return vips_fail(c, what);
+    double as[4];
+    double bs[4];
+    if (n > 4) {
+        return fail(c, CPU_EXEC_ERROR, "%s: too many bands", what);
     }
-    int rc = clamp01(t, out);
-    g_object_unref(t);
+    for (int i = 0; i < n; i++) {
+        as[i] = a[i] * CLAMP_SCALE;
+        bs[i] = b[i] * CLAMP_SCALE;
+    }
+    VipsImage *t[2] = {0};
+    int rc = vips_linear(in, &t[0], as, bs, n, NULL) ||
+             vips_cast(t[0], &t[1], VIPS_FORMAT_UINT, NULL) ||
+             vips_linear1(t[1], out, 1.0 / CLAMP_SCALE, 0.0, NULL);
+    unref_all(t, NIN(t));
     return rc != 0 ? vips_fail(c, what) : 0;
+}
+
+static int clamp01(VipsImage *in, VipsImage **out)
+{
+    VipsImage *t = NULL;
+    int rc = vips_cast(in, &t, VIPS_FORMAT_UINT, NULL);
+    if (rc == 0) {
+        rc = vips_linear1(t, out, 1.0 / CLAMP_SCALE, 0.0, NULL);
+    }
+    if (t != NULL) {
+        g_object_unref(t);
+    }
+    return rc != 0 ? -1 : 0;
 }
 
 /* The `p`-th and `1-p`-th percentiles of the luma (Rec. 709 on encoded values), in 0..1. */
@@ -1056,7 +1381,13 @@ static int node_autolevels(ctx_t *c, enode_t *n, VipsImage **out)
     double strength = num(n, "strength", 1.0);
     double lo = 0;
     double hi = 1;
-    if (luma_percentiles(c, im, p, &lo, &hi) != 0) {
+    VipsImage *st = NULL;
+    if (stats_image(c, n, im, &st) != 0) {
+        return -1;
+    }
+    int rc = luma_percentiles(c, st, p, &lo, &hi);
+    g_object_unref(st);
+    if (rc != 0) {
         return -1;
     }
     if (hi - lo < 0.05) { /* flat image: leave it */
@@ -1104,7 +1435,13 @@ static int node_white_balance(ctx_t *c, enode_t *n, VipsImage **out)
     }
     double strength = num(n, "strength", 1.0);
     VipsImage *stats = NULL;
-    if (vips_stats(im, &stats, NULL) != 0) {
+    VipsImage *st = NULL;
+    if (stats_image(c, n, im, &st) != 0) {
+        return -1;
+    }
+    int rc = vips_stats(st, &stats, NULL);
+    g_object_unref(st);
+    if (rc != 0) {
         return vips_fail(c, "CA.WhiteBalance");
     }
     double mean[3];
@@ -1163,7 +1500,7 @@ static int node_saturation(ctx_t *c, enode_t *n, VipsImage **out)
     double m[9];
     for (int r = 0; r < 3; r++) {
         for (int k = 0; k < 3; k++) {
-            m[r * 3 + k] = (1.0 - s) * l[k] + (r == k ? s : 0.0);
+            m[r * 3 + k] = ((1.0 - s) * l[k] + (r == k ? s : 0.0)) * CLAMP_SCALE;
         }
     }
     VipsImage *mat = vips_image_new_matrix_from_array(3, 3, m, 9);
@@ -1320,6 +1657,24 @@ static int node_long_edge(ctx_t *c, enode_t *n, VipsImage **out)
     }
     int w = W >= H ? target : (int)fmax(1, rint((double)W * target / H));
     int h = H > W ? target : (int)fmax(1, rint((double)H * target / W));
+    const cJSON *link = cJSON_GetObjectItemCaseSensitive(n->inputs, "image");
+    if (c->native != NULL && c->load_node != NULL &&
+        strcmp(cJSON_GetArrayItem(link, 0)->valuestring, c->load_node->id) == 0 &&
+        cJSON_GetArrayItem(link, 1)->valuedouble == 0) {
+        /* Straight after LoadImage: resize the decoded 8-bit pixels. */
+        VipsImage *small = upscale_image(c, c->native, w, h, "lanczos", "disabled");
+        if (small == NULL) {
+            return -1;
+        }
+        VipsImage *t = NULL;
+        int rc = vips_linear1(small, &t, 1.0 / 255.0, 0.0, NULL) ||
+                 vips_cast(t, &out[0], VIPS_FORMAT_FLOAT, NULL);
+        g_object_unref(small);
+        if (t != NULL) {
+            g_object_unref(t);
+        }
+        return rc != 0 ? vips_fail(c, "CA.ResizeLongEdge") : 0;
+    }
     out[0] = upscale_image(c, im, w, h, "lanczos", "disabled");
     return out[0] != NULL ? 0 : -1;
 }
@@ -1365,6 +1720,15 @@ static int eval(ctx_t *c, enode_t *n)
         return n->out[0] != NULL || n->out[1] != NULL ? 0 : -1;
     }
     n->done = true; /* the validator rejected cycles; this stops any recursion */
+    if (c->preview && in_list(PREVIEW_IDENTITY, n->class_type)) {
+        VipsImage *im = input_image(c, n, "image");
+        if (im == NULL) {
+            return -1;
+        }
+        g_object_ref(im);
+        n->out[0] = im;
+        return 0;
+    }
     for (size_t i = 0; i < NIN(IMPLS); i++) {
         if (strcmp(IMPLS[i].class_type, n->class_type) == 0) {
             int rc = IMPLS[i].fn(c, n, n->out);
@@ -1483,7 +1847,11 @@ static int encode(ctx_t *c, VipsImage *im, const enode_t *out_node)
         snprintf(job->ext, sizeof(job->ext), "tif");
         snprintf(job->mime, sizeof(job->mime), "image/tiff");
     } else {
-        src = vips_jpegsave_buffer(u8, &buf, &len, "Q", quality, "optimize_coding", TRUE, NULL);
+        /* Optimised Huffman tables keep every DCT coefficient in memory
+         * (~70 MB at 12 MP): only for outputs up to 4 MP. */
+        bool optimize = (double)u8->Xsize * u8->Ysize <= 4e6;
+        src = vips_jpegsave_buffer(u8, &buf, &len, "Q", quality, "optimize_coding", optimize,
+                                   NULL);
         snprintf(job->ext, sizeof(job->ext), "jpg");
         snprintf(job->mime, sizeof(job->mime), "image/jpeg");
     }
@@ -1549,24 +1917,17 @@ void cpu_exec_job_free(cpu_exec_job_t *job)
     }
 }
 
-cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *err, size_t errlen)
+/* One evaluation of a validated graph. `eager` decodes the input into memory
+ * first (the old, safe path); otherwise the pipeline is lazy and, when the
+ * graph allows, the input is decoded sequentially while the output is encoded. */
+static cpu_exec_status_t run_once(const cJSON *graph, cpu_exec_job_t *job, char *err,
+                                  size_t errlen, bool eager)
 {
-    if (errlen > 0) {
-        err[0] = '\0';
-    }
-    cJSON *verr = NULL;
-    graph_status_t gs = graph_validate(graph, cpu_nodes_registry(), &verr);
-    if (gs != GRAPH_OK) {
-        char *summary = graph_error_summary(verr);
-        snprintf(err, errlen, "%s", summary != NULL ? summary : "invalid graph");
-        free(summary);
-        cJSON_Delete(verr);
-        return CPU_EXEC_BAD_GRAPH;
-    }
     ctx_t c = {0};
     c.job = job;
     c.err = err;
     c.errlen = errlen;
+    c.eager = eager;
     c.n = (size_t)cJSON_GetArraySize(graph);
     c.nodes = calloc(c.n, sizeof(*c.nodes));
     if (c.nodes == NULL) {
@@ -1583,6 +1944,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         en->class_type = cJSON_GetObjectItemCaseSensitive(node, "class_type")->valuestring;
         en->inputs = cJSON_GetObjectItemCaseSensitive(node, "inputs");
     }
+    c.sequential = !eager && graph_streams(&c);
     /* The output: the first CA.Export, else the first SaveImage/PreviewImage. */
     for (i = 0; i < c.n && output == NULL; i++) {
         if (strcmp(c.nodes[i].class_type, "CA.Export") == 0) {
@@ -1611,6 +1973,43 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
     if (c.source != NULL) {
         g_object_unref(c.source);
     }
+    if (c.thumb != NULL) {
+        g_object_unref(c.thumb);
+    }
+    if (c.native != NULL) {
+        g_object_unref(c.native);
+    }
     free(c.nodes);
+    return st;
+}
+
+cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *err, size_t errlen)
+{
+    if (errlen > 0) {
+        err[0] = '\0';
+    }
+    cJSON *verr = NULL;
+    graph_status_t gs = graph_validate(graph, cpu_nodes_registry(), &verr);
+    if (gs != GRAPH_OK) {
+        char *summary = graph_error_summary(verr);
+        snprintf(err, errlen, "%s", summary != NULL ? summary : "invalid graph");
+        free(summary);
+        cJSON_Delete(verr);
+        return CPU_EXEC_BAD_GRAPH;
+    }
+    cpu_exec_status_t st = run_once(graph, job, err, errlen, false);
+    if (st == CPU_EXEC_ERROR) {
+        /* A lazy pipeline fails while encoding when the file is corrupt (or a
+         * node read its input twice): run again decoding up front, which tells
+         * unsupported_image from a processing error. */
+        cpu_exec_job_free(job);
+        job->ext[0] = '\0';
+        job->mime[0] = '\0';
+        job->out_width = job->out_height = 0;
+        if (errlen > 0) {
+            err[0] = '\0';
+        }
+        st = run_once(graph, job, err, errlen, true);
+    }
     return st;
 }
