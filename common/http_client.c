@@ -404,54 +404,53 @@ static int setopts(CURL *easy, const http_request_t *req, const http_opts_t *opt
     return rc == CURLE_OK ? 0 : -1;
 }
 
+/* Appends line to *list and frees it. line NULL (asprintf failed) or out of
+ * memory: -1, *list unchanged. */
+static int append_line(struct curl_slist **list, char *line)
+{
+    if (line == NULL)
+        return -1;
+    struct curl_slist *next = curl_slist_append(*list, line);
+    free(line);
+    if (next == NULL)
+        return -1;
+    *list = next;
+    return 0;
+}
+
 static struct curl_slist *build_headers(const http_request_t *req)
 {
-    struct curl_slist *list = NULL;
-    struct curl_slist *next;
-    char *line = NULL;
-
     /* No "Expect: 100-continue" round trip for large uploads. */
-    next = curl_slist_append(list, "Expect:");
-    if (next == NULL)
-        goto fail;
-    list = next;
+    struct curl_slist *list = curl_slist_append(NULL, "Expect:");
+    if (list == NULL)
+        return NULL;
     if (req->content_type != NULL) {
-        if (has_crlf(req->content_type) || asprintf(&line, "Content-Type: %s", req->content_type) < 0) {
+        char *line = NULL;
+        if (has_crlf(req->content_type) ||
+            asprintf(&line, "Content-Type: %s", req->content_type) < 0)
             line = NULL;
+        if (append_line(&list, line) != 0)
             goto fail;
-        }
-        next = curl_slist_append(list, line);
-        free(line);
-        line = NULL;
-        if (next == NULL)
-            goto fail;
-        list = next;
     }
     for (size_t i = 0; i < req->nheaders; i++) {
         const http_pair_t *h = &req->headers[i];
         if (h->name == NULL || h->name[0] == '\0' || strchr(h->name, ':') != NULL ||
             has_crlf(h->name) || has_crlf(h->value))
             goto fail;
+        char *line = NULL;
         int n;
         if (h->value == NULL || h->value[0] == '\0')
             n = asprintf(&line, "%s;", h->name); /* curl's form for an empty header */
         else
             n = asprintf(&line, "%s: %s", h->name, h->value);
-        if (n < 0) {
+        if (n < 0)
             line = NULL;
+        if (append_line(&list, line) != 0)
             goto fail;
-        }
-        next = curl_slist_append(list, line);
-        free(line);
-        line = NULL;
-        if (next == NULL)
-            goto fail;
-        list = next;
     }
     return list;
 
 fail:
-    free(line);
     curl_slist_free_all(list);
     return NULL;
 }
