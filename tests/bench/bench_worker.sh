@@ -196,14 +196,22 @@ for _ in $(seq 100); do
 done
 
 psql -At "$DB" -c "SELECT id FROM jobs" > "$W/jobs.txt"
+# CPU seconds (user + system) a process has used so far
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+w_cpu0=$(cpu_s "$worker_pid")
+f_cpu0=$(cpu_s "$fake_pid")
 t0=$(date +%s.%N)
 xargs -n 500 redis-cli -p "$TEST_REDIS_PORT" LPUSH ca:jobs < "$W/jobs.txt" >/dev/null
+# The end is the last completed_at (UTC, the same clock), so the poll can be
+# slow and cheap: a psql every 50 ms would take CPU from the 2 cores measured.
 while :; do
   left=$(psql -At "$DB" -c "SELECT count(*) FROM jobs WHERE status NOT IN ('completed', 'failed')")
   [ "$left" = 0 ] && break
-  sleep 0.05
+  sleep 0.5
 done
-t1=$(date +%s.%N)
+t1=$(psql -At "$DB" -c "SELECT extract(epoch FROM max(COALESCE(completed_at, updated_at))) FROM jobs")
+w_cpu=$(echo "$(cpu_s "$worker_pid") - $w_cpu0" | bc -l)
+f_cpu=$(echo "$(cpu_s "$fake_pid") - $f_cpu0" | bc -l)
 done_ok=$(psql -At "$DB" -c "SELECT count(*) FROM jobs WHERE status = 'completed'")
 wall=$(echo "$t1 - $t0" | bc -l)
 jobs_s=$(echo "$NJOBS / $wall" | bc -l)
@@ -244,6 +252,9 @@ ratio=$(echo "$jobs_s / $pg_jobs_s" | bc -l)
 printf 'queue: %d/%d jobs completed in %.2fs = %.1f jobs/s (%d threads)\n' "$done_ok" "$NJOBS" "$wall" "$jobs_s" "$CONC"
 printf '  pgbench, 3 commits per job: %.1f jobs/s\n' "$pg_jobs_s"
 cat "$W/calls.txt"
+printf '  CPU used: worker %.2f s (%.1f ms a job), Google fake %.2f s (%.1f ms a job); load average %s\n' \
+  "$w_cpu" "$(echo "$w_cpu * 1000 / $NJOBS" | bc -l)" "$f_cpu" "$(echo "$f_cpu * 1000 / $NJOBS" | bc -l)" \
+  "$(cut -d' ' -f1 /proc/loadavg)"
 if [ "${BENCH_STEPS:-0}" = 1 ]; then
   sed -n 's/.*"msg":"steps (ms): \([^"]*\)".*/\1/p' "$W/worker.log" | tr ' ' '\n' |
     awk -F= '{ s[$1] += $2; n[$1]++; if (!($1 in o)) { o[$1] = ++k; name[k] = $1 } }
