@@ -1535,17 +1535,21 @@ static int node_vignette(ctx_t *c, enode_t *n, VipsImage **out)
     }
     double strength = num(n, "strength", 0.3);
     double radius = num(n, "radius", 0.7);
-    /* A small mask computed in C, enlarged lazily: the falloff is smooth. */
-    int mw = im->Xsize < 256 ? im->Xsize : 256;
-    int mh = im->Ysize < 256 ? im->Ysize : 256;
+    /* The mask computed in C, on blocks of f×f pixels above 1 MP and
+     * replicated with vips_zoom (cheap, streaming). The falloff is smooth: a
+     * block step changes the mask by at most strength·1.5·2f/(W·(√2−radius)),
+     * 0.23 of an 8-bit level for portrait_pro at 3000 px. */
+    int f = (double)im->Xsize * im->Ysize > 1e6 ? 4 : 1;
+    int mw = (im->Xsize + f - 1) / f;
+    int mh = (im->Ysize + f - 1) / f;
     float *m = g_try_malloc((size_t)mw * mh * sizeof(float));
     if (m == NULL) {
         return fail(c, CPU_EXEC_ERROR, "CA.Vignette: out of memory");
     }
     for (int y = 0; y < mh; y++) {
+        double dy = ((fmin((y + 0.5) * f, im->Ysize - 0.5)) / im->Ysize - 0.5) * 2.0;
         for (int x = 0; x < mw; x++) {
-            double dx = ((x + 0.5) / mw - 0.5) * 2.0;
-            double dy = ((y + 0.5) / mh - 0.5) * 2.0;
+            double dx = ((fmin((x + 0.5) * f, im->Xsize - 0.5)) / im->Xsize - 0.5) * 2.0;
             double d = sqrt((dx * dx + dy * dy) / 2.0) * 1.4142135623730951; /* 0 centre, √2 corner */
             double t = (d - radius) / (1.4142135623730951 - radius);
             t = t < 0 ? 0 : (t > 1 ? 1 : t);
@@ -1558,14 +1562,13 @@ static int node_vignette(ctx_t *c, enode_t *n, VipsImage **out)
         return -1;
     }
     VipsImage *big = NULL;
-    int rc = vips_resize(small, &big, (double)im->Xsize / mw, "vscale", (double)im->Ysize / mh,
-                         "kernel", VIPS_KERNEL_LINEAR, NULL);
+    int rc = vips_zoom(small, &big, f, f, NULL);
     g_object_unref(small);
     if (rc != 0) {
         return vips_fail(c, "CA.Vignette");
     }
     VipsImage *fit = NULL;
-    rc = vips_embed(big, &fit, 0, 0, im->Xsize, im->Ysize, "extend", VIPS_EXTEND_COPY, NULL);
+    rc = vips_extract_area(big, &fit, 0, 0, im->Xsize, im->Ysize, NULL);
     g_object_unref(big);
     if (rc != 0) {
         return vips_fail(c, "CA.Vignette");
