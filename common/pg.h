@@ -13,9 +13,11 @@
  *
  * Non-blocking path (api-gateway): pg_pool_t on a libevent base. Queries are
  * queued; each pooled connection is driven by its socket's events; the callback
- * runs on the loop thread. A query may carry a user id: it then runs as
- *   BEGIN; SELECT set_config('app.user_id', $uid, true); <query>; COMMIT
- * in one pipeline, so row-level security sees the current user.
+ * runs on the loop thread. A query may carry a user id, which row-level
+ * security reads from app.user_id: each connection tracks its session's value
+ * and, only when it differs, sends SELECT set_config('app.user_id', $uid, false)
+ * in the same pipeline (one implicit transaction) before the query; a query
+ * without a user runs with ''. Queries are prepared once per connection.
  */
 #ifndef CA_PG_H
 #define CA_PG_H

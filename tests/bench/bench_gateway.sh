@@ -4,10 +4,15 @@
 #                            gateway is one event loop), same connections
 #                            → ratio, target >= 0.8
 #   2. authenticated GET /api/jobs returning 20 rows (session lookup + rate
-#      limits in Redis, RLS transaction in PostgreSQL)
+#      limits in Redis, one prepared SELECT under row-level security in
+#      PostgreSQL: the pool sets app.user_id only when it changes)
 #                            vs pgbench running the same 20-row SELECT at the
 #                            same concurrency → ratio, target >= 0.5
-#   3. p99 of (2) at 256 connections, target < 50 ms
+#      2b. (information) vs pgbench running the gateway's own, heavier SELECT
+#          (15 JSON fields, RLS as ca_api_gateway, prepared): how much of the
+#          gap is the query and how much is HTTP + Redis + the gateway
+#   3. p99 of (2) at 256 connections, target < 50 ms (Little's law: 256
+#      connections at p99 < 50 ms need well over 5,000 req/s)
 # Starts its own PostgreSQL and Redis (tests/lib/services.sh). Needs wrk and
 # nginx (nginx-light); installs them with apt-get when missing.
 set -euo pipefail
@@ -53,7 +58,7 @@ for s in api-gateway billing-webhook job-worker drive-poller; do
 done
 
 # a user with 200 jobs and a session made directly in Redis
-uid=$(psql -tA "$PGU/ca_bench" -c "INSERT INTO users (google_id, email) VALUES ('bench', 'bench@example.com') RETURNING id" | head -1)
+uid=$(psql -qtA "$PGU/ca_bench" -c "INSERT INTO users (google_id, email) VALUES ('bench', 'bench@example.com') RETURNING id" | head -1)
 psql -q "$PGU/ca_bench" -c "INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, preset_name, status, created_at)
   SELECT '$uid', 'f' || i, 'img' || i || '.jpg', 'folder', 'portrait_pro', 'completed', timezone('UTC', now()) - make_interval(secs => i)
   FROM generate_series(1, 200) i; ANALYZE jobs;"
@@ -113,6 +118,27 @@ wrk -t2 -c"$CONNS" -d"${DUR}s" --latency -H "Cookie: ca_session=$sid" "http://12
 jobs_rps=$(rps "$work/jobs.txt")
 r2=$(ratio "$jobs_rps" "$pg_tps")
 echo "2. GET /api/jobs (20)  $jobs_rps req/s   pgbench same SELECT $pg_tps tps   ratio $r2 (target >= 0.5)"
+# 2b. the gateway's SELECT (services/api-gateway/routes_jobs.c, JOB_JSON) as its role
+# (colons written as \x3a: pgbench would take ":MI" for one of its variables)
+ts() { printf "to_char(%s, E'%s')" "$1" 'YYYY-MM-DD"T"HH24\x3aMI\x3aSS.MS"Z"'; }
+cat > "$work/gwjobs.sql" <<SQL
+SELECT json_build_object('id', j.id, 'status', j.status, 'drive_file_id', j.drive_file_id,
+  'drive_file_name', j.drive_file_name, 'preset_name', j.preset_name,
+  'created_at', $(ts j.created_at), 'started_at', $(ts j.started_at),
+  'completed_at', $(ts j.completed_at),
+  'processing_time_ms', j.processing_time_ms, 'output_drive_file_id', j.output_drive_file_id,
+  'output_file_name', j.output_file_name, 'output_url', j.output_url,
+  'error_code', j.error_code, 'error_message', j.error_message,
+  'retry_count', j.retry_count)::text, to_char(j.created_at, E'YYYY-MM-DD"T"HH24\\x3aMI\\x3aSS.US'), j.id
+  FROM jobs j WHERE j.user_id = '$uid' ORDER BY j.created_at DESC, j.id DESC LIMIT 21;
+SQL
+seen=$(PGOPTIONS="-c app.user_id=$uid" psql -tA "postgresql://ca_api_gateway@127.0.0.1:$TEST_PG_PORT/ca_bench" -c "SELECT count(*) FROM jobs")
+[ "$seen" = 200 ] || { echo "ca_api_gateway with app.user_id sees $seen jobs, want 200"; exit 1; }
+PGOPTIONS="-c app.user_id=$uid" pgbench -n -M prepared -f "$work/gwjobs.sql" -c "$CONNS" -j 2 -T "$DUR" \
+  "postgresql://ca_api_gateway@127.0.0.1:$TEST_PG_PORT/ca_bench" > "$work/pgbench_gw.txt" 2>&1
+pg_gw_tps=$(awk '/^tps = / {print $3; exit}' "$work/pgbench_gw.txt")
+[ -n "$pg_gw_tps" ] || { echo "pgbench (gateway SELECT) failed:"; cat "$work/pgbench_gw.txt"; exit 1; }
+echo "   2b. vs pgbench running the gateway's own SELECT under RLS: $pg_gw_tps tps   ratio $(ratio "$jobs_rps" "$pg_gw_tps") (information)"
 wrk -t2 -c256 -d"${DUR}s" --latency -H "Cookie: ca_session=$sid" "http://127.0.0.1:$port/api/jobs" > "$work/jobs256.txt"
 p99=$(p99_ms "$work/jobs256.txt")
 errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/jobs256.txt")
