@@ -934,6 +934,81 @@ static void test_corrupt_inputs(void **state)
     g_object_unref(src);
 }
 
+/* AutoLevels and WhiteBalance compute their statistics on a small
+ * shrink-on-load preview of the file: the result must match statistics on the
+ * full image (the input_image path) to within a level or so. */
+static void test_statistics_preview(void **state)
+{
+    (void)state;
+    if (g_data[0] == '\0') {
+        printf("SKIP: python3-skimage photos unavailable (apt-get download failed)\n");
+        skip();
+    }
+    VipsImage *coffee = photo("coffee.png");
+    VipsImage *big = NULL;
+    VipsImage *cast = NULL;
+    VipsImage *flat = NULL;
+    /* 1800x1200, low contrast with a blue cast: both nodes have work to do. */
+    assert_int_equal(vips_resize(coffee, &big, 3.0, NULL), 0);
+    double a[3] = {0.55, 0.6, 0.7};
+    double b[3] = {40, 45, 70};
+    assert_int_equal(vips_linear(big, &cast, a, b, 3, NULL), 0);
+    assert_int_equal(vips_cast(cast, &flat, VIPS_FORMAT_UCHAR, NULL), 0);
+    void *jpg = NULL;
+    size_t len = 0;
+    assert_int_equal(vips_jpegsave_buffer(flat, &jpg, &len, "Q", 95, NULL), 0);
+    static const char graph[] =
+        "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+        "\"2\":{\"class_type\":\"CA.WhiteBalance\",\"inputs\":{\"image\":[\"1\",0],"
+        "\"strength\":1.0}},"
+        "\"3\":{\"class_type\":\"CA.AutoLevels\",\"inputs\":{\"image\":[\"2\",0],"
+        "\"clip_percent\":0.5,\"strength\":1.0}},"
+        "\"4\":{\"class_type\":\"CA.Export\",\"inputs\":{\"image\":[\"3\",0],\"format\":\"png\"}}}";
+    cpu_exec_job_t fast = {0};
+    char err[512];
+    if (run_bytes(graph, jpg, len, &fast, err, sizeof(err)) != CPU_EXEC_OK) {
+        fail_msg("preview run: %s", err);
+    }
+    /* The same decoded pixels, given as an image: statistics on the full image. */
+    VipsImage *dec = vips_image_new_from_buffer(jpg, len, "", NULL);
+    VipsImage *scaled = NULL;
+    VipsImage *f = NULL;
+    assert_int_equal(vips_linear1(dec, &scaled, 1.0 / 255.0, 0.0, NULL), 0);
+    assert_int_equal(vips_cast(scaled, &f, VIPS_FORMAT_FLOAT, NULL), 0);
+    cJSON *g = cJSON_Parse(graph);
+    cpu_exec_job_t full = {.input_image = f};
+    assert_int_equal(cpu_exec_run(g, &full, err, sizeof(err)), CPU_EXEC_OK);
+    cJSON_Delete(g);
+    VipsImage *o1 = vips_image_new_from_buffer(fast.output, fast.output_len, "", NULL);
+    VipsImage *o2 = vips_image_new_from_buffer(full.output, full.output_len, "", NULL);
+    assert_non_null(o1);
+    assert_non_null(o2);
+    VipsImage *diff = NULL;
+    VipsImage *adiff = NULL;
+    VipsImage *moved = NULL;
+    VipsImage *amoved = NULL;
+    double d = 0;
+    double m = 0;
+    assert_int_equal(vips_subtract(o1, o2, &diff, NULL), 0);
+    assert_int_equal(vips_abs(diff, &adiff, NULL), 0);
+    assert_int_equal(vips_avg(adiff, &d, NULL), 0);
+    assert_int_equal(vips_subtract(o2, dec, &moved, NULL), 0);
+    assert_int_equal(vips_abs(moved, &amoved, NULL), 0);
+    assert_int_equal(vips_avg(amoved, &m, NULL), 0);
+    printf("statistics on a preview vs full: mean |diff| %.2f levels (the nodes moved pixels by "
+           "%.1f)\n",
+           d, m);
+    assert_true(m > 10.0); /* the nodes did change the image */
+    assert_true(d < 1.5);
+    VipsImage *all[] = {coffee, big, cast, flat, dec, scaled, f, o1, o2, diff, adiff, moved, amoved};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        g_object_unref(all[i]);
+    }
+    cpu_exec_job_free(&fast);
+    cpu_exec_job_free(&full);
+    g_free(jpg);
+}
+
 int main(void)
 {
     if (cpu_exec_init("test_cpu_exec") != 0) {
@@ -945,7 +1020,7 @@ int main(void)
         cmocka_unit_test(test_empty_and_encode), cmocka_unit_test(test_errors),
         cmocka_unit_test(test_presets_on_photos),
         cmocka_unit_test(test_input_formats),    cmocka_unit_test(test_exif_orientation),
-        cmocka_unit_test(test_corrupt_inputs),
+        cmocka_unit_test(test_corrupt_inputs),   cmocka_unit_test(test_statistics_preview),
     };
     int rc = cmocka_run_group_tests(tests, fetch_photos, NULL);
     cpu_exec_shutdown();
