@@ -620,6 +620,55 @@ static void test_unlinked_then_checkout(void **state)
                NULL, "applied true");
 }
 
+/* The lean paths of webhook.c: record-only types, unlinked events, and an odd
+ * shape (a numeric id) that falls back to the general SQL function. */
+static void test_fast_paths(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    /* record-only type, twice: recorded, then duplicate; one row */
+    const char *unknown = "--type invoice.paid --id evt_fast_unknown --set type=customer.tax_id.updated";
+    assert_int_equal(send_event(SECRET_NEW, unknown, &out), 200);
+    assert_null(strstr(out, "\"duplicate\""));
+    free(out);
+    assert_int_equal(send_event(SECRET_NEW, unknown, &out), 200);
+    assert_non_null(strstr(out, "\"duplicate\""));
+    free(out);
+    assert_sql("SELECT count(*) FROM webhook_events WHERE event_id = 'evt_fast_unknown'", NULL, "1");
+
+    /* trial_will_end is recorded, processed */
+    assert_int_equal(send_event(SECRET_NEW,
+                                "--type customer.subscription.trial_will_end --id evt_fast_trial"
+                                " --set data.object.customer=cus_fast_nobody",
+                                &out),
+                     200);
+    free(out);
+    assert_sql("SELECT processed::text FROM webhook_events WHERE event_id = 'evt_fast_trial'", NULL,
+               "true");
+
+    /* an unlinked subscription event, twice: one row, still waiting for checkout */
+    const char *unlinked = "--type customer.subscription.updated --id evt_fast_unlinked"
+                           " --set data.object.id=sub_fast_nobody --set data.object.customer=cus_fast_nobody"
+                           " --set data.object.metadata={} --set data.object.items.data.0.price.id=" PRICE_CREATOR;
+    assert_int_equal(send_event(SECRET_NEW, unlinked, &out), 200);
+    assert_non_null(strstr(out, "\"unlinked\""));
+    free(out);
+    assert_int_equal(send_event(SECRET_NEW, unlinked, &out), 200);
+    free(out);
+    assert_sql("SELECT count(*) || ' ' || bool_or(processed)::text FROM webhook_events"
+               " WHERE event_id = 'evt_fast_unlinked'",
+               NULL, "1 false");
+
+    /* a numeric event id is an unusual shape: the general path answers 200
+     * and records it once */
+    const char *numeric = "{\"id\": 4242, \"object\": \"event\", \"type\": \"customer.tax_id.created\","
+                          " \"created\": 1700000000, \"data\": {\"object\": {}}}";
+    char *resp = NULL;
+    assert_int_equal(post_signed_raw(numeric, SECRET_NEW, 0, &resp), 200);
+    free(resp);
+    assert_sql("SELECT count(*) FROM webhook_events WHERE event_id = '4242'", NULL, "1");
+}
+
 /* ---- usage at the limit edge, under concurrency ---- */
 
 typedef struct {
@@ -924,6 +973,7 @@ int main(void)
         cmocka_unit_test(test_signatures),
         cmocka_unit_test(test_malformed_and_big),
         cmocka_unit_test(test_duplicates_and_unknown),
+        cmocka_unit_test(test_fast_paths),
         cmocka_unit_test(test_apply_failure),
         cmocka_unit_test(test_out_of_order),
         cmocka_unit_test(test_checkout_and_transitions),
