@@ -8,6 +8,7 @@
  * docs/job-worker.md).
  */
 #include "cpu_exec.h"
+#include "config_vars.h"
 #include "daemon.h"
 #include "log.h"
 #include "worker.h"
@@ -19,14 +20,10 @@ extern const migration_file_t job_worker_migrations[];
 extern const size_t job_worker_migrations_count;
 
 static const config_var_t worker_vars[] = {
-    {"ENCRYPTION_KEY", CFG_KEY32, NULL, true, true, 0, 0, "base64 of 32 bytes: seals Drive tokens"},
-    {"ENCRYPTION_KEYS_OLD", CFG_KEYLIST, "", false, true, 0, 0, "comma list of previous keys (rotation)"},
-    {"GOOGLE_CLIENT_ID", CFG_STRING, NULL, true, false, 0, 0, "OAuth client id"},
-    {"GOOGLE_CLIENT_SECRET", CFG_STRING, NULL, true, true, 0, 0, "OAuth client secret"},
-    {"GOOGLE_TOKEN_URL", CFG_URL, "https://oauth2.googleapis.com/token", false, false, 0, 0,
-     "OAuth token endpoint (refresh)"},
-    {"DRIVE_API_URL", CFG_URL, "https://www.googleapis.com/drive/v3", false, false, 0, 0,
-     "Drive v3 base URL"},
+    CONFIG_VARS_ENCRYPTION,
+    CONFIG_VARS_GOOGLE_CLIENT,
+    CONFIG_VAR_GOOGLE_TOKEN_URL("OAuth token endpoint (refresh)"),
+    CONFIG_VAR_DRIVE_API_URL,
     {"DRIVE_UPLOAD_URL", CFG_URL, "https://www.googleapis.com/upload/drive/v3", false, false, 0, 0,
      "Drive v3 upload base URL"},
     {"COMFYUI_URL", CFG_URL, NULL, false, false, 0, 0,
