@@ -2,10 +2,14 @@
  * cpu_exec — the built-in CPU executor on libvips. See cpu_exec.h and
  * docs/image-pipeline.md.
  *
- * ComfyUI nodes whose result depends on exact sampling (ImageScale*, ImageBlur,
- * ImageSharpen, ImageBlend, ImagePadForOutpaint) are computed in C on a packed
- * float buffer with the formulas of ComfyUI's source; the rest, and our "CA."
- * nodes, are libvips operations (lazy, streaming).
+ * Every node builds a lazy libvips pipeline that runs while the output is
+ * encoded (decoding sequentially when the graph allows). ImageBlur and
+ * ImageSharpen are libvips convolutions with ComfyUI's kernel on explicit
+ * reflect-101 borders; only ImageScale* with ComfyUI's own resamplers,
+ * ImageBlend and oversized blur radii are computed in C on a packed float
+ * buffer (the formulas of ComfyUI's source). Statistics (CA.AutoLevels,
+ * CA.WhiteBalance) come from a shrink-on-load preview. See
+ * docs/image-pipeline.md.
  */
 #define _GNU_SOURCE
 #include "cpu_exec.h"
