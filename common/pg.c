@@ -28,6 +28,7 @@ volatile int pg_abort_flag = 0;
 #define PG_POOL_QUEUE_CAP 10000
 #define PG_POOL_STMT_CAP 128 /* prepared statements cached per pooled connection */
 #define PG_POOL_USER_MAX 128 /* longer user ids are set on every query */
+#define PG_POOL_FRESH_MS 20  /* a connection answered this recently needs no liveness check */
 
 /* ------------------------------------------------------------------ */
 /* shared helpers                                                      */
@@ -667,6 +668,7 @@ typedef struct pool_conn {
     unsigned next_stmt_id;
     int stmt_used;         /* index in stmts of the statement this round runs, or -1 */
     pool_stmt_t preparing; /* a statement prepared this round (sql != NULL), cached on success */
+    int64_t answered_ms;   /* loop time of the last complete answer, 0: none */
 } pool_conn_t;
 
 struct pg_pool {
@@ -682,6 +684,7 @@ struct pg_pool {
 };
 
 static void pc_io_cb(evutil_socket_t fd, short what, void *arg);
+static int64_t loop_ms(pg_pool_t *pool);
 static void pc_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void pc_start_connect(pool_conn_t *pc);
 static void pool_dispatch(pg_pool_t *pool);
@@ -756,6 +759,7 @@ static void pc_reset_query_state(pool_conn_t *pc)
 /* Forgets the session state (a new or lost connection). */
 static void pc_forget_session(pool_conn_t *pc)
 {
+    pc->answered_ms = 0;
     pc->user_known = false;
     pc->user[0] = '\0';
     for (int i = 0; i < pc->nstmts; i++)
@@ -1059,6 +1063,7 @@ static void pc_io_cb(evutil_socket_t fd, short what, void *arg)
         if (!pc_read_results(pc))
             return;
         if (pc->state == PC_IDLE) {
+            pc->answered_ms = loop_ms(pc->pool);
             pc_arm(pc, EV_READ, 0);
             pool_dispatch(pc->pool);
         } else {
@@ -1172,6 +1177,15 @@ static bool pc_alive(pool_conn_t *pc)
     return true;
 }
 
+/* The loop's cached time in ms (no system call). */
+static int64_t loop_ms(pg_pool_t *pool)
+{
+    struct timeval tv;
+    if (event_base_gettimeofday_cached(pool->base, &tv) != 0)
+        return now_ms();
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
 static void pool_dispatch(pg_pool_t *pool)
 {
     if (pool->closing)
@@ -1180,7 +1194,12 @@ static void pool_dispatch(pg_pool_t *pool)
         pool_conn_t *pc = &pool->conns[i];
         if (pc->state != PC_IDLE)
             continue;
-        if (!pc_alive(pc))
+        /* A connection that answered a moment ago is alive: skip the two
+         * recv() calls of the check (a restart in between fails that one
+         * query with 08006, like a query in flight). */
+        int64_t since = loop_ms(pool) - pc->answered_ms;
+        bool fresh = pc->answered_ms != 0 && since >= 0 && since < PG_POOL_FRESH_MS;
+        if (!fresh && !pc_alive(pc))
             continue;
         pool_query_t *q = pool->head;
         pool->head = q->next;
