@@ -385,13 +385,24 @@ static void access_log(http_req_t *req, int status, size_t bytes)
     metric_add(req->srv->requests_total, 1, req->method, req->route, status_text);
     metric_observe(req->srv->request_seconds, seconds, req->route);
 
+    /* Successful probes (/healthz, /readyz, /metrics: polled every few seconds
+     * by Kubernetes and Prometheus) are logged at debug level, so they neither
+     * drown the log nor cost a write per probe; they still count in the metrics. */
+    bool probe = status < 400 && req->route != NULL &&
+                 (strcmp(req->route, "/healthz") == 0 || strcmp(req->route, "/readyz") == 0 ||
+                  strcmp(req->route, "/metrics") == 0);
+    log_level_t level = probe ? CA_LOG_DEBUG : CA_LOG_INFO;
+    if (!log_enabled(level)) {
+        return;
+    }
     bool own_context = req->srv->in_handler != req;
     if (own_context) {
         log_context_set("request_id", req->id);
     }
-    log_info("http %s %s %d %zu bytes %.1f ms request_id=%s peer=%s%s", req->method,
-             req->path != NULL ? req->path : req->raw_path, status, bytes, seconds * 1000.0,
-             req->id, req->peer, req->client_gone ? " (client closed, reply dropped)" : "");
+    log_write(level, __FILE__, __LINE__, "http %s %s %d %zu bytes %.1f ms request_id=%s peer=%s%s",
+              req->method, req->path != NULL ? req->path : req->raw_path, status, bytes,
+              seconds * 1000.0, req->id, req->peer,
+              req->client_gone ? " (client closed, reply dropped)" : "");
     if (own_context) {
         log_context_set("request_id", NULL);
     }

@@ -798,6 +798,26 @@ static void test_access_log(void **state)
     assert_null(strstr(log, "secret-oauth-code"));
     assert_null(strstr(log, "code="));
     free(log);
+
+    /* a successful probe is not logged at info level; a failed one is */
+    do_request("GET", "/healthz", "X-Request-Id: probe-ok-1\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+    do_request("GET", "/nope", "X-Request-Id: probe-404-1\r\n", NULL, 0, &r);
+    assert_int_equal(r.status, 404);
+    response_free(&r);
+    log = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(log);
+        log = read_log();
+        if (strstr(log, "probe-404-1") != NULL) {
+            break;
+        }
+        usleep(10 * 1000);
+    }
+    assert_non_null(strstr(log, "probe-404-1"));
+    assert_null(strstr(log, "probe-ok-1"));
+    free(log);
 }
 
 typedef struct {
