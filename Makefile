@@ -111,19 +111,28 @@ $(foreach t,$(UNIT_SRC:tests/%.c=%) $(INTEG_SRC:tests/%.c=%),$(eval $(call test_
 
 tests-build: $(BINS) $(TEST_BINS)
 
-test: tests-build
+# `make test` and `make run` install what is missing first, then build in a
+# fresh make (the compiler flags come from pkg-config, which needs the -dev
+# packages that `deps` installs).
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory -j2 tests-build
 	BUILD=$(BUILD) SANITIZE=$(SANITIZE) tests/run
 
 deps:
 	@tools/deps.sh
 
-run: deps all
+run:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory -j2 all
 	@deploy/local/run.sh
 
 run-clean:
 	rm -rf var
 
-bench: all
+bench:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory -j2 all
 	tests/bench/run
 
 format:
