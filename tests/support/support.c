@@ -437,7 +437,7 @@ int sql_exec(const char *sql, int nparams, const char *const *params)
 
 const char *db_url_as(const char *role)
 {
-    static char buf[512];
+    static __thread char buf[512]; /* per thread: tests call it from many threads */
     const char *port = getenv("TEST_PG_PORT");
     const char *name = getenv("TEST_DATABASE_NAME");
     snprintf(buf, sizeof(buf), "postgresql://%s@127.0.0.1:%s/%s", role, port != NULL ? port : "5432",

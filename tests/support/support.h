@@ -73,7 +73,7 @@ char *sql_value(const char *sql, int nparams, const char *const *params);
 /* Returns 0 or -1 (error printed). */
 int sql_exec(const char *sql, int nparams, const char *const *params);
 /* TEST_DATABASE_URL with the user replaced by `role` (e.g. "ca_job_worker").
- * Returns a static buffer. */
+ * Returns a buffer of the calling thread's, valid until its next call. */
 const char *db_url_as(const char *role);
 
 #endif
