@@ -27,7 +27,6 @@
 /* Downloads: room for an error body even when the caller's cap is tiny. */
 #define GOOGLE_ERROR_BODY_ROOM (64u * 1024u)
 /* Refresh when the access token expires within this many seconds. */
-#define DRIVE_AUTH_MARGIN_SECONDS "120"
 #define GOOGLE_APPS_PREFIX "application/vnd.google-apps."
 
 struct google_client {
@@ -1274,6 +1273,16 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
                                             bool force, char *token, size_t tokenlen,
                                             google_error_t *err)
 {
+    return drive_auth_access_token_from(pg, gc, keys, user_id, NULL, force, token, tokenlen, err);
+}
+
+drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t *gc,
+                                                 const crypto_keyring_t *keys,
+                                                 const char *user_id,
+                                                 const drive_auth_stored_t *stored, bool force,
+                                                 char *token, size_t tokenlen,
+                                                 google_error_t *err)
+{
     char dberr[256];
     stored_tokens_t first = {0};
     stored_tokens_t now = {0};
@@ -1294,7 +1303,18 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
     }
 
     /* 1. The common case, without a lock: a fresh token under the current key. */
-    if (stored_read(pg, user_id, &first, dberr, sizeof(dberr)) != 0) {
+    if (stored != NULL) {
+        first.found = stored->found;
+        first.connected = stored->connected;
+        first.fresh = stored->fresh;
+        if ((stored->access_enc != NULL && (first.access_enc = strdup(stored->access_enc)) == NULL) ||
+            (stored->refresh_enc != NULL &&
+             (first.refresh_enc = strdup(stored->refresh_enc)) == NULL)) {
+            auth_note(err, "out of memory");
+            stored_free(&first);
+            return DRIVE_AUTH_DB;
+        }
+    } else if (stored_read(pg, user_id, &first, dberr, sizeof(dberr)) != 0) {
         auth_note(err, "database: %s", dberr);
         return DRIVE_AUTH_DB;
     }

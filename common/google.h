@@ -198,4 +198,32 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
                                             bool force, char *token, size_t tokenlen,
                                             google_error_t *err);
 
+/* The users row's token state as the caller read it itself, in a statement it
+ * makes anyway (the worker: with its claim), with these columns in this order:
+ *   SELECT DRIVE_AUTH_STORED_COLUMNS("u") FROM users u WHERE u.id = ...
+ * (drive_access_token, drive_refresh_token, drive_connected, fresh). */
+#define DRIVE_AUTH_MARGIN_SECONDS "120"
+#define DRIVE_AUTH_STORED_COLUMNS(u)                                                          \
+    u ".drive_access_token, " u ".drive_refresh_token, COALESCE(" u ".drive_connected, false), " \
+    "COALESCE(" u ".drive_token_expires_at > timezone('UTC', now()) + interval '"             \
+    DRIVE_AUTH_MARGIN_SECONDS " seconds', false)"
+typedef struct {
+    bool found;             /* the row exists */
+    bool connected;         /* drive_connected */
+    bool fresh;             /* the access token expires more than the margin away */
+    const char *access_enc; /* sealed, NULL when none (not copied: the caller's) */
+    const char *refresh_enc;
+} drive_auth_stored_t;
+
+/* drive_auth_access_token, starting from `stored` (may be NULL: read it here)
+ * instead of its own read of the users row: a fresh token under the current
+ * key costs no round trip. Refreshing reads the row again under the per-user
+ * lock, as drive_auth_access_token does. */
+drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t *gc,
+                                                 const crypto_keyring_t *keys,
+                                                 const char *user_id,
+                                                 const drive_auth_stored_t *stored, bool force,
+                                                 char *token, size_t tokenlen,
+                                                 google_error_t *err);
+
 #endif

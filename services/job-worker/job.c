@@ -36,6 +36,13 @@ typedef struct {
     char *workflow;      /* the preset's workflow_json, read with the claim; NULL: no such preset */
     char *output_folder; /* users.output_folder_id when it applies to this job, else "" */
     bool reserved; /* usage reserved by this attempt (release on permanent failure) */
+    char *reservation; /* "<outcome> <monthly_limit>" of the reservation made with the claim */
+    /* the user's stored Drive tokens, read with the claim (used once: a forced
+     * refresh after a 401 reads them again) */
+    drive_auth_stored_t stored;
+    bool have_stored;
+    char *access_enc;
+    char *refresh_enc;
     int64_t started_ms;
 
     /* time per step, for the debug log ("steps: claim=1.2 reserve=0.8 ...", ms) */
@@ -102,6 +109,9 @@ static void job_free(job_t *j)
     free(j->prompt_id);
     free(j->workflow);
     free(j->output_folder);
+    free(j->reservation);
+    free(j->access_enc);
+    free(j->refresh_enc);
     free(j->output_file_id);
     free(j->output_name);
     free(j->output_url);
@@ -161,10 +171,15 @@ static char *dupv(PGresult *res, int col)
 /* ---- claim ---- */
 
 /* 1 claimed, 0 not claimable (done, cancelled, held), -1 database error.
- * The same round trip reads what the job needs later from PostgreSQL: the
- * preset's graph (by name, active, the user's own first, then system, then
- * public) and the user's output folder (when the job comes from the watched
- * folder, or none is watched). */
+ * One round trip, one commit: the claim (fenced by the new attempt number),
+ * the usage reservation for the job's user (billing_reserve_usage, idempotent
+ * per job: a retried attempt finds its reservation) and what the job needs
+ * later from PostgreSQL: the preset's graph (by name, active, the user's own
+ * first, then system, then public), the user's output folder (when the job
+ * comes from the watched folder, or none is watched) and the user's stored
+ * Drive tokens (drive_auth_access_token_from then needs no read of its own).
+ * An error anywhere (the reservation included) rolls the claim back: the job
+ * stays queued and its id comes back after a delay. */
 static int claim(worker_thread_t *t, const char *id, job_t *j)
 {
     char lease[16];
@@ -178,7 +193,7 @@ static int claim(worker_thread_t *t, const char *id, job_t *j)
         " lease_expires_at = timezone('UTC', now()) + make_interval(secs => $3::int)"
         " WHERE id = $1::uuid AND (status = 'queued' OR (status = 'processing'"
         "   AND lease_expires_at < timezone('UTC', now())))"
-        " RETURNING attempt, user_id, drive_file_id, drive_file_name, drive_folder_id,"
+        " RETURNING id, attempt, user_id, drive_file_id, drive_file_name, drive_folder_id,"
         "   preset_name, COALESCE(comfyui_prompt_id, '') AS prompt_id,"
         "   COALESCE(retry_count, 0) AS retry_count, COALESCE(max_retries, 3) AS max_retries)"
         " SELECT c.attempt, c.user_id, c.drive_file_id, c.drive_file_name, c.drive_folder_id,"
@@ -188,9 +203,12 @@ static int claim(worker_thread_t *t, const char *id, job_t *j)
         "       OR p.created_by_user_id = c.user_id OR COALESCE(p.is_public, false))"
         "     ORDER BY (p.created_by_user_id = c.user_id) DESC NULLS LAST,"
         "       (p.created_by_user_id IS NULL) DESC, p.created_at LIMIT 1),"
-        "   (SELECT COALESCE(u.output_folder_id, '') FROM users u WHERE u.id = c.user_id"
-        "     AND (u.watched_folder_id = c.drive_folder_id OR u.watched_folder_id IS NULL))"
-        " FROM c",
+        "   CASE WHEN u.watched_folder_id = c.drive_folder_id OR u.watched_folder_id IS NULL"
+        "     THEN COALESCE(u.output_folder_id, '') END,"
+        "   CASE WHEN c.user_id IS NOT NULL THEN (SELECT r.outcome || ' '"
+        "     || COALESCE(r.monthly_limit, 0) FROM billing_reserve_usage(c.id, c.user_id) r) END,"
+        "   u.id IS NOT NULL, " DRIVE_AUTH_STORED_COLUMNS("u")
+        " FROM c LEFT JOIN users u ON u.id = c.user_id",
         3, params, err, sizeof(err));
     if (res == NULL) {
         log_warn("claim failed: %s", err);
@@ -212,6 +230,15 @@ static int claim(worker_thread_t *t, const char *id, job_t *j)
     j->max_retries = atoi(PQgetvalue(res, 0, 8));
     j->workflow = PQgetisnull(res, 0, 9) ? NULL : strdup(PQgetvalue(res, 0, 9));
     j->output_folder = dupv(res, 10);
+    j->reservation = PQgetisnull(res, 0, 11) ? NULL : strdup(PQgetvalue(res, 0, 11));
+    j->stored.found = strcmp(PQgetvalue(res, 0, 12), "t") == 0;
+    j->access_enc = PQgetisnull(res, 0, 13) ? NULL : strdup(PQgetvalue(res, 0, 13));
+    j->refresh_enc = PQgetisnull(res, 0, 14) ? NULL : strdup(PQgetvalue(res, 0, 14));
+    j->stored.connected = strcmp(PQgetvalue(res, 0, 15), "t") == 0;
+    j->stored.fresh = strcmp(PQgetvalue(res, 0, 16), "t") == 0;
+    j->stored.access_enc = j->access_enc;
+    j->stored.refresh_enc = j->refresh_enc;
+    j->have_stored = true;
     PQclear(res);
     return 1;
 }
@@ -339,8 +366,10 @@ static int access_token(worker_thread_t *t, job_t *j, bool force, char *token, s
                         job_err_t *e)
 {
     google_error_t gerr = {0};
-    drive_auth_status_t st = drive_auth_access_token(t->pg, t->gc, t->ctx->keys, j->user_id, force,
-                                                     token, toklen, &gerr);
+    const drive_auth_stored_t *stored = j->have_stored && !force ? &j->stored : NULL;
+    j->have_stored = false;
+    drive_auth_status_t st = drive_auth_access_token_from(t->pg, t->gc, t->ctx->keys, j->user_id,
+                                                          stored, force, token, toklen, &gerr);
     switch (st) {
     case DRIVE_AUTH_OK:
         return 0;
@@ -572,30 +601,22 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
 
 /* ---- the pipeline ---- */
 
-static int reserve(worker_thread_t *t, job_t *j, job_err_t *e)
+/* The usage reservation made with the claim (see claim()). */
+static int reserve(job_t *j, job_err_t *e)
 {
-    char err[256];
-    const char *p[2] = {j->id, j->user_id};
-    PGresult *res = pg_exec(t->pg,
-                            "SELECT outcome, COALESCE(monthly_limit, 0) FROM"
-                            " billing_reserve_usage($1::uuid, $2::uuid)",
-                            2, p, err, sizeof(err));
-    if (res == NULL || PQntuples(res) != 1) {
-        PQclear(res);
-        log_warn("usage reservation failed: %s", err);
-        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
-        return -1;
-    }
-    const char *outcome = PQgetvalue(res, 0, 0);
-    if (strcmp(outcome, "blocked") == 0) {
+    const char *r = j->reservation != NULL ? j->reservation : "";
+    if (strncmp(r, "blocked ", 8) == 0) {
         set_err(e, "quota_exceeded", false,
                 "Your plan's limit of %s images this month is used up. Upgrade your plan or "
                 "wait for next month, then retry this image.",
-                PQgetvalue(res, 0, 1));
-        PQclear(res);
+                r + 8);
         return -1;
     }
-    PQclear(res);
+    if (j->reservation == NULL) {
+        log_warn("usage reservation: no outcome");
+        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
+        return -1;
+    }
     j->reserved = true;
     return 0;
 }
@@ -693,7 +714,7 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
         set_err(e, "processing_error", false, "The job has no user.");
         goto out;
     }
-    if (reserve(t, j, e) != 0) {
+    if (reserve(j, e) != 0) {
         goto out;
     }
     step(j, "reserve");
