@@ -199,14 +199,10 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
                                             google_error_t *err);
 
 /* The users row's token state as the caller read it itself, in a statement it
- * makes anyway (the worker: with its claim), with these columns in this order:
- *   SELECT DRIVE_AUTH_STORED_COLUMNS("u") FROM users u WHERE u.id = ...
- * (drive_access_token, drive_refresh_token, drive_connected, fresh). */
+ * makes anyway (the worker: with its claim, jobs_worker_claim): the sealed
+ * tokens, drive_connected and whether drive_token_expires_at is more than
+ * DRIVE_AUTH_MARGIN_SECONDS away. */
 #define DRIVE_AUTH_MARGIN_SECONDS "120"
-#define DRIVE_AUTH_STORED_COLUMNS(u)                                                          \
-    u ".drive_access_token, " u ".drive_refresh_token, COALESCE(" u ".drive_connected, false), " \
-    "COALESCE(" u ".drive_token_expires_at > timezone('UTC', now()) + interval '"             \
-    DRIVE_AUTH_MARGIN_SECONDS " seconds', false)"
 typedef struct {
     bool found;             /* the row exists */
     bool connected;         /* drive_connected */

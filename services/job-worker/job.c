@@ -171,45 +171,25 @@ static char *dupv(PGresult *res, int col)
 /* ---- claim ---- */
 
 /* 1 claimed, 0 not claimable (done, cancelled, held), -1 database error.
- * One round trip, one commit: the claim (fenced by the new attempt number),
- * the usage reservation for the job's user (billing_reserve_usage, idempotent
- * per job: a retried attempt finds its reservation) and what the job needs
- * later from PostgreSQL: the preset's graph (by name, active, the user's own
- * first, then system, then public), the user's output folder (when the job
- * comes from the watched folder, or none is watched) and the user's stored
- * Drive tokens (drive_auth_access_token_from then needs no read of its own).
- * An error anywhere (the reservation included) rolls the claim back: the job
- * stays queued and its id comes back after a delay. */
+ * One round trip, one commit (jobs_worker_claim, sql/job-worker/060): the
+ * claim (fenced by the new attempt number), the usage reservation for the
+ * job's user (billing_reserve_usage, idempotent per job: a retried attempt
+ * finds its reservation) and what the job needs later from PostgreSQL: the
+ * preset's graph (by name, active, the user's own first, then system, then
+ * public), the user's output folder (when the job comes from the watched
+ * folder, or none is watched) and the user's stored Drive tokens
+ * (drive_auth_access_token_from then needs no read of its own). An error
+ * anywhere (the reservation included) rolls the claim back: the job stays
+ * queued and its id comes back after a delay. */
 static int claim(worker_thread_t *t, const char *id, job_t *j)
 {
     char lease[16];
     char err[256];
     snprintf(lease, sizeof(lease), "%d", t->ctx->lease_s);
-    const char *params[3] = {id, t->worker_id, lease};
-    PGresult *res = pg_exec(
-        t->pg,
-        "WITH c AS (UPDATE jobs SET status = 'processing', attempt = attempt + 1, worker_id = $2,"
-        " started_at = COALESCE(started_at, timezone('UTC', now())),"
-        " lease_expires_at = timezone('UTC', now()) + make_interval(secs => $3::int)"
-        " WHERE id = $1::uuid AND (status = 'queued' OR (status = 'processing'"
-        "   AND lease_expires_at < timezone('UTC', now())))"
-        " RETURNING id, attempt, user_id, drive_file_id, drive_file_name, drive_folder_id,"
-        "   preset_name, COALESCE(comfyui_prompt_id, '') AS prompt_id,"
-        "   COALESCE(retry_count, 0) AS retry_count, COALESCE(max_retries, 3) AS max_retries)"
-        " SELECT c.attempt, c.user_id, c.drive_file_id, c.drive_file_name, c.drive_folder_id,"
-        "   c.preset_name, c.prompt_id, c.retry_count, c.max_retries,"
-        "   (SELECT p.workflow_json::text FROM presets p WHERE p.name = c.preset_name"
-        "     AND COALESCE(p.is_active, true) AND (p.created_by_user_id IS NULL"
-        "       OR p.created_by_user_id = c.user_id OR COALESCE(p.is_public, false))"
-        "     ORDER BY (p.created_by_user_id = c.user_id) DESC NULLS LAST,"
-        "       (p.created_by_user_id IS NULL) DESC, p.created_at LIMIT 1),"
-        "   CASE WHEN u.watched_folder_id = c.drive_folder_id OR u.watched_folder_id IS NULL"
-        "     THEN COALESCE(u.output_folder_id, '') END,"
-        "   CASE WHEN c.user_id IS NOT NULL THEN (SELECT r.outcome || ' '"
-        "     || COALESCE(r.monthly_limit, 0) FROM billing_reserve_usage(c.id, c.user_id) r) END,"
-        "   u.id IS NOT NULL, " DRIVE_AUTH_STORED_COLUMNS("u")
-        " FROM c LEFT JOIN users u ON u.id = c.user_id",
-        3, params, err, sizeof(err));
+    const char *params[4] = {id, t->worker_id, lease, DRIVE_AUTH_MARGIN_SECONDS};
+    PGresult *res = pg_exec(t->pg,
+                            "SELECT * FROM jobs_worker_claim($1::uuid, $2, $3::int, $4::int)", 4,
+                            params, err, sizeof(err));
     if (res == NULL) {
         log_warn("claim failed: %s", err);
         return -1;
@@ -258,12 +238,13 @@ static int outbox_add(worker_thread_t *t, const job_t *j, char *err, size_t errl
                        2, p, err, errlen);
 }
 
-/* The fenced completion in one statement (one round trip, one commit): the
- * job's row (only while this attempt holds it), the usage finalised and, with
- * e-mail on, the outbox row. No row back: fenced out (another attempt took
- * over, or the job was cancelled), nothing recorded. Retried on errors
- * (serialization, a dropped connection: a retry after a lost commit finds the
- * job completed and counts as fenced, recording nothing twice). */
+/* The fenced completion in one round trip and one commit
+ * (jobs_worker_complete, sql/job-worker/060): the job's row (only while this
+ * attempt holds it), the usage finalised and, with e-mail on, the outbox row.
+ * false back: fenced out (another attempt took over, or the job was
+ * cancelled), nothing recorded. Retried on errors (serialization, a dropped
+ * connection: a retry after a lost commit finds the job completed and counts
+ * as fenced, recording nothing twice). */
 static int complete(worker_thread_t *t, job_t *j, bool *fenced_out)
 {
     char err[512];
@@ -274,24 +255,14 @@ static int complete(worker_thread_t *t, job_t *j, bool *fenced_out)
     const char *p[8] = {j->id,          j->attempt,    ms,  t->worker_id, j->output_file_id,
                         j->output_name, j->output_url, mail};
     for (int tries = 0; tries < 3; tries++) {
-        PGresult *res = pg_exec(
-            t->pg,
-            "WITH c AS (UPDATE jobs SET status = 'completed',"
-            " completed_at = timezone('UTC', now()), processing_time_ms = $3::int,"
-            " worker_id = $4, output_drive_file_id = $5,"
-            " output_file_name = $6, output_url = $7, lease_expires_at = NULL,"
-            " error_code = NULL, error_message = NULL"
-            " WHERE id = $1::uuid AND attempt = $2::int AND status = 'processing'"
-            " RETURNING id, user_id),"
-            " o AS (INSERT INTO email_outbox (user_id, job_ids)"
-            "   SELECT u.id, ARRAY[c.id] FROM c JOIN users u ON u.id = c.user_id"
-            "   WHERE $8::bool AND COALESCE(u.email_notifications, true))"
-            " SELECT billing_finalize_usage(c.id) FROM c",
-            8, p, err, sizeof(err));
+        PGresult *res = pg_exec(t->pg,
+                                "SELECT jobs_worker_complete($1::uuid, $2::int, $3::int, $4, $5,"
+                                " $6, $7, $8::bool)",
+                                8, p, err, sizeof(err));
         if (res == NULL) {
             continue;
         }
-        *fenced_out = PQntuples(res) == 0;
+        *fenced_out = PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t") != 0;
         PQclear(res);
         return 0;
     }

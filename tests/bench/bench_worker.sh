@@ -198,8 +198,20 @@ done
 psql -At "$DB" -c "SELECT id FROM jobs" > "$W/jobs.txt"
 # CPU seconds (user + system) a process has used so far
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# PostgreSQL: the postmaster with its reaped children (cutime, cstime) plus the
+# live backends, so backends that end during the run are counted too.
+pm_pid=$(head -1 "$W/pg/postmaster.pid")
+pg_cpu_s() {
+  local hz; hz=$(getconf CLK_TCK)
+  { cat "/proc/$pm_pid/stat"; for c in $(cat "/proc/$pm_pid/task/$pm_pid/children" 2>/dev/null); do
+      cat "/proc/$c/stat" 2>/dev/null | sed 's/$/ self/'; done; } |
+    awk -v hz="$hz" '{ t += $14 + $15; if ($NF != "self") t += $16 + $17 } END { printf "%.2f", t / hz }'
+}
+redis_pid=$(cat "$W/redis.pid")
 w_cpu0=$(cpu_s "$worker_pid")
 f_cpu0=$(cpu_s "$fake_pid")
+p_cpu0=$(pg_cpu_s)
+r_cpu0=$(cpu_s "$redis_pid")
 t0=$(date +%s.%N)
 xargs -n 500 redis-cli -p "$TEST_REDIS_PORT" LPUSH ca:jobs < "$W/jobs.txt" >/dev/null
 # The end is the last completed_at (UTC, the same clock), so the poll can be
@@ -212,6 +224,8 @@ done
 t1=$(psql -At "$DB" -c "SELECT extract(epoch FROM max(COALESCE(completed_at, updated_at))) FROM jobs")
 w_cpu=$(echo "$(cpu_s "$worker_pid") - $w_cpu0" | bc -l)
 f_cpu=$(echo "$(cpu_s "$fake_pid") - $f_cpu0" | bc -l)
+p_cpu=$(echo "$(pg_cpu_s) - $p_cpu0" | bc -l)
+r_cpu=$(echo "$(cpu_s "$redis_pid") - $r_cpu0" | bc -l)
 done_ok=$(psql -At "$DB" -c "SELECT count(*) FROM jobs WHERE status = 'completed'")
 wall=$(echo "$t1 - $t0" | bc -l)
 jobs_s=$(echo "$NJOBS / $wall" | bc -l)
@@ -244,17 +258,22 @@ cat > "$W/job.sql" <<'SQL'
 UPDATE bench_jobs SET status = 'processing', attempt = attempt + 1, n = n + 1 WHERE id = :id;
 UPDATE bench_jobs SET status = 'completed' WHERE id = :id;
 SQL
+pb_pg0=$(pg_cpu_s)
 tps=$(pgbench -n -c "$CONC" -j "$CONC" -t $((NJOBS / CONC)) -D njobs="$NJOBS" -f "$W/job.sql" \
   "postgresql://postgres@127.0.0.1:$TEST_PG_PORT/bench" 2>/dev/null |
   sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+pb_pg=$(echo "$(pg_cpu_s) - $pb_pg0" | bc -l)
 pg_jobs_s=$tps # one script = one job = 2 autocommitted statements
 ratio=$(echo "$jobs_s / $pg_jobs_s" | bc -l)
 printf 'queue: %d/%d jobs completed in %.2fs = %.1f jobs/s (%d threads)\n' "$done_ok" "$NJOBS" "$wall" "$jobs_s" "$CONC"
-printf '  pgbench, 2 commits per job: %.1f jobs/s\n' "$pg_jobs_s"
+printf '  pgbench, 2 commits per job: %.1f jobs/s (PostgreSQL CPU %.2f ms a job)\n' "$pg_jobs_s" \
+  "$(echo "$pb_pg * 1000 / $NJOBS" | bc -l)"
 cat "$W/calls.txt"
 printf '  CPU used: worker %.2f s (%.1f ms a job), Google fake %.2f s (%.1f ms a job); load average %s\n' \
   "$w_cpu" "$(echo "$w_cpu * 1000 / $NJOBS" | bc -l)" "$f_cpu" "$(echo "$f_cpu * 1000 / $NJOBS" | bc -l)" \
   "$(cut -d' ' -f1 /proc/loadavg)"
+printf '  CPU used: PostgreSQL %.2f s (%.1f ms a job, the end-of-run polls included), Redis %.2f s (%.2f ms a job)\n' \
+  "$p_cpu" "$(echo "$p_cpu * 1000 / $NJOBS" | bc -l)" "$r_cpu" "$(echo "$r_cpu * 1000 / $NJOBS" | bc -l)"
 if [ "${BENCH_STEPS:-0}" = 1 ]; then
   sed -n 's/.*"msg":"steps (ms): \([^"]*\)".*/\1/p' "$W/worker.log" | tr ' ' '\n' |
     awk -F= '{ s[$1] += $2; n[$1]++; if (!($1 in o)) { o[$1] = ++k; name[k] = $1 } }
