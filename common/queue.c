@@ -202,6 +202,9 @@ int queue_push(redis_conn_t *r, const char *id, char *err, size_t errlen)
     return run_argv(r, 3, argv, err, errlen);
 }
 
+static int taken(redis_conn_t *r, const char *processing, const char *what, redisReply *reply,
+                 char *id, size_t idlen, char *err, size_t errlen);
+
 int queue_take(redis_conn_t *r, const char *worker_id, double timeout_s, char *id, size_t idlen,
                char *err, size_t errlen)
 {
@@ -210,7 +213,6 @@ int queue_take(redis_conn_t *r, const char *worker_id, double timeout_s, char *i
     const char *argv[6];
     int argc = 0;
     redisReply *reply;
-    int rc = -1;
 
     if (check_worker_id(worker_id, err, errlen) != 0) {
         return -1;
@@ -237,12 +239,21 @@ int queue_take(redis_conn_t *r, const char *worker_id, double timeout_s, char *i
     if (reply == NULL) {
         return -1;
     }
+    return taken(r, processing, argv[0], reply, id, idlen, err, errlen);
+}
+
+/* The id a move into `processing` answered (reply: freed here): 1 and id
+ * filled, 0 none (or an invalid id, dropped), -1 error. */
+static int taken(redis_conn_t *r, const char *processing, const char *what, redisReply *reply,
+                 char *id, size_t idlen, char *err, size_t errlen)
+{
+    int rc = -1;
     if (reply->type == REDIS_REPLY_NIL) {
         rc = 0;
         goto out;
     }
     if (reply->type != REDIS_REPLY_STRING) {
-        set_err(err, errlen, "queue: unexpected reply type %d from %s", reply->type, argv[0]);
+        set_err(err, errlen, "queue: unexpected reply type %d from %s", reply->type, what);
         goto out;
     }
     if (reply->len >= QUEUE_ID_MAX || memchr(reply->str, '\0', reply->len) != NULL) {
@@ -284,6 +295,42 @@ int queue_ack(redis_conn_t *r, const char *worker_id, const char *id, char *err,
     }
     key_for(processing, sizeof(processing), QUEUE_PROCESSING_PREFIX, worker_id);
     return run_argv(r, 4, argv, err, errlen);
+}
+
+/* LREM the finished id, then LMOVE the next one, atomically: one round trip
+ * between two jobs instead of two. */
+static const char ACK_TAKE_SCRIPT[] =
+    "redis.call('LREM', KEYS[2], 1, ARGV[1])\n"
+    "return redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')\n";
+
+int queue_ack_take(redis_conn_t *r, const char *worker_id, const char *id, char *next,
+                   size_t nextlen, char *err, size_t errlen)
+{
+    char processing[KEY_MAX];
+    char sha[41];
+    if (check_worker_id(worker_id, err, errlen) != 0 || check_job_id(id, err, errlen) != 0) {
+        return -1;
+    }
+    if (next == NULL || nextlen == 0) {
+        set_err(err, errlen, "queue: no buffer for the id");
+        return -1;
+    }
+    if (sha1_hex(ACK_TAKE_SCRIPT, sha) != 0) {
+        set_err(err, errlen, "queue: cannot prepare the script");
+        return -1;
+    }
+    key_for(processing, sizeof(processing), QUEUE_PROCESSING_PREFIX, worker_id);
+    const char *argv[6] = {"EVALSHA", sha, "2", QUEUE_JOBS, processing, id};
+    redisReply *reply = redis_command_argv(r, 6, argv, NULL, err, errlen);
+    if (reply == NULL && err != NULL && strncmp(err, "NOSCRIPT", 8) == 0) {
+        argv[0] = "EVAL";
+        argv[1] = ACK_TAKE_SCRIPT;
+        reply = redis_command_argv(r, 6, argv, NULL, err, errlen);
+    }
+    if (reply == NULL) {
+        return -1;
+    }
+    return taken(r, processing, "the ack-and-take script", reply, next, nextlen, err, errlen);
 }
 
 int queue_heartbeat(redis_conn_t *r, const char *worker_id, int ttl_s, char *err, size_t errlen)

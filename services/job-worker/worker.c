@@ -80,6 +80,9 @@ static void *job_thread_main(void *arg)
     log_context_set("thread", tname);
     log_context_set("worker_id", t->worker_id);
 
+    char id[QUEUE_ID_MAX];
+    char next[QUEUE_ID_MAX];
+    bool have_next = false; /* taken with the previous ack */
     while (atomic_load(&ctx->stop) == 0 && atomic_load(&ctx->draining) == 0) {
         if (t->pg == NULL) {
             t->pg = pg_connect(daemon_get(ctx->d, "DATABASE_URL"), 2000, err, sizeof(err));
@@ -96,8 +99,14 @@ static void *job_thread_main(void *arg)
             }
             redis_set_retry(t->redis, 2000);
         }
-        char id[QUEUE_ID_MAX];
-        int rc = queue_take(t->redis, t->worker_id, 1.0, id, sizeof(id), err, sizeof(err));
+        int rc;
+        if (have_next) {
+            memcpy(id, next, sizeof(id));
+            have_next = false;
+            rc = 1;
+        } else {
+            rc = queue_take(t->redis, t->worker_id, 1.0, id, sizeof(id), err, sizeof(err));
+        }
         if (rc < 0) {
             log_debug("queue_take: %s", err);
             struct timespec ts = {0, 500 * 1000000L};
@@ -117,9 +126,16 @@ static void *job_thread_main(void *arg)
         }
         atomic_fetch_add(&ctx->in_flight, 1);
         metric_set(m_in_flight, (double)atomic_load(&ctx->in_flight));
-        worker_process(t, id);
+        have_next = worker_process(t, id, next, sizeof(next)) == 1;
         atomic_fetch_sub(&ctx->in_flight, 1);
         metric_set(m_in_flight, (double)atomic_load(&ctx->in_flight));
+    }
+    if (have_next && t->redis != NULL) {
+        /* taken with the last ack as the drain began: hand it back */
+        int moved = 0;
+        if (queue_requeue_worker(t->redis, t->worker_id, &moved, err, sizeof(err)) != 0) {
+            log_warn("hand back: %s", err);
+        }
     }
     log_context_clear();
     atomic_store(&t->exited, 1);

@@ -85,8 +85,10 @@ void worker_drain(daemon_t *d);
 bool worker_drained(daemon_t *d);
 void worker_stop(daemon_t *d);
 
-/* Processes one job id taken from the queue, then acks (or delays) it. */
-void worker_process(worker_thread_t *t, const char *job_id);
+/* Processes one job id taken from the queue, then acks (or delays) it. With
+ * `next`, the ack also takes the next waiting id (queue_ack_take): returns 1
+ * with next filled (it is in this thread's processing list), else 0. */
+int worker_process(worker_thread_t *t, const char *job_id, char *next, size_t nextlen);
 
 /* Metrics registered once by worker_start. */
 void worker_metrics_init(void);

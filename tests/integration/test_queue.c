@@ -226,6 +226,32 @@ static void test_ack_removes_exactly_one(void **state)
     assert_int_equal(list_len(r, QUEUE_PROCESSING_PREFIX "w1"), 2);
 }
 
+/* queue_ack_take: the ack, then the next id moved into the same processing
+ * list (FIFO, like queue_take); 0 with the ack done when ca:jobs is empty;
+ * the script is loaded again after SCRIPT FLUSH. */
+static void test_ack_take(void **state)
+{
+    redis_conn_t *r = *state;
+    char err[256] = "";
+    char next[QUEUE_ID_MAX];
+    char items[256];
+
+    push(r, "a");
+    push(r, "b");
+    take_expect(r, "w1", "a");
+    assert_int_equal(queue_ack_take(r, "w1", "a", next, sizeof(next), err, sizeof(err)), 1);
+    assert_string_equal(next, "b");
+    list_items(r, QUEUE_PROCESSING_PREFIX "w1", items, sizeof(items));
+    assert_string_equal(items, "b");
+    assert_int_equal(list_len(r, QUEUE_JOBS), 0);
+    redisReply *rep = redis_command(r, err, sizeof(err), "SCRIPT FLUSH");
+    assert_non_null(rep);
+    freeReplyObject(rep);
+    assert_int_equal(queue_ack_take(r, "w1", "b", next, sizeof(next), err, sizeof(err)), 0);
+    assert_int_equal(list_len(r, QUEUE_PROCESSING_PREFIX "w1"), 0);
+    assert_int_equal(queue_ack_take(r, "w1", "bad id", next, sizeof(next), err, sizeof(err)), -1);
+}
+
 static void test_worker_and_job_id_validation(void **state)
 {
     redis_conn_t *r = *state;
@@ -596,6 +622,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_take_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_take_wakes_on_push, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_removes_exactly_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_take, setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_and_job_id_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_take_drops_overlong_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_ttl, setup, teardown),
