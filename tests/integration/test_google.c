@@ -1130,6 +1130,78 @@ static void auth_fresh_expired_force(void **state)
     pg_close(pg);
 }
 
+/* drive_auth_access_token_from: the caller's read of the users row decides
+ * (a fresh token there is used as is, without a read of its own); anything
+ * else takes the usual path. */
+static void auth_from_stored_state(void **state)
+{
+    (void)state;
+    pg_conn_t *pg = connect_as("ca_job_worker");
+    db_user_t u = db_user("tm.from@example.com", keys, "1 hour");
+    char token[2048];
+    google_error_t err;
+    char *access = db_col(&u, "drive_access_token");
+    char *refresh = db_col(&u, "drive_refresh_token");
+    drive_auth_stored_t st = {.found = true,
+                              .connected = true,
+                              .fresh = true,
+                              .access_enc = access,
+                              .refresh_enc = refresh};
+
+    /* The row now says expired, the caller's earlier read said fresh: that
+     * read is what counts (no refresh). */
+    const char *params[] = {u.id};
+    assert_int_equal(sql_exec("UPDATE users SET drive_token_expires_at = timezone('UTC', now()) -"
+                              " interval '1 minute' WHERE id = $1",
+                              1, params),
+                     0);
+    clear_requests();
+    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token,
+                                                  sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    assert_string_equal(token, u.g.access);
+    assert_int_equal(count_requests("POST", "/token"), 0);
+
+    /* Not fresh: refreshed and stored, as drive_auth_access_token does. */
+    st.fresh = false;
+    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token,
+                                                  sizeof(token), &err),
+                     DRIVE_AUTH_OK);
+    assert_string_not_equal(token, u.g.access);
+    assert_int_equal(count_requests("POST", "/token"), 1);
+    char *after = db_col(&u, "drive_access_token");
+    char *opened = crypto_envelope_open(keys, after);
+    assert_string_equal(opened, token);
+    free(opened);
+    free(after);
+
+    /* Disconnected, or no row: no tokens, nothing asked of Google. */
+    st.fresh = true;
+    st.connected = false;
+    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token,
+                                                  sizeof(token), &err),
+                     DRIVE_AUTH_NO_TOKENS);
+    st.connected = true;
+    st.found = false;
+    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token,
+                                                  sizeof(token), &err),
+                     DRIVE_AUTH_NO_TOKENS);
+    assert_string_equal(token, "");
+    assert_int_equal(count_requests("POST", "/token"), 1);
+
+    /* NULL: the function reads the row itself (fresh again after the refresh). */
+    char again[2048];
+    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, NULL, false, again,
+                                                  sizeof(again), &err),
+                     DRIVE_AUTH_OK);
+    assert_int_equal(count_requests("POST", "/token"), 1);
+
+    free(access);
+    free(refresh);
+    seeded_free(&u.g);
+    pg_close(pg);
+}
+
 static void auth_revoked_transient_rotated(void **state)
 {
     (void)state;
@@ -1422,6 +1494,7 @@ int main(void)
         cmocka_unit_test_setup(changes_feed, test_setup),
         cmocka_unit_test_setup(error_classification, test_setup),
         cmocka_unit_test_setup(auth_fresh_expired_force, test_setup),
+        cmocka_unit_test_setup(auth_from_stored_state, test_setup),
         cmocka_unit_test_setup(auth_revoked_transient_rotated, test_setup),
         cmocka_unit_test_setup(auth_no_tokens_and_db_errors, test_setup),
         cmocka_unit_test_setup(auth_concurrent_refresh_once, test_setup),
