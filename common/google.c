@@ -1277,11 +1277,9 @@ drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
 }
 
 drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t *gc,
-                                                 const crypto_keyring_t *keys,
-                                                 const char *user_id,
+                                                 const crypto_keyring_t *keys, const char *user_id,
                                                  const drive_auth_stored_t *stored, bool force,
-                                                 char *token, size_t tokenlen,
-                                                 google_error_t *err)
+                                                 char *token, size_t tokenlen, google_error_t *err)
 {
     char dberr[256];
     stored_tokens_t first = {0};
@@ -1307,7 +1305,8 @@ drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t 
         first.found = stored->found;
         first.connected = stored->connected;
         first.fresh = stored->fresh;
-        if ((stored->access_enc != NULL && (first.access_enc = strdup(stored->access_enc)) == NULL) ||
+        if ((stored->access_enc != NULL &&
+             (first.access_enc = strdup(stored->access_enc)) == NULL) ||
             (stored->refresh_enc != NULL &&
              (first.refresh_enc = strdup(stored->refresh_enc)) == NULL)) {
             auth_note(err, "out of memory");

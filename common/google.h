@@ -216,10 +216,8 @@ typedef struct {
  * key costs no round trip. Refreshing reads the row again under the per-user
  * lock, as drive_auth_access_token does. */
 drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t *gc,
-                                                 const crypto_keyring_t *keys,
-                                                 const char *user_id,
+                                                 const crypto_keyring_t *keys, const char *user_id,
                                                  const drive_auth_stored_t *stored, bool force,
-                                                 char *token, size_t tokenlen,
-                                                 google_error_t *err);
+                                                 char *token, size_t tokenlen, google_error_t *err);
 
 #endif

@@ -45,8 +45,8 @@ __attribute__((warn_unused_result)) int queue_ack(redis_conn_t *r, const char *w
  * returns 1 and fills next, 0 when ca:jobs is empty (the ack is done either
  * way), -1 on error (the ack may not be done: fall back to queue_ack). */
 __attribute__((warn_unused_result)) int queue_ack_take(redis_conn_t *r, const char *worker_id,
-                                                       const char *id, char *next,
-                                                       size_t nextlen, char *err, size_t errlen);
+                                                       const char *id, char *next, size_t nextlen,
+                                                       char *err, size_t errlen);
 
 /* SET ca:worker:<id> <now> EX ttl_s and SADD ca:workers <id>. */
 __attribute__((warn_unused_result)) int queue_heartbeat(redis_conn_t *r, const char *worker_id,

@@ -1156,17 +1156,17 @@ static void auth_from_stored_state(void **state)
                               1, params),
                      0);
     clear_requests();
-    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token,
-                                                  sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    assert_int_equal(
+        drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token, sizeof(token), &err),
+        DRIVE_AUTH_OK);
     assert_string_equal(token, u.g.access);
     assert_int_equal(count_requests("POST", "/token"), 0);
 
     /* Not fresh: refreshed and stored, as drive_auth_access_token does. */
     st.fresh = false;
-    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token,
-                                                  sizeof(token), &err),
-                     DRIVE_AUTH_OK);
+    assert_int_equal(
+        drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token, sizeof(token), &err),
+        DRIVE_AUTH_OK);
     assert_string_not_equal(token, u.g.access);
     assert_int_equal(count_requests("POST", "/token"), 1);
     char *after = db_col(&u, "drive_access_token");
@@ -1178,22 +1178,22 @@ static void auth_from_stored_state(void **state)
     /* Disconnected, or no row: no tokens, nothing asked of Google. */
     st.fresh = true;
     st.connected = false;
-    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token,
-                                                  sizeof(token), &err),
-                     DRIVE_AUTH_NO_TOKENS);
+    assert_int_equal(
+        drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token, sizeof(token), &err),
+        DRIVE_AUTH_NO_TOKENS);
     st.connected = true;
     st.found = false;
-    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token,
-                                                  sizeof(token), &err),
-                     DRIVE_AUTH_NO_TOKENS);
+    assert_int_equal(
+        drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token, sizeof(token), &err),
+        DRIVE_AUTH_NO_TOKENS);
     assert_string_equal(token, "");
     assert_int_equal(count_requests("POST", "/token"), 1);
 
     /* NULL: the function reads the row itself (fresh again after the refresh). */
     char again[2048];
-    assert_int_equal(drive_auth_access_token_from(pg, gc, keys, u.id, NULL, false, again,
-                                                  sizeof(again), &err),
-                     DRIVE_AUTH_OK);
+    assert_int_equal(
+        drive_auth_access_token_from(pg, gc, keys, u.id, NULL, false, again, sizeof(again), &err),
+        DRIVE_AUTH_OK);
     assert_int_equal(count_requests("POST", "/token"), 1);
 
     free(access);
