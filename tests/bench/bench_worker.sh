@@ -203,8 +203,9 @@ cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "
 pm_pid=$(head -1 "$W/pg/postmaster.pid")
 pg_cpu_s() {
   local hz; hz=$(getconf CLK_TCK)
+  # a backend may end between the listing and the read: skip it (set -e, pipefail)
   { cat "/proc/$pm_pid/stat"; for c in $(cat "/proc/$pm_pid/task/$pm_pid/children" 2>/dev/null); do
-      cat "/proc/$c/stat" 2>/dev/null | sed 's/$/ self/'; done; } |
+      { cat "/proc/$c/stat" 2>/dev/null || true; } | sed 's/$/ self/'; done; } |
     awk -v hz="$hz" '{ t += $14 + $15; if ($NF != "self") t += $16 + $17 } END { printf "%.2f", t / hz }'
 }
 redis_pid=$(cat "$W/redis.pid")
