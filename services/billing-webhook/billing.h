@@ -24,12 +24,17 @@ typedef struct {
     const char *price_studio;  /* may be NULL */
     long tolerance_s;          /* signature tolerance */
     int pool_size;             /* PostgreSQL connections on the loop */
+    int batch_max;             /* events per group-commit statement (0: default) */
+    int batch_inflight;        /* group-commit statements in flight at once (0: default) */
 } webhook_config_t;
+
+enum { WEBHOOK_DEFAULT_BATCH_MAX = 64, WEBHOOK_DEFAULT_BATCH_INFLIGHT = 2 };
 
 typedef struct webhook webhook_t;
 
 /* Opens the non-blocking pool on `base` and registers POST /webhooks/stripe.
- * NULL on error. Copies the strings. */
+ * NULL on error. Copies the strings. Record-only and not-yet-linked events
+ * are written in group commits (see webhook.c). */
 webhook_t *webhook_new(struct event_base *base, http_server_t *http, const webhook_config_t *cfg);
 /* Requests whose event is being recorded. */
 int webhook_inflight(const webhook_t *w);

@@ -32,6 +32,10 @@ static const config_var_t billing_vars[] = {
      "accepted age of a webhook signature's timestamp"},
     {"WEBHOOK_PG_POOL_SIZE", CFG_INT, "4", false, false, 1, 64,
      "PostgreSQL connections recording webhook events"},
+    {"WEBHOOK_BATCH_MAX", CFG_INT, "64", false, false, 1, 1000,
+     "webhook events written by one group-commit statement (1: one event each)"},
+    {"WEBHOOK_BATCH_INFLIGHT", CFG_INT, "2", false, false, 1, 64,
+     "group-commit statements in flight at once; events arriving meanwhile wait for the next"},
     {"METER_MAX_ATTEMPTS", CFG_INT, "15", false, false, 1, 1000,
      "attempts before a meter event is marked failed"},
     {"METER_BACKOFF_BASE_MS", CFG_INT, "2000", false, false, 1, 3600000,
@@ -71,6 +75,8 @@ static int billing_start(daemon_t *d)
         .price_studio = daemon_get(d, "STRIPE_PRICE_STUDIO"),
         .tolerance_s = config_get_int(daemon_config(d), "STRIPE_WEBHOOK_TOLERANCE_SECONDS"),
         .pool_size = (int)config_get_int(daemon_config(d), "WEBHOOK_PG_POOL_SIZE"),
+        .batch_max = (int)config_get_int(daemon_config(d), "WEBHOOK_BATCH_MAX"),
+        .batch_inflight = (int)config_get_int(daemon_config(d), "WEBHOOK_BATCH_INFLIGHT"),
     };
     st->webhook = webhook_new(daemon_base(d), daemon_http(d), &wcfg);
     if (st->webhook == NULL) {

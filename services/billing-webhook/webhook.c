@@ -3,13 +3,23 @@
  *
  * On the loop thread: the body (capped at 1 MiB by the HTTP server: 413) is
  * verified against Stripe-Signature BEFORE it is parsed; a verified body must
- * be one JSON object. Then one statement, billing_webhook_receive(), runs on
- * the non-blocking pool (record + apply in one transaction, see
- * sql/billing-webhook/010_webhook_apply.sql) and its callback answers:
- * 200 for every recorded event (duplicates, stale, ignored and unknown types
- * included), 400 for a bad signature or a malformed body, 500 when the apply
- * failed (the event stays with processed = false) or nothing could be
- * recorded, so Stripe retries.
+ * be one JSON object. Then the event is recorded (and applied) on the
+ * non-blocking pool, and the callback answers: 200 for every recorded event
+ * (duplicates, stale, ignored and unknown types included), 400 for a bad
+ * signature or a malformed body, 500 when the apply failed (the event stays
+ * with processed = false) or nothing could be recorded, so Stripe retries.
+ *
+ * Group commit. The events whose record needs no apply (record-only types,
+ * and subscription or invoice events that nothing links to yet) are queued
+ * and written by one INSERT … SELECT FROM unnest(…) per batch: one statement,
+ * one implicit transaction, one commit for all the events the loop read
+ * while the previous batch was in flight (at most WEBHOOK_BATCH_INFLIGHT
+ * batches in flight, WEBHOOK_BATCH_MAX events each). Each answer is sent only
+ * after the batch's commit. A row the batch did not write is decided for its
+ * event alone (a linked event: billing_webhook_receive_fields(); an earlier
+ * processed delivery: duplicate). When the batch statement fails, nothing
+ * of it was committed and every event is sent again alone, so one bad event
+ * gets its own answer (400 or 500) and the others theirs.
  */
 #include "billing.h"
 
@@ -17,10 +27,13 @@
 #include "metrics.h"
 
 #include <cjson/cJSON.h>
+#include <event2/event.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+typedef struct pending_timed pending_timed_t;
 
 struct webhook {
     pg_pool_t *pool;
@@ -29,6 +42,15 @@ struct webhook {
     char *price_studio;
     long tolerance_s;
     atomic_int inflight;
+    bool closing;
+    /* group commit (loop thread only) */
+    int batch_max;          /* events per batch statement */
+    int batch_inflight_max; /* batch statements in flight at once */
+    int batches_inflight;
+    pending_timed_t *queue_head, *queue_tail; /* events waiting for a batch */
+    int queued;
+    struct event *flush_ev;
+    bool flush_scheduled;
 };
 
 typedef struct {
@@ -40,6 +62,9 @@ typedef struct {
 static metric_t *m_events;
 static metric_t *m_sig_failures;
 static metric_t *m_record_seconds;
+static metric_t *m_batches;
+static metric_t *m_batched_events;
+static metric_t *m_batch_queue;
 
 static const char *const known_types[] = {
     "checkout.session.completed",
@@ -86,6 +111,12 @@ static void register_metrics(void)
                                      "Webhook requests refused for their signature", "reason");
     m_record_seconds = metrics_histogram("ca_billing_webhook_record_seconds",
                                          "Time to record and apply one event", NULL, NULL, 0);
+    m_batches = metrics_counter("ca_billing_webhook_batches_total",
+                                "Batch statements (group commit) sent", NULL);
+    m_batched_events = metrics_counter("ca_billing_webhook_batched_events_total",
+                                       "Events sent in batch statements", NULL);
+    m_batch_queue = metrics_gauge("ca_billing_webhook_batch_queue",
+                                  "Events waiting for the next batch statement", NULL);
 }
 
 static double mono_seconds(void)
@@ -95,27 +126,83 @@ static double mono_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-enum { RECEIVE_FIELDS_N = 10 };
+/* The parameters of billing_webhook_receive_fields(), in its order. */
+enum {
+    F_ID,
+    F_TYPE,
+    F_CREATED,
+    F_PAYLOAD,
+    F_CUSTOMER,
+    F_OBJECT_ID,
+    F_SUB,
+    F_USER_REF,
+    F_PRICE_CREATOR,
+    F_PRICE_STUDIO,
+    RECEIVE_FIELDS_N
+};
 
-typedef struct {
+/* One event on its way to PostgreSQL. */
+struct pending_timed {
     pending_t p;
     double started;
     bool empty_is_duplicate; /* the statement returns no row for a duplicate */
-    /* The fast "unlinked" insert returned no row: run
-     * billing_webhook_receive_fields() with these parameters (owned). */
-    bool has_fallback;
-    char *fallback[RECEIVE_FIELDS_N];
-} pending_timed_t;
+    /* The parameters of billing_webhook_receive_fields(): the small fields
+     * point into `strs` (owned), the payload into the request's body (alive
+     * until the answer), the prices into the webhook_t. */
+    char *strs;
+    const char *fields[RECEIVE_FIELDS_N];
+    /* Batched events: the outcome the batch records ("unlinked" for an event
+     * nothing links to yet, "recorded" or "ignored" for record-only types). */
+    const char *batch_outcome;
+    /* No row from the batch for an "unlinked" event: it is linked (or was
+     * processed before), so billing_webhook_receive_fields() decides. */
+    bool fallback_to_fields;
+    bool answered_by_batch;
+    const char *batch_row_outcome; /* valid during the batch callback */
+    pending_timed_t *next;
+};
 
 static const char *const sql_receive_fields =
     "SELECT outcome, detail FROM billing_webhook_receive_fields("
     "$1, $2, $3::bigint, $4, $5, $6, $7, $8, $9, $10)";
 
+/* The group-commit statement. $1 is a JSON array with one object per event:
+ * {"id", "type", "created", "customer", "object_id", "sub", "user_ref",
+ * "outcome", "payload"} (the payload is the verified body itself). A
+ * record-only event ("recorded", "ignored") is written processed; an
+ * "unlinked" one only when no subscription matches its subscription or its
+ * customer and its metadata names no user of ours (the test of
+ * billing_webhook_receive_fields(), 013). An earlier processed delivery is
+ * left alone. One row back per event written. One statement: one implicit
+ * transaction, one commit for the whole batch.
+ *
+ * jsonb_to_recordset() rather than unnest() of arrays: PostgreSQL estimates
+ * both plans alike, so the pool's prepared statement keeps its generic plan;
+ * with arrays a custom plan always looks cheaper and the statement is planned
+ * again on every call (that cost more than the batch saved). */
+static const char *const sql_record_batch =
+    "INSERT INTO webhook_events AS w (event_id, event_type, payload, event_created,"
+    " stripe_customer_id, stripe_object_id, processed, processed_at, outcome, error_message)"
+    " SELECT e.id, e.type, e.payload, e.created, e.customer, e.object_id,"
+    " e.outcome <> 'unlinked', CASE WHEN e.outcome <> 'unlinked' THEN timezone('UTC', now()) END,"
+    " e.outcome, CASE WHEN e.outcome = 'unlinked' THEN 'no user known for this customer yet' END"
+    " FROM jsonb_to_recordset($1::jsonb) AS e(id text, type text, created bigint, customer text,"
+    "      object_id text, sub text, user_ref text, outcome text, payload jsonb)"
+    " WHERE e.outcome IN ('recorded', 'ignored')"
+    "    OR (e.outcome = 'unlinked'"
+    "        AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.stripe_subscription_id = e.sub)"
+    "        AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.stripe_customer_id = e.customer)"
+    "        AND NOT CASE WHEN e.user_ref IS NULL THEN FALSE"
+    "                     ELSE billing_user_from_ref(e.user_ref) IS NOT NULL END)"
+    " ON CONFLICT (event_id) DO UPDATE SET processed = EXCLUDED.processed,"
+    " processed_at = EXCLUDED.processed_at, outcome = EXCLUDED.outcome,"
+    " error_message = EXCLUDED.error_message"
+    " WHERE NOT w.processed"
+    " RETURNING w.event_id::text, w.outcome::text";
+
 static void pending_free(pending_timed_t *pt)
 {
-    for (int i = 0; i < RECEIVE_FIELDS_N; i++) {
-        free(pt->fallback[i]);
-    }
+    free(pt->strs);
     free(pt);
 }
 
@@ -139,57 +226,17 @@ static void on_failure_recorded(const PGresult *res, const char *err, const char
     free(f);
 }
 
-static void on_recorded(const PGresult *res, const char *err, const char *sqlstate, void *arg)
+/* Answers an event from its outcome (and frees it). */
+static void finish_event(pending_timed_t *pt, const char *outcome, const char *detail)
 {
-    pending_timed_t *pt = arg;
     webhook_t *w = pt->p.w;
     http_req_t *req = pt->p.req;
     const char *type = pt->p.type_label;
-    bool empty_is_duplicate = pt->empty_is_duplicate;
     metric_observe(m_record_seconds, mono_seconds() - pt->started);
     pending_free(pt);
-
-    if (res == NULL) {
-        /* Class 22 (data exception): the payload is not JSON PostgreSQL takes
-         * (invalid UTF-8), a field has the wrong type or is too long: a
-         * malformed event that no retry could apply. */
-        if (sqlstate != NULL && strncmp(sqlstate, "22", 2) == 0) {
-            atomic_fetch_sub(&w->inflight, 1);
-            metric_add(m_events, 1, type, "malformed");
-            http_reply_error(req, 400, "invalid_payload", "the event could not be read");
-            return;
-        }
-        log_error("webhook: a %s event was not applied: %s (%s)", type, err != NULL ? err : "?",
-                  sqlstate != NULL ? sqlstate : "");
-        metric_add(m_events, 1, type, "failed");
-        size_t len = 0;
-        const char *body = http_req_body(req, &len);
-        char msg[1100];
-        snprintf(msg, sizeof msg, "%s: %s", sqlstate != NULL ? sqlstate : "?",
-                 err != NULL ? err : "unknown error");
-        failure_t *f = calloc(1, sizeof *f);
-        const char *params[2] = {body, msg};
-        if (f != NULL) {
-            f->w = w;
-            f->req = req;
-            if (pg_pool_query(w->pool, NULL, "SELECT billing_webhook_record_failure($1, $2)", 2,
-                              params, on_failure_recorded, f) == 0) {
-                return; /* inflight is released there */
-            }
-            free(f);
-        }
-        atomic_fetch_sub(&w->inflight, 1);
-        http_reply_error(req, 500, "apply_failed", "the event could not be applied");
-        return;
-    }
     atomic_fetch_sub(&w->inflight, 1);
-    const char *outcome = PQntuples(res) > 0 ? PQgetvalue(res, 0, 0)
-                          : empty_is_duplicate ? "duplicate"
-                                               : "failed";
-    const char *detail = PQntuples(res) > 0 && !PQgetisnull(res, 0, 1) ? PQgetvalue(res, 0, 1)
-                                                                       : NULL;
     int status = webhook_outcome_status(outcome);
-    metric_add(m_events, 1, type, outcome);
+    metric_add(m_events, 1, type, outcome != NULL ? outcome : "failed");
     if (status == 500) {
         log_error("webhook: applying a %s event failed: %s", type, detail != NULL ? detail : "?");
         http_reply_error(req, 500, "apply_failed", "the event was recorded but not applied");
@@ -206,28 +253,355 @@ static void on_recorded(const PGresult *res, const char *err, const char *sqlsta
     http_reply_json(req, 200, body);
 }
 
-/* The fast "unlinked" insert answered: one row means the event is recorded
- * as unlinked; no row means it is linked to a subscription (or a user) or an
- * earlier delivery exists, so the full function decides. */
-static void on_fast_unlinked(const PGresult *res, const char *err, const char *sqlstate,
-                             void *arg)
+/* The event's statement failed (nothing of it was committed). */
+static void fail_event(pending_timed_t *pt, const char *err, const char *sqlstate)
 {
-    pending_timed_t *pt = arg;
-    if (res == NULL || PQntuples(res) > 0 || !pt->has_fallback) {
-        on_recorded(res, err, sqlstate, arg);
+    webhook_t *w = pt->p.w;
+    http_req_t *req = pt->p.req;
+    const char *type = pt->p.type_label;
+    metric_observe(m_record_seconds, mono_seconds() - pt->started);
+    pending_free(pt);
+    /* Class 22 (data exception): the payload is not JSON PostgreSQL takes
+     * (invalid UTF-8), a field has the wrong type or is too long: a
+     * malformed event that no retry could apply. */
+    if (sqlstate != NULL && strncmp(sqlstate, "22", 2) == 0) {
+        atomic_fetch_sub(&w->inflight, 1);
+        metric_add(m_events, 1, type, "malformed");
+        http_reply_error(req, 400, "invalid_payload", "the event could not be read");
         return;
     }
-    pt->has_fallback = false;
-    if (pg_pool_query(pt->p.w->pool, NULL, sql_receive_fields, RECEIVE_FIELDS_N,
-                      (const char *const *)pt->fallback, on_recorded, pt) != 0) {
-        webhook_t *w = pt->p.w;
-        http_req_t *req = pt->p.req;
-        metric_add(m_events, 1, pt->p.type_label, "error");
-        pending_free(pt);
-        atomic_fetch_sub(&w->inflight, 1);
-        http_reply_error(req, 503, "overloaded", "too many events waiting; retry later");
+    log_error("webhook: a %s event was not applied: %s (%s)", type, err != NULL ? err : "?",
+              sqlstate != NULL ? sqlstate : "");
+    metric_add(m_events, 1, type, "failed");
+    size_t len = 0;
+    const char *body = http_req_body(req, &len);
+    char msg[1100];
+    snprintf(msg, sizeof msg, "%s: %s", sqlstate != NULL ? sqlstate : "?",
+             err != NULL ? err : "unknown error");
+    failure_t *f = calloc(1, sizeof *f);
+    const char *params[2] = {body, msg};
+    if (f != NULL) {
+        f->w = w;
+        f->req = req;
+        if (pg_pool_query(w->pool, NULL, "SELECT billing_webhook_record_failure($1, $2)", 2,
+                          params, on_failure_recorded, f) == 0) {
+            return; /* inflight is released there */
+        }
+        free(f);
+    }
+    atomic_fetch_sub(&w->inflight, 1);
+    http_reply_error(req, 500, "apply_failed", "the event could not be applied");
+}
+
+/* The answer to a statement of one event. */
+static void on_recorded(const PGresult *res, const char *err, const char *sqlstate, void *arg)
+{
+    pending_timed_t *pt = arg;
+    if (res == NULL) {
+        fail_event(pt, err, sqlstate);
+        return;
+    }
+    const char *outcome = PQntuples(res) > 0 ? PQgetvalue(res, 0, 0)
+                          : pt->empty_is_duplicate ? "duplicate"
+                                                   : "failed";
+    const char *detail = PQntuples(res) > 0 && !PQgetisnull(res, 0, 1) ? PQgetvalue(res, 0, 1)
+                                                                       : NULL;
+    finish_event(pt, outcome, detail);
+}
+
+static void reply_overloaded(pending_timed_t *pt)
+{
+    webhook_t *w = pt->p.w;
+    http_req_t *req = pt->p.req;
+    metric_add(m_events, 1, pt->p.type_label, "error");
+    pending_free(pt);
+    atomic_fetch_sub(&w->inflight, 1);
+    http_reply_error(req, 503, "overloaded", "too many events waiting; retry later");
+}
+
+/* billing_webhook_receive_fields() for one event (answered by on_recorded). */
+static void send_fields(pending_timed_t *pt)
+{
+    pt->empty_is_duplicate = false;
+    if (pg_pool_query(pt->p.w->pool, NULL, sql_receive_fields, RECEIVE_FIELDS_N, pt->fields,
+                      on_recorded, pt) != 0) {
+        reply_overloaded(pt);
     }
 }
+
+/* ---- group commit ---- */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} buf_t;
+
+static void buf_put(buf_t *b, const char *s, size_t n)
+{
+    if (b->oom) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap > 0 ? b->cap : 256;
+        while (b->len + n + 1 > cap) {
+            cap *= 2;
+        }
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_str(buf_t *b, const char *s)
+{
+    buf_put(b, s, strlen(s));
+}
+
+/* `"key":` then s as a JSON string (or null). */
+static void buf_json_field(buf_t *b, const char *key, const char *s)
+{
+    buf_put(b, "\"", 1);
+    buf_str(b, key);
+    buf_put(b, "\":", 2);
+    if (s == NULL) {
+        buf_put(b, "null", 4);
+        return;
+    }
+    buf_put(b, "\"", 1);
+    const char *run = s;
+    for (const char *c = s; *c != '\0'; c++) {
+        unsigned char ch = (unsigned char)*c;
+        if (ch == '"' || ch == '\\' || ch < 0x20) {
+            buf_put(b, run, (size_t)(c - run));
+            if (ch < 0x20) {
+                char esc[8];
+                snprintf(esc, sizeof esc, "\\u%04x", ch);
+                buf_str(b, esc);
+            } else {
+                buf_put(b, "\\", 1);
+                buf_put(b, c, 1);
+            }
+            run = c + 1;
+        }
+    }
+    buf_str(b, run);
+    buf_put(b, "\"", 1);
+}
+
+typedef struct {
+    webhook_t *w;
+    pending_timed_t *items; /* in the order of the arrays */
+    int n;
+} batch_t;
+
+static void on_batch(const PGresult *res, const char *err, const char *sqlstate, void *arg);
+static void schedule_flush(webhook_t *w);
+
+/* Sends `items` (n of them, linked by next) as one statement. Returns 0, or
+ * -1 when it could not be queued (the items are untouched). */
+static int send_batch(webhook_t *w, pending_timed_t *items, int n)
+{
+    buf_t json = {0};
+    buf_put(&json, "[", 1);
+    for (pending_timed_t *pt = items; pt != NULL; pt = pt->next) {
+        buf_put(&json, pt == items ? "{" : ",{", pt == items ? 1 : 2);
+        buf_json_field(&json, "id", pt->fields[F_ID]);
+        buf_put(&json, ",", 1);
+        buf_json_field(&json, "type", pt->fields[F_TYPE]);
+        buf_put(&json, ",\"created\":", 11);
+        buf_str(&json, pt->fields[F_CREATED]); /* digits (and a sign) from %lld */
+        buf_put(&json, ",", 1);
+        buf_json_field(&json, "customer", pt->fields[F_CUSTOMER]);
+        buf_put(&json, ",", 1);
+        buf_json_field(&json, "object_id", pt->fields[F_OBJECT_ID]);
+        buf_put(&json, ",", 1);
+        buf_json_field(&json, "sub", pt->fields[F_SUB]);
+        buf_put(&json, ",", 1);
+        buf_json_field(&json, "user_ref", pt->fields[F_USER_REF]);
+        buf_put(&json, ",", 1);
+        buf_json_field(&json, "outcome", pt->batch_outcome);
+        buf_put(&json, ",\"payload\":", 11);
+        buf_str(&json, pt->fields[F_PAYLOAD]); /* the verified JSON object */
+        buf_put(&json, "}", 1);
+    }
+    buf_put(&json, "]", 1);
+    batch_t *b = json.oom ? NULL : calloc(1, sizeof *b);
+    int rc = -1;
+    if (b != NULL) {
+        b->w = w;
+        b->items = items;
+        b->n = n;
+        const char *params[1] = {json.p};
+        rc = pg_pool_query(w->pool, NULL, sql_record_batch, 1, params, on_batch, b);
+        if (rc != 0) {
+            free(b);
+        }
+    }
+    free(json.p);
+    if (rc == 0) {
+        w->batches_inflight++;
+        metric_add(m_batches, 1);
+        metric_add(m_batched_events, n);
+    }
+    return rc;
+}
+
+/* Sends one event as a batch of its own, outside the in-flight limit (after
+ * a failed batch); answers 503 when it cannot be queued. */
+static void send_alone(webhook_t *w, pending_timed_t *pt)
+{
+    pt->next = NULL;
+    if (send_batch(w, pt, 1) != 0) {
+        reply_overloaded(pt);
+    }
+}
+
+/* Takes up to batch_max queued events whose ids differ (two deliveries of one
+ * event never share a statement: the second waits for the next batch) and
+ * sends them, while fewer than batch_inflight_max batches are in flight. */
+static void flush_queue(webhook_t *w)
+{
+    while (w->queue_head != NULL && w->batches_inflight < w->batch_inflight_max) {
+        pending_timed_t *items = NULL, *items_tail = NULL;
+        pending_timed_t *keep = NULL, *keep_tail = NULL;
+        int n = 0;
+        pending_timed_t *pt = w->queue_head;
+        while (pt != NULL) {
+            pending_timed_t *next = pt->next;
+            pt->next = NULL;
+            bool take = n < w->batch_max;
+            for (pending_timed_t *q = items; take && q != NULL; q = q->next) {
+                take = strcmp(q->fields[F_ID], pt->fields[F_ID]) != 0;
+            }
+            if (take) {
+                if (items_tail != NULL) {
+                    items_tail->next = pt;
+                } else {
+                    items = pt;
+                }
+                items_tail = pt;
+                n++;
+            } else {
+                if (keep_tail != NULL) {
+                    keep_tail->next = pt;
+                } else {
+                    keep = pt;
+                }
+                keep_tail = pt;
+            }
+            pt = next;
+        }
+        w->queue_head = keep;
+        w->queue_tail = keep_tail;
+        w->queued -= n;
+        metric_set(m_batch_queue, w->queued);
+        if (send_batch(w, items, n) != 0) {
+            while (items != NULL) {
+                pending_timed_t *next = items->next;
+                reply_overloaded(items);
+                items = next;
+            }
+        }
+    }
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    webhook_t *w = arg;
+    w->flush_scheduled = false;
+    flush_queue(w);
+}
+
+/* Flushes once the loop has run the callbacks already due (the requests read
+ * in this turn join the batch). */
+static void schedule_flush(webhook_t *w)
+{
+    if (!w->flush_scheduled && w->queue_head != NULL) {
+        w->flush_scheduled = true;
+        event_active(w->flush_ev, EV_TIMEOUT, 0);
+    }
+}
+
+static void enqueue(webhook_t *w, pending_timed_t *pt)
+{
+    pt->next = NULL;
+    if (w->queue_tail != NULL) {
+        w->queue_tail->next = pt;
+    } else {
+        w->queue_head = pt;
+    }
+    w->queue_tail = pt;
+    w->queued++;
+    metric_set(m_batch_queue, w->queued);
+    schedule_flush(w);
+}
+
+static void on_batch(const PGresult *res, const char *err, const char *sqlstate, void *arg)
+{
+    batch_t *b = arg;
+    webhook_t *w = b->w;
+    pending_timed_t *items = b->items;
+    int n = b->n;
+    free(b);
+    w->batches_inflight--;
+    if (res == NULL) {
+        if (n == 1) {
+            fail_event(items, err, sqlstate);
+        } else {
+            /* Nothing of the batch was committed: each event again on its own,
+             * so each one gets its own answer. */
+            log_info("webhook: a batch of %d events failed (%s: %s); sending them one by one", n,
+                     sqlstate != NULL ? sqlstate : "?", err != NULL ? err : "?");
+            while (items != NULL) {
+                pending_timed_t *next = items->next;
+                if (w->closing) {
+                    reply_overloaded(items);
+                } else {
+                    send_alone(w, items);
+                }
+                items = next;
+            }
+        }
+        schedule_flush(w);
+        return;
+    }
+    int rows = PQntuples(res);
+    for (int r = 0; r < rows; r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        for (pending_timed_t *pt = items; pt != NULL; pt = pt->next) {
+            if (!pt->answered_by_batch && strcmp(pt->fields[F_ID], id) == 0) {
+                pt->answered_by_batch = true;
+                pt->batch_row_outcome = PQgetvalue(res, r, 1);
+                break;
+            }
+        }
+    }
+    while (items != NULL) {
+        pending_timed_t *pt = items;
+        items = pt->next;
+        pt->next = NULL;
+        if (pt->answered_by_batch) {
+            finish_event(pt, pt->batch_row_outcome, NULL);
+        } else if (pt->fallback_to_fields) {
+            send_fields(pt);
+        } else {
+            finish_event(pt, "duplicate", NULL);
+        }
+    }
+    schedule_flush(w);
+}
+
+/* ---- reading the event ---- */
 
 /* What the service reads from a verified event (after the signature). When
  * `plain` is false the event has an unusual shape (a non-string id, a huge
@@ -244,7 +618,6 @@ typedef struct {
     const char *user_ref;  /* data.object.metadata.user_id */
     char created_s[24];
 } event_fields_t;
-
 enum { FIELD_MAX = 255 };
 
 /* A JSON value read as text the way `->>` would, when that is simple: a
@@ -368,6 +741,39 @@ static bool parse_event(const char *body, size_t len, cJSON **doc_out)
     return true;
 }
 
+/* Copies the small fields of f into one allocation and points pt->fields at
+ * them (the payload at the request's body, the prices at w's). -1: no memory. */
+static int keep_fields(pending_timed_t *pt, const event_fields_t *f, const char *body)
+{
+    webhook_t *w = pt->p.w;
+    const char *src[RECEIVE_FIELDS_N] = {
+        [F_ID] = f->id,           [F_TYPE] = f->type,          [F_CREATED] = f->created_s,
+        [F_CUSTOMER] = f->customer, [F_OBJECT_ID] = f->object_id, [F_SUB] = f->sub,
+        [F_USER_REF] = f->user_ref,
+    };
+    size_t total = 0;
+    for (int i = 0; i < RECEIVE_FIELDS_N; i++) {
+        total += src[i] != NULL ? strlen(src[i]) + 1 : 0;
+    }
+    pt->strs = malloc(total > 0 ? total : 1);
+    if (pt->strs == NULL) {
+        return -1;
+    }
+    char *p = pt->strs;
+    for (int i = 0; i < RECEIVE_FIELDS_N; i++) {
+        if (src[i] != NULL) {
+            size_t n = strlen(src[i]) + 1;
+            memcpy(p, src[i], n);
+            pt->fields[i] = p;
+            p += n;
+        }
+    }
+    pt->fields[F_PAYLOAD] = body;
+    pt->fields[F_PRICE_CREATOR] = w->price_creator;
+    pt->fields[F_PRICE_STUDIO] = w->price_studio;
+    return 0;
+}
+
 static void on_webhook(http_req_t *req, void *arg)
 {
     webhook_t *w = arg;
@@ -397,84 +803,49 @@ static void on_webhook(http_req_t *req, void *arg)
     read_fields(doc, &f);
 
     pending_timed_t *pt = calloc(1, sizeof *pt);
+    if (pt != NULL) {
+        pt->p.w = w;
+        if (f.plain && keep_fields(pt, &f, body) != 0) {
+            free(pt);
+            pt = NULL;
+        }
+    }
+    cJSON_Delete(doc); /* f points into it: read no more of f below */
     if (pt == NULL) {
-        cJSON_Delete(doc);
         http_reply_error(req, 500, "internal", "out of memory");
         return;
     }
-    pt->p.w = w;
     pt->p.req = req;
     pt->p.type_label = type;
     pt->started = mono_seconds();
     atomic_fetch_add(&w->inflight, 1);
-    int rc;
     if (!f.plain) {
         const char *params[3] = {body, w->price_creator, w->price_studio};
-        rc = pg_pool_query(w->pool, NULL,
-                           "SELECT outcome, detail FROM billing_webhook_receive($1, $2, $3)", 3,
-                           params, on_recorded, pt);
-    } else if (!applies_type(f.type)) {
-        /* Nothing to apply: one insert; no row back means an earlier delivery
-         * was already processed. */
-        pt->empty_is_duplicate = true;
-        const char *outcome =
-            strcmp(f.type, "customer.subscription.trial_will_end") == 0 ? "recorded" : "ignored";
-        const char *params[7] = {f.id,       f.type,      body,   f.created_s,
-                                 f.customer, f.object_id, outcome};
-        rc = pg_pool_query(
-            w->pool, NULL,
-            "INSERT INTO webhook_events AS w (event_id, event_type, payload, event_created,"
-            " stripe_customer_id, stripe_object_id, processed, processed_at, outcome)"
-            " VALUES ($1, $2, $3::jsonb, $4::bigint, $5, $6, TRUE, timezone('UTC', now()), $7)"
-            " ON CONFLICT (event_id) DO UPDATE SET processed = TRUE,"
-            " processed_at = EXCLUDED.processed_at, outcome = EXCLUDED.outcome,"
-            " error_message = NULL WHERE NOT w.processed"
-            " RETURNING w.outcome::text, NULL::text",
-            7, params, on_recorded, pt);
-    } else {
-        const char *params[RECEIVE_FIELDS_N] = {
-            f.id,   f.type,     f.created_s, body,           f.customer,
-            f.object_id, f.sub, f.user_ref,  w->price_creator, w->price_studio};
-        /* Subscription and invoice events for a customer we do not know yet
-         * (the usual case before the checkout lands): one insert, when
-         * nothing links them; otherwise the function applies them. */
-        bool fast = (is_subscription_type(f.type) && f.sub != NULL) ||
-                    strncmp(f.type, "invoice.", 8) == 0;
-        for (int i = 0; fast && i < RECEIVE_FIELDS_N; i++) {
-            if (params[i] != NULL && (pt->fallback[i] = strdup(params[i])) == NULL) {
-                fast = false;
-            }
+        if (pg_pool_query(w->pool, NULL,
+                          "SELECT outcome, detail FROM billing_webhook_receive($1, $2, $3)", 3,
+                          params, on_recorded, pt) != 0) {
+            reply_overloaded(pt);
         }
-        if (fast) {
-            pt->has_fallback = true;
-            rc = pg_pool_query(
-                w->pool, NULL,
-                "INSERT INTO webhook_events AS w (event_id, event_type, payload, event_created,"
-                " stripe_customer_id, stripe_object_id, processed, outcome, error_message)"
-                " SELECT $1::text, $2::text, $4::jsonb, $3::bigint, $5::text, $6::text, FALSE,"
-                " 'unlinked', 'no user known for this customer yet'"
-                " WHERE NOT EXISTS (SELECT 1 FROM subscriptions s"
-                "                    WHERE s.stripe_subscription_id = $7::text)"
-                " AND NOT EXISTS (SELECT 1 FROM subscriptions s"
-                "                  WHERE s.stripe_customer_id = $5::text)"
-                " AND NOT CASE WHEN $8::text IS NULL THEN FALSE"
-                "              ELSE billing_user_from_ref($8::text) IS NOT NULL END"
-                " ON CONFLICT (event_id) DO UPDATE SET processed = FALSE, processed_at = NULL,"
-                " outcome = EXCLUDED.outcome, error_message = EXCLUDED.error_message"
-                " WHERE NOT w.processed"
-                " RETURNING w.outcome::text, NULL::text",
-                8, params, on_fast_unlinked, pt);
-        } else {
-            rc = pg_pool_query(w->pool, NULL, sql_receive_fields, RECEIVE_FIELDS_N, params,
-                               on_recorded, pt);
-        }
+        return;
     }
-    cJSON_Delete(doc);
-    if (rc != 0) {
-        atomic_fetch_sub(&w->inflight, 1);
-        pending_free(pt);
-        metric_add(m_events, 1, type, "error");
-        http_reply_error(req, 503, "overloaded", "too many events waiting; retry later");
+    const char *t = pt->fields[F_TYPE];
+    if (!applies_type(t)) {
+        /* Nothing to apply: recorded by the next batch; no row back means an
+         * earlier delivery was already processed. */
+        pt->batch_outcome =
+            strcmp(t, "customer.subscription.trial_will_end") == 0 ? "recorded" : "ignored";
+        enqueue(w, pt);
+    } else if ((is_subscription_type(t) && pt->fields[F_SUB] != NULL) ||
+               strncmp(t, "invoice.", 8) == 0) {
+        /* Subscription and invoice events for a customer we do not know yet
+         * (the usual case before the checkout lands): recorded "unlinked" by
+         * the next batch when nothing links them; otherwise the function
+         * applies them. */
+        pt->batch_outcome = "unlinked";
+        pt->fallback_to_fields = true;
+        enqueue(w, pt);
+    } else {
+        send_fields(pt);
     }
 }
 
@@ -495,8 +866,12 @@ webhook_t *webhook_new(struct event_base *base, http_server_t *http, const webho
     w->price_creator = dup_opt(cfg->price_creator);
     w->price_studio = dup_opt(cfg->price_studio);
     w->tolerance_s = cfg->tolerance_s > 0 ? cfg->tolerance_s : STRIPE_DEFAULT_TOLERANCE_S;
+    w->batch_max = cfg->batch_max > 0 ? cfg->batch_max : WEBHOOK_DEFAULT_BATCH_MAX;
+    w->batch_inflight_max =
+        cfg->batch_inflight > 0 ? cfg->batch_inflight : WEBHOOK_DEFAULT_BATCH_INFLIGHT;
     w->pool = pg_pool_new(base, cfg->database_url, cfg->pool_size > 0 ? cfg->pool_size : 4);
-    if (w->secrets == NULL || w->pool == NULL) {
+    w->flush_ev = event_new(base, -1, 0, on_flush, w);
+    if (w->secrets == NULL || w->pool == NULL || w->flush_ev == NULL) {
         log_error("webhook: could not create the PostgreSQL pool");
         webhook_free(w);
         return NULL;
@@ -518,8 +893,25 @@ void webhook_free(webhook_t *w)
     if (w == NULL) {
         return;
     }
+    w->closing = true;
+    /* Events still waiting for a batch (a stop without a drain). */
+    while (w->queue_head != NULL) {
+        pending_timed_t *pt = w->queue_head;
+        w->queue_head = pt->next;
+        reply_overloaded(pt);
+    }
+    w->queue_tail = NULL;
+    w->queued = 0;
     if (w->pool != NULL) {
-        pg_pool_free(w->pool);
+        pg_pool_free(w->pool); /* fails what is in flight through the callbacks */
+    }
+    while (w->queue_head != NULL) { /* queued by those callbacks */
+        pending_timed_t *pt = w->queue_head;
+        w->queue_head = pt->next;
+        reply_overloaded(pt);
+    }
+    if (w->flush_ev != NULL) {
+        event_free(w->flush_ev);
     }
     free(w->secrets);
     free(w->price_creator);

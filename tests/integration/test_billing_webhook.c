@@ -197,6 +197,7 @@ static int group_setup(void **state)
                          "METER_BACKOFF_MAX_MS=400",
                          "METER_MAX_ATTEMPTS=8",
                          "LOG_LEVEL=info",
+                         "WEBHOOK_BATCH_INFLIGHT=2",
                          NULL};
     if (daemon_start(&daemon_p, "billing-webhook", env) != 0) {
         proc_stop(&fake);
@@ -669,6 +670,309 @@ static void test_fast_paths(void **state)
     assert_sql("SELECT count(*) FROM webhook_events WHERE event_id = '4242'", NULL, "1");
 }
 
+/* ---- group commit ---- */
+
+/* Signs each line of `payloads` (one JSON payload a line) with npm stripe;
+ * headers[i] gets the Stripe-Signature of payloads[i] (caller frees). */
+static void sign_all(const char *const *payloads, int n, char **headers)
+{
+    char tmp[] = "/tmp/billing_batch_XXXXXX";
+    int fd = mkstemp(tmp);
+    assert_true(fd >= 0);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(payloads[i]);
+        assert_int_equal(write(fd, payloads[i], len), (ssize_t)len);
+        assert_int_equal(write(fd, "\n", 1), 1);
+    }
+    close(fd);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "cd %s/tests/fakes && node -e 'const S=require(\"stripe\");"
+             "const ls=require(\"fs\").readFileSync(process.argv[1],\"utf8\").split(\"\\n\");"
+             "ls.pop();for(const p of ls)console.log(S.webhooks.generateTestHeaderString("
+             "{payload:p,secret:process.argv[2]}))' %s %s",
+             getenv("CA_ROOT"), tmp, SECRET_NEW);
+    char *out = run_capture(cmd);
+    unlink(tmp);
+    assert_non_null(out);
+    char *save = NULL;
+    char *line = strtok_r(out, "\n", &save);
+    for (int i = 0; i < n; i++) {
+        assert_non_null(line);
+        headers[i] = strdup(line);
+        line = strtok_r(NULL, "\n", &save);
+    }
+    free(out);
+}
+
+typedef struct {
+    const char *payload;
+    const char *sig;
+    long status;
+    char *resp;
+    pthread_t th;
+} post_t;
+
+static void *post_thread(void *arg)
+{
+    post_t *p = arg;
+    char header[512];
+    snprintf(header, sizeof header, "Stripe-Signature: %s", p->sig);
+    const char *headers[] = {header, "Content-Type: application/json", NULL};
+    p->status = http_call_h("POST", webhook_url, headers, p->payload, &p->resp, NULL);
+    return NULL;
+}
+
+static double metric_value(const char *name)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/metrics", daemon_p.base_url);
+    char *m = NULL;
+    double v = -1;
+    if (http_call("GET", url, NULL, &m) == 200 && m != NULL) {
+        char key[128];
+        snprintf(key, sizeof key, "\n%s ", name);
+        const char *at = strstr(m, key);
+        if (at != NULL) {
+            v = strtod(at + strlen(key), NULL);
+        }
+    }
+    free(m);
+    return v;
+}
+
+typedef struct {
+    const char *name;
+    double want;
+} metric_want_t;
+
+static bool metric_reaches(void *arg)
+{
+    const metric_want_t *mw = arg;
+    return metric_value(mw->name) == mw->want;
+}
+
+static bool lock_waiters_reach(void *arg)
+{
+    char *v = sqlv("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                   " AND query LIKE 'INSERT INTO webhook_events%'",
+                   NULL);
+    bool ok = v != NULL && atoi(v) == *(const int *)arg;
+    free(v);
+    return ok;
+}
+
+static char *unlinked_payload(const char *evt, const char *sub, const char *cus)
+{
+    char *p = malloc(1024);
+    snprintf(p, 1024,
+             "{\"id\":\"%s\",\"object\":\"event\",\"type\":\"customer.subscription.updated\","
+             "\"created\":%lld,\"data\":{\"object\":{\"id\":\"%s\",\"object\":\"subscription\","
+             "\"customer\":\"%s\",\"status\":\"active\",\"metadata\":{},"
+             "\"items\":{\"data\":[{\"price\":{\"id\":\"" PRICE_STUDIO "\"}}]}}}}",
+             evt, (long long)time(NULL) - 5, sub, cus);
+    return p;
+}
+
+/* Holds the batches in flight (WEBHOOK_BATCH_INFLIGHT = 2 in this suite) on
+ * row locks, so the events posted next all wait in the queue and go out as
+ * one batch when `release` is called. `blocker` is a connection of the test
+ * with an open transaction. */
+static PGconn *hold_batches(const char *tag, post_t *blockers, char **payloads, char **sigs)
+{
+    PGconn *c = PQconnectdb(getenv("TEST_DATABASE_URL"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    for (int i = 0; i < 2; i++) {
+        char evt[64], sub[64], cus[64];
+        snprintf(evt, sizeof evt, "evt_blk_%s_%d", tag, i);
+        snprintf(sub, sizeof sub, "sub_blk_%s_%d", tag, i);
+        snprintf(cus, sizeof cus, "cus_blk_%s_%d", tag, i);
+        const char *p[1] = {evt};
+        PGresult *r = PQexecParams(c,
+                                   "INSERT INTO webhook_events (event_id, event_type, payload)"
+                                   " VALUES ($1, 'x', '{}')",
+                                   1, NULL, p, NULL, NULL, 0);
+        assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+        PQclear(r);
+        payloads[i] = unlinked_payload(evt, sub, cus);
+    }
+    sign_all((const char *const *)payloads, 2, sigs);
+    for (int i = 0; i < 2; i++) {
+        blockers[i].payload = payloads[i];
+        blockers[i].sig = sigs[i];
+        assert_int_equal(pthread_create(&blockers[i].th, NULL, post_thread, &blockers[i]), 0);
+        int want = i + 1; /* one batch each: both in flight, both waiting */
+        assert_true(wait_until(lock_waiters_reach, &want, 10000));
+    }
+    return c;
+}
+
+static void release_batches(PGconn *c, post_t *blockers, char **payloads, char **sigs)
+{
+    PQclear(PQexec(c, "ROLLBACK"));
+    PQfinish(c);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(blockers[i].th, NULL);
+    }
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(blockers[i].status, 200);
+        assert_non_null(strstr(blockers[i].resp, "\"unlinked\""));
+        free(blockers[i].resp);
+        free(payloads[i]);
+        free(sigs[i]);
+    }
+}
+
+/* Posts `n` events at once while two batches are held, so that they form
+ * one batch; returns when every answer is in. */
+static void post_as_one_batch(const char *tag, char **payloads, post_t *posts, int n)
+{
+    char *sigs[16];
+    assert_true(n <= 16);
+    sign_all((const char *const *)payloads, n, sigs);
+    post_t blockers[2];
+    char *bpayloads[2], *bsigs[2];
+    memset(blockers, 0, sizeof blockers);
+    PGconn *c = hold_batches(tag, blockers, bpayloads, bsigs);
+    for (int i = 0; i < n; i++) {
+        posts[i].payload = payloads[i];
+        posts[i].sig = sigs[i];
+        assert_int_equal(pthread_create(&posts[i].th, NULL, post_thread, &posts[i]), 0);
+    }
+    /* every event is read and waits for the next batch */
+    metric_want_t queued = {"ca_billing_webhook_batch_queue", n};
+    bool all_queued = wait_until(metric_reaches, &queued, 10000);
+    release_batches(c, blockers, bpayloads, bsigs);
+    for (int i = 0; i < n; i++) {
+        pthread_join(posts[i].th, NULL);
+        free(sigs[i]);
+    }
+    assert_true(all_queued);
+}
+
+/* A batch whose statement fails (one payload PostgreSQL refuses: \u0000 in a
+ * string): nothing of it is committed, every event is sent again alone, the
+ * bad one gets 400 and is not recorded, the others are recorded. */
+static void test_batch_with_a_bad_event(void **state)
+{
+    (void)state;
+    enum { N = 6 };
+    char *payloads[N];
+    for (int i = 0; i < N - 1; i++) {
+        char evt[64], sub[64], cus[64];
+        snprintf(evt, sizeof evt, "evt_bbad_%d", i);
+        snprintf(sub, sizeof sub, "sub_bbad_%d", i);
+        snprintf(cus, sizeof cus, "cus_bbad_%d", i);
+        payloads[i] = unlinked_payload(evt, sub, cus);
+    }
+    payloads[N - 1] = strdup("{\"id\":\"evt_bbad_nul\",\"object\":\"event\","
+                             "\"type\":\"customer.tax_id.created\",\"created\":1700000000,"
+                             "\"data\":{\"object\":{\"id\":\"txi_1\",\"value\":\"a\\u0000b\"}}}");
+    double batches0 = metric_value("ca_billing_webhook_batches_total");
+    double events0 = metric_value("ca_billing_webhook_batched_events_total");
+    post_t posts[N];
+    memset(posts, 0, sizeof posts);
+    post_as_one_batch("bad", payloads, posts, N);
+    for (int i = 0; i < N; i++) {
+        if (i < N - 1) {
+            assert_int_equal(posts[i].status, 200);
+            assert_non_null(strstr(posts[i].resp, "\"unlinked\""));
+        } else {
+            assert_int_equal(posts[i].status, 400);
+            assert_non_null(strstr(posts[i].resp, "invalid_payload"));
+        }
+        free(posts[i].resp);
+        free(payloads[i]);
+    }
+    assert_sql("SELECT count(*) || ' ' || bool_or(processed)::text FROM webhook_events"
+               " WHERE event_id LIKE 'evt_bbad_%'",
+               NULL, "5 false");
+    assert_sql("SELECT count(*) FROM webhook_events WHERE event_id = 'evt_bbad_nul'", NULL, "0");
+    /* two held batches, the batch of 6 that failed, then 6 batches of one */
+    assert_true(metric_value("ca_billing_webhook_batches_total") == batches0 + 2 + 1 + N);
+    assert_true(metric_value("ca_billing_webhook_batched_events_total") == events0 + 2 + N + N);
+}
+
+/* One batch of mixed events: record-only, unlinked, an earlier processed
+ * delivery (duplicate), the same event twice at once, a linked event (applied
+ * by billing_webhook_receive_fields) and a linked event whose apply fails
+ * (recorded processed = false, 500 for that event only). */
+static void test_batch_mixed_outcomes(void **state)
+{
+    (void)state;
+    const char *u1 = "a0000000-0000-4000-8000-0000000000b1";
+    const char *u2 = "a0000000-0000-4000-8000-0000000000b2";
+    make_user(u1, "batch1@example.com");
+    make_user(u2, "batch2@example.com");
+    assert_int_equal(sql_exec("INSERT INTO subscriptions (user_id, stripe_customer_id,"
+                              " stripe_subscription_id, tier, status, monthly_limit)"
+                              " VALUES ($1, 'cus_bmix_1', 'sub_bmix_1', 'creator', 'active', 100),"
+                              " ($2, 'cus_bmix_2', 'sub_bmix_2', 'creator', 'active', 100)",
+                              2, (const char *const[]){u1, u2}),
+                     0);
+    /* processed before the batch: the batch answers duplicate */
+    const char *dup = "--type invoice.paid --id evt_bmix_dup --set type=customer.tax_id.deleted";
+    assert_int_equal(send_event(SECRET_NEW, dup, NULL), 200);
+
+    enum { N = 8 };
+    char *payloads[N];
+    payloads[0] = strdup("{\"id\":\"evt_bmix_other\",\"object\":\"event\","
+                         "\"type\":\"customer.tax_id.created\",\"created\":1700000000,"
+                         "\"data\":{\"object\":{\"id\":\"txi_2\"}}}");
+    payloads[1] = unlinked_payload("evt_bmix_unl", "sub_bmix_nobody", "cus_bmix_nobody");
+    payloads[2] = strdup("{\"id\":\"evt_bmix_dup\",\"object\":\"event\","
+                         "\"type\":\"customer.tax_id.deleted\",\"created\":1700000000,"
+                         "\"data\":{\"object\":{\"id\":\"txi_3\"}}}");
+    payloads[3] = unlinked_payload("evt_bmix_twice", "sub_bmix_twice", "cus_bmix_twice");
+    payloads[4] = unlinked_payload("evt_bmix_twice", "sub_bmix_twice", "cus_bmix_twice");
+    /* linked: u1's subscription moves to studio */
+    payloads[5] = unlinked_payload("evt_bmix_linked", "sub_bmix_1", "cus_bmix_1");
+    /* linked, fails: sub_bmix_2 (u2) would take u1's customer id (unique) */
+    payloads[6] = unlinked_payload("evt_bmix_fail", "sub_bmix_2", "cus_bmix_1");
+    payloads[7] = strdup("{\"id\":\"evt_bmix_trial\",\"object\":\"event\","
+                         "\"type\":\"customer.subscription.trial_will_end\",\"created\":1700000000,"
+                         "\"data\":{\"object\":{\"id\":\"sub_bmix_nobody\","
+                         "\"customer\":\"cus_bmix_nobody\"}}}");
+    double batches0 = metric_value("ca_billing_webhook_batches_total");
+    post_t posts[N];
+    memset(posts, 0, sizeof posts);
+    post_as_one_batch("mix", payloads, posts, N);
+    const long want_status[N] = {200, 200, 200, 200, 200, 200, 500, 200};
+    const char *want_outcome[N] = {"ignored", "unlinked", "duplicate", "unlinked",
+                                   "unlinked", "applied", NULL, "recorded"};
+    for (int i = 0; i < N; i++) {
+        if (posts[i].status != want_status[i] ||
+            (want_outcome[i] != NULL && strstr(posts[i].resp, want_outcome[i]) == NULL)) {
+            fprintf(stderr, "event %d: %ld %s\n", i, posts[i].status,
+                    posts[i].resp != NULL ? posts[i].resp : "");
+        }
+        assert_int_equal(posts[i].status, want_status[i]);
+        if (want_outcome[i] != NULL) {
+            assert_non_null(strstr(posts[i].resp, want_outcome[i]));
+        }
+        free(posts[i].resp);
+        free(payloads[i]);
+    }
+    assert_sql("SELECT string_agg(event_id || ':' || outcome || ':' || processed::text, ','"
+               " ORDER BY event_id) FROM webhook_events WHERE event_id LIKE 'evt_bmix_%'",
+               NULL,
+               "evt_bmix_dup:ignored:true,evt_bmix_fail:failed:false,"
+               "evt_bmix_linked:applied:true,evt_bmix_other:ignored:true,"
+               "evt_bmix_trial:recorded:true,evt_bmix_twice:unlinked:false,"
+               "evt_bmix_unl:unlinked:false");
+    char *msg = sqlv("SELECT error_message FROM webhook_events WHERE event_id = 'evt_bmix_fail'",
+                     NULL);
+    assert_non_null(msg);
+    assert_non_null(strstr(msg, "23505"));
+    free(msg);
+    assert_sub(u1, "studio", "active", "500");
+    assert_sql("SELECT stripe_customer_id FROM subscriptions WHERE user_id = $1", u2, "cus_bmix_2");
+    /* the held two, then the batch of 7 distinct ids, then the second
+     * delivery of evt_bmix_twice on its own */
+    assert_true(metric_value("ca_billing_webhook_batches_total") == batches0 + 2 + 2);
+}
+
 /* ---- usage at the limit edge, under concurrency ---- */
 
 typedef struct {
@@ -975,6 +1279,8 @@ int main(void)
         cmocka_unit_test(test_duplicates_and_unknown),
         cmocka_unit_test(test_fast_paths),
         cmocka_unit_test(test_apply_failure),
+        cmocka_unit_test(test_batch_with_a_bad_event),
+        cmocka_unit_test(test_batch_mixed_outcomes),
         cmocka_unit_test(test_out_of_order),
         cmocka_unit_test(test_checkout_and_transitions),
         cmocka_unit_test(test_unlinked_then_checkout),
