@@ -520,6 +520,24 @@ static void send_alone(webhook_t *w, pending_timed_t *pt)
     }
 }
 
+/* Sorts a batch by event id: two batches that hold deliveries of the same
+ * events then take their row locks in the same order and cannot deadlock. */
+static pending_timed_t *sort_by_id(pending_timed_t *items)
+{
+    pending_timed_t *sorted = NULL;
+    while (items != NULL) {
+        pending_timed_t *pt = items;
+        items = pt->next;
+        pending_timed_t **at = &sorted;
+        while (*at != NULL && strcmp((*at)->fields[F_ID], pt->fields[F_ID]) < 0) {
+            at = &(*at)->next;
+        }
+        pt->next = *at;
+        *at = pt;
+    }
+    return sorted;
+}
+
 /* Takes up to batch_max queued events whose ids differ (two deliveries of one
  * event never share a statement: the second waits for the next batch) and
  * sends them, while fewer than batch_inflight_max batches are in flight. */
@@ -559,6 +577,7 @@ static void flush_queue(webhook_t *w)
         w->queue_tail = keep_tail;
         w->queued -= n;
         metric_set(m_batch_queue, w->queued);
+        items = sort_by_id(items);
         if (send_batch(w, items, n) != 0) {
             while (items != NULL) {
                 pending_timed_t *next = items->next;

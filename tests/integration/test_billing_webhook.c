@@ -7,8 +7,10 @@
  * list), malformed bodies, a 2 MiB body, duplicates, an apply failure, unknown
  * types, out-of-order pairs, the Checkout → creator → studio → cancel at period
  * end → payment failure → renew → creator → deleted (free) path through the
- * fake, the Stripe client (checkout, portal, meter duplicate), overage at the
- * limit edge under concurrency, and the meter outbox across Stripe faults.
+ * fake, the Stripe client (checkout, portal, meter duplicate), group commit
+ * (a batch whose statement fails; a batch of mixed outcomes, with an apply
+ * failure answered 500 for its event only), overage at the limit edge under
+ * concurrency, and the meter outbox across Stripe faults.
  */
 #include <setjmp.h>
 #include <stdarg.h>
