@@ -172,37 +172,26 @@ static const char *const sql_receive_fields =
  * record-only event ("recorded", "ignored") is written processed; an
  * "unlinked" one only when no subscription matches its subscription or its
  * customer and its metadata names no user of ours (the test of
- * billing_webhook_receive_fields(), 013). An earlier processed delivery is
- * left alone. One row back per event written. One statement: one implicit
- * transaction, one commit for the whole batch.
+ * billing_webhook_receive_fields()). An earlier processed delivery is left
+ * alone. One row back per event written; one transaction, one commit for the
+ * whole batch.
+ *
+ * billing_webhook_record_batch() (014) first takes the shared customer locks
+ * of the unlinked candidates, so its "no link" test cannot run on a snapshot
+ * from before a checkout that links the customer commits (which would leave
+ * the event unlinked forever). An unlinked candidate, even alone, therefore
+ * goes through it.
  *
  * jsonb_to_recordset() rather than unnest() of arrays: PostgreSQL estimates
- * both plans alike, so the pool's prepared statement keeps its generic plan;
- * with arrays a custom plan always looks cheaper and the statement is planned
- * again on every call (that cost more than the batch saved). */
+ * both plans alike, so the cached plan stays generic; with arrays a custom
+ * plan always looks cheaper and the statement is planned again on every call
+ * (that cost more than the batch saved). */
 static const char *const sql_record_batch =
-    "INSERT INTO webhook_events AS w (event_id, event_type, payload, event_created,"
-    " stripe_customer_id, stripe_object_id, processed, processed_at, outcome, error_message)"
-    " SELECT e.id, e.type, e.payload, e.created, e.customer, e.object_id,"
-    " e.outcome <> 'unlinked', CASE WHEN e.outcome <> 'unlinked' THEN timezone('UTC', now()) END,"
-    " e.outcome, CASE WHEN e.outcome = 'unlinked' THEN 'no user known for this customer yet' END"
-    " FROM jsonb_to_recordset($1::jsonb) AS e(id text, type text, created bigint, customer text,"
-    "      object_id text, sub text, user_ref text, outcome text, payload jsonb)"
-    " WHERE e.outcome IN ('recorded', 'ignored')"
-    "    OR (e.outcome = 'unlinked'"
-    "        AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.stripe_subscription_id = e.sub)"
-    "        AND NOT EXISTS (SELECT 1 FROM subscriptions s WHERE s.stripe_customer_id = e.customer)"
-    "        AND NOT CASE WHEN e.user_ref IS NULL THEN FALSE"
-    "                     ELSE billing_user_from_ref(e.user_ref) IS NOT NULL END)"
-    " ON CONFLICT (event_id) DO UPDATE SET processed = EXCLUDED.processed,"
-    " processed_at = EXCLUDED.processed_at, outcome = EXCLUDED.outcome,"
-    " error_message = EXCLUDED.error_message"
-    " WHERE NOT w.processed"
-    " RETURNING w.event_id::text, w.outcome::text";
+    "SELECT event_id, outcome FROM billing_webhook_record_batch($1::jsonb)";
 
-/* A batch of one runs the single-event statements (as before batching; cheaper
- * than the JSON array for one row), with the same answer: (event_id, outcome)
- * when a row was written. */
+/* A batch of one record-only event runs the single-event statement (as before
+ * batching; cheaper than the JSON array for one row), with the same answer:
+ * (event_id, outcome) when a row was written. */
 static const char *const sql_record_one =
     "INSERT INTO webhook_events AS w (event_id, event_type, payload, event_created,"
     " stripe_customer_id, stripe_object_id, processed, processed_at, outcome)"
@@ -210,22 +199,6 @@ static const char *const sql_record_one =
     " ON CONFLICT (event_id) DO UPDATE SET processed = TRUE,"
     " processed_at = EXCLUDED.processed_at, outcome = EXCLUDED.outcome,"
     " error_message = NULL WHERE NOT w.processed"
-    " RETURNING w.event_id::text, w.outcome::text";
-
-static const char *const sql_unlinked_one =
-    "INSERT INTO webhook_events AS w (event_id, event_type, payload, event_created,"
-    " stripe_customer_id, stripe_object_id, processed, outcome, error_message)"
-    " SELECT $1::text, $2::text, $4::jsonb, $3::bigint, $5::text, $6::text, FALSE,"
-    " 'unlinked', 'no user known for this customer yet'"
-    " WHERE NOT EXISTS (SELECT 1 FROM subscriptions s"
-    "                    WHERE s.stripe_subscription_id = $7::text)"
-    " AND NOT EXISTS (SELECT 1 FROM subscriptions s"
-    "                  WHERE s.stripe_customer_id = $5::text)"
-    " AND NOT CASE WHEN $8::text IS NULL THEN FALSE"
-    "              ELSE billing_user_from_ref($8::text) IS NOT NULL END"
-    " ON CONFLICT (event_id) DO UPDATE SET processed = FALSE, processed_at = NULL,"
-    " outcome = EXCLUDED.outcome, error_message = EXCLUDED.error_message"
-    " WHERE NOT w.processed"
     " RETURNING w.event_id::text, w.outcome::text";
 
 static void pending_free(pending_timed_t *pt)
@@ -438,9 +411,6 @@ static void schedule_flush(webhook_t *w);
 static int send_one(webhook_t *w, pending_timed_t *pt, batch_t *b)
 {
     const char *const *f = pt->fields;
-    if (strcmp(pt->batch_outcome, "unlinked") == 0) {
-        return pg_pool_query(w->pool, NULL, sql_unlinked_one, 8, f, on_batch, b);
-    }
     const char *params[7] = {f[F_ID],       f[F_TYPE],      f[F_PAYLOAD],    f[F_CREATED],
                              f[F_CUSTOMER], f[F_OBJECT_ID], pt->batch_outcome};
     return pg_pool_query(w->pool, NULL, sql_record_one, 7, params, on_batch, b);
@@ -448,7 +418,7 @@ static int send_one(webhook_t *w, pending_timed_t *pt, batch_t *b)
 
 static int send_batch(webhook_t *w, pending_timed_t *items, int n)
 {
-    if (n == 1) {
+    if (n == 1 && strcmp(items->batch_outcome, "unlinked") != 0) {
         batch_t *b = calloc(1, sizeof *b);
         if (b == NULL) {
             return -1;

@@ -757,7 +757,8 @@ static bool metric_reaches(void *arg)
 static bool lock_waiters_reach(void *arg)
 {
     char *v = sqlv("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                   " AND query LIKE 'INSERT INTO webhook_events%'",
+                   " AND (query LIKE 'INSERT INTO webhook_events%'"
+                   "      OR query LIKE 'SELECT event_id, outcome FROM billing_webhook_record_batch%')",
                    NULL);
     bool ok = v != NULL && atoi(v) == *(const int *)arg;
     free(v);
@@ -774,6 +775,70 @@ static char *unlinked_payload(const char *evt, const char *sub, const char *cus)
              "\"items\":{\"data\":[{\"price\":{\"id\":\"" PRICE_STUDIO "\"}}]}}}}",
              evt, (long long)time(NULL) - 5, sub, cus);
     return p;
+}
+
+static bool link_waiter(void *arg)
+{
+    (void)arg;
+    char *v = sqlv("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                   " AND wait_event = 'advisory'"
+                   " AND query LIKE 'SELECT event_id, outcome FROM billing_webhook_record_batch%'",
+                   NULL);
+    bool ok = v != NULL && atoi(v) == 1;
+    free(v);
+    return ok;
+}
+
+/* Stripe sends checkout.session.completed and the subscription's events at
+ * the same moment. A subscription event whose "no user for this customer"
+ * test ran before the checkout's link committed, and whose row committed
+ * after the checkout had replayed the unlinked events, would stay unlinked
+ * for ever (answered 200, never applied). The checkout holds the customer
+ * lock (014) while it links: the event waits for it, then sees the link and
+ * is applied. */
+static void test_link_race(void **state)
+{
+    (void)state;
+    const char *uid = "b0000000-0000-4000-8000-000000000031";
+    make_user(uid, "race@example.com");
+    PGconn *c = PQconnectdb(getenv("TEST_DATABASE_URL"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQclear(PQexec(c, "BEGIN"));
+    char obj[512];
+    snprintf(obj, sizeof obj,
+             "{\"client_reference_id\":\"%s\",\"customer\":\"cus_race\","
+             "\"subscription\":\"sub_race\",\"metadata\":{}}",
+             uid);
+    const char *p[3] = {obj, PRICE_CREATOR, PRICE_STUDIO};
+    PGresult *r = PQexecParams(c,
+                               "SELECT billing_apply_event('checkout.session.completed',"
+                               " extract(epoch FROM now())::bigint - 10, $1::jsonb, $2, $3)",
+                               3, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "applied");
+    PQclear(r);
+
+    /* the checkout is linked but not committed: the event must wait */
+    char *payload = unlinked_payload("evt_race_sub", "sub_race", "cus_race");
+    char *sig = NULL;
+    sign_all((const char *const *)&payload, 1, &sig);
+    post_t post = {.payload = payload, .sig = sig};
+    assert_int_equal(pthread_create(&post.th, NULL, post_thread, &post), 0);
+    bool waited = wait_until(link_waiter, NULL, 10000);
+    PQclear(PQexec(c, "COMMIT"));
+    PQfinish(c);
+    pthread_join(post.th, NULL);
+    assert_true(waited);
+    assert_int_equal(post.status, 200);
+    assert_non_null(post.resp);
+    assert_null(strstr(post.resp, "\"unlinked\""));
+    assert_sql("SELECT outcome || ' ' || processed::text FROM webhook_events"
+               " WHERE event_id = 'evt_race_sub'",
+               NULL, "applied true");
+    assert_sub(uid, "studio", "active", "500");
+    free(post.resp);
+    free(payload);
+    free(sig);
 }
 
 /* Holds the batches in flight (WEBHOOK_BATCH_INFLIGHT = 2 in this suite) on
@@ -1286,6 +1351,7 @@ int main(void)
         cmocka_unit_test(test_out_of_order),
         cmocka_unit_test(test_checkout_and_transitions),
         cmocka_unit_test(test_unlinked_then_checkout),
+        cmocka_unit_test(test_link_race),
         cmocka_unit_test(test_meter_client_duplicate),
         cmocka_unit_test(test_usage_limit_edge_concurrency),
         cmocka_unit_test(test_meter_outbox_faults),
