@@ -412,7 +412,15 @@ static int cmd_serve(daemon_t *d)
     set_instance_id(d);
     http_client_global_init();
 
-    d->base = event_base_new();
+    /* The epoll change list folds the enable/disable pairs a request makes on
+     * its socket within one loop iteration into at most one epoll_ctl (none
+     * when the reply is written at once: see http_server.c). */
+    struct event_config *ev_cfg = event_config_new();
+    if (ev_cfg != NULL) {
+        (void)event_config_set_flag(ev_cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        d->base = event_base_new_with_config(ev_cfg);
+        event_config_free(ev_cfg);
+    }
     if (d->base == NULL) {
         log_error("cannot create the event loop");
         goto out;
