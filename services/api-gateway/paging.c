@@ -11,9 +11,128 @@ struct paging {
     const char *array_name;
     long limit;
     int ncols;
+    const paging_field_t *fields; /* NULL: column 0 holds the row as JSON text */
+    int nfields;
 };
 
+/* ---- jbuf ---- */
+
+static bool jbuf_reserve(jbuf_t *b, size_t more)
+{
+    if (b->oom) {
+        return false;
+    }
+    if (b->len + more + 1 <= b->cap) {
+        return true;
+    }
+    size_t cap = b->cap == 0 ? 1024 : b->cap;
+    while (cap < b->len + more + 1) {
+        cap *= 2;
+    }
+    char *grown = realloc(b->p, cap);
+    if (grown == NULL) {
+        b->oom = true;
+        return false;
+    }
+    b->p = grown;
+    b->cap = cap;
+    return true;
+}
+
+void jbuf_append(jbuf_t *b, const char *s, size_t n)
+{
+    if (!jbuf_reserve(b, n)) {
+        return;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void jbuf_puts(jbuf_t *b, const char *s)
+{
+    jbuf_append(b, s, strlen(s));
+}
+
+void jbuf_json_string(jbuf_t *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = strlen(s);
+    /* Worst case: every byte becomes \u00XX. */
+    if (!jbuf_reserve(b, n * 6 + 2)) {
+        return;
+    }
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c < 0x20) {
+            *o++ = '\\';
+            switch (c) {
+            case '\n': *o++ = 'n'; break;
+            case '\r': *o++ = 'r'; break;
+            case '\t': *o++ = 't'; break;
+            case '\b': *o++ = 'b'; break;
+            case '\f': *o++ = 'f'; break;
+            default:
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 0x0f];
+                break;
+            }
+        } else {
+            *o++ = (char)c; /* UTF-8 passes through (the database is UTF8) */
+        }
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
+    b->p[b->len] = '\0';
+}
+
+void jbuf_free(jbuf_t *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+void paging_write_row(jbuf_t *b, const PGresult *res, int row, int first_col,
+                      const paging_field_t *fields, int nfields)
+{
+    jbuf_append(b, "{", 1);
+    for (int f = 0; f < nfields; f++) {
+        int col = first_col + f;
+        if (f > 0) {
+            jbuf_append(b, ",", 1);
+        }
+        jbuf_append(b, "\"", 1);
+        jbuf_puts(b, fields[f].name);
+        jbuf_append(b, "\":", 2);
+        if (PQgetisnull(res, row, col)) {
+            jbuf_append(b, "null", 4);
+        } else if (fields[f].kind == PAGING_INT) {
+            jbuf_append(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+        } else {
+            jbuf_json_string(b, PQgetvalue(res, row, col));
+        }
+    }
+    jbuf_append(b, "}", 1);
+}
+
+/* ---- pages ---- */
+
 paging_t *paging_new(const char *array_name, long limit, int ncols)
+{
+    return paging_new_fields(array_name, limit, ncols, NULL, 0);
+}
+
+paging_t *paging_new_fields(const char *array_name, long limit, int ncols,
+                            const paging_field_t *fields, int nfields)
 {
     paging_t *pg = malloc(sizeof(*pg));
     if (pg == NULL) {
@@ -22,6 +141,8 @@ paging_t *paging_new(const char *array_name, long limit, int ncols)
     pg->array_name = array_name;
     pg->limit = limit;
     pg->ncols = ncols;
+    pg->fields = fields;
+    pg->nfields = fields != NULL ? nfields : 0;
     return pg;
 }
 
@@ -42,33 +163,51 @@ static char *cursor_encode(const PGresult *res, int row, int first, int ncols)
     return crypto_base64url_encode(text, strlen(text));
 }
 
+/* The page is written as text: PostgreSQL's JSON rows are copied as they are
+ * (valid JSON by construction) or the row is written from plain columns; no
+ * JSON tree is built, parsed or printed. */
 void paging_on_page(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 {
     (void)gw;
     paging_t *pg = arg;
     int n = PQntuples(res);
     int shown = n > pg->limit ? (int)pg->limit : n;
-    cJSON *doc = cJSON_CreateObject();
-    cJSON *rows = cJSON_AddArrayToObject(doc, pg->array_name);
+    int key_col = pg->fields != NULL ? pg->nfields : 1;
+    jbuf_t b = {0};
+    jbuf_append(&b, "{\"", 2);
+    jbuf_puts(&b, pg->array_name);
+    jbuf_append(&b, "\":[", 3);
     for (int i = 0; i < shown; i++) {
-        cJSON *row = cJSON_Parse(PQgetvalue(res, i, 0));
-        if (row != NULL) {
-            cJSON_AddItemToArray(rows, row);
+        if (i > 0) {
+            jbuf_append(&b, ",", 1);
+        }
+        if (pg->fields != NULL) {
+            paging_write_row(&b, res, i, 0, pg->fields, pg->nfields);
+        } else {
+            jbuf_append(&b, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
         }
     }
+    jbuf_append(&b, "],\"next_cursor\":", 16);
     char *cursor = NULL;
     if (n > pg->limit && shown > 0) {
-        cursor = cursor_encode(res, shown - 1, 1, pg->ncols);
+        cursor = cursor_encode(res, shown - 1, key_col, pg->ncols);
     }
     if (cursor != NULL) {
-        cJSON_AddStringToObject(doc, "next_cursor", cursor);
+        jbuf_json_string(&b, cursor);
         free(cursor);
     } else {
-        cJSON_AddNullToObject(doc, "next_cursor");
+        jbuf_append(&b, "null", 4);
     }
+    jbuf_append(&b, "}", 1);
     free(pg);
+    if (b.oom) {
+        jbuf_free(&b);
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
     http_reply_header(req, "Cache-Control", "no-store");
-    http_reply_json(req, 200, doc);
+    http_reply_data(req, 200, "application/json", b.p, b.len);
+    jbuf_free(&b);
 }
 
 bool paging_cursor_split(const char *cursor, char text[PAGING_CURSOR_TEXT_MAX], char **keys,

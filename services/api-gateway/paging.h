@@ -2,8 +2,10 @@
  * paging.h — keyset pages for the gateway's list routes (GET /api/jobs,
  * GET /api/presets).
  *
- * A list statement selects the row as JSON text in column 0 and the row's
- * sort key in columns 1..ncols, and fetches limit + 1 rows. The reply is
+ * A list statement selects the row as JSON text in column 0 (copied into the
+ * reply as it is: PostgreSQL made it) and the row's sort key in columns
+ * 1..ncols, or (paging_new_fields) the row's plain columns, written as a JSON
+ * object here, then the sort key; it fetches limit + 1 rows. The reply is
  *   {"<array>": [row, ...], "next_cursor": "<opaque>" | null}
  * where the cursor is base64url("<key1>|<key2>|...") of the last row shown,
  * present only when there was a row past the page.
@@ -32,9 +34,46 @@
 
 typedef struct paging paging_t;
 
+/* ---- JSON text built straight from result columns ----
+ * A growing buffer; after an allocation failure every append is a no-op and
+ * oom stays set (check it before replying). */
+typedef struct {
+    char *p;
+    size_t len;
+    size_t cap;
+    bool oom;
+} jbuf_t;
+
+void jbuf_append(jbuf_t *b, const char *s, size_t n);
+void jbuf_puts(jbuf_t *b, const char *s);
+/* s as a JSON string literal: quotes added, '"', '\\' and control characters escaped. */
+void jbuf_json_string(jbuf_t *b, const char *s);
+void jbuf_free(jbuf_t *b);
+
+/* One field of a row written as a JSON object member. */
+typedef enum {
+    PAGING_STRING, /* text column → JSON string, SQL NULL → null */
+    PAGING_INT,    /* integer column (text form is a JSON number) → number, NULL → null */
+} paging_kind_t;
+
+typedef struct {
+    const char *name; /* JSON member name (a plain identifier: not escaped) */
+    paging_kind_t kind;
+} paging_field_t;
+
+/* Writes {"name": value, ...} from columns first_col .. first_col + nfields - 1
+ * of the row: no JSON is built in SQL and none is parsed here. */
+void paging_write_row(jbuf_t *b, const PGresult *res, int row, int first_col,
+                      const paging_field_t *fields, int nfields);
+
 /* array_name must outlive the query (a string literal). NULL when out of
  * memory. paging_on_page frees it. */
 paging_t *paging_new(const char *array_name, long limit, int ncols);
+/* Like paging_new for a statement that selects plain columns: the row object is
+ * written from columns 0 .. nfields - 1 (fields must outlive the query), the
+ * sort key follows in columns nfields .. nfields + ncols - 1. */
+paging_t *paging_new_fields(const char *array_name, long limit, int ncols,
+                            const paging_field_t *fields, int nfields);
 
 /* A gw_query_cb: replies 200 with the page (Cache-Control: no-store) and
  * frees arg (a paging_t). */
