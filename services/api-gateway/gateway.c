@@ -277,6 +277,7 @@ typedef struct {
     http_req_t *req;
     gw_query_cb cb;
     void *arg;
+    void (*arg_free)(void *);
 } gw_q_t;
 
 static void on_query(const PGresult *res, const char *err, const char *sqlstate, void *arg)
@@ -293,17 +294,24 @@ static void on_query(const PGresult *res, const char *err, const char *sqlstate,
         } else {
             http_reply_error(q->req, 500, "internal", "database error");
         }
+        /* The callback does not run: the argument it would have freed is freed here. */
+        if (q->arg_free != NULL && q->arg != NULL) {
+            q->arg_free(q->arg);
+        }
     } else {
         q->cb(q->gw, q->req, res, q->arg);
     }
     free(q);
 }
 
-void gw_query(gw_t *gw, http_req_t *req, const char *user_id, const char *sql, int nparams,
-              const char *const *params, gw_query_cb cb, void *arg)
+void gw_query_ex(gw_t *gw, http_req_t *req, const char *user_id, const char *sql, int nparams,
+                 const char *const *params, gw_query_cb cb, void *arg, void (*arg_free)(void *))
 {
     gw_q_t *q = malloc(sizeof(*q));
     if (q == NULL) {
+        if (arg_free != NULL && arg != NULL) {
+            arg_free(arg);
+        }
         http_reply_error(req, 503, "unavailable", "out of memory");
         return;
     }
@@ -311,11 +319,21 @@ void gw_query(gw_t *gw, http_req_t *req, const char *user_id, const char *sql, i
     q->req = req;
     q->cb = cb;
     q->arg = arg;
+    q->arg_free = arg_free;
     if (pg_pool_query(gw->pg, user_id, sql, nparams, params, on_query, q) != 0) {
         free(q);
+        if (arg_free != NULL && arg != NULL) {
+            arg_free(arg);
+        }
         http_reply_header(req, "Retry-After", "1");
         http_reply_error(req, 503, "unavailable", "the database queue is full");
     }
+}
+
+void gw_query(gw_t *gw, http_req_t *req, const char *user_id, const char *sql, int nparams,
+              const char *const *params, gw_query_cb cb, void *arg)
+{
+    gw_query_ex(gw, req, user_id, sql, nparams, params, cb, arg, NULL);
 }
 
 static void on_audit(const PGresult *res, const char *err, const char *sqlstate, void *arg)

@@ -172,6 +172,11 @@ typedef void (*gw_query_cb)(gw_t *gw, http_req_t *req, const PGresult *res, void
  * failure it replies 503 itself. */
 void gw_query(gw_t *gw, http_req_t *req, const char *user_id, const char *sql, int nparams,
               const char *const *params, gw_query_cb cb, void *arg);
+/* gw_query for a callback argument the callback frees: when the callback does
+ * not run (database error, queue full, out of memory: gw_query_ex replies
+ * itself), arg_free(arg) is called instead, so the argument never leaks. */
+void gw_query_ex(gw_t *gw, http_req_t *req, const char *user_id, const char *sql, int nparams,
+                 const char *const *params, gw_query_cb cb, void *arg, void (*arg_free)(void *));
 /* Fire and forget (audit rows): errors are logged. details_json may be NULL. */
 void gw_audit(gw_t *gw, const char *user_id, const char *action, const char *target,
               const char *details_json, const char *ip);

@@ -277,7 +277,7 @@ static void checkout(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(c->tier, sizeof(c->tier), "%s", tier);
     snprintf(c->price, sizeof(c->price), "%s", price);
     const char *p[] = {user->id};
-    gw_query(gw, req, user->id, SUBSCRIPTION_SQL, 1, p, on_checkout_user, c);
+    gw_query_ex(gw, req, user->id, SUBSCRIPTION_SQL, 1, p, on_checkout_user, c, free);
 }
 
 /* ---- portal ---- */
@@ -319,7 +319,7 @@ static void portal(gw_t *gw, http_req_t *req, const gw_user_t *user)
         return;
     }
     const char *p[] = {user->id};
-    gw_query(gw, req, user->id, SUBSCRIPTION_SQL, 1, p, on_portal_user, c);
+    gw_query_ex(gw, req, user->id, SUBSCRIPTION_SQL, 1, p, on_portal_user, c, free);
 }
 
 int gw_routes_billing(gw_t *gw)

@@ -61,6 +61,11 @@ static void op_free(drive_op_t *op)
     free(op);
 }
 
+static void op_free_cb(void *p)
+{
+    op_free(p);
+}
+
 static result_t from_google(google_status_t st)
 {
     switch (st) {
@@ -268,11 +273,11 @@ static void watch_done(void *arg)
         return;
     }
     const char *p[] = {op->user_id, op->folder_id, op->output_id, op->start_token};
-    gw_query(op->gw, op->req, op->user_id,
+    gw_query_ex(op->gw, op->req, op->user_id,
              "WITH u AS (UPDATE users SET watched_folder_id = $2, output_folder_id = $3"
              "            WHERE id = $1::uuid RETURNING id)"
              " SELECT drive_polls_start_watch(u.id, $2, $3, $4) FROM u",
-             4, p, on_watch_saved, op);
+             4, p, on_watch_saved, op, op_free_cb);
 }
 
 static drive_op_t *op_new(gw_t *gw, http_req_t *req, const gw_user_t *user, op_kind_t kind)
@@ -365,11 +370,11 @@ static void delete_watch(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(s->user_id, sizeof(s->user_id), "%s", user->id);
     snprintf(s->ip, sizeof(s->ip), "%s", gw_client_ip(req));
     const char *p[] = {user->id};
-    gw_query(gw, req, user->id,
+    gw_query_ex(gw, req, user->id,
              "WITH u AS (UPDATE users SET watched_folder_id = NULL, output_folder_id = NULL"
              "            WHERE id = $1::uuid RETURNING id)"
              " SELECT drive_polls_stop_watch(u.id, 'user_stopped') FROM u",
-             1, p, on_watch_stopped, s);
+             1, p, on_watch_stopped, s, free);
 }
 
 /* ---- GET /api/drive/folders ---- */

@@ -133,13 +133,13 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
     char fetch[16];
     snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
     const char *p[] = {user->id, status, have_cursor ? ts : NULL, have_cursor ? id : NULL, fetch};
-    gw_query(gw, req, user->id,
+    gw_query_ex(gw, req, user->id,
              "SELECT " JOB_COLUMNS ", to_char(j.created_at, '" CURSOR_TS_FMT "'), j.id"
              " FROM jobs j WHERE j.user_id = $1"
              "   AND ($2::text IS NULL OR j.status = $2)"
              "   AND ($3::timestamp IS NULL OR (j.created_at, j.id) < ($3::timestamp, $4::uuid))"
              " ORDER BY j.created_at DESC, j.id DESC LIMIT $5::int",
-             5, p, paging_on_page, page);
+             5, p, paging_on_page, page, free);
 }
 
 static void on_job(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
@@ -246,9 +246,9 @@ static void change_job(gw_t *gw, http_req_t *req, const gw_user_t *user, bool re
     snprintf(c->user_id, sizeof(c->user_id), "%s", user->id);
     snprintf(c->job_id, sizeof(c->job_id), "%s", id);
     const char *p[] = {user->id, id};
-    gw_query(gw, req, user->id,
+    gw_query_ex(gw, req, user->id,
              retry ? "SELECT jobs_retry($1::uuid, $2::uuid)" : "SELECT jobs_cancel($1::uuid, $2::uuid)",
-             2, p, on_changed, c);
+             2, p, on_changed, c, free);
 }
 
 static void retry_job(gw_t *gw, http_req_t *req, const gw_user_t *user)

@@ -64,7 +64,7 @@ static void send_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(x->csrf, sizeof(x->csrf), "%s", user->csrf);
     x->is_admin = user->is_admin;
     const char *p[] = {user->id};
-    gw_query(gw, req, user->id, ME_SQL, 1, p, on_me, x);
+    gw_query_ex(gw, req, user->id, ME_SQL, 1, p, on_me, x, free);
 }
 
 static void get_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
@@ -95,7 +95,7 @@ static void on_patched(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
     }
     *x = pt->extra;
     const char *p[] = {pt->user_id};
-    gw_query(gw, req, pt->user_id, ME_SQL, 1, p, on_me, x);
+    gw_query_ex(gw, req, pt->user_id, ME_SQL, 1, p, on_me, x, free);
     free(pt);
 }
 

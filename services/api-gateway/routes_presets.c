@@ -189,7 +189,7 @@ static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
                        have_cursor ? downloads : NULL,
                        have_cursor ? id : NULL,
                        fetch};
-    gw_query(gw, req, user->id,
+    gw_query_ex(gw, req, user->id,
              "SELECT " PRESET_JSON ", COALESCE(p.rating_avg, 0)::text,"
              " COALESCE(p.downloads, 0)::text, p.id" PRESET_FROM " WHERE " PRESET_VISIBLE
              "   AND ($2::text IS NULL OR p.category = $2)"
@@ -202,7 +202,7 @@ static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
              "        p.id) < ($4::numeric, $5::int, $6::uuid))"
              " ORDER BY COALESCE(p.rating_avg, 0) DESC, COALESCE(p.downloads, 0) DESC, p.id DESC"
              " LIMIT $7::int",
-             7, p, paging_on_page, page);
+             7, p, paging_on_page, page, free);
 }
 
 /* ---- one preset ---- */
@@ -252,10 +252,10 @@ static void send_preset(gw_t *gw, http_req_t *req, const char *user_id, const ch
         o->status = status;
     }
     const char *p[] = {user_id, preset_id};
-    gw_query(gw, req, user_id,
+    gw_query_ex(gw, req, user_id,
              "SELECT " PRESET_JSON ", p.workflow_json::text" PRESET_FROM
              " WHERE p.id = $2::uuid AND " PRESET_VISIBLE,
-             2, p, on_preset, o);
+             2, p, on_preset, o, free);
 }
 
 static bool preset_id_param(http_req_t *req, const char **id)
@@ -415,9 +415,9 @@ static void create_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(c->user_id, sizeof(c->user_id), "%s", user->id);
     const char *p[] = {user->id, in.name, in.description,
                        in.category != NULL ? in.category : "other", in.workflow};
-    gw_query(gw, req, user->id,
+    gw_query_ex(gw, req, user->id,
              "SELECT outcome, preset_id FROM presets_create($1::uuid, $2, $3, $4, $5::jsonb)", 5,
-             p, on_created, c);
+             p, on_created, c, free);
     free(in.workflow);
 }
 
@@ -506,10 +506,10 @@ static void patch_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
                        pub_present ? (pub ? "true" : "false") : NULL,
                        act_present ? (act ? "true" : "false") : NULL,
                        gw_client_ip(req)};
-    gw_query(gw, req, user->id,
+    gw_query_ex(gw, req, user->id,
              "SELECT presets_update($1::uuid, $2::uuid, $3, $4, $5, $6::jsonb, $7::boolean,"
              " $8::boolean, $9)",
-             9, p, on_updated, t);
+             9, p, on_updated, t, free);
     free(in.workflow);
 }
 
@@ -564,8 +564,8 @@ static void rate_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     char rating[4];
     snprintf(rating, sizeof(rating), "%d", r->valueint);
     const char *p[] = {user->id, id, rating};
-    gw_query(gw, req, user->id, "SELECT presets_rate($1::uuid, $2::uuid, $3::int)", 3, p,
-             on_rated, t);
+    gw_query_ex(gw, req, user->id, "SELECT presets_rate($1::uuid, $2::uuid, $3::int)", 3, p,
+             on_rated, t, free);
 }
 
 /* ---- adopt ---- */
