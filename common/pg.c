@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +30,8 @@ volatile int pg_abort_flag = 0;
 #define PG_POOL_STMT_CAP 128 /* prepared statements cached per pooled connection */
 #define PG_POOL_USER_MAX 128 /* longer user ids are set on every query */
 #define PG_POOL_FRESH_MS 20  /* a connection answered this recently needs no liveness check */
+#define PG_POOL_PIPELINE_DEPTH 4 /* queries in flight per pooled connection */
+#define PG_POOL_MAX_SIZE_PIPELINED 64 /* connections flushed once per dispatch (more: each send) */
 
 /* ------------------------------------------------------------------ */
 /* shared helpers                                                      */
@@ -627,8 +630,7 @@ typedef enum {
     PC_WAIT,       /* disconnected, a retry timer is set */
     PC_CONNECTING, /* PQconnectPoll in progress */
     PC_IDLE,
-    PC_BUSY,     /* a query is in flight */
-    PC_ROLLBACK, /* a failed pipelined transaction is being rolled back */
+    PC_BUSY, /* queries are in flight */
 } pc_state_t;
 
 /* A statement prepared on one pooled connection (named "ca_s<id>"). */
@@ -638,6 +640,24 @@ typedef struct pool_stmt {
     int nparams;
     unsigned id;
 } pool_stmt_t;
+
+/* One query in flight on a connection: its own pipeline segment, ended by its
+ * own Sync (its own implicit transaction):
+ *   [SELECT set_config('app.user_id', $1, false)] [Parse "ca_sN"] query, Sync */
+typedef struct pool_seg {
+    pool_query_t *q;
+    int stage;        /* index of the statement whose results are being read */
+    int query_stage;  /* index of the caller's query */
+    PGresult *result; /* the query's result, delivered to the callback */
+    bool failed;
+    char err[512];
+    char sqlstate[6];
+    bool alone;        /* may begin a transaction: nothing is sent behind it */
+    bool sending_user; /* this segment sets app.user_id to want_user */
+    char want_user[PG_POOL_USER_MAX];
+    long stmt_used;        /* id of the cached statement this segment runs, or -1 */
+    pool_stmt_t preparing; /* a statement prepared by this segment (sql != NULL) */
+} pool_seg_t;
 
 typedef struct pool_conn {
     pg_pool_t *pool;
@@ -649,26 +669,20 @@ typedef struct pool_conn {
     int armed_fd;
     struct event *timer;
     int backoff_ms;
-    pool_query_t *q;
-    bool pipeline;
-    int stage;        /* pipeline: index of the statement whose results are being read */
-    int query_stage;  /* pipeline: index of the caller's query */
-    PGresult *result; /* the query's result, delivered to the callback */
-    bool failed;
-    char err[512];
-    char sqlstate[6];
-    /* The session's app.user_id, set with set_config(..., false) only when a
-     * query needs another value. Unknown after a (re)connect or any error. */
+    /* Segments in flight, oldest first (a ring). */
+    pool_seg_t segs[PG_POOL_PIPELINE_DEPTH];
+    int seg_head;
+    int nsegs;
+    int nsetting_user; /* segments in flight that set app.user_id */
+    /* The session's app.user_id as of the last settled segment, set with
+     * set_config(..., false) only when a query needs another value. Unknown
+     * after a (re)connect or any error of a segment that set it. */
     bool user_known;
     char user[PG_POOL_USER_MAX];
-    bool sending_user;     /* this round sets app.user_id to want_user */
-    char want_user[PG_POOL_USER_MAX];
-    pool_stmt_t *stmts;    /* prepared statements of this session */
+    pool_stmt_t *stmts; /* prepared statements of this session (confirmed) */
     int nstmts;
     unsigned next_stmt_id;
-    int stmt_used;         /* index in stmts of the statement this round runs, or -1 */
-    pool_stmt_t preparing; /* a statement prepared this round (sql != NULL), cached on success */
-    int64_t answered_ms;   /* loop time of the last complete answer, 0: none */
+    int64_t answered_ms; /* loop time of the last complete answer, 0: none */
 } pool_conn_t;
 
 struct pg_pool {
@@ -738,22 +752,31 @@ static void pc_schedule_retry(pool_conn_t *pc)
     evtimer_add(pc->timer, &tv);
 }
 
-static void pc_reset_query_state(pool_conn_t *pc)
+static void seg_clear(pool_seg_t *sg)
 {
-    if (pc->result != NULL)
-        PQclear(pc->result);
-    pc->result = NULL;
-    pc->q = NULL;
-    pc->pipeline = false;
-    pc->stage = 0;
-    pc->query_stage = 0;
-    pc->failed = false;
-    pc->err[0] = '\0';
-    pc->sqlstate[0] = '\0';
-    pc->sending_user = false;
-    pc->stmt_used = -1;
-    free(pc->preparing.sql);
-    pc->preparing.sql = NULL;
+    if (sg->result != NULL)
+        PQclear(sg->result);
+    free(sg->preparing.sql);
+    memset(sg, 0, sizeof *sg);
+    sg->stmt_used = -1;
+}
+
+static pool_seg_t *pc_head(pool_conn_t *pc)
+{
+    return pc->nsegs > 0 ? &pc->segs[pc->seg_head] : NULL;
+}
+
+/* Takes the oldest segment off the ring; returns its query. */
+static pool_query_t *pc_pop(pool_conn_t *pc)
+{
+    pool_seg_t *sg = &pc->segs[pc->seg_head];
+    pool_query_t *q = sg->q;
+    if (sg->sending_user)
+        pc->nsetting_user--;
+    seg_clear(sg);
+    pc->seg_head = (pc->seg_head + 1) % PG_POOL_PIPELINE_DEPTH;
+    pc->nsegs--;
+    return q;
 }
 
 /* Forgets the session state (a new or lost connection). */
@@ -790,11 +813,16 @@ static int pc_find_stmt(const pool_conn_t *pc, const char *sql, uint64_t hash, i
     return -1;
 }
 
-static void pc_evict_stmt(pool_conn_t *pc, int i)
+static void pc_evict_stmt_id(pool_conn_t *pc, unsigned id)
 {
-    free(pc->stmts[i].sql);
-    pc->stmts[i] = pc->stmts[pc->nstmts - 1];
-    pc->nstmts--;
+    for (int i = 0; i < pc->nstmts; i++) {
+        if (pc->stmts[i].id == id) {
+            free(pc->stmts[i].sql);
+            pc->stmts[i] = pc->stmts[pc->nstmts - 1];
+            pc->nstmts--;
+            return;
+        }
+    }
 }
 
 static void stmt_name(char *buf, size_t len, unsigned id)
@@ -802,7 +830,7 @@ static void stmt_name(char *buf, size_t len, unsigned id)
     snprintf(buf, len, "ca_s%u", id);
 }
 
-/* The connection is gone: fail its query, close, retry later. */
+/* The connection is gone: fail its queries in flight, close, retry later. */
 static void pc_drop(pool_conn_t *pc, const char *why)
 {
     pg_pool_t *pool = pc->pool;
@@ -811,25 +839,27 @@ static void pc_drop(pool_conn_t *pc, const char *why)
     if (pc->state != PC_CONNECTING && pc->state != PC_WAIT)
         log_warn("PostgreSQL pool connection %d lost (%s): %s", pc->index, pool->display, msg);
     event_del(pc->io);
-    pool_query_t *q = pc->q;
-    pc->q = NULL;
-    pc_reset_query_state(pc);
+    pool_query_t *failed[PG_POOL_PIPELINE_DEPTH];
+    int nfailed = 0;
+    while (pc->nsegs > 0)
+        failed[nfailed++] = pc_pop(pc);
+    pc->seg_head = 0;
+    pc->nsetting_user = 0;
     pc_forget_session(pc);
     if (pc->pg != NULL)
         PQfinish(pc->pg);
     pc->pg = NULL;
     pc_schedule_retry(pc);
-    if (q != NULL) {
-        char full[600];
-        snprintf(full, sizeof full, "connection to PostgreSQL lost: %s", msg);
-        query_fail(q, full, "08006");
-    }
+    char full[600];
+    snprintf(full, sizeof full, "connection to PostgreSQL lost: %s", msg);
+    for (int i = 0; i < nfailed; i++)
+        query_fail(failed[i], full, "08006");
 }
 
 static void pc_connected(pool_conn_t *pc)
 {
     PQsetNoticeProcessor(pc->pg, notice_to_log, NULL);
-    if (PQsetnonblocking(pc->pg, 1) != 0) {
+    if (PQsetnonblocking(pc->pg, 1) != 0 || PQenterPipelineMode(pc->pg) != 1) {
         pc_drop(pc, PQerrorMessage(pc->pg));
         return;
     }
@@ -883,59 +913,57 @@ static void pc_timer_cb(evutil_socket_t fd, short what, void *arg)
         pc_start_connect(pc);
 }
 
-/* Records an error result (the first one wins). */
-static void pc_note_error(pool_conn_t *pc, const PGresult *res, const char *fallback)
+/* Records an error result of a segment (the first one wins). */
+static void seg_note_error(pool_seg_t *sg, const PGresult *res, const char *fallback)
 {
-    if (pc->failed)
+    if (sg->failed)
         return;
-    pc->failed = true;
+    sg->failed = true;
     const char *code = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    snprintf(pc->sqlstate, sizeof pc->sqlstate, "%s", code != NULL ? code : "");
+    snprintf(sg->sqlstate, sizeof sg->sqlstate, "%s", code != NULL ? code : "");
     const char *msg = res != NULL ? PQresultErrorMessage(res) : NULL;
-    set_err(pc->err, sizeof pc->err, msg != NULL && msg[0] != '\0' ? msg : fallback);
+    set_err(sg->err, sizeof sg->err, msg != NULL && msg[0] != '\0' ? msg : fallback);
 }
 
-/* After a round: what the session now holds. Any error makes app.user_id
- * unknown (the implicit transaction that set it was rolled back), so the next
- * query sets it again; a statement prepared this round is cached only when
- * the round succeeded. */
-static void pc_settle_session(pool_conn_t *pc, bool failed)
+/* After a segment: what the session now holds. An error in a segment that set
+ * app.user_id makes it unknown (the implicit transaction that set it was
+ * rolled back), so the next query sets it again; a statement prepared by the
+ * segment is cached only when the segment succeeded. Segments settle in the
+ * order they ran, so this follows the session exactly. */
+static void pc_settle_segment(pool_conn_t *pc, pool_seg_t *sg, bool failed)
 {
     if (failed) {
-        pc->user_known = false;
+        if (sg->sending_user)
+            pc->user_known = false;
         /* A cached plan that no longer fits (schema change) or a statement the
          * server lost: prepare it again next time. */
-        if (pc->stmt_used >= 0 && (strcmp(pc->sqlstate, "0A000") == 0 ||
-                                   strcmp(pc->sqlstate, "26000") == 0))
-            pc_evict_stmt(pc, pc->stmt_used);
+        if (sg->stmt_used >= 0 &&
+            (strcmp(sg->sqlstate, "0A000") == 0 || strcmp(sg->sqlstate, "26000") == 0))
+            pc_evict_stmt_id(pc, (unsigned)sg->stmt_used);
     } else {
-        if (pc->sending_user) {
-            memcpy(pc->user, pc->want_user, sizeof pc->user);
+        if (sg->sending_user) {
+            memcpy(pc->user, sg->want_user, sizeof pc->user);
             pc->user_known = true;
         }
-        if (pc->preparing.sql != NULL && pc->nstmts < PG_POOL_STMT_CAP) {
-            pc->stmts[pc->nstmts++] = pc->preparing;
-            pc->preparing.sql = NULL;
+        if (sg->preparing.sql != NULL && pc->stmts != NULL && pc->nstmts < PG_POOL_STMT_CAP) {
+            pc->stmts[pc->nstmts++] = sg->preparing;
+            sg->preparing.sql = NULL;
         }
     }
-    pc->sending_user = false;
-    pc->stmt_used = -1;
-    free(pc->preparing.sql);
-    pc->preparing.sql = NULL;
 }
 
-/* Hands the finished query to its callback and frees it. */
+/* Hands the oldest segment's query to its callback and frees it. */
 static void pc_deliver(pool_conn_t *pc)
 {
-    pool_query_t *q = pc->q;
-    PGresult *res = pc->result;
-    bool failed = pc->failed || res == NULL;
+    pool_seg_t *sg = pc_head(pc);
+    PGresult *res = sg->result;
+    sg->result = NULL;
+    bool failed = sg->failed || res == NULL;
     char err[512], sqlstate[6];
-    snprintf(err, sizeof err, "%s", pc->err[0] != '\0' ? pc->err : "query returned no result");
-    snprintf(sqlstate, sizeof sqlstate, "%s", pc->sqlstate);
-    pc->q = NULL;
-    pc->result = NULL;
-    pc_settle_session(pc, failed);
+    snprintf(err, sizeof err, "%s", sg->err[0] != '\0' ? sg->err : "query returned no result");
+    snprintf(sqlstate, sizeof sqlstate, "%s", sg->sqlstate);
+    pc_settle_segment(pc, sg, failed);
+    pool_query_t *q = pc_pop(pc);
     if (failed) {
         if (res != NULL)
             PQclear(res);
@@ -947,73 +975,43 @@ static void pc_deliver(pool_conn_t *pc)
     query_free(q);
 }
 
-/* Consumes available results. Returns false when the connection was dropped. */
+/* Consumes available results, segment by segment. Returns false when the
+ * connection was dropped. */
 static bool pc_read_results(pool_conn_t *pc)
 {
     PGconn *pg = pc->pg;
-    while (!PQisBusy(pg)) {
+    while (pc->nsegs > 0 && !PQisBusy(pg)) {
+        pool_seg_t *sg = pc_head(pc);
         PGresult *res = PQgetResult(pg);
-        if (pc->state == PC_ROLLBACK) {
-            if (res != NULL) {
-                PQclear(res);
-                continue;
-            }
-            pc->state = PC_IDLE;
-            return true;
-        }
-        if (!pc->pipeline) {
-            if (res == NULL) {
-                pc->state = PC_IDLE;
-                pc_deliver(pc);
-                return true;
-            }
-            ExecStatusType st = PQresultStatus(res);
-            if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-                if (pc->result != NULL)
-                    PQclear(pc->result);
-                pc->result = res;
-            } else {
-                pc_note_error(pc, res, PQresStatus(st));
-                PQclear(res);
-            }
-            continue;
-        }
-        /* pipeline mode */
         if (res == NULL) {
-            pc->stage++; /* end of one statement's results */
+            sg->stage++; /* end of one statement's results */
             continue;
         }
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(res);
-            if (PQexitPipelineMode(pg) != 1) {
-                pc_drop(pc, PQerrorMessage(pg));
+            /* libpq reports the transaction state only with nothing else in
+             * flight, which is how a query that opens a transaction is sent
+             * (pc_send: alone). Left open, it is answered, then the session
+             * is replaced: nothing may run inside that transaction. */
+            PGTransactionStatusType ts = PQtransactionStatus(pg);
+            if (pc->nsegs == 1 && (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)) {
+                pc_deliver(pc);
+                pc_drop(pc, "a query left a transaction open");
                 return false;
             }
-            bool need_rollback = PQtransactionStatus(pg) != PQTRANS_IDLE;
-            pc->pipeline = false;
-            if (need_rollback) {
-                if (!PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0)) {
-                    pc_drop(pc, PQerrorMessage(pg));
-                    return false;
-                }
-                pc->state = PC_ROLLBACK;
-            } else {
-                pc->state = PC_IDLE;
-            }
             pc_deliver(pc);
-            if (pc->state == PC_IDLE)
-                return true;
+            pc->answered_ms = loop_ms(pc->pool);
             continue;
         }
         if (st == PGRES_PIPELINE_ABORTED) {
-            pc_note_error(pc, NULL, "aborted by an earlier error in the transaction");
+            seg_note_error(sg, NULL, "aborted by an earlier error in the transaction");
         } else if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-            pc_note_error(pc, res, PQresStatus(st));
-        } else if (pc->stage == pc->query_stage) {
-            if (pc->result != NULL)
-                PQclear(pc->result);
-            pc->result = res;
+            seg_note_error(sg, res, PQresStatus(st));
+        } else if (sg->stage == sg->query_stage) {
+            if (sg->result != NULL)
+                PQclear(sg->result);
+            sg->result = res;
             continue;
         }
         PQclear(res);
@@ -1057,46 +1055,79 @@ static void pc_io_cb(evutil_socket_t fd, short what, void *arg)
     PGnotify *n;
     while ((n = PQnotifies(pc->pg)) != NULL)
         PQfreemem(n);
-    if (pc->state == PC_BUSY || pc->state == PC_ROLLBACK) {
+    if (pc->state == PC_BUSY) {
         if (!pc_flush_and_arm(pc))
             return;
         if (!pc_read_results(pc))
             return;
-        if (pc->state == PC_IDLE) {
-            pc->answered_ms = loop_ms(pc->pool);
+        if (pc->nsegs == 0) {
+            pc->state = PC_IDLE;
             pc_arm(pc, EV_READ, 0);
-            pool_dispatch(pc->pool);
-        } else {
-            (void)pc_flush_and_arm(pc); /* e.g. a ROLLBACK was just queued */
         }
+        pool_dispatch(pc->pool);
         return;
     }
     pc_arm(pc, EV_READ, 0);
 }
 
-/* Sends q on an idle connection. Returns false when the connection was dropped
- * (q is then failed; the caller must not touch it).
+/* True for a statement that may leave a transaction open (BEGIN, START
+ * TRANSACTION): it runs alone on its connection. */
+static bool opens_transaction(const char *sql)
+{
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
+        sql++;
+    return strncasecmp(sql, "BEGIN", 5) == 0 || strncasecmp(sql, "START", 5) == 0;
+}
+
+/* Room for one more segment behind those in flight. */
+static bool pc_has_room(const pool_conn_t *pc)
+{
+    if (pc->state != PC_BUSY || pc->nsegs >= PG_POOL_PIPELINE_DEPTH)
+        return false;
+    for (int i = 0; i < pc->nsegs; i++)
+        if (pc->segs[(pc->seg_head + i) % PG_POOL_PIPELINE_DEPTH].alone)
+            return false;
+    return true;
+}
+
+/* Adds q as a new segment on a connection (idle, or with room in its
+ * pipeline). Returns false when the connection was dropped (q is then failed;
+ * the caller must not touch it).
  *
- * The query runs alone when the session already has the right app.user_id
- * ('' for a query without a user, so row-level security shows nothing) and
- * its statement is prepared. Otherwise one pipeline (one implicit
- * transaction, one round trip) carries what is missing first:
- *   [SELECT set_config('app.user_id', $1, false)] [Parse "ca_sN"] query, Sync
- * An error anywhere aborts the rest, so the query never runs as another user. */
+ * A segment carries what the session may lack, so it is right whatever
+ * happened to the segments before it:
+ *   - app.user_id ('' for a query without a user, so row-level security shows
+ *     nothing): set in the segment unless the settled session holds the value
+ *     and no segment in flight sets one (a failed one would roll its value
+ *     back, so nothing sent after it may count on it);
+ *   - the statement: a cached one is used; otherwise the first segment on an
+ *     idle connection prepares it, and a segment behind others runs it
+ *     unnamed (nothing server-side to leak if a sibling's Parse failed).
+ * An error anywhere aborts the rest of the segment, so the query never runs
+ * as another user. */
 static bool pc_send(pool_conn_t *pc, pool_query_t *q)
 {
     PGconn *pg = pc->pg;
-    pc_reset_query_state(pc);
-    pc->q = q;
+    int slot = (pc->seg_head + pc->nsegs) % PG_POOL_PIPELINE_DEPTH;
+    bool behind = pc->nsegs > 0;
+    pool_seg_t *sg = &pc->segs[slot];
+    seg_clear(sg);
+    sg->q = q;
+    sg->alone = opens_transaction(q->sql);
+    pc->nsegs++;
     pc->state = PC_BUSY;
     const char *const *params = (const char *const *)q->params;
     const char *want = q->user_id != NULL ? q->user_id : "";
-    bool need_user = !pc->user_known || strcmp(pc->user, want) != 0;
+    bool need_user = pc->nsetting_user > 0 || !pc->user_known || strcmp(pc->user, want) != 0;
     if (need_user) {
-        pc->user_known = false; /* until this round succeeds */
-        pc->sending_user = strlen(want) < sizeof pc->want_user;
-        if (pc->sending_user)
-            snprintf(pc->want_user, sizeof pc->want_user, "%s", want);
+        /* Values too long to track are set every time (never counted as known). */
+        sg->sending_user = strlen(want) < sizeof sg->want_user;
+        if (sg->sending_user) {
+            snprintf(sg->want_user, sizeof sg->want_user, "%s", want);
+            pc->nsetting_user++;
+        } else {
+            pc->user_known = false;
+        }
     }
 
     uint64_t hash = sql_hash(q->sql);
@@ -1104,52 +1135,45 @@ static bool pc_send(pool_conn_t *pc, pool_query_t *q)
     bool prepare = false;
     char name[32] = "";
     if (idx >= 0) {
-        pc->stmt_used = idx;
+        sg->stmt_used = pc->stmts[idx].id;
         stmt_name(name, sizeof name, pc->stmts[idx].id);
-    } else if (pc->nstmts < PG_POOL_STMT_CAP) {
+    } else if (!behind && pc->nstmts < PG_POOL_STMT_CAP) {
         if (pc->stmts == NULL)
             pc->stmts = calloc(PG_POOL_STMT_CAP, sizeof *pc->stmts);
-        pc->preparing.sql = pc->stmts != NULL ? strdup(q->sql) : NULL;
-        if (pc->preparing.sql != NULL) {
+        sg->preparing.sql = pc->stmts != NULL ? strdup(q->sql) : NULL;
+        if (sg->preparing.sql != NULL) {
             prepare = true;
-            pc->preparing.hash = hash;
-            pc->preparing.nparams = q->nparams;
-            /* A fresh name every time: a statement whose round failed may
+            sg->preparing.hash = hash;
+            sg->preparing.nparams = q->nparams;
+            /* A fresh name every time: a statement whose segment failed may
              * still exist on the server and must not collide. */
-            pc->preparing.id = pc->next_stmt_id++;
-            stmt_name(name, sizeof name, pc->preparing.id);
+            sg->preparing.id = pc->next_stmt_id++;
+            stmt_name(name, sizeof name, sg->preparing.id);
         }
     }
 
-    bool sent;
-    if (!need_user && !prepare) {
-        sent = idx >= 0 ? PQsendQueryPrepared(pg, name, q->nparams, params, NULL, NULL, 0)
-                        : PQsendQueryParams(pg, q->sql, q->nparams, NULL, params, NULL, NULL, 0);
-    } else {
-        pc->pipeline = true;
-        sent = PQenterPipelineMode(pg) == 1;
-        if (sent && need_user) {
-            const char *uid[1] = {want};
-            sent = PQsendQueryParams(pg, "SELECT set_config('app.user_id', $1, false)", 1, NULL,
-                                     uid, NULL, NULL, 0);
-            pc->query_stage++;
-        }
-        if (sent && prepare) {
-            sent = PQsendPrepare(pg, name, q->sql, q->nparams, NULL);
-            pc->query_stage++;
-        }
-        if (sent)
-            sent = (prepare || idx >= 0)
-                       ? PQsendQueryPrepared(pg, name, q->nparams, params, NULL, NULL, 0)
-                       : PQsendQueryParams(pg, q->sql, q->nparams, NULL, params, NULL, NULL, 0);
-        if (sent)
-            sent = PQpipelineSync(pg) == 1;
+    bool sent = true;
+    if (need_user) {
+        const char *uid[1] = {want};
+        sent = PQsendQueryParams(pg, "SELECT set_config('app.user_id', $1, false)", 1, NULL, uid,
+                                 NULL, NULL, 0);
+        sg->query_stage++;
     }
+    if (sent && prepare) {
+        sent = PQsendPrepare(pg, name, q->sql, q->nparams, NULL);
+        sg->query_stage++;
+    }
+    if (sent)
+        sent = (prepare || idx >= 0)
+                   ? PQsendQueryPrepared(pg, name, q->nparams, params, NULL, NULL, 0)
+                   : PQsendQueryParams(pg, q->sql, q->nparams, NULL, params, NULL, NULL, 0);
+    if (sent)
+        sent = PQpipelineSync(pg) == 1;
     if (!sent) {
         pc_drop(pc, PQerrorMessage(pg));
         return false;
     }
-    return pc_flush_and_arm(pc);
+    return true;
 }
 
 /* An idle connection may have been closed by the server while nobody looked
@@ -1186,6 +1210,23 @@ static int64_t loop_ms(pg_pool_t *pool)
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
+static pool_query_t *pool_pop(pg_pool_t *pool)
+{
+    pool_query_t *q = pool->head;
+    pool->head = q->next;
+    if (pool->head == NULL)
+        pool->tail = NULL;
+    pool->queued--;
+    q->next = NULL;
+    return q;
+}
+
+/* Hands queued queries to connections, oldest first: idle connections first,
+ * then the connection with the fewest segments in flight, up to
+ * PG_POOL_PIPELINE_DEPTH each. Pipelining lets a backend run the next query
+ * without waiting for the gateway's round trip, and one wake-up of the backend
+ * (and of the loop) serve several queries. Segments sent here are flushed
+ * together, one send() per connection. */
 static void pool_dispatch(pg_pool_t *pool)
 {
     if (pool->closing)
@@ -1201,14 +1242,34 @@ static void pool_dispatch(pg_pool_t *pool)
         bool fresh = pc->answered_ms != 0 && since >= 0 && since < PG_POOL_FRESH_MS;
         if (!fresh && !pc_alive(pc))
             continue;
-        pool_query_t *q = pool->head;
-        pool->head = q->next;
-        if (pool->head == NULL)
-            pool->tail = NULL;
-        pool->queued--;
-        q->next = NULL;
-        (void)pc_send(pc, q);
+        if (pc_send(pc, pool_pop(pool)))
+            (void)pc_flush_and_arm(pc);
     }
+    bool sent[PG_POOL_MAX_SIZE_PIPELINED] = {false};
+    while (pool->head != NULL) {
+        pool_conn_t *best = NULL;
+        int best_i = -1;
+        for (int i = 0; i < pool->size; i++) {
+            pool_conn_t *pc = &pool->conns[i];
+            if (!pc_has_room(pc))
+                continue;
+            if (best == NULL || pc->nsegs < best->nsegs) {
+                best = pc;
+                best_i = i;
+            }
+        }
+        if (best == NULL || opens_transaction(pool->head->sql))
+            break; /* (a BEGIN waits for an idle connection: FIFO order holds) */
+        if (!pc_send(best, pool_pop(pool)))
+            continue;
+        if (best_i < PG_POOL_MAX_SIZE_PIPELINED)
+            sent[best_i] = true;
+        else
+            (void)pc_flush_and_arm(best);
+    }
+    for (int i = 0; i < pool->size && i < PG_POOL_MAX_SIZE_PIPELINED; i++)
+        if (sent[i] && pool->conns[i].pg != NULL)
+            (void)pc_flush_and_arm(&pool->conns[i]);
 }
 
 static void pool_kick_cb(evutil_socket_t fd, short what, void *arg)
@@ -1308,7 +1369,7 @@ int pg_pool_healthy(const pg_pool_t *pool)
     int n = 0;
     for (int i = 0; i < pool->size; i++) {
         pc_state_t st = pool->conns[i].state;
-        if (st == PC_IDLE || st == PC_BUSY || st == PC_ROLLBACK)
+        if (st == PC_IDLE || st == PC_BUSY)
             n++;
     }
     return n;
@@ -1327,15 +1388,16 @@ void pg_pool_free(pg_pool_t *pool)
             event_free(pc->timer);
         pc->io = NULL;
         pc->timer = NULL;
-        pool_query_t *q = pc->q;
-        pc->q = NULL;
-        pc_reset_query_state(pc);
+        pool_query_t *failed[PG_POOL_PIPELINE_DEPTH];
+        int nfailed = 0;
+        while (pc->nsegs > 0)
+            failed[nfailed++] = pc_pop(pc);
         pc_forget_session(pc);
         if (pc->pg != NULL)
             PQfinish(pc->pg);
         pc->pg = NULL;
-        if (q != NULL)
-            query_fail(q, "shutting down", "");
+        for (int k = 0; k < nfailed; k++)
+            query_fail(failed[k], "shutting down", "");
     }
     while (pool->head != NULL) {
         pool_query_t *q = pool->head;

@@ -13,11 +13,14 @@
  *
  * Non-blocking path (api-gateway): pg_pool_t on a libevent base. Queries are
  * queued; each pooled connection is driven by its socket's events; the callback
- * runs on the loop thread. A query may carry a user id, which row-level
- * security reads from app.user_id: each connection tracks its session's value
- * and, only when it differs, sends SELECT set_config('app.user_id', $uid, false)
- * in the same pipeline (one implicit transaction) before the query; a query
- * without a user runs with ''. Queries are prepared once per connection.
+ * runs on the loop thread. Each connection is pipelined: up to 4 queries in
+ * flight, each its own segment ending in its own Sync (own implicit
+ * transaction). A query may carry a user id, which row-level security reads
+ * from app.user_id: each connection tracks its session's value and, when it
+ * differs (or a segment in flight sets one), sends
+ * SELECT set_config('app.user_id', $uid, false) in the query's segment before
+ * it; a query without a user runs with ''. Queries are prepared once per
+ * connection. See docs/common/pg.md.
  */
 #ifndef CA_PG_H
 #define CA_PG_H
