@@ -703,15 +703,10 @@ static void pc_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void pc_start_connect(pool_conn_t *pc);
 static void pool_dispatch(pg_pool_t *pool);
 
+/* A query is one allocation: the struct, the parameter vector, then the SQL,
+ * the user id and the parameters' bytes. */
 static void query_free(pool_query_t *q)
 {
-    if (q == NULL)
-        return;
-    for (int i = 0; i < q->nparams; i++)
-        free(q->params[i]);
-    free(q->params);
-    free(q->sql);
-    free(q->user_id);
     free(q);
 }
 
@@ -1330,24 +1325,37 @@ int pg_pool_query(pg_pool_t *pool, const char *user_id, const char *sql, int npa
         log_warn("PostgreSQL pool queue full (%d waiting)", pool->queued);
         return -1;
     }
-    pool_query_t *q = calloc(1, sizeof *q);
+    size_t sql_len = strlen(sql) + 1;
+    size_t user_len = user_id != NULL ? strlen(user_id) + 1 : 0;
+    size_t bytes = sql_len + user_len;
+    for (int i = 0; i < nparams; i++)
+        bytes += params[i] != NULL ? strlen(params[i]) + 1 : 0;
+    pool_query_t *q = malloc(sizeof *q + (size_t)nparams * sizeof(char *) + bytes);
     if (q == NULL)
         return -1;
+    memset(q, 0, sizeof *q);
     q->cb = cb;
     q->arg = arg;
-    q->sql = strdup(sql);
-    q->user_id = user_id != NULL ? strdup(user_id) : NULL;
-    q->params = nparams > 0 ? calloc((size_t)nparams, sizeof *q->params) : NULL;
-    if (q->sql == NULL || (user_id != NULL && q->user_id == NULL) ||
-        (nparams > 0 && q->params == NULL))
-        goto fail;
     q->nparams = nparams;
+    q->params = nparams > 0 ? (char **)(q + 1) : NULL;
+    char *text = (char *)(q + 1) + (size_t)nparams * sizeof(char *);
+    memcpy(text, sql, sql_len);
+    q->sql = text;
+    text += sql_len;
+    if (user_id != NULL) {
+        memcpy(text, user_id, user_len);
+        q->user_id = text;
+        text += user_len;
+    }
     for (int i = 0; i < nparams; i++) {
-        if (params[i] == NULL)
+        if (params[i] == NULL) {
+            q->params[i] = NULL;
             continue;
-        q->params[i] = strdup(params[i]);
-        if (q->params[i] == NULL)
-            goto fail;
+        }
+        size_t n = strlen(params[i]) + 1;
+        memcpy(text, params[i], n);
+        q->params[i] = text;
+        text += n;
     }
     if (pool->tail != NULL)
         pool->tail->next = q;
@@ -1359,9 +1367,6 @@ int pg_pool_query(pg_pool_t *pool, const char *user_id, const char *sql, int npa
      * and a callback that queues another query does not re-enter the pool. */
     event_active(pool->kick, EV_TIMEOUT, 0);
     return 0;
-fail:
-    query_free(q);
-    return -1;
 }
 
 int pg_pool_healthy(const pg_pool_t *pool)

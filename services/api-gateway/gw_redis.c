@@ -211,23 +211,20 @@ int gw_redis_cmd(gw_redis_t *r, gw_redis_cb cb, void *arg, const char *fmt, ...)
 
 /* ---- scripts ---- */
 
+/* One allocation per call: the struct, the argument vector, the lengths and
+ * the argument bytes. */
 typedef struct {
     gw_redis_t *r;
     gw_redis_cb cb;
     void *arg;
-    const char *script;
+    const char *script; /* the caller's, static */
     int argc;
-    char **argv;
+    const char **argv;
     size_t *lens;
 } eval_t;
 
 static void eval_free(eval_t *e)
 {
-    for (int i = 0; i < e->argc; i++) {
-        free(e->argv[i]);
-    }
-    free(e->argv);
-    free(e->lens);
     free(e);
 }
 
@@ -264,15 +261,12 @@ static void on_eval_reply(redisAsyncContext *ac, void *reply, void *privdata)
         strcmp(e->argv[0], "EVALSHA") == 0 && gw_redis_connected(e->r)) {
         /* The server does not hold it yet (first use, or a restarted Redis):
          * EVAL loads it, the next EVALSHA finds it. */
-        free(e->argv[0]);
-        free(e->argv[1]);
-        e->argv[0] = strdup("EVAL");
-        e->argv[1] = strdup(e->script);
+        e->argv[0] = "EVAL";
+        e->argv[1] = e->script;
         e->lens[0] = 4;
         e->lens[1] = strlen(e->script);
-        if (e->argv[0] != NULL && e->argv[1] != NULL &&
-            redisAsyncCommandArgv(e->r->ac, on_eval_reply, e, e->argc, (const char **)e->argv,
-                                  e->lens) == REDIS_OK) {
+        if (redisAsyncCommandArgv(e->r->ac, on_eval_reply, e, e->argc, e->argv, e->lens) ==
+            REDIS_OK) {
             return;
         }
         e->cb(NULL, "cannot send EVAL", e->arg);
@@ -290,7 +284,14 @@ int gw_redis_eval(gw_redis_t *r, gw_redis_cb cb, void *arg, const char *script, 
         return -1;
     }
     const char *sha = script_sha(r, script);
-    eval_t *e = calloc(1, sizeof(*e));
+    char nk[16];
+    int nklen = snprintf(nk, sizeof(nk), "%d", nkeys);
+    int argc = 3 + nargs;
+    size_t bytes = (size_t)nklen + 1;
+    for (int i = 0; i < nargs; i++) {
+        bytes += strlen(args[i] != NULL ? args[i] : "") + 1;
+    }
+    eval_t *e = malloc(sizeof(*e) + (size_t)argc * (sizeof(char *) + sizeof(size_t)) + bytes);
     if (e == NULL) {
         return -1;
     }
@@ -298,30 +299,26 @@ int gw_redis_eval(gw_redis_t *r, gw_redis_cb cb, void *arg, const char *script, 
     e->cb = cb;
     e->arg = arg;
     e->script = script;
-    e->argc = 3 + nargs;
-    e->argv = calloc((size_t)e->argc, sizeof(*e->argv));
-    e->lens = calloc((size_t)e->argc, sizeof(*e->lens));
-    if (e->argv == NULL || e->lens == NULL) {
-        eval_free(e);
-        return -1;
-    }
-    char nk[16];
-    snprintf(nk, sizeof(nk), "%d", nkeys);
-    e->argv[0] = strdup(sha != NULL ? "EVALSHA" : "EVAL");
-    e->argv[1] = strdup(sha != NULL ? sha : script);
-    e->argv[2] = strdup(nk);
+    e->argc = argc;
+    e->argv = (const char **)(e + 1);
+    e->lens = (size_t *)(e->argv + argc);
+    char *text = (char *)(e->lens + argc);
+    e->argv[0] = sha != NULL ? "EVALSHA" : "EVAL";
+    e->argv[1] = sha != NULL ? sha : script;
+    memcpy(text, nk, (size_t)nklen + 1);
+    e->argv[2] = text;
+    text += nklen + 1;
     for (int i = 0; i < nargs; i++) {
-        e->argv[3 + i] = strdup(args[i] != NULL ? args[i] : "");
+        const char *a = args[i] != NULL ? args[i] : "";
+        size_t n = strlen(a);
+        memcpy(text, a, n + 1);
+        e->argv[3 + i] = text;
+        text += n + 1;
     }
-    for (int i = 0; i < e->argc; i++) {
-        if (e->argv[i] == NULL) {
-            eval_free(e);
-            return -1;
-        }
+    for (int i = 0; i < argc; i++) {
         e->lens[i] = strlen(e->argv[i]);
     }
-    if (redisAsyncCommandArgv(r->ac, on_eval_reply, e, e->argc, (const char **)e->argv,
-                              e->lens) != REDIS_OK) {
+    if (redisAsyncCommandArgv(r->ac, on_eval_reply, e, e->argc, e->argv, e->lens) != REDIS_OK) {
         eval_free(e);
         return -1;
     }

@@ -54,42 +54,16 @@ void jbuf_puts(jbuf_t *b, const char *s)
     jbuf_append(b, s, strlen(s));
 }
 
+static char *put_json_string(char *o, const char *s, size_t n);
+
 void jbuf_json_string(jbuf_t *b, const char *s)
 {
-    static const char hex[] = "0123456789abcdef";
     size_t n = strlen(s);
     /* Worst case: every byte becomes \u00XX. */
     if (!jbuf_reserve(b, n * 6 + 2)) {
         return;
     }
-    char *o = b->p + b->len;
-    *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            *o++ = '\\';
-            *o++ = (char)c;
-        } else if (c < 0x20) {
-            *o++ = '\\';
-            switch (c) {
-            case '\n': *o++ = 'n'; break;
-            case '\r': *o++ = 'r'; break;
-            case '\t': *o++ = 't'; break;
-            case '\b': *o++ = 'b'; break;
-            case '\f': *o++ = 'f'; break;
-            default:
-                *o++ = 'u';
-                *o++ = '0';
-                *o++ = '0';
-                *o++ = hex[c >> 4];
-                *o++ = hex[c & 0x0f];
-                break;
-            }
-        } else {
-            *o++ = (char)c; /* UTF-8 passes through (the database is UTF8) */
-        }
-    }
-    *o++ = '"';
+    char *o = put_json_string(b->p + b->len, s, n);
     b->len = (size_t)(o - b->p);
     b->p[b->len] = '\0';
 }
@@ -101,27 +75,78 @@ void jbuf_free(jbuf_t *b)
     b->len = b->cap = 0;
 }
 
+/* Escapes s (n bytes) as a JSON string literal at o; returns the end. The
+ * caller reserved n * 6 + 2 bytes. */
+static char *put_json_string(char *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *o++ = (char)c; /* UTF-8 passes through (the database is UTF8) */
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = hex[c >> 4];
+            *o++ = hex[c & 0x0f];
+            break;
+        }
+    }
+    *o++ = '"';
+    return o;
+}
+
+/* The row's worst-case size is reserved once, then written without checks. */
 void paging_write_row(jbuf_t *b, const PGresult *res, int row, int first_col,
                       const paging_field_t *fields, int nfields)
 {
-    jbuf_append(b, "{", 1);
+    size_t need = 2;
+    for (int f = 0; f < nfields; f++) {
+        need += strlen(fields[f].name) + 4 + 6 * (size_t)PQgetlength(res, row, first_col + f) + 6;
+    }
+    if (!jbuf_reserve(b, need)) {
+        return;
+    }
+    char *o = b->p + b->len;
+    *o++ = '{';
     for (int f = 0; f < nfields; f++) {
         int col = first_col + f;
         if (f > 0) {
-            jbuf_append(b, ",", 1);
+            *o++ = ',';
         }
-        jbuf_append(b, "\"", 1);
-        jbuf_puts(b, fields[f].name);
-        jbuf_append(b, "\":", 2);
+        size_t nl = strlen(fields[f].name);
+        *o++ = '"';
+        memcpy(o, fields[f].name, nl);
+        o += nl;
+        *o++ = '"';
+        *o++ = ':';
+        size_t vl = (size_t)PQgetlength(res, row, col);
         if (PQgetisnull(res, row, col)) {
-            jbuf_append(b, "null", 4);
+            memcpy(o, "null", 4);
+            o += 4;
         } else if (fields[f].kind == PAGING_INT) {
-            jbuf_append(b, PQgetvalue(res, row, col), (size_t)PQgetlength(res, row, col));
+            memcpy(o, PQgetvalue(res, row, col), vl);
+            o += vl;
         } else {
-            jbuf_json_string(b, PQgetvalue(res, row, col));
+            o = put_json_string(o, PQgetvalue(res, row, col), vl);
         }
     }
-    jbuf_append(b, "}", 1);
+    *o++ = '}';
+    b->len = (size_t)(o - b->p);
+    b->p[b->len] = '\0';
 }
 
 /* ---- pages ---- */
@@ -174,6 +199,7 @@ void paging_on_page(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
     int shown = n > pg->limit ? (int)pg->limit : n;
     int key_col = pg->fields != NULL ? pg->nfields : 1;
     jbuf_t b = {0};
+    (void)jbuf_reserve(&b, (size_t)shown * 512 + 256);
     jbuf_append(&b, "{\"", 2);
     jbuf_puts(&b, pg->array_name);
     jbuf_append(&b, "\":[", 3);
