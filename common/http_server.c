@@ -82,6 +82,7 @@ struct http_server {
     void *ready_arg;
     http_req_t *live; /* requests not yet replied to */
     http_req_t *in_handler;
+    struct evhttp_connection *flush_evcon; /* a reply made inside its handler, to write */
     metric_t *requests_total;
     metric_t *request_seconds;
 };
@@ -484,6 +485,7 @@ static void reply_send(http_req_t *req, int status, const char *content_type, bo
         return;
     }
     req->replied = true;
+    struct evhttp_connection *flush = NULL;
     if (req->ev != NULL && evhttp_request_get_connection(req->ev) == NULL) {
         /* Detached after the client went away: ours to free. */
         req->client_gone = true;
@@ -515,13 +517,19 @@ static void reply_send(http_req_t *req, int status, const char *content_type, bo
         }
         evhttp_send_reply(req->ev, status, NULL, NULL);
         req->ev = NULL; /* libevent's now */
-        if (evcon != NULL) {
-            write_now(evcon);
-        }
+        flush = evcon;
     }
     access_log(req, status, len);
-    if (req->srv->in_handler != req) {
+    http_server_t *srv = req->srv;
+    if (srv->in_handler != req) {
         req_free(req);
+        /* The request is finished on our side (data freed) before the client
+         * can see the reply. */
+        if (flush != NULL) {
+            write_now(flush);
+        }
+    } else {
+        srv->flush_evcon = flush; /* written once the handler returns */
     }
     /* else handle_request frees it when the handler returns, so that a
      * second reply from the same handler is caught instead of touching
@@ -1018,6 +1026,11 @@ static void handle_request(struct evhttp_request *ev, void *arg)
     srv->in_handler = NULL;
     if (req->replied) {
         req_free(req);
+    }
+    if (srv->flush_evcon != NULL) {
+        struct evhttp_connection *evcon = srv->flush_evcon;
+        srv->flush_evcon = NULL;
+        write_now(evcon);
     }
 }
 

@@ -1220,8 +1220,8 @@ static pool_query_t *pool_pop(pg_pool_t *pool)
  * then the connection with the fewest segments in flight, up to
  * PG_POOL_PIPELINE_DEPTH each. Pipelining lets a backend run the next query
  * without waiting for the gateway's round trip, and one wake-up of the backend
- * (and of the loop) serve several queries. Segments sent here are flushed
- * together, one send() per connection. */
+ * (and of the loop) serve several queries. (libpq 15's PQpipelineSync flushes,
+ * so each segment still leaves in its own send().) */
 static void pool_dispatch(pg_pool_t *pool)
 {
     if (pool->closing)

@@ -904,6 +904,69 @@ static void test_free_with_request_pending(void **state)
     close(fd);
 }
 
+/* Replies are written at once (http_server.c write_now): several requests on
+ * one keep-alive connection, sent back to back (pipelined), answered by a
+ * synchronous handler, an asynchronous one (200 ms timer) and a synchronous
+ * one again, in order; the last asks to close. Then HTTP/1.0 without
+ * keep-alive closes after its reply. */
+static void test_keep_alive_sync_and_async_replies(void **state)
+{
+    (void)state;
+    int fd = connect_server();
+    assert_true(fd >= 0);
+    const char *reqs = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                       "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n"
+                       "GET /api/jobs/77 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    send_all(fd, reqs, strlen(reqs));
+    response_t r;
+    read_response(fd, &r); /* until the server closes */
+    close(fd);
+    const char *p1 = strstr(r.raw, "HTTP/1.1 200");
+    assert_non_null(p1);
+    const char *ok = strstr(p1, "{\"status\":\"ok\"}");
+    assert_non_null(ok);
+    const char *p2 = strstr(ok, "HTTP/1.1 200");
+    assert_non_null(p2);
+    const char *p3 = strstr(p2 + 1, "HTTP/1.1 200");
+    assert_non_null(p3);
+    assert_non_null(strstr(p3, "\"id\":\"77\""));
+    assert_null(strstr(p3 + 1, "HTTP/1.1"));
+    response_free(&r);
+
+    /* One connection, one request after another (no pipelining). */
+    fd = connect_server();
+    assert_true(fd >= 0);
+    for (int i = 0; i < 3; i++) {
+        const char *one = "GET /api/jobs/5 HTTP/1.1\r\nHost: t\r\n\r\n";
+        send_all(fd, one, strlen(one));
+        char buf[2048];
+        size_t len = 0;
+        while (len < sizeof(buf) - 1) {
+            ssize_t n = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+            assert_true(n > 0);
+            len += (size_t)n;
+            buf[len] = '\0';
+            char *body = strstr(buf, "\r\n\r\n");
+            if (body != NULL && strchr(body, '}') != NULL) {
+                break;
+            }
+        }
+        assert_non_null(strstr(buf, "HTTP/1.1 200"));
+        assert_non_null(strstr(buf, "\"id\":\"5\""));
+    }
+    close(fd);
+
+    fd = connect_server();
+    assert_true(fd >= 0);
+    const char *old = "GET /healthz HTTP/1.0\r\n\r\n";
+    send_all(fd, old, strlen(old));
+    read_response(fd, &r); /* returns at EOF: the server closed */
+    close(fd);
+    assert_non_null(strstr(r.raw, " 200 "));
+    assert_non_null(strstr(r.raw, "{\"status\":\"ok\"}"));
+    response_free(&r);
+}
+
 static void test_close_listeners(void **state)
 {
     response_t r;
@@ -968,6 +1031,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delayed_reply_does_not_block_others, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_gone_before_delayed_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_request_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keep_alive_sync_and_async_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_listeners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen_on_taken_port_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_registration_errors, setup, teardown),
