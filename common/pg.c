@@ -653,7 +653,8 @@ typedef struct pool_seg {
     char err[512];
     char sqlstate[6];
     bool alone;        /* may begin a transaction: nothing is sent behind it */
-    bool sending_user; /* this segment sets app.user_id to want_user */
+    bool sending_user; /* this segment sets app.user_id */
+    bool tracked;      /* ... to want_user (longer values are not remembered) */
     char want_user[PG_POOL_USER_MAX];
     long stmt_used;        /* id of the cached statement this segment runs, or -1 */
     pool_stmt_t preparing; /* a statement prepared by this segment (sql != NULL) */
@@ -927,16 +928,16 @@ static void seg_note_error(pool_seg_t *sg, const PGresult *res, const char *fall
  * order they ran, so this follows the session exactly. */
 static void pc_settle_segment(pool_conn_t *pc, pool_seg_t *sg, bool failed)
 {
+    if (sg->sending_user && (failed || !sg->tracked))
+        pc->user_known = false;
     if (failed) {
-        if (sg->sending_user)
-            pc->user_known = false;
         /* A cached plan that no longer fits (schema change) or a statement the
          * server lost: prepare it again next time. */
         if (sg->stmt_used >= 0 &&
             (strcmp(sg->sqlstate, "0A000") == 0 || strcmp(sg->sqlstate, "26000") == 0))
             pc_evict_stmt_id(pc, (unsigned)sg->stmt_used);
     } else {
-        if (sg->sending_user) {
+        if (sg->sending_user && sg->tracked) {
             memcpy(pc->user, sg->want_user, sizeof pc->user);
             pc->user_known = true;
         }
@@ -1115,14 +1116,12 @@ static bool pc_send(pool_conn_t *pc, pool_query_t *q)
     const char *want = q->user_id != NULL ? q->user_id : "";
     bool need_user = pc->nsetting_user > 0 || !pc->user_known || strcmp(pc->user, want) != 0;
     if (need_user) {
+        sg->sending_user = true;
+        pc->nsetting_user++;
         /* Values too long to track are set every time (never counted as known). */
-        sg->sending_user = strlen(want) < sizeof sg->want_user;
-        if (sg->sending_user) {
+        sg->tracked = strlen(want) < sizeof sg->want_user;
+        if (sg->tracked)
             snprintf(sg->want_user, sizeof sg->want_user, "%s", want);
-            pc->nsetting_user++;
-        } else {
-            pc->user_known = false;
-        }
     }
 
     uint64_t hash = sql_hash(q->sql);
