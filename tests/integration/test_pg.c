@@ -733,6 +733,63 @@ static void test_pool_session_user_isolation(void **state)
     event_base_free(base);
 }
 
+/* Pipelining: many queries in flight on ONE connection, each its own
+ * transaction (an error in one leaves the others alone), answered in order;
+ * a BEGIN runs alone and a session left inside a transaction is replaced, so
+ * nothing queued behind it runs inside that transaction. */
+static void test_pool_pipelined_segments(void **state)
+{
+    struct event_base *base = event_base_new();
+    pg_pool_t *pool = pg_pool_new(base, db_url(), 1);
+    assert_non_null(pool);
+    pool_run_t run = {.base = base};
+    enum { N = 40 };
+    static user_call_t calls[N];
+    static char want[N][16];
+    for (int i = 0; i < N; i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", i);
+        const char *p[1] = {v};
+        bool bad = i % 7 == 3;
+        snprintf(want[i], sizeof want[i], "%d", i * 3);
+        calls[i] = (user_call_t){.run = &run,
+                                 .want_value = bad ? NULL : want[i],
+                                 .want_sqlstate = bad ? "22012" : NULL};
+        run.expected++;
+        assert_int_equal(pg_pool_query(pool, i % 2 ? "u1" : NULL,
+                                       bad ? "SELECT $1::int / 0" : "SELECT $1::int * 3", 1, p,
+                                       user_cb, &calls[i]),
+                         0);
+    }
+    pool_wait(&run, 20);
+    for (int i = 0; i < N; i++)
+        if (calls[i].mismatches != 0)
+            fail_msg("query %d: got \"%s\"", i, calls[i].got);
+
+    /* BEGIN then queries queued behind it: none runs in that transaction. */
+    user_call_t b = {.run = &run, .want_value = ""};
+    run.expected++;
+    assert_int_equal(pg_pool_query(pool, NULL, "BEGIN", 0, NULL, user_cb, &b), 0);
+    /* Inside one transaction now() would not move; with a pause between two
+     * queries queued behind the BEGIN it must. */
+    static const char *const sqls[3] = {"SELECT now()::text", "SELECT pg_sleep(0.02)::text",
+                                        "SELECT now()::text"};
+    static user_call_t after[3];
+    for (int i = 0; i < 3; i++) {
+        after[i] = (user_call_t){.run = &run, .want_value = ""};
+        run.expected++;
+        assert_int_equal(pg_pool_query(pool, NULL, sqls[i], 0, NULL, user_cb, &after[i]), 0);
+    }
+    pool_wait(&run, 20);
+    assert_int_equal(b.mismatches, 0);
+    for (int i = 0; i < 3; i++)
+        if (strncmp(after[i].got, "error", 5) == 0)
+            fail_msg("after BEGIN, query %d: got \"%s\"", i, after[i].got);
+    assert_string_not_equal(after[0].got, after[2].got);
+    pg_pool_free(pool);
+    event_base_free(base);
+}
+
 /* The pool prepares a statement once per connection and reuses it; a plan
  * that a schema change invalidated is prepared again. */
 static void test_pool_prepared_statements(void **state)
@@ -894,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_pool_200_queries),
         cmocka_unit_test(test_pool_user_id),
         cmocka_unit_test(test_pool_session_user_isolation),
+        cmocka_unit_test(test_pool_pipelined_segments),
         cmocka_unit_test(test_pool_prepared_statements),
         cmocka_unit_test(test_pool_survives_restart),
         cmocka_unit_test(test_pool_is_non_blocking),
