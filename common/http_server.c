@@ -403,7 +403,14 @@ static void access_log(http_req_t *req, int status, size_t bytes)
 {
     double seconds = seconds_since(&req->started);
     char status_text[8];
-    snprintf(status_text, sizeof(status_text), "%d", status);
+    if (status >= 100 && status <= 999) { /* every HTTP status: no snprintf per request */
+        status_text[0] = (char)('0' + status / 100);
+        status_text[1] = (char)('0' + status / 10 % 10);
+        status_text[2] = (char)('0' + status % 10);
+        status_text[3] = '\0';
+    } else {
+        snprintf(status_text, sizeof(status_text), "%d", status);
+    }
     metric_add(req->srv->requests_total, 1, req->method, req->route, status_text);
     metric_observe(req->srv->request_seconds, seconds, req->route);
 
@@ -940,13 +947,15 @@ static void handle_request(struct evhttp_request *ev, void *arg)
         generate_request_id(req->id);
     }
     req->evcon = evhttp_request_get_connection(ev);
-    snprintf(req->peer, sizeof(req->peer), "-");
+    memcpy(req->peer, "-", 2);
     if (req->evcon != NULL) {
         char *address = NULL;
         ev_uint16_t port = 0;
         evhttp_connection_get_peer(req->evcon, &address, &port);
         if (address != NULL) {
-            snprintf(req->peer, sizeof(req->peer), "%s", address);
+            size_t n = strnlen(address, sizeof(req->peer) - 1);
+            memcpy(req->peer, address, n);
+            req->peer[n] = '\0';
         }
         evhttp_connection_set_closecb(req->evcon, on_connection_close, req);
     }

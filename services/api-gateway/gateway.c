@@ -540,13 +540,10 @@ static void dispatch(http_req_t *req, void *arg)
     }
     char ip_rl[128];
     snprintf(ip_rl, sizeof(ip_rl), "ca:rl:ip:%s", gw_client_ip(req));
-    char window[16], ip_limit[24], sess_limit[24], ttl[32];
-    snprintf(window, sizeof(window), "%d", RATE_WINDOW_MS);
-    snprintf(ip_limit, sizeof(ip_limit), "%ld", gw->rl_per_minute_ip);
-    snprintf(sess_limit, sizeof(sess_limit), "%ld", gw->rl_per_minute_session);
-    snprintf(ttl, sizeof(ttl), "%ld", gw->session_ttl_s * 1000);
-    const char *args[] = {session_key, ip_rl, session_rl, window, ip_limit, sess_limit, ttl,
-                          have_sid ? "1" : "0"};
+    const char *args[] = {session_key,        ip_rl,
+                          session_rl,         gw->rl_window_arg,
+                          gw->rl_ip_arg,      gw->rl_session_arg,
+                          gw->session_ttl_arg, have_sid ? "1" : "0"};
     if (gw_redis_eval(gw->redis, on_session, c, SESSION_SCRIPT, 3, 8, args) != 0) {
         http_reply_header(req, "Retry-After", "1");
         http_reply_error(req, 503, "unavailable", "the session store is not reachable");
@@ -827,6 +824,10 @@ gw_t *gw_new(daemon_t *d)
     gw->rl_per_minute_ip = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_IP");
     gw->rl_per_minute_session = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_SESSION");
     gw->session_ttl_s = config_get_int(cfg, "SESSION_TTL_SECONDS");
+    snprintf(gw->rl_window_arg, sizeof(gw->rl_window_arg), "%d", RATE_WINDOW_MS);
+    snprintf(gw->rl_ip_arg, sizeof(gw->rl_ip_arg), "%ld", gw->rl_per_minute_ip);
+    snprintf(gw->rl_session_arg, sizeof(gw->rl_session_arg), "%ld", gw->rl_per_minute_session);
+    snprintf(gw->session_ttl_arg, sizeof(gw->session_ttl_arg), "%ld", gw->session_ttl_s * 1000);
 
     char err[256];
     gw->keys = crypto_keyring_new(config_get(cfg, "ENCRYPTION_KEY"),

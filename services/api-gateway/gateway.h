@@ -131,6 +131,8 @@ typedef struct gw {
     long rl_per_minute_ip;
     long rl_per_minute_session;
     long session_ttl_s;
+    /* The session script's fixed arguments as text, made once (gw_new). */
+    char rl_window_arg[16], rl_ip_arg[24], rl_session_arg[24], session_ttl_arg[32];
     char web_root[4096];
     int in_flight; /* gw requests not yet answered (drain) */
 } gw_t;
