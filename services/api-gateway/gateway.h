@@ -168,7 +168,8 @@ size_t gw_allowed_methods(const char *path, char *out, size_t outlen);
 
 /* ---- database ---- */
 /* res is never NULL: on a database error gw_query replies 503/500 itself and
- * does not call cb. */
+ * does not call cb (so a malloc'd arg that cb frees must go through
+ * gw_query_ex with its arg_free). */
 typedef void (*gw_query_cb)(gw_t *gw, http_req_t *req, const PGresult *res, void *arg);
 /* user_id NULL: no RLS user (only for SECURITY DEFINER calls). On a queue
  * failure it replies 503 itself. */
