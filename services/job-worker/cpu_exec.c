@@ -406,6 +406,411 @@ static VipsImage *upscale_image(ctx_t *c, VipsImage *in, int w, int h, const cha
     return from_floats(c, px, w, h, fb.c);
 }
 
+static int reflect101(int p, int len);
+
+/* ---- fused point operations ---------------------------------------------- */
+
+/* A chain of per-pixel nodes (the CA. point nodes, ImageInvert, ImageSharpen's
+ * kernel with radius ≤ 4, the 8-bit conversion of the encoder) runs as ONE
+ * libvips operation (vips_image_generate) that reads its input once and makes
+ * a single pass over each strip, instead of two or three float libvips
+ * operations per node. The output image carries its recipe (g_object data
+ * "ca-fused"): the next point node copies the recipe, appends its stage and
+ * builds a new operation on the same input, so the earlier one is never
+ * evaluated. Values are computed in float/double with the same formulas and
+ * clamps as the per-node operations (to ~1e-7). With an 8-bit or 16-bit input
+ * and no kernel, the leading per-band stages become a lookup table. */
+
+#define FUSED_KEY "ca-fused"
+#define FUSED_MAX_STAGES 16
+
+typedef enum { ST_LINEAR, ST_RECOMB, ST_POW, ST_VIGNETTE } stage_kind_t;
+
+typedef struct {
+    gint refs;
+    int f, mw, mh;
+    float px[]; /* mw × mh, one value per f×f block */
+} vmask_t;
+
+typedef struct {
+    stage_kind_t kind;
+    bool clamp;       /* clamp the result to [0,1] */
+    double a[3], b[3]; /* LINEAR: per band */
+    double m[9];       /* RECOMB: row-major 3×3 */
+    double p;          /* POW: exponent */
+    vmask_t *mask;     /* VIGNETTE (a reference) */
+} stage_t;
+
+typedef struct {
+    VipsImage *in;    /* a reference */
+    double in_scale;  /* input sample → 0..1 */
+    int r;            /* kernel radius, 0 = none */
+    bool conv_clamp;
+    float kern[9 * 9];
+    int nst;
+    stage_t st[FUSED_MAX_STAGES];
+    bool out_u8;      /* ComfyUI's clip(255x) truncated to uint8 (see encode) */
+    /* built: a lookup table for 8/16-bit inputs (the first nlut stages) */
+    int nlut;
+    float *lut; /* 3 × (max+1) */
+} fused_t;
+
+static void vmask_unref(vmask_t *m)
+{
+    if (m != NULL && g_atomic_int_dec_and_test(&m->refs)) {
+        g_free(m);
+    }
+}
+
+static void fused_free(void *p)
+{
+    fused_t *fu = p;
+    if (fu == NULL) {
+        return;
+    }
+    for (int i = 0; i < fu->nst; i++) {
+        vmask_unref(fu->st[i].mask);
+    }
+    if (fu->in != NULL) {
+        g_object_unref(fu->in);
+    }
+    g_free(fu->lut);
+    g_free(fu);
+}
+
+static bool fused_input_ok(const VipsImage *in)
+{
+    return in->Bands == 3 && in->Coding == VIPS_CODING_NONE &&
+           (in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_USHORT ||
+            in->BandFmt == VIPS_FORMAT_FLOAT);
+}
+
+static inline float clampf01(float v)
+{
+    return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+}
+
+/* One per-band stage on one value of band k. */
+static inline float stage_point(const stage_t *s, float v, int k)
+{
+    if (s->kind == ST_LINEAR) {
+        v = (float)(s->a[k] * v + s->b[k]);
+    } else {
+        v = (float)pow(v, s->p);
+    }
+    return s->clamp ? clampf01(v) : v;
+}
+
+/* Applies stages [from, nst) to a row of w RGB pixels at (x0, y). */
+static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, int y)
+{
+    for (int i = from; i < fu->nst; i++) {
+        const stage_t *s = &fu->st[i];
+        switch (s->kind) {
+        case ST_LINEAR: {
+            const float a0 = (float)s->a[0], a1 = (float)s->a[1], a2 = (float)s->a[2];
+            const float b0 = (float)s->b[0], b1 = (float)s->b[1], b2 = (float)s->b[2];
+            if (s->clamp) {
+                for (int x = 0; x < w; x++) {
+                    float *p = row + 3 * x;
+                    p[0] = clampf01(a0 * p[0] + b0);
+                    p[1] = clampf01(a1 * p[1] + b1);
+                    p[2] = clampf01(a2 * p[2] + b2);
+                }
+            } else {
+                for (int x = 0; x < w; x++) {
+                    float *p = row + 3 * x;
+                    p[0] = a0 * p[0] + b0;
+                    p[1] = a1 * p[1] + b1;
+                    p[2] = a2 * p[2] + b2;
+                }
+            }
+            break;
+        }
+        case ST_RECOMB: {
+            float m[9];
+            for (int k = 0; k < 9; k++) {
+                m[k] = (float)s->m[k];
+            }
+            for (int x = 0; x < w; x++) {
+                float *p = row + 3 * x;
+                float r = p[0], g = p[1], b = p[2];
+                float o0 = m[0] * r + m[1] * g + m[2] * b;
+                float o1 = m[3] * r + m[4] * g + m[5] * b;
+                float o2 = m[6] * r + m[7] * g + m[8] * b;
+                p[0] = s->clamp ? clampf01(o0) : o0;
+                p[1] = s->clamp ? clampf01(o1) : o1;
+                p[2] = s->clamp ? clampf01(o2) : o2;
+            }
+            break;
+        }
+        case ST_POW:
+            for (int x = 0; x < 3 * w; x++) {
+                row[x] = stage_point(s, row[x], 0);
+            }
+            break;
+        case ST_VIGNETTE: {
+            const vmask_t *vm = s->mask;
+            const float *mrow = vm->px + (size_t)(y / vm->f) * vm->mw;
+            int bx = x0 / vm->f;
+            int in_block = x0 % vm->f;
+            for (int x = 0; x < w; x++) {
+                float mv = mrow[bx];
+                float *p = row + 3 * x;
+                p[0] *= mv;
+                p[1] *= mv;
+                p[2] *= mv;
+                if (++in_block == vm->f) {
+                    in_block = 0;
+                    bx++;
+                }
+            }
+            break;
+        }
+        }
+    }
+}
+
+/* Source row y (float), reflect-101 padded by r pixels on both sides. */
+static void load_row(const fused_t *fu, VipsRegion *ir, int x0, int w, int y, float *dst)
+{
+    int W = fu->in->Xsize;
+    int r = fu->r;
+    memcpy(dst + 3 * r, VIPS_REGION_ADDR(ir, x0, y), (size_t)w * 3 * sizeof(float));
+    for (int j = 0; j < r; j++) {
+        const float *p = (const float *)VIPS_REGION_ADDR(ir, reflect101(x0 - r + j, W), y);
+        const float *q = (const float *)VIPS_REGION_ADDR(ir, reflect101(x0 + w + j, W), y);
+        memcpy(dst + 3 * j, p, 3 * sizeof(float));
+        memcpy(dst + 3 * (w + r + j), q, 3 * sizeof(float));
+    }
+}
+
+/* The lookup table for an 8/16-bit input without a kernel: the input
+ * conversion and the leading per-band stages. Made by the first region. */
+static GMutex fused_lut_lock;
+
+static int fused_make_lut(fused_t *fu)
+{
+    VipsImage *in = fu->in;
+    g_mutex_lock(&fused_lut_lock);
+    if (fu->lut != NULL) {
+        g_mutex_unlock(&fused_lut_lock);
+        return 0;
+    }
+    int size = in->BandFmt == VIPS_FORMAT_UCHAR ? 256 : 65536;
+    int nlut = 0;
+    while (nlut < fu->nst && (fu->st[nlut].kind == ST_LINEAR || fu->st[nlut].kind == ST_POW)) {
+        nlut++;
+    }
+    float *lut = g_try_malloc(sizeof(float) * 3 * (size_t)size);
+    if (lut != NULL) {
+        for (int k = 0; k < 3; k++) {
+            for (int i = 0; i < size; i++) {
+                float v = (float)(i * fu->in_scale);
+                for (int s = 0; s < nlut; s++) {
+                    v = stage_point(&fu->st[s], v, k);
+                }
+                lut[(size_t)k * size + i] = v;
+            }
+        }
+        fu->nlut = nlut;
+        g_atomic_pointer_set(&fu->lut, lut);
+    }
+    g_mutex_unlock(&fused_lut_lock);
+    return lut != NULL ? 0 : -1;
+}
+
+static void *fused_start(VipsImage *out, void *a, void *b)
+{
+    fused_t *fu = b;
+    if (fu->r == 0 && fu->in->BandFmt != VIPS_FORMAT_FLOAT && fused_make_lut(fu) != 0) {
+        return NULL;
+    }
+    return vips_start_one(out, a, b);
+}
+
+/* acc[x] = Σ kern[i][j] · pad_i[x + 3j] over k padded rows. */
+static void conv_row(float *restrict acc, const float *restrict pad, size_t pw, int n,
+                     const float *kern, int k)
+{
+    for (int x = 0; x < n; x++) {
+        acc[x] = 0.0f;
+    }
+    for (int i = 0; i < k; i++) {
+        for (int j = 0; j < k; j++) {
+            const float m = kern[i * k + j];
+            const float *restrict src = pad + i * pw + 3 * j;
+            for (int x = 0; x < n; x++) {
+                acc[x] += m * src[x];
+            }
+        }
+    }
+}
+
+/* ComfyUI's clip(255x, 0, 255) truncated (see encode for the 1e-4). */
+static void to_u8(unsigned char *restrict q, const float *restrict row, int n)
+{
+    for (int x = 0; x < n; x++) {
+        float v = row[x] * 255.0f + 1e-4f;
+        v = v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v);
+        q[x] = (unsigned char)(int)v;
+    }
+}
+
+static int fused_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *stop)
+{
+    VipsRegion *ir = seq;
+    const fused_t *fu = b;
+    (void)a;
+    (void)stop;
+    const VipsRect *o = &out->valid;
+    VipsImage *in = fu->in;
+    int r = fu->r;
+    VipsRect need = {o->left - r, o->top - r, o->width + 2 * r, o->height + 2 * r};
+    VipsRect whole = {0, 0, in->Xsize, in->Ysize};
+    vips_rect_intersectrect(&need, &whole, &need);
+    if (vips_region_prepare(ir, &need) != 0) {
+        return -1;
+    }
+    int w = o->width;
+    int k = 2 * r + 1;
+    float *row = g_try_malloc(sizeof(float) * 3 * ((size_t)w * (1 + k) + 2 * r * k));
+    if (row == NULL) {
+        return -1;
+    }
+    float *pad = row + 3 * (size_t)w; /* k padded rows of w + 2r pixels */
+    size_t pw = 3 * ((size_t)w + 2 * r);
+    for (int y = o->top; y < o->top + o->height; y++) {
+        int from = 0;
+        if (r > 0) {
+            for (int i = 0; i < k; i++) {
+                load_row(fu, ir, o->left, w, reflect101(y + i - r, in->Ysize), pad + i * pw);
+            }
+            conv_row(row, pad, pw, 3 * w, fu->kern, k);
+            if (fu->conv_clamp) {
+                for (int x = 0; x < 3 * w; x++) {
+                    row[x] = clampf01(row[x]);
+                }
+            }
+        } else if (fu->in->BandFmt != VIPS_FORMAT_FLOAT) {
+            from = fu->nlut;
+            int size = in->BandFmt == VIPS_FORMAT_UCHAR ? 256 : 65536;
+            const float *l0 = fu->lut;
+            const float *l1 = l0 + size;
+            const float *l2 = l1 + size;
+            if (in->BandFmt == VIPS_FORMAT_UCHAR) {
+                const unsigned char *p = VIPS_REGION_ADDR(ir, o->left, y);
+                for (int x = 0; x < w; x++) {
+                    row[3 * x] = l0[p[3 * x]];
+                    row[3 * x + 1] = l1[p[3 * x + 1]];
+                    row[3 * x + 2] = l2[p[3 * x + 2]];
+                }
+            } else {
+                const unsigned short *p = (const unsigned short *)VIPS_REGION_ADDR(ir, o->left, y);
+                for (int x = 0; x < w; x++) {
+                    row[3 * x] = l0[p[3 * x]];
+                    row[3 * x + 1] = l1[p[3 * x + 1]];
+                    row[3 * x + 2] = l2[p[3 * x + 2]];
+                }
+            }
+        } else {
+            const float *p = (const float *)VIPS_REGION_ADDR(ir, o->left, y);
+            const float s = (float)fu->in_scale;
+            for (int x = 0; x < 3 * w; x++) {
+                row[x] = p[x] * s;
+            }
+        }
+        stages_row(fu, from, row, w, o->left, y);
+        if (fu->out_u8) {
+            unsigned char *q = VIPS_REGION_ADDR(out, o->left, y);
+            to_u8(q, row, 3 * w);
+        } else {
+            memcpy(VIPS_REGION_ADDR(out, o->left, y), row, (size_t)w * 3 * sizeof(float));
+        }
+    }
+    g_free(row);
+    return 0;
+}
+
+/* The recipe of a fused image that a stage can be appended to, or NULL. */
+static const fused_t *fused_of(VipsImage *im)
+{
+    const fused_t *fu = g_object_get_data(G_OBJECT(im), FUSED_KEY);
+    return fu != NULL && !fu->out_u8 && fu->nst < FUSED_MAX_STAGES ? fu : NULL;
+}
+
+static fused_t *fused_copy(const fused_t *old)
+{
+    fused_t *fu = g_new(fused_t, 1);
+    *fu = *old;
+    fu->lut = NULL;
+    fu->nlut = 0;
+    g_object_ref(fu->in);
+    for (int i = 0; i < fu->nst; i++) {
+        if (fu->st[i].mask != NULL) {
+            g_atomic_int_inc(&fu->st[i].mask->refs);
+        }
+    }
+    return fu;
+}
+
+/* Builds the operation for `fu` (taken over, freed on failure). */
+static VipsImage *fused_build(fused_t *fu)
+{
+    VipsImage *in = fu->in;
+    VipsImage *out = vips_image_new();
+    if (vips_image_pipelinev(out, VIPS_DEMAND_STYLE_THINSTRIP, in, NULL) != 0) {
+        g_object_unref(out);
+        fused_free(fu);
+        return NULL;
+    }
+    out->BandFmt = fu->out_u8 ? VIPS_FORMAT_UCHAR : VIPS_FORMAT_FLOAT;
+    out->Type = fu->out_u8 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_MULTIBAND;
+    g_object_set_data_full(G_OBJECT(out), FUSED_KEY, fu, fused_free);
+    if (vips_image_generate(out, fused_start, fused_gen, vips_stop_one, in, fu) != 0) {
+        g_object_unref(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* A new recipe: `im` (3-band uchar/ushort/float) × in_scale, no stages. */
+static fused_t *fused_new(VipsImage *im, double in_scale)
+{
+    fused_t *fu = g_new0(fused_t, 1);
+    g_object_ref(im);
+    fu->in = im;
+    fu->in_scale = in_scale;
+    return fu;
+}
+
+/* A copy of `im`'s recipe, or a new one reading `im`; NULL when im cannot be
+ * fused (band count, format). */
+static fused_t *fused_extend(VipsImage *im)
+{
+    const fused_t *old = fused_of(im);
+    if (old == NULL) {
+        return im->BandFmt == VIPS_FORMAT_FLOAT && fused_input_ok(im) ? fused_new(im, 1.0)
+                                                                       : NULL;
+    }
+    return fused_copy(old);
+}
+
+/* Appends `s` to im's recipe: out is the fused image; returns 1 when im
+ * cannot be fused (the caller uses libvips operations). */
+static int fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out,
+                        const char *what)
+{
+    fused_t *fu = fused_extend(im);
+    if (fu == NULL) {
+        vmask_unref(s->mask);
+        return 1;
+    }
+    fu->st[fu->nst++] = *s;
+    *out = fused_build(fu);
+    return *out != NULL ? 0 : vips_fail(c, what);
+}
+
 /* ---- ComfyUI nodes ------------------------------------------------------- */
 
 /* 1 − alpha/max, or ComfyUI's 64×64 zero mask when there is no alpha. */
@@ -546,7 +951,14 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
         c->native = im;
         c->load_node = n;
     }
-    if (vips_linear1(im, &t[4], 1.0 / max, 0.0, NULL) != 0 ||
+    if (fused_input_ok(im)) {
+        /* /max as a lookup table, fused with the point nodes that follow */
+        out[0] = fused_build(fused_new(im, 1.0 / max));
+        if (out[0] == NULL) {
+            vips_fail(c, "to float");
+            goto out;
+        }
+    } else if (vips_linear1(im, &t[4], 1.0 / max, 0.0, NULL) != 0 ||
         vips_cast(t[4], &t[5], VIPS_FORMAT_FLOAT, NULL) != 0 ||
         vips_copy(t[5], &out[0], "interpretation", VIPS_INTERPRETATION_MULTIBAND, NULL) != 0) {
         vips_fail(c, "to float");
@@ -686,6 +1098,11 @@ static int node_invert(ctx_t *c, enode_t *n, VipsImage **out)
     if (im == NULL) {
         return -1;
     }
+    stage_t s = {.kind = ST_LINEAR, .a = {-1, -1, -1}, .b = {1, 1, 1}};
+    int rc = fused_append(c, im, &s, out, "ImageInvert");
+    if (rc <= 0) {
+        return rc;
+    }
     return vips_linear1(im, &out[0], -1.0, 1.0, NULL) != 0 ? vips_fail(c, "ImageInvert") : 0;
 }
 
@@ -807,6 +1224,24 @@ static int conv_lazy(ctx_t *c, VipsImage *in, int r, double sigma, double sharpe
         g[i] /= sum;
     }
     VipsImage *mask = NULL;
+    if (sharpen && in->BandFmt == VIPS_FORMAT_FLOAT && fused_input_ok(in)) {
+        /* one fused operation: the kernel on reflect-101 borders (read in
+         * place, so the input streams), clamped, and the point nodes after */
+        fused_t *fu = fused_new(in, 1.0);
+        fu->r = r;
+        fu->conv_clamp = true;
+        for (int y = 0; y < k; y++) {
+            for (int x = 0; x < k; x++) {
+                double v = -sharpen_k * g[y] * g[x];
+                if (x == r && y == r) {
+                    v += 1.0 + sharpen_k;
+                }
+                fu->kern[y * k + x] = (float)v;
+            }
+        }
+        *out = fused_build(fu);
+        return *out != NULL ? 0 : vips_fail(c, "ImageSharpen");
+    }
     if (sharpen) {
         double m[9 * 9];
         for (int y = 0; y < k; y++) {
@@ -1153,6 +1588,7 @@ static const char *const STREAMING[] = {
     "ImageScaleToMaxDimension", "CA.AutoLevels", "CA.Levels",  "CA.WhiteBalance",
     "CA.Exposure",     "CA.Contrast",        "CA.Saturation",  "CA.Warmth",
     "CA.Vignette",     "CA.Watermark",       "CA.ResizeLongEdge", "CA.Export",
+    "ImageSharpen",
     NULL,
 };
 
@@ -1187,6 +1623,9 @@ static bool graph_streams(ctx_t *c)
             return false;
         }
         if (strcmp(n->class_type, "LoadImage") == 0 && ++loads > 1) {
+            return false;
+        }
+        if (strcmp(n->class_type, "ImageSharpen") == 0 && inum(n, "sharpen_radius", 1) > 4) {
             return false;
         }
         if (strncmp(n->class_type, "ImageScale", 10) == 0 &&
@@ -1286,6 +1725,17 @@ static int linear_clamped(ctx_t *c, VipsImage *in, const double *a, const double
     double bs[4];
     if (n > 4) {
         return fail(c, CPU_EXEC_ERROR, "%s: too many bands", what);
+    }
+    if (n == 1 || n == 3) {
+        stage_t s = {.kind = ST_LINEAR, .clamp = true};
+        for (int k = 0; k < 3; k++) {
+            s.a[k] = a[n == 1 ? 0 : k];
+            s.b[k] = b[n == 1 ? 0 : k];
+        }
+        int rc = fused_append(c, in, &s, out, what);
+        if (rc <= 0) {
+            return rc;
+        }
     }
     for (int i = 0; i < n; i++) {
         as[i] = a[i] * CLAMP_SCALE;
@@ -1426,7 +1876,13 @@ static int node_levels(ctx_t *c, enode_t *n, VipsImage **out)
         out[0] = t;
         return 0;
     }
-    int rc = vips_pow_const1(t, &out[0], 1.0 / gamma, NULL);
+    stage_t s = {.kind = ST_POW, .p = 1.0 / gamma};
+    int rc = fused_append(c, t, &s, out, "CA.Levels");
+    if (rc <= 0) {
+        g_object_unref(t);
+        return rc;
+    }
+    rc = vips_pow_const1(t, &out[0], 1.0 / gamma, NULL);
     g_object_unref(t);
     return rc != 0 ? vips_fail(c, "CA.Levels") : 0;
 }
@@ -1501,6 +1957,16 @@ static int node_saturation(ctx_t *c, enode_t *n, VipsImage **out)
     }
     double s = num(n, "amount", 1.0);
     double l[3] = {0.2126, 0.7152, 0.0722};
+    stage_t st = {.kind = ST_RECOMB, .clamp = true};
+    for (int r = 0; r < 3; r++) {
+        for (int k = 0; k < 3; k++) {
+            st.m[r * 3 + k] = (1.0 - s) * l[k] + (r == k ? s : 0.0);
+        }
+    }
+    int frc = fused_append(c, im, &st, out, "CA.Saturation");
+    if (frc <= 0) {
+        return frc;
+    }
     double m[9];
     for (int r = 0; r < 3; r++) {
         for (int k = 0; k < 3; k++) {
@@ -1542,14 +2008,20 @@ static int node_vignette(ctx_t *c, enode_t *n, VipsImage **out)
     /* The mask computed in C, on blocks of f×f pixels above 1 MP and
      * replicated with vips_zoom (cheap, streaming). The falloff is smooth: a
      * block step changes the mask by at most strength·1.5·2f/(W·(√2−radius)),
-     * 0.23 of an 8-bit level for portrait_pro at 3000 px. */
+     * 0.23 of an 8-bit level for portrait_pro at 3000 px. Fused with the
+     * point nodes around it when it can be (one multiply per pixel). */
     int f = (double)im->Xsize * im->Ysize > 1e6 ? 4 : 1;
     int mw = (im->Xsize + f - 1) / f;
     int mh = (im->Ysize + f - 1) / f;
-    float *m = g_try_malloc((size_t)mw * mh * sizeof(float));
-    if (m == NULL) {
+    vmask_t *vm = g_try_malloc(sizeof(vmask_t) + (size_t)mw * mh * sizeof(float));
+    if (vm == NULL) {
         return fail(c, CPU_EXEC_ERROR, "CA.Vignette: out of memory");
     }
+    vm->refs = 1;
+    vm->f = f;
+    vm->mw = mw;
+    vm->mh = mh;
+    float *m = vm->px;
     for (int y = 0; y < mh; y++) {
         double dy = ((fmin((y + 0.5) * f, im->Ysize - 0.5)) / im->Ysize - 0.5) * 2.0;
         for (int x = 0; x < mw; x++) {
@@ -1561,9 +2033,18 @@ static int node_vignette(ctx_t *c, enode_t *n, VipsImage **out)
             m[(size_t)y * mw + x] = (float)(1.0 - strength * t);
         }
     }
-    VipsImage *small = from_floats(c, m, mw, mh, 1);
+    stage_t st = {.kind = ST_VIGNETTE, .mask = vm};
+    g_atomic_int_inc(&vm->refs);
+    int frc = fused_append(c, im, &st, out, "CA.Vignette"); /* takes a reference */
+    if (frc <= 0) {
+        vmask_unref(vm);
+        return frc;
+    }
+    VipsImage *small = vips_image_new_from_memory_copy(m, (size_t)mw * mh * sizeof(float), mw, mh,
+                                                       1, VIPS_FORMAT_FLOAT);
+    vmask_unref(vm);
     if (small == NULL) {
-        return -1;
+        return vips_fail(c, "CA.Vignette");
     }
     VipsImage *big = NULL;
     int rc = vips_zoom(small, &big, f, f, NULL);
@@ -1673,14 +2154,9 @@ static int node_long_edge(ctx_t *c, enode_t *n, VipsImage **out)
         if (small == NULL) {
             return -1;
         }
-        VipsImage *t = NULL;
-        int rc = vips_linear1(small, &t, 1.0 / 255.0, 0.0, NULL) ||
-                 vips_cast(t, &out[0], VIPS_FORMAT_FLOAT, NULL);
+        out[0] = fused_build(fused_new(small, 1.0 / 255.0));
         g_object_unref(small);
-        if (t != NULL) {
-            g_object_unref(t);
-        }
-        return rc != 0 ? vips_fail(c, "CA.ResizeLongEdge") : 0;
+        return out[0] != NULL ? 0 : vips_fail(c, "CA.ResizeLongEdge");
     }
     out[0] = upscale_image(c, im, w, h, "lanczos", "disabled");
     return out[0] != NULL ? 0 : -1;
@@ -1825,9 +2301,23 @@ static int encode(ctx_t *c, VipsImage *im, const enode_t *out_node)
         }
         rgb = t[3];
     }
-    /* vips_cast clips to 0..255 itself. */
-    if (vips_copy(rgb, &t[0], NULL) != 0 || vips_linear1(t[0], &t[1], 255.0, 1e-4, NULL) != 0 ||
-        vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL) != 0) {
+    const fused_t *fu = g_object_get_data(G_OBJECT(rgb), FUSED_KEY);
+    if (fu != NULL && !fu->out_u8) {
+        /* the last pass of the fused chain writes 8-bit pixels */
+        fused_t *f8 = fused_copy(fu);
+        f8->out_u8 = true;
+        t[2] = fused_build(f8);
+    } else if (rgb->BandFmt == VIPS_FORMAT_FLOAT && fused_input_ok(rgb)) {
+        fused_t *f8 = fused_new(rgb, 1.0);
+        f8->out_u8 = true;
+        t[2] = fused_build(f8);
+    }
+    if (t[2] != NULL) {
+        /* done */
+    } else if (vips_copy(rgb, &t[0], NULL) != 0 ||
+               vips_linear1(t[0], &t[1], 255.0, 1e-4, NULL) != 0 ||
+               /* vips_cast clips to 0..255 itself. */
+               vips_cast(t[1], &t[2], VIPS_FORMAT_UCHAR, NULL) != 0) {
         vips_fail(c, "encode");
         goto out;
     }
