@@ -1009,6 +1009,257 @@ static void test_statistics_preview(void **state)
     g_free(jpg);
 }
 
+
+/* ---- fused point chains and the resize ----------------------------------- */
+
+/* The chain of point nodes, from the reference formulas (double). */
+static void chain_ref(const float *src, float *dst, int w, int h)
+{
+    const double l[3] = {0.2126, 0.7152, 0.0722};
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            double v[3];
+            for (int k = 0; k < 3; k++) {
+                double t = src[(y * w + x) * 3 + k];
+                t = fmin(1, fmax(0, (t - 0.1) / 0.8)); /* Levels 0.1..0.9 */
+                t = pow(t, 1 / 1.3);                    /* gamma 1.3 */
+                t = fmin(1, fmax(0, t * pow(2.0, 0.3 / 2.2))); /* Exposure +0.3 */
+                t = fmin(1, fmax(0, 1.2 * t + 0.5 * (1 - 1.2))); /* Contrast 0.2 */
+                v[k] = t;
+            }
+            double o[3];
+            for (int r = 0; r < 3; r++) { /* Saturation 1.4 */
+                double acc = 0;
+                for (int k = 0; k < 3; k++) {
+                    acc += ((1 - 1.4) * l[k] + (r == k ? 1.4 : 0)) * v[k];
+                }
+                o[r] = fmin(1, fmax(0, acc));
+            }
+            const double warm[3] = {1 + 0.08 * 0.3, 1 + 0.02 * 0.3, 1 - 0.08 * 0.3};
+            double dx = ((x + 0.5) / w - 0.5) * 2;
+            double dy = ((y + 0.5) / h - 0.5) * 2;
+            double t = (sqrt(dx * dx + dy * dy) - 0.5) / (sqrt(2.0) - 0.5);
+            t = fmin(1, fmax(0, t));
+            double m = 1 - 0.3 * t * t * (3 - 2 * t); /* Vignette 0.3, radius 0.5 */
+            for (int k = 0; k < 3; k++) {
+                double u = fmin(1, fmax(0, o[k] * warm[k])); /* Warmth 0.3 */
+                dst[(y * w + x) * 3 + k] = (float)((1 - u) * m); /* Invert, Vignette */
+            }
+        }
+    }
+}
+
+static const char CHAIN[] =
+    "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+    "\"2\":{\"class_type\":\"CA.Levels\",\"inputs\":{\"image\":[\"1\",0],\"black\":0.1,"
+    "\"white\":0.9,\"gamma\":1.3}},"
+    "\"3\":{\"class_type\":\"CA.Exposure\",\"inputs\":{\"image\":[\"2\",0],\"stops\":0.3}},"
+    "\"4\":{\"class_type\":\"CA.Contrast\",\"inputs\":{\"image\":[\"3\",0],\"amount\":0.2}},"
+    "\"5\":{\"class_type\":\"CA.Saturation\",\"inputs\":{\"image\":[\"4\",0],\"amount\":1.4}},"
+    "\"6\":{\"class_type\":\"CA.Warmth\",\"inputs\":{\"image\":[\"5\",0],\"amount\":0.3}},"
+    "\"7\":{\"class_type\":\"ImageInvert\",\"inputs\":{\"image\":[\"6\",0]}},"
+    "\"8\":{\"class_type\":\"CA.Vignette\",\"inputs\":{\"image\":[\"7\",0],\"strength\":0.3,"
+    "\"radius\":0.5}},"
+    "\"9\":{\"class_type\":\"CA.Export\",\"inputs\":{\"image\":[\"8\",0],\"format\":\"png\"}}}";
+
+static float *result_floats(cpu_exec_job_t *job)
+{
+    VipsImage *f = NULL;
+    size_t size = 0;
+    assert_int_equal(vips_cast(job->result, &f, VIPS_FORMAT_FLOAT, NULL), 0);
+    float *px = vips_image_write_to_memory(f, &size);
+    g_object_unref(f);
+    if (px == NULL) {
+        fail_msg("result: %s", vips_error_buffer());
+    }
+    return px;
+}
+
+/* Eight point nodes run as one fused operation: the same values as the
+ * formulas node by node, from a float image and from 8-bit pixels (where
+ * the leading per-band nodes become a lookup table). */
+static void test_point_chain(void **state)
+{
+    (void)state;
+    enum { CW = 37, CH = 23 };
+    static float src[CW * CH * 3];
+    static unsigned char src8[CW * CH * 3];
+    static float want[CW * CH * 3];
+    for (int i = 0; i < CW * CH * 3; i++) {
+        src8[i] = (unsigned char)((i * 53) % 256);
+        src[i] = src8[i] / 255.0f;
+    }
+    chain_ref(src, want, CW, CH);
+    cJSON *g = cJSON_Parse(CHAIN);
+    assert_non_null(g);
+    char err[512];
+    /* float input */
+    VipsImage *in = vips_image_new_from_memory_copy(src, sizeof(src), CW, CH, 3, VIPS_FORMAT_FLOAT);
+    cpu_exec_job_t job = {.input_image = in, .keep_result = true};
+    if (cpu_exec_run(g, &job, err, sizeof(err)) != CPU_EXEC_OK) {
+        fail_msg("chain: %s", err);
+    }
+    float *px = result_floats(&job);
+    for (int i = 0; i < CW * CH * 3; i++) {
+        if (fabsf(px[i] - want[i]) > 2e-5f) {
+            fail_msg("float chain px %d: %f want %f", i, px[i], want[i]);
+        }
+    }
+    g_free(px);
+    cpu_exec_job_free(&job);
+    g_object_unref(in);
+    /* 8-bit PNG input (decoded as the output is encoded: the result is only
+     * the encoded file) */
+    VipsImage *im8 = vips_image_new_from_memory_copy(src8, sizeof(src8), CW, CH, 3,
+                                                     VIPS_FORMAT_UCHAR);
+    void *png = NULL;
+    size_t len = 0;
+    assert_int_equal(vips_pngsave_buffer(im8, &png, &len, NULL), 0);
+    cpu_exec_job_t j8 = {.input = png, .input_len = len};
+    if (cpu_exec_run(g, &j8, err, sizeof(err)) != CPU_EXEC_OK) {
+        fail_msg("chain 8-bit: %s", err);
+    }
+    /* clip(255x) truncated; a value within 1e-3 of a level may land either side */
+    VipsImage *dec = vips_image_new_from_buffer(j8.output, j8.output_len, "", NULL);
+    assert_non_null(dec);
+    size_t dlen = 0;
+    unsigned char *d = vips_image_write_to_memory(dec, &dlen);
+    assert_int_equal(dlen, sizeof(src8));
+    for (int i = 0; i < CW * CH * 3; i++) {
+        int t = (int)fminf(255.0f, fmaxf(0.0f, want[i] * 255.0f + 1e-4f));
+        if (abs((int)d[i] - t) > (fabsf(want[i] * 255.0f - rintf(want[i] * 255.0f)) < 1e-3f)) {
+            fail_msg("encoded px %d: %d want %d", i, d[i], t);
+        }
+    }
+    g_free(d);
+    g_object_unref(dec);
+    cpu_exec_job_free(&j8);
+    g_object_unref(im8);
+    g_free(png);
+    cJSON_Delete(g);
+}
+
+/* CA.ResizeLongEdge downscales (libvips' vertical pass, ours horizontal):
+ * exact sizes, and within a fraction of a level of vips_resize(lanczos3). */
+static void test_resize_long_edge(void **state)
+{
+    (void)state;
+    const int sizes[][3] = {{400, 300, 300}, {301, 199, 150}, {160, 480, 200}, {90, 60, 31}};
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        int IWd = sizes[s][0];
+        int IHt = sizes[s][1];
+        int target = sizes[s][2];
+        size_t n = (size_t)IWd * IHt * 3;
+        unsigned char *px = g_malloc(n);
+        for (int y = 0; y < IHt; y++) {
+            for (int x = 0; x < IWd; x++) {
+                unsigned char *p = px + ((size_t)y * IWd + x) * 3;
+                p[0] = (unsigned char)(127 + 120 * sin(x * 0.05) * cos(y * 0.07));
+                p[1] = (unsigned char)((x * 255) / IWd);
+                p[2] = (unsigned char)(((x / 7 + y / 5) % 2) * 200 + 20); /* hard edges */
+            }
+        }
+        VipsImage *im8 = vips_image_new_from_memory_copy(px, n, IWd, IHt, 3, VIPS_FORMAT_UCHAR);
+        g_free(px);
+        void *png = NULL;
+        size_t len = 0;
+        assert_int_equal(vips_pngsave_buffer(im8, &png, &len, NULL), 0);
+        char graph[512];
+        snprintf(graph, sizeof(graph),
+                 "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+                 "\"2\":{\"class_type\":\"CA.ResizeLongEdge\",\"inputs\":{\"image\":[\"1\",0],"
+                 "\"long_edge\":%d}},"
+                 "\"3\":{\"class_type\":\"CA.Export\",\"inputs\":{\"image\":[\"2\",0],"
+                 "\"format\":\"png\"}}}",
+                 target);
+        cJSON *g = cJSON_Parse(graph);
+        bool landscape = IWd >= IHt;
+        int ew = landscape ? target : (int)fmax(1, rint((double)IWd * target / IHt));
+        int eh = landscape ? (int)fmax(1, rint((double)IHt * target / IWd)) : target;
+        VipsImage *ref = NULL;
+        VipsImage *ref8 = NULL;
+        assert_int_equal(vips_resize(im8, &ref, (double)ew / IWd, "vscale", (double)eh / IHt,
+                                     "kernel", VIPS_KERNEL_LANCZOS3, NULL),
+                         0);
+        assert_int_equal(vips_cast(ref, &ref8, VIPS_FORMAT_FLOAT, NULL), 0);
+        for (int pass = 0; pass < 2; pass++) {
+            /* pass 0: 8-bit file; pass 1: the same pixels as a float image */
+            VipsImage *f = NULL;
+            VipsImage *scaled = NULL;
+            cpu_exec_job_t job = {0};
+            if (pass == 0) {
+                job.input = png; /* the 8-bit output, truncated: up to a level more */
+                job.input_len = len;
+            } else {
+                job.keep_result = true;
+                assert_int_equal(vips_linear1(im8, &scaled, 1.0 / 255.0, 0.0, NULL), 0);
+                assert_int_equal(vips_cast(scaled, &f, VIPS_FORMAT_FLOAT, NULL), 0);
+                job.input_image = f;
+            }
+            char err[256];
+            if (cpu_exec_run(g, &job, err, sizeof(err)) != CPU_EXEC_OK) {
+                fail_msg("resize: %s", err);
+            }
+            assert_int_equal(job.out_width, ew);
+            assert_int_equal(job.out_height, eh);
+            VipsImage *got = NULL;
+            VipsImage *diff = NULL;
+            VipsImage *adiff = NULL;
+            double mean = 0;
+            double mx = 0;
+            VipsImage *dec = NULL;
+            if (pass == 0) {
+                dec = vips_image_new_from_buffer(job.output, job.output_len, "", NULL);
+                assert_non_null(dec);
+                assert_int_equal(vips_linear1(dec, &got, 1.0, 0.5, NULL), 0);
+            } else {
+                assert_int_equal(job.result->Xsize, ew);
+                assert_int_equal(job.result->Ysize, eh);
+                assert_int_equal(vips_linear1(job.result, &got, 255.0, 0.0, NULL), 0);
+            }
+            VipsImage *fref = NULL; /* float: vips_resize of the float image (no clipping) */
+            VipsImage *fref255 = NULL;
+            if (pass == 1) {
+                assert_int_equal(vips_resize(f, &fref, (double)ew / IWd, "vscale",
+                                             (double)eh / IHt, "kernel", VIPS_KERNEL_LANCZOS3,
+                                             NULL),
+                                 0);
+                assert_int_equal(vips_linear1(fref, &fref255, 255.0, 0.0, NULL), 0);
+            }
+            assert_int_equal(vips_subtract(got, pass == 0 ? ref8 : fref255, &diff, NULL), 0);
+            assert_int_equal(vips_abs(diff, &adiff, NULL), 0);
+            assert_int_equal(vips_avg(adiff, &mean, NULL), 0);
+            assert_int_equal(vips_max(adiff, &mx, NULL), 0);
+            printf("resize %dx%d -> %d (%s): mean |diff| %.3f, max %.2f levels\n", IWd, IHt,
+                   target, pass == 0 ? "8-bit file" : "float", mean, mx);
+            if (mean > (pass == 0 ? 0.6 : 0.1) || mx > (pass == 0 ? 2.0 : 1.5)) {
+                fail_msg("resize %dx%d -> %d (pass %d): mean |diff| %.3f, max %.2f levels", IWd,
+                         IHt, target, pass, mean, mx);
+            }
+            if (dec != NULL) {
+                g_object_unref(dec);
+            }
+            if (fref != NULL) {
+                g_object_unref(fref);
+                g_object_unref(fref255);
+            }
+            g_object_unref(got);
+            g_object_unref(diff);
+            g_object_unref(adiff);
+            cpu_exec_job_free(&job);
+            if (f != NULL) {
+                g_object_unref(f);
+                g_object_unref(scaled);
+            }
+        }
+        g_object_unref(ref);
+        g_object_unref(ref8);
+        cJSON_Delete(g);
+        g_free(png);
+        g_object_unref(im8);
+    }
+}
+
 int main(void)
 {
     if (cpu_exec_init("test_cpu_exec") != 0) {
@@ -1021,6 +1272,7 @@ int main(void)
         cmocka_unit_test(test_presets_on_photos),
         cmocka_unit_test(test_input_formats),    cmocka_unit_test(test_exif_orientation),
         cmocka_unit_test(test_corrupt_inputs),   cmocka_unit_test(test_statistics_preview),
+        cmocka_unit_test(test_point_chain),      cmocka_unit_test(test_resize_long_edge),
     };
     int rc = cmocka_run_group_tests(tests, fetch_photos, NULL);
     cpu_exec_shutdown();
