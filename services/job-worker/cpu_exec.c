@@ -725,25 +725,49 @@ static int fused_make_lut(fused_t *fu)
     return lut != NULL ? 0 : -1;
 }
 
+/* Per-thread state: the input region and a scratch buffer kept between
+ * strips (a fresh malloc per strip would be an mmap and page faults). */
+typedef struct {
+    VipsRegion *ir;
+    float *buf;
+    size_t cap; /* floats */
+} fused_seq_t;
+
 static void *fused_start(VipsImage *out, void *a, void *b)
 {
     fused_t *fu = b;
+    (void)out;
     if (fu->r == 0 && fu->hr == NULL && fu->in->BandFmt != VIPS_FORMAT_FLOAT &&
         fused_make_lut(fu) != 0) {
         return NULL;
     }
-    return vips_start_one(out, a, b);
+    fused_seq_t *seq = g_new0(fused_seq_t, 1);
+    seq->ir = vips_region_new((VipsImage *)a);
+    return seq;
 }
 
-/* acc[x] = Σ kern[i][j] · pad_i[x + 3j] over k padded rows. */
-static void conv_row(float *restrict acc, const float *restrict pad, size_t pw, int n,
-                     const float *kern, int k)
+static int fused_stop(void *vseq, void *a, void *b)
+{
+    fused_seq_t *seq = vseq;
+    (void)a;
+    (void)b;
+    if (seq->ir != NULL) {
+        g_object_unref(seq->ir);
+    }
+    g_free(seq->buf);
+    g_free(seq);
+    return 0;
+}
+
+/* acc[x] = Σ kern[i][j] · rows[i][x + 3j] over k padded rows. */
+static void conv_row(float *restrict acc, const float *const *rows, int n, const float *kern,
+                     int k)
 {
     int x = 0;
     if (k == 3) {
-        const float *p0 = pad;
-        const float *p1 = pad + pw;
-        const float *p2 = pad + 2 * pw;
+        const float *restrict p0 = rows[0];
+        const float *restrict p1 = rows[1];
+        const float *restrict p2 = rows[2];
         const float m0 = kern[0], m1 = kern[1], m2 = kern[2], m3 = kern[3], m4 = kern[4],
                     m5 = kern[5], m6 = kern[6], m7 = kern[7], m8 = kern[8];
         for (; x + 4 <= n; x += 4) {
@@ -764,7 +788,7 @@ static void conv_row(float *restrict acc, const float *restrict pad, size_t pw, 
     for (int i = 0; i < k; i++) {
         for (int j = 0; j < k; j++) {
             const float m = kern[i * k + j];
-            const float *restrict src = pad + i * pw + 3 * j;
+            const float *restrict src = rows[i] + 3 * j;
             for (x = 0; x < n; x++) {
                 acc[x] += m * src[x];
             }
@@ -844,9 +868,10 @@ static void hreduce_row(const fused_t *fu, VipsRegion *ir, int y, int hx0, int h
     }
 }
 
-static int fused_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *stop)
+static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *stop)
 {
-    VipsRegion *ir = seq;
+    fused_seq_t *seq = vseq;
+    VipsRegion *ir = seq->ir;
     const fused_t *fu = b;
     (void)a;
     (void)stop;
@@ -870,13 +895,22 @@ static int fused_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *sto
     }
     int w = o->width;
     int k = 2 * r + 1;
-    float *row = g_try_malloc(sizeof(float) * (3 * ((size_t)w * (1 + k) + 2 * r * k) +
-                                                (size_t)3 * hlen + 4));
-    if (row == NULL) {
-        return -1;
+    size_t need_f = 3 * ((size_t)w * (1 + k) + 2 * r * k) + (size_t)3 * hlen + 4;
+    if (seq->cap < need_f) {
+        g_free(seq->buf);
+        seq->buf = g_try_malloc(sizeof(float) * need_f);
+        seq->cap = seq->buf != NULL ? need_f : 0;
+        if (seq->buf == NULL) {
+            return -1;
+        }
     }
-    float *pad = row + 3 * (size_t)w; /* k padded rows of w + 2r pixels */
+    float *scratch = seq->buf; /* the row, when the output is 8-bit */
+    float *pad = scratch + 3 * (size_t)w; /* k padded rows of w + 2r pixels */
     size_t pw = 3 * ((size_t)w + 2 * r);
+    int tag[9 * 2 + 1]; /* the source row each padded row holds (slot = row mod k) */
+    for (int i = 0; i < k; i++) {
+        tag[i] = -1;
+    }
     float *hbuf = pad + k * pw; /* hr: the input row as float, edges repeated */
     float u8f[256];
     if (hr != NULL && in->BandFmt == VIPS_FORMAT_UCHAR) {
@@ -886,11 +920,21 @@ static int fused_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *sto
     }
     for (int y = o->top; y < o->top + o->height; y++) {
         int from = 0;
+        /* float output: computed in place */
+        float *row = fu->out_u8 ? scratch : (float *)VIPS_REGION_ADDR(out, o->left, y);
         if (r > 0) {
+            const float *rows[9];
             for (int i = 0; i < k; i++) {
-                load_row(fu, ir, o->left, w, reflect101(y + i - r, in->Ysize), pad + i * pw);
+                /* rows y−r..y+r reflected lie in a window of k rows: distinct mod k */
+                int ry = reflect101(y + i - r, in->Ysize);
+                int slot = ry % k;
+                if (tag[slot] != ry) {
+                    load_row(fu, ir, o->left, w, ry, pad + slot * pw);
+                    tag[slot] = ry;
+                }
+                rows[i] = pad + slot * pw;
             }
-            conv_row(row, pad, pw, 3 * w, fu->kern, k);
+            conv_row(row, rows, 3 * w, fu->kern, k);
             if (fu->conv_clamp) {
                 int x = 0;
                 for (; x + 4 <= 3 * w; x += 4) {
@@ -934,11 +978,8 @@ static int fused_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *sto
         if (fu->out_u8) {
             unsigned char *q = VIPS_REGION_ADDR(out, o->left, y);
             to_u8(q, row, 3 * w);
-        } else {
-            memcpy(VIPS_REGION_ADDR(out, o->left, y), row, (size_t)w * 3 * sizeof(float));
         }
     }
-    g_free(row);
     return 0;
 }
 
@@ -983,7 +1024,7 @@ static VipsImage *fused_build(fused_t *fu)
     }
     out->Type = fu->out_u8 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_MULTIBAND;
     g_object_set_data_full(G_OBJECT(out), FUSED_KEY, fu, fused_free);
-    if (vips_image_generate(out, fused_start, fused_gen, vips_stop_one, in, fu) != 0) {
+    if (vips_image_generate(out, fused_start, fused_gen, fused_stop, in, fu) != 0) {
         g_object_unref(out);
         return NULL;
     }
