@@ -17,6 +17,9 @@
 
 #include <math.h>
 #include <stdarg.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -597,14 +600,18 @@ static inline void st4(float *p, v4f v)
     memcpy(p, &v, sizeof(v));
 }
 
-/* max(v, 0) then min(·, hi) (NaN stays NaN, like the scalar code) */
+/* max(v, 0) then min(·, hi) */
 static inline v4f clampv(v4f v, v4f hi)
 {
+#ifdef __SSE2__
+    return (v4f)_mm_min_ps(_mm_max_ps((__m128)v, _mm_setzero_ps()), (__m128)hi);
+#else
     const v4f zero = {0, 0, 0, 0};
     v4i lt = v < zero;
     v = (v4f)((v4i)v & ~lt);
     v4i gt = v > hi;
     return (v4f)(((v4i)v & ~gt) | ((v4i)hi & gt));
+#endif
 }
 
 static inline v4f clamp4(v4f v)
@@ -687,7 +694,19 @@ static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, i
             const float *mrow = vm->px + (size_t)(y / vm->f) * vm->mw;
             int bx = x0 / vm->f;
             int in_block = x0 % vm->f;
-            for (int x = 0; x < w; x++) {
+            int x = 0;
+            if (vm->f == 4 && in_block == 0) {
+                /* a block is 4 pixels = 12 values = 3 vectors */
+                for (; x + 4 <= w; x += 4, bx++) {
+                    float mv = mrow[bx];
+                    v4f m4 = {mv, mv, mv, mv};
+                    float *p = row + 3 * x;
+                    st4(p, ld4(p) * m4);
+                    st4(p + 4, ld4(p + 4) * m4);
+                    st4(p + 8, ld4(p + 8) * m4);
+                }
+            }
+            for (; x < w; x++) {
                 float mv = mrow[bx];
                 float *p = row + 3 * x;
                 p[0] *= mv;
@@ -830,6 +849,16 @@ static void to_u8(unsigned char *restrict q, const float *restrict row, int n)
     const v4f k255 = {255.0f, 255.0f, 255.0f, 255.0f};
     const v4f eps = {1e-4f, 1e-4f, 1e-4f, 1e-4f};
     int x = 0;
+#ifdef __SSE2__
+    for (; x + 16 <= n; x += 16) {
+        __m128i i0 = _mm_cvttps_epi32((__m128)clampv(ld4(row + x) * k255 + eps, k255));
+        __m128i i1 = _mm_cvttps_epi32((__m128)clampv(ld4(row + x + 4) * k255 + eps, k255));
+        __m128i i2 = _mm_cvttps_epi32((__m128)clampv(ld4(row + x + 8) * k255 + eps, k255));
+        __m128i i3 = _mm_cvttps_epi32((__m128)clampv(ld4(row + x + 12) * k255 + eps, k255));
+        __m128i b = _mm_packus_epi16(_mm_packs_epi32(i0, i1), _mm_packs_epi32(i2, i3));
+        _mm_storeu_si128((__m128i *)(q + x), b);
+    }
+#endif
     for (; x + 4 <= n; x += 4) {
         v4i i = __builtin_convertvector(clampv(ld4(row + x) * k255 + eps, k255), v4i); /* truncates */
         v4u8 b = __builtin_convertvector(i, v4u8);
@@ -855,7 +884,25 @@ static void hreduce_row(const fused_t *fu, VipsRegion *ir, int y, int hx0, int h
     const float sc = (float)fu->in_scale;
     size_t ps = VIPS_IMAGE_SIZEOF_PEL(in);
     const VipsPel *base = VIPS_REGION_ADDR(ir, ir->valid.left, y) - ir->valid.left * ps;
-    for (int j = 0; j < hlen; j++) {
+    int j = 0;
+    if (in->BandFmt == VIPS_FORMAT_UCHAR) {
+        /* the part inside the image: one contiguous run */
+        int a = hx0 < 0 ? -hx0 : 0;
+        int b = hx0 + hlen > W ? W - hx0 : hlen;
+        for (; j < a; j++) {
+            const VipsPel *p = base;
+            hbuf[3 * j] = u8f[p[0]];
+            hbuf[3 * j + 1] = u8f[p[1]];
+            hbuf[3 * j + 2] = u8f[p[2]];
+        }
+        const VipsPel *p = base + (size_t)(hx0 + a) * 3;
+        float *d = hbuf + 3 * a;
+        for (int i = 0; i < 3 * (b - a); i++) {
+            d[i] = u8f[p[i]];
+        }
+        j = b;
+    }
+    for (; j < hlen; j++) {
         int sx = hx0 + j;
         sx = sx < 0 ? 0 : (sx >= W ? W - 1 : sx);
         const VipsPel *p = base + sx * ps;
