@@ -3,9 +3,11 @@
  * docs/image-pipeline.md.
  *
  * Every node builds a lazy libvips pipeline that runs while the output is
- * encoded (decoding sequentially when the graph allows). ImageBlur and
- * ImageSharpen are libvips convolutions with ComfyUI's kernel on explicit
- * reflect-101 borders; only ImageScale* with ComfyUI's own resamplers,
+ * encoded (decoding sequentially when the graph allows). Chains of per-pixel
+ * nodes (with ImageSharpen, ResizeLongEdge's horizontal pass and the 8-bit
+ * conversion) run as one fused operation of our own (see "fused point
+ * operations"). ImageBlur is a libvips convolution with ComfyUI's kernel on
+ * explicit reflect-101 borders; only ImageScale* with ComfyUI's own resamplers,
  * ImageBlend and oversized blur radii are computed in C on a packed float
  * buffer (the formulas of ComfyUI's source). Statistics (CA.AutoLevels,
  * CA.WhiteBalance) come from a shrink-on-load preview. See
