@@ -461,11 +461,14 @@ typedef struct {
     vmask_t *mask;     /* VIGNETTE (a reference) */
 } stage_t;
 
-typedef struct {
+typedef struct fused {
     VipsImage *in;    /* a reference */
     double in_scale;  /* input sample → 0..1 */
     int r;            /* kernel radius, 0 = none */
     hres_t *hr;       /* horizontal reduction first (r = 0), or NULL */
+    /* r > 0: the kernel's input computed in place from this point recipe's
+     * input (no float image in between), or NULL: read `in` */
+    struct fused *pre;
     bool conv_clamp;
     float kern[9 * 9];
     int nst;
@@ -568,6 +571,7 @@ static void fused_free(void *p)
         return;
     }
     hres_unref(fu->hr);
+    fused_free(fu->pre);
     for (int i = 0; i < fu->nst; i++) {
         vmask_unref(fu->st[i].mask);
     }
@@ -782,16 +786,21 @@ typedef struct {
     size_t cap; /* floats */
 } fused_seq_t;
 
+static bool needs_lut(const fused_t *fu)
+{
+    return fu->r == 0 && fu->hr == NULL && fu->in->BandFmt != VIPS_FORMAT_FLOAT;
+}
+
 static void *fused_start(VipsImage *out, void *a, void *b)
 {
     fused_t *fu = b;
     (void)out;
-    if (fu->r == 0 && fu->hr == NULL && fu->in->BandFmt != VIPS_FORMAT_FLOAT &&
-        fused_make_lut(fu) != 0) {
+    if ((needs_lut(fu) && fused_make_lut(fu) != 0) ||
+        (fu->pre != NULL && needs_lut(fu->pre) && fused_make_lut(fu->pre) != 0)) {
         return NULL;
     }
     fused_seq_t *seq = g_new0(fused_seq_t, 1);
-    seq->ir = vips_region_new((VipsImage *)a);
+    seq->ir = vips_region_new((VipsImage *)a); /* fu->in, or fu->pre->in */
     return seq;
 }
 
@@ -952,6 +961,61 @@ static void hreduce_row(const fused_t *fu, VipsRegion *ir, int y, int hx0, int h
     }
 }
 
+/* The input columns a point recipe (r = 0) reads for output columns x0..x0+w. */
+static void point_cols(const fused_t *fu, int x0, int w, int *left, int *width)
+{
+    if (fu->hr != NULL) {
+        *left = fu->hr->start[x0];
+        *width = fu->hr->start[x0 + w - 1] + fu->hr->n - *left;
+    } else {
+        *left = x0;
+        *width = w;
+    }
+}
+
+/* Output row y, columns x0..x0+w, of a point recipe (r = 0) into row; ir
+ * covers the input columns (point_cols) of row y. */
+static void point_row(const fused_t *fu, VipsRegion *ir, int y, int x0, int w, float *row,
+                      float *hbuf, const float *u8f)
+{
+    VipsImage *in = fu->in;
+    int from = 0;
+    if (fu->hr != NULL) {
+        int hx0;
+        int hlen;
+        point_cols(fu, x0, w, &hx0, &hlen);
+        hreduce_row(fu, ir, y, hx0, hlen, hbuf, u8f, row, x0, w);
+    } else if (in->BandFmt != VIPS_FORMAT_FLOAT) {
+        from = fu->nlut;
+        int size = in->BandFmt == VIPS_FORMAT_UCHAR ? 256 : 65536;
+        const float *l0 = fu->lut;
+        const float *l1 = l0 + size;
+        const float *l2 = l1 + size;
+        if (in->BandFmt == VIPS_FORMAT_UCHAR) {
+            const unsigned char *p = VIPS_REGION_ADDR(ir, x0, y);
+            for (int x = 0; x < w; x++) {
+                row[3 * x] = l0[p[3 * x]];
+                row[3 * x + 1] = l1[p[3 * x + 1]];
+                row[3 * x + 2] = l2[p[3 * x + 2]];
+            }
+        } else {
+            const unsigned short *p = (const unsigned short *)VIPS_REGION_ADDR(ir, x0, y);
+            for (int x = 0; x < w; x++) {
+                row[3 * x] = l0[p[3 * x]];
+                row[3 * x + 1] = l1[p[3 * x + 1]];
+                row[3 * x + 2] = l2[p[3 * x + 2]];
+            }
+        }
+    } else {
+        const float *p = (const float *)VIPS_REGION_ADDR(ir, x0, y);
+        const float s = (float)fu->in_scale;
+        for (int x = 0; x < 3 * w; x++) {
+            row[x] = p[x] * s;
+        }
+    }
+    stages_row(fu, from, row, w, x0, y);
+}
+
 static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *stop)
 {
     fused_seq_t *seq = vseq;
@@ -963,17 +1027,32 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
     VipsImage *in = fu->in;
     int r = fu->r;
     VipsRect need = {o->left - r, o->top - r, o->width + 2 * r, o->height + 2 * r};
-    const hres_t *hr = fu->hr;
-    int hx0 = 0; /* input x of hbuf[0] */
-    int hlen = 0;
-    if (hr != NULL) {
-        hx0 = hr->start[o->left];
-        hlen = hr->start[o->left + o->width - 1] + hr->n - hx0;
-        need.left = hx0;
-        need.width = hlen;
-    }
+    /* the recipe whose input the region reads: fu, or fu->pre (then rows
+     * cl..cr of pre's output are computed in place for the kernel) */
+    const fused_t *pt = fu->pre != NULL ? fu->pre : fu;
+    const hres_t *hr = pt->hr;
+    int cl = 0;
+    int cr = 0;
     VipsRect whole = {0, 0, in->Xsize, in->Ysize};
     vips_rect_intersectrect(&need, &whole, &need);
+    if (fu->pre != NULL) {
+        cl = need.left;
+        cr = need.left + need.width;
+    }
+    int hlen = 0; /* hbuf: the input columns of the horizontal reduction */
+    if (pt->r == 0 && (fu->pre != NULL || r == 0)) {
+        int pl = fu->pre != NULL ? cl : o->left;
+        int pwid = fu->pre != NULL ? cr - cl : o->width;
+        int il;
+        int iw;
+        point_cols(pt, pl, pwid, &il, &iw);
+        if (hr != NULL) {
+            hlen = iw;
+        }
+        VipsRect pneed = {il, need.top, iw, need.height};
+        VipsRect pwhole = {0, 0, pt->in->Xsize, pt->in->Ysize};
+        vips_rect_intersectrect(&pneed, &pwhole, &need);
+    }
     if (vips_region_prepare(ir, &need) != 0) {
         return -1;
     }
@@ -997,9 +1076,9 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
     }
     float *hbuf = pad + k * pw; /* hr: the input row as float, edges repeated */
     float u8f[256];
-    if (hr != NULL && in->BandFmt == VIPS_FORMAT_UCHAR) {
+    if (hr != NULL && pt->in->BandFmt == VIPS_FORMAT_UCHAR) {
         for (int i = 0; i < 256; i++) {
-            u8f[i] = (float)(i * fu->in_scale);
+            u8f[i] = (float)(i * pt->in_scale);
         }
     }
     for (int y = o->top; y < o->top + o->height; y++) {
@@ -1012,7 +1091,21 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
                 /* rows y−r..y+r reflected lie in a window of k rows: distinct mod k */
                 int ry = reflect101(y + i - r, in->Ysize);
                 int slot = ry % k;
-                if (tag[slot] != ry) {
+                if (tag[slot] != ry && fu->pre != NULL) {
+                    /* pre's output columns cl..cr, then the reflect-101 edges */
+                    float *d = pad + slot * pw;
+                    int x0 = o->left - r; /* the column of d[0] */
+                    point_row(fu->pre, ir, ry, cl, cr - cl, d + 3 * (cl - x0), hbuf, u8f);
+                    for (int x = x0; x < cl; x++) {
+                        memcpy(d + 3 * (x - x0), d + 3 * (reflect101(x, in->Xsize) - x0),
+                               3 * sizeof(float));
+                    }
+                    for (int x = cr; x < o->left + w + r; x++) {
+                        memcpy(d + 3 * (x - x0), d + 3 * (reflect101(x, in->Xsize) - x0),
+                               3 * sizeof(float));
+                    }
+                    tag[slot] = ry;
+                } else if (tag[slot] != ry) {
                     load_row(fu, ir, o->left, w, ry, pad + slot * pw);
                     tag[slot] = ry;
                 }
@@ -1028,35 +1121,9 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
                     row[x] = clampf01(row[x]);
                 }
             }
-        } else if (hr != NULL) {
-            hreduce_row(fu, ir, y, hx0, hlen, hbuf, u8f, row, o->left, w);
-        } else if (fu->in->BandFmt != VIPS_FORMAT_FLOAT) {
-            from = fu->nlut;
-            int size = in->BandFmt == VIPS_FORMAT_UCHAR ? 256 : 65536;
-            const float *l0 = fu->lut;
-            const float *l1 = l0 + size;
-            const float *l2 = l1 + size;
-            if (in->BandFmt == VIPS_FORMAT_UCHAR) {
-                const unsigned char *p = VIPS_REGION_ADDR(ir, o->left, y);
-                for (int x = 0; x < w; x++) {
-                    row[3 * x] = l0[p[3 * x]];
-                    row[3 * x + 1] = l1[p[3 * x + 1]];
-                    row[3 * x + 2] = l2[p[3 * x + 2]];
-                }
-            } else {
-                const unsigned short *p = (const unsigned short *)VIPS_REGION_ADDR(ir, o->left, y);
-                for (int x = 0; x < w; x++) {
-                    row[3 * x] = l0[p[3 * x]];
-                    row[3 * x + 1] = l1[p[3 * x + 1]];
-                    row[3 * x + 2] = l2[p[3 * x + 2]];
-                }
-            }
         } else {
-            const float *p = (const float *)VIPS_REGION_ADDR(ir, o->left, y);
-            const float s = (float)fu->in_scale;
-            for (int x = 0; x < 3 * w; x++) {
-                row[x] = p[x] * s;
-            }
+            point_row(fu, ir, y, o->left, w, row, hbuf, u8f);
+            from = fu->nst; /* point_row ran the stages */
         }
         stages_row(fu, from, row, w, o->left, y);
         if (fu->out_u8) {
@@ -1084,6 +1151,9 @@ static fused_t *fused_copy(const fused_t *old)
     if (fu->hr != NULL) {
         g_atomic_int_inc(&fu->hr->refs);
     }
+    if (fu->pre != NULL) {
+        fu->pre = fused_copy(fu->pre);
+    }
     for (int i = 0; i < fu->nst; i++) {
         if (fu->st[i].mask != NULL) {
             g_atomic_int_inc(&fu->st[i].mask->refs);
@@ -1108,7 +1178,8 @@ static VipsImage *fused_build(fused_t *fu)
     }
     out->Type = fu->out_u8 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_MULTIBAND;
     g_object_set_data_full(G_OBJECT(out), FUSED_KEY, fu, fused_free);
-    if (vips_image_generate(out, fused_start, fused_gen, fused_stop, in, fu) != 0) {
+    if (vips_image_generate(out, fused_start, fused_gen, fused_stop,
+                            fu->pre != NULL ? fu->pre->in : in, fu) != 0) {
         g_object_unref(out);
         return NULL;
     }
@@ -1571,6 +1642,10 @@ static int conv_lazy(ctx_t *c, VipsImage *in, int r, double sigma, double sharpe
         fused_t *fu = fused_new(in, 1.0);
         fu->r = r;
         fu->conv_clamp = true;
+        const fused_t *pa = g_object_get_data(G_OBJECT(in), FUSED_KEY);
+        if (pa != NULL && pa->r == 0 && !pa->out_u8) {
+            fu->pre = fused_copy(pa); /* `in` itself is never evaluated */
+        }
         for (int y = 0; y < k; y++) {
             for (int x = 0; x < k; x++) {
                 double v = -sharpen_k * g[y] * g[x];

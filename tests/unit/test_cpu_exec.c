@@ -1260,6 +1260,115 @@ static void test_resize_long_edge(void **state)
     }
 }
 
+
+/* A point node, ImageSharpen and Vignette: the kernel computes its input rows
+ * in place from the point node's input (reflect-101 edges, radius 1 and 2). */
+static void test_sharpen_after_points(void **state)
+{
+    (void)state;
+    enum { SW = 29, SH = 17 };
+    static unsigned char src8[SW * SH * 3];
+    static float pt[SW * SH * 3];
+    static float want[SW * SH * 3];
+    for (int i = 0; i < SW * SH * 3; i++) {
+        src8[i] = (unsigned char)((i * 97 + (i / 7) * 13) % 256);
+        double t = src8[i] / 255.0;
+        pt[i] = (float)fmin(1, fmax(0, 1.3 * t + 0.5 * (1 - 1.3))); /* Contrast 0.3 */
+    }
+    VipsImage *im8 = vips_image_new_from_memory_copy(src8, sizeof(src8), SW, SH, 3,
+                                                     VIPS_FORMAT_UCHAR);
+    void *png = NULL;
+    size_t len = 0;
+    assert_int_equal(vips_pngsave_buffer(im8, &png, &len, NULL), 0);
+    for (int r = 1; r <= 2; r++) {
+        int k = 2 * r + 1;
+        double g[5];
+        double sum = 0;
+        for (int i = 0; i < k; i++) {
+            double x = -1.0 + 2.0 * i / (k - 1);
+            g[i] = exp(-(x * x) / 2.0);
+            sum += g[i];
+        }
+        for (int y = 0; y < SH; y++) {
+            for (int x = 0; x < SW; x++) {
+                double dx = ((x + 0.5) / SW - 0.5) * 2;
+                double dy = ((y + 0.5) / SH - 0.5) * 2;
+                double t = fmin(1, fmax(0, (sqrt(dx * dx + dy * dy) - 0.6) / (sqrt(2.0) - 0.6)));
+                double m = 1 - 0.25 * t * t * (3 - 2 * t);
+                for (int c = 0; c < 3; c++) {
+                    double blur = 0;
+                    for (int i = 0; i < k; i++) {
+                        for (int j = 0; j < k; j++) {
+                            int yy = reflect101(y + i - r, SH);
+                            int xx = reflect101(x + j - r, SW);
+                            blur += g[i] * g[j] / (sum * sum) * pt[(yy * SW + xx) * 3 + c];
+                        }
+                    }
+                    double v = pt[(y * SW + x) * 3 + c];
+                    v = fmin(1, fmax(0, v + 4.0 * (v - blur))); /* alpha 0.4 */
+                    want[(y * SW + x) * 3 + c] = (float)(v * m);
+                }
+            }
+        }
+        char graph[1024];
+        snprintf(graph, sizeof(graph),
+                 "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+                 "\"2\":{\"class_type\":\"CA.Contrast\",\"inputs\":{\"image\":[\"1\",0],"
+                 "\"amount\":0.3}},"
+                 "\"3\":{\"class_type\":\"ImageSharpen\",\"inputs\":{\"image\":[\"2\",0],"
+                 "\"sharpen_radius\":%d,\"sigma\":1.0,\"alpha\":0.4}},"
+                 "\"4\":{\"class_type\":\"CA.Vignette\",\"inputs\":{\"image\":[\"3\",0],"
+                 "\"strength\":0.25,\"radius\":0.6}},"
+                 "\"5\":{\"class_type\":\"CA.Export\",\"inputs\":{\"image\":[\"4\",0],"
+                 "\"format\":\"png\"}}}",
+                 r);
+        cJSON *gr = cJSON_Parse(graph);
+        assert_non_null(gr);
+        char err[256];
+        /* float input (kept result) */
+        VipsImage *scaled = NULL;
+        VipsImage *f = NULL;
+        assert_int_equal(vips_linear1(im8, &scaled, 1.0 / 255.0, 0.0, NULL), 0);
+        assert_int_equal(vips_cast(scaled, &f, VIPS_FORMAT_FLOAT, NULL), 0);
+        cpu_exec_job_t job = {.input_image = f, .keep_result = true};
+        if (cpu_exec_run(gr, &job, err, sizeof(err)) != CPU_EXEC_OK) {
+            fail_msg("sharpen chain: %s", err);
+        }
+        float *px = result_floats(&job);
+        for (int i = 0; i < SW * SH * 3; i++) {
+            if (fabsf(px[i] - want[i]) > 2e-5f) {
+                fail_msg("r=%d px %d: %f want %f", r, i, px[i], want[i]);
+            }
+        }
+        g_free(px);
+        cpu_exec_job_free(&job);
+        /* 8-bit file (lookup table, streamed): the encoded pixels */
+        cpu_exec_job_t j8 = {.input = png, .input_len = len};
+        if (cpu_exec_run(gr, &j8, err, sizeof(err)) != CPU_EXEC_OK) {
+            fail_msg("sharpen chain 8-bit: %s", err);
+        }
+        VipsImage *dec = vips_image_new_from_buffer(j8.output, j8.output_len, "", NULL);
+        assert_non_null(dec);
+        size_t dlen = 0;
+        unsigned char *d = vips_image_write_to_memory(dec, &dlen);
+        assert_int_equal(dlen, sizeof(src8));
+        for (int i = 0; i < SW * SH * 3; i++) {
+            int t = (int)fminf(255.0f, fmaxf(0.0f, want[i] * 255.0f + 1e-4f));
+            if (abs((int)d[i] - t) > (fabsf(want[i] * 255.0f - rintf(want[i] * 255.0f)) < 1e-3f)) {
+                fail_msg("r=%d encoded px %d: %d want %d", r, i, d[i], t);
+            }
+        }
+        g_free(d);
+        g_object_unref(dec);
+        cpu_exec_job_free(&j8);
+        g_object_unref(f);
+        g_object_unref(scaled);
+        cJSON_Delete(gr);
+    }
+    g_free(png);
+    g_object_unref(im8);
+}
+
 int main(void)
 {
     if (cpu_exec_init("test_cpu_exec") != 0) {
@@ -1273,6 +1382,7 @@ int main(void)
         cmocka_unit_test(test_input_formats),    cmocka_unit_test(test_exif_orientation),
         cmocka_unit_test(test_corrupt_inputs),   cmocka_unit_test(test_statistics_preview),
         cmocka_unit_test(test_point_chain),      cmocka_unit_test(test_resize_long_edge),
+        cmocka_unit_test(test_sharpen_after_points),
     };
     int rc = cmocka_run_group_tests(tests, fetch_photos, NULL);
     cpu_exec_shutdown();
