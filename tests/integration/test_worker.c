@@ -764,6 +764,11 @@ static void redis_flushed_mid_run(void **state)
         drive_file(&u, name, "image/jpeg", small_jpeg_b64, file, sizeof(file));
         create_job(&u, file, name, "landscape_vivid", jobs[i], sizeof(jobs[i]));
     }
+    /* Each download waits 200 ms, so with 2 threads the ten jobs take a second
+     * at least and the flush below lands mid-run (the worker got fast enough to
+     * finish ten small images in 150 ms, and then nothing was lost to test). */
+    add_fault("{\"match\":{\"method\":\"GET\",\"path_regex\":\"^/drive/v3/files/[^/]+$\"},"
+              "\"count\":10,\"action\":\"delay\",\"delay_ms\":200}");
     for (int i = 0; i < 10; i++) {
         push(jobs[i]);
     }
@@ -772,6 +777,13 @@ static void redis_flushed_mid_run(void **state)
     redisReply *r = redis_command(redis, err, sizeof(err), "FLUSHALL");
     assert_non_null(r);
     freeReplyObject(r);
+    const char *pu[] = {u.id};
+    char *done_at_flush = sql_value("SELECT count(*)::text FROM jobs WHERE user_id = $1::uuid"
+                                    " AND status = 'completed'",
+                                    1, pu);
+    assert_non_null(done_at_flush);
+    assert_true(atoi(done_at_flush) < 10); /* the flush really was mid-run */
+    free(done_at_flush);
     /* WORKER_REPUSH_SECONDS=2: what Redis lost is pushed again from PostgreSQL */
     if (!wait_until(all_done, u.id, 40000)) {
         proc_print_log(&worker);
@@ -785,6 +797,7 @@ static void redis_flushed_mid_run(void **state)
     free(ok);
     assert_usage(&u, "images_processed", "10");
     assert_true(proc_log_contains(&worker, "re-push"));
+    clear_faults();
 }
 
 static bool has_message_for(void *arg)
