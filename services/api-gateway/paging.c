@@ -75,6 +75,17 @@ void jbuf_free(jbuf_t *b)
     b->len = b->cap = 0;
 }
 
+void jbuf_reply(http_req_t *req, jbuf_t *b)
+{
+    if (b->oom) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+    } else {
+        http_reply_header(req, "Cache-Control", "no-store");
+        http_reply_data(req, 200, "application/json", b->p, b->len);
+    }
+    jbuf_free(b);
+}
+
 /* Escapes s (n bytes) as a JSON string literal at o; returns the end. The
  * caller reserved n * 6 + 2 bytes. */
 static char *put_json_string(char *o, const char *s, size_t n)
@@ -226,14 +237,7 @@ void paging_on_page(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
     }
     jbuf_append(&b, "}", 1);
     free(pg);
-    if (b.oom) {
-        jbuf_free(&b);
-        http_reply_error(req, 503, "unavailable", "out of memory");
-        return;
-    }
-    http_reply_header(req, "Cache-Control", "no-store");
-    http_reply_data(req, 200, "application/json", b.p, b.len);
-    jbuf_free(&b);
+    jbuf_reply(req, &b);
 }
 
 bool paging_cursor_split(const char *cursor, char text[PAGING_CURSOR_TEXT_MAX], char **keys,

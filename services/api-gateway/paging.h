@@ -49,6 +49,9 @@ void jbuf_puts(jbuf_t *b, const char *s);
 /* s as a JSON string literal: quotes added, '"', '\\' and control characters escaped. */
 void jbuf_json_string(jbuf_t *b, const char *s);
 void jbuf_free(jbuf_t *b);
+/* Answers 200 with b as JSON (Cache-Control: no-store), or 503 when building
+ * it ran out of memory; frees b either way. */
+void jbuf_reply(http_req_t *req, jbuf_t *b);
 
 /* One field of a row written as a JSON object member. */
 typedef enum {

@@ -152,14 +152,7 @@ static void on_job(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
     }
     jbuf_t b = {0};
     paging_write_row(&b, res, 0, 0, JOB_FIELDS, JOB_NFIELDS);
-    if (b.oom) {
-        jbuf_free(&b);
-        http_reply_error(req, 503, "unavailable", "out of memory");
-        return;
-    }
-    http_reply_header(req, "Cache-Control", "no-store");
-    http_reply_data(req, 200, "application/json", b.p, b.len);
-    jbuf_free(&b);
+    jbuf_reply(req, &b);
 }
 
 static void send_job(gw_t *gw, http_req_t *req, const char *user_id, const char *job_id)

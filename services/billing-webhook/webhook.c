@@ -227,14 +227,21 @@ static void on_failure_recorded(const PGresult *res, const char *err, const char
     free(f);
 }
 
+/* An event's statement is over: its time is observed and it is freed (the
+ * caller keeps its w, req and type_label, which it does not own). */
+static void event_done(pending_timed_t *pt)
+{
+    metric_observe(m_record_seconds, mono_seconds() - pt->started);
+    pending_free(pt);
+}
+
 /* Answers an event from its outcome (and frees it). */
 static void finish_event(pending_timed_t *pt, const char *outcome, const char *detail)
 {
     webhook_t *w = pt->p.w;
     http_req_t *req = pt->p.req;
     const char *type = pt->p.type_label;
-    metric_observe(m_record_seconds, mono_seconds() - pt->started);
-    pending_free(pt);
+    event_done(pt);
     atomic_fetch_sub(&w->inflight, 1);
     int status = webhook_outcome_status(outcome);
     metric_add(m_events, 1, type, outcome != NULL ? outcome : "failed");
@@ -260,8 +267,7 @@ static void fail_event(pending_timed_t *pt, const char *err, const char *sqlstat
     webhook_t *w = pt->p.w;
     http_req_t *req = pt->p.req;
     const char *type = pt->p.type_label;
-    metric_observe(m_record_seconds, mono_seconds() - pt->started);
-    pending_free(pt);
+    event_done(pt);
     /* Class 22 (data exception): the payload is not JSON PostgreSQL takes
      * (invalid UTF-8), a field has the wrong type or is too long: a
      * malformed event that no retry could apply. */

@@ -1535,13 +1535,10 @@ static int reflect101(int p, int len)
     return p;
 }
 
-/* ComfyUI's gaussian_kernel(2r+1, sigma) is separable: the 1-D factor
- * exp(-x²/2σ²) on linspace(-1, 1, k), normalised. Returns a new g_malloc'd
- * blurred copy of fb's pixels (HWC), with reflect-101 borders. */
-static float *gaussian_blur(const fbuf_t *fb, int r, double sigma)
+/* The normalised 1-D factor of ComfyUI's gaussian_kernel(k, sigma):
+ * exp(-x²/2σ²) on linspace(-1, 1, k), into g[0..k-1]. */
+static void gaussian_1d(double *g, int k, double sigma)
 {
-    int k = 2 * r + 1;
-    double *g = g_new(double, k);
     double sum = 0;
     for (int i = 0; i < k; i++) {
         double x = -1.0 + 2.0 * i / (k - 1);
@@ -1551,6 +1548,16 @@ static float *gaussian_blur(const fbuf_t *fb, int r, double sigma)
     for (int i = 0; i < k; i++) {
         g[i] /= sum;
     }
+}
+
+/* ComfyUI's gaussian_kernel(2r+1, sigma) is separable: the 1-D factor
+ * exp(-x²/2σ²) on linspace(-1, 1, k), normalised. Returns a new g_malloc'd
+ * blurred copy of fb's pixels (HWC), with reflect-101 borders. */
+static float *gaussian_blur(const fbuf_t *fb, int r, double sigma)
+{
+    int k = 2 * r + 1;
+    double *g = g_new(double, k);
+    gaussian_1d(g, k, sigma);
     size_t total = (size_t)fb->w * fb->h * fb->c;
     float *tmp = g_try_malloc(total * sizeof(float));
     float *dst = g_try_malloc(total * sizeof(float));
@@ -1626,15 +1633,7 @@ static int conv_lazy(ctx_t *c, VipsImage *in, int r, double sigma, double sharpe
     }
     int k = 2 * r + 1;
     double g[2 * 64 + 1];
-    double sum = 0;
-    for (int i = 0; i < k; i++) {
-        double x = -1.0 + 2.0 * i / (k - 1);
-        g[i] = exp(-(x * x) / (2 * sigma * sigma));
-        sum += g[i];
-    }
-    for (int i = 0; i < k; i++) {
-        g[i] /= sum;
-    }
+    gaussian_1d(g, k, sigma);
     VipsImage *mask = NULL;
     if (sharpen && in->BandFmt == VIPS_FORMAT_FLOAT && fused_input_ok(in)) {
         /* one fused operation: the kernel on reflect-101 borders (read in
