@@ -30,7 +30,7 @@ volatile int pg_abort_flag = 0;
 #define PG_POOL_STMT_CAP 128 /* prepared statements cached per pooled connection */
 #define PG_POOL_USER_MAX 128 /* longer user ids are set on every query */
 #define PG_POOL_FRESH_MS 20  /* a connection answered this recently needs no liveness check */
-#define PG_POOL_PIPELINE_DEPTH 4 /* queries in flight per pooled connection */
+#define PG_POOL_PIPELINE_DEPTH 16 /* queries in flight per pooled connection */
 #define PG_POOL_MAX_SIZE_PIPELINED 64 /* connections flushed once per dispatch (more: each send) */
 
 /* ------------------------------------------------------------------ */
@@ -103,13 +103,16 @@ static const char *app_name(void)
 
 /* Connection keywords: our defaults first, the URL last so that anything it
  * sets (connect_timeout, application_name, ...) wins (expand_dbname = 1). */
-#define PG_NKEYS 8
+#define PG_NKEYS 9
 static void conn_params(const char *url, const char **keys, const char **values)
 {
     static const char *const k[PG_NKEYS] = {
         "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count", "application_name", "dbname",          NULL};
-    const char *v[PG_NKEYS] = {"5", "1", "30", "10", "3", app_name(), url, NULL};
+        "keepalives_count", "application_name", "options",         "dbname", NULL};
+    /* DateStyle ISO whatever the server's default: the gateway reads TIMESTAMP
+     * columns as text of that form (paging_ts_rfc3339). The URL comes last, so
+     * options it sets win. */
+    const char *v[PG_NKEYS] = {"5", "1", "30", "10", "3", app_name(), "-c DateStyle=ISO", url, NULL};
     for (int i = 0; i < PG_NKEYS; i++) {
         keys[i] = k[i];
         values[i] = v[i];

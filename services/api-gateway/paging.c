@@ -13,6 +13,7 @@ struct paging {
     int ncols;
     const paging_field_t *fields; /* NULL: column 0 holds the row as JSON text */
     int nfields;
+    const int *key_cols; /* NULL: the ncols columns after the row's (paging_key_timestamp_cols) */
 };
 
 /* ---- jbuf ---- */
@@ -120,6 +121,47 @@ static char *put_json_string(char *o, const char *s, size_t n)
     return o;
 }
 
+size_t paging_ts_rfc3339(const char *s, size_t n, int frac_digits, const char *suffix, char *out,
+                         size_t out_len)
+{
+    /* "YYYY-MM-DD HH:MM:SS" */
+    static const char shape[] = "dddd-dd-dd dd:dd:dd";
+    size_t sl = strlen(suffix);
+    if (n < 19 || frac_digits < 0 || frac_digits > 6 || out_len < 27 + sl) {
+        return 0;
+    }
+    for (size_t i = 0; i < 19; i++) {
+        if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i]) {
+            return 0;
+        }
+    }
+    size_t nf = 0; /* fraction digits present */
+    if (n > 19) {
+        if (s[19] != '.' || n - 20 < 1 || n - 20 > 6) {
+            return 0;
+        }
+        nf = n - 20;
+        for (size_t i = 20; i < n; i++) {
+            if (s[i] < '0' || s[i] > '9') {
+                return 0;
+            }
+        }
+    }
+    memcpy(out, s, 19);
+    out[10] = 'T';
+    size_t o = 19;
+    if (frac_digits > 0) {
+        out[o++] = '.';
+        for (size_t i = 0; i < (size_t)frac_digits; i++) {
+            out[o++] = i < nf ? s[20 + i] : '0';
+        }
+    }
+    memcpy(out + o, suffix, sl);
+    o += sl;
+    out[o] = '\0';
+    return o;
+}
+
 /* The row's worst-case size is reserved once, then written without checks. */
 void paging_write_row(jbuf_t *b, const PGresult *res, int row, int first_col,
                       const paging_field_t *fields, int nfields)
@@ -151,6 +193,11 @@ void paging_write_row(jbuf_t *b, const PGresult *res, int row, int first_col,
         } else if (fields[f].kind == PAGING_INT) {
             memcpy(o, PQgetvalue(res, row, col), vl);
             o += vl;
+        } else if (fields[f].kind == PAGING_TS) {
+            char ts[40];
+            size_t tl = paging_ts_rfc3339(PQgetvalue(res, row, col), vl, 3, "Z", ts, sizeof ts);
+            o = tl > 0 ? put_json_string(o, ts, tl) /* else as it came */
+                       : put_json_string(o, PQgetvalue(res, row, col), vl);
         } else {
             o = put_json_string(o, PQgetvalue(res, row, col), vl);
         }
@@ -179,18 +226,32 @@ paging_t *paging_new_fields(const char *array_name, long limit, int ncols,
     pg->ncols = ncols;
     pg->fields = fields;
     pg->nfields = fields != NULL ? nfields : 0;
+    pg->key_cols = NULL;
     return pg;
 }
 
-/* base64url("<col first>|...|<col first+ncols-1>") of one row; NULL when out of memory. */
-static char *cursor_encode(const PGresult *res, int row, int first, int ncols)
+void paging_key_timestamp_cols(paging_t *pg, const int *cols)
+{
+    pg->key_cols = cols;
+}
+
+/* base64url("<key 1>|...|<key n>") of one row: the columns first ..
+ * first + ncols - 1, or key_cols[0..ncols-1] with the first a timestamp;
+ * NULL when out of memory. */
+static char *cursor_encode(const PGresult *res, int row, int first, int ncols, const int *key_cols)
 {
     char text[PAGING_CURSOR_TEXT_MAX];
     size_t used = 0;
     text[0] = '\0';
     for (int c = 0; c < ncols && used < sizeof(text); c++) {
-        int w = snprintf(text + used, sizeof(text) - used, "%s%s", c > 0 ? "|" : "",
-                         PQgetvalue(res, row, first + c));
+        int col = key_cols != NULL ? key_cols[c] : first + c;
+        const char *v = PQgetvalue(res, row, col);
+        char ts[40];
+        if (c == 0 && key_cols != NULL &&
+            paging_ts_rfc3339(v, (size_t)PQgetlength(res, row, col), 6, "", ts, sizeof ts) > 0) {
+            v = ts;
+        }
+        int w = snprintf(text + used, sizeof(text) - used, "%s%s", c > 0 ? "|" : "", v);
         if (w < 0) {
             return NULL;
         }
@@ -227,7 +288,7 @@ void paging_on_page(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
     jbuf_append(&b, "],\"next_cursor\":", 16);
     char *cursor = NULL;
     if (n > pg->limit && shown > 0) {
-        cursor = cursor_encode(res, shown - 1, key_col, pg->ncols);
+        cursor = cursor_encode(res, shown - 1, key_col, pg->ncols, pg->key_cols);
     }
     if (cursor != NULL) {
         jbuf_json_string(&b, cursor);

@@ -57,7 +57,19 @@ void jbuf_reply(http_req_t *req, jbuf_t *b);
 typedef enum {
     PAGING_STRING, /* text column → JSON string, SQL NULL → null */
     PAGING_INT,    /* integer column (text form is a JSON number) → number, NULL → null */
+    PAGING_TS,     /* TIMESTAMP (UTC) column in PostgreSQL's ISO text → RFC 3339 string
+                      "YYYY-MM-DDTHH:MM:SS.mmmZ" (as GW_SQL_TS writes it, without to_char
+                      in the query); NULL → null */
 } paging_kind_t;
+
+/* PostgreSQL's ISO text of a TIMESTAMP ("YYYY-MM-DD HH:MM:SS" and up to six
+ * fraction digits, trailing zeros dropped; the pool's connections use
+ * DateStyle ISO) as "YYYY-MM-DDTHH:MM:SS" plus frac_digits (0..6) fraction
+ * digits, truncated as to_char's MS and US do, then suffix. Returns the length
+ * written to out (out_len >= 27 + strlen(suffix)), 0 when s is not that form
+ * (years past 9999, BC, infinity). */
+size_t paging_ts_rfc3339(const char *s, size_t n, int frac_digits, const char *suffix, char *out,
+                         size_t out_len);
 
 typedef struct {
     const char *name; /* JSON member name (a plain identifier: not escaped) */
@@ -81,6 +93,11 @@ paging_t *paging_new_fields(const char *array_name, long limit, int ncols,
 /* A gw_query_cb: replies 200 with the page (Cache-Control: no-store) and
  * frees arg (a paging_t). */
 void paging_on_page(gw_t *gw, http_req_t *req, const PGresult *res, void *arg);
+/* The sort key is ncols columns of the row itself, cols[0..ncols-1] (cols
+ * must outlive the query; nothing follows the fields in the statement), the
+ * first a TIMESTAMP in ISO text: the cursor holds it as
+ * "YYYY-MM-DDTHH:MM:SS.ffffff" (microseconds, no zone). */
+void paging_key_timestamp_cols(paging_t *pg, const int *cols);
 
 /* Decodes a cursor into text (NUL-terminated, no NUL inside) and splits it at
  * the first nkeys - 1 '|' into keys[0..nkeys-1], pointers into text; the last

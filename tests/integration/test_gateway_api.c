@@ -1094,6 +1094,126 @@ static void test_job_json_escaping(void **state)
     free(id);
 }
 
+/* Timestamps come from PostgreSQL as ISO text and are written by the gateway
+ * as RFC 3339 with milliseconds, truncated as to_char's MS (a fraction of
+ * .678912 is .678, none is .000, .5 is .500); the cursor keeps microseconds,
+ * so jobs created in the same microsecond page by id without loss. */
+static void test_jobs_timestamps_and_ties(void **state)
+{
+    (void)state;
+    const char *pa[] = {alice.id};
+    assert_int_equal(
+        sql_exec("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
+                 "preset_name, status, created_at, started_at) "
+                 "SELECT $1, 'tie' || i, 't.jpg', 'folder', 'portrait_pro', 'processing', "
+                 "CASE WHEN i <= 5 THEN timestamp '1999-12-31 23:59:59.5' "
+                 "     WHEN i = 6 THEN timestamp '1999-12-31 23:59:59' "
+                 "     ELSE timestamp '1999-12-31 23:59:58.678912' END, "
+                 "timestamp '2000-01-01 00:00:00.04' FROM generate_series(1, 7) i",
+                 1, pa),
+        0);
+    char path[512] = "/api/jobs?status=processing&limit=2";
+    const char *want_created[7] = {"1999-12-31T23:59:59.500Z", "1999-12-31T23:59:59.500Z",
+                                   "1999-12-31T23:59:59.500Z", "1999-12-31T23:59:59.500Z",
+                                   "1999-12-31T23:59:59.500Z", "1999-12-31T23:59:59.000Z",
+                                   "1999-12-31T23:59:58.678Z"};
+    char seen[8][40];
+    int total = 0;
+    for (int pages = 0; pages < 6; pages++) {
+        gwt_resp_t r = req("GET", path, &alice, false, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        const cJSON *j = NULL;
+        cJSON_ArrayForEach(j, cJSON_GetObjectItem(r.json, "jobs"))
+        {
+            assert_true(total < 7);
+            assert_string_equal(gwt_str(j, "created_at"), want_created[total]);
+            assert_string_equal(gwt_str(j, "started_at"), "2000-01-01T00:00:00.040Z");
+            assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "completed_at")));
+            for (int k = 0; k < total; k++) {
+                assert_string_not_equal(seen[k], gwt_str(j, "id"));
+            }
+            snprintf(seen[total++], 40, "%s", gwt_str(j, "id"));
+        }
+        const cJSON *next = cJSON_GetObjectItem(r.json, "next_cursor");
+        if (cJSON_IsNull(next)) {
+            gwt_resp_free(&r);
+            break;
+        }
+        if (total == 2) { /* the cursor holds the last job's created_at to the microsecond */
+            size_t n = 0;
+            uint8_t *raw = crypto_base64url_decode(next->valuestring, &n);
+            assert_non_null(raw);
+            assert_true(n > 27 && memcmp(raw, "1999-12-31T23:59:59.500000|", 27) == 0);
+            free(raw);
+        }
+        snprintf(path, sizeof(path), "/api/jobs?status=processing&limit=2&cursor=%s",
+                 next->valuestring);
+        gwt_resp_free(&r);
+    }
+    assert_int_equal(total, 7);
+    assert_int_equal(sql_exec("DELETE FROM jobs WHERE drive_file_id LIKE 'tie%'", 0, NULL), 0);
+}
+
+/* The plan of GET /api/jobs, as the gateway runs it (prepared, generic plan,
+ * as ca_api_gateway under row-level security) on a table where other users
+ * have many jobs: it reads idx_jobs_user_created in order and stops at the
+ * limit. The jobs policy is one equality with app.user_id, so the planner
+ * merges it with the statement's `user_id = $1`; the earlier
+ * `... OR app.rls_system` form made it expect a couple of rows and sort every
+ * job of the user for each page. */
+static void test_jobs_list_plan(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        sql_exec("WITH u AS (INSERT INTO users (google_id, email) "
+                 "  SELECT 'plan' || i, 'plan' || i || '@example.com' FROM generate_series(1, 30) i "
+                 "  RETURNING id) "
+                 "INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
+                 "preset_name, status, created_at) SELECT u.id, 'p' || i, 'p.jpg', 'folder', "
+                 "'portrait_pro', 'completed', timezone('UTC', now()) - make_interval(secs => i) "
+                 "FROM u, generate_series(1, 100) i",
+                 0, NULL),
+        0);
+    assert_int_equal(sql_exec("ANALYZE jobs", 0, NULL), 0);
+    PGconn *c = PQconnectdb(db_url_as("ca_api_gateway"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    const char *pa[] = {alice.id};
+    PGresult *res = PQexecParams(c, "SELECT set_config('app.user_id', $1, false)", 1, NULL, pa,
+                                 NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    res = PQexec(c, "SET plan_cache_mode = force_generic_plan");
+    PQclear(res);
+    const char *variants[] = {"", " AND (j.created_at, j.id) < ($3::timestamp, $4::uuid)"};
+    for (size_t v = 0; v < 2; v++) {
+        char sql[1024];
+        snprintf(sql, sizeof sql,
+                 "PREPARE q%zu AS SELECT j.id, j.status, j.created_at FROM jobs j "
+                 "WHERE j.user_id = $1%s ORDER BY j.created_at DESC, j.id DESC LIMIT $2::int",
+                 v, variants[v]);
+        res = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+        snprintf(sql, sizeof sql, "EXPLAIN EXECUTE q%zu('%s', 21%s)", v, alice.id,
+                 v == 0 ? "" : ", '2100-01-01', '00000000-0000-4000-8000-000000000000'");
+        res = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        char plan[4096] = "";
+        for (int i = 0; i < PQntuples(res); i++) {
+            size_t used = strlen(plan);
+            snprintf(plan + used, sizeof plan - used, "%s\n", PQgetvalue(res, i, 0));
+        }
+        PQclear(res);
+        if (strstr(plan, "Index Scan using idx_jobs_user_created") == NULL ||
+            strstr(plan, "Sort") != NULL) {
+            fail_msg("GET /api/jobs plan (variant %zu) is not an ordered index scan:\n%s", v,
+                     plan);
+        }
+    }
+    PQfinish(c);
+    assert_int_equal(sql_exec("DELETE FROM users WHERE google_id LIKE 'plan%'", 0, NULL), 0);
+}
+
 /* gw_query: when the database answers with an error the route's callback does
  * not run, and the argument it would have freed is freed by gw_query_ex (a
  * leak before). A cursor of the right shape but an impossible date passes the
@@ -1142,6 +1262,8 @@ int main(void)
         cmocka_unit_test(test_rate_limits),
         cmocka_unit_test(test_rls_proof),
         cmocka_unit_test(test_job_json_escaping),
+        cmocka_unit_test(test_jobs_timestamps_and_ties),
+        cmocka_unit_test(test_jobs_list_plan),
         cmocka_unit_test(test_db_error_frees_route_state), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
