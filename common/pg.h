@@ -13,7 +13,7 @@
  *
  * Non-blocking path (api-gateway): pg_pool_t on a libevent base. Queries are
  * queued; each pooled connection is driven by its socket's events; the callback
- * runs on the loop thread. Each connection is pipelined: up to 4 queries in
+ * runs on the loop thread. Each connection is pipelined: up to 16 queries in
  * flight, each its own segment ending in its own Sync (own implicit
  * transaction). A query may carry a user id, which row-level security reads
  * from app.user_id: each connection tracks its session's value and, when it

@@ -41,7 +41,7 @@ static const config_var_t gateway_vars[] = {
      "requests per minute per session"},
     {"SESSION_TTL_SECONDS", CFG_INT, "2592000", false, false, 60, 31536000,
      "idle lifetime of a session (sliding)"},
-    {"PG_POOL_SIZE", CFG_INT, "8", false, false, 1, 64, "PostgreSQL connections of the pool"},
+    {"PG_POOL_SIZE", CFG_INT, "4", false, false, 1, 64, "PostgreSQL connections of the pool (each pipelines up to 16 queries)"},
     {"GOOGLE_THREADS", CFG_INT, "4", false, false, 1, 64, "threads for blocking Google calls"},
     {"GOOGLE_TIMEOUT_MS", CFG_INT, "10000", false, false, 100, 120000,
      "timeout of one Google request attempt"},

@@ -72,7 +72,7 @@ port=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=
 DATABASE_URL="postgresql://ca_billing_webhook@127.0.0.1:$TEST_PG_PORT/bench" \
   REDIS_URL=$TEST_REDIS_URL PORT=$port LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \
   STRIPE_WEBHOOK_SECRET=$secret STRIPE_PRICE_CREATOR=price_c STRIPE_PRICE_STUDIO=price_s \
-  ${BENCH_POOL:+WEBHOOK_PG_POOL_SIZE=$BENCH_POOL} "$BIN/billing-webhook" serve > "$CA_TEST_DIR/billing.log" 2>&1 &
+  env ${BENCH_POOL:+WEBHOOK_PG_POOL_SIZE=$BENCH_POOL} "$BIN/billing-webhook" serve > "$CA_TEST_DIR/billing.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break

@@ -6,7 +6,7 @@
 #   2. authenticated GET /api/jobs returning 20 rows (session lookup + rate
 #      limits in Redis, one prepared SELECT under row-level security in
 #      PostgreSQL: the pool sets app.user_id only when it changes, pipelines
-#      up to 4 queries per connection; the gateway writes the JSON)
+#      up to 16 queries per connection; the gateway writes the JSON)
 #                            vs pgbench running the same 20-row SELECT at the
 #                            same concurrency → ratio, target >= 0.5
 #      2b. (information) vs pgbench running the gateway's own SELECT (the 15
@@ -79,9 +79,9 @@ port=$(free_port)
 DATABASE_URL="postgresql://ca_api_gateway@127.0.0.1:$TEST_PG_PORT/ca_bench" REDIS_URL=$TEST_REDIS_URL \
   PORT=$port LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn \
   ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= SESSION_SECRET=bench \
-  GOOGLE_CLIENT_ID=c GOOGLE_CLIENT_SECRET=s PG_POOL_SIZE=${BENCH_PG_POOL:-8} \
+  GOOGLE_CLIENT_ID=c GOOGLE_CLIENT_SECRET=s \
   RATE_LIMIT_PER_MINUTE_IP=100000000 RATE_LIMIT_PER_MINUTE_SESSION=100000000 \
-  "$BIN/api-gateway" serve > "$work/gw.log" 2>&1 &
+  env ${BENCH_PG_POOL:+PG_POOL_SIZE=$BENCH_PG_POOL} "$BIN/api-gateway" serve > "$work/gw.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$port/readyz"
 n=$(curl -s -H "Cookie: ca_session=$sid" "http://127.0.0.1:$port/api/jobs" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).jobs.length))')
