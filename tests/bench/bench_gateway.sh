@@ -110,11 +110,19 @@ CONF
 wait_http "http://127.0.0.1:$nport/ok.txt"
 
 echo "wrk: $DUR s per run, $CONNS connections, 2 threads"
-wrk -t2 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$nport/ok.txt" > "$work/nginx.txt"
-wrk -t2 -c"$CONNS" -d"${DUR}s" "http://127.0.0.1:$port/healthz" > "$work/healthz.txt"
-nginx_rps=$(rps "$work/nginx.txt"); health_rps=$(rps "$work/healthz.txt")
+# (1) alternates three runs of each (a third of the duration each) and takes
+# each side's best: on a 2-core machine one 10 s run of either moved by 30%
+# from minute to minute, and alternating exposes both to the same periods
+nginx_rps=0; health_rps=0
+part=$(( (DUR + 2) / 3 ))
+for _ in 1 2 3; do
+  wrk -t2 -c"$CONNS" -d"${part}s" "http://127.0.0.1:$nport/ok.txt" > "$work/nginx.txt"
+  wrk -t2 -c"$CONNS" -d"${part}s" "http://127.0.0.1:$port/healthz" > "$work/healthz.txt"
+  nginx_rps=$(awk -v a="$nginx_rps" -v b="$(rps "$work/nginx.txt")" 'BEGIN { print (b > a) ? b : a }')
+  health_rps=$(awk -v a="$health_rps" -v b="$(rps "$work/healthz.txt")" 'BEGIN { print (b > a) ? b : a }')
+done
 r1=$(ratio "$health_rps" "$nginx_rps")
-echo "1. GET /healthz        $health_rps req/s   nginx 2-byte file $nginx_rps req/s   ratio $r1 (target >= 0.8)"
+echo "1. GET /healthz        $health_rps req/s   nginx 2-byte file $nginx_rps req/s (best of 3 alternating runs each)   ratio $r1 (target >= 0.8)"
 
 cat > "$work/jobs.sql" <<SQL
 SELECT json_build_object('id', j.id, 'status', j.status, 'drive_file_id', j.drive_file_id, 'created_at', to_char(j.created_at, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text
