@@ -7,6 +7,8 @@
  */
 #include "metrics.h"
 
+#include "jbuf.h"
+
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -422,53 +424,18 @@ void metric_observe(metric_t *m, double v, ...)
 
 /* ---- rendering ---- */
 
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-    bool failed;
-} strbuf_t;
-
-static void sb_append(strbuf_t *sb, const char *s, size_t n)
-{
-    if (sb->failed) {
-        return;
-    }
-    if (sb->len + n + 1 > sb->cap) {
-        size_t ncap = sb->cap == 0 ? 1024 : sb->cap;
-        while (sb->len + n + 1 > ncap) {
-            ncap *= 2;
-        }
-        char *grown = realloc(sb->data, ncap);
-        if (grown == NULL) {
-            sb->failed = true;
-            return;
-        }
-        sb->data = grown;
-        sb->cap = ncap;
-    }
-    memcpy(sb->data + sb->len, s, n);
-    sb->len += n;
-    sb->data[sb->len] = '\0';
-}
-
-static void sb_puts(strbuf_t *sb, const char *s)
-{
-    sb_append(sb, s, strlen(s));
-}
-
 /* Escapes \ and newline (HELP); also " when `quote` (label values). */
-static void sb_escaped(strbuf_t *sb, const char *s, bool quote)
+static void sb_escaped(jbuf_t *sb, const char *s, bool quote)
 {
     for (const char *p = s; *p != '\0'; p++) {
         if (*p == '\\') {
-            sb_puts(sb, "\\\\");
+            jbuf_puts(sb, "\\\\");
         } else if (*p == '\n') {
-            sb_puts(sb, "\\n");
+            jbuf_puts(sb, "\\n");
         } else if (quote && *p == '"') {
-            sb_puts(sb, "\\\"");
+            jbuf_puts(sb, "\\\"");
         } else {
-            sb_append(sb, p, 1);
+            jbuf_append(sb, p, 1);
         }
     }
 }
@@ -491,60 +458,60 @@ static void format_double(char *out, size_t outlen, double v)
     }
 }
 
-static void sb_double(strbuf_t *sb, double v)
+static void sb_double(jbuf_t *sb, double v)
 {
     char num[64];
     format_double(num, sizeof(num), v);
-    sb_puts(sb, num);
+    jbuf_puts(sb, num);
 }
 
 /* {a="x",b="y"[,le="…"]}; nothing when there are no labels at all. */
-static void sb_labels(strbuf_t *sb, const metric_t *m, const series_t *s, const char *le)
+static void sb_labels(jbuf_t *sb, const metric_t *m, const series_t *s, const char *le)
 {
     if (m->nlabels == 0 && le == NULL) {
         return;
     }
-    sb_puts(sb, "{");
+    jbuf_puts(sb, "{");
     for (size_t i = 0; i < m->nlabels; i++) {
         if (i > 0) {
-            sb_puts(sb, ",");
+            jbuf_puts(sb, ",");
         }
-        sb_puts(sb, m->label_names[i]);
-        sb_puts(sb, "=\"");
+        jbuf_puts(sb, m->label_names[i]);
+        jbuf_puts(sb, "=\"");
         sb_escaped(sb, s->values[i], true);
-        sb_puts(sb, "\"");
+        jbuf_puts(sb, "\"");
     }
     if (le != NULL) {
         if (m->nlabels > 0) {
-            sb_puts(sb, ",");
+            jbuf_puts(sb, ",");
         }
-        sb_puts(sb, "le=\"");
-        sb_puts(sb, le);
-        sb_puts(sb, "\"");
+        jbuf_puts(sb, "le=\"");
+        jbuf_puts(sb, le);
+        jbuf_puts(sb, "\"");
     }
-    sb_puts(sb, "}");
+    jbuf_puts(sb, "}");
 }
 
-static void render_metric(strbuf_t *sb, const metric_t *m)
+static void render_metric(jbuf_t *sb, const metric_t *m)
 {
     static const char *type_names[] = {"counter", "gauge", "histogram"};
-    sb_puts(sb, "# HELP ");
-    sb_puts(sb, m->name);
-    sb_puts(sb, " ");
+    jbuf_puts(sb, "# HELP ");
+    jbuf_puts(sb, m->name);
+    jbuf_puts(sb, " ");
     sb_escaped(sb, m->help, false);
-    sb_puts(sb, "\n# TYPE ");
-    sb_puts(sb, m->name);
-    sb_puts(sb, " ");
-    sb_puts(sb, type_names[m->type]);
-    sb_puts(sb, "\n");
+    jbuf_puts(sb, "\n# TYPE ");
+    jbuf_puts(sb, m->name);
+    jbuf_puts(sb, " ");
+    jbuf_puts(sb, type_names[m->type]);
+    jbuf_puts(sb, "\n");
     for (size_t i = 0; i < m->nseries; i++) {
         const series_t *s = &m->series[i];
         if (m->type != METRIC_HISTOGRAM) {
-            sb_puts(sb, m->name);
+            jbuf_puts(sb, m->name);
             sb_labels(sb, m, s, NULL);
-            sb_puts(sb, " ");
+            jbuf_puts(sb, " ");
             sb_double(sb, s->value);
-            sb_puts(sb, "\n");
+            jbuf_puts(sb, "\n");
             continue;
         }
         uint64_t cumulative = 0;
@@ -553,40 +520,40 @@ static void render_metric(strbuf_t *sb, const metric_t *m)
         for (size_t b = 0; b <= m->nbuckets; b++) {
             cumulative += s->bucket_counts[b];
             format_double(le, sizeof(le), b < m->nbuckets ? m->buckets[b] : INFINITY);
-            sb_puts(sb, m->name);
-            sb_puts(sb, "_bucket");
+            jbuf_puts(sb, m->name);
+            jbuf_puts(sb, "_bucket");
             sb_labels(sb, m, s, le);
             snprintf(num, sizeof(num), " %llu\n", (unsigned long long)cumulative);
-            sb_puts(sb, num);
+            jbuf_puts(sb, num);
         }
-        sb_puts(sb, m->name);
-        sb_puts(sb, "_sum");
+        jbuf_puts(sb, m->name);
+        jbuf_puts(sb, "_sum");
         sb_labels(sb, m, s, NULL);
-        sb_puts(sb, " ");
+        jbuf_puts(sb, " ");
         sb_double(sb, s->sum);
-        sb_puts(sb, "\n");
-        sb_puts(sb, m->name);
-        sb_puts(sb, "_count");
+        jbuf_puts(sb, "\n");
+        jbuf_puts(sb, m->name);
+        jbuf_puts(sb, "_count");
         sb_labels(sb, m, s, NULL);
         snprintf(num, sizeof(num), " %llu\n", (unsigned long long)s->count);
-        sb_puts(sb, num);
+        jbuf_puts(sb, num);
     }
 }
 
 char *metrics_render(void)
 {
-    strbuf_t sb = {NULL, 0, 0, false};
-    sb_puts(&sb, ""); /* an empty registry still renders "" */
+    jbuf_t sb = {0};
+    jbuf_puts(&sb, ""); /* an empty registry still renders "" */
     pthread_mutex_lock(&registry_lock);
     for (const metric_t *m = registry_head; m != NULL; m = m->next) {
         render_metric(&sb, m);
     }
     pthread_mutex_unlock(&registry_lock);
-    if (sb.failed) {
-        free(sb.data);
+    if (sb.oom) {
+        jbuf_free(&sb);
         return NULL;
     }
-    return sb.data;
+    return sb.p;
 }
 
 void metrics_shutdown(void)

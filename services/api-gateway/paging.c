@@ -16,66 +16,6 @@ struct paging {
     const int *key_cols; /* NULL: the ncols columns after the row's (paging_key_timestamp_cols) */
 };
 
-/* ---- jbuf ---- */
-
-static bool jbuf_reserve(jbuf_t *b, size_t more)
-{
-    if (b->oom) {
-        return false;
-    }
-    if (b->len + more + 1 <= b->cap) {
-        return true;
-    }
-    size_t cap = b->cap == 0 ? 1024 : b->cap;
-    while (cap < b->len + more + 1) {
-        cap *= 2;
-    }
-    char *grown = realloc(b->p, cap);
-    if (grown == NULL) {
-        b->oom = true;
-        return false;
-    }
-    b->p = grown;
-    b->cap = cap;
-    return true;
-}
-
-void jbuf_append(jbuf_t *b, const char *s, size_t n)
-{
-    if (!jbuf_reserve(b, n)) {
-        return;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void jbuf_puts(jbuf_t *b, const char *s)
-{
-    jbuf_append(b, s, strlen(s));
-}
-
-static char *put_json_string(char *o, const char *s, size_t n);
-
-void jbuf_json_string(jbuf_t *b, const char *s)
-{
-    size_t n = strlen(s);
-    /* Worst case: every byte becomes \u00XX. */
-    if (!jbuf_reserve(b, n * 6 + 2)) {
-        return;
-    }
-    char *o = put_json_string(b->p + b->len, s, n);
-    b->len = (size_t)(o - b->p);
-    b->p[b->len] = '\0';
-}
-
-void jbuf_free(jbuf_t *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
 void jbuf_reply(http_req_t *req, jbuf_t *b)
 {
     if (b->oom) {
@@ -85,40 +25,6 @@ void jbuf_reply(http_req_t *req, jbuf_t *b)
         http_reply_data(req, 200, "application/json", b->p, b->len);
     }
     jbuf_free(b);
-}
-
-/* Escapes s (n bytes) as a JSON string literal at o; returns the end. The
- * caller reserved n * 6 + 2 bytes. */
-static char *put_json_string(char *o, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c; /* UTF-8 passes through (the database is UTF8) */
-            continue;
-        }
-        *o++ = '\\';
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 0x0f];
-            break;
-        }
-    }
-    *o++ = '"';
-    return o;
 }
 
 size_t paging_ts_rfc3339(const char *s, size_t n, int frac_digits, const char *suffix, char *out,
@@ -196,10 +102,10 @@ void paging_write_row(jbuf_t *b, const PGresult *res, int row, int first_col,
         } else if (fields[f].kind == PAGING_TS) {
             char ts[40];
             size_t tl = paging_ts_rfc3339(PQgetvalue(res, row, col), vl, 3, "Z", ts, sizeof ts);
-            o = tl > 0 ? put_json_string(o, ts, tl) /* else as it came */
-                       : put_json_string(o, PQgetvalue(res, row, col), vl);
+            o = tl > 0 ? jbuf_put_json_string(o, ts, tl) /* else as it came */
+                       : jbuf_put_json_string(o, PQgetvalue(res, row, col), vl);
         } else {
-            o = put_json_string(o, PQgetvalue(res, row, col), vl);
+            o = jbuf_put_json_string(o, PQgetvalue(res, row, col), vl);
         }
     }
     *o++ = '}';

@@ -24,6 +24,7 @@
 #define CA_PAGING_H
 
 #include "gateway.h"
+#include "jbuf.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -34,21 +35,6 @@
 
 typedef struct paging paging_t;
 
-/* ---- JSON text built straight from result columns ----
- * A growing buffer; after an allocation failure every append is a no-op and
- * oom stays set (check it before replying). */
-typedef struct {
-    char *p;
-    size_t len;
-    size_t cap;
-    bool oom;
-} jbuf_t;
-
-void jbuf_append(jbuf_t *b, const char *s, size_t n);
-void jbuf_puts(jbuf_t *b, const char *s);
-/* s as a JSON string literal: quotes added, '"', '\\' and control characters escaped. */
-void jbuf_json_string(jbuf_t *b, const char *s);
-void jbuf_free(jbuf_t *b);
 /* Answers 200 with b as JSON (Cache-Control: no-store), or 503 when building
  * it ran out of memory; frees b either way. */
 void jbuf_reply(http_req_t *req, jbuf_t *b);

@@ -94,6 +94,27 @@ static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, 
     return true;
 }
 
+/* One statement per combination of filters, each a plain conjunction: the
+ * plan reads idx_jobs_user_created in order and stops after limit + 1 rows
+ * (a generic plan of "$2 IS NULL OR status = $2" can use no index condition
+ * for the cursor and sorted all the user's jobs for every page).
+ * Parameters: $1 user id, $2 rows to fetch, then the status when filtered,
+ * then the cursor's created_at and id. */
+#define LIST_SQL(cond)                                                                             \
+    "SELECT " JOB_COLUMNS " FROM jobs j WHERE j.user_id = $1" cond                              \
+    " ORDER BY j.created_at DESC, j.id DESC LIMIT $2::int"
+#define AFTER_CURSOR(ts, id) " AND (j.created_at, j.id) < (" ts "::timestamp, " id "::uuid)"
+const char *jobs_list_sql(bool status, bool cursor)
+{
+    static const char *const SQL[2][2] = {
+        {LIST_SQL(""), LIST_SQL(AFTER_CURSOR("$3", "$4"))},
+        {LIST_SQL(" AND j.status = $3"), LIST_SQL(" AND j.status = $3" AFTER_CURSOR("$4", "$5"))},
+    };
+    return SQL[status][cursor];
+}
+#undef LIST_SQL
+#undef AFTER_CURSOR
+
 static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
     const char *status = http_req_query(req, "status");
@@ -133,20 +154,6 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
     paging_key_timestamp_cols(page, KEY_COLS);
     char fetch[16];
     snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
-    /* One statement per combination of filters, each a plain conjunction: the
-     * plan reads idx_jobs_user_created in order and stops after limit + 1 rows
-     * (a generic plan of "$2 IS NULL OR status = $2" can use no index condition
-     * for the cursor and sorted all the user's jobs for every page). */
-#define LIST_SQL(cond)                                                                             \
-    "SELECT " JOB_COLUMNS " FROM jobs j WHERE j.user_id = $1" cond                              \
-    " ORDER BY j.created_at DESC, j.id DESC LIMIT $2::int"
-#define AFTER_CURSOR(ts, id) " AND (j.created_at, j.id) < (" ts "::timestamp, " id "::uuid)"
-    static const char *const SQL[2][2] = {
-        {LIST_SQL(""), LIST_SQL(AFTER_CURSOR("$3", "$4"))},
-        {LIST_SQL(" AND j.status = $3"), LIST_SQL(" AND j.status = $3" AFTER_CURSOR("$4", "$5"))},
-    };
-#undef LIST_SQL
-#undef AFTER_CURSOR
     const char *p[5] = {user->id, fetch};
     int n = 2;
     if (status != NULL)
@@ -155,7 +162,7 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
         p[n++] = ts;
         p[n++] = id;
     }
-    gw_query_ex(gw, req, user->id, SQL[status != NULL][have_cursor], n, p, paging_on_page, page,
+    gw_query_ex(gw, req, user->id, jobs_list_sql(status != NULL, have_cursor), n, p, paging_on_page, page,
                 free);
 }
 

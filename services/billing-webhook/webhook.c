@@ -23,6 +23,7 @@
  */
 #include "billing.h"
 
+#include "jbuf.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -338,69 +339,16 @@ static void send_fields(pending_timed_t *pt)
 
 /* ---- group commit ---- */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf_t;
-
-static void buf_put(buf_t *b, const char *s, size_t n)
-{
-    if (b->oom) {
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap > 0 ? b->cap : 256;
-        while (b->len + n + 1 > cap) {
-            cap *= 2;
-        }
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_str(buf_t *b, const char *s)
-{
-    buf_put(b, s, strlen(s));
-}
-
 /* `"key":` then s as a JSON string (or null). */
-static void buf_json_field(buf_t *b, const char *key, const char *s)
+static void buf_json_field(jbuf_t *b, const char *key, const char *s)
 {
-    buf_put(b, "\"", 1);
-    buf_str(b, key);
-    buf_put(b, "\":", 2);
-    if (s == NULL) {
-        buf_put(b, "null", 4);
-        return;
-    }
-    buf_put(b, "\"", 1);
-    const char *run = s;
-    for (const char *c = s; *c != '\0'; c++) {
-        unsigned char ch = (unsigned char)*c;
-        if (ch == '"' || ch == '\\' || ch < 0x20) {
-            buf_put(b, run, (size_t)(c - run));
-            if (ch < 0x20) {
-                char esc[8];
-                snprintf(esc, sizeof esc, "\\u%04x", ch);
-                buf_str(b, esc);
-            } else {
-                buf_put(b, "\\", 1);
-                buf_put(b, c, 1);
-            }
-            run = c + 1;
-        }
-    }
-    buf_str(b, run);
-    buf_put(b, "\"", 1);
+    jbuf_append(b, "\"", 1);
+    jbuf_puts(b, key);
+    jbuf_append(b, "\":", 2);
+    if (s == NULL)
+        jbuf_append(b, "null", 4);
+    else
+        jbuf_json_string(b, s);
 }
 
 typedef struct {
@@ -441,30 +389,30 @@ static int send_batch(webhook_t *w, pending_timed_t *items, int n)
         metric_add(m_batched_events, 1);
         return 0;
     }
-    buf_t json = {0};
-    buf_put(&json, "[", 1);
+    jbuf_t json = {0};
+    jbuf_append(&json, "[", 1);
     for (pending_timed_t *pt = items; pt != NULL; pt = pt->next) {
-        buf_put(&json, pt == items ? "{" : ",{", pt == items ? 1 : 2);
+        jbuf_append(&json, pt == items ? "{" : ",{", pt == items ? 1 : 2);
         buf_json_field(&json, "id", pt->fields[F_ID]);
-        buf_put(&json, ",", 1);
+        jbuf_append(&json, ",", 1);
         buf_json_field(&json, "type", pt->fields[F_TYPE]);
-        buf_put(&json, ",\"created\":", 11);
-        buf_str(&json, pt->fields[F_CREATED]); /* digits (and a sign) from %lld */
-        buf_put(&json, ",", 1);
+        jbuf_append(&json, ",\"created\":", 11);
+        jbuf_puts(&json, pt->fields[F_CREATED]); /* digits (and a sign) from %lld */
+        jbuf_append(&json, ",", 1);
         buf_json_field(&json, "customer", pt->fields[F_CUSTOMER]);
-        buf_put(&json, ",", 1);
+        jbuf_append(&json, ",", 1);
         buf_json_field(&json, "object_id", pt->fields[F_OBJECT_ID]);
-        buf_put(&json, ",", 1);
+        jbuf_append(&json, ",", 1);
         buf_json_field(&json, "sub", pt->fields[F_SUB]);
-        buf_put(&json, ",", 1);
+        jbuf_append(&json, ",", 1);
         buf_json_field(&json, "user_ref", pt->fields[F_USER_REF]);
-        buf_put(&json, ",", 1);
+        jbuf_append(&json, ",", 1);
         buf_json_field(&json, "outcome", pt->batch_outcome);
-        buf_put(&json, ",\"payload\":", 11);
-        buf_str(&json, pt->fields[F_PAYLOAD]); /* the verified JSON object */
-        buf_put(&json, "}", 1);
+        jbuf_append(&json, ",\"payload\":", 11);
+        jbuf_puts(&json, pt->fields[F_PAYLOAD]); /* the verified JSON object */
+        jbuf_append(&json, "}", 1);
     }
-    buf_put(&json, "]", 1);
+    jbuf_append(&json, "]", 1);
     batch_t *b = json.oom ? NULL : calloc(1, sizeof *b);
     int rc = -1;
     if (b != NULL) {
@@ -477,7 +425,7 @@ static int send_batch(webhook_t *w, pending_timed_t *items, int n)
             free(b);
         }
     }
-    free(json.p);
+    jbuf_free(&json);
     if (rc == 0) {
         w->batches_inflight++;
         metric_add(m_batches, 1);

@@ -6,6 +6,7 @@
  * static files, rate limits, and the row-level-security proof.
  */
 #include "crypto.h"
+#include "gateway.h"
 #include "gw_session.h"
 #include "redis.h"
 #include "support.h"
@@ -1184,13 +1185,9 @@ static void test_jobs_list_plan(void **state)
     PQclear(res);
     res = PQexec(c, "SET plan_cache_mode = force_generic_plan");
     PQclear(res);
-    const char *variants[] = {"", " AND (j.created_at, j.id) < ($3::timestamp, $4::uuid)"};
     for (size_t v = 0; v < 2; v++) {
-        char sql[1024];
-        snprintf(sql, sizeof sql,
-                 "PREPARE q%zu AS SELECT j.id, j.status, j.created_at FROM jobs j "
-                 "WHERE j.user_id = $1%s ORDER BY j.created_at DESC, j.id DESC LIMIT $2::int",
-                 v, variants[v]);
+        char sql[2048];
+        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v, jobs_list_sql(false, v == 1));
         res = PQexec(c, sql);
         assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
         PQclear(res);
