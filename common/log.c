@@ -5,6 +5,8 @@
 #define _GNU_SOURCE /* program_invocation_short_name, vasprintf */
 #include "log.h"
 
+#include "jbuf.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -48,52 +50,6 @@ static pthread_key_t g_ctx_key;
 static pthread_once_t g_ctx_once = PTHREAD_ONCE_INIT;
 
 static const char *const LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
-
-/* -------------------------------------------------------- growable buffer */
-
-typedef struct {
-    char *p;
-    size_t len;
-    size_t cap;
-    bool failed;
-} sbuf_t;
-
-static void sb_reserve(sbuf_t *b, size_t extra)
-{
-    if (b->failed) {
-        return;
-    }
-    if (b->len + extra + 1 <= b->cap) {
-        return;
-    }
-    size_t cap = b->cap == 0 ? 256 : b->cap;
-    while (cap < b->len + extra + 1) {
-        cap *= 2;
-    }
-    char *p = realloc(b->p, cap);
-    if (p == NULL) {
-        b->failed = true;
-        return;
-    }
-    b->p = p;
-    b->cap = cap;
-}
-
-static void sb_add(sbuf_t *b, const char *s, size_t n)
-{
-    sb_reserve(b, n);
-    if (b->failed) {
-        return;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf_t *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
 
 /* -------------------------------------------------------------- redaction */
 
@@ -344,7 +300,7 @@ static bool match_at(const char *text, size_t pos, size_t n, match_t *m)
 /* Appends `text` to `out` with every secret masked by "[REDACTED]".
  * When `shrink_only`, a masked span shorter than the marker becomes '*'s of
  * its own length, so the result is never longer than the input. */
-static void redact_into(sbuf_t *out, const char *text, size_t n, bool shrink_only)
+static void redact_into(jbuf_t *out, const char *text, size_t n, bool shrink_only)
 {
     size_t pos = 0;
     size_t copied = 0; /* text[copied, pos) is pending plain text */
@@ -355,18 +311,18 @@ static void redact_into(sbuf_t *out, const char *text, size_t n, bool shrink_onl
             pos++;
             continue;
         }
-        sb_add(out, text + copied, pos + m.keep - copied);
+        jbuf_append(out, text + copied, pos + m.keep - copied);
         size_t masked = m.len - m.keep;
         if (!shrink_only || masked >= REDACTED_LEN) {
-            sb_add(out, REDACTED, REDACTED_LEN);
+            jbuf_append(out, REDACTED, REDACTED_LEN);
         } else {
-            sb_add(out, "******", masked < 6 ? masked : 6);
+            jbuf_append(out, "******", masked < 6 ? masked : 6);
         }
         pos += m.len;
         copied = pos;
     }
     pthread_rwlock_unlock(&g_redact_lock);
-    sb_add(out, text + copied, n - copied);
+    jbuf_append(out, text + copied, n - copied);
 }
 
 void log_redact_inplace(char *text)
@@ -375,9 +331,9 @@ void log_redact_inplace(char *text)
         return;
     }
     size_t n = strlen(text);
-    sbuf_t out = {0};
+    jbuf_t out = {0};
     redact_into(&out, text, n, true);
-    if (out.failed) {
+    if (out.oom) {
         /* Cannot build the masked copy: drop the text rather than leak. */
         memset(text, '*', n);
     } else if (out.len <= n) {
@@ -470,11 +426,11 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 }
 
 /* Appends a JSON string literal; invalid UTF-8 bytes become U+FFFD. */
-static void json_string(sbuf_t *b, const char *text, size_t n)
+static void json_string(jbuf_t *b, const char *text, size_t n)
 {
     const unsigned char *s = (const unsigned char *)text;
     size_t i = 0;
-    sb_add(b, "\"", 1);
+    jbuf_append(b, "\"", 1);
     while (i < n) {
         size_t run = i;
         /* Copy plain bytes in runs. */
@@ -482,7 +438,7 @@ static void json_string(sbuf_t *b, const char *text, size_t n)
             run++;
         }
         if (run > i) {
-            sb_add(b, text + i, run - i);
+            jbuf_append(b, text + i, run - i);
             i = run;
             continue;
         }
@@ -490,71 +446,71 @@ static void json_string(sbuf_t *b, const char *text, size_t n)
         char esc[8];
         switch (c) {
         case '"':
-            sb_add(b, "\\\"", 2);
+            jbuf_append(b, "\\\"", 2);
             i++;
             break;
         case '\\':
-            sb_add(b, "\\\\", 2);
+            jbuf_append(b, "\\\\", 2);
             i++;
             break;
         case '\n':
-            sb_add(b, "\\n", 2);
+            jbuf_append(b, "\\n", 2);
             i++;
             break;
         case '\r':
-            sb_add(b, "\\r", 2);
+            jbuf_append(b, "\\r", 2);
             i++;
             break;
         case '\t':
-            sb_add(b, "\\t", 2);
+            jbuf_append(b, "\\t", 2);
             i++;
             break;
         case '\b':
-            sb_add(b, "\\b", 2);
+            jbuf_append(b, "\\b", 2);
             i++;
             break;
         case '\f':
-            sb_add(b, "\\f", 2);
+            jbuf_append(b, "\\f", 2);
             i++;
             break;
         default:
             if (c < 0x20 || c == 0x7f) {
                 snprintf(esc, sizeof(esc), "\\u%04x", c);
-                sb_add(b, esc, 6);
+                jbuf_append(b, esc, 6);
                 i++;
             } else {
                 size_t len = utf8_len(s + i, n - i);
                 if (len == 0) {
-                    sb_add(b, "\\ufffd", 6);
+                    jbuf_append(b, "\\ufffd", 6);
                     i++;
                 } else {
-                    sb_add(b, text + i, len);
+                    jbuf_append(b, text + i, len);
                     i += len;
                 }
             }
             break;
         }
     }
-    sb_add(b, "\"", 1);
+    jbuf_append(b, "\"", 1);
 }
 
-static void json_string_redacted(sbuf_t *b, const char *text, size_t n)
+static void json_string_redacted(jbuf_t *b, const char *text, size_t n)
 {
-    sbuf_t masked = {0};
+    jbuf_t masked = {0};
     redact_into(&masked, text, n, false);
-    if (masked.failed) {
-        b->failed = true;
+    if (masked.oom) {
+        b->oom = true;
     } else {
         json_string(b, masked.p != NULL ? masked.p : "", masked.len);
     }
     free(masked.p);
 }
 
-static void json_field(sbuf_t *b, const char *key, const char *value, size_t vlen, bool redact)
+static void json_field(jbuf_t *b, const char *key, const char *value, size_t vlen, bool redact)
 {
-    sb_add(b, ",", 1);
+    jbuf_append(b, ",", 1);
     json_string(b, key, strlen(key));
-    sb_add(b, ":", 1);
+    jbuf_append(b, ":", 1);
     if (redact) {
         json_string_redacted(b, value, vlen);
     } else {
@@ -768,12 +724,12 @@ void log_write(log_level_t level, const char *src_file, int src_line, const char
              g_service_set ? g_service : program_invocation_short_name);
     pthread_mutex_unlock(&g_write_lock);
 
-    sbuf_t line = {0};
-    sb_str(&line, "{\"ts\":\"");
-    sb_str(&line, ts);
-    sb_str(&line, "\",\"level\":\"");
-    sb_str(&line, LEVEL_NAMES[level]);
-    sb_str(&line, "\"");
+    jbuf_t line = {0};
+    jbuf_puts(&line, "{\"ts\":\"");
+    jbuf_puts(&line, ts);
+    jbuf_puts(&line, "\",\"level\":\"");
+    jbuf_puts(&line, LEVEL_NAMES[level]);
+    jbuf_puts(&line, "\"");
     json_field(&line, "service", service, strlen(service), false);
 
     const log_ctx_t *ctx = tls_ctx;
@@ -782,11 +738,11 @@ void log_write(log_level_t level, const char *src_file, int src_line, const char
     }
 
     /* Redact first, then truncate: a cut must never split a secret. */
-    sbuf_t masked = {0};
+    jbuf_t masked = {0};
     if (msg != NULL) {
         redact_into(&masked, msg, (size_t)msglen, false);
     }
-    if (msg == NULL || masked.failed) {
+    if (msg == NULL || masked.oom) {
         json_field(&line, "msg", "(log message lost: out of memory)", 33, false);
     } else {
         size_t keep = masked.len;
@@ -798,11 +754,11 @@ void log_write(log_level_t level, const char *src_file, int src_line, const char
             }
             truncated = true;
         }
-        sb_str(&line, ",\"msg\":");
+        jbuf_puts(&line, ",\"msg\":");
         json_string(&line, masked.p != NULL ? masked.p : "", keep);
         if (truncated) {
             line.len--; /* reopen the string to mark the cut */
-            sb_str(&line, " [truncated]\"");
+            jbuf_puts(&line, " [truncated]\"");
         }
     }
     free(masked.p);
@@ -819,9 +775,9 @@ void log_write(log_level_t level, const char *src_file, int src_line, const char
             json_field(&line, "src", src, strlen(src), false);
         }
     }
-    sb_str(&line, "}\n");
+    jbuf_puts(&line, "}\n");
 
-    if (line.failed) {
+    if (line.oom) {
         static const char oom[] = "{\"level\":\"error\",\"msg\":\"log: out of memory\"}\n";
         emit(oom, sizeof(oom) - 1);
     } else {
