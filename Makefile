@@ -5,6 +5,7 @@
 #   make deps            install the Debian packages the build, tests and runtime need
 #   make run             start the whole product on this machine (deploy/local)
 #   make bench           run the benchmarks in tests/bench
+#   make schema-dump     regenerate docs/schema/current.sql (the live schema after every migration)
 
 SERVICES := api-gateway drive-poller job-worker billing-webhook
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
@@ -52,7 +53,7 @@ TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BINS := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%) $(INTEG_SRC:tests/%.c=$(BUILD)/tests/%)
 
 
-.PHONY: all test deps run run-clean bench clean format format-check tests-build
+.PHONY: all test deps run run-clean bench clean format format-check tests-build schema-dump
 all: $(BINS)
 
 # Embedded SQL: each service carries its own slice (sql/<service>/NNN_*.sql) and
@@ -134,6 +135,11 @@ bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory -j2 all
 	tests/bench/run
+
+# docs/schema/current.sql: a throwaway PostgreSQL migrated by the binaries, dumped and
+# normalised (tools/schema-dump.sh); tests/integration/test_schema_current.sh checks it.
+schema-dump: $(BINS)
+	BUILD=$(BUILD) tools/schema-dump.sh
 
 format:
 	clang-format -i common/*.[ch] services/*/*.[ch] tests/*/*.[ch] tools/*.c

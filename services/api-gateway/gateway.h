@@ -45,16 +45,47 @@
  * http_req_set_data on gw routes).
  *
  * DATABASE AND ROW-LEVEL SECURITY
- *   gw_query(..., user->id, ...) runs the statement as that user: the pool
- *   wraps it in BEGIN; set_config('app.user_id', id, true); ...; COMMIT and the
- *   policies (sql/<slice>/050_rls.sql) show only that user's rows of users,
- *   jobs, subscriptions, usage_tracking, drive_polls, presets (plus system and
- *   public ones), preset_ratings, audit_log. Still write WHERE user_id = $1
- *   (indexes, and defence in depth). Statements that must see several users'
- *   rows (sign-in before the user id is known, admin analytics, counting a
- *   download on someone else's preset) go through a SECURITY DEFINER function
- *   owned by ca_api_gateway declared with `SET app.rls_system = 'on'`, the one
- *   switch the policies honour besides app.user_id (see docs/api-gateway.md).
+ *   gw_query(gw, req, user->id, sql, ...) runs one statement for that user on
+ *   one of the pool's connections (common/pg.c, docs/common/pg.md), in its own
+ *   implicit transaction: no BEGIN/COMMIT around it. app.user_id is a SESSION
+ *   setting of the connection, not a per-transaction one: each connection
+ *   remembers the value its session holds and, when it differs from the
+ *   query's user (or is unknown: a new connection, an error in a segment that
+ *   set it, another set still in flight), sends
+ *   SELECT set_config('app.user_id', <user>, false) just before the statement
+ *   in the same pipeline segment; otherwise the statement goes alone. A query
+ *   with user_id NULL runs with '' (the policies show no user's rows). The
+ *   value then stays on the connection until a later query needs another one.
+ *   The policies (sql/<slice>/050_rls.sql, whose header still describes a
+ *   per-transaction SET LOCAL: see docs/schema/current.sql) show
+ *   ca_api_gateway only that user's rows of users, jobs, jobs_archive,
+ *   email_outbox, subscriptions, usage_tracking, usage_reservations,
+ *   meter_outbox, drive_polls, preset_ratings, preset_adoptions, audit_log,
+ *   and of presets the
+ *   system, own and public active ones (writes: own only).
+ *   What a route must do:
+ *     - pass user->id for every statement that touches users' rows; NULL only
+ *       for a SECURITY DEFINER call that needs no user (users_sign_in);
+ *     - never set app.user_id or app.rls_system in its own SQL (set_config,
+ *       SET): the pool would not know, and the next query on that connection
+ *       (another user's) would run with the route's value;
+ *     - do in ONE statement what must be atomic (a CTE or a function): two
+ *       gw_query calls are two transactions, possibly on two connections;
+ *     - still write WHERE user_id = $1 (indexes, and defence in depth).
+ *   Statements that must see several users' rows (sign-in before the user id
+ *   is known, admin analytics, counting a download on someone else's preset)
+ *   go through a SECURITY DEFINER function owned by ca_api_gateway that turns
+ *   app.rls_system = 'on' for its own call, the one switch the policies honour
+ *   besides app.user_id. PostgreSQL 15 lets only superusers put a custom
+ *   parameter in a function's SET clause, so the function brackets its body:
+ *     prev := current_setting('app.rls_system', true);
+ *     PERFORM set_config('app.rls_system', 'on', true);
+ *     ...
+ *     PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
+ *   (see docs/api-gateway.md, "Row-level security").
+ *   On a pool thread (gw_thread_pg: a blocking connection the pool does not
+ *   track), set app.user_id yourself with set_config(..., false) and put ''
+ *   back afterwards, as gw_drive_token() does.
  *   Timestamps: write GW_SQL_TS("col") to get RFC 3339 UTC text.
  *
  * BLOCKING WORK (Google, Stripe)
@@ -224,7 +255,8 @@ __attribute__((warn_unused_result)) int gw_offload(gw_t *gw, offload_work_fn wor
 google_client_t *gw_thread_google(gw_t *gw);
 pg_conn_t *gw_thread_pg(gw_t *gw);
 /* On a pool thread: the user's Drive access token (sets app.user_id on the
- * thread's connection first, so RLS lets it read and store the tokens). */
+ * thread's connection first, so RLS lets it read and store the tokens, and
+ * sets it back to '' after). */
 drive_auth_status_t gw_drive_token(gw_t *gw, const char *user_id, bool force, char *token,
                                    size_t tokenlen, google_error_t *gerr);
 

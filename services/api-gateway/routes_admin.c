@@ -11,8 +11,10 @@
  * day of the month eleven months before `to` (the last 12 months), or six days
  * before `to` for performance (the last 7 days). 400 on a malformed or
  * impossible date, from > to, or a range over 3660 days. The numbers come from
- * admin_analytics() (sql/api-gateway/021_admin_analytics.sql), which also
- * writes the "admin.read" audit row in the same transaction.
+ * admin_analytics(), which also writes the "admin.read" audit row in the same
+ * transaction. Its live body is the one of
+ * sql/api-gateway/060_admin_analytics_jobs.sql (it replaced 021's); read it in
+ * docs/schema/current.sql, the schema after every migration.
  */
 #include "gateway.h"
 

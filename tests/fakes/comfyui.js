@@ -2,7 +2,7 @@
 'use strict';
 /*
  * Fake ComfyUI server: HTTP API + websocket, validation like execution.py,
- * and a deterministic stand-in executor. See docs/fakes-stripe-comfyui-smtp.md.
+ * and a deterministic stand-in executor. See docs/fakes.md (ComfyUI).
  *
  *   node tests/fakes/comfyui.js --port P [--latency-ms N] [--verbose]
  *

@@ -2,7 +2,7 @@
 'use strict';
 /*
  * Minimal SMTP server (node:net) that keeps every accepted message in memory,
- * plus an HTTP admin port. See docs/fakes-stripe-comfyui-smtp.md.
+ * plus an HTTP admin port. See docs/fakes.md (SMTP).
  *
  *   node tests/fakes/smtp.js --port P --admin-port P2 [--max-size BYTES]
  *        [--hostname NAME] [--require-auth] [--verbose]

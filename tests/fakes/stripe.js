@@ -2,7 +2,7 @@
 'use strict';
 /*
  * Fake of the Stripe API (the parts the billing service uses) on one port.
- * See docs/fakes-stripe-comfyui-smtp.md for the full description.
+ * See docs/fakes.md (Stripe) for the full description.
  *
  *   node tests/fakes/stripe.js --port P [--api-key sk_test_x] [--api-version V]
  *        [--webhook-url U --webhook-secret whsec_...] [--verbose]
