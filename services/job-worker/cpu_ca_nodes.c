@@ -66,11 +66,7 @@ static int luma_percentiles(ctx_t *c, VipsImage *im, double p, double *lo, doubl
 out:
     g_object_unref(mat);
     VipsImage *all[] = {y, y8, y255, hist};
-    for (size_t i = 0; i < 4; i++) {
-        if (all[i] != NULL) {
-            g_object_unref(all[i]);
-        }
-    }
+    cpu_unref_all(all, NIN(all));
     return rc;
 }
 
@@ -217,10 +213,8 @@ static int node_saturation(ctx_t *c, enode_t *n, VipsImage **out)
         return frc;
     }
     double m[9];
-    for (int r = 0; r < 3; r++) {
-        for (int k = 0; k < 3; k++) {
-            m[r * 3 + k] = ((1.0 - s) * l[k] + (r == k ? s : 0.0)) * CLAMP_SCALE;
-        }
+    for (int i = 0; i < 9; i++) {
+        m[i] = st.m[i] * CLAMP_SCALE;
     }
     VipsImage *mat = vips_image_new_matrix_from_array(3, 3, m, 9);
     VipsImage *t = NULL;
@@ -369,11 +363,7 @@ static int node_watermark(ctx_t *c, enode_t *n, VipsImage **out)
         rc = vips_add(keep, alpha, &out[0], NULL);
     }
     VipsImage *all[] = {placed, alpha, inv, keep};
-    for (size_t i = 0; i < 4; i++) {
-        if (all[i] != NULL) {
-            g_object_unref(all[i]);
-        }
-    }
+    cpu_unref_all(all, NIN(all));
     return rc != 0 ? cpu_vips_fail(c, "CA.Watermark") : 0;
 }
 

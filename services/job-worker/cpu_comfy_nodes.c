@@ -167,11 +167,7 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
     out[1] = make_mask(c, alpha, max);
     rc = out[1] != NULL ? 0 : -1;
 out:
-    for (size_t i = 0; i < 8; i++) {
-        if (t[i] != NULL) {
-            g_object_unref(t[i]);
-        }
-    }
+    cpu_unref_all(t, NIN(t));
     if (alpha != NULL) {
         g_object_unref(alpha);
     }
@@ -306,6 +302,21 @@ static int node_invert(ctx_t *c, enode_t *n, VipsImage **out)
     return vips_linear1(im, &out[0], -1.0, 1.0, NULL) != 0 ? cpu_vips_fail(c, "ImageInvert") : 0;
 }
 
+/* ImageSharpen's 2-D kernel (1+k)δ − k·G on (2r+1)², from G's 1-D factor g. */
+static void sharpen_kernel(double *m, const double *g, int r, double sharpen_k)
+{
+    int k = 2 * r + 1;
+    for (int y = 0; y < k; y++) {
+        for (int x = 0; x < k; x++) {
+            double v = -sharpen_k * g[y] * g[x];
+            if (x == r && y == r) {
+                v += 1.0 + sharpen_k;
+            }
+            m[y * k + x] = v;
+        }
+    }
+}
+
 /* ComfyUI's blur (or sharpen) as a lazy libvips pipeline: reflect-101
  * borders built from flipped strips (VIPS_EXTEND_MIRROR repeats the edge
  * pixel, which is plain reflect), a float convolution, the padding cut off.
@@ -326,6 +337,10 @@ static int conv_lazy(ctx_t *c, VipsImage *in, int r, double sigma, double sharpe
     int k = 2 * r + 1;
     double g[2 * 64 + 1];
     cpu_gaussian_1d(g, k, sigma);
+    double m[9 * 9]; /* sharpen: r ≤ 4 */
+    if (sharpen) {
+        sharpen_kernel(m, g, r, sharpen_k);
+    }
     VipsImage *mask = NULL;
     if (sharpen && in->BandFmt == VIPS_FORMAT_FLOAT && cpu_fused_input_ok(in)) {
         /* one fused operation: the kernel on reflect-101 borders (read in
@@ -337,28 +352,15 @@ static int conv_lazy(ctx_t *c, VipsImage *in, int r, double sigma, double sharpe
         if (pa != NULL && pa->r == 0 && !pa->out_u8) {
             fu->pre = cpu_fused_copy(pa); /* `in` itself is never evaluated */
         }
-        for (int y = 0; y < k; y++) {
-            for (int x = 0; x < k; x++) {
-                double v = -sharpen_k * g[y] * g[x];
-                if (x == r && y == r) {
-                    v += 1.0 + sharpen_k;
-                }
-                fu->kern[y * k + x] = (float)v;
-            }
+        for (int i = 0; i < k * k; i++) {
+            fu->kern[i] = (float)m[i];
         }
         *out = cpu_fused_build(fu);
         return *out != NULL ? 0 : cpu_vips_fail(c, "ImageSharpen");
     }
     if (sharpen) {
-        double m[9 * 9];
-        for (int y = 0; y < k; y++) {
-            for (int x = 0; x < k; x++) {
-                double v = -sharpen_k * g[y] * g[x];
-                if (x == r && y == r) {
-                    v += 1.0 + sharpen_k;
-                }
-                m[y * k + x] = v * CLAMP_SCALE;
-            }
+        for (int i = 0; i < k * k; i++) {
+            m[i] *= CLAMP_SCALE;
         }
         mask = vips_image_new_matrix_from_array(k, k, m, k * k);
     } else {

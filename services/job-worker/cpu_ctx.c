@@ -2,8 +2,8 @@
  * cpu_ctx — the CPU executor's context and graph walk: failure recording,
  * node input coercion (cpu_num, cpu_str, ...), links to other nodes'
  * outputs, and cpu_eval, which runs a node once through the class tables of
- * cpu_comfy_nodes.c and cpu_ca_nodes.c. Types in cpu_internal.h; see
- * docs/image-pipeline.md.
+ * cpu_comfy_nodes.c and cpu_ca_nodes.c; releasing a context. Types in
+ * cpu_internal.h; see docs/image-pipeline.md.
  */
 #define _GNU_SOURCE
 #include "cpu_internal.h"
@@ -154,4 +154,19 @@ void cpu_unref_all(VipsImage **t, size_t n)
             t[i] = NULL;
         }
     }
+}
+
+void cpu_ctx_release(ctx_t *c)
+{
+    for (size_t i = 0; i < c->n && c->nodes != NULL; i++) {
+        cpu_unref_all(c->nodes[i].out, NIN(c->nodes[i].out));
+    }
+    VipsImage *held[] = {c->source, c->thumb, c->native};
+    cpu_unref_all(held, NIN(held));
+    c->source = NULL;
+    c->thumb = NULL;
+    c->native = NULL;
+    free(c->nodes);
+    c->nodes = NULL;
+    c->n = 0;
 }

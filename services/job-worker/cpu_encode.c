@@ -155,10 +155,6 @@ int cpu_encode(ctx_t *c, VipsImage *im, const enode_t *out_node)
     g_free(buf);
     rc = 0;
 out:
-    for (int i = 0; i < 4; i++) {
-        if (t[i] != NULL) {
-            g_object_unref(t[i]);
-        }
-    }
+    cpu_unref_all(t, NIN(t));
     return rc;
 }

@@ -106,23 +106,7 @@ static cpu_exec_status_t run_once(const cJSON *graph, cpu_exec_job_t *job, char 
         }
     }
     cpu_exec_status_t st = c.fail;
-    for (i = 0; i < c.n; i++) {
-        for (int k = 0; k < 2; k++) {
-            if (c.nodes[i].out[k] != NULL) {
-                g_object_unref(c.nodes[i].out[k]);
-            }
-        }
-    }
-    if (c.source != NULL) {
-        g_object_unref(c.source);
-    }
-    if (c.thumb != NULL) {
-        g_object_unref(c.thumb);
-    }
-    if (c.native != NULL) {
-        g_object_unref(c.native);
-    }
-    free(c.nodes);
+    cpu_ctx_release(&c);
     return st;
 }
 

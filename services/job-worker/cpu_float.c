@@ -57,6 +57,36 @@ static int clampi(int v, int lo, int hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
+/* One axis of the bilinear resampler (the source coordinate clamped at 0):
+ * output index j → source index *i, the step to the next source pixel (0 at
+ * the last one) and the weights of the two. */
+static void bilinear_axis(float scale, int j, int len, int *i, int *step, float *w0, float *w1)
+{
+    float f = scale * (j + 0.5f) - 0.5f;
+    if (f < 0) {
+        f = 0;
+    }
+    *i = (int)f;
+    *step = *i < len - 1 ? 1 : 0;
+    *w1 = f - *i;
+    *w0 = 1.0f - *w1;
+}
+
+/* common_upscale's crop="center": the offsets (x0, y0) of the centred W×H
+ * window with the aspect ratio of w×h (a margin of x0 or y0 on both sides). */
+static void center_crop(int W, int H, int w, int h, int *x0, int *y0)
+{
+    double old_aspect = (double)W / H;
+    double new_aspect = (double)w / h;
+    *x0 = 0;
+    *y0 = 0;
+    if (old_aspect > new_aspect) {
+        *x0 = (int)rint((W - W * (new_aspect / old_aspect)) / 2);
+    } else if (old_aspect < new_aspect) {
+        *y0 = (int)rint((H - H * (old_aspect / new_aspect)) / 2);
+    }
+}
+
 float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, const char *method,
                         const char *crop)
 {
@@ -68,13 +98,7 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
     int cw = W;
     int ch = H;
     if (crop != NULL && strcmp(crop, "center") == 0) {
-        double old_aspect = (double)W / H;
-        double new_aspect = (double)w / h;
-        if (old_aspect > new_aspect) {
-            x0 = (int)rint((W - W * (new_aspect / old_aspect)) / 2);
-        } else if (old_aspect < new_aspect) {
-            y0 = (int)rint((H - H * (old_aspect / new_aspect)) / 2);
-        }
+        center_crop(W, H, w, h, &x0, &y0);
         cw = W - 2 * x0;
         ch = H - 2 * y0;
     }
@@ -97,23 +121,17 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
         }
     } else if (strcmp(method, "bilinear") == 0) {
         for (int j = 0; j < h; j++) {
-            float fy = sy * (j + 0.5f) - 0.5f;
-            if (fy < 0) {
-                fy = 0;
-            }
-            int yi = (int)fy;
-            int yp = yi < ch - 1 ? 1 : 0;
-            float ly1 = fy - yi;
-            float ly0 = 1.0f - ly1;
+            int yi;
+            int yp;
+            float ly0;
+            float ly1;
+            bilinear_axis(sy, j, ch, &yi, &yp, &ly0, &ly1);
             for (int i = 0; i < w; i++) {
-                float fx = sx * (i + 0.5f) - 0.5f;
-                if (fx < 0) {
-                    fx = 0;
-                }
-                int xi = (int)fx;
-                int xp = xi < cw - 1 ? 1 : 0;
-                float lx1 = fx - xi;
-                float lx0 = 1.0f - lx1;
+                int xi;
+                int xp;
+                float lx0;
+                float lx1;
+                bilinear_axis(sx, i, cw, &xi, &xp, &lx0, &lx1);
                 for (int k = 0; k < C; k++) {
                     dst[((size_t)j * w + i) * C + k] =
                         ly0 * (lx0 * SRC(xi, yi, k) + lx1 * SRC(xi + xp, yi, k)) +
@@ -184,15 +202,9 @@ VipsImage *cpu_upscale_image(ctx_t *c, VipsImage *in, int w, int h, const char *
         VipsImage *src = in;
         VipsImage *cropped = NULL;
         if (strcmp(crop, "center") == 0) {
-            double old_aspect = (double)in->Xsize / in->Ysize;
-            double new_aspect = (double)w / h;
-            int x0 = 0;
-            int y0 = 0;
-            if (old_aspect > new_aspect) {
-                x0 = (int)rint((in->Xsize - in->Xsize * (new_aspect / old_aspect)) / 2);
-            } else if (old_aspect < new_aspect) {
-                y0 = (int)rint((in->Ysize - in->Ysize * (old_aspect / new_aspect)) / 2);
-            }
+            int x0;
+            int y0;
+            center_crop(in->Xsize, in->Ysize, w, h, &x0, &y0);
             if (vips_extract_area(in, &cropped, x0, y0, in->Xsize - 2 * x0, in->Ysize - 2 * y0,
                                   NULL) != 0) {
                 cpu_vips_fail(c, "crop");

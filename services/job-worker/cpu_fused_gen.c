@@ -19,11 +19,6 @@
 typedef int v4i __attribute__((vector_size(16)));
 typedef unsigned char v4u8 __attribute__((vector_size(4)));
 
-static inline float clampf01(float v)
-{
-    return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-}
-
 static inline v4f ld4(const float *p)
 {
     v4f v;
@@ -64,7 +59,7 @@ static inline float stage_point(const stage_t *s, float v, int k)
     } else {
         v = (float)pow(v, s->p);
     }
-    return s->clamp ? clampf01(v) : v;
+    return s->clamp ? cpu_clamp01f(v) : v;
 }
 
 /* Applies stages [from, nst) to a row of w RGB pixels at (x0, y). */
@@ -89,9 +84,9 @@ static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, i
             if (s->clamp) {
                 for (int x = x4; x < w; x++) {
                     float *p = row + 3 * x;
-                    p[0] = clampf01(a0 * p[0] + b0);
-                    p[1] = clampf01(a1 * p[1] + b1);
-                    p[2] = clampf01(a2 * p[2] + b2);
+                    p[0] = cpu_clamp01f(a0 * p[0] + b0);
+                    p[1] = cpu_clamp01f(a1 * p[1] + b1);
+                    p[2] = cpu_clamp01f(a2 * p[2] + b2);
                 }
             } else {
                 for (int x = x4; x < w; x++) {
@@ -114,9 +109,9 @@ static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, i
                 float o0 = m[0] * r + m[1] * g + m[2] * b;
                 float o1 = m[3] * r + m[4] * g + m[5] * b;
                 float o2 = m[6] * r + m[7] * g + m[8] * b;
-                p[0] = s->clamp ? clampf01(o0) : o0;
-                p[1] = s->clamp ? clampf01(o1) : o1;
-                p[2] = s->clamp ? clampf01(o2) : o2;
+                p[0] = s->clamp ? cpu_clamp01f(o0) : o0;
+                p[1] = s->clamp ? cpu_clamp01f(o1) : o1;
+                p[2] = s->clamp ? cpu_clamp01f(o2) : o2;
             }
             break;
         }
@@ -548,7 +543,7 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
                     st4(row + x, clamp4(ld4(row + x)));
                 }
                 for (; x < 3 * w; x++) {
-                    row[x] = clampf01(row[x]);
+                    row[x] = cpu_clamp01f(row[x]);
                 }
             }
         } else {

@@ -89,6 +89,9 @@ VipsImage *cpu_input_image(ctx_t *c, enode_t *n, const char *name);
 
 /* Unrefs the non-NULL images of t[0..n) and sets them to NULL. */
 void cpu_unref_all(VipsImage **t, size_t n);
+/* Releases what a context holds: the nodes' outputs, source, thumb and native
+ * images, and the node array (not the ctx_t itself). */
+void cpu_ctx_release(ctx_t *c);
 
 /* ---- packed float buffers, common_upscale, gaussian blur (cpu_float.c) --- */
 

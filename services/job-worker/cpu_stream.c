@@ -47,11 +47,7 @@ static VipsImage *jpeg_preview(const void *buf, size_t len)
         rot = NULL;
     }
     VipsImage *all[] = {t, mem};
-    for (size_t i = 0; i < 2; i++) {
-        if (all[i] != NULL) {
-            g_object_unref(all[i]);
-        }
-    }
+    cpu_unref_all(all, NIN(all));
     if (rot == NULL) {
         vips_error_clear();
     }
@@ -207,15 +203,7 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
         if (im != NULL) {
             g_object_ref(im);
         }
-        for (size_t i = 0; i < p.n; i++) {
-            for (int k = 0; k < 2; k++) {
-                if (p.nodes[i].out[k] != NULL) {
-                    g_object_unref(p.nodes[i].out[k]);
-                }
-            }
-        }
-        g_object_unref(p.source);
-        free(p.nodes);
+        cpu_ctx_release(&p);
     }
     if (im == NULL) {
         vips_error_clear();
