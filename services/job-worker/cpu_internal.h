@@ -1,8 +1,7 @@
 /*
  * cpu_internal — what the parts of the CPU executor share. Private to
- * services/job-worker/cpu_*.c (and tests/unit/test_cpu_exec.c); the public
- * API is cpu_exec.h. Which file holds what: docs/image-pipeline.md, "Where
- * things are".
+ * services/job-worker/cpu_*.c; the public API is cpu_exec.h. Which file holds
+ * what: docs/image-pipeline.md, "Where things are".
  *
  * A node implementation is a node_fn: it reads its inputs with
  * cpu_input_image() (which evaluates the source node first) and the cpu_num()
