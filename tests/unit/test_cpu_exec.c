@@ -4,11 +4,15 @@
  * images, plus the presets on real photos (Debian's python3-skimage data,
  * fetched at run time with apt-get download; skipped with a message if that fails).
  *
- * Needs extra objects and libs (not only libcommon.a):
- *   build/obj/services/job-worker/cpu_exec.o  and  $(VIPS_LIBS)
- * By hand:
+ * The reference code here (blur_ref, the blend modes, chain_ref) is written
+ * again from ComfyUI's source on purpose, not shared with the executor: a test
+ * that called the executor's arithmetic would agree with any mistake in it.
+ *
+ * Needs extra objects and libs (not only libcommon.a): the executor's
+ * (services/job-worker/cpu_*.c; the Makefile links every job-worker object but
+ * main.c) and $(VIPS_LIBS). By hand:
  *   cc -std=gnu11 -Icommon -Iservices/job-worker $(pkg-config --cflags vips libcjson) \
- *      tests/unit/test_cpu_exec.c services/job-worker/cpu_exec.c build/lib/libcommon.a \
+ *      tests/unit/test_cpu_exec.c services/job-worker/cpu_*.c build/lib/libcommon.a \
  *      $(pkg-config --libs vips libcjson cmocka) -lm -o build/tests/unit/test_cpu_exec
  */
 #define _GNU_SOURCE
@@ -166,6 +170,8 @@ static void test_blur_and_sharpen(void **state)
     g_object_unref(in);
 }
 
+/* ComfyUI's soft_light helper; the modes below are ComfyUI's blend_mode(),
+ * written again from its source (not copied from cpu_comfy_nodes.c). */
 static float soft_g(float a)
 {
     return a <= 0.25f ? ((16 * a - 12) * a + 4) * a : sqrtf(a);

@@ -1,0 +1,172 @@
+/*
+ * cpu_ctx — the CPU executor's context and graph walk: failure recording,
+ * node input coercion (cpu_num, cpu_str, ...), links to other nodes'
+ * outputs, and cpu_eval, which runs a node once through the class tables of
+ * cpu_comfy_nodes.c and cpu_ca_nodes.c; releasing a context. Types in
+ * cpu_internal.h; see docs/image-pipeline.md.
+ */
+#define _GNU_SOURCE
+#include "cpu_internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cpu_fail(ctx_t *c, cpu_exec_status_t st, const char *fmt, ...)
+{
+    if (c->fail == CPU_EXEC_OK) {
+        c->fail = st;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->err, c->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int cpu_vips_fail(ctx_t *c, const char *what)
+{
+    const char *ve = vips_error_buffer();
+    char buf[200];
+    snprintf(buf, sizeof(buf), "%s", ve != NULL ? ve : "");
+    for (char *p = buf; *p != '\0'; p++) {
+        if (*p == '\n') {
+            *p = ' ';
+        }
+    }
+    vips_error_clear();
+    return cpu_fail(c, CPU_EXEC_ERROR, "%s: %s", what, buf);
+}
+
+enode_t *cpu_find_enode(ctx_t *c, const char *id)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (strcmp(c->nodes[i].id, id) == 0) {
+            return &c->nodes[i];
+        }
+    }
+    return NULL;
+}
+
+/* Python-ish coercion of an already validated literal. */
+double cpu_num(const enode_t *n, const char *name, double def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(n->inputs, name);
+    if (cJSON_IsNumber(v)) {
+        return v->valuedouble;
+    }
+    if (cJSON_IsBool(v)) {
+        return cJSON_IsTrue(v) ? 1 : 0;
+    }
+    if (cJSON_IsString(v)) {
+        return strtod(v->valuestring, NULL);
+    }
+    return def;
+}
+
+int cpu_inum(const enode_t *n, const char *name, int def)
+{
+    return (int)trunc(cpu_num(n, name, def));
+}
+
+const char *cpu_str(const enode_t *n, const char *name, const char *def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(n->inputs, name);
+    return cJSON_IsString(v) ? v->valuestring : def;
+}
+
+bool cpu_bool(const enode_t *n, const char *name, bool def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(n->inputs, name);
+    if (v == NULL || cJSON_IsNull(v)) {
+        return def;
+    }
+    if (cJSON_IsBool(v)) {
+        return cJSON_IsTrue(v);
+    }
+    if (cJSON_IsNumber(v)) {
+        return v->valuedouble != 0;
+    }
+    if (cJSON_IsString(v)) {
+        return v->valuestring[0] != '\0' && strcmp(v->valuestring, "false") != 0;
+    }
+    return true;
+}
+
+/* The image an input links to (borrowed; owned by the source node). */
+VipsImage *cpu_input_image(ctx_t *c, enode_t *n, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(n->inputs, name);
+    if (!graph_is_link(v)) {
+        cpu_fail(c, CPU_EXEC_BAD_GRAPH, "node %s: input %s is not a link", n->id, name);
+        return NULL;
+    }
+    enode_t *src = cpu_find_enode(c, cJSON_GetArrayItem(v, 0)->valuestring);
+    int idx = (int)cJSON_GetArrayItem(v, 1)->valuedouble;
+    if (src == NULL || idx < 0 || idx > 1 || cpu_eval(c, src) != 0) {
+        return NULL;
+    }
+    if (src->out[idx] == NULL) {
+        cpu_fail(c, CPU_EXEC_BAD_GRAPH, "node %s: input %s has no value", n->id, name);
+    }
+    return src->out[idx];
+}
+
+int cpu_eval(ctx_t *c, enode_t *n)
+{
+    if (n->done) {
+        return n->out[0] != NULL || n->out[1] != NULL ? 0 : -1;
+    }
+    n->done = true; /* the validator rejected cycles; this stops any recursion */
+    if (c->preview && cpu_preview_identity(n->class_type)) {
+        VipsImage *im = cpu_input_image(c, n, "image");
+        if (im == NULL) {
+            return -1;
+        }
+        g_object_ref(im);
+        n->out[0] = im;
+        return 0;
+    }
+    const cpu_impl_t *tables[] = {cpu_comfy_impls, cpu_ca_impls};
+    for (size_t t = 0; t < NIN(tables); t++) {
+        for (const cpu_impl_t *impl = tables[t]; impl->class_type != NULL; impl++) {
+            if (strcmp(impl->class_type, n->class_type) != 0) {
+                continue;
+            }
+            int rc = impl->fn(c, n, n->out);
+            if (rc != 0 && c->fail == CPU_EXEC_OK) {
+                cpu_fail(c, CPU_EXEC_ERROR, "node %s (%s) failed", n->id, n->class_type);
+            }
+            return rc;
+        }
+    }
+    return cpu_fail(c, CPU_EXEC_BAD_GRAPH, "node %s: class %s is unknown to the CPU executor", n->id,
+                n->class_type);
+}
+
+void cpu_unref_all(VipsImage **t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (t[i] != NULL) {
+            g_object_unref(t[i]);
+            t[i] = NULL;
+        }
+    }
+}
+
+void cpu_ctx_release(ctx_t *c)
+{
+    for (size_t i = 0; i < c->n && c->nodes != NULL; i++) {
+        cpu_unref_all(c->nodes[i].out, NIN(c->nodes[i].out));
+    }
+    VipsImage *held[] = {c->source, c->thumb, c->native};
+    cpu_unref_all(held, NIN(held));
+    c->source = NULL;
+    c->thumb = NULL;
+    c->native = NULL;
+    free(c->nodes);
+    c->nodes = NULL;
+    c->n = 0;
+}

@@ -1,0 +1,252 @@
+/*
+ * cpu_fused — the recipe of a fused point operation: what it computes and how
+ * the nodes extend it. The operation itself (vips_image_generate and its row
+ * loops) is in cpu_fused_gen.c; the types in cpu_internal.h. See
+ * docs/image-pipeline.md, "Fused operations".
+ *
+ * A chain of per-pixel nodes (the CA. point nodes, ImageInvert, ImageSharpen's
+ * kernel with radius ≤ 4, the 8-bit conversion of the encoder) runs as ONE
+ * libvips operation (vips_image_generate) that reads its input once and makes
+ * a single pass over each strip, instead of two or three float libvips
+ * operations per node. The output image carries its recipe (g_object data
+ * "ca-fused"): the next point node copies the recipe, appends its stage and
+ * builds a new operation on the same input, so the earlier one is never
+ * evaluated. Values are computed in float/double with the same formulas and
+ * clamps as the per-node operations (to ~1e-7). With an 8-bit or 16-bit input
+ * and no kernel, the leading per-band stages become a lookup table.
+ *
+ * Also here: cpu_linear_clamped, the clamped per-band linear operation most
+ * point nodes use (a fused stage, or libvips operations when the input cannot
+ * be fused).
+ */
+#define _GNU_SOURCE
+#include "cpu_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+void cpu_vmask_unref(vmask_t *m)
+{
+    if (m != NULL && g_atomic_int_dec_and_test(&m->refs)) {
+        g_free(m);
+    }
+}
+
+static void hres_unref(hres_t *h)
+{
+    if (h != NULL && g_atomic_int_dec_and_test(&h->refs)) {
+        g_free(h->start);
+        g_free(h->wt);
+        g_free(h);
+    }
+}
+
+static double lanczos3(double d)
+{
+    if (d == 0.0) {
+        return 1.0;
+    }
+    if (d <= -3.0 || d >= 3.0) {
+        return 0.0;
+    }
+    double pd = G_PI * d;
+    return 3.0 * sin(pd) * sin(pd / 3.0) / (pd * pd);
+}
+
+/* Weights for a lanczos3 reduction from W to w < W pixels (centres aligned:
+ * input x = (x + 0.5)·W/w − 0.5; the kernel stretched by W/w to filter). */
+hres_t *cpu_hres_new(int W, int w)
+{
+    double sc = (double)W / w;
+    double support = 3.0 * sc;
+    int n = (int)ceil(2.0 * support) + 1;
+    hres_t *h = g_new0(hres_t, 1);
+    h->refs = 1;
+    h->out_w = w;
+    h->start = g_new(int, w);
+    float *wt = g_new(float, (size_t)w * n);
+    for (int x = 0; x < w; x++) {
+        double c = (x + 0.5) * sc - 0.5;
+        int st = (int)floor(c - support) + 1;
+        double sum = 0;
+        for (int t = 0; t < n; t++) {
+            sum += lanczos3((st + t - c) / sc);
+        }
+        for (int t = 0; t < n; t++) {
+            wt[(size_t)x * n + t] = (float)(lanczos3((st + t - c) / sc) / sum);
+        }
+        h->start[x] = st;
+    }
+    /* Drop a first or last tap that is zero for every x (the kernel is zero
+     * at ±support: 8 taps instead of 9 at 4000 → 3000). */
+    int lead = 0;
+    int keep = n;
+    for (;;) {
+        bool first0 = keep > 1;
+        bool last0 = keep > 1;
+        for (int x = 0; x < w && (first0 || last0); x++) {
+            first0 = first0 && fabsf(wt[(size_t)x * n + lead]) < 1e-7f;
+            last0 = last0 && fabsf(wt[(size_t)x * n + lead + keep - 1]) < 1e-7f;
+        }
+        if (last0) {
+            keep--;
+        } else if (first0) {
+            lead++;
+            keep--;
+        } else {
+            break;
+        }
+    }
+    h->n = keep;
+    h->wt = g_new(v4f, (size_t)w * keep);
+    for (int x = 0; x < w; x++) {
+        h->start[x] += lead;
+        for (int t = 0; t < keep; t++) {
+            float v = wt[(size_t)x * n + lead + t];
+            h->wt[(size_t)x * keep + t] = (v4f){v, v, v, v};
+        }
+    }
+    g_free(wt);
+    return h;
+}
+
+void cpu_fused_free(void *p)
+{
+    fused_t *fu = p;
+    if (fu == NULL) {
+        return;
+    }
+    hres_unref(fu->hr);
+    cpu_fused_free(fu->pre);
+    for (int i = 0; i < fu->nst; i++) {
+        cpu_vmask_unref(fu->st[i].mask);
+    }
+    if (fu->in != NULL) {
+        g_object_unref(fu->in);
+    }
+    g_free(fu->lut);
+    g_free(fu);
+}
+
+bool cpu_fused_input_ok(const VipsImage *in)
+{
+    return in->Bands == 3 && in->Coding == VIPS_CODING_NONE &&
+           (in->BandFmt == VIPS_FORMAT_UCHAR || in->BandFmt == VIPS_FORMAT_USHORT ||
+            in->BandFmt == VIPS_FORMAT_FLOAT);
+}
+
+/* The recipe of a fused image that a stage can be appended to, or NULL. */
+static const fused_t *fused_of(VipsImage *im)
+{
+    const fused_t *fu = g_object_get_data(G_OBJECT(im), FUSED_KEY);
+    return fu != NULL && !fu->out_u8 && fu->nst < FUSED_MAX_STAGES ? fu : NULL;
+}
+
+fused_t *cpu_fused_copy(const fused_t *old)
+{
+    fused_t *fu = g_new(fused_t, 1);
+    *fu = *old;
+    fu->lut = NULL;
+    fu->nlut = 0;
+    g_object_ref(fu->in);
+    if (fu->hr != NULL) {
+        g_atomic_int_inc(&fu->hr->refs);
+    }
+    if (fu->pre != NULL) {
+        fu->pre = cpu_fused_copy(fu->pre);
+    }
+    for (int i = 0; i < fu->nst; i++) {
+        if (fu->st[i].mask != NULL) {
+            g_atomic_int_inc(&fu->st[i].mask->refs);
+        }
+    }
+    return fu;
+}
+
+/* A new recipe: `im` (3-band uchar/ushort/float) × in_scale, no stages. */
+fused_t *cpu_fused_new(VipsImage *im, double in_scale)
+{
+    fused_t *fu = g_new0(fused_t, 1);
+    g_object_ref(im);
+    fu->in = im;
+    fu->in_scale = in_scale;
+    return fu;
+}
+
+/* A copy of `im`'s recipe, or a new one reading `im`; NULL when im cannot be
+ * fused (band count, format). */
+static fused_t *fused_extend(VipsImage *im)
+{
+    const fused_t *old = fused_of(im);
+    if (old == NULL) {
+        return im->BandFmt == VIPS_FORMAT_FLOAT && cpu_fused_input_ok(im) ? cpu_fused_new(im, 1.0)
+                                                                       : NULL;
+    }
+    return cpu_fused_copy(old);
+}
+
+/* Appends `s` to im's recipe: out is the fused image; returns 1 when im
+ * cannot be fused (the caller uses libvips operations). */
+int cpu_fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out,
+                        const char *what)
+{
+    fused_t *fu = fused_extend(im);
+    if (fu == NULL) {
+        cpu_vmask_unref(s->mask);
+        return 1;
+    }
+    fu->st[fu->nst++] = *s;
+    *out = cpu_fused_build(fu);
+    return *out != NULL ? 0 : cpu_vips_fail(c, what);
+}
+
+/* Clamping to [0,1] with streaming ops that read their input ONCE (libvips
+ * recomputes a lazy input for every reference, so |x| − |x − 1| tricks
+ * double the work upstream at each node): scale to 0..2³²−1 (CLAMP_SCALE),
+ * cast to uint (which clips), scale back. The round trip is exact to ~1e-7.
+ * cpu_clamp01_image() takes its input already scaled by CLAMP_SCALE. */
+
+/* out = clamp(in * a + b) per band (n = 1 or bands). */
+int cpu_linear_clamped(ctx_t *c, VipsImage *in, const double *a, const double *b, int n,
+                          VipsImage **out, const char *what)
+{
+    double as[4];
+    double bs[4];
+    if (n > 4) {
+        return cpu_fail(c, CPU_EXEC_ERROR, "%s: too many bands", what);
+    }
+    if (n == 1 || n == 3) {
+        stage_t s = {.kind = ST_LINEAR, .clamp = true};
+        for (int k = 0; k < 3; k++) {
+            s.a[k] = a[n == 1 ? 0 : k];
+            s.b[k] = b[n == 1 ? 0 : k];
+        }
+        int rc = cpu_fused_append(c, in, &s, out, what);
+        if (rc <= 0) {
+            return rc;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        as[i] = a[i] * CLAMP_SCALE;
+        bs[i] = b[i] * CLAMP_SCALE;
+    }
+    VipsImage *t[2] = {0};
+    int rc = vips_linear(in, &t[0], as, bs, n, NULL) ||
+             vips_cast(t[0], &t[1], VIPS_FORMAT_UINT, NULL) ||
+             vips_linear1(t[1], out, 1.0 / CLAMP_SCALE, 0.0, NULL);
+    cpu_unref_all(t, NIN(t));
+    return rc != 0 ? cpu_vips_fail(c, what) : 0;
+}
+
+int cpu_clamp01_image(VipsImage *in, VipsImage **out)
+{
+    VipsImage *t = NULL;
+    int rc = vips_cast(in, &t, VIPS_FORMAT_UINT, NULL);
+    if (rc == 0) {
+        rc = vips_linear1(t, out, 1.0 / CLAMP_SCALE, 0.0, NULL);
+    }
+    if (t != NULL) {
+        g_object_unref(t);
+    }
+    return rc != 0 ? -1 : 0;
+}
