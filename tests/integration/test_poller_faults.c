@@ -23,13 +23,6 @@ static void only_watched_user(tp_user_t *u, const char *prefix)
     TP_CHECK(tp_wait_polls(u, 1, 5000));
 }
 
-static void add_fault(const char *json)
-{
-    cJSON *j = tp_admin("POST", "/__admin/faults", json);
-    assert_non_null(j);
-    cJSON_Delete(j);
-}
-
 typedef struct {
     const tp_user_t *u;
     const char *status;
@@ -48,7 +41,7 @@ static void one_fault_kind(const char *fault, const char *want_status, const cha
 {
     tp_user_t u;
     only_watched_user(&u, "fault");
-    add_fault(fault);
+    fake_add_fault(tp_google.base_url, fault);
     status_wait_t w = {&u, want_status};
     TP_CHECK(wait_until(has_status, &w, 5000));
     char v[512];
@@ -132,7 +125,7 @@ static void other_users_not_slowed(void **state)
     char early[128];
     assert_int_equal(tp_image(&a, "early.jpg", a.folder_id, early, sizeof(early)), 0);
     /* A's first poll lists its folder (files.get, files.list); B only reads changes */
-    add_fault("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files\"},"
+    fake_add_fault(tp_google.base_url, "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files\"},"
               "\"action\":\"status\",\"status\":403,\"reason\":\"userRateLimitExceeded\"}");
     assert_int_equal(tp_watch(&a), 0);
     status_wait_t w = {&a, "rate_limited"};
@@ -151,7 +144,7 @@ static void other_users_not_slowed(void **state)
     tp_poll_field(&a, "poll_status", v, sizeof(v));
     assert_string_equal(v, "rate_limited");
     assert_int_equal(tp_jobs_of(&a), 0);
-    cJSON_Delete(tp_admin("DELETE", "/__admin/faults", NULL));
+    fake_clear_faults(tp_google.base_url);
     TP_CHECK(tp_wait_jobs(&a, 1, 20000));
     assert_int_equal(tp_jobs_for_file(&a, early), 1);
     w.status = "success";
@@ -260,7 +253,7 @@ static void sigterm_drains(void **state)
     (void)state;
     tp_user_t u;
     only_watched_user(&u, "drain");
-    add_fault("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
+    fake_add_fault(tp_google.base_url, "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
               "\"action\":\"delay\",\"delay_ms\":1500}");
     const char *p[] = {u.user_id};
     long long deadline = tp_now_ms() + 5000;
