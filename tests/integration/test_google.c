@@ -130,7 +130,7 @@ static int test_setup(void **state)
 
 /* ---------------------------------------------------------------- status table */
 
-static void status_names_and_transience(void **state)
+static void test_status_names_and_transience(void **state)
 {
     (void)state;
     static const struct {
@@ -156,7 +156,7 @@ static void status_names_and_transience(void **state)
     }
 }
 
-static void image_detection(void **state)
+static void test_image_detection(void **state)
 {
     (void)state;
     static const struct {
@@ -272,7 +272,7 @@ static char *authorize(const char *email, const char *verifier)
     return code;
 }
 
-static void oauth_code_exchange_refresh_userinfo(void **state)
+static void test_oauth_code_exchange_refresh_userinfo(void **state)
 {
     (void)state;
     char *verifier = crypto_random_token(48);
@@ -365,7 +365,7 @@ static void oauth_code_exchange_refresh_userinfo(void **state)
 
 /* ---------------------------------------------------------------- Drive */
 
-static void files_list_pages_and_fields(void **state)
+static void test_files_list_pages_and_fields(void **state)
 {
     (void)state;
     fake_google_user_t u;
@@ -476,7 +476,7 @@ static void files_list_pages_and_fields(void **state)
 
 }
 
-static void files_get_and_download(void **state)
+static void test_files_get_and_download(void **state)
 {
     (void)state;
     fake_google_user_t u;
@@ -545,7 +545,7 @@ static void files_get_and_download(void **state)
     free(content);
 }
 
-static void folder_upload_find_share(void **state)
+static void test_folder_upload_find_share(void **state)
 {
     (void)state;
     fake_google_user_t u;
@@ -663,7 +663,7 @@ static const drive_change_t *find_change(const drive_change_list_t *all, size_t 
     return NULL;
 }
 
-static void changes_feed(void **state)
+static void test_changes_feed(void **state)
 {
     (void)state;
     fake_google_user_t u;
@@ -783,7 +783,7 @@ static void changes_feed(void **state)
 
 /* ---------------------------------------------------------------- faults */
 
-static void error_classification(void **state)
+static void test_error_classification(void **state)
 {
     (void)state;
     fake_google_user_t u;
@@ -949,7 +949,7 @@ static void auth_expect(pg_conn_t *pg, const char *user_id, bool force, char *to
         fail_msg("drive_auth_access_token: got %d, want %d (%s)", got, want, err->message);
 }
 
-static void auth_fresh_expired_force(void **state)
+static void test_auth_fresh_expired_force(void **state)
 {
     (void)state;
     pg_conn_t *pg = connect_as("ca_drive_poller");
@@ -1031,7 +1031,7 @@ static void auth_fresh_expired_force(void **state)
 /* drive_auth_access_token_from: the caller's read of the users row decides
  * (a fresh token there is used as is, without a read of its own); anything
  * else takes the usual path. */
-static void auth_from_stored_state(void **state)
+static void test_auth_from_stored_state(void **state)
 {
     (void)state;
     pg_conn_t *pg = connect_as("ca_job_worker");
@@ -1100,7 +1100,7 @@ static void auth_from_stored_state(void **state)
     pg_close(pg);
 }
 
-static void auth_revoked_transient_rotated(void **state)
+static void test_auth_revoked_transient_rotated(void **state)
 {
     (void)state;
     pg_conn_t *pg = connect_as("ca_job_worker");
@@ -1174,7 +1174,7 @@ static void auth_revoked_transient_rotated(void **state)
     pg_close(pg);
 }
 
-static void auth_no_tokens_and_db_errors(void **state)
+static void test_auth_no_tokens_and_db_errors(void **state)
 {
     (void)state;
     pg_conn_t *pg = connect_as("ca_drive_poller");
@@ -1255,7 +1255,7 @@ static void *racer(void *arg)
     return NULL;
 }
 
-static void auth_concurrent_refresh_once(void **state)
+static void test_auth_concurrent_refresh_once(void **state)
 {
     (void)state;
     db_user_t u = db_user("tm.race@example.com", keys, "-1 minute");
@@ -1329,7 +1329,7 @@ static bool someone_waits_for_advisory_lock(void *arg)
 /* While another holder (the test) has the user's refresh lock and stores a new token,
  * a caller that needed a refresh (expired, or force after a 401) takes that token
  * instead of refreshing again. */
-static void auth_takes_token_refreshed_meanwhile(void **state)
+static void test_auth_takes_token_refreshed_meanwhile(void **state)
 {
     (void)state;
     char url[512];
@@ -1377,20 +1377,20 @@ static void auth_takes_token_refreshed_meanwhile(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(status_names_and_transience),
-        cmocka_unit_test(image_detection),
-        cmocka_unit_test_setup(oauth_code_exchange_refresh_userinfo, test_setup),
-        cmocka_unit_test_setup(files_list_pages_and_fields, test_setup),
-        cmocka_unit_test_setup(files_get_and_download, test_setup),
-        cmocka_unit_test_setup(folder_upload_find_share, test_setup),
-        cmocka_unit_test_setup(changes_feed, test_setup),
-        cmocka_unit_test_setup(error_classification, test_setup),
-        cmocka_unit_test_setup(auth_fresh_expired_force, test_setup),
-        cmocka_unit_test_setup(auth_from_stored_state, test_setup),
-        cmocka_unit_test_setup(auth_revoked_transient_rotated, test_setup),
-        cmocka_unit_test_setup(auth_no_tokens_and_db_errors, test_setup),
-        cmocka_unit_test_setup(auth_concurrent_refresh_once, test_setup),
-        cmocka_unit_test_setup(auth_takes_token_refreshed_meanwhile, test_setup),
+        cmocka_unit_test(test_status_names_and_transience),
+        cmocka_unit_test(test_image_detection),
+        cmocka_unit_test_setup(test_oauth_code_exchange_refresh_userinfo, test_setup),
+        cmocka_unit_test_setup(test_files_list_pages_and_fields, test_setup),
+        cmocka_unit_test_setup(test_files_get_and_download, test_setup),
+        cmocka_unit_test_setup(test_folder_upload_find_share, test_setup),
+        cmocka_unit_test_setup(test_changes_feed, test_setup),
+        cmocka_unit_test_setup(test_error_classification, test_setup),
+        cmocka_unit_test_setup(test_auth_fresh_expired_force, test_setup),
+        cmocka_unit_test_setup(test_auth_from_stored_state, test_setup),
+        cmocka_unit_test_setup(test_auth_revoked_transient_rotated, test_setup),
+        cmocka_unit_test_setup(test_auth_no_tokens_and_db_errors, test_setup),
+        cmocka_unit_test_setup(test_auth_concurrent_refresh_once, test_setup),
+        cmocka_unit_test_setup(test_auth_takes_token_refreshed_meanwhile, test_setup),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

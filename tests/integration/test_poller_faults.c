@@ -73,7 +73,7 @@ static void one_fault_kind(const char *fault, const char *want_status, const cha
     assert_int_equal(tp_jobs_of(&u), 1);
 }
 
-static void fault_403_user_rate_limit(void **state)
+static void test_fault_403_user_rate_limit(void **state)
 {
     (void)state;
     one_fault_kind("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
@@ -81,7 +81,7 @@ static void fault_403_user_rate_limit(void **state)
                    "rate_limited", "userRateLimitExceeded", 1.9);
 }
 
-static void fault_403_rate_limit(void **state)
+static void test_fault_403_rate_limit(void **state)
 {
     (void)state;
     one_fault_kind("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
@@ -89,7 +89,7 @@ static void fault_403_rate_limit(void **state)
                    "rate_limited", "rateLimitExceeded", 1.9);
 }
 
-static void fault_429_retry_after(void **state)
+static void test_fault_429_retry_after(void **state)
 {
     (void)state;
     one_fault_kind("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
@@ -97,7 +97,7 @@ static void fault_429_retry_after(void **state)
                    "rate_limited", "changes.list", 4.9);
 }
 
-static void fault_500(void **state)
+static void test_fault_500(void **state)
 {
     (void)state;
     one_fault_kind("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
@@ -105,7 +105,7 @@ static void fault_500(void **state)
                    "error", "changes.list", 1.9);
 }
 
-static void fault_dropped_connection(void **state)
+static void test_fault_dropped_connection(void **state)
 {
     (void)state;
     /* count 2: libcurl silently retries a request whose REUSED connection
@@ -116,7 +116,7 @@ static void fault_dropped_connection(void **state)
 }
 
 /* A persistent rate limit on one user's calls does not slow another user. */
-static void other_users_not_slowed(void **state)
+static void test_other_users_not_slowed(void **state)
 {
     (void)state;
     tp_user_t a, b;
@@ -152,7 +152,7 @@ static void other_users_not_slowed(void **state)
 }
 
 /* A 401 refreshes the token once, stores it sealed, and the poll goes on. */
-static void unauthorized_refreshes_once(void **state)
+static void test_unauthorized_refreshes_once(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -180,7 +180,7 @@ static void unauthorized_refreshes_once(void **state)
     assert_string_equal(v, "success");
 }
 
-static void revoked_grant_stops_the_user(void **state)
+static void test_revoked_grant_stops_the_user(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -218,7 +218,7 @@ static void revoked_grant_stops_the_user(void **state)
     assert_int_equal(other, 0);
 }
 
-static void deleted_folder_stops_the_watch(void **state)
+static void test_deleted_folder_stops_the_watch(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -248,7 +248,7 @@ static void deleted_folder_stops_the_watch(void **state)
 }
 
 /* SIGTERM during a slow poll: it finishes, the lease is given back, exit 0. */
-static void sigterm_drains(void **state)
+static void test_sigterm_drains(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -278,16 +278,16 @@ static void sigterm_drains(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(fault_403_user_rate_limit),
-        cmocka_unit_test(fault_403_rate_limit),
-        cmocka_unit_test(fault_429_retry_after),
-        cmocka_unit_test(fault_500),
-        cmocka_unit_test(fault_dropped_connection),
-        cmocka_unit_test(other_users_not_slowed),
-        cmocka_unit_test(unauthorized_refreshes_once),
-        cmocka_unit_test(revoked_grant_stops_the_user),
-        cmocka_unit_test(deleted_folder_stops_the_watch),
-        cmocka_unit_test(sigterm_drains),
+        cmocka_unit_test(test_fault_403_user_rate_limit),
+        cmocka_unit_test(test_fault_403_rate_limit),
+        cmocka_unit_test(test_fault_429_retry_after),
+        cmocka_unit_test(test_fault_500),
+        cmocka_unit_test(test_fault_dropped_connection),
+        cmocka_unit_test(test_other_users_not_slowed),
+        cmocka_unit_test(test_unauthorized_refreshes_once),
+        cmocka_unit_test(test_revoked_grant_stops_the_user),
+        cmocka_unit_test(test_deleted_folder_stops_the_watch),
+        cmocka_unit_test(test_sigterm_drains),
     };
     return cmocka_run_group_tests(tests, tp_group_setup, tp_group_teardown);
 }

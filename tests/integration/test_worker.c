@@ -421,7 +421,7 @@ static int teardown(void **state)
 
 /* ---------------------------------------------------------------- tests */
 
-static void presets_end_to_end(void **state)
+static void test_presets_end_to_end(void **state)
 {
     (void)state;
     user_t u = make_user("presets@example.com");
@@ -480,7 +480,7 @@ static void presets_end_to_end(void **state)
     assert_true(fake_count_requests(google.base_url, &shared) >= 3);
 }
 
-static void same_id_twice(void **state)
+static void test_same_id_twice(void **state)
 {
     (void)state;
     user_t u = make_user("twice@example.com");
@@ -508,7 +508,7 @@ static void same_id_twice(void **state)
     assert_int_equal(count_lookups(job), 0);
 }
 
-static void error_codes(void **state)
+static void test_error_codes(void **state)
 {
     (void)state;
     user_t u = make_user("errors@example.com");
@@ -616,7 +616,7 @@ static void error_codes(void **state)
     free(conn);
 }
 
-static void drive_faults_recovered(void **state)
+static void test_drive_faults_recovered(void **state)
 {
     (void)state;
     user_t u = make_user("faults@example.com");
@@ -665,7 +665,7 @@ static bool all_done(void *arg)
     return done;
 }
 
-static void free_user_30_images(void **state)
+static void test_free_user_30_images(void **state)
 {
     (void)state;
     user_t u = make_user("thirty@example.com");
@@ -702,7 +702,7 @@ static void free_user_30_images(void **state)
     cJSON_Delete(out);
 }
 
-static void redis_flushed_mid_run(void **state)
+static void test_redis_flushed_mid_run(void **state)
 {
     (void)state;
     user_t u = make_user("flush@example.com");
@@ -759,7 +759,7 @@ static bool has_message_for(void *arg)
     return yes;
 }
 
-static void email_digest(void **state)
+static void test_email_digest(void **state)
 {
     (void)state;
     user_t u = make_user("mail@example.com");
@@ -832,7 +832,7 @@ static bool fenced_logged(void *arg)
 
 /* A completion after another attempt took the job over records nothing: the
  * job row, the usage reservation and the e-mail outbox stay as they were. */
-static void completion_fenced(void **state)
+static void test_completion_fenced(void **state)
 {
     (void)state;
     user_t u = make_user("fenced@example.com");
@@ -869,7 +869,7 @@ static void completion_fenced(void **state)
 
 /* kill -9 after the upload and before the job is recorded: another worker
  * finishes it with the same output file and one usage count. */
-static void kill9_mid_job(void **state)
+static void test_kill9_mid_job(void **state)
 {
     (void)state;
     shared_stop(); /* this test runs its own pair */
@@ -915,7 +915,7 @@ static void kill9_mid_job(void **state)
     assert_int_equal(shared_start(), 0);
 }
 
-static void comfyui_path(void **state)
+static void test_comfyui_path(void **state)
 {
     (void)state;
     char comfy_url[256];
@@ -1005,7 +1005,7 @@ static void comfyui_path(void **state)
     assert_int_equal(shared_start(), 0);
 }
 
-static void metrics_exposed(void **state)
+static void test_metrics_exposed(void **state)
 {
     (void)state;
     user_t u = make_user("metrics@example.com");
@@ -1026,7 +1026,7 @@ static void metrics_exposed(void **state)
     free(body);
 }
 
-static void units(void **state)
+static void test_units(void **state)
 {
     (void)state;
     /* backoff: within [cap/2, cap], doubling, capped */
@@ -1067,18 +1067,18 @@ static void units(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(units),
-        cmocka_unit_test(presets_end_to_end),
-        cmocka_unit_test(same_id_twice),
-        cmocka_unit_test(error_codes),
-        cmocka_unit_test(drive_faults_recovered),
-        cmocka_unit_test(email_digest),
-        cmocka_unit_test(free_user_30_images),
-        cmocka_unit_test(redis_flushed_mid_run),
-        cmocka_unit_test(completion_fenced),
-        cmocka_unit_test(kill9_mid_job),
-        cmocka_unit_test(comfyui_path),
-        cmocka_unit_test(metrics_exposed),
+        cmocka_unit_test(test_units),
+        cmocka_unit_test(test_presets_end_to_end),
+        cmocka_unit_test(test_same_id_twice),
+        cmocka_unit_test(test_error_codes),
+        cmocka_unit_test(test_drive_faults_recovered),
+        cmocka_unit_test(test_email_digest),
+        cmocka_unit_test(test_free_user_30_images),
+        cmocka_unit_test(test_redis_flushed_mid_run),
+        cmocka_unit_test(test_completion_fenced),
+        cmocka_unit_test(test_kill9_mid_job),
+        cmocka_unit_test(test_comfyui_path),
+        cmocka_unit_test(test_metrics_exposed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
