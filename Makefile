@@ -18,7 +18,7 @@ VIPS_PKG := vips
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
             -Wshadow -Wno-unused-parameter
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 $(WARN) -pthread -MMD -MP -Icommon -Itests/support \
+CFLAGS   += -std=gnu11 $(WARN) -pthread -MMD -MP -Icommon \
             -DCA_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) $(VIPS_PKG) 2>/dev/null)
 LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 VIPS_CFLAGS := $(shell pkg-config --cflags $(VIPS_PKG) 2>/dev/null)
@@ -100,6 +100,10 @@ test_svc = $(strip $(if $(or $(findstring /test_worker,$(1)),$(findstring /test_
              $(if $(findstring /test_poller,$(1)),drive-poller) \
              $(if $(findstring /test_gateway,$(1)),api-gateway) \
              $(if $(findstring /test_billing,$(1)),billing-webhook))
+
+# Test objects (the suites and tests/support) also see tests/support; the
+# daemons and libcommon.a never do.
+$(BUILD)/obj/tests/%.o: CFLAGS += -Itests/support
 
 define test_rules
 $(BUILD)/obj/tests/$(1).o: CFLAGS += $(foreach s,$(call test_svc,$(1)),-Iservices/$(s))

@@ -9,7 +9,15 @@ PKGS=(
   libvips-dev libvips-tools libcmocka-dev
   postgresql-15 postgresql-contrib redis-server
   curl ca-certificates procps psmisc
+  python3-yaml   # the OpenAPI YAML check (tests/integration/test_gateway_openapi.sh)
 )
+
+# Where libheif ships its codecs as plugins (Debian 13 and later), the HEIC
+# decoder (the worker reads HEIC) and encoder (test_cpu_exec writes HEIC
+# inputs). Debian 12's libheif1 has both built in and knows no such packages.
+for p in libheif-plugin-libde265 libheif-plugin-x265; do
+  if apt-cache show "$p" >/dev/null 2>&1; then PKGS+=("$p"); fi
+done
 
 missing=()
 for p in "${PKGS[@]}"; do

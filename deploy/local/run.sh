@@ -185,20 +185,12 @@ watch_status=$(api -o /dev/null -w '%{http_code}' -X PUT "$GW/api/watch" -d "{\"
 [ "$watch_status" = 200 ] || { say "watching Inbox failed (HTTP $watch_status)"; exit 1; }
 say "watching $INBOX with portrait_pro (outputs land in $INBOX/Processed)"
 
-# Sample photos: the freely licensed ones shipped by Debian's python3-skimage
-# (astronaut: public domain; coffee, chelsea: CC0), fetched once.
-SAMPLES="$VAR/samples"
-if [ ! -f "$SAMPLES/coffee.png" ]; then
-  mkdir -p "$SAMPLES/deb"
-  (cd "$SAMPLES/deb" && apt-get download python3-skimage >/dev/null 2>&1 && dpkg -x python3-skimage_*.deb x) || true
-  for f in astronaut coffee chelsea; do
-    cp "$SAMPLES"/deb/x/usr/lib/python3/dist-packages/skimage/data/$f.png "$SAMPLES/" 2>/dev/null || true
-  done
-  rm -rf "$SAMPLES/deb"
-fi
+# Sample photos: scikit-image's freely licensed ones, checked in under
+# tests/fixtures (astronaut: public domain; coffee, chelsea: CC0; see its README.md).
+SAMPLES="$ROOT/tests/fixtures"
 dropped=()
 for f in astronaut coffee chelsea; do
-  if [ -f "$SAMPLES/$f.png" ] && [ ! -f "$INBOX/$f.png" ]; then
+  if [ ! -f "$INBOX/$f.png" ]; then
     cp "$SAMPLES/$f.png" "$INBOX/$f.png"; dropped+=("$f.png")
   fi
 done

@@ -78,6 +78,8 @@ for _ in $(seq 1 100); do
   curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
   sleep 0.1
 done
+curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 ||
+  { echo "bench_billing: billing-webhook did not get ready"; tail -20 "$CA_TEST_DIR/billing.log"; exit 1; }
 
 # The load: N events signed before the clock starts (node's crypto, HMAC-SHA256
 # of "t.payload" as Stripe does), one per line "header<TAB>body", replayed by

@@ -17,7 +17,11 @@
 #      connections at p99 < 50 ms need well over 5,000 req/s)
 # Starts its own PostgreSQL and Redis (tests/lib/services.sh). Needs wrk and
 # nginx (nginx-light); installs them with apt-get when missing.
+# As bench_billing.sh: every command's exit status is checked, and a run in
+# which wrk saw a reply other than 2xx or a socket error, or pgbench a failed
+# transaction, ends the bench without its figure.
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=${CA_BIN:-$ROOT/build/bin}
@@ -50,6 +54,20 @@ rps() { awk '/Requests\/sec/ {print $2}' "$1"; }
 # p99 from wrk --latency in milliseconds
 p99_ms() { awk '$1 == "99%" { v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v }' "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# wrk_check FILE WHAT: the run counts only when wrk printed a rate and every
+# request was answered 2xx, with no socket error.
+wrk_check() {
+  local bad
+  [ -n "$(rps "$1")" ] || { echo "bench_gateway: $2: wrk printed no rate"; cat "$1"; exit 1; }
+  bad=$(grep -E 'Non-2xx or 3xx responses|Socket errors' "$1" || true)
+  [ -z "$bad" ] || { echo "bench_gateway: $2: $bad"; cat "$1"; exit 1; }
+}
+# pgbench_check FILE WHAT: a tps and no failed transaction.
+pgbench_check() {
+  [ -n "$(awk '/^tps = / {print $3; exit}' "$1")" ] &&
+    grep -q '^number of failed transactions: 0 ' "$1" ||
+    { echo "bench_gateway: $2: pgbench failed"; cat "$1"; exit 1; }
+}
 
 eval "$(tests/lib/services.sh start)"
 export CA_TEST_DIR
@@ -83,7 +101,7 @@ DATABASE_URL="postgresql://ca_api_gateway@127.0.0.1:$TEST_PG_PORT/ca_bench" REDI
   RATE_LIMIT_PER_MINUTE_IP=100000000 RATE_LIMIT_PER_MINUTE_SESSION=100000000 \
   env ${BENCH_PG_POOL:+PG_POOL_SIZE=$BENCH_PG_POOL} "$BIN/api-gateway" serve > "$work/gw.log" 2>&1 &
 pids+=($!)
-wait_http "http://127.0.0.1:$port/readyz"
+wait_http "http://127.0.0.1:$port/readyz" || { echo "bench_gateway: the gateway did not get ready"; cat "$work/gw.log"; exit 1; }
 n=$(curl -s -H "Cookie: ca_session=$sid" "http://127.0.0.1:$port/api/jobs" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).jobs.length))')
 [ "$n" = 20 ] || { echo "GET /api/jobs returned $n jobs, want 20"; cat "$work/gw.log"; exit 1; }
 
@@ -107,7 +125,7 @@ http {
 }
 CONF
 "$NGINX" -c "$work/nginx.conf" -p "$work"
-wait_http "http://127.0.0.1:$nport/ok.txt"
+wait_http "http://127.0.0.1:$nport/ok.txt" || { echo "bench_gateway: nginx did not serve ok.txt"; cat "$work/nginx.err"; exit 1; }
 
 echo "wrk: $DUR s per run, $CONNS connections, 2 threads"
 # (1) alternates three runs of each (a third of the duration each) and takes
@@ -117,7 +135,9 @@ nginx_rps=0; health_rps=0
 part=$(( (DUR + 2) / 3 ))
 for _ in 1 2 3; do
   wrk -t2 -c"$CONNS" -d"${part}s" "http://127.0.0.1:$nport/ok.txt" > "$work/nginx.txt"
+  wrk_check "$work/nginx.txt" "nginx ok.txt"
   wrk -t2 -c"$CONNS" -d"${part}s" "http://127.0.0.1:$port/healthz" > "$work/healthz.txt"
+  wrk_check "$work/healthz.txt" "GET /healthz"
   nginx_rps=$(awk -v a="$nginx_rps" -v b="$(rps "$work/nginx.txt")" 'BEGIN { print (b > a) ? b : a }')
   health_rps=$(awk -v a="$health_rps" -v b="$(rps "$work/healthz.txt")" 'BEGIN { print (b > a) ? b : a }')
 done
@@ -129,8 +149,10 @@ SELECT json_build_object('id', j.id, 'status', j.status, 'drive_file_id', j.driv
   FROM jobs j WHERE j.user_id = '$uid' ORDER BY j.created_at DESC, j.id DESC LIMIT 21;
 SQL
 pgbench -n -f "$work/jobs.sql" -c "$CONNS" -j 2 -T "$DUR" "postgresql://ca_job_worker@127.0.0.1:$TEST_PG_PORT/ca_bench" > "$work/pgbench.txt" 2>&1
+pgbench_check "$work/pgbench.txt" "the 20-row SELECT"
 pg_tps=$(awk '/^tps = / {print $3; exit}' "$work/pgbench.txt")
 wrk -t2 -c"$CONNS" -d"${DUR}s" --latency -H "Cookie: ca_session=$sid" "http://127.0.0.1:$port/api/jobs" > "$work/jobs.txt"
+wrk_check "$work/jobs.txt" "GET /api/jobs"
 jobs_rps=$(rps "$work/jobs.txt")
 r2=$(ratio "$jobs_rps" "$pg_tps")
 echo "2. GET /api/jobs (20)  $jobs_rps req/s   pgbench same SELECT $pg_tps tps   ratio $r2 (target >= 0.5)"
@@ -148,13 +170,13 @@ seen=$(PGOPTIONS="-c app.user_id=$uid" psql -tA "postgresql://ca_api_gateway@127
 [ "$seen" = 200 ] || { echo "ca_api_gateway with app.user_id sees $seen jobs, want 200"; exit 1; }
 PGOPTIONS="-c app.user_id=$uid" pgbench -n -M prepared -f "$work/gwjobs.sql" -c "$CONNS" -j 2 -T "$DUR" \
   "postgresql://ca_api_gateway@127.0.0.1:$TEST_PG_PORT/ca_bench" > "$work/pgbench_gw.txt" 2>&1
+pgbench_check "$work/pgbench_gw.txt" "the gateway's SELECT"
 pg_gw_tps=$(awk '/^tps = / {print $3; exit}' "$work/pgbench_gw.txt")
-[ -n "$pg_gw_tps" ] || { echo "pgbench (gateway SELECT) failed:"; cat "$work/pgbench_gw.txt"; exit 1; }
 echo "   2b. vs pgbench running the gateway's own SELECT under RLS: $pg_gw_tps tps   ratio $(ratio "$jobs_rps" "$pg_gw_tps") (information)"
 wrk -t2 -c256 -d"${DUR}s" --latency -H "Cookie: ca_session=$sid" "http://127.0.0.1:$port/api/jobs" > "$work/jobs256.txt"
+wrk_check "$work/jobs256.txt" "GET /api/jobs at 256 connections"
 p99=$(p99_ms "$work/jobs256.txt")
-errs=$(awk '/Non-2xx|Socket errors/ {print}' "$work/jobs256.txt")
-echo "3. GET /api/jobs at 256 connections: $(rps "$work/jobs256.txt") req/s, p99 ${p99} ms (target < 50) ${errs}"
+echo "3. GET /api/jobs at 256 connections: $(rps "$work/jobs256.txt") req/s, p99 ${p99} ms (target < 50)"
 # 3b. (information) PostgreSQL alone at 256 clients: pgbench running the
 # gateway's own SELECT over 256 connections, its p99 from the per-transaction
 # log. The gateway cannot answer faster than its database answers it; when

@@ -13,6 +13,9 @@
 #     cycle's wall time, in cores (must be < 1).
 # Baseline in the same run: the same cycle over BENCH_BASELINE folders; the
 # ratio of per-folder wall and CPU shows how the cost scales.
+# A run is valid only when every step succeeded, every folder of a cycle was
+# polled successfully and the fake answered every Drive call 2xx; otherwise the
+# bench fails without figures.
 #
 #   BENCH_FOLDERS (10000)  BENCH_BASELINE (1000)  BENCH_INTERVAL (60)
 #   BENCH_CONCURRENCY (8, POLLER_CONCURRENCY)
@@ -26,41 +29,12 @@ INTERVAL=${BENCH_INTERVAL:-60}
 CONC=${BENCH_CONCURRENCY:-8}
 KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 
-[ -x "$BIN/drive-poller" ] || { echo "bench_poller: $BIN/drive-poller is missing (make first)"; exit 1; }
-[ -f build/lib/libcommon.a ] || { echo "bench_poller: build/lib/libcommon.a is missing (make first)"; exit 1; }
+. tests/lib/bench.sh
+[ -x "$BIN/drive-poller" ] || bench_fail "$BIN/drive-poller is missing (make first)"
 
-eval "$(tests/lib/services.sh start)"
-fake_pid=
-poller_pid=
-cleanup() {
-  [ -n "$poller_pid" ] && kill "$poller_pid" 2>/dev/null && wait "$poller_pid" 2>/dev/null
-  [ -n "$fake_pid" ] && kill "$fake_pid" 2>/dev/null && wait "$fake_pid" 2>/dev/null
-  tests/lib/services.sh stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-W=$CA_TEST_DIR
-
-# ---- database: every slice (psql, as docs/schema.md shows) ----
-admin_url="postgresql://postgres@127.0.0.1:$TEST_PG_PORT"
-DB="$admin_url/bench"
-psql -q "$admin_url/postgres" -c "CREATE DATABASE bench" >/dev/null
-for s in api-gateway billing-webhook job-worker drive-poller; do
-  psql -q "$DB" -v ON_ERROR_STOP=1 -1 -f sql/000_roles.sql >/dev/null 2>&1
-  for f in sql/$s/*.sql; do
-    psql -q "$DB" -v ON_ERROR_STOP=1 -1 -c "SET LOCAL ROLE ca_${s//-/_}" -f "$f" >/dev/null
-  done
-done
-
-# ---- the Google fake ----
-tests/fakes/run google --port 0 > "$W/google.log" 2>&1 &
-fake_pid=$!
-for _ in $(seq 100); do
-  grep -q 'listening on' "$W/google.log" 2>/dev/null && break
-  sleep 0.1
-done
-GPORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/google.log" | head -1)
-[ -n "$GPORT" ] || { echo "the Google fake did not start"; cat "$W/google.log"; exit 1; }
-G=http://127.0.0.1:$GPORT
+bench_start bench_poller
+bench_database # every slice (psql, as docs/schema.md shows)
+bench_google
 
 # ---- seed N users with a folder each (admin API, 32 at a time) ----
 t_seed=$(date +%s.%N)
@@ -89,35 +63,16 @@ async function post(path, body) {
 })().catch((e) => { console.error(e); process.exit(1); });
 JS
 
+[ "$(grep -c . "$W/users.tsv")" = "$N" ] || bench_fail "seeded $(grep -c . "$W/users.tsv") users, want $N"
 # seal the tokens with the real envelope (common/crypto)
-cat > "$W/seal.c" <<'C'
-#include "crypto.h"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-int main(int argc, char **argv)
-{
-    char err[256], line[4096];
-    crypto_keyring_t *kr = crypto_keyring_new(argv[1], NULL, err, sizeof(err));
-    if (kr == NULL || argc < 2) { fprintf(stderr, "seal: %s\n", err); return 1; }
-    while (fgets(line, sizeof(line), stdin) != NULL) {
-        line[strcspn(line, "\n")] = '\0';
-        char *f[5]; char *save = NULL; int n = 0;
-        for (char *t = strtok_r(line, "\t", &save); t && n < 5; t = strtok_r(NULL, "\t", &save)) f[n++] = t;
-        if (n != 5) continue;
-        char *a = crypto_envelope_seal(kr, f[2]), *r = crypto_envelope_seal(kr, f[3]);
-        printf("%s\t%s\t%s\t%s\t%s\n", f[0], f[1], a, r, f[4]);
-        free(a); free(r);
-    }
-    crypto_keyring_free(kr);
-    return 0;
-}
-C
-cc -std=gnu11 -O1 -Icommon -o "$W/seal" "$W/seal.c" build/lib/libcommon.a \
-  $(pkg-config --libs openssl libcjson libcurl libpq hiredis libevent libevent_pthreads) -lm -pthread
-"$W/seal" "$KEY" < "$W/users.tsv" > "$W/sealed.tsv"
+cut -f3 "$W/users.tsv" | bench_seal "$KEY" > "$W/access.sealed"
+cut -f4 "$W/users.tsv" | bench_seal "$KEY" > "$W/refresh.sealed"
+paste <(cut -f1,2 "$W/users.tsv") "$W/access.sealed" "$W/refresh.sealed" <(cut -f5 "$W/users.tsv") \
+  > "$W/sealed.tsv"
+[ "$(grep -c . "$W/sealed.tsv")" = "$N" ] || bench_fail "sealed $(grep -c . "$W/sealed.tsv") users, want $N"
 start_token=$(curl -sf -H "Authorization: Bearer $(head -1 "$W/users.tsv" | cut -f3)" \
   "$G/drive/v3/changes/startPageToken" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).startPageToken))')
+[ -n "$start_token" ] || bench_fail "no changes start token from the fake"
 
 psql -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE TEMP TABLE seed (email text, sub text, a text, r text, folder text);
@@ -130,28 +85,30 @@ SELECT count(drive_polls_start_watch(u.id, s.folder, NULL, '$start_token'))
 UPDATE drive_polls SET last_full_scan_at = timezone('UTC', now()),
   next_poll_at = timezone('UTC', now()) + interval '1 day';
 SQL
+seeded=$(psql -qtA "$DB" -c "SELECT count(*) FROM drive_polls WHERE active")
+[ "$seeded" = "$N" ] || bench_fail "$seeded watches in PostgreSQL, want $N"
 seed_s=$(echo "$(date +%s.%N) - $t_seed" | bc)
 echo "seeded $N users/folders in ${seed_s}s (changes token $start_token)"
 
 # ---- the poller ----
-PPORT=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+PPORT=$(bench_free_port)
 DATABASE_URL="postgresql://ca_drive_poller@127.0.0.1:$TEST_PG_PORT/bench" REDIS_URL=$TEST_REDIS_URL \
   PORT=$PPORT LISTEN_ADDR=127.0.0.1 LOG_LEVEL=warn ENCRYPTION_KEY=$KEY \
   GOOGLE_CLIENT_ID=bench-client GOOGLE_CLIENT_SECRET=x GOOGLE_TOKEN_URL=$G/token \
   DRIVE_API_URL=$G/drive/v3 POLL_INTERVAL_SECONDS=$INTERVAL POLLER_CONCURRENCY=$CONC \
   "$BIN/drive-poller" serve > "$W/poller.log" 2>&1 &
 poller_pid=$!
-for _ in $(seq 150); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PPORT/readyz")" = 200 ] && break
-  sleep 0.1
-done
+bench_track "$poller_pid"
+bench_wait_ready "http://127.0.0.1:$PPORT/readyz" "$W/poller.log"
 
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$poller_pid/stat"; }
 
 # cycle K: makes folders 1..K due at once; sets WALL, CPU, CALLS, OTHER.
+# Fails the run when the cycle does not finish, a folder's poll failed or the
+# fake answered a Drive call with anything but 2xx.
 cycle() {
-  local k=$1 t0 c0 c1 s0 s1 left
+  local k=$1 t0 c0 c1 s0 s1 left counts errors bad
   curl -sf -X DELETE "$G/__admin/requests" >/dev/null
   t0=$(psql -qtA "$DB" -c "SELECT timezone('UTC', now())")
   c0=$(cpu_ticks)
@@ -169,14 +126,17 @@ cycle() {
   c1=$(cpu_ticks)
   WALL=$(echo "$s1 - $s0" | bc -l)
   CPU=$(echo "($c1 - $c0) / $TCK" | bc -l)
-  read -r CALLS OTHER < <(curl -sf "$G/__admin/requests" | node -e '
+  counts=$(curl -sf "$G/__admin/requests" | node -e '
     let s=""; process.stdin.on("data",d=>s+=d).on("end",()=>{
       const r = JSON.parse(s).requests.filter((x) => x.path.startsWith("/drive/v3/"));
       const ch = r.filter((x) => x.method === "GET" && x.path === "/drive/v3/changes").length;
       console.log(ch, r.length - ch); })')
-  [ "$left" = 0 ] || { echo "cycle over $k folders did not finish"; tail -20 "$W/poller.log"; exit 1; }
+  read -r CALLS OTHER <<<"$counts"
+  [ "$left" = 0 ] || bench_fail "cycle over $k folders did not finish ($left left)" "$W/poller.log"
+  errors=$(bench_fake_errors "$G")
+  [ "$errors" = 0 ] || bench_fail "the fake answered $errors Drive calls with other than 2xx" "$W/poller.log"
   bad=$(psql -qtA "$DB" -c "SELECT count(*) FROM drive_polls WHERE poll_status <> 'success'")
-  [ "$bad" = 0 ] || { echo "$bad folders failed"; tail -20 "$W/poller.log"; exit 1; }
+  [ "$bad" = 0 ] || bench_fail "$bad folders failed" "$W/poller.log"
 }
 
 cycle "$NB"

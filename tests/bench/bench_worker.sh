@@ -13,6 +13,11 @@
 #    with its usage reservation, the completion: 2 short write transactions)
 #    with the same number of clients (target: ratio >= 0.5).
 #
+# A run is valid only when every command succeeded, every render wrote its
+# output, every job completed with its output in the fake's Drive and the fake
+# answered every call 2xx: jobs that failed are not counted in jobs/s, and any
+# of these fails the bench after its figures.
+#
 #   BENCH_REPEAT (3)  BENCH_JOBS (200)  BENCH_CONCURRENCY (2)
 #   BENCH_PARTS ("render queue"): the sections to run
 #   BENCH_STEPS (0): 1 runs the worker with LOG_LEVEL=debug and prints its mean time per step
@@ -26,25 +31,27 @@ CONC=${BENCH_CONCURRENCY:-2}
 PARTS=${BENCH_PARTS:-render queue}
 KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 
-[ -x "$BIN/job-worker" ] || { echo "bench_worker: $BIN/job-worker is missing (make first)"; exit 1; }
+. tests/lib/bench.sh
+[ -x "$BIN/job-worker" ] || bench_fail "$BIN/job-worker is missing (make first)"
 
-eval "$(tests/lib/services.sh start)"
-fake_pid=
-worker_pid=
-cleanup() {
-  [ -n "$worker_pid" ] && kill "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
-  [ -n "$fake_pid" ] && kill "$fake_pid" 2>/dev/null && wait "$fake_pid" 2>/dev/null
-  tests/lib/services.sh stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-W=$CA_TEST_DIR
+bench_start bench_worker
+if [[ " $PARTS " == *" render "* ]] && ! convert -version 2>/dev/null | grep ImageMagick >/dev/null; then
+  echo "bench_worker: installing imagemagick (Debian package)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get install -y -qq imagemagick >/dev/null 2>&1 || true
+  convert -version 2>/dev/null | grep ImageMagick >/dev/null ||
+    bench_fail "ImageMagick's convert is missing (apt-get install imagemagick)"
+fi
 verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo "met"; else echo "MISSED"; fi; }
 
-# best wall time (s) of $REPEAT runs of a command (ImageMagick: one run, it is slow)
+# best wall time (s) of $REPEAT runs of a command (ImageMagick: one run, it is
+# slow); a run that fails ends the bench with its output.
 best() {
   local b=999999 t0 t1 d
   for _ in $(seq "$REPEAT"); do
-    t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
+    t0=$(date +%s.%N)
+    "$@" > "$W/best.out" 2>&1 || { cat "$W/best.out" >&2; bench_fail "failed: $*"; }
+    t1=$(date +%s.%N)
     d=$(echo "$t1 - $t0" | bc -l)
     if [ "$(echo "$d < $b" | bc -l)" = 1 ]; then b=$d; fi
   done
@@ -53,30 +60,32 @@ best() {
 
 # ---------------------------------------------------------------- 1. one 12 MP JPEG
 if [[ " $PARTS " == *" render "* ]]; then
-# A real photo (skimage's astronaut, public domain) scaled to 4000x3000; a
-# smooth synthetic image when the package cannot be fetched.
-( cd "$W" && apt-get download python3-skimage >/dev/null 2>&1 && dpkg -x python3-skimage_*.deb x >/dev/null 2>&1 ) || true
-SRC=$(ls "$W"/x/usr/lib/python3/dist-packages/skimage/data/astronaut.png 2>/dev/null || true)
-if [ -n "$SRC" ]; then
-  vips resize "$SRC" "$W/big.v" 7.8125 --vscale 5.859375 --kernel cubic
-  what="astronaut.png scaled"
-else
-  vips gaussnoise "$W/n.v" 4000 3000 --mean 128 --sigma 60
-  vips gaussblur "$W/n.v" "$W/nb.v" 8
-  vips bandjoin "$W/nb.v $W/nb.v $W/nb.v" "$W/big.v"
-  what="synthetic"
-fi
+# A real photo (tests/fixtures/astronaut.png, public domain) scaled to 4000x3000.
+vips resize tests/fixtures/astronaut.png "$W/big.v" 7.8125 --vscale 5.859375 --kernel cubic
+what="astronaut.png scaled"
 vips copy "$W/big.v" "$W/in.jpg[Q=92]"
 size=$(vipsheader "$W/in.jpg")
 echo "input: $size ($what), $(stat -c %s "$W/in.jpg") bytes"
 
+# each output must be there, a JPEG of the expected size (render: long edge 3000)
+expect_jpeg() { # FILE WIDTH HEIGHT
+  local got
+  got=$(vipsheader -f width "$1")x$(vipsheader -f height "$1") || bench_fail "$1 is not an image"
+  [ "$got" = "$2x$3" ] || bench_fail "$1 is $got, want $2x$3"
+}
+rm -f "$W/out.jpg" "$W/copy.jpg" "$W/im.jpg"
 t_render=$(best "$BIN/job-worker" render portrait_pro "$W/in.jpg" "$W/out.jpg")
+expect_jpeg "$W/out.jpg" 3000 2250
 t_vips=$(best vips copy "$W/in.jpg" "$W/copy.jpg[Q=90]")
+expect_jpeg "$W/copy.jpg" 4000 3000
 t_im=$(REPEAT=1 best convert "$W/in.jpg" -resize '3000x3000>' -contrast-stretch 0.3%x0.3% \
   -color-matrix '1.06 0 0 0 1.0 0 0 0 0.94' -unsharp 0x1+0.08+0 \
   -background black -vignette 0x400+0+0 -quality 90 "$W/im.jpg")
-rss_kb=$(/usr/bin/time -v "$BIN/job-worker" render portrait_pro "$W/in.jpg" "$W/out.jpg" 2>&1 >/dev/null |
-  sed -n 's/.*Maximum resident set size (kbytes): //p')
+expect_jpeg "$W/im.jpg" 3000 2250
+/usr/bin/time -v -o "$W/time.txt" "$BIN/job-worker" render portrait_pro "$W/in.jpg" "$W/out.jpg" \
+  > "$W/render.out" 2>&1 || { cat "$W/render.out" >&2; bench_fail "render under /usr/bin/time failed"; }
+rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$W/time.txt")
+[ -n "$rss_kb" ] || bench_fail "no peak RSS from /usr/bin/time" "$W/time.txt"
 rss_mb=$(echo "$rss_kb / 1024" | bc -l)
 r_vips=$(echo "$t_render / $t_vips" | bc -l)
 r_im=$(echo "$t_im / $t_render" | bc -l)
@@ -89,33 +98,12 @@ fi
 
 
 # ---------------------------------------------------------------- 2. through the queue
-admin_url="postgresql://postgres@127.0.0.1:$TEST_PG_PORT"
-DB="$admin_url/bench"
-psql -q "$admin_url/postgres" -c "CREATE DATABASE bench" >/dev/null
-for s in api-gateway billing-webhook job-worker drive-poller; do
-  psql -q "$DB" -v ON_ERROR_STOP=1 -1 -f sql/000_roles.sql >/dev/null 2>&1
-  for f in sql/$s/*.sql; do
-    psql -q "$DB" -v ON_ERROR_STOP=1 -1 -c "SET LOCAL ROLE ca_${s//-/_}" -f "$f" >/dev/null
-  done
-done
+bench_database
+bench_google
 
-tests/fakes/run google --port 0 > "$W/google.log" 2>&1 &
-fake_pid=$!
-for _ in $(seq 100); do
-  grep -q 'listening on' "$W/google.log" 2>/dev/null && break
-  sleep 0.1
-done
-GPORT=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/google.log" | head -1)
-[ -n "$GPORT" ] || { echo "the Google fake did not start"; cat "$W/google.log"; exit 1; }
-G=http://127.0.0.1:$GPORT
-
-# the queue's input: a 200x150 JPEG (the 12 MP input scaled, or synthetic)
-if [ -f "$W/in.jpg" ]; then
-  vips resize "$W/in.jpg" "$W/small.jpg[Q=85]" 0.05
-else
-  vips gaussnoise "$W/s.v" 200 150 --mean 128 --sigma 60
-  vips bandjoin "$W/s.v $W/s.v $W/s.v" "$W/small.jpg[Q=85]"
-fi
+# the queue's input: a 200x150 JPEG (the astronaut, scaled)
+vips resize tests/fixtures/astronaut.png "$W/small.v" 0.390625 --vscale 0.29296875
+vips copy "$W/small.v" "$W/small.jpg[Q=85]"
 node - "$G" "$NJOBS" "$W/small.jpg" > "$W/seed.tsv" <<'JS'
 const [base, n, img] = [process.argv[2], Number(process.argv[3]), process.argv[4]];
 const content_base64 = require('fs').readFileSync(img).toString('base64');
@@ -145,28 +133,12 @@ async function post(path, body) {
 })().catch((e) => { console.error(e); process.exit(1); });
 JS
 
-cat > "$W/seal.c" <<'C'
-#include "crypto.h"
-#include <stdio.h>
-#include <stdlib.h>
-int main(int argc, char **argv)
-{
-    char err[256];
-    crypto_keyring_t *kr = argc == 3 ? crypto_keyring_new(argv[1], NULL, err, sizeof(err)) : NULL;
-    if (kr == NULL) { fprintf(stderr, "seal: bad arguments\n"); return 1; }
-    char *s = crypto_envelope_seal(kr, argv[2]);
-    printf("%s\n", s);
-    free(s);
-    crypto_keyring_free(kr);
-    return 0;
-}
-C
-cc -std=gnu11 -O1 -Icommon -o "$W/seal" "$W/seal.c" build/lib/libcommon.a \
-  $(pkg-config --libs openssl libcjson libcurl libpq hiredis libevent libevent_pthreads) -lm -pthread
-IFS=$'\t' read -r _ email sub access refresh inbox processed < <(grep '^U' "$W/seed.tsv")
-sa=$("$W/seal" "$KEY" "$access")
-sr=$("$W/seal" "$KEY" "$refresh")
+user_line=$(grep '^U' "$W/seed.tsv")
+IFS=$'\t' read -r _ email sub access refresh inbox processed <<<"$user_line"
+sa=$(bench_seal "$KEY" <<<"$access")
+sr=$(bench_seal "$KEY" <<<"$refresh")
 grep '^F' "$W/seed.tsv" | cut -f2 > "$W/files.txt"
+[ "$(grep -c . "$W/files.txt")" = "$NJOBS" ] || bench_fail "seeded $(grep -c . "$W/files.txt") files, want $NJOBS"
 psql -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO users (google_id, email, drive_access_token, drive_refresh_token, drive_token_expires_at,
                    watched_folder_id, output_folder_id)
@@ -183,21 +155,19 @@ SELECT count(*) FROM f, users u, LATERAL jobs_create_for_drive_file(u.id, f.id, 
   '$inbox', 1000, 'image/jpeg', 'passthrough') WHERE u.email = '$email';
 SQL
 
-WPORT=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+WPORT=$(bench_free_port)
 DATABASE_URL="postgresql://ca_job_worker@127.0.0.1:$TEST_PG_PORT/bench" REDIS_URL=$TEST_REDIS_URL \
   PORT=$WPORT LISTEN_ADDR=127.0.0.1 LOG_LEVEL=$([ "${BENCH_STEPS:-0}" = 1 ] && echo debug || echo warn) ENCRYPTION_KEY=$KEY WORKER_CONCURRENCY=$CONC \
   GOOGLE_CLIENT_ID=bench-client GOOGLE_CLIENT_SECRET=x GOOGLE_TOKEN_URL=$G/token \
   DRIVE_API_URL=$G/drive/v3 DRIVE_UPLOAD_URL=$G/upload/drive/v3 \
   "$BIN/job-worker" > "$W/worker.log" 2>&1 &
 worker_pid=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$WPORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+bench_track "$worker_pid"
+bench_wait_ready "http://127.0.0.1:$WPORT/readyz" "$W/worker.log"
 
 psql -At "$DB" -c "SELECT id FROM jobs" > "$W/jobs.txt"
-# CPU seconds (user + system) a process has used so far
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+[ "$(grep -c . "$W/jobs.txt")" = "$NJOBS" ] || bench_fail "$(grep -c . "$W/jobs.txt") jobs created, want $NJOBS"
+cpu_s() { bench_cpu_s "$1"; }
 # PostgreSQL: the postmaster with its reaped children (cutime, cstime) plus the
 # live backends, so backends that end during the run are counted too.
 pm_pid=$(head -1 "$W/pg/postmaster.pid")
@@ -217,19 +187,23 @@ t0=$(date +%s.%N)
 xargs -n 500 redis-cli -p "$TEST_REDIS_PORT" LPUSH ca:jobs < "$W/jobs.txt" >/dev/null
 # The end is the last completed_at (UTC, the same clock), so the poll can be
 # slow and cheap: a psql every 50 ms would take CPU from the 2 cores measured.
+deadline=$(( $(date +%s) + 600 ))
 while :; do
   left=$(psql -At "$DB" -c "SELECT count(*) FROM jobs WHERE status NOT IN ('completed', 'failed')")
   [ "$left" = 0 ] && break
+  [ "$(date +%s)" -lt "$deadline" ] || bench_fail "$left jobs still unfinished after 600 s" "$W/worker.log"
   sleep 0.5
 done
-t1=$(psql -At "$DB" -c "SELECT extract(epoch FROM max(COALESCE(completed_at, updated_at))) FROM jobs")
+t1=$(psql -At "$DB" -c "SELECT extract(epoch FROM max(completed_at)) FROM jobs WHERE status = 'completed'")
 w_cpu=$(echo "$(cpu_s "$worker_pid") - $w_cpu0" | bc -l)
 f_cpu=$(echo "$(cpu_s "$fake_pid") - $f_cpu0" | bc -l)
 p_cpu=$(echo "$(pg_cpu_s) - $p_cpu0" | bc -l)
 r_cpu=$(echo "$(cpu_s "$redis_pid") - $r_cpu0" | bc -l)
 done_ok=$(psql -At "$DB" -c "SELECT count(*) FROM jobs WHERE status = 'completed'")
+done_failed=$((NJOBS - done_ok))
+[ "$done_ok" -gt 0 ] || bench_fail "no job completed" "$W/worker.log"
 wall=$(echo "$t1 - $t0" | bc -l)
-jobs_s=$(echo "$NJOBS / $wall" | bc -l)
+jobs_s=$(echo "$done_ok / $wall" | bc -l) # completed jobs only
 # where the Drive time went: the fake's request log, per call
 node - "$G" "$wall" > "$W/calls.txt" <<'JS' || true
 const [base, wall] = [process.argv[2], Number(process.argv[3])];
@@ -249,6 +223,27 @@ const [base, wall] = [process.argv[2], Number(process.argv[3])];
   console.log(`  fake busy (sum of request durations): ${(tot / 1000).toFixed(2)} s of ${wall.toFixed(2)} s wall`);
 })();
 JS
+# the outputs: one file per completed job in the Processed folder of the fake's Drive
+outputs=$(node - "$G" "$access" "$processed" <<'JS'
+const [base, token, folder] = process.argv.slice(2);
+(async () => {
+  let n = 0, page = '';
+  do {
+    const url = new URL(base + '/drive/v3/files');
+    url.searchParams.set('q', `'${folder}' in parents and trashed = false`);
+    url.searchParams.set('pageSize', '1000');
+    if (page) url.searchParams.set('pageToken', page);
+    const r = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    if (r.status !== 200) throw new Error(`files.list ${r.status} ${await r.text()}`);
+    const j = await r.json();
+    n += j.files.length;
+    page = j.nextPageToken || '';
+  } while (page);
+  console.log(n);
+})().catch((e) => { console.error(e); process.exit(1); });
+JS
+)
+fake_errors=$(bench_fake_errors "$G")
 
 # pgbench: the same 2 commits per job (claim + reservation in one statement,
 # completion in one statement), the same number of clients
@@ -260,13 +255,17 @@ UPDATE bench_jobs SET status = 'processing', attempt = attempt + 1, n = n + 1 WH
 UPDATE bench_jobs SET status = 'completed' WHERE id = :id;
 SQL
 pb_pg0=$(pg_cpu_s)
-tps=$(pgbench -n -c "$CONC" -j "$CONC" -t $((NJOBS / CONC)) -D njobs="$NJOBS" -f "$W/job.sql" \
-  "postgresql://postgres@127.0.0.1:$TEST_PG_PORT/bench" 2>/dev/null |
-  sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+pgbench -n -c "$CONC" -j "$CONC" -t $((NJOBS / CONC)) -D njobs="$NJOBS" -f "$W/job.sql" \
+  "postgresql://postgres@127.0.0.1:$TEST_PG_PORT/bench" > "$W/pgbench.txt" 2>&1 ||
+  bench_fail "pgbench failed" "$W/pgbench.txt"
+tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$W/pgbench.txt" | head -1)
+[ -n "$tps" ] || bench_fail "no tps from pgbench" "$W/pgbench.txt"
+grep -q '^number of failed transactions: 0 ' "$W/pgbench.txt" || bench_fail "pgbench had failed transactions" "$W/pgbench.txt"
 pb_pg=$(echo "$(pg_cpu_s) - $pb_pg0" | bc -l)
 pg_jobs_s=$tps # one script = one job = 2 autocommitted statements
 ratio=$(echo "$jobs_s / $pg_jobs_s" | bc -l)
-printf 'queue: %d/%d jobs completed in %.2fs = %.1f jobs/s (%d threads)\n' "$done_ok" "$NJOBS" "$wall" "$jobs_s" "$CONC"
+printf 'queue: %d/%d jobs completed (%d failed, not counted) in %.2fs = %.1f jobs/s (%d threads)\n' \
+  "$done_ok" "$NJOBS" "$done_failed" "$wall" "$jobs_s" "$CONC"
 printf '  pgbench, 2 commits per job: %.1f jobs/s (PostgreSQL CPU %.2f ms a job)\n' "$pg_jobs_s" \
   "$(echo "$pb_pg * 1000 / $NJOBS" | bc -l)"
 cat "$W/calls.txt"
@@ -282,3 +281,8 @@ if [ "${BENCH_STEPS:-0}" = 1 ]; then
             printf "  worker steps total: %.2f ms per job\n", t }'
 fi
 printf '  worker / pgbench = %.2f (target >= 0.5: %s)\n' "$ratio" "$(verdict "$ratio >= 0.5")"
+
+# a run with failures is no measurement
+[ "$done_failed" = 0 ] || bench_fail "$done_failed of $NJOBS jobs failed" "$W/worker.log"
+[ "$outputs" = "$done_ok" ] || bench_fail "$outputs outputs in Processed for $done_ok completed jobs" "$W/worker.log"
+[ "$fake_errors" = 0 ] || bench_fail "the fake answered $fake_errors calls with other than 2xx" "$W/worker.log"

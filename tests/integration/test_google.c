@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include "crypto.h"
+#include "fake_admin.h"
 #include "google.h"
 #include "http_client.h"
 #include "pg.h"
@@ -37,115 +38,9 @@ static char url_token[256], url_userinfo[256], url_api[256], url_upload[256];
 
 /* ---------------------------------------------------------------- helpers */
 
-static char *admin_url(const char *path)
-{
-    char *u = NULL;
-    assert_true(asprintf(&u, "%s%s", fake.base_url, path) > 0);
-    return u;
-}
-
-/* Calls the fake; asserts the status; returns the parsed JSON (caller deletes) or NULL. */
-static cJSON *call_json(const char *method, const char *path, const char *body, long want)
-{
-    char *u = admin_url(path);
-    char *resp = NULL;
-    long st = http_call(method, u, body, &resp);
-    free(u);
-    if (st != want) {
-        proc_print_log(&fake);
-        fail_msg("%s %s -> %ld (want %ld): %s", method, path, st, want, resp ? resp : "");
-    }
-    cJSON *j = resp != NULL ? cJSON_Parse(resp) : NULL;
-    free(resp);
-    return j;
-}
-
-static void admin(const char *method, const char *path, const char *body)
-{
-    cJSON_Delete(call_json(method, path, body, 200));
-}
-
-static void reset_fake(void)
-{
-    admin("POST", "/__admin/reset", NULL);
-}
-
-typedef struct {
-    char *access;
-    char *refresh;
-    char *root;
-    char *sub;
-} seeded_user_t;
-
-static void seeded_free(seeded_user_t *u)
-{
-    free(u->access);
-    free(u->refresh);
-    free(u->root);
-    free(u->sub);
-    memset(u, 0, sizeof(*u));
-}
-
-static char *jstr(const cJSON *j, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
-    assert_true(cJSON_IsString(v));
-    return strdup(v->valuestring);
-}
-
-static seeded_user_t seed_user(const char *email)
-{
-    char body[256];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\"}", email);
-    cJSON *j = call_json("POST", "/__admin/users", body, 200);
-    seeded_user_t u = {
-        .access = jstr(j, "access_token"),
-        .refresh = jstr(j, "refresh_token"),
-        .root = jstr(j, "root_id"),
-        .sub = jstr(j, "sub"),
-    };
-    cJSON_Delete(j);
-    return u;
-}
-
-/* POST /__admin/files with `json` (must name the user); returns the new id. */
-static char *seed_file(const char *json)
-{
-    cJSON *j = call_json("POST", "/__admin/files", json, 200);
-    char *id = jstr(j, "id");
-    cJSON_Delete(j);
-    return id;
-}
-
-static void add_fault(const char *json)
-{
-    admin("POST", "/__admin/faults", json);
-}
-
-static void clear_requests(void)
-{
-    admin("DELETE", "/__admin/requests", NULL);
-    admin("DELETE", "/__admin/faults", NULL);
-}
-
-/* Requests recorded by the fake for method + exact path. */
-static int count_requests(const char *method, const char *path)
-{
-    cJSON *j = call_json("GET", "/__admin/requests", NULL, 200);
-    const cJSON *reqs = cJSON_GetObjectItemCaseSensitive(j, "requests");
-    const cJSON *r;
-    int n = 0;
-    cJSON_ArrayForEach(r, reqs)
-    {
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(r, "method");
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(r, "path");
-        if (cJSON_IsString(m) && cJSON_IsString(p) && strcmp(m->valuestring, method) == 0 &&
-            strcmp(p->valuestring, path) == 0)
-            n++;
-    }
-    cJSON_Delete(j);
-    return n;
-}
+/* The token endpoint's and files.list's requests in the fake's log. */
+static const fake_match_t token_calls = {.method = "POST", .path = "/token"};
+static const fake_match_t list_calls = {.method = "GET", .path = "/drive/v3/files"};
 
 /* A Drive call made directly (PATCH/DELETE for the change tests), with a bearer token. */
 static long drive_direct(const char *method, const char *path_and_query, const char *body,
@@ -229,13 +124,13 @@ static int group_teardown(void **state)
 static int test_setup(void **state)
 {
     (void)state;
-    reset_fake();
+    fake_reset(fake.base_url);
     return 0;
 }
 
 /* ---------------------------------------------------------------- status table */
 
-static void status_names_and_transience(void **state)
+static void test_status_names_and_transience(void **state)
 {
     (void)state;
     static const struct {
@@ -261,7 +156,7 @@ static void status_names_and_transience(void **state)
     }
 }
 
-static void image_detection(void **state)
+static void test_image_detection(void **state)
 {
     (void)state;
     static const struct {
@@ -377,7 +272,7 @@ static char *authorize(const char *email, const char *verifier)
     return code;
 }
 
-static void oauth_code_exchange_refresh_userinfo(void **state)
+static void test_oauth_code_exchange_refresh_userinfo(void **state)
 {
     (void)state;
     char *verifier = crypto_random_token(48);
@@ -441,13 +336,13 @@ static void oauth_code_exchange_refresh_userinfo(void **state)
     assert_string_equal(err.reason, "invalid_client");
     google_client_free(bad);
     /* Other token-endpoint refusals are ours to fix, never "refresh and retry". */
-    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
+    fake_add_fault(fake.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
               "\"action\":\"status\",\"status\":401,\"body\":{\"error\":\"unauthorized_client\","
               "\"error_description\":\"Unauthorized\"}}");
     assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_ERR_BAD_REQUEST);
     assert_string_equal(err.reason, "unauthorized_client");
     assert_string_equal(err.message, "token (refresh_token): Unauthorized");
-    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
+    fake_add_fault(fake.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
               "\"action\":\"status\",\"status\":429}");
     assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_OK);
     google_tokens_free(&r);
@@ -455,7 +350,7 @@ static void oauth_code_exchange_refresh_userinfo(void **state)
     /* Revoked at Google: invalid_grant. */
     char body[512];
     snprintf(body, sizeof(body), "{\"refresh_token\":\"%s\"}", t.refresh_token);
-    admin("POST", "/__admin/revoke", body);
+    cJSON_Delete(fake_admin(fake.base_url, "POST", "/__admin/revoke", body));
     assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_ERR_INVALID_GRANT);
     assert_string_equal(err.reason, "invalid_grant");
     assert_false(google_status_transient(err.status));
@@ -470,16 +365,18 @@ static void oauth_code_exchange_refresh_userinfo(void **state)
 
 /* ---------------------------------------------------------------- Drive */
 
-static void files_list_pages_and_fields(void **state)
+static void test_files_list_pages_and_fields(void **state)
 {
     (void)state;
-    seeded_user_t u = seed_user("lister@example.com");
+    fake_google_user_t u;
+    fake_google_user(fake.base_url, "lister@example.com", NULL, &u);
     char json[1024];
     snprintf(
         json, sizeof(json),
         "{\"email\":\"lister@example.com\",\"name\":\"In\",\"folder\":true,\"parents\":[\"%s\"]}",
-        u.root);
-    char *folder = seed_file(json);
+        u.root_id);
+    char folder[128];
+    fake_google_file(fake.base_url, json, folder, sizeof(folder));
     const char *names[] = {"e.jpg", "b.png", "d.webp", "a.jpg", "c.heic"};
     const char *mimes[] = {"image/jpeg", "image/png", "image/webp", "image/jpeg", "image/heic"};
     for (int i = 0; i < 5; i++) {
@@ -487,24 +384,24 @@ static void files_list_pages_and_fields(void **state)
                  "{\"email\":\"lister@example.com\",\"name\":\"%s\",\"mimeType\":\"%s\","
                  "\"parents\":[\"%s\"],\"content\":\"%.*s\"}",
                  names[i], mimes[i], folder, i + 1, "xxxxxxxx");
-        free(seed_file(json));
+        fake_google_file(fake.base_url, json, NULL, 0);
     }
     /* Noise: not an image, trashed, elsewhere. */
     snprintf(json, sizeof(json),
              "{\"email\":\"lister@example.com\",\"name\":\"notes.txt\",\"mimeType\":\"text/plain\","
              "\"parents\":[\"%s\"],\"content\":\"hi\"}",
              folder);
-    free(seed_file(json));
+    fake_google_file(fake.base_url, json, NULL, 0);
     snprintf(json, sizeof(json),
              "{\"email\":\"lister@example.com\",\"name\":\"old.jpg\",\"mimeType\":\"image/jpeg\","
              "\"parents\":[\"%s\"],\"content\":\"x\",\"trashed\":true}",
              folder);
-    free(seed_file(json));
+    fake_google_file(fake.base_url, json, NULL, 0);
     snprintf(json, sizeof(json),
              "{\"email\":\"lister@example.com\",\"name\":\"root.jpg\",\"mimeType\":\"image/jpeg\","
              "\"parents\":[\"%s\"],\"content\":\"x\"}",
-             u.root);
-    free(seed_file(json));
+             u.root_id);
+    fake_google_file(fake.base_url, json, NULL, 0);
 
     char q[256];
     snprintf(q, sizeof(q), "'%s' in parents and trashed = false and mimeType contains 'image/'",
@@ -516,7 +413,7 @@ static void files_list_pages_and_fields(void **state)
     int pages = 0;
     do {
         drive_file_list_t l;
-        assert_int_equal(drive_files_list(gc, u.access, q, "name", 2, token, &l, &err), GOOGLE_OK);
+        assert_int_equal(drive_files_list(gc, u.access_token, q, "name", 2, token, &l, &err), GOOGLE_OK);
         pages++;
         assert_true(l.n <= 2);
         for (size_t i = 0; i < l.n; i++) {
@@ -549,7 +446,7 @@ static void files_list_pages_and_fields(void **state)
     /* The folder itself: size -1, a folder capability. */
     drive_file_list_t l;
     snprintf(q, sizeof(q), "mimeType = '%s' and name = 'In'", DRIVE_FOLDER_MIME);
-    assert_int_equal(drive_files_list(gc, u.access, q, NULL, 100, NULL, &l, &err), GOOGLE_OK);
+    assert_int_equal(drive_files_list(gc, u.access_token, q, NULL, 100, NULL, &l, &err), GOOGLE_OK);
     assert_int_equal(l.n, 1);
     assert_string_equal(l.files[0].id, folder);
     assert_int_equal(l.files[0].size, -1);
@@ -562,29 +459,28 @@ static void files_list_pages_and_fields(void **state)
     snprintf(json, sizeof(json),
              "{\"email\":\"lister@example.com\",\"name\":\"it's & 100%%.jpg\",\"mimeType\":"
              "\"image/jpeg\",\"parents\":[\"%s\"],\"content\":\"x\"}",
-             u.root);
-    free(seed_file(json));
+             u.root_id);
+    fake_google_file(fake.base_url, json, NULL, 0);
     assert_int_equal(
-        drive_files_list(gc, u.access, "name = 'it\\'s & 100%.jpg'", NULL, 10, NULL, &l, &err),
+        drive_files_list(gc, u.access_token, "name = 'it\\'s & 100%.jpg'", NULL, 10, NULL, &l, &err),
         GOOGLE_OK);
     assert_int_equal(l.n, 1);
     assert_string_equal(l.files[0].name, "it's & 100%.jpg");
     drive_file_list_free(&l);
 
     /* A bad query is a bad request. */
-    assert_int_equal(drive_files_list(gc, u.access, "name === 'x", NULL, 10, NULL, &l, &err),
+    assert_int_equal(drive_files_list(gc, u.access_token, "name === 'x", NULL, 10, NULL, &l, &err),
                      GOOGLE_ERR_BAD_REQUEST);
     assert_int_equal(err.http_status, 400);
     assert_int_equal(l.n, 0);
 
-    free(folder);
-    seeded_free(&u);
 }
 
-static void files_get_and_download(void **state)
+static void test_files_get_and_download(void **state)
 {
     (void)state;
-    seeded_user_t u = seed_user("downloader@example.com");
+    fake_google_user_t u;
+    fake_google_user(fake.base_url, "downloader@example.com", NULL, &u);
     size_t len = 300 * 1024 + 7;
     uint8_t *content = malloc(len);
     assert_int_equal(crypto_random(content, len), 0);
@@ -594,76 +490,76 @@ static void files_get_and_download(void **state)
                          "{\"email\":\"downloader@example.com\",\"name\":\"big.png\",\"mimeType\":"
                          "\"image/png\",\"parents\":[\"%s\"],\"appProperties\":{\"k\":\"v\"},"
                          "\"content_base64\":\"%s\"}",
-                         u.root, b64) > 0);
-    char *id = seed_file(json);
+                         u.root_id, b64) > 0);
+    char id[128];
+    fake_google_file(fake.base_url, json, id, sizeof(id));
     free(json);
     free(b64);
 
     google_error_t err;
     drive_file_t f;
-    assert_int_equal(drive_files_get(gc, u.access, id, &f, &err), GOOGLE_OK);
+    assert_int_equal(drive_files_get(gc, u.access_token, id, &f, &err), GOOGLE_OK);
     assert_string_equal(f.id, id);
     assert_string_equal(f.name, "big.png");
     assert_string_equal(f.mime_type, "image/png");
     assert_int_equal(f.size, (long long)len);
     assert_int_equal(f.nparents, 1);
-    assert_string_equal(f.parents[0], u.root);
+    assert_string_equal(f.parents[0], u.root_id);
     assert_int_equal(strlen(f.md5), 32);
     assert_string_equal(cJSON_GetObjectItem(f.app_properties, "k")->valuestring, "v");
     drive_file_free(&f);
 
     void *data = NULL;
     size_t got = 0;
-    assert_int_equal(drive_download(gc, u.access, id, len, &data, &got, &err), GOOGLE_OK);
+    assert_int_equal(drive_download(gc, u.access_token, id, len, &data, &got, &err), GOOGLE_OK);
     assert_int_equal(got, len);
     assert_memory_equal(data, content, len);
     free(data);
 
-    assert_int_equal(drive_download(gc, u.access, id, len - 1, &data, &got, &err),
+    assert_int_equal(drive_download(gc, u.access_token, id, len - 1, &data, &got, &err),
                      GOOGLE_ERR_TOO_LARGE);
     assert_null(data);
     assert_int_equal(got, 0);
     /* A cap below the error-body room, too. */
-    assert_int_equal(drive_download(gc, u.access, id, 1000, &data, &got, &err),
+    assert_int_equal(drive_download(gc, u.access_token, id, 1000, &data, &got, &err),
                      GOOGLE_ERR_TOO_LARGE);
 
     /* A 404 is a 404 even with a tiny cap. */
-    assert_int_equal(drive_files_get(gc, u.access, "nope-0000", &f, &err), GOOGLE_ERR_NOT_FOUND);
+    assert_int_equal(drive_files_get(gc, u.access_token, "nope-0000", &f, &err), GOOGLE_ERR_NOT_FOUND);
     assert_string_equal(err.reason, "notFound");
     assert_null(f.id);
-    assert_int_equal(drive_download(gc, u.access, "nope-0000", 10, &data, &got, &err),
+    assert_int_equal(drive_download(gc, u.access_token, "nope-0000", 10, &data, &got, &err),
                      GOOGLE_ERR_NOT_FOUND);
     assert_int_equal(err.http_status, 404);
 
     /* A folder cannot be downloaded: Drive's 403 fileNotDownloadable. */
-    assert_int_equal(drive_download(gc, u.access, u.root, 1000, &data, &got, &err),
+    assert_int_equal(drive_download(gc, u.access_token, u.root_id, 1000, &data, &got, &err),
                      GOOGLE_ERR_FORBIDDEN);
     assert_string_equal(err.reason, "fileNotDownloadable");
 
     /* Another user's unshared file is a 404, as on Drive. */
-    seeded_user_t other = seed_user("other@example.com");
-    assert_int_equal(drive_files_get(gc, other.access, id, &f, &err), GOOGLE_ERR_NOT_FOUND);
-    seeded_free(&other);
+    fake_google_user_t other;
+    fake_google_user(fake.base_url, "other@example.com", NULL, &other);
+    assert_int_equal(drive_files_get(gc, other.access_token, id, &f, &err), GOOGLE_ERR_NOT_FOUND);
 
-    free(id);
     free(content);
-    seeded_free(&u);
 }
 
-static void folder_upload_find_share(void **state)
+static void test_folder_upload_find_share(void **state)
 {
     (void)state;
-    seeded_user_t u = seed_user("uploader@example.com");
+    fake_google_user_t u;
+    fake_google_user(fake.base_url, "uploader@example.com", NULL, &u);
     google_error_t err;
 
     cJSON *props = cJSON_CreateObject();
     cJSON_AddStringToObject(props, "ca_kind", "outputs");
     drive_file_t folder;
-    assert_int_equal(drive_create_folder(gc, u.access, "Processed", u.root, props, &folder, &err),
+    assert_int_equal(drive_create_folder(gc, u.access_token, "Processed", u.root_id, props, &folder, &err),
                      GOOGLE_OK);
     assert_string_equal(folder.name, "Processed");
     assert_string_equal(folder.mime_type, DRIVE_FOLDER_MIME);
-    assert_string_equal(folder.parents[0], u.root);
+    assert_string_equal(folder.parents[0], u.root_id);
     assert_string_equal(cJSON_GetObjectItem(folder.app_properties, "ca_kind")->valuestring,
                         "outputs");
     assert_true(folder.can_add_children);
@@ -677,7 +573,7 @@ static void folder_upload_find_share(void **state)
     cJSON_AddStringToObject(props, "ca_job_id", "job-7f3a");
     cJSON_AddStringToObject(props, "ca_source", "src-1");
     drive_file_t up;
-    assert_int_equal(drive_upload(gc, u.access, "out.png", "image/png", folder.id, props, png,
+    assert_int_equal(drive_upload(gc, u.access_token, "out.png", "image/png", folder.id, props, png,
                                   sizeof(png), &up, &err),
                      GOOGLE_OK);
     cJSON_Delete(props);
@@ -690,7 +586,7 @@ static void folder_upload_find_share(void **state)
 
     /* Found again by its job id. */
     drive_file_list_t l;
-    assert_int_equal(drive_files_list(gc, u.access,
+    assert_int_equal(drive_files_list(gc, u.access_token,
                                       "appProperties has { key='ca_job_id' and value='job-7f3a' }"
                                       " and trashed = false",
                                       NULL, 10, NULL, &l, &err),
@@ -698,7 +594,7 @@ static void folder_upload_find_share(void **state)
     assert_int_equal(l.n, 1);
     assert_string_equal(l.files[0].id, up.id);
     drive_file_list_free(&l);
-    assert_int_equal(drive_files_list(gc, u.access,
+    assert_int_equal(drive_files_list(gc, u.access_token,
                                       "appProperties has { key='ca_job_id' and value='job-other' }",
                                       NULL, 10, NULL, &l, &err),
                      GOOGLE_OK);
@@ -707,16 +603,16 @@ static void folder_upload_find_share(void **state)
 
     void *data = NULL;
     size_t got = 0;
-    assert_int_equal(drive_download(gc, u.access, up.id, sizeof(png), &data, &got, &err),
+    assert_int_equal(drive_download(gc, u.access_token, up.id, sizeof(png), &data, &got, &err),
                      GOOGLE_OK);
     assert_int_equal(got, sizeof(png));
     assert_memory_equal(data, png, sizeof(png));
     free(data);
 
     /* Share with anyone: the permission exists and the file has its view link. */
-    assert_int_equal(drive_share_anyone_reader(gc, u.access, up.id, &err), GOOGLE_OK);
-    char auth[512];
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u.access);
+    assert_int_equal(drive_share_anyone_reader(gc, u.access_token, up.id, &err), GOOGLE_OK);
+    char auth[600];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u.access_token);
     const char *headers[] = {auth, NULL};
     char *purl = NULL;
     assert_true(asprintf(&purl, "%s/files/%s/permissions", url_api, up.id) > 0);
@@ -727,13 +623,13 @@ static void folder_upload_find_share(void **state)
     free(resp);
     free(purl);
     drive_file_t again;
-    assert_int_equal(drive_files_get(gc, u.access, up.id, &again, &err), GOOGLE_OK);
+    assert_int_equal(drive_files_get(gc, u.access_token, up.id, &again, &err), GOOGLE_OK);
     assert_non_null(again.web_view_link);
     assert_non_null(strstr(again.web_view_link, up.id));
     drive_file_free(&again);
 
     /* Sharing somebody else's file: 404 for them. */
-    assert_int_equal(drive_share_anyone_reader(gc, u.access, "missing-id", &err),
+    assert_int_equal(drive_share_anyone_reader(gc, u.access_token, "missing-id", &err),
                      GOOGLE_ERR_NOT_FOUND);
 
     /* A read-only token cannot upload: 403 (not a rate limit). */
@@ -741,8 +637,10 @@ static void folder_upload_find_share(void **state)
     snprintf(body, sizeof(body),
              "{\"email\":\"reader@example.com\",\"scope\":\"openid "
              "https://www.googleapis.com/auth/drive.readonly\"}");
-    cJSON *j = call_json("POST", "/__admin/users", body, 200);
-    char *ro = jstr(j, "access_token");
+    cJSON *j = fake_admin(fake.base_url, "POST", "/__admin/users", body);
+    const cJSON *ro_token = cJSON_GetObjectItemCaseSensitive(j, "access_token");
+    assert_true(cJSON_IsString(ro_token));
+    char *ro = strdup(ro_token->valuestring);
     cJSON_Delete(j);
     drive_file_t f;
     assert_int_equal(drive_upload(gc, ro, "x.png", "image/png", NULL, NULL, "x", 1, &f, &err),
@@ -753,7 +651,6 @@ static void folder_upload_find_share(void **state)
 
     drive_file_free(&up);
     drive_file_free(&folder);
-    seeded_free(&u);
 }
 
 static const drive_change_t *find_change(const drive_change_list_t *all, size_t n,
@@ -766,48 +663,52 @@ static const drive_change_t *find_change(const drive_change_list_t *all, size_t 
     return NULL;
 }
 
-static void changes_feed(void **state)
+static void test_changes_feed(void **state)
 {
     (void)state;
-    seeded_user_t u = seed_user("changer@example.com");
+    fake_google_user_t u;
+    fake_google_user(fake.base_url, "changer@example.com", NULL, &u);
     char json[512];
     snprintf(
         json, sizeof(json),
         "{\"email\":\"changer@example.com\",\"name\":\"A\",\"folder\":true,\"parents\":[\"%s\"]}",
-        u.root);
-    char *a = seed_file(json);
+        u.root_id);
+    char a[128];
+    fake_google_file(fake.base_url, json, a, sizeof(a));
     snprintf(
         json, sizeof(json),
         "{\"email\":\"changer@example.com\",\"name\":\"B\",\"folder\":true,\"parents\":[\"%s\"]}",
-        u.root);
-    char *b = seed_file(json);
-    char *ids[3];
+        u.root_id);
+    char b[128];
+    fake_google_file(fake.base_url, json, b, sizeof(b));
+    char ids[3][128];
     const char *names[] = {"moved.jpg", "trashed.jpg", "deleted.jpg"};
     for (int i = 0; i < 3; i++) {
         snprintf(json, sizeof(json),
                  "{\"email\":\"changer@example.com\",\"name\":\"%s\",\"mimeType\":\"image/jpeg\","
                  "\"parents\":[\"%s\"],\"content\":\"abc\"}",
                  names[i], a);
-        ids[i] = seed_file(json);
+        fake_google_file(fake.base_url, json, ids[i], sizeof(ids[i]));
     }
 
     google_error_t err;
     char *start = NULL;
-    assert_int_equal(drive_changes_start_token(gc, u.access, &start, &err), GOOGLE_OK);
+    assert_int_equal(drive_changes_start_token(gc, u.access_token, &start, &err), GOOGLE_OK);
     assert_non_null(start);
 
     snprintf(json, sizeof(json),
              "{\"email\":\"changer@example.com\",\"name\":\"new.png\",\"mimeType\":\"image/png\","
              "\"parents\":[\"%s\"],\"content\":\"png\"}",
              a);
-    char *created = seed_file(json);
-    char path[256];
+    char created[128];
+    fake_google_file(fake.base_url, json, created, sizeof(created));
+    char path[512];
     snprintf(path, sizeof(path), "/files/%s?addParents=%s&removeParents=%s", ids[0], b, a);
-    assert_int_equal(drive_direct("PATCH", path, "{}", u.access), 200);
+    assert_int_equal(drive_direct("PATCH", path, "{}", u.access_token), 200);
     snprintf(path, sizeof(path), "/files/%s", ids[1]);
-    assert_int_equal(drive_direct("PATCH", path, "{\"trashed\":true}", u.access), 200);
+    assert_int_equal(drive_direct("PATCH", path, "{\"trashed\":true}", u.access_token), 200);
     snprintf(path, sizeof(path), "/files/%s", ids[2]);
-    assert_int_equal(drive_direct("DELETE", path, NULL, u.access), 204);
+    assert_int_equal(drive_direct("DELETE", path, NULL, u.access_token), 204);
 
     /* Collect every page (2 per page). */
     drive_change_list_t all = {0};
@@ -817,7 +718,7 @@ static void changes_feed(void **state)
     int pages = 0;
     while (token != NULL && pages < 10) {
         drive_change_list_t page;
-        assert_int_equal(drive_changes_list(gc, u.access, token, 2, &page, &err), GOOGLE_OK);
+        assert_int_equal(drive_changes_list(gc, u.access_token, token, 2, &page, &err), GOOGLE_OK);
         pages++;
         assert_true(page.n <= 2);
         assert_true((page.next_page_token == NULL) != (page.new_start_page_token == NULL));
@@ -866,32 +767,27 @@ static void changes_feed(void **state)
 
     /* Nothing new since: empty, with a start token for next time. */
     drive_change_list_t empty;
-    assert_int_equal(drive_changes_list(gc, u.access, next_start, 100, &empty, &err), GOOGLE_OK);
+    assert_int_equal(drive_changes_list(gc, u.access_token, next_start, 100, &empty, &err), GOOGLE_OK);
     assert_int_equal(empty.n, 0);
     assert_non_null(empty.new_start_page_token);
     assert_null(empty.next_page_token);
     drive_change_list_free(&empty);
 
     /* A bad token is a bad request. */
-    assert_int_equal(drive_changes_list(gc, u.access, "999999999", 100, &empty, &err),
+    assert_int_equal(drive_changes_list(gc, u.access_token, "999999999", 100, &empty, &err),
                      GOOGLE_ERR_BAD_REQUEST);
 
-    for (int i = 0; i < 3; i++)
-        free(ids[i]);
-    free(created);
     free(start);
     free(next_start);
-    free(a);
-    free(b);
-    seeded_free(&u);
 }
 
 /* ---------------------------------------------------------------- faults */
 
-static void error_classification(void **state)
+static void test_error_classification(void **state)
 {
     (void)state;
-    seeded_user_t u = seed_user("faults@example.com");
+    fake_google_user_t u;
+    fake_google_user(fake.base_url, "faults@example.com", NULL, &u);
     static const struct {
         const char *fault; /* on GET /drive/v3/files */
         google_status_t want;
@@ -928,28 +824,29 @@ static void error_classification(void **state)
          GOOGLE_ERR_PROTOCOL, NULL, 1, -2},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        clear_requests();
+        fake_clear_requests(fake.base_url);
+        fake_clear_faults(fake.base_url);
         char fault[512];
         snprintf(fault, sizeof(fault),
                  "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files\"},%s}",
                  cases[i].fault);
-        add_fault(fault);
+        fake_add_fault(fake.base_url, fault);
         drive_file_list_t l;
         google_error_t err;
-        google_status_t st = drive_files_list(gc, u.access, NULL, NULL, 10, NULL, &l, &err);
+        google_status_t st = drive_files_list(gc, u.access_token, NULL, NULL, 10, NULL, &l, &err);
         if (st != cases[i].want)
             fail_msg("case %zu (%s): got %s (%s), want %s", i, cases[i].fault,
                      google_status_name(st), err.message, google_status_name(cases[i].want));
         if (st != GOOGLE_OK) {
             assert_int_equal(err.status, st);
             assert_true(err.message[0] != '\0');
-            assert_null(strstr(err.message, u.access));
+            assert_null(strstr(err.message, u.access_token));
         }
         if (cases[i].reason != NULL)
             assert_string_equal(err.reason, cases[i].reason);
         if (cases[i].retry_after_ms != -2)
             assert_int_equal(err.retry_after_ms, cases[i].retry_after_ms);
-        int n = count_requests("GET", "/drive/v3/files");
+        int n = fake_count_requests(fake.base_url, &list_calls);
         bool count_ok = cases[i].requests >= 0 ? n == cases[i].requests : n >= -cases[i].requests;
         if (!count_ok)
             fail_msg("case %zu (%s): %d requests, want %d", i, cases[i].fault, n,
@@ -959,12 +856,13 @@ static void error_classification(void **state)
 
     /* A per-attempt timeout is a network error. */
     google_client_t *quick = new_client(300, 0, CLIENT_SECRET);
-    clear_requests();
-    add_fault("{\"match\":{\"path\":\"/drive/v3/files\"},\"count\":1,\"action\":\"delay\","
+    fake_clear_requests(fake.base_url);
+    fake_clear_faults(fake.base_url);
+    fake_add_fault(fake.base_url, "{\"match\":{\"path\":\"/drive/v3/files\"},\"count\":1,\"action\":\"delay\","
               "\"delay_ms\":1500}");
     drive_file_list_t l;
     google_error_t err;
-    assert_int_equal(drive_files_list(quick, u.access, NULL, NULL, 10, NULL, &l, &err),
+    assert_int_equal(drive_files_list(quick, u.access_token, NULL, NULL, 10, NULL, &l, &err),
                      GOOGLE_ERR_NETWORK);
     assert_int_equal(err.http_status, 0);
     google_client_free(quick);
@@ -978,36 +876,36 @@ static void error_classification(void **state)
         .max_retries = 0,
     };
     google_client_t *dead = google_client_new(&cfg);
-    assert_int_equal(drive_files_list(dead, u.access, NULL, NULL, 10, NULL, &l, &err),
+    assert_int_equal(drive_files_list(dead, u.access_token, NULL, NULL, 10, NULL, &l, &err),
                      GOOGLE_ERR_NETWORK);
     google_tokens_t t;
-    assert_int_equal(google_refresh(dead, u.refresh, &t, &err), GOOGLE_ERR_NETWORK);
+    assert_int_equal(google_refresh(dead, u.refresh_token, &t, &err), GOOGLE_ERR_NETWORK);
     assert_true(google_status_transient(err.status));
     /* Not configured. */
     drive_file_t f;
-    assert_int_equal(drive_upload(dead, u.access, "x", "image/png", NULL, NULL, "x", 1, &f, &err),
+    assert_int_equal(drive_upload(dead, u.access_token, "x", "image/png", NULL, NULL, "x", 1, &f, &err),
                      GOOGLE_ERR_PROTOCOL);
     google_userinfo_t ui;
-    assert_int_equal(google_userinfo(dead, u.access, &ui, &err), GOOGLE_ERR_PROTOCOL);
+    assert_int_equal(google_userinfo(dead, u.access_token, &ui, &err), GOOGLE_ERR_PROTOCOL);
     google_client_free(dead);
 
     /* The token endpoint: 5xx retried, then a server error. */
-    clear_requests();
-    add_fault(
+    fake_clear_requests(fake.base_url);
+    fake_clear_faults(fake.base_url);
+    fake_add_fault(fake.base_url, 
         "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":\"status\","
         "\"status\":503}");
-    assert_int_equal(google_refresh(gc, u.refresh, &t, &err), GOOGLE_OK);
-    assert_int_equal(count_requests("POST", "/token"), 2);
+    assert_int_equal(google_refresh(gc, u.refresh_token, &t, &err), GOOGLE_OK);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 2);
     google_tokens_free(&t);
 
-    seeded_free(&u);
 }
 
 /* ---------------------------------------------------------------- token manager */
 
 typedef struct {
     char id[64];
-    seeded_user_t g;
+    fake_google_user_t g;
 } db_user_t;
 
 /* Inserts a users row with the fake user's tokens sealed by `ring` (NULL
@@ -1016,9 +914,9 @@ static db_user_t db_user(const char *email, const crypto_keyring_t *ring, const 
 {
     db_user_t u;
     memset(&u, 0, sizeof(u));
-    u.g = seed_user(email);
-    char *access = ring != NULL ? crypto_envelope_seal(ring, u.g.access) : NULL;
-    char *refresh = ring != NULL ? crypto_envelope_seal(ring, u.g.refresh) : NULL;
+    fake_google_user(fake.base_url, email, NULL, &u.g);
+    char *access = ring != NULL ? crypto_envelope_seal(ring, u.g.access_token) : NULL;
+    char *refresh = ring != NULL ? crypto_envelope_seal(ring, u.g.refresh_token) : NULL;
     const char *params[] = {u.g.sub, email, access, refresh, expires};
     char *id =
         sql_value("INSERT INTO users (google_id, email, drive_access_token, drive_refresh_token,"
@@ -1051,7 +949,7 @@ static void auth_expect(pg_conn_t *pg, const char *user_id, bool force, char *to
         fail_msg("drive_auth_access_token: got %d, want %d (%s)", got, want, err->message);
 }
 
-static void auth_fresh_expired_force(void **state)
+static void test_auth_fresh_expired_force(void **state)
 {
     (void)state;
     pg_conn_t *pg = connect_as("ca_drive_poller");
@@ -1060,10 +958,11 @@ static void auth_fresh_expired_force(void **state)
     google_error_t err;
 
     /* Fresh: the stored token, no call to Google. */
-    clear_requests();
+    fake_clear_requests(fake.base_url);
+    fake_clear_faults(fake.base_url);
     auth_expect(pg, u.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
-    assert_string_equal(token, u.g.access);
-    assert_int_equal(count_requests("POST", "/token"), 0);
+    assert_string_equal(token, u.g.access_token);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 0);
 
     /* Expired: refreshed, stored sealed under the current key, refresh token kept. */
     char *before_access = db_col(&u, "drive_access_token");
@@ -1074,8 +973,8 @@ static void auth_fresh_expired_force(void **state)
                               1, params),
                      0);
     auth_expect(pg, u.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
-    assert_string_not_equal(token, u.g.access);
-    assert_int_equal(count_requests("POST", "/token"), 1);
+    assert_string_not_equal(token, u.g.access_token);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 1);
     char *after_access = db_col(&u, "drive_access_token");
     char *after_refresh = db_col(&u, "drive_refresh_token");
     assert_string_not_equal(after_access, before_access);
@@ -1098,7 +997,7 @@ static void auth_fresh_expired_force(void **state)
     char second[2048];
     auth_expect(pg, u.id, false, second, sizeof(second), &err, DRIVE_AUTH_OK);
     assert_string_equal(second, token);
-    assert_int_equal(count_requests("POST", "/token"), 1);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 1);
 
     /* Within the 120 s margin: refreshed. */
     assert_int_equal(sql_exec("UPDATE users SET drive_token_expires_at = timezone('UTC', now()) +"
@@ -1107,13 +1006,13 @@ static void auth_fresh_expired_force(void **state)
                      0);
     auth_expect(pg, u.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     assert_string_not_equal(token, second);
-    assert_int_equal(count_requests("POST", "/token"), 2);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 2);
 
     /* force (after a 401): refreshed although fresh. */
     snprintf(second, sizeof(second), "%s", token);
     auth_expect(pg, u.id, true, token, sizeof(token), &err, DRIVE_AUTH_OK);
     assert_string_not_equal(token, second);
-    assert_int_equal(count_requests("POST", "/token"), 3);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 3);
 
     /* A buffer too small for the token. */
     char tiny[8];
@@ -1126,14 +1025,13 @@ static void auth_fresh_expired_force(void **state)
     free(before_refresh);
     free(after_access);
     free(after_refresh);
-    seeded_free(&u.g);
     pg_close(pg);
 }
 
 /* drive_auth_access_token_from: the caller's read of the users row decides
  * (a fresh token there is used as is, without a read of its own); anything
  * else takes the usual path. */
-static void auth_from_stored_state(void **state)
+static void test_auth_from_stored_state(void **state)
 {
     (void)state;
     pg_conn_t *pg = connect_as("ca_job_worker");
@@ -1155,20 +1053,21 @@ static void auth_from_stored_state(void **state)
                               " interval '1 minute' WHERE id = $1",
                               1, params),
                      0);
-    clear_requests();
+    fake_clear_requests(fake.base_url);
+    fake_clear_faults(fake.base_url);
     assert_int_equal(
         drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token, sizeof(token), &err),
         DRIVE_AUTH_OK);
-    assert_string_equal(token, u.g.access);
-    assert_int_equal(count_requests("POST", "/token"), 0);
+    assert_string_equal(token, u.g.access_token);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 0);
 
     /* Not fresh: refreshed and stored, as drive_auth_access_token does. */
     st.fresh = false;
     assert_int_equal(
         drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token, sizeof(token), &err),
         DRIVE_AUTH_OK);
-    assert_string_not_equal(token, u.g.access);
-    assert_int_equal(count_requests("POST", "/token"), 1);
+    assert_string_not_equal(token, u.g.access_token);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 1);
     char *after = db_col(&u, "drive_access_token");
     char *opened = crypto_envelope_open(keys, after);
     assert_string_equal(opened, token);
@@ -1187,22 +1086,21 @@ static void auth_from_stored_state(void **state)
         drive_auth_access_token_from(pg, gc, keys, u.id, &st, false, token, sizeof(token), &err),
         DRIVE_AUTH_NO_TOKENS);
     assert_string_equal(token, "");
-    assert_int_equal(count_requests("POST", "/token"), 1);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 1);
 
     /* NULL: the function reads the row itself (fresh again after the refresh). */
     char again[2048];
     assert_int_equal(
         drive_auth_access_token_from(pg, gc, keys, u.id, NULL, false, again, sizeof(again), &err),
         DRIVE_AUTH_OK);
-    assert_int_equal(count_requests("POST", "/token"), 1);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 1);
 
     free(access);
     free(refresh);
-    seeded_free(&u.g);
     pg_close(pg);
 }
 
-static void auth_revoked_transient_rotated(void **state)
+static void test_auth_revoked_transient_rotated(void **state)
 {
     (void)state;
     pg_conn_t *pg = connect_as("ca_job_worker");
@@ -1213,26 +1111,26 @@ static void auth_revoked_transient_rotated(void **state)
     db_user_t r = db_user("tm.revoked@example.com", keys, "-5 minutes");
     char body[256];
     snprintf(body, sizeof(body), "{\"email\":\"tm.revoked@example.com\"}");
-    admin("POST", "/__admin/revoke", body);
+    cJSON_Delete(fake_admin(fake.base_url, "POST", "/__admin/revoke", body));
     auth_expect(pg, r.id, false, token, sizeof(token), &err, DRIVE_AUTH_REVOKED);
     assert_string_equal(err.reason, "invalid_grant");
     assert_string_equal(token, "");
     char *connected = db_col(&r, "drive_connected");
     assert_string_equal(connected, "true");
     free(connected);
-    seeded_free(&r.g);
 
     /* Google trouble: TRANSIENT. */
     db_user_t t = db_user("tm.transient@example.com", keys, "-5 minutes");
-    clear_requests();
-    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":10,\"action\":"
+    fake_clear_requests(fake.base_url);
+    fake_clear_faults(fake.base_url);
+    fake_add_fault(fake.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":10,\"action\":"
               "\"status\",\"status\":500}");
     auth_expect(pg, t.id, false, token, sizeof(token), &err, DRIVE_AUTH_TRANSIENT);
     assert_int_equal(err.status, GOOGLE_ERR_SERVER);
-    clear_requests();
+    fake_clear_requests(fake.base_url);
+    fake_clear_faults(fake.base_url);
     /* ...and fine once Google is back (the failed attempt left nothing locked). */
     auth_expect(pg, t.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
-    seeded_free(&t.g);
 
     /* Sealed with the old key while fresh: refreshed and everything re-sealed under the current
      * key. */
@@ -1248,16 +1146,15 @@ static void auth_revoked_transient_rotated(void **state)
     assert_string_equal(opened, token);
     free(opened);
     opened = crypto_envelope_open(keys, new_refresh);
-    assert_string_equal(opened, o.g.refresh);
+    assert_string_equal(opened, o.g.refresh_token);
     free(opened);
     free(old_access);
     free(new_access);
     free(new_refresh);
-    seeded_free(&o.g);
 
     /* Google sent a new refresh token: it is stored (sealed). */
     db_user_t n = db_user("tm.rotate@example.com", keys, "-5 minutes");
-    add_fault(
+    fake_add_fault(fake.base_url, 
         "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
         "\"status\",\"status\":200,\"body\":{\"access_token\":\"ya29.rotated-access\","
         "\"expires_in\":1800,\"refresh_token\":\"1//rotated-refresh\",\"token_type\":\"Bearer\"}}");
@@ -1273,12 +1170,11 @@ static void auth_revoked_transient_rotated(void **state)
                    " AND timezone('UTC', now()) + interval '31 minutes'");
     assert_string_equal(later, "true");
     free(later);
-    seeded_free(&n.g);
 
     pg_close(pg);
 }
 
-static void auth_no_tokens_and_db_errors(void **state)
+static void test_auth_no_tokens_and_db_errors(void **state)
 {
     (void)state;
     pg_conn_t *pg = connect_as("ca_drive_poller");
@@ -1287,7 +1183,6 @@ static void auth_no_tokens_and_db_errors(void **state)
 
     db_user_t none = db_user("tm.none@example.com", NULL, "1 hour");
     auth_expect(pg, none.id, false, token, sizeof(token), &err, DRIVE_AUTH_NO_TOKENS);
-    seeded_free(&none.g);
 
     db_user_t off = db_user("tm.off@example.com", keys, "1 hour");
     const char *params[] = {off.id};
@@ -1297,7 +1192,6 @@ static void auth_no_tokens_and_db_errors(void **state)
     assert_string_equal(token, "");
     assert_int_equal(err.status, GOOGLE_OK); /* not Google's error */
     assert_string_equal(err.message, "Drive is disconnected");
-    seeded_free(&off.g);
 
     /* Expired with no refresh token. */
     db_user_t half = db_user("tm.half@example.com", keys, "-1 hour");
@@ -1305,7 +1199,6 @@ static void auth_no_tokens_and_db_errors(void **state)
     assert_int_equal(sql_exec("UPDATE users SET drive_refresh_token = NULL WHERE id = $1", 1, p2),
                      0);
     auth_expect(pg, half.id, false, token, sizeof(token), &err, DRIVE_AUTH_NO_TOKENS);
-    seeded_free(&half.g);
 
     auth_expect(pg, "00000000-0000-0000-0000-000000000000", false, token, sizeof(token), &err,
                 DRIVE_AUTH_NO_TOKENS);
@@ -1326,7 +1219,6 @@ static void auth_no_tokens_and_db_errors(void **state)
     free(before);
     free(after);
     pg_close(billing);
-    seeded_free(&b.g);
 }
 
 typedef struct {
@@ -1363,13 +1255,14 @@ static void *racer(void *arg)
     return NULL;
 }
 
-static void auth_concurrent_refresh_once(void **state)
+static void test_auth_concurrent_refresh_once(void **state)
 {
     (void)state;
     db_user_t u = db_user("tm.race@example.com", keys, "-1 minute");
-    clear_requests();
+    fake_clear_requests(fake.base_url);
+    fake_clear_faults(fake.base_url);
     /* Slow the token endpoint so that both threads arrive while one refreshes. */
-    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
+    fake_add_fault(fake.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
               "\"delay\",\"delay_ms\":500}");
     char url[512];
     snprintf(url, sizeof(url), "%s", db_url_as("ca_job_worker"));
@@ -1388,9 +1281,8 @@ static void auth_concurrent_refresh_once(void **state)
         assert_int_equal(r[i].st, DRIVE_AUTH_OK);
         assert_string_equal(r[i].token, r[0].token);
     }
-    assert_string_not_equal(r[0].token, u.g.access);
-    assert_int_equal(count_requests("POST", "/token"), 1);
-    seeded_free(&u.g);
+    assert_string_not_equal(r[0].token, u.g.access_token);
+    assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 1);
 }
 
 typedef struct {
@@ -1437,7 +1329,7 @@ static bool someone_waits_for_advisory_lock(void *arg)
 /* While another holder (the test) has the user's refresh lock and stores a new token,
  * a caller that needed a refresh (expired, or force after a 401) takes that token
  * instead of refreshing again. */
-static void auth_takes_token_refreshed_meanwhile(void **state)
+static void test_auth_takes_token_refreshed_meanwhile(void **state)
 {
     (void)state;
     char url[512];
@@ -1456,7 +1348,8 @@ static void auth_takes_token_refreshed_meanwhile(void **state)
                                      "hashtext($1))",
                                      1, lp, lock_err, sizeof(lock_err)),
                          0);
-        clear_requests();
+        fake_clear_requests(fake.base_url);
+        fake_clear_faults(fake.base_url);
 
         waiter_t w = {.db_url = url, .user_id = u.id, .force = force != 0};
         pthread_t th;
@@ -1475,30 +1368,29 @@ static void auth_takes_token_refreshed_meanwhile(void **state)
 
         assert_int_equal(w.st, DRIVE_AUTH_OK);
         assert_string_equal(w.token, "ya29.from-the-other-holder");
-        assert_int_equal(count_requests("POST", "/token"), 0);
+        assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 0);
         free(sealed);
         pg_close(holder);
-        seeded_free(&u.g);
     }
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(status_names_and_transience),
-        cmocka_unit_test(image_detection),
-        cmocka_unit_test_setup(oauth_code_exchange_refresh_userinfo, test_setup),
-        cmocka_unit_test_setup(files_list_pages_and_fields, test_setup),
-        cmocka_unit_test_setup(files_get_and_download, test_setup),
-        cmocka_unit_test_setup(folder_upload_find_share, test_setup),
-        cmocka_unit_test_setup(changes_feed, test_setup),
-        cmocka_unit_test_setup(error_classification, test_setup),
-        cmocka_unit_test_setup(auth_fresh_expired_force, test_setup),
-        cmocka_unit_test_setup(auth_from_stored_state, test_setup),
-        cmocka_unit_test_setup(auth_revoked_transient_rotated, test_setup),
-        cmocka_unit_test_setup(auth_no_tokens_and_db_errors, test_setup),
-        cmocka_unit_test_setup(auth_concurrent_refresh_once, test_setup),
-        cmocka_unit_test_setup(auth_takes_token_refreshed_meanwhile, test_setup),
+        cmocka_unit_test(test_status_names_and_transience),
+        cmocka_unit_test(test_image_detection),
+        cmocka_unit_test_setup(test_oauth_code_exchange_refresh_userinfo, test_setup),
+        cmocka_unit_test_setup(test_files_list_pages_and_fields, test_setup),
+        cmocka_unit_test_setup(test_files_get_and_download, test_setup),
+        cmocka_unit_test_setup(test_folder_upload_find_share, test_setup),
+        cmocka_unit_test_setup(test_changes_feed, test_setup),
+        cmocka_unit_test_setup(test_error_classification, test_setup),
+        cmocka_unit_test_setup(test_auth_fresh_expired_force, test_setup),
+        cmocka_unit_test_setup(test_auth_from_stored_state, test_setup),
+        cmocka_unit_test_setup(test_auth_revoked_transient_rotated, test_setup),
+        cmocka_unit_test_setup(test_auth_no_tokens_and_db_errors, test_setup),
+        cmocka_unit_test_setup(test_auth_concurrent_refresh_once, test_setup),
+        cmocka_unit_test_setup(test_auth_takes_token_refreshed_meanwhile, test_setup),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

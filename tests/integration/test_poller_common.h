@@ -8,6 +8,7 @@
 #define TEST_POLLER_COMMON_H
 
 #include "crypto.h"
+#include "fake_admin.h"
 #include "pg.h"
 #include "redis.h"
 #include "support.h"
@@ -145,20 +146,12 @@ static __attribute__((unused)) int tp_group_teardown(void **state)
 
 /* ---- the fake ---- */
 
-static cJSON *tp_admin(const char *method, const char *path, const char *body)
+/* The Google fake's admin API (tests/support/fake_admin.h); fails the test
+ * unless it answers 2xx. */
+static __attribute__((unused)) cJSON *tp_admin(const char *method, const char *path,
+                                               const char *body)
 {
-    char url[512];
-    snprintf(url, sizeof(url), "%s%s", tp_google.base_url, path);
-    char *resp = NULL;
-    long st = http_call(method, url, body, &resp);
-    cJSON *j = NULL;
-    if (st == 200 && resp != NULL) {
-        j = cJSON_Parse(resp);
-    } else {
-        fprintf(stderr, "admin %s %s -> %ld %s\n", method, path, st, resp != NULL ? resp : "");
-    }
-    free(resp);
-    return j;
+    return fake_admin(tp_google.base_url, method, path, body);
 }
 
 static __attribute__((unused)) void tp_copy_str(char *dst, size_t n, const cJSON *o,
@@ -194,20 +187,16 @@ static __attribute__((unused)) int tp_file(const tp_user_t *u, const char *name,
                                            size_t idlen)
 {
     char body[2048];
-    snprintf(body, sizeof(body),
+    int len = snprintf(body, sizeof(body),
              "{\"email\":\"%s\",\"name\":\"%s\",%s%s%s\"parents\":[\"%s\"],\"content\":\"x\"%s%s}",
              u->email, name, mime != NULL ? "\"mimeType\":\"" : "\"folder\":true",
              mime != NULL ? mime : "", mime != NULL ? "\"," : ",", parent,
              extra_json != NULL && extra_json[0] != '\0' ? "," : "",
              extra_json != NULL ? extra_json : "");
-    cJSON *j = tp_admin("POST", "/__admin/files", body);
-    if (j == NULL) {
+    if (len < 0 || (size_t)len >= sizeof(body)) {
         return -1;
     }
-    if (id != NULL) {
-        tp_copy_str(id, idlen, j, "id");
-    }
-    cJSON_Delete(j);
+    fake_google_file(tp_google.base_url, body, id, idlen);
     return 0;
 }
 
@@ -224,21 +213,14 @@ static __attribute__((unused)) int tp_new_user(tp_user_t *u, const char *prefix)
     memset(u, 0, sizeof(*u));
     snprintf(u->email, sizeof(u->email), "%s%d.%d@example.com", prefix, (int)getpid(),
              ++tp_user_seq);
-    char body[512];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"client_id\":\"%s\"}", u->email, TP_CLIENT_ID);
-    cJSON *j = tp_admin("POST", "/__admin/users", body);
-    if (j == NULL) {
-        return -1;
-    }
-    char sub[128];
-    tp_copy_str(sub, sizeof(sub), j, "sub");
-    tp_copy_str(u->access, sizeof(u->access), j, "access_token");
-    tp_copy_str(u->refresh, sizeof(u->refresh), j, "refresh_token");
-    tp_copy_str(u->root_id, sizeof(u->root_id), j, "root_id");
-    cJSON_Delete(j);
+    fake_google_user_t g;
+    fake_google_user(tp_google.base_url, u->email, TP_CLIENT_ID, &g);
+    snprintf(u->access, sizeof(u->access), "%s", g.access_token);
+    snprintf(u->refresh, sizeof(u->refresh), "%s", g.refresh_token);
+    snprintf(u->root_id, sizeof(u->root_id), "%s", g.root_id);
     char *a = crypto_envelope_seal(tp_keys, u->access);
     char *r = crypto_envelope_seal(tp_keys, u->refresh);
-    const char *params[] = {sub, u->email, a, r};
+    const char *params[] = {g.sub, u->email, a, r};
     char err[256];
     PGresult *res =
         pg_exec(tp_pg,
@@ -437,19 +419,14 @@ static __attribute__((unused)) long tp_queue_check(const tp_user_t *u, long *dup
 
 static __attribute__((unused)) long tp_requests_next(void)
 {
-    cJSON *j = tp_admin("GET", "/__admin/requests?since=999999999", NULL);
-    long next = j != NULL ? (long)cJSON_GetObjectItemCaseSensitive(j, "next")->valuedouble : 0;
-    cJSON_Delete(j);
-    return next;
+    return fake_requests_next(tp_google.base_url);
 }
 
 /* Counts requests after `since` whose method is GET and path starts with prefix. */
 static __attribute__((unused)) long tp_requests_count(long since, const char *prefix,
                                                       long *other_drive)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/__admin/requests?since=%ld", since);
-    cJSON *j = tp_admin("GET", path, NULL);
+    cJSON *j = fake_requests(tp_google.base_url, since);
     long n = 0;
     if (other_drive != NULL) {
         *other_drive = 0;

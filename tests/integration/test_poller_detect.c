@@ -25,7 +25,7 @@ static void watched_user(tp_user_t *u)
 
 /* ---- pure helpers, table-driven ---- */
 
-static void candidate_table(void **state)
+static void test_candidate_table(void **state)
 {
     (void)state;
     char *in_folder[] = {"F"};
@@ -67,7 +67,7 @@ static void candidate_table(void **state)
     assert_false(poller_file_is_candidate(NULL, "F"));
 }
 
-static void backoff_table(void **state)
+static void test_backoff_table(void **state)
 {
     (void)state;
     struct {
@@ -87,7 +87,7 @@ static void backoff_table(void **state)
     }
 }
 
-static void query_escaping(void **state)
+static void test_query_escaping(void **state)
 {
     (void)state;
     char *q = poller_children_query("abc");
@@ -100,7 +100,7 @@ static void query_escaping(void **state)
 
 /* ---- detection, one by one ---- */
 
-static void existing_images_found_by_first_listing(void **state)
+static void test_existing_images_found_by_first_listing(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -138,7 +138,7 @@ static void existing_images_found_by_first_listing(void **state)
     assert_string_equal(v, "success");
 }
 
-static void new_upload(void **state)
+static void test_new_upload(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -158,7 +158,7 @@ static void new_upload(void **state)
     assert_int_equal(dups, 0);
 }
 
-static void moved_in_from_elsewhere(void **state)
+static void test_moved_in_from_elsewhere(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -178,7 +178,7 @@ static void moved_in_from_elsewhere(void **state)
     assert_int_equal(tp_jobs_for_file(&u, id), 1);
 }
 
-static void old_modified_time(void **state)
+static void test_old_modified_time(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -211,7 +211,7 @@ static bool delayed_request_in_flight(void *arg)
     return found;
 }
 
-static void appears_while_a_poll_runs(void **state)
+static void test_appears_while_a_poll_runs(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -233,7 +233,7 @@ static void appears_while_a_poll_runs(void **state)
     assert_int_equal(tp_jobs_of(&u), 1);
 }
 
-static void many_files_at_once(void **state)
+static void test_many_files_at_once(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -253,7 +253,7 @@ static void many_files_at_once(void **state)
 }
 
 /* What must never become a job, and what must not become a second one. */
-static void never_jobs(void **state)
+static void test_never_jobs(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -306,7 +306,7 @@ static void never_jobs(void **state)
     assert_int_equal(tp_jobs_of(&u), 1);
 }
 
-static void all_together(void **state)
+static void test_all_together(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -365,7 +365,7 @@ static void all_together(void **state)
 
 /* ---- token loss and reconciliation ---- */
 
-static void invalid_token_recovers_with_a_listing(void **state)
+static void test_invalid_token_recovers_with_a_listing(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -383,7 +383,7 @@ static void invalid_token_recovers_with_a_listing(void **state)
     assert_int_equal(tp_jobs_of(&u), 1);
 }
 
-static void reconciliation_finds_what_the_feed_skipped(void **state)
+static void test_reconciliation_finds_what_the_feed_skipped(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -412,7 +412,7 @@ static void reconciliation_finds_what_the_feed_skipped(void **state)
 }
 
 /* An idle cycle is one changes.list per folder: no listing, no files.get. */
-static void idle_cycle_is_one_changes_call(void **state)
+static void test_idle_cycle_is_one_changes_call(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -435,20 +435,20 @@ static void idle_cycle_is_one_changes_call(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(candidate_table),
-        cmocka_unit_test(backoff_table),
-        cmocka_unit_test(query_escaping),
-        cmocka_unit_test(existing_images_found_by_first_listing),
-        cmocka_unit_test(new_upload),
-        cmocka_unit_test(moved_in_from_elsewhere),
-        cmocka_unit_test(old_modified_time),
-        cmocka_unit_test(appears_while_a_poll_runs),
-        cmocka_unit_test(never_jobs),
-        cmocka_unit_test(all_together),
-        cmocka_unit_test(invalid_token_recovers_with_a_listing),
-        cmocka_unit_test(reconciliation_finds_what_the_feed_skipped),
-        cmocka_unit_test(idle_cycle_is_one_changes_call),
-        cmocka_unit_test(many_files_at_once),
+        cmocka_unit_test(test_candidate_table),
+        cmocka_unit_test(test_backoff_table),
+        cmocka_unit_test(test_query_escaping),
+        cmocka_unit_test(test_existing_images_found_by_first_listing),
+        cmocka_unit_test(test_new_upload),
+        cmocka_unit_test(test_moved_in_from_elsewhere),
+        cmocka_unit_test(test_old_modified_time),
+        cmocka_unit_test(test_appears_while_a_poll_runs),
+        cmocka_unit_test(test_never_jobs),
+        cmocka_unit_test(test_all_together),
+        cmocka_unit_test(test_invalid_token_recovers_with_a_listing),
+        cmocka_unit_test(test_reconciliation_finds_what_the_feed_skipped),
+        cmocka_unit_test(test_idle_cycle_is_one_changes_call),
+        cmocka_unit_test(test_many_files_at_once),
     };
     return cmocka_run_group_tests(tests, tp_group_setup, tp_group_teardown);
 }

@@ -23,13 +23,6 @@ static void only_watched_user(tp_user_t *u, const char *prefix)
     TP_CHECK(tp_wait_polls(u, 1, 5000));
 }
 
-static void add_fault(const char *json)
-{
-    cJSON *j = tp_admin("POST", "/__admin/faults", json);
-    assert_non_null(j);
-    cJSON_Delete(j);
-}
-
 typedef struct {
     const tp_user_t *u;
     const char *status;
@@ -48,7 +41,7 @@ static void one_fault_kind(const char *fault, const char *want_status, const cha
 {
     tp_user_t u;
     only_watched_user(&u, "fault");
-    add_fault(fault);
+    fake_add_fault(tp_google.base_url, fault);
     status_wait_t w = {&u, want_status};
     TP_CHECK(wait_until(has_status, &w, 5000));
     char v[512];
@@ -80,7 +73,7 @@ static void one_fault_kind(const char *fault, const char *want_status, const cha
     assert_int_equal(tp_jobs_of(&u), 1);
 }
 
-static void fault_403_user_rate_limit(void **state)
+static void test_fault_403_user_rate_limit(void **state)
 {
     (void)state;
     one_fault_kind("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
@@ -88,7 +81,7 @@ static void fault_403_user_rate_limit(void **state)
                    "rate_limited", "userRateLimitExceeded", 1.9);
 }
 
-static void fault_403_rate_limit(void **state)
+static void test_fault_403_rate_limit(void **state)
 {
     (void)state;
     one_fault_kind("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
@@ -96,7 +89,7 @@ static void fault_403_rate_limit(void **state)
                    "rate_limited", "rateLimitExceeded", 1.9);
 }
 
-static void fault_429_retry_after(void **state)
+static void test_fault_429_retry_after(void **state)
 {
     (void)state;
     one_fault_kind("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
@@ -104,7 +97,7 @@ static void fault_429_retry_after(void **state)
                    "rate_limited", "changes.list", 4.9);
 }
 
-static void fault_500(void **state)
+static void test_fault_500(void **state)
 {
     (void)state;
     one_fault_kind("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
@@ -112,7 +105,7 @@ static void fault_500(void **state)
                    "error", "changes.list", 1.9);
 }
 
-static void fault_dropped_connection(void **state)
+static void test_fault_dropped_connection(void **state)
 {
     (void)state;
     /* count 2: libcurl silently retries a request whose REUSED connection
@@ -123,7 +116,7 @@ static void fault_dropped_connection(void **state)
 }
 
 /* A persistent rate limit on one user's calls does not slow another user. */
-static void other_users_not_slowed(void **state)
+static void test_other_users_not_slowed(void **state)
 {
     (void)state;
     tp_user_t a, b;
@@ -132,7 +125,7 @@ static void other_users_not_slowed(void **state)
     char early[128];
     assert_int_equal(tp_image(&a, "early.jpg", a.folder_id, early, sizeof(early)), 0);
     /* A's first poll lists its folder (files.get, files.list); B only reads changes */
-    add_fault("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files\"},"
+    fake_add_fault(tp_google.base_url, "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files\"},"
               "\"action\":\"status\",\"status\":403,\"reason\":\"userRateLimitExceeded\"}");
     assert_int_equal(tp_watch(&a), 0);
     status_wait_t w = {&a, "rate_limited"};
@@ -151,7 +144,7 @@ static void other_users_not_slowed(void **state)
     tp_poll_field(&a, "poll_status", v, sizeof(v));
     assert_string_equal(v, "rate_limited");
     assert_int_equal(tp_jobs_of(&a), 0);
-    cJSON_Delete(tp_admin("DELETE", "/__admin/faults", NULL));
+    fake_clear_faults(tp_google.base_url);
     TP_CHECK(tp_wait_jobs(&a, 1, 20000));
     assert_int_equal(tp_jobs_for_file(&a, early), 1);
     w.status = "success";
@@ -159,7 +152,7 @@ static void other_users_not_slowed(void **state)
 }
 
 /* A 401 refreshes the token once, stores it sealed, and the poll goes on. */
-static void unauthorized_refreshes_once(void **state)
+static void test_unauthorized_refreshes_once(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -187,7 +180,7 @@ static void unauthorized_refreshes_once(void **state)
     assert_string_equal(v, "success");
 }
 
-static void revoked_grant_stops_the_user(void **state)
+static void test_revoked_grant_stops_the_user(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -225,7 +218,7 @@ static void revoked_grant_stops_the_user(void **state)
     assert_int_equal(other, 0);
 }
 
-static void deleted_folder_stops_the_watch(void **state)
+static void test_deleted_folder_stops_the_watch(void **state)
 {
     (void)state;
     tp_user_t u;
@@ -255,12 +248,12 @@ static void deleted_folder_stops_the_watch(void **state)
 }
 
 /* SIGTERM during a slow poll: it finishes, the lease is given back, exit 0. */
-static void sigterm_drains(void **state)
+static void test_sigterm_drains(void **state)
 {
     (void)state;
     tp_user_t u;
     only_watched_user(&u, "drain");
-    add_fault("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
+    fake_add_fault(tp_google.base_url, "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
               "\"action\":\"delay\",\"delay_ms\":1500}");
     const char *p[] = {u.user_id};
     long long deadline = tp_now_ms() + 5000;
@@ -285,16 +278,16 @@ static void sigterm_drains(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(fault_403_user_rate_limit),
-        cmocka_unit_test(fault_403_rate_limit),
-        cmocka_unit_test(fault_429_retry_after),
-        cmocka_unit_test(fault_500),
-        cmocka_unit_test(fault_dropped_connection),
-        cmocka_unit_test(other_users_not_slowed),
-        cmocka_unit_test(unauthorized_refreshes_once),
-        cmocka_unit_test(revoked_grant_stops_the_user),
-        cmocka_unit_test(deleted_folder_stops_the_watch),
-        cmocka_unit_test(sigterm_drains),
+        cmocka_unit_test(test_fault_403_user_rate_limit),
+        cmocka_unit_test(test_fault_403_rate_limit),
+        cmocka_unit_test(test_fault_429_retry_after),
+        cmocka_unit_test(test_fault_500),
+        cmocka_unit_test(test_fault_dropped_connection),
+        cmocka_unit_test(test_other_users_not_slowed),
+        cmocka_unit_test(test_unauthorized_refreshes_once),
+        cmocka_unit_test(test_revoked_grant_stops_the_user),
+        cmocka_unit_test(test_deleted_folder_stops_the_watch),
+        cmocka_unit_test(test_sigterm_drains),
     };
     return cmocka_run_group_tests(tests, tp_group_setup, tp_group_teardown);
 }

@@ -62,7 +62,7 @@ static size_t read_spans(const proc_t *p, int proc, poll_span_t **spans, size_t 
     return n;
 }
 
-static void two_pollers_no_duplicate_no_overlap(void **state)
+static void test_two_pollers_no_duplicate_no_overlap(void **state)
 {
     (void)state;
     enum { USERS = 40 };
@@ -135,7 +135,7 @@ static void two_pollers_no_duplicate_no_overlap(void **state)
              NULL);
 }
 
-static void thousand_folders_within_one_interval(void **state)
+static void test_thousand_folders_within_one_interval(void **state)
 {
     (void)state;
     enum { USERS = 1000, INTERVAL_S = 10 };
@@ -209,8 +209,8 @@ static void thousand_folders_within_one_interval(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(two_pollers_no_duplicate_no_overlap),
-        cmocka_unit_test(thousand_folders_within_one_interval),
+        cmocka_unit_test(test_two_pollers_no_duplicate_no_overlap),
+        cmocka_unit_test(test_thousand_folders_within_one_interval),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-static void fake_starts_and_answers(void **state)
+static void test_fake_starts_and_answers(void **state)
 {
     (void)state;
     proc_t g;
@@ -25,7 +25,7 @@ static void fake_starts_and_answers(void **state)
     assert_int_equal(proc_stop_timeout(&g, 5000) >= 0, 1);
 }
 
-static void daemon_starts_ready_and_stops(void **state)
+static void test_daemon_starts_ready_and_stops(void **state)
 {
     (void)state;
     const char *env[] = {"ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
@@ -38,7 +38,7 @@ static void daemon_starts_ready_and_stops(void **state)
     assert_int_equal(proc_stop(&p), 0);
 }
 
-static void sql_helpers(void **state)
+static void test_sql_helpers(void **state)
 {
     (void)state;
     const char *params[] = {"41"};
@@ -52,9 +52,9 @@ static void sql_helpers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(fake_starts_and_answers),
-        cmocka_unit_test(daemon_starts_ready_and_stops),
-        cmocka_unit_test(sql_helpers),
+        cmocka_unit_test(test_fake_starts_and_answers),
+        cmocka_unit_test(test_daemon_starts_ready_and_stops),
+        cmocka_unit_test(test_sql_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

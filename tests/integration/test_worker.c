@@ -9,6 +9,7 @@
 #include "cpu_exec.h"
 #include "crypto.h"
 #include "email.h"
+#include "fake_admin.h"
 #include "queue.h"
 #include "redis.h"
 #include "support.h"
@@ -31,6 +32,7 @@
 
 static proc_t google, comfy, smtp, worker;
 static int smtp_admin_port;
+static char smtp_admin_url[64]; /* the SMTP fake's admin API */
 static crypto_keyring_t *keys;
 static redis_conn_t *redis;
 static char worker_db_url[512];
@@ -45,22 +47,6 @@ static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-static cJSON *admin_json(const proc_t *p, int port, const char *method, const char *path,
-                         const char *body)
-{
-    char url[512];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port > 0 ? port : p->port, path);
-    char *resp = NULL;
-    long st = http_call(method, url, body, &resp);
-    if (st < 200 || st >= 300) {
-        fprintf(stderr, "%s %s -> %ld %s\n", method, path, st, resp != NULL ? resp : "");
-    }
-    assert_true(st >= 200 && st < 300);
-    cJSON *j = cJSON_Parse(resp != NULL ? resp : "null");
-    free(resp);
-    return j;
 }
 
 static char *b64_image(bool png, int w, int h, size_t *raw_len)
@@ -110,9 +96,7 @@ static void drive_folder(const char *email, const char *name, const char *parent
     snprintf(body, sizeof(body),
              "{\"email\":\"%s\",\"name\":\"%s\",\"folder\":true,\"parents\":[\"%s\"]}", email, name,
              parent);
-    cJSON *f = admin_json(&google, 0, "POST", "/__admin/files", body);
-    snprintf(out, outlen, "%s", cJSON_GetObjectItem(f, "id")->valuestring);
-    cJSON_Delete(f);
+    fake_google_file(google.base_url, body, out, outlen);
 }
 
 /* A Google account in the fake, a users row with its tokens sealed, an inbox
@@ -122,20 +106,14 @@ static user_t make_user(const char *email)
     user_t u;
     memset(&u, 0, sizeof(u));
     snprintf(u.email, sizeof(u.email), "%s", email);
-    char body[256];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"client_id\":\"" CLIENT_ID "\"}", email);
-    cJSON *g = admin_json(&google, 0, "POST", "/__admin/users", body);
-    const char *access = cJSON_GetObjectItem(g, "access_token")->valuestring;
-    const char *refresh = cJSON_GetObjectItem(g, "refresh_token")->valuestring;
-    snprintf(u.access, sizeof(u.access), "%s", access);
-    char root[128];
-    snprintf(root, sizeof(root), "%s", cJSON_GetObjectItem(g, "root_id")->valuestring);
-    char *sa = crypto_envelope_seal(keys, access);
-    char *sr = crypto_envelope_seal(keys, refresh);
-    drive_folder(email, "Inbox", root, u.inbox, sizeof(u.inbox));
+    fake_google_user_t g;
+    fake_google_user(google.base_url, email, CLIENT_ID, &g);
+    snprintf(u.access, sizeof(u.access), "%s", g.access_token);
+    char *sa = crypto_envelope_seal(keys, g.access_token);
+    char *sr = crypto_envelope_seal(keys, g.refresh_token);
+    drive_folder(email, "Inbox", g.root_id, u.inbox, sizeof(u.inbox));
     drive_folder(email, "Processed", u.inbox, u.processed, sizeof(u.processed));
-    const char *params[] = {cJSON_GetObjectItem(g, "sub")->valuestring, email, sa, sr, u.inbox,
-                            u.processed};
+    const char *params[] = {g.sub, email, sa, sr, u.inbox, u.processed};
     char *id = sql_value(
         "INSERT INTO users (google_id, email, name, drive_access_token, drive_refresh_token,"
         " drive_token_expires_at, watched_folder_id, output_folder_id)"
@@ -147,7 +125,6 @@ static user_t make_user(const char *email)
     free(id);
     free(sa);
     free(sr);
-    cJSON_Delete(g);
     return u;
 }
 
@@ -161,9 +138,7 @@ static void drive_file(const user_t *u, const char *name, const char *mime, cons
              "{\"email\":\"%s\",\"name\":\"%s\",\"mimeType\":\"%s\",\"parents\":[\"%s\"],"
              "\"content_base64\":\"%s\"}",
              u->email, name, mime, u->inbox, b64);
-    cJSON *f = admin_json(&google, 0, "POST", "/__admin/files", body);
-    snprintf(out, outlen, "%s", cJSON_GetObjectItem(f, "id")->valuestring);
-    cJSON_Delete(f);
+    fake_google_file(google.base_url, body, out, outlen);
     free(body);
 }
 
@@ -288,39 +263,10 @@ static void assert_usage(const user_t *u, const char *col, const char *want)
     free(v);
 }
 
-static void add_fault(const char *json)
-{
-    cJSON *j = admin_json(&google, 0, "POST", "/__admin/faults", json);
-    cJSON_Delete(j);
-}
-
-static void clear_faults(void)
-{
-    cJSON *j = admin_json(&google, 0, "DELETE", "/__admin/faults", NULL);
-    cJSON_Delete(j);
-}
-
-static int count_requests(const proc_t *p, const char *method, const char *path_part, long status)
-{
-    cJSON *j = admin_json(p, 0, "GET", "/__admin/requests", NULL);
-    int n = 0;
-    const cJSON *r;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItem(j, "requests"))
-    {
-        if (strcmp(cJSON_GetObjectItem(r, "method")->valuestring, method) == 0 &&
-            strstr(cJSON_GetObjectItem(r, "path")->valuestring, path_part) != NULL &&
-            (status == 0 || (long)cJSON_GetObjectItem(r, "status")->valuedouble == status)) {
-            n++;
-        }
-    }
-    cJSON_Delete(j);
-    return n;
-}
-
 /* files.list calls that looked for an earlier upload of `job` (q has its ca_job_id). */
 static int count_lookups(const char *job)
 {
-    cJSON *j = admin_json(&google, 0, "GET", "/__admin/requests", NULL);
+    cJSON *j = fake_requests(google.base_url, 0);
     int n = 0;
     const cJSON *r;
     cJSON_ArrayForEach(r, cJSON_GetObjectItem(j, "requests"))
@@ -430,6 +376,7 @@ static int setup(void **state)
     if (smtp_admin_port <= 0) {
         return -1;
     }
+    snprintf(smtp_admin_url, sizeof(smtp_admin_url), "http://127.0.0.1:%d", smtp_admin_port);
     snprintf(env_google[0], 256, "GOOGLE_CLIENT_ID=" CLIENT_ID);
     snprintf(env_google[1], 256, "GOOGLE_CLIENT_SECRET=secret-for-tests");
     snprintf(env_google[2], 256, "GOOGLE_TOKEN_URL=%s/token", google.base_url);
@@ -474,7 +421,7 @@ static int teardown(void **state)
 
 /* ---------------------------------------------------------------- tests */
 
-static void presets_end_to_end(void **state)
+static void test_presets_end_to_end(void **state)
 {
     (void)state;
     user_t u = make_user("presets@example.com");
@@ -529,10 +476,11 @@ static void presets_end_to_end(void **state)
     cJSON_Delete(inbox);
     assert_usage(&u, "images_processed", "3");
     /* shared anyone-with-link */
-    assert_true(count_requests(&google, "POST", "/permissions", 200) >= 3);
+    fake_match_t shared = {.method = "POST", .path_part = "/permissions", .status = 200};
+    assert_true(fake_count_requests(google.base_url, &shared) >= 3);
 }
 
-static void same_id_twice(void **state)
+static void test_same_id_twice(void **state)
 {
     (void)state;
     user_t u = make_user("twice@example.com");
@@ -560,7 +508,7 @@ static void same_id_twice(void **state)
     assert_int_equal(count_lookups(job), 0);
 }
 
-static void error_codes(void **state)
+static void test_error_codes(void **state)
 {
     (void)state;
     user_t u = make_user("errors@example.com");
@@ -630,20 +578,20 @@ static void error_codes(void **state)
              "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files/%s\"},\"count\":1,"
              "\"action\":\"status\",\"status\":403,\"reason\":\"insufficientFilePermissions\"}",
              file);
-    add_fault(fault);
+    fake_add_fault(google.base_url, fault);
     create_job(&u, file, "forb.jpg", "portrait_pro", job, sizeof(job));
     push(job);
     expect_job(job, "failed:drive_forbidden", &worker);
-    clear_faults();
+    fake_clear_faults(google.base_url);
 
     /* upload_failed: Drive refuses the upload (permanent 400) */
     drive_file(&u, "up.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
-    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":1,"
+    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":1,"
               "\"action\":\"status\",\"status\":400,\"reason\":\"badRequest\"}");
     create_job(&u, file, "up.jpg", "portrait_pro", job, sizeof(job));
     push(job);
     expect_job(job, "failed:upload_failed", &worker);
-    clear_faults();
+    fake_clear_faults(google.base_url);
 
     /* every permanent failure after a reservation gave the count back and counted a failure */
     assert_usage(&u, "images_processed", "0");
@@ -654,8 +602,7 @@ static void error_codes(void **state)
     drive_file(&r, "rv.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
     char body[256];
     snprintf(body, sizeof(body), "{\"email\":\"%s\"}", r.email);
-    cJSON *j = admin_json(&google, 0, "POST", "/__admin/revoke", body);
-    cJSON_Delete(j);
+    cJSON_Delete(fake_admin(google.base_url, "POST", "/__admin/revoke", body));
     const char *p[] = {r.id};
     assert_int_equal(sql_exec("UPDATE users SET drive_token_expires_at = timezone('UTC', now())"
                               " - interval '1 hour' WHERE id = $1::uuid",
@@ -669,7 +616,7 @@ static void error_codes(void **state)
     free(conn);
 }
 
-static void drive_faults_recovered(void **state)
+static void test_drive_faults_recovered(void **state)
 {
     (void)state;
     user_t u = make_user("faults@example.com");
@@ -682,16 +629,18 @@ static void drive_faults_recovered(void **state)
              "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files/%s\"},\"count\":6,"
              "\"action\":\"status\",\"status\":429,\"retry_after\":0}",
              file);
-    add_fault(fault);
+    fake_add_fault(google.base_url, fault);
     /* and 3 × 503 on the upload */
-    add_fault("{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":3,"
+    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":3,"
               "\"action\":\"status\",\"status\":503,\"retry_after\":0}");
     create_job(&u, file, "f429.jpg", "portrait_pro", job, sizeof(job));
     push(job);
     expect_job(job, "completed", &worker);
-    clear_faults();
-    assert_true(count_requests(&google, "GET", file, 429) == 6);
-    assert_true(count_requests(&google, "POST", "/upload/drive/v3/files", 503) >= 3);
+    fake_clear_faults(google.base_url);
+    fake_match_t limited = {.method = "GET", .path_part = file, .status = 429};
+    fake_match_t unavailable = {.method = "POST", .path_part = "/upload/drive/v3/files", .status = 503};
+    assert_true(fake_count_requests(google.base_url, &limited) == 6);
+    assert_true(fake_count_requests(google.base_url, &unavailable) >= 3);
     char *rc = job_col(job, "retry_count");
     assert_true(atoi(rc) >= 1);
     free(rc);
@@ -716,7 +665,7 @@ static bool all_done(void *arg)
     return done;
 }
 
-static void free_user_30_images(void **state)
+static void test_free_user_30_images(void **state)
 {
     (void)state;
     user_t u = make_user("thirty@example.com");
@@ -753,7 +702,7 @@ static void free_user_30_images(void **state)
     cJSON_Delete(out);
 }
 
-static void redis_flushed_mid_run(void **state)
+static void test_redis_flushed_mid_run(void **state)
 {
     (void)state;
     user_t u = make_user("flush@example.com");
@@ -767,7 +716,7 @@ static void redis_flushed_mid_run(void **state)
     /* Each download waits 200 ms, so with 2 threads the ten jobs take a second
      * at least and the flush below lands mid-run (the worker got fast enough to
      * finish ten small images in 150 ms, and then nothing was lost to test). */
-    add_fault("{\"match\":{\"method\":\"GET\",\"path_regex\":\"^/drive/v3/files/[^/]+$\"},"
+    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"GET\",\"path_regex\":\"^/drive/v3/files/[^/]+$\"},"
               "\"count\":10,\"action\":\"delay\",\"delay_ms\":200}");
     for (int i = 0; i < 10; i++) {
         push(jobs[i]);
@@ -797,20 +746,20 @@ static void redis_flushed_mid_run(void **state)
     free(ok);
     assert_usage(&u, "images_processed", "10");
     assert_true(proc_log_contains(&worker, "re-push"));
-    clear_faults();
+    fake_clear_faults(google.base_url);
 }
 
 static bool has_message_for(void *arg)
 {
     char path[256];
     snprintf(path, sizeof(path), "/__admin/messages?to=%s", (const char *)arg);
-    cJSON *j = admin_json(&smtp, smtp_admin_port, "GET", path, NULL);
+    cJSON *j = fake_admin(smtp_admin_url, "GET", path, NULL);
     bool yes = cJSON_GetArraySize(cJSON_GetObjectItem(j, "messages")) > 0;
     cJSON_Delete(j);
     return yes;
 }
 
-static void email_digest(void **state)
+static void test_email_digest(void **state)
 {
     (void)state;
     user_t u = make_user("mail@example.com");
@@ -837,7 +786,7 @@ static void email_digest(void **state)
     sleep_ms(4000); /* nothing more is sent */
     char path[256];
     snprintf(path, sizeof(path), "/__admin/messages?to=%s", u.email);
-    cJSON *j = admin_json(&smtp, smtp_admin_port, "GET", path, NULL);
+    cJSON *j = fake_admin(smtp_admin_url, "GET", path, NULL);
     cJSON *msgs = cJSON_GetObjectItem(j, "messages");
     assert_int_equal(cJSON_GetArraySize(msgs), 1);
     const char *body = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 0), "body")->valuestring;
@@ -883,13 +832,13 @@ static bool fenced_logged(void *arg)
 
 /* A completion after another attempt took the job over records nothing: the
  * job row, the usage reservation and the e-mail outbox stay as they were. */
-static void completion_fenced(void **state)
+static void test_completion_fenced(void **state)
 {
     (void)state;
     user_t u = make_user("fenced@example.com");
     char file[128], job[64];
     drive_file(&u, "fe.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
-    add_fault("{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
+    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
               "\"action\":\"delay\",\"delay_ms\":1500}");
     create_job(&u, file, "fe.jpg", "portrait_pro", job, sizeof(job));
     push(job);
@@ -899,7 +848,7 @@ static void completion_fenced(void **state)
     assert_int_equal(sql_exec("UPDATE jobs SET attempt = attempt + 1 WHERE id = $1::uuid", 1, p),
                      0);
     assert_true(wait_until(fenced_logged, NULL, 20000));
-    clear_faults();
+    fake_clear_faults(google.base_url);
     char *st = job_col(job, "status || ' ' || (completed_at IS NULL)::text"
                             " || ' ' || (output_url IS NULL)::text");
     assert_string_equal(st, "processing true true");
@@ -920,14 +869,14 @@ static void completion_fenced(void **state)
 
 /* kill -9 after the upload and before the job is recorded: another worker
  * finishes it with the same output file and one usage count. */
-static void kill9_mid_job(void **state)
+static void test_kill9_mid_job(void **state)
 {
     (void)state;
     shared_stop(); /* this test runs its own pair */
     user_t u = make_user("kill9@example.com");
     char file[128], job[64];
     drive_file(&u, "k9.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
-    add_fault("{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
+    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
               "\"action\":\"delay\",\"delay_ms\":8000}");
     const char *extra[] = {"WORKER_CONCURRENCY=1", "WORKER_LEASE_SECONDS=5",
                            "WORKER_RETRY_BASE_MS=200", NULL};
@@ -941,7 +890,7 @@ static void kill9_mid_job(void **state)
     }
     sleep_ms(300);
     proc_kill9(&a);
-    clear_faults();
+    fake_clear_faults(google.base_url);
     char *st = job_col(job, "status");
     assert_string_equal(st, "processing");
     free(st);
@@ -966,7 +915,7 @@ static void kill9_mid_job(void **state)
     assert_int_equal(shared_start(), 0);
 }
 
-static void comfyui_path(void **state)
+static void test_comfyui_path(void **state)
 {
     (void)state;
     char comfy_url[256];
@@ -1011,8 +960,10 @@ static void comfyui_path(void **state)
     assert_string_equal(
         cJSON_GetObjectItem(cJSON_GetArrayItem(out, 0), "mimeType")->valuestring, "image/png");
     cJSON_Delete(out);
-    assert_true(count_requests(&comfy, "POST", "/upload/image", 200) >= 1);
-    assert_true(count_requests(&comfy, "GET", "/view", 200) >= 1);
+    fake_match_t uploads = {.method = "POST", .path_part = "/upload/image", .status = 200};
+    fake_match_t views = {.method = "GET", .path_part = "/view", .status = 200};
+    assert_true(fake_count_requests(comfy.base_url, &uploads) >= 1);
+    assert_true(fake_count_requests(comfy.base_url, &views) >= 1);
 
     /* validation error from ComfyUI (unknown model): processing_error, ComfyUI's words */
     drive_file(&u, "v.png", "image/png", png_b64, file, sizeof(file));
@@ -1024,7 +975,7 @@ static void comfyui_path(void **state)
     free(msg);
 
     /* a failing node */
-    cJSON *j = admin_json(&comfy, 0, "POST", "/__admin/fail_node",
+    cJSON *j = fake_admin(comfy.base_url, "POST", "/__admin/fail_node",
                           "{\"class_type\":\"ImageUpscaleWithModel\",\"exception_type\":"
                           "\"RuntimeError\",\"exception_message\":\"CUDA out of memory\"}");
     cJSON_Delete(j);
@@ -1035,11 +986,11 @@ static void comfyui_path(void **state)
     msg = job_col(job, "error_message");
     assert_non_null(strstr(msg, "CUDA out of memory"));
     free(msg);
-    j = admin_json(&comfy, 0, "DELETE", "/__admin/fail_node", NULL);
+    j = fake_admin(comfy.base_url, "DELETE", "/__admin/fail_node", NULL);
     cJSON_Delete(j);
 
     /* timeout: slower than COMFYUI_TIMEOUT_SECONDS, no retries left */
-    j = admin_json(&comfy, 0, "POST", "/__admin/latency", "{\"ms\":2000}");
+    j = fake_admin(comfy.base_url, "POST", "/__admin/latency", "{\"ms\":2000}");
     cJSON_Delete(j);
     drive_file(&u, "t.png", "image/png", png_b64, file, sizeof(file));
     create_job(&u, file, "t.png", "upscale2x", job, sizeof(job));
@@ -1047,14 +998,14 @@ static void comfyui_path(void **state)
     assert_int_equal(sql_exec("UPDATE jobs SET max_retries = 0 WHERE id = $1::uuid", 1, p), 0);
     push(job);
     expect_job(job, "failed:timeout", &w);
-    j = admin_json(&comfy, 0, "POST", "/__admin/latency", "{\"ms\":0}");
+    j = fake_admin(comfy.base_url, "POST", "/__admin/latency", "{\"ms\":0}");
     cJSON_Delete(j);
     assert_usage(&u, "images_processed", "1");
     assert_int_equal(proc_stop(&w), 0);
     assert_int_equal(shared_start(), 0);
 }
 
-static void metrics_exposed(void **state)
+static void test_metrics_exposed(void **state)
 {
     (void)state;
     user_t u = make_user("metrics@example.com");
@@ -1075,7 +1026,7 @@ static void metrics_exposed(void **state)
     free(body);
 }
 
-static void units(void **state)
+static void test_units(void **state)
 {
     (void)state;
     /* backoff: within [cap/2, cap], doubling, capped */
@@ -1116,18 +1067,18 @@ static void units(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(units),
-        cmocka_unit_test(presets_end_to_end),
-        cmocka_unit_test(same_id_twice),
-        cmocka_unit_test(error_codes),
-        cmocka_unit_test(drive_faults_recovered),
-        cmocka_unit_test(email_digest),
-        cmocka_unit_test(free_user_30_images),
-        cmocka_unit_test(redis_flushed_mid_run),
-        cmocka_unit_test(completion_fenced),
-        cmocka_unit_test(kill9_mid_job),
-        cmocka_unit_test(comfyui_path),
-        cmocka_unit_test(metrics_exposed),
+        cmocka_unit_test(test_units),
+        cmocka_unit_test(test_presets_end_to_end),
+        cmocka_unit_test(test_same_id_twice),
+        cmocka_unit_test(test_error_codes),
+        cmocka_unit_test(test_drive_faults_recovered),
+        cmocka_unit_test(test_email_digest),
+        cmocka_unit_test(test_free_user_30_images),
+        cmocka_unit_test(test_redis_flushed_mid_run),
+        cmocka_unit_test(test_completion_fenced),
+        cmocka_unit_test(test_kill9_mid_job),
+        cmocka_unit_test(test_comfyui_path),
+        cmocka_unit_test(test_metrics_exposed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,8 +1,8 @@
 /*
  * Unit tests for services/job-worker/cpu_exec: ComfyUI node semantics checked
  * against values computed here from the reference formulas on tiny synthetic
- * images, plus the presets on real photos (Debian's python3-skimage data,
- * fetched at run time with apt-get download; skipped with a message if that fails).
+ * images, plus the presets on real photos (scikit-image's sample photos, checked
+ * in under tests/fixtures; run from the repository's root, as tests/run does).
  *
  * The reference code here (blur_ref, the blend modes, chain_ref) is written
  * again from ComfyUI's source on purpose, not shared with the executor: a test
@@ -401,32 +401,7 @@ static void test_errors(void **state)
 
 /* ---- real photos --------------------------------------------------------- */
 
-static char g_data[512];
-
-static int fetch_photos(void **state)
-{
-    (void)state;
-    char dir[] = "/tmp/ca_skimage_XXXXXX";
-    if (mkdtemp(dir) == NULL) {
-        return 0;
-    }
-    char *cmd = NULL;
-    if (asprintf(&cmd,
-                 "cd %s && apt-get download python3-skimage >/dev/null 2>&1 && "
-                 "dpkg -x python3-skimage_*.deb x >/dev/null 2>&1",
-                 dir) < 0) {
-        return 0;
-    }
-    int rc = system(cmd);
-    free(cmd);
-    snprintf(g_data, sizeof(g_data), "%s/x/usr/lib/python3/dist-packages/skimage/data", dir);
-    char probe[600];
-    snprintf(probe, sizeof(probe), "%s/astronaut.png", g_data);
-    if (rc != 0 || access(probe, R_OK) != 0) {
-        g_data[0] = '\0';
-    }
-    return 0;
-}
+#define FIXTURES "tests/fixtures"
 
 static cJSON *load_preset(const char *name)
 {
@@ -503,22 +478,21 @@ static double laplacian_variance(VipsImage *im)
     return d * d;
 }
 
+/* A sample photo from tests/fixtures (see its README.md). */
 static VipsImage *photo(const char *name)
 {
-    char path[700];
-    snprintf(path, sizeof(path), "%s/%s", g_data, name);
+    char path[256];
+    snprintf(path, sizeof(path), FIXTURES "/%s", name);
     VipsImage *im = vips_image_new_from_file(path, NULL);
-    assert_non_null(im);
+    if (im == NULL) {
+        fail_msg("%s: %s", path, vips_error_buffer());
+    }
     return im;
 }
 
 static void test_presets_on_photos(void **state)
 {
     (void)state;
-    if (g_data[0] == '\0') {
-        printf("SKIP: python3-skimage photos unavailable (apt-get download failed)\n");
-        skip();
-    }
     /* portrait_pro on a low-contrast version of astronaut: spread grows. */
     VipsImage *astro = photo("astronaut.png");
     VipsImage *flat = NULL;
@@ -648,7 +622,8 @@ static const input_case_t INPUT_CASES[] = {
     {"TIFF 8-bit CMYK", FMT_TIFF, 8, true, 30},
 };
 
-/* Encodes `src` (8-bit sRGB) as the case asks; NULL when this libvips cannot. */
+/* Encodes `src` (8-bit sRGB) as the case asks; fails the test when this libvips
+ * cannot (tools/deps.sh installs the HEIC encoder). */
 static void *encode_case(const input_case_t *ic, VipsImage *src, size_t *len)
 {
     VipsImage *im = src;
@@ -695,8 +670,7 @@ static void *encode_case(const input_case_t *ic, VipsImage *src, size_t *len)
     }
     g_object_unref(im);
     if (rc != 0) {
-        vips_error_clear();
-        return NULL;
+        fail_msg("%s: this libvips cannot write it: %s", ic->name, vips_error_buffer());
     }
     return buf;
 }
@@ -759,10 +733,6 @@ static void test_input_formats(void **state)
         const input_case_t *ic = &INPUT_CASES[i];
         size_t len = 0;
         void *buf = encode_case(ic, src, &len);
-        if (buf == NULL) {
-            printf("SKIP: %s: this libvips cannot write it\n", ic->name);
-            continue;
-        }
         /* Precondition: the file really is what the case says. */
         VipsImage *probe = vips_image_new_from_buffer(buf, len, "", NULL);
         assert_non_null(probe);
@@ -902,10 +872,6 @@ static void test_corrupt_inputs(void **state)
         input_case_t ic = {names[f], fmts[f], 8, false, 0};
         size_t len = 0;
         void *buf = encode_case(&ic, noisy8, &len);
-        if (buf == NULL) {
-            printf("SKIP: corrupt %s: this libvips cannot write it\n", names[f]);
-            continue;
-        }
         /* Truncated to 60%. */
         size_t cut = len * 6 / 10;
         for (int g = 0; g < 2; g++) {
@@ -946,10 +912,6 @@ static void test_corrupt_inputs(void **state)
 static void test_statistics_preview(void **state)
 {
     (void)state;
-    if (g_data[0] == '\0') {
-        printf("SKIP: python3-skimage photos unavailable (apt-get download failed)\n");
-        skip();
-    }
     VipsImage *coffee = photo("coffee.png");
     VipsImage *big = NULL;
     VipsImage *cast = NULL;
@@ -1390,7 +1352,7 @@ int main(void)
         cmocka_unit_test(test_point_chain),      cmocka_unit_test(test_resize_long_edge),
         cmocka_unit_test(test_sharpen_after_points),
     };
-    int rc = cmocka_run_group_tests(tests, fetch_photos, NULL);
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cpu_exec_shutdown();
     return rc;
 }

@@ -1,0 +1,154 @@
+# Shared setup of the benchmarks that drive a daemon against the Google fake
+# (tests/bench/bench_poller.sh, bench_worker.sh). Source it from the
+# repository's root after `set -euo pipefail`:
+#
+#   . tests/lib/bench.sh
+#   bench_start bench_worker          # PostgreSQL + Redis, cleanup at exit, $W
+#   bench_database                    # $DB: database "bench", every slice applied
+#   bench_google                      # the Google fake: $G (base URL), $fake_pid
+#   sealed=$(bench_seal "$KEY" <<< "$token")
+#   port=$(bench_free_port)
+#   "$BIN/job-worker" ... & bench_track $!
+#   bench_wait_ready "http://127.0.0.1:$port/readyz" "$W/worker.log"
+#   bench_fail "what went wrong" [LOG]   # prints, shows LOG's tail, exits 1
+#
+# Like bench_billing.sh, a bench built on this checks every step: a command
+# that fails ends the run (errexit reaches command substitutions too), a
+# daemon that does not get ready ends it, and bench_fake_errors counts the
+# fake's answers that were not 2xx.
+
+shopt -s inherit_errexit
+
+BENCH_NAME=bench
+bench_pids=()
+
+# bench_fail MESSAGE [LOG]: the run is not valid.
+bench_fail() {
+  echo "$BENCH_NAME: $1" >&2
+  if [ -n "${2:-}" ] && [ -f "$2" ]; then tail -n 30 "$2" >&2; fi
+  exit 1
+}
+
+bench_cleanup() {
+  local p
+  for p in "${bench_pids[@]}"; do
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  tests/lib/services.sh stop >/dev/null 2>&1 || true
+}
+
+# bench_start NAME: PostgreSQL and Redis on free ports (tests/lib/services.sh),
+# stopped at exit with every tracked process; W is their scratch folder.
+bench_start() {
+  BENCH_NAME=$1
+  local env
+  env=$(tests/lib/services.sh start) || bench_fail "PostgreSQL/Redis did not start"
+  eval "$env"
+  trap bench_cleanup EXIT
+  W=$CA_TEST_DIR
+  PG_ADMIN="postgresql://postgres@127.0.0.1:$TEST_PG_PORT"
+}
+
+# bench_track PID: kill PID at exit.
+bench_track() { bench_pids+=("$1"); }
+
+# bench_database: creates database "bench" and applies every service's slice
+# with psql (as docs/schema.md shows); sets DB to its superuser URL.
+bench_database() {
+  local s f
+  DB="$PG_ADMIN/bench"
+  psql -q "$PG_ADMIN/postgres" -c "CREATE DATABASE bench" >/dev/null
+  for s in api-gateway billing-webhook job-worker drive-poller; do
+    # the roles may already exist (another slice created them): ignore that
+    psql -q "$DB" -v ON_ERROR_STOP=1 -1 -f sql/000_roles.sql >/dev/null 2>&1 || true
+    for f in sql/$s/*.sql; do
+      psql -q "$DB" -v ON_ERROR_STOP=1 -1 -c "SET LOCAL ROLE ca_${s//-/_}" -f "$f" >/dev/null
+    done
+  done
+}
+
+# bench_google: starts the Google fake on a free port; sets G and fake_pid.
+bench_google() {
+  local port _
+  tests/fakes/run google --port 0 > "$W/google.log" 2>&1 &
+  fake_pid=$!
+  bench_track "$fake_pid"
+  for _ in $(seq 100); do
+    grep -q 'listening on' "$W/google.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$W/google.log" | head -1)
+  [ -n "$port" ] || bench_fail "the Google fake did not start" "$W/google.log"
+  G=http://127.0.0.1:$port
+}
+
+# bench_seal KEY: seals each line of stdin with the real envelope
+# (common/crypto, build/lib/libcommon.a), one sealed value a line on stdout.
+bench_seal() {
+  local tool=$W/bench_seal
+  if [ ! -x "$tool" ]; then
+    [ -f build/lib/libcommon.a ] || bench_fail "build/lib/libcommon.a is missing (make first)"
+    cat > "$tool.c" <<'C'
+#include "crypto.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+    char err[256], line[4096];
+    crypto_keyring_t *kr = argc == 2 ? crypto_keyring_new(argv[1], NULL, err, sizeof(err)) : NULL;
+    if (kr == NULL) {
+        fprintf(stderr, "bench_seal: %s\n", argc == 2 ? err : "usage: bench_seal KEY");
+        return 1;
+    }
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *sealed = crypto_envelope_seal(kr, line);
+        if (sealed == NULL) {
+            fprintf(stderr, "bench_seal: could not seal\n");
+            return 1;
+        }
+        printf("%s\n", sealed);
+        free(sealed);
+    }
+    crypto_keyring_free(kr);
+    return 0;
+}
+C
+    # shellcheck disable=SC2046  # pkg-config's words are the flags
+    cc -std=gnu11 -O1 -Icommon -o "$tool" "$tool.c" build/lib/libcommon.a \
+      $(pkg-config --libs openssl libcjson libcurl libpq hiredis libevent libevent_pthreads) -lm -pthread
+  fi
+  "$tool" "$1"
+}
+
+bench_free_port() {
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# bench_wait_ready URL LOG: waits up to 15 s for URL to answer 200; fails
+# the run (showing LOG) when it does not.
+bench_wait_ready() {
+  local _
+  for _ in $(seq 150); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    sleep 0.1
+  done
+  bench_fail "$1 did not answer 200 in 15 s" "$2"
+}
+
+# bench_cpu_s PID: CPU seconds (user + system) the process has used so far.
+bench_cpu_s() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# bench_fake_errors BASE_URL: how many requests in the fake's log were not
+# answered 2xx (status 0: the connection was dropped; null: still running).
+bench_fake_errors() {
+  curl -sf "$1/__admin/requests" | node -e '
+    let s = ""; process.stdin.on("data", (d) => s += d).on("end", () => {
+      const bad = JSON.parse(s).requests.filter((r) => !(r.status >= 200 && r.status < 300));
+      for (const r of bad.slice(0, 5)) console.error(`  ${r.method} ${r.path} -> ${r.status}`);
+      console.log(bad.length); })'
+}
