@@ -389,7 +389,14 @@ static void test_not_configured(void **state)
     assert_int_equal(r.status, 503);
     assert_string_equal(gwt_error_code(&r), "billing_unavailable");
     gwt_resp_free(&r);
-    proc_stop(&gw2);
+    assert_int_equal(daemon_stop(&gw2), 0);
+}
+
+/* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
+static void test_gateway_exits_cleanly(void **state)
+{
+    (void)state;
+    assert_int_equal(daemon_stop(&gw), 0);
 }
 
 int main(void)
@@ -402,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_portal),
         cmocka_unit_test(test_stripe_down),
         cmocka_unit_test(test_not_configured),
+        cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
