@@ -1194,6 +1194,18 @@ static bool outbox_settled(void *arg)
     return done;
 }
 
+/* The outbox gauges (a task every 5 s) show the final state: one failed row,
+ * none pending. */
+static bool outbox_gauges_settled(void *url)
+{
+    char *metrics = NULL;
+    bool yes = http_call("GET", url, NULL, &metrics) == 200 && metrics != NULL &&
+               strstr(metrics, "ca_billing_meter_outbox_failed 1") != NULL &&
+               strstr(metrics, "ca_billing_meter_outbox_depth 0") != NULL;
+    free(metrics);
+    return yes;
+}
+
 static void test_meter_outbox_faults(void **state)
 {
     (void)state;
@@ -1285,7 +1297,7 @@ static void test_meter_outbox_faults(void **state)
     snprintf(url, sizeof url, "%s/metrics", daemon_p.base_url);
     char *metrics = NULL;
     /* the gauges refresh every 5 s */
-    sleep(6);
+    assert_true(wait_until(outbox_gauges_settled, url, 30000));
     assert_int_equal(http_call("GET", url, NULL, &metrics), 200);
     assert_non_null(strstr(metrics, "ca_billing_meter_failed_total 1"));
     assert_non_null(strstr(metrics, "ca_billing_meter_calls_total{status=\"sent\"}"));

@@ -60,23 +60,23 @@ done
 
 p=${port[drive-poller]}
 "$CA_ROOT/tests/lib/services.sh" stop-pg
-check "/readyz 503 while PostgreSQL is down" wait_http "http://127.0.0.1:$p/readyz" 10 503
+check "/readyz 503 while PostgreSQL is down" wait_http "http://127.0.0.1:$p/readyz" 30 503
 check "/healthz still 200 while PostgreSQL is down" wait_http "http://127.0.0.1:$p/healthz" 2 200
 "$CA_ROOT/tests/lib/services.sh" start-pg
-check "/readyz 200 again after PostgreSQL returns" wait_http "http://127.0.0.1:$p/readyz" 15 200
+check "/readyz 200 again after PostgreSQL returns" wait_http "http://127.0.0.1:$p/readyz" 30 200
 "$CA_ROOT/tests/lib/services.sh" stop-redis
-check "/readyz 503 while Redis is down" wait_http "http://127.0.0.1:$p/readyz" 10 503
+check "/readyz 503 while Redis is down" wait_http "http://127.0.0.1:$p/readyz" 30 503
 "$CA_ROOT/tests/lib/services.sh" start-redis
-check "/readyz 200 again after Redis returns" wait_http "http://127.0.0.1:$p/readyz" 15 200
+check "/readyz 200 again after Redis returns" wait_http "http://127.0.0.1:$p/readyz" 30 200
 
+# SIGTERM: each exits 0 within the pods' grace period (35 s, then SIGKILL).
 for s in $SERVICES; do
   v="pid_${s//-/_}"; pid=${!v}
   kill -TERM "$pid"
-  start=$(date +%s)
+  for _ in $(seq 1 350); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null
   wait "$pid"; rc=$?
-  took=$(( $(date +%s) - start ))
-  check_eq "$s exits 0 on SIGTERM" 0 "$rc"
-  check "$s stops within 30 s (took ${took}s)" [ "$took" -le 30 ]
+  check_eq "$s exits 0 on SIGTERM within the grace period" 0 "$rc"
   check "$s logged a ready line" grep -q '"msg":"ready: ' "$work/$s.log"
   check "$s logs are JSON lines" node -e '
     const lines=require("fs").readFileSync(process.argv[1],"utf8").split("\n").filter(Boolean);
