@@ -17,6 +17,7 @@ export DATABASE_URL=$TEST_DATABASE_URL REDIS_URL=$TEST_REDIS_URL
 export ENCRYPTION_KEY=$KEY SESSION_SECRET=test-session-secret-0123456789
 export GOOGLE_CLIENT_ID=test-client GOOGLE_CLIENT_SECRET=test-google-secret-xyz
 export STRIPE_WEBHOOK_SECRET=whsec_test_secret_value LISTEN_ADDR=127.0.0.1
+unset MIGRATION_DATABASE_URL
 
 for s in $SERVICES; do
   out=$("$BIN/$s" --version); rc=$?
@@ -85,16 +86,50 @@ for s in $SERVICES; do
   check "$s logs hold no secret" bash -c "! grep -q -e '$KEY' -e test-google-secret-xyz -e whsec_test_secret_value '$work/$s.log'"
 done
 
-# migrate: again, and three replicas at once, all succeed and apply nothing new.
+# migrate: again, applying nothing new.
 for s in $SERVICES; do
   "$BIN/$s" migrate > "$work/m1" 2>&1; rc=$?
   check_eq "$s migrate again exits 0" 0 "$rc"
+  check "$s migrate again applies nothing" grep -q '"msg":"migrate: 0 file(s) applied' "$work/m1"
 done
-for i in 1 2 3; do "$BIN/job-worker" migrate > "$work/mp$i" 2>&1 & done
-wait
-check "three job-worker migrate at once succeed" bash -c "! grep -q '\"level\":\"error\"' $work/mp1 $work/mp2 $work/mp3"
-n=$(psql -tA "$TEST_DATABASE_URL" -c "SELECT count(*) - count(DISTINCT (service, version)) FROM schema_migrations")
-check_eq "no migration recorded twice" 0 "$n"
+
+# Empty databases of our own, as the superuser.
+admin_url="postgresql://postgres@127.0.0.1:$TEST_PG_PORT"
+new_db() { # new_db NAME: creates an empty database, prints its URL
+  psql -q "$admin_url/postgres" -c "CREATE DATABASE $1" >/dev/null && echo "$admin_url/$1"
+}
+slice_files=$(( $(ls "$CA_ROOT"/sql/api-gateway/*.sql | wc -l) + 1 )) # + sql/000_roles.sql
+recorded() { psql -tA "$1" -c "SELECT count(*) FROM schema_migrations WHERE service = 'api-gateway'" 2>/dev/null; }
+
+# Three replicas migrating one empty database at once: every one exits 0
+# (the advisory lock makes the others wait), each file is applied once.
+race_url=$(new_db "${TEST_DATABASE_NAME}_race")
+mpids=()
+for i in 1 2 3; do
+  DATABASE_URL=$race_url "$BIN/api-gateway" migrate > "$work/mp$i" 2>&1 &
+  mpids+=($!)
+done
+for i in 1 2 3; do
+  wait "${mpids[$((i - 1))]}"; rc=$?
+  check_eq "concurrent migrate $i of 3 exits 0" 0 "$rc"
+  [ "$rc" -eq 0 ] || cat "$work/mp$i"
+done
+applied=$(cat "$work/mp1" "$work/mp2" "$work/mp3" | grep -c '"msg":"migration applied: ')
+check_eq "the three applied each file once between them" "$slice_files" "$applied"
+check_eq "each file recorded once" "$slice_files" "$(recorded "$race_url")"
+
+# MIGRATION_DATABASE_URL: migrate connects there when it is set, else to
+# DATABASE_URL.
+target_url=$(new_db "${TEST_DATABASE_NAME}_mtarget")
+decoy_url=$(new_db "${TEST_DATABASE_NAME}_mdecoy")
+DATABASE_URL=$decoy_url MIGRATION_DATABASE_URL=$target_url "$BIN/api-gateway" migrate > "$work/mm" 2>&1; rc=$?
+check_eq "migrate with MIGRATION_DATABASE_URL exits 0" 0 "$rc"
+check_eq "MIGRATION_DATABASE_URL's database is migrated" "$slice_files" "$(recorded "$target_url")"
+check_eq "DATABASE_URL's database is untouched" "f" \
+  "$(psql -tA "$decoy_url" -c "SELECT to_regclass('schema_migrations') IS NOT NULL")"
+(unset MIGRATION_DATABASE_URL; DATABASE_URL=$decoy_url "$BIN/api-gateway" migrate > "$work/mm" 2>&1); rc=$?
+check_eq "migrate without MIGRATION_DATABASE_URL exits 0" 0 "$rc"
+check_eq "without it, DATABASE_URL's database is migrated" "$slice_files" "$(recorded "$decoy_url")"
 
 # cleanup: an old finished job moves to jobs_archive; a recent one stays.
 uid=$(psql -tA "$TEST_DATABASE_URL" -c "INSERT INTO users (google_id, email) VALUES ('g-clean', 'clean@example.com') RETURNING id" | head -1)
