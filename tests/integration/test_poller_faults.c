@@ -1,12 +1,14 @@
 /*
  * drive-poller, faults (issue 5): each Drive fault kind backs off that folder
- * and recovers; other users are not slowed; a 401 refreshes once; a revoked
+ * and recovers; other users are not held up; a 401 refreshes once; a revoked
  * grant disconnects the user and stops the watch; a deleted folder stops the
- * watch and says why; SIGTERM drains and gives leases back.
+ * watch and says why; SIGTERM: /readyz 503 at once, the poll in flight
+ * completes or is handed back, leases given back, exit 0.
  */
 #include "test_poller_common.h"
 
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 
@@ -281,32 +283,75 @@ static void deleted_folder_stops_the_watch(void **state)
     assert_string_equal(v, "true");
 }
 
-/* SIGTERM during a slow poll: it finishes, the lease is given back, exit 0. */
+/* A changes.list after request `*since` is at the fake and not answered yet
+ * (a delay fault holds it). */
+static bool changes_call_in_flight(void *arg)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/__admin/requests?since=%ld", *(const long *)arg);
+    cJSON *j = tp_admin("GET", path, NULL);
+    bool yes = false;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "requests"))
+    {
+        const char *pth = cJSON_GetObjectItemCaseSensitive(r, "path")->valuestring;
+        yes = yes || (strcmp(pth, "/drive/v3/changes") == 0 &&
+                      cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r, "status")));
+    }
+    cJSON_Delete(j);
+    return yes;
+}
+
+/* SIGTERM while a poll waits for Drive: /readyz answers 503 at once (while
+ * the poll is still in flight), and the poll is not dropped: it either
+ * completes (the image it finds is a job, the token advances, the poll is
+ * recorded) or is handed back (lease given back, due again at once, token
+ * unchanged). The poller then exits 0. */
 static void sigterm_drains(void **state)
 {
     (void)state;
     tp_user_t u;
     only_watched_user(&u, "drain");
+    long since = tp_requests_next();
     add_fault("{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
-              "\"action\":\"delay\",\"delay_ms\":1500}");
-    const char *p[] = {u.user_id};
-    long long deadline = tp_now_ms() + 5000;
-    while (tp_now_ms() < deadline &&
-           tp_sql_long("SELECT count(*) FROM drive_polls WHERE user_id = $1::uuid AND"
-                       " lease_owner IS NOT NULL",
-                       1, p) != 1) {
-        tp_sleep_ms(20);
+              "\"action\":\"delay\",\"delay_ms\":5000}");
+    char id[128];
+    assert_int_equal(tp_image(&u, "in-flight.jpg", u.folder_id, id, sizeof(id)), 0);
+    TP_CHECK(wait_until(changes_call_in_flight, &since, 30000));
+    /* the poll in flight started from these (its lease keeps them) */
+    char token_before[256], polled_before[64];
+    tp_poll_field(&u, "changes_page_token", token_before, sizeof(token_before));
+    tp_poll_field(&u, "last_poll_at", polled_before, sizeof(polled_before));
+
+    assert_int_equal(kill(tp_poller.pid, SIGTERM), 0);
+    char readyz[192];
+    snprintf(readyz, sizeof(readyz), "%s/readyz", tp_poller.base_url);
+    TP_CHECK(wait_http_status(readyz, 503, 2000));
+    TP_CHECK(changes_call_in_flight(&since)); /* the 503 came before the drain ended */
+    int rc = proc_wait(&tp_poller, 30000);
+    if (rc != 0) {
+        proc_print_log(&tp_poller);
+        proc_kill9(&tp_poller);
     }
-    tp_sleep_ms(200);
-    long long t0 = tp_now_ms();
-    assert_int_equal(proc_stop_timeout(&tp_poller, 30000), 0);
-    assert_true(tp_now_ms() - t0 < 10000);
-    tp_poller.pid = 0;
+    assert_int_equal(rc, 0);
+
     assert_int_equal(
         tp_sql_long("SELECT count(*) FROM drive_polls WHERE lease_owner IS NOT NULL", 0, NULL), 0);
-    char v[32];
-    tp_poll_field(&u, "poll_status", v, sizeof(v));
-    assert_string_equal(v, "success");
+    char token_after[256], polled_after[64], status[32], due[8];
+    tp_poll_field(&u, "changes_page_token", token_after, sizeof(token_after));
+    tp_poll_field(&u, "last_poll_at", polled_after, sizeof(polled_after));
+    tp_poll_field(&u, "poll_status", status, sizeof(status));
+    tp_poll_field(&u, "(next_poll_at <= timezone('UTC', now()))", due, sizeof(due));
+    bool completed = tp_jobs_for_file(&u, id) == 1 && strcmp(token_after, token_before) != 0 &&
+                     strcmp(polled_after, polled_before) != 0 && strcmp(status, "success") == 0;
+    bool handed_back = strcmp(token_after, token_before) == 0 && strcmp(due, "true") == 0;
+    if (!completed && !handed_back) {
+        proc_print_log(&tp_poller);
+        fail_msg("the poll in flight was dropped: token %s -> %s, last_poll_at %s -> %s, status %s,"
+                 " jobs for its image %ld, due again %s",
+                 token_before, token_after, polled_before, polled_after, status,
+                 tp_jobs_for_file(&u, id), due);
+    }
 }
 
 int main(void)
