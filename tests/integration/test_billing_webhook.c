@@ -217,11 +217,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    int rc = proc_stop(&daemon_p);
-    if (rc != 0) {
-        fprintf(stderr, "billing-webhook exited %d\n", rc);
-        proc_print_log(&daemon_p);
-    }
+    int rc = daemon_stop(&daemon_p); /* already 0 unless a test left it running */
     proc_stop(&fake);
     return rc == 0 ? 0 : -1;
 }
@@ -1198,6 +1194,18 @@ static bool outbox_settled(void *arg)
     return done;
 }
 
+/* The outbox gauges (a task every 5 s) show the final state: one failed row,
+ * none pending. */
+static bool outbox_gauges_settled(void *url)
+{
+    char *metrics = NULL;
+    bool yes = http_call("GET", url, NULL, &metrics) == 200 && metrics != NULL &&
+               strstr(metrics, "ca_billing_meter_outbox_failed 1") != NULL &&
+               strstr(metrics, "ca_billing_meter_outbox_depth 0") != NULL;
+    free(metrics);
+    return yes;
+}
+
 static void test_meter_outbox_faults(void **state)
 {
     (void)state;
@@ -1289,7 +1297,7 @@ static void test_meter_outbox_faults(void **state)
     snprintf(url, sizeof url, "%s/metrics", daemon_p.base_url);
     char *metrics = NULL;
     /* the gauges refresh every 5 s */
-    sleep(6);
+    assert_true(wait_until(outbox_gauges_settled, url, 30000));
     assert_int_equal(http_call("GET", url, NULL, &metrics), 200);
     assert_non_null(strstr(metrics, "ca_billing_meter_failed_total 1"));
     assert_non_null(strstr(metrics, "ca_billing_meter_calls_total{status=\"sent\"}"));
@@ -1337,6 +1345,14 @@ static void test_backoff(void **state)
     }
 }
 
+/* Last: SIGTERM, and billing-webhook exits 0 (a sanitizer's report would
+ * not; a failed group teardown would go unnoticed by cmocka). */
+static void test_daemon_exits_cleanly(void **state)
+{
+    (void)state;
+    assert_int_equal(daemon_stop(&daemon_p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1355,6 +1371,7 @@ int main(void)
         cmocka_unit_test(test_meter_client_duplicate),
         cmocka_unit_test(test_usage_limit_edge_concurrency),
         cmocka_unit_test(test_meter_outbox_faults),
+        cmocka_unit_test(test_daemon_exits_cleanly), /* last: stops billing-webhook */
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -328,6 +328,13 @@ static void test_not_admin(void **state)
     free(v);
 }
 
+/* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
+static void test_gateway_exits_cleanly(void **state)
+{
+    (void)state;
+    assert_int_equal(daemon_stop(&gw), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_revenue),     cmocka_unit_test(test_performance),
         cmocka_unit_test(test_defaults),    cmocka_unit_test(test_bad_dates),
         cmocka_unit_test(test_not_admin),
+        cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -668,6 +668,13 @@ static void test_no_session_and_csrf(void **state)
                      0);
 }
 
+/* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
+static void test_gateway_exits_cleanly(void **state)
+{
+    (void)state;
+    assert_int_equal(daemon_stop(&gw), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -679,6 +686,7 @@ int main(void)
         cmocka_unit_test(test_adopt_counts_downloads),
         cmocka_unit_test(test_paging_order),
         cmocka_unit_test(test_no_session_and_csrf),
+        cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

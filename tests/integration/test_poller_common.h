@@ -415,6 +415,51 @@ static __attribute__((unused)) long tp_queue_check(const tp_user_t *u, long *dup
     return once;
 }
 
+/* ---- the poller's metrics ---- */
+
+/* The sum of ca_poller_polls_total over its labels (polls finished), from the
+ * poller's /metrics; -1 when it does not answer. */
+static __attribute__((unused)) long tp_polls_total(const proc_t *poller)
+{
+    char url[192];
+    snprintf(url, sizeof(url), "%s/metrics", poller->base_url);
+    char *body = NULL;
+    if (http_call("GET", url, NULL, &body) != 200 || body == NULL) {
+        free(body);
+        return -1;
+    }
+    long n = 0;
+    for (const char *line = body; line != NULL && *line != '\0';) {
+        if (strncmp(line, "ca_poller_polls_total{", 22) == 0) {
+            const char *sp = strchr(line, ' ');
+            n += sp != NULL ? atol(sp + 1) : 0;
+        }
+        line = strchr(line, '\n');
+        line = line != NULL ? line + 1 : NULL;
+    }
+    free(body);
+    return n;
+}
+
+/* Waits until every active folder has been polled after this call (its
+ * last_poll_at is later than the database's now at the start). */
+static __attribute__((unused)) bool tp_wait_all_polled_again(int timeout_ms)
+{
+    char t0[64];
+    tp_sql_str(t0, sizeof(t0), "SELECT timezone('UTC', now())::text", 0, NULL);
+    const char *params[] = {t0};
+    long long deadline = tp_now_ms() + timeout_ms;
+    while (tp_now_ms() < deadline) {
+        if (tp_sql_long("SELECT count(*) FROM drive_polls WHERE active AND"
+                        " (last_poll_at IS NULL OR last_poll_at <= $1::timestamp)",
+                        1, params) == 0) {
+            return true;
+        }
+        tp_sleep_ms(100);
+    }
+    return false;
+}
+
 /* ---- the fake's request log ---- */
 
 static __attribute__((unused)) long tp_requests_next(void)

@@ -43,12 +43,6 @@ static size_t small_jpeg_len;
 
 /* ---------------------------------------------------------------- helpers */
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static char *b64_image(bool png, int w, int h, size_t *raw_len)
 {
     VipsImage *bands[3] = {NULL, NULL, NULL};
@@ -329,10 +323,7 @@ static int shared_start(void)
 /* Tests that run their own workers stop the shared one (they share ca:jobs). */
 static void shared_stop(void)
 {
-    if (worker.pid > 0) {
-        assert_int_equal(proc_stop(&worker), 0);
-    }
-    worker.pid = 0;
+    assert_int_equal(daemon_stop(&worker), 0);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -419,6 +410,60 @@ static int teardown(void **state)
     return rc == 0 ? 0 : -1;
 }
 
+/* How many times `job` is in ca:jobs and the processing lists. */
+static long long id_in_redis(const char *job)
+{
+    static const char script[] =
+        "local n = #redis.call('LPOS', 'ca:jobs', ARGV[1], 'COUNT', 0)\n"
+        "for _, k in ipairs(redis.call('KEYS', 'ca:jobs:processing:*')) do\n"
+        "  n = n + #redis.call('LPOS', k, ARGV[1], 'COUNT', 0)\n"
+        "end\n"
+        "return n\n";
+    char err[256];
+    redisReply *r = redis_command(redis, err, sizeof(err), "EVAL %s 0 %s", script, job);
+    assert_non_null(r);
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+/* Every delivery of the job was taken and acked. */
+static bool deliveries_done(void *arg)
+{
+    return id_in_redis(arg) == 0;
+}
+
+static bool any_started(void *arg)
+{
+    const char *p[] = {arg};
+    char *n = sql_value("SELECT count(*)::text FROM jobs WHERE user_id = $1::uuid"
+                        " AND status IN ('processing', 'completed')",
+                        1, p);
+    bool yes = n != NULL && strcmp(n, "0") != 0;
+    free(n);
+    return yes;
+}
+
+static bool outbox_settled(void *arg)
+{
+    const char *p[] = {arg};
+    char *n = sql_value("SELECT count(*)::text FROM email_outbox WHERE user_id = $1::uuid"
+                        " AND status = 'pending'",
+                        1, p);
+    bool yes = n != NULL && strcmp(n, "0") == 0;
+    free(n);
+    return yes;
+}
+
+static bool metrics_have_gauges(void *arg)
+{
+    char *body = NULL;
+    bool yes = http_call("GET", arg, NULL, &body) == 200 && body != NULL &&
+               strstr(body, "ca_worker_queue_depth{queue=\"ready\"}") != NULL;
+    free(body);
+    return yes;
+}
+
 /* ---------------------------------------------------------------- tests */
 
 static void test_presets_end_to_end(void **state)
@@ -491,7 +536,8 @@ static void test_same_id_twice(void **state)
     push(job);
     push(job);
     expect_job(job, "completed", &worker);
-    sleep_ms(1500); /* the other deliveries come and go */
+    /* the other deliveries come and go */
+    assert_true(wait_until(deliveries_done, job, 30000));
     char *attempt = job_col(job, "attempt");
     assert_string_equal(attempt, "1");
     free(attempt);
@@ -499,7 +545,7 @@ static void test_same_id_twice(void **state)
     assert_usage(&u, "images_processed", "1");
     /* pushed again after completion: nothing changes */
     push(job);
-    sleep_ms(1000);
+    assert_true(wait_until(deliveries_done, job, 30000));
     attempt = job_col(job, "attempt");
     assert_string_equal(attempt, "1");
     free(attempt);
@@ -721,7 +767,7 @@ static void test_redis_flushed_mid_run(void **state)
     for (int i = 0; i < 10; i++) {
         push(jobs[i]);
     }
-    sleep_ms(150);
+    assert_true(wait_until(any_started, u.id, 30000));
     char err[256];
     redisReply *r = redis_command(redis, err, sizeof(err), "FLUSHALL");
     assert_non_null(r);
@@ -783,7 +829,12 @@ static void test_email_digest(void **state)
         proc_print_log(&worker);
         fail_msg("no digest");
     }
-    sleep_ms(4000); /* nothing more is sent */
+    /* every row is sent (a row goes to 'sent' with the message that carried
+     * it): then a second message would be there already */
+    if (!wait_until(outbox_settled, u.id, 30000)) {
+        proc_print_log(&worker);
+        fail_msg("e-mail rows still pending");
+    }
     char path[256];
     snprintf(path, sizeof(path), "/__admin/messages?to=%s", u.email);
     cJSON *j = fake_admin(smtp_admin_url, "GET", path, NULL);
@@ -867,6 +918,16 @@ static void test_completion_fenced(void **state)
                      0);
 }
 
+static int shares_before;
+
+/* A share call arrived at the fake after shares_before were counted (the
+ * delay fault then holds it). */
+static bool share_in_flight(void *arg)
+{
+    (void)arg;
+    return fake_count_requests(google.base_url, &(fake_match_t){.method = "POST", .path_part = "/permissions"}) > shares_before;
+}
+
 /* kill -9 after the upload and before the job is recorded: another worker
  * finishes it with the same output file and one usage count. */
 static void test_kill9_mid_job(void **state)
@@ -882,13 +943,13 @@ static void test_kill9_mid_job(void **state)
                            "WORKER_RETRY_BASE_MS=200", NULL};
     static proc_t a;
     assert_int_equal(start_worker(&a, extra), 0);
+    shares_before = fake_count_requests(google.base_url, &(fake_match_t){.method = "POST", .path_part = "/permissions"});
     create_job(&u, file, "k9.jpg", "portrait_pro", job, sizeof(job));
     push(job);
-    if (!wait_until(outputs_exist, &u, 20000)) {
+    if (!wait_until(outputs_exist, &u, 20000) || !wait_until(share_in_flight, NULL, 20000)) {
         proc_print_log(&a);
-        fail_msg("no upload");
+        fail_msg("no upload, or no share after it");
     }
-    sleep_ms(300);
     proc_kill9(&a);
     fake_clear_faults(google.base_url);
     char *st = job_col(job, "status");
@@ -909,7 +970,7 @@ static void test_kill9_mid_job(void **state)
     assert_true(atoi(attempt) >= 2);
     free(attempt);
     assert_true(proc_log_contains(&b, "reusing the output"));
-    assert_int_equal(proc_stop(&b), 0);
+    assert_int_equal(daemon_stop(&b), 0);
 
     /* the shared worker back for the tests that follow */
     assert_int_equal(shared_start(), 0);
@@ -1001,7 +1062,7 @@ static void test_comfyui_path(void **state)
     j = fake_admin(comfy.base_url, "POST", "/__admin/latency", "{\"ms\":0}");
     cJSON_Delete(j);
     assert_usage(&u, "images_processed", "1");
-    assert_int_equal(proc_stop(&w), 0);
+    assert_int_equal(daemon_stop(&w), 0);
     assert_int_equal(shared_start(), 0);
 }
 
@@ -1016,7 +1077,7 @@ static void test_metrics_exposed(void **state)
     expect_job(job, "completed", &worker);
     char url[256];
     snprintf(url, sizeof(url), "%s/metrics", worker.base_url);
-    sleep_ms(5500); /* the gauges task */
+    assert_true(wait_until(metrics_have_gauges, url, 30000)); /* the gauges task, every 5 s */
     char *body = NULL;
     assert_int_equal(http_call("GET", url, NULL, &body), 200);
     assert_non_null(strstr(body, "ca_worker_jobs_total{status=\"completed\""));
@@ -1024,6 +1085,14 @@ static void test_metrics_exposed(void **state)
     assert_non_null(strstr(body, "ca_worker_queue_depth{queue=\"ready\"}"));
     assert_non_null(strstr(body, "ca_worker_drive_calls_total"));
     free(body);
+}
+
+/* Last: SIGTERM, and the shared worker exits 0 (a sanitizer's report would
+ * not; cmocka does not count a failed group teardown). */
+static void test_worker_exits_cleanly(void **state)
+{
+    (void)state;
+    assert_int_equal(daemon_stop(&worker), 0);
 }
 
 static void test_units(void **state)
@@ -1079,6 +1148,7 @@ int main(void)
         cmocka_unit_test(test_kill9_mid_job),
         cmocka_unit_test(test_comfyui_path),
         cmocka_unit_test(test_metrics_exposed),
+        cmocka_unit_test(test_worker_exits_cleanly), /* last: stops the shared worker */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -214,12 +214,11 @@ int daemon_start(proc_t *p, const char *service, const char *const *env)
     return 0;
 }
 
-int proc_stop_timeout(proc_t *p, int timeout_ms)
+int proc_wait(proc_t *p, int timeout_ms)
 {
     if (p->pid <= 0) {
         return -1;
     }
-    kill(p->pid, SIGTERM);
     long long deadline = now_ms() + timeout_ms;
     int status = 0;
     while (now_ms() < deadline) {
@@ -233,13 +232,38 @@ int proc_stop_timeout(proc_t *p, int timeout_ms)
         }
         sleep_ms(20);
     }
-    proc_kill9(p);
     return -1;
+}
+
+int proc_stop_timeout(proc_t *p, int timeout_ms)
+{
+    if (p->pid <= 0) {
+        return -1;
+    }
+    kill(p->pid, SIGTERM);
+    int rc = proc_wait(p, timeout_ms);
+    if (rc == -1) {
+        proc_kill9(p);
+    }
+    return rc;
 }
 
 int proc_stop(proc_t *p)
 {
     return proc_stop_timeout(p, 30000);
+}
+
+int daemon_stop(proc_t *p)
+{
+    if (p->pid <= 0) {
+        return 0;
+    }
+    int rc = proc_stop(p);
+    if (rc != 0) {
+        fprintf(stderr, "%s exited %d after SIGTERM (want 0)\n", p->name, rc);
+        proc_print_log(p);
+    }
+    return rc;
 }
 
 void proc_kill9(proc_t *p)
