@@ -217,6 +217,15 @@ bool gw_json_only_keys(http_req_t *req, const cJSON *obj, const char *const *all
     return true;
 }
 
+cJSON *gw_json_body(http_req_t *req, const char *const *allowed)
+{
+    cJSON *body = http_req_json(req);
+    if (body == NULL || !gw_json_only_keys(req, body, allowed)) {
+        return NULL;
+    }
+    return body;
+}
+
 bool gw_json_no_body(http_req_t *req)
 {
     size_t len = 0;
@@ -224,12 +233,8 @@ bool gw_json_no_body(http_req_t *req)
     if (raw == NULL || len == 0) {
         return true;
     }
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return false;
-    }
     static const char *const none[] = {NULL};
-    return gw_json_only_keys(req, body, none);
+    return gw_json_body(req, none) != NULL;
 }
 
 bool gw_json_string(http_req_t *req, const cJSON *obj, const char *field, size_t minlen,

@@ -204,6 +204,10 @@ bool gw_valid_drive_id(const char *s);
 /* Strict JSON body checks: every key of obj must be in allowed (NULL-terminated);
  * else replies 400 naming the key and returns false. */
 bool gw_json_only_keys(http_req_t *req, const cJSON *obj, const char *const *allowed);
+/* The request's body as a JSON object whose keys are all in allowed
+ * (NULL-terminated); NULL after replying 400. The object belongs to the
+ * request (do not free). */
+cJSON *gw_json_body(http_req_t *req, const char *const *allowed);
 /* For a route that takes no fields: no body, or an empty JSON object; else
  * replies 400 (or what http_req_json replied) and returns false. */
 bool gw_json_no_body(http_req_t *req);

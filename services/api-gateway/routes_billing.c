@@ -247,12 +247,9 @@ static void on_checkout_user(gw_t *gw, http_req_t *req, const PGresult *res, voi
 
 static void checkout(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"tier", NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     const char *tier = NULL;

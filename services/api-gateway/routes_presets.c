@@ -394,13 +394,10 @@ static void on_created(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
 
 static void create_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"name", "description", "category", "workflow_json",
                                           NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     preset_input_t in;
@@ -494,13 +491,10 @@ static void patch_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (!preset_id_param(req, &id)) {
         return;
     }
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"name",      "description", "category", "workflow_json",
                                           "is_public", "is_active",   NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     if (cJSON_GetArraySize(body) == 0) {
@@ -555,12 +549,9 @@ static void rate_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (!preset_id_param(req, &id)) {
         return;
     }
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"rating", NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(body, "rating");
