@@ -154,6 +154,23 @@ static void *job_thread_main(void *arg)
 
 /* ---- heartbeats and leases (tasks on the daemon's maintenance thread) ---- */
 
+/* Copies the runner's job in flight (id and attempt as text) under its lock;
+ * with hand_back, also marks it handed back. True when there is one (and,
+ * without hand_back, it was not handed back). */
+static bool in_flight_job(job_runner_t *r, bool hand_back, char job[JOB_ID_MAX],
+                          char attempt[16])
+{
+    pthread_mutex_lock(&r->lock);
+    snprintf(job, JOB_ID_MAX, "%s", r->job_id);
+    snprintf(attempt, 16, "%d", r->attempt);
+    bool busy = r->attempt > 0 && (hand_back || !r->handed_back);
+    if (hand_back) {
+        r->handed_back = true;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return busy;
+}
+
 /* Renews the heartbeat of every job thread still running. */
 static void task_heartbeats(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
@@ -178,15 +195,9 @@ static void task_leases(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *a
     char lease[16];
     snprintf(lease, sizeof(lease), "%d", ctx->set.lease_s);
     for (int i = 0; pg != NULL && i < ctx->concurrency; i++) {
-        job_runner_t *r = &ctx->threads[i].run;
         char job[JOB_ID_MAX];
         char attempt[16];
-        pthread_mutex_lock(&r->lock);
-        snprintf(job, sizeof(job), "%s", r->job_id);
-        snprintf(attempt, sizeof(attempt), "%d", r->attempt);
-        bool busy = r->attempt > 0 && !r->handed_back;
-        pthread_mutex_unlock(&r->lock);
-        if (!busy) {
+        if (!in_flight_job(&ctx->threads[i].run, false, job, attempt)) {
             continue;
         }
         const char *p[3] = {job, attempt, lease};
@@ -332,13 +343,7 @@ static void hand_back(worker_ctx_t *ctx)
         job_runner_t *r = &ctx->threads[i].run;
         char job[JOB_ID_MAX];
         char attempt[16];
-        pthread_mutex_lock(&r->lock);
-        snprintf(job, sizeof(job), "%s", r->job_id);
-        snprintf(attempt, sizeof(attempt), "%d", r->attempt);
-        bool busy = r->attempt > 0;
-        r->handed_back = true;
-        pthread_mutex_unlock(&r->lock);
-        if (!busy) {
+        if (!in_flight_job(r, true, job, attempt)) {
             continue;
         }
         const char *p[2] = {job, attempt};
