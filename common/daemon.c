@@ -370,7 +370,8 @@ static int cmd_migrate(daemon_t *d)
         return 1;
     }
     int applied = 0;
-    int rc = migrate_apply(pg, d->svc->name, d->svc->migrations, d->svc->nmigrations, &applied, err,
+    size_t n = d->svc->nmigrations != NULL ? *d->svc->nmigrations : 0;
+    int rc = migrate_apply(pg, d->svc->name, d->svc->migrations, n, &applied, err,
                            sizeof(err));
     pg_close(pg);
     if (rc != 0) {

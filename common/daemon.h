@@ -1,6 +1,7 @@
 /*
  * daemon — the boot sequence and main loop every service shares.
  *
+ *   static const service_t job_worker_service = {.name = "job-worker", ...};
  *   int main(int argc, char **argv) { return daemon_main(&job_worker_service, argc, argv); }
  *
  * Commands: `serve` (default), `migrate`, `cleanup`, `--help`, `--version`.
@@ -42,7 +43,7 @@ typedef struct {
     const config_var_t *vars; /* the service's own; common ones are added */
     size_t nvars;
     const migration_file_t *migrations;
-    size_t nmigrations;
+    const size_t *nmigrations; /* the generated <service>_migrations_count */
     /* serve: register routes, start threads. Returns 0 or -1 (exit 1). */
     int (*start)(daemon_t *d);
     /* First SIGTERM: stop taking work, hand back or finish what is in flight. */

@@ -180,6 +180,7 @@ static const service_t billing_webhook_service = {
     .vars = billing_vars,
     .nvars = sizeof(billing_vars) / sizeof(billing_vars[0]),
     .migrations = billing_webhook_migrations,
+    .nmigrations = &billing_webhook_migrations_count,
     .start = billing_start,
     .drain = billing_drain,
     .drained = billing_drained,
@@ -189,7 +190,5 @@ static const service_t billing_webhook_service = {
 
 int main(int argc, char **argv)
 {
-    service_t svc = billing_webhook_service;
-    svc.nmigrations = billing_webhook_migrations_count;
-    return daemon_main(&svc, argc, argv);
+    return daemon_main(&billing_webhook_service, argc, argv);
 }

@@ -87,6 +87,7 @@ static const service_t job_worker_service = {
     .vars = worker_vars,
     .nvars = sizeof(worker_vars) / sizeof(worker_vars[0]),
     .migrations = job_worker_migrations,
+    .nmigrations = &job_worker_migrations_count,
     .start = worker_start,
     .drain = worker_drain,
     .drained = worker_drained,
@@ -98,7 +99,5 @@ static const service_t job_worker_service = {
 
 int main(int argc, char **argv)
 {
-    service_t svc = job_worker_service;
-    svc.nmigrations = job_worker_migrations_count;
-    return daemon_main(&svc, argc, argv);
+    return daemon_main(&job_worker_service, argc, argv);
 }
