@@ -65,6 +65,9 @@ static char *find_preset(const char *name)
     if (slash != NULL) {
         *slash = '\0';
     }
+    /* Read directly, not through the table: `render` runs before any
+     * configuration is read (service_t.command), and CA_ROOT only says where
+     * the checkout is. */
     const char *root = getenv("CA_ROOT");
     char *candidates[3] = {NULL, NULL, NULL};
     if (root != NULL &&
