@@ -11,8 +11,7 @@
  *       {"POLL_INTERVAL_SECONDS", CFG_INT, "60", false, false, 1, 86400, "..."},
  *   };
  *
- * Used by the api-gateway and the drive-poller; the job-worker's table can
- * take the same entries.
+ * Used by the api-gateway, the drive-poller and the job-worker.
  */
 #ifndef CA_CONFIG_VARS_H
 #define CA_CONFIG_VARS_H

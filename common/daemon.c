@@ -7,6 +7,8 @@
 #include "http_client.h"
 #include "log.h"
 #include "metrics.h"
+#include "now.h"
+#include "stopwait.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -17,11 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DAEMON_MAX_TASKS 16
-#define DAEMON_MAX_VARS 64
 #define DAEMON_DRAIN_LIMIT_MS 25000
 #define DAEMON_MAX_BODY (1024 * 1024)
 #define READY_PING_PERIOD_MS 1000
@@ -36,7 +36,7 @@ typedef struct {
 
 struct daemon {
     const service_t *svc;
-    config_var_t vars[DAEMON_MAX_VARS];
+    config_var_t *vars; /* the common variables, then the service's (owned) */
     size_t nvars;
     char port_default[16];
     config_t cfg;
@@ -56,8 +56,8 @@ struct daemon {
 
     pthread_t maint_thread;
     bool maint_started;
-    pthread_mutex_t maint_lock;
-    pthread_cond_t maint_cond;
+    stopwait_t maint_wait; /* stopped when the loop has ended */
+    pthread_mutex_t maint_lock; /* guards tasks and ntasks */
     daemon_task_t tasks[DAEMON_MAX_TASKS];
     size_t ntasks;
 
@@ -76,13 +76,6 @@ static const config_var_t common_vars[] = {
     {"LOG_LEVEL", CFG_STRING, "info", false, false, 0, 0, "debug, info, warn or error"},
 };
 #define N_COMMON_VARS (sizeof(common_vars) / sizeof(common_vars[0]))
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- accessors ---- */
 
@@ -141,7 +134,7 @@ int daemon_add_task(daemon_t *d, const char *name, int period_ms, daemon_task_fn
         t->period_ms = period_ms;
         t->fn = fn;
         t->arg = arg;
-        t->next_run_ms = now_ms() + period_ms / 4;
+        t->next_run_ms = now_mono_ms() + period_ms / 4;
         d->ntasks++;
         rc = 0;
     }
@@ -151,11 +144,20 @@ int daemon_add_task(daemon_t *d, const char *name, int period_ms, daemon_task_fn
 
 /* ---- configuration ---- */
 
-static void build_var_table(daemon_t *d, bool common_only)
+/* The common variables, then the service's: as many as there are. Returns 0,
+ * or -1 (message on stderr) when out of memory. */
+static int build_var_table(daemon_t *d, bool common_only)
 {
     const service_t *svc = d->svc;
-    snprintf(d->port_default, sizeof(d->port_default), "%d", svc->default_port);
+    size_t n = N_COMMON_VARS + (common_only ? 0 : svc->nvars);
+    free(d->vars);
     d->nvars = 0;
+    d->vars = calloc(n, sizeof(*d->vars));
+    if (d->vars == NULL) {
+        fprintf(stderr, "%s: out of memory\n", svc->name);
+        return -1;
+    }
+    snprintf(d->port_default, sizeof(d->port_default), "%d", svc->default_port);
     for (size_t i = 0; i < N_COMMON_VARS; i++) {
         d->vars[d->nvars] = common_vars[i];
         if (strcmp(common_vars[i].name, "PORT") == 0) {
@@ -163,18 +165,18 @@ static void build_var_table(daemon_t *d, bool common_only)
         }
         d->nvars++;
     }
-    if (common_only) {
-        return;
-    }
-    for (size_t i = 0; i < svc->nvars && d->nvars < DAEMON_MAX_VARS; i++) {
+    for (size_t i = 0; !common_only && i < svc->nvars; i++) {
         d->vars[d->nvars++] = svc->vars[i];
     }
+    return 0;
 }
 
 static int load_config(daemon_t *d, bool common_only)
 {
     char err[512];
-    build_var_table(d, common_only);
+    if (build_var_table(d, common_only) != 0) {
+        return -1;
+    }
     if (config_load(&d->cfg, d->vars, d->nvars, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: %s\n", d->svc->name, err);
         return -1;
@@ -189,6 +191,9 @@ static int load_config(daemon_t *d, bool common_only)
     return 0;
 }
 
+/* $HOSTNAME is read directly, not through the table: it is not
+ * configuration but the name the platform gives the process (the pod name),
+ * and any value is fine (unsafe characters become '_'). */
 static void set_instance_id(daemon_t *d)
 {
     const char *host = getenv("HOSTNAME");
@@ -221,8 +226,11 @@ static void *maintenance_main(void *arg)
     char err[256];
 
     log_context_set("thread", "maintenance");
-    while (atomic_load(&d->stopping) == 0) {
-        int64_t t = now_ms();
+    /* Runs until the loop has ended, through the drain: a service's tasks
+     * (the job-worker's heartbeats and lease extensions) keep work in flight
+     * alive while it finishes. */
+    while (!stopwait_stopped(&d->maint_wait)) {
+        int64_t t = now_mono_ms();
         if (t >= next_ping) {
             next_ping = t + READY_PING_PERIOD_MS;
             if (pg == NULL) {
@@ -246,29 +254,17 @@ static void *maintenance_main(void *arg)
         pthread_mutex_lock(&d->maint_lock);
         size_t ntasks = d->ntasks;
         pthread_mutex_unlock(&d->maint_lock);
-        for (size_t i = 0; i < ntasks && atomic_load(&d->stopping) == 0; i++) {
+        for (size_t i = 0; i < ntasks && !stopwait_stopped(&d->maint_wait); i++) {
             daemon_task_t *task = &d->tasks[i];
-            if (now_ms() < task->next_run_ms) {
+            if (now_mono_ms() < task->next_run_ms) {
                 continue;
             }
-            task->next_run_ms = now_ms() + task->period_ms;
+            task->next_run_ms = now_mono_ms() + task->period_ms;
             task->fn(d, atomic_load(&d->pg_ready) ? pg : NULL,
                      atomic_load(&d->redis_ready) ? redis : NULL, task->arg);
         }
 
-        /* Sleep up to 100 ms, woken early by shutdown. */
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_mutex_lock(&d->maint_lock);
-        if (atomic_load(&d->stopping) == 0) {
-            pthread_cond_timedwait(&d->maint_cond, &d->maint_lock, &until);
-        }
-        pthread_mutex_unlock(&d->maint_lock);
+        stopwait_sleep(&d->maint_wait, 100);
     }
     if (pg != NULL) {
         pg_close(pg);
@@ -311,7 +307,7 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(d->base, NULL);
         return;
     }
-    if (now_ms() - d->drain_started_ms > DAEMON_DRAIN_LIMIT_MS) {
+    if (now_mono_ms() - d->drain_started_ms > DAEMON_DRAIN_LIMIT_MS) {
         log_warn("drain took longer than %d ms; stopping with work in flight",
                  DAEMON_DRAIN_LIMIT_MS);
         event_base_loopexit(d->base, NULL);
@@ -331,13 +327,10 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     }
     log_info("%s: draining (send it again to exit at once)", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&d->stopping, 1);
-    pthread_mutex_lock(&d->maint_lock);
-    pthread_cond_broadcast(&d->maint_cond);
-    pthread_mutex_unlock(&d->maint_lock);
     if (d->svc->drain != NULL) {
         d->svc->drain(d);
     }
-    d->drain_started_ms = now_ms();
+    d->drain_started_ms = now_mono_ms();
     d->drain_timer = evtimer_new(d->base, drain_tick, d);
     struct timeval tv = {0, 0};
     evtimer_add(d->drain_timer, &tv);
@@ -345,8 +338,12 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 
 /* ---- commands ---- */
 
-static void print_usage(const daemon_t *d, FILE *out)
+/* The commands and the whole variable table. */
+static void print_usage(daemon_t *d, FILE *out)
 {
+    if (build_var_table(d, false) != 0) {
+        return;
+    }
     fprintf(out,
             "usage: %s [serve|migrate|cleanup|--help|--version]\n"
             "  serve     run the daemon (default)\n"
@@ -373,7 +370,8 @@ static int cmd_migrate(daemon_t *d)
         return 1;
     }
     int applied = 0;
-    int rc = migrate_apply(pg, d->svc->name, d->svc->migrations, d->svc->nmigrations, &applied, err,
+    size_t n = d->svc->nmigrations != NULL ? *d->svc->nmigrations : 0;
+    int rc = migrate_apply(pg, d->svc->name, d->svc->migrations, n, &applied, err,
                            sizeof(err));
     pg_close(pg);
     if (rc != 0) {
@@ -467,9 +465,7 @@ static int cmd_serve(daemon_t *d)
 out_stop:
     atomic_store(&d->stopping, 1);
     if (d->maint_started) {
-        pthread_mutex_lock(&d->maint_lock);
-        pthread_cond_broadcast(&d->maint_cond);
-        pthread_mutex_unlock(&d->maint_lock);
+        stopwait_stop(&d->maint_wait);
         pthread_join(d->maint_thread, NULL);
     }
     if (d->svc->stop != NULL) {
@@ -504,7 +500,7 @@ int daemon_main(const service_t *svc, int argc, char **argv)
     }
     d->svc = svc;
     pthread_mutex_init(&d->maint_lock, NULL);
-    pthread_cond_init(&d->maint_cond, NULL);
+    stopwait_init(&d->maint_wait);
 
     const char *cmd = argc > 1 ? argv[1] : "serve";
     int rc = -1;
@@ -514,11 +510,9 @@ int daemon_main(const service_t *svc, int argc, char **argv)
     if (rc >= 0) {
         /* an extra command ran */
     } else if (argc > 2) {
-        build_var_table(d, false);
         print_usage(d, stderr);
         rc = 2;
     } else if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-        build_var_table(d, false);
         print_usage(d, stdout);
         rc = 0;
     } else if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
@@ -533,7 +527,6 @@ int daemon_main(const service_t *svc, int argc, char **argv)
         rc = load_config(d, false) == 0 ? cmd_serve(d) : 2;
     } else {
         fprintf(stderr, "%s: unknown command '%s'\n", svc->name, cmd);
-        build_var_table(d, false);
         print_usage(d, stderr);
         rc = 2;
     }
@@ -542,7 +535,8 @@ int daemon_main(const service_t *svc, int argc, char **argv)
         config_free(&d->cfg);
     }
     pthread_mutex_destroy(&d->maint_lock);
-    pthread_cond_destroy(&d->maint_cond);
+    stopwait_destroy(&d->maint_wait);
+    free(d->vars);
     free(d);
     metrics_shutdown();
     log_shutdown();

@@ -1,16 +1,25 @@
 /*
  * daemon — the boot sequence and main loop every service shares.
  *
+ *   static const service_t job_worker_service = {.name = "job-worker", ...};
  *   int main(int argc, char **argv) { return daemon_main(&job_worker_service, argc, argv); }
  *
  * Commands: `serve` (default), `migrate`, `cleanup`, `--help`, `--version`.
  * serve: config (exit 2 naming the variable) → log → libevent base → HTTP
  * server on PORT with /healthz, /readyz, /metrics → signals as loop events
- * (SIGTERM/SIGINT drain, a second one exits at once, SIGPIPE ignored) → the
- * maintenance thread (own PostgreSQL and Redis connections, readiness pings,
- * the service's periodic tasks) → svc->start() → one "ready" line → loop.
- * On SIGTERM: listeners close, svc->drain() is called, the loop waits until
- * svc->drained() (or 25 s), then svc->stop(), everything is freed, exit 0.
+ * (SIGTERM/SIGINT drain, a second one exits at once, SIGPIPE ignored) →
+ * svc->start() → the maintenance thread (own PostgreSQL and Redis
+ * connections, readiness pings, the service's periodic tasks) → one "ready"
+ * line → loop.
+ * On SIGTERM: /readyz answers 503, svc->drain() is called, the loop waits
+ * until svc->drained() (or 25 s); the maintenance thread and its tasks run
+ * until then; then it is joined, svc->stop() is called, everything is freed,
+ * exit 0.
+ *
+ * The variable table is the common variables (DATABASE_URL,
+ * MIGRATION_DATABASE_URL, REDIS_URL, PORT, LISTEN_ADDR, LOG_LEVEL) followed by
+ * every one of the service's, without a limit. The only variable read outside
+ * it is HOSTNAME (daemon_instance_id).
  */
 #ifndef CA_DAEMON_H
 #define CA_DAEMON_H
@@ -34,7 +43,7 @@ typedef struct {
     const config_var_t *vars; /* the service's own; common ones are added */
     size_t nvars;
     const migration_file_t *migrations;
-    size_t nmigrations;
+    const size_t *nmigrations; /* the generated <service>_migrations_count */
     /* serve: register routes, start threads. Returns 0 or -1 (exit 1). */
     int (*start)(daemon_t *d);
     /* First SIGTERM: stop taking work, hand back or finish what is in flight. */
@@ -68,7 +77,9 @@ const char *daemon_instance_id(const daemon_t *d);
 
 /* A periodic task run on the maintenance thread, with that thread's
  * connections (either may be NULL while the server is unreachable). Tasks run
- * one after another; keep each short. Register from start(). */
+ * one after another, from about period_ms / 4 after registration, and keep
+ * running through the drain until the loop ends; keep each short. Register
+ * from start(); at most 16 tasks (-1 past that, or for a period <= 0). */
 typedef void (*daemon_task_fn)(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg);
 __attribute__((warn_unused_result)) int daemon_add_task(daemon_t *d, const char *name,
                                                         int period_ms, daemon_task_fn fn, void *arg);

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "uuid.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -74,23 +75,6 @@ static metric_t *m_rate_limited;
 static metric_t *m_csrf_failed;
 
 /* ---- small helpers ---- */
-
-bool gw_valid_uuid(const char *s)
-{
-    if (s == NULL || strlen(s) != 36) {
-        return false;
-    }
-    for (int i = 0; i < 36; i++) {
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') {
-                return false;
-            }
-        } else if (!isxdigit((unsigned char)s[i])) {
-            return false;
-        }
-    }
-    return true;
-}
 
 bool gw_valid_drive_id(const char *s)
 {
@@ -231,6 +215,26 @@ bool gw_json_only_keys(http_req_t *req, const cJSON *obj, const char *const *all
         }
     }
     return true;
+}
+
+cJSON *gw_json_body(http_req_t *req, const char *const *allowed)
+{
+    cJSON *body = http_req_json(req);
+    if (body == NULL || !gw_json_only_keys(req, body, allowed)) {
+        return NULL;
+    }
+    return body;
+}
+
+bool gw_json_no_body(http_req_t *req)
+{
+    size_t len = 0;
+    const char *raw = http_req_body(req, &len);
+    if (raw == NULL || len == 0) {
+        return true;
+    }
+    static const char *const none[] = {NULL};
+    return gw_json_body(req, none) != NULL;
 }
 
 bool gw_json_string(http_req_t *req, const cJSON *obj, const char *field, size_t minlen,
@@ -478,7 +482,7 @@ static void on_session(redisReply *reply, const char *err, void *arg)
     copy_str(c->user.id, sizeof(c->user.id), reply->element[1]);
     copy_str(c->user.csrf, sizeof(c->user.csrf), reply->element[2]);
     copy_str(c->user.email, sizeof(c->user.email), reply->element[3]);
-    c->user.signed_in = gw_valid_uuid(c->user.id);
+    c->user.signed_in = uuid_is_valid(c->user.id);
     if (!c->user.signed_in) {
         memset(&c->user, 0, sizeof(c->user));
     } else {

@@ -11,9 +11,10 @@
  *
  *   // routes_presets.c
  *   #include "gateway.h"
+ *   #include "uuid.h"
  *   static void get_preset(gw_t *gw, http_req_t *req, const gw_user_t *user) {
  *       const char *id = http_req_param(req, "id");
- *       if (!gw_valid_uuid(id)) {
+ *       if (!uuid_is_valid(id)) {
  *           gw_reply_invalid(req, "id", "must be a UUID");
  *           return;
  *       }
@@ -229,12 +230,18 @@ void gw_reply_json_text(http_req_t *req, int status, const char *json);
 void gw_reply_html(http_req_t *req, int status, const char *title, const char *message);
 
 /* ---- validation ---- */
-bool gw_valid_uuid(const char *s);
 /* Drive ids: 1..255 of [A-Za-z0-9_-]. */
 bool gw_valid_drive_id(const char *s);
 /* Strict JSON body checks: every key of obj must be in allowed (NULL-terminated);
  * else replies 400 naming the key and returns false. */
 bool gw_json_only_keys(http_req_t *req, const cJSON *obj, const char *const *allowed);
+/* The request's body as a JSON object whose keys are all in allowed
+ * (NULL-terminated); NULL after replying 400. The object belongs to the
+ * request (do not free). */
+cJSON *gw_json_body(http_req_t *req, const char *const *allowed);
+/* For a route that takes no fields: no body, or an empty JSON object; else
+ * replies 400 (or what http_req_json replied) and returns false. */
+bool gw_json_no_body(http_req_t *req);
 /* Reads an optional string field: absent → *out NULL, true; wrong type or
  * length outside [minlen, maxlen] → replies 400 and returns false. */
 bool gw_json_string(http_req_t *req, const cJSON *obj, const char *field, size_t minlen,

@@ -168,18 +168,29 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     free(p);
 }
 
-int gw_redis_argv(gw_redis_t *r, gw_redis_cb cb, void *arg, int argc, const char **argv,
-                  const size_t *lens)
+/* The callback record of one command; NULL when not connected or out of
+ * memory. on_reply frees it. */
+static pending_t *pending_new(gw_redis_t *r, gw_redis_cb cb, void *arg)
 {
     if (!gw_redis_connected(r)) {
-        return -1;
+        return NULL;
     }
     pending_t *p = malloc(sizeof(*p));
     if (p == NULL) {
-        return -1;
+        return NULL;
     }
     p->cb = cb;
     p->arg = arg;
+    return p;
+}
+
+int gw_redis_argv(gw_redis_t *r, gw_redis_cb cb, void *arg, int argc, const char **argv,
+                  const size_t *lens)
+{
+    pending_t *p = pending_new(r, cb, arg);
+    if (p == NULL) {
+        return -1;
+    }
     if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, lens) != REDIS_OK) {
         free(p);
         return -1;
@@ -189,15 +200,10 @@ int gw_redis_argv(gw_redis_t *r, gw_redis_cb cb, void *arg, int argc, const char
 
 int gw_redis_cmd(gw_redis_t *r, gw_redis_cb cb, void *arg, const char *fmt, ...)
 {
-    if (!gw_redis_connected(r)) {
-        return -1;
-    }
-    pending_t *p = malloc(sizeof(*p));
+    pending_t *p = pending_new(r, cb, arg);
     if (p == NULL) {
         return -1;
     }
-    p->cb = cb;
-    p->arg = arg;
     va_list ap;
     va_start(ap, fmt);
     int rc = redisvAsyncCommand(r->ac, on_reply, p, fmt, ap);

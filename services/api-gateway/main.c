@@ -98,6 +98,7 @@ static const service_t api_gateway_service = {
     .vars = gateway_vars,
     .nvars = sizeof(gateway_vars) / sizeof(gateway_vars[0]),
     .migrations = api_gateway_migrations,
+    .nmigrations = &api_gateway_migrations_count,
     .start = gateway_start,
     .drained = gateway_drained,
     .stop = gateway_stop,
@@ -106,7 +107,5 @@ static const service_t api_gateway_service = {
 
 int main(int argc, char **argv)
 {
-    service_t svc = api_gateway_service;
-    svc.nmigrations = api_gateway_migrations_count;
-    return daemon_main(&svc, argc, argv);
+    return daemon_main(&api_gateway_service, argc, argv);
 }

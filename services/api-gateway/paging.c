@@ -16,7 +16,7 @@ struct paging {
     const int *key_cols; /* NULL: the ncols columns after the row's (paging_key_timestamp_cols) */
 };
 
-void jbuf_reply(http_req_t *req, jbuf_t *b)
+void paging_reply(http_req_t *req, jbuf_t *b)
 {
     if (b->oom) {
         http_reply_error(req, 503, "unavailable", "out of memory");
@@ -204,7 +204,7 @@ void paging_on_page(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
     }
     jbuf_append(&b, "}", 1);
     free(pg);
-    jbuf_reply(req, &b);
+    paging_reply(req, &b);
 }
 
 bool paging_cursor_split(const char *cursor, char text[PAGING_CURSOR_TEXT_MAX], char **keys,

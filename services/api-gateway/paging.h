@@ -37,7 +37,7 @@ typedef struct paging paging_t;
 
 /* Answers 200 with b as JSON (Cache-Control: no-store), or 503 when building
  * it ran out of memory; frees b either way. */
-void jbuf_reply(http_req_t *req, jbuf_t *b);
+void paging_reply(http_req_t *req, jbuf_t *b);
 
 /* One field of a row written as a JSON object member. */
 typedef enum {

@@ -247,12 +247,9 @@ static void on_checkout_user(gw_t *gw, http_req_t *req, const PGresult *res, voi
 
 static void checkout(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"tier", NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     const char *tier = NULL;
@@ -298,17 +295,8 @@ static void on_portal_user(gw_t *gw, http_req_t *req, const PGresult *res, void 
 
 static void portal(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
-    size_t len = 0;
-    const char *raw = http_req_body(req, &len);
-    if (raw != NULL && len > 0) {
-        cJSON *body = http_req_json(req);
-        if (body == NULL) {
-            return;
-        }
-        static const char *const none[] = {NULL};
-        if (!gw_json_only_keys(req, body, none)) {
-            return;
-        }
+    if (!gw_json_no_body(req)) {
+        return;
     }
     if (!configured(config_get(gw->cfg, "STRIPE_SECRET_KEY"))) {
         http_reply_error(req, 503, "billing_unavailable", "billing is not configured");

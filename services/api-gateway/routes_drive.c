@@ -306,12 +306,9 @@ static void start_op(drive_op_t *op, offload_done_fn done)
 
 static void put_watch(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"folder_id", NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     const char *folder = NULL;

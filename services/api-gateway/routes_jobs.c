@@ -13,6 +13,7 @@
 #include "paging.h"
 
 #include "log.h"
+#include "uuid.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -86,7 +87,7 @@ static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, 
         mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 || us < 0) {
         return false;
     }
-    if (!gw_valid_uuid(key[1]) || strlen(key[0]) >= tslen || strlen(key[1]) >= idlen) {
+    if (!uuid_is_valid(key[1]) || strlen(key[0]) >= tslen || strlen(key[1]) >= idlen) {
         return false;
     }
     snprintf(ts, tslen, "%s", key[0]);
@@ -176,7 +177,7 @@ static void on_job(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
     }
     jbuf_t b = {0};
     paging_write_row(&b, res, 0, 0, JOB_FIELDS, JOB_NFIELDS);
-    jbuf_reply(req, &b);
+    paging_reply(req, &b);
 }
 
 static void send_job(gw_t *gw, http_req_t *req, const char *user_id, const char *job_id)
@@ -190,7 +191,7 @@ static void send_job(gw_t *gw, http_req_t *req, const char *user_id, const char 
 static bool job_id_param(http_req_t *req, const char **id)
 {
     *id = http_req_param(req, "id");
-    if (!gw_valid_uuid(*id)) {
+    if (!uuid_is_valid(*id)) {
         gw_reply_invalid(req, "id", "must be a UUID");
         return false;
     }

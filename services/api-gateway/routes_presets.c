@@ -25,6 +25,7 @@
 #include "cpu_nodes.h"
 #include "graph.h"
 #include "log.h"
+#include "uuid.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -131,7 +132,7 @@ static bool cursor_decode(const char *cursor, char *rating, size_t rlen, char *d
     const char *r = key[0];
     bool rating_ok = isdigit((unsigned char)r[0]) &&
                      (r[1] == '\0' || (r[1] == '.' && all_digits(r + 2, 1, 2)));
-    if (!rating_ok || !all_digits(key[1], 1, 10) || !gw_valid_uuid(key[2]) ||
+    if (!rating_ok || !all_digits(key[1], 1, 10) || !uuid_is_valid(key[2]) ||
         strlen(r) >= rlen || strlen(key[1]) >= dlen || strlen(key[2]) >= idlen) {
         return false;
     }
@@ -261,7 +262,7 @@ static void send_preset(gw_t *gw, http_req_t *req, const char *user_id, const ch
 static bool preset_id_param(http_req_t *req, const char **id)
 {
     *id = http_req_param(req, "id");
-    if (!gw_valid_uuid(*id)) {
+    if (!uuid_is_valid(*id)) {
         gw_reply_invalid(req, "id", "must be a UUID");
         return false;
     }
@@ -393,13 +394,10 @@ static void on_created(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
 
 static void create_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"name", "description", "category", "workflow_json",
                                           NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     preset_input_t in;
@@ -440,28 +438,51 @@ static target_t *target_new(http_req_t *req, const char *user_id, const char *pr
     return t;
 }
 
-static void on_updated(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+/* The error answer to an outcome of presets_update or presets_rate. */
+typedef struct {
+    const char *outcome;
+    int status;
+    const char *code;
+    const char *message;
+} outcome_reply_t;
+
+/* "ok": the preset as it is now (200); "not_found": 404; an outcome in
+ * replies: its error; anything else: 500. Frees t. */
+static void reply_outcome(gw_t *gw, http_req_t *req, const PGresult *res, target_t *t,
+                          const outcome_reply_t *replies, size_t nreplies)
 {
-    target_t *t = arg;
     const char *outcome = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
     if (strcmp(outcome, "ok") == 0) {
         send_preset(gw, req, t->user_id, t->preset_id, 200);
-    } else if (strcmp(outcome, "not_found") == 0) {
-        gw_reply_not_found(req);
-    } else if (strcmp(outcome, "forbidden") == 0) {
-        http_reply_error(req, 403, "forbidden", "you can change only your own presets");
-    } else if (strcmp(outcome, "name_taken") == 0) {
-        http_reply_error(req, 409, "name_taken",
-                         "name: taken by another of your presets, a published preset or a "
-                         "system preset");
-    } else if (strcmp(outcome, "published_name") == 0) {
-        http_reply_error(req, 409, "conflict",
-                         "name: a published preset keeps its name (others may use it); "
-                         "unpublish it first");
-    } else {
-        http_reply_error(req, 500, "internal", "unexpected outcome");
+        free(t);
+        return;
     }
     free(t);
+    if (strcmp(outcome, "not_found") == 0) {
+        gw_reply_not_found(req);
+        return;
+    }
+    for (size_t i = 0; i < nreplies; i++) {
+        if (strcmp(outcome, replies[i].outcome) == 0) {
+            http_reply_error(req, replies[i].status, replies[i].code, "%s", replies[i].message);
+            return;
+        }
+    }
+    http_reply_error(req, 500, "internal", "unexpected outcome");
+}
+
+static const outcome_reply_t update_replies[] = {
+    {"forbidden", 403, "forbidden", "you can change only your own presets"},
+    {"name_taken", 409, "name_taken",
+     "name: taken by another of your presets, a published preset or a system preset"},
+    {"published_name", 409, "conflict",
+     "name: a published preset keeps its name (others may use it); unpublish it first"},
+};
+
+static void on_updated(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    reply_outcome(gw, req, res, arg, update_replies,
+                  sizeof(update_replies) / sizeof(update_replies[0]));
 }
 
 static void patch_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
@@ -470,13 +491,10 @@ static void patch_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (!preset_id_param(req, &id)) {
         return;
     }
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"name",      "description", "category", "workflow_json",
                                           "is_public", "is_active",   NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     if (cJSON_GetArraySize(body) == 0) {
@@ -515,22 +533,14 @@ static void patch_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
 
 /* ---- rating ---- */
 
+static const outcome_reply_t rate_replies[] = {
+    {"own_preset", 403, "own_preset", "you cannot rate your own preset"},
+    {"already_rated", 409, "already_rated", "you have already rated this preset"},
+};
+
 static void on_rated(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 {
-    target_t *t = arg;
-    const char *outcome = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "";
-    if (strcmp(outcome, "ok") == 0) {
-        send_preset(gw, req, t->user_id, t->preset_id, 200);
-    } else if (strcmp(outcome, "not_found") == 0) {
-        gw_reply_not_found(req);
-    } else if (strcmp(outcome, "own_preset") == 0) {
-        http_reply_error(req, 403, "own_preset", "you cannot rate your own preset");
-    } else if (strcmp(outcome, "already_rated") == 0) {
-        http_reply_error(req, 409, "already_rated", "you have already rated this preset");
-    } else {
-        http_reply_error(req, 500, "internal", "unexpected outcome");
-    }
-    free(t);
+    reply_outcome(gw, req, res, arg, rate_replies, sizeof(rate_replies) / sizeof(rate_replies[0]));
 }
 
 static void rate_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
@@ -539,12 +549,9 @@ static void rate_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (!preset_id_param(req, &id)) {
         return;
     }
-    cJSON *body = http_req_json(req);
-    if (body == NULL) {
-        return;
-    }
     static const char *const allowed[] = {"rating", NULL};
-    if (!gw_json_only_keys(req, body, allowed)) {
+    cJSON *body = gw_json_body(req, allowed);
+    if (body == NULL) {
         return;
     }
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(body, "rating");
@@ -598,17 +605,8 @@ static void adopt_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (!preset_id_param(req, &id)) {
         return;
     }
-    size_t len = 0;
-    const char *raw = http_req_body(req, &len);
-    if (raw != NULL && len > 0) {
-        cJSON *body = http_req_json(req);
-        if (body == NULL) {
-            return;
-        }
-        static const char *const none[] = {NULL};
-        if (!gw_json_only_keys(req, body, none)) {
-            return;
-        }
+    if (!gw_json_no_body(req)) {
+        return;
     }
     const char *p[] = {user->id, id};
     gw_query(gw, req, user->id,

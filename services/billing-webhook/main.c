@@ -8,9 +8,10 @@
  * transaction on the non-blocking pool), the meter outbox drainer thread
  * (meter.c) and a periodic task for the outbox gauges. See docs/billing.md.
  */
-#include "billing.h"
 #include "daemon.h"
 #include "log.h"
+#include "meter.h"
+#include "webhook.h"
 
 #include <stdlib.h>
 
@@ -28,6 +29,10 @@ static const config_var_t billing_vars[] = {
      "Billing Meter event name for overage images"},
     {"STRIPE_API_VERSION", CFG_STRING, NULL, false, false, 0, 0,
      "Stripe-Version header on API calls (unset: the account's default)"},
+    {"STRIPE_TIMEOUT_MS", CFG_INT, "10000", false, false, 100, 600000,
+     "per Stripe API call (meter events)"},
+    {"STRIPE_MAX_RETRIES", CFG_INT, "0", false, false, 0, 10,
+     "retries inside one Stripe call; 0: the meter outbox's backoff is the retry"},
     {"STRIPE_WEBHOOK_TOLERANCE_SECONDS", CFG_INT, "300", false, false, 1, 86400,
      "accepted age of a webhook signature's timestamp"},
     {"WEBHOOK_PG_POOL_SIZE", CFG_INT, "4", false, false, 1, 64,
@@ -46,6 +51,9 @@ static const config_var_t billing_vars[] = {
      "how often the meter outbox is checked when idle"},
     {"METER_LEASE_SECONDS", CFG_INT, "120", false, false, 1, 86400,
      "a claimed meter event is retried after this if the sender died"},
+    {"METER_BATCH", CFG_INT, "50", false, false, 1, 1000, "meter outbox rows one claim takes"},
+    {"METER_GAUGES_PERIOD_MS", CFG_INT, "5000", false, false, 100, 3600000,
+     "how often the meter outbox gauges are read from PostgreSQL"},
 };
 
 typedef struct {
@@ -55,9 +63,6 @@ typedef struct {
 
 static void outbox_gauges_task(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
-    (void)d;
-    (void)redis;
-    (void)arg;
     meter_update_gauges(pg);
 }
 
@@ -94,15 +99,15 @@ static int billing_start(daemon_t *d)
             .stripe = {.secret_key = key,
                        .api_url = daemon_get(d, "STRIPE_API_URL"),
                        .api_version = daemon_get(d, "STRIPE_API_VERSION"),
-                       .timeout_ms = 10000,
-                       .max_retries = 0},
+                       .timeout_ms = config_get_int(daemon_config(d), "STRIPE_TIMEOUT_MS"),
+                       .max_retries = (int)config_get_int(daemon_config(d), "STRIPE_MAX_RETRIES")},
             .event_name = daemon_get(d, "STRIPE_METER_EVENT"),
             .max_attempts = (int)config_get_int(daemon_config(d), "METER_MAX_ATTEMPTS"),
             .backoff_base_ms = config_get_int(daemon_config(d), "METER_BACKOFF_BASE_MS"),
             .backoff_max_ms = config_get_int(daemon_config(d), "METER_BACKOFF_MAX_MS"),
             .poll_ms = config_get_int(daemon_config(d), "METER_POLL_MS"),
             .lease_s = (int)config_get_int(daemon_config(d), "METER_LEASE_SECONDS"),
-            .batch = 50,
+            .batch = (int)config_get_int(daemon_config(d), "METER_BATCH"),
         };
         st->meter = meter_start(&mcfg);
         if (st->meter == NULL) {
@@ -110,7 +115,8 @@ static int billing_start(daemon_t *d)
             return -1;
         }
     }
-    if (daemon_add_task(d, "meter_outbox_gauges", 5000, outbox_gauges_task, NULL) != 0) {
+    int gauges_ms = (int)config_get_int(daemon_config(d), "METER_GAUGES_PERIOD_MS");
+    if (daemon_add_task(d, "meter_outbox_gauges", gauges_ms, outbox_gauges_task, NULL) != 0) {
         return -1;
     }
     return 0;
@@ -174,6 +180,7 @@ static const service_t billing_webhook_service = {
     .vars = billing_vars,
     .nvars = sizeof(billing_vars) / sizeof(billing_vars[0]),
     .migrations = billing_webhook_migrations,
+    .nmigrations = &billing_webhook_migrations_count,
     .start = billing_start,
     .drain = billing_drain,
     .drained = billing_drained,
@@ -183,7 +190,5 @@ static const service_t billing_webhook_service = {
 
 int main(int argc, char **argv)
 {
-    service_t svc = billing_webhook_service;
-    svc.nmigrations = billing_webhook_migrations_count;
-    return daemon_main(&svc, argc, argv);
+    return daemon_main(&billing_webhook_service, argc, argv);
 }

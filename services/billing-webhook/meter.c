@@ -15,13 +15,15 @@
  * its lease: the retry gets "already exists" and marks it sent. So each image
  * is billed once.
  */
-#include "billing.h"
+#include "meter.h"
 
-#include "crypto.h"
+#include "backoff.h"
 #include "log.h"
 #include "metrics.h"
+#include "stopwait.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,10 +38,8 @@ struct meter {
     char *event_name;
     pthread_t thread;
     bool started;
-    atomic_int stop;
+    stopwait_t stop; /* meter_request_stop; cuts the idle sleep short */
     atomic_int stopped;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
 };
 
 static metric_t *m_calls;
@@ -63,27 +63,10 @@ static void register_metrics(void)
                                   "Meter outbox rows in status failed", NULL);
 }
 
-long meter_backoff_ms(int attempts, long base_ms, long max_ms)
+/* The delay before retry number `attempts` (1-based). */
+static long retry_delay_ms(const meter_t *m, int attempts)
 {
-    if (base_ms <= 0) {
-        base_ms = 1000;
-    }
-    if (max_ms < base_ms) {
-        max_ms = base_ms;
-    }
-    long delay = base_ms;
-    for (int i = 1; i < attempts && delay < max_ms; i++) {
-        delay *= 2;
-    }
-    if (delay > max_ms) {
-        delay = max_ms;
-    }
-    uint32_t r = 0;
-    if (crypto_random(&r, sizeof r) != 0) {
-        r = (uint32_t)rand();
-    }
-    long half = delay / 2;
-    return half + (half > 0 ? (long)(r % (uint32_t)(half + 1)) : 0);
+    return (long)backoff_delay_ms(attempts, m->cfg.backoff_base_ms, m->cfg.backoff_max_ms);
 }
 
 void meter_update_gauges(pg_conn_t *pg)
@@ -110,24 +93,6 @@ void meter_update_gauges(pg_conn_t *pg)
     metric_set(m_oldest, atof(PQgetvalue(res, 0, 1)));
     metric_set(m_failed_rows, atof(PQgetvalue(res, 0, 2)));
     PQclear(res);
-}
-
-/* Sleeps up to ms, woken early by meter_request_stop. */
-static void meter_sleep(meter_t *m, long ms)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&m->lock);
-    if (atomic_load(&m->stop) == 0) {
-        pthread_cond_timedwait(&m->cond, &m->lock, &until);
-    }
-    pthread_mutex_unlock(&m->lock);
 }
 
 static const char claim_sql[] =
@@ -184,9 +149,7 @@ static void send_row(meter_t *m, pg_conn_t *pg, stripe_client_t *sc, PGresult *r
             log_error("meter: job %s given up: %s", job_id, why);
             finish_row(m, pg, id, "failed", 0, why);
         } else {
-            finish_row(m, pg, id, "pending",
-                       meter_backoff_ms(attempts, m->cfg.backoff_base_ms, m->cfg.backoff_max_ms),
-                       why);
+            finish_row(m, pg, id, "pending", retry_delay_ms(m, attempts), why);
         }
         return;
     }
@@ -215,7 +178,7 @@ static void send_row(meter_t *m, pg_conn_t *pg, stripe_client_t *sc, PGresult *r
              err.message);
     if (stripe_status_transient(st) && !last_try) {
         metric_add(m_calls, 1, "transient");
-        long delay = meter_backoff_ms(attempts, m->cfg.backoff_base_ms, m->cfg.backoff_max_ms);
+        long delay = retry_delay_ms(m, attempts);
         if (err.retry_after_ms > delay) {
             delay = err.retry_after_ms;
         }
@@ -243,12 +206,12 @@ static void *meter_main(void *arg)
     if (sc == NULL) {
         log_error("meter: could not create the Stripe client");
     }
-    while (sc != NULL && atomic_load(&m->stop) == 0) {
+    while (sc != NULL && !stopwait_stopped(&m->stop)) {
         if (pg == NULL) {
             pg = pg_connect(m->database_url, 2000, err, sizeof err);
             if (pg == NULL) {
                 log_warn("meter: PostgreSQL not reachable: %s", err);
-                meter_sleep(m, m->cfg.poll_ms);
+                stopwait_sleep(&m->stop, m->cfg.poll_ms);
                 continue;
             }
         }
@@ -264,20 +227,20 @@ static void *meter_main(void *arg)
                 pg_close(pg);
                 pg = NULL;
             }
-            meter_sleep(m, m->cfg.poll_ms);
+            stopwait_sleep(&m->stop, m->cfg.poll_ms);
             continue;
         }
         int n = PQntuples(res);
         for (int i = 0; i < n; i++) {
             /* Rows not reached before a stop keep their lease and come back. */
-            if (atomic_load(&m->stop) != 0) {
+            if (stopwait_stopped(&m->stop)) {
                 break;
             }
             send_row(m, pg, sc, res, i);
         }
         PQclear(res);
         if (n < m->cfg.batch) {
-            meter_sleep(m, m->cfg.poll_ms);
+            stopwait_sleep(&m->stop, m->cfg.poll_ms);
         }
     }
     if (pg != NULL) {
@@ -296,40 +259,30 @@ static void meter_destroy(meter_t *m)
     free(m->api_url);
     free(m->api_version);
     free(m->event_name);
-    pthread_mutex_destroy(&m->lock);
-    pthread_cond_destroy(&m->cond);
+    stopwait_destroy(&m->stop);
     free(m);
 }
 
 meter_t *meter_start(const meter_config_t *cfg)
 {
+    if (cfg->max_attempts <= 0 || cfg->backoff_base_ms <= 0 || cfg->backoff_max_ms <= 0 ||
+        cfg->poll_ms <= 0 || cfg->lease_s <= 0 || cfg->batch <= 0) {
+        log_error("meter: attempts, backoff, poll period, lease and batch must be positive");
+        return NULL;
+    }
     register_metrics();
     meter_t *m = calloc(1, sizeof *m);
     if (m == NULL) {
         return NULL;
     }
     m->cfg = *cfg;
-    pthread_mutex_init(&m->lock, NULL);
-    pthread_cond_init(&m->cond, NULL);
-    atomic_init(&m->stop, 0);
+    stopwait_init(&m->stop);
     atomic_init(&m->stopped, 0);
     m->database_url = strdup(cfg->database_url);
     m->secret_key = cfg->stripe.secret_key != NULL ? strdup(cfg->stripe.secret_key) : NULL;
     m->api_url = strdup(cfg->stripe.api_url != NULL ? cfg->stripe.api_url : "");
     m->api_version = cfg->stripe.api_version != NULL ? strdup(cfg->stripe.api_version) : NULL;
-    m->event_name = strdup(cfg->event_name != NULL ? cfg->event_name : "image_overage");
-    if (m->cfg.max_attempts <= 0) {
-        m->cfg.max_attempts = 15;
-    }
-    if (m->cfg.poll_ms <= 0) {
-        m->cfg.poll_ms = 1000;
-    }
-    if (m->cfg.lease_s <= 0) {
-        m->cfg.lease_s = 120;
-    }
-    if (m->cfg.batch <= 0) {
-        m->cfg.batch = 50;
-    }
+    m->event_name = cfg->event_name != NULL ? strdup(cfg->event_name) : NULL;
     if (m->database_url == NULL || m->secret_key == NULL || m->api_url == NULL ||
         m->event_name == NULL) {
         meter_destroy(m);
@@ -348,10 +301,7 @@ void meter_request_stop(meter_t *m)
     if (m == NULL) {
         return;
     }
-    pthread_mutex_lock(&m->lock);
-    atomic_store(&m->stop, 1);
-    pthread_cond_broadcast(&m->cond);
-    pthread_mutex_unlock(&m->lock);
+    stopwait_stop(&m->stop);
 }
 
 bool meter_stopped(const meter_t *m)

@@ -21,15 +21,19 @@
  * of it was committed and every event is sent again alone, so one bad event
  * gets its own answer (400 or 500) and the others theirs.
  */
-#include "billing.h"
+#include "webhook.h"
 
 #include "jbuf.h"
 #include "log.h"
 #include "metrics.h"
+#include "now.h"
+#include "pg.h"
+#include "stripe.h"
 
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -120,13 +124,6 @@ static void register_metrics(void)
                                   "Events waiting for the next batch statement", NULL);
 }
 
-static double mono_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* The parameters of billing_webhook_receive_fields(), in its order. */
 enum {
     F_ID,
@@ -145,7 +142,7 @@ enum {
 /* One event on its way to PostgreSQL. */
 struct pending_timed {
     pending_t p;
-    double started;
+    int64_t started_us; /* now_mono_us() when the request came in */
     bool empty_is_duplicate; /* the statement returns no row for a duplicate */
     /* The parameters of billing_webhook_receive_fields(): the small fields
      * point into `strs` (owned), the payload into the request's body (alive
@@ -232,7 +229,7 @@ static void on_failure_recorded(const PGresult *res, const char *err, const char
  * caller keeps its w, req and type_label, which it does not own). */
 static void event_done(pending_timed_t *pt)
 {
-    metric_observe(m_record_seconds, mono_seconds() - pt->started);
+    metric_observe(m_record_seconds, (double)(now_mono_us() - pt->started_us) / 1e6);
     pending_free(pt);
 }
 
@@ -617,7 +614,9 @@ typedef struct {
     const char *user_ref;  /* data.object.metadata.user_id */
     char created_s[24];
 } event_fields_t;
-enum { FIELD_MAX = 255 };
+/* The widths of webhook_events.event_id and event_type (VARCHAR(255), (100)):
+ * a longer value goes through billing_webhook_receive(). */
+enum { FIELD_MAX = 255, TYPE_MAX = 100 };
 
 /* A JSON value read as text the way `->>` would, when that is simple: a
  * string (up to FIELD_MAX bytes) or nothing (absent or null). False for any
@@ -678,7 +677,7 @@ static void read_fields(const cJSON *doc, event_fields_t *f)
     const cJSON *obj = obj_item(cJSON_GetObjectItemCaseSensitive(doc, "data"), "object");
     if (!cJSON_IsString(id) || !cJSON_IsString(type) || !cJSON_IsNumber(created) ||
         !cJSON_IsObject(obj) || id->valuestring == NULL || type->valuestring == NULL ||
-        strlen(id->valuestring) > FIELD_MAX || strlen(type->valuestring) > 100) {
+        strlen(id->valuestring) > FIELD_MAX || strlen(type->valuestring) > TYPE_MAX) {
         return;
     }
     double c = created->valuedouble;
@@ -816,7 +815,7 @@ static void on_webhook(http_req_t *req, void *arg)
     }
     pt->p.req = req;
     pt->p.type_label = type;
-    pt->started = mono_seconds();
+    pt->started_us = now_mono_us();
     atomic_fetch_add(&w->inflight, 1);
     if (!f.plain) {
         const char *params[3] = {body, w->price_creator, w->price_studio};
@@ -855,6 +854,11 @@ static char *dup_opt(const char *s)
 
 webhook_t *webhook_new(struct event_base *base, http_server_t *http, const webhook_config_t *cfg)
 {
+    if (cfg->tolerance_s <= 0 || cfg->pool_size <= 0 || cfg->batch_max <= 0 ||
+        cfg->batch_inflight <= 0) {
+        log_error("webhook: tolerance, pool size and batch limits must be positive");
+        return NULL;
+    }
     register_metrics();
     webhook_t *w = calloc(1, sizeof *w);
     if (w == NULL) {
@@ -864,11 +868,10 @@ webhook_t *webhook_new(struct event_base *base, http_server_t *http, const webho
     w->secrets = strdup(cfg->secrets != NULL ? cfg->secrets : "");
     w->price_creator = dup_opt(cfg->price_creator);
     w->price_studio = dup_opt(cfg->price_studio);
-    w->tolerance_s = cfg->tolerance_s > 0 ? cfg->tolerance_s : STRIPE_DEFAULT_TOLERANCE_S;
-    w->batch_max = cfg->batch_max > 0 ? cfg->batch_max : WEBHOOK_DEFAULT_BATCH_MAX;
-    w->batch_inflight_max =
-        cfg->batch_inflight > 0 ? cfg->batch_inflight : WEBHOOK_DEFAULT_BATCH_INFLIGHT;
-    w->pool = pg_pool_new(base, cfg->database_url, cfg->pool_size > 0 ? cfg->pool_size : 4);
+    w->tolerance_s = cfg->tolerance_s;
+    w->batch_max = cfg->batch_max;
+    w->batch_inflight_max = cfg->batch_inflight;
+    w->pool = pg_pool_new(base, cfg->database_url, cfg->pool_size);
     w->flush_ev = event_new(base, -1, 0, on_flush, w);
     if (w->secrets == NULL || w->pool == NULL || w->flush_ev == NULL) {
         log_error("webhook: could not create the PostgreSQL pool");

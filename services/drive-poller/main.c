@@ -128,6 +128,7 @@ static const service_t drive_poller_service = {
     .vars = poller_vars,
     .nvars = sizeof(poller_vars) / sizeof(poller_vars[0]),
     .migrations = drive_poller_migrations,
+    .nmigrations = &drive_poller_migrations_count,
     .start = poller_service_start,
     .drain = poller_service_drain,
     .drained = poller_service_drained,
@@ -138,7 +139,5 @@ static const service_t drive_poller_service = {
 
 int main(int argc, char **argv)
 {
-    service_t svc = drive_poller_service;
-    svc.nmigrations = drive_poller_migrations_count;
-    return daemon_main(&svc, argc, argv);
+    return daemon_main(&drive_poller_service, argc, argv);
 }

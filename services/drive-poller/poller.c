@@ -1,88 +1,26 @@
 /*
- * poller — scheduling, the per-folder poll, records and metrics (poller.h,
- * docs/drive-poller.md).
- *
- * One poll of a claimed folder:
- *   1. an access token (drive_auth_access_token: refresh before expiry; a
- *      Drive 401 forces one refresh and one retry of the call);
- *   2. with a saved changes token: changes.list from it through every page;
- *      each page's candidates become jobs in one statement (committed), their
- *      new ids are LPUSHed to ca:jobs, then the next page;
- *   3. without a token, or when Drive refuses it (400/404): a new start token
- *      FIRST, then a full listing — a file added meanwhile is in both or in the
- *      next changes, never in neither;
- *   4. every reconcile interval: the folder itself (files.get: 404 stops the
- *      watch) and a full listing of it, whatever the changes said;
- *   5. one UPDATE (fenced by the lease) records the result, advances the token
- *      (only now: every job it covers is committed), clears the lease and
- *      schedules the next poll.
+ * poller — the poll threads and their life cycle (see poller.h): each thread
+ * claims due folders (lease.h), polls them one by one (poll.h), and sleeps
+ * POLLER_IDLE_MS when nothing is due.
  */
 #include "poller.h"
 
+#include "lease.h"
 #include "log.h"
-#include "metrics.h"
-#include "queue.h"
+#include "poll.h"
+#include "poller_metrics.h"
 #include "redis.h"
+#include "stopwait.h"
 
-#include <cjson/cJSON.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define BACKOFF_CAP_MS (15L * 60L * 1000L)
-#define RETRY_AFTER_CAP_MS (60L * 60L * 1000L)
-#define DB_RETRY_S 5
-#define CHANGES_PAGE_SIZE 1000
-#define LIST_PAGE_SIZE 1000
 #define MAX_CLAIM_BATCH 100
-#define TOKEN_MAX 4096
-#define FOLDER_GONE_REASON "folder not found or no longer shared"
-#define REVOKED_MESSAGE "Google access was revoked \xe2\x80\x94 reconnect Drive"
-#define DISCONNECTED_MESSAGE "Google Drive is not connected \xe2\x80\x94 reconnect Drive"
-#define NOW_UTC "timezone('UTC', now())"
-
-/* ---- metrics ---- */
-static metric_t *m_polls;
-static metric_t *m_drive_calls;
-static metric_t *m_files_found;
-static metric_t *m_jobs_created;
-static metric_t *m_push_failures;
-static metric_t *m_poll_duration;
-static metric_t *m_due;
-static metric_t *m_overdue;
-static metric_t *m_watched;
-static metric_t *m_backing_off;
-static metric_t *m_in_flight;
-
-static void metrics_init(void)
-{
-    static const double buckets[] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
-    m_polls = metrics_counter("ca_poller_polls_total", "Folder polls by outcome", "status");
-    m_drive_calls = metrics_counter("ca_poller_drive_calls_total",
-                                    "Drive API calls by endpoint and result", "endpoint,status");
-    m_files_found = metrics_counter("ca_poller_files_found_total",
-                                    "Images seen in watched folders (new or not)", NULL);
-    m_jobs_created = metrics_counter("ca_poller_jobs_created_total", "Jobs created", NULL);
-    m_push_failures =
-        metrics_counter("ca_poller_push_failures_total",
-                        "Job ids not pushed to ca:jobs (re-pushed by the worker)", NULL);
-    m_poll_duration = metrics_histogram("ca_poller_poll_duration_seconds", "One folder's poll",
-                                        NULL, buckets, sizeof(buckets) / sizeof(buckets[0]));
-    m_due = metrics_gauge("ca_poller_folders_due", "Active folders due for a poll now", NULL);
-    m_overdue = metrics_gauge("ca_poller_folders_overdue",
-                              "Active folders due for longer than one poll interval", NULL);
-    m_watched = metrics_gauge("ca_poller_folders_watched", "Active watched folders", NULL);
-    m_backing_off = metrics_gauge("ca_poller_folders_backing_off",
-                                  "Active folders waiting out an error backoff", NULL);
-    m_in_flight = metrics_gauge("ca_poller_polls_in_flight", "Polls running in this process", NULL);
-}
-
-/* ---- types ---- */
+/* A thread waits this long after a PostgreSQL error. */
+#define DB_ERROR_WAIT_MS 1000
 
 typedef struct poll_thread poll_thread_t;
 
@@ -95,11 +33,10 @@ struct poller {
     char *client_secret;
     char *token_url;
     char *drive_api_url;
+    poll_settings_t set; /* what each poll reads; points at redis_url and stop */
     poll_thread_t *threads;
-    atomic_int stopping;
+    stopwait_t stop; /* stopped by poller_drain */
     atomic_int running;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
 };
 
 struct poll_thread {
@@ -108,925 +45,64 @@ struct poll_thread {
     pthread_t thread;
     bool started;
     char owner[200];
-    pg_conn_t *pg;
-    redis_conn_t *redis;
-    google_client_t *gc;
-    uint64_t rng;
+    poll_env_t env; /* the thread's clients */
 };
-
-typedef struct {
-    char id[64];
-    char user_id[64];
-    char *folder_id;
-    char *page_token; /* NULL: none saved */
-    bool scan_due;
-    int consecutive_errors;
-    char claimed_at[40];
-} poll_row_t;
-
-typedef enum {
-    RES_OK = 0,
-    RES_ERROR,         /* transient or unexpected: back off this folder */
-    RES_TOKEN_INVALID, /* Drive refused the changes token (internal) */
-    RES_REVOKED,
-    RES_NO_TOKENS,
-    RES_FOLDER_GONE,
-    RES_DB,
-    RES_ABORT, /* draining or the lease was lost */
-} poll_result_t;
-
-typedef struct {
-    poll_thread_t *t;
-    poll_row_t *row;
-    char token[TOKEN_MAX];
-    drive_auth_status_t auth;
-    google_error_t err;
-    char errmsg[512];
-    char *new_token;     /* the token to save when the poll succeeds */
-    bool scanned;        /* a full listing was made */
-    bool folder_check;   /* the changes touched the folder itself */
-    bool folder_trashed; /* files.get says the folder is in the trash */
-    char max_mtime[40];
-    int new_jobs;
-    int seen;
-    int64_t lease_renewed_ms;
-} poll_ctx_t;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t next_rand(uint64_t *s)
-{
-    /* xorshift64* */
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-/* ---- pure helpers ---- */
-
-bool poller_file_is_candidate(const drive_file_t *f, const char *folder_id)
-{
-    if (f == NULL || folder_id == NULL || f->id == NULL || f->trashed) {
-        return false;
-    }
-    if (!drive_file_is_image(f)) {
-        return false;
-    }
-    for (size_t i = 0; i < f->nparents; i++) {
-        if (f->parents[i] != NULL && strcmp(f->parents[i], folder_id) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-long poller_backoff_ms(int consecutive_errors, long retry_after_ms, long jitter_ms)
-{
-    int n = consecutive_errors < 1 ? 1 : consecutive_errors;
-    if (n > 20) {
-        n = 20;
-    }
-    long wait = (1000L << n) + (jitter_ms > 0 ? jitter_ms : 0);
-    if (wait > BACKOFF_CAP_MS) {
-        wait = BACKOFF_CAP_MS;
-    }
-    if (retry_after_ms > wait) {
-        wait = retry_after_ms > RETRY_AFTER_CAP_MS ? RETRY_AFTER_CAP_MS : retry_after_ms;
-    }
-    return wait;
-}
-
-char *poller_children_query(const char *folder_id)
-{
-    size_t n = strlen(folder_id);
-    const char *tail = "' in parents and trashed = false";
-    char *q = malloc(2 * n + strlen(tail) + 2);
-    if (q == NULL) {
-        return NULL;
-    }
-    char *w = q;
-    *w++ = '\'';
-    for (const char *s = folder_id; *s != '\0'; s++) {
-        if (*s == '\'' || *s == '\\') {
-            *w++ = '\\';
-        }
-        *w++ = *s;
-    }
-    strcpy(w, tail);
-    return q;
-}
-
-/* ---- small SQL helpers ---- */
-
-static void row_free(poll_row_t *r)
-{
-    free(r->folder_id);
-    free(r->page_token);
-    r->folder_id = NULL;
-    r->page_token = NULL;
-}
-
-static char *dup_or_null(const PGresult *res, int row, int col)
-{
-    if (PQgetisnull(res, row, col)) {
-        return NULL;
-    }
-    return strdup(PQgetvalue(res, row, col));
-}
-
-/* Claims up to `max` due rows. Returns how many (rows filled), -1 on error. */
-static int claim(poll_thread_t *t, poll_row_t *rows, int max)
-{
-    poller_t *p = t->p;
-    char limit[16];
-    char lease[16];
-    char reconcile[16];
-    snprintf(limit, sizeof(limit), "%d", max);
-    snprintf(lease, sizeof(lease), "%d", p->cfg.lease_s);
-    snprintf(reconcile, sizeof(reconcile), "%d", p->cfg.reconcile_s);
-    const char *params[] = {t->owner, limit, lease, reconcile};
-    char err[256];
-    PGresult *res = pg_exec(t->pg,
-                            "WITH due AS ("
-                            "  SELECT id FROM drive_polls"
-                            "   WHERE active AND next_poll_at <= " NOW_UTC
-                            "     AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")"
-                            "     AND (lease_expires_at IS NULL OR lease_expires_at < " NOW_UTC ")"
-                            "   ORDER BY next_poll_at"
-                            "   LIMIT $2::int"
-                            "   FOR UPDATE SKIP LOCKED)"
-                            " UPDATE drive_polls d"
-                            "    SET lease_owner = $1,"
-                            "        lease_expires_at = " NOW_UTC
-                            " + make_interval(secs => $3::double precision)"
-                            "   FROM due WHERE d.id = due.id"
-                            " RETURNING d.id, d.user_id, d.folder_id, d.changes_page_token,"
-                            "   (d.last_full_scan_at IS NULL OR d.last_full_scan_at <= " NOW_UTC
-                            "      - make_interval(secs => $4::double precision)),"
-                            "   d.consecutive_errors,"
-                            "   to_char(" NOW_UTC ", 'YYYY-MM-DD\"T\"HH24:MI:SS.US')",
-                            4, params, err, sizeof(err));
-    if (res == NULL) {
-        log_warn("claim failed: %s", err);
-        return -1;
-    }
-    int n = PQntuples(res);
-    if (n > max) {
-        n = max;
-    }
-    for (int i = 0; i < n; i++) {
-        poll_row_t *r = &rows[i];
-        memset(r, 0, sizeof(*r));
-        snprintf(r->id, sizeof(r->id), "%s", PQgetvalue(res, i, 0));
-        snprintf(r->user_id, sizeof(r->user_id), "%s", PQgetvalue(res, i, 1));
-        r->folder_id = dup_or_null(res, i, 2);
-        r->page_token = dup_or_null(res, i, 3);
-        if (r->page_token != NULL && r->page_token[0] == '\0') {
-            free(r->page_token);
-            r->page_token = NULL;
-        }
-        r->scan_due = strcmp(PQgetvalue(res, i, 4), "t") == 0;
-        r->consecutive_errors = atoi(PQgetvalue(res, i, 5));
-        snprintf(r->claimed_at, sizeof(r->claimed_at), "%s", PQgetvalue(res, i, 6));
-        if (r->folder_id == NULL) {
-            r->folder_id = strdup("");
-        }
-    }
-    PQclear(res);
-    return n;
-}
-
-/* Gives a row back without polling it; it is due again after delay_s. */
-static void release(poll_thread_t *t, const poll_row_t *row, int delay_s)
-{
-    char delay[16];
-    snprintf(delay, sizeof(delay), "%d", delay_s);
-    const char *params[] = {row->id, t->owner, delay};
-    char err[256];
-    if (pg_exec_cmd(t->pg,
-                    "UPDATE drive_polls SET lease_owner = NULL, lease_expires_at = NULL,"
-                    " next_poll_at = GREATEST(next_poll_at, " NOW_UTC
-                    " + make_interval(secs => $3::double precision))"
-                    " WHERE id = $1 AND lease_owner = $2",
-                    3, params, err, sizeof(err)) != 0) {
-        log_warn("could not release the lease (it expires by itself): %s", err);
-    }
-}
-
-/* ---- Drive calls: metrics and one forced refresh after a 401 ---- */
-
-typedef enum { OP_START_TOKEN, OP_CHANGES, OP_LIST, OP_GET } drive_op_t;
-
-typedef struct {
-    const char *page_token;
-    const char *q;
-    char *start_token;
-    drive_change_list_t changes;
-    drive_file_list_t list;
-    drive_file_t file;
-} drive_args_t;
-
-static const char *op_name(drive_op_t op)
-{
-    switch (op) {
-    case OP_START_TOKEN:
-        return "changes.getStartPageToken";
-    case OP_CHANGES:
-        return "changes.list";
-    case OP_LIST:
-        return "files.list";
-    case OP_GET:
-        return "files.get";
-    }
-    return "unknown";
-}
-
-/* 0: c->token holds a usable token; -1: c->auth tells why not. */
-static int get_token(poll_ctx_t *c, bool force)
-{
-    google_error_t e;
-    memset(&e, 0, sizeof(e));
-    c->auth = drive_auth_access_token(c->t->pg, c->t->gc, c->t->p->cfg.keys, c->row->user_id, force,
-                                      c->token, sizeof(c->token), &e);
-    if (c->auth == DRIVE_AUTH_OK) {
-        return 0;
-    }
-    c->err = e;
-    snprintf(c->errmsg, sizeof(c->errmsg), "token: %s",
-             e.message[0] != '\0' ? e.message : "failed");
-    return -1;
-}
-
-static google_status_t drive_call(poll_ctx_t *c, drive_op_t op, drive_args_t *a)
-{
-    google_client_t *gc = c->t->gc;
-    for (int attempt = 0;; attempt++) {
-        google_error_t e;
-        memset(&e, 0, sizeof(e));
-        google_status_t st = GOOGLE_ERR_PROTOCOL;
-        switch (op) {
-        case OP_START_TOKEN:
-            free(a->start_token);
-            a->start_token = NULL;
-            st = drive_changes_start_token(gc, c->token, &a->start_token, &e);
-            break;
-        case OP_CHANGES:
-            drive_change_list_free(&a->changes);
-            st =
-                drive_changes_list(gc, c->token, a->page_token, CHANGES_PAGE_SIZE, &a->changes, &e);
-            break;
-        case OP_LIST:
-            drive_file_list_free(&a->list);
-            st = drive_files_list(gc, c->token, a->q, NULL, LIST_PAGE_SIZE, a->page_token, &a->list,
-                                  &e);
-            break;
-        case OP_GET:
-            drive_file_free(&a->file);
-            st = drive_files_get(gc, c->token, c->row->folder_id, &a->file, &e);
-            break;
-        }
-        metric_add(m_drive_calls, 1, op_name(op), google_status_name(st));
-        if (st == GOOGLE_OK) {
-            return st;
-        }
-        c->err = e;
-        const char *what = e.message[0] != '\0' ? e.message : google_status_name(st);
-        bool named = strncmp(what, op_name(op), strlen(op_name(op))) == 0;
-        snprintf(c->errmsg, sizeof(c->errmsg), "%s%s%s%s%s%s", named ? "" : op_name(op),
-                 named ? "" : ": ", what, e.reason[0] != '\0' ? " (" : "", e.reason,
-                 e.reason[0] != '\0' ? ")" : "");
-        if (st != GOOGLE_ERR_AUTH || attempt > 0) {
-            return st;
-        }
-        log_info("%s: 401, refreshing the access token once", op_name(op));
-        if (get_token(c, true) != 0) {
-            return GOOGLE_ERR_AUTH; /* c->auth says why */
-        }
-    }
-}
-
-/* What a failed call means for the poll. */
-static poll_result_t call_failed(poll_ctx_t *c, google_status_t st)
-{
-    if (st == GOOGLE_ERR_AUTH && c->auth != DRIVE_AUTH_OK) {
-        switch (c->auth) {
-        case DRIVE_AUTH_REVOKED:
-            return RES_REVOKED;
-        case DRIVE_AUTH_NO_TOKENS:
-            return RES_NO_TOKENS;
-        case DRIVE_AUTH_DB:
-            return RES_DB;
-        default:
-            return RES_ERROR;
-        }
-    }
-    return RES_ERROR;
-}
-
-/* Between pages: stop when draining, renew the lease when a third of it has
- * gone, stop when it was lost (the row is someone else's now). */
-static poll_result_t keep_lease(poll_ctx_t *c)
-{
-    poll_thread_t *t = c->t;
-    if (atomic_load(&t->p->stopping)) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "draining");
-        return RES_ABORT;
-    }
-    if (mono_ms() - c->lease_renewed_ms < (int64_t)t->p->cfg.lease_s * 1000 / 3) {
-        return RES_OK;
-    }
-    char lease[16];
-    snprintf(lease, sizeof(lease), "%d", t->p->cfg.lease_s);
-    const char *params[] = {c->row->id, t->owner, lease};
-    char err[256];
-    PGresult *res = pg_exec(t->pg,
-                            "UPDATE drive_polls SET lease_expires_at = " NOW_UTC
-                            " + make_interval(secs => $3::double precision)"
-                            " WHERE id = $1 AND lease_owner = $2 AND active RETURNING id",
-                            3, params, err, sizeof(err));
-    if (res == NULL) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "database: %s", err);
-        return RES_DB;
-    }
-    int n = PQntuples(res);
-    PQclear(res);
-    if (n != 1) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "lease lost");
-        return RES_ABORT;
-    }
-    c->lease_renewed_ms = mono_ms();
-    return RES_OK;
-}
-
-/* ---- jobs ---- */
-
-static int cmp_file_ptr(const void *a, const void *b)
-{
-    const drive_file_t *x = *(const drive_file_t *const *)a;
-    const drive_file_t *y = *(const drive_file_t *const *)b;
-    return strcmp(x->id, y->id);
-}
-
-static void push_ids(poll_ctx_t *c, char **ids, int n)
-{
-    poll_thread_t *t = c->t;
-    char err[256];
-    for (int i = 0; i < n; i++) {
-        if (t->redis == NULL) {
-            t->redis = redis_connect(t->p->redis_url, 2000, err, sizeof(err));
-            if (t->redis == NULL) {
-                log_warn("Redis unreachable, %d job id(s) left for the worker's re-push: %s", n - i,
-                         err);
-                metric_add(m_push_failures, n - i);
-                return;
-            }
-            redis_set_retry(t->redis, 2000);
-        }
-        if (queue_push(t->redis, ids[i], err, sizeof(err)) != 0) {
-            log_warn("LPUSH of job %s failed (the worker re-pushes queued jobs): %s", ids[i], err);
-            metric_add(m_push_failures, 1);
-        }
-    }
-}
-
-/* Creates the jobs of `files` (candidates) in one statement (its own
- * transaction), then pushes the new ids. */
-static poll_result_t create_jobs(poll_ctx_t *c, drive_file_t **files, size_t n)
-{
-    if (n == 0) {
-        return RES_OK;
-    }
-    /* one lock order for every poller: by file id */
-    qsort(files, n, sizeof(files[0]), cmp_file_ptr);
-    cJSON *arr = cJSON_CreateArray();
-    if (arr == NULL) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "out of memory");
-        return RES_ERROR;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const drive_file_t *f = files[i];
-        cJSON *o = cJSON_CreateObject();
-        if (o == NULL) {
-            cJSON_Delete(arr);
-            snprintf(c->errmsg, sizeof(c->errmsg), "out of memory");
-            return RES_ERROR;
-        }
-        cJSON_AddItemToArray(arr, o);
-        cJSON_AddStringToObject(o, "id", f->id);
-        cJSON_AddStringToObject(o, "name", f->name != NULL ? f->name : f->id);
-        if (f->size >= 0) {
-            cJSON_AddNumberToObject(o, "size", (double)f->size);
-        }
-        if (f->mime_type != NULL) {
-            cJSON_AddStringToObject(o, "mime", f->mime_type);
-        }
-        if (f->modified_time != NULL && strcmp(f->modified_time, c->max_mtime) > 0) {
-            snprintf(c->max_mtime, sizeof(c->max_mtime), "%s", f->modified_time);
-        }
-    }
-    char *json = cJSON_PrintUnformatted(arr);
-    cJSON_Delete(arr);
-    if (json == NULL) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "out of memory");
-        return RES_ERROR;
-    }
-    const char *params[] = {c->row->user_id, json, c->row->folder_id};
-    char err[256];
-    PGresult *res = NULL;
-    for (int attempt = 0; attempt < 3 && res == NULL; attempt++) {
-        res = pg_exec(c->t->pg,
-                      "SELECT r.job_id, r.is_new"
-                      "  FROM jsonb_to_recordset($2::jsonb)"
-                      "       AS f(id text, name text, size bigint, mime text)"
-                      "  CROSS JOIN LATERAL jobs_create_for_drive_file($1::uuid, f.id,"
-                      "       left(f.name, 500), $3, f.size, left(f.mime, 100), NULL) AS r",
-                      3, params, err, sizeof(err));
-        if (res == NULL && !pg_error_is_retryable(c->t->pg)) {
-            break;
-        }
-    }
-    free(json);
-    if (res == NULL) {
-        snprintf(c->errmsg, sizeof(c->errmsg), "database: %s", err);
-        return RES_DB;
-    }
-    int rows = PQntuples(res);
-    char **ids = calloc((size_t)rows + 1, sizeof(char *));
-    int nnew = 0;
-    for (int i = 0; ids != NULL && i < rows; i++) {
-        if (strcmp(PQgetvalue(res, i, 1), "t") == 0 && !PQgetisnull(res, i, 0)) {
-            ids[nnew++] = PQgetvalue(res, i, 0);
-        }
-    }
-    c->seen += (int)n;
-    c->new_jobs += nnew;
-    metric_add(m_files_found, (double)n);
-    metric_add(m_jobs_created, (double)nnew);
-    if (nnew > 0) {
-        log_info("%d new job(s) for %zu image(s)", nnew, n);
-        push_ids(c, ids, nnew);
-    }
-    free(ids);
-    PQclear(res);
-    return RES_OK;
-}
-
-/* ---- the poll ---- */
-
-static poll_result_t process_changes(poll_ctx_t *c, const char *start)
-{
-    drive_args_t a;
-    memset(&a, 0, sizeof(a));
-    char *cursor = strdup(start);
-    poll_result_t r = RES_OK;
-    drive_file_t **cands = NULL;
-    for (int page = 0; cursor != NULL; page++) {
-        if (page > 0 && (r = keep_lease(c)) != RES_OK) {
-            break;
-        }
-        a.page_token = cursor;
-        google_status_t st = drive_call(c, OP_CHANGES, &a);
-        if (st == GOOGLE_ERR_BAD_REQUEST || st == GOOGLE_ERR_NOT_FOUND) {
-            log_warn("Drive refused the changes token (%s): a new token and a full listing",
-                     c->errmsg);
-            r = RES_TOKEN_INVALID;
-            break;
-        }
-        if (st != GOOGLE_OK) {
-            r = call_failed(c, st);
-            break;
-        }
-        free(cands);
-        cands = calloc(a.changes.n + 1, sizeof(*cands));
-        if (cands == NULL) {
-            r = RES_ERROR;
-            break;
-        }
-        size_t nc = 0;
-        for (size_t i = 0; i < a.changes.n; i++) {
-            drive_change_t *ch = &a.changes.changes[i];
-            if (ch->file_id != NULL && strcmp(ch->file_id, c->row->folder_id) == 0) {
-                c->folder_check = true; /* the folder moved, was trashed or is gone */
-                continue;
-            }
-            if (ch->removed || !ch->has_file) {
-                continue;
-            }
-            if (poller_file_is_candidate(&ch->file, c->row->folder_id)) {
-                cands[nc++] = &ch->file;
-            }
-        }
-        r = create_jobs(c, cands, nc);
-        if (r != RES_OK) {
-            break;
-        }
-        free(cursor);
-        cursor = NULL;
-        if (a.changes.next_page_token != NULL) {
-            cursor = strdup(a.changes.next_page_token);
-        } else if (a.changes.new_start_page_token != NULL) {
-            free(c->new_token);
-            c->new_token = strdup(a.changes.new_start_page_token);
-        } else {
-            snprintf(c->errmsg, sizeof(c->errmsg), "changes.list: a page with no token");
-            r = RES_ERROR;
-        }
-    }
-    free(cursor);
-    free(cands);
-    drive_change_list_free(&a.changes);
-    return r;
-}
-
-static poll_result_t check_folder(poll_ctx_t *c)
-{
-    drive_args_t a;
-    memset(&a, 0, sizeof(a));
-    google_status_t st = drive_call(c, OP_GET, &a);
-    poll_result_t r = RES_OK;
-    if (st == GOOGLE_ERR_NOT_FOUND) {
-        snprintf(c->errmsg, sizeof(c->errmsg), FOLDER_GONE_REASON);
-        r = RES_FOLDER_GONE;
-    } else if (st != GOOGLE_OK) {
-        r = call_failed(c, st);
-    } else {
-        c->folder_trashed = a.file.trashed;
-    }
-    drive_file_free(&a.file);
-    return r;
-}
-
-static poll_result_t full_listing(poll_ctx_t *c)
-{
-    drive_args_t a;
-    memset(&a, 0, sizeof(a));
-    char *q = poller_children_query(c->row->folder_id);
-    char *cursor = NULL;
-    drive_file_t **cands = NULL;
-    poll_result_t r = q == NULL ? RES_ERROR : RES_OK;
-    for (int page = 0; r == RES_OK; page++) {
-        if (page > 0 && (r = keep_lease(c)) != RES_OK) {
-            break;
-        }
-        a.q = q;
-        a.page_token = cursor;
-        google_status_t st = drive_call(c, OP_LIST, &a);
-        if (st == GOOGLE_ERR_NOT_FOUND) {
-            snprintf(c->errmsg, sizeof(c->errmsg), FOLDER_GONE_REASON);
-            r = RES_FOLDER_GONE;
-            break;
-        }
-        if (st != GOOGLE_OK) {
-            r = call_failed(c, st);
-            break;
-        }
-        free(cands);
-        cands = calloc(a.list.n + 1, sizeof(*cands));
-        if (cands == NULL) {
-            r = RES_ERROR;
-            break;
-        }
-        size_t nc = 0;
-        for (size_t i = 0; i < a.list.n; i++) {
-            if (poller_file_is_candidate(&a.list.files[i], c->row->folder_id)) {
-                cands[nc++] = &a.list.files[i];
-            }
-        }
-        r = create_jobs(c, cands, nc);
-        free(cursor);
-        cursor = a.list.next_page_token != NULL ? strdup(a.list.next_page_token) : NULL;
-        if (cursor == NULL) {
-            break;
-        }
-    }
-    if (r == RES_OK) {
-        c->scanned = true;
-    }
-    free(cursor);
-    free(cands);
-    free(q);
-    drive_file_list_free(&a.list);
-    return r;
-}
-
-static poll_result_t do_poll(poll_ctx_t *c)
-{
-    if (get_token(c, false) != 0) {
-        return call_failed(c, GOOGLE_ERR_AUTH);
-    }
-    bool scan = c->row->scan_due;
-    bool have_token = c->row->page_token != NULL;
-    if (have_token) {
-        poll_result_t r = process_changes(c, c->row->page_token);
-        if (r == RES_TOKEN_INVALID) {
-            have_token = false;
-        } else if (r != RES_OK) {
-            return r;
-        }
-    }
-    if (!have_token) {
-        /* The new token comes BEFORE the listing: what appears during the
-         * listing is then in the listing, in the next changes, or both. */
-        drive_args_t a;
-        memset(&a, 0, sizeof(a));
-        google_status_t st = drive_call(c, OP_START_TOKEN, &a);
-        if (st != GOOGLE_OK) {
-            free(a.start_token);
-            return call_failed(c, st);
-        }
-        free(c->new_token);
-        c->new_token = a.start_token;
-        scan = true;
-    }
-    if (scan || c->folder_check) {
-        poll_result_t r = check_folder(c);
-        if (r != RES_OK) {
-            return r;
-        }
-    }
-    if (scan) {
-        return full_listing(c);
-    }
-    return RES_OK;
-}
-
-/* ---- records ---- */
-
-static void record_success(poll_ctx_t *c)
-{
-    poll_thread_t *t = c->t;
-    char found[16];
-    char interval[16];
-    snprintf(found, sizeof(found), "%d", c->new_jobs);
-    snprintf(interval, sizeof(interval), "%d", t->p->cfg.interval_s);
-    const char *status = c->folder_trashed ? "error" : "success";
-    const char *message = c->folder_trashed ? "the watched folder is in the Drive trash" : NULL;
-    const char *params[] = {c->row->id,
-                            t->owner,
-                            c->max_mtime[0] != '\0' ? c->max_mtime : NULL,
-                            found,
-                            c->new_token,
-                            c->scanned ? "true" : "false",
-                            c->row->claimed_at,
-                            interval,
-                            status,
-                            message};
-    char err[256];
-    PGresult *res = pg_exec(
-        t->pg,
-        "UPDATE drive_polls SET last_poll_at = " NOW_UTC ","
-        " last_modified_time = GREATEST(last_modified_time, $3::timestamptz AT TIME ZONE 'UTC'),"
-        " files_found = COALESCE(files_found, 0) + $4::int,"
-        " poll_status = $9, error_message = $10,"
-        " consecutive_errors = 0, backoff_until = NULL,"
-        " changes_page_token = COALESCE($5, changes_page_token),"
-        " last_full_scan_at = CASE WHEN $6::boolean THEN " NOW_UTC " ELSE last_full_scan_at END,"
-        " next_poll_at = GREATEST($7::timestamp + make_interval(secs => $8::double "
-        "precision), " NOW_UTC "),"
-        " lease_owner = NULL, lease_expires_at = NULL"
-        " WHERE id = $1 AND lease_owner = $2 RETURNING id",
-        10, params, err, sizeof(err));
-    if (res == NULL) {
-        log_warn("could not record the poll (it is repeated; jobs are idempotent): %s", err);
-        return;
-    }
-    if (PQntuples(res) == 0) {
-        log_warn("lease lost before the poll was recorded (the token is not advanced)");
-    }
-    PQclear(res);
-}
-
-static void record_error(poll_ctx_t *c)
-{
-    poll_thread_t *t = c->t;
-    int n = c->row->consecutive_errors + 1;
-    long jitter = (long)(next_rand(&t->rng) % 1000);
-    long wait_ms = poller_backoff_ms(n, c->err.retry_after_ms, jitter);
-    char wait[32];
-    char found[16];
-    snprintf(wait, sizeof(wait), "%.3f", (double)wait_ms / 1000.0);
-    snprintf(found, sizeof(found), "%d", c->new_jobs);
-    const char *status = c->err.status == GOOGLE_ERR_RATE_LIMITED ? "rate_limited" : "error";
-    const char *params[] = {c->row->id,
-                            t->owner,
-                            status,
-                            c->errmsg,
-                            wait,
-                            found,
-                            c->max_mtime[0] != '\0' ? c->max_mtime : NULL};
-    char err[256];
-    if (pg_exec_cmd(t->pg,
-                    "UPDATE drive_polls SET last_poll_at = " NOW_UTC ","
-                    " poll_status = $3, error_message = left($4, 1000),"
-                    " consecutive_errors = consecutive_errors + 1,"
-                    " backoff_until = " NOW_UTC " + make_interval(secs => $5::double precision),"
-                    " next_poll_at = " NOW_UTC " + make_interval(secs => $5::double precision),"
-                    " files_found = COALESCE(files_found, 0) + $6::int,"
-                    " last_modified_time = GREATEST(last_modified_time,"
-                    "     $7::timestamptz AT TIME ZONE 'UTC'),"
-                    " lease_owner = NULL, lease_expires_at = NULL"
-                    " WHERE id = $1 AND lease_owner = $2",
-                    7, params, err, sizeof(err)) != 0) {
-        log_warn("could not record the error: %s", err);
-    }
-    log_warn("poll failed (%s), retry in %ld ms: %s", status, wait_ms, c->errmsg);
-}
-
-/* Stops watching: `all_of_user` for a revoked grant, else this row. */
-static void record_stop(poll_ctx_t *c, bool all_of_user, const char *reason, const char *message)
-{
-    poll_thread_t *t = c->t;
-    char err[256];
-    int rc;
-    if (all_of_user) {
-        const char *params[] = {c->row->user_id, reason, message};
-        rc = pg_exec_cmd(t->pg,
-                         "UPDATE drive_polls SET active = FALSE, stopped_reason = $2,"
-                         " poll_status = 'error', error_message = $3, last_poll_at = " NOW_UTC ","
-                         " lease_owner = NULL, lease_expires_at = NULL"
-                         " WHERE user_id = $1::uuid AND active",
-                         3, params, err, sizeof(err));
-    } else {
-        const char *params[] = {c->row->id, t->owner, reason, message};
-        rc = pg_exec_cmd(t->pg,
-                         "UPDATE drive_polls SET active = FALSE, stopped_reason = $3,"
-                         " poll_status = 'error', error_message = $4, last_poll_at = " NOW_UTC ","
-                         " lease_owner = NULL, lease_expires_at = NULL"
-                         " WHERE id = $1 AND lease_owner = $2",
-                         4, params, err, sizeof(err));
-    }
-    if (rc != 0) {
-        log_warn("could not stop the watch: %s", err);
-        return;
-    }
-    log_warn("watch stopped: %s", message);
-}
-
-static void record_revoked(poll_ctx_t *c)
-{
-    char reason[320];
-    snprintf(reason, sizeof(reason), "invalid_grant: %s",
-             c->err.message[0] != '\0' ? c->err.message : "refresh token revoked or expired");
-    const char *params[] = {c->row->user_id, reason};
-    char err[256];
-    PGresult *res = pg_exec(c->t->pg, "SELECT users_mark_drive_disconnected($1::uuid, $2)", 2,
-                            params, err, sizeof(err));
-    if (res == NULL) {
-        log_warn("could not mark Drive disconnected: %s", err);
-    } else {
-        PQclear(res);
-    }
-    record_stop(c, true, "drive_revoked", REVOKED_MESSAGE);
-}
-
-static const char *finish(poll_ctx_t *c, poll_result_t r)
-{
-    switch (r) {
-    case RES_OK:
-        record_success(c);
-        return c->folder_trashed ? "folder_trashed" : "success";
-    case RES_ERROR:
-    case RES_TOKEN_INVALID:
-        record_error(c);
-        return c->err.status == GOOGLE_ERR_RATE_LIMITED ? "rate_limited" : "error";
-    case RES_REVOKED:
-        record_revoked(c);
-        return "revoked";
-    case RES_NO_TOKENS:
-        record_stop(c, true, "drive_disconnected", DISCONNECTED_MESSAGE);
-        return "disconnected";
-    case RES_FOLDER_GONE:
-        record_stop(c, false, FOLDER_GONE_REASON, FOLDER_GONE_REASON);
-        return "folder_gone";
-    case RES_DB:
-        log_warn("database trouble during the poll, retry in %d s: %s", DB_RETRY_S, c->errmsg);
-        release(c->t, c->row, DB_RETRY_S);
-        return "db_error";
-    case RES_ABORT:
-        release(c->t, c->row, 0);
-        return "aborted";
-    }
-    return "error";
-}
-
-static void poll_folder(poll_thread_t *t, poll_row_t *row)
-{
-    poll_ctx_t c;
-    memset(&c, 0, sizeof(c));
-    c.t = t;
-    c.row = row;
-    c.err.retry_after_ms = -1;
-    c.lease_renewed_ms = mono_ms();
-    int64_t started = mono_ms();
-    int64_t started_wall = wall_ms();
-    log_context_set("user_id", row->user_id);
-    log_context_set("folder_id", row->folder_id);
-    metric_add(m_in_flight, 1);
-
-    poll_result_t r = do_poll(&c);
-    const char *status = finish(&c, r);
-
-    double secs = (double)(mono_ms() - started) / 1000.0;
-    metric_observe(m_poll_duration, secs);
-    metric_add(m_polls, 1, status);
-    metric_add(m_in_flight, -1);
-    log_debug("poll done: status=%s poll=%s start_ms=%lld end_ms=%lld seen=%d new_jobs=%d "
-              "scanned=%d",
-              status, row->id, (long long)started_wall, (long long)wall_ms(), c.seen, c.new_jobs,
-              c.scanned ? 1 : 0);
-    free(c.new_token);
-    memset(c.token, 0, sizeof(c.token));
-    log_context_set("user_id", NULL);
-    log_context_set("folder_id", NULL);
-}
-
-/* ---- threads ---- */
-
-static void idle_wait(poller_t *p, int ms)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&p->lock);
-    if (!atomic_load(&p->stopping)) {
-        pthread_cond_timedwait(&p->cond, &p->lock, &until);
-    }
-    pthread_mutex_unlock(&p->lock);
-}
 
 static void *thread_main(void *arg)
 {
     poll_thread_t *t = arg;
     poller_t *p = t->p;
+    poll_env_t *env = &t->env;
     char name[32];
     char err[256];
     snprintf(name, sizeof(name), "poll-%d", t->index);
     log_context_set("thread", name);
-    poll_row_t rows[MAX_CLAIM_BATCH];
+    lease_row_t rows[MAX_CLAIM_BATCH];
 
-    t->gc = google_client_new(&p->cfg.google);
-    if (t->gc == NULL) {
+    env->gc = google_client_new(&p->cfg.google);
+    if (env->gc == NULL) {
         log_error("poll thread %d: no Google client (out of memory)", t->index);
         goto out;
     }
-    while (!atomic_load(&p->stopping)) {
-        if (t->pg == NULL) {
-            t->pg = pg_connect(p->database_url, 2000, err, sizeof(err));
-            if (t->pg == NULL) {
+    while (!stopwait_stopped(&p->stop)) {
+        if (env->pg == NULL) {
+            env->pg = pg_connect(p->database_url, 2000, err, sizeof(err));
+            if (env->pg == NULL) {
                 log_warn("PostgreSQL unreachable: %s", err);
-                idle_wait(p, 1000);
+                stopwait_sleep(&p->stop, DB_ERROR_WAIT_MS);
                 continue;
             }
         }
-        int n = claim(t, rows, p->cfg.claim_batch);
+        int n = lease_claim(env->pg, t->owner, p->cfg.claim_batch, p->cfg.lease_s,
+                            p->cfg.reconcile_s, rows);
         if (n < 0) {
-            idle_wait(p, 1000);
+            stopwait_sleep(&p->stop, DB_ERROR_WAIT_MS);
             continue;
         }
         if (n == 0) {
-            idle_wait(p, p->cfg.idle_ms);
+            stopwait_sleep(&p->stop, p->cfg.idle_ms);
             continue;
         }
         for (int i = 0; i < n; i++) {
-            if (atomic_load(&p->stopping)) {
-                release(t, &rows[i], 0);
+            if (stopwait_stopped(&p->stop)) {
+                lease_release(env->pg, t->owner, &rows[i], 0);
             } else {
-                poll_folder(t, &rows[i]);
+                poll_folder(env, &rows[i]);
             }
-            row_free(&rows[i]);
+            lease_row_free(&rows[i]);
         }
     }
 out:
-    if (t->pg != NULL) {
-        pg_close(t->pg);
-        t->pg = NULL;
+    if (env->pg != NULL) {
+        pg_close(env->pg);
+        env->pg = NULL;
     }
-    if (t->redis != NULL) {
-        redis_close(t->redis);
-        t->redis = NULL;
+    if (env->redis != NULL) {
+        redis_close(env->redis);
+        env->redis = NULL;
     }
-    google_client_free(t->gc);
-    t->gc = NULL;
+    google_client_free(env->gc);
+    env->gc = NULL;
     log_context_clear();
     atomic_fetch_sub(&p->running, 1);
     return NULL;
@@ -1074,27 +150,33 @@ poller_t *poller_new(const poller_config_t *cfg, char *err, size_t errlen)
     p->cfg.redis_url = p->redis_url;
     p->cfg.instance_id = p->instance_id;
     p->threads = calloc((size_t)cfg->concurrency, sizeof(poll_thread_t));
-    pthread_mutex_init(&p->lock, NULL);
-    pthread_cond_init(&p->cond, NULL);
+    stopwait_init(&p->stop);
+    p->set = (poll_settings_t){
+        .keys = cfg->keys,
+        .redis_url = p->redis_url,
+        .interval_s = cfg->interval_s,
+        .lease_s = cfg->lease_s,
+        .stop = &p->stop,
+    };
     if (p->database_url == NULL || p->redis_url == NULL || p->instance_id == NULL ||
         p->threads == NULL) {
         snprintf(err, errlen, "out of memory");
         poller_free(p);
         return NULL;
     }
-    metrics_init();
+    poller_metrics_init();
     return p;
 }
 
 int poller_start(poller_t *p)
 {
-    uint64_t seed = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)p << 16);
     for (int i = 0; i < p->cfg.concurrency; i++) {
         poll_thread_t *t = &p->threads[i];
         t->p = p;
         t->index = i;
-        t->rng = seed + (uint64_t)i * 0x9E3779B97F4A7C15ULL + 1;
         snprintf(t->owner, sizeof(t->owner), "%s/t%d", p->instance_id, i);
+        t->env.set = &p->set;
+        t->env.owner = t->owner;
         atomic_fetch_add(&p->running, 1);
         if (pthread_create(&t->thread, NULL, thread_main, t) != 0) {
             atomic_fetch_sub(&p->running, 1);
@@ -1113,10 +195,7 @@ void poller_drain(poller_t *p)
     if (p == NULL) {
         return;
     }
-    pthread_mutex_lock(&p->lock);
-    atomic_store(&p->stopping, 1);
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->lock);
+    stopwait_stop(&p->stop);
 }
 
 bool poller_drained(poller_t *p)
@@ -1136,8 +215,7 @@ void poller_free(poller_t *p)
         }
     }
     free(p->threads);
-    pthread_mutex_destroy(&p->lock);
-    pthread_cond_destroy(&p->cond);
+    stopwait_destroy(&p->stop);
     free(p->database_url);
     free(p->redis_url);
     free(p->instance_id);
@@ -1150,32 +228,7 @@ void poller_free(poller_t *p)
 
 void poller_update_gauges(poller_t *p, pg_conn_t *pg)
 {
-    if (p == NULL || pg == NULL) {
-        return;
+    if (p != NULL) {
+        poller_metrics_gauges(pg, p->cfg.interval_s);
     }
-    char interval[16];
-    snprintf(interval, sizeof(interval), "%d", p->cfg.interval_s);
-    const char *params[] = {interval};
-    char err[256];
-    PGresult *res = pg_exec(pg,
-                            "SELECT count(*),"
-                            " count(*) FILTER (WHERE next_poll_at <= " NOW_UTC
-                            "   AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")),"
-                            " count(*) FILTER (WHERE next_poll_at < " NOW_UTC
-                            "   - make_interval(secs => $1::double precision)"
-                            "   AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")),"
-                            " count(*) FILTER (WHERE backoff_until > " NOW_UTC ")"
-                            " FROM drive_polls WHERE active",
-                            1, params, err, sizeof(err));
-    if (res == NULL) {
-        log_debug("gauges: %s", err);
-        return;
-    }
-    if (PQntuples(res) == 1) {
-        metric_set(m_watched, atof(PQgetvalue(res, 0, 0)));
-        metric_set(m_due, atof(PQgetvalue(res, 0, 1)));
-        metric_set(m_overdue, atof(PQgetvalue(res, 0, 2)));
-        metric_set(m_backing_off, atof(PQgetvalue(res, 0, 3)));
-    }
-    PQclear(res);
 }

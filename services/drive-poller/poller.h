@@ -1,8 +1,9 @@
 /*
- * poller — the drive-poller's work: N poll threads share the due rows of
- * drive_polls with every other replica through leases, and each poll turns the
- * Drive changes feed (and, now and then, a full listing of the folder) into
- * exactly one job per image. See docs/drive-poller.md.
+ * poller — the drive-poller's work (poller.c): N poll threads share the due
+ * rows of drive_polls with every other replica through leases (lease.h), and
+ * each poll turns the Drive changes feed (and, now and then, a full listing of
+ * the folder) into exactly one job per image (poll.h). See
+ * docs/drive-poller.md.
  *
  *   poller_config_t cfg = {...};
  *   poller_t *p = poller_new(&cfg, err, sizeof(err));
@@ -51,22 +52,5 @@ void poller_free(poller_t *p);
 /* The maintenance task: the folders due / overdue / watched / backing off
  * gauges from one query. */
 void poller_update_gauges(poller_t *p, pg_conn_t *pg);
-
-/* ---- pure helpers (exported for the tests) ---- */
-
-/* True when a file seen in the changes feed or a listing should be a job of
- * the folder: an image (drive_file_is_image), not trashed, not a folder or a
- * Google-native document, and `folder_id` among its parents (so never a file of
- * Processed or any other subfolder). */
-bool poller_file_is_candidate(const drive_file_t *f, const char *folder_id);
-
-/* Truncated exponential backoff: after the n-th consecutive error (n >= 1)
- * wait 2^n s + jitter_ms, at most 15 min; a Retry-After (retry_after_ms >= 0)
- * longer than that wins, up to one hour. In milliseconds. */
-long poller_backoff_ms(int consecutive_errors, long retry_after_ms, long jitter_ms);
-
-/* Drive query string for the children of a folder: the id quoted with ' and
- * \ escaped. Returns a new string; caller frees. */
-char *poller_children_query(const char *folder_id);
 
 #endif

@@ -6,6 +6,7 @@
 #include "crypto.h"
 #include "graph.h"
 #include "log.h"
+#include "now.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,15 +48,13 @@ void comfy_result_free(comfy_result_t *r)
     r->output_len = 0;
 }
 
-static int64_t mono_ms(void)
+/* Waits ms before the next look at /history, less when o->stop is stopped. */
+static void poll_wait(const comfy_opts_t *o, int ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
+    if (o->stop != NULL) {
+        (void)stopwait_sleep(o->stop, ms);
+        return;
+    }
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
@@ -367,7 +366,7 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
     char *body = NULL;
     char *ctype = NULL;
     http_response_t resp = {0};
-    int64_t deadline = mono_ms() + (int64_t)o->timeout_s * 1000;
+    int64_t deadline = now_mono_ms() + (int64_t)o->timeout_s * 1000;
     memset(out, 0, sizeof(*out));
     snprintf(msg, msglen, "unknown error");
 
@@ -493,13 +492,14 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
         if (r < 0 && st != COMFY_UNAVAILABLE && st != COMFY_TIMEOUT) {
             break;
         }
-        if (mono_ms() >= deadline || (o->abort != NULL && atomic_load(o->abort) != 0)) {
+        bool stopped = o->stop != NULL && stopwait_stopped(o->stop);
+        if (now_mono_ms() >= deadline || stopped) {
             interrupt(o, out->prompt_id);
             snprintf(msg, msglen, "The image server did not finish within %d s.", o->timeout_s);
             st = COMFY_TIMEOUT;
             break;
         }
-        sleep_ms(COMFY_POLL_MS);
+        poll_wait(o, COMFY_POLL_MS);
     }
 
 out:

@@ -14,9 +14,9 @@
 #define CA_COMFYUI_H
 
 #include "http_client.h"
+#include "stopwait.h"
 
 #include <cjson/cJSON.h>
-#include <stdatomic.h>
 #include <stddef.h>
 
 typedef enum {
@@ -35,7 +35,7 @@ typedef struct {
     const char *client_id;
     int timeout_s;           /* overall, from queueing to result */
     size_t max_output;       /* cap on the fetched result */
-    const atomic_int *abort; /* may be NULL: set → give up like a timeout */
+    stopwait_t *stop;        /* may be NULL: stopped → give up like a timeout */
     /* Called once the prompt is queued (store the id on the job). May be NULL. */
     void (*on_prompt)(void *arg, const char *prompt_id);
     void *on_prompt_arg;

@@ -1,20 +1,23 @@
 /*
- * job — one job, from claim to the fenced completion (see worker.h and
+ * job — one job, from claim to the fenced completion (see job.h and
  * docs/job-worker.md for the steps and their failure codes).
  */
+#include "job.h"
+
+#include "backoff.h"
 #include "comfyui.h"
 #include "cpu_exec.h"
 #include "cpu_nodes.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
+#include "now.h"
+#include "uuid.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct {
     const char *code; /* DESIGN.md job error code */
@@ -23,9 +26,9 @@ typedef struct {
 } job_err_t;
 
 typedef struct {
-    char id[WORKER_JOB_ID_MAX];
+    char id[JOB_ID_MAX];
     char attempt[16];
-    char user_id[WORKER_JOB_ID_MAX];
+    char user_id[JOB_ID_MAX];
     char *drive_file_id;
     char *drive_file_name;
     char *drive_folder_id;
@@ -61,7 +64,7 @@ static metric_t *m_seconds;
 static metric_t *m_drive;
 static metric_t *m_retries;
 
-void worker_metrics_init(void)
+void job_metrics_init(void)
 {
     static const double buckets[] = {0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300};
     m_jobs = metrics_counter("ca_worker_jobs_total", "Jobs finished by this worker",
@@ -74,22 +77,15 @@ void worker_metrics_init(void)
                                 "error_code");
 }
 
-void worker_metric_drive(const char *call, google_status_t st)
+static void metric_drive(const char *call, google_status_t st)
 {
     metric_add(m_drive, 1, call, google_status_name(st));
-}
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* Notes the time since the previous step under `name` (debug log only). */
 static void step(job_t *j, const char *name)
 {
-    int64_t now = mono_us();
+    int64_t now = now_mono_us();
     if (j->steps_len < sizeof(j->steps)) {
         int n = snprintf(j->steps + j->steps_len, sizeof(j->steps) - j->steps_len, "%s%s=%.1f",
                          j->steps_len > 0 ? " " : "", name, (double)(now - j->step_us) / 1000.0);
@@ -117,9 +113,11 @@ static void job_free(job_t *j)
     free(j->output_url);
 }
 
-static void set_err(job_err_t *e, const char *code, bool transient, const char *fmt, ...)
+/* Fills the failure a job records: its error code, whether it is retried, and
+ * the message the user reads (not a char *err: see job_err_t). */
+static void job_err_set(job_err_t *e, const char *code, bool transient, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void set_err(job_err_t *e, const char *code, bool transient, const char *fmt, ...)
+static void job_err_set(job_err_t *e, const char *code, bool transient, const char *fmt, ...)
 {
     e->code = code;
     e->transient = transient;
@@ -127,24 +125,6 @@ static void set_err(job_err_t *e, const char *code, bool transient, const char *
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
-}
-
-static bool is_uuid(const char *s)
-{
-    if (strlen(s) != 36) {
-        return false;
-    }
-    for (int i = 0; i < 36; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-') {
-                return false;
-            }
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))) {
-            return false;
-        }
-    }
-    return true;
 }
 
 /* Drive ids are [A-Za-z0-9_-]; anything else never goes into a query. */
@@ -181,11 +161,11 @@ static char *dupv(PGresult *res, int col)
  * (drive_auth_access_token_from then needs no read of its own). An error
  * anywhere (the reservation included) rolls the claim back: the job stays
  * queued and its id comes back after a delay. */
-static int claim(worker_thread_t *t, const char *id, job_t *j)
+static int claim(job_runner_t *t, const char *id, job_t *j)
 {
     char lease[16];
     char err[256];
-    snprintf(lease, sizeof(lease), "%d", t->ctx->lease_s);
+    snprintf(lease, sizeof(lease), "%d", t->set->lease_s);
     const char *params[4] = {id, t->worker_id, lease, DRIVE_AUTH_MARGIN_SECONDS};
     PGresult *res = pg_exec(t->pg,
                             "SELECT * FROM jobs_worker_claim($1::uuid, $2, $3::int, $4::int)", 4,
@@ -225,9 +205,9 @@ static int claim(worker_thread_t *t, const char *id, job_t *j)
 
 /* ---- finishing (fenced) ---- */
 
-static int outbox_add(worker_thread_t *t, const job_t *j, char *err, size_t errlen)
+static int outbox_add(job_runner_t *t, const job_t *j, char *err, size_t errlen)
 {
-    if (t->ctx->smtp_url == NULL || j->user_id[0] == '\0') {
+    if (t->set->smtp_url == NULL || j->user_id[0] == '\0') {
         return 0;
     }
     const char *p[2] = {j->user_id, j->id};
@@ -245,13 +225,13 @@ static int outbox_add(worker_thread_t *t, const job_t *j, char *err, size_t errl
  * cancelled), nothing recorded. Retried on errors (serialization, a dropped
  * connection: a retry after a lost commit finds the job completed and counts
  * as fenced, recording nothing twice). */
-static int complete(worker_thread_t *t, job_t *j, bool *fenced_out)
+static int complete(job_runner_t *t, job_t *j, bool *fenced_out)
 {
     char err[512];
     char ms[32];
-    snprintf(ms, sizeof(ms), "%" PRId64, worker_mono_ms() - j->started_ms);
+    snprintf(ms, sizeof(ms), "%" PRId64, now_mono_ms() - j->started_ms);
     *fenced_out = false;
-    const char *mail = t->ctx->smtp_url != NULL ? "true" : "false";
+    const char *mail = t->set->smtp_url != NULL ? "true" : "false";
     const char *p[8] = {j->id,          j->attempt,    ms,  t->worker_id, j->output_file_id,
                         j->output_name, j->output_url, mail};
     for (int tries = 0; tries < 3; tries++) {
@@ -273,11 +253,11 @@ static int complete(worker_thread_t *t, job_t *j, bool *fenced_out)
 /* Records a failure: back to queued (transient, retries left) or failed.
  * Returns the new status ("queued", "failed"), "" when fenced out, NULL on a
  * database error. *retry_n gets the new retry_count. */
-static const char *record_failure(worker_thread_t *t, job_t *j, const job_err_t *e, int *retry_n)
+static const char *record_failure(job_runner_t *t, job_t *j, const job_err_t *e, int *retry_n)
 {
     char err[512];
     char ms[32];
-    snprintf(ms, sizeof(ms), "%" PRId64, worker_mono_ms() - j->started_ms);
+    snprintf(ms, sizeof(ms), "%" PRId64, now_mono_ms() - j->started_ms);
     for (int tries = 0; tries < 3; tries++) {
         if (pg_begin(t->pg, err, sizeof(err)) != 0) {
             continue;
@@ -333,13 +313,13 @@ static const char *record_failure(worker_thread_t *t, job_t *j, const job_err_t 
 
 /* ---- Drive ---- */
 
-static int access_token(worker_thread_t *t, job_t *j, bool force, char *token, size_t toklen,
+static int access_token(job_runner_t *t, job_t *j, bool force, char *token, size_t toklen,
                         job_err_t *e)
 {
     google_error_t gerr = {0};
     const drive_auth_stored_t *stored = j->have_stored && !force ? &j->stored : NULL;
     j->have_stored = false;
-    drive_auth_status_t st = drive_auth_access_token_from(t->pg, t->gc, t->ctx->keys, j->user_id,
+    drive_auth_status_t st = drive_auth_access_token_from(t->pg, t->gc, t->set->keys, j->user_id,
                                                           stored, force, token, toklen, &gerr);
     switch (st) {
     case DRIVE_AUTH_OK:
@@ -353,25 +333,25 @@ static int access_token(worker_thread_t *t, job_t *j, bool force, char *token, s
             log_warn("could not mark the user's Drive disconnected: %s", err);
         }
         PQclear(res);
-        set_err(e, "drive_auth_revoked", false,
+        job_err_set(e, "drive_auth_revoked", false,
                 "Google Drive access was revoked. Reconnect Google Drive in the dashboard and "
                 "retry this image.");
         return -1;
     }
     case DRIVE_AUTH_NO_TOKENS:
-        set_err(e, "drive_auth_revoked", false,
+        job_err_set(e, "drive_auth_revoked", false,
                 "Google Drive is not connected. Connect Google Drive in the dashboard and retry "
                 "this image.");
         return -1;
     case DRIVE_AUTH_TRANSIENT:
-        set_err(e, "timeout", true, "Google did not answer when we renewed Drive access (%s).",
+        job_err_set(e, "timeout", true, "Google did not answer when we renewed Drive access (%s).",
                 gerr.message[0] != '\0' ? gerr.message : google_status_name(gerr.status));
         return -1;
     case DRIVE_AUTH_DB:
-        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
+        job_err_set(e, "processing_error", true, "A temporary database problem stopped this image.");
         return -1;
     }
-    set_err(e, "processing_error", true, "unexpected token state");
+    job_err_set(e, "processing_error", true, "unexpected token state");
     return -1;
 }
 
@@ -380,28 +360,28 @@ static void download_err(google_status_t st, const google_error_t *g, size_t cap
 {
     switch (st) {
     case GOOGLE_ERR_NOT_FOUND:
-        set_err(e, "drive_file_not_found", false,
+        job_err_set(e, "drive_file_not_found", false,
                 "The original is no longer in Google Drive (deleted, moved out of reach or "
                 "unshared).");
         return;
     case GOOGLE_ERR_FORBIDDEN:
-        set_err(e, "drive_forbidden", false,
+        job_err_set(e, "drive_forbidden", false,
                 "Google Drive does not let this app read the original (%s).",
                 g->reason[0] != '\0' ? g->reason : "permission denied");
         return;
     case GOOGLE_ERR_TOO_LARGE:
-        set_err(e, "image_too_large", false,
+        job_err_set(e, "image_too_large", false,
                 "The original is larger than the %zu MB limit.", cap / (1024 * 1024));
         return;
     case GOOGLE_ERR_INVALID_GRANT:
-        set_err(e, "drive_auth_revoked", false,
+        job_err_set(e, "drive_auth_revoked", false,
                 "Google Drive access was revoked. Reconnect Google Drive in the dashboard.");
         return;
     case GOOGLE_ERR_NETWORK:
-        set_err(e, "timeout", true, "Google Drive did not answer in time; we will retry.");
+        job_err_set(e, "timeout", true, "Google Drive did not answer in time; we will retry.");
         return;
     default:
-        set_err(e, "processing_error", google_status_transient(st) || st == GOOGLE_ERR_AUTH,
+        job_err_set(e, "processing_error", google_status_transient(st) || st == GOOGLE_ERR_AUTH,
                 "Google Drive could not send the original (%s, HTTP %ld).",
                 google_status_name(st), g->http_status);
         return;
@@ -411,25 +391,25 @@ static void download_err(google_status_t st, const google_error_t *g, size_t cap
 static void upload_err(google_status_t st, const google_error_t *g, const char *what, job_err_t *e)
 {
     if (st == GOOGLE_ERR_FORBIDDEN) {
-        set_err(e, "drive_forbidden", false,
+        job_err_set(e, "drive_forbidden", false,
                 "Google Drive does not let this app write to the output folder (%s).",
                 g->reason[0] != '\0' ? g->reason : "permission denied");
         return;
     }
     if (st == GOOGLE_ERR_INVALID_GRANT) {
-        set_err(e, "drive_auth_revoked", false,
+        job_err_set(e, "drive_auth_revoked", false,
                 "Google Drive access was revoked. Reconnect Google Drive in the dashboard.");
         return;
     }
     bool transient = google_status_transient(st) || st == GOOGLE_ERR_AUTH;
-    set_err(e, "upload_failed", transient, "Saving the result to Google Drive failed (%s: %s%s).",
+    job_err_set(e, "upload_failed", transient, "Saving the result to Google Drive failed (%s: %s%s).",
             what, google_status_name(st), transient ? "; we will retry" : "");
 }
 
 /* The output folder: users.output_folder_id when the job comes from the watched
  * folder, else (or when unset) the "Processed" folder inside the job's folder,
  * made if missing. */
-static int output_folder(worker_thread_t *t, job_t *j, const char *token, char *folder,
+static int output_folder(job_runner_t *t, job_t *j, const char *token, char *folder,
                          size_t folderlen, job_err_t *e)
 {
     if (is_drive_id(j->output_folder)) { /* read with the claim */
@@ -437,7 +417,7 @@ static int output_folder(worker_thread_t *t, job_t *j, const char *token, char *
         return 0;
     }
     if (!is_drive_id(j->drive_folder_id)) {
-        set_err(e, "upload_failed", false, "The job has no valid Drive folder.");
+        job_err_set(e, "upload_failed", false, "The job has no valid Drive folder.");
         return -1;
     }
     char q[512];
@@ -448,7 +428,7 @@ static int output_folder(worker_thread_t *t, job_t *j, const char *token, char *
     drive_file_list_t list = {0};
     google_error_t gerr = {0};
     google_status_t st = drive_files_list(t->gc, token, q, NULL, 10, NULL, &list, &gerr);
-    worker_metric_drive("files.list", st);
+    metric_drive("files.list", st);
     if (st != GOOGLE_OK) {
         upload_err(st, &gerr, "finding the Processed folder", e);
         return -1;
@@ -461,7 +441,7 @@ static int output_folder(worker_thread_t *t, job_t *j, const char *token, char *
     drive_file_list_free(&list);
     drive_file_t f = {0};
     st = drive_create_folder(t->gc, token, "Processed", j->drive_folder_id, NULL, &f, &gerr);
-    worker_metric_drive("files.create", st);
+    metric_drive("files.create", st);
     if (st != GOOGLE_OK) {
         upload_err(st, &gerr, "creating the Processed folder", e);
         return -1;
@@ -484,7 +464,7 @@ static char *output_name(const char *original, const char *preset, const char *e
     return name;
 }
 
-static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, const void *data,
+static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, const void *data,
                       size_t len, const char *ext, const char *mime, job_err_t *e)
 {
     google_error_t gerr = {0};
@@ -501,7 +481,7 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
     for (int pass = 0; pass < 2 && atoi(j->attempt) > 1; pass++) {
         drive_file_list_t list = {0};
         st = drive_files_list(t->gc, token, q, NULL, 10, NULL, &list, &gerr);
-        worker_metric_drive("files.list", st);
+        metric_drive("files.list", st);
         if (st == GOOGLE_OK && list.n > 0) {
             f = list.files[0];
             memset(&list.files[0], 0, sizeof(list.files[0]));
@@ -535,12 +515,12 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
         if (name == NULL || props == NULL) {
             free(name);
             cJSON_Delete(props);
-            set_err(e, "processing_error", true, "out of memory");
+            job_err_set(e, "processing_error", true, "out of memory");
             return -1;
         }
         cJSON_AddStringToObject(props, "ca_job_id", j->id);
         st = drive_upload(t->gc, token, name, mime, folder, props, data, len, &f, &gerr);
-        worker_metric_drive("files.upload", st);
+        metric_drive("files.upload", st);
         free(name);
         cJSON_Delete(props);
         step(j, "upload");
@@ -552,7 +532,7 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
 
     /* 2. share: anyone with the link can view */
     st = drive_share_anyone_reader(t->gc, token, f.id, &gerr);
-    worker_metric_drive("permissions.create", st);
+    metric_drive("permissions.create", st);
     step(j, "share");
     if (st != GOOGLE_OK) {
         upload_err(st, &gerr, "sharing", e);
@@ -564,7 +544,7 @@ static int write_back(worker_thread_t *t, job_t *j, char *token, size_t toklen, 
     j->output_url = strdup(f.web_view_link != NULL ? f.web_view_link : "");
     drive_file_free(&f);
     if (j->output_file_id == NULL || j->output_name == NULL || j->output_url == NULL) {
-        set_err(e, "processing_error", true, "out of memory");
+        job_err_set(e, "processing_error", true, "out of memory");
         return -1;
     }
     return 0;
@@ -577,7 +557,7 @@ static int reserve(job_t *j, job_err_t *e)
 {
     const char *r = j->reservation != NULL ? j->reservation : "";
     if (strncmp(r, "blocked ", 8) == 0) {
-        set_err(e, "quota_exceeded", false,
+        job_err_set(e, "quota_exceeded", false,
                 "Your plan's limit of %s images this month is used up. Upgrade your plan or "
                 "wait for next month, then retry this image.",
                 r + 8);
@@ -585,7 +565,7 @@ static int reserve(job_t *j, job_err_t *e)
     }
     if (j->reservation == NULL) {
         log_warn("usage reservation: no outcome");
-        set_err(e, "processing_error", true, "A temporary database problem stopped this image.");
+        job_err_set(e, "processing_error", true, "A temporary database problem stopped this image.");
         return -1;
     }
     j->reserved = true;
@@ -596,7 +576,7 @@ static int reserve(job_t *j, job_err_t *e)
 static cJSON *load_preset(job_t *j, job_err_t *e)
 {
     if (j->workflow == NULL) {
-        set_err(e, "preset_not_found", false,
+        job_err_set(e, "preset_not_found", false,
                 "The preset \"%s\" does not exist or is no longer available. Pick another preset "
                 "and retry.",
                 j->preset_name);
@@ -604,13 +584,13 @@ static cJSON *load_preset(job_t *j, job_err_t *e)
     }
     cJSON *graph = cJSON_Parse(j->workflow);
     if (graph == NULL) {
-        set_err(e, "processing_error", false, "The preset's workflow is not valid JSON.");
+        job_err_set(e, "processing_error", false, "The preset's workflow is not valid JSON.");
     }
     return graph;
 }
 
 typedef struct {
-    worker_thread_t *t;
+    job_runner_t *t;
     job_t *j;
 } prompt_arg_t;
 
@@ -627,7 +607,7 @@ static void store_prompt_id(void *arg, const char *prompt_id)
     }
 }
 
-static int run_comfyui(worker_thread_t *t, job_t *j, const cJSON *graph, const void *input,
+static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void *input,
                        size_t len, comfy_result_t *out, job_err_t *e)
 {
     char upload_name[128];
@@ -639,11 +619,11 @@ static int run_comfyui(worker_thread_t *t, job_t *j, const cJSON *graph, const v
     snprintf(upload_name, sizeof(upload_name), "ca_%s.%s", j->id, ext);
     prompt_arg_t pa = {t, j};
     comfy_opts_t o = {.http = t->http,
-                      .base_url = t->ctx->comfyui_url,
+                      .base_url = t->set->comfyui_url,
                       .client_id = t->worker_id,
-                      .timeout_s = t->ctx->comfyui_timeout_s,
-                      .max_output = t->ctx->max_image_bytes * 4,
-                      .abort = &t->ctx->stop,
+                      .timeout_s = t->set->comfyui_timeout_s,
+                      .max_output = t->set->max_image_bytes * 4,
+                      .stop = t->set->stop,
                       .on_prompt = store_prompt_id,
                       .on_prompt_arg = &pa};
     char msg[400];
@@ -654,23 +634,23 @@ static int run_comfyui(worker_thread_t *t, job_t *j, const cJSON *graph, const v
         return 0;
     case COMFY_INVALID:
     case COMFY_NODE_ERROR:
-        set_err(e, "processing_error", false, "%s", msg);
+        job_err_set(e, "processing_error", false, "%s", msg);
         return -1;
     case COMFY_TIMEOUT:
-        set_err(e, "timeout", true, "%s", msg);
+        job_err_set(e, "timeout", true, "%s", msg);
         return -1;
     case COMFY_TOO_LARGE:
-        set_err(e, "image_too_large", false, "The processed image is too large to save.");
+        job_err_set(e, "image_too_large", false, "The processed image is too large to save.");
         return -1;
     case COMFY_UNAVAILABLE:
     case COMFY_PROTOCOL:
-        set_err(e, "comfyui_unavailable", true, "%s", msg);
+        job_err_set(e, "comfyui_unavailable", true, "%s", msg);
         return -1;
     }
     return -1;
 }
 
-static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
+static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
 {
     int rc = -1;
     cJSON *graph = NULL;
@@ -682,7 +662,7 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
     char token[4096];
 
     if (j->user_id[0] == '\0') {
-        set_err(e, "processing_error", false, "The job has no user.");
+        job_err_set(e, "processing_error", false, "The job has no user.");
         goto out;
     }
     if (reserve(j, e) != 0) {
@@ -696,8 +676,8 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
     graph_status_t gs = graph_validate(graph, cpu_exec_registry(), &verr);
     bool use_comfy = false;
     if (gs == GRAPH_UNKNOWN_CLASS) {
-        if (t->ctx->comfyui_url == NULL) {
-            set_err(e, "comfyui_unavailable", false,
+        if (t->set->comfyui_url == NULL) {
+            job_err_set(e, "comfyui_unavailable", false,
                     "The preset \"%s\" needs the GPU image server, which is not available.",
                     j->preset_name);
             goto out;
@@ -705,7 +685,7 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
         use_comfy = true;
     } else if (gs == GRAPH_INVALID) {
         char *summary = graph_error_summary(verr);
-        set_err(e, "processing_error", false, "The preset \"%s\" is not valid: %s",
+        job_err_set(e, "processing_error", false, "The preset \"%s\" is not valid: %s",
                 j->preset_name, summary != NULL ? summary : "validation failed");
         free(summary);
         goto out;
@@ -717,15 +697,15 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
     }
     step(j, "token");
     if (!is_drive_id(j->drive_file_id)) {
-        set_err(e, "drive_file_not_found", false, "The job's Drive file id is not valid.");
+        job_err_set(e, "drive_file_not_found", false, "The job's Drive file id is not valid.");
         goto out;
     }
     google_error_t gerr = {0};
     google_status_t st = GOOGLE_OK;
     for (int pass = 0; pass < 2; pass++) {
-        st = drive_download(t->gc, token, j->drive_file_id, t->ctx->max_image_bytes, &input,
+        st = drive_download(t->gc, token, j->drive_file_id, t->set->max_image_bytes, &input,
                             &input_len, &gerr);
-        worker_metric_drive("files.download", st);
+        metric_drive("files.download", st);
         if (st != GOOGLE_ERR_AUTH || pass == 1) {
             break;
         }
@@ -735,7 +715,7 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
     }
     step(j, "download");
     if (st != GOOGLE_OK) {
-        download_err(st, &gerr, t->ctx->max_image_bytes, e);
+        download_err(st, &gerr, t->set->max_image_bytes, e);
         goto out;
     }
 
@@ -757,13 +737,13 @@ static int pipeline(worker_thread_t *t, job_t *j, job_err_t *e)
         cj.input_len = input_len;
         cpu_exec_status_t xs = cpu_exec_run(graph, &cj, xerr, sizeof(xerr));
         if (xs == CPU_EXEC_UNSUPPORTED_IMAGE) {
-            set_err(e, "unsupported_image", false,
+            job_err_set(e, "unsupported_image", false,
                     "This file is not an image we can read (JPEG, PNG, WebP, TIFF or HEIC): %s",
                     xerr);
             goto out;
         }
         if (xs != CPU_EXEC_OK) {
-            set_err(e, "processing_error", false, "Processing failed: %s", xerr);
+            job_err_set(e, "processing_error", false, "Processing failed: %s", xerr);
             goto out;
         }
         out_data = cj.output;
@@ -792,10 +772,10 @@ out:
 /* Acks id. With `next` (and no drain under way), the ack also takes the next
  * id when one is waiting (queue_ack_take: one round trip between two jobs):
  * returns 1 with next filled, else 0. */
-static int ack(worker_thread_t *t, const char *id, char *next, size_t nextlen)
+static int ack(job_runner_t *t, const char *id, char *next, size_t nextlen)
 {
     char err[256];
-    if (next != NULL && atomic_load(&t->ctx->draining) == 0) {
+    if (next != NULL && atomic_load(t->set->draining) == 0) {
         int rc = queue_ack_take(t->redis, t->worker_id, id, next, nextlen, err, sizeof(err));
         if (rc >= 0) {
             return rc;
@@ -808,24 +788,24 @@ static int ack(worker_thread_t *t, const char *id, char *next, size_t nextlen)
     return 0;
 }
 
-static void delay(worker_thread_t *t, const char *id, int64_t ms)
+static void delay(job_runner_t *t, const char *id, int64_t ms)
 {
     char err[256];
-    if (queue_delay(t->redis, id, worker_wall_ms() + ms, err, sizeof(err)) != 0) {
+    if (queue_delay(t->redis, id, now_wall_ms() + ms, err, sizeof(err)) != 0) {
         log_warn("delay failed (the re-push task will find the job): %s", err);
     }
 }
 
-int worker_process(worker_thread_t *t, const char *id, char *next, size_t nextlen)
+int job_process(job_runner_t *t, const char *id, char *next, size_t nextlen)
 {
     job_t j = {0};
     int got = 0;
-    if (!is_uuid(id)) {
+    if (!uuid_is_valid(id)) {
         log_warn("dropping a queue item that is not a job id");
         return ack(t, id, next, nextlen);
     }
     log_context_set("job_id", id);
-    j.step_us = mono_us();
+    j.step_us = now_mono_us();
     int c = claim(t, id, &j);
     if (c < 0) {
         /* PostgreSQL trouble: look again later rather than lose the id. */
@@ -839,7 +819,7 @@ int worker_process(worker_thread_t *t, const char *id, char *next, size_t nextle
         got = ack(t, id, next, nextlen);
         goto out;
     }
-    j.started_ms = worker_mono_ms();
+    j.started_ms = now_mono_ms();
     step(&j, "claim");
     pthread_mutex_lock(&t->lock);
     snprintf(t->job_id, sizeof(t->job_id), "%s", id);
@@ -860,7 +840,7 @@ int worker_process(worker_thread_t *t, const char *id, char *next, size_t nextle
             log_warn("completed, but the job was taken over or cancelled meanwhile");
             metric_add(m_jobs, 1, "fenced", "");
         } else {
-            double s = (double)(worker_mono_ms() - j.started_ms) / 1000.0;
+            double s = (double)(now_mono_ms() - j.started_ms) / 1000.0;
             metric_observe(m_seconds, s, j.preset_name);
             metric_add(m_jobs, 1, "completed", "");
             log_info("completed in %.3f s: %s", s, j.output_name);
@@ -874,7 +854,7 @@ int worker_process(worker_thread_t *t, const char *id, char *next, size_t nextle
             log_warn("failed (%s), but the job was taken over or cancelled meanwhile", e.code);
             metric_add(m_jobs, 1, "fenced", "");
         } else if (strcmp(status, "queued") == 0) {
-            int64_t wait = worker_backoff_ms(n, t->ctx->backoff_base_ms, t->ctx->backoff_max_ms);
+            int64_t wait = backoff_delay_ms(n, t->set->retry_base_ms, t->set->retry_max_ms);
             log_warn("retry %d in %" PRId64 " ms: %s: %s", n, wait, e.code, e.message);
             metric_add(m_retries, 1, e.code);
             delay(t, id, wait);

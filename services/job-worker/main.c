@@ -4,11 +4,11 @@
  * jobs_archive.
  *
  * Boots, migrates its slice, answers /healthz, /readyz and /metrics, archives
- * old jobs on `cleanup`, and processes jobs (worker.c, job.c; see
- * docs/job-worker.md).
+ * old jobs on `cleanup`, and processes jobs (worker.c, job.c, worker_tasks.c;
+ * see docs/job-worker.md).
  */
-#include "cpu_exec.h"
 #include "config_vars.h"
+#include "cpu_exec.h"
 #include "daemon.h"
 #include "log.h"
 #include "worker.h"
@@ -39,7 +39,11 @@ static const config_var_t worker_vars[] = {
     {"WORKER_REPUSH_SECONDS", CFG_INT, "30", false, false, 1, 3600,
      "queued jobs untouched this long and missing from Redis are pushed again"},
     {"WORKER_RETRY_BASE_MS", CFG_INT, "2000", false, false, 10, 600000,
-     "first retry delay; doubles per retry up to 5 min, with jitter"},
+     "first retry delay of a failed job; doubles per retry up to WORKER_RETRY_MAX_MS (equal jitter)"},
+    {"WORKER_RETRY_MAX_MS", CFG_INT, "300000", false, false, 1000, 3600000,
+     "longest retry delay of a failed job"},
+    {"WORKER_DRAIN_SECONDS", CFG_INT, "20", false, false, 1, 24,
+     "on SIGTERM, jobs in flight get this long to finish, then are handed back to the queue"},
     {"COMFYUI_TIMEOUT_SECONDS", CFG_INT, "600", false, false, 1, 86400,
      "a ComfyUI prompt taking longer fails with timeout (retried)"},
     {"EMAIL_DIGEST_WAIT_SECONDS", CFG_INT, "300", false, false, 0, 86400,
@@ -83,6 +87,7 @@ static const service_t job_worker_service = {
     .vars = worker_vars,
     .nvars = sizeof(worker_vars) / sizeof(worker_vars[0]),
     .migrations = job_worker_migrations,
+    .nmigrations = &job_worker_migrations_count,
     .start = worker_start,
     .drain = worker_drain,
     .drained = worker_drained,
@@ -94,7 +99,5 @@ static const service_t job_worker_service = {
 
 int main(int argc, char **argv)
 {
-    service_t svc = job_worker_service;
-    svc.nmigrations = job_worker_migrations_count;
-    return daemon_main(&svc, argc, argv);
+    return daemon_main(&job_worker_service, argc, argv);
 }

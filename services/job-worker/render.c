@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include "cpu_exec.h"
+#include "now.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -16,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define RENDER_MAX_BYTES (512L * 1024 * 1024)
@@ -65,6 +65,9 @@ static char *find_preset(const char *name)
     if (slash != NULL) {
         *slash = '\0';
     }
+    /* Read directly, not through the table: `render` runs before any
+     * configuration is read (service_t.command), and CA_ROOT only says where
+     * the checkout is. */
     const char *root = getenv("CA_ROOT");
     char *candidates[3] = {NULL, NULL, NULL};
     if (root != NULL &&
@@ -88,13 +91,6 @@ static char *find_preset(const char *name)
     return found;
 }
 
-static long elapsed_ms(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (t1.tv_sec - t0->tv_sec) * 1000L + (t1.tv_nsec - t0->tv_nsec) / 1000000L;
-}
-
 static int render(const char *graph_arg, const char *input, const char *output, const char *argv0)
 {
     int rc = 1;
@@ -103,8 +99,7 @@ static int render(const char *graph_arg, const char *input, const char *output, 
     char *image = NULL;
     cJSON *graph = NULL;
     cpu_exec_job_t job = {0};
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = now_mono_ms();
 
     struct stat st;
     if (stat(graph_arg, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -162,7 +157,7 @@ static int render(const char *graph_arg, const char *input, const char *output, 
     }
     printf("render: %s %dx%d (%zu bytes) -> %s %dx%d %s (%zu bytes) in %ld ms\n", input,
            job.in_width, job.in_height, len, output, job.out_width, job.out_height, job.ext,
-           job.output_len, elapsed_ms(&t0));
+           job.output_len, (long)(now_mono_ms() - t0));
     rc = 0;
 out:
     cpu_exec_job_free(&job);

@@ -1,19 +1,25 @@
 /*
  * worker_tasks — the job-worker's periodic tasks on the daemon's maintenance
- * thread: promote due retries, reap dead workers' items, requeue jobs whose
- * lease expired, re-push queued jobs Redis lost, queue gauges, e-mail digests.
+ * thread (see worker_tasks.h).
  */
+#include "worker_tasks.h"
+
 #include "email.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
+#include "now.h"
+#include "queue.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Rows one run of a task takes (written into the statements). */
 #define REPUSH_BATCH 500
 #define STUCK_BATCH 100
+#define EMAIL_BATCH 20
+#define TEXT(n) TEXT_(n)
+#define TEXT_(n) #n
 
 static metric_t *m_depth;
 static metric_t *m_jobs_now;
@@ -35,15 +41,12 @@ static const char REPUSH_SCRIPT[] =
 
 static void task_promote(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
-    (void)d;
-    (void)pg;
-    (void)arg;
     if (redis == NULL) {
         return;
     }
     char err[256];
     int moved = 0;
-    if (queue_promote_due(redis, worker_wall_ms(), 1000, &moved, err, sizeof(err)) != 0) {
+    if (queue_promote_due(redis, now_wall_ms(), 1000, &moved, err, sizeof(err)) != 0) {
         log_debug("promote: %s", err);
     } else if (moved > 0) {
         log_debug("promote: %d retry(ies) due", moved);
@@ -52,9 +55,6 @@ static void task_promote(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *
 
 static void task_reap(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
-    (void)d;
-    (void)pg;
-    (void)arg;
     if (redis == NULL) {
         return;
     }
@@ -70,18 +70,18 @@ static void task_reap(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg
 
 /* Re-pushes queued jobs untouched for repush_s that are in neither ca:jobs nor
  * the delayed set (Redis restarted empty, or a pusher died after its commit). */
-int worker_repush(worker_ctx_t *ctx, pg_conn_t *pg, redis_conn_t *redis, int *pushed);
-int worker_repush(worker_ctx_t *ctx, pg_conn_t *pg, redis_conn_t *redis, int *pushed)
+static int repush(const worker_tasks_config_t *cfg, pg_conn_t *pg, redis_conn_t *redis,
+                  int *pushed)
 {
     char err[256];
     char age[16];
-    snprintf(age, sizeof(age), "%d", ctx->repush_s);
+    snprintf(age, sizeof(age), "%d", cfg->repush_s);
     const char *p[1] = {age};
     *pushed = 0;
     PGresult *res = pg_exec(pg,
                             "SELECT id::text FROM jobs WHERE status = 'queued'"
                             " AND updated_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
-                            " ORDER BY updated_at LIMIT " "500",
+                            " ORDER BY updated_at LIMIT " TEXT(REPUSH_BATCH),
                             1, p, err, sizeof(err));
     if (res == NULL) {
         log_debug("re-push: %s", err);
@@ -124,13 +124,12 @@ int worker_repush(worker_ctx_t *ctx, pg_conn_t *pg, redis_conn_t *redis, int *pu
 
 static void task_repush(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
-    (void)d;
-    worker_ctx_t *ctx = arg;
+    const worker_tasks_config_t *cfg = arg;
     if (pg == NULL || redis == NULL) {
         return;
     }
     int pushed = 0;
-    if (worker_repush(ctx, pg, redis, &pushed) == 0 && pushed > 0) {
+    if (repush(cfg, pg, redis, &pushed) == 0 && pushed > 0) {
         log_info("re-push: %d queued job(s) missing from Redis pushed again", pushed);
         metric_add(m_recovered, pushed, "repushed");
     }
@@ -140,8 +139,6 @@ static void task_repush(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *a
  * queued with one more retry counted, or failed once retries are used up. */
 static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
-    (void)d;
-    (void)arg;
     if (pg == NULL) {
         return;
     }
@@ -153,7 +150,7 @@ static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *ar
         pg,
         "WITH stuck AS (SELECT id FROM jobs WHERE status = 'processing'"
         "   AND lease_expires_at < timezone('UTC', now())"
-        "   ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED),"
+        "   ORDER BY lease_expires_at LIMIT " TEXT(STUCK_BATCH) " FOR UPDATE SKIP LOCKED),"
         " upd AS (UPDATE jobs j SET"
         "   status = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
         "     THEN 'queued' ELSE 'failed' END,"
@@ -195,8 +192,6 @@ static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *ar
 
 static void task_gauges(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
-    (void)d;
-    (void)arg;
     if (redis != NULL) {
         long ready = queue_depth(redis);
         long delayed = queue_delayed_count(redis);
@@ -222,31 +217,30 @@ static void task_gauges(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *a
 
 static void task_email(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
-    (void)d;
-    (void)redis;
-    worker_ctx_t *ctx = arg;
+    const worker_tasks_config_t *cfg = arg;
     if (pg == NULL) {
         return;
     }
-    email_send_due(pg, ctx->smtp_url, ctx->mail_from, ctx->digest_wait_s, 20);
+    email_send_due(pg, cfg->smtp_url, cfg->mail_from, cfg->digest_wait_s, EMAIL_BATCH);
 }
 
-int worker_tasks_register(worker_ctx_t *ctx)
+int worker_tasks_register(daemon_t *d, const worker_tasks_config_t *cfg)
 {
     m_depth = metrics_gauge("ca_worker_queue_depth", "Job ids waiting in Redis", "queue");
     m_jobs_now = metrics_gauge("ca_worker_jobs", "Jobs in PostgreSQL by status", "status");
     m_recovered = metrics_counter("ca_worker_recovered_total",
                                   "Jobs put back in the queue by recovery", "how");
-    daemon_t *d = ctx->d;
+    /* cast away const: the task argument is a void *, the tasks only read it */
+    void *arg = (void *)cfg;
+    int repush_ms = cfg->repush_s * 1000 / 2 > 500 ? cfg->repush_s * 1000 / 2 : 500;
     int rc = 0;
-    rc |= daemon_add_task(d, "promote", 500, task_promote, ctx);
-    rc |= daemon_add_task(d, "reap", 5000, task_reap, ctx);
-    rc |= daemon_add_task(d, "lease-requeue", 5000, task_stuck, ctx);
-    rc |= daemon_add_task(d, "re-push", ctx->repush_s * 1000 / 2 > 500 ? ctx->repush_s * 1000 / 2 : 500,
-                          task_repush, ctx);
-    rc |= daemon_add_task(d, "gauges", 5000, task_gauges, ctx);
-    if (ctx->smtp_url != NULL) {
-        rc |= daemon_add_task(d, "e-mail", 2000, task_email, ctx);
+    rc |= daemon_add_task(d, "promote", 500, task_promote, arg);
+    rc |= daemon_add_task(d, "reap", 5000, task_reap, arg);
+    rc |= daemon_add_task(d, "lease-requeue", 5000, task_stuck, arg);
+    rc |= daemon_add_task(d, "re-push", repush_ms, task_repush, arg);
+    rc |= daemon_add_task(d, "gauges", 5000, task_gauges, arg);
+    if (cfg->smtp_url != NULL) {
+        rc |= daemon_add_task(d, "e-mail", 2000, task_email, arg);
     }
     return rc != 0 ? -1 : 0;
 }

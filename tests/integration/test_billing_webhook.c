@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "billing.h"
+#include "backoff.h"
 #include "stripe.h"
 #include "support.h"
 
@@ -1332,13 +1332,14 @@ static void test_meter_client_duplicate(void **state)
     stripe_client_free(sc);
 }
 
+/* The meter outbox's retry policy: backoff_delay_ms with its base and max. */
 static void test_backoff(void **state)
 {
     (void)state;
     for (int i = 0; i < 50; i++) {
-        long d1 = meter_backoff_ms(1, 1000, 60000);
-        long d3 = meter_backoff_ms(3, 1000, 60000);
-        long d20 = meter_backoff_ms(20, 1000, 60000);
+        long d1 = (long)backoff_delay_ms(1, 1000, 60000);
+        long d3 = (long)backoff_delay_ms(3, 1000, 60000);
+        long d20 = (long)backoff_delay_ms(20, 1000, 60000);
         assert_true(d1 >= 500 && d1 <= 1000);
         assert_true(d3 >= 2000 && d3 <= 4000);
         assert_true(d20 >= 30000 && d20 <= 60000);

@@ -41,6 +41,16 @@ check "the error names SESSION_SECRET" grep -q SESSION_SECRET "$work/err"
 ENCRYPTION_KEY=short "$BIN/job-worker" serve > /dev/null 2> "$work/err"; rc=$?
 check_eq "job-worker with a short ENCRYPTION_KEY exits 2" 2 "$rc"
 check "the error names ENCRYPTION_KEY, not its value" bash -c "grep -q ENCRYPTION_KEY '$work/err' && ! grep -q short '$work/err'"
+# The job-worker's tuning variables go through the table like the others.
+"$BIN/job-worker" --help > "$work/help" 2>&1
+for v in WORKER_RETRY_MAX_MS WORKER_DRAIN_SECONDS; do
+  check "job-worker --help lists $v" grep -q "^ *$v " "$work/help"
+  for bad in 0 abc 99999999; do
+    env "$v=$bad" "$BIN/job-worker" serve > /dev/null 2> "$work/err"; rc=$?
+    check_eq "job-worker $v=$bad exits 2" 2 "$rc"
+    check "the error names $v" grep -q "^job-worker: $v: " "$work/err"
+  done
+done
 
 # serve: every binary answers its probes, then stops on SIGTERM.
 declare -A port

@@ -7,7 +7,7 @@
  */
 #include "test_poller_common.h"
 
-#include "poller.h"
+#include "poll.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -60,29 +60,34 @@ static void test_candidate_table(void **state)
         f.nparents = cases[i].nparents;
         f.trashed = cases[i].trashed;
         f.size = 10;
-        if (poller_file_is_candidate(&f, "F") != cases[i].want) {
+        if (poll_file_is_candidate(&f, "F") != cases[i].want) {
             fail_msg("case %zu (%s %s): want %d", i, cases[i].name, cases[i].mime, cases[i].want);
         }
     }
-    assert_false(poller_file_is_candidate(NULL, "F"));
+    assert_false(poll_file_is_candidate(NULL, "F"));
 }
 
 static void test_backoff_table(void **state)
 {
     (void)state;
+    /* backoff_delay_ms(n, 4 s, 15 min): [2^n s, 2^(n+1) s], at most 15 min;
+     * a longer Retry-After wins, up to one hour */
     struct {
         int n;
-        long retry_after, jitter, want;
+        long retry_after, lo, hi;
     } cases[] = {
-        {1, -1, 0, 2000},   {2, -1, 0, 4000},         {3, -1, 500, 8500},  {0, -1, 0, 2000},
-        {9, -1, 0, 512000}, {10, -1, 999, 900000},    {30, -1, 0, 900000}, {1, 5000, 0, 5000},
-        {1, 1000, 0, 2000}, {1, 7200000, 0, 3600000},
+        {1, -1, 2000, 4000},         {2, -1, 4000, 8000},          {3, -1, 8000, 16000},
+        {0, -1, 2000, 4000},         {8, -1, 256000, 512000},      {10, -1, 450000, 900000},
+        {30, -1, 450000, 900000},    {1, 5000, 5000, 5000},        {1, 1000, 2000, 4000},
+        {1, 7200000, 3600000, 3600000},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        long got = poller_backoff_ms(cases[i].n, cases[i].retry_after, cases[i].jitter);
-        if (got != cases[i].want) {
-            fail_msg("case %zu: n=%d ra=%ld: got %ld want %ld", i, cases[i].n, cases[i].retry_after,
-                     got, cases[i].want);
+    for (int round = 0; round < 20; round++) {
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            long got = poll_backoff_ms(cases[i].n, cases[i].retry_after);
+            if (got < cases[i].lo || got > cases[i].hi) {
+                fail_msg("case %zu: n=%d ra=%ld: got %ld want %ld..%ld", i, cases[i].n,
+                         cases[i].retry_after, got, cases[i].lo, cases[i].hi);
+            }
         }
     }
 }
@@ -90,10 +95,10 @@ static void test_backoff_table(void **state)
 static void test_query_escaping(void **state)
 {
     (void)state;
-    char *q = poller_children_query("abc");
+    char *q = poll_children_query("abc");
     assert_string_equal(q, "'abc' in parents and trashed = false");
     free(q);
-    q = poller_children_query("a'b\\c");
+    q = poll_children_query("a'b\\c");
     assert_string_equal(q, "'a\\'b\\\\c' in parents and trashed = false");
     free(q);
 }

@@ -5,6 +5,7 @@
  * the fakes' admin APIs.
  */
 #define _GNU_SOURCE
+#include "backoff.h"
 #include "comfyui.h"
 #include "cpu_exec.h"
 #include "crypto.h"
@@ -13,7 +14,6 @@
 #include "queue.h"
 #include "redis.h"
 #include "support.h"
-#include "worker.h"
 
 #include <cjson/cJSON.h>
 #include <setjmp.h>
@@ -1098,13 +1098,14 @@ static void test_worker_exits_cleanly(void **state)
 static void test_units(void **state)
 {
     (void)state;
-    /* backoff: within [cap/2, cap], doubling, capped */
+    /* the worker's retry policy (WORKER_RETRY_BASE_MS 2000, WORKER_RETRY_MAX_MS
+     * 300000): within [cap/2, cap], doubling, capped */
     for (int n = 1; n <= 12; n++) {
         int64_t cap = 2000LL << (n - 1);
         if (cap > 300000) {
             cap = 300000;
         }
-        int64_t b = worker_backoff_ms(n, 2000, 300000);
+        int64_t b = backoff_delay_ms(n, 2000, 300000);
         assert_true(b >= cap / 2 && b <= cap);
     }
     char addr[128];

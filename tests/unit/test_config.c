@@ -1,6 +1,7 @@
 /*
  * Unit tests for common/config: one table of cases per type, driven through
- * setenv/unsetenv and config_load().
+ * setenv/unsetenv and config_load(); and the daemon's whole table (the common
+ * variables and as many of a service's as it has) through daemon_main.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
@@ -12,6 +13,7 @@
 
 #include "config.h"
 #include "crypto.h"
+#include "daemon.h"
 #include "log.h"
 
 #include <fcntl.h>
@@ -331,6 +333,82 @@ static void test_help(void **state)
     unsetenv("ENCRYPTION_KEY");
 }
 
+/* ---- the daemon's table: no limit on a service's variables ---- */
+
+#define MANY_VARS 80
+
+static char many_names[MANY_VARS][24];
+static config_var_t many_vars[MANY_VARS];
+
+static const service_t *many_service(void)
+{
+    static service_t svc;
+    for (int i = 0; i < MANY_VARS; i++) {
+        snprintf(many_names[i], sizeof(many_names[i]), "CA_T_MANY_%02d", i);
+        many_vars[i] = (config_var_t){many_names[i], CFG_INT, "1", false, false, 1, 9,
+                                      "one of many"};
+    }
+    svc = (service_t){.name = "many", .default_port = 9999, .vars = many_vars,
+                      .nvars = MANY_VARS};
+    return &svc;
+}
+
+/* Runs daemon_main(svc, cmd) in a child with stdout and stderr in `out`
+ * (a NUL-terminated malloc'd copy); returns its exit status. */
+static int run_daemon(const service_t *svc, const char *cmd, char **out)
+{
+    char path[] = "/tmp/ca-test-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(10); /* a serve that started by mistake does not hang the test */
+        dup2(fd, 1);
+        dup2(fd, 2);
+        char *argv[] = {"many", (char *)cmd, NULL};
+        int rc = daemon_main(svc, 2, argv);
+        fflush(NULL);
+        _exit(rc);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    FILE *f = fdopen(fd, "r");
+    assert_non_null(f);
+    rewind(f);
+    char *buf = calloc(1, 1 << 16);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, (1 << 16) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    unlink(path);
+    *out = buf;
+    return WEXITSTATUS(status);
+}
+
+static void test_daemon_keeps_every_variable(void **state)
+{
+    const service_t *svc = many_service();
+    char *out = NULL;
+    assert_int_equal(run_daemon(svc, "--help", &out), 0);
+    assert_non_null(strstr(out, "DATABASE_URL"));
+    for (int i = 0; i < MANY_VARS; i++) {
+        if (strstr(out, many_names[i]) == NULL) {
+            fail_msg("--help lacks %s", many_names[i]);
+        }
+    }
+    free(out);
+
+    /* The last variable is read and checked like the first: exit 2 naming it. */
+    setenv("CA_T_MANY_79", "10", 1);
+    assert_int_equal(run_daemon(svc, "serve", &out), 2);
+    unsetenv("CA_T_MANY_79");
+    assert_non_null(strstr(out, "CA_T_MANY_79: must be an integer between 1 and 9"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -341,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_secrets_registered_for_redaction),
         cmocka_unit_test(test_secret_error_does_not_echo),
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_daemon_keeps_every_variable),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     log_shutdown();
