@@ -254,6 +254,15 @@ char *crypto_random_token(size_t nbytes)
     return token;
 }
 
+void crypto_free_secret(char *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
 /* ------------------------------------------------------------- AES-256-GCM */
 
 int crypto_aes256gcm_encrypt(const uint8_t key[32], const uint8_t *iv, size_t ivlen,

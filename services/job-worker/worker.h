@@ -15,7 +15,9 @@
 
 #include "crypto.h"
 #include "daemon.h"
-#include "google.h"
+#include "drive.h"
+#include "drive_auth.h"
+#include "google_oauth.h"
 #include "http_client.h"
 #include "queue.h"
 

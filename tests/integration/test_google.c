@@ -5,7 +5,9 @@
  */
 #define _GNU_SOURCE
 #include "crypto.h"
-#include "google.h"
+#include "drive.h"
+#include "drive_auth.h"
+#include "google_oauth.h"
 #include "http_client.h"
 #include "pg.h"
 #include "support.h"
