@@ -7,6 +7,7 @@
 #include "drive_auth.h"
 
 #include "crypto.h"
+#include "errbuf.h"
 #include "google_oauth.h"
 #include "pg.h"
 
@@ -61,7 +62,7 @@ static int stored_read(pg_conn_t *pg, const char *user_id, stored_tokens_t *s, c
         s->connected = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
         s->fresh = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
         if (dup_field(res, 0, &s->access_enc) != 0 || dup_field(res, 1, &s->refresh_enc) != 0) {
-            snprintf(err, errlen, "out of memory");
+            errbuf_set(err, errlen, "out of memory");
             stored_free(s);
             rc = -1;
         }

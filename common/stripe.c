@@ -5,6 +5,7 @@
 #include "stripe.h"
 
 #include "crypto.h"
+#include "errbuf.h"
 #include "http_client.h"
 
 #include <ctype.h>
@@ -547,13 +548,6 @@ void stripe_compute_signature(const char *secret, long long t, const void *paylo
     free(msg);
 }
 
-static void set_err(char *err, size_t errlen, const char *msg)
-{
-    if (err != NULL && errlen > 0) {
-        snprintf(err, errlen, "%s", msg);
-    }
-}
-
 /* Parses a non-negative decimal of [p, p+n). Returns false when malformed. */
 static bool parse_ts(const char *p, size_t n, long long *out)
 {
@@ -582,7 +576,7 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
 {
     static const char bad_header[] = "Unable to extract timestamp and signatures from header";
     if (header == NULL || header[0] == '\0' || (payload == NULL && len > 0)) {
-        set_err(err, errlen, bad_header);
+        errbuf_set(err, errlen, "%s", bad_header);
         return STRIPE_SIG_MALFORMED;
     }
     if (tolerance_s <= 0) {
@@ -614,7 +608,7 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
             if (klen == 1 && item[0] == 't') {
                 long long parsed;
                 if (t >= 0 || !parse_ts(val, vlen, &parsed)) {
-                    set_err(err, errlen, bad_header);
+                    errbuf_set(err, errlen, "%s", bad_header);
                     return STRIPE_SIG_MALFORMED;
                 }
                 t = parsed;
@@ -630,18 +624,18 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
         p = end + 1;
     }
     if (t < 0) {
-        set_err(err, errlen, bad_header);
+        errbuf_set(err, errlen, "%s", bad_header);
         return STRIPE_SIG_MALFORMED;
     }
     if (nv1 == 0) {
-        set_err(err, errlen, "No signatures found with expected scheme");
+        errbuf_set(err, errlen, "No signatures found with expected scheme");
         return STRIPE_SIG_NO_V1;
     }
 
     size_t mlen = 0;
     char *msg = signed_payload(t, payload, len, &mlen);
     if (msg == NULL) {
-        set_err(err, errlen, "out of memory");
+        errbuf_set(err, errlen, "out of memory");
         return STRIPE_SIG_MISMATCH;
     }
     bool matched = false;
@@ -674,16 +668,16 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
     }
     free(msg);
     if (!matched) {
-        set_err(err, errlen,
+        errbuf_set(err, errlen,
                 "No signatures found matching the expected signature for payload");
         return STRIPE_SIG_MISMATCH;
     }
     if (now - t > tolerance_s) {
-        set_err(err, errlen, "Timestamp outside the tolerance zone");
+        errbuf_set(err, errlen, "Timestamp outside the tolerance zone");
         return STRIPE_SIG_STALE;
     }
     if (t - now > tolerance_s) {
-        set_err(err, errlen, "Timestamp outside the tolerance zone (in the future)");
+        errbuf_set(err, errlen, "Timestamp outside the tolerance zone (in the future)");
         return STRIPE_SIG_FUTURE;
     }
     return STRIPE_SIG_OK;
