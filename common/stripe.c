@@ -151,6 +151,27 @@ static void err_reset(stripe_error_t *err)
     err->retry_after_ms = -1;
 }
 
+/* The error a public call fills: the caller's, or `local` when it passed
+ * NULL; reset either way. */
+static stripe_error_t *err_begin(stripe_error_t *err, stripe_error_t *local)
+{
+    if (err == NULL) {
+        err = local;
+    }
+    err_reset(err);
+    return err;
+}
+
+/* Sets err's status and message (NULL: none) and returns the status. */
+static stripe_status_t err_fail(stripe_error_t *err, stripe_status_t st, const char *message)
+{
+    err->status = st;
+    if (message != NULL) {
+        copy_str(err->message, sizeof err->message, message);
+    }
+    return st;
+}
+
 static stripe_status_t classify_http(long status, const char *type)
 {
     bool idem = type != NULL && strcmp(type, "idempotency_error") == 0;
@@ -213,18 +234,14 @@ static stripe_status_t stripe_call(stripe_client_t *sc, const char *method, cons
     if (nparams > 0) {
         form = http_form_encode(params, nparams);
         if (form == NULL) {
-            err->status = STRIPE_ERR_INTERNAL;
-            snprintf(err->message, sizeof err->message, "out of memory");
-            return err->status;
+            return err_fail(err, STRIPE_ERR_INTERNAL, "out of memory");
         }
     }
     size_t ulen = strlen(sc->api_url) + strlen(path) + 1;
     char *url = malloc(ulen);
     if (url == NULL) {
         free(form);
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "out of memory");
     }
     snprintf(url, ulen, "%s%s", sc->api_url, path);
 
@@ -276,9 +293,7 @@ static stripe_status_t stripe_call(stripe_client_t *sc, const char *method, cons
         http_response_free(&resp);
         if (!cJSON_IsObject(root)) {
             cJSON_Delete(root);
-            err->status = STRIPE_ERR_PROTOCOL;
-            snprintf(err->message, sizeof err->message, "unparseable Stripe response");
-            return err->status;
+            return err_fail(err, STRIPE_ERR_PROTOCOL, "unparseable Stripe response");
         }
         *out = root;
         err->status = STRIPE_OK;
@@ -298,16 +313,13 @@ static stripe_status_t session_from(cJSON *root, stripe_session_t *out, stripe_e
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "id"));
     const char *url = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "url"));
     if (id == NULL || url == NULL) {
-        err->status = STRIPE_ERR_PROTOCOL;
-        snprintf(err->message, sizeof err->message, "session without id or url");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_PROTOCOL, "session without id or url");
     }
     out->id = strdup(id);
     out->url = strdup(url);
     if (out->id == NULL || out->url == NULL) {
         stripe_session_free(out);
-        err->status = STRIPE_ERR_INTERNAL;
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, NULL);
     }
     return STRIPE_OK;
 }
@@ -332,19 +344,14 @@ stripe_status_t stripe_create_checkout_session(stripe_client_t *sc,
                                                stripe_session_t *out, stripe_error_t *err)
 {
     stripe_error_t local;
-    if (err == NULL) {
-        err = &local;
-    }
-    err_reset(err);
+    err = err_begin(err, &local);
     if (out != NULL) {
         out->id = NULL;
         out->url = NULL;
     }
     if (sc == NULL || p == NULL || out == NULL || p->price_id == NULL ||
         p->success_url == NULL || p->cancel_url == NULL) {
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "missing checkout parameters");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing checkout parameters");
     }
     http_pair_t params[10];
     size_t n = 0;
@@ -372,18 +379,13 @@ stripe_status_t stripe_create_portal_session(stripe_client_t *sc, const char *cu
                                              stripe_session_t *out, stripe_error_t *err)
 {
     stripe_error_t local;
-    if (err == NULL) {
-        err = &local;
-    }
-    err_reset(err);
+    err = err_begin(err, &local);
     if (out != NULL) {
         out->id = NULL;
         out->url = NULL;
     }
     if (sc == NULL || out == NULL || customer == NULL || customer[0] == '\0') {
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "missing portal parameters");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing portal parameters");
     }
     http_pair_t params[2];
     size_t n = 0;
@@ -411,18 +413,13 @@ stripe_status_t stripe_create_meter_event(stripe_client_t *sc, const stripe_mete
                                           bool *already_exists, stripe_error_t *err)
 {
     stripe_error_t local;
-    if (err == NULL) {
-        err = &local;
-    }
-    err_reset(err);
+    err = err_begin(err, &local);
     if (already_exists != NULL) {
         *already_exists = false;
     }
     if (sc == NULL || ev == NULL || ev->event_name == NULL || ev->stripe_customer_id == NULL ||
         ev->stripe_customer_id[0] == '\0' || ev->identifier == NULL || ev->identifier[0] == '\0') {
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "missing meter event parameters");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing meter event parameters");
     }
     char value[32];
     char ts[32];
@@ -457,29 +454,22 @@ stripe_status_t stripe_retrieve_subscription(stripe_client_t *sc, const char *su
                                              cJSON **out, stripe_error_t *err)
 {
     stripe_error_t local;
-    if (err == NULL) {
-        err = &local;
-    }
-    err_reset(err);
+    err = err_begin(err, &local);
     if (out != NULL) {
         *out = NULL;
     }
     if (sc == NULL || out == NULL || subscription_id == NULL || subscription_id[0] == '\0') {
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "missing subscription id");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing subscription id");
     }
     char *escaped = http_url_escape(subscription_id);
     if (escaped == NULL) {
-        err->status = STRIPE_ERR_INTERNAL;
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, NULL);
     }
     size_t plen = strlen(escaped) + sizeof("/v1/subscriptions/");
     char *path = malloc(plen);
     if (path == NULL) {
         free(escaped);
-        err->status = STRIPE_ERR_INTERNAL;
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, NULL);
     }
     snprintf(path, plen, "/v1/subscriptions/%s", escaped);
     free(escaped);
