@@ -91,6 +91,17 @@ static char *url_take(jbuf_t *url)
     return s;
 }
 
+/* GETs url with the bearer token; *root is the answer's JSON object (caller
+ * deletes). Takes url (freed here; NULL: out of memory or not configured). */
+static google_status_t get_json(google_client_t *gc, const char *access_token, char *url,
+                                const char *what, cJSON **root, google_error_t *err)
+{
+    google_request_t r = {.method = "GET", .url = url, .bearer = access_token, .what = what};
+    google_status_t st = google_call_json(gc, &r, root, err);
+    free(url);
+    return st;
+}
+
 /* ---- files ------------------------------------------------------------------ */
 
 void drive_file_free(drive_file_t *f)
@@ -248,10 +259,8 @@ google_status_t drive_files_list(google_client_t *gc, const char *access_token, 
         url_param(&b, "pageToken", page_token);
     char *url = url_take(&b);
 
-    google_request_t r = {.method = "GET", .url = url, .bearer = access_token, .what = "files.list"};
     cJSON *root = NULL;
-    google_status_t st = google_call_json(gc, &r, &root, err);
-    free(url);
+    google_status_t st = get_json(gc, access_token, url, "files.list", &root, err);
     if (st != GOOGLE_OK)
         return st;
 
@@ -539,15 +548,8 @@ google_status_t drive_changes_start_token(google_client_t *gc, const char *acces
     if (gc->drive_api_url != NULL &&
         asprintf(&url, "%s/changes/startPageToken?fields=startPageToken", gc->drive_api_url) < 0)
         url = NULL;
-    google_request_t r = {
-        .method = "GET",
-        .url = url,
-        .bearer = access_token,
-        .what = "changes.getStartPageToken",
-    };
     cJSON *root = NULL;
-    google_status_t st = google_call_json(gc, &r, &root, err);
-    free(url);
+    google_status_t st = get_json(gc, access_token, url, "changes.getStartPageToken", &root, err);
     if (st != GOOGLE_OK)
         return st;
     const char *t = google_json_str(root, "startPageToken");
@@ -583,10 +585,8 @@ google_status_t drive_changes_list(google_client_t *gc, const char *access_token
              "))");
     char *url = url_take(&b);
 
-    google_request_t r = {.method = "GET", .url = url, .bearer = access_token, .what = "changes.list"};
     cJSON *root = NULL;
-    google_status_t st = google_call_json(gc, &r, &root, err);
-    free(url);
+    google_status_t st = get_json(gc, access_token, url, "changes.list", &root, err);
     if (st != GOOGLE_OK)
         return st;
 

@@ -668,23 +668,28 @@ void redis_set_timeout(redis_conn_t *conn, int64_t timeout_ms)
     }
 }
 
+/* Runs a command hiredis formatted (len < 0: it could not) and frees it. */
+static redisReply *run_command(redis_conn_t *conn, char *cmd, int len, char *err, size_t errlen)
+{
+    if (len < 0) {
+        errbuf_set(err, errlen, "redis: cannot format the command");
+        return NULL;
+    }
+    redisReply *reply = run_formatted(conn, cmd, (size_t)len, conn->retry_ms, err, errlen);
+    redisFreeCommand(cmd);
+    return reply;
+}
+
 redisReply *redis_command(redis_conn_t *conn, char *err, size_t errlen, const char *fmt, ...)
 {
     char *cmd = NULL;
     va_list ap;
     int len;
-    redisReply *reply;
 
     va_start(ap, fmt);
     len = redisvFormatCommand(&cmd, fmt, ap);
     va_end(ap);
-    if (len < 0) {
-        errbuf_set(err, errlen, "redis: cannot format the command");
-        return NULL;
-    }
-    reply = run_formatted(conn, cmd, (size_t)len, conn->retry_ms, err, errlen);
-    redisFreeCommand(cmd);
-    return reply;
+    return run_command(conn, cmd, len, err, errlen);
 }
 
 redisReply *redis_command_argv(redis_conn_t *conn, int argc, const char **argv,
@@ -692,16 +697,9 @@ redisReply *redis_command_argv(redis_conn_t *conn, int argc, const char **argv,
 {
     char *cmd = NULL;
     int len;
-    redisReply *reply;
 
     len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    if (len < 0) {
-        errbuf_set(err, errlen, "redis: cannot format the command");
-        return NULL;
-    }
-    reply = run_formatted(conn, cmd, (size_t)len, conn->retry_ms, err, errlen);
-    redisFreeCommand(cmd);
-    return reply;
+    return run_command(conn, cmd, len, err, errlen);
 }
 
 bool redis_ping(redis_conn_t *conn)
