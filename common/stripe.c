@@ -324,6 +324,15 @@ static stripe_status_t session_from(cJSON *root, stripe_session_t *out, stripe_e
     return STRIPE_OK;
 }
 
+/* Empties a caller's session before anything can fail (out may be NULL). */
+static void session_clear(stripe_session_t *out)
+{
+    if (out != NULL) {
+        out->id = NULL;
+        out->url = NULL;
+    }
+}
+
 /* POSTs params to a Checkout or Portal sessions path; fills out from the answer. */
 static stripe_status_t create_session(stripe_client_t *sc, const char *path,
                                       const http_pair_t *params, size_t n,
@@ -345,10 +354,7 @@ stripe_status_t stripe_create_checkout_session(stripe_client_t *sc,
 {
     stripe_error_t local;
     err = err_begin(err, &local);
-    if (out != NULL) {
-        out->id = NULL;
-        out->url = NULL;
-    }
+    session_clear(out);
     if (sc == NULL || p == NULL || out == NULL || p->price_id == NULL ||
         p->success_url == NULL || p->cancel_url == NULL) {
         return err_fail(err, STRIPE_ERR_INTERNAL, "missing checkout parameters");
@@ -380,10 +386,7 @@ stripe_status_t stripe_create_portal_session(stripe_client_t *sc, const char *cu
 {
     stripe_error_t local;
     err = err_begin(err, &local);
-    if (out != NULL) {
-        out->id = NULL;
-        out->url = NULL;
-    }
+    session_clear(out);
     if (sc == NULL || out == NULL || customer == NULL || customer[0] == '\0') {
         return err_fail(err, STRIPE_ERR_INTERNAL, "missing portal parameters");
     }
