@@ -5,6 +5,8 @@
  */
 #include "crypto.h"
 
+#include "errbuf.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -254,6 +256,15 @@ char *crypto_random_token(size_t nbytes)
     return token;
 }
 
+void crypto_free_secret(char *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
 /* ------------------------------------------------------------- AES-256-GCM */
 
 int crypto_aes256gcm_encrypt(const uint8_t key[32], const uint8_t *iv, size_t ivlen,
@@ -401,11 +412,11 @@ crypto_keyring_t *crypto_keyring_new(const char *current_b64, const char *old_b6
 {
     crypto_keyring_t *kr = calloc(1, sizeof(*kr));
     if (kr == NULL) {
-        snprintf(err, errlen, "out of memory");
+        errbuf_set(err, errlen, "out of memory");
         return NULL;
     }
     if (current_b64 == NULL || key_from_b64(current_b64, strlen(current_b64), &kr->current) != 0) {
-        snprintf(err, errlen, "ENCRYPTION_KEY: must be standard base64 of exactly 32 bytes");
+        errbuf_set(err, errlen, "ENCRYPTION_KEY: must be standard base64 of exactly 32 bytes");
         goto fail;
     }
     if (old_b64_list != NULL && old_b64_list[0] != '\0') {
@@ -417,7 +428,7 @@ crypto_keyring_t *crypto_keyring_new(const char *current_b64, const char *old_b6
         }
         kr->old = calloc(max, sizeof(*kr->old));
         if (kr->old == NULL) {
-            snprintf(err, errlen, "out of memory");
+            errbuf_set(err, errlen, "out of memory");
             goto fail;
         }
         const char *item = old_b64_list;
@@ -429,7 +440,7 @@ crypto_keyring_t *crypto_keyring_new(const char *current_b64, const char *old_b6
             index++;
             if (blank < itemlen) { /* skip empty items ("a,,b", trailing comma) */
                 if (key_from_b64(item, itemlen, &kr->old[kr->nold]) != 0) {
-                    snprintf(err, errlen,
+                    errbuf_set(err, errlen,
                              "ENCRYPTION_KEYS_OLD: item %zu must be standard base64 of exactly 32 "
                              "bytes",
                              index);

@@ -54,6 +54,9 @@ __attribute__((warn_unused_result)) int crypto_random(void *buf, size_t len);
 /* A new random token: `nbytes` random bytes as base64url without padding.
  * Caller frees. NULL on error. */
 char *crypto_random_token(size_t nbytes);
+/* Overwrites a string that held a secret (a token, a code, a client secret),
+ * then frees it. NULL is ignored. */
+void crypto_free_secret(char *s);
 
 /* Encodings. Encoders return a new NUL-terminated string (caller frees).
  * Decoders return a new buffer (caller frees), length in *outlen, or NULL on

@@ -10,6 +10,10 @@
 #define _GNU_SOURCE
 #include "http_client.h"
 
+#include "backoff.h"
+#include "crypto.h"
+#include "now.h"
+
 #include <ctype.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -17,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,7 +38,6 @@
 
 struct http_client {
     CURL *easy;
-    uint64_t rng; /* xorshift64 state for backoff jitter */
 };
 
 /* Per-attempt transfer state shared with the curl callbacks. */
@@ -53,28 +55,6 @@ typedef struct {
 } transfer_t;
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t random_u64(void)
-{
-    uint64_t value = 0;
-    if (getrandom(&value, sizeof(value), 0) != (ssize_t)sizeof(value)) {
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        value = ((uint64_t)now.tv_sec * 1000000007ULL) ^ (uint64_t)now.tv_nsec ^
-                ((uint64_t)getpid() << 32);
-    }
-    return value != 0 ? value : 0x9E3779B97F4A7C15ULL;
-}
-
-static uint64_t xorshift64(uint64_t *state)
-{
-    uint64_t x = *state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    *state = x;
-    return x;
-}
 
 static void sleep_ms(long ms)
 {
@@ -152,7 +132,6 @@ http_client_t *http_client_new(void)
         free(c);
         return NULL;
     }
-    c->rng = random_u64();
     return c;
 }
 
@@ -557,17 +536,6 @@ static void resolve_opts(const http_opts_t *in, http_opts_t *out)
         out->max_backoff_ms = in->max_backoff_ms;
 }
 
-/* Full jitter: a uniform delay in [0, min(max, base * 2^retry)]. */
-static long backoff_ms(http_client_t *c, const http_opts_t *opts, int retry)
-{
-    long ceiling = opts->base_backoff_ms;
-    for (int i = 0; i < retry && ceiling < opts->max_backoff_ms; i++)
-        ceiling = ceiling > LONG_MAX / 2 ? LONG_MAX : ceiling * 2;
-    if (ceiling > opts->max_backoff_ms)
-        ceiling = opts->max_backoff_ms;
-    return (long)(xorshift64(&c->rng) % ((uint64_t)ceiling + 1));
-}
-
 http_result_t http_client_do(http_client_t *c, const http_request_t *req, http_response_t *resp)
 {
     if (resp == NULL)
@@ -620,8 +588,8 @@ http_result_t http_client_do(http_client_t *c, const http_request_t *req, http_r
             if (delay > opts.max_backoff_ms)
                 delay = opts.max_backoff_ms;
         }
-        if (delay < 0)
-            delay = backoff_ms(c, &opts, attempt);
+        if (delay < 0) /* the (attempt + 1)-th retry */
+            delay = (long)backoff_delay_ms(attempt + 1, opts.base_backoff_ms, opts.max_backoff_ms);
         sleep_ms(delay);
     }
 
@@ -709,7 +677,6 @@ static bool boundary_in(const void *data, size_t len, const char *delimiter, siz
 char *http_multipart_related(const char *json_metadata, const void *media, size_t media_len,
                              const char *media_type, size_t *out_len, char **content_type)
 {
-    static const char hex[] = "0123456789abcdef";
     char boundary[48];
     char delimiter[52];
     size_t dlen = 0;
@@ -727,17 +694,10 @@ char *http_multipart_related(const char *json_metadata, const void *media, size_
     bool found = false;
     for (int tries = 0; tries < 16 && !found; tries++) {
         unsigned char raw[16];
-        uint64_t a = random_u64();
-        uint64_t b = random_u64();
-        memcpy(raw, &a, 8);
-        memcpy(raw + 8, &b, 8);
-        char *p = boundary;
-        p += sprintf(p, "ca_boundary_");
-        for (size_t i = 0; i < sizeof(raw); i++) {
-            *p++ = hex[raw[i] >> 4];
-            *p++ = hex[raw[i] & 0x0F];
-        }
-        *p = '\0';
+        if (crypto_random(raw, sizeof(raw)) != 0)
+            continue;
+        memcpy(boundary, "ca_boundary_", 12);
+        crypto_hex(raw, sizeof(raw), boundary + 12);
         dlen = (size_t)snprintf(delimiter, sizeof(delimiter), "--%s", boundary);
         found = !boundary_in(json, json_len, delimiter, dlen) &&
                 !boundary_in(media, media_len, delimiter, dlen);
@@ -961,9 +921,7 @@ long http_retry_after_ms(const char *value)
     time_t when = parse_http_date(text);
     if (when == (time_t)-1)
         return -1;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    double delta_ms = ((double)when - (double)now.tv_sec) * 1000.0 - (double)now.tv_nsec / 1e6;
+    double delta_ms = (double)when * 1000.0 - (double)now_wall_ms();
     if (delta_ms <= 0)
         return 0;
     if (delta_ms >= (double)LONG_MAX)

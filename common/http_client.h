@@ -2,9 +2,11 @@
  * http_client — outbound HTTP on libcurl.
  *
  * Every call has a connect timeout and a total timeout, a cap on the response
- * body (exceeding it fails with HTTP_ERR_TOO_LARGE), and optional retries with
- * exponential backoff and full jitter on connection errors, 429 and 5xx,
- * honouring Retry-After (seconds or HTTP date, capped by max_backoff_ms).
+ * body (exceeding it fails with HTTP_ERR_TOO_LARGE), and optional retries on
+ * connection errors, 408, 429 and 5xx after the delay of backoff.h
+ * (exponential, equal jitter: the n-th retry waits a random time in
+ * [cap/2, cap], cap = min(max_backoff_ms, base_backoff_ms * 2^(n-1))), or
+ * after Retry-After (seconds or HTTP date, capped by max_backoff_ms).
  * Bodies: raw bytes, JSON, application/x-www-form-urlencoded (built from pairs
  * with proper escaping, brackets allowed in keys for Stripe), and
  * multipart/related (Drive uploads: a JSON metadata part and a media part).

@@ -6,6 +6,7 @@
 #include "log.h"
 
 #include "jbuf.h"
+#include "now.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -690,12 +691,12 @@ static void emit(const char *line, size_t len)
 
 static void format_ts(char *out, size_t outlen)
 {
-    struct timespec now;
+    int64_t now = now_wall_ms();
+    time_t seconds = (time_t)(now / 1000);
     struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
+    gmtime_r(&seconds, &tm);
     size_t n = strftime(out, outlen, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, outlen - n, ".%03ldZ", now.tv_nsec / 1000000L);
+    snprintf(out + n, outlen - n, ".%03dZ", (int)(now % 1000));
 }
 
 void log_write(log_level_t level, const char *src_file, int src_line, const char *fmt, ...)

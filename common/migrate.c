@@ -4,6 +4,7 @@
  */
 #include "migrate.h"
 
+#include "errbuf.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -90,7 +91,7 @@ static int ensure_table(pg_conn_t *conn, char *err, size_t errlen)
                             "current_setting('is_superuser') = 'on'",
                             0, NULL, msg, sizeof msg);
     if (res == NULL) {
-        snprintf(err, errlen, "schema_migrations: %s", msg);
+        errbuf_set(err, errlen, "schema_migrations: %s", msg);
         return -1;
     }
     bool exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -107,14 +108,14 @@ static int ensure_table(pg_conn_t *conn, char *err, size_t errlen)
                     " applied_at timestamptz NOT NULL DEFAULT now(),"
                     " PRIMARY KEY (service, version))",
                     0, NULL, msg, sizeof msg) != 0) {
-        snprintf(err, errlen, "creating schema_migrations: %s", msg);
+        errbuf_set(err, errlen, "creating schema_migrations: %s", msg);
         return -1;
     }
     /* Connected as a service's own role (roles made by a DBA): let the other
      * services' roles record their files too. */
     if (!superuser && pg_exec_cmd(conn, "GRANT SELECT, INSERT ON schema_migrations TO PUBLIC", 0,
                                   NULL, msg, sizeof msg) != 0) {
-        snprintf(err, errlen, "granting schema_migrations: %s", msg);
+        errbuf_set(err, errlen, "granting schema_migrations: %s", msg);
         return -1;
     }
     return 0;
@@ -134,20 +135,20 @@ static int apply_file(pg_conn_t *conn, const char *service, const char *role, bo
 {
     char msg[1024];
     if (pg_begin(conn, msg, sizeof msg) != 0) {
-        snprintf(err, errlen, "%s: BEGIN: %s", f->name, msg);
+        errbuf_set(err, errlen, "%s: BEGIN: %s", f->name, msg);
         return -1;
     }
     /* pg_begin reconnects on a lost connection: the new session does not hold
      * the advisory lock, so stop rather than race another replica. */
     if (PQbackendPID(pg_raw(conn)) != backend_pid) {
-        snprintf(err, errlen, "%s: the connection was lost while migrating; run again", f->name);
+        errbuf_set(err, errlen, "%s: the connection was lost while migrating; run again", f->name);
         goto fail;
     }
     if (set_role) {
         /* SET LOCAL ROLE, parameterized. */
         const char *p[1] = {role};
         if (pg_exec_cmd(conn, "SELECT set_config('role', $1, true)", 1, p, msg, sizeof msg) != 0) {
-            snprintf(err, errlen, "%s: SET LOCAL ROLE %s: %s", f->name, role, msg);
+            errbuf_set(err, errlen, "%s: SET LOCAL ROLE %s: %s", f->name, role, msg);
             goto fail;
         }
     }
@@ -161,18 +162,18 @@ static int apply_file(pg_conn_t *conn, const char *service, const char *role, bo
         size_t n = strlen(msg);
         while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
             msg[--n] = '\0';
-        snprintf(err, errlen, "%s: %s", f->name, msg);
+        errbuf_set(err, errlen, "%s: %s", f->name, msg);
         PQclear(res);
         goto fail;
     }
     PQclear(res);
     if (PQtransactionStatus(pg_raw(conn)) != PQTRANS_INTRANS) {
-        snprintf(err, errlen, "%s: the file must not end or abort the transaction itself", f->name);
+        errbuf_set(err, errlen, "%s: the file must not end or abort the transaction itself", f->name);
         goto fail;
     }
     if (set_role && pg_exec_cmd(conn, "SELECT set_config('role', 'none', true)", 0, NULL, msg,
                                 sizeof msg) != 0) {
-        snprintf(err, errlen, "%s: RESET ROLE: %s", f->name, msg);
+        errbuf_set(err, errlen, "%s: RESET ROLE: %s", f->name, msg);
         goto fail;
     }
     const char *p[4] = {service, fs->version, f->name, fs->checksum};
@@ -180,11 +181,11 @@ static int apply_file(pg_conn_t *conn, const char *service, const char *role, bo
                     "INSERT INTO schema_migrations (service, version, name, checksum) "
                     "VALUES ($1, $2, $3, $4)",
                     4, p, msg, sizeof msg) != 0) {
-        snprintf(err, errlen, "%s: recording: %s", f->name, msg);
+        errbuf_set(err, errlen, "%s: recording: %s", f->name, msg);
         goto fail;
     }
     if (pg_commit(conn, msg, sizeof msg) != 0) {
-        snprintf(err, errlen, "%s: COMMIT: %s", f->name, msg);
+        errbuf_set(err, errlen, "%s: COMMIT: %s", f->name, msg);
         return -1;
     }
     return 0;
@@ -206,11 +207,11 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
     if (applied != NULL)
         *applied = 0;
     if (conn == NULL || service == NULL || service[0] == '\0' || (nfiles > 0 && files == NULL)) {
-        snprintf(err, errlen, "migrate: bad arguments");
+        errbuf_set(err, errlen, "migrate: bad arguments");
         return -1;
     }
     if (pg_in_transaction(conn)) {
-        snprintf(err, errlen, "migrate: a transaction is open on the connection");
+        errbuf_set(err, errlen, "migrate: a transaction is open on the connection");
         return -1;
     }
 
@@ -223,30 +224,30 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
 
     file_state_t *st = calloc(nfiles > 0 ? nfiles : 1, sizeof *st);
     if (st == NULL) {
-        snprintf(err, errlen, "migrate: out of memory");
+        errbuf_set(err, errlen, "migrate: out of memory");
         return -1;
     }
     for (size_t i = 0; i < nfiles; i++) {
         if (files[i].name == NULL || files[i].sql == NULL ||
             file_version(files[i].name, st[i].version, sizeof st[i].version) != 0) {
-            snprintf(err, errlen, "%s: a migration file name must start with its number (NNN_)",
+            errbuf_set(err, errlen, "%s: a migration file name must start with its number (NNN_)",
                      files[i].name != NULL ? files[i].name : "(null)");
             goto out;
         }
         if (i > 0 && version_cmp(st[i - 1].version, st[i].version) >= 0) {
-            snprintf(err, errlen, "%s: versions must be unique and in ascending order (after %s)",
+            errbuf_set(err, errlen, "%s: versions must be unique and in ascending order (after %s)",
                      files[i].name, files[i - 1].name);
             goto out;
         }
         if (sha256_hex(files[i].sql, st[i].checksum) != 0) {
-            snprintf(err, errlen, "%s: cannot compute its checksum", files[i].name);
+            errbuf_set(err, errlen, "%s: cannot compute its checksum", files[i].name);
             goto out;
         }
     }
 
     /* Replicas migrating at once wait here for each other. */
     if (pg_exec_cmd(conn, MIGRATE_LOCK_SQL, 0, NULL, msg, sizeof msg) != 0) {
-        snprintf(err, errlen, "migrate: advisory lock: %s", msg);
+        errbuf_set(err, errlen, "migrate: advisory lock: %s", msg);
         goto out;
     }
     locked = true;
@@ -261,7 +262,7 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
                             "WHERE service = $1",
                             1, sp, msg, sizeof msg);
     if (res == NULL) {
-        snprintf(err, errlen, "migrate: reading schema_migrations: %s", msg);
+        errbuf_set(err, errlen, "migrate: reading schema_migrations: %s", msg);
         goto out;
     }
     for (int r = 0; r < PQntuples(res); r++) {
@@ -279,7 +280,7 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
     /* Migrations are append-only: check every recorded file before applying. */
     for (size_t i = 0; i < nfiles; i++) {
         if (st[i].recorded && strcmp(st[i].recorded_checksum, st[i].checksum) != 0) {
-            snprintf(err, errlen,
+            errbuf_set(err, errlen,
                      "%s: checksum changed since it was applied (recorded %.12s..., now %.12s...); "
                      "migrations are append-only: add a new file instead",
                      files[i].name, st[i].recorded_checksum, st[i].checksum);
@@ -289,7 +290,7 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
 
     res = pg_exec(conn, "SELECT current_user", 0, NULL, msg, sizeof msg);
     if (res == NULL) {
-        snprintf(err, errlen, "migrate: current_user: %s", msg);
+        errbuf_set(err, errlen, "migrate: current_user: %s", msg);
         goto out;
     }
     bool already_role = strcmp(PQgetvalue(res, 0, 0), role) == 0;

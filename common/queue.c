@@ -8,7 +8,9 @@
  */
 #include "queue.h"
 
+#include "errbuf.h"
 #include "log.h"
+#include "now.h"
 
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -50,21 +52,6 @@ static const char PROMOTE_SCRIPT[] =
     "end\n"
     "return #ids\n";
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static bool worker_id_valid(const char *worker_id)
 {
     size_t len;
@@ -91,7 +78,7 @@ static bool worker_id_valid(const char *worker_id)
 static int check_worker_id(const char *worker_id, char *err, size_t errlen)
 {
     if (!worker_id_valid(worker_id)) {
-        set_err(err, errlen, "queue: invalid worker id (1-%d of [A-Za-z0-9._:-])",
+        errbuf_set(err, errlen, "queue: invalid worker id (1-%d of [A-Za-z0-9._:-])",
                 WORKER_ID_MAX);
         return -1;
     }
@@ -103,12 +90,12 @@ static int check_job_id(const char *id, char *err, size_t errlen)
     size_t len = id == NULL ? 0 : strlen(id);
 
     if (len == 0 || len >= QUEUE_ID_MAX) {
-        set_err(err, errlen, "queue: job id must be 1-%d bytes", QUEUE_ID_MAX - 1);
+        errbuf_set(err, errlen, "queue: job id must be 1-%d bytes", QUEUE_ID_MAX - 1);
         return -1;
     }
     for (size_t i = 0; i < len; i++) {
         if ((unsigned char)id[i] <= ' ' || id[i] == 0x7f) {
-            set_err(err, errlen, "queue: job id contains whitespace or control characters");
+            errbuf_set(err, errlen, "queue: job id contains whitespace or control characters");
             return -1;
         }
     }
@@ -148,7 +135,7 @@ static int run_script(redis_conn_t *r, const char *script, int nkeys, const char
 
     if (3 + nkeys + nargs > (int)(sizeof(argv) / sizeof(argv[0])) ||
         sha1_hex(script, sha) != 0) {
-        set_err(err, errlen, "queue: cannot prepare the script");
+        errbuf_set(err, errlen, "queue: cannot prepare the script");
         return -1;
     }
     snprintf(nkeys_text, sizeof(nkeys_text), "%d", nkeys);
@@ -171,7 +158,7 @@ static int run_script(redis_conn_t *r, const char *script, int nkeys, const char
         return -1;
     }
     if (reply->type != REDIS_REPLY_INTEGER) {
-        set_err(err, errlen, "queue: unexpected script reply type %d", reply->type);
+        errbuf_set(err, errlen, "queue: unexpected script reply type %d", reply->type);
         freeReplyObject(reply);
         return -1;
     }
@@ -218,7 +205,7 @@ int queue_take(redis_conn_t *r, const char *worker_id, double timeout_s, char *i
         return -1;
     }
     if (id == NULL || idlen == 0) {
-        set_err(err, errlen, "queue: no buffer for the id");
+        errbuf_set(err, errlen, "queue: no buffer for the id");
         return -1;
     }
     key_for(processing, sizeof(processing), QUEUE_PROCESSING_PREFIX, worker_id);
@@ -253,7 +240,7 @@ static int taken(redis_conn_t *r, const char *processing, const char *what, redi
         goto out;
     }
     if (reply->type != REDIS_REPLY_STRING) {
-        set_err(err, errlen, "queue: unexpected reply type %d from %s", reply->type, what);
+        errbuf_set(err, errlen, "queue: unexpected reply type %d from %s", reply->type, what);
         goto out;
     }
     if (reply->len >= QUEUE_ID_MAX || memchr(reply->str, '\0', reply->len) != NULL) {
@@ -272,7 +259,7 @@ static int taken(redis_conn_t *r, const char *processing, const char *what, redi
         goto out;
     }
     if (reply->len >= idlen) {
-        set_err(err, errlen, "queue: id buffer of %zu bytes too small (the id stays in %s)", idlen,
+        errbuf_set(err, errlen, "queue: id buffer of %zu bytes too small (the id stays in %s)", idlen,
                 processing);
         goto out;
     }
@@ -312,11 +299,11 @@ int queue_ack_take(redis_conn_t *r, const char *worker_id, const char *id, char 
         return -1;
     }
     if (next == NULL || nextlen == 0) {
-        set_err(err, errlen, "queue: no buffer for the id");
+        errbuf_set(err, errlen, "queue: no buffer for the id");
         return -1;
     }
     if (sha1_hex(ACK_TAKE_SCRIPT, sha) != 0) {
-        set_err(err, errlen, "queue: cannot prepare the script");
+        errbuf_set(err, errlen, "queue: cannot prepare the script");
         return -1;
     }
     key_for(processing, sizeof(processing), QUEUE_PROCESSING_PREFIX, worker_id);
@@ -338,7 +325,6 @@ int queue_heartbeat(redis_conn_t *r, const char *worker_id, int ttl_s, char *err
     char heartbeat[KEY_MAX];
     char now[32];
     char ttl[16];
-    struct timespec ts;
     const char *set_argv[5] = {"SET", heartbeat, now, "EX", ttl};
     const char *sadd_argv[3] = {"SADD", QUEUE_WORKERS, worker_id};
 
@@ -346,11 +332,10 @@ int queue_heartbeat(redis_conn_t *r, const char *worker_id, int ttl_s, char *err
         return -1;
     }
     if (ttl_s < 1) {
-        set_err(err, errlen, "queue: heartbeat TTL must be at least 1 s");
+        errbuf_set(err, errlen, "queue: heartbeat TTL must be at least 1 s");
         return -1;
     }
-    clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(now, sizeof(now), "%lld", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    snprintf(now, sizeof(now), "%lld", (long long)now_wall_ms());
     snprintf(ttl, sizeof(ttl), "%d", ttl_s);
     key_for(heartbeat, sizeof(heartbeat), QUEUE_HEARTBEAT_PREFIX, worker_id);
     if (run_argv(r, 5, set_argv, err, errlen) != 0) {
@@ -455,7 +440,7 @@ int queue_reap(redis_conn_t *r, int *returned, char *err, size_t errlen)
         return -1;
     }
     if (members->type != REDIS_REPLY_ARRAY) {
-        set_err(err, errlen, "queue: unexpected SMEMBERS reply type %d", members->type);
+        errbuf_set(err, errlen, "queue: unexpected SMEMBERS reply type %d", members->type);
         goto out;
     }
     for (size_t i = 0; i < members->elements; i++) {
@@ -479,7 +464,7 @@ int queue_reap(redis_conn_t *r, int *returned, char *err, size_t errlen)
             page->element[0]->type != REDIS_REPLY_STRING ||
             page->element[0]->len >= sizeof(cursor) ||
             page->element[1]->type != REDIS_REPLY_ARRAY) {
-            set_err(err, errlen, "queue: unexpected SCAN reply");
+            errbuf_set(err, errlen, "queue: unexpected SCAN reply");
             freeReplyObject(page);
             goto out;
         }
@@ -538,7 +523,7 @@ int queue_promote_due(redis_conn_t *r, int64_t now_ms, int limit, int *moved, ch
         *moved = 0;
     }
     if (limit < 1) {
-        set_err(err, errlen, "queue: promote limit must be at least 1");
+        errbuf_set(err, errlen, "queue: promote limit must be at least 1");
         return -1;
     }
     snprintf(now, sizeof(now), "%lld", (long long)now_ms);

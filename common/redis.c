@@ -8,7 +8,10 @@
  */
 #include "redis.h"
 
+#include "backoff.h"
+#include "errbuf.h"
 #include "log.h"
+#include "now.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -41,32 +44,8 @@ struct redis_conn {
     int64_t retry_ms;
     int64_t timeout_ms;
     uint64_t connects;
-    unsigned int seed; /* jitter */
-    bool down;         /* an outage was logged; log the recovery */
+    bool down; /* an outage was logged; log the recovery */
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static struct timeval ms_to_tv(int64_t ms)
 {
@@ -87,17 +66,6 @@ static void sleep_ms(int64_t ms)
         nanosleep(&ts, NULL);
         ms -= slice;
     }
-}
-
-/* "Equal jitter": half the backoff plus a random part of the other half. */
-static int64_t jittered(redis_conn_t *conn, int64_t backoff_ms)
-{
-    int64_t half = backoff_ms / 2;
-
-    if (half <= 0) {
-        return backoff_ms;
-    }
-    return half + (int64_t)(rand_r(&conn->seed) % (unsigned int)(half + 1));
 }
 
 /* ---------------------------------------------------------------- URL */
@@ -127,18 +95,18 @@ static int decode_part(const char *src, size_t len, char *out, size_t outlen, co
 
         if (c == '%') {
             if (i + 2 >= len || hex_value(src[i + 1]) < 0 || hex_value(src[i + 2]) < 0) {
-                set_err(err, errlen, "redis URL: bad percent-encoding in the %s", what);
+                errbuf_set(err, errlen, "redis URL: bad percent-encoding in the %s", what);
                 return -1;
             }
             c = (char)(hex_value(src[i + 1]) * 16 + hex_value(src[i + 2]));
             if (c == '\0') {
-                set_err(err, errlen, "redis URL: the %s contains %%00", what);
+                errbuf_set(err, errlen, "redis URL: the %s contains %%00", what);
                 return -1;
             }
             i += 2;
         }
         if (n + 1 >= outlen) {
-            set_err(err, errlen, "redis URL: the %s is longer than %zu bytes", what, outlen - 1);
+            errbuf_set(err, errlen, "redis URL: the %s is longer than %zu bytes", what, outlen - 1);
             return -1;
         }
         out[n++] = c;
@@ -190,21 +158,21 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
     memset(out, 0, sizeof(*out));
     out->port = REDIS_DEFAULT_PORT;
     if (url == NULL || url[0] == '\0') {
-        set_err(err, errlen, "redis URL: empty");
+        errbuf_set(err, errlen, "redis URL: empty");
         return -1;
     }
     for (p = url; *p != '\0'; p++) {
         if ((unsigned char)*p <= ' ' || *p == 0x7f) {
-            set_err(err, errlen, "redis URL: contains whitespace or control characters");
+            errbuf_set(err, errlen, "redis URL: contains whitespace or control characters");
             return -1;
         }
     }
     if (strncasecmp(url, "rediss://", 9) == 0) {
-        set_err(err, errlen, "redis URL: rediss:// (TLS) is not supported; use redis://");
+        errbuf_set(err, errlen, "redis URL: rediss:// (TLS) is not supported; use redis://");
         return -1;
     }
     if (strncasecmp(url, "redis://", 8) != 0) {
-        set_err(err, errlen, "redis URL: must start with redis://");
+        errbuf_set(err, errlen, "redis URL: must start with redis://");
         return -1;
     }
     p = url + 8;
@@ -218,7 +186,7 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
         const char *colon = memchr(p, ':', (size_t)(at - p));
 
         if (colon == NULL) {
-            set_err(err, errlen,
+            errbuf_set(err, errlen,
                     "redis URL: credentials must be user:password@ or :password@");
             return -1;
         }
@@ -236,19 +204,19 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
         const char *close = memchr(p, ']', (size_t)(auth_end - p));
 
         if (close == NULL) {
-            set_err(err, errlen, "redis URL: unterminated [ in the host");
+            errbuf_set(err, errlen, "redis URL: unterminated [ in the host");
             goto fail;
         }
         host = p + 1;
         host_len = (size_t)(close - host);
         for (size_t i = 0; i < host_len; i++) {
             if (!ipv6_char_ok(host[i])) {
-                set_err(err, errlen, "redis URL: bad IPv6 address");
+                errbuf_set(err, errlen, "redis URL: bad IPv6 address");
                 goto fail;
             }
         }
         if (host_len == 0) {
-            set_err(err, errlen, "redis URL: empty IPv6 address");
+            errbuf_set(err, errlen, "redis URL: empty IPv6 address");
             goto fail;
         }
         p = close + 1;
@@ -256,7 +224,7 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
         host = p;
         while (p < auth_end && *p != ':') {
             if (!host_char_ok(*p)) {
-                set_err(err, errlen, "redis URL: bad character in the host name");
+                errbuf_set(err, errlen, "redis URL: bad character in the host name");
                 goto fail;
             }
             p++;
@@ -268,7 +236,7 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
         host_len = strlen(host);
     }
     if (host_len >= sizeof(out->host)) {
-        set_err(err, errlen, "redis URL: host name too long");
+        errbuf_set(err, errlen, "redis URL: host name too long");
         goto fail;
     }
     memcpy(out->host, host, host_len);
@@ -277,14 +245,14 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
     if (p < auth_end && *p == ':') {
         p++;
         if (parse_number(p, (size_t)(auth_end - p), 1, 65535, &number) != 0) {
-            set_err(err, errlen, "redis URL: port must be a number between 1 and 65535");
+            errbuf_set(err, errlen, "redis URL: port must be a number between 1 and 65535");
             goto fail;
         }
         out->port = (int)number;
         p = auth_end;
     }
     if (p != auth_end) {
-        set_err(err, errlen, "redis URL: unexpected text after the host");
+        errbuf_set(err, errlen, "redis URL: unexpected text after the host");
         goto fail;
     }
 
@@ -295,7 +263,7 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
         len = strcspn(p, "?#");
         if (len > 0) {
             if (parse_number(p, len, 0, INT_MAX, &number) != 0) {
-                set_err(err, errlen, "redis URL: the database must be a non-negative number");
+                errbuf_set(err, errlen, "redis URL: the database must be a non-negative number");
                 goto fail;
             }
             out->db = (int)number;
@@ -303,11 +271,11 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
         p += len;
     }
     if (*p == '?') {
-        set_err(err, errlen, "redis URL: query parameters are not supported");
+        errbuf_set(err, errlen, "redis URL: query parameters are not supported");
         goto fail;
     }
     if (*p == '#') {
-        set_err(err, errlen, "redis URL: a fragment is not supported");
+        errbuf_set(err, errlen, "redis URL: a fragment is not supported");
         goto fail;
     }
     return 0;
@@ -440,7 +408,7 @@ static redisReply *ctx_roundtrip(redisContext *ctx, const char *cmd, size_t len,
         }
         if (received > (size_t)REDIS_REPLY_MAX) {
             *fatal = true;
-            set_err(err, errlen, "reply larger than %u MiB refused",
+            errbuf_set(err, errlen, "reply larger than %u MiB refused",
                     (unsigned)(REDIS_REPLY_MAX / (1024 * 1024)));
             return NULL;
         }
@@ -448,11 +416,11 @@ static redisReply *ctx_roundtrip(redisContext *ctx, const char *cmd, size_t len,
 
 io_error:
     if (ctx->err == REDIS_ERR_IO && strstr(ctx->errstr, "temporarily unavailable") != NULL) {
-        set_err(err, errlen, "timed out waiting for the reply");
+        errbuf_set(err, errlen, "timed out waiting for the reply");
     } else if (ctx->errstr[0] != '\0') {
-        set_err(err, errlen, "%s", ctx->errstr);
+        errbuf_set(err, errlen, "%s", ctx->errstr);
     } else {
-        set_err(err, errlen, "I/O error");
+        errbuf_set(err, errlen, "I/O error");
     }
     return NULL;
 }
@@ -468,7 +436,7 @@ static int ctx_setup_command(redisContext *ctx, int argc, const char **argv, boo
     int rc = -1;
 
     if (len < 0) {
-        set_err(err, errlen, "out of memory");
+        errbuf_set(err, errlen, "out of memory");
         *fatal = true;
         return -1;
     }
@@ -477,7 +445,7 @@ static int ctx_setup_command(redisContext *ctx, int argc, const char **argv, boo
         goto out;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-        set_err(err, errlen, "%s failed: %s", argv[0], reply->str);
+        errbuf_set(err, errlen, "%s failed: %s", argv[0], reply->str);
         *fatal = strncmp(reply->str, "LOADING", 7) != 0;
         goto out;
     }
@@ -503,17 +471,17 @@ static int connect_once(redis_conn_t *conn, bool *fatal, char *err, size_t errle
     ctx = redisConnectWithTimeout(conn->url.host, conn->url.port,
                                   ms_to_tv(REDIS_CONNECT_TIMEOUT_MS));
     if (ctx == NULL) {
-        set_err(err, errlen, "redis %s:%d: out of memory", conn->url.host, conn->url.port);
+        errbuf_set(err, errlen, "redis %s:%d: out of memory", conn->url.host, conn->url.port);
         return -1;
     }
     if (ctx->err != 0) {
-        set_err(err, errlen, "redis %s:%d: connect: %s", conn->url.host, conn->url.port,
+        errbuf_set(err, errlen, "redis %s:%d: connect: %s", conn->url.host, conn->url.port,
                 ctx->errstr);
         redisFree(ctx);
         return -1;
     }
     if (redisSetTimeout(ctx, ms_to_tv(conn->timeout_ms)) != REDIS_OK) {
-        set_err(err, errlen, "redis %s:%d: cannot set the timeout: %s", conn->url.host,
+        errbuf_set(err, errlen, "redis %s:%d: cannot set the timeout: %s", conn->url.host,
                 conn->url.port, ctx->errstr);
         redisFree(ctx);
         return -1;
@@ -547,7 +515,7 @@ static int connect_once(redis_conn_t *conn, bool *fatal, char *err, size_t errle
     return 0;
 
 fail:
-    set_err(err, errlen, "redis %s:%d: %s", conn->url.host, conn->url.port, detail);
+    errbuf_set(err, errlen, "redis %s:%d: %s", conn->url.host, conn->url.port, detail);
     redisFree(ctx);
     return -1;
 }
@@ -565,8 +533,8 @@ static redisReply *run_formatted(redis_conn_t *conn, const char *cmd, size_t len
                                  int64_t retry_ms, char *err, size_t errlen)
 {
     int64_t wait_ms = blocking_wait_ms(cmd, len);
-    int64_t start = now_ms();
-    int64_t backoff = REDIS_BACKOFF_START_MS;
+    int64_t start = now_mono_ms();
+    int pauses = 0;
     bool last_try = false;
     char detail[REDIS_URL_HOST_MAX + 512];
 
@@ -597,7 +565,7 @@ static redisReply *run_formatted(redis_conn_t *conn, const char *cmd, size_t len
                     drop_ctx(conn); /* the next command reconnects with the normal timeout */
                 }
                 if (reply->type == REDIS_REPLY_ERROR) {
-                    set_err(err, errlen, "%s", reply->str != NULL ? reply->str : "error reply");
+                    errbuf_set(err, errlen, "%s", reply->str != NULL ? reply->str : "error reply");
                     freeReplyObject(reply);
                     return NULL;
                 }
@@ -612,20 +580,19 @@ static redisReply *run_formatted(redis_conn_t *conn, const char *cmd, size_t len
             conn->down = true;
         }
         if (fatal || last_try || redis_abort_flag) {
-            set_err(err, errlen, "%s", detail);
+            errbuf_set(err, errlen, "%s", detail);
             return NULL;
         }
-        int64_t elapsed = now_ms() - start;
+        int64_t elapsed = now_mono_ms() - start;
         if (elapsed >= retry_ms) {
             last_try = true; /* the budget passed: run it once more */
             continue;
         }
-        int64_t pause = jittered(conn, backoff);
+        int64_t pause = backoff_delay_ms(++pauses, REDIS_BACKOFF_START_MS, REDIS_BACKOFF_MAX_MS);
         if (pause > retry_ms - elapsed) {
             pause = retry_ms - elapsed;
         }
         sleep_ms(pause);
-        backoff = backoff * 2 > REDIS_BACKOFF_MAX_MS ? REDIS_BACKOFF_MAX_MS : backoff * 2;
     }
 }
 
@@ -634,12 +601,12 @@ static redisReply *run_formatted(redis_conn_t *conn, const char *cmd, size_t len
 redis_conn_t *redis_connect(const char *url, int64_t deadline_ms, char *err, size_t errlen)
 {
     redis_conn_t *conn = calloc(1, sizeof(*conn));
-    int64_t start = now_ms();
-    int64_t backoff = REDIS_BACKOFF_START_MS;
+    int64_t start = now_mono_ms();
+    int pauses = 0;
     bool logged = false;
 
     if (conn == NULL) {
-        set_err(err, errlen, "redis: out of memory");
+        errbuf_set(err, errlen, "redis: out of memory");
         return NULL;
     }
     if (redis_url_parse(url, &conn->url, err, errlen) != 0) {
@@ -648,7 +615,6 @@ redis_conn_t *redis_connect(const char *url, int64_t deadline_ms, char *err, siz
     }
     conn->retry_ms = REDIS_DEFAULT_RETRY_MS;
     conn->timeout_ms = REDIS_DEFAULT_TIMEOUT_MS;
-    conn->seed = (unsigned int)(start ^ (int64_t)getpid() ^ (int64_t)(uintptr_t)conn);
 
     for (;;) {
         bool fatal = false;
@@ -661,7 +627,7 @@ redis_conn_t *redis_connect(const char *url, int64_t deadline_ms, char *err, siz
             }
             return conn;
         }
-        elapsed = now_ms() - start;
+        elapsed = now_mono_ms() - start;
         if (fatal || redis_abort_flag || (deadline_ms > 0 && elapsed >= deadline_ms)) {
             break;
         }
@@ -669,12 +635,11 @@ redis_conn_t *redis_connect(const char *url, int64_t deadline_ms, char *err, siz
             log_warn("%s; retrying", err);
             logged = true;
         }
-        pause = jittered(conn, backoff);
+        pause = backoff_delay_ms(++pauses, REDIS_BACKOFF_START_MS, REDIS_BACKOFF_MAX_MS);
         if (deadline_ms > 0 && pause > deadline_ms - elapsed) {
             pause = deadline_ms - elapsed;
         }
         sleep_ms(pause);
-        backoff = backoff * 2 > REDIS_BACKOFF_MAX_MS ? REDIS_BACKOFF_MAX_MS : backoff * 2;
     }
     redis_close(conn);
     return NULL;
@@ -703,23 +668,28 @@ void redis_set_timeout(redis_conn_t *conn, int64_t timeout_ms)
     }
 }
 
+/* Runs a command hiredis formatted (len < 0: it could not) and frees it. */
+static redisReply *run_command(redis_conn_t *conn, char *cmd, int len, char *err, size_t errlen)
+{
+    if (len < 0) {
+        errbuf_set(err, errlen, "redis: cannot format the command");
+        return NULL;
+    }
+    redisReply *reply = run_formatted(conn, cmd, (size_t)len, conn->retry_ms, err, errlen);
+    redisFreeCommand(cmd);
+    return reply;
+}
+
 redisReply *redis_command(redis_conn_t *conn, char *err, size_t errlen, const char *fmt, ...)
 {
     char *cmd = NULL;
     va_list ap;
     int len;
-    redisReply *reply;
 
     va_start(ap, fmt);
     len = redisvFormatCommand(&cmd, fmt, ap);
     va_end(ap);
-    if (len < 0) {
-        set_err(err, errlen, "redis: cannot format the command");
-        return NULL;
-    }
-    reply = run_formatted(conn, cmd, (size_t)len, conn->retry_ms, err, errlen);
-    redisFreeCommand(cmd);
-    return reply;
+    return run_command(conn, cmd, len, err, errlen);
 }
 
 redisReply *redis_command_argv(redis_conn_t *conn, int argc, const char **argv,
@@ -727,16 +697,9 @@ redisReply *redis_command_argv(redis_conn_t *conn, int argc, const char **argv,
 {
     char *cmd = NULL;
     int len;
-    redisReply *reply;
 
     len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    if (len < 0) {
-        set_err(err, errlen, "redis: cannot format the command");
-        return NULL;
-    }
-    reply = run_formatted(conn, cmd, (size_t)len, conn->retry_ms, err, errlen);
-    redisFreeCommand(cmd);
-    return reply;
+    return run_command(conn, cmd, len, err, errlen);
 }
 
 bool redis_ping(redis_conn_t *conn)

@@ -5,6 +5,7 @@
 #include "stripe.h"
 
 #include "crypto.h"
+#include "errbuf.h"
 #include "http_client.h"
 
 #include <ctype.h>
@@ -150,6 +151,27 @@ static void err_reset(stripe_error_t *err)
     err->retry_after_ms = -1;
 }
 
+/* The error a public call fills: the caller's, or `local` when it passed
+ * NULL; reset either way. */
+static stripe_error_t *err_begin(stripe_error_t *err, stripe_error_t *local)
+{
+    if (err == NULL) {
+        err = local;
+    }
+    err_reset(err);
+    return err;
+}
+
+/* Sets err's status and message (NULL: none) and returns the status. */
+static stripe_status_t err_fail(stripe_error_t *err, stripe_status_t st, const char *message)
+{
+    err->status = st;
+    if (message != NULL) {
+        copy_str(err->message, sizeof err->message, message);
+    }
+    return st;
+}
+
 static stripe_status_t classify_http(long status, const char *type)
 {
     bool idem = type != NULL && strcmp(type, "idempotency_error") == 0;
@@ -212,18 +234,14 @@ static stripe_status_t stripe_call(stripe_client_t *sc, const char *method, cons
     if (nparams > 0) {
         form = http_form_encode(params, nparams);
         if (form == NULL) {
-            err->status = STRIPE_ERR_INTERNAL;
-            snprintf(err->message, sizeof err->message, "out of memory");
-            return err->status;
+            return err_fail(err, STRIPE_ERR_INTERNAL, "out of memory");
         }
     }
     size_t ulen = strlen(sc->api_url) + strlen(path) + 1;
     char *url = malloc(ulen);
     if (url == NULL) {
         free(form);
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "out of memory");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "out of memory");
     }
     snprintf(url, ulen, "%s%s", sc->api_url, path);
 
@@ -275,9 +293,7 @@ static stripe_status_t stripe_call(stripe_client_t *sc, const char *method, cons
         http_response_free(&resp);
         if (!cJSON_IsObject(root)) {
             cJSON_Delete(root);
-            err->status = STRIPE_ERR_PROTOCOL;
-            snprintf(err->message, sizeof err->message, "unparseable Stripe response");
-            return err->status;
+            return err_fail(err, STRIPE_ERR_PROTOCOL, "unparseable Stripe response");
         }
         *out = root;
         err->status = STRIPE_OK;
@@ -297,18 +313,24 @@ static stripe_status_t session_from(cJSON *root, stripe_session_t *out, stripe_e
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "id"));
     const char *url = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(root, "url"));
     if (id == NULL || url == NULL) {
-        err->status = STRIPE_ERR_PROTOCOL;
-        snprintf(err->message, sizeof err->message, "session without id or url");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_PROTOCOL, "session without id or url");
     }
     out->id = strdup(id);
     out->url = strdup(url);
     if (out->id == NULL || out->url == NULL) {
         stripe_session_free(out);
-        err->status = STRIPE_ERR_INTERNAL;
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, NULL);
     }
     return STRIPE_OK;
+}
+
+/* Empties a caller's session before anything can fail (out may be NULL). */
+static void session_clear(stripe_session_t *out)
+{
+    if (out != NULL) {
+        out->id = NULL;
+        out->url = NULL;
+    }
 }
 
 /* POSTs params to a Checkout or Portal sessions path; fills out from the answer. */
@@ -331,19 +353,11 @@ stripe_status_t stripe_create_checkout_session(stripe_client_t *sc,
                                                stripe_session_t *out, stripe_error_t *err)
 {
     stripe_error_t local;
-    if (err == NULL) {
-        err = &local;
-    }
-    err_reset(err);
-    if (out != NULL) {
-        out->id = NULL;
-        out->url = NULL;
-    }
+    err = err_begin(err, &local);
+    session_clear(out);
     if (sc == NULL || p == NULL || out == NULL || p->price_id == NULL ||
         p->success_url == NULL || p->cancel_url == NULL) {
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "missing checkout parameters");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing checkout parameters");
     }
     http_pair_t params[10];
     size_t n = 0;
@@ -371,18 +385,10 @@ stripe_status_t stripe_create_portal_session(stripe_client_t *sc, const char *cu
                                              stripe_session_t *out, stripe_error_t *err)
 {
     stripe_error_t local;
-    if (err == NULL) {
-        err = &local;
-    }
-    err_reset(err);
-    if (out != NULL) {
-        out->id = NULL;
-        out->url = NULL;
-    }
+    err = err_begin(err, &local);
+    session_clear(out);
     if (sc == NULL || out == NULL || customer == NULL || customer[0] == '\0') {
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "missing portal parameters");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing portal parameters");
     }
     http_pair_t params[2];
     size_t n = 0;
@@ -410,18 +416,13 @@ stripe_status_t stripe_create_meter_event(stripe_client_t *sc, const stripe_mete
                                           bool *already_exists, stripe_error_t *err)
 {
     stripe_error_t local;
-    if (err == NULL) {
-        err = &local;
-    }
-    err_reset(err);
+    err = err_begin(err, &local);
     if (already_exists != NULL) {
         *already_exists = false;
     }
     if (sc == NULL || ev == NULL || ev->event_name == NULL || ev->stripe_customer_id == NULL ||
         ev->stripe_customer_id[0] == '\0' || ev->identifier == NULL || ev->identifier[0] == '\0') {
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "missing meter event parameters");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing meter event parameters");
     }
     char value[32];
     char ts[32];
@@ -456,29 +457,22 @@ stripe_status_t stripe_retrieve_subscription(stripe_client_t *sc, const char *su
                                              cJSON **out, stripe_error_t *err)
 {
     stripe_error_t local;
-    if (err == NULL) {
-        err = &local;
-    }
-    err_reset(err);
+    err = err_begin(err, &local);
     if (out != NULL) {
         *out = NULL;
     }
     if (sc == NULL || out == NULL || subscription_id == NULL || subscription_id[0] == '\0') {
-        err->status = STRIPE_ERR_INTERNAL;
-        snprintf(err->message, sizeof err->message, "missing subscription id");
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing subscription id");
     }
     char *escaped = http_url_escape(subscription_id);
     if (escaped == NULL) {
-        err->status = STRIPE_ERR_INTERNAL;
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, NULL);
     }
     size_t plen = strlen(escaped) + sizeof("/v1/subscriptions/");
     char *path = malloc(plen);
     if (path == NULL) {
         free(escaped);
-        err->status = STRIPE_ERR_INTERNAL;
-        return err->status;
+        return err_fail(err, STRIPE_ERR_INTERNAL, NULL);
     }
     snprintf(path, plen, "/v1/subscriptions/%s", escaped);
     free(escaped);
@@ -547,13 +541,6 @@ void stripe_compute_signature(const char *secret, long long t, const void *paylo
     free(msg);
 }
 
-static void set_err(char *err, size_t errlen, const char *msg)
-{
-    if (err != NULL && errlen > 0) {
-        snprintf(err, errlen, "%s", msg);
-    }
-}
-
 /* Parses a non-negative decimal of [p, p+n). Returns false when malformed. */
 static bool parse_ts(const char *p, size_t n, long long *out)
 {
@@ -582,7 +569,7 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
 {
     static const char bad_header[] = "Unable to extract timestamp and signatures from header";
     if (header == NULL || header[0] == '\0' || (payload == NULL && len > 0)) {
-        set_err(err, errlen, bad_header);
+        errbuf_set(err, errlen, "%s", bad_header);
         return STRIPE_SIG_MALFORMED;
     }
     if (tolerance_s <= 0) {
@@ -614,7 +601,7 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
             if (klen == 1 && item[0] == 't') {
                 long long parsed;
                 if (t >= 0 || !parse_ts(val, vlen, &parsed)) {
-                    set_err(err, errlen, bad_header);
+                    errbuf_set(err, errlen, "%s", bad_header);
                     return STRIPE_SIG_MALFORMED;
                 }
                 t = parsed;
@@ -630,18 +617,18 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
         p = end + 1;
     }
     if (t < 0) {
-        set_err(err, errlen, bad_header);
+        errbuf_set(err, errlen, "%s", bad_header);
         return STRIPE_SIG_MALFORMED;
     }
     if (nv1 == 0) {
-        set_err(err, errlen, "No signatures found with expected scheme");
+        errbuf_set(err, errlen, "No signatures found with expected scheme");
         return STRIPE_SIG_NO_V1;
     }
 
     size_t mlen = 0;
     char *msg = signed_payload(t, payload, len, &mlen);
     if (msg == NULL) {
-        set_err(err, errlen, "out of memory");
+        errbuf_set(err, errlen, "out of memory");
         return STRIPE_SIG_MISMATCH;
     }
     bool matched = false;
@@ -674,16 +661,16 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
     }
     free(msg);
     if (!matched) {
-        set_err(err, errlen,
+        errbuf_set(err, errlen,
                 "No signatures found matching the expected signature for payload");
         return STRIPE_SIG_MISMATCH;
     }
     if (now - t > tolerance_s) {
-        set_err(err, errlen, "Timestamp outside the tolerance zone");
+        errbuf_set(err, errlen, "Timestamp outside the tolerance zone");
         return STRIPE_SIG_STALE;
     }
     if (t - now > tolerance_s) {
-        set_err(err, errlen, "Timestamp outside the tolerance zone (in the future)");
+        errbuf_set(err, errlen, "Timestamp outside the tolerance zone (in the future)");
         return STRIPE_SIG_FUTURE;
     }
     return STRIPE_SIG_OK;

@@ -5,6 +5,7 @@
 #include "poll.h"
 
 #include "backoff.h"
+#include "drive_auth.h"
 #include "log.h"
 #include "now.h"
 #include "poller_metrics.h"

@@ -28,7 +28,8 @@
 #define CA_POLL_H
 
 #include "crypto.h"
-#include "google.h"
+#include "drive.h"
+#include "google_oauth.h"
 #include "lease.h"
 #include "pg.h"
 #include "redis.h"

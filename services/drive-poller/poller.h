@@ -15,7 +15,9 @@
 #define CA_POLLER_H
 
 #include "crypto.h"
-#include "google.h"
+#include "drive.h"
+#include "drive_auth.h"
+#include "google_oauth.h"
 #include "pg.h"
 
 #include <stdbool.h>

@@ -10,7 +10,7 @@
 #ifndef CA_POLLER_METRICS_H
 #define CA_POLLER_METRICS_H
 
-#include "google.h"
+#include "google_oauth.h"
 #include "pg.h"
 
 void poller_metrics_init(void);

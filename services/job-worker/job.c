@@ -8,6 +8,8 @@
 #include "comfyui.h"
 #include "cpu_exec.h"
 #include "cpu_nodes.h"
+#include "drive.h"
+#include "drive_auth.h"
 #include "log.h"
 #include "metrics.h"
 #include "now.h"

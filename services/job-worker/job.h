@@ -18,7 +18,7 @@
 #define CA_JOB_H
 
 #include "crypto.h"
-#include "google.h"
+#include "google_oauth.h"
 #include "http_client.h"
 #include "pg.h"
 #include "queue.h"

@@ -20,7 +20,6 @@
 #define CA_WORKER_H
 
 #include "daemon.h"
-#include "google.h"
 
 #include <stdbool.h>
 

@@ -5,8 +5,10 @@
  */
 #define _GNU_SOURCE
 #include "crypto.h"
+#include "drive.h"
+#include "drive_auth.h"
 #include "fake_admin.h"
-#include "google.h"
+#include "google_oauth.h"
 #include "http_client.h"
 #include "pg.h"
 #include "support.h"

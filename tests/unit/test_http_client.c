@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "http_client.h"
+#include "now.h"
 
 /* ---- the test server ------------------------------------------------------ */
 
@@ -285,13 +286,6 @@ static char *url_for(const char *path_and_query)
     return url;
 }
 
-static long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 static http_result_t do_get(http_client_t *c, const char *path, const http_opts_t *opts,
                             FILE *sink, http_response_t *resp)
 {
@@ -480,6 +474,26 @@ static void test_retries_503_then_ok(void **state)
     http_response_free(&resp);
 }
 
+/* backoff.h's policy, equal jitter: the n-th retry waits at least half of
+ * min(max, base * 2^(n-1)), never nothing (full jitter's zero delay). Two
+ * retries with base 100 ms: at least 50 + 100 ms. Only the lower bound is
+ * checked: it holds however slow the machine. */
+static void test_retry_waits_half_its_cap(void **state)
+{
+    http_client_t *c = *state;
+    http_opts_t opts = {.max_retries = 3, .base_backoff_ms = 100, .max_backoff_ms = 400};
+    http_response_t resp;
+
+    counter_reset(&hits_flaky);
+    int64_t start = now_mono_ms();
+    assert_int_equal(do_get(c, "/flaky", &opts, NULL, &resp), HTTP_RESULT_OK);
+    int64_t elapsed = now_mono_ms() - start;
+    assert_int_equal(resp.status, 200);
+    assert_int_equal(resp.attempts, 3);
+    assert_true(elapsed >= 150);
+    http_response_free(&resp);
+}
+
 static void test_retry_after_honoured(void **state)
 {
     http_client_t *c = *state;
@@ -488,9 +502,9 @@ static void test_retry_after_honoured(void **state)
     http_response_t resp;
 
     counter_reset(&hits_retry_after);
-    long start = now_ms();
+    int64_t start = now_mono_ms();
     assert_int_equal(do_get(c, "/retry-after", &opts, NULL, &resp), HTTP_RESULT_OK);
-    long elapsed = now_ms() - start;
+    int64_t elapsed = now_mono_ms() - start;
     assert_int_equal(resp.status, 200);
     assert_int_equal(resp.attempts, 2);
     assert_null(resp.retry_after); /* the final response had none */
@@ -505,9 +519,9 @@ static void test_retry_after_capped_by_max_backoff(void **state)
     http_response_t resp;
 
     counter_reset(&hits_retry_after);
-    long start = now_ms();
+    int64_t start = now_mono_ms();
     assert_int_equal(do_get(c, "/retry-after-long", &opts, NULL, &resp), HTTP_RESULT_OK);
-    long elapsed = now_ms() - start;
+    int64_t elapsed = now_mono_ms() - start;
     assert_int_equal(resp.status, 503);
     assert_int_equal(resp.attempts, 3);
     assert_int_equal(counter_get(&hits_retry_after), 3);
@@ -567,9 +581,9 @@ static void test_total_timeout(void **state)
     http_opts_t opts = {.timeout_ms = 250};
     http_response_t resp;
 
-    long start = now_ms();
+    int64_t start = now_mono_ms();
     assert_int_equal(do_get(c, "/slow?ms=1500", &opts, NULL, &resp), HTTP_ERR_TIMEOUT);
-    long elapsed = now_ms() - start;
+    int64_t elapsed = now_mono_ms() - start;
     assert_int_equal(resp.attempts, 1);
     assert_in_range(elapsed, 200, 1200);
     assert_true(strlen(resp.error) > 0);
@@ -1060,6 +1074,7 @@ int main(void)
         cmocka_unit_test(test_echo_other_methods),
         cmocka_unit_test(test_retries_503_then_ok),
         cmocka_unit_test(test_retry_after_honoured),
+        cmocka_unit_test(test_retry_waits_half_its_cap),
         cmocka_unit_test(test_retry_after_capped_by_max_backoff),
         cmocka_unit_test(test_not_found_not_retried),
         cmocka_unit_test(test_body_over_cap),
