@@ -145,11 +145,22 @@ bench:
 schema-dump: $(BINS)
 	BUILD=$(BUILD) tools/schema-dump.sh
 
+# The formatter is pinned: Debian 12's clang-format 14 (tools/deps.sh installs
+# clang-format-14). Another version formats some constructs differently, so
+# format and format-check refuse to run with one.
+CLANG_FORMAT ?= clang-format-14
+FORMAT_SRC = $(sort $(wildcard common/*.[ch] services/*/*.[ch] tests/*/*.[ch] tools/*.c))
+check_clang_format = @$(CLANG_FORMAT) --version 2>/dev/null | grep -q 'version 14\.' || \
+  { echo "$@: $(CLANG_FORMAT) is not clang-format 14 (make deps installs clang-format-14)"; exit 2; }
+
 format:
-	clang-format -i common/*.[ch] services/*/*.[ch] tests/*/*.[ch] tools/*.c
+	$(check_clang_format)
+	$(CLANG_FORMAT) -i $(FORMAT_SRC)
 
 format-check:
-	clang-format --dry-run --Werror common/*.[ch] services/*/*.[ch] tests/*/*.[ch] tools/*.c
+	$(check_clang_format)
+	@$(CLANG_FORMAT) --dry-run --Werror $(FORMAT_SRC)
+	@echo "format-check: $(words $(FORMAT_SRC)) files as .clang-format says"
 
 clean:
 	rm -rf build

@@ -7,7 +7,8 @@
  * Commands: `serve` (default), `migrate`, `cleanup`, `--help`, `--version`.
  * serve: config (exit 2 naming the variable) → log → libevent base → HTTP
  * server on PORT with /healthz, /readyz, /metrics → signals as loop events
- * (SIGTERM/SIGINT drain, a second one exits at once, SIGPIPE ignored) →
+ * (SIGTERM/SIGINT drain, a second one exits at once with status 1, SIGPIPE
+ * ignored) →
  * svc->start() → the maintenance thread (own PostgreSQL and Redis
  * connections, readiness pings, the service's periodic tasks) → one "ready"
  * line → loop.

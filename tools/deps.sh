@@ -10,6 +10,7 @@ PKGS=(
   postgresql-15 postgresql-contrib redis-server
   curl ca-certificates procps psmisc
   python3-yaml   # the OpenAPI YAML check (tests/integration/test_gateway_openapi.sh)
+  clang-format-14   # the pinned formatter (.clang-format; make format-check)
 )
 
 # Where libheif ships its codecs as plugins (Debian 13 and later), the HEIC

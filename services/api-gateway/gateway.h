@@ -3,9 +3,9 @@
  *
  * The gateway is one libevent loop. Nothing on it blocks: PostgreSQL goes
  * through the non-blocking pool (gw->pg, pg_pool_*), Redis through an async
- * hiredis connection (gw_redis_*), and Google (blocking common/google.c) runs
- * on a small thread pool (gw->offload, offload_run) whose results come back to
- * the loop.
+ * hiredis connection (gw_redis_*), and Google (the blocking clients of
+ * common/google_oauth, drive and drive_auth) runs on a small thread pool
+ * (gw->offload, offload_run) whose results come back to the loop.
  *
  * ADDING ROUTES (e.g. routes_presets.c, routes_admin.c, routes_billing.c)
  *

@@ -73,7 +73,4 @@ void cpu_exec_job_free(cpu_exec_job_t *job);
 float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, const char *method,
                         const char *crop);
 
-/* The `render` command (daemon service_t.command). */
-int job_worker_command(const char *cmd, int argc, char **argv);
-
 #endif

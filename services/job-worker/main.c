@@ -8,9 +8,9 @@
  * see docs/job-worker.md).
  */
 #include "config_vars.h"
-#include "cpu_exec.h"
 #include "daemon.h"
 #include "log.h"
+#include "render.h"
 #include "worker.h"
 
 #include <stdio.h>
@@ -93,7 +93,7 @@ static const service_t job_worker_service = {
     .drained = worker_drained,
     .stop = worker_stop,
     .cleanup = worker_cleanup,
-    .command = job_worker_command,
+    .command = render_command,
     .command_help = "  render GRAPH_OR_PRESET INPUT OUTPUT  run the CPU executor on local files\n",
 };
 

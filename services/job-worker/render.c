@@ -8,6 +8,8 @@
  * Exit 0 with one summary line; 1 with the validation or image error; 2 usage.
  */
 #define _GNU_SOURCE
+#include "render.h"
+
 #include "cpu_exec.h"
 #include "now.h"
 
@@ -169,7 +171,7 @@ out:
     return rc;
 }
 
-int job_worker_command(const char *cmd, int argc, char **argv)
+int render_command(const char *cmd, int argc, char **argv)
 {
     if (strcmp(cmd, "render") != 0) {
         return -1;
