@@ -227,3 +227,34 @@ void http_reply_redirect(http_req_t *req, int status, const char *location)
     http_reply_header(req, "Location", location);
     http_reply_send(req, status, NULL, false, NULL, 0);
 }
+
+/* The body as a JSON object, parsed once (http_server.h); answers 400
+ * invalid_json itself, so it lives with the replies. */
+cJSON *http_req_json(http_req_t *req)
+{
+    if (req->json != NULL) {
+        return req->json;
+    }
+    cJSON *parsed = NULL;
+    if (req->body_len > 0) {
+        const char *end = NULL;
+        parsed = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, false);
+        /* Only whitespace may follow the value. */
+        const char *limit = req->body + req->body_len;
+        while (parsed != NULL && end != NULL && end < limit &&
+               (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) {
+            end++;
+        }
+        if (parsed != NULL && end != limit) {
+            cJSON_Delete(parsed);
+            parsed = NULL;
+        }
+    }
+    if (parsed == NULL || !cJSON_IsObject(parsed)) {
+        cJSON_Delete(parsed);
+        http_reply_error(req, 400, "invalid_json", "the request body must be a JSON object");
+        return NULL;
+    }
+    req->json = parsed;
+    return parsed;
+}

@@ -393,35 +393,6 @@ const char *http_req_peer(const http_req_t *req)
     return req->peer;
 }
 
-cJSON *http_req_json(http_req_t *req)
-{
-    if (req->json != NULL) {
-        return req->json;
-    }
-    cJSON *parsed = NULL;
-    if (req->body_len > 0) {
-        const char *end = NULL;
-        parsed = cJSON_ParseWithLengthOpts(req->body, req->body_len, &end, false);
-        /* Only whitespace may follow the value. */
-        const char *limit = req->body + req->body_len;
-        while (parsed != NULL && end != NULL && end < limit &&
-               (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) {
-            end++;
-        }
-        if (parsed != NULL && end != limit) {
-            cJSON_Delete(parsed);
-            parsed = NULL;
-        }
-    }
-    if (parsed == NULL || !cJSON_IsObject(parsed)) {
-        cJSON_Delete(parsed);
-        http_reply_error(req, 400, "invalid_json", "the request body must be a JSON object");
-        return NULL;
-    }
-    req->json = parsed;
-    return parsed;
-}
-
 void http_req_set_data(http_req_t *req, void *data, void (*free_fn)(void *))
 {
     if (req->data_free != NULL && req->data != NULL && req->data != data) {

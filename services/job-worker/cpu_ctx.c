@@ -114,13 +114,28 @@ VipsImage *cpu_input_image(ctx_t *c, enode_t *n, const char *name)
     return src->out[idx];
 }
 
+/* Resizes that keep the whole frame: the identity on a preview. */
+static bool preview_identity(const char *class_type)
+{
+    static const char *const identity[] = {
+        "ImageScaleBy", "ImageScaleToTotalPixels", "ImageScaleToMaxDimension",
+        "CA.ResizeLongEdge", NULL,
+    };
+    for (size_t i = 0; identity[i] != NULL; i++) {
+        if (strcmp(identity[i], class_type) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 int cpu_eval(ctx_t *c, enode_t *n)
 {
     if (n->done) {
         return n->out[0] != NULL || n->out[1] != NULL ? 0 : -1;
     }
     n->done = true; /* the validator rejected cycles; this stops any recursion */
-    if (c->preview && cpu_preview_identity(n->class_type)) {
+    if (c->preview && preview_identity(n->class_type)) {
         VipsImage *im = cpu_input_image(c, n, "image");
         if (im == NULL) {
             return -1;

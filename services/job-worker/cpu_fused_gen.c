@@ -6,6 +6,11 @@
  * reflect-101 rows), the stages, the 8-bit packing. 4-wide vectors (GCC/Clang
  * vector extensions, SSE2 where it helps). See docs/image-pipeline.md,
  * "Fused operations".
+ *
+ * Also here, as the users of a recipe: cpu_fused_append (a node adds its stage
+ * and gets the new image) and cpu_linear_clamped, the clamped per-band linear
+ * operation most point nodes use (a fused stage, or libvips operations when
+ * the input cannot be fused), with cpu_clamp01_image.
  */
 #define _GNU_SOURCE
 #include "cpu_internal.h"
@@ -581,4 +586,70 @@ VipsImage *cpu_fused_build(fused_t *fu)
         return NULL;
     }
     return out;
+}
+
+/* Appends `s` to im's recipe: out is the fused image; returns 1 when im
+ * cannot be fused (the caller uses libvips operations). */
+int cpu_fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out,
+                        const char *what)
+{
+    fused_t *fu = cpu_fused_extend(im);
+    if (fu == NULL) {
+        cpu_vmask_unref(s->mask);
+        return 1;
+    }
+    fu->st[fu->nst++] = *s;
+    *out = cpu_fused_build(fu);
+    return *out != NULL ? 0 : cpu_vips_fail(c, what);
+}
+
+/* Clamping to [0,1] with streaming ops that read their input ONCE (libvips
+ * recomputes a lazy input for every reference, so |x| − |x − 1| tricks
+ * double the work upstream at each node): scale to 0..2³²−1 (CLAMP_SCALE),
+ * cast to uint (which clips), scale back. The round trip is exact to ~1e-7.
+ * cpu_clamp01_image() takes its input already scaled by CLAMP_SCALE. */
+
+/* out = clamp(in * a + b) per band (n = 1 or bands). */
+int cpu_linear_clamped(ctx_t *c, VipsImage *in, const double *a, const double *b, int n,
+                          VipsImage **out, const char *what)
+{
+    double as[4];
+    double bs[4];
+    if (n > 4) {
+        return cpu_fail(c, CPU_EXEC_ERROR, "%s: too many bands", what);
+    }
+    if (n == 1 || n == 3) {
+        stage_t s = {.kind = ST_LINEAR, .clamp = true};
+        for (int k = 0; k < 3; k++) {
+            s.a[k] = a[n == 1 ? 0 : k];
+            s.b[k] = b[n == 1 ? 0 : k];
+        }
+        int rc = cpu_fused_append(c, in, &s, out, what);
+        if (rc <= 0) {
+            return rc;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        as[i] = a[i] * CLAMP_SCALE;
+        bs[i] = b[i] * CLAMP_SCALE;
+    }
+    VipsImage *t[2] = {0};
+    int rc = vips_linear(in, &t[0], as, bs, n, NULL) ||
+             vips_cast(t[0], &t[1], VIPS_FORMAT_UINT, NULL) ||
+             vips_linear1(t[1], out, 1.0 / CLAMP_SCALE, 0.0, NULL);
+    cpu_unref_all(t, NIN(t));
+    return rc != 0 ? cpu_vips_fail(c, what) : 0;
+}
+
+int cpu_clamp01_image(VipsImage *in, VipsImage **out)
+{
+    VipsImage *t = NULL;
+    int rc = vips_cast(in, &t, VIPS_FORMAT_UINT, NULL);
+    if (rc == 0) {
+        rc = vips_linear1(t, out, 1.0 / CLAMP_SCALE, 0.0, NULL);
+    }
+    if (t != NULL) {
+        g_object_unref(t);
+    }
+    return rc != 0 ? -1 : 0;
 }

@@ -184,6 +184,9 @@ bool cpu_fused_input_ok(const VipsImage *in);
 /* A new recipe: `im` (3-band uchar/ushort/float) × in_scale, no stages. */
 fused_t *cpu_fused_new(VipsImage *im, double in_scale);
 fused_t *cpu_fused_copy(const fused_t *old);
+/* A copy of `im`'s recipe, or a new one reading `im`; NULL when im cannot be
+ * fused (band count, format). */
+fused_t *cpu_fused_extend(VipsImage *im);
 /* Appends `s` to im's recipe: out is the fused image; returns 1 when im
  * cannot be fused (the caller uses libvips operations). */
 int cpu_fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out,
@@ -203,9 +206,6 @@ int cpu_clamp01_image(VipsImage *in, VipsImage **out);
 
 /* Whether the whole graph can decode its input sequentially. */
 bool cpu_graph_streams(ctx_t *c);
-/* Whether a resize of this class keeps the whole frame (the identity on a
- * preview). */
-bool cpu_preview_identity(const char *class_type);
 /* The image node n's statistics are computed on (a new reference). */
 int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out);
 

@@ -75,17 +75,6 @@ static const char *const PREVIEW_SAFE[] = {
     "CA.Warmth",      "CA.ResizeLongEdge", NULL,
 };
 
-/* Resizes that keep the whole frame: the identity on a preview. */
-static const char *const PREVIEW_IDENTITY[] = {
-    "ImageScaleBy", "ImageScaleToTotalPixels", "ImageScaleToMaxDimension", "CA.ResizeLongEdge",
-    NULL,
-};
-
-bool cpu_preview_identity(const char *class_type)
-{
-    return in_list(PREVIEW_IDENTITY, class_type);
-}
-
 /* Nodes that are lazy libvips pipelines reading their input once, top to
  * bottom (ImageScale* only with lanczos; the statistics nodes only when they
  * can use a preview). Not ImageBlur/ImageSharpen: their reflect-101 borders
