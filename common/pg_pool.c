@@ -27,7 +27,8 @@
 #define PG_POOL_USER_MAX 128 /* longer user ids are set on every query */
 #define PG_POOL_FRESH_MS 20  /* a connection answered this recently needs no liveness check */
 #define PG_POOL_PIPELINE_DEPTH 16 /* queries in flight per pooled connection */
-#define PG_POOL_MAX_SIZE_PIPELINED 64 /* connections flushed once per dispatch (more: each send) */
+/* Pools up to this size flush connections once per dispatch (larger: on each send). */
+#define PG_POOL_MAX_SIZE_PIPELINED 64
 
 typedef struct pool_query {
     struct pool_query *next;
