@@ -116,9 +116,16 @@ static bool request_matches(const cJSON *r, const fake_match_t *m)
     if (m->path_part != NULL && strstr(path, m->path_part) == NULL) {
         return false;
     }
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(r, "status");
     if (m->status != 0) {
-        const cJSON *status = cJSON_GetObjectItemCaseSensitive(r, "status");
         if (!cJSON_IsNumber(status) || (long)status->valuedouble != m->status) {
+            return false;
+        }
+    }
+    if (m->unanswered) {
+        bool held = cJSON_IsNull(status);
+        bool dropped = cJSON_IsNumber(status) && status->valuedouble == 0;
+        if (!held && !(m->or_dropped && dropped)) {
             return false;
         }
     }

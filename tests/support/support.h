@@ -17,6 +17,8 @@
 #ifndef CA_TEST_SUPPORT_H
 #define CA_TEST_SUPPORT_H
 
+#include "pg.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -82,8 +84,21 @@ bool wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 char *sql_value(const char *sql, int nparams, const char *const *params);
 /* Returns 0 or -1 (error printed). */
 int sql_exec(const char *sql, int nparams, const char *const *params);
+/* True when sql_value gives something other than "0" (a count that is not
+ * zero); false when it gives "0", no row or an error. */
+bool sql_nonzero(const char *sql, int nparams, const char *const *params);
+/* TEST_DATABASE_URL (the superuser); exits 1 when it is not set. */
+const char *db_url(void);
+/* pg_connect to db_url() (30 s); fails the running cmocka test when it
+ * cannot. Caller closes with pg_close. */
+pg_conn_t *db_connect_ok(void);
 /* TEST_DATABASE_URL with the user replaced by `role` (e.g. "ca_job_worker").
  * Returns a buffer of the calling thread's, valid until its next call. */
 const char *db_url_as(const char *role);
+
+
+/* Runs tests/lib/services.sh CMD (stop-pg, start-pg, restart-pg, stop-redis,
+ * start-redis, restart-redis) and returns its exit status (0: done). */
+int services_sh(const char *cmd);
 
 #endif
