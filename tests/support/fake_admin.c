@@ -180,6 +180,27 @@ void fake_google_user(const char *base_url, const char *email, const char *clien
     cJSON_Delete(reply);
 }
 
+/* POST `path` with {"email":EMAIL}. */
+static void google_email_call(const char *base_url, const char *path, const char *email)
+{
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "email", email);
+    char *body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    admin_no_reply(base_url, "POST", path, body);
+    free(body);
+}
+
+void fake_google_revoke(const char *base_url, const char *email)
+{
+    google_email_call(base_url, "/__admin/revoke", email);
+}
+
+void fake_google_expire(const char *base_url, const char *email)
+{
+    google_email_call(base_url, "/__admin/expire", email);
+}
+
 void fake_google_file(const char *base_url, const char *json, char *id, size_t idlen)
 {
     cJSON *reply = fake_admin(base_url, "POST", "/__admin/files", json);

@@ -78,6 +78,12 @@ typedef struct {
  * client) every scope, with fresh tokens. */
 void fake_google_user(const char *base_url, const char *email, const char *client_id,
                       fake_google_user_t *user);
+/* POST /__admin/revoke {"email"}: every token of the account is revoked (a
+ * refresh answers invalid_grant). */
+void fake_google_revoke(const char *base_url, const char *email);
+/* POST /__admin/expire {"email"}: the account's access tokens expire (a Drive
+ * call answers 401). */
+void fake_google_expire(const char *base_url, const char *email);
 /* POST /__admin/files with `json` (names the owner with "email"; see
  * docs/fakes.md); copies the new file's id into id[idlen] (id may be NULL). */
 void fake_google_file(const char *base_url, const char *json, char *id, size_t idlen);
