@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "backoff.h"
+#include "fake_admin.h"
 #include "stripe.h"
 #include "support.h"
 
@@ -161,13 +162,6 @@ static void assert_sub(const char *user_id, const char *tier, const char *status
     free(l);
 }
 
-static long admin(const char *method, const char *path, const char *body, char **resp)
-{
-    char url[512];
-    snprintf(url, sizeof url, "%s%s", fake.base_url, path);
-    return http_call(method, url, body, resp);
-}
-
 static stripe_client_t *client(void)
 {
     stripe_config_t cfg = {.secret_key = "sk_test_billing", .api_url = fake.base_url,
@@ -208,7 +202,7 @@ static int group_setup(void **state)
     snprintf(webhook_url, sizeof webhook_url, "%s/webhooks/stripe", daemon_p.base_url);
     char body[512];
     snprintf(body, sizeof body, "{\"url\":\"%s\",\"secret\":\"%s\"}", webhook_url, SECRET_NEW);
-    if (admin("POST", "/__admin/webhook", body, NULL) != 200) {
+    if (fake_admin_call(fake.base_url, "POST", "/__admin/webhook", body, NULL) != 200) {
         return -1;
     }
     return 0;
@@ -457,15 +451,9 @@ static void sub_action(const char *sub, const char *action, const char *body)
 {
     char path[256];
     snprintf(path, sizeof path, "/__admin/subscriptions/%s/%s", sub, action);
-    char *resp = NULL;
-    long st = admin("POST", path, body != NULL ? body : "{}", &resp);
-    if (st != 200) {
-        fprintf(stderr, "%s: %ld %s\n", path, st, resp ? resp : "");
-    }
-    assert_int_equal(st, 200);
-    free(resp);
+    cJSON_Delete(fake_admin(fake.base_url, "POST", path, body != NULL ? body : "{}"));
     /* deliveries waits for queued sends */
-    assert_int_equal(admin("GET", "/__admin/deliveries", NULL, NULL), 200);
+    cJSON_Delete(fake_admin(fake.base_url, "GET", "/__admin/deliveries", NULL));
 }
 
 static void test_checkout_and_transitions(void **state)
@@ -506,9 +494,7 @@ static void test_checkout_and_transitions(void **state)
 
     char path[256];
     snprintf(path, sizeof path, "/__admin/checkout/%s/complete", s.id);
-    char *resp = NULL;
-    assert_int_equal(admin("POST", path, "{}", &resp), 200);
-    free(resp);
+    cJSON_Delete(fake_admin(fake.base_url, "POST", path, "{}"));
     stripe_session_free(&s);
     assert_sub(uid, "creator", "active", "100");
     char *cus = sub_field("stripe_customer_id", uid);
@@ -572,14 +558,15 @@ static void test_checkout_and_transitions(void **state)
     p2.idempotency_key = "checkout-journey-2";
     assert_int_equal(stripe_create_checkout_session(sc, &p2, &s, &err), STRIPE_OK);
     snprintf(path, sizeof path, "/__admin/checkout/%s/complete", s.id);
-    assert_int_equal(admin("POST", path, "{}", NULL), 200);
+    cJSON_Delete(fake_admin(fake.base_url, "POST", path, "{}"));
     stripe_session_free(&s);
     assert_sub(uid, "studio", "active", "500");
     char *sub2 = sub_field("stripe_subscription_id", uid);
     assert_string_not_equal(sub2, sub);
     /* every delivery was answered 2xx */
-    char *deliveries = NULL;
-    assert_int_equal(admin("GET", "/__admin/deliveries", NULL, &deliveries), 200);
+    cJSON *reply = fake_admin(fake.base_url, "GET", "/__admin/deliveries", NULL);
+    char *deliveries = cJSON_PrintUnformatted(reply);
+    cJSON_Delete(reply);
     assert_null(strstr(deliveries, "\"status\":5"));
     assert_null(strstr(deliveries, "\"status\":4"));
     free(deliveries);
@@ -1211,21 +1198,15 @@ static void test_meter_outbox_faults(void **state)
     (void)state;
     /* The 20 overage rows from the previous test are being sent as we go;
      * make Stripe fail hard first, then recover. */
-    assert_int_equal(admin("POST", "/__admin/faults",
-                           "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing/meter_events\"},"
-                           "\"count\":4,\"action\":\"status\",\"status\":500}",
-                           NULL),
-                     200);
-    assert_int_equal(admin("POST", "/__admin/faults",
-                           "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing/meter_events\"},"
-                           "\"count\":3,\"action\":\"drop\",\"when\":\"after\"}",
-                           NULL),
-                     200);
-    assert_int_equal(admin("POST", "/__admin/faults",
-                           "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing/meter_events\"},"
-                           "\"count\":2,\"action\":\"status\",\"status\":429}",
-                           NULL),
-                     200);
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing/meter_events\"},"
+                   "\"count\":4,\"action\":\"status\",\"status\":500}");
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing/meter_events\"},"
+                   "\"count\":3,\"action\":\"drop\",\"when\":\"after\"}");
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing/meter_events\"},"
+                   "\"count\":2,\"action\":\"status\",\"status\":429}");
     /* five more overage images for another creator, finalized twice (idempotent) */
     const char *cr = "d0000000-0000-4000-8000-000000000004";
     make_user(cr, "meter2@example.com");
@@ -1242,10 +1223,7 @@ static void test_meter_outbox_faults(void **state)
     assert_sql("SELECT count(*) FROM meter_outbox WHERE status = 'sent'", NULL, "25");
 
     /* Stripe counted exactly one event per image, each with its job id */
-    char *me = NULL;
-    assert_int_equal(admin("GET", "/__admin/meter_events", NULL, &me), 200);
-    cJSON *root = cJSON_Parse(me);
-    free(me);
+    cJSON *root = fake_admin(fake.base_url, "GET", "/__admin/meter_events", NULL);
     const cJSON *events = cJSON_GetObjectItem(root, "events");
     const cJSON *ev;
     int mine = 0;
@@ -1279,11 +1257,9 @@ static void test_meter_outbox_faults(void **state)
     assert_sql("SELECT (max(attempts) > 1)::text FROM meter_outbox", NULL, "true");
 
     /* a permanent error (400): failed with its reason, counted for alerts */
-    assert_int_equal(admin("POST", "/__admin/faults",
-                           "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing/meter_events\"},"
-                           "\"count\":1,\"action\":\"status\",\"status\":400}",
-                           NULL),
-                     200);
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing/meter_events\"},"
+                   "\"count\":1,\"action\":\"status\",\"status\":400}");
     const char *p[2] = {"e0000000-0000-4000-8000-000000000099", cr};
     assert_int_equal(sql_exec("SELECT billing_reserve_usage($1, $2)", 2, p), 0);
     assert_int_equal(sql_exec("SELECT billing_finalize_usage($1)", 1, p), 0);

@@ -6,6 +6,7 @@
  * static files, rate limits, and the row-level-security proof.
  */
 #include "crypto.h"
+#include "fake_admin.h"
 #include "gateway.h"
 #include "gw_session.h"
 #include "redis.h"
@@ -126,8 +127,7 @@ static long long count_sql(const char *sql, int n, const char *const *p)
 
 static char *fake_folder(const char *email, const char *name, const char *parent, bool folder)
 {
-    char url[256], body[512];
-    snprintf(url, sizeof(url), "%s/__admin/files", G);
+    char body[512];
     if (parent != NULL) {
         snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"%s\",\"parents\":[\"%s\"],%s}",
                  email, name, parent,
@@ -136,14 +136,9 @@ static char *fake_folder(const char *email, const char *name, const char *parent
         snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"%s\",%s}", email, name,
                  folder ? "\"folder\":true" : "\"mimeType\":\"image/jpeg\",\"content\":\"x\"");
     }
-    char *resp = NULL;
-    long st = http_call("POST", url, body, &resp);
-    assert_int_equal(st, 200);
-    cJSON *j = cJSON_Parse(resp);
-    char *id = strdup(gwt_str(j, "id"));
-    cJSON_Delete(j);
-    free(resp);
-    return id;
+    char id[128];
+    fake_google_file(G, body, id, sizeof(id));
+    return strdup(id);
 }
 
 static int start_gateway(proc_t *p, const char *ip_limit, const char *session_limit)
@@ -335,13 +330,8 @@ static void test_sign_in_failures(void **state)
 static void test_google_outage_during_sign_in(void **state)
 {
     (void)state;
-    char url[256];
-    snprintf(url, sizeof(url), "%s/__admin/faults", G);
-    assert_int_equal(http_call("POST", url,
-                               "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},"
-                               "\"action\":\"status\",\"status\":503,\"retry_after\":0}",
-                               NULL),
-                     200);
+    fake_add_fault(G, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},"
+                      "\"action\":\"status\",\"status\":503,\"retry_after\":0}");
     const char *p[] = {"dave@example.com"};
     char *auth = login_location("dave@example.com");
     char *cb = consent(auth);
@@ -351,20 +341,18 @@ static void test_google_outage_during_sign_in(void **state)
     assert_non_null(strstr(r.body, "Google"));
     gwt_resp_free(&r);
     assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 0);
-    assert_int_equal(http_call("DELETE", url, NULL, NULL), 200);
+    fake_clear_faults(G);
     free(auth);
     free(cb);
     /* a dropped connection on userinfo: also 502 */
-    assert_int_equal(http_call("POST", url,
-                               "{\"match\":{\"path\":\"/v1/userinfo\"},\"action\":\"drop\"}", NULL),
-                     200);
+    fake_add_fault(G, "{\"match\":{\"path\":\"/v1/userinfo\"},\"action\":\"drop\"}");
     auth = login_location("dave@example.com");
     cb = consent(auth);
     r = get_url(cb);
     assert_int_equal(r.status, 502);
     assert_null(gwt_header(r.headers, "Set-Cookie"));
     gwt_resp_free(&r);
-    assert_int_equal(http_call("DELETE", url, NULL, NULL), 200);
+    fake_clear_faults(G);
     free(auth);
     free(cb);
     /* and sign-in works again afterwards */

@@ -33,26 +33,13 @@ static const char *const PRICE_STUDIO = "price_pro_monthly";
 
 static void stripe_admin(const char *method, const char *path, const char *body)
 {
-    char url[256];
-    snprintf(url, sizeof(url), "%s%s", ST, path);
-    char *resp = NULL;
-    long st = http_call(method, url, body, &resp);
-    if (st != 200) {
-        fprintf(stderr, "stripe admin %s %s: %ld %s\n", method, path, st, resp ? resp : "");
-    }
-    assert_int_equal(st, 200);
-    free(resp);
+    cJSON_Delete(fake_admin(ST, method, path, body));
 }
 
 /* The newest request the fake recorded for `path` (a new object), or NULL. */
 static cJSON *last_request(const char *path)
 {
-    char url[256];
-    snprintf(url, sizeof(url), "%s/__admin/requests", ST);
-    char *resp = NULL;
-    assert_int_equal(http_call("GET", url, NULL, &resp), 200);
-    cJSON *all = cJSON_Parse(resp);
-    free(resp);
+    cJSON *all = fake_requests(ST, 0);
     cJSON *list = cJSON_GetObjectItemCaseSensitive(all, "requests");
     cJSON *found = NULL;
     for (int i = cJSON_GetArraySize(list) - 1; i >= 0 && found == NULL; i--) {
@@ -324,10 +311,10 @@ static void test_stripe_down(void **state)
 {
     (void)state;
     set_subscription(&dave, "free", "active", NULL);
-    stripe_admin("POST", "/__admin/faults",
+    fake_add_fault(ST,
                  "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
                  "\"action\":\"status\",\"status\":500}");
-    stripe_admin("POST", "/__admin/faults",
+    fake_add_fault(ST,
                  "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing_portal/sessions\"},"
                  "\"action\":\"status\",\"status\":503}");
     gwt_resp_t r = post("/api/billing/checkout", &dave, "{\"tier\":\"creator\"}");
@@ -337,19 +324,19 @@ static void test_stripe_down(void **state)
     expect(r, 502, "stripe_unavailable");
     set_subscription(&alice, "creator", "active", "cus_alice");
     expect(post("/api/billing/portal", &alice, NULL), 502, "stripe_unavailable");
-    stripe_admin("DELETE", "/__admin/faults", NULL);
+    fake_clear_faults(ST);
     /* Stripe refusing the key: not transient */
-    stripe_admin("POST", "/__admin/faults",
+    fake_add_fault(ST,
                  "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
                  "\"count\":1,\"action\":\"status\",\"status\":401}");
     expect(post("/api/billing/checkout", &dave, "{\"tier\":\"creator\"}"), 502, "stripe_error");
     /* unreachable: the connection dropped */
-    stripe_admin("POST", "/__admin/faults",
+    fake_add_fault(ST,
                  "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
                  "\"action\":\"drop\"}");
     expect(post("/api/billing/checkout", &dave, "{\"tier\":\"creator\"}"), 502,
            "stripe_unavailable");
-    stripe_admin("DELETE", "/__admin/faults", NULL);
+    fake_clear_faults(ST);
     /* recovered: the same request works (no audit row was written for the failures) */
     audit_wait_t w = {dave.id, "billing.checkout", 0};
     assert_true(audit_count_is(&w));

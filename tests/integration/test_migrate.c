@@ -5,6 +5,7 @@
 #include "log.h"
 #include "migrate.h"
 #include "pg.h"
+#include "support.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -17,25 +18,6 @@
 #include <string.h>
 
 #include <cmocka.h>
-
-static const char *db_url(void)
-{
-    const char *url = getenv("TEST_DATABASE_URL");
-    if (url == NULL || url[0] == '\0') {
-        fprintf(stderr, "TEST_DATABASE_URL is not set\n");
-        exit(1);
-    }
-    return url;
-}
-
-static pg_conn_t *connect_ok(void)
-{
-    char err[512];
-    pg_conn_t *c = pg_connect(db_url(), 30000, err, sizeof err);
-    if (c == NULL)
-        fail_msg("pg_connect: %s", err);
-    return c;
-}
 
 static void exec_ok(pg_conn_t *c, const char *sql, int n, const char *const *p)
 {
@@ -121,7 +103,7 @@ static void test_role_name(void **state)
 
 static void test_applies_in_order_and_records(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     ensure_role(c, "test-svc");
     migration_file_t files[] = {
         {"000_roles.sql", "CREATE TABLE IF NOT EXISTS mig_bootstrap (x int);"},
@@ -195,7 +177,7 @@ static void test_applies_in_order_and_records(void **state)
     assert_string_equal(v, "3");
 
     /* The advisory lock was released: another session can take it at once. */
-    pg_conn_t *c2 = connect_ok();
+    pg_conn_t *c2 = db_connect_ok();
     query_value(c2, "SELECT pg_try_advisory_lock(hashtext('ca_migrate'))", 0, NULL, v, sizeof v);
     assert_string_equal(v, "t");
     pg_close(c2);
@@ -204,7 +186,7 @@ static void test_applies_in_order_and_records(void **state)
 
 static void test_changed_checksum_is_error(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     ensure_role(c, "test-svc-sum");
     migration_file_t files[] = {
         {"001_a.sql", "CREATE TABLE mig_sum_a (id int);"},
@@ -248,7 +230,7 @@ static void test_changed_checksum_is_error(void **state)
 
 static void test_failing_file_rolls_back(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     ensure_role(c, "test-svc-fail");
     migration_file_t files[] = {
         {"001_ok.sql", "CREATE TABLE mig_fail_ok (id int);"},
@@ -288,7 +270,7 @@ static void test_failing_file_rolls_back(void **state)
     assert_int_equal(count_of(c, "SELECT count(*) FROM mig_fail_ok", NULL), 1);
 
     /* The lock is free again after the failures. */
-    pg_conn_t *c2 = connect_ok();
+    pg_conn_t *c2 = db_connect_ok();
     query_value(c2, "SELECT pg_try_advisory_lock(hashtext('ca_migrate'))", 0, NULL, v, sizeof v);
     assert_string_equal(v, "t");
     pg_close(c2);
@@ -325,7 +307,7 @@ static void *race_thread(void *arg)
 
 static void test_concurrent_replicas_apply_once(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     ensure_role(c, "test-svc-race");
     enum { T = 4 };
     pthread_t th[T];

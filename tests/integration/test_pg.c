@@ -4,6 +4,7 @@
  */
 #include "log.h"
 #include "pg.h"
+#include "support.h"
 
 #include <event2/event.h>
 #include <pthread.h>
@@ -21,40 +22,11 @@
 
 #include <cmocka.h>
 
-static const char *db_url(void)
-{
-    const char *url = getenv("TEST_DATABASE_URL");
-    if (url == NULL || url[0] == '\0') {
-        fprintf(stderr, "TEST_DATABASE_URL is not set\n");
-        exit(1);
-    }
-    return url;
-}
-
 static int64_t mono_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Runs tests/lib/services.sh <cmd> (restart-pg, stop-pg, start-pg). */
-static void services(const char *cmd)
-{
-    const char *root = getenv("CA_ROOT");
-    char line[1024];
-    snprintf(line, sizeof line, "\"%s/tests/lib/services.sh\" %s", root != NULL ? root : ".", cmd);
-    int rc = system(line);
-    assert_int_equal(rc, 0);
-}
-
-static pg_conn_t *connect_ok(void)
-{
-    char err[512];
-    pg_conn_t *c = pg_connect(db_url(), 30000, err, sizeof err);
-    if (c == NULL)
-        fail_msg("pg_connect: %s", err);
-    return c;
 }
 
 static void exec_ok(pg_conn_t *c, const char *sql)
@@ -68,7 +40,7 @@ static void exec_ok(pg_conn_t *c, const char *sql)
 
 static void test_params_null_and_injection(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     exec_ok(c, "CREATE TABLE pg_t_params (id int PRIMARY KEY, a text, b text)");
 
     static const struct {
@@ -133,7 +105,7 @@ static long count_rows(pg_conn_t *c, const char *table)
 
 static void test_transactions(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     char err[512];
     exec_ok(c, "CREATE TABLE pg_t_tx (v text)");
     const char *p[1] = {"committed"};
@@ -170,7 +142,7 @@ static void test_transactions(void **state)
 
 static void test_unique_violation_sqlstate(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     char err[512];
     exec_ok(c, "CREATE TABLE pg_t_uniq (k text PRIMARY KEY)");
     const char *p[1] = {"same"};
@@ -188,13 +160,13 @@ static void test_unique_violation_sqlstate(void **state)
 
 static void test_survives_restart(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     char err[512];
     exec_ok(c, "CREATE TABLE pg_t_restart (v int)");
     exec_ok(c, "INSERT INTO pg_t_restart VALUES (1)");
     int pid_before = PQbackendPID(pg_raw(c));
 
-    services("restart-pg");
+    assert_int_equal(services_sh("restart-pg"), 0);
 
     /* Outside a transaction the statement is retried on a new connection. */
     PGresult *res = pg_exec(c, "SELECT count(*) FROM pg_t_restart", 0, NULL, err, sizeof err);
@@ -207,7 +179,7 @@ static void test_survives_restart(void **state)
     /* Inside a transaction it fails, the caller rolls back and runs it again. */
     assert_int_equal(pg_begin(c, err, sizeof err), 0);
     exec_ok(c, "INSERT INTO pg_t_restart VALUES (2)");
-    services("restart-pg");
+    assert_int_equal(services_sh("restart-pg"), 0);
     assert_int_equal(
         pg_exec_cmd(c, "INSERT INTO pg_t_restart VALUES (3)", 0, NULL, err, sizeof err), -1);
     assert_true(pg_in_transaction(c));
@@ -221,7 +193,7 @@ static void test_survives_restart(void **state)
 
 static void test_connect_waits_for_server(void **state)
 {
-    services("stop-pg");
+    assert_int_equal(services_sh("stop-pg"), 0);
     pid_t child = fork();
     assert_true(child >= 0);
     if (child == 0) {
@@ -245,9 +217,9 @@ static void test_connect_waits_for_server(void **state)
 
 static void test_connect_deadline_and_ping_while_down(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     assert_true(pg_ping(c));
-    services("stop-pg");
+    assert_int_equal(services_sh("stop-pg"), 0);
 
     assert_false(pg_ping(c));
 
@@ -258,7 +230,7 @@ static void test_connect_deadline_and_ping_while_down(void **state)
     assert_true(err[0] != '\0');
 
     /* A statement fails (after its bounded reconnect) instead of hanging. */
-    services("start-pg");
+    assert_int_equal(services_sh("start-pg"), 0);
     assert_true(pg_ping(c)); /* one reconnect attempt, server is back */
     PGresult *res = pg_exec(c, "SELECT 42", 0, NULL, err, sizeof err);
     assert_non_null(res);
@@ -272,7 +244,7 @@ static void test_connect_deadline_and_ping_while_down(void **state)
  * itself still accepts connections, so the ping then succeeds). */
 static void test_ping_does_not_hang(void **state)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     int backend = PQbackendPID(pg_raw(c));
     if (kill(backend, SIGSTOP) != 0) {
         pg_close(c);
@@ -295,14 +267,14 @@ static void *set_abort_later(void *arg)
 
 static void test_abort_flag_stops_forever_connect(void **state)
 {
-    services("stop-pg");
+    assert_int_equal(services_sh("stop-pg"), 0);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, set_abort_later, NULL), 0);
     char err[512];
     pg_conn_t *c = pg_connect(db_url(), 0, err, sizeof err);
     pthread_join(th, NULL);
     pg_abort_flag = 0;
-    services("start-pg");
+    assert_int_equal(services_sh("start-pg"), 0);
     assert_null(c);
 }
 
@@ -320,11 +292,11 @@ static void test_password_not_logged(void **state)
     char url[512];
     snprintf(url, sizeof url, "postgresql://postgres:Pw-s3cr3t-zz@%s", at + 1);
 
-    services("stop-pg");
+    assert_int_equal(services_sh("stop-pg"), 0);
     char err[512];
     pg_conn_t *c = pg_connect(url, 400, err, sizeof err);
     assert_null(c);
-    services("start-pg");
+    assert_int_equal(services_sh("start-pg"), 0);
     c = pg_connect(url, 30000, err, sizeof err);
     assert_non_null(c);
     pg_close(c);
@@ -535,7 +507,7 @@ static void test_pool_survives_restart(void **state)
     assert_int_equal(run.ok, 8);
     pool_wait_healthy(base, pool, 4, 10);
 
-    services("restart-pg");
+    assert_int_equal(services_sh("restart-pg"), 0);
 
     for (int i = 8; i < 40; i++) {
         calls[i] = (pool_call_t){.run = &run, .want = i};
@@ -551,7 +523,7 @@ static void test_pool_survives_restart(void **state)
     pool_wait_healthy(base, pool, 4, 10);
 
     /* Down for a while: queued queries wait, then run when it is back. */
-    services("stop-pg");
+    assert_int_equal(services_sh("stop-pg"), 0);
     pool_call_t late = {.run = &run, .want = 5};
     const char *p5[1] = {"5"};
     run.expected++;
@@ -559,7 +531,7 @@ static void test_pool_survives_restart(void **state)
     struct timeval tv = {.tv_sec = 0, .tv_usec = 500 * 1000};
     event_base_loopexit(base, &tv);
     event_base_dispatch(base);
-    services("start-pg");
+    assert_int_equal(services_sh("start-pg"), 0);
     pool_wait(&run, 30);
     assert_int_equal(run.failed, 0);
     assert_int_equal(run.ok, 41);
@@ -605,7 +577,7 @@ static void user_cb(const PGresult *res, const char *err, const char *sqlstate, 
  * superuser (superusers bypass row-level security). Returns that role's URL. */
 static const char *rls_setup(void)
 {
-    pg_conn_t *c = connect_ok();
+    pg_conn_t *c = db_connect_ok();
     exec_ok(c, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 't_pg_rls') "
                "THEN CREATE ROLE t_pg_rls LOGIN; END IF; END $$");
     exec_ok(c, "CREATE TABLE pg_t_rls_rows (owner text NOT NULL, v int NOT NULL)");
@@ -697,7 +669,7 @@ static void test_pool_session_user_isolation(void **state)
     user_query_now(pool, &run, &c, "A", RLS_SQL, RLS_A, NULL);
     /* After a restart the new session has no app.user_id: the pool must set
      * A again (the last user it had set). */
-    services("restart-pg");
+    assert_int_equal(services_sh("restart-pg"), 0);
     run.expected++;
     c = (user_call_t){.run = &run, .want_value = RLS_A};
     int64_t end = mono_ms() + 20000;

@@ -467,6 +467,14 @@ static __attribute__((unused)) long tp_requests_next(void)
     return fake_requests_next(tp_google.base_url);
 }
 
+/* A changes.list after request `since` is at the fake and not answered yet
+ * (a delay fault holds it). */
+static __attribute__((unused)) bool tp_changes_call_held(long since)
+{
+    fake_match_t m = {.path = "/drive/v3/changes", .since = since, .unanswered = true};
+    return fake_count_requests(tp_google.base_url, &m) > 0;
+}
+
 /* Counts requests after `since` whose method is GET and path starts with prefix. */
 static __attribute__((unused)) long tp_requests_count(long since, const char *prefix,
                                                       long *other_drive)

@@ -200,7 +200,7 @@ static void test_old_modified_time(void **state)
 static bool delayed_request_in_flight(void *arg)
 {
     (void)arg;
-    cJSON *j = tp_admin("GET", "/__admin/requests", NULL);
+    cJSON *j = fake_requests(tp_google.base_url, 0);
     bool found = false;
     const cJSON *r;
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "requests"))
@@ -225,10 +225,10 @@ static void test_appears_while_a_poll_runs(void **state)
     sql_exec("UPDATE drive_polls SET active = FALSE, stopped_reason = 'test'"
              " WHERE active AND user_id <> $1::uuid",
              1, (const char *[]){u.user_id});
-    cJSON_Delete(tp_admin("DELETE", "/__admin/requests", NULL));
-    cJSON_Delete(tp_admin("POST", "/__admin/faults",
-                          "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},"
-                          "\"count\":1,\"action\":\"delay\",\"delay_ms\":1500}"));
+    fake_clear_requests(tp_google.base_url);
+    fake_add_fault(tp_google.base_url,
+                   "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},"
+                   "\"count\":1,\"action\":\"delay\",\"delay_ms\":1500}");
     TP_CHECK(wait_until(delayed_request_in_flight, NULL, 5000));
     char id[128];
     assert_int_equal(tp_image(&u, "during.jpg", u.folder_id, id, sizeof(id)), 0);

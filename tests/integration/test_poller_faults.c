@@ -167,9 +167,7 @@ static void test_unauthorized_refreshes_once(void **state)
     char before[1024];
     tp_sql_str(before, sizeof(before), "SELECT drive_access_token FROM users WHERE id = $1::uuid",
                1, (const char *[]){u.user_id});
-    char body[256];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\"}", u.email);
-    cJSON_Delete(tp_admin("POST", "/__admin/expire", body));
+    fake_google_expire(tp_google.base_url, u.email);
     char id[128];
     assert_int_equal(tp_image(&u, "after-401.jpg", u.folder_id, id, sizeof(id)), 0);
     TP_CHECK(tp_wait_jobs(&u, 1, 5000));
@@ -190,10 +188,7 @@ static void test_unauthorized_refreshes_once(void **state)
 /* Requests to the fake after `since` that were a token refresh or answered 401. */
 static int refreshes_or_401s_since(long since)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/__admin/requests?since=%ld", since);
-    cJSON *j = tp_admin("GET", path, NULL);
-    assert_non_null(j);
+    cJSON *j = fake_requests(tp_google.base_url, since);
     int n = 0;
     const cJSON *r;
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "requests"))
@@ -216,10 +211,8 @@ static void test_revoked_grant_stops_the_user(void **state)
     (void)state;
     tp_user_t u;
     only_watched_user(&u, "revoked");
-    char body[256];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\"}", u.email);
-    cJSON_Delete(tp_admin("POST", "/__admin/revoke", body));
-    cJSON_Delete(tp_admin("POST", "/__admin/expire", body));
+    fake_google_revoke(tp_google.base_url, u.email);
+    fake_google_expire(tp_google.base_url, u.email);
     const char *p[] = {u.user_id};
     long long deadline = tp_now_ms() + 8000;
     while (tp_now_ms() < deadline &&
@@ -286,19 +279,7 @@ static void test_deleted_folder_stops_the_watch(void **state)
  * (a delay fault holds it). */
 static bool changes_call_in_flight(void *arg)
 {
-    char path[128];
-    snprintf(path, sizeof(path), "/__admin/requests?since=%ld", *(const long *)arg);
-    cJSON *j = tp_admin("GET", path, NULL);
-    bool yes = false;
-    const cJSON *r;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "requests"))
-    {
-        const char *pth = cJSON_GetObjectItemCaseSensitive(r, "path")->valuestring;
-        yes = yes || (strcmp(pth, "/drive/v3/changes") == 0 &&
-                      cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r, "status")));
-    }
-    cJSON_Delete(j);
-    return yes;
+    return tp_changes_call_held(*(const long *)arg);
 }
 
 /* SIGTERM while a poll waits for Drive: /readyz answers 503 at once (while

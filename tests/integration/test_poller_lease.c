@@ -59,19 +59,7 @@ static int log_count(const proc_t *p, const char *needle)
 static bool changes_call_held(void *arg)
 {
     const stale_t *s = arg;
-    char path[128];
-    snprintf(path, sizeof(path), "/__admin/requests?since=%ld", s->since);
-    cJSON *j = tp_admin("GET", path, NULL);
-    bool yes = false;
-    const cJSON *r;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "requests"))
-    {
-        const char *pth = cJSON_GetObjectItemCaseSensitive(r, "path")->valuestring;
-        yes = yes || (strcmp(pth, "/drive/v3/changes") == 0 &&
-                      cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r, "status")));
-    }
-    cJSON_Delete(j);
-    return yes;
+    return tp_changes_call_held(s->since);
 }
 
 typedef struct {

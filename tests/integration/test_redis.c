@@ -17,18 +17,10 @@
 
 #include "log.h"
 #include "redis.h"
+#include "support.h"
 
 static char redis_url[256];
 static int redis_port;
-
-static void services(const char *what)
-{
-    char cmd[1024];
-    const char *root = getenv("CA_ROOT");
-
-    snprintf(cmd, sizeof(cmd), "\"%s/tests/lib/services.sh\" %s", root != NULL ? root : ".", what);
-    assert_int_equal(system(cmd), 0);
-}
 
 static redis_conn_t *connect_url(const char *url)
 {
@@ -362,7 +354,7 @@ static void test_survives_restart(void **state)
     redisReply *reply;
 
     must_ok(conn, "SET ca:test:before %s", "1");
-    services("restart-redis");
+    assert_int_equal(services_sh("restart-redis"), 0);
     /* Same redis_conn_t: the command reconnects and succeeds (the data is gone:
      * the test server does not persist). */
     reply = must(conn, "GET %s", "ca:test:before");
@@ -380,14 +372,14 @@ static void test_outage_beyond_retry_budget(void **state)
     redisReply *reply;
 
     redis_set_retry(conn, 700);
-    services("stop-redis");
+    assert_int_equal(services_sh("stop-redis"), 0);
     assert_false(redis_ping(conn));
 
     reply = redis_command(conn, err, sizeof(err), "SET ca:test:x %s", "1");
     assert_null(reply);
     assert_non_null(strstr(err, "127.0.0.1"));
 
-    services("start-redis");
+    assert_int_equal(services_sh("start-redis"), 0);
     reply = redis_command(conn, err, sizeof(err), "SET ca:test:x %s", "1");
     if (reply == NULL) {
         fail_msg("after start: %s", err);
@@ -405,7 +397,7 @@ static void test_retry_covers_short_outage(void **state)
     /* Stop Redis, start it again 0.6 s later in the background; the command
      * blocks in the retry loop and succeeds once it is back. */
     redis_set_retry(conn, 8000);
-    services("stop-redis");
+    assert_int_equal(services_sh("stop-redis"), 0);
     {
         char cmd[1024];
         const char *root = getenv("CA_ROOT");

@@ -12,6 +12,7 @@
  *     finds the job through its re-push of queued jobs and completes it;
  *   - afterwards sign-in works again, and every daemon exits 0 on SIGTERM.
  */
+#include "fake_admin.h"
 #include "gw_session.h"
 #include "redis.h"
 #include "support.h"
@@ -30,59 +31,22 @@
 #define KEY_B64 "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 #define CLIENT_ID "test-client"
 #define CLIENT_SECRET "test-client-secret"
-/* A 16×16 JPEG (vips black 16 16 --bands 3, then linear 1 128). */
-#define TINY_JPEG_B64                                                                              \
-    "/9j/4QC8RXhpZgAASUkqAAgAAAAGABIBAwABAAAAAQAAABoBBQABAAAAVgAAABsBBQABAAAAXgAAACgBAwABAAAAAgAA" \
-    "ABMCAwABAAAAAQAAAGmHBAABAAAAZgAAAAAAAAA4YwAA6AMAADhjAADoAwAABgAAkAcABAAAADAyMTABkQcABAAAAAEC" \
-    "AwAAoAcABAAAADAxMDABoAMAAQAAAP//AAACoAQAAQAAABAAAAADoAQAAQAAABAAAAAAAAAA/9sAQwAIBgYHBgUIBwcH" \
-    "CQkICgwUDQwLCwwZEhMPFB0aHx4dGhwcICQuJyAiLCMcHCg3KSwwMTQ0NB8nOT04MjwuMzQy/9sAQwEJCQkMCwwYDQ0Y" \
-    "MiEcITIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIy/8AAEQgAEAAQAwEiAAIR" \
-    "AQMRAf/EAB8AAAEFAQEBAQEBAAAAAAAAAAABAgMEBQYHCAkKC//EALUQAAIBAwMCBAMFBQQEAAABfQECAwAEEQUSITFB" \
-    "BhNRYQcicRQygZGhCCNCscEVUtHwJDNicoIJChYXGBkaJSYnKCkqNDU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hp" \
-    "anN0dXZ3eHl6g4SFhoeIiYqSk5SVlpeYmZqio6Slpqeoqaqys7S1tre4ubrCw8TFxsfIycrS09TV1tfY2drh4uPk5ebn" \
-    "6Onq8fLz9PX29/j5+v/EAB8BAAMBAQEBAQEBAQEAAAAAAAABAgMEBQYHCAkKC//EALURAAIBAgQEAwQHBQQEAAECdwAB" \
-    "AgMRBAUhMQYSQVEHYXETIjKBCBRCkaGxwQkjM1LwFWJy0QoWJDThJfEXGBkaJicoKSo1Njc4OTpDREVGR0hJSlNUVVZX" \
-    "WFlaY2RlZmdoaWpzdHV2d3h5eoKDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW" \
-    "19jZ2uLj5OXm5+jp6vLz9PX29/j5+v/aAAwDAQACEQMRAD8A9/ooooA//9k="
 
 static proc_t google, gw, poller, worker;
 static gwt_session_t alice;
 static char inbox[128];
 static bool redis_stopped;
 
-static int services(const char *what)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd), "\"%s/tests/lib/services.sh\" %s", getenv("CA_ROOT"), what);
-    return system(cmd);
-}
-
 static void stop_redis(void)
 {
     redis_stopped = true;
-    assert_int_equal(services("stop-redis"), 0);
+    assert_int_equal(services_sh("stop-redis"), 0);
 }
 
 static void start_redis(void)
 {
-    assert_int_equal(services("start-redis"), 0);
+    assert_int_equal(services_sh("start-redis"), 0);
     redis_stopped = false;
-}
-
-static cJSON *google_admin(const char *method, const char *path, const char *body)
-{
-    char url[256];
-    snprintf(url, sizeof(url), "%s%s", google.base_url, path);
-    char *resp = NULL;
-    long st = http_call(method, url, body, &resp);
-    if (st != 200) {
-        fprintf(stderr, "%s %s -> %ld %s\n", method, path, st, resp != NULL ? resp : "");
-    }
-    assert_int_equal(st, 200);
-    cJSON *j = cJSON_Parse(resp);
-    free(resp);
-    assert_non_null(j);
-    return j;
 }
 
 /* A folder (content NULL) or a JPEG in alice's Drive; fills id. */
@@ -93,9 +57,7 @@ static void drive_item(const char *name, const char *parent, bool folder, char *
              alice.email, name, parent,
              folder ? "\"folder\":true"
                     : "\"mimeType\":\"image/jpeg\",\"content_base64\":\"" TINY_JPEG_B64 "\"");
-    cJSON *f = google_admin("POST", "/__admin/files", body);
-    snprintf(id, n, "%s", cJSON_GetObjectItem(f, "id")->valuestring);
-    cJSON_Delete(f);
+    fake_google_file(google.base_url, body, id, n);
 }
 
 static char *sql1(const char *sql, const char *arg)
@@ -153,11 +115,9 @@ static void test_redis_down_then_back(void **state)
     (void)state;
     /* alice signs in (Redis up) and watches her Inbox through the gateway */
     assert_int_equal(gwt_sign_in(gw.base_url, "alice@example.com", &alice), 0);
-    cJSON *u = google_admin("POST", "/__admin/users", "{\"email\":\"alice@example.com\"}");
-    char root[128];
-    snprintf(root, sizeof(root), "%s", cJSON_GetObjectItem(u, "root_id")->valuestring);
-    cJSON_Delete(u);
-    drive_item("Inbox", root, true, inbox, sizeof(inbox));
+    fake_google_user_t u;
+    fake_google_user(google.base_url, "alice@example.com", NULL, &u);
+    drive_item("Inbox", u.root_id, true, inbox, sizeof(inbox));
     char body[256];
     snprintf(body, sizeof(body), "{\"folder_id\":\"%s\"}", inbox);
     gwt_resp_t r = request("PUT", "/api/watch", &alice, body);
@@ -265,7 +225,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (redis_stopped && services("start-redis") != 0) { /* the suites that follow need it */
+    if (redis_stopped && services_sh("start-redis") != 0) { /* the suites that follow need it */
         fprintf(stderr, "could not start Redis again\n");
     }
     proc_stop(&worker); /* already stopped by the last test unless it failed */

@@ -14,6 +14,7 @@
  * two pages of changes.
  */
 #include "crypto.h"
+#include "fake_admin.h"
 #include "gw_session.h"
 #include "queue.h"
 #include "redis.h"
@@ -37,20 +38,6 @@
 #define CLIENT_ID "ca-shutdown-test"
 #define CLIENT_SECRET "ca-shutdown-secret"
 #define WEBHOOK_SECRET "whsec_shutdown_test"
-/* A 16×16 JPEG (vips black 16 16 --bands 3, then linear 1 128). */
-#define TINY_JPEG_B64                                                                              \
-    "/9j/4QC8RXhpZgAASUkqAAgAAAAGABIBAwABAAAAAQAAABoBBQABAAAAVgAAABsBBQABAAAAXgAAACgBAwABAAAAAgAA" \
-    "ABMCAwABAAAAAQAAAGmHBAABAAAAZgAAAAAAAAA4YwAA6AMAADhjAADoAwAABgAAkAcABAAAADAyMTABkQcABAAAAAEC" \
-    "AwAAoAcABAAAADAxMDABoAMAAQAAAP//AAACoAQAAQAAABAAAAADoAQAAQAAABAAAAAAAAAA/9sAQwAIBgYHBgUIBwcH" \
-    "CQkICgwUDQwLCwwZEhMPFB0aHx4dGhwcICQuJyAiLCMcHCg3KSwwMTQ0NB8nOT04MjwuMzQy/9sAQwEJCQkMCwwYDQ0Y" \
-    "MiEcITIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIy/8AAEQgAEAAQAwEiAAIR" \
-    "AQMRAf/EAB8AAAEFAQEBAQEBAAAAAAAAAAABAgMEBQYHCAkKC//EALUQAAIBAwMCBAMFBQQEAAABfQECAwAEEQUSITFB" \
-    "BhNRYQcicRQygZGhCCNCscEVUtHwJDNicoIJChYXGBkaJSYnKCkqNDU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hp" \
-    "anN0dXZ3eHl6g4SFhoeIiYqSk5SVlpeYmZqio6Slpqeoqaqys7S1tre4ubrCw8TFxsfIycrS09TV1tfY2drh4uPk5ebn" \
-    "6Onq8fLz9PX29/j5+v/EAB8BAAMBAQEBAQEBAQEAAAAAAAABAgMEBQYHCAkKC//EALURAAIBAgQEAwQHBQQEAAECdwAB" \
-    "AgMRBAUhMQYSQVEHYXETIjKBCBRCkaGxwQkjM1LwFWJy0QoWJDThJfEXGBkaJicoKSo1Njc4OTpDREVGR0hJSlNUVVZX" \
-    "WFlaY2RlZmdoaWpzdHV2d3h5eoKDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW" \
-    "19jZ2uLj5OXm5+jp6vLz9PX29/j5+v/aAAwDAQACEQMRAD8A9/ooooA//9k="
 
 static proc_t google;
 static crypto_keyring_t *keys;
@@ -67,7 +54,7 @@ static bool client_started;
 /* Locks `table` in an open transaction of the test's own (superuser). */
 static void lock_table(const char *table)
 {
-    lock_conn = PQconnectdb(getenv("TEST_DATABASE_URL"));
+    lock_conn = PQconnectdb(db_url());
     assert_int_equal(PQstatus(lock_conn), CONNECTION_OK);
     char sql[128];
     snprintf(sql, sizeof(sql), "BEGIN; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", table);
@@ -89,12 +76,9 @@ static void unlock_table(void)
 static bool role_waits_on_lock(void *arg)
 {
     const char *p[] = {arg};
-    char *n = sql_value("SELECT count(*)::text FROM pg_stat_activity"
-                        " WHERE usename = $1 AND wait_event_type = 'Lock'",
-                        1, p);
-    bool yes = n != NULL && strcmp(n, "0") != 0;
-    free(n);
-    return yes;
+    return sql_nonzero("SELECT count(*)::text FROM pg_stat_activity"
+                       " WHERE usename = $1 AND wait_event_type = 'Lock'",
+                       1, p);
 }
 
 static void start_client(void *(*fn)(void *), void *arg)
@@ -111,31 +95,6 @@ static void join_client(void)
     }
 }
 
-static cJSON *google_admin(const char *method, const char *path, const char *body)
-{
-    char url[256];
-    snprintf(url, sizeof(url), "%s%s", google.base_url, path);
-    char *resp = NULL;
-    long st = http_call(method, url, body, &resp);
-    if (st != 200) {
-        fprintf(stderr, "%s %s -> %ld %s\n", method, path, st, resp != NULL ? resp : "");
-    }
-    assert_int_equal(st, 200);
-    cJSON *j = cJSON_Parse(resp);
-    free(resp);
-    assert_non_null(j);
-    return j;
-}
-
-/* The fake's next request number: calls after it are the ones to come. */
-static long google_requests_next(void)
-{
-    cJSON *j = google_admin("GET", "/__admin/requests?since=999999999", NULL);
-    long next = (long)cJSON_GetObjectItemCaseSensitive(j, "next")->valuedouble;
-    cJSON_Delete(j);
-    return next;
-}
-
 typedef struct {
     long since;
     char path[160];
@@ -147,20 +106,8 @@ typedef struct {
 static bool drive_call_unanswered(void *arg)
 {
     const drive_call_t *c = arg;
-    char path[64];
-    snprintf(path, sizeof(path), "/__admin/requests?since=%ld", c->since);
-    cJSON *j = google_admin("GET", path, NULL);
-    bool yes = false;
-    const cJSON *r;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "requests"))
-    {
-        const char *p = cJSON_GetObjectItemCaseSensitive(r, "path")->valuestring;
-        const cJSON *st = cJSON_GetObjectItemCaseSensitive(r, "status");
-        yes = yes || (strcmp(p, c->path) == 0 &&
-                      (cJSON_IsNull(st) || (cJSON_IsNumber(st) && st->valuedouble == 0)));
-    }
-    cJSON_Delete(j);
-    return yes;
+    fake_match_t m = {.path = c->path, .since = c->since, .unanswered = true, .or_dropped = true};
+    return fake_count_requests(google.base_url, &m) > 0;
 }
 
 /* Holds the next GET of `path` for delay_ms. */
@@ -171,7 +118,7 @@ static void delay_next_call(const char *path, int delay_ms)
              "{\"match\":{\"method\":\"GET\",\"path\":\"%s\"},\"count\":1,\"action\":\"delay\","
              "\"delay_ms\":%d}",
              path, delay_ms);
-    cJSON_Delete(google_admin("POST", "/__admin/faults", body));
+    fake_add_fault(google.base_url, body);
 }
 
 /* ---- the contract ---- */
@@ -368,11 +315,7 @@ static void drive_item(const user_t *u, const char *name, const char *parent, bo
              u->email, name, parent,
              folder ? "\"folder\":true"
                     : "\"mimeType\":\"image/jpeg\",\"content_base64\":\"" TINY_JPEG_B64 "\"");
-    cJSON *f = google_admin("POST", "/__admin/files", body);
-    if (id != NULL) {
-        snprintf(id, idlen, "%s", cJSON_GetObjectItem(f, "id")->valuestring);
-    }
-    cJSON_Delete(f);
+    fake_google_file(google.base_url, body, id, idlen);
 }
 
 /* An account in the fake with an Inbox, and its users row (tokens sealed). */
@@ -381,14 +324,13 @@ static void make_user(user_t *u, const char *prefix)
     static int seq;
     memset(u, 0, sizeof(*u));
     snprintf(u->email, sizeof(u->email), "%s%d.%d@example.com", prefix, (int)getpid(), ++seq);
-    char body[256];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"client_id\":\"" CLIENT_ID "\"}", u->email);
-    cJSON *g = google_admin("POST", "/__admin/users", body);
-    snprintf(u->root, sizeof(u->root), "%s", cJSON_GetObjectItem(g, "root_id")->valuestring);
+    fake_google_user_t g;
+    fake_google_user(google.base_url, u->email, CLIENT_ID, &g);
+    snprintf(u->root, sizeof(u->root), "%s", g.root_id);
     drive_item(u, "Inbox", u->root, true, u->inbox, sizeof(u->inbox));
-    char *access = crypto_envelope_seal(keys, cJSON_GetObjectItem(g, "access_token")->valuestring);
-    char *refresh = crypto_envelope_seal(keys, cJSON_GetObjectItem(g, "refresh_token")->valuestring);
-    const char *params[] = {cJSON_GetObjectItem(g, "sub")->valuestring, u->email, access, refresh};
+    char *access = crypto_envelope_seal(keys, g.access_token);
+    char *refresh = crypto_envelope_seal(keys, g.refresh_token);
+    const char *params[] = {g.sub, u->email, access, refresh};
     char *id = sql_value("INSERT INTO users (google_id, email, drive_access_token,"
                          " drive_refresh_token, drive_token_expires_at)"
                          " VALUES ($1, $2, $3, $4, timezone('UTC', now()) + interval '50 minutes')"
@@ -399,7 +341,6 @@ static void make_user(user_t *u, const char *prefix)
     free(id);
     free(access);
     free(refresh);
-    cJSON_Delete(g);
 }
 
 /* ---- job-worker: a job whose download Drive holds ---- */
@@ -431,7 +372,7 @@ static void worker_job_in_flight(const char *drain_s, int delay_ms, char *job, s
     snprintf(job, joblen, "%s", id);
     free(id);
 
-    call->since = google_requests_next();
+    call->since = fake_requests_next(google.base_url);
     snprintf(call->path, sizeof(call->path), "/drive/v3/files/%s", file);
     delay_next_call(call->path, delay_ms);
 
@@ -600,7 +541,7 @@ static void poll_in_flight(watch_t *wt, int changes, int delay_ms, drive_call_t 
         drive_item(&wt->u, name, wt->u.root, false, NULL, 0);
     }
     poll_field(wt, "changes_page_token", wt->token, sizeof(wt->token));
-    call->since = google_requests_next();
+    call->since = fake_requests_next(google.base_url);
     snprintf(call->path, sizeof(call->path), "/drive/v3/changes");
     delay_next_call(call->path, delay_ms);
     assert_int_equal(sql_exec("UPDATE drive_polls SET next_poll_at = timezone('UTC', now())"

@@ -436,12 +436,9 @@ static bool deliveries_done(void *arg)
 static bool any_started(void *arg)
 {
     const char *p[] = {arg};
-    char *n = sql_value("SELECT count(*)::text FROM jobs WHERE user_id = $1::uuid"
-                        " AND status IN ('processing', 'completed')",
-                        1, p);
-    bool yes = n != NULL && strcmp(n, "0") != 0;
-    free(n);
-    return yes;
+    return sql_nonzero("SELECT count(*)::text FROM jobs WHERE user_id = $1::uuid"
+                       " AND status IN ('processing', 'completed')",
+                       1, p);
 }
 
 static bool outbox_settled(void *arg)
@@ -646,9 +643,7 @@ static void test_error_codes(void **state)
     /* drive_auth_revoked: expired access token, refresh token revoked at Google */
     user_t r = make_user("revoked@example.com");
     drive_file(&r, "rv.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
-    char body[256];
-    snprintf(body, sizeof(body), "{\"email\":\"%s\"}", r.email);
-    cJSON_Delete(fake_admin(google.base_url, "POST", "/__admin/revoke", body));
+    fake_google_revoke(google.base_url, r.email);
     const char *p[] = {r.id};
     assert_int_equal(sql_exec("UPDATE users SET drive_token_expires_at = timezone('UTC', now())"
                               " - interval '1 hour' WHERE id = $1::uuid",

@@ -116,9 +116,16 @@ static bool request_matches(const cJSON *r, const fake_match_t *m)
     if (m->path_part != NULL && strstr(path, m->path_part) == NULL) {
         return false;
     }
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(r, "status");
     if (m->status != 0) {
-        const cJSON *status = cJSON_GetObjectItemCaseSensitive(r, "status");
         if (!cJSON_IsNumber(status) || (long)status->valuedouble != m->status) {
+            return false;
+        }
+    }
+    if (m->unanswered) {
+        bool held = cJSON_IsNull(status);
+        bool dropped = cJSON_IsNumber(status) && status->valuedouble == 0;
+        if (!held && !(m->or_dropped && dropped)) {
             return false;
         }
     }
@@ -171,6 +178,27 @@ void fake_google_user(const char *base_url, const char *email, const char *clien
     copy_member(user->refresh_token, sizeof(user->refresh_token), reply, "refresh_token");
     copy_member(user->root_id, sizeof(user->root_id), reply, "root_id");
     cJSON_Delete(reply);
+}
+
+/* POST `path` with {"email":EMAIL}. */
+static void google_email_call(const char *base_url, const char *path, const char *email)
+{
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddStringToObject(req, "email", email);
+    char *body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    admin_no_reply(base_url, "POST", path, body);
+    free(body);
+}
+
+void fake_google_revoke(const char *base_url, const char *email)
+{
+    google_email_call(base_url, "/__admin/revoke", email);
+}
+
+void fake_google_expire(const char *base_url, const char *email)
+{
+    google_email_call(base_url, "/__admin/expire", email);
 }
 
 void fake_google_file(const char *base_url, const char *json, char *id, size_t idlen)

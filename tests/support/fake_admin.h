@@ -21,6 +21,7 @@
 #define CA_TEST_FAKE_ADMIN_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* METHOD base_url + path with `body` (may be NULL; JSON). Returns the status,
@@ -56,6 +57,8 @@ typedef struct {
     const char *path_part; /* a part of the path */
     long status;           /* the status answered (0: any) */
     long since;            /* only requests from this seq on */
+    bool unanswered;       /* only requests not answered yet (status null: a delay fault holds them) */
+    bool or_dropped;       /* with unanswered: also those whose caller went away first (status 0) */
 } fake_match_t;
 
 /* The number of requests in the fake's log that match `m`. */
@@ -75,6 +78,12 @@ typedef struct {
  * client) every scope, with fresh tokens. */
 void fake_google_user(const char *base_url, const char *email, const char *client_id,
                       fake_google_user_t *user);
+/* POST /__admin/revoke {"email"}: every token of the account is revoked (a
+ * refresh answers invalid_grant). */
+void fake_google_revoke(const char *base_url, const char *email);
+/* POST /__admin/expire {"email"}: the account's access tokens expire (a Drive
+ * call answers 401). */
+void fake_google_expire(const char *base_url, const char *email);
 /* POST /__admin/files with `json` (names the owner with "email"; see
  * docs/fakes.md); copies the new file's id into id[idlen] (id may be NULL). */
 void fake_google_file(const char *base_url, const char *json, char *id, size_t idlen);

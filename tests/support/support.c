@@ -16,6 +16,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
 extern char **environ;
 
 static void sleep_ms(int ms)
@@ -459,6 +466,34 @@ int sql_exec(const char *sql, int nparams, const char *const *params)
     return rc;
 }
 
+bool sql_nonzero(const char *sql, int nparams, const char *const *params)
+{
+    char *v = sql_value(sql, nparams, params);
+    bool yes = v != NULL && strcmp(v, "0") != 0;
+    free(v);
+    return yes;
+}
+
+const char *db_url(void)
+{
+    const char *url = getenv("TEST_DATABASE_URL");
+    if (url == NULL || url[0] == '\0') {
+        fprintf(stderr, "TEST_DATABASE_URL is not set\n");
+        exit(1);
+    }
+    return url;
+}
+
+pg_conn_t *db_connect_ok(void)
+{
+    char err[512];
+    pg_conn_t *c = pg_connect(db_url(), 30000, err, sizeof err);
+    if (c == NULL) {
+        fail_msg("pg_connect: %s", err);
+    }
+    return c;
+}
+
 const char *db_url_as(const char *role)
 {
     static __thread char buf[512]; /* per thread: tests call it from many threads */
@@ -467,4 +502,11 @@ const char *db_url_as(const char *role)
     snprintf(buf, sizeof(buf), "postgresql://%s@127.0.0.1:%s/%s", role, port != NULL ? port : "5432",
              name != NULL ? name : "ca_test");
     return buf;
+}
+
+int services_sh(const char *cmd)
+{
+    char line[1024];
+    snprintf(line, sizeof(line), "\"%s/tests/lib/services.sh\" %s", root_dir(), cmd);
+    return system(line);
 }

@@ -17,9 +17,26 @@
 #ifndef CA_TEST_SUPPORT_H
 #define CA_TEST_SUPPORT_H
 
+#include "pg.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+/* A 16×16 JPEG (vips black 16 16 --bands 3, then linear 1 128). */
+#define TINY_JPEG_B64                                                                              \
+    "/9j/4QC8RXhpZgAASUkqAAgAAAAGABIBAwABAAAAAQAAABoBBQABAAAAVgAAABsBBQABAAAAXgAAACgBAwABAAAAAgAA" \
+    "ABMCAwABAAAAAQAAAGmHBAABAAAAZgAAAAAAAAA4YwAA6AMAADhjAADoAwAABgAAkAcABAAAADAyMTABkQcABAAAAAEC" \
+    "AwAAoAcABAAAADAxMDABoAMAAQAAAP//AAACoAQAAQAAABAAAAADoAQAAQAAABAAAAAAAAAA/9sAQwAIBgYHBgUIBwcH" \
+    "CQkICgwUDQwLCwwZEhMPFB0aHx4dGhwcICQuJyAiLCMcHCg3KSwwMTQ0NB8nOT04MjwuMzQy/9sAQwEJCQkMCwwYDQ0Y" \
+    "MiEcITIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIy/8AAEQgAEAAQAwEiAAIR" \
+    "AQMRAf/EAB8AAAEFAQEBAQEBAAAAAAAAAAABAgMEBQYHCAkKC//EALUQAAIBAwMCBAMFBQQEAAABfQECAwAEEQUSITFB" \
+    "BhNRYQcicRQygZGhCCNCscEVUtHwJDNicoIJChYXGBkaJSYnKCkqNDU2Nzg5OkNERUZHSElKU1RVVldYWVpjZGVmZ2hp" \
+    "anN0dXZ3eHl6g4SFhoeIiYqSk5SVlpeYmZqio6Slpqeoqaqys7S1tre4ubrCw8TFxsfIycrS09TV1tfY2drh4uPk5ebn" \
+    "6Onq8fLz9PX29/j5+v/EAB8BAAMBAQEBAQEBAQEAAAAAAAABAgMEBQYHCAkKC//EALURAAIBAgQEAwQHBQQEAAECdwAB" \
+    "AgMRBAUhMQYSQVEHYXETIjKBCBRCkaGxwQkjM1LwFWJy0QoWJDThJfEXGBkaJicoKSo1Njc4OTpDREVGR0hJSlNUVVZX" \
+    "WFlaY2RlZmdoaWpzdHV2d3h5eoKDhIWGh4iJipKTlJWWl5iZmqKjpKWmp6ipqrKztLW2t7i5usLDxMXGx8jJytLT1NXW" \
+    "19jZ2uLj5OXm5+jp6vLz9PX29/j5+v/aAAwDAQACEQMRAD8A9/ooooA//9k="
 
 typedef struct {
     pid_t pid;
@@ -82,8 +99,21 @@ bool wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 char *sql_value(const char *sql, int nparams, const char *const *params);
 /* Returns 0 or -1 (error printed). */
 int sql_exec(const char *sql, int nparams, const char *const *params);
+/* True when sql_value gives something other than "0" (a count that is not
+ * zero); false when it gives "0", no row or an error. */
+bool sql_nonzero(const char *sql, int nparams, const char *const *params);
+/* TEST_DATABASE_URL (the superuser); exits 1 when it is not set. */
+const char *db_url(void);
+/* pg_connect to db_url() (30 s); fails the running cmocka test when it
+ * cannot. Caller closes with pg_close. */
+pg_conn_t *db_connect_ok(void);
 /* TEST_DATABASE_URL with the user replaced by `role` (e.g. "ca_job_worker").
  * Returns a buffer of the calling thread's, valid until its next call. */
 const char *db_url_as(const char *role);
+
+
+/* Runs tests/lib/services.sh CMD (stop-pg, start-pg, restart-pg, stop-redis,
+ * start-redis, restart-redis) and returns its exit status (0: done). */
+int services_sh(const char *cmd);
 
 #endif
