@@ -169,7 +169,7 @@ format-check:
 # for FUZZ_SECONDS (default 600); `make fuzz-ci` for 30 s each and fails on a
 # crash, a leak, a timeout or an out-of-memory. New findings land in
 # build/fuzz/findings/<target>/ (the checked-in seeds stay read-only).
-FUZZ_CC      ?= clang
+FUZZ_CC      ?= clang-14
 FUZZ_BUILD   := build/fuzz
 FUZZ_SECONDS ?= 600
 FUZZ_TARGETS := http_request json_body stripe_signature drive_response graph image_load
