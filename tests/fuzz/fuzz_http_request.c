@@ -91,12 +91,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (srv == NULL) {
         setup();
     }
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&server_addr, sizeof(server_addr)) != 0) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        fprintf(stderr, "fuzz_http_request: socket: %s\n", strerror(errno));
+        abort();
+    }
+    /* Non-blocking: libFuzzer's timer signals cannot interrupt it, and on
+     * loopback the kernel completes it without the server's accept. */
+    if (connect(fd, (struct sockaddr *)&server_addr, sizeof(server_addr)) != 0 &&
+        errno != EINPROGRESS && errno != EINTR) {
         fprintf(stderr, "fuzz_http_request: connect: %s\n", strerror(errno));
         abort();
     }
-    fcntl(fd, F_SETFL, O_NONBLOCK);
     size_t sent = 0;
     double deadline = now_s() + HANG_SECONDS;
     char sink[4096];
@@ -105,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ssize_t n = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
             if (n > 0) {
                 sent += (size_t)n;
-            } else if (n < 0 && errno != EAGAIN) {
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR && errno != ENOTCONN) {
                 sent = size; /* the server closed early: fine */
             }
             if (sent == size) {
@@ -115,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             shutdown(fd, SHUT_WR);
         }
         ssize_t r = recv(fd, sink, sizeof(sink), 0);
-        if (r == 0 || (r < 0 && errno != EAGAIN)) {
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR && errno != ENOTCONN)) {
             break; /* the server closed the connection */
         }
         if (now_s() > deadline) {
