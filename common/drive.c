@@ -22,12 +22,15 @@
 
 /* ---- JSON ------------------------------------------------------------------- */
 
-/* Drive sends int64 values as decimal strings; accept numbers too. -1: none. */
+/* Drive sends int64 values as decimal strings; accept numbers too. -1: none
+ * (also for a number outside long long: converting it would be undefined). */
 static long long json_int64(const cJSON *obj, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     if (cJSON_IsNumber(v))
-        return v->valuedouble >= 0 ? (long long)v->valuedouble : -1;
+        return v->valuedouble >= 0 && v->valuedouble < 9223372036854775808.0
+                   ? (long long)v->valuedouble
+                   : -1;
     if (cJSON_IsString(v) && v->valuestring[0] >= '0' && v->valuestring[0] <= '9') {
         char *end = NULL;
         errno = 0;

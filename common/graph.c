@@ -266,7 +266,9 @@ static void check_link(gstate_t *st, gnode_t *gn, const graph_input_t *in, const
         return;
     }
     const char *src_id = cJSON_GetArrayItem(val, 0)->valuestring;
-    int idx = (int)cJSON_GetArrayItem(val, 1)->valuedouble;
+    /* Compared as a double: any whole number >= 0 is a link, and one past
+     * INT_MAX would not survive a conversion to int. */
+    double idx = cJSON_GetArrayItem(val, 1)->valuedouble;
     gnode_t *src = find_node(st, src_id);
     if (src == NULL) {
         if (asprintf(&det, "%s: node '%s' does not exist", in->name, src_id) >= 0) {
@@ -275,15 +277,15 @@ static void check_link(gstate_t *st, gnode_t *gn, const graph_input_t *in, const
         free(det);
         return;
     }
-    if (idx >= (int)src->cls->noutputs) {
-        if (asprintf(&det, "%s: node '%s' (%s) has no output %d", in->name, src_id,
+    if (idx >= (double)src->cls->noutputs) {
+        if (asprintf(&det, "%s: node '%s' (%s) has no output %.0f", in->name, src_id,
                      src->cls->class_type, idx) >= 0) {
             node_error(gn, "bad_linked_input", in->name, "Linked output does not exist", det);
         }
         free(det);
         return;
     }
-    graph_type_t got = src->cls->outputs[idx];
+    graph_type_t got = src->cls->outputs[(size_t)idx];
     graph_type_t want = in->type;
     if (got != want) {
         if (asprintf(&det, "%s, received_type(%s) mismatch input_type(%s)", in->name,

@@ -11,6 +11,7 @@ PKGS=(
   curl ca-certificates procps psmisc
   python3-yaml   # the OpenAPI YAML check (tests/integration/test_gateway_openapi.sh)
   clang-format-14   # the pinned formatter (.clang-format; make format-check)
+  clang-14 libclang-rt-14-dev   # make fuzz / fuzz-ci: libFuzzer (-fsanitize=fuzzer) with ASan+UBSan
 )
 
 # Where libheif ships its codecs as plugins (Debian 13 and later), the HEIC
