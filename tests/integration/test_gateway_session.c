@@ -30,7 +30,7 @@
 #define TTL_S 600
 #define MAX_AGE_S 3
 
-static proc_t google, gw, gw_short;
+static proc_t google, gw, gw_short, gw_https;
 static redis_conn_t *redis;
 static gwt_session_t alice;
 
@@ -268,12 +268,67 @@ static void test_deactivated_user(void **state)
     assert_int_equal(gwt_sign_in(gw.base_url, "dora@example.com", &dora), 0);
 }
 
+/* PUBLIC_URL https: the cookies are __Host-ca_oauth and __Host-ca_session,
+ * Secure, Path=/, no Domain; the plain names are not read. (The test talks
+ * http to the gateway and rewrites Google's redirect to it.) */
+static void test_https_cookie_names(void **state)
+{
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof(url), "%s/auth/google/login?login_hint=hank@example.com",
+             gw_https.base_url);
+    char *headers = NULL;
+    assert_int_equal(http_call_h("GET", url, NULL, NULL, NULL, &headers), 302);
+    char *authorize = gwt_header(headers, "Location");
+    char *bind = gwt_set_cookie(headers, "__Host-ca_oauth");
+    free(headers);
+    assert_non_null(authorize);
+    assert_non_null(bind);
+    assert_non_null(strstr(bind, "; Secure"));
+    assert_non_null(strstr(bind, "Path=/;"));
+    assert_null(strstr(bind, "Domain"));
+    headers = NULL;
+    assert_int_equal(http_call_h("GET", authorize, NULL, NULL, NULL, &headers), 302);
+    char *cb = gwt_header(headers, "Location");
+    free(headers);
+    const char *prefix = "https://gw.example.test";
+    assert_true(cb != NULL && strncmp(cb, prefix, strlen(prefix)) == 0);
+    snprintf(url, sizeof(url), "%s%s", gw_https.base_url, cb + strlen(prefix));
+    char cookie[256];
+    snprintf(cookie, sizeof(cookie), "Cookie: %.*s", (int)strcspn(bind, ";"), bind);
+    const char *h[] = {cookie, NULL};
+    headers = NULL;
+    assert_int_equal(http_call_h("GET", url, h, NULL, NULL, &headers), 302);
+    char *set = gwt_set_cookie(headers, "__Host-ca_session");
+    free(headers);
+    assert_non_null(set);
+    assert_non_null(strstr(set, "; Secure"));
+    assert_non_null(strstr(set, "Path=/;"));
+    gwt_session_t hank;
+    memset(&hank, 0, sizeof(hank));
+    snprintf(hank.cookie, sizeof(hank.cookie), "%.*s", (int)strcspn(set, ";"), set);
+    gwt_resp_t r = gwt_request(gw_https.base_url, "GET", "/api/me", &hank, false, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    /* the same id under the plain name: not a session here */
+    gwt_session_t plain = hank;
+    snprintf(plain.cookie, sizeof(plain.cookie), "ca_session=%s", strchr(hank.cookie, '=') + 1);
+    r = gwt_request(gw_https.base_url, "GET", "/api/me", &plain, false, NULL);
+    assert_int_equal(r.status, 401);
+    gwt_resp_free(&r);
+    free(set);
+    free(cb);
+    free(bind);
+    free(authorize);
+}
+
 /* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
 static void test_gateway_exits_cleanly(void **state)
 {
     (void)state;
     assert_int_equal(daemon_stop(&gw), 0);
     assert_int_equal(daemon_stop(&gw_short), 0);
+    assert_int_equal(daemon_stop(&gw_https), 0);
 }
 
 static int setup(void **state)
@@ -285,8 +340,10 @@ static int setup(void **state)
     char max_age[64];
     snprintf(max_age, sizeof(max_age), "SESSION_MAX_AGE_SECONDS=%d", MAX_AGE_S);
     const char *extra_short[] = {ttl, max_age, NULL};
+    const char *extra_https[] = {"PUBLIC_URL=https://gw.example.test", NULL};
     if (fake_start(&google, "google", NULL) != 0 || gwt_start(&gw, google.base_url, extra) != 0 ||
-        gwt_start(&gw_short, google.base_url, extra_short) != 0) {
+        gwt_start(&gw_short, google.base_url, extra_short) != 0 ||
+        gwt_start(&gw_https, google.base_url, extra_https) != 0) {
         return -1;
     }
     char err[256];
@@ -304,6 +361,7 @@ static int teardown(void **state)
     redis_close(redis);
     proc_stop(&gw); /* already stopped by the last test unless it failed */
     proc_stop(&gw_short);
+    proc_stop(&gw_https);
     proc_stop(&google);
     return 0;
 }
@@ -318,6 +376,7 @@ int main(void)
         cmocka_unit_test(test_absolute_lifetime),
         cmocka_unit_test(test_old_session_gets_a_start),
         cmocka_unit_test(test_deactivated_user),
+        cmocka_unit_test(test_https_cookie_names),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
