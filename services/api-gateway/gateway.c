@@ -1004,7 +1004,7 @@ gw_t *gw_new(daemon_t *d)
     snprintf(gw->rl_session_arg, sizeof(gw->rl_session_arg), "%ld", gw->rl_per_minute_session);
     snprintf(gw->session_ttl_arg, sizeof(gw->session_ttl_arg), "%ld", gw->session_ttl_s * 1000);
     gw->session_max_age_s = config_get_int(cfg, "SESSION_MAX_AGE_SECONDS");
-    gw->session_check_s = config_get_int(cfg, "SESSION_ACTIVE_CHECK_SECONDS");
+    gw->session_check_s = config_get_int(cfg, "SESSION_RECHECK_SECONDS");
     snprintf(gw->session_max_age_arg, sizeof(gw->session_max_age_arg), "%ld",
              gw->session_max_age_s * 1000);
     snprintf(gw->session_check_arg, sizeof(gw->session_check_arg), "%ld",

@@ -37,7 +37,7 @@
  *      per-IP and per-session rate limits (ca:rl:ip:<ip>,
  *      ca:rl:session:<sha256>); over a limit → 429 rate_limited + Retry-After;
  *   2. GW_AUTH: no valid session → 401 unauthorized; when the session's last
- *      users.is_active check is older than SESSION_ACTIVE_CHECK_SECONDS, one
+ *      users.is_active check is older than SESSION_RECHECK_SECONDS, one
  *      query reads it again: a deactivated user → the session is deleted and
  *      403 account_disabled (a deleted user → 401); GW_ADMIN: the session's
  *      email is not in ADMIN_EMAILS → 403 forbidden;
@@ -180,7 +180,7 @@ typedef struct gw {
     long rl_per_minute_session;
     long session_ttl_s;        /* SESSION_TTL_SECONDS: idle lifetime (sliding) */
     long session_max_age_s;    /* SESSION_MAX_AGE_SECONDS: absolute lifetime */
-    long session_check_s;      /* SESSION_ACTIVE_CHECK_SECONDS: users.is_active re-read */
+    long session_check_s;      /* SESSION_RECHECK_SECONDS: users.is_active re-read */
     /* The session script's fixed arguments as text, made once (gw_new). */
     char rl_window_arg[16], rl_ip_arg[24], rl_session_arg[24], session_ttl_arg[32];
     char session_max_age_arg[32], session_check_arg[32];

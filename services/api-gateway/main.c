@@ -43,7 +43,7 @@ static const config_var_t gateway_vars[] = {
      "idle lifetime of a session (sliding)"},
     {"SESSION_MAX_AGE_SECONDS", CFG_INT, "2592000", false, false, 1, 31536000,
      "absolute lifetime of a session from sign-in, however much it is used"},
-    {"SESSION_ACTIVE_CHECK_SECONDS", CFG_INT, "60", false, false, 0, 86400,
+    {"SESSION_RECHECK_SECONDS", CFG_INT, "60", false, false, 0, 86400,
      "how often a session re-reads users.is_active (0: every authenticated request)"},
     {"PG_POOL_SIZE", CFG_INT, "4", false, false, 1, 64, "PostgreSQL connections of the pool (each pipelines up to 16 queries)"},
     {"GOOGLE_THREADS", CFG_INT, "4", false, false, 1, 64, "threads for blocking Google calls"},

@@ -232,7 +232,7 @@ static void test_deactivated_user(void **state)
     session_key(&dora, key, sizeof(key));
     const char *p[] = {dora.id};
     assert_int_equal(sql_exec("UPDATE users SET is_active = false WHERE id = $1", 1, p), 0);
-    /* checked at sign-in: SESSION_ACTIVE_CHECK_SECONDS (60) not over yet */
+    /* checked at sign-in: SESSION_RECHECK_SECONDS (60) not over yet */
     assert_int_equal(status_of("GET", "/api/me", &dora), 200);
     assert_int_equal(redis_int("HDEL %s checked_ms", key), 1);
     gwt_resp_t r = gwt_request(gw.base_url, "GET", "/api/me", &dora, false, NULL);
