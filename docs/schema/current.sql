@@ -1563,6 +1563,16 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM set_config('app.rls_system', 'on', true);
+    -- A deactivated user does not sign in: nothing of the row changes.
+    SELECT u.id INTO uid FROM users u WHERE u.google_id = p_google_id AND u.is_active IS FALSE;
+    IF uid IS NOT NULL THEN
+        INSERT INTO audit_log (user_id, actor, action, target, details, ip)
+        VALUES (uid, 'user:' || uid, 'auth.login_refused', 'user:' || uid,
+                jsonb_build_object('reason', 'account_disabled'),
+                CASE WHEN p_ip ~ '^[0-9a-fA-F:.]+$' THEN p_ip::inet END);
+        PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
+        RETURN NULL;
+    END IF;
     INSERT INTO users AS u (google_id, email, name, avatar_url, drive_access_token,
                             drive_refresh_token, drive_token_expires_at, last_login_at,
                             drive_connected)

@@ -1,15 +1,22 @@
 /*
  * auth — Google sign-in (authorization code + PKCE S256, state kept in Redis
- * for 10 minutes and used once), sessions, logout.
+ * for 10 minutes, used once and bound to the browser that started it),
+ * sessions, logout.
  *
- *   GET  /auth/google/login      302 to GOOGLE_AUTH_URL (state, PKCE, offline, consent)
- *   GET  /auth/google/callback   code exchange (pool thread) → users_sign_in() → session
+ *   GET  /auth/google/login      302 to GOOGLE_AUTH_URL (state, PKCE, offline, consent);
+ *                                sets the binding cookie (ca_oauth, __Host-ca_oauth on https)
+ *   GET  /auth/google/callback   binding cookie check → code exchange (pool thread) →
+ *                                verified e-mail → users_sign_in() (NULL: deactivated) →
+ *                                session; the binding cookie is cleared
  *   POST /auth/logout            ends the session, clears the cookie (204)
+ *   POST /auth/logout-all        ends every session of the user (200 {"sessions_ended"})
  *
- * Redis: ca:oauth:<state> → PKCE verifier (PX 600000, GETDEL);
- *        ca:session:<hex sha256(session id)> → hash {user_id, csrf, email} with
- *        a sliding TTL (SESSION_TTL_SECONDS). The raw session id lives only in
- *        the client's cookie.
+ * Redis: ca:oauth:<state> → "<hex sha256(binding)>:<PKCE verifier>" (PX 600000, GETDEL);
+ *        ca:session:<hex sha256(session id)> → hash {user_id, csrf, email,
+ *        created_ms, checked_ms} with a sliding TTL (SESSION_TTL_SECONDS) that
+ *        never runs past created_ms + SESSION_MAX_AGE_SECONDS;
+ *        ca:session:user:<user id> → set of the user's session hashes.
+ *        The raw session id lives only in the client's cookie.
  */
 #include "gateway.h"
 
@@ -22,14 +29,39 @@
 #include <string.h>
 
 #define OAUTH_STATE_TTL_MS 600000
+#define OAUTH_STATE_TTL_S (OAUTH_STATE_TTL_MS / 1000)
+#define BINDING_MIN 32  /* characters of a binding cookie we accept (we make 32) */
 
+/* KEYS: the session, the user's set. ARGV: user_id, csrf, email, idle ttl ms,
+ * absolute lifetime ms, the session's hash. created_ms and checked_ms are
+ * Redis' clock (the lookup script compares with it); the set loses the hashes
+ * of sessions that have expired (their keys are built here: standalone
+ * Redis) and lives as long as its newest session can. */
 static const char SESSION_CREATE_SCRIPT[] =
-    "redis.call('HSET', KEYS[1], 'user_id', ARGV[1], 'csrf', ARGV[2], 'email', ARGV[3])\n"
-    "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))\n"
+    "redis.call('HSET', KEYS[1], 'user_id', ARGV[1], 'csrf', ARGV[2], 'email', ARGV[3],\n"
+    "           'created_ms', now, 'checked_ms', now)\n"
+    "local ttl = tonumber(ARGV[4])\n"
+    "local max_age = tonumber(ARGV[5])\n"
+    "if max_age < ttl then ttl = max_age end\n"
+    "redis.call('PEXPIRE', KEYS[1], ttl)\n"
+    "for _, h in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
+    "  if redis.call('EXISTS', 'ca:session:' .. h) == 0 then redis.call('SREM', KEYS[2], h) end\n"
+    "end\n"
+    "redis.call('SADD', KEYS[2], ARGV[6])\n"
+    "redis.call('PEXPIRE', KEYS[2], max_age)\n"
     "return 1\n";
 
-/* Defined in gateway.c. */
-void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen);
+/* KEYS: the user's set. Deletes every session in it and the set.
+ * Returns how many sessions existed. */
+static const char SESSIONS_DELETE_ALL_SCRIPT[] =
+    "local n = 0\n"
+    "for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  n = n + redis.call('DEL', 'ca:session:' .. h)\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return n\n";
 
 static bool token_chars(const char *s, size_t maxlen)
 {
@@ -58,6 +90,7 @@ static void reply_unavailable_page(http_req_t *req)
 typedef struct {
     http_req_t *req;
     char *location;
+    char cookie[256]; /* the binding cookie's Set-Cookie value */
 } login_t;
 
 static void on_state_stored(redisReply *reply, const char *err, void *arg)
@@ -68,6 +101,7 @@ static void on_state_stored(redisReply *reply, const char *err, void *arg)
                   err != NULL ? err : reply->str);
         reply_unavailable_page(l->req);
     } else {
+        http_reply_header(l->req, "Set-Cookie", l->cookie);
         http_reply_header(l->req, "Cache-Control", "no-store");
         http_reply_redirect(l->req, 302, l->location);
     }
@@ -95,13 +129,25 @@ static void login(gw_t *gw, http_req_t *req, const gw_user_t *user)
             return;
         }
     }
+    /* The binding: a random value in a short-lived cookie of this browser,
+     * its hash stored with the state; the callback wants both. A browser that
+     * already holds one (another tab's sign-in) keeps it, so both tabs work. */
+    char binding[160];
+    char *new_binding = NULL;
+    if (!gw_cookie(req, gw->oauth_cookie, binding, sizeof(binding)) ||
+        strlen(binding) < BINDING_MIN || !token_chars(binding, 128)) {
+        new_binding = crypto_random_token(24);
+        snprintf(binding, sizeof(binding), "%s", new_binding != NULL ? new_binding : "");
+    }
+    char binding_hash[2 * CRYPTO_SHA256_LEN + 1];
+    gw_session_key(binding, binding_hash, sizeof(binding_hash));
     char *state = crypto_random_token(24);
     char *verifier = crypto_random_token(48); /* 64 characters (RFC 7636: 43..128) */
     char *challenge = NULL;
     char *location = NULL;
     char *e_client = NULL, *e_redirect = NULL, *e_scope = NULL, *e_hint = NULL;
     login_t *l = NULL;
-    if (state == NULL || verifier == NULL) {
+    if (state == NULL || verifier == NULL || binding[0] == '\0') {
         goto fail;
     }
     uint8_t digest[CRYPTO_SHA256_LEN];
@@ -134,10 +180,12 @@ static void login(gw_t *gw, http_req_t *req, const gw_user_t *user)
              state, challenge, e_hint != NULL ? "&login_hint=" : "", e_hint != NULL ? e_hint : "");
     l->req = req;
     l->location = location;
+    gw_cookie_header(gw, gw->oauth_cookie, binding, OAUTH_STATE_TTL_S, l->cookie,
+                     sizeof(l->cookie));
     char key[192];
     snprintf(key, sizeof(key), "ca:oauth:%s", state);
-    if (gw_redis_cmd(gw->redis, on_state_stored, l, "SET %s %s PX %d", key, verifier,
-                     OAUTH_STATE_TTL_MS) != 0) {
+    if (gw_redis_cmd(gw->redis, on_state_stored, l, "SET %s %s:%s PX %d", key, binding_hash,
+                     verifier, OAUTH_STATE_TTL_MS) != 0) {
         free(l);
         l = NULL;
         reply_unavailable_page(req);
@@ -149,6 +197,7 @@ fail:
     free(l);
     http_reply_error(req, 500, "internal", "could not start the sign-in");
 out:
+    free(new_binding);
     free(location);
     free(state);
     free(verifier);
@@ -161,11 +210,19 @@ out:
 
 /* ---- /auth/google/callback ---- */
 
+static void reply_not_bound(http_req_t *req)
+{
+    gw_reply_html_code(req, 400, "sign_in_not_bound", "Sign-in failed",
+                       "This sign-in was started in another browser, or your browser did not "
+                       "keep our sign-in cookie. Please sign in again from this browser.");
+}
+
 typedef struct {
     gw_t *gw;
     http_req_t *req;
     char *code;
     char *verifier;
+    char binding_hash[2 * CRYPTO_SHA256_LEN + 1]; /* of the browser's binding cookie */
     char ip[64];
     /* results of the pool thread */
     google_status_t st;
@@ -230,9 +287,11 @@ static void on_session_stored(redisReply *reply, const char *err, void *arg)
         return;
     }
     char cookie[512];
-    snprintf(cookie, sizeof(cookie), "%s=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s",
-             GW_SESSION_COOKIE, cb->session_id, cb->gw->session_ttl_s,
-             cb->gw->secure_cookies ? "; Secure" : "");
+    gw_t *gw = cb->gw;
+    gw_cookie_header(gw, gw->session_cookie, cb->session_id,
+                     gw->session_ttl_s < gw->session_max_age_s ? gw->session_ttl_s
+                                                               : gw->session_max_age_s,
+                     cookie, sizeof(cookie));
     http_reply_header(cb->req, "Set-Cookie", cookie);
     http_reply_header(cb->req, "Cache-Control", "no-store");
     log_info("sign-in: user %s signed in", cb->user_id);
@@ -244,6 +303,15 @@ static void on_user_upserted(const PGresult *res, const char *err, const char *s
                              void *arg)
 {
     callback_t *cb = arg;
+    if (res != NULL && PQntuples(res) == 1 && PQgetisnull(res, 0, 0)) {
+        /* users_sign_in returns NULL for a deactivated user (070_sign_in_checks.sql) */
+        log_warn("sign-in: refused: the account of Google user %s is deactivated", cb->info.sub);
+        gw_reply_html_code(cb->req, 403, "account_disabled", "Sign-in refused",
+                           "This account is deactivated. Contact support if you think this is "
+                           "a mistake.");
+        callback_free(cb);
+        return;
+    }
     if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
         log_error("sign-in: cannot save the user: %s (SQLSTATE %s)", err != NULL ? err : "no row",
                   sqlstate != NULL ? sqlstate : "");
@@ -263,11 +331,18 @@ static void on_user_upserted(const PGresult *res, const char *err, const char *s
     }
     char hash[2 * CRYPTO_SHA256_LEN + 1];
     gw_session_key(cb->session_id, hash, sizeof(hash));
-    char key[128], ttl[32];
+    char key[128], set[128];
     snprintf(key, sizeof(key), "ca:session:%s", hash);
-    snprintf(ttl, sizeof(ttl), "%ld", cb->gw->session_ttl_s * 1000);
-    const char *args[] = {key, cb->user_id, csrf, cb->info.email, ttl};
-    int rc = gw_redis_eval(cb->gw->redis, on_session_stored, cb, SESSION_CREATE_SCRIPT, 1, 5,
+    snprintf(set, sizeof(set), GW_USER_SESSIONS_PREFIX "%s", cb->user_id);
+    const char *args[] = {key,
+                          set,
+                          cb->user_id,
+                          csrf,
+                          cb->info.email,
+                          cb->gw->session_ttl_arg,
+                          cb->gw->session_max_age_arg,
+                          hash};
+    int rc = gw_redis_eval(cb->gw->redis, on_session_stored, cb, SESSION_CREATE_SCRIPT, 2, 8,
                            args);
     free(csrf);
     if (rc != 0) {
@@ -302,6 +377,16 @@ static void exchange_done(void *arg)
         callback_free(cb);
         return;
     }
+    if (!cb->info.email_verified) {
+        /* An unverified address may belong to someone else (ADMIN_EMAILS, the
+         * unique e-mail column): no user row, no session. */
+        log_warn("sign-in: refused: Google user %s has an unverified e-mail", cb->info.sub);
+        gw_reply_html_code(cb->req, 403, "email_not_verified", "Sign-in refused",
+                           "Google has not verified the e-mail address of this account. Verify "
+                           "it with Google, then sign in again.");
+        callback_free(cb);
+        return;
+    }
     char expires[32];
     snprintf(expires, sizeof(expires), "%ld", cb->expires_in);
     const char *p[] = {cb->info.sub,   cb->info.email, cb->info.name, cb->info.picture,
@@ -323,13 +408,21 @@ static void on_state_taken(redisReply *reply, const char *err, void *arg)
         callback_free(cb);
         return;
     }
-    if (reply->type != REDIS_REPLY_STRING) {
+    size_t hexlen = 2 * CRYPTO_SHA256_LEN;
+    if (reply->type != REDIS_REPLY_STRING || reply->len <= hexlen + 1 ||
+        reply->str[hexlen] != ':') {
         gw_reply_html(cb->req, 400, "Sign-in failed",
                       "This sign-in link has expired or was already used. Please sign in again.");
         callback_free(cb);
         return;
     }
-    cb->verifier = strndup(reply->str, reply->len);
+    if (!crypto_equal(reply->str, cb->binding_hash, hexlen)) {
+        log_warn("sign-in: refused: the callback came to another browser than the sign-in");
+        reply_not_bound(cb->req);
+        callback_free(cb);
+        return;
+    }
+    cb->verifier = strndup(reply->str + hexlen + 1, reply->len - hexlen - 1);
     if (cb->verifier == NULL || gw_offload(cb->gw, exchange_work, exchange_done, cb) != 0) {
         gw_reply_html(cb->req, 503, "Sign-in is unavailable", "Please try again in a moment.");
         callback_free(cb);
@@ -339,6 +432,12 @@ static void on_state_taken(redisReply *reply, const char *err, void *arg)
 static void callback(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
     (void)user;
+    /* The binding cookie is for this one callback, whatever it answers. */
+    char binding[160], clear[256];
+    bool bound = gw_cookie(req, gw->oauth_cookie, binding, sizeof(binding)) &&
+                 strlen(binding) >= BINDING_MIN && token_chars(binding, 128);
+    gw_cookie_header(gw, gw->oauth_cookie, "", 0, clear, sizeof(clear));
+    http_reply_header(req, "Set-Cookie", clear);
     const char *error = http_req_query(req, "error");
     if (error != NULL) {
         if (strcmp(error, "access_denied") == 0) {
@@ -361,6 +460,10 @@ static void callback(gw_t *gw, http_req_t *req, const gw_user_t *user)
         gw_reply_html(req, 400, "Sign-in failed", "Google sent no authorization code.");
         return;
     }
+    if (!bound) {
+        reply_not_bound(req);
+        return;
+    }
     callback_t *cb = calloc(1, sizeof(*cb));
     if (cb == NULL || (cb->code = strdup(code)) == NULL) {
         free(cb);
@@ -369,6 +472,7 @@ static void callback(gw_t *gw, http_req_t *req, const gw_user_t *user)
     }
     cb->gw = gw;
     cb->req = req;
+    gw_session_key(binding, cb->binding_hash, sizeof(cb->binding_hash));
     snprintf(cb->ip, sizeof(cb->ip), "%s", gw_client_ip(req));
     char key[192];
     snprintf(key, sizeof(key), "ca:oauth:%s", state);
@@ -378,39 +482,102 @@ static void callback(gw_t *gw, http_req_t *req, const gw_user_t *user)
     }
 }
 
-/* ---- /auth/logout ---- */
+/* ---- /auth/logout, /auth/logout-all ---- */
 
-static void reply_logged_out(http_req_t *req)
+static void clear_session_cookie(gw_t *gw, http_req_t *req)
 {
-    http_reply_header(req, "Set-Cookie",
-                      GW_SESSION_COOKIE "=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
+    char clear[256];
+    gw_cookie_header(gw, gw->session_cookie, "", 0, clear, sizeof(clear));
+    http_reply_header(req, "Set-Cookie", clear);
     http_reply_header(req, "Cache-Control", "no-store");
-    http_reply_data(req, 204, "application/json", "", 0);
 }
+
+static void reply_store_down(http_req_t *req)
+{
+    http_reply_header(req, "Retry-After", "1");
+    http_reply_error(req, 503, "unavailable", "the session store is not reachable");
+}
+
+typedef struct {
+    gw_t *gw;
+    http_req_t *req;
+} logout_t;
 
 static void on_session_deleted(redisReply *reply, const char *err, void *arg)
 {
-    http_req_t *req = arg;
+    logout_t *l = arg;
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         log_error("logout: %s", err != NULL ? err : reply->str);
-        http_reply_header(req, "Retry-After", "1");
-        http_reply_error(req, 503, "unavailable", "the session store is not reachable");
-        return;
+        reply_store_down(l->req);
+    } else {
+        clear_session_cookie(l->gw, l->req);
+        http_reply_data(l->req, 204, "application/json", "", 0);
     }
-    reply_logged_out(req);
+    free(l);
 }
 
 static void logout(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
     if (!user->signed_in) {
-        reply_logged_out(req);
+        clear_session_cookie(gw, req);
+        http_reply_data(req, 204, "application/json", "", 0);
         return;
     }
+    logout_t *l = malloc(sizeof(*l));
+    if (l == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    l->gw = gw;
+    l->req = req;
     gw_audit(gw, user->id, "auth.logout", NULL, NULL, gw_client_ip(req));
-    if (gw_redis_cmd(gw->redis, on_session_deleted, req, "DEL ca:session:%s",
-                     user->session_hash) != 0) {
-        http_reply_header(req, "Retry-After", "1");
-        http_reply_error(req, 503, "unavailable", "the session store is not reachable");
+    if (gw_session_delete(gw, user->id, user->session_hash, on_session_deleted, l) != 0) {
+        free(l);
+        reply_store_down(req);
+    }
+}
+
+static void on_all_deleted(redisReply *reply, const char *err, void *arg)
+{
+    logout_t *l = arg;
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        log_error("logout-all: %s",
+                  err != NULL ? err : (reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+        reply_store_down(l->req);
+    } else {
+        clear_session_cookie(l->gw, l->req);
+        cJSON *doc = cJSON_CreateObject();
+        if (doc == NULL || cJSON_AddNumberToObject(doc, "sessions_ended",
+                                                   (double)reply->integer) == NULL) {
+            cJSON_Delete(doc);
+            http_reply_error(l->req, 500, "internal", "could not build the response");
+        } else {
+            http_reply_json(l->req, 200, doc);
+        }
+    }
+    free(l);
+}
+
+/* Sign out everywhere: every session in the user's set (this one included). */
+static void logout_all(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    if (!gw_json_no_body(req)) {
+        return;
+    }
+    logout_t *l = malloc(sizeof(*l));
+    if (l == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    l->gw = gw;
+    l->req = req;
+    gw_audit(gw, user->id, "auth.logout_all", NULL, NULL, gw_client_ip(req));
+    char set[128];
+    snprintf(set, sizeof(set), GW_USER_SESSIONS_PREFIX "%s", user->id);
+    const char *args[] = {set};
+    if (gw_redis_eval(gw->redis, on_all_deleted, l, SESSIONS_DELETE_ALL_SCRIPT, 1, 1, args) != 0) {
+        free(l);
+        reply_store_down(req);
     }
 }
 
@@ -418,7 +585,8 @@ int gw_routes_auth(gw_t *gw)
 {
     if (gw_route(gw, "GET", "/auth/google/login", GW_PUBLIC | GW_NO_SESSION, login) != 0 ||
         gw_route(gw, "GET", "/auth/google/callback", GW_PUBLIC | GW_NO_SESSION, callback) != 0 ||
-        gw_route(gw, "POST", "/auth/logout", GW_PUBLIC, logout) != 0) {
+        gw_route(gw, "POST", "/auth/logout", GW_PUBLIC, logout) != 0 ||
+        gw_route(gw, "POST", "/auth/logout-all", GW_AUTH, logout_all) != 0) {
         return -1;
     }
     return 0;

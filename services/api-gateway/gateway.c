@@ -24,10 +24,17 @@
 #define RATE_WINDOW_MS 60000
 
 /* One Redis round trip per request: the per-IP limit, then (when a session id
- * was presented) the session and the per-session limit. Sliding session TTL.
+ * was presented) the session and the per-session limit.
  * KEYS: session, ip-limit, session-limit. ARGV: window ms, ip limit, session
- * limit, session ttl ms, "1" to look the session up.
- * Returns {retry_after_ms (0 = allowed), user_id, csrf, email}. */
+ * limit, session ttl ms, "1" to look the session up, absolute lifetime ms,
+ * is_active check interval ms, the session's hash.
+ * A session past its absolute lifetime (created_ms + lifetime, Redis' clock)
+ * is deleted and not returned; otherwise its TTL slides to the idle lifetime,
+ * never past the absolute end. A session made before created_ms existed gets
+ * it now (and joins its user's set, a key the script builds: standalone Redis).
+ * When the last users.is_active check (checked_ms) is older than the interval,
+ * the script stamps checked_ms = now and asks the caller to check ("1").
+ * Returns {retry_after_ms (0 = allowed), user_id, csrf, email, check}. */
 static const char SESSION_SCRIPT[] =
     "local function hit(key, limit, window)\n"
     "  local n = redis.call('INCR', key)\n"
@@ -41,17 +48,46 @@ static const char SESSION_SCRIPT[] =
     "end\n"
     "local window = tonumber(ARGV[1])\n"
     "local retry = hit(KEYS[2], tonumber(ARGV[2]), window)\n"
-    "local uid, csrf, email = false, false, false\n"
+    "local uid, csrf, email, check = false, false, false, '0'\n"
     "if ARGV[5] == '1' then\n"
-    "  local s = redis.call('HMGET', KEYS[1], 'user_id', 'csrf', 'email')\n"
+    "  local s = redis.call('HMGET', KEYS[1], 'user_id', 'csrf', 'email', 'created_ms',\n"
+    "                       'checked_ms')\n"
     "  if s[1] then\n"
-    "    uid, csrf, email = s[1], s[2], s[3]\n"
-    "    redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
-    "    local r2 = hit(KEYS[3], tonumber(ARGV[3]), window)\n"
-    "    if r2 > retry then retry = r2 end\n"
+    "    local t = redis.call('TIME')\n"
+    "    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "    local max_age = tonumber(ARGV[6])\n"
+    "    local created = tonumber(s[4])\n"
+    "    if not created then\n"
+    "      created = now\n"
+    "      redis.call('HSET', KEYS[1], 'created_ms', string.format('%d', now))\n"
+    "      local set = '" GW_USER_SESSIONS_PREFIX "' .. s[1]\n"
+    "      redis.call('SADD', set, ARGV[8])\n"
+    "      redis.call('PEXPIRE', set, max_age)\n"
+    "    end\n"
+    "    local left = created + max_age - now\n"
+    "    if left <= 0 then\n"
+    "      redis.call('DEL', KEYS[1])\n"
+    "    else\n"
+    "      uid, csrf, email = s[1], s[2], s[3]\n"
+    "      local ttl = tonumber(ARGV[4])\n"
+    "      if left < ttl then ttl = left end\n"
+    "      redis.call('PEXPIRE', KEYS[1], ttl)\n"
+    "      if (tonumber(s[5]) or 0) + tonumber(ARGV[7]) <= now then\n"
+    "        check = '1'\n"
+    "        redis.call('HSET', KEYS[1], 'checked_ms', string.format('%d', now))\n"
+    "      end\n"
+    "      local r2 = hit(KEYS[3], tonumber(ARGV[3]), window)\n"
+    "      if r2 > retry then retry = r2 end\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "return {retry, uid, csrf, email}\n";
+    "return {retry, uid, csrf, email, check}\n";
+
+/* Ends one session: KEYS session, the user's set; ARGV the session's hash. */
+static const char SESSION_DELETE_SCRIPT[] =
+    "redis.call('DEL', KEYS[1])\n"
+    "redis.call('SREM', KEYS[2], ARGV[1])\n"
+    "return 1\n";
 
 typedef struct {
     gw_t *gw;
@@ -182,14 +218,24 @@ static void html_escape(const char *in, char *out, size_t outlen)
 
 void gw_reply_html(http_req_t *req, int status, const char *title, const char *message)
 {
-    char t[256], m[1024], page[2048];
+    gw_reply_html_code(req, status, NULL, title, message);
+}
+
+void gw_reply_html_code(http_req_t *req, int status, const char *code, const char *title,
+                        const char *message)
+{
+    char t[256], m[1024], k[128], line[192] = "", page[2304];
     html_escape(title, t, sizeof(t));
     html_escape(message, m, sizeof(m));
+    if (code != NULL) {
+        html_escape(code, k, sizeof(k));
+        snprintf(line, sizeof(line), "<p>Error code: <code>%s</code></p>\n", k);
+    }
     int n = snprintf(page, sizeof(page),
                      "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                     "<title>%s</title></head>\n<body><h1>%s</h1>\n<p>%s</p>\n"
+                     "<title>%s</title></head>\n<body><h1>%s</h1>\n<p>%s</p>\n%s"
                      "<p><a href=\"/\">Back to Creator Automation</a></p></body></html>\n",
-                     t, t, m);
+                     t, t, m, line);
     http_reply_header(req, "Cache-Control", "no-store");
     http_reply_data(req, status, "text/html; charset=utf-8", page,
                     n > 0 && (size_t)n < sizeof(page) ? (size_t)n : strlen(page));
@@ -457,10 +503,90 @@ static void run_handler(gw_call_t *c)
     log_context_set("user_id", NULL);
 }
 
+static bool needs_user(const gw_route_t *rt)
+{
+    return (rt->flags & (GW_AUTH | GW_ADMIN)) != 0;
+}
+
+/* The refusal of a session whose user is deactivated (403) or gone (401). */
+static void reply_refused(http_req_t *req, bool exists)
+{
+    if (exists) {
+        http_reply_error(req, 403, "account_disabled", "this account is deactivated");
+    } else {
+        http_reply_error(req, 401, "unauthorized", "sign in first");
+    }
+}
+
+static void on_checked_cleared(redisReply *reply, const char *err, void *arg)
+{
+    (void)reply;
+    (void)err;
+    (void)arg;
+}
+
+/* One users.is_active check. Its own allocation: when the query fails,
+ * gw_query_ex has replied (and the request, with its gw_call_t, may be gone)
+ * before check_not_done runs. */
+typedef struct {
+    gw_t *gw;
+    gw_call_t *call;
+    char session_hash[2 * CRYPTO_SHA256_LEN + 1];
+    bool user_exists;
+} active_check_t;
+
+/* The session is deleted: now the refusal (so that the next request, whatever
+ * its order, finds no session). */
+static void on_refused_session_deleted(redisReply *reply, const char *err, void *arg)
+{
+    active_check_t *ac = arg;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        log_warn("session: cannot delete a refused session: %s",
+                 err != NULL ? err : reply->str);
+    }
+    reply_refused(ac->call->req, ac->user_exists);
+    free(ac);
+}
+
+/* The user's row as the check reads it: "t"/"f" (is_active), none when the
+ * user is gone. */
+static void on_user_active(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    active_check_t *ac = arg;
+    gw_call_t *c = ac->call;
+    ac->user_exists = PQntuples(res) == 1;
+    if (ac->user_exists && strcmp(PQgetvalue(res, 0, 0), "f") != 0) {
+        free(ac);
+        run_handler(c);
+        return;
+    }
+    log_info("session: user %s is %s: session deleted", c->user.id,
+             ac->user_exists ? "deactivated" : "gone");
+    if (gw_session_delete(gw, c->user.id, c->user.session_hash, on_refused_session_deleted, ac) !=
+        0) {
+        log_warn("session: cannot delete the session of user %s (Redis down)", c->user.id);
+        reply_refused(req, ac->user_exists);
+        free(ac);
+    }
+}
+
+/* The query did not answer (gw_query_ex replied 503): the check stamp is
+ * cleared so that the next request checks again. */
+static void check_not_done(void *arg)
+{
+    active_check_t *ac = arg;
+    char key[128];
+    snprintf(key, sizeof(key), "ca:session:%s", ac->session_hash);
+    if (gw_redis_cmd(ac->gw->redis, on_checked_cleared, NULL, "HDEL %s checked_ms", key) != 0) {
+        log_warn("session: cannot clear the check stamp (Redis down)");
+    }
+    free(ac);
+}
+
 static void on_session(redisReply *reply, const char *err, void *arg)
 {
     gw_call_t *c = arg;
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
         log_error("session lookup failed: %s",
                   err != NULL ? err
                               : (reply != NULL && reply->type == REDIS_REPLY_ERROR ? reply->str
@@ -482,11 +608,31 @@ static void on_session(redisReply *reply, const char *err, void *arg)
     copy_str(c->user.id, sizeof(c->user.id), reply->element[1]);
     copy_str(c->user.csrf, sizeof(c->user.csrf), reply->element[2]);
     copy_str(c->user.email, sizeof(c->user.email), reply->element[3]);
+    char check[4];
+    copy_str(check, sizeof(check), reply->element[4]);
     c->user.signed_in = uuid_is_valid(c->user.id);
     if (!c->user.signed_in) {
         memset(&c->user, 0, sizeof(c->user));
-    } else {
-        c->user.is_admin = is_admin_email(c->gw, c->user.email);
+        run_handler(c);
+        return;
+    }
+    c->user.is_admin = is_admin_email(c->gw, c->user.email);
+    if (strcmp(check, "1") == 0 && needs_user(c->route)) {
+        /* users.is_active, read again (the deactivation is an UPDATE in the
+         * database: the session store does not hear of it). */
+        active_check_t *ac = calloc(1, sizeof(*ac));
+        if (ac == NULL) {
+            http_reply_error(c->req, 503, "unavailable", "out of memory");
+            return;
+        }
+        ac->gw = c->gw;
+        ac->call = c;
+        snprintf(ac->session_hash, sizeof(ac->session_hash), "%s", c->user.session_hash);
+        const char *p[] = {c->user.id};
+        gw_query_ex(c->gw, c->req, c->user.id,
+                    "SELECT COALESCE(is_active, TRUE) FROM users WHERE id = $1", 1, p,
+                    on_user_active, ac, check_not_done);
+        return;
     }
     run_handler(c);
 }
@@ -507,7 +653,6 @@ static bool plausible_session_id(const char *s)
     return true;
 }
 
-void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen);
 void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen)
 {
     uint8_t h[CRYPTO_SHA256_LEN];
@@ -515,6 +660,23 @@ void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen)
     if (hexlen >= 2 * CRYPTO_SHA256_LEN + 1) {
         crypto_hex(h, sizeof(h), hash_hex);
     }
+}
+
+void gw_cookie_header(const gw_t *gw, const char *name, const char *value, long max_age,
+                      char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s", name, value,
+             max_age, gw->secure_cookies ? "; Secure" : "");
+}
+
+int gw_session_delete(gw_t *gw, const char *user_id, const char *session_hash, gw_redis_cb cb,
+                      void *arg)
+{
+    char key[128], set[128];
+    snprintf(key, sizeof(key), "ca:session:%s", session_hash);
+    snprintf(set, sizeof(set), GW_USER_SESSIONS_PREFIX "%s", user_id);
+    const char *args[] = {key, set, session_hash};
+    return gw_redis_eval(gw->redis, cb, arg, SESSION_DELETE_SCRIPT, 2, 3, args);
 }
 
 static void dispatch(http_req_t *req, void *arg)
@@ -534,7 +696,7 @@ static void dispatch(http_req_t *req, void *arg)
 
     char sid[160];
     bool have_sid = (rt->flags & GW_NO_SESSION) == 0 &&
-                    gw_cookie(req, GW_SESSION_COOKIE, sid, sizeof(sid)) && plausible_session_id(sid);
+                    gw_cookie(req, gw->session_cookie, sid, sizeof(sid)) && plausible_session_id(sid);
     char session_key[128] = "ca:session:-";
     char session_rl[128] = "ca:rl:session:-";
     if (have_sid) {
@@ -544,11 +706,18 @@ static void dispatch(http_req_t *req, void *arg)
     }
     char ip_rl[128];
     snprintf(ip_rl, sizeof(ip_rl), "ca:rl:ip:%s", gw_client_ip(req));
-    const char *args[] = {session_key,        ip_rl,
-                          session_rl,         gw->rl_window_arg,
-                          gw->rl_ip_arg,      gw->rl_session_arg,
-                          gw->session_ttl_arg, have_sid ? "1" : "0"};
-    if (gw_redis_eval(gw->redis, on_session, c, SESSION_SCRIPT, 3, 8, args) != 0) {
+    const char *args[] = {session_key,
+                          ip_rl,
+                          session_rl,
+                          gw->rl_window_arg,
+                          gw->rl_ip_arg,
+                          gw->rl_session_arg,
+                          gw->session_ttl_arg,
+                          have_sid ? "1" : "0",
+                          gw->session_max_age_arg,
+                          gw->session_check_arg,
+                          have_sid ? c->user.session_hash : "-"};
+    if (gw_redis_eval(gw->redis, on_session, c, SESSION_SCRIPT, 3, 11, args) != 0) {
         http_reply_header(req, "Retry-After", "1");
         http_reply_error(req, 503, "unavailable", "the session store is not reachable");
     }
@@ -797,6 +966,8 @@ gw_t *gw_new(daemon_t *d)
     }
     origin_of(gw->public_url, gw->public_origin, sizeof(gw->public_origin));
     gw->secure_cookies = strncasecmp(gw->public_url, "https://", 8) == 0;
+    gw->session_cookie = gw->secure_cookies ? GW_SESSION_COOKIE_HOST : GW_SESSION_COOKIE;
+    gw->oauth_cookie = gw->secure_cookies ? GW_OAUTH_COOKIE_HOST : GW_OAUTH_COOKIE;
     snprintf(gw->redirect_uri, sizeof(gw->redirect_uri), "%s/auth/google/callback",
              gw->public_url);
 
@@ -832,6 +1003,12 @@ gw_t *gw_new(daemon_t *d)
     snprintf(gw->rl_ip_arg, sizeof(gw->rl_ip_arg), "%ld", gw->rl_per_minute_ip);
     snprintf(gw->rl_session_arg, sizeof(gw->rl_session_arg), "%ld", gw->rl_per_minute_session);
     snprintf(gw->session_ttl_arg, sizeof(gw->session_ttl_arg), "%ld", gw->session_ttl_s * 1000);
+    gw->session_max_age_s = config_get_int(cfg, "SESSION_MAX_AGE_SECONDS");
+    gw->session_check_s = config_get_int(cfg, "SESSION_RECHECK_SECONDS");
+    snprintf(gw->session_max_age_arg, sizeof(gw->session_max_age_arg), "%ld",
+             gw->session_max_age_s * 1000);
+    snprintf(gw->session_check_arg, sizeof(gw->session_check_arg), "%ld",
+             gw->session_check_s * 1000);
 
     char err[256];
     gw->keys = crypto_keyring_new(config_get(cfg, "ENCRYPTION_KEY"),

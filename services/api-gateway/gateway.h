@@ -32,10 +32,14 @@
  *   `gw_route(gw, "METHOD", "/path"`, so keep that on one line).
  *
  * What gw_route() does before the handler runs, in this order:
- *   1. one Redis round trip (a Lua script): the session (cookie ca_session),
- *      the per-IP and per-session rate limits (ca:rl:ip:<ip>,
+ *   1. one Redis round trip (a Lua script): the session (cookie ca_session,
+ *      __Host-ca_session on https; refused past its absolute lifetime), the
+ *      per-IP and per-session rate limits (ca:rl:ip:<ip>,
  *      ca:rl:session:<sha256>); over a limit → 429 rate_limited + Retry-After;
- *   2. GW_AUTH: no valid session → 401 unauthorized; GW_ADMIN: the session's
+ *   2. GW_AUTH: no valid session → 401 unauthorized; when the session's last
+ *      users.is_active check is older than SESSION_RECHECK_SECONDS, one
+ *      query reads it again: a deactivated user → the session is deleted and
+ *      403 account_disabled (a deleted user → 401); GW_ADMIN: the session's
  *      email is not in ADMIN_EMAILS → 403 forbidden;
  *   3. POST/PUT/PATCH/DELETE: CSRF — Origin (else Referer) equal to
  *      PUBLIC_URL's origin, or X-CSRF-Token equal to the session's token
@@ -118,7 +122,15 @@ struct event_base;
 
 #define GW_UUID_LEN 36
 #define GW_EMAIL_MAX 255
+/* Cookie names: with an https PUBLIC_URL the cookies carry the __Host- prefix
+ * (the browser then insists on Secure, Path=/ and no Domain, so a sibling
+ * subdomain cannot plant them); a local http site uses the plain names. */
 #define GW_SESSION_COOKIE "ca_session"
+#define GW_SESSION_COOKIE_HOST "__Host-ca_session"
+#define GW_OAUTH_COOKIE "ca_oauth"
+#define GW_OAUTH_COOKIE_HOST "__Host-ca_oauth"
+/* Redis: the set of a user's session hashes ("sign out everywhere"). */
+#define GW_USER_SESSIONS_PREFIX "ca:session:user:"
 
 /* ---- async Redis (gw_redis.c) ---- */
 typedef struct gw_redis gw_redis_t;
@@ -159,14 +171,19 @@ typedef struct gw {
     char public_url[512];    /* PUBLIC_URL without a trailing slash */
     char public_origin[512]; /* scheme://host[:port] of PUBLIC_URL */
     bool secure_cookies;     /* PUBLIC_URL is https */
+    const char *session_cookie; /* GW_SESSION_COOKIE or its __Host- form */
+    const char *oauth_cookie;   /* GW_OAUTH_COOKIE or its __Host- form */
     char redirect_uri[600];  /* PUBLIC_URL/auth/google/callback */
     char **admin_emails;     /* ADMIN_EMAILS, lowercased */
     size_t nadmin_emails;
     long rl_per_minute_ip;
     long rl_per_minute_session;
-    long session_ttl_s;
+    long session_ttl_s;        /* SESSION_TTL_SECONDS: idle lifetime (sliding) */
+    long session_max_age_s;    /* SESSION_MAX_AGE_SECONDS: absolute lifetime */
+    long session_check_s;      /* SESSION_RECHECK_SECONDS: users.is_active re-read */
     /* The session script's fixed arguments as text, made once (gw_new). */
     char rl_window_arg[16], rl_ip_arg[24], rl_session_arg[24], session_ttl_arg[32];
+    char session_max_age_arg[32], session_check_arg[32];
     char web_root[4096];
     int in_flight; /* gw requests not yet answered (drain) */
 } gw_t;
@@ -230,6 +247,22 @@ void gw_reply_not_found(http_req_t *req);
 void gw_reply_json_text(http_req_t *req, int status, const char *json);
 /* A small HTML page (sign-in errors). message is escaped. */
 void gw_reply_html(http_req_t *req, int status, const char *title, const char *message);
+/* The same page with an error code shown under the message (code: [a-z_]). */
+void gw_reply_html_code(http_req_t *req, int status, const char *code, const char *title,
+                        const char *message);
+
+/* ---- sessions ---- */
+/* The hex SHA-256 of a session id (the Redis key's suffix); hexlen >= 65. */
+void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen);
+/* "name=value; Path=/; Max-Age=N; HttpOnly; SameSite=Lax[; Secure]" into out
+ * (Secure when PUBLIC_URL is https; max_age 0 with value "" clears it). */
+void gw_cookie_header(const gw_t *gw, const char *name, const char *value, long max_age,
+                      char *out, size_t outlen);
+/* Deletes one session (ca:session:<hash>) and takes it out of the user's set.
+ * Same contract as gw_redis_cmd. */
+__attribute__((warn_unused_result)) int gw_session_delete(gw_t *gw, const char *user_id,
+                                                          const char *session_hash,
+                                                          gw_redis_cb cb, void *arg);
 
 /* ---- validation ---- */
 /* Drive ids: 1..255 of [A-Za-z0-9_-]. */
@@ -277,7 +310,7 @@ bool gw_idle(const gw_t *gw);
 void gw_free(gw_t *gw);
 
 /* ---- route files: one registration function each ---- */
-int gw_routes_auth(gw_t *gw);   /* auth.c: /auth/google/login, /callback, /auth/logout */
+int gw_routes_auth(gw_t *gw);   /* auth.c: /auth/google/login, /callback, /auth/logout{,-all} */
 int gw_routes_me(gw_t *gw);     /* routes_me.c: /api/me, /api/usage */
 int gw_routes_jobs(gw_t *gw);   /* routes_jobs.c: /api/jobs... */
 /* The statement of GET /api/jobs for a status filter and/or a cursor ($1 user

@@ -104,7 +104,7 @@ function createGoogleFake(options) {
     const now = Math.floor(Date.now() / 1000);
     const sc = scope.split(' ');
     const claims = { iss: 'https://accounts.google.com', azp: aud, aud, sub: user.sub, iat: now, exp: now + 3600 };
-    if (sc.some((s) => s === 'email' || s.endsWith('userinfo.email'))) Object.assign(claims, { email: user.email, email_verified: true });
+    if (sc.some((s) => s === 'email' || s.endsWith('userinfo.email'))) Object.assign(claims, { email: user.email, email_verified: user.email_verified !== false });
     if (sc.some((s) => s === 'profile' || s.endsWith('userinfo.profile'))) {
       Object.assign(claims, { name: user.name, picture: user.picture, given_name: user.given_name, family_name: user.family_name });
     }
@@ -283,7 +283,7 @@ function createGoogleFake(options) {
     if (sc.some((s) => s === 'profile' || s.endsWith('userinfo.profile'))) {
       Object.assign(out, { name: u.name, given_name: u.given_name, family_name: u.family_name, picture: u.picture });
     }
-    if (sc.some((s) => s === 'email' || s.endsWith('userinfo.email'))) Object.assign(out, { email: u.email, email_verified: true });
+    if (sc.some((s) => s === 'email' || s.endsWith('userinfo.email'))) Object.assign(out, { email: u.email, email_verified: u.email_verified !== false });
     if (u.hd) out.hd = u.hd;
     sendJson(res, 200, out);
   };
@@ -301,7 +301,10 @@ function createGoogleFake(options) {
     'POST /users': async (req, res) => {
       const b = (await readJson(req)) || {};
       if (!b.email) throw new HttpError(400, { error: 'email required' });
-      const u = ensureUser(b.email, b.name ? { name: b.name } : undefined);
+      const extra = {};
+      if (b.name) extra.name = b.name;
+      if (b.email_verified !== undefined) extra.email_verified = b.email_verified !== false;
+      const u = ensureUser(b.email, Object.keys(extra).length ? extra : undefined);
       const clientId = b.client_id || opt['client-id'] || 'fake-admin-client';
       st.grants.add(`${u.sub}|${clientId}`);
       const t = issueTokens(u, clientId, b.scope || ALL_SCOPES, true);

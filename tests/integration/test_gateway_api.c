@@ -60,16 +60,17 @@ static void expect_error(gwt_resp_t r, long status, const char *code, const char
     gwt_resp_free(&r);
 }
 
-/* GET /auth/google/login → the fake's authorize URL (Location). */
-static char *login_location(const char *email)
+/* A browser's binding cookie, as the header line "Cookie: ca_oauth=...". */
+typedef struct {
+    char line[256];
+} binding_t;
+
+/* GET /auth/google/login → the fake's authorize URL (Location); *b gets the
+ * binding cookie the login set. */
+static char *login_location(const char *email, binding_t *b)
 {
-    char path[256];
-    snprintf(path, sizeof(path), "/auth/google/login?login_hint=%s", email);
-    gwt_resp_t r = req("GET", path, NULL, false, NULL, NULL);
-    assert_int_equal(r.status, 302);
-    char *loc = gwt_header(r.headers, "Location");
-    gwt_resp_free(&r);
-    assert_non_null(loc);
+    char *loc = NULL;
+    assert_int_equal(gwt_login(GW, email, &loc, b->line, sizeof(b->line)), 0);
     return loc;
 }
 
@@ -99,13 +100,23 @@ static char *query_param(const char *url, const char *name)
     return NULL;
 }
 
-/* GET the callback; returns the response (caller frees). */
-static gwt_resp_t get_url(const char *url)
+/* GET the callback from the browser that holds binding b (NULL: none);
+ * returns the response (caller frees). */
+static gwt_resp_t get_url(const char *url, const binding_t *b)
 {
     gwt_resp_t r;
     memset(&r, 0, sizeof(r));
-    r.status = http_call_h("GET", url, NULL, NULL, &r.body, &r.headers);
+    const char *headers[] = {b != NULL ? b->line : NULL, NULL};
+    r.status = http_call_h("GET", url, headers, NULL, &r.body, &r.headers);
     return r;
+}
+
+/* True when the response sets the session cookie. */
+static bool sets_session(const gwt_resp_t *r)
+{
+    char *set = gwt_set_cookie(r->headers, "ca_session");
+    free(set);
+    return set != NULL;
 }
 
 static void sign_in(const char *email, gwt_session_t *s)
@@ -180,7 +191,11 @@ static int teardown(void **state)
 static void test_sign_in_flow(void **state)
 {
     (void)state;
-    char *auth = login_location("alice@example.com");
+    binding_t bind;
+    char *auth = login_location("alice@example.com", &bind);
+    /* the binding cookie: short-lived, not for scripts, no Secure on http */
+    assert_non_null(strstr(bind.line, "Cookie: ca_oauth="));
+    assert_true(strlen(bind.line) >= strlen("Cookie: ca_oauth=") + 32);
     /* the authorization request */
     assert_true(strncmp(auth, G, strlen(G)) == 0);
     const char *want[] = {"response_type=code", "client_id=test-client", "access_type=offline",
@@ -195,18 +210,36 @@ static void test_sign_in_flow(void **state)
     char *challenge = query_param(auth, "code_challenge");
     assert_true(state_v != NULL && strlen(state_v) >= 32);
     assert_true(challenge != NULL && strlen(challenge) == 43);
-    /* state kept server-side with an expiry */
+    /* state kept server-side with an expiry, bound to the hash of the cookie */
     redisReply *ttl = redis_command(redis, NULL, 0, "PTTL ca:oauth:%s", state_v);
     assert_non_null(ttl);
     assert_true(ttl->integer > 590000 && ttl->integer <= 600000);
     freeReplyObject(ttl);
+    {
+        const char *value = bind.line + strlen("Cookie: ca_oauth=");
+        uint8_t bh[32];
+        char bhex[65];
+        crypto_sha256(value, strlen(value), bh);
+        crypto_hex(bh, 32, bhex);
+        redisReply *v = redis_command(redis, NULL, 0, "GET ca:oauth:%s", state_v);
+        assert_int_equal(v->type, REDIS_REPLY_STRING);
+        assert_true(strncmp(v->str, bhex, 64) == 0 && v->str[64] == ':');
+        assert_null(strstr(v->str, value)); /* the cookie's value itself is not stored */
+        freeReplyObject(v);
+    }
 
     char *cb = consent(auth);
-    gwt_resp_t r = get_url(cb);
+    gwt_resp_t r = get_url(cb, &bind);
     assert_int_equal(r.status, 302);
     char *loc = gwt_header(r.headers, "Location");
     assert_string_equal(loc, "/");
-    char *set = gwt_header(r.headers, "Set-Cookie");
+    /* the binding cookie is cleared */
+    char *cleared = gwt_set_cookie(r.headers, "ca_oauth");
+    assert_non_null(cleared);
+    assert_true(strncmp(cleared, "ca_oauth=;", 10) == 0);
+    assert_non_null(strstr(cleared, "Max-Age=0"));
+    free(cleared);
+    char *set = gwt_set_cookie(r.headers, "ca_session");
     assert_non_null(set);
     assert_non_null(strstr(set, "ca_session="));
     assert_non_null(strstr(set, "HttpOnly"));
@@ -238,9 +271,9 @@ static void test_sign_in_flow(void **state)
     gwt_resp_free(&r);
 
     /* replaying the same callback (same state and code): refused, no session */
-    r = get_url(cb);
+    r = get_url(cb, &bind);
     assert_int_equal(r.status, 400);
-    assert_null(gwt_header(r.headers, "Set-Cookie"));
+    assert_false(sets_session(&r));
     assert_non_null(strstr(r.body, "<h1>"));
     gwt_resp_free(&r);
 
@@ -282,12 +315,13 @@ static void test_sign_in_failures(void **state)
 {
     (void)state;
     /* denied consent */
-    char *auth = login_location("deny@example.com");
+    binding_t bind;
+    char *auth = login_location("deny@example.com", &bind);
     char *cb = consent(auth);
     assert_non_null(strstr(cb, "error=access_denied"));
-    gwt_resp_t r = get_url(cb);
+    gwt_resp_t r = get_url(cb, &bind);
     assert_int_equal(r.status, 400);
-    assert_null(gwt_header(r.headers, "Set-Cookie"));
+    assert_false(sets_session(&r));
     assert_non_null(strstr(r.body, "Sign-in cancelled"));
     gwt_resp_free(&r);
     free(auth);
@@ -299,26 +333,26 @@ static void test_sign_in_failures(void **state)
                          "?state=%3Cscript%3E&code=abc", "?state=abcdefabcdefabcdef"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(url, sizeof(url), "%s/auth/google/callback%s", GW, bad[i]);
-        r = get_url(url);
+        r = get_url(url, &bind);
         assert_int_equal(r.status, 400);
-        assert_null(gwt_header(r.headers, "Set-Cookie"));
+        assert_false(sets_session(&r));
         assert_null(strstr(r.body, "<script>"));
         gwt_resp_free(&r);
     }
 
     /* a replayed code with a fresh state: Google says invalid_grant */
-    auth = login_location("carol@example.com");
+    auth = login_location("carol@example.com", &bind);
     cb = consent(auth);
     char *code = query_param(cb, "code");
-    r = get_url(cb);
+    r = get_url(cb, &bind);
     assert_int_equal(r.status, 302);
     gwt_resp_free(&r);
-    char *auth2 = login_location("carol@example.com");
+    char *auth2 = login_location("carol@example.com", &bind);
     char *state2 = query_param(auth2, "state");
     snprintf(url, sizeof(url), "%s/auth/google/callback?state=%s&code=%s", GW, state2, code);
-    r = get_url(url);
+    r = get_url(url, &bind);
     assert_int_equal(r.status, 400);
-    assert_null(gwt_header(r.headers, "Set-Cookie"));
+    assert_false(sets_session(&r));
     gwt_resp_free(&r);
     free(auth);
     free(cb);
@@ -333,11 +367,12 @@ static void test_google_outage_during_sign_in(void **state)
     fake_add_fault(G, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},"
                       "\"action\":\"status\",\"status\":503,\"retry_after\":0}");
     const char *p[] = {"dave@example.com"};
-    char *auth = login_location("dave@example.com");
+    binding_t bind;
+    char *auth = login_location("dave@example.com", &bind);
     char *cb = consent(auth);
-    gwt_resp_t r = get_url(cb);
+    gwt_resp_t r = get_url(cb, &bind);
     assert_int_equal(r.status, 502);
-    assert_null(gwt_header(r.headers, "Set-Cookie"));
+    assert_false(sets_session(&r));
     assert_non_null(strstr(r.body, "Google"));
     gwt_resp_free(&r);
     assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 0);
@@ -346,11 +381,11 @@ static void test_google_outage_during_sign_in(void **state)
     free(cb);
     /* a dropped connection on userinfo: also 502 */
     fake_add_fault(G, "{\"match\":{\"path\":\"/v1/userinfo\"},\"action\":\"drop\"}");
-    auth = login_location("dave@example.com");
+    auth = login_location("dave@example.com", &bind);
     cb = consent(auth);
-    r = get_url(cb);
+    r = get_url(cb, &bind);
     assert_int_equal(r.status, 502);
-    assert_null(gwt_header(r.headers, "Set-Cookie"));
+    assert_false(sets_session(&r));
     gwt_resp_free(&r);
     fake_clear_faults(G);
     free(auth);
@@ -376,6 +411,120 @@ static void test_logout(void **state)
     free(set);
     gwt_resp_free(&r);
     expect_error(req("GET", "/api/me", &s, false, NULL, NULL), 401, "unauthorized", NULL);
+}
+
+/* Login CSRF: a callback opened in another browser (no binding cookie, or
+ * another browser's) gets 400 sign_in_not_bound and no session; the binding
+ * cookie is cleared. */
+static void test_sign_in_other_browser(void **state)
+{
+    (void)state;
+    const char *p[] = {"victim-jar@example.com"};
+    binding_t attacker, other;
+    char *auth = login_location("victim-jar@example.com", &attacker);
+    char *cb = consent(auth);
+    /* another cookie jar: no binding cookie at all */
+    gwt_resp_t r = get_url(cb, NULL);
+    assert_int_equal(r.status, 400);
+    assert_false(sets_session(&r));
+    assert_non_null(strstr(r.body, "sign_in_not_bound"));
+    char *cleared = gwt_set_cookie(r.headers, "ca_oauth");
+    assert_non_null(cleared);
+    assert_non_null(strstr(cleared, "Max-Age=0"));
+    free(cleared);
+    gwt_resp_free(&r);
+    /* another cookie jar with its own binding (a sign-in it started itself) */
+    char *auth_other = login_location("someone-else@example.com", &other);
+    r = get_url(cb, &other);
+    assert_int_equal(r.status, 400);
+    assert_false(sets_session(&r));
+    assert_non_null(strstr(r.body, "sign_in_not_bound"));
+    gwt_resp_free(&r);
+    /* a forged binding cookie of the right shape */
+    binding_t forged;
+    snprintf(forged.line, sizeof(forged.line), "Cookie: ca_oauth=%s",
+             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    char *auth3 = login_location("victim-jar@example.com", &attacker);
+    char *cb3 = consent(auth3);
+    r = get_url(cb3, &forged);
+    assert_int_equal(r.status, 400);
+    assert_false(sets_session(&r));
+    gwt_resp_free(&r);
+    /* the state was used up by the refused callback: its own browser cannot
+     * use it either now */
+    r = get_url(cb3, &attacker);
+    assert_int_equal(r.status, 400);
+    assert_false(sets_session(&r));
+    gwt_resp_free(&r);
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 0);
+    free(auth);
+    free(cb);
+    free(auth_other);
+    free(auth3);
+    free(cb3);
+}
+
+/* An e-mail Google has not verified: 403 email_not_verified, no user row, no
+ * session. */
+static void test_sign_in_unverified_email(void **state)
+{
+    (void)state;
+    char url[256];
+    snprintf(url, sizeof(url), "%s/__admin/users", G);
+    assert_int_equal(http_call("POST", url,
+                               "{\"email\":\"unverified@example.com\",\"email_verified\":false}",
+                               NULL),
+                     200);
+    binding_t bind;
+    char *auth = login_location("unverified@example.com", &bind);
+    char *cb = consent(auth);
+    gwt_resp_t r = get_url(cb, &bind);
+    assert_int_equal(r.status, 403);
+    assert_false(sets_session(&r));
+    assert_non_null(strstr(r.body, "email_not_verified"));
+    gwt_resp_free(&r);
+    const char *p[] = {"unverified@example.com"};
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 0);
+    free(auth);
+    free(cb);
+}
+
+/* POST /auth/logout-all ends every session of the user, not another user's. */
+static void test_logout_everywhere(void **state)
+{
+    (void)state;
+    gwt_session_t one, two, other;
+    sign_in("frank@example.com", &one);
+    sign_in("frank@example.com", &two);
+    sign_in("grace@example.com", &other);
+    assert_string_equal(one.id, two.id);
+    assert_string_not_equal(one.cookie, two.cookie);
+    expect_error(req("POST", "/auth/logout-all", NULL, false, NULL, NULL), 401, "unauthorized",
+                 NULL);
+    expect_error(req("POST", "/auth/logout-all", &one, false, NULL, NULL), 403, "csrf_failed",
+                 NULL);
+    /* the user's set holds both sessions */
+    redisReply *n = redis_command(redis, NULL, 0, "SCARD ca:session:user:%s", one.id);
+    assert_int_equal(n->integer, 2);
+    freeReplyObject(n);
+    gwt_resp_t r = req("POST", "/auth/logout-all", &one, true, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetObjectItem(r.json, "sessions_ended")->valueint, 2);
+    char *set = gwt_set_cookie(r.headers, "ca_session");
+    assert_non_null(set);
+    assert_non_null(strstr(set, "Max-Age=0"));
+    free(set);
+    gwt_resp_free(&r);
+    expect_error(req("GET", "/api/me", &one, false, NULL, NULL), 401, "unauthorized", NULL);
+    expect_error(req("GET", "/api/me", &two, false, NULL, NULL), 401, "unauthorized", NULL);
+    r = req("GET", "/api/me", &other, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    n = redis_command(redis, NULL, 0, "EXISTS ca:session:user:%s", one.id);
+    assert_int_equal(n->integer, 0);
+    freeReplyObject(n);
+    /* signing in again works */
+    sign_in("frank@example.com", &one);
 }
 
 /* ---- /api/me, /api/usage ---- */
@@ -1237,6 +1386,9 @@ int main(void)
         cmocka_unit_test(test_sign_in_failures),
         cmocka_unit_test(test_google_outage_during_sign_in),
         cmocka_unit_test(test_logout),
+        cmocka_unit_test(test_sign_in_other_browser),
+        cmocka_unit_test(test_sign_in_unverified_email),
+        cmocka_unit_test(test_logout_everywhere),
         cmocka_unit_test(test_me),
         cmocka_unit_test(test_usage),
         cmocka_unit_test(test_jobs_list_and_paging),

@@ -6,6 +6,11 @@
  *
  * The test never waits for a TTL to run down: it shortens the key's TTL in
  * Redis itself, then sees a request lengthen it again (or lets it lapse).
+ *
+ * Besides the sliding TTL: the absolute lifetime (SESSION_MAX_AGE_SECONDS,
+ * a second gateway with 3 s, used without a pause until it refuses), and the
+ * users.is_active check (a deactivated user loses its session and cannot
+ * sign in).
  */
 #include "crypto.h"
 #include "gw_session.h"
@@ -18,12 +23,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
 #define TTL_S 600
+#define MAX_AGE_S 3
 
-static proc_t google, gw;
+static proc_t google, gw, gw_short, gw_https;
 static redis_conn_t *redis;
 static gwt_session_t alice;
 
@@ -131,11 +138,197 @@ static void test_idle_session_expires(void **state)
     assert_int_equal(redis_int("EXISTS %s", key), 0); /* a refused request makes none */
 }
 
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A session used without a pause is still refused once it is
+ * SESSION_MAX_AGE_SECONDS old; its TTL never runs past that end. */
+static void test_absolute_lifetime(void **state)
+{
+    (void)state;
+    long long t0 = now_ms();
+    gwt_session_t carol;
+    assert_int_equal(gwt_sign_in(gw_short.base_url, "carol@example.com", &carol), 0);
+    char key[128];
+    session_key(&carol, key, sizeof(key));
+    assert_true(redis_int("PTTL %s", key) <= MAX_AGE_S * 1000LL);
+    long long refused_at = 0;
+    while (now_ms() - t0 < (MAX_AGE_S + 5) * 1000LL) {
+        gwt_resp_t r = gwt_request(gw_short.base_url, "GET", "/api/me", &carol, false, NULL);
+        long st = r.status;
+        gwt_resp_free(&r);
+        if (st == 401) {
+            refused_at = now_ms();
+            break;
+        }
+        assert_int_equal(st, 200);
+        assert_true(redis_int("PTTL %s", key) <= MAX_AGE_S * 1000LL);
+        struct timespec pause = {0, 100 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    if (refused_at == 0) {
+        fail_msg("the session was still accepted %d s after sign-in", MAX_AGE_S + 5);
+    }
+    /* not before its lifetime (the sign-in started at t0) */
+    assert_true(refused_at - t0 >= MAX_AGE_S * 1000LL - 100);
+    assert_int_equal(redis_int("EXISTS %s", key), 0);
+}
+
+/* A session from before created_ms existed gets it on its next use. */
+static void test_old_session_gets_a_start(void **state)
+{
+    (void)state;
+    char key[128];
+    session_key(&alice, key, sizeof(key));
+    char err[256];
+    redisReply *r = redis_command(redis, err, sizeof(err), "HDEL %s created_ms", key);
+    assert_non_null(r);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    assert_int_equal(status_of("GET", "/api/me", &alice), 200);
+    r = redis_command(redis, err, sizeof(err), "HEXISTS %s created_ms", key);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    char set[128];
+    snprintf(set, sizeof(set), "ca:session:user:%s", alice.id);
+    r = redis_command(redis, err, sizeof(err), "SISMEMBER %s %s", set, key + 11);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+}
+
+/* The sign-in of `email` to its callback; returns the callback's response. */
+static gwt_resp_t callback_of(const char *email)
+{
+    char *authorize = NULL;
+    char binding[256];
+    assert_int_equal(gwt_login(gw.base_url, email, &authorize, binding, sizeof(binding)), 0);
+    char *headers = NULL;
+    assert_int_equal(http_call_h("GET", authorize, NULL, NULL, NULL, &headers), 302);
+    char *cb = gwt_header(headers, "Location");
+    assert_non_null(cb);
+    const char *h[] = {binding, NULL};
+    gwt_resp_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = http_call_h("GET", cb, h, NULL, &r.body, &r.headers);
+    free(cb);
+    free(headers);
+    free(authorize);
+    return r;
+}
+
+/* UPDATE users SET is_active = false: the session is refused (once the check
+ * interval has passed: the test clears the stamp instead of waiting) and
+ * deleted, and the user cannot sign in; reactivated, the user can. */
+static void test_deactivated_user(void **state)
+{
+    (void)state;
+    gwt_session_t dora;
+    assert_int_equal(gwt_sign_in(gw.base_url, "dora@example.com", &dora), 0);
+    char key[128];
+    session_key(&dora, key, sizeof(key));
+    const char *p[] = {dora.id};
+    assert_int_equal(sql_exec("UPDATE users SET is_active = false WHERE id = $1", 1, p), 0);
+    /* checked at sign-in: SESSION_RECHECK_SECONDS (60) not over yet */
+    assert_int_equal(status_of("GET", "/api/me", &dora), 200);
+    assert_int_equal(redis_int("HDEL %s checked_ms", key), 1);
+    gwt_resp_t r = gwt_request(gw.base_url, "GET", "/api/me", &dora, false, NULL);
+    assert_int_equal(r.status, 403);
+    assert_string_equal(gwt_error_code(&r), "account_disabled");
+    gwt_resp_free(&r);
+    assert_int_equal(redis_int("EXISTS %s", key), 0);
+    assert_int_equal(status_of("GET", "/api/me", &dora), 401);
+    char set[128];
+    snprintf(set, sizeof(set), "ca:session:user:%s", dora.id);
+    assert_int_equal(redis_int("SCARD %s", set), 0);
+
+    /* the callback refuses: 403 account_disabled, no session, nothing changed */
+    char *before = sql_value("SELECT last_login_at::text FROM users WHERE id = $1", 1, p);
+    r = callback_of("dora@example.com");
+    assert_int_equal(r.status, 403);
+    assert_non_null(strstr(r.body, "account_disabled"));
+    char *set_cookie = gwt_set_cookie(r.headers, "ca_session");
+    assert_null(set_cookie);
+    gwt_resp_free(&r);
+    char *after = sql_value("SELECT last_login_at::text FROM users WHERE id = $1", 1, p);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    char *refused = sql_value("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = "
+                              "'auth.login_refused'",
+                              1, p);
+    assert_string_equal(refused, "1");
+    free(refused);
+
+    /* reactivated: signs in again */
+    assert_int_equal(sql_exec("UPDATE users SET is_active = true WHERE id = $1", 1, p), 0);
+    assert_int_equal(gwt_sign_in(gw.base_url, "dora@example.com", &dora), 0);
+}
+
+/* PUBLIC_URL https: the cookies are __Host-ca_oauth and __Host-ca_session,
+ * Secure, Path=/, no Domain; the plain names are not read. (The test talks
+ * http to the gateway and rewrites Google's redirect to it.) */
+static void test_https_cookie_names(void **state)
+{
+    (void)state;
+    char url[512];
+    snprintf(url, sizeof(url), "%s/auth/google/login?login_hint=hank@example.com",
+             gw_https.base_url);
+    char *headers = NULL;
+    assert_int_equal(http_call_h("GET", url, NULL, NULL, NULL, &headers), 302);
+    char *authorize = gwt_header(headers, "Location");
+    char *bind = gwt_set_cookie(headers, "__Host-ca_oauth");
+    free(headers);
+    assert_non_null(authorize);
+    assert_non_null(bind);
+    assert_non_null(strstr(bind, "; Secure"));
+    assert_non_null(strstr(bind, "Path=/;"));
+    assert_null(strstr(bind, "Domain"));
+    headers = NULL;
+    assert_int_equal(http_call_h("GET", authorize, NULL, NULL, NULL, &headers), 302);
+    char *cb = gwt_header(headers, "Location");
+    free(headers);
+    const char *prefix = "https://gw.example.test";
+    assert_true(cb != NULL && strncmp(cb, prefix, strlen(prefix)) == 0);
+    snprintf(url, sizeof(url), "%s%s", gw_https.base_url, cb + strlen(prefix));
+    char cookie[256];
+    snprintf(cookie, sizeof(cookie), "Cookie: %.*s", (int)strcspn(bind, ";"), bind);
+    const char *h[] = {cookie, NULL};
+    headers = NULL;
+    assert_int_equal(http_call_h("GET", url, h, NULL, NULL, &headers), 302);
+    char *set = gwt_set_cookie(headers, "__Host-ca_session");
+    free(headers);
+    assert_non_null(set);
+    assert_non_null(strstr(set, "; Secure"));
+    assert_non_null(strstr(set, "Path=/;"));
+    gwt_session_t hank;
+    memset(&hank, 0, sizeof(hank));
+    snprintf(hank.cookie, sizeof(hank.cookie), "%.*s", (int)strcspn(set, ";"), set);
+    gwt_resp_t r = gwt_request(gw_https.base_url, "GET", "/api/me", &hank, false, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    /* the same id under the plain name: not a session here */
+    gwt_session_t plain = hank;
+    snprintf(plain.cookie, sizeof(plain.cookie), "ca_session=%s", strchr(hank.cookie, '=') + 1);
+    r = gwt_request(gw_https.base_url, "GET", "/api/me", &plain, false, NULL);
+    assert_int_equal(r.status, 401);
+    gwt_resp_free(&r);
+    free(set);
+    free(cb);
+    free(bind);
+    free(authorize);
+}
+
 /* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
 static void test_gateway_exits_cleanly(void **state)
 {
     (void)state;
     assert_int_equal(daemon_stop(&gw), 0);
+    assert_int_equal(daemon_stop(&gw_short), 0);
+    assert_int_equal(daemon_stop(&gw_https), 0);
 }
 
 static int setup(void **state)
@@ -144,7 +337,13 @@ static int setup(void **state)
     char ttl[64];
     snprintf(ttl, sizeof(ttl), "SESSION_TTL_SECONDS=%d", TTL_S);
     const char *extra[] = {ttl, NULL};
-    if (fake_start(&google, "google", NULL) != 0 || gwt_start(&gw, google.base_url, extra) != 0) {
+    char max_age[64];
+    snprintf(max_age, sizeof(max_age), "SESSION_MAX_AGE_SECONDS=%d", MAX_AGE_S);
+    const char *extra_short[] = {ttl, max_age, NULL};
+    const char *extra_https[] = {"PUBLIC_URL=https://gw.example.test", NULL};
+    if (fake_start(&google, "google", NULL) != 0 || gwt_start(&gw, google.base_url, extra) != 0 ||
+        gwt_start(&gw_short, google.base_url, extra_short) != 0 ||
+        gwt_start(&gw_https, google.base_url, extra_https) != 0) {
         return -1;
     }
     char err[256];
@@ -161,6 +360,8 @@ static int teardown(void **state)
     (void)state;
     redis_close(redis);
     proc_stop(&gw); /* already stopped by the last test unless it failed */
+    proc_stop(&gw_short);
+    proc_stop(&gw_https);
     proc_stop(&google);
     return 0;
 }
@@ -172,6 +373,10 @@ int main(void)
         cmocka_unit_test(test_each_request_pushes_expiry_out),
         cmocka_unit_test(test_other_requests_leave_it),
         cmocka_unit_test(test_idle_session_expires),
+        cmocka_unit_test(test_absolute_lifetime),
+        cmocka_unit_test(test_old_session_gets_a_start),
+        cmocka_unit_test(test_deactivated_user),
+        cmocka_unit_test(test_https_cookie_names),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -120,34 +120,73 @@ int gwt_start(proc_t *gw, const char *google_base, const char *const *extra)
     return daemon_start(gw, "api-gateway", env);
 }
 
-static char *location_of(const char *method_url, long want)
+char *gwt_set_cookie(const char *headers, const char *name)
 {
-    char *headers = NULL;
-    long st = http_call_h("GET", method_url, NULL, NULL, NULL, &headers);
-    char *loc = st == want ? gwt_header(headers, "Location") : NULL;
-    if (loc == NULL) {
-        fprintf(stderr, "gwt_sign_in: GET %s answered %ld\n", method_url, st);
+    size_t n = strlen(name);
+    for (const char *p = headers; p != NULL && *p != '\0';) {
+        const char *eol = strstr(p, "\r\n");
+        size_t len = eol != NULL ? (size_t)(eol - p) : strlen(p);
+        if (len > 11 && strncasecmp(p, "Set-Cookie:", 11) == 0) {
+            const char *v = p + 11;
+            while (*v == ' ') {
+                v++;
+            }
+            if (strncmp(v, name, n) == 0 && v[n] == '=') {
+                return strndup(v, len - (size_t)(v - p));
+            }
+        }
+        p = eol != NULL ? eol + 2 : NULL;
     }
+    return NULL;
+}
+
+int gwt_login(const char *gw_base, const char *email, char **authorize, char *binding,
+              size_t bindinglen)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "%s/auth/google/login?login_hint=%s", gw_base, email);
+    char *headers = NULL;
+    long st = http_call_h("GET", url, NULL, NULL, NULL, &headers);
+    *authorize = st == 302 ? gwt_header(headers, "Location") : NULL;
+    char *set = st == 302 ? gwt_set_cookie(headers, "ca_oauth") : NULL;
+    if (*authorize == NULL || set == NULL) {
+        fprintf(stderr, "gwt_login: GET %s answered %ld (%s)\n", url, st,
+                set == NULL ? "no ca_oauth cookie" : "no Location");
+        free(*authorize);
+        *authorize = NULL;
+        free(set);
+        free(headers);
+        return -1;
+    }
+    snprintf(binding, bindinglen, "Cookie: %.*s", (int)strcspn(set, ";"), set);
+    free(set);
     free(headers);
-    return loc;
+    return 0;
 }
 
 int gwt_sign_in(const char *gw_base, const char *email, gwt_session_t *s)
 {
     memset(s, 0, sizeof(*s));
-    char url[512];
-    snprintf(url, sizeof(url), "%s/auth/google/login?login_hint=%s", gw_base, email);
-    char *authorize = location_of(url, 302);
-    char *callback = authorize != NULL ? location_of(authorize, 302) : NULL;
+    char *authorize = NULL, *callback = NULL;
+    char binding[256];
     int rc = -1;
     char *headers = NULL, *set = NULL;
-    if (callback == NULL) {
+    if (gwt_login(gw_base, email, &authorize, binding, sizeof(binding)) != 0) {
         goto out;
     }
-    long st = http_call_h("GET", callback, NULL, NULL, NULL, &headers);
-    set = st == 302 ? gwt_header(headers, "Set-Cookie") : NULL;
+    long st = http_call_h("GET", authorize, NULL, NULL, NULL, &headers);
+    callback = st == 302 ? gwt_header(headers, "Location") : NULL;
+    free(headers);
+    headers = NULL;
+    if (callback == NULL) {
+        fprintf(stderr, "gwt_sign_in: GET %s answered %ld\n", authorize, st);
+        goto out;
+    }
+    const char *cb_headers[] = {binding, NULL};
+    st = http_call_h("GET", callback, cb_headers, NULL, NULL, &headers);
+    set = st == 302 ? gwt_set_cookie(headers, "ca_session") : NULL;
     if (set == NULL) {
-        fprintf(stderr, "gwt_sign_in: callback answered %ld without a cookie\n", st);
+        fprintf(stderr, "gwt_sign_in: callback answered %ld without a session cookie\n", st);
         goto out;
     }
     snprintf(s->cookie, sizeof(s->cookie), "%.*s", (int)strcspn(set, ";"), set);

@@ -45,9 +45,16 @@ typedef struct {
  * Returns 0 or -1. */
 int gwt_start(proc_t *gw, const char *google_base, const char *const *extra);
 
+/* GET /auth/google/login for `email`: *authorize gets the fake's authorize
+ * URL (new string), binding the header line "Cookie: ca_oauth=..." that the
+ * callback must carry (the login's binding cookie). Returns 0 or -1. */
+int gwt_login(const char *gw_base, const char *email, char **authorize, char *binding,
+              size_t bindinglen);
+
 /* Signs `email` in through /auth/google/login → the fake's consent →
- * /auth/google/callback, then reads csrf_token and id from GET /api/me.
- * Returns 0 or -1 (the reason is printed). */
+ * /auth/google/callback (with the login's binding cookie), then reads
+ * csrf_token and id from GET /api/me. Returns 0 or -1 (the reason is
+ * printed). */
 int gwt_sign_in(const char *gw_base, const char *email, gwt_session_t *s);
 
 /* One request. s may be NULL (no cookie); csrf adds X-CSRF-Token. */
@@ -65,5 +72,8 @@ const char *gwt_error_code(const gwt_resp_t *r);
 const char *gwt_str(const cJSON *obj, const char *key);
 /* The value of header `name` in a raw header block (new string) or NULL. */
 char *gwt_header(const char *headers, const char *name);
+/* The Set-Cookie header that sets cookie `name` ("name=value; ...", new
+ * string) or NULL. */
+char *gwt_set_cookie(const char *headers, const char *name);
 
 #endif
