@@ -324,7 +324,11 @@ static int node_watermark(ctx_t *c, enode_t *n, VipsImage **out)
     int short_edge = im->Xsize < im->Ysize ? im->Xsize : im->Ysize;
     int dpi = (int)fmax(10, size * short_edge * 72.0 / 12.0); /* "sans 12" → size·edge px tall */
     VipsImage *txt = NULL;
-    if (vips_text(&txt, text, "font", "sans 12", "dpi", dpi, NULL) != 0) {
+    /* vips_text reads Pango markup: the graph's text is drawn as written. */
+    char *literal = g_markup_escape_text(text, -1);
+    int trc = vips_text(&txt, literal, "font", "sans 12", "dpi", dpi, NULL);
+    g_free(literal);
+    if (trc != 0) {
         return cpu_vips_fail(c, "CA.Watermark");
     }
     int margin = (int)(short_edge * 0.02);

@@ -54,12 +54,11 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
     VipsImage *alpha = NULL;
     if (c->source == NULL) {
         VipsAccess access = c->sequential ? VIPS_ACCESS_SEQUENTIAL : VIPS_ACCESS_RANDOM;
-        t[0] = vips_image_new_from_buffer(job->input, job->input_len, "", "fail_on",
-                                          VIPS_FAIL_ON_ERROR, "access", access, NULL);
-        if (t[0] == NULL) {
-            vips_error_clear();
-            return cpu_fail(c, CPU_EXEC_UNSUPPORTED_IMAGE,
-                        "unsupported_image: not a JPEG, PNG, WebP, TIFF or HEIC image");
+        char lerr[256];
+        cpu_exec_status_t ls = cpu_exec_open(job->input, job->input_len, access,
+                                             job->max_pixels, &t[0], lerr, sizeof(lerr));
+        if (ls != CPU_EXEC_OK) {
+            return cpu_fail(c, ls, "%s", lerr);
         }
         int orientation = 1;
         if (access == VIPS_ACCESS_SEQUENTIAL &&
@@ -68,12 +67,10 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
             orientation > 1) {
             /* Rotating needs random access. */
             g_object_unref(t[0]);
-            t[0] = vips_image_new_from_buffer(job->input, job->input_len, "", "fail_on",
-                                              VIPS_FAIL_ON_ERROR, NULL);
-            if (t[0] == NULL) {
-                vips_error_clear();
-                return cpu_fail(c, CPU_EXEC_UNSUPPORTED_IMAGE,
-                            "unsupported_image: not a JPEG, PNG, WebP, TIFF or HEIC image");
+            ls = cpu_exec_open(job->input, job->input_len, VIPS_ACCESS_RANDOM, job->max_pixels,
+                               &t[0], lerr, sizeof(lerr));
+            if (ls != CPU_EXEC_OK) {
+                return cpu_fail(c, ls, "%s", lerr);
             }
         }
         VipsImage *rot = NULL;

@@ -37,6 +37,7 @@ int cpu_exec_init(const char *argv0)
         return -1;
     }
     vips_cache_set_max(0); /* a job's images are used once */
+    cpu_load_block_others(); /* untrusted input: only the loaders we support */
     vips_started = true;
     return 0;
 }

@@ -31,7 +31,24 @@ typedef enum {
     CPU_EXEC_BAD_GRAPH,         /* validation failed, or a class the executor lacks */
     CPU_EXEC_UNSUPPORTED_IMAGE, /* the input cannot be decoded: `unsupported_image` */
     CPU_EXEC_ERROR,             /* anything else: `processing_error` */
+    CPU_EXEC_TOO_LARGE,         /* over the pixel limit or memory budget: `image_too_large` */
 } cpu_exec_status_t;
+
+/* The pixel limit when the caller sets none (MAX_IMAGE_PIXELS: 100 megapixels). */
+#define CPU_EXEC_MAX_PIXELS_DEFAULT 100000000LL
+/* The memory budget of a decoded input: width·height·bands·sample size at most
+ * max_pixels times this (a 16-bit RGBA image at the pixel limit). */
+#define CPU_EXEC_BYTES_PER_PIXEL 8
+
+/* The input formats the product reads (the libvips loaders left unblocked). */
+typedef enum {
+    CPU_FORMAT_NONE = 0,
+    CPU_FORMAT_JPEG,
+    CPU_FORMAT_PNG,
+    CPU_FORMAT_WEBP,
+    CPU_FORMAT_TIFF,
+    CPU_FORMAT_HEIF, /* HEIC, HEIF and AVIF */
+} cpu_exec_format_t;
 
 typedef struct {
     /* In: the original file's bytes, read by every LoadImage node. */
@@ -39,6 +56,8 @@ typedef struct {
     size_t input_len;
     /* In (tests): when set, LoadImage yields this image (3-band float) instead. */
     VipsImage *input_image;
+    /* In: the pixel limit checked on the header (0: CPU_EXEC_MAX_PIXELS_DEFAULT). */
+    long long max_pixels;
     /* In (tests): keep the final float image in `result` (a new reference). */
     bool keep_result;
 
@@ -51,7 +70,9 @@ typedef struct {
     VipsImage *result;
 } cpu_exec_job_t;
 
-/* VIPS_INIT; safe to call more than once. Returns 0 or -1. */
+/* VIPS_INIT, then blocks every libvips loader but those of cpu_exec_format_t
+ * (and all that libvips marks untrusted); safe to call more than once.
+ * Returns 0 or -1. */
 __attribute__((warn_unused_result)) int cpu_exec_init(const char *argv0);
 void cpu_exec_shutdown(void);
 
@@ -62,6 +83,21 @@ const graph_registry_t *cpu_exec_registry(void);
 __attribute__((warn_unused_result)) cpu_exec_status_t cpu_exec_run(const cJSON *graph,
                                                                    cpu_exec_job_t *job, char *err,
                                                                    size_t errlen);
+
+/* The format of buf from its magic bytes alone (never a name or MIME type),
+ * or CPU_FORMAT_NONE; and its display name ("JPEG", ...). */
+cpu_exec_format_t cpu_exec_format(const void *buf, size_t len);
+const char *cpu_exec_format_name(cpu_exec_format_t f);
+
+/* The front door for an untrusted file: opens buf with the one loader its
+ * magic bytes name and checks the header (nothing decoded yet) against
+ * max_pixels (0: the default) and the memory budget. Returns CPU_EXEC_OK with
+ * *out a new lazy image reading buf (which must outlive it), or with out NULL
+ * a check only; CPU_EXEC_UNSUPPORTED_IMAGE ("unsupported_image: ...") or
+ * CPU_EXEC_TOO_LARGE ("image_too_large: ...") with the reason in err. */
+__attribute__((warn_unused_result)) cpu_exec_status_t
+cpu_exec_open(const void *buf, size_t len, VipsAccess access, long long max_pixels,
+              VipsImage **out, char *err, size_t errlen);
 
 /* Frees output and result (the job struct itself is the caller's). */
 void cpu_exec_job_free(cpu_exec_job_t *job);

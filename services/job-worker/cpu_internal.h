@@ -202,6 +202,12 @@ int cpu_linear_clamped(ctx_t *c, VipsImage *in, const double *a, const double *b
                        VipsImage **out, const char *what);
 int cpu_clamp01_image(VipsImage *in, VipsImage **out);
 
+/* ---- the input front door (cpu_load.c; the rest is in cpu_exec.h) ------- */
+
+/* vips_block_untrusted_set(TRUE), then blocks every VipsForeignLoad but the
+ * loaders of cpu_exec_format_t (called once by cpu_exec_init). */
+void cpu_load_block_others(void);
+
 /* ---- streaming and previews (cpu_stream.c) ------------------------------- */
 
 /* Whether the whole graph can decode its input sequentially. */

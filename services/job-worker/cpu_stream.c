@@ -18,18 +18,17 @@
 #define PREVIEW_MIN 384
 
 /* The preview of a JPEG: decoded at 1/2, 1/4 or 1/8 scale, autorotated, in
- * memory; NULL (error cleared) when not a JPEG or when it fails.
+ * memory; NULL (error cleared) when not a JPEG or when it fails. Called after
+ * LoadImage opened the input through the front door (cpu_exec_open).
  * vips_thumbnail picks a milder shrink (2 for 4000x3000 → 768) and resizes
  * with lanczos3: ~4x the time, all of it before the first output pixel. */
 static VipsImage *jpeg_preview(const void *buf, size_t len)
 {
-    const char *loader = vips_foreign_find_load_buffer(buf, len);
-    if (loader == NULL || strstr(loader, "Jpeg") == NULL) {
-        vips_error_clear();
+    if (cpu_exec_format(buf, len) != CPU_FORMAT_JPEG) {
         return NULL;
     }
-    VipsImage *hdr = vips_image_new_from_buffer(buf, len, "", NULL);
-    if (hdr == NULL) {
+    VipsImage *hdr = NULL;
+    if (vips_jpegload_buffer((void *)buf, len, &hdr, NULL) != 0) {
         vips_error_clear();
         return NULL;
     }
@@ -39,8 +38,11 @@ static VipsImage *jpeg_preview(const void *buf, size_t len)
     while (shrink < 8 && longest / (shrink * 2) >= PREVIEW_MIN) {
         shrink *= 2;
     }
-    VipsImage *t = vips_image_new_from_buffer(buf, len, "", "shrink", shrink, "access",
-                                              VIPS_ACCESS_SEQUENTIAL, NULL);
+    VipsImage *t = NULL;
+    if (vips_jpegload_buffer((void *)buf, len, &t, "shrink", shrink, "access",
+                             VIPS_ACCESS_SEQUENTIAL, NULL) != 0) {
+        t = NULL;
+    }
     VipsImage *mem = t != NULL ? vips_image_copy_memory(t) : NULL;
     VipsImage *rot = NULL;
     if (mem != NULL && vips_autorot(mem, &rot, NULL) != 0) {

@@ -652,6 +652,24 @@ static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void
     return -1;
 }
 
+/* The job error of an input the front door refused (cpu_exec_open's
+ * statuses): returns -1 with e set, else 0. Neither is retried. */
+static int input_err(cpu_exec_status_t st, const char *msg, job_err_t *e)
+{
+    if (st == CPU_EXEC_UNSUPPORTED_IMAGE) {
+        job_err_set(e, "unsupported_image", false,
+                "This file is not an image we can read (JPEG, PNG, WebP, TIFF or HEIC): %s", msg);
+        return -1;
+    }
+    if (st == CPU_EXEC_TOO_LARGE) {
+        const char *reason = strncmp(msg, "image_too_large: ", 17) == 0 ? msg + 17 : msg;
+        job_err_set(e, "image_too_large", false, "This image is too large to process: %s.",
+                reason);
+        return -1;
+    }
+    return 0;
+}
+
 static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
 {
     int rc = -1;
@@ -720,6 +738,14 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
         download_err(st, &gerr, t->set->max_image_bytes, e);
         goto out;
     }
+    /* The front door, for ComfyUI too: a supported format by its magic bytes,
+     * within the pixel limit and memory budget, from the header alone. */
+    char ferr[256] = "";
+    cpu_exec_status_t fs = cpu_exec_open(input, input_len, VIPS_ACCESS_SEQUENTIAL,
+                                         t->set->max_image_pixels, NULL, ferr, sizeof(ferr));
+    if (input_err(fs, ferr, e) != 0) {
+        goto out;
+    }
 
     const void *out_data;
     size_t out_len;
@@ -737,11 +763,9 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
         char xerr[256] = "";
         cj.input = input;
         cj.input_len = input_len;
+        cj.max_pixels = t->set->max_image_pixels;
         cpu_exec_status_t xs = cpu_exec_run(graph, &cj, xerr, sizeof(xerr));
-        if (xs == CPU_EXEC_UNSUPPORTED_IMAGE) {
-            job_err_set(e, "unsupported_image", false,
-                    "This file is not an image we can read (JPEG, PNG, WebP, TIFF or HEIC): %s",
-                    xerr);
+        if (input_err(xs, xerr, e) != 0) {
             goto out;
         }
         if (xs != CPU_EXEC_OK) {

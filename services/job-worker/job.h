@@ -38,6 +38,7 @@ typedef struct {
     const char *comfyui_url; /* NULL: no ComfyUI */
     const char *smtp_url;    /* NULL: no e-mail (no outbox rows) */
     size_t max_image_bytes;
+    long long max_image_pixels; /* MAX_IMAGE_PIXELS: checked on the header */
     int lease_s;
     int comfyui_timeout_s;
     int retry_base_ms; /* WORKER_RETRY_BASE_MS */

@@ -34,6 +34,9 @@ static const config_var_t worker_vars[] = {
     {"WORKER_CONCURRENCY", CFG_INT, NULL, false, false, 1, 256, "jobs at a time (default: cores)"},
     {"MAX_IMAGE_BYTES", CFG_INT, "52428800", false, false, 1024, 1073741824L,
      "largest original accepted (bytes)"},
+    {"MAX_IMAGE_PIXELS", CFG_INT, "100000000", false, false, 1, 1000000000L,
+     "largest original accepted (width x height, read from the header before decoding); "
+     "decoded size is capped at 8 bytes a pixel of it"},
     {"WORKER_LEASE_SECONDS", CFG_INT, "60", false, false, 5, 3600,
      "a claimed job's lease; extended every 5 s while it runs, requeued when it expires"},
     {"WORKER_REPUSH_SECONDS", CFG_INT, "30", false, false, 1, 3600,

@@ -238,6 +238,7 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
         .comfyui_url = daemon_get(d, "COMFYUI_URL"),
         .smtp_url = daemon_get(d, "SMTP_URL"),
         .max_image_bytes = (size_t)config_get_int(cfg, "MAX_IMAGE_BYTES"),
+        .max_image_pixels = config_get_int(cfg, "MAX_IMAGE_PIXELS"),
         .lease_s = (int)config_get_int(cfg, "WORKER_LEASE_SECONDS"),
         .comfyui_timeout_s = (int)config_get_int(cfg, "COMFYUI_TIMEOUT_SECONDS"),
         .retry_base_ms = (int)config_get_int(cfg, "WORKER_RETRY_BASE_MS"),

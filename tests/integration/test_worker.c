@@ -11,6 +11,7 @@
 #include "crypto.h"
 #include "email.h"
 #include "fake_admin.h"
+#include "now.h"
 #include "queue.h"
 #include "redis.h"
 #include "support.h"
@@ -657,6 +658,99 @@ static void test_error_codes(void **state)
     free(conn);
 }
 
+/* The worker's peak resident set (VmHWM) in kB, or -1. */
+static long worker_peak_rss_kb(const proc_t *p)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
+    FILE *f = fopen(path, "r");
+    char line[256];
+    long kb = -1;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmHWM:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return kb;
+}
+
+/* Files from a user's Drive are untrusted (issue 14): an SVG and a PDF named
+ * .jpg with a generic MIME type, and a 20000x20000 PNG bomb, queued ahead of
+ * a normal photo, fail fast with clear codes (not retried); the photo
+ * completes, and the worker stays small. */
+static void test_hostile_images(void **state)
+{
+    (void)state;
+    user_t u = make_user("hostile@example.com");
+    static const char svg[] = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"20000\" "
+                              "height=\"20000\"><rect width=\"9\" height=\"9\"/></svg>";
+    static const char pdf[] =
+        "%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+        "2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+        "3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200000 200000]>>endobj\n"
+        "trailer<</Root 1 0 R>>\n%EOF\n";
+    VipsImage *black = NULL;
+    void *bomb = NULL;
+    size_t bomb_len = 0;
+    assert_int_equal(vips_black(&black, 20000, 20000, NULL), 0);
+    assert_int_equal(vips_pngsave_buffer(black, &bomb, &bomb_len, "bitdepth", 1, "compression", 9,
+                                         "filter", VIPS_FOREIGN_PNG_FILTER_NONE, NULL),
+                     0);
+    g_object_unref(black);
+    assert_true(bomb_len < 1048576); /* under the shared worker's MAX_IMAGE_BYTES */
+
+    struct {
+        const char *name;
+        const void *data;
+        size_t len;
+        const char *want;
+        char job[64];
+    } cases[] = {
+        {"a.jpg", svg, sizeof(svg) - 1, "failed:unsupported_image", ""},
+        {"scan.jpg", pdf, sizeof(pdf) - 1, "failed:unsupported_image", ""},
+        {"bomb.png", bomb, bomb_len, "failed:image_too_large", ""},
+        {"photo.jpg", NULL, 0, "completed", ""},
+    };
+    size_t n = sizeof(cases) / sizeof(cases[0]);
+    for (size_t i = 0; i < n; i++) {
+        char file[128];
+        char *b64 = cases[i].data != NULL ? crypto_base64_encode(cases[i].data, cases[i].len)
+                                          : strdup(small_jpeg_b64);
+        drive_file(&u, cases[i].name, "application/octet-stream", b64, file, sizeof(file));
+        free(b64);
+        create_job(&u, file, cases[i].name, "portrait_pro", cases[i].job, sizeof(cases[i].job));
+    }
+    int64_t t0 = now_mono_ms();
+    for (size_t i = 0; i < n; i++) {
+        push(cases[i].job);
+    }
+    for (size_t i = 0; i < n; i++) {
+        expect_job(cases[i].job, cases[i].want, &worker);
+        char *rc = job_col(cases[i].job, "retry_count");
+        assert_string_equal(rc, "0");
+        free(rc);
+    }
+    long ms = (long)(now_mono_ms() - t0);
+    char *msg = job_col(cases[2].job, "error_message");
+    assert_non_null(strstr(msg, "20000x20000"));
+    free(msg);
+    assert_usage(&u, "images_processed", "1");
+    assert_usage(&u, "images_failed", "3");
+    g_free(bomb);
+    long kb = worker_peak_rss_kb(&worker);
+    print_message("hostile images: all four done in %ld ms; worker VmHWM %ld MB\n", ms,
+                  kb / 1024);
+    if (ms > 10000) {
+        fail_msg("the hostile files took %ld ms, want them refused from the header", ms);
+    }
+    if (kb > 400 * 1024) {
+        fail_msg("the worker peaked at %ld MB", kb / 1024);
+    }
+}
+
 static void test_drive_faults_recovered(void **state)
 {
     (void)state;
@@ -1136,6 +1230,7 @@ int main(void)
         cmocka_unit_test(test_presets_end_to_end),
         cmocka_unit_test(test_same_id_twice),
         cmocka_unit_test(test_error_codes),
+        cmocka_unit_test(test_hostile_images),
         cmocka_unit_test(test_drive_faults_recovered),
         cmocka_unit_test(test_email_digest),
         cmocka_unit_test(test_free_user_30_images),
