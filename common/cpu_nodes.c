@@ -6,6 +6,9 @@
  */
 #include "cpu_nodes.h"
 
+#include <math.h>
+#include <string.h>
+
 #define MAX_RESOLUTION CPU_NODES_MAX_RESOLUTION
 
 /* ---- registry ------------------------------------------------------------ */
@@ -119,7 +122,90 @@ static const graph_class_t CLASSES[] = {
     {"CA.ResizeLongEdge", in_long_edge, NIN(in_long_edge), OUT_IMAGE, 1, false},
     {"CA.Export", in_export, NIN(in_export), NULL, 0, true},
 };
-static const graph_registry_t REGISTRY = {CLASSES, NIN(CLASSES)};
+
+/* ---- sizes, for the work budget ------------------------------------------ */
+
+static double number(const cJSON *inputs, const char *name, double def)
+{
+    double d = def;
+    if (!graph_input_number(inputs, name, &d) || !isfinite(d)) {
+        return def;
+    }
+    return d;
+}
+
+static double integer(const cJSON *inputs, const char *name, double def)
+{
+    return trunc(number(inputs, name, def));
+}
+
+/* The planner's idea of the executor's sizes (services/job-worker/cpu_*_nodes.c).
+ * A loaded photo is taken to be CPU_NODES_PLAN_PHOTO_WIDTH × _HEIGHT. */
+static bool node_size(const char *class_type, const cJSON *inputs, const graph_size_t *in,
+                      graph_size_t *out)
+{
+    graph_size_t src = in != NULL ? *in : (graph_size_t){1, 1, 1};
+    *out = src;
+    if (strcmp(class_type, "SaveImage") == 0 || strcmp(class_type, "PreviewImage") == 0 ||
+        strcmp(class_type, "CA.Export") == 0) {
+        return false;
+    }
+    if (strcmp(class_type, "LoadImage") == 0) {
+        *out = (graph_size_t){CPU_NODES_PLAN_PHOTO_WIDTH, CPU_NODES_PLAN_PHOTO_HEIGHT, 1};
+    } else if (strcmp(class_type, "EmptyImage") == 0) {
+        out->width = integer(inputs, "width", 512);
+        out->height = integer(inputs, "height", 512);
+        out->batch = fmax(1, integer(inputs, "batch_size", 1));
+    } else if (strcmp(class_type, "ImageScale") == 0) {
+        double w = integer(inputs, "width", 512);
+        double h = integer(inputs, "height", 512);
+        if (w == 0 && h != 0) {
+            w = fmax(1, rint(src.width * h / fmax(1, src.height)));
+        } else if (h == 0 && w != 0) {
+            h = fmax(1, rint(src.height * w / fmax(1, src.width)));
+        }
+        if (w != 0) {
+            out->width = w;
+            out->height = h;
+        }
+    } else if (strcmp(class_type, "ImageScaleBy") == 0) {
+        double s = number(inputs, "scale_by", 1);
+        out->width = rint(src.width * s);
+        out->height = rint(src.height * s);
+    } else if (strcmp(class_type, "ImageScaleToTotalPixels") == 0) {
+        double total = trunc(number(inputs, "megapixels", 1) * 1024 * 1024);
+        double s = sqrt(total / fmax(1, src.width * src.height));
+        out->width = rint(src.width * s);
+        out->height = rint(src.height * s);
+    } else if (strcmp(class_type, "ImageScaleToMaxDimension") == 0 ||
+               strcmp(class_type, "CA.ResizeLongEdge") == 0) {
+        bool long_edge = strcmp(class_type, "CA.ResizeLongEdge") == 0;
+        double target = long_edge ? integer(inputs, "long_edge", 512)
+                                  : integer(inputs, "largest_size", 512);
+        double longest = fmax(1, fmax(src.width, src.height));
+        /* ResizeLongEdge enlarges only when allowed; count it as allowed. */
+        double s = target / longest;
+        out->width = rint(src.width * s);
+        out->height = rint(src.height * s);
+    } else if (strcmp(class_type, "ImageCrop") == 0) {
+        out->width = fmin(src.width, integer(inputs, "width", 512));
+        out->height = fmin(src.height, integer(inputs, "height", 512));
+    } else if (strcmp(class_type, "ImageRotate") == 0) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(inputs, "rotation");
+        if (cJSON_IsString(r) && (strcmp(r->valuestring, "90 degrees") == 0 ||
+                                  strcmp(r->valuestring, "270 degrees") == 0)) {
+            out->width = src.height;
+            out->height = src.width;
+        }
+    } else if (strcmp(class_type, "ImagePadForOutpaint") == 0) {
+        out->width = src.width + integer(inputs, "left", 0) + integer(inputs, "right", 0);
+        out->height = src.height + integer(inputs, "top", 0) + integer(inputs, "bottom", 0);
+    }
+    /* Every other node makes an image the size of its (first) input. */
+    return true;
+}
+
+static const graph_registry_t REGISTRY = {CLASSES, NIN(CLASSES), node_size};
 
 const graph_registry_t *cpu_nodes_registry(void)
 {

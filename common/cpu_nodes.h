@@ -11,6 +11,12 @@
 
 #define CPU_NODES_MAX_RESOLUTION 16384
 
+/* The registry computes the size of the images the nodes make, for
+ * graph_validate()'s work budget; it takes a loaded photo to be this size
+ * (24 MP: the validator runs before the photo is known). */
+#define CPU_NODES_PLAN_PHOTO_WIDTH 6000
+#define CPU_NODES_PLAN_PHOTO_HEIGHT 4000
+
 const graph_registry_t *cpu_nodes_registry(void);
 
 /* Choice lists (NULL-terminated), shared with the executor's implementations. */

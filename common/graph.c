@@ -6,6 +6,12 @@
  * an output), any node error fails the whole prompt (ComfyUI drops only the
  * failing outputs), cycles are reported at validation time (ComfyUI finds them
  * when executing), and a literal on an IMAGE/MASK input is an error here.
+ *
+ * Work is linear in the prompt: node ids are looked up in an open-addressing
+ * hash index; the links are resolved once into an edge list; one iterative
+ * Tarjan pass finds the cycles and orders the nodes (producers before their
+ * consumers), which the dependent_outputs lists (bounded) and the work budget
+ * follow. Nothing recurses on the graph's depth.
  */
 #define _GNU_SOURCE
 #include "graph.h"
@@ -14,11 +20,10 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define GRAPH_MAX_NODES 1000
 
 static const char *const type_names[] = {
     [GRAPH_T_INT] = "INT",         [GRAPH_T_FLOAT] = "FLOAT", [GRAPH_T_STRING] = "STRING",
@@ -31,15 +36,26 @@ typedef struct {
     const cJSON *node;
     const cJSON *inputs;
     const graph_class_t *cls;
-    cJSON *errors; /* array, NULL until the first error */
-    int color;     /* cycle search: 0 white, 1 on stack, 2 done */
+    cJSON *errors;     /* array, NULL until the first error */
+    size_t first_edge; /* its links to existing nodes: st->edges[first_edge..+nedges] */
+    size_t nedges;
+    size_t component; /* strongly connected component, numbered producers first */
     bool in_cycle;
-    bool reached; /* dependent_outputs search */
+    bool has_size; /* work budget: it makes an image of `size` */
+    graph_size_t size;
 } gnode_t;
 
 typedef struct {
     gnode_t *nodes;
     size_t n;
+    size_t *slots; /* hash index: node index + 1, 0 = empty; nslots a power of two */
+    size_t nslots;
+    size_t *edges; /* node indices */
+    size_t nedges;
+    size_t *order;           /* node indices grouped by component, in component order */
+    size_t *component_first; /* ncomponents + 1 offsets into order */
+    size_t ncomponents;
+    unsigned long steps;
 } gstate_t;
 
 const graph_class_t *graph_registry_find(const graph_registry_t *reg, const char *class_type)
@@ -105,14 +121,57 @@ static void add_received(cJSON *extra, const cJSON *val)
     }
 }
 
+/* FNV-1a. */
+static size_t hash_id(const char *id)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const unsigned char *p = (const unsigned char *)id; *p != '\0'; p++) {
+        h ^= *p;
+        h *= 1099511628211ULL;
+    }
+    return (size_t)h;
+}
+
 static gnode_t *find_node(gstate_t *st, const char *id)
 {
-    for (size_t i = 0; i < st->n; i++) {
-        if (strcmp(st->nodes[i].id, id) == 0) {
-            return &st->nodes[i];
+    size_t mask = st->nslots - 1;
+    for (size_t s = hash_id(id) & mask;; s = (s + 1) & mask) {
+        st->steps++;
+        if (st->slots[s] == 0) {
+            return NULL;
+        }
+        gnode_t *gn = &st->nodes[st->slots[s] - 1];
+        if (strcmp(gn->id, id) == 0) {
+            return gn;
         }
     }
-    return NULL;
+}
+
+/* Indexes the nodes by id; a repeated id keeps its first node (as cJSON's lookup does). */
+static int index_nodes(gstate_t *st)
+{
+    st->nslots = 16;
+    while (st->nslots < 2 * st->n) {
+        st->nslots *= 2;
+    }
+    st->slots = calloc(st->nslots, sizeof(*st->slots));
+    if (st->slots == NULL) {
+        return -1;
+    }
+    size_t mask = st->nslots - 1;
+    for (size_t i = 0; i < st->n; i++) {
+        for (size_t s = hash_id(st->nodes[i].id) & mask;; s = (s + 1) & mask) {
+            st->steps++;
+            if (st->slots[s] == 0) {
+                st->slots[s] = i + 1;
+                break;
+            }
+            if (strcmp(st->nodes[st->slots[s] - 1].id, st->nodes[i].id) == 0) {
+                break;
+            }
+        }
+    }
+    return 0;
 }
 
 /* Python-like numeric coercion. Returns false when int()/float() would raise. */
@@ -167,10 +226,18 @@ static void format_number(char *buf, size_t len, double d, bool is_int)
     }
 }
 
+/* The value as compact JSON, for an error message; "?" when out of memory. */
+static const char *value_text(const cJSON *val, char **text)
+{
+    if (*text == NULL) {
+        *text = cJSON_PrintUnformatted(val);
+    }
+    return *text != NULL ? *text : "?";
+}
+
 static void check_literal(gnode_t *gn, const graph_input_t *in, const cJSON *val)
 {
-    char *value_text = cJSON_PrintUnformatted(val);
-    const char *vt = value_text != NULL ? value_text : "?";
+    char *text = NULL; /* made only for an error */
     char *msg = NULL;
     char *det = NULL;
     switch (in->type) {
@@ -181,7 +248,7 @@ static void check_literal(gnode_t *gn, const graph_input_t *in, const cJSON *val
         if (!coerce_number(val, is_int, &d)) {
             if (asprintf(&msg, "Failed to convert an input value to a %s value",
                          type_names[in->type]) < 0 ||
-                asprintf(&det, "%s, %s, invalid literal", in->name, vt) < 0) {
+                asprintf(&det, "%s, %s, invalid literal", in->name, value_text(val, &text)) < 0) {
                 break;
             }
             add_received(node_error(gn, "invalid_input_type", in->name, msg, det), val);
@@ -220,6 +287,7 @@ static void check_literal(gnode_t *gn, const graph_input_t *in, const cJSON *val
             break;
         }
         /* details: "name: 'x' not in ['a', 'b']" (abbreviated past 20 entries) */
+        const char *vt = value_text(val, &text);
         size_t cap = 64 + strlen(in->name) + strlen(vt);
         size_t n = 0;
         for (; in->choices != NULL && in->choices[n] != NULL; n++) {
@@ -246,7 +314,7 @@ static void check_literal(gnode_t *gn, const graph_input_t *in, const cJSON *val
     case GRAPH_T_IMAGE:
     case GRAPH_T_MASK:
         if (asprintf(&msg, "Input must be a link to a %s output", type_names[in->type]) < 0 ||
-            asprintf(&det, "%s, %s", in->name, vt) < 0) {
+            asprintf(&det, "%s, %s", in->name, value_text(val, &text)) < 0) {
             break;
         }
         add_received(node_error(gn, "invalid_input_type", in->name, msg, det), val);
@@ -254,7 +322,7 @@ static void check_literal(gnode_t *gn, const graph_input_t *in, const cJSON *val
     }
     free(msg);
     free(det);
-    free(value_text);
+    free(text);
 }
 
 static void check_link(gstate_t *st, gnode_t *gn, const graph_input_t *in, const cJSON *val)
@@ -304,6 +372,7 @@ static void check_inputs(gstate_t *st, gnode_t *gn)
     const graph_class_t *cls = gn->cls;
     for (size_t i = 0; i < cls->ninputs; i++) {
         const graph_input_t *in = &cls->inputs[i];
+        st->steps++;
         const cJSON *val = cJSON_GetObjectItemCaseSensitive(gn->inputs, in->name);
         if (val == NULL || cJSON_IsNull(val)) {
             if (in->required) {
@@ -320,51 +389,193 @@ static void check_inputs(gstate_t *st, gnode_t *gn)
     }
 }
 
-/* Depth-first search along links; nodes on the stack when met again are in a cycle. */
-static void find_cycles(gstate_t *st, gnode_t *gn, gnode_t **stack, size_t depth)
+/* The source node of input value `val` when it is a link to an existing node. */
+static gnode_t *link_source(gstate_t *st, const cJSON *val)
 {
-    gn->color = 1;
-    stack[depth] = gn;
-    const cJSON *val = NULL;
-    cJSON_ArrayForEach(val, gn->inputs)
-    {
-        if (!graph_is_link(val)) {
-            continue;
-        }
-        gnode_t *src = find_node(st, cJSON_GetArrayItem(val, 0)->valuestring);
-        if (src == NULL) {
-            continue;
-        }
-        if (src->color == 1) {
-            for (size_t k = depth + 1; k-- > 0;) {
-                stack[k]->in_cycle = true;
-                if (stack[k] == src) {
-                    break;
-                }
-            }
-        } else if (src->color == 0) {
-            find_cycles(st, src, stack, depth + 1);
-        }
+    if (!graph_is_link(val)) {
+        return NULL;
     }
-    gn->color = 2;
+    return find_node(st, cJSON_GetArrayItem(val, 0)->valuestring);
 }
 
-static void mark_upstream(gstate_t *st, gnode_t *gn)
+/* Resolves every link (declared input or not, as ComfyUI follows them) once. */
+static int build_edges(gstate_t *st)
 {
-    if (gn->reached) {
-        return;
+    size_t total = 0;
+    for (size_t i = 0; i < st->n; i++) {
+        const cJSON *val = NULL;
+        cJSON_ArrayForEach(val, st->nodes[i].inputs)
+        {
+            st->steps++;
+            total += cJSON_IsArray(val) ? 1 : 0;
+        }
     }
-    gn->reached = true;
-    const cJSON *val = NULL;
-    cJSON_ArrayForEach(val, gn->inputs)
-    {
-        if (graph_is_link(val)) {
-            gnode_t *src = find_node(st, cJSON_GetArrayItem(val, 0)->valuestring);
+    st->edges = calloc(total + 1, sizeof(*st->edges));
+    if (st->edges == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < st->n; i++) {
+        gnode_t *gn = &st->nodes[i];
+        gn->first_edge = st->nedges;
+        const cJSON *val = NULL;
+        cJSON_ArrayForEach(val, gn->inputs)
+        {
+            st->steps++;
+            gnode_t *src = link_source(st, val);
             if (src != NULL) {
-                mark_upstream(st, src);
+                st->edges[st->nedges++] = (size_t)(src - st->nodes);
+            }
+        }
+        gn->nedges = st->nedges - gn->first_edge;
+    }
+    return 0;
+}
+
+/*
+ * Tarjan's strongly connected components, iterative. Edges go from a node to
+ * the nodes it reads, so a component is numbered after every component it
+ * reads from: producers first. A node is in a cycle when its component has
+ * more than one node or it links to itself.
+ */
+static int find_components(gstate_t *st)
+{
+    size_t n = st->n;
+    size_t *number = calloc(n, sizeof(*number)); /* visit number + 1; 0 = unvisited */
+    size_t *low = calloc(n, sizeof(*low));
+    size_t *next_edge = calloc(n, sizeof(*next_edge));
+    size_t *path = calloc(n, sizeof(*path));   /* the depth-first path */
+    size_t *stack = calloc(n, sizeof(*stack)); /* Tarjan's stack */
+    bool *on_stack = calloc(n, sizeof(*on_stack));
+    st->order = calloc(n, sizeof(*st->order));
+    st->component_first = calloc(n + 1, sizeof(*st->component_first));
+    int rc = -1;
+    if (number == NULL || low == NULL || next_edge == NULL || path == NULL || stack == NULL ||
+        on_stack == NULL || st->order == NULL || st->component_first == NULL) {
+        goto out;
+    }
+    size_t visits = 0, depth = 0, top = 0, ordered = 0;
+    for (size_t root = 0; root < n; root++) {
+        if (number[root] != 0) {
+            continue;
+        }
+        number[root] = low[root] = ++visits;
+        stack[top++] = root;
+        on_stack[root] = true;
+        path[depth++] = root;
+        while (depth > 0) {
+            size_t v = path[depth - 1];
+            gnode_t *gv = &st->nodes[v];
+            st->steps++;
+            if (next_edge[v] < gv->nedges) {
+                size_t w = st->edges[gv->first_edge + next_edge[v]++];
+                if (w == v) {
+                    gv->in_cycle = true;
+                }
+                if (number[w] == 0) {
+                    number[w] = low[w] = ++visits;
+                    stack[top++] = w;
+                    on_stack[w] = true;
+                    path[depth++] = w;
+                } else if (on_stack[w] && number[w] < low[v]) {
+                    low[v] = number[w];
+                }
+                continue;
+            }
+            depth--;
+            if (depth > 0 && low[v] < low[path[depth - 1]]) {
+                low[path[depth - 1]] = low[v];
+            }
+            if (low[v] != number[v]) {
+                continue;
+            }
+            size_t c = st->ncomponents++;
+            st->component_first[c] = ordered;
+            size_t w;
+            do {
+                w = stack[--top];
+                on_stack[w] = false;
+                st->nodes[w].component = c;
+                st->order[ordered++] = w;
+                st->steps++;
+            } while (w != v);
+            if (ordered - st->component_first[c] > 1) {
+                for (size_t k = st->component_first[c]; k < ordered; k++) {
+                    st->nodes[st->order[k]].in_cycle = true;
+                }
             }
         }
     }
+    st->component_first[st->ncomponents] = ordered;
+    rc = 0;
+out:
+    free(number);
+    free(low);
+    free(next_edge);
+    free(path);
+    free(stack);
+    free(on_stack);
+    return rc;
+}
+
+/* dst := the first GRAPH_MAX_DEPENDENT_OUTPUTS of dst ∪ src (sorted node indices). */
+static void merge_outputs(size_t *dst, size_t *ndst, const size_t *src, size_t nsrc)
+{
+    size_t merged[GRAPH_MAX_DEPENDENT_OUTPUTS];
+    size_t i = 0, j = 0, m = 0;
+    while (m < GRAPH_MAX_DEPENDENT_OUTPUTS && (i < *ndst || j < nsrc)) {
+        size_t next;
+        if (j >= nsrc || (i < *ndst && dst[i] <= src[j])) {
+            next = dst[i++];
+        } else {
+            next = src[j++];
+        }
+        if (m == 0 || merged[m - 1] != next) {
+            merged[m++] = next;
+        }
+    }
+    memcpy(dst, merged, m * sizeof(*dst));
+    *ndst = m;
+}
+
+/*
+ * The outputs each component feeds (the first GRAPH_MAX_DEPENDENT_OUTPUTS,
+ * in prompt order): consumers before producers, each component passes its
+ * list to the components it reads from. O(edges × the list bound).
+ * Returns ncomponents lists of GRAPH_MAX_DEPENDENT_OUTPUTS (caller frees both).
+ */
+static int dependent_outputs(gstate_t *st, size_t **lists_out, size_t **counts_out)
+{
+    size_t *lists = calloc(st->ncomponents * GRAPH_MAX_DEPENDENT_OUTPUTS + 1, sizeof(*lists));
+    size_t *counts = calloc(st->ncomponents + 1, sizeof(*counts));
+    if (lists == NULL || counts == NULL) {
+        free(lists);
+        free(counts);
+        return -1;
+    }
+    for (size_t c = st->ncomponents; c-- > 0;) {
+        size_t *list = &lists[c * GRAPH_MAX_DEPENDENT_OUTPUTS];
+        for (size_t k = st->component_first[c]; k < st->component_first[c + 1]; k++) {
+            size_t v = st->order[k];
+            st->steps++;
+            if (st->nodes[v].cls->output_node) {
+                merge_outputs(list, &counts[c], &v, 1);
+            }
+        }
+        for (size_t k = st->component_first[c]; k < st->component_first[c + 1]; k++) {
+            const gnode_t *gv = &st->nodes[st->order[k]];
+            for (size_t e = 0; e < gv->nedges; e++) {
+                size_t p = st->nodes[st->edges[gv->first_edge + e]].component;
+                st->steps++;
+                if (p != c) {
+                    merge_outputs(&lists[p * GRAPH_MAX_DEPENDENT_OUTPUTS], &counts[p], list,
+                                  counts[c]);
+                }
+            }
+        }
+    }
+    *lists_out = lists;
+    *counts_out = counts;
+    return 0;
 }
 
 static void free_state(gstate_t *st)
@@ -373,32 +584,172 @@ static void free_state(gstate_t *st)
         cJSON_Delete(st->nodes[i].errors);
     }
     free(st->nodes);
+    free(st->slots);
+    free(st->edges);
+    free(st->order);
+    free(st->component_first);
+}
+
+/* The size of the image on the first IMAGE input of `gn` (NULL when none). */
+static const graph_size_t *first_image_size(gstate_t *st, const gnode_t *gn)
+{
+    for (size_t i = 0; i < gn->cls->ninputs; i++) {
+        const graph_input_t *in = &gn->cls->inputs[i];
+        st->steps++;
+        if (in->type != GRAPH_T_IMAGE) {
+            continue;
+        }
+        const gnode_t *src =
+            link_source(st, cJSON_GetObjectItemCaseSensitive(gn->inputs, in->name));
+        return src != NULL && src->has_size ? &src->size : NULL;
+    }
+    return NULL;
+}
+
+/* The work budget of a valid prompt without cycles. Returns the error, or NULL. */
+static cJSON *check_budget(gstate_t *st, const graph_registry_t *reg)
+{
+    double total = 0;
+    char *det = NULL;
+    cJSON *error = NULL;
+    for (size_t k = 0; k < st->n; k++) {
+        gnode_t *gn = &st->nodes[st->order[k]];
+        const graph_size_t *in = first_image_size(st, gn);
+        graph_size_t out = {0, 0, 1};
+        if (!reg->size(gn->cls->class_type, gn->inputs, in, &out)) {
+            continue;
+        }
+        gn->has_size = true;
+        gn->size = out;
+        double pixels = out.width * out.height * out.batch;
+        total += pixels;
+        int rc = 0;
+        if (!(pixels <= GRAPH_MAX_IMAGE_PIXELS)) {
+            rc = asprintf(&det,
+                          "Node ID '#%s' (%s) makes %.0fx%.0f images (batch %.0f): at most %.0f "
+                          "pixels an image",
+                          gn->id, gn->cls->class_type, out.width, out.height, out.batch,
+                          GRAPH_MAX_IMAGE_PIXELS);
+        } else if (!(total <= GRAPH_MAX_WORK_PIXELS)) {
+            rc = asprintf(&det,
+                          "Node ID '#%s' (%s) brings the pixels the prompt makes over %.0f, the "
+                          "most it may make",
+                          gn->id, gn->cls->class_type, GRAPH_MAX_WORK_PIXELS);
+        } else {
+            continue;
+        }
+        if (rc >= 0) {
+            error = prompt_error("graph_too_expensive", "Prompt is over the work budget", det);
+            cJSON *extra =
+                cJSON_GetObjectItem(cJSON_GetObjectItem(error, "error"), "extra_info");
+            cJSON_AddStringToObject(extra, "node_id", gn->id);
+            cJSON_AddStringToObject(extra, "class_type", gn->cls->class_type);
+        } else {
+            error = prompt_error("graph_too_expensive", "Prompt is over the work budget", "");
+        }
+        free(det);
+        return error;
+    }
+    return NULL;
+}
+
+/* The ComfyUI-shaped failure from the nodes' errors (takes them). */
+static cJSON *node_errors_body(gstate_t *st)
+{
+    size_t *lists = NULL;
+    size_t *counts = NULL;
+    if (dependent_outputs(st, &lists, &counts) != 0) {
+        return NULL;
+    }
+    cJSON *root = prompt_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                               "");
+    cJSON *node_errors = cJSON_GetObjectItem(root, "node_errors");
+    size_t dcap = 1;
+    for (size_t i = 0; i < st->n; i++) {
+        gnode_t *gn = &st->nodes[i];
+        if (gn->errors == NULL) {
+            continue;
+        }
+        cJSON *ne = cJSON_AddObjectToObject(node_errors, gn->id);
+        cJSON *e = NULL;
+        cJSON_ArrayForEach(e, gn->errors)
+        {
+            dcap += strlen(cJSON_GetObjectItem(e, "message")->valuestring) +
+                    strlen(cJSON_GetObjectItem(e, "details")->valuestring) + 4;
+        }
+        cJSON_AddItemToObject(ne, "errors", gn->errors);
+        gn->errors = NULL;
+        cJSON *deps = cJSON_AddArrayToObject(ne, "dependent_outputs");
+        const size_t *list = &lists[gn->component * GRAPH_MAX_DEPENDENT_OUTPUTS];
+        for (size_t k = 0; k < counts[gn->component]; k++) {
+            st->steps++;
+            cJSON_AddItemToArray(deps, cJSON_CreateString(st->nodes[list[k]].id));
+        }
+        cJSON_AddStringToObject(ne, "class_type", gn->cls->class_type);
+    }
+    free(lists);
+    free(counts);
+    /* details: newline-joined "message: details" lines, as ComfyUI does. */
+    char *details = calloc(1, dcap);
+    if (details != NULL) {
+        size_t pos = 0;
+        cJSON *ne = NULL;
+        cJSON_ArrayForEach(ne, node_errors)
+        {
+            cJSON *e = NULL;
+            cJSON_ArrayForEach(e, cJSON_GetObjectItem(ne, "errors"))
+            {
+                pos += (size_t)snprintf(details + pos, dcap - pos, "%s%s: %s", pos > 0 ? "\n" : "",
+                                        cJSON_GetObjectItem(e, "message")->valuestring,
+                                        cJSON_GetObjectItem(e, "details")->valuestring);
+            }
+        }
+        cJSON_ReplaceItemInObject(cJSON_GetObjectItem(root, "error"), "details",
+                                  cJSON_CreateString(details));
+        free(details);
+    }
+    return root;
 }
 
 graph_status_t graph_validate(const cJSON *prompt, const graph_registry_t *reg, cJSON **error_out)
 {
+    return graph_validate_stats(prompt, reg, NULL, error_out);
+}
+
+graph_status_t graph_validate_stats(const cJSON *prompt, const graph_registry_t *reg,
+                                    graph_stats_t *stats, cJSON **error_out)
+{
     *error_out = NULL;
     char *det = NULL;
     char *msg = NULL;
+    gstate_t st = {0};
+    graph_status_t status = GRAPH_INVALID;
     if (!cJSON_IsObject(prompt) || prompt->child == NULL) {
         *error_out = prompt_error("invalid_prompt", "Prompt is not a non-empty object of nodes", "");
-        return GRAPH_INVALID;
+        goto out;
     }
-    gstate_t st = {0};
-    size_t count = (size_t)cJSON_GetArraySize(prompt);
-    if (count > GRAPH_MAX_NODES) {
-        *error_out = prompt_error("invalid_prompt", "Prompt has too many nodes", "");
-        return GRAPH_INVALID;
-    }
-    st.nodes = calloc(count, sizeof(*st.nodes));
-    if (st.nodes == NULL) {
-        *error_out = prompt_error("invalid_prompt", "Out of memory", "");
-        return GRAPH_INVALID;
-    }
-    graph_status_t status = GRAPH_INVALID;
+    size_t count = 0;
     const cJSON *node = NULL;
     cJSON_ArrayForEach(node, prompt)
     {
+        st.steps++;
+        if (++count > GRAPH_MAX_NODES) {
+            break;
+        }
+    }
+    if (count > GRAPH_MAX_NODES) {
+        if (asprintf(&det, "at most %d nodes", GRAPH_MAX_NODES) >= 0) {
+            *error_out = prompt_error("graph_too_large", "Prompt has too many nodes", det);
+        }
+        goto out;
+    }
+    st.nodes = calloc(count, sizeof(*st.nodes));
+    if (st.nodes == NULL) {
+        goto out;
+    }
+    cJSON_ArrayForEach(node, prompt)
+    {
+        st.steps++;
         gnode_t *gn = &st.nodes[st.n++];
         gn->id = node->string;
         gn->node = node;
@@ -441,19 +792,15 @@ graph_status_t graph_validate(const cJSON *prompt, const graph_registry_t *reg, 
         *error_out = prompt_error("prompt_no_outputs", "Prompt has no outputs", "");
         goto out;
     }
-    for (size_t i = 0; i < st.n; i++) {
-        check_inputs(&st, &st.nodes[i]);
-    }
-    gnode_t **stack = calloc(st.n + 1, sizeof(*stack));
-    if (stack == NULL) {
+    if (index_nodes(&st) != 0) {
         goto out;
     }
     for (size_t i = 0; i < st.n; i++) {
-        if (st.nodes[i].color == 0) {
-            find_cycles(&st, &st.nodes[i], stack, 0);
-        }
+        check_inputs(&st, &st.nodes[i]);
     }
-    free(stack);
+    if (build_edges(&st) != 0 || find_components(&st) != 0) {
+        goto out;
+    }
     bool failed = false;
     for (size_t i = 0; i < st.n; i++) {
         if (st.nodes[i].in_cycle) {
@@ -462,74 +809,34 @@ graph_status_t graph_validate(const cJSON *prompt, const graph_registry_t *reg, 
         }
         failed = failed || st.nodes[i].errors != NULL;
     }
-    if (!failed) {
-        status = GRAPH_OK;
+    if (failed) {
+        *error_out = node_errors_body(&st);
         goto out;
     }
-
-    /* Build the ComfyUI-shaped failure. */
-    cJSON *root = prompt_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                               "");
-    cJSON *node_errors = cJSON_GetObjectItem(root, "node_errors");
-    size_t dcap = 1;
-    for (size_t i = 0; i < st.n; i++) {
-        gnode_t *gn = &st.nodes[i];
-        if (gn->errors == NULL) {
-            continue;
+    if (reg->size != NULL) {
+        *error_out = check_budget(&st, reg);
+        if (*error_out != NULL) {
+            goto out;
         }
-        cJSON *ne = cJSON_AddObjectToObject(node_errors, gn->id);
-        cJSON *e = NULL;
-        cJSON_ArrayForEach(e, gn->errors)
-        {
-            dcap += strlen(cJSON_GetObjectItem(e, "message")->valuestring) +
-                    strlen(cJSON_GetObjectItem(e, "details")->valuestring) + 4;
-        }
-        cJSON_AddItemToObject(ne, "errors", gn->errors);
-        gn->errors = NULL;
-        cJSON *deps = cJSON_AddArrayToObject(ne, "dependent_outputs");
-        for (size_t o = 0; o < st.n; o++) {
-            if (!st.nodes[o].cls->output_node) {
-                continue;
-            }
-            for (size_t k = 0; k < st.n; k++) {
-                st.nodes[k].reached = false;
-            }
-            mark_upstream(&st, &st.nodes[o]);
-            if (gn->reached) {
-                cJSON_AddItemToArray(deps, cJSON_CreateString(st.nodes[o].id));
-            }
-        }
-        cJSON_AddStringToObject(ne, "class_type", gn->cls->class_type);
     }
-    /* details: newline-joined "message: details" lines, as ComfyUI does. */
-    char *details = calloc(1, dcap);
-    if (details != NULL) {
-        size_t pos = 0;
-        cJSON *ne = NULL;
-        cJSON_ArrayForEach(ne, node_errors)
-        {
-            cJSON *e = NULL;
-            cJSON_ArrayForEach(e, cJSON_GetObjectItem(ne, "errors"))
-            {
-                pos += (size_t)snprintf(details + pos, dcap - pos, "%s%s: %s", pos > 0 ? "\n" : "",
-                                        cJSON_GetObjectItem(e, "message")->valuestring,
-                                        cJSON_GetObjectItem(e, "details")->valuestring);
-            }
-        }
-        cJSON_ReplaceItemInObject(cJSON_GetObjectItem(root, "error"), "details",
-                                  cJSON_CreateString(details));
-        free(details);
-    }
-    *error_out = root;
-    status = GRAPH_INVALID;
+    status = GRAPH_OK;
 out:
     if (status != GRAPH_OK && *error_out == NULL) {
         *error_out = prompt_error("invalid_prompt", "Out of memory", "");
+    }
+    if (stats != NULL) {
+        stats->steps = st.steps;
     }
     free(msg);
     free(det);
     free_state(&st);
     return status;
+}
+
+bool graph_input_number(const cJSON *inputs, const char *name, double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(inputs, name);
+    return v != NULL && coerce_number(v, false, out);
 }
 
 char *graph_error_summary(const cJSON *error)

@@ -16,6 +16,11 @@
  * The error object is {"error": {type, message, details, extra_info},
  * "node_errors": {node_id: {"errors": [{type, message, details,
  * extra_info: {input_name, ...}}], "class_type", "dependent_outputs": [...]}}}.
+ *
+ * Validation is linear in the size of the prompt (a hash index of the node
+ * ids, one strongly-connected-components pass, no recursion), and the prompt
+ * is bounded: at most GRAPH_MAX_NODES nodes, and, when the registry can tell
+ * the size of the images its nodes make, a work budget in pixels.
  */
 #ifndef CA_GRAPH_H
 #define CA_GRAPH_H
@@ -52,9 +57,32 @@ typedef struct {
     bool output_node; /* OUTPUT_NODE */
 } graph_class_t;
 
+/* Limits. A prompt over them is GRAPH_INVALID with a prompt-level error
+ * of type "graph_too_large" (nodes) or "graph_too_expensive" (pixels). */
+#define GRAPH_MAX_NODES 500
+/* dependent_outputs lists at most this many outputs (the first in prompt order). */
+#define GRAPH_MAX_DEPENDENT_OUTPUTS 32
+/* No node may make an image (batch included) larger than this... */
+#define GRAPH_MAX_IMAGE_PIXELS (16384.0 * 16384.0)
+/* ...and all the nodes of a prompt together at most this many pixels. */
+#define GRAPH_MAX_WORK_PIXELS (64.0 * 16384.0 * 16384.0)
+
+/* The size of the image a node makes, as far as the planner can tell. */
+typedef struct {
+    double width, height;
+    double batch;
+} graph_size_t;
+
+/* Computes the size of the image node `class_type` makes from its (validated)
+ * `inputs` and `in`, the size of the image on its first IMAGE input (NULL
+ * when it has none). Returns false when the node makes no image. */
+typedef bool (*graph_size_fn)(const char *class_type, const cJSON *inputs, const graph_size_t *in,
+                              graph_size_t *out);
+
 typedef struct {
     const graph_class_t *classes;
     size_t nclasses;
+    graph_size_fn size; /* NULL: no pixel budget */
 } graph_registry_t;
 
 typedef enum {
@@ -72,9 +100,24 @@ const graph_class_t *graph_registry_find(const graph_registry_t *reg, const char
  * inputs (object); class known; required inputs present; literal types
  * (INT/FLOAT/STRING/BOOLEAN coerced like Python int()/float()/str()/bool());
  * min/max; combo choices; links are [existing_node_id, index] with the right
- * output type; no dependency cycle; at least one output node. */
+ * output type; no dependency cycle; at least one output node; the limits
+ * above (the node count first, the work budget last). */
 __attribute__((warn_unused_result)) graph_status_t
 graph_validate(const cJSON *prompt, const graph_registry_t *reg, cJSON **error_out);
+
+/* Counters of one validation, for tests and benches. */
+typedef struct {
+    unsigned long steps; /* node, input, link and hash-probe visits */
+} graph_stats_t;
+
+/* graph_validate, also filling *stats (when not NULL). */
+__attribute__((warn_unused_result)) graph_status_t
+graph_validate_stats(const cJSON *prompt, const graph_registry_t *reg, graph_stats_t *stats,
+                     cJSON **error_out);
+
+/* Reads input `name` of a node's `inputs` as Python's float() would (a number,
+ * a bool, or a numeric string). False when absent or not a number. */
+bool graph_input_number(const cJSON *inputs, const char *name, double *out);
 
 /* One line for logs and job error messages: "message: details" of the
  * prompt-level error followed by the first node errors. New string; caller frees. */

@@ -13,9 +13,11 @@
  *                                  download of someone else's public preset)
  *
  * Workflows are checked with the worker's validator (common/graph.h against
- * common/cpu_nodes.h): an invalid graph is 400 invalid_workflow with ComfyUI's
- * error object in error.details; a well-formed graph that uses node classes
- * the CPU executor does not have is accepted (it runs on ComfyUI) and shows
+ * common/cpu_nodes.h) on the offload pool (never on the loop): an invalid
+ * graph is 400 invalid_workflow with ComfyUI's error object in error.details
+ * (workflow_too_large over GRAPH_MAX_NODES nodes, workflow_too_expensive over
+ * the work budget); a well-formed graph that uses node classes the CPU
+ * executor does not have is accepted (it runs on ComfyUI) and shows
  * "executor": "comfyui". The SQL side is sql/api-gateway/020_presets_marketplace.sql.
  * The list cursor is base64url("<rating_avg>|<downloads>|<id>") of the last row.
  */
@@ -279,69 +281,15 @@ static void get_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
 
 /* ---- input ---- */
 
-/* Reads and validates workflow_json. Absent: *text NULL (400 when required).
- * Valid: *text is its compact JSON (caller frees). Replies 400 and returns
- * false otherwise. */
-static bool read_workflow(http_req_t *req, const cJSON *body, bool required, char **text)
-{
-    *text = NULL;
-    const cJSON *wf = cJSON_GetObjectItemCaseSensitive(body, "workflow_json");
-    if (wf == NULL) {
-        if (required) {
-            gw_reply_invalid(req, "workflow_json", "is required");
-            return false;
-        }
-        return true;
-    }
-    if (!cJSON_IsObject(wf)) {
-        gw_reply_invalid(req, "workflow_json",
-                         "must be an object (a ComfyUI workflow in API format)");
-        return false;
-    }
-    char *compact = cJSON_PrintUnformatted(wf);
-    if (compact == NULL) {
-        http_reply_error(req, 503, "unavailable", "out of memory");
-        return false;
-    }
-    if (strlen(compact) > PRESET_WORKFLOW_MAX) {
-        free(compact);
-        gw_reply_invalid(req, "workflow_json", "must be at most 256 KiB");
-        return false;
-    }
-    cJSON *gerr = NULL;
-    graph_status_t st = graph_validate(wf, cpu_nodes_registry(), &gerr);
-    if (st == GRAPH_INVALID) {
-        char *summary = graph_error_summary(gerr);
-        cJSON *doc = cJSON_CreateObject();
-        cJSON *e = cJSON_AddObjectToObject(doc, "error");
-        cJSON_AddStringToObject(e, "code", "invalid_workflow");
-        char msg[600];
-        snprintf(msg, sizeof(msg), "workflow_json: %s",
-                 summary != NULL ? summary : "the workflow is not valid");
-        cJSON_AddStringToObject(e, "message", msg);
-        if (gerr != NULL) {
-            cJSON_AddItemToObject(e, "details", gerr);
-        } else {
-            cJSON_AddNullToObject(e, "details");
-        }
-        free(summary);
-        free(compact);
-        http_reply_json(req, 400, doc);
-        return false;
-    }
-    cJSON_Delete(gerr);
-    *text = compact;
-    return true;
-}
-
 typedef struct {
     const char *name;
     const char *description;
     const char *category;
-    char *workflow; /* owned */
+    const cJSON *workflow; /* in the request's body; NULL when absent */
 } preset_input_t;
 
-/* The fields POST and PATCH share. Replies 400 and returns false on bad input. */
+/* The fields POST and PATCH share (the workflow only checked to be an object:
+ * the graph is checked off the loop). Replies 400 and returns false on bad input. */
 static bool read_fields(http_req_t *req, const cJSON *body, bool create, preset_input_t *in)
 {
     memset(in, 0, sizeof(*in));
@@ -365,7 +313,136 @@ static bool read_fields(http_req_t *req, const cJSON *body, bool create, preset_
         gw_reply_invalid(req, "category", "must be one of portrait, product, landscape, other");
         return false;
     }
-    return read_workflow(req, body, create, &in->workflow);
+    in->workflow = cJSON_GetObjectItemCaseSensitive(body, "workflow_json");
+    if (create && in->workflow == NULL) {
+        gw_reply_invalid(req, "workflow_json", "is required");
+        return false;
+    }
+    if (in->workflow != NULL && !cJSON_IsObject(in->workflow)) {
+        gw_reply_invalid(req, "workflow_json",
+                         "must be an object (a ComfyUI workflow in API format)");
+        return false;
+    }
+    return true;
+}
+
+/*
+ * A POST or PATCH in flight: its fields point into the request's body, which
+ * lives until the reply. The workflow (up to GRAPH_MAX_NODES nodes, a few
+ * milliseconds at worst) is printed and validated on the offload pool, never
+ * on the loop; the database call follows on the loop.
+ */
+typedef struct {
+    gw_t *gw;
+    http_req_t *req;
+    bool create;
+    char user_id[GW_UUID_LEN + 1];
+    char preset_id[GW_UUID_LEN + 1]; /* PATCH */
+    const char *is_public;           /* PATCH: "true", "false" or NULL */
+    const char *is_active;
+    preset_input_t in;
+    /* set by the pool thread */
+    char *compact; /* the workflow as compact JSON */
+    bool too_big;
+    graph_status_t graph_status;
+    cJSON *graph_error;
+} write_t;
+
+static void write_free(write_t *w)
+{
+    free(w->compact);
+    cJSON_Delete(w->graph_error);
+    free(w);
+}
+
+static void validate_work(void *arg)
+{
+    write_t *w = arg;
+    w->compact = cJSON_PrintUnformatted(w->in.workflow);
+    if (w->compact == NULL) {
+        return;
+    }
+    if (strlen(w->compact) > PRESET_WORKFLOW_MAX) {
+        w->too_big = true;
+        return;
+    }
+    w->graph_status = graph_validate(w->in.workflow, cpu_nodes_registry(), &w->graph_error);
+}
+
+/* 400 for a graph the validator refused: invalid_workflow, or workflow_too_large /
+ * workflow_too_expensive for a graph over the limits; ComfyUI's error body in details. */
+static void reply_bad_workflow(http_req_t *req, cJSON *gerr)
+{
+    const char *type = cJSON_GetStringValue(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(gerr, "error"), "type"));
+    const char *code = "invalid_workflow";
+    if (type != NULL && strcmp(type, "graph_too_large") == 0) {
+        code = "workflow_too_large";
+    } else if (type != NULL && strcmp(type, "graph_too_expensive") == 0) {
+        code = "workflow_too_expensive";
+    }
+    char *summary = graph_error_summary(gerr);
+    cJSON *doc = cJSON_CreateObject();
+    cJSON *e = cJSON_AddObjectToObject(doc, "error");
+    cJSON_AddStringToObject(e, "code", code);
+    char msg[600];
+    snprintf(msg, sizeof(msg), "workflow_json: %s",
+             summary != NULL ? summary : "the workflow is not valid");
+    cJSON_AddStringToObject(e, "message", msg);
+    if (gerr != NULL) {
+        cJSON_AddItemToObject(e, "details", gerr);
+    } else {
+        cJSON_AddNullToObject(e, "details");
+    }
+    free(summary);
+    http_reply_json(req, 400, doc);
+}
+
+static void write_query(write_t *w);
+
+static void validate_done(void *arg)
+{
+    write_t *w = arg;
+    if (w->compact == NULL) {
+        http_reply_error(w->req, 503, "unavailable", "out of memory");
+    } else if (w->too_big) {
+        gw_reply_invalid(w->req, "workflow_json", "must be at most 256 KiB");
+    } else if (w->graph_status == GRAPH_INVALID) {
+        reply_bad_workflow(w->req, w->graph_error);
+        w->graph_error = NULL;
+    } else {
+        write_query(w);
+    }
+    write_free(w);
+}
+
+/* Validates the workflow off the loop (when there is one), then writes. Takes w. */
+static void write_start(write_t *w)
+{
+    if (w->in.workflow == NULL) {
+        write_query(w);
+        write_free(w);
+        return;
+    }
+    if (gw_offload(w->gw, validate_work, validate_done, w) != 0) {
+        http_reply_header(w->req, "Retry-After", "1");
+        http_reply_error(w->req, 503, "unavailable", "too busy; try again");
+        write_free(w);
+    }
+}
+
+static write_t *write_new(gw_t *gw, http_req_t *req, const gw_user_t *user, bool create)
+{
+    write_t *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return NULL;
+    }
+    w->gw = gw;
+    w->req = req;
+    w->create = create;
+    snprintf(w->user_id, sizeof(w->user_id), "%s", user->id);
+    return w;
 }
 
 /* ---- create ---- */
@@ -392,6 +469,21 @@ static void on_created(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
     free(c);
 }
 
+static void create_query(write_t *w)
+{
+    create_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        http_reply_error(w->req, 503, "unavailable", "out of memory");
+        return;
+    }
+    snprintf(c->user_id, sizeof(c->user_id), "%s", w->user_id);
+    const char *p[] = {w->user_id, w->in.name, w->in.description,
+                       w->in.category != NULL ? w->in.category : "other", w->compact};
+    gw_query_ex(w->gw, w->req, w->user_id,
+             "SELECT outcome, preset_id FROM presets_create($1::uuid, $2, $3, $4, $5::jsonb)", 5,
+             p, on_created, c, free);
+}
+
 static void create_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
     static const char *const allowed[] = {"name", "description", "category", "workflow_json",
@@ -404,19 +496,11 @@ static void create_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (!read_fields(req, body, true, &in)) {
         return;
     }
-    create_t *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        free(in.workflow);
-        http_reply_error(req, 503, "unavailable", "out of memory");
-        return;
+    write_t *w = write_new(gw, req, user, true);
+    if (w != NULL) {
+        w->in = in;
+        write_start(w);
     }
-    snprintf(c->user_id, sizeof(c->user_id), "%s", user->id);
-    const char *p[] = {user->id, in.name, in.description,
-                       in.category != NULL ? in.category : "other", in.workflow};
-    gw_query_ex(gw, req, user->id,
-             "SELECT outcome, preset_id FROM presets_create($1::uuid, $2, $3, $4, $5::jsonb)", 5,
-             p, on_created, c, free);
-    free(in.workflow);
 }
 
 /* ---- update ---- */
@@ -485,6 +569,36 @@ static void on_updated(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
                   sizeof(update_replies) / sizeof(update_replies[0]));
 }
 
+static void update_query(write_t *w)
+{
+    target_t *t = target_new(w->req, w->user_id, w->preset_id);
+    if (t == NULL) {
+        return;
+    }
+    const char *p[] = {w->user_id,
+                       w->preset_id,
+                       w->in.name,
+                       w->in.description,
+                       w->in.category,
+                       w->compact,
+                       w->is_public,
+                       w->is_active,
+                       gw_client_ip(w->req)};
+    gw_query_ex(w->gw, w->req, w->user_id,
+             "SELECT presets_update($1::uuid, $2::uuid, $3, $4, $5, $6::jsonb, $7::boolean,"
+             " $8::boolean, $9)",
+             9, p, on_updated, t, free);
+}
+
+static void write_query(write_t *w)
+{
+    if (w->create) {
+        create_query(w);
+    } else {
+        update_query(w);
+    }
+}
+
 static void patch_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
     const char *id = NULL;
@@ -510,25 +624,15 @@ static void patch_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (!read_fields(req, body, false, &in)) {
         return;
     }
-    target_t *t = target_new(req, user->id, id);
-    if (t == NULL) {
-        free(in.workflow);
+    write_t *w = write_new(gw, req, user, false);
+    if (w == NULL) {
         return;
     }
-    const char *p[] = {user->id,
-                       id,
-                       in.name,
-                       in.description,
-                       in.category,
-                       in.workflow,
-                       pub_present ? (pub ? "true" : "false") : NULL,
-                       act_present ? (act ? "true" : "false") : NULL,
-                       gw_client_ip(req)};
-    gw_query_ex(gw, req, user->id,
-             "SELECT presets_update($1::uuid, $2::uuid, $3, $4, $5, $6::jsonb, $7::boolean,"
-             " $8::boolean, $9)",
-             9, p, on_updated, t, free);
-    free(in.workflow);
+    w->in = in;
+    snprintf(w->preset_id, sizeof(w->preset_id), "%s", id);
+    w->is_public = pub_present ? (pub ? "true" : "false") : NULL;
+    w->is_active = act_present ? (act ? "true" : "false") : NULL;
+    write_start(w);
 }
 
 /* ---- rating ---- */

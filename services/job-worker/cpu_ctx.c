@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "cpu_internal.h"
 
+#include "cpu_nodes.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,6 +131,57 @@ static bool preview_identity(const char *class_type)
     return false;
 }
 
+/*
+ * The work budget of graph.h with the real sizes (the validator took a photo
+ * to be 6000×4000): before node n runs, the size of the image it will make,
+ * from the image on its first IMAGE input (cpu_nodes' size function); a loaded
+ * image counts at its real size once loaded. Over GRAPH_MAX_IMAGE_PIXELS for
+ * one image or GRAPH_MAX_WORK_PIXELS in all: the job fails.
+ */
+static int budget_add(ctx_t *c, const enode_t *n, graph_size_t size)
+{
+    double pixels = size.width * size.height * size.batch;
+    c->pixels_made += pixels;
+    if (pixels > GRAPH_MAX_IMAGE_PIXELS || c->pixels_made > GRAPH_MAX_WORK_PIXELS) {
+        return cpu_fail(c, CPU_EXEC_ERROR,
+                        "node %s (%s): over the work budget: %.0fx%.0f pixels, %.0f made in all "
+                        "(at most %.0f an image, %.0f in all)",
+                        n->id, n->class_type, size.width, size.height, c->pixels_made,
+                        GRAPH_MAX_IMAGE_PIXELS, GRAPH_MAX_WORK_PIXELS);
+    }
+    return 0;
+}
+
+static int budget_before(ctx_t *c, enode_t *n)
+{
+    const graph_registry_t *reg = cpu_nodes_registry();
+    const graph_class_t *cls = graph_registry_find(reg, n->class_type);
+    if (cls == NULL || reg->size == NULL || strcmp(n->class_type, "LoadImage") == 0) {
+        return 0;
+    }
+    graph_size_t in_size = {0, 0, 1};
+    const graph_size_t *in = NULL;
+    for (size_t i = 0; i < cls->ninputs; i++) {
+        if (cls->inputs[i].type != GRAPH_T_IMAGE) {
+            continue;
+        }
+        if (cJSON_GetObjectItemCaseSensitive(n->inputs, cls->inputs[i].name) != NULL) {
+            VipsImage *im = cpu_input_image(c, n, cls->inputs[i].name);
+            if (im == NULL) {
+                return -1;
+            }
+            in_size = (graph_size_t){im->Xsize, im->Ysize, 1};
+            in = &in_size;
+        }
+        break;
+    }
+    graph_size_t out = {0, 0, 1};
+    if (!reg->size(n->class_type, n->inputs, in, &out)) {
+        return 0;
+    }
+    return budget_add(c, n, out);
+}
+
 int cpu_eval(ctx_t *c, enode_t *n)
 {
     if (n->done) {
@@ -150,7 +203,13 @@ int cpu_eval(ctx_t *c, enode_t *n)
             if (strcmp(impl->class_type, n->class_type) != 0) {
                 continue;
             }
+            if (budget_before(c, n) != 0) {
+                return -1;
+            }
             int rc = impl->fn(c, n, n->out);
+            if (rc == 0 && strcmp(n->class_type, "LoadImage") == 0 && n->out[0] != NULL) {
+                rc = budget_add(c, n, (graph_size_t){n->out[0]->Xsize, n->out[0]->Ysize, 1});
+            }
             if (rc != 0 && c->fail == CPU_EXEC_OK) {
                 cpu_fail(c, CPU_EXEC_ERROR, "node %s (%s) failed", n->id, n->class_type);
             }

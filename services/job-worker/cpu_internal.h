@@ -51,6 +51,7 @@ typedef struct {
     cpu_exec_status_t fail;
     char *err;
     size_t errlen;
+    double pixels_made; /* the work budget, with real sizes (cpu_ctx.c) */
 } ctx_t;
 
 typedef int (*node_fn)(ctx_t *c, enode_t *n, VipsImage **out);

@@ -4,7 +4,8 @@
  * validation errors (ComfyUI-shaped graph errors), visibility (another user's
  * private preset is 404), publishing and its audit row, rating once, exact
  * averages under concurrent ratings, download counting, keyset paging,
- * 401 without a session and CSRF on every state-changing route.
+ * 401 without a session and CSRF on every state-changing route; graph size:
+ * the node cap (while /healthz keeps answering), the work budget.
  */
 #include "gw_session.h"
 #include "support.h"
@@ -668,6 +669,181 @@ static void test_no_session_and_csrf(void **state)
                      0);
 }
 
+/* ---- graph size: a node cap, a work budget, and the loop stays free ---- */
+
+static void add_node(cJSON *g, int id, const char *class_type, cJSON *inputs)
+{
+    char key[16];
+    snprintf(key, sizeof(key), "%d", id);
+    cJSON *node = cJSON_AddObjectToObject(g, key);
+    cJSON_AddStringToObject(node, "class_type", class_type);
+    cJSON_AddItemToObject(node, "inputs", inputs);
+}
+
+static cJSON *link_to(int id)
+{
+    char key[16];
+    snprintf(key, sizeof(key), "%d", id);
+    cJSON *l = cJSON_CreateArray();
+    cJSON_AddItemToArray(l, cJSON_CreateString(key));
+    cJSON_AddItemToArray(l, cJSON_CreateNumber(0));
+    return l;
+}
+
+/* LoadImage, then ImageBlur nodes each feeding the next and a SaveImage, `nodes`
+ * in all; with `failing`, every blur has an invalid radius: the shape that made
+ * the old validator's work grow as n⁴. Returns a POST body (caller frees). */
+static char *graph_body(const char *name, int nodes, bool failing)
+{
+    cJSON *g = cJSON_CreateObject();
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddStringToObject(in, "image", "input.png");
+    add_node(g, 1, "LoadImage", in);
+    int id = 2, prev = 1;
+    while (id < nodes) {
+        in = cJSON_CreateObject();
+        cJSON_AddItemToObject(in, "image", link_to(prev));
+        cJSON_AddNumberToObject(in, "blur_radius", failing ? 0 : 2);
+        cJSON_AddNumberToObject(in, "sigma", 1);
+        add_node(g, id, "ImageBlur", in);
+        prev = id++;
+        if (failing && id < nodes) {
+            in = cJSON_CreateObject();
+            cJSON_AddItemToObject(in, "images", link_to(prev));
+            add_node(g, id++, "SaveImage", in);
+        }
+    }
+    in = cJSON_CreateObject();
+    cJSON_AddItemToObject(in, "images", link_to(prev));
+    add_node(g, id, "SaveImage", in);
+    cJSON *body = cJSON_CreateObject();
+    cJSON_AddStringToObject(body, "name", name);
+    cJSON_AddItemToObject(body, "workflow_json", g);
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    assert_non_null(text);
+    return text;
+}
+
+typedef struct {
+    const char *body;
+    long status;
+    char code[64];
+    volatile int done;
+} big_post_t;
+
+static void *big_post_thread(void *arg)
+{
+    big_post_t *b = arg;
+    gwt_resp_t r = gwt_request(GW, "POST", "/api/presets", &alice, true, b->body);
+    b->status = r.status;
+    snprintf(b->code, sizeof(b->code), "%s", gwt_error_code(&r) ? gwt_error_code(&r) : "");
+    gwt_resp_free(&r);
+    __atomic_store_n(&b->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+static void test_graph_node_cap_and_loop_free(void **state)
+{
+    (void)state;
+    char url[200];
+    snprintf(url, sizeof(url), "%s/healthz", GW);
+    char *body = graph_body("alice huge", 1000, true);
+    big_post_t post = {.body = body};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, big_post_thread, &post), 0);
+    /* While the POST is in flight (and once after), /healthz answers. */
+    int probes = 0;
+    do {
+        char *resp = NULL;
+        long st = http_call("GET", url, NULL, &resp);
+        free(resp);
+        assert_int_equal(st, 200);
+        probes++;
+    } while (!__atomic_load_n(&post.done, __ATOMIC_SEQ_CST));
+    pthread_join(th, NULL);
+    assert_true(probes >= 1);
+    assert_int_equal(post.status, 400);
+    assert_string_equal(post.code, "workflow_too_large");
+    free(body);
+
+    /* The error names the limit; a valid chain over it is refused the same way. */
+    body = graph_body("alice long", 1000, false);
+    gwt_resp_t r = call("POST", "/api/presets", &alice, body);
+    free(body);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(gwt_error_code(&r), "workflow_too_large");
+    const cJSON *e = cJSON_GetObjectItem(r.json, "error");
+    assert_non_null(strstr(gwt_str(e, "message"), "at most 500 nodes"));
+    const cJSON *pe = cJSON_GetObjectItem(cJSON_GetObjectItem(e, "details"), "error");
+    assert_string_equal(gwt_str(pe, "type"), "graph_too_large");
+    gwt_resp_free(&r);
+
+    /* At the cap: accepted. */
+    body = graph_body("alice longest", 500, false);
+    r = call("POST", "/api/presets", &alice, body);
+    free(body);
+    assert_int_equal(r.status, 201);
+    char path[128];
+    path_of(path, sizeof(path), gwt_str(r.json, "id"), "");
+    assert_string_equal(gwt_str(r.json, "executor"), "cpu");
+    gwt_resp_free(&r);
+
+    /* PATCH goes through the same check; the preset keeps its graph. */
+    body = graph_body("alice longest", 501, false);
+    expect(call("PATCH", path, &alice, body), 400, "workflow_too_large");
+    free(body);
+    r = call("GET", path, &alice, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "workflow_json")), 500);
+    gwt_resp_free(&r);
+
+    /* A failing graph under the cap: every error reported, dependent_outputs bounded. */
+    body = graph_body("alice failing", 499, true);
+    r = call("POST", "/api/presets", &alice, body);
+    free(body);
+    assert_int_equal(r.status, 400);
+    assert_string_equal(gwt_error_code(&r), "invalid_workflow");
+    const cJSON *ne = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(r.json, "error"), "details"), "node_errors");
+    assert_int_equal(cJSON_GetArraySize(ne), 249);
+    assert_int_equal(
+        cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(ne, "2"), "dependent_outputs")),
+        32);
+    gwt_resp_free(&r);
+}
+
+static void test_graph_work_budget(void **state)
+{
+    (void)state;
+    /* EmptyImage 16384², ImageScaleBy 8: a 17-gigapixel image. */
+    expect(call("POST", "/api/presets", &alice,
+                "{\"name\":\"alice bomb\",\"workflow_json\":{"
+                "\"1\":{\"class_type\":\"EmptyImage\",\"inputs\":{\"width\":16384,\"height\":16384}},"
+                "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
+                "\"upscale_method\":\"bilinear\",\"scale_by\":8}},"
+                "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}}"),
+           400, "workflow_too_expensive");
+    /* A photo chained through ImageScaleBy 8 twice. */
+    expect(call("POST", "/api/presets", &alice,
+                "{\"name\":\"alice bomb\",\"workflow_json\":{"
+                "\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"
+                "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
+                "\"upscale_method\":\"bilinear\",\"scale_by\":8}},"
+                "\"3\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"2\",0],"
+                "\"upscale_method\":\"bilinear\",\"scale_by\":8}},"
+                "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0]}}}}"),
+           400, "workflow_too_expensive");
+    /* An ordinary resize: fine. */
+    char id[40];
+    create(&alice, "alice half", "other",
+           "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"
+           "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
+           "\"upscale_method\":\"bilinear\",\"scale_by\":0.5}},"
+           "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}",
+           id);
+}
+
 /* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
 static void test_gateway_exits_cleanly(void **state)
 {
@@ -686,6 +862,8 @@ int main(void)
         cmocka_unit_test(test_adopt_counts_downloads),
         cmocka_unit_test(test_paging_order),
         cmocka_unit_test(test_no_session_and_csrf),
+        cmocka_unit_test(test_graph_node_cap_and_loop_free),
+        cmocka_unit_test(test_graph_work_budget),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);

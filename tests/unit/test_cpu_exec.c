@@ -1337,6 +1337,36 @@ static void test_sharpen_after_points(void **state)
     g_object_unref(im8);
 }
 
+/* The work budget with the real image: a 1×64 photo scaled to a width of 16384
+ * (keeping its aspect) would be 16384×1048576 pixels. The validator, which
+ * takes a photo to be 6000×4000, lets the graph through; the walk checks each
+ * node's size from its real input before running it, and refuses. */
+static void test_work_budget_real_sizes(void **state)
+{
+    (void)state;
+    static float tall[1 * 64 * 3];
+    VipsImage *in = vips_image_new_from_memory_copy(tall, sizeof(tall), 1, 64, 3,
+                                                    VIPS_FORMAT_FLOAT);
+    assert_non_null(in);
+    cJSON *graph = cJSON_Parse(
+        "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+        "\"2\":{\"class_type\":\"ImageScale\",\"inputs\":{\"image\":[\"1\",0],"
+        "\"upscale_method\":\"lanczos\",\"width\":16384,\"height\":0,\"crop\":\"disabled\"}},"
+        "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}");
+    assert_non_null(graph);
+    cJSON *verr = NULL;
+    assert_int_equal(graph_validate(graph, cpu_exec_registry(), &verr), GRAPH_OK);
+    cpu_exec_job_t job = {.input_image = in};
+    char err[512];
+    assert_int_equal(cpu_exec_run(graph, &job, err, sizeof(err)), CPU_EXEC_ERROR);
+    if (strstr(err, "work budget") == NULL) {
+        fail_msg("error without the budget: %s", err);
+    }
+    cpu_exec_job_free(&job);
+    cJSON_Delete(graph);
+    g_object_unref(in);
+}
+
 int main(void)
 {
     if (cpu_exec_init("test_cpu_exec") != 0) {
@@ -1351,6 +1381,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_inputs),   cmocka_unit_test(test_statistics_preview),
         cmocka_unit_test(test_point_chain),      cmocka_unit_test(test_resize_long_edge),
         cmocka_unit_test(test_sharpen_after_points),
+        cmocka_unit_test(test_work_budget_real_sizes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cpu_exec_shutdown();

@@ -10,8 +10,10 @@
 
 #include <cmocka.h>
 
+#include "cpu_nodes.h"
 #include "graph.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,7 +47,7 @@ static const graph_class_t classes[] = {
     {"ImageBlend", blend_in, 6, out_image, 1, false},
     {"SaveImage", save_in, 2, NULL, 0, true},
 };
-static const graph_registry_t reg = {classes, sizeof(classes) / sizeof(classes[0])};
+static const graph_registry_t reg = {classes, sizeof(classes) / sizeof(classes[0]), NULL};
 
 #define LOAD "\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"in.png\"}}"
 #define SAVE(src) ",\"9\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"" src "\",0]}}"
@@ -266,6 +268,264 @@ static void test_is_link(void **state)
     assert_null(graph_registry_find(&reg, "imageblur"));
 }
 
+
+/* ---- size: the work is linear in the graph, the node count is capped ---- */
+
+static void add_node(cJSON *prompt, int id, const char *class_type, cJSON *inputs)
+{
+    char key[16];
+    snprintf(key, sizeof(key), "%d", id);
+    cJSON *node = cJSON_AddObjectToObject(prompt, key);
+    cJSON_AddStringToObject(node, "class_type", class_type);
+    cJSON_AddItemToObject(node, "inputs", inputs);
+}
+
+static cJSON *link_to(int id, int index)
+{
+    char key[16];
+    snprintf(key, sizeof(key), "%d", id);
+    cJSON *l = cJSON_CreateArray();
+    cJSON_AddItemToArray(l, cJSON_CreateString(key));
+    cJSON_AddItemToArray(l, cJSON_CreateNumber(index));
+    return l;
+}
+
+static cJSON *blur_inputs(int src, int radius)
+{
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddItemToObject(in, "image", link_to(src, 0));
+    cJSON_AddNumberToObject(in, "blur_radius", radius);
+    cJSON_AddNumberToObject(in, "sigma", 1);
+    return in;
+}
+
+static cJSON *save_inputs(int src)
+{
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddItemToObject(in, "images", link_to(src, 0));
+    return in;
+}
+
+/* LoadImage → (nodes − 2) ImageBlur → SaveImage, ids 1..nodes. */
+static cJSON *chain(int nodes)
+{
+    cJSON *prompt = cJSON_CreateObject();
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddStringToObject(in, "image", "in.png");
+    add_node(prompt, 1, "LoadImage", in);
+    for (int i = 2; i < nodes; i++) {
+        add_node(prompt, i, "ImageBlur", blur_inputs(i - 1, 2));
+    }
+    add_node(prompt, nodes, "SaveImage", save_inputs(nodes - 1));
+    return prompt;
+}
+
+/* The worst shape for dependent_outputs: LoadImage, then `k` chained
+ * ImageBlur nodes that each fail (blur_radius 0), each feeding a SaveImage. */
+static cJSON *failing_fan(int k)
+{
+    cJSON *prompt = cJSON_CreateObject();
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddStringToObject(in, "image", "in.png");
+    add_node(prompt, 1, "LoadImage", in);
+    for (int i = 0; i < k; i++) {
+        int blur = 2 + 2 * i;
+        add_node(prompt, blur, "ImageBlur", blur_inputs(i == 0 ? 1 : blur - 2, 0));
+        add_node(prompt, blur + 1, "SaveImage", save_inputs(blur));
+    }
+    return prompt;
+}
+
+static unsigned long steps_of(cJSON *prompt, graph_status_t want)
+{
+    graph_stats_t stats = {0};
+    cJSON *error = NULL;
+    graph_status_t st = graph_validate_stats(prompt, &reg, &stats, &error);
+    assert_int_equal(st, want);
+    cJSON_Delete(error);
+    cJSON_Delete(prompt);
+    assert_true(stats.steps > 0);
+    return stats.steps;
+}
+
+/* Twice the nodes, at most about twice the steps (quadratic work would be 4×). */
+static void assert_linear(unsigned long small, unsigned long big)
+{
+    if (big > small * 5 / 2) {
+        fail_msg("steps %lu for twice the nodes of %lu steps: not linear", big, small);
+    }
+}
+
+static void test_chain_is_linear(void **state)
+{
+    (void)state;
+    unsigned long s125 = steps_of(chain(125), GRAPH_OK);
+    unsigned long s250 = steps_of(chain(250), GRAPH_OK);
+    unsigned long s500 = steps_of(chain(GRAPH_MAX_NODES), GRAPH_OK);
+    assert_linear(s125, s250);
+    assert_linear(s250, s500);
+}
+
+static void test_failing_fan_is_linear(void **state)
+{
+    (void)state;
+    unsigned long s60 = steps_of(failing_fan(60), GRAPH_INVALID);
+    unsigned long s120 = steps_of(failing_fan(120), GRAPH_INVALID);
+    unsigned long s240 = steps_of(failing_fan(240), GRAPH_INVALID);
+    assert_linear(s60, s120);
+    assert_linear(s120, s240);
+
+    /* The first blur feeds every output: its list is capped, in prompt order. */
+    cJSON *prompt = failing_fan(240);
+    cJSON *error = NULL;
+    assert_int_equal(graph_validate(prompt, &reg, &error), GRAPH_INVALID);
+    const cJSON *node = cJSON_GetObjectItem(cJSON_GetObjectItem(error, "node_errors"), "2");
+    const cJSON *deps = cJSON_GetObjectItem(node, "dependent_outputs");
+    assert_int_equal(cJSON_GetArraySize(deps), GRAPH_MAX_DEPENDENT_OUTPUTS);
+    assert_string_equal(cJSON_GetArrayItem(deps, 0)->valuestring, "3");
+    assert_string_equal(cJSON_GetArrayItem(deps, 1)->valuestring, "5");
+    /* The last blur feeds only its own output. */
+    node = cJSON_GetObjectItem(cJSON_GetObjectItem(error, "node_errors"), "480");
+    deps = cJSON_GetObjectItem(node, "dependent_outputs");
+    assert_int_equal(cJSON_GetArraySize(deps), 1);
+    assert_string_equal(cJSON_GetArrayItem(deps, 0)->valuestring, "481");
+    cJSON_Delete(error);
+    cJSON_Delete(prompt);
+}
+
+static void test_node_cap(void **state)
+{
+    (void)state;
+    cJSON *error = NULL;
+    graph_stats_t stats = {0};
+    cJSON *prompt = chain(1000);
+    assert_int_equal(graph_validate_stats(prompt, &reg, &stats, &error), GRAPH_INVALID);
+    const cJSON *pe = cJSON_GetObjectItem(error, "error");
+    assert_string_equal(cJSON_GetObjectItem(pe, "type")->valuestring, "graph_too_large");
+    assert_non_null(strstr(cJSON_GetObjectItem(pe, "details")->valuestring, "at most 500"));
+    /* Refused after counting the nodes, before looking at them. */
+    assert_true(stats.steps <= 1000);
+    cJSON_Delete(error);
+    cJSON_Delete(prompt);
+    steps_of(chain(GRAPH_MAX_NODES), GRAPH_OK);
+    steps_of(chain(GRAPH_MAX_NODES + 1), GRAPH_INVALID);
+}
+
+/* ---- work budget (the CPU executor's registry knows the output sizes) ---- */
+
+static cJSON *empty_image(int w, int h, int batch)
+{
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddNumberToObject(in, "width", w);
+    cJSON_AddNumberToObject(in, "height", h);
+    if (batch > 0) {
+        cJSON_AddNumberToObject(in, "batch_size", batch);
+    }
+    return in;
+}
+
+/* A factor in JSON: a number, or a string (as Python's float() reads it). */
+static cJSON *scale_by(int src, const char *factor_json)
+{
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddItemToObject(in, "image", link_to(src, 0));
+    cJSON_AddStringToObject(in, "upscale_method", "bilinear");
+    cJSON_AddItemToObject(in, "scale_by", cJSON_Parse(factor_json));
+    return in;
+}
+
+/* Validates against the CPU executor's registry; returns the prompt-level error type or "ok". */
+static const char *budget_verdict(cJSON *prompt, char *buf, size_t len)
+{
+    cJSON *error = NULL;
+    graph_status_t st = graph_validate(prompt, cpu_nodes_registry(), &error);
+    if (st == GRAPH_OK) {
+        snprintf(buf, len, "ok");
+    } else {
+        const cJSON *pe = cJSON_GetObjectItem(error, "error");
+        snprintf(buf, len, "%s", cJSON_GetObjectItem(pe, "type")->valuestring);
+    }
+    cJSON_Delete(error);
+    cJSON_Delete(prompt);
+    return buf;
+}
+
+static void test_work_budget(void **state)
+{
+    (void)state;
+    char buf[64];
+    cJSON *p;
+
+    /* EmptyImage 16384², saved: within the budget. */
+    p = cJSON_CreateObject();
+    add_node(p, 1, "EmptyImage", empty_image(16384, 16384, 0));
+    add_node(p, 2, "SaveImage", save_inputs(1));
+    assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "ok");
+
+    /* ... scaled by 8: one image of 17 gigapixels. */
+    p = cJSON_CreateObject();
+    add_node(p, 1, "EmptyImage", empty_image(16384, 16384, 0));
+    add_node(p, 2, "ImageScaleBy", scale_by(1, "8"));
+    add_node(p, 3, "SaveImage", save_inputs(2));
+    assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "graph_too_expensive");
+
+    /* A small image, chained ImageScaleBy 8 (a string factor, as Python's float() reads it). */
+    p = cJSON_CreateObject();
+    add_node(p, 1, "EmptyImage", empty_image(512, 512, 0));
+    add_node(p, 2, "ImageScaleBy", scale_by(1, "\"8\""));
+    add_node(p, 3, "ImageScaleBy", scale_by(2, "8"));
+    add_node(p, 4, "SaveImage", save_inputs(3));
+    assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "graph_too_expensive");
+
+    /* A batch of 4096 full-size images. */
+    p = cJSON_CreateObject();
+    add_node(p, 1, "EmptyImage", empty_image(16384, 16384, 4096));
+    add_node(p, 2, "SaveImage", save_inputs(1));
+    assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "graph_too_expensive");
+
+    /* Many full-size images, each within the limit: the total is over. */
+    p = cJSON_CreateObject();
+    for (int i = 0; i < 100; i++) {
+        add_node(p, 1 + 2 * i, "EmptyImage", empty_image(16384, 16384, 0));
+        add_node(p, 2 + 2 * i, "SaveImage", save_inputs(1 + 2 * i));
+    }
+    assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "graph_too_expensive");
+
+    /* A photo, chained ImageScaleBy 8: too much whatever the photo. */
+    p = cJSON_CreateObject();
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddStringToObject(in, "image", "in.png");
+    add_node(p, 1, "LoadImage", in);
+    add_node(p, 2, "ImageScaleBy", scale_by(1, "8"));
+    add_node(p, 3, "ImageScaleBy", scale_by(2, "8"));
+    add_node(p, 4, "SaveImage", save_inputs(3));
+    assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "graph_too_expensive");
+
+    /* A photo scaled by 2 then scaled back down: fine. */
+    p = cJSON_CreateObject();
+    in = cJSON_CreateObject();
+    cJSON_AddStringToObject(in, "image", "in.png");
+    add_node(p, 1, "LoadImage", in);
+    add_node(p, 2, "ImageScaleBy", scale_by(1, "2"));
+    add_node(p, 3, "ImageScaleBy", scale_by(2, "0.5"));
+    add_node(p, 4, "SaveImage", save_inputs(3));
+    assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "ok");
+
+    /* A long chain of per-pixel nodes on a photo, at the node cap: fine. */
+    p = cJSON_CreateObject();
+    in = cJSON_CreateObject();
+    cJSON_AddStringToObject(in, "image", "in.png");
+    add_node(p, 1, "LoadImage", in);
+    for (int i = 2; i < GRAPH_MAX_NODES; i++) {
+        cJSON *ex = cJSON_CreateObject();
+        cJSON_AddItemToObject(ex, "image", link_to(i - 1, 0));
+        cJSON_AddNumberToObject(ex, "stops", 0.1);
+        add_node(p, i, "CA.Exposure", ex);
+    }
+    add_node(p, GRAPH_MAX_NODES, "SaveImage", save_inputs(GRAPH_MAX_NODES - 1));
+    assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "ok");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -273,6 +533,10 @@ int main(void)
         cmocka_unit_test(test_not_in_list_details),
         cmocka_unit_test(test_multiple_errors_and_dependents),
         cmocka_unit_test(test_is_link),
+        cmocka_unit_test(test_chain_is_linear),
+        cmocka_unit_test(test_failing_fan_is_linear),
+        cmocka_unit_test(test_node_cap),
+        cmocka_unit_test(test_work_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
