@@ -16,43 +16,70 @@
 static const graph_type_t OUT_IMAGE[] = {GRAPH_T_IMAGE};
 static const graph_type_t OUT_IMAGE_MASK[] = {GRAPH_T_IMAGE, GRAPH_T_MASK};
 
-const char *const cpu_nodes_scale_methods[] = {"nearest-exact", "bilinear", "area", "bicubic",
-                                            "lanczos", NULL};
+const char *const cpu_nodes_scale_methods[] = {"nearest-exact", "bilinear", "area",
+                                               "bicubic",       "lanczos",  NULL};
 const char *const cpu_nodes_crop_methods[] = {"disabled", "center", NULL};
-const char *const cpu_nodes_blend_modes[] = {"normal",  "multiply",   "screen",
-                                          "overlay", "soft_light", "difference", NULL};
+const char *const cpu_nodes_blend_modes[] = {"normal",     "multiply",   "screen", "overlay",
+                                             "soft_light", "difference", NULL};
 const char *const cpu_nodes_flip_methods[] = {"x-axis: vertically", "y-axis: horizontally", NULL};
-const char *const cpu_nodes_rotations[] = {"none", "90 degrees", "180 degrees", "270 degrees", NULL};
+const char *const cpu_nodes_rotations[] = {"none", "90 degrees", "180 degrees", "270 degrees",
+                                           NULL};
 const char *const cpu_nodes_export_formats[] = {"jpeg", "png", "webp", "tiff", NULL};
-const char *const cpu_nodes_positions[] = {"bottom-right", "bottom-left", "top-right", "top-left",
-                                        "center", NULL};
+const char *const cpu_nodes_positions[] = {"bottom-right", "bottom-left", "top-right",
+                                           "top-left",     "center",      NULL};
 
-#define IMG(n) {n, GRAPH_T_IMAGE, true, false, false, 0, 0, NULL}
-#define INT(n, lo, hi) {n, GRAPH_T_INT, true, true, true, lo, hi, NULL}
-#define INT_OPT(n, lo, hi) {n, GRAPH_T_INT, false, true, true, lo, hi, NULL}
-#define FLT(n, lo, hi) {n, GRAPH_T_FLOAT, true, true, true, lo, hi, NULL}
-#define FLT_OPT(n, lo, hi) {n, GRAPH_T_FLOAT, false, true, true, lo, hi, NULL}
-#define COMBO(n, list) {n, GRAPH_T_COMBO, true, false, false, 0, 0, list}
-#define COMBO_OPT(n, list) {n, GRAPH_T_COMBO, false, false, false, 0, 0, list}
-#define STR_OPT(n) {n, GRAPH_T_STRING, false, false, false, 0, 0, NULL}
-#define BOOL_OPT(n) {n, GRAPH_T_BOOLEAN, false, false, false, 0, 0, NULL}
+#define IMG(n)                                                                                     \
+    {                                                                                              \
+        n, GRAPH_T_IMAGE, true, false, false, 0, 0, NULL                                           \
+    }
+#define INT(n, lo, hi)                                                                             \
+    {                                                                                              \
+        n, GRAPH_T_INT, true, true, true, lo, hi, NULL                                             \
+    }
+#define INT_OPT(n, lo, hi)                                                                         \
+    {                                                                                              \
+        n, GRAPH_T_INT, false, true, true, lo, hi, NULL                                            \
+    }
+#define FLT(n, lo, hi)                                                                             \
+    {                                                                                              \
+        n, GRAPH_T_FLOAT, true, true, true, lo, hi, NULL                                           \
+    }
+#define FLT_OPT(n, lo, hi)                                                                         \
+    {                                                                                              \
+        n, GRAPH_T_FLOAT, false, true, true, lo, hi, NULL                                          \
+    }
+#define COMBO(n, list)                                                                             \
+    {                                                                                              \
+        n, GRAPH_T_COMBO, true, false, false, 0, 0, list                                           \
+    }
+#define COMBO_OPT(n, list)                                                                         \
+    {                                                                                              \
+        n, GRAPH_T_COMBO, false, false, false, 0, 0, list                                          \
+    }
+#define STR_OPT(n)                                                                                 \
+    {                                                                                              \
+        n, GRAPH_T_STRING, false, false, false, 0, 0, NULL                                         \
+    }
+#define BOOL_OPT(n)                                                                                \
+    {                                                                                              \
+        n, GRAPH_T_BOOLEAN, false, false, false, 0, 0, NULL                                        \
+    }
 #define NIN(a) (sizeof(a) / sizeof(a[0]))
 
 static const graph_input_t in_load[] = {{"image", GRAPH_T_COMBO, true, false, false, 0, 0, NULL}};
 static const graph_input_t in_save[] = {IMG("images"), STR_OPT("filename_prefix")};
-static const graph_input_t in_empty[] = {INT("width", 1, MAX_RESOLUTION),
-                                         INT("height", 1, MAX_RESOLUTION),
-                                         INT_OPT("batch_size", 1, 4096),
-                                         INT_OPT("color", 0, 0xFFFFFF)};
-static const graph_input_t in_scale[] = {IMG("image"), COMBO("upscale_method", cpu_nodes_scale_methods),
-                                         INT("width", 0, MAX_RESOLUTION),
-                                         INT("height", 0, MAX_RESOLUTION),
-                                         COMBO("crop", cpu_nodes_crop_methods)};
-static const graph_input_t in_scale_by[] = {IMG("image"), COMBO("upscale_method", cpu_nodes_scale_methods),
-                                            FLT("scale_by", 0.01, 8.0)};
+static const graph_input_t in_empty[] = {
+    INT("width", 1, MAX_RESOLUTION), INT("height", 1, MAX_RESOLUTION),
+    INT_OPT("batch_size", 1, 4096), INT_OPT("color", 0, 0xFFFFFF)};
+static const graph_input_t in_scale[] = {
+    IMG("image"), COMBO("upscale_method", cpu_nodes_scale_methods), INT("width", 0, MAX_RESOLUTION),
+    INT("height", 0, MAX_RESOLUTION), COMBO("crop", cpu_nodes_crop_methods)};
+static const graph_input_t in_scale_by[] = {
+    IMG("image"), COMBO("upscale_method", cpu_nodes_scale_methods), FLT("scale_by", 0.01, 8.0)};
 static const graph_input_t in_scale_total[] = {
     IMG("image"), COMBO("upscale_method", cpu_nodes_scale_methods), FLT("megapixels", 0.01, 16.0)};
-static const graph_input_t in_scale_max[] = {IMG("image"), COMBO("upscale_method", cpu_nodes_scale_methods),
+static const graph_input_t in_scale_max[] = {IMG("image"),
+                                             COMBO("upscale_method", cpu_nodes_scale_methods),
                                              INT("largest_size", 0, MAX_RESOLUTION)};
 static const graph_input_t in_image[] = {IMG("image")};
 static const graph_input_t in_blur[] = {IMG("image"), INT("blur_radius", 1, 31),
@@ -85,8 +112,11 @@ static const graph_input_t in_warmth[] = {IMG("image"), FLT("amount", -1, 1)};
 static const graph_input_t in_vignette[] = {IMG("image"), FLT("strength", 0, 1),
                                             FLT_OPT("radius", 0, 1.5)};
 static const graph_input_t in_watermark[] = {
-    IMG("image"),         {"text", GRAPH_T_STRING, true, false, false, 0, 0, NULL},
-    FLT_OPT("opacity", 0, 1), FLT_OPT("size", 0.005, 0.5), COMBO_OPT("position", cpu_nodes_positions)};
+    IMG("image"),
+    {"text", GRAPH_T_STRING, true, false, false, 0, 0, NULL},
+    FLT_OPT("opacity", 0, 1),
+    FLT_OPT("size", 0.005, 0.5),
+    COMBO_OPT("position", cpu_nodes_positions)};
 static const graph_input_t in_long_edge[] = {IMG("image"), INT("long_edge", 1, MAX_RESOLUTION),
                                              BOOL_OPT("allow_upscale")};
 static const graph_input_t in_export[] = {IMG("image"), COMBO("format", cpu_nodes_export_formats),
@@ -180,8 +210,8 @@ static bool node_size(const char *class_type, const cJSON *inputs, const graph_s
     } else if (strcmp(class_type, "ImageScaleToMaxDimension") == 0 ||
                strcmp(class_type, "CA.ResizeLongEdge") == 0) {
         bool long_edge = strcmp(class_type, "CA.ResizeLongEdge") == 0;
-        double target = long_edge ? integer(inputs, "long_edge", 512)
-                                  : integer(inputs, "largest_size", 512);
+        double target =
+            long_edge ? integer(inputs, "long_edge", 512) : integer(inputs, "largest_size", 512);
         double longest = fmax(1, fmax(src.width, src.height));
         /* ResizeLongEdge enlarges only when allowed; count it as allowed. */
         double s = target / longest;
@@ -211,4 +241,3 @@ const graph_registry_t *cpu_nodes_registry(void)
 {
     return &REGISTRY;
 }
-

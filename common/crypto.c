@@ -440,10 +440,11 @@ crypto_keyring_t *crypto_keyring_new(const char *current_b64, const char *old_b6
             index++;
             if (blank < itemlen) { /* skip empty items ("a,,b", trailing comma) */
                 if (key_from_b64(item, itemlen, &kr->old[kr->nold]) != 0) {
-                    errbuf_set(err, errlen,
-                             "ENCRYPTION_KEYS_OLD: item %zu must be standard base64 of exactly 32 "
-                             "bytes",
-                             index);
+                    errbuf_set(
+                        err, errlen,
+                        "ENCRYPTION_KEYS_OLD: item %zu must be standard base64 of exactly 32 "
+                        "bytes",
+                        index);
                     goto fail;
                 }
                 kr->nold++;

@@ -35,12 +35,15 @@ char *crypto_envelope_open(const crypto_keyring_t *kr, const char *envelope);
 bool crypto_envelope_needs_rotation(const crypto_keyring_t *kr, const char *envelope);
 
 /* Raw AES-256-GCM (for the NIST vectors and the envelope). Returns 0 or -1. */
-__attribute__((warn_unused_result)) int
-crypto_aes256gcm_encrypt(const uint8_t key[32], const uint8_t *iv, size_t ivlen, const uint8_t *aad,
-                         size_t aadlen, const uint8_t *pt, size_t ptlen, uint8_t *ct, uint8_t tag[16]);
+__attribute__((warn_unused_result)) int crypto_aes256gcm_encrypt(const uint8_t key[32],
+                                                                 const uint8_t *iv, size_t ivlen,
+                                                                 const uint8_t *aad, size_t aadlen,
+                                                                 const uint8_t *pt, size_t ptlen,
+                                                                 uint8_t *ct, uint8_t tag[16]);
 __attribute__((warn_unused_result)) int
 crypto_aes256gcm_decrypt(const uint8_t key[32], const uint8_t *iv, size_t ivlen, const uint8_t *aad,
-                         size_t aadlen, const uint8_t *ct, size_t ctlen, const uint8_t tag[16], uint8_t *pt);
+                         size_t aadlen, const uint8_t *ct, size_t ctlen, const uint8_t tag[16],
+                         uint8_t *pt);
 
 void crypto_hmac_sha256(const void *key, size_t keylen, const void *data, size_t datalen,
                         uint8_t out[32]);

@@ -56,7 +56,7 @@ struct daemon {
 
     pthread_t maint_thread;
     bool maint_started;
-    stopwait_t maint_wait; /* stopped when the loop has ended */
+    stopwait_t maint_wait;      /* stopped when the loop has ended */
     pthread_mutex_t maint_lock; /* guards tasks and ntasks */
     daemon_task_t tasks[DAEMON_MAX_TASKS];
     size_t ntasks;
@@ -207,8 +207,8 @@ static void set_instance_id(daemon_t *d)
     /* The pid keeps two processes on one host apart (and a restarted pod new). */
     snprintf(d->instance_id, sizeof(d->instance_id), "%.90s-%ld", host, (long)getpid());
     for (char *p = d->instance_id; *p != '\0'; p++) {
-        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-                  *p == '-' || *p == '.' || *p == '_';
+        bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' || *p == '_';
         if (!ok) {
             *p = '_';
         }
@@ -371,8 +371,7 @@ static int cmd_migrate(daemon_t *d)
     }
     int applied = 0;
     size_t n = d->svc->nmigrations != NULL ? *d->svc->nmigrations : 0;
-    int rc = migrate_apply(pg, d->svc->name, d->svc->migrations, n, &applied, err,
-                           sizeof(err));
+    int rc = migrate_apply(pg, d->svc->name, d->svc->migrations, n, &applied, err, sizeof(err));
     pg_close(pg);
     if (rc != 0) {
         log_error("migrate: %s", err);

@@ -82,7 +82,7 @@ const char *daemon_instance_id(const daemon_t *d);
  * running through the drain until the loop ends; keep each short. Register
  * from start(); at most 16 tasks (-1 past that, or for a period <= 0). */
 typedef void (*daemon_task_fn)(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg);
-__attribute__((warn_unused_result)) int daemon_add_task(daemon_t *d, const char *name,
-                                                        int period_ms, daemon_task_fn fn, void *arg);
+__attribute__((warn_unused_result)) int
+daemon_add_task(daemon_t *d, const char *name, int period_ms, daemon_task_fn fn, void *arg);
 
 #endif

@@ -247,7 +247,8 @@ google_status_t drive_files_list(google_client_t *gc, const char *access_token, 
     memset(out, 0, sizeof(*out));
     google_error_reset(err);
     if (gc->drive_api_url == NULL)
-        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "files.list: DRIVE_API_URL not configured");
+        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0,
+                                "files.list: DRIVE_API_URL not configured");
 
     jbuf_t b = {0};
     jbuf_puts(&b, gc->drive_api_url);
@@ -283,7 +284,8 @@ google_status_t drive_files_list(google_client_t *gc, const char *access_token, 
         cJSON_ArrayForEach(jf, files)
         {
             if (file_from_json(jf, &out->files[out->n]) != 0) {
-                st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "files.list: a file without an id");
+                st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200,
+                                      "files.list: a file without an id");
                 goto out;
             }
             out->n++;
@@ -299,15 +301,16 @@ out:
 }
 
 /* A file resource answer into out. */
-static google_status_t file_answer(google_client_t *gc, const google_request_t *r, drive_file_t *out,
-                                   google_error_t *err)
+static google_status_t file_answer(google_client_t *gc, const google_request_t *r,
+                                   drive_file_t *out, google_error_t *err)
 {
     cJSON *root = NULL;
     google_status_t st = google_call_json(gc, r, &root, err);
     if (st != GOOGLE_OK)
         return st;
     if (file_from_json(root, out) != 0)
-        st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "%s: no file id in the answer", r->what);
+        st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "%s: no file id in the answer",
+                              r->what);
     cJSON_Delete(root);
     return st;
 }
@@ -361,8 +364,8 @@ google_status_t drive_download(google_client_t *gc, const char *access_token, co
     free(url);
     if (st == GOOGLE_OK) {
         if (resp.body_len > max_bytes) {
-            st = google_error_set(err, GOOGLE_ERR_TOO_LARGE, resp.status, "download: file over %zu bytes",
-                         max_bytes);
+            st = google_error_set(err, GOOGLE_ERR_TOO_LARGE, resp.status,
+                                  "download: file over %zu bytes", max_bytes);
         } else {
             /* Hand the body over (it is NUL-terminated, which callers may ignore). */
             *data = resp.body;
@@ -469,7 +472,8 @@ google_status_t drive_upload(google_client_t *gc, const char *access_token, cons
     if (name == NULL || (data == NULL && len > 0))
         return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "upload: no name or no data");
     if (gc->drive_upload_url == NULL)
-        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "upload: DRIVE_UPLOAD_URL not configured");
+        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0,
+                                "upload: DRIVE_UPLOAD_URL not configured");
     const char *media_type = mime_type != NULL ? mime_type : "application/octet-stream";
     char *meta = file_metadata(name, mime_type, parent_id, app_properties);
     char *ctype = NULL;
@@ -558,9 +562,10 @@ google_status_t drive_changes_start_token(google_client_t *gc, const char *acces
     const char *t = google_json_str(root, "startPageToken");
     if (t == NULL || t[0] == '\0')
         st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200,
-                     "changes.getStartPageToken: no startPageToken in the answer");
+                              "changes.getStartPageToken: no startPageToken in the answer");
     else if ((*token = strdup(t)) == NULL)
-        st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "changes.getStartPageToken: out of memory");
+        st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200,
+                              "changes.getStartPageToken: out of memory");
     cJSON_Delete(root);
     return st;
 }
@@ -574,7 +579,8 @@ google_status_t drive_changes_list(google_client_t *gc, const char *access_token
     if (page_token == NULL || page_token[0] == '\0')
         return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "changes.list: no page token");
     if (gc->drive_api_url == NULL)
-        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "changes.list: DRIVE_API_URL not configured");
+        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0,
+                                "changes.list: DRIVE_API_URL not configured");
 
     jbuf_t b = {0};
     jbuf_puts(&b, gc->drive_api_url);
@@ -584,8 +590,8 @@ google_status_t drive_changes_list(google_client_t *gc, const char *access_token
     url_param(&b, "includeRemoved", "true");
     url_param(&b, "restrictToMyDrive", "true");
     url_param(&b, "fields",
-             "nextPageToken,newStartPageToken,changes(fileId,removed,time,file(" DRIVE_FILE_FIELDS
-             "))");
+              "nextPageToken,newStartPageToken,changes(fileId,removed,time,file(" DRIVE_FILE_FIELDS
+              "))");
     char *url = url_take(&b);
 
     cJSON *root = NULL;
@@ -595,7 +601,8 @@ google_status_t drive_changes_list(google_client_t *gc, const char *access_token
 
     const cJSON *changes = cJSON_GetObjectItemCaseSensitive(root, "changes");
     if (changes != NULL && !cJSON_IsArray(changes)) {
-        st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "changes.list: changes is not an array");
+        st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200,
+                              "changes.list: changes is not an array");
         goto out;
     }
     int n = cJSON_IsArray(changes) ? cJSON_GetArraySize(changes) : 0;
@@ -626,7 +633,8 @@ google_status_t drive_changes_list(google_client_t *gc, const char *access_token
         if (!c->removed && cJSON_IsObject(file)) {
             if (file_from_json(file, &c->file) != 0) {
                 out->n++;
-                st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "changes.list: a file without an id");
+                st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200,
+                                      "changes.list: a file without an id");
                 goto out;
             }
             c->has_file = true;
@@ -640,7 +648,7 @@ google_status_t drive_changes_list(google_client_t *gc, const char *access_token
     }
     if (out->next_page_token == NULL && out->new_start_page_token == NULL)
         st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200,
-                     "changes.list: neither nextPageToken nor newStartPageToken");
+                              "changes.list: neither nextPageToken nor newStartPageToken");
 out:
     cJSON_Delete(root);
     if (st != GOOGLE_OK)

@@ -58,17 +58,16 @@ void drive_file_list_free(drive_file_list_t *l);
 google_status_t drive_files_list(google_client_t *gc, const char *access_token, const char *q,
                                  const char *order_by, int page_size, const char *page_token,
                                  drive_file_list_t *out, google_error_t *err);
-google_status_t drive_files_get(google_client_t *gc, const char *access_token,
-                                const char *file_id, drive_file_t *out, google_error_t *err);
+google_status_t drive_files_get(google_client_t *gc, const char *access_token, const char *file_id,
+                                drive_file_t *out, google_error_t *err);
 /* alt=media into a new buffer (caller frees) of at most max_bytes, else
  * GOOGLE_ERR_TOO_LARGE. */
 google_status_t drive_download(google_client_t *gc, const char *access_token, const char *file_id,
                                size_t max_bytes, void **data, size_t *len, google_error_t *err);
 /* app_properties may be NULL (not consumed). */
-google_status_t drive_create_folder(google_client_t *gc, const char *access_token,
-                                    const char *name, const char *parent_id,
-                                    const cJSON *app_properties, drive_file_t *out,
-                                    google_error_t *err);
+google_status_t drive_create_folder(google_client_t *gc, const char *access_token, const char *name,
+                                    const char *parent_id, const cJSON *app_properties,
+                                    drive_file_t *out, google_error_t *err);
 /* uploadType=multipart to DRIVE_UPLOAD_URL/files. */
 google_status_t drive_upload(google_client_t *gc, const char *access_token, const char *name,
                              const char *mime_type, const char *parent_id,
@@ -97,7 +96,7 @@ void drive_change_list_free(drive_change_list_t *l);
 google_status_t drive_changes_start_token(google_client_t *gc, const char *access_token,
                                           char **token, google_error_t *err);
 google_status_t drive_changes_list(google_client_t *gc, const char *access_token,
-                                   const char *page_token, int page_size,
-                                   drive_change_list_t *out, google_error_t *err);
+                                   const char *page_token, int page_size, drive_change_list_t *out,
+                                   google_error_t *err);
 
 #endif

@@ -90,7 +90,8 @@ static drive_auth_status_t give_token(const char *plain, char *token, size_t tok
 {
     size_t n = strlen(plain);
     if (token == NULL || n >= tokenlen) {
-        google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "access token (%zu bytes) does not fit the buffer", n);
+        google_error_set(err, GOOGLE_ERR_PROTOCOL, 0,
+                         "access token (%zu bytes) does not fit the buffer", n);
         return DRIVE_AUTH_TRANSIENT;
     }
     memcpy(token, plain, n + 1);

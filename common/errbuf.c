@@ -15,7 +15,8 @@ void errbuf_set(char *err, size_t errlen, const char *fmt, ...)
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
     size_t n = strlen(err);
-    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == '\r' || err[n - 1] == ' ' || err[n - 1] == '\t')) {
+    while (n > 0 &&
+           (err[n - 1] == '\n' || err[n - 1] == '\r' || err[n - 1] == ' ' || err[n - 1] == '\t')) {
         err[--n] = '\0';
     }
     for (size_t i = 0; i < n; i++) {

@@ -38,7 +38,7 @@ typedef enum {
 
 typedef struct {
     const char *method;
-    const char *url; /* NULL: not configured (or out of memory building it) */
+    const char *url;    /* NULL: not configured (or out of memory building it) */
     const char *bearer; /* access token or NULL */
     const char *content_type;
     const void *body;

@@ -200,7 +200,7 @@ static google_status_t classify(long status, const char *reason, google_api_kind
 
 /* See google_internal.h. */
 google_status_t google_call(google_client_t *gc, const google_request_t *r, http_response_t *resp,
-                                google_error_t *err)
+                            google_error_t *err)
 {
     char *auth = NULL;
     http_pair_t headers[1];
@@ -208,8 +208,8 @@ google_status_t google_call(google_client_t *gc, const google_request_t *r, http
 
     if (r->url == NULL) {
         memset(resp, 0, sizeof(*resp));
-        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "%s: out of memory or URL not configured",
-                       r->what);
+        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0,
+                                "%s: out of memory or URL not configured", r->what);
     }
     if (r->bearer != NULL) {
         if (asprintf(&auth, "Bearer %s", r->bearer) < 0) {
@@ -250,12 +250,13 @@ google_status_t google_call(google_client_t *gc, const google_request_t *r, http
             google_status_t st = classify(resp->status, "", r->kind);
             return google_error_set(err, st, resp->status, "%s: HTTP %ld", r->what, resp->status);
         }
-        return google_error_set(err, GOOGLE_ERR_TOO_LARGE, resp->status, "%s: %s", r->what, resp->error);
+        return google_error_set(err, GOOGLE_ERR_TOO_LARGE, resp->status, "%s: %s", r->what,
+                                resp->error);
     case HTTP_ERR_CONNECT:
     case HTTP_ERR_TIMEOUT:
     case HTTP_ERR_IO:
         return google_error_set(err, GOOGLE_ERR_NETWORK, 0, "%s: %s (after %d attempts)", r->what,
-                       resp->error, resp->attempts);
+                                resp->error, resp->attempts);
     case HTTP_ERR_INTERNAL:
     default:
         return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "%s: %s", r->what, resp->error);
@@ -278,7 +279,7 @@ google_status_t google_call(google_client_t *gc, const google_request_t *r, http
 }
 
 google_status_t google_call_json(google_client_t *gc, const google_request_t *r, cJSON **root,
-                                google_error_t *err)
+                                 google_error_t *err)
 {
     http_response_t resp;
     *root = NULL;
@@ -289,7 +290,7 @@ google_status_t google_call_json(google_client_t *gc, const google_request_t *r,
             cJSON_Delete(*root);
             *root = NULL;
             st = google_error_set(err, GOOGLE_ERR_PROTOCOL, resp.status,
-                         "%s: the answer is not a JSON object", r->what);
+                                  "%s: the answer is not a JSON object", r->what);
         }
     }
     http_response_free(&resp);
@@ -371,7 +372,8 @@ static google_status_t token_request(google_client_t *gc, const http_pair_t *pai
 
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(root, "expires_in");
     if (google_json_str(root, "access_token") == NULL) {
-        st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "%s: no access_token in the answer", what);
+        st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "%s: no access_token in the answer",
+                              what);
         goto out;
     }
     if (google_json_dup(root, "access_token", &out->access_token) != 0 ||
@@ -405,7 +407,8 @@ google_status_t google_exchange_code(google_client_t *gc, const char *code,
     memset(out, 0, sizeof(*out));
     google_error_reset(err);
     if (code == NULL || redirect_uri == NULL)
-        return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "token: code and redirect_uri are required");
+        return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0,
+                                "token: code and redirect_uri are required");
     http_pair_t pairs[6];
     size_t n = 0;
     pairs[n++] = (http_pair_t){"grant_type", "authorization_code"};
@@ -465,7 +468,8 @@ google_status_t google_userinfo(google_client_t *gc, const char *access_token,
         return st;
     if (google_json_str(root, "sub") == NULL || google_json_str(root, "sub")[0] == '\0') {
         st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "userinfo: no sub in the answer");
-    } else if (google_json_dup(root, "sub", &out->sub) != 0 || google_json_dup(root, "email", &out->email) != 0 ||
+    } else if (google_json_dup(root, "sub", &out->sub) != 0 ||
+               google_json_dup(root, "email", &out->email) != 0 ||
                google_json_dup(root, "name", &out->name) != 0 ||
                google_json_dup(root, "picture", &out->picture) != 0) {
         st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "userinfo: out of memory");

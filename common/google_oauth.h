@@ -87,8 +87,8 @@ void google_tokens_free(google_tokens_t *t);
 google_status_t google_exchange_code(google_client_t *gc, const char *code,
                                      const char *code_verifier, const char *redirect_uri,
                                      google_tokens_t *out, google_error_t *err);
-google_status_t google_refresh(google_client_t *gc, const char *refresh_token,
-                               google_tokens_t *out, google_error_t *err);
+google_status_t google_refresh(google_client_t *gc, const char *refresh_token, google_tokens_t *out,
+                               google_error_t *err);
 
 typedef struct {
     char *sub; /* the Google account id (users.google_id) */

@@ -304,8 +304,8 @@ static void check_literal(gnode_t *gn, const graph_input_t *in, const cJSON *val
                 pos += (size_t)snprintf(det + pos, cap - pos, "..., ");
                 i = n - 10;
             }
-            pos += (size_t)snprintf(det + pos, cap - pos, "%s'%s'", i > 0 ? ", " : "",
-                                    in->choices[i]);
+            pos +=
+                (size_t)snprintf(det + pos, cap - pos, "%s'%s'", i > 0 ? ", " : "", in->choices[i]);
         }
         snprintf(det + pos, cap - pos, "]");
         add_received(node_error(gn, "value_not_in_list", in->name, "Value not in list", det), val);
@@ -640,8 +640,7 @@ static cJSON *check_budget(gstate_t *st, const graph_registry_t *reg)
         }
         if (rc >= 0) {
             error = prompt_error("graph_too_expensive", "Prompt is over the work budget", det);
-            cJSON *extra =
-                cJSON_GetObjectItem(cJSON_GetObjectItem(error, "error"), "extra_info");
+            cJSON *extra = cJSON_GetObjectItem(cJSON_GetObjectItem(error, "error"), "extra_info");
             cJSON_AddStringToObject(extra, "node_id", gn->id);
             cJSON_AddStringToObject(extra, "class_type", gn->cls->class_type);
         } else {
@@ -661,8 +660,8 @@ static cJSON *node_errors_body(gstate_t *st)
     if (dependent_outputs(st, &lists, &counts) != 0) {
         return NULL;
     }
-    cJSON *root = prompt_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                               "");
+    cJSON *root =
+        prompt_error("prompt_outputs_failed_validation", "Prompt outputs failed validation", "");
     cJSON *node_errors = cJSON_GetObjectItem(root, "node_errors");
     size_t dcap = 1;
     for (size_t i = 0; i < st->n; i++) {
@@ -725,7 +724,8 @@ graph_status_t graph_validate_stats(const cJSON *prompt, const graph_registry_t 
     gstate_t st = {0};
     graph_status_t status = GRAPH_INVALID;
     if (!cJSON_IsObject(prompt) || prompt->child == NULL) {
-        *error_out = prompt_error("invalid_prompt", "Prompt is not a non-empty object of nodes", "");
+        *error_out =
+            prompt_error("invalid_prompt", "Prompt is not a non-empty object of nodes", "");
         goto out;
     }
     size_t count = 0;
@@ -777,7 +777,8 @@ graph_status_t graph_validate_stats(const cJSON *prompt, const graph_registry_t 
                 goto out;
             }
             *error_out = prompt_error("invalid_prompt", msg, det);
-            cJSON *extra = cJSON_GetObjectItem(cJSON_GetObjectItem(*error_out, "error"), "extra_info");
+            cJSON *extra =
+                cJSON_GetObjectItem(cJSON_GetObjectItem(*error_out, "error"), "extra_info");
             cJSON_AddStringToObject(extra, "node_id", gn->id);
             cJSON_AddStringToObject(extra, "class_type", ct->valuestring);
             status = GRAPH_UNKNOWN_CLASS;
@@ -849,7 +850,8 @@ char *graph_error_summary(const cJSON *error)
     char *out = NULL;
     const cJSON *node_errors = cJSON_GetObjectItemCaseSensitive(error, "node_errors");
     if (node_errors != NULL && node_errors->child != NULL) {
-        /* "Prompt outputs failed validation: node 2 (ImageBlur): Value 0 smaller than min of 1: blur_radius; ..." */
+        /* "Prompt outputs failed validation: node 2 (ImageBlur): Value 0 smaller than min of 1:
+         * blur_radius; ..." */
         size_t cap = strlen(ms) + 8;
         const cJSON *ne = NULL;
         cJSON_ArrayForEach(ne, node_errors)
@@ -874,11 +876,11 @@ char *graph_error_summary(const cJSON *error)
             const cJSON *e = NULL;
             cJSON_ArrayForEach(e, cJSON_GetObjectItem(ne, "errors"))
             {
-                pos += (size_t)snprintf(out + pos, cap - pos, "%snode %s (%s): %s: %s", sep,
-                                        ne->string,
-                                        cJSON_GetObjectItem(ne, "class_type")->valuestring,
-                                        cJSON_GetObjectItem(e, "message")->valuestring,
-                                        cJSON_GetObjectItem(e, "details")->valuestring);
+                pos +=
+                    (size_t)snprintf(out + pos, cap - pos, "%snode %s (%s): %s: %s", sep,
+                                     ne->string, cJSON_GetObjectItem(ne, "class_type")->valuestring,
+                                     cJSON_GetObjectItem(e, "message")->valuestring,
+                                     cJSON_GetObjectItem(e, "details")->valuestring);
                 sep = "; ";
             }
         }

@@ -111,9 +111,10 @@ typedef struct {
 } graph_stats_t;
 
 /* graph_validate, also filling *stats (when not NULL). */
-__attribute__((warn_unused_result)) graph_status_t
-graph_validate_stats(const cJSON *prompt, const graph_registry_t *reg, graph_stats_t *stats,
-                     cJSON **error_out);
+__attribute__((warn_unused_result)) graph_status_t graph_validate_stats(const cJSON *prompt,
+                                                                        const graph_registry_t *reg,
+                                                                        graph_stats_t *stats,
+                                                                        cJSON **error_out);
 
 /* Reads input `name` of a node's `inputs` as Python's float() would (a number,
  * a bool, or a numeric string). False when absent or not a number. */

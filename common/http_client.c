@@ -528,8 +528,8 @@ static void resolve_opts(const http_opts_t *in, http_opts_t *out)
     if (in->max_body > 0)
         out->max_body = in->max_body;
     if (in->max_retries > 0)
-        out->max_retries = in->max_retries < HTTP_MAX_RETRIES_LIMIT ? in->max_retries
-                                                                    : HTTP_MAX_RETRIES_LIMIT;
+        out->max_retries =
+            in->max_retries < HTTP_MAX_RETRIES_LIMIT ? in->max_retries : HTTP_MAX_RETRIES_LIMIT;
     if (in->base_backoff_ms > 0)
         out->base_backoff_ms = in->base_backoff_ms;
     if (in->max_backoff_ms > 0)
@@ -708,8 +708,8 @@ char *http_multipart_related(const char *json_metadata, const void *media, size_
     char *head1 = NULL;
     char *head2 = NULL;
     char *body = NULL;
-    int h1 = asprintf(&head1, "--%s\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n",
-                      boundary);
+    int h1 =
+        asprintf(&head1, "--%s\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n", boundary);
     int h2 = asprintf(&head2, "\r\n--%s\r\nContent-Type: %s\r\n\r\n", boundary, mtype);
     if (h1 < 0 || h2 < 0) {
         if (h1 >= 0)
@@ -895,8 +895,8 @@ long http_retry_after_ms(const char *value)
     while (*value == ' ' || *value == '\t')
         value++;
     size_t len = strlen(value);
-    while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t' ||
-                       value[len - 1] == '\r' || value[len - 1] == '\n'))
+    while (len > 0 && (value[len - 1] == ' ' || value[len - 1] == '\t' || value[len - 1] == '\r' ||
+                       value[len - 1] == '\n'))
         len--;
     if (len == 0 || len >= 64)
         return -1;

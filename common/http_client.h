@@ -25,15 +25,15 @@
 /* libevent's <event2/http.h> #defines HTTP_OK as 200. In a file that includes
  * it, compare against HTTP_RESULT_OK (same value as our HTTP_OK) instead. */
 typedef enum {
-    HTTP_RESULT_OK = 0,     /* a response arrived (any status) */
+    HTTP_RESULT_OK = 0, /* a response arrived (any status) */
 #ifndef HTTP_OK
     HTTP_OK = HTTP_RESULT_OK,
 #endif
-    HTTP_ERR_CONNECT = -1,  /* could not connect / DNS / TLS */
-    HTTP_ERR_TIMEOUT = -2,  /* connect or total timeout */
-    HTTP_ERR_TOO_LARGE = -3,/* response body over the cap */
-    HTTP_ERR_IO = -4,       /* connection dropped mid-transfer, write to file failed */
-    HTTP_ERR_INTERNAL = -5, /* bad arguments, out of memory */
+    HTTP_ERR_CONNECT = -1,   /* could not connect / DNS / TLS */
+    HTTP_ERR_TIMEOUT = -2,   /* connect or total timeout */
+    HTTP_ERR_TOO_LARGE = -3, /* response body over the cap */
+    HTTP_ERR_IO = -4,        /* connection dropped mid-transfer, write to file failed */
+    HTTP_ERR_INTERNAL = -5,  /* bad arguments, out of memory */
 } http_result_t;
 
 /* Zero (or negative) fields take the defaults, so `{.max_retries = 3}` works.
@@ -53,8 +53,8 @@ typedef struct {
 } http_pair_t;
 
 typedef struct {
-    long status;        /* 0 when no response */
-    char *body;         /* NUL-terminated, owned; NULL when streamed to a file */
+    long status; /* 0 when no response */
+    char *body;  /* NUL-terminated, owned; NULL when streamed to a file */
     size_t body_len;
     char *content_type; /* owned or NULL */
     char *retry_after;  /* owned or NULL: raw Retry-After header */
@@ -64,11 +64,11 @@ typedef struct {
 } http_response_t;
 
 typedef struct {
-    const char *method;      /* "GET", "POST", "PATCH", "DELETE", "PUT" */
+    const char *method; /* "GET", "POST", "PATCH", "DELETE", "PUT" */
     const char *url;
     const http_pair_t *headers; /* extra headers, e.g. Authorization */
     size_t nheaders;
-    const void *body;        /* raw body (content_type says what) */
+    const void *body; /* raw body (content_type says what) */
     size_t body_len;
     const char *content_type;
     FILE *sink;              /* when set, a 2xx body streams here (capped); an error
@@ -90,7 +90,7 @@ http_result_t http_client_do(http_client_t *c, const http_request_t *req, http_r
 void http_response_free(http_response_t *resp);
 
 /* Builders. Return a new string (caller frees). */
-char *http_form_encode(const http_pair_t *pairs, size_t n);  /* a=1&b%5Bc%5D=2 */
+char *http_form_encode(const http_pair_t *pairs, size_t n); /* a=1&b%5Bc%5D=2 */
 char *http_url_escape(const char *s);
 /* A multipart/related body: part 1 application/json metadata, part 2 media.
  * Returns the body (caller frees) with its length and fills content_type

@@ -105,7 +105,7 @@ void http_reply_write_now(struct evhttp_connection *evcon)
 }
 
 void http_reply_send(http_req_t *req, int status, const char *content_type, bool json,
-                       const void *data, size_t len)
+                     const void *data, size_t len)
 {
     if (req == NULL) {
         return;
@@ -218,8 +218,8 @@ void http_reply_error(http_req_t *req, int status, const char *code, const char 
 void http_reply_data(http_req_t *req, int status, const char *content_type, const void *data,
                      size_t len)
 {
-    http_reply_send(req, status, content_type != NULL ? content_type : "application/octet-stream", false,
-               data, data != NULL ? len : 0);
+    http_reply_send(req, status, content_type != NULL ? content_type : "application/octet-stream",
+                    false, data, data != NULL ? len : 0);
 }
 
 void http_reply_redirect(http_req_t *req, int status, const char *location)

@@ -147,7 +147,8 @@ static void request_id_seed_init(void)
 {
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
-        seed = ((uint64_t)now_mono_us() << 20) ^ (uint64_t)now_wall_ms() ^ ((uint64_t)getpid() << 40);
+        seed =
+            ((uint64_t)now_mono_us() << 20) ^ (uint64_t)now_wall_ms() ^ ((uint64_t)getpid() << 40);
     }
     request_id_seed = mix64(seed) | 1;
 }

@@ -47,7 +47,7 @@ void http_server_free(http_server_t *srv);
 
 /* ---- the request ---- */
 const char *http_req_method(const http_req_t *req);
-const char *http_req_path(const http_req_t *req);          /* decoded path, no query */
+const char *http_req_path(const http_req_t *req);                    /* decoded path, no query */
 const char *http_req_param(const http_req_t *req, const char *name); /* path parameter */
 const char *http_req_query(const http_req_t *req, const char *name); /* decoded, first value */
 const char *http_req_header(const http_req_t *req, const char *name);

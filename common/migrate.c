@@ -168,7 +168,8 @@ static int apply_file(pg_conn_t *conn, const char *service, const char *role, bo
     }
     PQclear(res);
     if (PQtransactionStatus(pg_raw(conn)) != PQTRANS_INTRANS) {
-        errbuf_set(err, errlen, "%s: the file must not end or abort the transaction itself", f->name);
+        errbuf_set(err, errlen, "%s: the file must not end or abort the transaction itself",
+                   f->name);
         goto fail;
     }
     if (set_role && pg_exec_cmd(conn, "SELECT set_config('role', 'none', true)", 0, NULL, msg,
@@ -231,12 +232,12 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
         if (files[i].name == NULL || files[i].sql == NULL ||
             file_version(files[i].name, st[i].version, sizeof st[i].version) != 0) {
             errbuf_set(err, errlen, "%s: a migration file name must start with its number (NNN_)",
-                     files[i].name != NULL ? files[i].name : "(null)");
+                       files[i].name != NULL ? files[i].name : "(null)");
             goto out;
         }
         if (i > 0 && version_cmp(st[i - 1].version, st[i].version) >= 0) {
             errbuf_set(err, errlen, "%s: versions must be unique and in ascending order (after %s)",
-                     files[i].name, files[i - 1].name);
+                       files[i].name, files[i - 1].name);
             goto out;
         }
         if (sha256_hex(files[i].sql, st[i].checksum) != 0) {
@@ -280,10 +281,11 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
     /* Migrations are append-only: check every recorded file before applying. */
     for (size_t i = 0; i < nfiles; i++) {
         if (st[i].recorded && strcmp(st[i].recorded_checksum, st[i].checksum) != 0) {
-            errbuf_set(err, errlen,
-                     "%s: checksum changed since it was applied (recorded %.12s..., now %.12s...); "
-                     "migrations are append-only: add a new file instead",
-                     files[i].name, st[i].recorded_checksum, st[i].checksum);
+            errbuf_set(
+                err, errlen,
+                "%s: checksum changed since it was applied (recorded %.12s..., now %.12s...); "
+                "migrations are append-only: add a new file instead",
+                files[i].name, st[i].recorded_checksum, st[i].checksum);
             goto out;
         }
     }

@@ -39,13 +39,20 @@ static const char *app_name(void)
 
 void pg_conn_params(const char *url, const char **keys, const char **values)
 {
-    static const char *const k[PG_NKEYS] = {
-        "connect_timeout",  "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count", "application_name", "options",         "dbname", NULL};
+    static const char *const k[PG_NKEYS] = {"connect_timeout",
+                                            "keepalives",
+                                            "keepalives_idle",
+                                            "keepalives_interval",
+                                            "keepalives_count",
+                                            "application_name",
+                                            "options",
+                                            "dbname",
+                                            NULL};
     /* DateStyle ISO whatever the server's default: the gateway reads TIMESTAMP
      * columns as text of that form (paging_ts_rfc3339). The URL comes last, so
      * options it sets win. */
-    const char *v[PG_NKEYS] = {"5", "1", "30", "10", "3", app_name(), "-c DateStyle=ISO", url, NULL};
+    const char *v[PG_NKEYS] = {"5", "1", "30", "10", "3", app_name(), "-c DateStyle=ISO",
+                               url, NULL};
     for (int i = 0; i < PG_NKEYS; i++) {
         keys[i] = k[i];
         values[i] = v[i];
@@ -143,7 +150,8 @@ static PGconn *connect_once(const char *url, int timeout_ms, char *err, size_t e
         }
         int r = wait_fd(PQsocket(pg), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
         if (r <= 0) {
-            errbuf_set(err, errlen, r == 0 ? "timeout connecting to PostgreSQL" : "connect aborted");
+            errbuf_set(err, errlen,
+                       r == 0 ? "timeout connecting to PostgreSQL" : "connect aborted");
             PQfinish(pg);
             return NULL;
         }
@@ -199,7 +207,8 @@ static PGconn *connect_retry(const char *url, const char *display, int64_t deadl
             errbuf_set(err, errlen, "connect aborted: %s", msg);
             return NULL;
         }
-        int64_t wake = now_mono_ms() + backoff_delay_ms(attempt, PG_BACKOFF_START_MS, PG_BACKOFF_CAP_MS);
+        int64_t wake =
+            now_mono_ms() + backoff_delay_ms(attempt, PG_BACKOFF_START_MS, PG_BACKOFF_CAP_MS);
         if (deadline != 0 && wake >= deadline) {
             errbuf_set(err, errlen, "%s", msg);
             return NULL;
@@ -349,8 +358,8 @@ PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *con
         const char *code = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         set_sqlstate(conn, code != NULL && code[0] != '\0' ? code : "08006");
         errbuf_set(err, errlen, "%s",
-                res != NULL && PQresultErrorMessage(res)[0] != '\0' ? PQresultErrorMessage(res)
-                                                                    : PQerrorMessage(conn->pg));
+                   res != NULL && PQresultErrorMessage(res)[0] != '\0' ? PQresultErrorMessage(res)
+                                                                       : PQerrorMessage(conn->pg));
         PQclear(res);
         conn->broken = true;
         if (was_in_tx) {

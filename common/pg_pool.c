@@ -23,9 +23,9 @@
 #include <sys/socket.h>
 
 #define PG_POOL_QUEUE_CAP 10000
-#define PG_POOL_STMT_CAP 128 /* prepared statements cached per pooled connection */
-#define PG_POOL_USER_MAX 128 /* longer user ids are set on every query */
-#define PG_POOL_FRESH_MS 20  /* a connection answered this recently needs no liveness check */
+#define PG_POOL_STMT_CAP 128      /* prepared statements cached per pooled connection */
+#define PG_POOL_USER_MAX 128      /* longer user ids are set on every query */
+#define PG_POOL_FRESH_MS 20       /* a connection answered this recently needs no liveness check */
 #define PG_POOL_PIPELINE_DEPTH 16 /* queries in flight per pooled connection */
 /* Pools up to this size flush connections once per dispatch (larger: on each send). */
 #define PG_POOL_MAX_SIZE_PIPELINED 64

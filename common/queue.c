@@ -79,7 +79,7 @@ static int check_worker_id(const char *worker_id, char *err, size_t errlen)
 {
     if (!worker_id_valid(worker_id)) {
         errbuf_set(err, errlen, "queue: invalid worker id (1-%d of [A-Za-z0-9._:-])",
-                WORKER_ID_MAX);
+                   WORKER_ID_MAX);
         return -1;
     }
     return 0;
@@ -124,8 +124,8 @@ static int sha1_hex(const char *text, char out[41])
 }
 
 /* EVALSHA, then EVAL on NOSCRIPT. Expects an integer reply; fills *result. */
-static int run_script(redis_conn_t *r, const char *script, int nkeys, const char **keys,
-                      int nargs, const char **args, long long *result, char *err, size_t errlen)
+static int run_script(redis_conn_t *r, const char *script, int nkeys, const char **keys, int nargs,
+                      const char **args, long long *result, char *err, size_t errlen)
 {
     const char *argv[16];
     char sha[41];
@@ -133,8 +133,7 @@ static int run_script(redis_conn_t *r, const char *script, int nkeys, const char
     redisReply *reply;
     int argc = 0;
 
-    if (3 + nkeys + nargs > (int)(sizeof(argv) / sizeof(argv[0])) ||
-        sha1_hex(script, sha) != 0) {
+    if (3 + nkeys + nargs > (int)(sizeof(argv) / sizeof(argv[0])) || sha1_hex(script, sha) != 0) {
         errbuf_set(err, errlen, "queue: cannot prepare the script");
         return -1;
     }
@@ -259,8 +258,8 @@ static int taken(redis_conn_t *r, const char *processing, const char *what, redi
         goto out;
     }
     if (reply->len >= idlen) {
-        errbuf_set(err, errlen, "queue: id buffer of %zu bytes too small (the id stays in %s)", idlen,
-                processing);
+        errbuf_set(err, errlen, "queue: id buffer of %zu bytes too small (the id stays in %s)",
+                   idlen, processing);
         goto out;
     }
     memcpy(id, reply->str, reply->len);
@@ -357,8 +356,8 @@ int queue_heartbeat_clear(redis_conn_t *r, const char *worker_id, char *err, siz
 }
 
 /* Runs REQUEUE_SCRIPT for one worker. *moved: -1 when alive (only_if_dead). */
-static int requeue_one(redis_conn_t *r, const char *worker_id, bool only_if_dead,
-                       long long *moved, char *err, size_t errlen)
+static int requeue_one(redis_conn_t *r, const char *worker_id, bool only_if_dead, long long *moved,
+                       char *err, size_t errlen)
 {
     char heartbeat[KEY_MAX];
     char processing[KEY_MAX];
@@ -453,8 +452,8 @@ int queue_reap(redis_conn_t *r, int *returned, char *err, size_t errlen)
 
     /* Lists of workers that never made it into ca:workers (or left it). */
     do {
-        const char *scan[8] = {"SCAN", cursor, "MATCH", QUEUE_PROCESSING_PREFIX "*",
-                               "COUNT", "1000", "TYPE", "list"};
+        const char *scan[8] = {"SCAN",  cursor, "MATCH", QUEUE_PROCESSING_PREFIX "*",
+                               "COUNT", "1000", "TYPE",  "list"};
         redisReply *page = redis_command_argv(r, 8, scan, NULL, err, errlen);
 
         if (page == NULL) {

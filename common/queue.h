@@ -52,15 +52,13 @@ __attribute__((warn_unused_result)) int queue_ack_take(redis_conn_t *r, const ch
 __attribute__((warn_unused_result)) int queue_heartbeat(redis_conn_t *r, const char *worker_id,
                                                         int ttl_s, char *err, size_t errlen);
 /* Deletes the heartbeat (clean shutdown after handing work back). */
-__attribute__((warn_unused_result)) int queue_heartbeat_clear(redis_conn_t *r,
-                                                              const char *worker_id, char *err,
-                                                              size_t errlen);
+__attribute__((warn_unused_result)) int
+queue_heartbeat_clear(redis_conn_t *r, const char *worker_id, char *err, size_t errlen);
 
 /* Moves every item of a processing list back to ca:jobs and deletes the list;
  * used by a worker handing back its own work on shutdown. *moved gets the count. */
-__attribute__((warn_unused_result)) int queue_requeue_worker(redis_conn_t *r,
-                                                             const char *worker_id, int *moved,
-                                                             char *err, size_t errlen);
+__attribute__((warn_unused_result)) int queue_requeue_worker(redis_conn_t *r, const char *worker_id,
+                                                             int *moved, char *err, size_t errlen);
 
 /* For every worker in ca:workers (and every ca:jobs:processing:* list) whose
  * heartbeat key is gone: requeue its items atomically. *returned gets the total. */
@@ -71,9 +69,8 @@ __attribute__((warn_unused_result)) int queue_reap(redis_conn_t *r, int *returne
 __attribute__((warn_unused_result)) int queue_delay(redis_conn_t *r, const char *id, int64_t due_ms,
                                                     char *err, size_t errlen);
 /* Atomically moves up to `limit` ids with score <= now_ms to ca:jobs. */
-__attribute__((warn_unused_result)) int queue_promote_due(redis_conn_t *r, int64_t now_ms,
-                                                          int limit, int *moved, char *err,
-                                                          size_t errlen);
+__attribute__((warn_unused_result)) int
+queue_promote_due(redis_conn_t *r, int64_t now_ms, int limit, int *moved, char *err, size_t errlen);
 
 /* LLEN ca:jobs, ZCARD ca:jobs:delayed. -1 on error. */
 long queue_depth(redis_conn_t *r);

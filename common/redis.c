@@ -186,14 +186,13 @@ int redis_url_parse(const char *url, redis_url_t *out, char *err, size_t errlen)
         const char *colon = memchr(p, ':', (size_t)(at - p));
 
         if (colon == NULL) {
-            errbuf_set(err, errlen,
-                    "redis URL: credentials must be user:password@ or :password@");
+            errbuf_set(err, errlen, "redis URL: credentials must be user:password@ or :password@");
             return -1;
         }
         if (decode_part(p, (size_t)(colon - p), out->user, sizeof(out->user), "user name", err,
                         errlen) != 0 ||
-            decode_part(colon + 1, (size_t)(at - colon - 1), out->password,
-                        sizeof(out->password), "password", err, errlen) != 0) {
+            decode_part(colon + 1, (size_t)(at - colon - 1), out->password, sizeof(out->password),
+                        "password", err, errlen) != 0) {
             memset(out->password, 0, sizeof(out->password));
             return -1;
         }
@@ -409,7 +408,7 @@ static redisReply *ctx_roundtrip(redisContext *ctx, const char *cmd, size_t len,
         if (received > (size_t)REDIS_REPLY_MAX) {
             *fatal = true;
             errbuf_set(err, errlen, "reply larger than %u MiB refused",
-                    (unsigned)(REDIS_REPLY_MAX / (1024 * 1024)));
+                       (unsigned)(REDIS_REPLY_MAX / (1024 * 1024)));
             return NULL;
         }
     }
@@ -427,8 +426,8 @@ io_error:
 
 /* Runs an internal command (AUTH, SELECT) built from argv on a fresh context.
  * Returns 0, or -1 with *fatal for a Redis error other than LOADING. */
-static int ctx_setup_command(redisContext *ctx, int argc, const char **argv, bool *fatal,
-                             char *err, size_t errlen)
+static int ctx_setup_command(redisContext *ctx, int argc, const char **argv, bool *fatal, char *err,
+                             size_t errlen)
 {
     char *cmd = NULL;
     int len = redisFormatCommandArgv(&cmd, argc, argv, NULL);
@@ -468,21 +467,21 @@ static int connect_once(redis_conn_t *conn, bool *fatal, char *err, size_t errle
     char detail[256] = "";
     redisContext *ctx;
 
-    ctx = redisConnectWithTimeout(conn->url.host, conn->url.port,
-                                  ms_to_tv(REDIS_CONNECT_TIMEOUT_MS));
+    ctx =
+        redisConnectWithTimeout(conn->url.host, conn->url.port, ms_to_tv(REDIS_CONNECT_TIMEOUT_MS));
     if (ctx == NULL) {
         errbuf_set(err, errlen, "redis %s:%d: out of memory", conn->url.host, conn->url.port);
         return -1;
     }
     if (ctx->err != 0) {
         errbuf_set(err, errlen, "redis %s:%d: connect: %s", conn->url.host, conn->url.port,
-                ctx->errstr);
+                   ctx->errstr);
         redisFree(ctx);
         return -1;
     }
     if (redisSetTimeout(ctx, ms_to_tv(conn->timeout_ms)) != REDIS_OK) {
         errbuf_set(err, errlen, "redis %s:%d: cannot set the timeout: %s", conn->url.host,
-                conn->url.port, ctx->errstr);
+                   conn->url.port, ctx->errstr);
         redisFree(ctx);
         return -1;
     }
@@ -529,8 +528,8 @@ static void drop_ctx(redis_conn_t *conn)
 }
 
 /* Runs one formatted command with the retry policy of redis.h. */
-static redisReply *run_formatted(redis_conn_t *conn, const char *cmd, size_t len,
-                                 int64_t retry_ms, char *err, size_t errlen)
+static redisReply *run_formatted(redis_conn_t *conn, const char *cmd, size_t len, int64_t retry_ms,
+                                 char *err, size_t errlen)
 {
     int64_t wait_ms = blocking_wait_ms(cmd, len);
     int64_t start = now_mono_ms();
@@ -571,8 +570,7 @@ static redisReply *run_formatted(redis_conn_t *conn, const char *cmd, size_t len
                 }
                 return reply;
             }
-            snprintf(detail, sizeof(detail), "redis %s:%d: %s", conn->url.host, conn->url.port,
-                     io);
+            snprintf(detail, sizeof(detail), "redis %s:%d: %s", conn->url.host, conn->url.port, io);
             drop_ctx(conn);
         }
         if (!conn->down && !fatal) {

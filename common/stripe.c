@@ -90,8 +90,8 @@ stripe_client_t *stripe_client_new(const stripe_config_t *cfg)
     sc->auth_header = malloc(alen);
     sc->http = http_client_new();
     if (sc->secret_key == NULL || sc->api_url == NULL || sc->auth_header == NULL ||
-        sc->http == NULL || (cfg->api_version != NULL && cfg->api_version[0] != '\0' &&
-                             sc->api_version == NULL)) {
+        sc->http == NULL ||
+        (cfg->api_version != NULL && cfg->api_version[0] != '\0' && sc->api_version == NULL)) {
         stripe_client_free(sc);
         return NULL;
     }
@@ -355,8 +355,8 @@ stripe_status_t stripe_create_checkout_session(stripe_client_t *sc,
     stripe_error_t local;
     err = err_begin(err, &local);
     session_clear(out);
-    if (sc == NULL || p == NULL || out == NULL || p->price_id == NULL ||
-        p->success_url == NULL || p->cancel_url == NULL) {
+    if (sc == NULL || p == NULL || out == NULL || p->price_id == NULL || p->success_url == NULL ||
+        p->cancel_url == NULL) {
         return err_fail(err, STRIPE_ERR_INTERNAL, "missing checkout parameters");
     }
     http_pair_t params[10];
@@ -661,8 +661,7 @@ stripe_sig_result_t stripe_verify_signature(const void *payload, size_t len, con
     }
     free(msg);
     if (!matched) {
-        errbuf_set(err, errlen,
-                "No signatures found matching the expected signature for payload");
+        errbuf_set(err, errlen, "No signatures found matching the expected signature for payload");
         return STRIPE_SIG_MISMATCH;
     }
     if (now - t > tolerance_s) {

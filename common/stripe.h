@@ -72,7 +72,7 @@ typedef struct {
     const char *customer_email;      /* sent only when customer is NULL; may be NULL */
     const char *success_url;         /* may contain {CHECKOUT_SESSION_ID} */
     const char *cancel_url;
-    const char *idempotency_key;     /* NULL: none (not recommended) */
+    const char *idempotency_key; /* NULL: none (not recommended) */
 } stripe_checkout_params_t;
 
 typedef struct {
@@ -112,8 +112,8 @@ typedef struct {
  * whether to retry). No Idempotency-Key is sent (Stripe would replay a saved
  * 5xx for it): the identifier is the deduplication key. */
 __attribute__((warn_unused_result)) stripe_status_t
-stripe_create_meter_event(stripe_client_t *sc, const stripe_meter_event_t *ev,
-                          bool *already_exists, stripe_error_t *err);
+stripe_create_meter_event(stripe_client_t *sc, const stripe_meter_event_t *ev, bool *already_exists,
+                          stripe_error_t *err);
 
 /* ---- Objects ---- */
 

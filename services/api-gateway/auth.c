@@ -30,7 +30,7 @@
 
 #define OAUTH_STATE_TTL_MS 600000
 #define OAUTH_STATE_TTL_S (OAUTH_STATE_TTL_MS / 1000)
-#define BINDING_MIN 32  /* characters of a binding cookie we accept (we make 32) */
+#define BINDING_MIN 32 /* characters of a binding cookie we accept (we make 32) */
 
 /* KEYS: the session, the user's set. ARGV: user_id, csrf, email, idle ttl ms,
  * absolute lifetime ms, the session's hash. created_ms and checked_ms are
@@ -97,8 +97,7 @@ static void on_state_stored(redisReply *reply, const char *err, void *arg)
 {
     login_t *l = arg;
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        log_error("sign-in: cannot store the OAuth state: %s",
-                  err != NULL ? err : reply->str);
+        log_error("sign-in: cannot store the OAuth state: %s", err != NULL ? err : reply->str);
         reply_unavailable_page(l->req);
     } else {
         http_reply_header(l->req, "Set-Cookie", l->cookie);
@@ -154,8 +153,7 @@ static void login(gw_t *gw, http_req_t *req, const gw_user_t *user)
     crypto_sha256(verifier, strlen(verifier), digest);
     challenge = crypto_base64url_encode(digest, sizeof(digest));
     char scope[1024];
-    snprintf(scope, sizeof(scope), "openid email profile %s",
-             config_get(gw->cfg, "DRIVE_SCOPE"));
+    snprintf(scope, sizeof(scope), "openid email profile %s", config_get(gw->cfg, "DRIVE_SCOPE"));
     e_client = enc(config_get(gw->cfg, "GOOGLE_CLIENT_ID"));
     e_redirect = enc(gw->redirect_uri);
     e_scope = enc(scope);
@@ -257,8 +255,8 @@ static void exchange_work(void *arg)
     }
     google_tokens_t tokens;
     memset(&tokens, 0, sizeof(tokens));
-    cb->st = google_exchange_code(gc, cb->code, cb->verifier, cb->gw->redirect_uri, &tokens,
-                                  &cb->gerr);
+    cb->st =
+        google_exchange_code(gc, cb->code, cb->verifier, cb->gw->redirect_uri, &tokens, &cb->gerr);
     if (cb->st != GOOGLE_OK) {
         google_tokens_free(&tokens);
         return;
@@ -299,8 +297,7 @@ static void on_session_stored(redisReply *reply, const char *err, void *arg)
     callback_free(cb);
 }
 
-static void on_user_upserted(const PGresult *res, const char *err, const char *sqlstate,
-                             void *arg)
+static void on_user_upserted(const PGresult *res, const char *err, const char *sqlstate, void *arg)
 {
     callback_t *cb = arg;
     if (res != NULL && PQntuples(res) == 1 && PQgetisnull(res, 0, 0)) {
@@ -342,8 +339,7 @@ static void on_user_upserted(const PGresult *res, const char *err, const char *s
                           cb->gw->session_ttl_arg,
                           cb->gw->session_max_age_arg,
                           hash};
-    int rc = gw_redis_eval(cb->gw->redis, on_session_stored, cb, SESSION_CREATE_SCRIPT, 2, 8,
-                           args);
+    int rc = gw_redis_eval(cb->gw->redis, on_session_stored, cb, SESSION_CREATE_SCRIPT, 2, 8, args);
     free(csrf);
     if (rc != 0) {
         reply_unavailable_page(cb->req);
@@ -389,11 +385,10 @@ static void exchange_done(void *arg)
     }
     char expires[32];
     snprintf(expires, sizeof(expires), "%ld", cb->expires_in);
-    const char *p[] = {cb->info.sub,   cb->info.email, cb->info.name, cb->info.picture,
+    const char *p[] = {cb->info.sub,   cb->info.email,  cb->info.name, cb->info.picture,
                        cb->access_enc, cb->refresh_enc, expires,       cb->ip};
-    if (pg_pool_query(cb->gw->pg, NULL,
-                      "SELECT users_sign_in($1, $2, $3, $4, $5, $6, $7::int, $8)", 8, p,
-                      on_user_upserted, cb) != 0) {
+    if (pg_pool_query(cb->gw->pg, NULL, "SELECT users_sign_in($1, $2, $3, $4, $5, $6, $7::int, $8)",
+                      8, p, on_user_upserted, cb) != 0) {
         gw_reply_html(cb->req, 503, "Sign-in is unavailable", "Please try again in a moment.");
         callback_free(cb);
     }
@@ -445,7 +440,8 @@ static void callback(gw_t *gw, http_req_t *req, const gw_user_t *user)
                           "You did not allow Creator Automation to use your Google account, so "
                           "you are not signed in.");
         } else {
-            gw_reply_html(req, 400, "Sign-in failed", "Google reported an error. Please try again.");
+            gw_reply_html(req, 400, "Sign-in failed",
+                          "Google reported an error. Please try again.");
         }
         return;
     }
@@ -542,13 +538,14 @@ static void on_all_deleted(redisReply *reply, const char *err, void *arg)
     logout_t *l = arg;
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         log_error("logout-all: %s",
-                  err != NULL ? err : (reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
+                  err != NULL ? err
+                              : (reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
         reply_store_down(l->req);
     } else {
         clear_session_cookie(l->gw, l->req);
         cJSON *doc = cJSON_CreateObject();
-        if (doc == NULL || cJSON_AddNumberToObject(doc, "sessions_ended",
-                                                   (double)reply->integer) == NULL) {
+        if (doc == NULL ||
+            cJSON_AddNumberToObject(doc, "sessions_ended", (double)reply->integer) == NULL) {
             cJSON_Delete(doc);
             http_reply_error(l->req, 500, "internal", "could not build the response");
         } else {

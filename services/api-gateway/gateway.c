@@ -84,10 +84,9 @@ static const char SESSION_SCRIPT[] =
     "return {retry, uid, csrf, email, check}\n";
 
 /* Ends one session: KEYS session, the user's set; ARGV the session's hash. */
-static const char SESSION_DELETE_SCRIPT[] =
-    "redis.call('DEL', KEYS[1])\n"
-    "redis.call('SREM', KEYS[2], ARGV[1])\n"
-    "return 1\n";
+static const char SESSION_DELETE_SCRIPT[] = "redis.call('DEL', KEYS[1])\n"
+                                            "redis.call('SREM', KEYS[2], ARGV[1])\n"
+                                            "return 1\n";
 
 typedef struct {
     gw_t *gw;
@@ -198,12 +197,23 @@ static void html_escape(const char *in, char *out, size_t outlen)
     for (const char *p = in; *p != '\0' && o + 7 < outlen; p++) {
         const char *rep = NULL;
         switch (*p) {
-        case '<': rep = "&lt;"; break;
-        case '>': rep = "&gt;"; break;
-        case '&': rep = "&amp;"; break;
-        case '"': rep = "&quot;"; break;
-        case '\'': rep = "&#39;"; break;
-        default: break;
+        case '<':
+            rep = "&lt;";
+            break;
+        case '>':
+            rep = "&gt;";
+            break;
+        case '&':
+            rep = "&amp;";
+            break;
+        case '"':
+            rep = "&quot;";
+            break;
+        case '\'':
+            rep = "&#39;";
+            break;
+        default:
+            break;
         }
         if (rep != NULL) {
             size_t l = strlen(rep);
@@ -541,8 +551,7 @@ static void on_refused_session_deleted(redisReply *reply, const char *err, void 
 {
     active_check_t *ac = arg;
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        log_warn("session: cannot delete a refused session: %s",
-                 err != NULL ? err : reply->str);
+        log_warn("session: cannot delete a refused session: %s", err != NULL ? err : reply->str);
     }
     reply_refused(ac->call->req, ac->user_exists);
     free(ac);
@@ -595,8 +604,8 @@ static void on_session(redisReply *reply, const char *err, void *arg)
         http_reply_error(c->req, 503, "unavailable", "the session store is not reachable");
         return;
     }
-    long long retry_ms = reply->element[0]->type == REDIS_REPLY_INTEGER ? reply->element[0]->integer
-                                                                         : 0;
+    long long retry_ms =
+        reply->element[0]->type == REDIS_REPLY_INTEGER ? reply->element[0]->integer : 0;
     if (retry_ms > 0) {
         char ra[32];
         snprintf(ra, sizeof(ra), "%lld", (retry_ms + 999) / 1000);
@@ -662,8 +671,8 @@ void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen)
     }
 }
 
-void gw_cookie_header(const gw_t *gw, const char *name, const char *value, long max_age,
-                      char *out, size_t outlen)
+void gw_cookie_header(const gw_t *gw, const char *name, const char *value, long max_age, char *out,
+                      size_t outlen)
 {
     snprintf(out, outlen, "%s=%s; Path=/; Max-Age=%ld; HttpOnly; SameSite=Lax%s", name, value,
              max_age, gw->secure_cookies ? "; Secure" : "");
@@ -696,7 +705,8 @@ static void dispatch(http_req_t *req, void *arg)
 
     char sid[160];
     bool have_sid = (rt->flags & GW_NO_SESSION) == 0 &&
-                    gw_cookie(req, gw->session_cookie, sid, sizeof(sid)) && plausible_session_id(sid);
+                    gw_cookie(req, gw->session_cookie, sid, sizeof(sid)) &&
+                    plausible_session_id(sid);
     char session_key[128] = "ca:session:-";
     char session_rl[128] = "ca:rl:session:-";
     if (have_sid) {
@@ -878,8 +888,8 @@ drive_auth_status_t gw_drive_token(gw_t *gw, const char *user_id, bool force, ch
     }
     drive_auth_status_t st =
         drive_auth_access_token(pg, gc, gw->keys, user_id, force, token, tokenlen, gerr);
-    if (pg_exec_cmd(pg, "SELECT set_config('app.user_id', '', false)", 0, NULL, err,
-                    sizeof(err)) != 0) {
+    if (pg_exec_cmd(pg, "SELECT set_config('app.user_id', '', false)", 0, NULL, err, sizeof(err)) !=
+        0) {
         log_warn("pool thread: cannot clear the RLS user: %s", err);
     }
     return st;
@@ -925,7 +935,8 @@ static void find_web_root(gw_t *gw)
             char candidate[PATH_MAX + 64];
             /* build/bin/api-gateway or build/san/bin/api-gateway in a checkout */
             const char *ups[] = {"/../../services/api-gateway/web",
-                                 "/../../../services/api-gateway/web", "/../share/creator-automation/web"};
+                                 "/../../../services/api-gateway/web",
+                                 "/../share/creator-automation/web"};
             for (size_t i = 0; i < sizeof(ups) / sizeof(ups[0]); i++) {
                 snprintf(candidate, sizeof(candidate), "%s%s", exe, ups[i]);
                 char real[PATH_MAX];
@@ -968,8 +979,7 @@ gw_t *gw_new(daemon_t *d)
     gw->secure_cookies = strncasecmp(gw->public_url, "https://", 8) == 0;
     gw->session_cookie = gw->secure_cookies ? GW_SESSION_COOKIE_HOST : GW_SESSION_COOKIE;
     gw->oauth_cookie = gw->secure_cookies ? GW_OAUTH_COOKIE_HOST : GW_OAUTH_COOKIE;
-    snprintf(gw->redirect_uri, sizeof(gw->redirect_uri), "%s/auth/google/callback",
-             gw->public_url);
+    snprintf(gw->redirect_uri, sizeof(gw->redirect_uri), "%s/auth/google/callback", gw->public_url);
 
     const char *admins = config_get(cfg, "ADMIN_EMAILS");
     if (admins != NULL && admins[0] != '\0') {
@@ -1041,9 +1051,14 @@ gw_t *gw_new(daemon_t *d)
 int gw_register_routes(gw_t *gw)
 {
     int (*const files[])(gw_t *) = {
-        gw_routes_auth, gw_routes_me, gw_routes_jobs, gw_routes_drive,
+        gw_routes_auth,
+        gw_routes_me,
+        gw_routes_jobs,
+        gw_routes_drive,
         /* routes added by other route files go here, before the static files */
-        gw_routes_presets, gw_routes_admin, gw_routes_billing,
+        gw_routes_presets,
+        gw_routes_admin,
+        gw_routes_billing,
         gw_routes_static,
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {

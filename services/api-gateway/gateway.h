@@ -166,21 +166,21 @@ typedef struct gw {
     gw_redis_t *redis;
     offload_t *offload;
     crypto_keyring_t *keys;
-    google_config_t google;  /* strings borrowed from cfg */
-    const char *db_url;      /* DATABASE_URL (pool threads connect with it) */
-    char public_url[512];    /* PUBLIC_URL without a trailing slash */
-    char public_origin[512]; /* scheme://host[:port] of PUBLIC_URL */
-    bool secure_cookies;     /* PUBLIC_URL is https */
+    google_config_t google;     /* strings borrowed from cfg */
+    const char *db_url;         /* DATABASE_URL (pool threads connect with it) */
+    char public_url[512];       /* PUBLIC_URL without a trailing slash */
+    char public_origin[512];    /* scheme://host[:port] of PUBLIC_URL */
+    bool secure_cookies;        /* PUBLIC_URL is https */
     const char *session_cookie; /* GW_SESSION_COOKIE or its __Host- form */
     const char *oauth_cookie;   /* GW_OAUTH_COOKIE or its __Host- form */
-    char redirect_uri[600];  /* PUBLIC_URL/auth/google/callback */
-    char **admin_emails;     /* ADMIN_EMAILS, lowercased */
+    char redirect_uri[600];     /* PUBLIC_URL/auth/google/callback */
+    char **admin_emails;        /* ADMIN_EMAILS, lowercased */
     size_t nadmin_emails;
     long rl_per_minute_ip;
     long rl_per_minute_session;
-    long session_ttl_s;        /* SESSION_TTL_SECONDS: idle lifetime (sliding) */
-    long session_max_age_s;    /* SESSION_MAX_AGE_SECONDS: absolute lifetime */
-    long session_check_s;      /* SESSION_RECHECK_SECONDS: users.is_active re-read */
+    long session_ttl_s;     /* SESSION_TTL_SECONDS: idle lifetime (sliding) */
+    long session_max_age_s; /* SESSION_MAX_AGE_SECONDS: absolute lifetime */
+    long session_check_s;   /* SESSION_RECHECK_SECONDS: users.is_active re-read */
     /* The session script's fixed arguments as text, made once (gw_new). */
     char rl_window_arg[16], rl_ip_arg[24], rl_session_arg[24], session_ttl_arg[32];
     char session_max_age_arg[32], session_check_arg[32];
@@ -200,18 +200,17 @@ typedef struct {
 
 /* Route flags. */
 #define GW_PUBLIC 0u
-#define GW_AUTH 1u        /* a session is required: 401 otherwise */
-#define GW_ADMIN 2u       /* implies GW_AUTH; email in ADMIN_EMAILS: 403 otherwise */
-#define GW_NO_CSRF 4u     /* a state-changing route that does not need the check (none yet) */
-#define GW_NO_SESSION 8u  /* skip the session lookup (only the IP rate limit) */
+#define GW_AUTH 1u       /* a session is required: 401 otherwise */
+#define GW_ADMIN 2u      /* implies GW_AUTH; email in ADMIN_EMAILS: 403 otherwise */
+#define GW_NO_CSRF 4u    /* a state-changing route that does not need the check (none yet) */
+#define GW_NO_SESSION 8u /* skip the session lookup (only the IP rate limit) */
 
 typedef void (*gw_handler_fn)(gw_t *gw, http_req_t *req, const gw_user_t *user);
 
 /* Registers method + pattern (http_server patterns) with the steps above.
  * Returns 0 or -1. */
-__attribute__((warn_unused_result)) int gw_route(gw_t *gw, const char *method,
-                                                 const char *pattern, unsigned flags,
-                                                 gw_handler_fn fn);
+__attribute__((warn_unused_result)) int gw_route(gw_t *gw, const char *method, const char *pattern,
+                                                 unsigned flags, gw_handler_fn fn);
 
 /* The methods registered with gw_route for a path (", "-separated into out);
  * returns how many. */
@@ -256,13 +255,13 @@ void gw_reply_html_code(http_req_t *req, int status, const char *code, const cha
 void gw_session_key(const char *session_id, char *hash_hex, size_t hexlen);
 /* "name=value; Path=/; Max-Age=N; HttpOnly; SameSite=Lax[; Secure]" into out
  * (Secure when PUBLIC_URL is https; max_age 0 with value "" clears it). */
-void gw_cookie_header(const gw_t *gw, const char *name, const char *value, long max_age,
-                      char *out, size_t outlen);
+void gw_cookie_header(const gw_t *gw, const char *name, const char *value, long max_age, char *out,
+                      size_t outlen);
 /* Deletes one session (ca:session:<hash>) and takes it out of the user's set.
  * Same contract as gw_redis_cmd. */
 __attribute__((warn_unused_result)) int gw_session_delete(gw_t *gw, const char *user_id,
-                                                          const char *session_hash,
-                                                          gw_redis_cb cb, void *arg);
+                                                          const char *session_hash, gw_redis_cb cb,
+                                                          void *arg);
 
 /* ---- validation ---- */
 /* Drive ids: 1..255 of [A-Za-z0-9_-]. */
@@ -310,16 +309,16 @@ bool gw_idle(const gw_t *gw);
 void gw_free(gw_t *gw);
 
 /* ---- route files: one registration function each ---- */
-int gw_routes_auth(gw_t *gw);   /* auth.c: /auth/google/login, /callback, /auth/logout{,-all} */
-int gw_routes_me(gw_t *gw);     /* routes_me.c: /api/me, /api/usage */
-int gw_routes_jobs(gw_t *gw);   /* routes_jobs.c: /api/jobs... */
+int gw_routes_auth(gw_t *gw); /* auth.c: /auth/google/login, /callback, /auth/logout{,-all} */
+int gw_routes_me(gw_t *gw);   /* routes_me.c: /api/me, /api/usage */
+int gw_routes_jobs(gw_t *gw); /* routes_jobs.c: /api/jobs... */
 /* The statement of GET /api/jobs for a status filter and/or a cursor ($1 user
  * id, $2 rows, then the status, then the cursor's created_at and id). */
 const char *jobs_list_sql(bool status, bool cursor);
-int gw_routes_drive(gw_t *gw);  /* routes_drive.c: /api/watch, /api/drive/folders */
+int gw_routes_drive(gw_t *gw);   /* routes_drive.c: /api/watch, /api/drive/folders */
 int gw_routes_presets(gw_t *gw); /* routes_presets.c: /api/presets... */
 int gw_routes_admin(gw_t *gw);   /* routes_admin.c: /api/admin/analytics/... */
 int gw_routes_billing(gw_t *gw); /* routes_billing.c: /api/billing/checkout, /portal */
-int gw_routes_static(gw_t *gw); /* static.c: the dashboard (registered last) */
+int gw_routes_static(gw_t *gw);  /* static.c: the dashboard (registered last) */
 
 #endif

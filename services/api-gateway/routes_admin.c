@@ -158,8 +158,8 @@ static void analytics(gw_t *gw, http_req_t *req, const gw_user_t *user, const ch
     snprintf(actor, sizeof(actor), "admin:%s", user->email);
     const char *p[] = {kind, a->from, a->to, user->id, actor, gw_client_ip(req)};
     gw_query_ex(gw, req, user->id,
-             "SELECT admin_analytics($1, $2::date, $3::date, $4::uuid, $5, $6)::text", 6, p,
-             on_analytics, a, free);
+                "SELECT admin_analytics($1, $2::date, $3::date, $4::uuid, $5, $6)::text", 6, p,
+                on_analytics, a, free);
 }
 
 static void get_mau(gw_t *gw, http_req_t *req, const gw_user_t *user)

@@ -223,8 +223,7 @@ static void on_checkout_user(gw_t *gw, http_req_t *req, const PGresult *res, voi
     bool in_force = !PQgetisnull(res, 0, 2) && strcmp(PQgetvalue(res, 0, 2), "t") == 0;
     if (in_force && strcmp(tier, c->tier) == 0) {
         free(c);
-        http_reply_error(req, 409, "already_subscribed", "you are already on the %s plan",
-                         tier);
+        http_reply_error(req, 409, "already_subscribed", "you are already on the %s plan", tier);
         return;
     }
     if (in_force && strcmp(tier, "free") != 0) {

@@ -69,24 +69,34 @@ static void op_free_cb(void *p)
 static result_t from_google(google_status_t st)
 {
     switch (st) {
-    case GOOGLE_OK: return R_OK;
-    case GOOGLE_ERR_NOT_FOUND: return R_NOT_FOUND;
-    case GOOGLE_ERR_FORBIDDEN: return R_FORBIDDEN;
+    case GOOGLE_OK:
+        return R_OK;
+    case GOOGLE_ERR_NOT_FOUND:
+        return R_NOT_FOUND;
+    case GOOGLE_ERR_FORBIDDEN:
+        return R_FORBIDDEN;
     case GOOGLE_ERR_AUTH:
-    case GOOGLE_ERR_INVALID_GRANT: return R_DISCONNECTED;
-    case GOOGLE_ERR_BAD_REQUEST: return R_BAD_REQUEST;
-    default: return R_UNAVAILABLE;
+    case GOOGLE_ERR_INVALID_GRANT:
+        return R_DISCONNECTED;
+    case GOOGLE_ERR_BAD_REQUEST:
+        return R_BAD_REQUEST;
+    default:
+        return R_UNAVAILABLE;
     }
 }
 
 static result_t from_auth(drive_auth_status_t st)
 {
     switch (st) {
-    case DRIVE_AUTH_OK: return R_OK;
+    case DRIVE_AUTH_OK:
+        return R_OK;
     case DRIVE_AUTH_REVOKED:
-    case DRIVE_AUTH_NO_TOKENS: return R_DISCONNECTED;
-    case DRIVE_AUTH_DB: return R_DB;
-    default: return R_UNAVAILABLE;
+    case DRIVE_AUTH_NO_TOKENS:
+        return R_DISCONNECTED;
+    case DRIVE_AUTH_DB:
+        return R_DB;
+    default:
+        return R_UNAVAILABLE;
     }
 }
 
@@ -97,8 +107,8 @@ static result_t from_auth(drive_auth_status_t st)
         st = (call);                                                                               \
         if (st == GOOGLE_ERR_AUTH && !refreshed) {                                                 \
             refreshed = true;                                                                      \
-            drive_auth_status_t rast = gw_drive_token(op->gw, op->user_id, true, token,           \
-                                                      sizeof(token), &gerr);                       \
+            drive_auth_status_t rast =                                                             \
+                gw_drive_token(op->gw, op->user_id, true, token, sizeof(token), &gerr);            \
             if (rast != DRIVE_AUTH_OK) {                                                           \
                 auth_result = from_auth(rast);                                                     \
             } else {                                                                               \
@@ -118,8 +128,8 @@ static void drive_work(void *arg)
     bool refreshed = false;
     result_t auth_result = R_OK;
     google_status_t st = GOOGLE_OK;
-    drive_auth_status_t ast = gw_drive_token(op->gw, op->user_id, false, token, sizeof(token),
-                                             &gerr);
+    drive_auth_status_t ast =
+        gw_drive_token(op->gw, op->user_id, false, token, sizeof(token), &gerr);
     if (ast != DRIVE_AUTH_OK) {
         op->result = from_auth(ast);
         return;
@@ -199,7 +209,8 @@ static bool reply_failure(drive_op_t *op)
 {
     http_req_t *req = op->req;
     switch (op->result) {
-    case R_OK: return false;
+    case R_OK:
+        return false;
     case R_DISCONNECTED:
         http_reply_error(req, 409, "drive_disconnected",
                          "Google Drive access was revoked or never granted: sign in again");
@@ -274,10 +285,10 @@ static void watch_done(void *arg)
     }
     const char *p[] = {op->user_id, op->folder_id, op->output_id, op->start_token};
     gw_query_ex(op->gw, op->req, op->user_id,
-             "WITH u AS (UPDATE users SET watched_folder_id = $2, output_folder_id = $3"
-             "            WHERE id = $1::uuid RETURNING id)"
-             " SELECT drive_polls_start_watch(u.id, $2, $3, $4) FROM u",
-             4, p, on_watch_saved, op, op_free_cb);
+                "WITH u AS (UPDATE users SET watched_folder_id = $2, output_folder_id = $3"
+                "            WHERE id = $1::uuid RETURNING id)"
+                " SELECT drive_polls_start_watch(u.id, $2, $3, $4) FROM u",
+                4, p, on_watch_saved, op, op_free_cb);
 }
 
 static drive_op_t *op_new(gw_t *gw, http_req_t *req, const gw_user_t *user, op_kind_t kind)
@@ -368,10 +379,10 @@ static void delete_watch(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(s->ip, sizeof(s->ip), "%s", gw_client_ip(req));
     const char *p[] = {user->id};
     gw_query_ex(gw, req, user->id,
-             "WITH u AS (UPDATE users SET watched_folder_id = NULL, output_folder_id = NULL"
-             "            WHERE id = $1::uuid RETURNING id)"
-             " SELECT drive_polls_stop_watch(u.id, 'user_stopped') FROM u",
-             1, p, on_watch_stopped, s, free);
+                "WITH u AS (UPDATE users SET watched_folder_id = NULL, output_folder_id = NULL"
+                "            WHERE id = $1::uuid RETURNING id)"
+                " SELECT drive_polls_stop_watch(u.id, 'user_stopped') FROM u",
+                1, p, on_watch_stopped, s, free);
 }
 
 /* ---- GET /api/drive/folders ---- */

@@ -26,9 +26,9 @@
  * as much as the rest of the query, and to_char on the three timestamps about
  * a fifth of it (they come in PostgreSQL's ISO text: PAGING_TS). */
 #define JOB_COLUMNS                                                                                \
-    "j.id, j.status, j.drive_file_id, j.drive_file_name, j.preset_name, "                         \
-    "j.created_at, j.started_at, j.completed_at, "                                                \
-    "j.processing_time_ms, j.output_drive_file_id, j.output_file_name, j.output_url, "            \
+    "j.id, j.status, j.drive_file_id, j.drive_file_name, j.preset_name, "                          \
+    "j.created_at, j.started_at, j.completed_at, "                                                 \
+    "j.processing_time_ms, j.output_drive_file_id, j.output_file_name, j.output_url, "             \
     "j.error_code, j.error_message, j.retry_count"
 
 static const paging_field_t JOB_FIELDS[] = {
@@ -50,8 +50,8 @@ static const paging_field_t JOB_FIELDS[] = {
 };
 #define JOB_NFIELDS ((int)(sizeof(JOB_FIELDS) / sizeof(JOB_FIELDS[0])))
 
-static const char *const STATUSES[] = {"queued", "processing", "completed", "failed", "cancelled",
-                                       NULL};
+static const char *const STATUSES[] = {"queued", "processing", "completed",
+                                       "failed", "cancelled",  NULL};
 
 /* Strict: digits only, no sign, within [min, max]. */
 static bool parse_int(const char *s, long min, long max, long *out)
@@ -81,8 +81,8 @@ static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, 
         return false;
     }
     int y, mo, d, h, mi, s, us, consumed = 0;
-    if (sscanf(key[0], "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &y, &mo, &d, &h, &mi, &s, &us,
-               &consumed) != 7 ||
+    if (sscanf(key[0], "%4d-%2d-%2dT%2d:%2d:%2d.%6d%n", &y, &mo, &d, &h, &mi, &s, &us, &consumed) !=
+            7 ||
         (size_t)consumed != strlen(key[0]) || strlen(key[0]) != 26 || y < 1970 || y > 9999 ||
         mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 || us < 0) {
         return false;
@@ -102,7 +102,7 @@ static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, 
  * Parameters: $1 user id, $2 rows to fetch, then the status when filtered,
  * then the cursor's created_at and id. */
 #define LIST_SQL(cond)                                                                             \
-    "SELECT " JOB_COLUMNS " FROM jobs j WHERE j.user_id = $1" cond                              \
+    "SELECT " JOB_COLUMNS " FROM jobs j WHERE j.user_id = $1" cond                                 \
     " ORDER BY j.created_at DESC, j.id DESC LIMIT $2::int"
 #define AFTER_CURSOR(ts, id) " AND (j.created_at, j.id) < (" ts "::timestamp, " id "::uuid)"
 const char *jobs_list_sql(bool status, bool cursor)
@@ -163,8 +163,8 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
         p[n++] = ts;
         p[n++] = id;
     }
-    gw_query_ex(gw, req, user->id, jobs_list_sql(status != NULL, have_cursor), n, p, paging_on_page, page,
-                free);
+    gw_query_ex(gw, req, user->id, jobs_list_sql(status != NULL, have_cursor), n, p, paging_on_page,
+                page, free);
 }
 
 static void on_job(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
@@ -265,8 +265,9 @@ static void change_job(gw_t *gw, http_req_t *req, const gw_user_t *user, bool re
     snprintf(c->job_id, sizeof(c->job_id), "%s", id);
     const char *p[] = {user->id, id};
     gw_query_ex(gw, req, user->id,
-             retry ? "SELECT jobs_retry($1::uuid, $2::uuid)" : "SELECT jobs_cancel($1::uuid, $2::uuid)",
-             2, p, on_changed, c, free);
+                retry ? "SELECT jobs_retry($1::uuid, $2::uuid)"
+                      : "SELECT jobs_cancel($1::uuid, $2::uuid)",
+                2, p, on_changed, c, free);
 }
 
 static void retry_job(gw_t *gw, http_req_t *req, const gw_user_t *user)

@@ -22,10 +22,12 @@ static const char ME_SQL[] =
     " 'tier', COALESCE(CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier END,"
     "                  'free'),"
     " 'subscription_status', s.status,"
-    " 'created_at', " GW_SQL_TS("u.created_at") ","
-    " 'last_login_at', " GW_SQL_TS("u.last_login_at") ")::text"
-    " FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id"
-    " WHERE u.id = $1";
+    " 'created_at', " GW_SQL_TS(
+        "u.created_at") ","
+                        " 'last_login_at', " GW_SQL_TS(
+                            "u.last_login_at") ")::text"
+                                               " FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id"
+                                               " WHERE u.id = $1";
 
 typedef struct {
     char csrf[64];

@@ -40,15 +40,16 @@
 
 /* $1 is the signed-in user. */
 #define PRESET_JSON                                                                                \
-    "json_build_object('id', p.id, 'name', p.name, 'description', p.description,"                 \
-    " 'category', p.category, 'thumbnail_url', p.thumbnail_url,"                                  \
-    " 'is_system', p.created_by_user_id IS NULL,"                                                 \
-    " 'is_own', COALESCE(p.created_by_user_id = $1::uuid, FALSE),"                                \
-    " 'is_public', COALESCE(p.is_public, FALSE), 'is_active', COALESCE(p.is_active, TRUE),"       \
-    " 'is_premium', COALESCE(p.is_premium, FALSE), 'price_cents', COALESCE(p.price_cents, 0),"    \
-    " 'downloads', COALESCE(p.downloads, 0), 'rating_avg', COALESCE(p.rating_avg, 0),"            \
-    " 'rating_count', COALESCE(p.rating_count, 0), 'my_rating', r.rating,"                        \
-    " 'created_at', " GW_SQL_TS("p.created_at") ", 'updated_at', " GW_SQL_TS("p.updated_at") ")::text"
+    "json_build_object('id', p.id, 'name', p.name, 'description', p.description,"                  \
+    " 'category', p.category, 'thumbnail_url', p.thumbnail_url,"                                   \
+    " 'is_system', p.created_by_user_id IS NULL,"                                                  \
+    " 'is_own', COALESCE(p.created_by_user_id = $1::uuid, FALSE),"                                 \
+    " 'is_public', COALESCE(p.is_public, FALSE), 'is_active', COALESCE(p.is_active, TRUE),"        \
+    " 'is_premium', COALESCE(p.is_premium, FALSE), 'price_cents', COALESCE(p.price_cents, 0),"     \
+    " 'downloads', COALESCE(p.downloads, 0), 'rating_avg', COALESCE(p.rating_avg, 0),"             \
+    " 'rating_count', COALESCE(p.rating_count, 0), 'my_rating', r.rating,"                         \
+    " 'created_at', " GW_SQL_TS("p.created_at") ", 'updated_at', " GW_SQL_TS(                      \
+        "p.updated_at") ")::text"
 
 /* What a user may see: own presets (any state), active system and public ones. */
 #define PRESET_VISIBLE                                                                             \
@@ -132,10 +133,10 @@ static bool cursor_decode(const char *cursor, char *rating, size_t rlen, char *d
     }
     /* rating: d or d.dd (numeric(3,2)) */
     const char *r = key[0];
-    bool rating_ok = isdigit((unsigned char)r[0]) &&
-                     (r[1] == '\0' || (r[1] == '.' && all_digits(r + 2, 1, 2)));
-    if (!rating_ok || !all_digits(key[1], 1, 10) || !uuid_is_valid(key[2]) ||
-        strlen(r) >= rlen || strlen(key[1]) >= dlen || strlen(key[2]) >= idlen) {
+    bool rating_ok =
+        isdigit((unsigned char)r[0]) && (r[1] == '\0' || (r[1] == '.' && all_digits(r + 2, 1, 2)));
+    if (!rating_ok || !all_digits(key[1], 1, 10) || !uuid_is_valid(key[2]) || strlen(r) >= rlen ||
+        strlen(key[1]) >= dlen || strlen(key[2]) >= idlen) {
         return false;
     }
     snprintf(rating, rlen, "%s", r);
@@ -173,8 +174,8 @@ static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
     }
     char rating[16] = "", downloads[16] = "", id[GW_UUID_LEN + 1] = "";
     bool have_cursor = cursor != NULL && cursor[0] != '\0';
-    if (have_cursor && !cursor_decode(cursor, rating, sizeof(rating), downloads,
-                                      sizeof(downloads), id, sizeof(id))) {
+    if (have_cursor && !cursor_decode(cursor, rating, sizeof(rating), downloads, sizeof(downloads),
+                                      id, sizeof(id))) {
         gw_reply_invalid(req, "cursor", "is not a cursor this API returned");
         return;
     }
@@ -192,20 +193,21 @@ static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
                        have_cursor ? downloads : NULL,
                        have_cursor ? id : NULL,
                        fetch};
-    gw_query_ex(gw, req, user->id,
-             "SELECT " PRESET_JSON ", COALESCE(p.rating_avg, 0)::text,"
-             " COALESCE(p.downloads, 0)::text, p.id" PRESET_FROM " WHERE " PRESET_VISIBLE
-             "   AND ($2::text IS NULL OR p.category = $2)"
-             "   AND ($3::text IS NULL"
-             "        OR ($3 = 'own' AND p.created_by_user_id = $1::uuid)"
-             "        OR ($3 = 'system' AND p.created_by_user_id IS NULL)"
-             "        OR ($3 = 'public' AND p.created_by_user_id IS NOT NULL"
-             "            AND COALESCE(p.is_public, FALSE)))"
-             "   AND ($4::numeric IS NULL OR (COALESCE(p.rating_avg, 0), COALESCE(p.downloads, 0),"
-             "        p.id) < ($4::numeric, $5::int, $6::uuid))"
-             " ORDER BY COALESCE(p.rating_avg, 0) DESC, COALESCE(p.downloads, 0) DESC, p.id DESC"
-             " LIMIT $7::int",
-             7, p, paging_on_page, page, free);
+    gw_query_ex(
+        gw, req, user->id,
+        "SELECT " PRESET_JSON ", COALESCE(p.rating_avg, 0)::text,"
+        " COALESCE(p.downloads, 0)::text, p.id" PRESET_FROM " WHERE " PRESET_VISIBLE
+        "   AND ($2::text IS NULL OR p.category = $2)"
+        "   AND ($3::text IS NULL"
+        "        OR ($3 = 'own' AND p.created_by_user_id = $1::uuid)"
+        "        OR ($3 = 'system' AND p.created_by_user_id IS NULL)"
+        "        OR ($3 = 'public' AND p.created_by_user_id IS NOT NULL"
+        "            AND COALESCE(p.is_public, FALSE)))"
+        "   AND ($4::numeric IS NULL OR (COALESCE(p.rating_avg, 0), COALESCE(p.downloads, 0),"
+        "        p.id) < ($4::numeric, $5::int, $6::uuid))"
+        " ORDER BY COALESCE(p.rating_avg, 0) DESC, COALESCE(p.downloads, 0) DESC, p.id DESC"
+        " LIMIT $7::int",
+        7, p, paging_on_page, page, free);
 }
 
 /* ---- one preset ---- */
@@ -236,7 +238,9 @@ static void on_preset(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
     graph_status_t st = graph_validate(wf, cpu_nodes_registry(), &gerr);
     cJSON_Delete(gerr);
     cJSON_AddStringToObject(doc, "executor",
-                            st == GRAPH_OK ? "cpu" : st == GRAPH_UNKNOWN_CLASS ? "comfyui" : "invalid");
+                            st == GRAPH_OK              ? "cpu"
+                            : st == GRAPH_UNKNOWN_CLASS ? "comfyui"
+                                                        : "invalid");
     cJSON_AddItemToObject(doc, "workflow_json", wf);
     http_reply_header(req, "Cache-Control", "no-store");
     http_reply_json(req, status, doc);
@@ -256,9 +260,9 @@ static void send_preset(gw_t *gw, http_req_t *req, const char *user_id, const ch
     }
     const char *p[] = {user_id, preset_id};
     gw_query_ex(gw, req, user_id,
-             "SELECT " PRESET_JSON ", p.workflow_json::text" PRESET_FROM
-             " WHERE p.id = $2::uuid AND " PRESET_VISIBLE,
-             2, p, on_preset, o, free);
+                "SELECT " PRESET_JSON ", p.workflow_json::text" PRESET_FROM
+                " WHERE p.id = $2::uuid AND " PRESET_VISIBLE,
+                2, p, on_preset, o, free);
 }
 
 static bool preset_id_param(http_req_t *req, const char **id)
@@ -480,14 +484,13 @@ static void create_query(write_t *w)
     const char *p[] = {w->user_id, w->in.name, w->in.description,
                        w->in.category != NULL ? w->in.category : "other", w->compact};
     gw_query_ex(w->gw, w->req, w->user_id,
-             "SELECT outcome, preset_id FROM presets_create($1::uuid, $2, $3, $4, $5::jsonb)", 5,
-             p, on_created, c, free);
+                "SELECT outcome, preset_id FROM presets_create($1::uuid, $2, $3, $4, $5::jsonb)", 5,
+                p, on_created, c, free);
 }
 
 static void create_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
-    static const char *const allowed[] = {"name", "description", "category", "workflow_json",
-                                          NULL};
+    static const char *const allowed[] = {"name", "description", "category", "workflow_json", NULL};
     cJSON *body = gw_json_body(req, allowed);
     if (body == NULL) {
         return;
@@ -575,19 +578,12 @@ static void update_query(write_t *w)
     if (t == NULL) {
         return;
     }
-    const char *p[] = {w->user_id,
-                       w->preset_id,
-                       w->in.name,
-                       w->in.description,
-                       w->in.category,
-                       w->compact,
-                       w->is_public,
-                       w->is_active,
-                       gw_client_ip(w->req)};
+    const char *p[] = {w->user_id, w->preset_id, w->in.name,   w->in.description,   w->in.category,
+                       w->compact, w->is_public, w->is_active, gw_client_ip(w->req)};
     gw_query_ex(w->gw, w->req, w->user_id,
-             "SELECT presets_update($1::uuid, $2::uuid, $3, $4, $5, $6::jsonb, $7::boolean,"
-             " $8::boolean, $9)",
-             9, p, on_updated, t, free);
+                "SELECT presets_update($1::uuid, $2::uuid, $3, $4, $5, $6::jsonb, $7::boolean,"
+                " $8::boolean, $9)",
+                9, p, on_updated, t, free);
 }
 
 static void write_query(write_t *w)
@@ -676,7 +672,7 @@ static void rate_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(rating, sizeof(rating), "%d", r->valueint);
     const char *p[] = {user->id, id, rating};
     gw_query_ex(gw, req, user->id, "SELECT presets_rate($1::uuid, $2::uuid, $3::int)", 3, p,
-             on_rated, t, free);
+                on_rated, t, free);
 }
 
 /* ---- adopt ---- */

@@ -169,8 +169,9 @@ static void serve_static(http_req_t *req, void *arg)
     http_reply_header(req, "X-Content-Type-Options", "nosniff");
     if (html) {
         http_reply_header(req, "X-Frame-Options", "DENY");
-        http_reply_header(req, "Content-Security-Policy",
-                          "default-src 'self'; img-src 'self' https: data:; frame-ancestors 'none'");
+        http_reply_header(
+            req, "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' https: data:; frame-ancestors 'none'");
     }
     const char *inm = http_req_header(req, "If-None-Match");
     if (inm != NULL && strstr(inm, etag) != NULL) {

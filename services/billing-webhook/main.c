@@ -22,7 +22,8 @@ static const config_var_t billing_vars[] = {
     {"STRIPE_SECRET_KEY", CFG_STRING, NULL, false, true, 0, 0, "Stripe API key (meter events)"},
     {"STRIPE_WEBHOOK_SECRET", CFG_LIST, NULL, true, true, 0, 0,
      "webhook signing secret; a comma list while rolling"},
-    {"STRIPE_API_URL", CFG_URL, "https://api.stripe.com", false, false, 0, 0, "Stripe API base URL"},
+    {"STRIPE_API_URL", CFG_URL, "https://api.stripe.com", false, false, 0, 0,
+     "Stripe API base URL"},
     {"STRIPE_PRICE_CREATOR", CFG_STRING, NULL, false, false, 0, 0, "price id of the creator tier"},
     {"STRIPE_PRICE_STUDIO", CFG_STRING, NULL, false, false, 0, 0, "price id of the studio tier"},
     {"STRIPE_METER_EVENT", CFG_STRING, "image_overage", false, false, 0, 0,
@@ -87,8 +88,10 @@ static int billing_start(daemon_t *d)
     if (st->webhook == NULL) {
         return -1;
     }
-    if (daemon_get(d, "STRIPE_PRICE_CREATOR") == NULL || daemon_get(d, "STRIPE_PRICE_STUDIO") == NULL) {
-        log_warn("STRIPE_PRICE_CREATOR/STRIPE_PRICE_STUDIO not set: paid subscriptions map to free");
+    if (daemon_get(d, "STRIPE_PRICE_CREATOR") == NULL ||
+        daemon_get(d, "STRIPE_PRICE_STUDIO") == NULL) {
+        log_warn(
+            "STRIPE_PRICE_CREATOR/STRIPE_PRICE_STUDIO not set: paid subscriptions map to free");
     }
     const char *key = daemon_get(d, "STRIPE_SECRET_KEY");
     if (key == NULL) {
@@ -156,9 +159,9 @@ static void billing_stop(daemon_t *d)
 static int billing_cleanup(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen)
 {
     (void)d;
-    PGresult *res = pg_exec(pg,
-                            "DELETE FROM webhook_events WHERE created_at < now() - interval '30 days'",
-                            0, NULL, err, errlen);
+    PGresult *res =
+        pg_exec(pg, "DELETE FROM webhook_events WHERE created_at < now() - interval '30 days'", 0,
+                NULL, err, errlen);
     if (res == NULL) {
         return -1;
     }

@@ -59,8 +59,8 @@ static void register_metrics(void)
     m_depth = metrics_gauge("ca_billing_meter_outbox_depth", "Pending meter outbox rows", NULL);
     m_oldest = metrics_gauge("ca_billing_meter_outbox_oldest_age_seconds",
                              "Age of the oldest pending meter outbox row", NULL);
-    m_failed_rows = metrics_gauge("ca_billing_meter_outbox_failed",
-                                  "Meter outbox rows in status failed", NULL);
+    m_failed_rows =
+        metrics_gauge("ca_billing_meter_outbox_failed", "Meter outbox rows in status failed", NULL);
 }
 
 /* The delay before retry number `attempts` (1-based). */
@@ -109,8 +109,8 @@ static const char claim_sql[] =
     " RETURNING m.id, m.job_id, m.stripe_customer_id, m.value, m.attempts,"
     "           EXTRACT(EPOCH FROM m.created_at)::bigint";
 
-static void finish_row(meter_t *m, pg_conn_t *pg, const char *id, const char *status,
-                       long delay_ms, const char *last_error)
+static void finish_row(meter_t *m, pg_conn_t *pg, const char *id, const char *status, long delay_ms,
+                       const char *last_error)
 {
     char err[256];
     char delay[32];

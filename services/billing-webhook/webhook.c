@@ -142,7 +142,7 @@ enum {
 /* One event on its way to PostgreSQL. */
 struct pending_timed {
     pending_t p;
-    int64_t started_us; /* now_mono_us() when the request came in */
+    int64_t started_us;      /* now_mono_us() when the request came in */
     bool empty_is_duplicate; /* the statement returns no row for a duplicate */
     /* The parameters of billing_webhook_receive_fields(): the small fields
      * point into `strs` (owned), the payload into the request's body (alive
@@ -288,8 +288,8 @@ static void fail_event(pending_timed_t *pt, const char *err, const char *sqlstat
     if (f != NULL) {
         f->w = w;
         f->req = req;
-        if (pg_pool_query(w->pool, NULL, "SELECT billing_webhook_record_failure($1, $2)", 2,
-                          params, on_failure_recorded, f) == 0) {
+        if (pg_pool_query(w->pool, NULL, "SELECT billing_webhook_record_failure($1, $2)", 2, params,
+                          on_failure_recorded, f) == 0) {
             return; /* inflight is released there */
         }
         free(f);
@@ -306,11 +306,11 @@ static void on_recorded(const PGresult *res, const char *err, const char *sqlsta
         fail_event(pt, err, sqlstate);
         return;
     }
-    const char *outcome = PQntuples(res) > 0 ? PQgetvalue(res, 0, 0)
+    const char *outcome = PQntuples(res) > 0       ? PQgetvalue(res, 0, 0)
                           : pt->empty_is_duplicate ? "duplicate"
                                                    : "failed";
-    const char *detail = PQntuples(res) > 0 && !PQgetisnull(res, 0, 1) ? PQgetvalue(res, 0, 1)
-                                                                       : NULL;
+    const char *detail =
+        PQntuples(res) > 0 && !PQgetisnull(res, 0, 1) ? PQgetvalue(res, 0, 1) : NULL;
     finish_event(pt, outcome, detail);
 }
 
@@ -362,7 +362,7 @@ static void schedule_flush(webhook_t *w);
 static int send_one(webhook_t *w, pending_timed_t *pt, batch_t *b)
 {
     const char *const *f = pt->fields;
-    const char *params[7] = {f[F_ID],       f[F_TYPE],      f[F_PAYLOAD],    f[F_CREATED],
+    const char *params[7] = {f[F_ID],       f[F_TYPE],      f[F_PAYLOAD],     f[F_CREATED],
                              f[F_CUSTOMER], f[F_OBJECT_ID], pt->batch_outcome};
     return pg_pool_query(w->pool, NULL, sql_record_one, 7, params, on_batch, b);
 }
@@ -664,8 +664,7 @@ static bool is_subscription_type(const char *t)
 static bool applies_type(const char *t)
 {
     return is_subscription_type(t) || strcmp(t, "invoice.paid") == 0 ||
-           strcmp(t, "invoice.payment_failed") == 0 ||
-           strcmp(t, "checkout.session.completed") == 0;
+           strcmp(t, "invoice.payment_failed") == 0 || strcmp(t, "checkout.session.completed") == 0;
 }
 
 static void read_fields(const cJSON *doc, event_fields_t *f)
@@ -745,8 +744,12 @@ static int keep_fields(pending_timed_t *pt, const event_fields_t *f, const char 
 {
     webhook_t *w = pt->p.w;
     const char *src[RECEIVE_FIELDS_N] = {
-        [F_ID] = f->id,           [F_TYPE] = f->type,          [F_CREATED] = f->created_s,
-        [F_CUSTOMER] = f->customer, [F_OBJECT_ID] = f->object_id, [F_SUB] = f->sub,
+        [F_ID] = f->id,
+        [F_TYPE] = f->type,
+        [F_CREATED] = f->created_s,
+        [F_CUSTOMER] = f->customer,
+        [F_OBJECT_ID] = f->object_id,
+        [F_SUB] = f->sub,
         [F_USER_REF] = f->user_ref,
     };
     size_t total = 0;
@@ -796,7 +799,8 @@ static void on_webhook(http_req_t *req, void *arg)
         return;
     }
     const cJSON *type_item = cJSON_GetObjectItemCaseSensitive(doc, "type");
-    const char *type = webhook_type_label(cJSON_IsString(type_item) ? type_item->valuestring : NULL);
+    const char *type =
+        webhook_type_label(cJSON_IsString(type_item) ? type_item->valuestring : NULL);
     event_fields_t f;
     read_fields(doc, &f);
 

@@ -74,7 +74,8 @@ bool poll_file_is_candidate(const drive_file_t *f, const char *folder_id)
 
 long poll_backoff_ms(int consecutive_errors, long retry_after_ms)
 {
-    long wait = (long)backoff_delay_ms(consecutive_errors, POLL_BACKOFF_BASE_MS, POLL_BACKOFF_MAX_MS);
+    long wait =
+        (long)backoff_delay_ms(consecutive_errors, POLL_BACKOFF_BASE_MS, POLL_BACKOFF_MAX_MS);
     if (retry_after_ms > wait) {
         wait = retry_after_ms > POLL_RETRY_AFTER_MAX_MS ? POLL_RETRY_AFTER_MAX_MS : retry_after_ms;
     }
@@ -708,8 +709,8 @@ void poll_folder(poll_env_t *t, const lease_row_t *row)
     poller_metrics_in_flight(-1);
     log_debug("poll done: status=%s poll=%s start_ms=%lld end_ms=%lld seen=%d new_jobs=%d "
               "scanned=%d",
-              status, row->id, (long long)started_wall, (long long)now_wall_ms(), c.seen, c.new_jobs,
-              c.scanned ? 1 : 0);
+              status, row->id, (long long)started_wall, (long long)now_wall_ms(), c.seen,
+              c.new_jobs, c.scanned ? 1 : 0);
     free(c.new_token);
     memset(c.token, 0, sizeof(c.token));
     log_context_set("user_id", NULL);

@@ -48,17 +48,17 @@
 typedef struct {
     const crypto_keyring_t *keys; /* seals the Drive tokens */
     const char *redis_url;
-    int interval_s; /* POLL_INTERVAL_SECONDS: the next poll after a success */
-    int lease_s;    /* POLL_LEASE_SECONDS */
+    int interval_s;   /* POLL_INTERVAL_SECONDS: the next poll after a success */
+    int lease_s;      /* POLL_LEASE_SECONDS */
     stopwait_t *stop; /* stopped (drain): a poll stops between pages, gives its row back */
 } poll_settings_t;
 
 /* One poll thread's clients. */
 typedef struct {
     const poll_settings_t *set;
-    const char *owner;    /* the lease owner: "<instance>/t<n>" */
-    pg_conn_t *pg;        /* connected */
-    redis_conn_t *redis;  /* connected at the first push, kept; the caller closes it */
+    const char *owner;   /* the lease owner: "<instance>/t<n>" */
+    pg_conn_t *pg;       /* connected */
+    redis_conn_t *redis; /* connected at the first push, kept; the caller closes it */
     google_client_t *gc;
 } poll_env_t;
 

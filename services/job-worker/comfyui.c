@@ -70,8 +70,8 @@ static void header_safe(char *s)
 }
 
 char *comfy_multipart_form(const char *field, const char *filename, const char *type,
-                           const void *data, size_t len, const http_pair_t *fields,
-                           size_t nfields, size_t *out_len, char **content_type)
+                           const void *data, size_t len, const http_pair_t *fields, size_t nfields,
+                           size_t *out_len, char **content_type)
 {
     unsigned char rnd[12];
     char boundary[64];
@@ -123,10 +123,10 @@ static comfy_status_t transport_status(http_result_t rc, const http_response_t *
                                        size_t msglen, const char *what)
 {
     if (rc != HTTP_RESULT_OK) {
-        snprintf(msg, msglen, "The image server could not be reached (%s: %s).", what,
-                 resp->error);
-        return rc == HTTP_ERR_TOO_LARGE ? COMFY_TOO_LARGE
-                                        : (rc == HTTP_ERR_TIMEOUT ? COMFY_TIMEOUT : COMFY_UNAVAILABLE);
+        snprintf(msg, msglen, "The image server could not be reached (%s: %s).", what, resp->error);
+        return rc == HTTP_ERR_TOO_LARGE
+                   ? COMFY_TOO_LARGE
+                   : (rc == HTTP_ERR_TIMEOUT ? COMFY_TIMEOUT : COMFY_UNAVAILABLE);
     }
     if (resp->status >= 500 || resp->status == 429 || resp->status == 408) {
         snprintf(msg, msglen, "The image server is unavailable (%s: HTTP %ld).", what,
@@ -145,14 +145,17 @@ static http_result_t do_get(const comfy_opts_t *o, const char *path, size_t max_
         blen--;
     }
     snprintf(url, sizeof(url), "%.*s%s", (int)blen, o->base_url, path);
-    http_opts_t opts = {.timeout_ms = 30000, .max_body = max_body, .max_retries = 2,
-                        .base_backoff_ms = 200, .max_backoff_ms = 2000};
+    http_opts_t opts = {.timeout_ms = 30000,
+                        .max_body = max_body,
+                        .max_retries = 2,
+                        .base_backoff_ms = 200,
+                        .max_backoff_ms = 2000};
     http_request_t req = {.method = "GET", .url = url, .opts = &opts};
     return http_client_do(o->http, &req, resp);
 }
 
-static http_result_t do_post(const comfy_opts_t *o, const char *path, const void *body,
-                             size_t len, const char *ctype, int retries, http_response_t *resp)
+static http_result_t do_post(const comfy_opts_t *o, const char *path, const void *body, size_t len,
+                             const char *ctype, int retries, http_response_t *resp)
 {
     char url[2048];
     size_t blen = strlen(o->base_url);
@@ -160,10 +163,17 @@ static http_result_t do_post(const comfy_opts_t *o, const char *path, const void
         blen--;
     }
     snprintf(url, sizeof(url), "%.*s%s", (int)blen, o->base_url, path);
-    http_opts_t opts = {.timeout_ms = 60000, .max_body = COMFY_JSON_MAX, .max_retries = retries,
-                        .base_backoff_ms = 200, .max_backoff_ms = 2000};
-    http_request_t req = {.method = "POST", .url = url, .body = body, .body_len = len,
-                          .content_type = ctype, .opts = &opts};
+    http_opts_t opts = {.timeout_ms = 60000,
+                        .max_body = COMFY_JSON_MAX,
+                        .max_retries = retries,
+                        .base_backoff_ms = 200,
+                        .max_backoff_ms = 2000};
+    http_request_t req = {.method = "POST",
+                          .url = url,
+                          .body = body,
+                          .body_len = len,
+                          .content_type = ctype,
+                          .opts = &opts};
     return http_client_do(o->http, &req, resp);
 }
 
@@ -229,8 +239,7 @@ static void execution_error_message(const cJSON *entry, char *msg, size_t msglen
             snprintf(msg, msglen, "The preset's step %s (node %s) failed: %s%s%s",
                      cJSON_IsString(nt) ? nt->valuestring : "?",
                      cJSON_IsString(nid) ? nid->valuestring : "?",
-                     cJSON_IsString(et) ? et->valuestring : "",
-                     cJSON_IsString(et) ? ": " : "",
+                     cJSON_IsString(et) ? et->valuestring : "", cJSON_IsString(et) ? ": " : "",
                      cJSON_IsString(em) ? em->valuestring : "unknown error");
             return;
         }
@@ -328,8 +337,8 @@ static int history_get(const comfy_opts_t *o, const char *prompt_id, cJSON **ent
     return result;
 }
 
-static comfy_status_t finished(const comfy_opts_t *o, cJSON *entry, comfy_result_t *out,
-                               char *msg, size_t msglen)
+static comfy_status_t finished(const comfy_opts_t *o, cJSON *entry, comfy_result_t *out, char *msg,
+                               size_t msglen)
 {
     const cJSON *status = cJSON_GetObjectItemCaseSensitive(entry, "status");
     const cJSON *str = cJSON_GetObjectItemCaseSensitive(status, "status_str");

@@ -33,9 +33,9 @@ typedef struct {
     http_client_t *http;
     const char *base_url; /* COMFYUI_URL, no trailing slash needed */
     const char *client_id;
-    int timeout_s;           /* overall, from queueing to result */
-    size_t max_output;       /* cap on the fetched result */
-    stopwait_t *stop;        /* may be NULL: stopped → give up like a timeout */
+    int timeout_s;     /* overall, from queueing to result */
+    size_t max_output; /* cap on the fetched result */
+    stopwait_t *stop;  /* may be NULL: stopped → give up like a timeout */
     /* Called once the prompt is queued (store the id on the job). May be NULL. */
     void (*on_prompt)(void *arg, const char *prompt_id);
     void *on_prompt_arg;
@@ -63,8 +63,8 @@ void comfy_result_free(comfy_result_t *r);
  * `type`) and text fields (pairs, may be NULL). Returns the body (caller
  * frees), its length and the content type (caller frees). Exposed for tests. */
 char *comfy_multipart_form(const char *field, const char *filename, const char *type,
-                           const void *data, size_t len, const http_pair_t *fields,
-                           size_t nfields, size_t *out_len, char **content_type);
+                           const void *data, size_t len, const http_pair_t *fields, size_t nfields,
+                           size_t *out_len, char **content_type);
 
 const char *comfy_status_name(comfy_status_t st);
 

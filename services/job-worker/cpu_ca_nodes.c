@@ -269,7 +269,8 @@ static int node_vignette(ctx_t *c, enode_t *n, VipsImage **out)
         double dy = ((fmin((y + 0.5) * f, im->Ysize - 0.5)) / im->Ysize - 0.5) * 2.0;
         for (int x = 0; x < mw; x++) {
             double dx = ((fmin((x + 0.5) * f, im->Xsize - 0.5)) / im->Xsize - 0.5) * 2.0;
-            double d = sqrt((dx * dx + dy * dy) / 2.0) * 1.4142135623730951; /* 0 centre, √2 corner */
+            double d =
+                sqrt((dx * dx + dy * dy) / 2.0) * 1.4142135623730951; /* 0 centre, √2 corner */
             double t = (d - radius) / (1.4142135623730951 - radius);
             t = t < 0 ? 0 : (t > 1 ? 1 : t);
             t = t * t * (3 - 2 * t);

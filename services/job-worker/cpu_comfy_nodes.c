@@ -55,16 +55,15 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
     if (c->source == NULL) {
         VipsAccess access = c->sequential ? VIPS_ACCESS_SEQUENTIAL : VIPS_ACCESS_RANDOM;
         char lerr[256];
-        cpu_exec_status_t ls = cpu_exec_open(job->input, job->input_len, access,
-                                             job->max_pixels, &t[0], lerr, sizeof(lerr));
+        cpu_exec_status_t ls = cpu_exec_open(job->input, job->input_len, access, job->max_pixels,
+                                             &t[0], lerr, sizeof(lerr));
         if (ls != CPU_EXEC_OK) {
             return cpu_fail(c, ls, "%s", lerr);
         }
         int orientation = 1;
         if (access == VIPS_ACCESS_SEQUENTIAL &&
             vips_image_get_typeof(t[0], VIPS_META_ORIENTATION) != 0 &&
-            vips_image_get_int(t[0], VIPS_META_ORIENTATION, &orientation) == 0 &&
-            orientation > 1) {
+            vips_image_get_int(t[0], VIPS_META_ORIENTATION, &orientation) == 0 && orientation > 1) {
             /* Rotating needs random access. */
             g_object_unref(t[0]);
             ls = cpu_exec_open(job->input, job->input_len, VIPS_ACCESS_RANDOM, job->max_pixels,
@@ -156,8 +155,9 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
             goto out;
         }
     } else if (vips_linear1(im, &t[4], 1.0 / max, 0.0, NULL) != 0 ||
-        vips_cast(t[4], &t[5], VIPS_FORMAT_FLOAT, NULL) != 0 ||
-        vips_copy(t[5], &out[0], "interpretation", VIPS_INTERPRETATION_MULTIBAND, NULL) != 0) {
+               vips_cast(t[4], &t[5], VIPS_FORMAT_FLOAT, NULL) != 0 ||
+               vips_copy(t[5], &out[0], "interpretation", VIPS_INTERPRETATION_MULTIBAND, NULL) !=
+                   0) {
         cpu_vips_fail(c, "to float");
         goto out;
     }
@@ -173,7 +173,8 @@ out:
 
 static int node_save(ctx_t *c, enode_t *n, VipsImage **out)
 {
-    VipsImage *im = cpu_input_image(c, n, strcmp(n->class_type, "CA.Export") == 0 ? "image" : "images");
+    VipsImage *im =
+        cpu_input_image(c, n, strcmp(n->class_type, "CA.Export") == 0 ? "image" : "images");
     if (im == NULL) {
         return -1;
     }
@@ -386,7 +387,8 @@ static int conv_lazy(ctx_t *c, VipsImage *in, int r, double sigma, double sharpe
     if (rc == 0) {
         if (sharpen) {
             VipsImage *inner = NULL;
-            rc = vips_extract_area(t[13], &inner, r, r, W, H, NULL) || cpu_clamp01_image(inner, out);
+            rc =
+                vips_extract_area(t[13], &inner, r, r, W, H, NULL) || cpu_clamp01_image(inner, out);
             if (inner != NULL) {
                 g_object_unref(inner);
             }
@@ -407,7 +409,8 @@ static int node_blur(ctx_t *c, enode_t *n, VipsImage **out)
     if (im == NULL) {
         return -1;
     }
-    int lazy = conv_lazy(c, im, cpu_inum(n, "blur_radius", 1), cpu_num(n, "sigma", 1.0), 0.0, &out[0]);
+    int lazy =
+        conv_lazy(c, im, cpu_inum(n, "blur_radius", 1), cpu_num(n, "sigma", 1.0), 0.0, &out[0]);
     if (lazy <= 0) {
         return lazy;
     }
@@ -441,8 +444,8 @@ static int node_sharpen(ctx_t *c, enode_t *n, VipsImage **out)
         double zero[1] = {0.0};
         return cpu_linear_clamped(c, im, one, zero, 1, out, "ImageSharpen");
     } else {
-        lazy = conv_lazy(c, im, cpu_inum(n, "sharpen_radius", 1), cpu_num(n, "sigma", 1.0), 10.0 * alpha,
-                         &out[0]);
+        lazy = conv_lazy(c, im, cpu_inum(n, "sharpen_radius", 1), cpu_num(n, "sigma", 1.0),
+                         10.0 * alpha, &out[0]);
     }
     if (lazy <= 0) {
         return lazy;
@@ -451,7 +454,8 @@ static int node_sharpen(ctx_t *c, enode_t *n, VipsImage **out)
     if (cpu_to_fbuf(c, im, &fb) != 0) {
         return -1;
     }
-    float *blur = cpu_gaussian_blur(&fb, cpu_inum(n, "sharpen_radius", 1), cpu_num(n, "sigma", 1.0));
+    float *blur =
+        cpu_gaussian_blur(&fb, cpu_inum(n, "sharpen_radius", 1), cpu_num(n, "sigma", 1.0));
     if (blur == NULL) {
         g_free(fb.px);
         return cpu_fail(c, CPU_EXEC_ERROR, "ImageSharpen: out of memory");
@@ -524,7 +528,8 @@ static int node_blend(ctx_t *c, enode_t *n, VipsImage **out)
             bl = x <= 0.5f ? 2 * x * y : 1 - 2 * (1 - x) * (1 - y);
             break;
         case 4:
-            bl = y <= 0.5f ? x - (1 - 2 * y) * x * (1 - x) : x + (2 * y - 1) * (soft_light_g(x) - x);
+            bl =
+                y <= 0.5f ? x - (1 - 2 * y) * x * (1 - x) : x + (2 * y - 1) * (soft_light_g(x) - x);
             break;
         case 5:
             bl = x - y;
@@ -562,7 +567,8 @@ static int node_crop(ctx_t *c, enode_t *n, VipsImage **out)
     if (y + h > im->Ysize) {
         h = im->Ysize - y;
     }
-    return vips_extract_area(im, &out[0], x, y, w, h, NULL) != 0 ? cpu_vips_fail(c, "ImageCrop") : 0;
+    return vips_extract_area(im, &out[0], x, y, w, h, NULL) != 0 ? cpu_vips_fail(c, "ImageCrop")
+                                                                 : 0;
 }
 
 static int node_flip(ctx_t *c, enode_t *n, VipsImage **out)
@@ -571,7 +577,8 @@ static int node_flip(ctx_t *c, enode_t *n, VipsImage **out)
     if (im == NULL) {
         return -1;
     }
-    bool vertical = strcmp(cpu_str(n, "flip_method", cpu_nodes_flip_methods[0]), cpu_nodes_flip_methods[0]) == 0;
+    bool vertical = strcmp(cpu_str(n, "flip_method", cpu_nodes_flip_methods[0]),
+                           cpu_nodes_flip_methods[0]) == 0;
     return vips_flip(im, &out[0], vertical ? VIPS_DIRECTION_VERTICAL : VIPS_DIRECTION_HORIZONTAL,
                      NULL) != 0
                ? cpu_vips_fail(c, "ImageFlip")

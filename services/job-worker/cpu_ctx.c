@@ -120,8 +120,8 @@ VipsImage *cpu_input_image(ctx_t *c, enode_t *n, const char *name)
 static bool preview_identity(const char *class_type)
 {
     static const char *const identity[] = {
-        "ImageScaleBy", "ImageScaleToTotalPixels", "ImageScaleToMaxDimension",
-        "CA.ResizeLongEdge", NULL,
+        "ImageScaleBy", "ImageScaleToTotalPixels", "ImageScaleToMaxDimension", "CA.ResizeLongEdge",
+        NULL,
     };
     for (size_t i = 0; identity[i] != NULL; i++) {
         if (strcmp(identity[i], class_type) == 0) {
@@ -216,8 +216,8 @@ int cpu_eval(ctx_t *c, enode_t *n)
             return rc;
         }
     }
-    return cpu_fail(c, CPU_EXEC_BAD_GRAPH, "node %s: class %s is unknown to the CPU executor", n->id,
-                n->class_type);
+    return cpu_fail(c, CPU_EXEC_BAD_GRAPH, "node %s: class %s is unknown to the CPU executor",
+                    n->id, n->class_type);
 }
 
 void cpu_unref_all(VipsImage **t, size_t n)

@@ -124,16 +124,15 @@ int cpu_encode(ctx_t *c, VipsImage *im, const enode_t *out_node)
         snprintf(job->ext, sizeof(job->ext), "webp");
         snprintf(job->mime, sizeof(job->mime), "image/webp");
     } else if (strcmp(format, "tiff") == 0) {
-        src = vips_tiffsave_buffer(u8, &buf, &len, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE,
-                                   NULL);
+        src = vips_tiffsave_buffer(u8, &buf, &len, "compression",
+                                   VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, NULL);
         snprintf(job->ext, sizeof(job->ext), "tif");
         snprintf(job->mime, sizeof(job->mime), "image/tiff");
     } else {
         /* Optimised Huffman tables keep every DCT coefficient in memory
          * (~70 MB at 12 MP): only for outputs up to 4 MP. */
         bool optimize = (double)u8->Xsize * u8->Ysize <= 4e6;
-        src = vips_jpegsave_buffer(u8, &buf, &len, "Q", quality, "optimize_coding", optimize,
-                                   NULL);
+        src = vips_jpegsave_buffer(u8, &buf, &len, "Q", quality, "optimize_coding", optimize, NULL);
         snprintf(job->ext, sizeof(job->ext), "jpg");
         snprintf(job->mime, sizeof(job->mime), "image/jpeg");
     }

@@ -36,7 +36,7 @@ int cpu_exec_init(const char *argv0)
     if (VIPS_INIT(argv0 != NULL ? argv0 : "job-worker") != 0) {
         return -1;
     }
-    vips_cache_set_max(0); /* a job's images are used once */
+    vips_cache_set_max(0);   /* a job's images are used once */
     cpu_load_block_others(); /* untrusted input: only the loaders we support */
     vips_started = true;
     return 0;
@@ -64,8 +64,8 @@ void cpu_exec_job_free(cpu_exec_job_t *job)
 /* One evaluation of a validated graph. `eager` decodes the input into memory
  * first (the old, safe path); otherwise the pipeline is lazy and, when the
  * graph allows, the input is decoded sequentially while the output is encoded. */
-static cpu_exec_status_t run_once(const cJSON *graph, cpu_exec_job_t *job, char *err,
-                                  size_t errlen, bool eager)
+static cpu_exec_status_t run_once(const cJSON *graph, cpu_exec_job_t *job, char *err, size_t errlen,
+                                  bool eager)
 {
     ctx_t c = {0};
     c.job = job;

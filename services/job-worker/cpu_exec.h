@@ -80,9 +80,8 @@ void cpu_exec_shutdown(void);
 const graph_registry_t *cpu_exec_registry(void);
 
 /* Validates and runs `graph`. `err` gets a one-line message on failure. */
-__attribute__((warn_unused_result)) cpu_exec_status_t cpu_exec_run(const cJSON *graph,
-                                                                   cpu_exec_job_t *job, char *err,
-                                                                   size_t errlen);
+__attribute__((warn_unused_result)) cpu_exec_status_t
+cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *err, size_t errlen);
 
 /* The format of buf from its magic bytes alone (never a name or MIME type),
  * or CPU_FORMAT_NONE; and its display name ("JPEG", ...). */
@@ -96,8 +95,8 @@ const char *cpu_exec_format_name(cpu_exec_format_t f);
  * a check only; CPU_EXEC_UNSUPPORTED_IMAGE ("unsupported_image: ...") or
  * CPU_EXEC_TOO_LARGE ("image_too_large: ...") with the reason in err. */
 __attribute__((warn_unused_result)) cpu_exec_status_t
-cpu_exec_open(const void *buf, size_t len, VipsAccess access, long long max_pixels,
-              VipsImage **out, char *err, size_t errlen);
+cpu_exec_open(const void *buf, size_t len, VipsAccess access, long long max_pixels, VipsImage **out,
+              char *err, size_t errlen);
 
 /* Frees output and result (the job struct itself is the caller's). */
 void cpu_exec_job_free(cpu_exec_job_t *job);

@@ -33,8 +33,8 @@ int cpu_to_fbuf(ctx_t *c, VipsImage *im, fbuf_t *fb)
 /* Wraps (and frees) px as a new float image. */
 VipsImage *cpu_from_floats(ctx_t *c, float *px, int w, int h, int bands)
 {
-    VipsImage *im = vips_image_new_from_memory_copy(px, (size_t)w * h * bands * sizeof(float), w,
-                                                    h, bands, VIPS_FORMAT_FLOAT);
+    VipsImage *im = vips_image_new_from_memory_copy(px, (size_t)w * h * bands * sizeof(float), w, h,
+                                                    bands, VIPS_FORMAT_FLOAT);
     g_free(px);
     if (im == NULL) {
         cpu_vips_fail(c, "new image");
@@ -145,8 +145,7 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
             float fy = sy * (j + 0.5f) - 0.5f;
             int yi = (int)floorf(fy);
             float ty = fy - yi;
-            float cy[4] = {cubic2(ty + 1, A), cubic1(ty, A), cubic1(1 - ty, A),
-                           cubic2(2 - ty, A)};
+            float cy[4] = {cubic2(ty + 1, A), cubic1(ty, A), cubic1(1 - ty, A), cubic2(2 - ty, A)};
             for (int i = 0; i < w; i++) {
                 float fx = sx * (i + 0.5f) - 0.5f;
                 int xi = (int)floorf(fx);
@@ -196,7 +195,7 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
 
 /* common_upscale on a VipsImage; lanczos through vips_resize (see docs). */
 VipsImage *cpu_upscale_image(ctx_t *c, VipsImage *in, int w, int h, const char *method,
-                                const char *crop)
+                             const char *crop)
 {
     if (strcmp(method, "lanczos") == 0) {
         VipsImage *src = in;
@@ -213,8 +212,8 @@ VipsImage *cpu_upscale_image(ctx_t *c, VipsImage *in, int w, int h, const char *
             src = cropped;
         }
         VipsImage *out = NULL;
-        int rc = vips_resize(src, &out, (double)w / src->Xsize, "vscale",
-                             (double)h / src->Ysize, "kernel", VIPS_KERNEL_LANCZOS3, NULL);
+        int rc = vips_resize(src, &out, (double)w / src->Xsize, "vscale", (double)h / src->Ysize,
+                             "kernel", VIPS_KERNEL_LANCZOS3, NULL);
         if (cropped != NULL) {
             g_object_unref(cropped);
         }

@@ -61,7 +61,7 @@ hres_t *cpu_hres_new(int W, int w)
     h->refs = 1;
     h->out_w = w;
     h->start = g_new(int, w);
-    float *wt = g_new(float, (size_t)w * n);
+    float *wt = g_new(float, (size_t)w *n);
     for (int x = 0; x < w; x++) {
         double c = (x + 0.5) * sc - 0.5;
         int st = (int)floor(c - support) + 1;
@@ -177,7 +177,7 @@ fused_t *cpu_fused_extend(VipsImage *im)
     const fused_t *old = fused_of(im);
     if (old == NULL) {
         return im->BandFmt == VIPS_FORMAT_FLOAT && cpu_fused_input_ok(im) ? cpu_fused_new(im, 1.0)
-                                                                       : NULL;
+                                                                          : NULL;
     }
     return cpu_fused_copy(old);
 }

@@ -248,8 +248,7 @@ static int fused_stop(void *vseq, void *a, void *b)
 }
 
 /* acc[x] = Σ kern[i][j] · rows[i][x + 3j] over k padded rows. */
-static void conv_row(float *restrict acc, const float *const *rows, int n, const float *kern,
-                     int k)
+static void conv_row(float *restrict acc, const float *const *rows, int n, const float *kern, int k)
 {
     int x = 0;
     if (k == 3) {
@@ -301,7 +300,8 @@ static void to_u8(unsigned char *restrict q, const float *restrict row, int n)
     }
 #endif
     for (; x + 4 <= n; x += 4) {
-        v4i i = __builtin_convertvector(clampv(ld4(row + x) * k255 + eps, k255), v4i); /* truncates */
+        v4i i =
+            __builtin_convertvector(clampv(ld4(row + x) * k255 + eps, k255), v4i); /* truncates */
         v4u8 b = __builtin_convertvector(i, v4u8);
         memcpy(q + x, &b, sizeof(b));
     }
@@ -316,8 +316,7 @@ static void to_u8(unsigned char *restrict q, const float *restrict row, int n)
  * pixels, clamped to the image) to float in hbuf, then n taps per pixel on
  * 4-wide vectors (RGB + one spare lane). */
 static void hreduce_row(const fused_t *fu, VipsRegion *ir, int y, int hx0, int hlen,
-                        float *restrict hbuf, const float *u8f, float *restrict row, int x0,
-                        int w)
+                        float *restrict hbuf, const float *u8f, float *restrict row, int x0, int w)
 {
     const hres_t *hr = fu->hr;
     VipsImage *in = fu->in;
@@ -497,7 +496,7 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
             return -1;
         }
     }
-    float *scratch = seq->buf; /* the row, when the output is 8-bit */
+    float *scratch = seq->buf;            /* the row, when the output is 8-bit */
     float *pad = scratch + 3 * (size_t)w; /* k padded rows of w + 2r pixels */
     size_t pw = 3 * ((size_t)w + 2 * r);
     int tag[9 * 2 + 1]; /* the source row each padded row holds (slot = row mod k) */
@@ -590,8 +589,7 @@ VipsImage *cpu_fused_build(fused_t *fu)
 
 /* Appends `s` to im's recipe: out is the fused image; returns 1 when im
  * cannot be fused (the caller uses libvips operations). */
-int cpu_fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out,
-                        const char *what)
+int cpu_fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out, const char *what)
 {
     fused_t *fu = cpu_fused_extend(im);
     if (fu == NULL) {
@@ -611,7 +609,7 @@ int cpu_fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out,
 
 /* out = clamp(in * a + b) per band (n = 1 or bands). */
 int cpu_linear_clamped(ctx_t *c, VipsImage *in, const double *a, const double *b, int n,
-                          VipsImage **out, const char *what)
+                       VipsImage **out, const char *what)
 {
     double as[4];
     double bs[4];

@@ -34,7 +34,7 @@ typedef struct {
     enode_t *nodes;
     size_t n;
     cpu_exec_job_t *job;
-    VipsImage *source; /* the decoded original after autorot: metadata source */
+    VipsImage *source;     /* the decoded original after autorot: metadata source */
     bool source_converted; /* CMYK → sRGB: the embedded profile no longer applies */
     /* eager: decode into memory at LoadImage (a corrupt file fails there);
      * otherwise lazy, and sequential when the graph reads the source once. */
@@ -150,7 +150,7 @@ typedef struct {
 
 typedef struct {
     stage_kind_t kind;
-    bool clamp;       /* clamp the result to [0,1] */
+    bool clamp;        /* clamp the result to [0,1] */
     double a[3], b[3]; /* LINEAR: per band */
     double m[9];       /* RECOMB: row-major 3×3 */
     double p;          /* POW: exponent */
@@ -158,10 +158,10 @@ typedef struct {
 } stage_t;
 
 typedef struct fused {
-    VipsImage *in;    /* a reference */
-    double in_scale;  /* input sample → 0..1 */
-    int r;            /* kernel radius, 0 = none */
-    hres_t *hr;       /* horizontal reduction first (r = 0), or NULL */
+    VipsImage *in;   /* a reference */
+    double in_scale; /* input sample → 0..1 */
+    int r;           /* kernel radius, 0 = none */
+    hres_t *hr;      /* horizontal reduction first (r = 0), or NULL */
     /* r > 0: the kernel's input computed in place from this point recipe's
      * input (no float image in between), or NULL: read `in` */
     struct fused *pre;
@@ -169,7 +169,7 @@ typedef struct fused {
     float kern[9 * 9];
     int nst;
     stage_t st[FUSED_MAX_STAGES];
-    bool out_u8;      /* ComfyUI's clip(255x) truncated to uint8 (cpu_encode.c) */
+    bool out_u8; /* ComfyUI's clip(255x) truncated to uint8 (cpu_encode.c) */
     /* built: a lookup table for 8/16-bit inputs (the first nlut stages) */
     int nlut;
     float *lut; /* 3 × (max+1) */
@@ -190,8 +190,7 @@ fused_t *cpu_fused_copy(const fused_t *old);
 fused_t *cpu_fused_extend(VipsImage *im);
 /* Appends `s` to im's recipe: out is the fused image; returns 1 when im
  * cannot be fused (the caller uses libvips operations). */
-int cpu_fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out,
-                     const char *what);
+int cpu_fused_append(ctx_t *c, VipsImage *im, const stage_t *s, VipsImage **out, const char *what);
 /* Builds the operation for `fu` (taken over, freed on failure). */
 VipsImage *cpu_fused_build(fused_t *fu);
 

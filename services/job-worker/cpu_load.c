@@ -15,7 +15,7 @@
  * is blocked (cpu_exec_init). JPEG XL is left out: libvips 8.14 marks its
  * loader untrusted. */
 static const char *const ALLOWED_LOADERS[] = {
-    "VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadWebp",
+    "VipsForeignLoadJpeg", "VipsForeignLoadPng",  "VipsForeignLoadWebp",
     "VipsForeignLoadTiff", "VipsForeignLoadHeif", NULL,
 };
 
@@ -30,8 +30,8 @@ void cpu_load_block_others(void)
 
 /* ISO BMFF brands (the `ftyp` box) that libheif decodes: HEIC, HEIF, AVIF. */
 static const char *const HEIF_BRANDS[] = {
-    "heic", "heix", "hevc", "hevx", "heim", "heis", "hevm", "hevs", "mif1", "msf1", "avif", "avis",
-    NULL,
+    "heic", "heix", "hevc", "hevx", "heim", "heis", "hevm",
+    "hevs", "mif1", "msf1", "avif", "avis", NULL,
 };
 
 cpu_exec_format_t cpu_exec_format(const void *buf, size_t len)

@@ -247,15 +247,15 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
     int result = -1;
     PGresult *jobs = NULL;
     const char *wp[1] = {wait};
-    PGresult *res = pg_exec(
-        pg,
-        "SELECT o.user_id::text FROM email_outbox o WHERE o.status = 'pending'"
-        " AND o.next_attempt_at <= timezone('UTC', now())"
-        " AND (o.created_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
-        "      OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = o.user_id"
-        "                     AND j.status IN ('queued', 'processing')))"
-        " ORDER BY o.created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-        1, wp, err, sizeof(err));
+    PGresult *res =
+        pg_exec(pg,
+                "SELECT o.user_id::text FROM email_outbox o WHERE o.status = 'pending'"
+                " AND o.next_attempt_at <= timezone('UTC', now())"
+                " AND (o.created_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
+                "      OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = o.user_id"
+                "                     AND j.status IN ('queued', 'processing')))"
+                " ORDER BY o.created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+                1, wp, err, sizeof(err));
     if (res == NULL) {
         goto fail;
     }
@@ -299,10 +299,11 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
     const char *ip[1] = {ids};
     if (!wanted || email[0] == '\0') {
         /* turned off since: drop them */
-        if (pg_exec_cmd(pg,
-                        "UPDATE email_outbox SET status = 'failed', last_error = 'notifications off'"
-                        " WHERE id = ANY($1::uuid[])",
-                        1, ip, err, sizeof(err)) == 0 &&
+        if (pg_exec_cmd(
+                pg,
+                "UPDATE email_outbox SET status = 'failed', last_error = 'notifications off'"
+                " WHERE id = ANY($1::uuid[])",
+                1, ip, err, sizeof(err)) == 0 &&
             pg_commit(pg, err, sizeof(err)) == 0) {
             result = 0;
         }

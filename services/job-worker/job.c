@@ -40,8 +40,8 @@ typedef struct {
     int max_retries;
     char *workflow;      /* the preset's workflow_json, read with the claim; NULL: no such preset */
     char *output_folder; /* users.output_folder_id when it applies to this job, else "" */
-    bool reserved; /* usage reserved by this attempt (release on permanent failure) */
-    char *reservation; /* "<outcome> <monthly_limit>" of the reservation made with the claim */
+    bool reserved;       /* usage reserved by this attempt (release on permanent failure) */
+    char *reservation;   /* "<outcome> <monthly_limit>" of the reservation made with the claim */
     /* the user's stored Drive tokens, read with the claim (used once: a forced
      * refresh after a 401 reads them again) */
     drive_auth_stored_t stored;
@@ -71,12 +71,12 @@ void job_metrics_init(void)
     static const double buckets[] = {0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300};
     m_jobs = metrics_counter("ca_worker_jobs_total", "Jobs finished by this worker",
                              "status,error_code");
-    m_seconds = metrics_histogram("ca_worker_job_seconds",
-                                  "Processing time of completed jobs per preset", "preset",
-                                  buckets, sizeof(buckets) / sizeof(buckets[0]));
+    m_seconds =
+        metrics_histogram("ca_worker_job_seconds", "Processing time of completed jobs per preset",
+                          "preset", buckets, sizeof(buckets) / sizeof(buckets[0]));
     m_drive = metrics_counter("ca_worker_drive_calls_total", "Google Drive calls", "call,status");
-    m_retries = metrics_counter("ca_worker_job_retries_total", "Jobs scheduled for a retry",
-                                "error_code");
+    m_retries =
+        metrics_counter("ca_worker_job_retries_total", "Jobs scheduled for a retry", "error_code");
 }
 
 static void metric_drive(const char *call, google_status_t st)
@@ -169,9 +169,9 @@ static int claim(job_runner_t *t, const char *id, job_t *j)
     char err[256];
     snprintf(lease, sizeof(lease), "%d", t->set->lease_s);
     const char *params[4] = {id, t->worker_id, lease, DRIVE_AUTH_MARGIN_SECONDS};
-    PGresult *res = pg_exec(t->pg,
-                            "SELECT * FROM jobs_worker_claim($1::uuid, $2, $3::int, $4::int)", 4,
-                            params, err, sizeof(err));
+    PGresult *res =
+        pg_exec(t->pg, "SELECT * FROM jobs_worker_claim($1::uuid, $2, $3::int, $4::int)", 4, params,
+                err, sizeof(err));
     if (res == NULL) {
         log_warn("claim failed: %s", err);
         return -1;
@@ -264,8 +264,9 @@ static const char *record_failure(job_runner_t *t, job_t *j, const job_err_t *e,
         if (pg_begin(t->pg, err, sizeof(err)) != 0) {
             continue;
         }
-        const char *p[7] = {j->id, j->attempt, e->transient ? "true" : "false", e->code,
-                            e->message, ms, t->worker_id};
+        const char *p[7] = {j->id,       j->attempt, e->transient ? "true" : "false",
+                            e->code,     e->message, ms,
+                            t->worker_id};
         PGresult *res = pg_exec(
             t->pg,
             "UPDATE jobs SET"
@@ -336,21 +337,23 @@ static int access_token(job_runner_t *t, job_t *j, bool force, char *token, size
         }
         PQclear(res);
         job_err_set(e, "drive_auth_revoked", false,
-                "Google Drive access was revoked. Reconnect Google Drive in the dashboard and "
-                "retry this image.");
+                    "Google Drive access was revoked. Reconnect Google Drive in the dashboard and "
+                    "retry this image.");
         return -1;
     }
     case DRIVE_AUTH_NO_TOKENS:
-        job_err_set(e, "drive_auth_revoked", false,
-                "Google Drive is not connected. Connect Google Drive in the dashboard and retry "
-                "this image.");
+        job_err_set(
+            e, "drive_auth_revoked", false,
+            "Google Drive is not connected. Connect Google Drive in the dashboard and retry "
+            "this image.");
         return -1;
     case DRIVE_AUTH_TRANSIENT:
         job_err_set(e, "timeout", true, "Google did not answer when we renewed Drive access (%s).",
-                gerr.message[0] != '\0' ? gerr.message : google_status_name(gerr.status));
+                    gerr.message[0] != '\0' ? gerr.message : google_status_name(gerr.status));
         return -1;
     case DRIVE_AUTH_DB:
-        job_err_set(e, "processing_error", true, "A temporary database problem stopped this image.");
+        job_err_set(e, "processing_error", true,
+                    "A temporary database problem stopped this image.");
         return -1;
     }
     job_err_set(e, "processing_error", true, "unexpected token state");
@@ -363,29 +366,29 @@ static void download_err(google_status_t st, const google_error_t *g, size_t cap
     switch (st) {
     case GOOGLE_ERR_NOT_FOUND:
         job_err_set(e, "drive_file_not_found", false,
-                "The original is no longer in Google Drive (deleted, moved out of reach or "
-                "unshared).");
+                    "The original is no longer in Google Drive (deleted, moved out of reach or "
+                    "unshared).");
         return;
     case GOOGLE_ERR_FORBIDDEN:
         job_err_set(e, "drive_forbidden", false,
-                "Google Drive does not let this app read the original (%s).",
-                g->reason[0] != '\0' ? g->reason : "permission denied");
+                    "Google Drive does not let this app read the original (%s).",
+                    g->reason[0] != '\0' ? g->reason : "permission denied");
         return;
     case GOOGLE_ERR_TOO_LARGE:
-        job_err_set(e, "image_too_large", false,
-                "The original is larger than the %zu MB limit.", cap / (1024 * 1024));
+        job_err_set(e, "image_too_large", false, "The original is larger than the %zu MB limit.",
+                    cap / (1024 * 1024));
         return;
     case GOOGLE_ERR_INVALID_GRANT:
         job_err_set(e, "drive_auth_revoked", false,
-                "Google Drive access was revoked. Reconnect Google Drive in the dashboard.");
+                    "Google Drive access was revoked. Reconnect Google Drive in the dashboard.");
         return;
     case GOOGLE_ERR_NETWORK:
         job_err_set(e, "timeout", true, "Google Drive did not answer in time; we will retry.");
         return;
     default:
         job_err_set(e, "processing_error", google_status_transient(st) || st == GOOGLE_ERR_AUTH,
-                "Google Drive could not send the original (%s, HTTP %ld).",
-                google_status_name(st), g->http_status);
+                    "Google Drive could not send the original (%s, HTTP %ld).",
+                    google_status_name(st), g->http_status);
         return;
     }
 }
@@ -394,18 +397,19 @@ static void upload_err(google_status_t st, const google_error_t *g, const char *
 {
     if (st == GOOGLE_ERR_FORBIDDEN) {
         job_err_set(e, "drive_forbidden", false,
-                "Google Drive does not let this app write to the output folder (%s).",
-                g->reason[0] != '\0' ? g->reason : "permission denied");
+                    "Google Drive does not let this app write to the output folder (%s).",
+                    g->reason[0] != '\0' ? g->reason : "permission denied");
         return;
     }
     if (st == GOOGLE_ERR_INVALID_GRANT) {
         job_err_set(e, "drive_auth_revoked", false,
-                "Google Drive access was revoked. Reconnect Google Drive in the dashboard.");
+                    "Google Drive access was revoked. Reconnect Google Drive in the dashboard.");
         return;
     }
     bool transient = google_status_transient(st) || st == GOOGLE_ERR_AUTH;
-    job_err_set(e, "upload_failed", transient, "Saving the result to Google Drive failed (%s: %s%s).",
-            what, google_status_name(st), transient ? "; we will retry" : "");
+    job_err_set(e, "upload_failed", transient,
+                "Saving the result to Google Drive failed (%s: %s%s).", what,
+                google_status_name(st), transient ? "; we will retry" : "");
 }
 
 /* The output folder: users.output_folder_id when the job comes from the watched
@@ -560,14 +564,15 @@ static int reserve(job_t *j, job_err_t *e)
     const char *r = j->reservation != NULL ? j->reservation : "";
     if (strncmp(r, "blocked ", 8) == 0) {
         job_err_set(e, "quota_exceeded", false,
-                "Your plan's limit of %s images this month is used up. Upgrade your plan or "
-                "wait for next month, then retry this image.",
-                r + 8);
+                    "Your plan's limit of %s images this month is used up. Upgrade your plan or "
+                    "wait for next month, then retry this image.",
+                    r + 8);
         return -1;
     }
     if (j->reservation == NULL) {
         log_warn("usage reservation: no outcome");
-        job_err_set(e, "processing_error", true, "A temporary database problem stopped this image.");
+        job_err_set(e, "processing_error", true,
+                    "A temporary database problem stopped this image.");
         return -1;
     }
     j->reserved = true;
@@ -578,10 +583,11 @@ static int reserve(job_t *j, job_err_t *e)
 static cJSON *load_preset(job_t *j, job_err_t *e)
 {
     if (j->workflow == NULL) {
-        job_err_set(e, "preset_not_found", false,
-                "The preset \"%s\" does not exist or is no longer available. Pick another preset "
-                "and retry.",
-                j->preset_name);
+        job_err_set(
+            e, "preset_not_found", false,
+            "The preset \"%s\" does not exist or is no longer available. Pick another preset "
+            "and retry.",
+            j->preset_name);
         return NULL;
     }
     cJSON *graph = cJSON_Parse(j->workflow);
@@ -609,8 +615,8 @@ static void store_prompt_id(void *arg, const char *prompt_id)
     }
 }
 
-static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void *input,
-                       size_t len, comfy_result_t *out, job_err_t *e)
+static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void *input, size_t len,
+                       comfy_result_t *out, job_err_t *e)
 {
     char upload_name[128];
     const char *dot = strrchr(j->drive_file_name, '.');
@@ -629,8 +635,8 @@ static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void
                       .on_prompt = store_prompt_id,
                       .on_prompt_arg = &pa};
     char msg[400];
-    comfy_status_t st = comfy_run(&o, graph, upload_name, input, len, j->prompt_id, out, msg,
-                                  sizeof(msg));
+    comfy_status_t st =
+        comfy_run(&o, graph, upload_name, input, len, j->prompt_id, out, msg, sizeof(msg));
     switch (st) {
     case COMFY_OK:
         return 0;
@@ -658,13 +664,13 @@ static int input_err(cpu_exec_status_t st, const char *msg, job_err_t *e)
 {
     if (st == CPU_EXEC_UNSUPPORTED_IMAGE) {
         job_err_set(e, "unsupported_image", false,
-                "This file is not an image we can read (JPEG, PNG, WebP, TIFF or HEIC): %s", msg);
+                    "This file is not an image we can read (JPEG, PNG, WebP, TIFF or HEIC): %s",
+                    msg);
         return -1;
     }
     if (st == CPU_EXEC_TOO_LARGE) {
         const char *reason = strncmp(msg, "image_too_large: ", 17) == 0 ? msg + 17 : msg;
-        job_err_set(e, "image_too_large", false, "This image is too large to process: %s.",
-                reason);
+        job_err_set(e, "image_too_large", false, "This image is too large to process: %s.", reason);
         return -1;
     }
     return 0;
@@ -698,15 +704,15 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     if (gs == GRAPH_UNKNOWN_CLASS) {
         if (t->set->comfyui_url == NULL) {
             job_err_set(e, "comfyui_unavailable", false,
-                    "The preset \"%s\" needs the GPU image server, which is not available.",
-                    j->preset_name);
+                        "The preset \"%s\" needs the GPU image server, which is not available.",
+                        j->preset_name);
             goto out;
         }
         use_comfy = true;
     } else if (gs == GRAPH_INVALID) {
         char *summary = graph_error_summary(verr);
         job_err_set(e, "processing_error", false, "The preset \"%s\" is not valid: %s",
-                j->preset_name, summary != NULL ? summary : "validation failed");
+                    j->preset_name, summary != NULL ? summary : "validation failed");
         free(summary);
         goto out;
     }

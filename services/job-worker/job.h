@@ -41,9 +41,9 @@ typedef struct {
     long long max_image_pixels; /* MAX_IMAGE_PIXELS: checked on the header */
     int lease_s;
     int comfyui_timeout_s;
-    int retry_base_ms; /* WORKER_RETRY_BASE_MS */
-    int retry_max_ms;  /* WORKER_RETRY_MAX_MS */
-    stopwait_t *stop;          /* stopped at shutdown: a ComfyUI wait gives up */
+    int retry_base_ms;          /* WORKER_RETRY_BASE_MS */
+    int retry_max_ms;           /* WORKER_RETRY_MAX_MS */
+    stopwait_t *stop;           /* stopped at shutdown: a ComfyUI wait gives up */
     const atomic_int *draining; /* set: an ack takes no next id */
 } job_settings_t;
 

@@ -28,7 +28,8 @@ static const config_var_t worker_vars[] = {
      "Drive v3 upload base URL"},
     {"COMFYUI_URL", CFG_URL, NULL, false, false, 0, 0,
      "ComfyUI server; unset: only presets the built-in executor runs"},
-    {"SMTP_URL", CFG_URL, NULL, false, true, 0, 0, "smtp://host:port for notification e-mail; unset: none"},
+    {"SMTP_URL", CFG_URL, NULL, false, true, 0, 0,
+     "smtp://host:port for notification e-mail; unset: none"},
     {"MAIL_FROM", CFG_STRING, "Creator Automation <no-reply@localhost>", false, false, 0, 0,
      "From: of notification e-mail"},
     {"WORKER_CONCURRENCY", CFG_INT, NULL, false, false, 1, 256, "jobs at a time (default: cores)"},
@@ -61,15 +62,15 @@ static int worker_cleanup(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen)
     (void)d;
     long total = 0;
     for (;;) {
-        PGresult *res = pg_exec(
-            pg,
-            "WITH moved AS ("
-            "  DELETE FROM jobs WHERE id IN ("
-            "    SELECT id FROM jobs WHERE created_at < now() - interval '90 days'"
-            "      AND status IN ('completed', 'failed', 'cancelled') LIMIT 5000)"
-            "  RETURNING *) "
-            "INSERT INTO jobs_archive SELECT moved.*, now() FROM moved",
-            0, NULL, err, errlen);
+        PGresult *res =
+            pg_exec(pg,
+                    "WITH moved AS ("
+                    "  DELETE FROM jobs WHERE id IN ("
+                    "    SELECT id FROM jobs WHERE created_at < now() - interval '90 days'"
+                    "      AND status IN ('completed', 'failed', 'cancelled') LIMIT 5000)"
+                    "  RETURNING *) "
+                    "INSERT INTO jobs_archive SELECT moved.*, now() FROM moved",
+                    0, NULL, err, errlen);
         if (res == NULL) {
             return -1;
         }

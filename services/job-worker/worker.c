@@ -157,8 +157,7 @@ static void *job_thread_main(void *arg)
 /* Copies the runner's job in flight (id and attempt as text) under its lock;
  * with hand_back, also marks it handed back. True when there is one (and,
  * without hand_back, it was not handed back). */
-static bool in_flight_job(job_runner_t *r, bool hand_back, char job[JOB_ID_MAX],
-                          char attempt[16])
+static bool in_flight_job(job_runner_t *r, bool hand_back, char job[JOB_ID_MAX], char attempt[16])
 {
     pthread_mutex_lock(&r->lock);
     snprintf(job, JOB_ID_MAX, "%s", r->job_id);
@@ -290,8 +289,7 @@ int worker_start(daemon_t *d)
         t->ctx = ctx;
         t->index = i;
         t->run.set = &ctx->set;
-        snprintf(t->run.worker_id, sizeof(t->run.worker_id), "%.100s-%d", daemon_instance_id(d),
-                 i);
+        snprintf(t->run.worker_id, sizeof(t->run.worker_id), "%.100s-%d", daemon_instance_id(d), i);
         pthread_mutex_init(&t->run.lock, NULL);
         t->run.gc = google_client_new(&ctx->gcfg);
         t->run.http = http_client_new();

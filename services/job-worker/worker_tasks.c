@@ -70,19 +70,19 @@ static void task_reap(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg
 
 /* Re-pushes queued jobs untouched for repush_s that are in neither ca:jobs nor
  * the delayed set (Redis restarted empty, or a pusher died after its commit). */
-static int repush(const worker_tasks_config_t *cfg, pg_conn_t *pg, redis_conn_t *redis,
-                  int *pushed)
+static int repush(const worker_tasks_config_t *cfg, pg_conn_t *pg, redis_conn_t *redis, int *pushed)
 {
     char err[256];
     char age[16];
     snprintf(age, sizeof(age), "%d", cfg->repush_s);
     const char *p[1] = {age};
     *pushed = 0;
-    PGresult *res = pg_exec(pg,
-                            "SELECT id::text FROM jobs WHERE status = 'queued'"
-                            " AND updated_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
-                            " ORDER BY updated_at LIMIT " TEXT(REPUSH_BATCH),
-                            1, p, err, sizeof(err));
+    PGresult *res =
+        pg_exec(pg,
+                "SELECT id::text FROM jobs WHERE status = 'queued'"
+                " AND updated_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
+                " ORDER BY updated_at LIMIT " TEXT(REPUSH_BATCH),
+                1, p, err, sizeof(err));
     if (res == NULL) {
         log_debug("re-push: %s", err);
         return -1;
@@ -150,23 +150,24 @@ static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *ar
         pg,
         "WITH stuck AS (SELECT id FROM jobs WHERE status = 'processing'"
         "   AND lease_expires_at < timezone('UTC', now())"
-        "   ORDER BY lease_expires_at LIMIT " TEXT(STUCK_BATCH) " FOR UPDATE SKIP LOCKED),"
-        " upd AS (UPDATE jobs j SET"
-        "   status = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
-        "     THEN 'queued' ELSE 'failed' END,"
-        "   error_code = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
-        "     THEN j.error_code ELSE 'processing_error' END,"
-        "   error_message = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
-        "     THEN j.error_message ELSE 'Processing this image stopped unexpectedly several"
-        " times; it may be too large or damaged.' END,"
-        "   completed_at = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
-        "     THEN NULL ELSE timezone('UTC', now()) END,"
-        "   retry_count = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
-        "     THEN COALESCE(j.retry_count, 0) + 1 ELSE j.retry_count END,"
-        "   lease_expires_at = NULL"
-        "   FROM stuck WHERE j.id = stuck.id RETURNING j.id, j.status)"
-        " SELECT id::text, status, CASE WHEN status = 'failed'"
-        "   THEN billing_release_usage(id, true) END FROM upd",
+        "   ORDER BY lease_expires_at LIMIT " TEXT(
+            STUCK_BATCH) " FOR UPDATE SKIP LOCKED),"
+                         " upd AS (UPDATE jobs j SET"
+                         "   status = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+                         "     THEN 'queued' ELSE 'failed' END,"
+                         "   error_code = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+                         "     THEN j.error_code ELSE 'processing_error' END,"
+                         "   error_message = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+                         "     THEN j.error_message ELSE 'Processing this image stopped unexpectedly several"
+                         " times; it may be too large or damaged.' END,"
+                         "   completed_at = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+                         "     THEN NULL ELSE timezone('UTC', now()) END,"
+                         "   retry_count = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
+                         "     THEN COALESCE(j.retry_count, 0) + 1 ELSE j.retry_count END,"
+                         "   lease_expires_at = NULL"
+                         "   FROM stuck WHERE j.id = stuck.id RETURNING j.id, j.status)"
+                         " SELECT id::text, status, CASE WHEN status = 'failed'"
+                         "   THEN billing_release_usage(id, true) END FROM upd",
         0, NULL, err, sizeof(err));
     if (res == NULL || pg_commit(pg, err, sizeof(err)) != 0) {
         PQclear(res);

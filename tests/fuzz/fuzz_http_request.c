@@ -58,7 +58,8 @@ static void handle_thing(http_req_t *req, void *arg)
 static void handle_tail(http_req_t *req, void *arg)
 {
     const char *path = http_req_param(req, "path");
-    http_reply_data(req, 200, "text/plain", path != NULL ? path : "", path != NULL ? strlen(path) : 0);
+    http_reply_data(req, 200, "text/plain", path != NULL ? path : "",
+                    path != NULL ? strlen(path) : 0);
 }
 
 static void setup(void)

@@ -94,12 +94,13 @@ static long post_signed_raw(const char *payload, const char *secret, long long t
     }
     close(fd);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd,
-             "cd %s/tests/fakes && node -e 'const S=require(\"stripe\");"
-             "const p=require(\"fs\").readFileSync(process.argv[1],\"utf8\");"
-             "const o={payload:p,secret:process.argv[2]};if(+process.argv[3])o.timestamp=+process.argv[3];"
-             "process.stdout.write(S.webhooks.generateTestHeaderString(o))' %s %s %lld",
-             getenv("CA_ROOT"), tmp, secret, t);
+    snprintf(
+        cmd, sizeof cmd,
+        "cd %s/tests/fakes && node -e 'const S=require(\"stripe\");"
+        "const p=require(\"fs\").readFileSync(process.argv[1],\"utf8\");"
+        "const o={payload:p,secret:process.argv[2]};if(+process.argv[3])o.timestamp=+process.argv[3];"
+        "process.stdout.write(S.webhooks.generateTestHeaderString(o))' %s %s %lld",
+        getenv("CA_ROOT"), tmp, secret, t);
     char *sig = run_capture(cmd);
     unlink(tmp);
     char header[512];
@@ -164,8 +165,8 @@ static void assert_sub(const char *user_id, const char *tier, const char *status
 
 static stripe_client_t *client(void)
 {
-    stripe_config_t cfg = {.secret_key = "sk_test_billing", .api_url = fake.base_url,
-                           .max_retries = 0};
+    stripe_config_t cfg = {
+        .secret_key = "sk_test_billing", .api_url = fake.base_url, .max_retries = 0};
     return stripe_client_new(&cfg);
 }
 
@@ -237,12 +238,15 @@ static void test_signatures(void **state)
     free(out);
     /* stale and future, beyond 300 s */
     char args[128];
-    snprintf(args, sizeof args, "--type invoice.paid --timestamp %lld", (long long)time(NULL) - 400);
+    snprintf(args, sizeof args, "--type invoice.paid --timestamp %lld",
+             (long long)time(NULL) - 400);
     assert_int_equal(send_event(SECRET_NEW, args, NULL), 400);
-    snprintf(args, sizeof args, "--type invoice.paid --timestamp %lld", (long long)time(NULL) + 400);
+    snprintf(args, sizeof args, "--type invoice.paid --timestamp %lld",
+             (long long)time(NULL) + 400);
     assert_int_equal(send_event(SECRET_NEW, args, NULL), 400);
     /* within tolerance */
-    snprintf(args, sizeof args, "--type invoice.paid --timestamp %lld", (long long)time(NULL) - 200);
+    snprintf(args, sizeof args, "--type invoice.paid --timestamp %lld",
+             (long long)time(NULL) - 200);
     assert_int_equal(send_event(SECRET_NEW, args, NULL), 200);
     /* no header at all */
     assert_int_equal(http_call("POST", webhook_url, "{\"id\":\"evt_x\"}", NULL), 400);
@@ -252,9 +256,12 @@ static void test_signatures(void **state)
     char url[256];
     snprintf(url, sizeof url, "%s/metrics", daemon_p.base_url);
     assert_int_equal(http_call("GET", url, NULL, &metrics), 200);
-    assert_non_null(strstr(metrics, "ca_billing_webhook_signature_failures_total{reason=\"mismatch\"} 2"));
-    assert_non_null(strstr(metrics, "ca_billing_webhook_signature_failures_total{reason=\"stale\"} 1"));
-    assert_non_null(strstr(metrics, "ca_billing_webhook_signature_failures_total{reason=\"future\"} 1"));
+    assert_non_null(
+        strstr(metrics, "ca_billing_webhook_signature_failures_total{reason=\"mismatch\"} 2"));
+    assert_non_null(
+        strstr(metrics, "ca_billing_webhook_signature_failures_total{reason=\"stale\"} 1"));
+    assert_non_null(
+        strstr(metrics, "ca_billing_webhook_signature_failures_total{reason=\"future\"} 1"));
     free(metrics);
 }
 
@@ -267,9 +274,9 @@ static void test_malformed_and_big(void **state)
     free(resp);
     assert_int_equal(post_signed_raw("[1,2]", SECRET_NEW, 0, NULL), 400);
     assert_int_equal(post_signed_raw("{} trailing", SECRET_NEW, 0, NULL), 400);
-    assert_int_equal(post_signed_raw("{\"id\":\"evt_nodata\",\"type\":\"invoice.paid\"}", SECRET_NEW,
-                                     0, NULL),
-                     400);
+    assert_int_equal(
+        post_signed_raw("{\"id\":\"evt_nodata\",\"type\":\"invoice.paid\"}", SECRET_NEW, 0, NULL),
+        400);
     /* a stale signature on a valid body: 400 */
     assert_int_equal(post_signed_raw("{\"id\":\"evt_st\",\"type\":\"x\",\"created\":1,"
                                      "\"data\":{\"object\":{}}}",
@@ -319,10 +326,11 @@ static void test_duplicates_and_unknown(void **state)
     assert_sql("SELECT monthly_limit FROM subscriptions WHERE user_id = $1", uid, "99");
     assert_sql("SELECT count(*) FROM webhook_events WHERE event_id = 'evt_dup_1'", NULL, "1");
     /* unknown type: recorded, 200 */
-    assert_int_equal(send_event(SECRET_NEW,
-                                "--type invoice.paid --id evt_unknown_1 --set type=customer.tax_id.created",
-                                &out),
-                     200);
+    assert_int_equal(
+        send_event(SECRET_NEW,
+                   "--type invoice.paid --id evt_unknown_1 --set type=customer.tax_id.created",
+                   &out),
+        200);
     assert_non_null(strstr(out, "\"ignored\""));
     free(out);
     assert_sql("SELECT processed::text || ' ' || event_type FROM webhook_events"
@@ -346,7 +354,8 @@ static void test_apply_failure(void **state)
     assert_int_equal(send_event(SECRET_NEW, args, NULL), 500);
     assert_sql("SELECT processed::text FROM webhook_events WHERE event_id = 'evt_fail_1'", NULL,
                "false");
-    char *msg = sqlv("SELECT error_message FROM webhook_events WHERE event_id = 'evt_fail_1'", NULL);
+    char *msg =
+        sqlv("SELECT error_message FROM webhook_events WHERE event_id = 'evt_fail_1'", NULL);
     assert_non_null(msg);
     assert_non_null(strstr(msg, "23505"));
     free(msg);
@@ -421,8 +430,8 @@ static void test_out_of_order(void **state)
                               PRICE_CREATOR, "active"),
                      200);
     assert_sub(u2, "creator", "active", "100");
-    assert_int_equal(send_sub("customer.subscription.deleted", "evt_o2_olddel", t + 50, "sub_o2", u2,
-                              PRICE_CREATOR, "canceled"),
+    assert_int_equal(send_sub("customer.subscription.deleted", "evt_o2_olddel", t + 50, "sub_o2",
+                              u2, PRICE_CREATOR, "canceled"),
                      200);
     assert_sub(u2, "creator", "active", "100");
 
@@ -513,9 +522,9 @@ static void test_checkout_and_transitions(void **state)
 
     /* the portal */
     stripe_session_t portal = {0};
-    assert_int_equal(stripe_create_portal_session(sc, cus, "http://app.test/billing", NULL, &portal,
-                                                  &err),
-                     STRIPE_OK);
+    assert_int_equal(
+        stripe_create_portal_session(sc, cus, "http://app.test/billing", NULL, &portal, &err),
+        STRIPE_OK);
     assert_non_null(strstr(portal.url, "/billing_portal/"));
     stripe_session_free(&portal);
     assert_int_equal(stripe_create_portal_session(sc, "cus_missing", NULL, NULL, &portal, &err),
@@ -585,11 +594,12 @@ static void test_unlinked_then_checkout(void **state)
     make_user(uid, "late@example.com");
     long long t = (long long)time(NULL) - 50;
     char args[1024];
-    snprintf(args, sizeof args,
-             "--type customer.subscription.created --id evt_late_sub --set created=%lld"
-             " --set data.object.id=sub_late --set data.object.customer=cus_late"
-             " --set data.object.metadata={} --set data.object.items.data.0.price.id=" PRICE_CREATOR,
-             t);
+    snprintf(
+        args, sizeof args,
+        "--type customer.subscription.created --id evt_late_sub --set created=%lld"
+        " --set data.object.id=sub_late --set data.object.customer=cus_late"
+        " --set data.object.metadata={} --set data.object.items.data.0.price.id=" PRICE_CREATOR,
+        t);
     char *out = NULL;
     assert_int_equal(send_event(SECRET_NEW, args, &out), 200);
     assert_non_null(strstr(out, "\"unlinked\""));
@@ -613,14 +623,16 @@ static void test_fast_paths(void **state)
     (void)state;
     char *out = NULL;
     /* record-only type, twice: recorded, then duplicate; one row */
-    const char *unknown = "--type invoice.paid --id evt_fast_unknown --set type=customer.tax_id.updated";
+    const char *unknown =
+        "--type invoice.paid --id evt_fast_unknown --set type=customer.tax_id.updated";
     assert_int_equal(send_event(SECRET_NEW, unknown, &out), 200);
     assert_null(strstr(out, "\"duplicate\""));
     free(out);
     assert_int_equal(send_event(SECRET_NEW, unknown, &out), 200);
     assert_non_null(strstr(out, "\"duplicate\""));
     free(out);
-    assert_sql("SELECT count(*) FROM webhook_events WHERE event_id = 'evt_fast_unknown'", NULL, "1");
+    assert_sql("SELECT count(*) FROM webhook_events WHERE event_id = 'evt_fast_unknown'", NULL,
+               "1");
 
     /* trial_will_end is recorded, processed */
     assert_int_equal(send_event(SECRET_NEW,
@@ -633,9 +645,10 @@ static void test_fast_paths(void **state)
                "true");
 
     /* an unlinked subscription event, twice: one row, still waiting for checkout */
-    const char *unlinked = "--type customer.subscription.updated --id evt_fast_unlinked"
-                           " --set data.object.id=sub_fast_nobody --set data.object.customer=cus_fast_nobody"
-                           " --set data.object.metadata={} --set data.object.items.data.0.price.id=" PRICE_CREATOR;
+    const char *unlinked =
+        "--type customer.subscription.updated --id evt_fast_unlinked"
+        " --set data.object.id=sub_fast_nobody --set data.object.customer=cus_fast_nobody"
+        " --set data.object.metadata={} --set data.object.items.data.0.price.id=" PRICE_CREATOR;
     assert_int_equal(send_event(SECRET_NEW, unlinked, &out), 200);
     assert_non_null(strstr(out, "\"unlinked\""));
     free(out);
@@ -647,8 +660,9 @@ static void test_fast_paths(void **state)
 
     /* a numeric event id is an unusual shape: the general path answers 200
      * and records it once */
-    const char *numeric = "{\"id\": 4242, \"object\": \"event\", \"type\": \"customer.tax_id.created\","
-                          " \"created\": 1700000000, \"data\": {\"object\": {}}}";
+    const char *numeric =
+        "{\"id\": 4242, \"object\": \"event\", \"type\": \"customer.tax_id.created\","
+        " \"created\": 1700000000, \"data\": {\"object\": {}}}";
     char *resp = NULL;
     assert_int_equal(post_signed_raw(numeric, SECRET_NEW, 0, &resp), 200);
     free(resp);
@@ -739,10 +753,11 @@ static bool metric_reaches(void *arg)
 
 static bool lock_waiters_reach(void *arg)
 {
-    char *v = sqlv("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                   " AND (query LIKE 'INSERT INTO webhook_events%'"
-                   "      OR query LIKE 'SELECT event_id, outcome FROM billing_webhook_record_batch%')",
-                   NULL);
+    char *v =
+        sqlv("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+             " AND (query LIKE 'INSERT INTO webhook_events%'"
+             "      OR query LIKE 'SELECT event_id, outcome FROM billing_webhook_record_batch%')",
+             NULL);
     bool ok = v != NULL && atoi(v) == *(const int *)arg;
     free(v);
     return ok;
@@ -989,8 +1004,8 @@ static void test_batch_mixed_outcomes(void **state)
     memset(posts, 0, sizeof posts);
     post_as_one_batch("mix", payloads, posts, N);
     const long want_status[N] = {200, 200, 200, 200, 200, 200, 500, 200};
-    const char *want_outcome[N] = {"ignored", "unlinked", "duplicate", "unlinked",
-                                   "unlinked", "applied", NULL, "recorded"};
+    const char *want_outcome[N] = {"ignored",  "unlinked", "duplicate", "unlinked",
+                                   "unlinked", "applied",  NULL,        "recorded"};
     for (int i = 0; i < N; i++) {
         if (posts[i].status != want_status[i] ||
             (want_outcome[i] != NULL && strstr(posts[i].resp, want_outcome[i]) == NULL)) {
@@ -1011,8 +1026,8 @@ static void test_batch_mixed_outcomes(void **state)
                "evt_bmix_linked:applied:true,evt_bmix_other:ignored:true,"
                "evt_bmix_trial:recorded:true,evt_bmix_twice:unlinked:false,"
                "evt_bmix_unl:unlinked:false");
-    char *msg = sqlv("SELECT error_message FROM webhook_events WHERE event_id = 'evt_bmix_fail'",
-                     NULL);
+    char *msg =
+        sqlv("SELECT error_message FROM webhook_events WHERE event_id = 'evt_bmix_fail'", NULL);
     assert_non_null(msg);
     assert_non_null(strstr(msg, "23505"));
     free(msg);
@@ -1057,8 +1072,8 @@ static void *reserve_thread(void *arg)
                 a->ok++;
             } else if (strcmp(o, "overage") == 0) {
                 a->overage++;
-                PGresult *f = PQexecParams(c, "SELECT billing_finalize_usage($1)", 1, NULL, p,
-                                           NULL, NULL, 0);
+                PGresult *f =
+                    PQexecParams(c, "SELECT billing_finalize_usage($1)", 1, NULL, p, NULL, NULL, 0);
                 PQclear(f);
             } else {
                 a->blocked++;
@@ -1070,8 +1085,8 @@ static void *reserve_thread(void *arg)
     return NULL;
 }
 
-static void reserve_concurrently(const char *uid, int threads, int per_thread, int base,
-                                 int *ok, int *overage, int *blocked)
+static void reserve_concurrently(const char *uid, int threads, int per_thread, int base, int *ok,
+                                 int *overage, int *blocked)
 {
     pthread_t th[16];
     reserve_arg_t args[16];
@@ -1246,7 +1261,8 @@ static void test_meter_outbox_faults(void **state)
     }
     assert_int_equal(mine, 25);
     const cJSON *totals = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "totals"), "image_overage");
-    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(totals, "cus_meter_creator")), 20);
+    assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(totals, "cus_meter_creator")),
+                     20);
     assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(totals, "cus_meter_two")), 5);
     /* the dropped answers came back as "already exists" */
     assert_true(cJSON_GetArraySize(cJSON_GetObjectItem(root, "duplicates_rejected")) >= 1);

@@ -49,12 +49,14 @@ static int seed(void)
         " processing_time_ms, created_at) VALUES"
         " ('" UA "', 'fa-feb', 'a.jpg', 'fold', 'product_clean', 'completed', 300, '2024-02-15'),"
         /* B: one completed product_clean job in January (200 ms), and nothing later */
-        " ('" UB "', 'fb', 'b.jpg', 'fold', 'product_clean', 'completed', 200, '2024-01-31 23:59:59'),"
+        " ('" UB
+        "', 'fb', 'b.jpg', 'fold', 'product_clean', 'completed', 200, '2024-01-31 23:59:59'),"
         /* C: failed jobs only (January and March): not active, but retained */
         " ('" UC "', 'fc1', 'c.jpg', 'fold', 'portrait_pro', 'failed', 50, '2024-01-31 12:00'),"
         " ('" UC "', 'fc2', 'c.jpg', 'fold', 'portrait_pro', 'failed', 50, '2024-03-02'),"
         /* outside every range asked below */
-        " ('" UB "', 'fb-old', 'b.jpg', 'fold', 'product_clean', 'completed', 9999, '2023-12-31 23:59:59')",
+        " ('" UB
+        "', 'fb-old', 'b.jpg', 'fold', 'product_clean', 'completed', 9999, '2023-12-31 23:59:59')",
         /* D: a completed landscape_vivid job in March, already archived */
         "INSERT INTO jobs_archive (user_id, drive_file_id, drive_file_name, drive_folder_id, preset_name, status,"
         " processing_time_ms, created_at) VALUES"
@@ -105,8 +107,8 @@ static int teardown(void **state)
 static long long audit_reads(void)
 {
     const char *p[] = {root.id};
-    char *v = sql_value("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = 'admin.read'",
-                        1, p);
+    char *v = sql_value(
+        "SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = 'admin.read'", 1, p);
     long long n = v != NULL ? atoll(v) : -1;
     free(v);
     return n;
@@ -167,8 +169,8 @@ static void test_mau(void **state)
 static void test_retention(void **state)
 {
     (void)state;
-    gwt_resp_t r = get_ok("/api/admin/analytics/retention?from=2024-01-01&to=2024-02-29", NULL,
-                          NULL);
+    gwt_resp_t r =
+        get_ok("/api/admin/analytics/retention?from=2024-01-01&to=2024-02-29", NULL, NULL);
     const cJSON *cohorts = cJSON_GetObjectItemCaseSensitive(r.json, "cohorts");
     assert_int_equal(cJSON_GetArraySize(cohorts), 2);
     const cJSON *feb = cJSON_GetArrayItem(cohorts, 0);
@@ -204,17 +206,18 @@ static void test_revenue(void **state)
     assert_int_equal((int)num(r.json, "overage_images"), 3);
     gwt_resp_free(&r);
     r = get_ok("/api/admin/analytics/revenue?from=2024-01-01&to=2024-03-31", NULL, NULL);
-    assert_int_equal((int)num(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r.json, "tiers"), 1),
-                              "monthly_revenue"),
-                     58);
+    assert_int_equal(
+        (int)num(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r.json, "tiers"), 1),
+                 "monthly_revenue"),
+        58);
     gwt_resp_free(&r);
 }
 
 static void test_performance(void **state)
 {
     (void)state;
-    gwt_resp_t r = get_ok("/api/admin/analytics/performance?from=2024-01-01&to=2024-01-31", NULL,
-                          NULL);
+    gwt_resp_t r =
+        get_ok("/api/admin/analytics/performance?from=2024-01-01&to=2024-01-31", NULL, NULL);
     const cJSON *presets = cJSON_GetObjectItemCaseSensitive(r.json, "presets");
     assert_int_equal(cJSON_GetArraySize(presets), 2);
     const cJSON *pp = cJSON_GetArrayItem(presets, 0);
@@ -284,9 +287,15 @@ static void test_bad_dates(void **state)
     (void)state;
     long long before = audit_reads();
     const char *bad[] = {
-        "?from=2024-13-01",          "?from=2024-02-30",         "?to=abc",
-        "?from=2024-1-01",           "?from=2024-01-01x",        "?to=2024-02-29T00:00",
-        "?from=2024-03-01&to=2024-02-01", "?from=2000-01-01&to=2024-01-01", "?from=1969-12-31",
+        "?from=2024-13-01",
+        "?from=2024-02-30",
+        "?to=abc",
+        "?from=2024-1-01",
+        "?from=2024-01-01x",
+        "?to=2024-02-29T00:00",
+        "?from=2024-03-01&to=2024-02-01",
+        "?from=2000-01-01&to=2024-01-01",
+        "?from=1969-12-31",
     };
     const char *kinds[] = {"mau", "retention", "revenue", "performance"};
     for (size_t k = 0; k < 4; k++) {
@@ -314,8 +323,8 @@ static void test_not_admin(void **state)
         expect_status(NULL, path, 401, "unauthorized");
     }
     const char *p[] = {alice.id};
-    char *v = sql_value("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = 'admin.read'",
-                        1, p);
+    char *v = sql_value(
+        "SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = 'admin.read'", 1, p);
     assert_string_equal(v, "0");
     free(v);
     assert_int_equal(audit_reads(), before);
@@ -338,9 +347,12 @@ static void test_gateway_exits_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_mau),         cmocka_unit_test(test_retention),
-        cmocka_unit_test(test_revenue),     cmocka_unit_test(test_performance),
-        cmocka_unit_test(test_defaults),    cmocka_unit_test(test_bad_dates),
+        cmocka_unit_test(test_mau),
+        cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_revenue),
+        cmocka_unit_test(test_performance),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_bad_dates),
         cmocka_unit_test(test_not_admin),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };

@@ -28,8 +28,8 @@
 
 static proc_t google;
 static proc_t gw;
-static char G[160];   /* the fake's base URL */
-static char GW[160];  /* the gateway's base URL */
+static char G[160];  /* the fake's base URL */
+static char GW[160]; /* the gateway's base URL */
 static redis_conn_t *redis;
 
 static gwt_session_t alice, bob;
@@ -198,9 +198,14 @@ static void test_sign_in_flow(void **state)
     assert_true(strlen(bind.line) >= strlen("Cookie: ca_oauth=") + 32);
     /* the authorization request */
     assert_true(strncmp(auth, G, strlen(G)) == 0);
-    const char *want[] = {"response_type=code", "client_id=test-client", "access_type=offline",
-                          "prompt=consent", "code_challenge_method=S256", "redirect_uri=http",
-                          "scope=openid%20email%20profile%20", "login_hint=alice%40example.com"};
+    const char *want[] = {"response_type=code",
+                          "client_id=test-client",
+                          "access_type=offline",
+                          "prompt=consent",
+                          "code_challenge_method=S256",
+                          "redirect_uri=http",
+                          "scope=openid%20email%20profile%20",
+                          "login_hint=alice%40example.com"};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         if (strstr(auth, want[i]) == NULL) {
             fail_msg("authorize URL lacks %s: %s", want[i], auth);
@@ -562,8 +567,9 @@ static void test_me(void **state)
                               "'bob_public', '{}', true)",
                               1, pb),
                      0);
-    expect_error(req("PATCH", "/api/me", &alice, true, "{\"default_preset\":\"bob_private\"}", NULL),
-                 400, "invalid_request", "default_preset");
+    expect_error(
+        req("PATCH", "/api/me", &alice, true, "{\"default_preset\":\"bob_private\"}", NULL), 400,
+        "invalid_request", "default_preset");
     r = req("PATCH", "/api/me", &alice, true, "{\"default_preset\":\"bob_public\"}", NULL);
     assert_int_equal(r.status, 200);
     gwt_resp_free(&r);
@@ -594,8 +600,8 @@ static void test_me(void **state)
         {"", "invalid_json", NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        expect_error(req("PATCH", "/api/me", &alice, true, cases[i].body, NULL), 400,
-                     cases[i].code, cases[i].field);
+        expect_error(req("PATCH", "/api/me", &alice, true, cases[i].body, NULL), 400, cases[i].code,
+                     cases[i].field);
     }
 }
 
@@ -604,19 +610,21 @@ static void test_usage(void **state)
     (void)state;
     gwt_resp_t r = req("GET", "/api/usage", &alice, false, NULL, NULL);
     assert_int_equal(r.status, 200);
-    const char *keys[] = {"month", "tier", "monthly_limit", "images_processed", "images_failed",
-                          "images_overage", "overage_charged_cents", "remaining"};
+    const char *keys[] = {
+        "month",         "tier",           "monthly_limit",         "images_processed",
+        "images_failed", "images_overage", "overage_charged_cents", "remaining"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         assert_non_null(cJSON_GetObjectItem(r.json, keys[i]));
     }
     assert_int_equal(cJSON_GetObjectItem(r.json, "remaining")->valueint, 10);
     gwt_resp_free(&r);
     const char *p[] = {alice.id};
-    assert_int_equal(sql_exec("INSERT INTO usage_tracking (user_id, month, images_processed, "
-                              "images_failed, tier, monthly_limit) VALUES ($1, "
-                              "date_trunc('month', timezone('UTC', now()))::date, 7, 2, 'free', 10)",
-                              1, p),
-                     0);
+    assert_int_equal(
+        sql_exec("INSERT INTO usage_tracking (user_id, month, images_processed, "
+                 "images_failed, tier, monthly_limit) VALUES ($1, "
+                 "date_trunc('month', timezone('UTC', now()))::date, 7, 2, 'free', 10)",
+                 1, p),
+        0);
     r = req("GET", "/api/usage", &alice, false, NULL, NULL);
     assert_int_equal(cJSON_GetObjectItem(r.json, "images_processed")->valueint, 7);
     assert_int_equal(cJSON_GetObjectItem(r.json, "images_failed")->valueint, 2);
@@ -636,11 +644,12 @@ static void seed_jobs(void)
 {
     const char *pa[] = {alice.id};
     assert_int_equal(
-        sql_exec("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
-                 "preset_name, status, created_at) SELECT $1, 'f' || i, 'img' || i || '.jpg', "
-                 "'folder', 'portrait_pro', CASE WHEN i % 3 = 0 THEN 'completed' ELSE 'queued' END, "
-                 "timezone('UTC', now()) - make_interval(mins => i) FROM generate_series(1, 44) i",
-                 1, pa),
+        sql_exec(
+            "INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
+            "preset_name, status, created_at) SELECT $1, 'f' || i, 'img' || i || '.jpg', "
+            "'folder', 'portrait_pro', CASE WHEN i % 3 = 0 THEN 'completed' ELSE 'queued' END, "
+            "timezone('UTC', now()) - make_interval(mins => i) FROM generate_series(1, 44) i",
+            1, pa),
         0);
     char *v = sql_value("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, "
                         "drive_folder_id, preset_name, status, error_code, error_message, "
@@ -689,11 +698,21 @@ static void test_jobs_list_and_paging(void **state)
                 assert_string_not_equal(seen[k], gwt_str(j, "id"));
             }
             snprintf(seen[total++], 40, "%s", gwt_str(j, "id"));
-            const char *fields[] = {"id", "status", "drive_file_id", "drive_file_name",
-                                    "preset_name", "created_at", "started_at", "completed_at",
-                                    "processing_time_ms", "output_drive_file_id",
-                                    "output_file_name", "output_url", "error_code",
-                                    "error_message", "retry_count"};
+            const char *fields[] = {"id",
+                                    "status",
+                                    "drive_file_id",
+                                    "drive_file_name",
+                                    "preset_name",
+                                    "created_at",
+                                    "started_at",
+                                    "completed_at",
+                                    "processing_time_ms",
+                                    "output_drive_file_id",
+                                    "output_file_name",
+                                    "output_url",
+                                    "error_code",
+                                    "error_message",
+                                    "retry_count"};
             for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
                 assert_non_null(cJSON_GetObjectItem(j, fields[f]));
             }
@@ -735,9 +754,15 @@ static void test_jobs_list_and_paging(void **state)
         const char *query;
         const char *field;
     } bad[] = {
-        {"?limit=0", "limit"},        {"?limit=101", "limit"},     {"?limit=abc", "limit"},
-        {"?limit=-5", "limit"},       {"?limit=1.5", "limit"},     {"?status=done", "status"},
-        {"?status=QUEUED", "status"}, {"?cursor=zzz", "cursor"},   {"?cursor=%21%21", "cursor"},
+        {"?limit=0", "limit"},
+        {"?limit=101", "limit"},
+        {"?limit=abc", "limit"},
+        {"?limit=-5", "limit"},
+        {"?limit=1.5", "limit"},
+        {"?status=done", "status"},
+        {"?status=QUEUED", "status"},
+        {"?cursor=zzz", "cursor"},
+        {"?cursor=%21%21", "cursor"},
         {"?cursor=MjAyNi0wMS0wMVQwMDowMDowMC4wMDAwMDB8bm90LWEtdXVpZA", "cursor"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -760,9 +785,9 @@ static void test_job_one_retry_cancel(void **state)
     gwt_resp_free(&r);
     expect_error(req("GET", "/api/jobs/not-a-uuid", &alice, false, NULL, NULL), 400,
                  "invalid_request", "id");
-    expect_error(req("GET", "/api/jobs/00000000-0000-0000-0000-000000000000", &alice, false, NULL,
-                     NULL),
-                 404, "not_found", NULL);
+    expect_error(
+        req("GET", "/api/jobs/00000000-0000-0000-0000-000000000000", &alice, false, NULL, NULL),
+        404, "not_found", NULL);
 
     /* retry a failed job: queued, error cleared, retry_count reset, id pushed */
     redisReply *d = redis_command(redis, NULL, 0, "DEL ca:jobs");
@@ -876,9 +901,8 @@ static void test_watch_and_folders(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(cJSON_GetObjectItem(r.json, "stopped")->valueint, 1);
     gwt_resp_free(&r);
-    assert_int_equal(count_sql("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND active", 1,
-                               p),
-                     0);
+    assert_int_equal(
+        count_sql("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND active", 1, p), 0);
     assert_int_equal(count_sql("SELECT count(*) FROM users WHERE id = $1 AND watched_folder_id IS "
                                "NULL AND output_folder_id IS NULL",
                                1, p),
@@ -914,7 +938,8 @@ static void test_no_session_is_401(void **state)
     };
     gwt_session_t forged;
     memset(&forged, 0, sizeof(forged));
-    snprintf(forged.cookie, sizeof(forged.cookie), "ca_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    snprintf(forged.cookie, sizeof(forged.cookie),
+             "ca_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         expect_error(req(routes[i].method, routes[i].path, NULL, false, "{}", NULL), 401,
                      "unauthorized", NULL);
@@ -997,7 +1022,8 @@ static void test_body_cap_and_unknown(void **state)
     big[n] = '\0';
     expect_error(req("PATCH", "/api/me", &alice, true, big, NULL), 413, "body_too_large", NULL);
     free(big);
-    expect_error(req("GET", "/api/nothing-here", &alice, false, NULL, NULL), 404, "not_found", NULL);
+    expect_error(req("GET", "/api/nothing-here", &alice, false, NULL, NULL), 404, "not_found",
+                 NULL);
     expect_error(req("DELETE", "/api/jobs", &alice, true, NULL, NULL), 405, "method_not_allowed",
                  NULL);
 }
@@ -1032,9 +1058,13 @@ static void test_static_files(void **state)
     assert_non_null(strstr(cc, "max-age"));
     free(cc);
     gwt_resp_free(&r);
-    const char *bad[] = {"/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
-                         "/..%2f..%2fetc%2fpasswd", "/.git/config", "/nope.html",
-                         "/%2e%2e%2fMakefile", "/web/../../../Makefile"};
+    const char *bad[] = {"/../../../../etc/passwd",
+                         "/%2e%2e/%2e%2e/etc/passwd",
+                         "/..%2f..%2fetc%2fpasswd",
+                         "/.git/config",
+                         "/nope.html",
+                         "/%2e%2e%2fMakefile",
+                         "/web/../../../Makefile"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         r = req("GET", bad[i], NULL, false, NULL, NULL);
         assert_true(r.status == 404 || r.status == 400);
@@ -1110,8 +1140,8 @@ static long long rls_count(PGconn *c, const char *uid, const char *table)
     PGresult *b = PQexec(c, "BEGIN");
     PQclear(b);
     const char *p[] = {uid};
-    PGresult *s = PQexecParams(c, "SELECT set_config('app.user_id', $1, true)", 1, NULL, p, NULL,
-                               NULL, 0);
+    PGresult *s =
+        PQexecParams(c, "SELECT set_config('app.user_id', $1, true)", 1, NULL, p, NULL, NULL, 0);
     assert_int_equal(PQresultStatus(s), PGRES_TUPLES_OK);
     PQclear(s);
     snprintf(sql, sizeof(sql), "SELECT * FROM %s", table); /* no WHERE, on purpose */
@@ -1145,8 +1175,8 @@ static void test_rls_proof(void **state)
                      0);
     PGconn *c = PQconnectdb(db_url_as("ca_api_gateway"));
     assert_int_equal(PQstatus(c), CONNECTION_OK);
-    const char *tables[] = {"jobs", "usage_tracking", "subscriptions", "drive_polls", "users",
-                            "audit_log"};
+    const char *tables[] = {"jobs",        "usage_tracking", "subscriptions",
+                            "drive_polls", "users",          "audit_log"};
     for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
         char sql[256];
         snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", tables[t]);
@@ -1176,8 +1206,8 @@ static void test_rls_proof(void **state)
     PGresult *b = PQexec(c, "BEGIN");
     PQclear(b);
     const char *pa[] = {alice.id, bob.id};
-    PGresult *s = PQexecParams(c, "SELECT set_config('app.user_id', $1, true)", 1, NULL, pa, NULL,
-                               NULL, 0);
+    PGresult *s =
+        PQexecParams(c, "SELECT set_config('app.user_id', $1, true)", 1, NULL, pa, NULL, NULL, 0);
     PQclear(s);
     PGresult *u = PQexecParams(c, "UPDATE users SET name = 'pwned' WHERE id = $1", 1, NULL, pb,
                                NULL, NULL, 0);
@@ -1199,13 +1229,15 @@ static void test_rls_proof(void **state)
 static void test_job_json_escaping(void **state)
 {
     (void)state;
-    const char *p[] = {alice.id, "bad \"quote\" back\\slash\nnew\ttab\x01 \xc3\xa9t\xc3\xa9 \xe2\x9c\x93"};
-    char *id = sql_value("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id,"
-                         " preset_name, status, error_code, error_message, processing_time_ms,"
-                         " retry_count, started_at)"
-                         " VALUES ($1, 'esc1', 'a \"b\".jpg', 'folder', 'portrait_pro', 'failed',"
-                         " 'E_X', $2, 1234, 2, timezone('UTC', now())) RETURNING id",
-                         2, p);
+    const char *p[] = {alice.id,
+                       "bad \"quote\" back\\slash\nnew\ttab\x01 \xc3\xa9t\xc3\xa9 \xe2\x9c\x93"};
+    char *id =
+        sql_value("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id,"
+                  " preset_name, status, error_code, error_message, processing_time_ms,"
+                  " retry_count, started_at)"
+                  " VALUES ($1, 'esc1', 'a \"b\".jpg', 'folder', 'portrait_pro', 'failed',"
+                  " 'E_X', $2, 1234, 2, timezone('UTC', now())) RETURNING id",
+                  2, p);
     assert_non_null(id);
     char path[128];
     snprintf(path, sizeof(path), "/api/jobs/%s", id);
@@ -1303,21 +1335,22 @@ static void test_jobs_list_plan(void **state)
 {
     (void)state;
     assert_int_equal(
-        sql_exec("WITH u AS (INSERT INTO users (google_id, email) "
-                 "  SELECT 'plan' || i, 'plan' || i || '@example.com' FROM generate_series(1, 30) i "
-                 "  RETURNING id) "
-                 "INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
-                 "preset_name, status, created_at) SELECT u.id, 'p' || i, 'p.jpg', 'folder', "
-                 "'portrait_pro', 'completed', timezone('UTC', now()) - make_interval(secs => i) "
-                 "FROM u, generate_series(1, 100) i",
-                 0, NULL),
+        sql_exec(
+            "WITH u AS (INSERT INTO users (google_id, email) "
+            "  SELECT 'plan' || i, 'plan' || i || '@example.com' FROM generate_series(1, 30) i "
+            "  RETURNING id) "
+            "INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
+            "preset_name, status, created_at) SELECT u.id, 'p' || i, 'p.jpg', 'folder', "
+            "'portrait_pro', 'completed', timezone('UTC', now()) - make_interval(secs => i) "
+            "FROM u, generate_series(1, 100) i",
+            0, NULL),
         0);
     assert_int_equal(sql_exec("ANALYZE jobs", 0, NULL), 0);
     PGconn *c = PQconnectdb(db_url_as("ca_api_gateway"));
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     const char *pa[] = {alice.id};
-    PGresult *res = PQexecParams(c, "SELECT set_config('app.user_id', $1, false)", 1, NULL, pa,
-                                 NULL, NULL, 0);
+    PGresult *res =
+        PQexecParams(c, "SELECT set_config('app.user_id', $1, false)", 1, NULL, pa, NULL, NULL, 0);
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     PQclear(res);
     res = PQexec(c, "SET plan_cache_mode = force_generic_plan");
@@ -1340,8 +1373,7 @@ static void test_jobs_list_plan(void **state)
         PQclear(res);
         if (strstr(plan, "Index Scan using idx_jobs_user_created") == NULL ||
             strstr(plan, "Sort") != NULL) {
-            fail_msg("GET /api/jobs plan (variant %zu) is not an ordered index scan:\n%s", v,
-                     plan);
+            fail_msg("GET /api/jobs plan (variant %zu) is not an ordered index scan:\n%s", v, plan);
         }
     }
     PQfinish(c);

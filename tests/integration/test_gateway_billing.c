@@ -7,8 +7,8 @@
  * validation, no session / CSRF, Stripe failing (502 in our error shape) and
  * not configured (503), and the audit rows.
  */
-#include "gw_session.h"
 #include "fake_admin.h"
+#include "gw_session.h"
 #include "support.h"
 
 #include <cjson/cJSON.h>
@@ -250,15 +250,19 @@ static void test_checkout_conflicts(void **state)
     set_subscription(&alice, "studio", "active", "cus_alice");
     expect(post("/api/billing/checkout", &alice, "{\"tier\":\"studio\"}"), 409,
            "already_subscribed");
-    assert_int_equal(fake_count_requests(ST, &(fake_match_t){.path = "/v1/checkout/sessions"}), before);
+    assert_int_equal(fake_count_requests(ST, &(fake_match_t){.path = "/v1/checkout/sessions"}),
+                     before);
 }
 
 static void test_validation_auth_csrf(void **state)
 {
     (void)state;
     int before = fake_count_requests(ST, &(fake_match_t){.path = "/v1/checkout/sessions"});
-    const char *bad[] = {"{\"tier\":\"free\"}", "{\"tier\":\"gold\"}", "{\"tier\":5}",
-                         "{}",                  "{\"tier\":\"creator\",\"coupon\":\"x\"}",
+    const char *bad[] = {"{\"tier\":\"free\"}",
+                         "{\"tier\":\"gold\"}",
+                         "{\"tier\":5}",
+                         "{}",
+                         "{\"tier\":\"creator\",\"coupon\":\"x\"}",
                          "{\"tier\":\"Creator\"}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         expect(post("/api/billing/checkout", &dave, bad[i]), 400, "invalid_request");
@@ -277,7 +281,8 @@ static void test_validation_auth_csrf(void **state)
     gwt_resp_t r = gwt_request(GW, "GET", "/api/billing/checkout", &dave, false, NULL);
     assert_int_equal(r.status, 405);
     gwt_resp_free(&r);
-    assert_int_equal(fake_count_requests(ST, &(fake_match_t){.path = "/v1/checkout/sessions"}), before);
+    assert_int_equal(fake_count_requests(ST, &(fake_match_t){.path = "/v1/checkout/sessions"}),
+                     before);
 }
 
 static void test_portal(void **state)
@@ -311,12 +316,10 @@ static void test_stripe_down(void **state)
 {
     (void)state;
     set_subscription(&dave, "free", "active", NULL);
-    fake_add_fault(ST,
-                 "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
-                 "\"action\":\"status\",\"status\":500}");
-    fake_add_fault(ST,
-                 "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing_portal/sessions\"},"
-                 "\"action\":\"status\",\"status\":503}");
+    fake_add_fault(ST, "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
+                       "\"action\":\"status\",\"status\":500}");
+    fake_add_fault(ST, "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/billing_portal/sessions\"},"
+                       "\"action\":\"status\",\"status\":503}");
     gwt_resp_t r = post("/api/billing/checkout", &dave, "{\"tier\":\"creator\"}");
     char *ra = gwt_header(r.headers, "Retry-After");
     assert_non_null(ra);
@@ -326,14 +329,12 @@ static void test_stripe_down(void **state)
     expect(post("/api/billing/portal", &alice, NULL), 502, "stripe_unavailable");
     fake_clear_faults(ST);
     /* Stripe refusing the key: not transient */
-    fake_add_fault(ST,
-                 "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
-                 "\"count\":1,\"action\":\"status\",\"status\":401}");
+    fake_add_fault(ST, "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
+                       "\"count\":1,\"action\":\"status\",\"status\":401}");
     expect(post("/api/billing/checkout", &dave, "{\"tier\":\"creator\"}"), 502, "stripe_error");
     /* unreachable: the connection dropped */
-    fake_add_fault(ST,
-                 "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
-                 "\"action\":\"drop\"}");
+    fake_add_fault(ST, "{\"match\":{\"method\":\"POST\",\"path\":\"/v1/checkout/sessions\"},"
+                       "\"action\":\"drop\"}");
     expect(post("/api/billing/checkout", &dave, "{\"tier\":\"creator\"}"), 502,
            "stripe_unavailable");
     fake_clear_faults(ST);
@@ -354,8 +355,8 @@ static void test_not_configured(void **state)
     start_gateway(&gw2, false);
     gwt_session_t s;
     assert_int_equal(gwt_sign_in(gw2.base_url, "erin@example.com", &s), 0);
-    gwt_resp_t r =
-        gwt_request(gw2.base_url, "POST", "/api/billing/checkout", &s, true, "{\"tier\":\"studio\"}");
+    gwt_resp_t r = gwt_request(gw2.base_url, "POST", "/api/billing/checkout", &s, true,
+                               "{\"tier\":\"studio\"}");
     assert_int_equal(r.status, 503);
     assert_string_equal(gwt_error_code(&r), "billing_unavailable");
     gwt_resp_free(&r);

@@ -48,8 +48,8 @@ static gwt_resp_t call(const char *method, const char *path, const gwt_session_t
 
 static void expect(gwt_resp_t r, long status, const char *code)
 {
-    if (r.status != status || (code != NULL && (gwt_error_code(&r) == NULL ||
-                                                strcmp(gwt_error_code(&r), code) != 0))) {
+    if (r.status != status ||
+        (code != NULL && (gwt_error_code(&r) == NULL || strcmp(gwt_error_code(&r), code) != 0))) {
         fprintf(stderr, "want %ld %s, got %ld: %s\n", status, code ? code : "", r.status,
                 r.body ? r.body : "");
     }
@@ -204,8 +204,8 @@ static void test_create_get_validation(void **state)
          "}",
          "invalid_request", "name"},
         {"{\"name\":7,\"workflow_json\":" CPU_GRAPH "}", "invalid_request", "name"},
-        {"{\"name\":\"x\",\"category\":\"food\",\"workflow_json\":" CPU_GRAPH "}", "invalid_request",
-         "category"},
+        {"{\"name\":\"x\",\"category\":\"food\",\"workflow_json\":" CPU_GRAPH "}",
+         "invalid_request", "category"},
         {"{\"name\":\"x\"}", "invalid_request", "workflow_json"},
         {"{\"name\":\"x\",\"workflow_json\":[1]}", "invalid_request", "workflow_json"},
         {"{\"name\":\"x\",\"workflow_json\":\"{}\"}", "invalid_request", "workflow_json"},
@@ -239,8 +239,9 @@ static void test_create_get_validation(void **state)
     /* a workflow over 256 KiB */
     size_t sz = 300 * 1024;
     char *huge = malloc(sz + 400);
-    n = snprintf(huge, 400, "{\"name\":\"x\",\"workflow_json\":{\"1\":{\"class_type\":\"LoadImage\","
-                            "\"inputs\":{\"image\":\"");
+    n = snprintf(huge, 400,
+                 "{\"name\":\"x\",\"workflow_json\":{\"1\":{\"class_type\":\"LoadImage\","
+                 "\"inputs\":{\"image\":\"");
     memset(huge + n, 'a', sz);
     strcpy(huge + n + sz, "\"}}}}");
     r = call("POST", "/api/presets", &alice, huge);
@@ -258,8 +259,8 @@ static void test_create_get_validation(void **state)
              "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}}");
     assert_int_equal(r.status, 400);
     assert_string_equal(gwt_error_code(&r), "invalid_workflow");
-    const cJSON *details =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r.json, "error"), "details");
+    const cJSON *details = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r.json, "error"), "details");
     assert_true(cJSON_IsObject(details));
     const cJSON *node = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(details, "node_errors"), "2");
@@ -353,8 +354,9 @@ static void test_visibility_publish_and_patch(void **state)
     expect(call("PATCH", path, &alice, "{}"), 400, "invalid_request");
     expect(call("PATCH", path, &alice, "{\"is_public\":\"yes\"}"), 400, "invalid_request");
     expect(call("PATCH", path, &alice, "{\"downloads\":5}"), 400, "invalid_request");
-    expect(call("PATCH", path, &alice, "{\"workflow_json\":{\"1\":{\"class_type\":\"SaveImage\"}}}"),
-           400, "invalid_workflow");
+    expect(
+        call("PATCH", path, &alice, "{\"workflow_json\":{\"1\":{\"class_type\":\"SaveImage\"}}}"),
+        400, "invalid_workflow");
     expect(call("PATCH", "/api/presets/nope", &alice, "{\"is_public\":true}"), 400,
            "invalid_request");
 
@@ -392,8 +394,9 @@ static void test_rating(void **state)
     gwt_resp_free(&r);
 
     expect(call("POST", rating, &alice, "{\"rating\":5}"), 403, "own_preset");
-    const char *bad[] = {"{\"rating\":0}", "{\"rating\":6}", "{\"rating\":4.5}", "{\"rating\":\"4\"}",
-                         "{}", "{\"rating\":4,\"x\":1}"};
+    const char *bad[] = {
+        "{\"rating\":0}",        "{\"rating\":6}", "{\"rating\":4.5}", "{\"rating\":\"4\"}", "{}",
+        "{\"rating\":4,\"x\":1}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         expect(call("POST", rating, &bob, bad[i]), 400, "invalid_request");
     }
@@ -411,7 +414,8 @@ static void test_rating(void **state)
     gwt_resp_free(&r);
     /* the stored row agrees */
     const char *p[] = {id};
-    assert_int_equal(sql_ll("SELECT (rating_avg * 100)::int FROM presets WHERE id = $1", 1, p), 250);
+    assert_int_equal(sql_ll("SELECT (rating_avg * 100)::int FROM presets WHERE id = $1", 1, p),
+                     250);
     /* system presets can be rated by anyone */
     char *sys = sql_value("SELECT id FROM presets WHERE name = 'landscape_vivid'", 0, NULL);
     char spath[160];
@@ -664,9 +668,9 @@ static void test_no_session_and_csrf(void **state)
         }
     }
     const char *p[] = {alice.id};
-    assert_int_equal(sql_ll("SELECT count(*) FROM presets WHERE created_by_user_id = $1 AND name = 'x'",
-                            1, p),
-                     0);
+    assert_int_equal(
+        sql_ll("SELECT count(*) FROM presets WHERE created_by_user_id = $1 AND name = 'x'", 1, p),
+        0);
 }
 
 /* ---- graph size: a node cap, a work budget, and the loop stays free ---- */
@@ -817,13 +821,14 @@ static void test_graph_work_budget(void **state)
 {
     (void)state;
     /* EmptyImage 16384², ImageScaleBy 8: a 17-gigapixel image. */
-    expect(call("POST", "/api/presets", &alice,
-                "{\"name\":\"alice bomb\",\"workflow_json\":{"
-                "\"1\":{\"class_type\":\"EmptyImage\",\"inputs\":{\"width\":16384,\"height\":16384}},"
-                "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
-                "\"upscale_method\":\"bilinear\",\"scale_by\":8}},"
-                "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}}"),
-           400, "workflow_too_expensive");
+    expect(
+        call("POST", "/api/presets", &alice,
+             "{\"name\":\"alice bomb\",\"workflow_json\":{"
+             "\"1\":{\"class_type\":\"EmptyImage\",\"inputs\":{\"width\":16384,\"height\":16384}},"
+             "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
+             "\"upscale_method\":\"bilinear\",\"scale_by\":8}},"
+             "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}}"),
+        400, "workflow_too_expensive");
     /* A photo chained through ImageScaleBy 8 twice. */
     expect(call("POST", "/api/presets", &alice,
                 "{\"name\":\"alice bomb\",\"workflow_json\":{"

@@ -338,14 +338,17 @@ static void test_oauth_code_exchange_refresh_userinfo(void **state)
     assert_string_equal(err.reason, "invalid_client");
     google_client_free(bad);
     /* Other token-endpoint refusals are ours to fix, never "refresh and retry". */
-    fake_add_fault(fake.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
-              "\"action\":\"status\",\"status\":401,\"body\":{\"error\":\"unauthorized_client\","
-              "\"error_description\":\"Unauthorized\"}}");
+    fake_add_fault(
+        fake.base_url,
+        "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
+        "\"action\":\"status\",\"status\":401,\"body\":{\"error\":\"unauthorized_client\","
+        "\"error_description\":\"Unauthorized\"}}");
     assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_ERR_BAD_REQUEST);
     assert_string_equal(err.reason, "unauthorized_client");
     assert_string_equal(err.message, "token (refresh_token): Unauthorized");
-    fake_add_fault(fake.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
-              "\"action\":\"status\",\"status\":429}");
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,"
+                   "\"action\":\"status\",\"status\":429}");
     assert_int_equal(google_refresh(gc, t.refresh_token, &r, &err), GOOGLE_OK);
     google_tokens_free(&r);
 
@@ -415,7 +418,8 @@ static void test_files_list_pages_and_fields(void **state)
     int pages = 0;
     do {
         drive_file_list_t l;
-        assert_int_equal(drive_files_list(gc, u.access_token, q, "name", 2, token, &l, &err), GOOGLE_OK);
+        assert_int_equal(drive_files_list(gc, u.access_token, q, "name", 2, token, &l, &err),
+                         GOOGLE_OK);
         pages++;
         assert_true(l.n <= 2);
         for (size_t i = 0; i < l.n; i++) {
@@ -463,9 +467,9 @@ static void test_files_list_pages_and_fields(void **state)
              "\"image/jpeg\",\"parents\":[\"%s\"],\"content\":\"x\"}",
              u.root_id);
     fake_google_file(fake.base_url, json, NULL, 0);
-    assert_int_equal(
-        drive_files_list(gc, u.access_token, "name = 'it\\'s & 100%.jpg'", NULL, 10, NULL, &l, &err),
-        GOOGLE_OK);
+    assert_int_equal(drive_files_list(gc, u.access_token, "name = 'it\\'s & 100%.jpg'", NULL, 10,
+                                      NULL, &l, &err),
+                     GOOGLE_OK);
     assert_int_equal(l.n, 1);
     assert_string_equal(l.files[0].name, "it's & 100%.jpg");
     drive_file_list_free(&l);
@@ -475,7 +479,6 @@ static void test_files_list_pages_and_fields(void **state)
                      GOOGLE_ERR_BAD_REQUEST);
     assert_int_equal(err.http_status, 400);
     assert_int_equal(l.n, 0);
-
 }
 
 static void test_files_get_and_download(void **state)
@@ -527,7 +530,8 @@ static void test_files_get_and_download(void **state)
                      GOOGLE_ERR_TOO_LARGE);
 
     /* A 404 is a 404 even with a tiny cap. */
-    assert_int_equal(drive_files_get(gc, u.access_token, "nope-0000", &f, &err), GOOGLE_ERR_NOT_FOUND);
+    assert_int_equal(drive_files_get(gc, u.access_token, "nope-0000", &f, &err),
+                     GOOGLE_ERR_NOT_FOUND);
     assert_string_equal(err.reason, "notFound");
     assert_null(f.id);
     assert_int_equal(drive_download(gc, u.access_token, "nope-0000", 10, &data, &got, &err),
@@ -557,8 +561,9 @@ static void test_folder_upload_find_share(void **state)
     cJSON *props = cJSON_CreateObject();
     cJSON_AddStringToObject(props, "ca_kind", "outputs");
     drive_file_t folder;
-    assert_int_equal(drive_create_folder(gc, u.access_token, "Processed", u.root_id, props, &folder, &err),
-                     GOOGLE_OK);
+    assert_int_equal(
+        drive_create_folder(gc, u.access_token, "Processed", u.root_id, props, &folder, &err),
+        GOOGLE_OK);
     assert_string_equal(folder.name, "Processed");
     assert_string_equal(folder.mime_type, DRIVE_FOLDER_MIME);
     assert_string_equal(folder.parents[0], u.root_id);
@@ -769,7 +774,8 @@ static void test_changes_feed(void **state)
 
     /* Nothing new since: empty, with a start token for next time. */
     drive_change_list_t empty;
-    assert_int_equal(drive_changes_list(gc, u.access_token, next_start, 100, &empty, &err), GOOGLE_OK);
+    assert_int_equal(drive_changes_list(gc, u.access_token, next_start, 100, &empty, &err),
+                     GOOGLE_OK);
     assert_int_equal(empty.n, 0);
     assert_non_null(empty.new_start_page_token);
     assert_null(empty.next_page_token);
@@ -860,8 +866,9 @@ static void test_error_classification(void **state)
     google_client_t *quick = new_client(300, 0, CLIENT_SECRET);
     fake_clear_requests(fake.base_url);
     fake_clear_faults(fake.base_url);
-    fake_add_fault(fake.base_url, "{\"match\":{\"path\":\"/drive/v3/files\"},\"count\":1,\"action\":\"delay\","
-              "\"delay_ms\":1500}");
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"path\":\"/drive/v3/files\"},\"count\":1,\"action\":\"delay\","
+                   "\"delay_ms\":1500}");
     drive_file_list_t l;
     google_error_t err;
     assert_int_equal(drive_files_list(quick, u.access_token, NULL, NULL, 10, NULL, &l, &err),
@@ -885,8 +892,9 @@ static void test_error_classification(void **state)
     assert_true(google_status_transient(err.status));
     /* Not configured. */
     drive_file_t f;
-    assert_int_equal(drive_upload(dead, u.access_token, "x", "image/png", NULL, NULL, "x", 1, &f, &err),
-                     GOOGLE_ERR_PROTOCOL);
+    assert_int_equal(
+        drive_upload(dead, u.access_token, "x", "image/png", NULL, NULL, "x", 1, &f, &err),
+        GOOGLE_ERR_PROTOCOL);
     google_userinfo_t ui;
     assert_int_equal(google_userinfo(dead, u.access_token, &ui, &err), GOOGLE_ERR_PROTOCOL);
     google_client_free(dead);
@@ -894,13 +902,13 @@ static void test_error_classification(void **state)
     /* The token endpoint: 5xx retried, then a server error. */
     fake_clear_requests(fake.base_url);
     fake_clear_faults(fake.base_url);
-    fake_add_fault(fake.base_url, 
+    fake_add_fault(
+        fake.base_url,
         "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":\"status\","
         "\"status\":503}");
     assert_int_equal(google_refresh(gc, u.refresh_token, &t, &err), GOOGLE_OK);
     assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 2);
     google_tokens_free(&t);
-
 }
 
 /* ---------------------------------------------------------------- token manager */
@@ -1125,8 +1133,9 @@ static void test_auth_revoked_transient_rotated(void **state)
     db_user_t t = db_user("tm.transient@example.com", keys, "-5 minutes");
     fake_clear_requests(fake.base_url);
     fake_clear_faults(fake.base_url);
-    fake_add_fault(fake.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":10,\"action\":"
-              "\"status\",\"status\":500}");
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":10,\"action\":"
+                   "\"status\",\"status\":500}");
     auth_expect(pg, t.id, false, token, sizeof(token), &err, DRIVE_AUTH_TRANSIENT);
     assert_int_equal(err.status, GOOGLE_ERR_SERVER);
     fake_clear_requests(fake.base_url);
@@ -1156,7 +1165,8 @@ static void test_auth_revoked_transient_rotated(void **state)
 
     /* Google sent a new refresh token: it is stored (sealed). */
     db_user_t n = db_user("tm.rotate@example.com", keys, "-5 minutes");
-    fake_add_fault(fake.base_url, 
+    fake_add_fault(
+        fake.base_url,
         "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
         "\"status\",\"status\":200,\"body\":{\"access_token\":\"ya29.rotated-access\","
         "\"expires_in\":1800,\"refresh_token\":\"1//rotated-refresh\",\"token_type\":\"Bearer\"}}");
@@ -1264,8 +1274,9 @@ static void test_auth_concurrent_refresh_once(void **state)
     fake_clear_requests(fake.base_url);
     fake_clear_faults(fake.base_url);
     /* Slow the token endpoint so that both threads arrive while one refreshes. */
-    fake_add_fault(fake.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
-              "\"delay\",\"delay_ms\":500}");
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path\":\"/token\"},\"count\":1,\"action\":"
+                   "\"delay\",\"delay_ms\":500}");
     char url[512];
     snprintf(url, sizeof(url), "%s", db_url_as("ca_job_worker"));
     enum { N = 4 };

@@ -592,8 +592,8 @@ static const char *rls_setup(void)
     assert_non_null(r);
     static char url[512];
     const char *port = getenv("TEST_PG_PORT");
-    snprintf(url, sizeof url, "postgresql://t_pg_rls@127.0.0.1:%s/%s",
-             port != NULL ? port : "5432", PQgetvalue(r, 0, 0));
+    snprintf(url, sizeof url, "postgresql://t_pg_rls@127.0.0.1:%s/%s", port != NULL ? port : "5432",
+             PQgetvalue(r, 0, 0));
     PQclear(r);
     pg_close(c);
     return url;
@@ -608,8 +608,8 @@ static void user_query_now(pg_pool_t *pool, pool_run_t *run, user_call_t *c, con
     assert_int_equal(pg_pool_query(pool, uid, sql, 0, NULL, user_cb, c), 0);
     pool_wait(run, 10);
     if (c->mismatches != 0)
-        fail_msg("user %s, %s: got \"%s\", want \"%s\"", uid != NULL ? uid : "(none)", sql,
-                 c->got, want != NULL ? want : want_sqlstate);
+        fail_msg("user %s, %s: got \"%s\", want \"%s\"", uid != NULL ? uid : "(none)", sql, c->got,
+                 want != NULL ? want : want_sqlstate);
 }
 
 /* Users A and B (and no user) interleaved on ONE pooled connection: each sees
@@ -624,8 +624,8 @@ static void test_pool_session_user_isolation(void **state)
     pool_run_t run = {.base = base};
 
     /* Queued all at once: the connection switches users between queries. */
-    static const char *const seq[] = {"A", "A", "B", NULL, "A", NULL, NULL, "B", "B",
-                                      "A", "B", NULL, "A", "B", "A", NULL, "B", "A"};
+    static const char *const seq[] = {"A", "A", "B",  NULL, "A", NULL, NULL, "B", "B",
+                                      "A", "B", NULL, "A",  "B", "A",  NULL, "B", "A"};
     enum { NSEQ = sizeof seq / sizeof seq[0] };
     static user_call_t calls[NSEQ];
     for (int round = 0; round < 3; round++) {
@@ -710,9 +710,8 @@ static void test_pool_pipelined_segments(void **state)
         const char *p[1] = {v};
         bool bad = i % 7 == 3;
         snprintf(want[i], sizeof want[i], "%d", i * 3);
-        calls[i] = (user_call_t){.run = &run,
-                                 .want_value = bad ? NULL : want[i],
-                                 .want_sqlstate = bad ? "22012" : NULL};
+        calls[i] = (user_call_t){
+            .run = &run, .want_value = bad ? NULL : want[i], .want_sqlstate = bad ? "22012" : NULL};
         run.expected++;
         assert_int_equal(pg_pool_query(pool, i % 2 ? "u1" : NULL,
                                        bad ? "SELECT $1::int / 0" : "SELECT $1::int * 3", 1, p,

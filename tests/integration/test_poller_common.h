@@ -187,12 +187,13 @@ static __attribute__((unused)) int tp_file(const tp_user_t *u, const char *name,
                                            size_t idlen)
 {
     char body[2048];
-    int len = snprintf(body, sizeof(body),
-             "{\"email\":\"%s\",\"name\":\"%s\",%s%s%s\"parents\":[\"%s\"],\"content\":\"x\"%s%s}",
-             u->email, name, mime != NULL ? "\"mimeType\":\"" : "\"folder\":true",
-             mime != NULL ? mime : "", mime != NULL ? "\"," : ",", parent,
-             extra_json != NULL && extra_json[0] != '\0' ? "," : "",
-             extra_json != NULL ? extra_json : "");
+    int len = snprintf(
+        body, sizeof(body),
+        "{\"email\":\"%s\",\"name\":\"%s\",%s%s%s\"parents\":[\"%s\"],\"content\":\"x\"%s%s}",
+        u->email, name, mime != NULL ? "\"mimeType\":\"" : "\"folder\":true",
+        mime != NULL ? mime : "", mime != NULL ? "\"," : ",", parent,
+        extra_json != NULL && extra_json[0] != '\0' ? "," : "",
+        extra_json != NULL ? extra_json : "");
     if (len < 0 || (size_t)len >= sizeof(body)) {
         return -1;
     }

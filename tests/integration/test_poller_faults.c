@@ -135,8 +135,9 @@ static void test_other_users_not_slowed(void **state)
     char early[128];
     assert_int_equal(tp_image(&a, "early.jpg", a.folder_id, early, sizeof(early)), 0);
     /* A's first poll lists its folder (files.get, files.list); B only reads changes */
-    fake_add_fault(tp_google.base_url, "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files\"},"
-              "\"action\":\"status\",\"status\":403,\"reason\":\"userRateLimitExceeded\"}");
+    fake_add_fault(tp_google.base_url,
+                   "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files\"},"
+                   "\"action\":\"status\",\"status\":403,\"reason\":\"userRateLimitExceeded\"}");
     assert_int_equal(tp_watch(&a), 0);
     status_wait_t w = {&a, "rate_limited"};
     TP_CHECK(wait_until(has_status, &w, 5000));
@@ -293,8 +294,9 @@ static void test_sigterm_drains(void **state)
     tp_user_t u;
     only_watched_user(&u, "drain");
     long since = tp_requests_next();
-    fake_add_fault(tp_google.base_url, "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
-              "\"action\":\"delay\",\"delay_ms\":5000}");
+    fake_add_fault(tp_google.base_url,
+                   "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
+                   "\"action\":\"delay\",\"delay_ms\":5000}");
     char id[128];
     assert_int_equal(tp_image(&u, "in-flight.jpg", u.folder_id, id, sizeof(id)), 0);
     TP_CHECK(wait_until(changes_call_in_flight, &since, 30000));

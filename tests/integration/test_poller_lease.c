@@ -117,8 +117,9 @@ static void poll_waiting_for_drive(stale_t *s, const char *prefix, bool reconcil
     char id[128];
     assert_int_equal(tp_image(&s->u, "while-stale.jpg", s->u.folder_id, id, sizeof(id)), 0);
     s->since = tp_requests_next();
-    fake_add_fault(tp_google.base_url, "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
-              "\"action\":\"delay\",\"delay_ms\":4000}");
+    fake_add_fault(tp_google.base_url,
+                   "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},\"count\":1,"
+                   "\"action\":\"delay\",\"delay_ms\":4000}");
     assert_int_equal(sql_exec("UPDATE drive_polls SET next_poll_at = timezone('UTC', now())"
                               " WHERE id = $1::uuid",
                               1, p),

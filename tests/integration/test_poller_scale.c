@@ -88,12 +88,11 @@ static void test_two_pollers_no_duplicate_no_overlap(void **state)
      * first listing, the second after the first wave became jobs */
     for (int wave = 0; wave < 2; wave++) {
         for (int i = 0; i < USERS; i++) {
-            bool ready = wave == 0 ? tp_wait_scanned(&users[i], 60000)
-                                   : tp_wait_jobs(&users[i], 4, 60000);
+            bool ready =
+                wave == 0 ? tp_wait_scanned(&users[i], 60000) : tp_wait_jobs(&users[i], 4, 60000);
             if (!ready) {
                 proc_print_log(&a);
-                fail_msg("wave %d: user %d not ready (%ld jobs)", wave, i,
-                         tp_jobs_of(&users[i]));
+                fail_msg("wave %d: user %d not ready (%ld jobs)", wave, i, tp_jobs_of(&users[i]));
             }
         }
         for (int i = 0; i < USERS; i++) {

@@ -194,8 +194,8 @@ static void *push_when_blocked(void *arg)
 
     while (r != NULL && !*seen_blocked && mono_ms() < deadline) {
         redisReply *reply = redis_command(r, err, sizeof(err), "INFO %s", "clients");
-        *seen_blocked = reply != NULL && reply->str != NULL &&
-                        strstr(reply->str, "blocked_clients:1") != NULL;
+        *seen_blocked =
+            reply != NULL && reply->str != NULL && strstr(reply->str, "blocked_clients:1") != NULL;
         if (reply != NULL) {
             freeReplyObject(reply);
         }
@@ -290,8 +290,8 @@ static void test_worker_and_job_id_validation(void **state)
     char long_worker[102];
     char long_job[QUEUE_ID_MAX + 1];
     int moved = 0;
-    static const char *bad_workers[] = {"", "with space", "star*", "slash/x", "new\nline",
-                                        "braces{x}"};
+    static const char *bad_workers[] = {"",        "with space", "star*",
+                                        "slash/x", "new\nline",  "braces{x}"};
 
     memset(long_worker, 'w', sizeof(long_worker) - 1);
     long_worker[sizeof(long_worker) - 1] = '\0'; /* 101 chars */
@@ -399,7 +399,8 @@ static void test_reap_dead_worker_only(void **state)
 
     /* A's heartbeat expires (Redis's TTL, 1 s). */
     int64_t deadline = mono_ms() + 10000;
-    while (integer(r, "EXISTS %s", QUEUE_HEARTBEAT_PREFIX "worker-A") != 0 && mono_ms() < deadline) {
+    while (integer(r, "EXISTS %s", QUEUE_HEARTBEAT_PREFIX "worker-A") != 0 &&
+           mono_ms() < deadline) {
         sleep_ms(50);
     }
     assert_int_equal(integer(r, "EXISTS %s", QUEUE_HEARTBEAT_PREFIX "worker-A"), 0);
@@ -664,8 +665,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reap_orphan_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_requeue_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delayed_promotion, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent_promoters_never_duplicate, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_promoters_never_duplicate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_survives_redis_restart, setup, teardown),
     };

@@ -174,7 +174,7 @@ typedef struct {
     const char *table;
     const char *column;
     const char *data_type;
-    int max_length;         /* 0: NULL */
+    int max_length;             /* 0: NULL */
     const char *column_default; /* NULL: no default */
     const char *is_nullable;
 } column_spec_t;
@@ -182,8 +182,15 @@ typedef struct {
 #define VC "character varying"
 #define TS "timestamp without time zone"
 #define NOW "now()"
-#define UUIDPK(t) {t, "id", "uuid", 0, "gen_random_uuid()", "NO"}
-#define STAMPS(t) {t, "created_at", TS, 0, NOW, "YES"}, {t, "updated_at", TS, 0, NOW, "YES"}
+#define UUIDPK(t)                                                                                  \
+    {                                                                                              \
+        t, "id", "uuid", 0, "gen_random_uuid()", "NO"                                              \
+    }
+#define STAMPS(t)                                                                                  \
+    {t, "created_at", TS, 0, NOW, "YES"},                                                          \
+    {                                                                                              \
+        t, "updated_at", TS, 0, NOW, "YES"                                                         \
+    }
 
 /* Written from seed/database-schema.md, table by table. */
 static const column_spec_t seed_columns[] = {
@@ -341,15 +348,16 @@ static void test_seed_columns(void **state)
 static void test_jobs_archive_columns(void **state)
 {
     (void)state;
-    assert_int_equal(query_long("SELECT count(*) FROM information_schema.columns j "
-                                "WHERE j.table_schema = 'public' AND j.table_name = 'jobs' "
-                                "AND NOT EXISTS (SELECT 1 FROM information_schema.columns a "
-                                "  WHERE a.table_schema = 'public' AND a.table_name = 'jobs_archive' "
-                                "  AND a.column_name = j.column_name AND a.data_type = j.data_type "
-                                "  AND a.character_maximum_length IS NOT DISTINCT FROM "
-                                "      j.character_maximum_length)",
-                                0, NULL),
-                     0);
+    assert_int_equal(
+        query_long("SELECT count(*) FROM information_schema.columns j "
+                   "WHERE j.table_schema = 'public' AND j.table_name = 'jobs' "
+                   "AND NOT EXISTS (SELECT 1 FROM information_schema.columns a "
+                   "  WHERE a.table_schema = 'public' AND a.table_name = 'jobs_archive' "
+                   "  AND a.column_name = j.column_name AND a.data_type = j.data_type "
+                   "  AND a.character_maximum_length IS NOT DISTINCT FROM "
+                   "      j.character_maximum_length)",
+                   0, NULL),
+        0);
     assert_int_equal(query_long("SELECT count(*) FROM information_schema.columns "
                                 "WHERE table_schema = 'public' AND table_name = 'jobs_archive' "
                                 "AND column_name = 'archived_at' AND is_nullable = 'NO'",
@@ -365,9 +373,11 @@ typedef struct {
 } index_spec_t;
 
 static const index_spec_t seed_indexes[] = {
-    {"idx_users_google_id", "CREATE INDEX idx_users_google_id ON public.users USING btree (google_id)"},
+    {"idx_users_google_id",
+     "CREATE INDEX idx_users_google_id ON public.users USING btree (google_id)"},
     {"idx_users_email", "CREATE INDEX idx_users_email ON public.users USING btree (email)"},
-    {"idx_users_created_at", "CREATE INDEX idx_users_created_at ON public.users USING btree (created_at)"},
+    {"idx_users_created_at",
+     "CREATE INDEX idx_users_created_at ON public.users USING btree (created_at)"},
     {"idx_subscriptions_user_id",
      "CREATE INDEX idx_subscriptions_user_id ON public.subscriptions USING btree (user_id)"},
     {"idx_subscriptions_stripe_customer_id",
@@ -378,14 +388,16 @@ static const index_spec_t seed_indexes[] = {
      "(user_id)"},
     {"idx_jobs_user_id", "CREATE INDEX idx_jobs_user_id ON public.jobs USING btree (user_id)"},
     {"idx_jobs_status", "CREATE INDEX idx_jobs_status ON public.jobs USING btree (status)"},
-    {"idx_jobs_created_at", "CREATE INDEX idx_jobs_created_at ON public.jobs USING btree (created_at)"},
+    {"idx_jobs_created_at",
+     "CREATE INDEX idx_jobs_created_at ON public.jobs USING btree (created_at)"},
     {"idx_jobs_user_status",
      "CREATE INDEX idx_jobs_user_status ON public.jobs USING btree (user_id, status)"},
     {"idx_jobs_drive_file_id",
      "CREATE INDEX idx_jobs_drive_file_id ON public.jobs USING btree (drive_file_id)"},
     {"idx_usage_user_month",
      "CREATE INDEX idx_usage_user_month ON public.usage_tracking USING btree (user_id, month)"},
-    {"idx_usage_month", "CREATE INDEX idx_usage_month ON public.usage_tracking USING btree (month)"},
+    {"idx_usage_month",
+     "CREATE INDEX idx_usage_month ON public.usage_tracking USING btree (month)"},
     {"idx_drive_polls_user_id",
      "CREATE INDEX idx_drive_polls_user_id ON public.drive_polls USING btree (user_id)"},
     {"idx_drive_polls_folder_id",
@@ -496,8 +508,8 @@ static void test_updated_at_triggers(void **state)
                          "AND t.table_type = 'BASE TABLE' "
                          "AND NOT EXISTS (SELECT 1 FROM pg_trigger g "
                          "  WHERE g.tgrelid = ('public.' || c.table_name)::regclass "
-                         "  AND NOT g.tgisinternal AND (g.tgtype & 2) <> 0 "  /* BEFORE */
-                         "  AND (g.tgtype & 16) <> 0)",                        /* UPDATE */
+                         "  AND NOT g.tgisinternal AND (g.tgtype & 2) <> 0 " /* BEFORE */
+                         "  AND (g.tgtype & 16) <> 0)",                      /* UPDATE */
                          0, NULL);
     if (PQntuples(res) != 0) {
         char table[128];
@@ -519,15 +531,16 @@ static void test_updated_at_triggers(void **state)
     must_cmd(super, "SET session_replication_role = replica", 0, NULL);
     must_cmd(super, "UPDATE users SET updated_at = '2000-01-01' WHERE id = $1", 1, params);
     must_cmd(super, "RESET session_replication_role", 0, NULL);
-    assert_int_equal(query_long("SELECT extract(year FROM updated_at)::int FROM users WHERE id = $1",
-                                1, params),
-                     2000);
+    assert_int_equal(
+        query_long("SELECT extract(year FROM updated_at)::int FROM users WHERE id = $1", 1, params),
+        2000);
     must_cmd(gw, "UPDATE users SET name = 'touched' WHERE id = $1", 1, params);
-    assert_int_equal(query_long("SELECT (updated_at > timezone('UTC', now()) - interval '1 hour' "
-                                "AND updated_at < timezone('UTC', now()) + interval '1 minute')::int "
-                                "FROM users WHERE id = $1",
-                                1, params),
-                     1);
+    assert_int_equal(
+        query_long("SELECT (updated_at > timezone('UTC', now()) - interval '1 hour' "
+                   "AND updated_at < timezone('UTC', now()) + interval '1 minute')::int "
+                   "FROM users WHERE id = $1",
+                   1, params),
+        1);
     PQfinish(gw);
 }
 
@@ -550,9 +563,8 @@ static void test_system_presets(void **state)
     /* a second system preset of the same name is refused; a user's is fine */
     PGconn *gw = connect_as(GATEWAY);
     char st[8];
-    run_state(gw,
-              "INSERT INTO presets (name, workflow_json) VALUES ('portrait_pro', '{}'::jsonb)", 0,
-              NULL, st, sizeof(st));
+    run_state(gw, "INSERT INTO presets (name, workflow_json) VALUES ('portrait_pro', '{}'::jsonb)",
+              0, NULL, st, sizeof(st));
     assert_string_equal(st, "23505");
     char uid[37];
     make_user("presetowner", uid);
@@ -602,43 +614,71 @@ typedef struct {
 } table_spec_t;
 
 static const table_spec_t tables[] = {
-    {"users", GATEWAY, {BILLING, WORKER, POLLER, NULL},
+    {"users",
+     GATEWAY,
+     {BILLING, WORKER, POLLER, NULL},
      "INSERT INTO users (google_id, email) VALUES ('m_' || $1::uuid::text, $1::uuid::text || '@m.test')"},
-    {"presets", GATEWAY, {WORKER, NULL},
+    {"presets",
+     GATEWAY,
+     {WORKER, NULL},
      "INSERT INTO presets (created_by_user_id, name, workflow_json) "
      "VALUES ($1, 'matrix', '{\"1\": {\"class_type\": \"LoadImage\", \"inputs\": {}}}')"},
-    {"preset_ratings", GATEWAY, {NULL},
+    {"preset_ratings",
+     GATEWAY,
+     {NULL},
      "INSERT INTO preset_ratings (user_id, preset_id, rating) "
      "SELECT $1, id, 3 FROM presets WHERE name = 'matrix' AND created_by_user_id = $1"},
-    {"preset_adoptions", GATEWAY, {NULL},
+    {"preset_adoptions",
+     GATEWAY,
+     {NULL},
      "INSERT INTO preset_adoptions (user_id, preset_id) "
      "SELECT $1, id FROM presets WHERE name = 'matrix' AND created_by_user_id = $1"},
-    {"audit_log", GATEWAY, {NULL},
+    {"audit_log",
+     GATEWAY,
+     {NULL},
      "INSERT INTO audit_log (user_id, actor, action, target, ip) "
      "VALUES ($1, 'system', 'matrix.test', 'user:' || $1::uuid::text, '127.0.0.1')"},
-    {"subscriptions", BILLING, {GATEWAY, WORKER, NULL},
+    {"subscriptions",
+     BILLING,
+     {GATEWAY, WORKER, NULL},
      "INSERT INTO subscriptions (user_id, stripe_customer_id) VALUES ($1, 'cus_' || $1::uuid::text)"},
-    {"usage_tracking", BILLING, {GATEWAY, NULL},
+    {"usage_tracking",
+     BILLING,
+     {GATEWAY, NULL},
      "INSERT INTO usage_tracking (user_id, month, tier, monthly_limit) "
      "VALUES ($1, '2020-01-01', 'free', 10)"},
-    {"webhook_events", BILLING, {GATEWAY, NULL},
+    {"webhook_events",
+     BILLING,
+     {GATEWAY, NULL},
      "INSERT INTO webhook_events (event_id, event_type, payload) "
      "VALUES ('evt_' || $1::uuid::text, 'customer.subscription.created', '{}')"},
-    {"usage_reservations", BILLING, {GATEWAY, NULL},
+    {"usage_reservations",
+     BILLING,
+     {GATEWAY, NULL},
      "INSERT INTO usage_reservations (job_id, user_id, usage_id) "
      "SELECT gen_random_uuid(), $1, id FROM usage_tracking WHERE user_id = $1"},
-    {"meter_outbox", BILLING, {GATEWAY, NULL},
+    {"meter_outbox",
+     BILLING,
+     {GATEWAY, NULL},
      "INSERT INTO meter_outbox (job_id, user_id) VALUES (gen_random_uuid(), $1)"},
-    {"jobs", WORKER, {GATEWAY, BILLING, POLLER},
+    {"jobs",
+     WORKER,
+     {GATEWAY, BILLING, POLLER},
      "INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, preset_name) "
      "VALUES ($1, 'file_matrix', 'a.jpg', 'folder', 'portrait_pro')"},
-    {"jobs_archive", WORKER, {GATEWAY, NULL},
+    {"jobs_archive",
+     WORKER,
+     {GATEWAY, NULL},
      "INSERT INTO jobs_archive (user_id, drive_file_id, drive_file_name, drive_folder_id, "
      "preset_name) VALUES ($1, 'file_old', 'b.jpg', 'folder', 'portrait_pro')"},
-    {"email_outbox", WORKER, {GATEWAY, NULL},
+    {"email_outbox",
+     WORKER,
+     {GATEWAY, NULL},
      "INSERT INTO email_outbox (user_id, job_ids) SELECT $1, array_agg(id) FROM jobs "
      "WHERE user_id = $1"},
-    {"drive_polls", POLLER, {GATEWAY, NULL},
+    {"drive_polls",
+     POLLER,
+     {GATEWAY, NULL},
      "INSERT INTO drive_polls (user_id, folder_id) VALUES ($1, 'folder_matrix')"},
 };
 #define NTABLES (sizeof(tables) / sizeof(tables[0]))
@@ -731,8 +771,7 @@ static void test_role_matrix(void **state)
                     {"TRUNCATE ", ""},
                 };
                 for (size_t f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
-                    snprintf(sql, sizeof(sql), "%s%s%s", forms[f][0], tables[t].table,
-                             forms[f][1]);
+                    snprintf(sql, sizeof(sql), "%s%s%s", forms[f][0], tables[t].table, forms[f][1]);
                     run_state(conns[r], sql, 0, NULL, st, sizeof(st));
                     if (strcmp(st, "42501") != 0) {
                         fail_msg("%s: '%s' gave SQLSTATE '%s', want 42501", all_roles[r], sql, st);
@@ -792,7 +831,8 @@ static void test_function_privileges(void **state)
             must_cmd(conn, "ROLLBACK", 0, NULL);
             const char *want = allowed ? "" : "42501";
             if (strcmp(st, want) != 0) {
-                fail_msg("%s: '%s' gave '%s', want '%s'", all_roles[r], functions[f].call, st, want);
+                fail_msg("%s: '%s' gave '%s', want '%s'", all_roles[r], functions[f].call, st,
+                         want);
             }
         }
         PQfinish(conn);
@@ -800,15 +840,17 @@ static void test_function_privileges(void **state)
     /* every non-trigger function pins its search_path; PUBLIC may execute none
      * of them; and any function another service's role may execute is SECURITY
      * DEFINER (a write into another slice goes through the owner's function) */
-    assert_int_equal(query_long("SELECT count(*) FROM pg_proc p WHERE pronamespace = 'public'::regnamespace "
-                                "AND prorettype <> 'trigger'::regtype "
-                                "AND NOT ('search_path=public, pg_temp' = ANY (proconfig))",
-                                0, NULL),
-                     0);
-    assert_int_equal(query_long("SELECT count(*) FROM pg_proc p WHERE pronamespace = 'public'::regnamespace "
-                                "AND has_function_privilege('public', p.oid, 'EXECUTE')",
-                                0, NULL),
-                     0);
+    assert_int_equal(
+        query_long("SELECT count(*) FROM pg_proc p WHERE pronamespace = 'public'::regnamespace "
+                   "AND prorettype <> 'trigger'::regtype "
+                   "AND NOT ('search_path=public, pg_temp' = ANY (proconfig))",
+                   0, NULL),
+        0);
+    assert_int_equal(
+        query_long("SELECT count(*) FROM pg_proc p WHERE pronamespace = 'public'::regnamespace "
+                   "AND has_function_privilege('public', p.oid, 'EXECUTE')",
+                   0, NULL),
+        0);
     assert_int_equal(
         query_long("SELECT count(*) FROM pg_proc p JOIN pg_roles o ON o.oid = p.proowner "
                    "CROSS JOIN unnest(ARRAY['ca_api_gateway', 'ca_drive_poller', 'ca_job_worker', "
@@ -914,7 +956,8 @@ static int count_outcome(const call_thread_t *threads, int n, const char *outcom
     return count;
 }
 
-static const char *const reserve_sql = "SELECT outcome, images_used FROM billing_reserve_usage($1, $2)";
+static const char *const reserve_sql =
+    "SELECT outcome, images_used FROM billing_reserve_usage($1, $2)";
 
 /* 30 images of a free user at once: 10 ok, 20 blocked, count 10. */
 static void test_race_free_user(void **state)
@@ -930,11 +973,11 @@ static void test_race_free_user(void **state)
     assert_int_equal(ok, 10);
     assert_int_equal(blocked, 20);
     const char *params[] = {uid};
-    assert_int_equal(query_long("SELECT images_processed FROM usage_tracking WHERE user_id = $1",
-                                1, params),
-                     10);
-    assert_int_equal(query_long("SELECT count(*) FROM usage_tracking WHERE user_id = $1", 1, params),
-                     1);
+    assert_int_equal(
+        query_long("SELECT images_processed FROM usage_tracking WHERE user_id = $1", 1, params),
+        10);
+    assert_int_equal(
+        query_long("SELECT count(*) FROM usage_tracking WHERE user_id = $1", 1, params), 1);
     assert_int_equal(query_long("SELECT count(*) FROM subscriptions WHERE user_id = $1 "
                                 "AND tier = 'free' AND monthly_limit = 10",
                                 1, params),
@@ -955,9 +998,9 @@ static void test_race_free_user(void **state)
     free(threads);
     assert_int_equal(ok, 10);
     assert_int_equal(blocked, 20);
-    assert_int_equal(query_long("SELECT images_processed FROM usage_tracking WHERE user_id = $1",
-                                1, params),
-                     10);
+    assert_int_equal(
+        query_long("SELECT images_processed FROM usage_tracking WHERE user_id = $1", 1, params),
+        10);
 }
 
 /* Creator at the limit: 5 extra at once are 5 overage, 250 cents; finalize
@@ -1061,7 +1104,8 @@ static void test_reserve_idempotent(void **state)
     assert_string_equal(PQgetvalue(res, 0, 0), "ok");
     PQclear(res);
     assert_int_equal(query_long(count_sql, 1, user), 1);
-    assert_int_equal(query_long("SELECT count(*) FROM meter_outbox WHERE user_id = $1", 1, user), 0);
+    assert_int_equal(query_long("SELECT count(*) FROM meter_outbox WHERE user_id = $1", 1, user),
+                     0);
 
     must_cmd(worker, reserve_sql, 2, b);
     assert_int_equal(query_long(count_sql, 1, user), 2);
@@ -1071,9 +1115,8 @@ static void test_reserve_idempotent(void **state)
         PQclear(res);
     }
     assert_int_equal(query_long(count_sql, 1, user), 1);
-    assert_int_equal(query_long("SELECT images_failed FROM usage_tracking WHERE user_id = $1", 1,
-                                user),
-                     0);
+    assert_int_equal(
+        query_long("SELECT images_failed FROM usage_tracking WHERE user_id = $1", 1, user), 0);
     /* the job is retried: it counts again, once */
     must_cmd(worker, reserve_sql, 2, b);
     must_cmd(worker, reserve_sql, 2, b);
@@ -1138,9 +1181,8 @@ static void test_upgrade_raises_limit(void **state)
     res = must(worker, reserve_sql, 2, q);
     assert_string_equal(PQgetvalue(res, 0, 0), "blocked");
     PQclear(res);
-    assert_int_equal(query_long("SELECT images_overage FROM usage_tracking WHERE user_id = $1", 1,
-                                user),
-                     0);
+    assert_int_equal(
+        query_long("SELECT images_overage FROM usage_tracking WHERE user_id = $1", 1, user), 0);
     PQfinish(worker);
 }
 
@@ -1151,11 +1193,12 @@ static void test_paid_period(void **state)
     char uid[37];
     make_user("period", uid);
     const char *user[] = {uid};
-    must_cmd(super,
-             "INSERT INTO subscriptions (user_id, tier, status, monthly_limit, "
-             "current_period_start, current_period_end) VALUES ($1, 'studio', 'active', 500, "
-             "timezone('UTC', now()) - interval '3 days', timezone('UTC', now()) + interval '27 days')",
-             1, user);
+    must_cmd(
+        super,
+        "INSERT INTO subscriptions (user_id, tier, status, monthly_limit, "
+        "current_period_start, current_period_end) VALUES ($1, 'studio', 'active', 500, "
+        "timezone('UTC', now()) - interval '3 days', timezone('UTC', now()) + interval '27 days')",
+        1, user);
     PGconn *worker = connect_as(WORKER);
     char job[37];
     job_uuid(5, 1, job);
@@ -1207,9 +1250,10 @@ static void test_jobs_create_for_drive_file(void **state)
     PQclear(res);
     const char *j[] = {first};
     char row[256];
-    query_text("SELECT status || '/' || preset_name || '/' || drive_file_name || '/' || "
-               "drive_folder_id || '/' || file_size_bytes || '/' || attempt FROM jobs WHERE id = $1",
-               1, j, row, sizeof(row));
+    query_text(
+        "SELECT status || '/' || preset_name || '/' || drive_file_name || '/' || "
+        "drive_folder_id || '/' || file_size_bytes || '/' || attempt FROM jobs WHERE id = $1",
+        1, j, row, sizeof(row));
     assert_string_equal(row, "queued/landscape_vivid/IMG_1.jpg/folder_1/12345/0");
 
     /* explicit preset */
@@ -1275,19 +1319,19 @@ static void test_drive_watch(void **state)
     PQclear(res);
     const char *ida[] = {id_a};
     char row[256];
-    const char *row_sql = "SELECT active || '/' || folder_id || '/' || output_folder_id || '/' || "
-                          "changes_page_token || '/' || coalesce(stopped_reason, '-') || '/' || "
-                          "(next_poll_at <= timezone('UTC', now()) + interval '1 second') || '/' || "
-                          "(last_full_scan_at IS NULL) FROM drive_polls WHERE id = $1";
+    const char *row_sql =
+        "SELECT active || '/' || folder_id || '/' || output_folder_id || '/' || "
+        "changes_page_token || '/' || coalesce(stopped_reason, '-') || '/' || "
+        "(next_poll_at <= timezone('UTC', now()) + interval '1 second') || '/' || "
+        "(last_full_scan_at IS NULL) FROM drive_polls WHERE id = $1";
     query_text(row_sql, 1, ida, row, sizeof(row));
     assert_string_equal(row, "true/folder_a/out_a/token_1/-/true/true");
 
     must_cmd(gw, start_sql, 4, b);
     query_text(row_sql, 1, ida, row, sizeof(row));
     assert_string_equal(row, "false/folder_a/out_a/token_1/replaced/true/true");
-    assert_int_equal(query_long("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND active", 1,
-                                user),
-                     1);
+    assert_int_equal(
+        query_long("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND active", 1, user), 1);
 
     /* back to folder a: the same row, active again, error state cleared */
     must_cmd(super,
@@ -1309,9 +1353,8 @@ static void test_drive_watch(void **state)
     res = must(gw, "SELECT drive_polls_stop_watch($1)", 1, user);
     assert_string_equal(PQgetvalue(res, 0, 0), "0");
     PQclear(res);
-    assert_int_equal(query_long("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND active", 1,
-                                user),
-                     0);
+    assert_int_equal(
+        query_long("SELECT count(*) FROM drive_polls WHERE user_id = $1 AND active", 1, user), 0);
     PQfinish(gw);
 }
 

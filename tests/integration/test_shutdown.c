@@ -307,8 +307,8 @@ typedef struct {
 } user_t;
 
 /* A folder, or an image (the tiny JPEG), in the user's Drive. */
-static void drive_item(const user_t *u, const char *name, const char *parent, bool folder,
-                       char *id, size_t idlen)
+static void drive_item(const user_t *u, const char *name, const char *parent, bool folder, char *id,
+                       size_t idlen)
 {
     char body[2048];
     snprintf(body, sizeof(body), "{\"email\":\"%s\",\"name\":\"%s\",\"parents\":[\"%s\"],%s}",
@@ -519,8 +519,8 @@ static void poll_in_flight(watch_t *wt, int changes, int delay_ms, drive_call_t 
     memset(wt, 0, sizeof(*wt));
     make_user(&wt->u, "poller");
     const char *params[] = {wt->u.id, wt->u.inbox};
-    char *id = sql_value("SELECT drive_polls_start_watch($1::uuid, $2, NULL, NULL)::text", 2,
-                         params);
+    char *id =
+        sql_value("SELECT drive_polls_start_watch($1::uuid, $2, NULL, NULL)::text", 2, params);
     assert_non_null(id);
     snprintf(wt->poll_id, sizeof(wt->poll_id), "%s", id);
     free(id);

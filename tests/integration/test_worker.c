@@ -50,9 +50,8 @@ static char *b64_image(bool png, int w, int h, size_t *raw_len)
     VipsImage *joined = NULL;
     VipsImage *u8 = NULL;
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(vips_gaussnoise(&bands[i], w, h, "mean", 110.0 + 20 * i, "sigma", 35.0,
-                                         NULL),
-                         0);
+        assert_int_equal(
+            vips_gaussnoise(&bands[i], w, h, "mean", 110.0 + 20 * i, "sigma", 35.0, NULL), 0);
     }
     assert_int_equal(vips_bandjoin(bands, &joined, 3, NULL), 0);
     assert_int_equal(vips_cast_uchar(joined, &u8, NULL), 0);
@@ -314,9 +313,12 @@ static int start_worker(proc_t *p, const char *const *extra)
 /* The shared worker: CPU only, 1 MiB cap, quick re-push and retries, e-mail. */
 static int shared_start(void)
 {
-    const char *extra[] = {"WORKER_CONCURRENCY=2",       "MAX_IMAGE_BYTES=1048576",
-                           "WORKER_REPUSH_SECONDS=2",    "WORKER_RETRY_BASE_MS=200",
-                           "EMAIL_DIGEST_WAIT_SECONDS=3", env_smtp,
+    const char *extra[] = {"WORKER_CONCURRENCY=2",
+                           "MAX_IMAGE_BYTES=1048576",
+                           "WORKER_REPUSH_SECONDS=2",
+                           "WORKER_RETRY_BASE_MS=200",
+                           "EMAIL_DIGEST_WAIT_SECONDS=3",
+                           env_smtp,
                            NULL};
     return start_worker(&worker, extra);
 }
@@ -630,8 +632,10 @@ static void test_error_codes(void **state)
 
     /* upload_failed: Drive refuses the upload (permanent 400) */
     drive_file(&u, "up.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
-    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":1,"
-              "\"action\":\"status\",\"status\":400,\"reason\":\"badRequest\"}");
+    fake_add_fault(
+        google.base_url,
+        "{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":1,"
+        "\"action\":\"status\",\"status\":400,\"reason\":\"badRequest\"}");
     create_job(&u, file, "up.jpg", "portrait_pro", job, sizeof(job));
     push(job);
     expect_job(job, "failed:upload_failed", &worker);
@@ -741,8 +745,7 @@ static void test_hostile_images(void **state)
     assert_usage(&u, "images_failed", "3");
     g_free(bomb);
     long kb = worker_peak_rss_kb(&worker);
-    print_message("hostile images: all four done in %ld ms; worker VmHWM %ld MB\n", ms,
-                  kb / 1024);
+    print_message("hostile images: all four done in %ld ms; worker VmHWM %ld MB\n", ms, kb / 1024);
     if (ms > 10000) {
         fail_msg("the hostile files took %ld ms, want them refused from the header", ms);
     }
@@ -766,14 +769,17 @@ static void test_drive_faults_recovered(void **state)
              file);
     fake_add_fault(google.base_url, fault);
     /* and 3 × 503 on the upload */
-    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":3,"
-              "\"action\":\"status\",\"status\":503,\"retry_after\":0}");
+    fake_add_fault(
+        google.base_url,
+        "{\"match\":{\"method\":\"POST\",\"path\":\"/upload/drive/v3/files\"},\"count\":3,"
+        "\"action\":\"status\",\"status\":503,\"retry_after\":0}");
     create_job(&u, file, "f429.jpg", "portrait_pro", job, sizeof(job));
     push(job);
     expect_job(job, "completed", &worker);
     fake_clear_faults(google.base_url);
     fake_match_t limited = {.method = "GET", .path_part = file, .status = 429};
-    fake_match_t unavailable = {.method = "POST", .path_part = "/upload/drive/v3/files", .status = 503};
+    fake_match_t unavailable = {
+        .method = "POST", .path_part = "/upload/drive/v3/files", .status = 503};
     assert_true(fake_count_requests(google.base_url, &limited) == 6);
     assert_true(fake_count_requests(google.base_url, &unavailable) >= 3);
     char *rc = job_col(job, "retry_count");
@@ -851,8 +857,9 @@ static void test_redis_flushed_mid_run(void **state)
     /* Each download waits 200 ms, so with 2 threads the ten jobs take a second
      * at least and the flush below lands mid-run (the worker got fast enough to
      * finish ten small images in 150 ms, and then nothing was lost to test). */
-    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"GET\",\"path_regex\":\"^/drive/v3/files/[^/]+$\"},"
-              "\"count\":10,\"action\":\"delay\",\"delay_ms\":200}");
+    fake_add_fault(google.base_url,
+                   "{\"match\":{\"method\":\"GET\",\"path_regex\":\"^/drive/v3/files/[^/]+$\"},"
+                   "\"count\":10,\"action\":\"delay\",\"delay_ms\":200}");
     for (int i = 0; i < 10; i++) {
         push(jobs[i]);
     }
@@ -943,14 +950,13 @@ static void test_email_digest(void **state)
     /* notifications off: nothing queued */
     user_t quiet = make_user("quiet@example.com");
     const char *qp[] = {quiet.id};
-    assert_int_equal(sql_exec("UPDATE users SET email_notifications = false WHERE id = $1::uuid",
-                              1, qp),
-                     0);
+    assert_int_equal(
+        sql_exec("UPDATE users SET email_notifications = false WHERE id = $1::uuid", 1, qp), 0);
     create_job(&quiet, "nofile", "n.jpg", "portrait_pro", jobs[0], sizeof(jobs[0]));
     push(jobs[0]);
     free(wait_job(jobs[0], 30000, &worker));
-    char *none = sql_value("SELECT count(*)::text FROM email_outbox WHERE user_id = $1::uuid", 1,
-                           qp);
+    char *none =
+        sql_value("SELECT count(*)::text FROM email_outbox WHERE user_id = $1::uuid", 1, qp);
     assert_string_equal(none, "0");
     free(none);
 }
@@ -978,8 +984,9 @@ static void test_completion_fenced(void **state)
     user_t u = make_user("fenced@example.com");
     char file[128], job[64];
     drive_file(&u, "fe.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
-    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
-              "\"action\":\"delay\",\"delay_ms\":1500}");
+    fake_add_fault(google.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
+                   "\"action\":\"delay\",\"delay_ms\":1500}");
     create_job(&u, file, "fe.jpg", "portrait_pro", job, sizeof(job));
     push(job);
     assert_true(wait_until(outputs_exist, &u, 20000));
@@ -996,8 +1003,8 @@ static void test_completion_fenced(void **state)
     char *res = sql_value("SELECT state FROM usage_reservations WHERE job_id = $1::uuid", 1, p);
     assert_string_equal(res, "reserved");
     free(res);
-    char *mail = sql_value("SELECT count(*)::text FROM email_outbox WHERE $1::uuid = ANY(job_ids)",
-                           1, p);
+    char *mail =
+        sql_value("SELECT count(*)::text FROM email_outbox WHERE $1::uuid = ANY(job_ids)", 1, p);
     assert_string_equal(mail, "0");
     free(mail);
     /* out of the way of the tests that follow */
@@ -1014,7 +1021,9 @@ static int shares_before;
 static bool share_in_flight(void *arg)
 {
     (void)arg;
-    return fake_count_requests(google.base_url, &(fake_match_t){.method = "POST", .path_part = "/permissions"}) > shares_before;
+    return fake_count_requests(google.base_url,
+                               &(fake_match_t){.method = "POST", .path_part = "/permissions"}) >
+           shares_before;
 }
 
 /* kill -9 after the upload and before the job is recorded: another worker
@@ -1026,13 +1035,15 @@ static void test_kill9_mid_job(void **state)
     user_t u = make_user("kill9@example.com");
     char file[128], job[64];
     drive_file(&u, "k9.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
-    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
-              "\"action\":\"delay\",\"delay_ms\":8000}");
+    fake_add_fault(google.base_url,
+                   "{\"match\":{\"method\":\"POST\",\"path_regex\":\"/permissions\"},\"count\":1,"
+                   "\"action\":\"delay\",\"delay_ms\":8000}");
     const char *extra[] = {"WORKER_CONCURRENCY=1", "WORKER_LEASE_SECONDS=5",
                            "WORKER_RETRY_BASE_MS=200", NULL};
     static proc_t a;
     assert_int_equal(start_worker(&a, extra), 0);
-    shares_before = fake_count_requests(google.base_url, &(fake_match_t){.method = "POST", .path_part = "/permissions"});
+    shares_before = fake_count_requests(
+        google.base_url, &(fake_match_t){.method = "POST", .path_part = "/permissions"});
     create_job(&u, file, "k9.jpg", "portrait_pro", job, sizeof(job));
     push(job);
     if (!wait_until(outputs_exist, &u, 20000) || !wait_until(share_in_flight, NULL, 20000)) {
@@ -1107,8 +1118,8 @@ static void test_comfyui_path(void **state)
     free(pid);
     cJSON *out = list_folder(&u, u.processed);
     assert_int_equal(cJSON_GetArraySize(out), 1);
-    assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetArrayItem(out, 0), "mimeType")->valuestring, "image/png");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 0), "mimeType")->valuestring,
+                        "image/png");
     cJSON_Delete(out);
     fake_match_t uploads = {.method = "POST", .path_part = "/upload/image", .status = 200};
     fake_match_t views = {.method = "GET", .path_part = "/view", .status = 200};
@@ -1204,8 +1215,8 @@ static void test_units(void **state)
     assert_string_equal(addr, "plain@example.com");
     email_job_t jobs[] = {{"a.jpg", "completed", "a_p.jpg", "https://x/a", "", ""},
                           {"b\r\nBcc: evil@x.com", "failed", "", "", "unsupported_image", "bad"}};
-    char *m = email_build_digest("CA <n@x.com>", "u@x.com\r\nBcc: evil@x.com", "Ann", "id1",
-                                 jobs, 2);
+    char *m =
+        email_build_digest("CA <n@x.com>", "u@x.com\r\nBcc: evil@x.com", "Ann", "id1", jobs, 2);
     assert_non_null(m);
     assert_null(strstr(m, "\r\nBcc:"));
     assert_non_null(strstr(m, "Subject: Creator Automation: 1 photo ready, 1 could not"));
@@ -1213,8 +1224,8 @@ static void test_units(void **state)
     size_t len = 0;
     char *ct = NULL;
     http_pair_t f[] = {{"overwrite", "true"}};
-    char *body = comfy_multipart_form("image", "a\"b.png", "image/png", "PNGDATA", 7, f, 1, &len,
-                                      &ct);
+    char *body =
+        comfy_multipart_form("image", "a\"b.png", "image/png", "PNGDATA", 7, f, 1, &len, &ct);
     assert_non_null(body);
     assert_non_null(strstr(ct, "multipart/form-data; boundary="));
     assert_non_null(memmem(body, len, "filename=\"a_b.png\"", 18));

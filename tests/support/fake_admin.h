@@ -57,8 +57,8 @@ typedef struct {
     const char *path_part; /* a part of the path */
     long status;           /* the status answered (0: any) */
     long since;            /* only requests from this seq on */
-    bool unanswered;       /* only requests not answered yet (status null: a delay fault holds them) */
-    bool or_dropped;       /* with unanswered: also those whose caller went away first (status 0) */
+    bool unanswered; /* only requests not answered yet (status null: a delay fault holds them) */
+    bool or_dropped; /* with unanswered: also those whose caller went away first (status 0) */
 } fake_match_t;
 
 /* The number of requests in the fake's log that match `m`. */

@@ -334,8 +334,8 @@ static size_t collect(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-long http_call_h(const char *method, const char *url, const char *const *headers,
-                 const char *body, char **resp, char **resp_headers)
+long http_call_h(const char *method, const char *url, const char *const *headers, const char *body,
+                 char **resp, char **resp_headers)
 {
     CURL *c = curl_easy_init();
     if (c == NULL) {
@@ -457,7 +457,8 @@ int sql_exec(const char *sql, int nparams, const char *const *params)
         return -1;
     }
     PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-    int rc = (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK) ? 0 : -1;
+    int rc =
+        (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK) ? 0 : -1;
     if (rc != 0) {
         fprintf(stderr, "sql: %s: %s", sql, PQerrorMessage(c));
     }
@@ -499,8 +500,8 @@ const char *db_url_as(const char *role)
     static __thread char buf[512]; /* per thread: tests call it from many threads */
     const char *port = getenv("TEST_PG_PORT");
     const char *name = getenv("TEST_DATABASE_NAME");
-    snprintf(buf, sizeof(buf), "postgresql://%s@127.0.0.1:%s/%s", role, port != NULL ? port : "5432",
-             name != NULL ? name : "ca_test");
+    snprintf(buf, sizeof(buf), "postgresql://%s@127.0.0.1:%s/%s", role,
+             port != NULL ? port : "5432", name != NULL ? name : "ca_test");
     return buf;
 }
 

@@ -64,7 +64,7 @@ int proc_wait(proc_t *p, int timeout_ms);
 /* SIGTERM, wait up to `timeout_ms` (then SIGKILL). Returns the exit status as
  * from waitpid's WEXITSTATUS, 128+signal when killed, or -1. */
 int proc_stop_timeout(proc_t *p, int timeout_ms);
-int proc_stop(proc_t *p);  /* 30 s */
+int proc_stop(proc_t *p); /* 30 s */
 /* Stops one of our daemons the way a test must: proc_stop, and its exit status
  * printed with the log when it is not 0 (after SIGTERM a daemon exits 0; a
  * sanitizer's report makes it 23). A daemon already stopped (pid 0) gives 0.
@@ -83,8 +83,8 @@ bool proc_log_contains(const proc_t *p, const char *needle);
 long http_call(const char *method, const char *url, const char *body, char **resp);
 /* The same with extra headers ("Name: value", NULL-terminated) and the
  * response headers (caller frees, may be NULL). */
-long http_call_h(const char *method, const char *url, const char *const *headers,
-                 const char *body, char **resp, char **resp_headers);
+long http_call_h(const char *method, const char *url, const char *const *headers, const char *body,
+                 char **resp, char **resp_headers);
 
 /* A free TCP port on 127.0.0.1. */
 int free_port(void);
@@ -110,7 +110,6 @@ pg_conn_t *db_connect_ok(void);
 /* TEST_DATABASE_URL with the user replaced by `role` (e.g. "ca_job_worker").
  * Returns a buffer of the calling thread's, valid until its next call. */
 const char *db_url_as(const char *role);
-
 
 /* Runs tests/lib/services.sh CMD (stop-pg, start-pg, restart-pg, stop-redis,
  * start-redis, restart-redis) and returns its exit status (0: done). */

@@ -345,11 +345,10 @@ static const service_t *many_service(void)
     static service_t svc;
     for (int i = 0; i < MANY_VARS; i++) {
         snprintf(many_names[i], sizeof(many_names[i]), "CA_T_MANY_%02d", i);
-        many_vars[i] = (config_var_t){many_names[i], CFG_INT, "1", false, false, 1, 9,
-                                      "one of many"};
+        many_vars[i] =
+            (config_var_t){many_names[i], CFG_INT, "1", false, false, 1, 9, "one of many"};
     }
-    svc = (service_t){.name = "many", .default_port = 9999, .vars = many_vars,
-                      .nvars = MANY_VARS};
+    svc = (service_t){.name = "many", .default_port = 9999, .vars = many_vars, .nvars = MANY_VARS};
     return &svc;
 }
 

@@ -304,10 +304,11 @@ static void test_scale(void **state)
     assert_true(px[2 * 3] == g_px[(3 * W + 1) * 3]);
     g_free(px);
     /* ImageScale width 0: h=2 → w = max(1, round(5*2/4)) = round(2.5) = 2 */
-    px = run_node(in,
-                  "{\"class_type\":\"ImageScale\",\"inputs\":{\"image\":[\"1\",0],"
-                  "\"upscale_method\":\"bilinear\",\"width\":0,\"height\":2,\"crop\":\"disabled\"}}",
-                  &w, &h, &b);
+    px =
+        run_node(in,
+                 "{\"class_type\":\"ImageScale\",\"inputs\":{\"image\":[\"1\",0],"
+                 "\"upscale_method\":\"bilinear\",\"width\":0,\"height\":2,\"crop\":\"disabled\"}}",
+                 &w, &h, &b);
     assert_int_equal(w, 2);
     assert_int_equal(h, 2);
     /* bilinear: sx=2.5: x0 = 0.75 → 0/1 weights .25/.75; sy=2: y0 = 0.5 */
@@ -382,9 +383,9 @@ static void test_empty_and_encode(void **state)
 static void test_errors(void **state)
 {
     (void)state;
-    cJSON *graph = cJSON_Parse(
-        "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
-        "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0]}}}");
+    cJSON *graph =
+        cJSON_Parse("{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+                    "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0]}}}");
     const char junk[] = "this is not an image at all";
     cpu_exec_job_t job = {.input = junk, .input_len = sizeof(junk)};
     char err[256];
@@ -590,8 +591,8 @@ static VipsImage *two_colour(void)
             p[2] = left ? 50 : 170;
         }
     }
-    VipsImage *im = vips_image_new_from_memory_copy(px, (size_t)IW * IH * 3, IW, IH, 3,
-                                                    VIPS_FORMAT_UCHAR);
+    VipsImage *im =
+        vips_image_new_from_memory_copy(px, (size_t)IW * IH * 3, IW, IH, 3, VIPS_FORMAT_UCHAR);
     g_free(px);
     assert_non_null(im);
     VipsImage *srgb = NULL;
@@ -611,14 +612,10 @@ typedef struct {
 } input_case_t;
 
 static const input_case_t INPUT_CASES[] = {
-    {"JPEG 8-bit RGB", FMT_JPEG, 8, false, 10},
-    {"PNG 8-bit RGB", FMT_PNG, 8, false, 1},
-    {"WebP 8-bit RGB", FMT_WEBP, 8, false, 12},
-    {"TIFF 8-bit RGB", FMT_TIFF, 8, false, 1},
-    {"HEIC 8-bit RGB", FMT_HEIC, 8, false, 20},
-    {"PNG 16-bit RGB", FMT_PNG, 16, false, 1},
-    {"TIFF 16-bit RGB", FMT_TIFF, 16, false, 1},
-    {"JPEG 8-bit CMYK", FMT_JPEG, 8, true, 30},
+    {"JPEG 8-bit RGB", FMT_JPEG, 8, false, 10},  {"PNG 8-bit RGB", FMT_PNG, 8, false, 1},
+    {"WebP 8-bit RGB", FMT_WEBP, 8, false, 12},  {"TIFF 8-bit RGB", FMT_TIFF, 8, false, 1},
+    {"HEIC 8-bit RGB", FMT_HEIC, 8, false, 20},  {"PNG 16-bit RGB", FMT_PNG, 16, false, 1},
+    {"TIFF 16-bit RGB", FMT_TIFF, 16, false, 1}, {"JPEG 8-bit CMYK", FMT_JPEG, 8, true, 30},
     {"TIFF 8-bit CMYK", FMT_TIFF, 8, true, 30},
 };
 
@@ -630,8 +627,7 @@ static void *encode_case(const input_case_t *ic, VipsImage *src, size_t *len)
     g_object_ref(im);
     if (ic->cmyk) {
         VipsImage *cmyk = NULL;
-        assert_int_equal(
-            vips_icc_transform(im, &cmyk, "cmyk", "input_profile", "srgb", NULL), 0);
+        assert_int_equal(vips_icc_transform(im, &cmyk, "cmyk", "input_profile", "srgb", NULL), 0);
         g_object_unref(im);
         im = cmyk;
         assert_int_equal(im->Bands, 4);
@@ -644,8 +640,7 @@ static void *encode_case(const input_case_t *ic, VipsImage *src, size_t *len)
         assert_int_equal(vips_cast(wide, &u16, VIPS_FORMAT_USHORT, NULL), 0);
         g_object_unref(wide);
         g_object_unref(im);
-        assert_int_equal(vips_copy(u16, &im, "interpretation", VIPS_INTERPRETATION_RGB16, NULL),
-                         0);
+        assert_int_equal(vips_copy(u16, &im, "interpretation", VIPS_INTERPRETATION_RGB16, NULL), 0);
         g_object_unref(u16);
     }
     void *buf = NULL;
@@ -890,9 +885,9 @@ static void test_corrupt_inputs(void **state)
         g_free(buf);
     }
     /* A valid JPEG header followed by garbage. */
-    const unsigned char bad[] = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 'J', 'F', 'I', 'F', 0,
-                                 1,    1,    0,    0,    1,    0,    1,   0,   0,   0xFF, 0xDB,
-                                 0x00, 0x05, 0x01, 0x02, 0x03, 0xFF, 0xD9};
+    const unsigned char bad[] = {0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 'J',  'F',  'I', 'F',
+                                 0,    1,    1,    0,    0,    1,    0,    1,    0,   0,
+                                 0xFF, 0xDB, 0x00, 0x05, 0x01, 0x02, 0x03, 0xFF, 0xD9};
     cpu_exec_job_t job = {0};
     char err[512];
     assert_int_equal(run_bytes(preset_text, bad, sizeof(bad), &job, err, sizeof(err)),
@@ -968,7 +963,8 @@ static void test_statistics_preview(void **state)
            d, m);
     assert_true(m > 10.0); /* the nodes did change the image */
     assert_true(d < 1.5);
-    VipsImage *all[] = {coffee, big, cast, flat, dec, scaled, f, o1, o2, diff, adiff, moved, amoved};
+    VipsImage *all[] = {coffee, big, cast, flat,  dec,   scaled, f,
+                        o1,     o2,  diff, adiff, moved, amoved};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         g_object_unref(all[i]);
     }
@@ -976,7 +972,6 @@ static void test_statistics_preview(void **state)
     cpu_exec_job_free(&full);
     g_free(jpg);
 }
-
 
 /* ---- fused point chains and the resize ----------------------------------- */
 
@@ -989,9 +984,9 @@ static void chain_ref(const float *src, float *dst, int w, int h)
             double v[3];
             for (int k = 0; k < 3; k++) {
                 double t = src[(y * w + x) * 3 + k];
-                t = fmin(1, fmax(0, (t - 0.1) / 0.8)); /* Levels 0.1..0.9 */
-                t = pow(t, 1 / 1.3);                    /* gamma 1.3 */
-                t = fmin(1, fmax(0, t * pow(2.0, 0.3 / 2.2))); /* Exposure +0.3 */
+                t = fmin(1, fmax(0, (t - 0.1) / 0.8));           /* Levels 0.1..0.9 */
+                t = pow(t, 1 / 1.3);                             /* gamma 1.3 */
+                t = fmin(1, fmax(0, t * pow(2.0, 0.3 / 2.2)));   /* Exposure +0.3 */
                 t = fmin(1, fmax(0, 1.2 * t + 0.5 * (1 - 1.2))); /* Contrast 0.2 */
                 v[k] = t;
             }
@@ -1010,7 +1005,7 @@ static void chain_ref(const float *src, float *dst, int w, int h)
             t = fmin(1, fmax(0, t));
             double m = 1 - 0.3 * t * t * (3 - 2 * t); /* Vignette 0.3, radius 0.5 */
             for (int k = 0; k < 3; k++) {
-                double u = fmin(1, fmax(0, o[k] * warm[k])); /* Warmth 0.3 */
+                double u = fmin(1, fmax(0, o[k] * warm[k]));     /* Warmth 0.3 */
                 dst[(y * w + x) * 3 + k] = (float)((1 - u) * m); /* Invert, Vignette */
             }
         }
@@ -1078,8 +1073,8 @@ static void test_point_chain(void **state)
     g_object_unref(in);
     /* 8-bit PNG input (decoded as the output is encoded: the result is only
      * the encoded file) */
-    VipsImage *im8 = vips_image_new_from_memory_copy(src8, sizeof(src8), CW, CH, 3,
-                                                     VIPS_FORMAT_UCHAR);
+    VipsImage *im8 =
+        vips_image_new_from_memory_copy(src8, sizeof(src8), CW, CH, 3, VIPS_FORMAT_UCHAR);
     void *png = NULL;
     size_t len = 0;
     assert_int_equal(vips_pngsave_buffer(im8, &png, &len, NULL), 0);
@@ -1188,9 +1183,8 @@ static void test_resize_long_edge(void **state)
             VipsImage *fref = NULL; /* float: vips_resize of the float image (no clipping) */
             VipsImage *fref255 = NULL;
             if (pass == 1) {
-                assert_int_equal(vips_resize(f, &fref, (double)ew / IWd, "vscale",
-                                             (double)eh / IHt, "kernel", VIPS_KERNEL_LANCZOS3,
-                                             NULL),
+                assert_int_equal(vips_resize(f, &fref, (double)ew / IWd, "vscale", (double)eh / IHt,
+                                             "kernel", VIPS_KERNEL_LANCZOS3, NULL),
                                  0);
                 assert_int_equal(vips_linear1(fref, &fref255, 255.0, 0.0, NULL), 0);
             }
@@ -1198,8 +1192,8 @@ static void test_resize_long_edge(void **state)
             assert_int_equal(vips_abs(diff, &adiff, NULL), 0);
             assert_int_equal(vips_avg(adiff, &mean, NULL), 0);
             assert_int_equal(vips_max(adiff, &mx, NULL), 0);
-            printf("resize %dx%d -> %d (%s): mean |diff| %.3f, max %.2f levels\n", IWd, IHt,
-                   target, pass == 0 ? "8-bit file" : "float", mean, mx);
+            printf("resize %dx%d -> %d (%s): mean |diff| %.3f, max %.2f levels\n", IWd, IHt, target,
+                   pass == 0 ? "8-bit file" : "float", mean, mx);
             if (mean > (pass == 0 ? 0.6 : 0.1) || mx > (pass == 0 ? 2.0 : 1.5)) {
                 fail_msg("resize %dx%d -> %d (pass %d): mean |diff| %.3f, max %.2f levels", IWd,
                          IHt, target, pass, mean, mx);
@@ -1228,7 +1222,6 @@ static void test_resize_long_edge(void **state)
     }
 }
 
-
 /* A point node, ImageSharpen and Vignette: the kernel computes its input rows
  * in place from the point node's input (reflect-101 edges, radius 1 and 2). */
 static void test_sharpen_after_points(void **state)
@@ -1243,8 +1236,8 @@ static void test_sharpen_after_points(void **state)
         double t = src8[i] / 255.0;
         pt[i] = (float)fmin(1, fmax(0, 1.3 * t + 0.5 * (1 - 1.3))); /* Contrast 0.3 */
     }
-    VipsImage *im8 = vips_image_new_from_memory_copy(src8, sizeof(src8), SW, SH, 3,
-                                                     VIPS_FORMAT_UCHAR);
+    VipsImage *im8 =
+        vips_image_new_from_memory_copy(src8, sizeof(src8), SW, SH, 3, VIPS_FORMAT_UCHAR);
     void *png = NULL;
     size_t len = 0;
     assert_int_equal(vips_pngsave_buffer(im8, &png, &len, NULL), 0);
@@ -1345,8 +1338,8 @@ static void test_work_budget_real_sizes(void **state)
 {
     (void)state;
     static float tall[1 * 64 * 3];
-    VipsImage *in = vips_image_new_from_memory_copy(tall, sizeof(tall), 1, 64, 3,
-                                                    VIPS_FORMAT_FLOAT);
+    VipsImage *in =
+        vips_image_new_from_memory_copy(tall, sizeof(tall), 1, 64, 3, VIPS_FORMAT_FLOAT);
     assert_non_null(in);
     cJSON *graph = cJSON_Parse(
         "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
@@ -1373,13 +1366,19 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blur_and_sharpen), cmocka_unit_test(test_blend_modes),
-        cmocka_unit_test(test_geometry),         cmocka_unit_test(test_scale),
-        cmocka_unit_test(test_empty_and_encode), cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_blur_and_sharpen),
+        cmocka_unit_test(test_blend_modes),
+        cmocka_unit_test(test_geometry),
+        cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_empty_and_encode),
+        cmocka_unit_test(test_errors),
         cmocka_unit_test(test_presets_on_photos),
-        cmocka_unit_test(test_input_formats),    cmocka_unit_test(test_exif_orientation),
-        cmocka_unit_test(test_corrupt_inputs),   cmocka_unit_test(test_statistics_preview),
-        cmocka_unit_test(test_point_chain),      cmocka_unit_test(test_resize_long_edge),
+        cmocka_unit_test(test_input_formats),
+        cmocka_unit_test(test_exif_orientation),
+        cmocka_unit_test(test_corrupt_inputs),
+        cmocka_unit_test(test_statistics_preview),
+        cmocka_unit_test(test_point_chain),
+        cmocka_unit_test(test_resize_long_edge),
         cmocka_unit_test(test_sharpen_after_points),
         cmocka_unit_test(test_work_budget_real_sizes),
     };

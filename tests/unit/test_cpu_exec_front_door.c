@@ -70,8 +70,7 @@ static VipsImage *small_image(void)
     VipsImage *im = NULL;
     double rgb[3] = {230, 120, 40};
     assert_int_equal(vips_black(&black, 64, 48, "bands", 3, NULL), 0);
-    assert_int_equal(vips_linear(black, &im, (double[]){1, 1, 1}, rgb, 3, "uchar", TRUE, NULL),
-                     0);
+    assert_int_equal(vips_linear(black, &im, (double[]){1, 1, 1}, rgb, 3, "uchar", TRUE, NULL), 0);
     g_object_unref(black);
     return im;
 }
@@ -90,8 +89,8 @@ static void *png_bomb(size_t *len)
     return buf;
 }
 
-static void assert_refused(const char *what, const void *buf, size_t len,
-                           cpu_exec_status_t want, const char *code)
+static void assert_refused(const char *what, const void *buf, size_t len, cpu_exec_status_t want,
+                           const char *code)
 {
     cpu_exec_job_t job = {0};
     char err[512] = "";
@@ -175,9 +174,9 @@ static void test_pixel_limit(void **state)
     assert_non_null(strstr(err, "20000x20000"));
     /* Allowed under a 400 MP limit (header only: nothing decoded). */
     VipsImage *hdr = NULL;
-    assert_int_equal(cpu_exec_open(bomb, len, VIPS_ACCESS_SEQUENTIAL, 400000000LL, &hdr, err,
-                                   sizeof(err)),
-                     CPU_EXEC_OK);
+    assert_int_equal(
+        cpu_exec_open(bomb, len, VIPS_ACCESS_SEQUENTIAL, 400000000LL, &hdr, err, sizeof(err)),
+        CPU_EXEC_OK);
     assert_int_equal(hdr->Xsize, 20000);
     g_object_unref(hdr);
     g_free(bomb);

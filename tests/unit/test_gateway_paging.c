@@ -59,12 +59,12 @@ static void test_other_forms_are_refused(void **state)
     static const char *const bad[] = {
         "",
         "2026-11-25",
-        "2026-11-25T20:39:07",         /* already RFC 3339: not PostgreSQL's ISO text */
-        "11/25/2026 20:39:07",         /* DateStyle SQL */
-        "Wed Nov 25 20:39:07 2026",    /* DateStyle Postgres */
-        "25.11.2026 20:39:07",         /* DateStyle German */
-        "10000-01-01 00:00:00",        /* year past 9999 */
-        "2026-11-25 20:39:07 BC",      /* BC */
+        "2026-11-25T20:39:07",      /* already RFC 3339: not PostgreSQL's ISO text */
+        "11/25/2026 20:39:07",      /* DateStyle SQL */
+        "Wed Nov 25 20:39:07 2026", /* DateStyle Postgres */
+        "25.11.2026 20:39:07",      /* DateStyle German */
+        "10000-01-01 00:00:00",     /* year past 9999 */
+        "2026-11-25 20:39:07 BC",   /* BC */
         "infinity",
         "-infinity",
         "2026-11-25 20:39:07.",        /* a dot without digits */

@@ -52,8 +52,8 @@ static const graph_registry_t reg = {classes, sizeof(classes) / sizeof(classes[0
 #define LOAD "\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"in.png\"}}"
 #define SAVE(src) ",\"9\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"" src "\",0]}}"
 #define BLUR(id, src, r, s)                                                                        \
-    ",\"" id "\":{\"class_type\":\"ImageBlur\",\"inputs\":{\"image\":" src                          \
-    ",\"blur_radius\":" r ",\"sigma\":" s "}}"
+    ",\"" id "\":{\"class_type\":\"ImageBlur\",\"inputs\":{\"image\":" src ",\"blur_radius\":" r   \
+    ",\"sigma\":" s "}}"
 
 typedef struct {
     const char *name;
@@ -73,8 +73,7 @@ static const case_t cases[] = {
      GRAPH_OK, NULL, NULL, NULL, NULL, NULL},
     {"valid_int_truncates", "{" LOAD BLUR("2", "[\"1\",0]", "1.9", "true") SAVE("2") "}", GRAPH_OK,
      NULL, NULL, NULL, NULL, NULL},
-    {"unknown_class",
-     "{" LOAD ",\"2\":{\"class_type\":\"KSampler\",\"inputs\":{}}" SAVE("1") "}",
+    {"unknown_class", "{" LOAD ",\"2\":{\"class_type\":\"KSampler\",\"inputs\":{}}" SAVE("1") "}",
      GRAPH_UNKNOWN_CLASS, "invalid_prompt", NULL, NULL, NULL,
      "Cannot execute because node KSampler does not exist."},
     {"missing_class_type", "{" LOAD ",\"2\":{\"inputs\":{}}" SAVE("1") "}", GRAPH_INVALID,
@@ -82,7 +81,8 @@ static const case_t cases[] = {
     {"not_object", "[1,2]", GRAPH_INVALID, "invalid_prompt", NULL, NULL, NULL, NULL},
     {"empty", "{}", GRAPH_INVALID, "invalid_prompt", NULL, NULL, NULL, NULL},
     {"missing_input",
-     "{" LOAD ",\"2\":{\"class_type\":\"ImageBlur\",\"inputs\":{\"image\":[\"1\",0],\"sigma\":1}}" SAVE(
+     "{" LOAD
+     ",\"2\":{\"class_type\":\"ImageBlur\",\"inputs\":{\"image\":[\"1\",0],\"sigma\":1}}" SAVE(
          "2") "}",
      GRAPH_INVALID, "prompt_outputs_failed_validation", "2", "required_input_missing",
      "blur_radius", "Required input is missing"},
@@ -90,8 +90,7 @@ static const case_t cases[] = {
      "prompt_outputs_failed_validation", "2", "invalid_input_type", "blur_radius",
      "Failed to convert an input value to a INT value"},
     {"wrong_type_object", "{" LOAD BLUR("2", "[\"1\",0]", "1", "{}") SAVE("2") "}", GRAPH_INVALID,
-     "prompt_outputs_failed_validation", "2", "invalid_input_type", "sigma",
-     "to a FLOAT value"},
+     "prompt_outputs_failed_validation", "2", "invalid_input_type", "sigma", "to a FLOAT value"},
     {"too_small", "{" LOAD BLUR("2", "[\"1\",0]", "0", "1") SAVE("2") "}", GRAPH_INVALID,
      "prompt_outputs_failed_validation", "2", "value_smaller_than_min", "blur_radius",
      "Value 0 smaller than min of 1"},
@@ -112,8 +111,7 @@ static const case_t cases[] = {
      "prompt_outputs_failed_validation", "2", "bad_linked_input", "image",
      "Linked node does not exist"},
     {"link_malformed", "{" LOAD BLUR("2", "[\"1\"]", "1", "1") SAVE("2") "}", GRAPH_INVALID,
-     "prompt_outputs_failed_validation", "2", "bad_linked_input", "image",
-     "length-2 list"},
+     "prompt_outputs_failed_validation", "2", "bad_linked_input", "image", "length-2 list"},
     {"link_bad_index", "{" LOAD BLUR("2", "[\"1\",5]", "1", "1") SAVE("2") "}", GRAPH_INVALID,
      "prompt_outputs_failed_validation", "2", "bad_linked_input", "image",
      "Linked output does not exist"},
@@ -122,14 +120,14 @@ static const case_t cases[] = {
      "Return type mismatch between linked nodes"},
     {"literal_on_image", "{" LOAD BLUR("2", "\"x.png\"", "1", "1") SAVE("2") "}", GRAPH_INVALID,
      "prompt_outputs_failed_validation", "2", "invalid_input_type", "image", "must be a link"},
-    {"cycle", "{" LOAD BLUR("2", "[\"3\",0]", "1", "1") BLUR("3", "[\"2\",0]", "1", "1") SAVE(
-                  "3") "}",
+    {"cycle",
+     "{" LOAD BLUR("2", "[\"3\",0]", "1", "1") BLUR("3", "[\"2\",0]", "1", "1") SAVE("3") "}",
      GRAPH_INVALID, "prompt_outputs_failed_validation", "2", "dependency_cycle", NULL,
      "Dependency cycle detected"},
     {"self_cycle", "{" LOAD BLUR("2", "[\"2\",0]", "1", "1") SAVE("2") "}", GRAPH_INVALID,
      "prompt_outputs_failed_validation", "2", "dependency_cycle", NULL, NULL},
-    {"no_output", "{" LOAD BLUR("2", "[\"1\",0]", "1", "1") "}", GRAPH_INVALID,
-     "prompt_no_outputs", NULL, NULL, NULL, "Prompt has no outputs"},
+    {"no_output", "{" LOAD BLUR("2", "[\"1\",0]", "1", "1") "}", GRAPH_INVALID, "prompt_no_outputs",
+     NULL, NULL, NULL, "Prompt has no outputs"},
 };
 
 static void run_case(const case_t *c)
@@ -255,7 +253,7 @@ static void test_is_link(void **state)
         const char *json;
         bool link;
     } t[] = {
-        {"[\"1\",0]", true}, {"[\"1\",2]", true},  {"[1,0]", false},    {"[\"1\"]", false},
+        {"[\"1\",0]", true},   {"[\"1\",2]", true},    {"[1,0]", false}, {"[\"1\"]", false},
         {"[\"1\",-1]", false}, {"[\"1\",0.5]", false}, {"\"1\"", false}, {"[\"1\",0,0]", false},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
@@ -267,7 +265,6 @@ static void test_is_link(void **state)
     assert_non_null(graph_registry_find(&reg, "ImageBlur"));
     assert_null(graph_registry_find(&reg, "imageblur"));
 }
-
 
 /* ---- size: the work is linear in the graph, the node count is capped ---- */
 

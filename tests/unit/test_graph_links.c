@@ -22,8 +22,8 @@
 
 static void test_huge_link_index_is_a_missing_output(void **state)
 {
-    static const char *const indexes[] = {"2", "2147483647", "2147483648", "4294967296",
-                                          "1e19", "3e94"};
+    static const char *const indexes[] = {"2",          "2147483647", "2147483648",
+                                          "4294967296", "1e19",       "3e94"};
     for (size_t i = 0; i < sizeof(indexes) / sizeof(indexes[0]); i++) {
         char text[512];
         snprintf(text, sizeof(text),

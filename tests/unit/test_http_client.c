@@ -7,12 +7,11 @@
  * connections dropped mid-body. The builders and parsers are table-driven.
  */
 #define _GNU_SOURCE
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <cmocka.h>
 
-#include <sys/queue.h>
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -25,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -286,8 +286,8 @@ static char *url_for(const char *path_and_query)
     return url;
 }
 
-static http_result_t do_get(http_client_t *c, const char *path, const http_opts_t *opts,
-                            FILE *sink, http_response_t *resp)
+static http_result_t do_get(http_client_t *c, const char *path, const http_opts_t *opts, FILE *sink,
+                            http_response_t *resp)
 {
     char *url = url_for(path);
     http_request_t req = {.method = "GET", .url = url, .opts = opts, .sink = sink};
@@ -553,7 +553,7 @@ static void test_body_over_cap(void **state)
     http_opts_t opts = {.max_body = 1000, .max_retries = 2, .base_backoff_ms = 10};
     http_response_t resp;
     static const char *const paths[] = {
-        "/download?size=5000",         /* refused on Content-Length */
+        "/download?size=5000",          /* refused on Content-Length */
         "/download-chunked?size=70000", /* refused in the write callback */
     };
 
@@ -649,7 +649,8 @@ static void test_download_to_file(void **state)
     /* Chunked (no Content-Length) streams the same way. */
     file = tmpfile();
     assert_non_null(file);
-    assert_int_equal(do_get(c, "/download-chunked?size=100000", &opts, file, &resp), HTTP_RESULT_OK);
+    assert_int_equal(do_get(c, "/download-chunked?size=100000", &opts, file, &resp),
+                     HTTP_RESULT_OK);
     check_file_pattern(file, 100000);
     http_response_free(&resp);
     fclose(file);
@@ -772,7 +773,9 @@ static void test_form_encode_table(void **state)
         const char *want;
     } cases[] = {
         {{{"a", "1"}, {"b[c]", "2"}}, 2, "a=1&b%5Bc%5D=2"},
-        {{{"line_items[0][price]", "price_123"}, {"line_items[0][quantity]", "1"}, {"mode", "subscription"}},
+        {{{"line_items[0][price]", "price_123"},
+          {"line_items[0][quantity]", "1"},
+          {"mode", "subscription"}},
          3,
          "line_items%5B0%5D%5Bprice%5D=price_123&line_items%5B0%5D%5Bquantity%5D=1&mode=subscription"},
         {{{"q", "a b&c=d+e/f?g#h"}}, 1, "q=a%20b%26c%3Dd%2Be%2Ff%3Fg%23h"},
@@ -1017,9 +1020,8 @@ static void test_multipart_related_structure(void **state)
             assert_memory_equal(parts[1].content, media, cases[i].media_len);
         /* The boundary occurs only as framing: three delimiters in all. */
         int seen = 0;
-        for (const char *p = body; (p = memmem(p, (size_t)(body + len - p), boundary,
-                                               strlen(boundary))) != NULL;
-             p++)
+        for (const char *p = body;
+             (p = memmem(p, (size_t)(body + len - p), boundary, strlen(boundary))) != NULL; p++)
             seen++;
         assert_int_equal(seen, 3);
 

@@ -43,10 +43,10 @@ static void test_backoff_cap_doubles_to_the_maximum(void **state)
     assert_int_equal(backoff_cap_ms(4, 100, 1000), 800);
     assert_int_equal(backoff_cap_ms(5, 100, 1000), 1000);
     assert_int_equal(backoff_cap_ms(500, 100, 1000), 1000);
-    assert_int_equal(backoff_cap_ms(0, 100, 1000), 100);   /* n < 1 is the first retry */
+    assert_int_equal(backoff_cap_ms(0, 100, 1000), 100); /* n < 1 is the first retry */
     assert_int_equal(backoff_cap_ms(-3, 100, 1000), 100);
-    assert_int_equal(backoff_cap_ms(3, 100, 50), 100);     /* max below base: base */
-    assert_int_equal(backoff_cap_ms(3, 0, 1000), 4);       /* base <= 0 counts as 1 */
+    assert_int_equal(backoff_cap_ms(3, 100, 50), 100); /* max below base: base */
+    assert_int_equal(backoff_cap_ms(3, 0, 1000), 4);   /* base <= 0 counts as 1 */
     assert_int_equal(backoff_cap_ms(80, INT64_MAX / 4, INT64_MAX), INT64_MAX); /* no overflow */
 }
 

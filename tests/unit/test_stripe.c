@@ -65,11 +65,12 @@ static const sig_case_t sig_cases[] = {
     {"multiple v1 (both secrets sign), one secret configured",
      "t=1700000000,v1=" SIG_NEW ",v1=" SIG_TEST, "whsec_test_secret", NULL, T0, STRIPE_SIG_OK},
     {"v0 ignored", "t=1700000000,v0=" SIG_TEST, "whsec_test_secret", NULL, T0, STRIPE_SIG_NO_V1},
-    {"v0 plus valid v1, any order", "v0=abc,v1=" SIG_TEST ",t=1700000000,x=1",
-     "whsec_test_secret", NULL, T0, STRIPE_SIG_OK},
+    {"v0 plus valid v1, any order", "v0=abc,v1=" SIG_TEST ",t=1700000000,x=1", "whsec_test_secret",
+     NULL, T0, STRIPE_SIG_OK},
     {"spaces around items", " t=1700000000 , v1=" SIG_TEST " ", "whsec_test_secret", NULL, T0,
      STRIPE_SIG_OK},
-    {"uppercase hex is not Stripe's", "t=1700000000,v1=DFB4777AAAEC4EA29FF455DD4DF7FE6B2EF71096AD3A93A158DB7E100109EA91",
+    {"uppercase hex is not Stripe's",
+     "t=1700000000,v1=DFB4777AAAEC4EA29FF455DD4DF7FE6B2EF71096AD3A93A158DB7E100109EA91",
      "whsec_test_secret", NULL, T0, STRIPE_SIG_MISMATCH},
     {"truncated v1", "t=1700000000,v1=dfb4777a", "whsec_test_secret", NULL, T0,
      STRIPE_SIG_MISMATCH},
@@ -122,9 +123,9 @@ static void test_null_header(void **state)
                      STRIPE_SIG_MALFORMED);
     assert_string_equal(err, "Unable to extract timestamp and signatures from header");
     /* err may be NULL */
-    assert_int_equal(stripe_verify_signature(PAYLOAD, strlen(PAYLOAD), "t=1", "whsec_x", 300, T0,
-                                             NULL, 0),
-                     STRIPE_SIG_NO_V1);
+    assert_int_equal(
+        stripe_verify_signature(PAYLOAD, strlen(PAYLOAD), "t=1", "whsec_x", 300, T0, NULL, 0),
+        STRIPE_SIG_NO_V1);
 }
 
 static void test_default_tolerance(void **state)
@@ -138,8 +139,8 @@ static void test_default_tolerance(void **state)
                                              T0 + 301, NULL, 0),
                      STRIPE_SIG_STALE);
     /* a wider tolerance accepts it */
-    assert_int_equal(stripe_verify_signature(PAYLOAD, strlen(PAYLOAD), h, "whsec_test_secret",
-                                             3600, T0 + 3000, NULL, 0),
+    assert_int_equal(stripe_verify_signature(PAYLOAD, strlen(PAYLOAD), h, "whsec_test_secret", 3600,
+                                             T0 + 3000, NULL, 0),
                      STRIPE_SIG_OK);
 }
 
@@ -152,9 +153,9 @@ static void test_binary_payload(void **state)
     stripe_compute_signature("whsec_bin", T0, body, sizeof body, sig);
     char header[128];
     snprintf(header, sizeof header, "t=%lld,v1=%s", T0, sig);
-    assert_int_equal(stripe_verify_signature(body, sizeof body, header, "whsec_bin", 300, T0, NULL,
-                                             0),
-                     STRIPE_SIG_OK);
+    assert_int_equal(
+        stripe_verify_signature(body, sizeof body, header, "whsec_bin", 300, T0, NULL, 0),
+        STRIPE_SIG_OK);
     assert_int_equal(stripe_verify_signature(body, 2, header, "whsec_bin", 300, T0, NULL, 0),
                      STRIPE_SIG_MISMATCH);
 }
