@@ -219,7 +219,7 @@ fuzz:
 
 fuzz-ci:
 	@$(MAKE) --no-print-directory -j2 fuzz-build
-	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=30 tests/fuzz/run $(FUZZ_TARGETS)
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=30 FUZZ_SEED=1 tests/fuzz/run $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build

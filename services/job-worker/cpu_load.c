@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "cpu_internal.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -83,6 +84,33 @@ const char *cpu_exec_format_name(cpu_exec_format_t f)
     return "unknown";
 }
 
+/* Every PNG chunk must fit in the file: libpng allocates a metadata chunk
+ * (tEXt, zTXt, iTXt, eXIf) at its declared length before reading it, so a
+ * 100-byte file that declares a 1.5 GB tEXt makes the worker ask for 1.5 GB
+ * (found by fuzz_image_load). The whole file is in memory here, so a chunk
+ * longer than what is left of it is a truncated or forged file. Walks the
+ * chunk headers only (12 bytes each) up to IEND or the end of the buffer. */
+static int png_chunks_fit(const unsigned char *b, size_t len)
+{
+    size_t off = 8; /* the signature */
+    while (len - off >= 8) {
+        uint32_t n = ((uint32_t)b[off] << 24) | ((uint32_t)b[off + 1] << 16) |
+                     ((uint32_t)b[off + 2] << 8) | (uint32_t)b[off + 3];
+        if (n > 0x7FFFFFFFu || (size_t)n > len - off - 8) {
+            return 0;
+        }
+        if (memcmp(b + off + 4, "IEND", 4) == 0) {
+            return 1;
+        }
+        off += 8 + (size_t)n;
+        if (len - off < 4) {
+            return 1; /* no CRC: libpng reports the truncation itself */
+        }
+        off += 4;
+    }
+    return 1;
+}
+
 /* The header of buf through the one loader of format f (lazy: nothing is
  * decoded yet). The decompression limits of libjpeg, libspng and libheif stay
  * on ("unlimited" FALSE); libvips 8.14's TIFF loader has no such option. */
@@ -134,6 +162,10 @@ cpu_exec_status_t cpu_exec_open(const void *buf, size_t len, VipsAccess access,
     cpu_exec_format_t f = cpu_exec_format(buf, len);
     if (f == CPU_FORMAT_NONE) {
         snprintf(err, errlen, "unsupported_image: not a JPEG, PNG, WebP, TIFF or HEIC image");
+        return CPU_EXEC_UNSUPPORTED_IMAGE;
+    }
+    if (f == CPU_FORMAT_PNG && !png_chunks_fit(buf, len)) {
+        snprintf(err, errlen, "unsupported_image: a PNG chunk is longer than the file");
         return CPU_EXEC_UNSUPPORTED_IMAGE;
     }
     VipsImage *im = open_header(f, buf, len, access);

@@ -140,6 +140,66 @@ static void test_refuses_other_formats(void **state)
                    "unsupported_image");
 }
 
+/* A real PNG header followed by a tEXt chunk that declares 1.5 GB and carries
+ * 100 bytes: libpng would allocate the declared length before reading (the
+ * finding of fuzz_image_load in CI). The front door refuses it from the chunk
+ * walk; a real PNG with a real 1 MB text chunk still opens. */
+static void test_png_chunk_longer_than_file(void **state)
+{
+    (void)state;
+    /* The signature and IHDR (8 + 25 bytes, CRC included) of a real PNG, then
+     * the forged chunk: its CRC would come after the 1.5 GB, never reached. */
+    VipsImage *im = small_image();
+    void *real = NULL;
+    size_t real_len = 0;
+    assert_int_equal(vips_pngsave_buffer(im, &real, &real_len, NULL), 0);
+    assert_true(real_len > 33);
+    assert_memory_equal((char *)real + 12, "IHDR", 4);
+    unsigned char png[33 + 8 + 100];
+    memcpy(png, real, 33);
+    g_free(real);
+    static const unsigned char forged[8] = {0x5D, 0x00, 0x00, 0x03, 't', 'E', 'X', 't'};
+    memcpy(png + 33, forged, sizeof(forged)); /* 0x5D000003 = 1560281091 bytes */
+    memset(png + 41, 'x', 100);
+    size_t n = sizeof(png);
+    char err[256];
+    assert_int_equal(cpu_exec_open(png, n, VIPS_ACCESS_SEQUENTIAL, 0, NULL, err, sizeof(err)),
+                     CPU_EXEC_UNSUPPORTED_IMAGE);
+    assert_non_null(strstr(err, "chunk is longer than the file"));
+    assert_refused("PNG with a 1.5 GB tEXt", png, n, CPU_EXEC_UNSUPPORTED_IMAGE,
+                   "unsupported_image");
+
+    /* A real PNG carrying a 1 MB comment opens. */
+    VipsImage *copy = NULL;
+    assert_int_equal(vips_copy(im, &copy, NULL), 0);
+    char *comment = g_malloc(1 << 20);
+    uint32_t x = 2463534242u; /* xorshift: text that does not compress */
+    for (size_t i = 0; i < (1 << 20) - 1; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        comment[i] = (char)('a' + x % 26);
+    }
+    comment[(1 << 20) - 1] = '\0';
+    vips_image_set_string(copy, "png-comment-0-big", comment);
+    g_free(comment);
+    void *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(vips_pngsave_buffer(copy, &buf, &len, NULL), 0);
+    assert_true(len > (1 << 19));
+    VipsImage *out = NULL;
+    assert_int_equal(cpu_exec_open(buf, len, VIPS_ACCESS_SEQUENTIAL, 0, &out, err, sizeof(err)),
+                     CPU_EXEC_OK);
+    g_object_unref(out);
+    /* Cut inside that chunk: refused before libpng sees it. */
+    assert_int_equal(cpu_exec_open(buf, len / 2, VIPS_ACCESS_SEQUENTIAL, 0, NULL, err,
+                                   sizeof(err)),
+                     CPU_EXEC_UNSUPPORTED_IMAGE);
+    g_free(buf);
+    g_object_unref(copy);
+    g_object_unref(im);
+}
+
 /* Every loader but the allowed ones is blocked in libvips itself: sniffing
  * still names them, but neither libvips' own sniffing open nor a direct call
  * gets an image. */
@@ -339,6 +399,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refuses_other_formats), cmocka_unit_test(test_other_loaders_blocked),
+        cmocka_unit_test(test_png_chunk_longer_than_file),
         cmocka_unit_test(test_pixel_limit),           cmocka_unit_test(test_memory_budget),
         cmocka_unit_test(test_allowed_formats),       cmocka_unit_test(test_watermark_no_markup),
     };
