@@ -192,8 +192,7 @@ static void test_png_chunk_longer_than_file(void **state)
                      CPU_EXEC_OK);
     g_object_unref(out);
     /* Cut inside that chunk: refused before libpng sees it. */
-    assert_int_equal(cpu_exec_open(buf, len / 2, VIPS_ACCESS_SEQUENTIAL, 0, NULL, err,
-                                   sizeof(err)),
+    assert_int_equal(cpu_exec_open(buf, len / 2, VIPS_ACCESS_SEQUENTIAL, 0, NULL, err, sizeof(err)),
                      CPU_EXEC_UNSUPPORTED_IMAGE);
     g_free(buf);
     g_object_unref(copy);
@@ -398,10 +397,13 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_refuses_other_formats), cmocka_unit_test(test_other_loaders_blocked),
+        cmocka_unit_test(test_refuses_other_formats),
+        cmocka_unit_test(test_other_loaders_blocked),
         cmocka_unit_test(test_png_chunk_longer_than_file),
-        cmocka_unit_test(test_pixel_limit),           cmocka_unit_test(test_memory_budget),
-        cmocka_unit_test(test_allowed_formats),       cmocka_unit_test(test_watermark_no_markup),
+        cmocka_unit_test(test_pixel_limit),
+        cmocka_unit_test(test_memory_budget),
+        cmocka_unit_test(test_allowed_formats),
+        cmocka_unit_test(test_watermark_no_markup),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cpu_exec_shutdown();
