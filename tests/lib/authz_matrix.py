@@ -551,7 +551,9 @@ def run_matrix(spec, GW, G, S):
 
         # 1. no session
         if op.public:
-            ok("%s: public in the spec (security allows anonymous); not checked for 401" % op.name)
+            r = http(op.method, GW + a_path, dict(origin), a_body)
+            check(r.status != 401 and r.status < 500, "%s: public in the spec (security allows anonymous): "
+                  "no session is not 401 (got %d)" % (op.name, r.status))
         else:
             for label, hdrs in (("no session", dict(origin)), ("forged cookie", dict(origin, Cookie=forged))):
                 r = http(op.method, GW + a_path, hdrs, a_body)
