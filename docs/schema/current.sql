@@ -1179,11 +1179,14 @@ BEGIN
     prompt_id := COALESCE(j.comfyui_prompt_id, '');
     retry_count := COALESCE(j.retry_count, 0);
     max_retries := COALESCE(j.max_retries, 3);
-    SELECT p.workflow_json::text INTO workflow
+    SELECT CASE WHEN p.created_by_user_id IS NULL OR p.created_by_user_id = j.user_id
+                THEN p.workflow_json ELSE v.workflow_json END::text INTO workflow
       FROM presets p
+      LEFT JOIN preset_adoptions a ON a.preset_id = p.id AND a.user_id = j.user_id
+      LEFT JOIN preset_versions v ON v.preset_id = a.preset_id AND v.version = a.version
      WHERE p.name = j.preset_name AND COALESCE(p.is_active, true)
        AND (p.created_by_user_id IS NULL OR p.created_by_user_id = j.user_id
-            OR COALESCE(p.is_public, false))
+            OR (COALESCE(p.is_public, false) AND a.user_id IS NOT NULL))
      ORDER BY (p.created_by_user_id = j.user_id) DESC NULLS LAST,
               (p.created_by_user_id IS NULL) DESC, p.created_at
      LIMIT 1;
@@ -1237,6 +1240,47 @@ END
 $$;
 
 ALTER FUNCTION public.jobs_worker_complete(p_job_id uuid, p_attempt integer, p_ms integer, p_worker_id text, p_output_file_id text, p_output_name text, p_output_url text, p_mail boolean) OWNER TO ca_job_worker;
+
+--
+-- Name: presets_accept_update(uuid, uuid); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE FUNCTION public.presets_accept_update(p_user uuid, p_id uuid) RETURNS TABLE(outcome text, version integer)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    prev text := current_setting('app.rls_system', true);
+    cur int;
+BEGIN
+    PERFORM presets_check_caller(p_user);
+    PERFORM set_config('app.rls_system', 'on', true);
+    SELECT p.version INTO cur FROM presets p
+     WHERE p.id = p_id AND COALESCE(p.is_active, TRUE)
+       AND (p.created_by_user_id IS NULL OR p.created_by_user_id = p_user
+            OR COALESCE(p.is_public, FALSE))
+       FOR SHARE;
+    IF NOT FOUND THEN
+        PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
+        RETURN QUERY SELECT 'not_found'::text, NULL::int;
+        RETURN;
+    END IF;
+    UPDATE preset_adoptions a SET version = cur
+     WHERE a.user_id = p_user AND a.preset_id = p_id;
+    IF NOT FOUND THEN
+        PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
+        RETURN QUERY SELECT 'not_adopted'::text, NULL::int;
+        RETURN;
+    END IF;
+    PERFORM presets_prune_versions(p_id);
+    PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
+    RETURN QUERY SELECT 'ok'::text, cur;
+END
+$$;
+
+ALTER FUNCTION public.presets_accept_update(p_user uuid, p_id uuid) OWNER TO ca_api_gateway;
 
 --
 -- Name: presets_adopt(uuid, uuid); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
@@ -1371,6 +1415,25 @@ $$;
 ALTER FUNCTION public.presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb) OWNER TO ca_api_gateway;
 
 --
+-- Name: presets_prune_versions(uuid); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE FUNCTION public.presets_prune_versions(p_preset uuid) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    DELETE FROM preset_versions v
+     WHERE v.preset_id = p_preset
+       AND v.version < (SELECT p.version FROM presets p WHERE p.id = p_preset)
+       AND NOT EXISTS (SELECT 1 FROM preset_adoptions a
+                        WHERE a.preset_id = v.preset_id AND a.version = v.version);
+END
+$$;
+
+ALTER FUNCTION public.presets_prune_versions(p_preset uuid) OWNER TO ca_api_gateway;
+
+--
 -- Name: presets_rate(uuid, uuid, integer); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
 --
 
@@ -1416,9 +1479,12 @@ CREATE FUNCTION public.presets_record_adoption(p_user uuid, p_preset uuid) RETUR
     SET search_path TO 'public', 'pg_temp'
     SET "TimeZone" TO 'UTC'
     AS $$
+DECLARE
+    cur int;
 BEGIN
-    INSERT INTO preset_adoptions (user_id, preset_id, created_at)
-    VALUES (p_user, p_preset, timezone('UTC', now()))
+    SELECT p.version INTO cur FROM presets p WHERE p.id = p_preset FOR SHARE;
+    INSERT INTO preset_adoptions (user_id, preset_id, version, created_at)
+    VALUES (p_user, p_preset, cur, timezone('UTC', now()))
     ON CONFLICT (user_id, preset_id) DO NOTHING;
     IF NOT FOUND THEN
         RETURN FALSE;
@@ -1516,6 +1582,56 @@ END
 $_$;
 
 ALTER FUNCTION public.presets_update(p_user uuid, p_id uuid, p_name text, p_description text, p_category text, p_workflow jsonb, p_is_public boolean, p_is_active boolean, p_ip text) OWNER TO ca_api_gateway;
+
+--
+-- Name: presets_version_follow(); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE FUNCTION public.presets_version_follow() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.version := 1;
+    ELSIF NEW.workflow_json IS DISTINCT FROM OLD.workflow_json THEN
+        NEW.version := OLD.version + 1;
+    ELSE
+        NEW.version := OLD.version;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+ALTER FUNCTION public.presets_version_follow() OWNER TO ca_api_gateway;
+
+--
+-- Name: presets_version_record(); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE FUNCTION public.presets_version_record() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    prev text := current_setting('app.rls_system', true);
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.version = OLD.version THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('app.rls_system', 'on', true);
+    INSERT INTO preset_versions (preset_id, version, workflow_json, created_at)
+    VALUES (NEW.id, NEW.version, NEW.workflow_json, timezone('UTC', now()));
+    IF TG_OP = 'UPDATE' THEN
+        PERFORM presets_prune_versions(NEW.id);
+    END IF;
+    PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION public.presets_version_record() OWNER TO ca_api_gateway;
 
 --
 -- Name: users_mark_drive_disconnected(uuid, text); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
@@ -1834,7 +1950,8 @@ ALTER TABLE public.meter_outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY
 CREATE TABLE public.preset_adoptions (
     user_id uuid NOT NULL,
     preset_id uuid NOT NULL,
-    created_at timestamp without time zone DEFAULT now() NOT NULL
+    created_at timestamp without time zone DEFAULT now() NOT NULL,
+    version integer NOT NULL
 );
 
 ALTER TABLE ONLY public.preset_adoptions FORCE ROW LEVEL SECURITY;
@@ -1859,6 +1976,23 @@ ALTER TABLE ONLY public.preset_ratings FORCE ROW LEVEL SECURITY;
 ALTER TABLE public.preset_ratings OWNER TO ca_api_gateway;
 
 --
+-- Name: preset_versions; Type: TABLE; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE TABLE public.preset_versions (
+    preset_id uuid NOT NULL,
+    version integer NOT NULL,
+    workflow_json jsonb NOT NULL,
+    created_at timestamp without time zone DEFAULT now() NOT NULL,
+    CONSTRAINT preset_versions_version_check CHECK ((version >= 1)),
+    CONSTRAINT preset_versions_workflow_json_check CHECK ((jsonb_typeof(workflow_json) = 'object'::text))
+);
+
+ALTER TABLE ONLY public.preset_versions FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE public.preset_versions OWNER TO ca_api_gateway;
+
+--
 -- Name: presets; Type: TABLE; Schema: public; Owner: ca_api_gateway
 --
 
@@ -1879,7 +2013,9 @@ CREATE TABLE public.presets (
     is_active boolean DEFAULT true,
     created_at timestamp without time zone DEFAULT now(),
     updated_at timestamp without time zone DEFAULT now(),
+    version integer DEFAULT 1 NOT NULL,
     CONSTRAINT presets_price_nonnegative CHECK ((price_cents >= 0)),
+    CONSTRAINT presets_version_positive CHECK ((version >= 1)),
     CONSTRAINT presets_workflow_is_object CHECK ((jsonb_typeof(workflow_json) = 'object'::text))
 );
 
@@ -2092,6 +2228,13 @@ ALTER TABLE ONLY public.preset_adoptions
 
 ALTER TABLE ONLY public.preset_ratings
     ADD CONSTRAINT preset_ratings_pkey PRIMARY KEY (user_id, preset_id);
+
+--
+-- Name: preset_versions preset_versions_pkey; Type: CONSTRAINT; Schema: public; Owner: ca_api_gateway
+--
+
+ALTER TABLE ONLY public.preset_versions
+    ADD CONSTRAINT preset_versions_pkey PRIMARY KEY (preset_id, version);
 
 --
 -- Name: presets presets_pkey; Type: CONSTRAINT; Schema: public; Owner: ca_api_gateway
@@ -2497,6 +2640,18 @@ CREATE TRIGGER preset_ratings_set_updated_at BEFORE UPDATE ON public.preset_rati
 CREATE TRIGGER presets_set_updated_at BEFORE UPDATE ON public.presets FOR EACH ROW EXECUTE FUNCTION public.api_gateway_set_updated_at();
 
 --
+-- Name: presets presets_version_follow; Type: TRIGGER; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE TRIGGER presets_version_follow BEFORE INSERT OR UPDATE ON public.presets FOR EACH ROW EXECUTE FUNCTION public.presets_version_follow();
+
+--
+-- Name: presets presets_version_record; Type: TRIGGER; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE TRIGGER presets_version_record AFTER INSERT OR UPDATE ON public.presets FOR EACH ROW EXECUTE FUNCTION public.presets_version_record();
+
+--
 -- Name: subscriptions subscriptions_set_updated_at; Type: TRIGGER; Schema: public; Owner: ca_billing_webhook
 --
 
@@ -2576,6 +2731,13 @@ ALTER TABLE ONLY public.preset_adoptions
     ADD CONSTRAINT preset_adoptions_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 --
+-- Name: preset_adoptions preset_adoptions_version_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_api_gateway
+--
+
+ALTER TABLE ONLY public.preset_adoptions
+    ADD CONSTRAINT preset_adoptions_version_fkey FOREIGN KEY (preset_id, version) REFERENCES public.preset_versions(preset_id, version);
+
+--
 -- Name: preset_ratings preset_ratings_preset_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_api_gateway
 --
 
@@ -2588,6 +2750,13 @@ ALTER TABLE ONLY public.preset_ratings
 
 ALTER TABLE ONLY public.preset_ratings
     ADD CONSTRAINT preset_ratings_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+--
+-- Name: preset_versions preset_versions_preset_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_api_gateway
+--
+
+ALTER TABLE ONLY public.preset_versions
+    ADD CONSTRAINT preset_versions_preset_id_fkey FOREIGN KEY (preset_id) REFERENCES public.presets(id) ON DELETE CASCADE;
 
 --
 -- Name: presets presets_created_by_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_api_gateway
@@ -2715,6 +2884,12 @@ ALTER TABLE public.preset_adoptions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY preset_adoptions_gateway ON public.preset_adoptions TO ca_api_gateway USING (((user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid) OR (current_setting('app.rls_system'::text, true) = 'on'::text))) WITH CHECK (((user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid) OR (current_setting('app.rls_system'::text, true) = 'on'::text)));
 
 --
+-- Name: preset_adoptions preset_adoptions_services; Type: POLICY; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE POLICY preset_adoptions_services ON public.preset_adoptions FOR SELECT TO ca_job_worker USING (true);
+
+--
 -- Name: preset_ratings; Type: ROW SECURITY; Schema: public; Owner: ca_api_gateway
 --
 
@@ -2725,6 +2900,34 @@ ALTER TABLE public.preset_ratings ENABLE ROW LEVEL SECURITY;
 --
 
 CREATE POLICY preset_ratings_gateway ON public.preset_ratings TO ca_api_gateway USING (((user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid) OR (current_setting('app.rls_system'::text, true) = 'on'::text))) WITH CHECK (((user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid) OR (current_setting('app.rls_system'::text, true) = 'on'::text)));
+
+--
+-- Name: preset_versions; Type: ROW SECURITY; Schema: public; Owner: ca_api_gateway
+--
+
+ALTER TABLE public.preset_versions ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: preset_versions preset_versions_gateway_select; Type: POLICY; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE POLICY preset_versions_gateway_select ON public.preset_versions FOR SELECT TO ca_api_gateway USING (((current_setting('app.rls_system'::text, true) = 'on'::text) OR (EXISTS ( SELECT 1
+   FROM public.presets p
+  WHERE ((p.id = preset_versions.preset_id) AND (p.created_by_user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid)))) OR (EXISTS ( SELECT 1
+   FROM public.preset_adoptions a
+  WHERE ((a.preset_id = preset_versions.preset_id) AND (a.version = preset_versions.version) AND (a.user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid))))));
+
+--
+-- Name: preset_versions preset_versions_gateway_system; Type: POLICY; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE POLICY preset_versions_gateway_system ON public.preset_versions TO ca_api_gateway USING ((current_setting('app.rls_system'::text, true) = 'on'::text)) WITH CHECK ((current_setting('app.rls_system'::text, true) = 'on'::text));
+
+--
+-- Name: preset_versions preset_versions_services; Type: POLICY; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE POLICY preset_versions_services ON public.preset_versions FOR SELECT TO ca_job_worker USING (true);
 
 --
 -- Name: presets; Type: ROW SECURITY; Schema: public; Owner: ca_api_gateway
@@ -3028,6 +3231,12 @@ REVOKE ALL ON FUNCTION public.jobs_worker_claim(p_job_id uuid, p_worker_id text,
 REVOKE ALL ON FUNCTION public.jobs_worker_complete(p_job_id uuid, p_attempt integer, p_ms integer, p_worker_id text, p_output_file_id text, p_output_name text, p_output_url text, p_mail boolean) FROM PUBLIC;
 
 --
+-- Name: FUNCTION presets_accept_update(p_user uuid, p_id uuid); Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+REVOKE ALL ON FUNCTION public.presets_accept_update(p_user uuid, p_id uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION presets_adopt(p_user uuid, p_id uuid); Type: ACL; Schema: public; Owner: ca_api_gateway
 --
 
@@ -3052,6 +3261,12 @@ REVOKE ALL ON FUNCTION public.presets_count_adoption(p_user uuid, p_name text) F
 REVOKE ALL ON FUNCTION public.presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb) FROM PUBLIC;
 
 --
+-- Name: FUNCTION presets_prune_versions(p_preset uuid); Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+REVOKE ALL ON FUNCTION public.presets_prune_versions(p_preset uuid) FROM PUBLIC;
+
+--
 -- Name: FUNCTION presets_rate(p_user uuid, p_id uuid, p_rating integer); Type: ACL; Schema: public; Owner: ca_api_gateway
 --
 
@@ -3074,6 +3289,18 @@ REVOKE ALL ON FUNCTION public.presets_refresh_rating() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.presets_update(p_user uuid, p_id uuid, p_name text, p_description text, p_category text, p_workflow jsonb, p_is_public boolean, p_is_active boolean, p_ip text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION presets_version_follow(); Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+REVOKE ALL ON FUNCTION public.presets_version_follow() FROM PUBLIC;
+
+--
+-- Name: FUNCTION presets_version_record(); Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+REVOKE ALL ON FUNCTION public.presets_version_record() FROM PUBLIC;
 
 --
 -- Name: FUNCTION users_mark_drive_disconnected(p_user_id uuid, p_reason text); Type: ACL; Schema: public; Owner: ca_api_gateway
@@ -3128,6 +3355,18 @@ GRANT SELECT ON TABLE public.jobs_archive TO ca_api_gateway;
 --
 
 GRANT SELECT ON TABLE public.meter_outbox TO ca_api_gateway;
+
+--
+-- Name: TABLE preset_adoptions; Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+GRANT SELECT ON TABLE public.preset_adoptions TO ca_job_worker;
+
+--
+-- Name: TABLE preset_versions; Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+GRANT SELECT ON TABLE public.preset_versions TO ca_job_worker;
 
 --
 -- Name: TABLE presets; Type: ACL; Schema: public; Owner: ca_api_gateway

@@ -10,7 +10,16 @@
  *                                 workflow_json, is_public, is_active
  *   POST  /api/presets/{id}/rating {"rating": 1..5}, once per user, not own
  *   POST  /api/presets/{id}/adopt  make it the default preset (counts a
- *                                  download of someone else's public preset)
+ *                                  download of someone else's public preset
+ *                                  and pins the version adopted)
+ *   POST  /api/presets/{id}/accept-update  move the adoption of someone
+ *                                  else's preset to its current version
+ *
+ * Versions (sql/api-gateway/082_preset_versions.sql): every change of a
+ * preset's workflow_json makes a new version; an adopter's jobs run the
+ * version they adopted until they accept the update. Each preset in JSON
+ * carries version, adopted_version (null unless the user adopted it) and
+ * update_available.
  *
  * Workflows are checked with the worker's validator (common/graph.h against
  * common/cpu_nodes.h) on the offload pool (never on the loop): an invalid
@@ -48,6 +57,8 @@
     " 'is_premium', COALESCE(p.is_premium, FALSE), 'price_cents', COALESCE(p.price_cents, 0),"     \
     " 'downloads', COALESCE(p.downloads, 0), 'rating_avg', COALESCE(p.rating_avg, 0),"             \
     " 'rating_count', COALESCE(p.rating_count, 0), 'my_rating', r.rating,"                         \
+    " 'version', p.version, 'adopted_version', a.version,"                                         \
+    " 'update_available', COALESCE(a.version < p.version, FALSE),"                                 \
     " 'created_at', " GW_SQL_TS("p.created_at") ", 'updated_at', " GW_SQL_TS(                      \
         "p.updated_at") ")::text"
 
@@ -57,7 +68,8 @@
     " AND (p.created_by_user_id IS NULL OR COALESCE(p.is_public, FALSE))))"
 
 #define PRESET_FROM                                                                                \
-    " FROM presets p LEFT JOIN preset_ratings r ON r.preset_id = p.id AND r.user_id = $1::uuid"
+    " FROM presets p LEFT JOIN preset_ratings r ON r.preset_id = p.id AND r.user_id = $1::uuid"    \
+    " LEFT JOIN preset_adoptions a ON a.preset_id = p.id AND a.user_id = $1::uuid"
 
 static const char *const CATEGORIES[] = {"portrait", "product", "landscape", "other", NULL};
 static const char *const SCOPES[] = {"all", "own", "system", "public", NULL};
@@ -714,6 +726,39 @@ static void adopt_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
              on_adopted, NULL);
 }
 
+/* ---- accept an update ---- */
+
+static const outcome_reply_t accept_replies[] = {
+    {"not_adopted", 409, "not_adopted",
+     "you have not adopted this preset: only adopters of someone else's public preset accept "
+     "its updates (your own and system presets always run their current version)"},
+};
+
+static void on_accepted(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    reply_outcome(gw, req, res, arg, accept_replies,
+                  sizeof(accept_replies) / sizeof(accept_replies[0]));
+}
+
+static void accept_update(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *id = NULL;
+    if (!preset_id_param(req, &id)) {
+        return;
+    }
+    if (!gw_json_no_body(req)) {
+        return;
+    }
+    target_t *t = target_new(req, user->id, id);
+    if (t == NULL) {
+        return;
+    }
+    const char *p[] = {user->id, id};
+    gw_query_ex(gw, req, user->id,
+                "SELECT outcome, version FROM presets_accept_update($1::uuid, $2::uuid)", 2, p,
+                on_accepted, t, free);
+}
+
 int gw_routes_presets(gw_t *gw)
 {
     if (gw_route(gw, "GET", "/api/presets", GW_AUTH, list_presets) != 0 ||
@@ -721,7 +766,8 @@ int gw_routes_presets(gw_t *gw)
         gw_route(gw, "GET", "/api/presets/{id}", GW_AUTH, get_preset) != 0 ||
         gw_route(gw, "PATCH", "/api/presets/{id}", GW_AUTH, patch_preset) != 0 ||
         gw_route(gw, "POST", "/api/presets/{id}/rating", GW_AUTH, rate_preset) != 0 ||
-        gw_route(gw, "POST", "/api/presets/{id}/adopt", GW_AUTH, adopt_preset) != 0) {
+        gw_route(gw, "POST", "/api/presets/{id}/adopt", GW_AUTH, adopt_preset) != 0 ||
+        gw_route(gw, "POST", "/api/presets/{id}/accept-update", GW_AUTH, accept_update) != 0) {
         return -1;
     }
     return 0;

@@ -158,7 +158,8 @@ static char *dupv(PGresult *res, int col)
  * job's user (billing_reserve_usage, idempotent per job: a retried attempt
  * finds its reservation) and what the job needs later from PostgreSQL: the
  * preset's graph (by name, active, the user's own first, then system, then
- * public), the user's output folder (when the job comes from the watched
+ * a public one the user adopted, at the adopted version: sql/job-worker/082),
+ * the user's output folder (when the job comes from the watched
  * folder, or none is watched) and the user's stored Drive tokens
  * (drive_auth_access_token_from then needs no read of its own). An error
  * anywhere (the reservation included) rolls the claim back: the job stays

@@ -5,12 +5,15 @@
  * private preset is 404), publishing and its audit row, rating once, exact
  * averages under concurrent ratings, download counting, keyset paging,
  * 401 without a session and CSRF on every state-changing route; graph size:
- * the node cap (while /healthz keeps answering), the work budget.
+ * the node cap (while /healthz keeps answering), the work budget; versions:
+ * an adopter's jobs (what jobs_worker_claim returns) keep the version adopted
+ * until they accept the update.
  */
 #include "gw_session.h"
 #include "support.h"
 
 #include <cjson/cJSON.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -581,6 +584,210 @@ static void test_adopt_counts_downloads(void **state)
     assert_int_equal(sql_ll("SELECT downloads FROM presets WHERE id = $1", 1, p), 3);
 }
 
+/* ---- versions: adopters keep the version they adopted ---- */
+
+/* A CPU graph whose SaveImage prefix tells the versions apart. */
+static void graph_v(char *out, size_t n, const char *tag)
+{
+    snprintf(out, n,
+             "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"
+             "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0],"
+             "\"filename_prefix\":\"%s\"}}}",
+             tag);
+}
+
+/* What the worker gets: a job for user with that preset name, claimed by
+ * jobs_worker_claim as ca_job_worker. Returns the SaveImage prefix of the
+ * graph it read ("" for no graph: the job would fail preset_not_found). */
+static char claimed_tag[64];
+static const char *worker_graph_tag(const gwt_session_t *user, const char *preset)
+{
+    static int n;
+    char file[64];
+    snprintf(file, sizeof(file), "versions-file-%d", ++n);
+    const char *cp[] = {user->id, file, preset};
+    char *job = sql_value("SELECT job_id::text FROM jobs_create_for_drive_file($1::uuid, $2,"
+                          " 'a.jpg', 'folder', 1000, 'image/jpeg', $3)",
+                          3, cp);
+    assert_non_null(job);
+    PGconn *c = PQconnectdb(db_url_as("ca_job_worker"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    const char *p[] = {job};
+    PGresult *r = PQexecParams(c,
+                               "SELECT workflow FROM jobs_worker_claim($1::uuid, 'versions-test',"
+                               " 60, 120)",
+                               1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "claim: %s", PQerrorMessage(c));
+    }
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(PQntuples(r), 1);
+    claimed_tag[0] = '\0';
+    if (!PQgetisnull(r, 0, 0)) {
+        cJSON *g = cJSON_Parse(PQgetvalue(r, 0, 0));
+        assert_non_null(g);
+        const char *tag = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(g, "2"), "inputs"),
+            "filename_prefix"));
+        assert_non_null(tag);
+        snprintf(claimed_tag, sizeof(claimed_tag), "%s", tag);
+        cJSON_Delete(g);
+    }
+    PQclear(r);
+    PQfinish(c);
+    free(job);
+    return claimed_tag;
+}
+
+/* The preset as user sees it in GET /api/presets?scope=public (or NULL). */
+static cJSON *listed(const gwt_session_t *user, const char *id)
+{
+    gwt_resp_t r = call("GET", "/api/presets?scope=public&limit=100", user, NULL);
+    assert_int_equal(r.status, 200);
+    cJSON *found = NULL;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(r.json, "presets"))
+    {
+        if (strcmp(gwt_str(it, "id"), id) == 0) {
+            found = cJSON_Duplicate(it, true);
+        }
+    }
+    gwt_resp_free(&r);
+    return found;
+}
+
+static void patch_graph(const char *id, const char *tag, int want_version)
+{
+    char g[512], body[640], path[128];
+    graph_v(g, sizeof(g), tag);
+    snprintf(body, sizeof(body), "{\"workflow_json\":%s}", g);
+    path_of(path, sizeof(path), id, "");
+    gwt_resp_t r = call("PATCH", path, &alice, body);
+    assert_int_equal(r.status, 200);
+    assert_int_equal((int)jnum(r.json, "version"), want_version);
+    gwt_resp_free(&r);
+}
+
+static long long versions_kept(const char *id)
+{
+    const char *p[] = {id};
+    return sql_ll("SELECT count(*) FROM preset_versions WHERE preset_id = $1::uuid", 1, p);
+}
+
+static void test_adopters_keep_their_version(void **state)
+{
+    (void)state;
+    char g[512], id[40], path[128], adopt[160], accept[160];
+    graph_v(g, sizeof(g), "v1");
+    create(&alice, "alice versions", "portrait", g, id);
+    path_of(path, sizeof(path), id, "");
+    path_of(adopt, sizeof(adopt), id, "/adopt");
+    path_of(accept, sizeof(accept), id, "/accept-update");
+    gwt_resp_t r = call("PATCH", path, &alice, "{\"is_public\":true}");
+    assert_int_equal(r.status, 200);
+    assert_int_equal((int)jnum(r.json, "version"), 1); /* publishing is not a new graph */
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r.json, "adopted_version")));
+    assert_false(jbool(r.json, "update_available"));
+    gwt_resp_free(&r);
+
+    gwt_session_t erin;
+    assert_int_equal(gwt_sign_in(GW, "erin@example.com", &erin), 0);
+    r = call("POST", adopt, &erin, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_string_equal(worker_graph_tag(&erin, "alice versions"), "v1");
+
+    /* the author rewrites the graph: a new version; the adopter's jobs keep v1 */
+    patch_graph(id, "v2", 2);
+    assert_string_equal(worker_graph_tag(&erin, "alice versions"), "v1");
+    /* the author's own jobs run the latest */
+    assert_string_equal(worker_graph_tag(&alice, "alice versions"), "v2");
+    /* someone who never adopted it does not run it at all */
+    assert_string_equal(worker_graph_tag(&carol, "alice versions"), "");
+
+    /* the adopter sees the update, in the list and on the preset */
+    cJSON *e = listed(&erin, id);
+    assert_non_null(e);
+    assert_int_equal((int)jnum(e, "version"), 2);
+    assert_int_equal((int)jnum(e, "adopted_version"), 1);
+    assert_true(jbool(e, "update_available"));
+    cJSON_Delete(e);
+    r = call("GET", path, &erin, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(jbool(r.json, "update_available"));
+    gwt_resp_free(&r);
+    e = listed(&carol, id);
+    assert_non_null(e);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(e, "adopted_version")));
+    assert_false(jbool(e, "update_available"));
+    cJSON_Delete(e);
+
+    /* adopting again keeps the pin */
+    r = call("POST", adopt, &erin, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_string_equal(worker_graph_tag(&erin, "alice versions"), "v1");
+
+    /* only an adopter accepts; bad ids, bodies and other users' private presets */
+    expect(call("POST", accept, &carol, NULL), 409, "not_adopted");
+    expect(call("POST", accept, &alice, NULL), 409, "not_adopted");
+    expect(call("POST", "/api/presets/nope/accept-update", &erin, NULL), 400, "invalid_request");
+    expect(call("POST", accept, &erin, "{\"version\":2}"), 400, "invalid_request");
+    char pid[40], ppath[160];
+    create(&carol, "carol private", "portrait", CPU_GRAPH, pid);
+    path_of(ppath, sizeof(ppath), pid, "/accept-update");
+    expect(call("POST", ppath, &erin, NULL), 404, "not_found");
+    assert_string_equal(worker_graph_tag(&erin, "alice versions"), "v1");
+
+    /* accepting: the adopter's jobs run the new graph */
+    r = call("POST", accept, &erin, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal((int)jnum(r.json, "version"), 2);
+    assert_int_equal((int)jnum(r.json, "adopted_version"), 2);
+    assert_false(jbool(r.json, "update_available"));
+    assert_string_equal(gwt_str(r.json, "id"), id);
+    gwt_resp_free(&r);
+    assert_string_equal(worker_graph_tag(&erin, "alice versions"), "v2");
+    r = call("POST", accept, &erin, NULL); /* again: nothing to do */
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+
+    /* kept: the current version and the adopted ones (v1 went when nobody held it) */
+    assert_int_equal(versions_kept(id), 1);
+    patch_graph(id, "v3", 3);
+    patch_graph(id, "v4", 4);
+    assert_int_equal(versions_kept(id), 2); /* v2 (erin), v4 */
+    patch_graph(id, "v4", 4);               /* the same graph: no new version */
+    assert_string_equal(worker_graph_tag(&erin, "alice versions"), "v2");
+    assert_string_equal(worker_graph_tag(&alice, "alice versions"), "v4");
+
+    /* PATCH /api/me adopts the current version too */
+    gwt_session_t gus;
+    assert_int_equal(gwt_sign_in(GW, "gus@example.com", &gus), 0);
+    r = call("PATCH", "/api/me", &gus, "{\"default_preset\":\"alice versions\"}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    patch_graph(id, "v5", 5);
+    assert_string_equal(worker_graph_tag(&gus, "alice versions"), "v4");
+
+    /* the author frees the name and publishes another graph under it: the
+     * adopters' jobs do not run a preset they never adopted */
+    r = call("PATCH", path, &alice, "{\"is_public\":false}");
+    gwt_resp_free(&r);
+    r = call("PATCH", path, &alice, "{\"name\":\"alice versions old\",\"is_public\":true}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    char tid[40], tpath[128];
+    graph_v(g, sizeof(g), "trojan");
+    create(&alice, "alice versions", "portrait", g, tid);
+    path_of(tpath, sizeof(tpath), tid, "");
+    r = call("PATCH", tpath, &alice, "{\"is_public\":true}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_string_equal(worker_graph_tag(&erin, "alice versions"), "");
+    assert_string_equal(worker_graph_tag(&gus, "alice versions"), "");
+}
+
 static void test_paging_order(void **state)
 {
     (void)state;
@@ -657,6 +864,7 @@ static void test_no_session_and_csrf(void **state)
         {"PATCH", z, "{\"is_public\":true}"},
         {"POST", "/api/presets/00000000-0000-0000-0000-000000000000/rating", "{\"rating\":3}"},
         {"POST", "/api/presets/00000000-0000-0000-0000-000000000000/adopt", NULL},
+        {"POST", "/api/presets/00000000-0000-0000-0000-000000000000/accept-update", NULL},
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         expect(gwt_request(GW, routes[i].method, routes[i].path, NULL, false, routes[i].body), 401,
@@ -865,6 +1073,7 @@ int main(void)
         cmocka_unit_test(test_rating),
         cmocka_unit_test(test_concurrent_ratings_exact),
         cmocka_unit_test(test_adopt_counts_downloads),
+        cmocka_unit_test(test_adopters_keep_their_version),
         cmocka_unit_test(test_paging_order),
         cmocka_unit_test(test_no_session_and_csrf),
         cmocka_unit_test(test_graph_node_cap_and_loop_free),

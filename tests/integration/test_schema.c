@@ -623,6 +623,12 @@ static const table_spec_t tables[] = {
      {WORKER, NULL},
      "INSERT INTO presets (created_by_user_id, name, workflow_json) "
      "VALUES ($1, 'matrix', '{\"1\": {\"class_type\": \"LoadImage\", \"inputs\": {}}}')"},
+    {"preset_versions",
+     GATEWAY,
+     {WORKER, NULL},
+     "INSERT INTO preset_versions (preset_id, version, workflow_json) "
+     "SELECT id, version + 1, workflow_json FROM presets "
+     "WHERE name = 'matrix' AND created_by_user_id = $1"},
     {"preset_ratings",
      GATEWAY,
      {NULL},
@@ -630,9 +636,9 @@ static const table_spec_t tables[] = {
      "SELECT $1, id, 3 FROM presets WHERE name = 'matrix' AND created_by_user_id = $1"},
     {"preset_adoptions",
      GATEWAY,
-     {NULL},
-     "INSERT INTO preset_adoptions (user_id, preset_id) "
-     "SELECT $1, id FROM presets WHERE name = 'matrix' AND created_by_user_id = $1"},
+     {WORKER, NULL},
+     "INSERT INTO preset_adoptions (user_id, preset_id, version) "
+     "SELECT $1, id, version FROM presets WHERE name = 'matrix' AND created_by_user_id = $1"},
     {"audit_log",
      GATEWAY,
      {NULL},
