@@ -23,7 +23,6 @@
 
 #define DAEMON_MAX_TASKS 16
 #define DAEMON_DRAIN_LIMIT_MS 25000
-#define DAEMON_MAX_BODY (1024 * 1024)
 #define READY_PING_PERIOD_MS 1000
 
 typedef struct {
@@ -74,6 +73,16 @@ static const config_var_t common_vars[] = {
     {"PORT", CFG_INT, NULL, false, false, 1, 65535, "HTTP port"},
     {"LISTEN_ADDR", CFG_STRING, "0.0.0.0", false, false, 0, 0, "address the HTTP server binds"},
     {"LOG_LEVEL", CFG_STRING, "info", false, false, 0, 0, "debug, info, warn or error"},
+    {"HTTP_MAX_BODY_BYTES", CFG_INT, "1048576", false, false, 1024, 67108864,
+     "request body cap (413 body_too_large), enforced while reading"},
+    {"HTTP_MAX_CONNECTIONS", CFG_INT, "512", false, false, 0, 1000000,
+     "open HTTP connections per process (0: no cap)"},
+    {"HTTP_MAX_CONNECTIONS_PER_PEER", CFG_INT, "128", false, false, 0, 1000000,
+     "open HTTP connections per client address (0: no cap; raise behind a proxy)"},
+    {"HTTP_HEADER_TIMEOUT_SECONDS", CFG_INT, "10", false, false, 1, 600,
+     "a request's line and headers must arrive within this"},
+    {"HTTP_IDLE_TIMEOUT_SECONDS", CFG_INT, "60", false, false, 1, 3600,
+     "a connection with no I/O for this long is closed"},
 };
 #define N_COMMON_VARS (sizeof(common_vars) / sizeof(common_vars[0]))
 
@@ -422,11 +431,18 @@ static int cmd_serve(daemon_t *d)
         log_error("cannot create the event loop");
         goto out;
     }
-    d->http = http_server_new(d->base, DAEMON_MAX_BODY);
+    d->http = http_server_new(d->base, (size_t)config_get_int(&d->cfg, "HTTP_MAX_BODY_BYTES"));
     if (d->http == NULL) {
         log_error("cannot create the HTTP server");
         goto out;
     }
+    http_limits_t limits = {
+        (size_t)config_get_int(&d->cfg, "HTTP_MAX_CONNECTIONS"),
+        (size_t)config_get_int(&d->cfg, "HTTP_MAX_CONNECTIONS_PER_PEER"),
+        (int)config_get_int(&d->cfg, "HTTP_HEADER_TIMEOUT_SECONDS") * 1000,
+        (int)config_get_int(&d->cfg, "HTTP_IDLE_TIMEOUT_SECONDS") * 1000,
+    };
+    http_server_set_limits(d->http, &limits);
     http_server_set_ready(d->http, ready_check, d);
     int port = (int)config_get_int(&d->cfg, "PORT");
     if (http_server_listen(d->http, config_get(&d->cfg, "LISTEN_ADDR"), port) != 0) {

@@ -142,7 +142,10 @@ void http_reply_send(http_req_t *req, int status, const char *content_type, bool
             status = 500;
         }
         struct evhttp_connection *evcon = evhttp_request_get_connection(req->ev);
-        if (evcon != NULL) {
+        if (req->conn != NULL) {
+            req->conn->req = NULL; /* the connection's close no longer concerns req */
+            req->conn = NULL;
+        } else if (evcon != NULL) {
             evhttp_connection_set_closecb(evcon, NULL, NULL);
         }
         evhttp_send_reply(req->ev, status, NULL, NULL);

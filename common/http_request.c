@@ -298,6 +298,10 @@ bool http_req_body_too_large(http_req_t *req)
 void http_req_free(http_req_t *req)
 {
     http_server_t *srv = req->srv;
+    if (req->conn != NULL) {
+        req->conn->req = NULL;
+        req->conn = NULL;
+    }
     if (req->prev != NULL) {
         req->prev->next = req->next;
     } else if (srv->live == req) {
@@ -330,6 +334,7 @@ void http_req_on_close(struct evhttp_connection *evcon, void *arg)
     http_req_t *req = arg;
     req->client_gone = true;
     req->evcon = NULL;
+    req->conn = NULL;
     if (req->ev != NULL && evhttp_request_get_connection(req->ev) != NULL) {
         /* Still attached: libevent frees it with the connection. */
         req->ev = NULL;

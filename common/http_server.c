@@ -30,7 +30,9 @@
 #include "metrics.h"
 #include "now.h"
 
+#include <arpa/inet.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -42,8 +44,11 @@
 #include <sys/socket.h>
 
 #define HTTP_MAX_HEADERS_BYTES (16 * 1024)
-#define HTTP_TIMEOUT_SECONDS 60
 #define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
+#define HTTP_DEFAULT_MAX_CONNECTIONS 512
+#define HTTP_DEFAULT_MAX_CONNECTIONS_PER_PEER 128
+#define HTTP_DEFAULT_HEADER_TIMEOUT_MS 10000
+#define HTTP_DEFAULT_IDLE_TIMEOUT_MS 60000
 
 typedef struct route {
     char *method;
@@ -180,6 +185,333 @@ fail:
     return -1;
 }
 
+/* ---- connections: caps, the header deadline ---- */
+
+static const char refused_reply[] =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    "Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 79\r\n\r\n"
+    "{\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections\"}}";
+
+static void conn_unlink_free(http_conn_t *conn)
+{
+    http_server_t *srv = conn->srv;
+    if (conn->prev != NULL) {
+        conn->prev->next = conn->next;
+    } else if (srv->conns == conn) {
+        srv->conns = conn->next;
+    }
+    if (conn->next != NULL) {
+        conn->next->prev = conn->prev;
+    }
+    if (srv->reading == conn) {
+        srv->reading = NULL;
+    }
+    if (conn->admitted) {
+        srv->nconns--;
+    }
+    if (conn->probe_only) {
+        srv->nprobe--;
+    }
+    if (conn->input_cb != NULL && conn->bev != NULL) {
+        evbuffer_remove_cb_entry(bufferevent_get_input(conn->bev), conn->input_cb);
+    }
+    if (conn->output_cb != NULL && conn->bev != NULL) {
+        evbuffer_remove_cb_entry(bufferevent_get_output(conn->bev), conn->output_cb);
+    }
+    if (conn->fix_ev != NULL) {
+        event_free(conn->fix_ev);
+    }
+    if (conn->req != NULL) {
+        conn->req->conn = NULL;
+    }
+    if (conn->setup_ev != NULL) {
+        event_free(conn->setup_ev);
+    }
+    if (conn->deadline_ev != NULL) {
+        event_free(conn->deadline_ev);
+    }
+    metric_set(srv->connections, (double)(srv->nconns + srv->nprobe));
+    free(conn);
+}
+
+/* evhttp's close callback, set once per connection: libevent is freeing it. */
+static void conn_on_close(struct evhttp_connection *evcon, void *arg)
+{
+    http_conn_t *conn = arg;
+    if (conn->req != NULL) {
+        http_req_on_close(evcon, conn->req);
+    }
+    conn_unlink_free(conn);
+}
+
+static void conn_arm_deadline(http_conn_t *conn)
+{
+    conn->phase = CONN_HEADERS;
+    conn->eol = 0;
+    struct timeval tv = {conn->srv->limits.header_timeout_ms / 1000,
+                         (conn->srv->limits.header_timeout_ms % 1000) * 1000};
+    evtimer_add(conn->deadline_ev, &tv);
+}
+
+/* Scans bytes of the head for its end (an empty line: "\n\n" or "\n\r\n",
+ * as evhttp reads lines). True at the end. */
+static bool conn_scan_head(http_conn_t *conn, const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\n') {
+            if (conn->eol != 0) {
+                return true;
+            }
+            conn->eol = 1;
+        } else if (p[i] == '\r' && conn->eol == 1) {
+            conn->eol = 2;
+        } else {
+            conn->eol = 0;
+        }
+    }
+    return false;
+}
+
+/* Called by the input evbuffer each time bytes are read from the socket,
+ * before evhttp parses them: the header deadline starts with the first byte
+ * of a request (or at accept) and ends with the empty line after the headers;
+ * each byte resets evhttp's idle timeout, never this deadline. */
+static void conn_on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    http_conn_t *conn = arg;
+    if (info->n_added == 0) {
+        return;
+    }
+    conn->srv->reading = conn;
+    if (conn->phase == CONN_BODY) {
+        return;
+    }
+    if (conn->phase == CONN_IDLE) {
+        conn_arm_deadline(conn);
+    }
+    size_t len = evbuffer_get_length(buf);
+    if (info->n_added > len) {
+        return;
+    }
+    struct evbuffer_ptr pos;
+    if (evbuffer_ptr_set(buf, &pos, len - info->n_added, EVBUFFER_PTR_SET) != 0) {
+        return;
+    }
+    struct evbuffer_iovec vec[16];
+    int nvec = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &pos, vec, 16);
+    size_t left = info->n_added;
+    for (int i = 0; i < nvec && i < 16 && left > 0; i++) {
+        size_t n = vec[i].iov_len < left ? vec[i].iov_len : left;
+        if (conn_scan_head(conn, vec[i].iov_base, n)) {
+            conn->phase = CONN_BODY;
+            evtimer_del(conn->deadline_ev);
+            return;
+        }
+        left -= n;
+    }
+}
+
+static const char too_large_reply[] =
+    "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"
+    "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n"
+    "Content-Length: 80\r\n\r\n"
+    "{\"error\":{\"code\":\"body_too_large\",\"message\":\"the request body is over the cap\"}}";
+
+/* libevent answers a body over evhttp_set_max_body_size() itself, with an
+ * HTML page and no hook (2.1). A reply that starts while the request is still
+ * being read is one of libevent's own; when it is that 413, it is swapped for
+ * the JSON one before it is written (the write waits for the next poll). */
+static void conn_fix_reply(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    http_conn_t *conn = arg;
+    struct evbuffer *out = bufferevent_get_output(conn->bev);
+    unsigned char head[13];
+    if (evbuffer_copyout(out, head, sizeof(head)) != (ev_ssize_t)sizeof(head) ||
+        (memcmp(head, "HTTP/1.1 413 ", 13) != 0 && memcmp(head, "HTTP/1.0 413 ", 13) != 0) ||
+        evbuffer_search(out, "<HTML>", 6, NULL).pos < 0) {
+        return;
+    }
+    evbuffer_unfreeze(out, 1);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    evbuffer_add(out, too_large_reply, sizeof(too_large_reply) - 1);
+    evbuffer_freeze(out, 1);
+}
+
+static void conn_on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    http_conn_t *conn = arg;
+    if (info->n_added > 0 && info->orig_size == 0 && conn->phase != CONN_IDLE) {
+        event_active(conn->fix_ev, EV_TIMEOUT, 1);
+    }
+    (void)buf;
+}
+
+static void conn_on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    http_conn_t *conn = arg;
+    log_info("http: closed a connection from %s: no complete request head within %d ms", conn->peer,
+             conn->srv->limits.header_timeout_ms);
+    metric_add(conn->srv->conn_refused, 1, "header_timeout");
+    evhttp_connection_free(conn->evcon); /* conn_on_close frees conn */
+}
+
+static size_t peer_count(const http_server_t *srv, const http_conn_t *self)
+{
+    size_t n = 0;
+    for (const http_conn_t *c = srv->conns; c != NULL; c = c->next) {
+        if (c != self && (c->admitted || c->probe_only) && strcmp(c->peer, self->peer) == 0) {
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Right after accept (evhttp has made the connection on our bufferevent):
+ * the caps, then the header deadline. */
+static void conn_setup(evutil_socket_t fd_unused, short what, void *arg)
+{
+    (void)fd_unused;
+    (void)what;
+    http_conn_t *conn = arg;
+    http_server_t *srv = conn->srv;
+    void *cbarg = NULL;
+    bufferevent_getcb(conn->bev, NULL, NULL, NULL, &cbarg);
+    evutil_socket_t fd = bufferevent_getfd(conn->bev);
+    if (cbarg == NULL || fd < 0) {
+        conn->bev = NULL;
+        conn_unlink_free(conn);
+        return;
+    }
+    conn->evcon = cbarg;
+    evhttp_connection_set_closecb(conn->evcon, conn_on_close, conn);
+    conn->input_cb = evbuffer_add_cb(bufferevent_get_input(conn->bev), conn_on_input, conn);
+    conn->output_cb = evbuffer_add_cb(bufferevent_get_output(conn->bev), conn_on_output, conn);
+
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+    memcpy(conn->peer, "-", 2);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sslen) == 0) {
+        const void *addr = NULL;
+        if (ss.ss_family == AF_INET) {
+            addr = &((struct sockaddr_in *)&ss)->sin_addr;
+        } else if (ss.ss_family == AF_INET6) {
+            addr = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        }
+        if (addr == NULL || inet_ntop(ss.ss_family, addr, conn->peer, sizeof(conn->peer)) == NULL) {
+            memcpy(conn->peer, "-", 2);
+        }
+    }
+
+    const http_limits_t *lim = &srv->limits;
+    bool process_ok = lim->max_connections == 0 || srv->nconns < lim->max_connections;
+    bool peer_ok =
+        lim->max_connections_per_peer == 0 || peer_count(srv, conn) < lim->max_connections_per_peer;
+    if (process_ok && peer_ok) {
+        conn->admitted = true;
+        srv->nconns++;
+    } else if (srv->nprobe < HTTP_PROBE_RESERVE) {
+        conn->probe_only = true;
+        srv->nprobe++;
+        metric_add(srv->conn_refused, 1, process_ok ? "peer_cap_probe_slot" : "cap_probe_slot");
+    } else {
+        metric_add(srv->conn_refused, 1, process_ok ? "peer_cap" : "cap");
+        log_warn("http: refused a connection from %s: %s cap reached", conn->peer,
+                 process_ok ? "per-peer" : "connection");
+        ssize_t sent =
+            send(fd, refused_reply, sizeof(refused_reply) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)sent;
+        evhttp_connection_free(conn->evcon); /* conn_on_close frees conn */
+        return;
+    }
+    metric_set(srv->connections, (double)(srv->nconns + srv->nprobe));
+    conn_arm_deadline(conn);
+}
+
+/* evhttp's bufferevent factory: called for each accepted connection before
+ * evhttp sets the socket on it. No fd yet, so the rest waits for conn_setup,
+ * made active now: it runs before the loop polls again, so before any byte
+ * of the connection is read. */
+static struct bufferevent *conn_new(struct event_base *base, void *arg)
+{
+    http_server_t *srv = arg;
+    http_conn_t *conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return NULL; /* evhttp makes its own: an untracked connection */
+    }
+    conn->srv = srv;
+    conn->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    conn->setup_ev = event_new(base, -1, 0, conn_setup, conn);
+    conn->deadline_ev = evtimer_new(base, conn_on_deadline, conn);
+    conn->fix_ev = event_new(base, -1, 0, conn_fix_reply, conn);
+    if (conn->bev == NULL || conn->setup_ev == NULL || conn->deadline_ev == NULL ||
+        conn->fix_ev == NULL) {
+        if (conn->bev != NULL) {
+            bufferevent_free(conn->bev);
+        }
+        if (conn->setup_ev != NULL) {
+            event_free(conn->setup_ev);
+        }
+        if (conn->deadline_ev != NULL) {
+            event_free(conn->deadline_ev);
+        }
+        if (conn->fix_ev != NULL) {
+            event_free(conn->fix_ev);
+        }
+        free(conn);
+        return NULL;
+    }
+    conn->next = srv->conns;
+    if (srv->conns != NULL) {
+        srv->conns->prev = conn;
+    }
+    srv->conns = conn;
+    event_active(conn->setup_ev, EV_TIMEOUT, 1);
+    return conn->bev;
+}
+
+/* The tracked connection of evcon: the one just read from, else a search. */
+static http_conn_t *conn_of(http_server_t *srv, struct evhttp_connection *evcon)
+{
+    if (evcon == NULL) {
+        return NULL;
+    }
+    if (srv->reading != NULL && srv->reading->evcon == evcon) {
+        return srv->reading;
+    }
+    for (http_conn_t *c = srv->conns; c != NULL; c = c->next) {
+        if (c->evcon == evcon) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+void http_server_set_limits(http_server_t *srv, const http_limits_t *limits)
+{
+    if (srv == NULL || limits == NULL) {
+        return;
+    }
+    srv->limits = *limits;
+    if (srv->limits.header_timeout_ms <= 0) {
+        srv->limits.header_timeout_ms = HTTP_DEFAULT_HEADER_TIMEOUT_MS;
+    }
+    if (srv->limits.idle_timeout_ms <= 0) {
+        srv->limits.idle_timeout_ms = HTTP_DEFAULT_IDLE_TIMEOUT_MS;
+    }
+    struct timeval tv = {srv->limits.idle_timeout_ms / 1000,
+                         (srv->limits.idle_timeout_ms % 1000) * 1000};
+    evhttp_set_timeout_tv(srv->http, &tv);
+}
+
+size_t http_server_connections(const http_server_t *srv)
+{
+    return srv != NULL ? srv->nconns + srv->nprobe : 0;
+}
+
 /* ---- built-in routes ---- */
 
 static void handle_healthz(http_req_t *req, void *arg)
@@ -249,7 +581,15 @@ static void handle_request(struct evhttp_request *ev, void *arg)
             memcpy(req->peer, address, n);
             req->peer[n] = '\0';
         }
-        evhttp_connection_set_closecb(req->evcon, http_req_on_close, req);
+        req->conn = conn_of(srv, req->evcon);
+        if (req->conn != NULL) {
+            /* The request is complete: the head's deadline is over. */
+            req->conn->req = req;
+            req->conn->phase = CONN_IDLE;
+            evtimer_del(req->conn->deadline_ev);
+        } else {
+            evhttp_connection_set_closecb(req->evcon, http_req_on_close, req);
+        }
     }
 
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
@@ -305,6 +645,15 @@ static void handle_request(struct evhttp_request *ev, void *arg)
         return;
     }
     req->route = found->pattern;
+    if (req->conn != NULL && req->conn->probe_only) {
+        /* A slot past the caps: health probes only, then the connection closes. */
+        http_reply_header(req, "Connection", "close");
+        if (found->fn != handle_healthz && found->fn != handle_readyz) {
+            http_reply_header(req, "Retry-After", "1");
+            http_reply_error(req, 503, "too_many_connections", "too many open connections");
+            return;
+        }
+    }
     if (route_bind_params(found, req) != 0) {
         http_reply_error(req, 503, "internal", "out of memory");
         return;
@@ -353,10 +702,12 @@ http_server_t *http_server_new(struct event_base *base, size_t max_body_bytes)
         free(srv);
         return NULL;
     }
-    size_t hard_cap = srv->max_body * 4 + 1024 * 1024;
-    evhttp_set_max_body_size(srv->http, (ev_ssize_t)hard_cap);
+    /* libevent enforces the body cap while reading: a declared length over
+     * it is refused as soon as the headers are in, a chunked body as soon as
+     * it passes the cap (see the header comment). */
+    evhttp_set_max_body_size(srv->http, (ev_ssize_t)srv->max_body);
     evhttp_set_max_headers_size(srv->http, HTTP_MAX_HEADERS_BYTES);
-    evhttp_set_timeout(srv->http, HTTP_TIMEOUT_SECONDS);
+    evhttp_set_bevcb(srv->http, conn_new, srv);
     evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                               EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
@@ -366,6 +717,12 @@ http_server_t *http_server_new(struct event_base *base, size_t max_body_bytes)
         metrics_counter("http_requests_total", "HTTP requests served", "method,route,status");
     srv->request_seconds = metrics_histogram("http_request_duration_seconds",
                                              "Time from request to reply", "route", NULL, 0);
+    srv->connections = metrics_gauge("http_connections", "Open HTTP connections", NULL);
+    srv->conn_refused = metrics_counter("http_connections_refused_total",
+                                        "Connections refused or closed by a limit", "reason");
+    http_limits_t limits = {HTTP_DEFAULT_MAX_CONNECTIONS, HTTP_DEFAULT_MAX_CONNECTIONS_PER_PEER,
+                            HTTP_DEFAULT_HEADER_TIMEOUT_MS, HTTP_DEFAULT_IDLE_TIMEOUT_MS};
+    http_server_set_limits(srv, &limits);
 
     if (http_server_route(srv, "GET", "/healthz", handle_healthz, srv) != 0 ||
         http_server_route(srv, "GET", "/readyz", handle_readyz, srv) != 0 ||
@@ -442,8 +799,13 @@ void http_server_free(http_server_t *srv)
         return;
     }
     http_server_close_listeners(srv);
-    /* Frees every connection; our close callback forgets attached requests. */
+    /* Frees every connection; our close callback forgets attached requests
+     * and frees the connection's tracking. */
     evhttp_free(srv->http);
+    while (srv->conns != NULL) { /* accepted, never set up */
+        srv->conns->bev = NULL;
+        conn_unlink_free(srv->conns);
+    }
     while (srv->live != NULL) {
         http_req_t *req = srv->live;
         if (req->ev != NULL) {

@@ -31,6 +31,21 @@ typedef void (*http_handler_fn)(http_req_t *req, void *arg);
 typedef bool (*http_ready_fn)(void *arg, char *why, size_t whylen);
 
 http_server_t *http_server_new(struct event_base *base, size_t max_body_bytes);
+
+/* Connection limits (docs/common/http_server.md). 0 in a cap means no cap. */
+typedef struct {
+    size_t max_connections;          /* open connections per process (default 512) */
+    size_t max_connections_per_peer; /* open connections per client address (default 128) */
+    int header_timeout_ms; /* request line + headers must arrive within this (default 10 s) */
+    int idle_timeout_ms;   /* no byte read or written for this long: closed (default 60 s) */
+} http_limits_t;
+/* Connections past a cap get HTTP_PROBE_RESERVE more slots that answer only
+ * GET /healthz and /readyz (503 too_many_connections otherwise); past those
+ * they are closed at once with a 503. */
+#define HTTP_PROBE_RESERVE 8
+void http_server_set_limits(http_server_t *srv, const http_limits_t *limits);
+/* Open connections (admitted ones, probe slots included). */
+size_t http_server_connections(const http_server_t *srv);
 /* Binds addr:port (port 0 picks a free one; see http_server_port). Returns 0 or -1. */
 __attribute__((warn_unused_result)) int http_server_listen(http_server_t *srv, const char *addr,
                                                            int port);

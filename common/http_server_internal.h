@@ -23,6 +23,28 @@
 #define HTTP_MAX_PARAMS 16
 #define HTTP_REQUEST_ID_MAX 64
 
+/* One accepted connection, from accept to close (http_server.c). */
+typedef enum { CONN_HEADERS, CONN_BODY, CONN_IDLE } conn_phase_t;
+
+typedef struct http_conn {
+    http_server_t *srv;
+    struct bufferevent *bev;
+    struct evhttp_connection *evcon; /* NULL until set up */
+    struct event *setup_ev;          /* runs once, right after accept */
+    struct event *deadline_ev;       /* the header deadline */
+    struct evbuffer_cb_entry *input_cb;
+    struct evbuffer_cb_entry *output_cb;
+    struct event *fix_ev; /* rewrites libevent's own HTML 413 as our JSON one */
+    http_req_t *req;      /* the request waiting for its reply, if any */
+    conn_phase_t phase;
+    unsigned char eol; /* header-end scanner: 0 mid-line, 1 line start, 2 CR at line start */
+    bool admitted;     /* counted in srv->nconns */
+    bool probe_only;   /* past a cap: health probes only, counted in srv->nprobe */
+    char peer[64];
+    struct http_conn *prev;
+    struct http_conn *next;
+} http_conn_t;
+
 typedef struct listener {
     struct evhttp_bound_socket *handle;
     struct listener *next;
@@ -44,12 +66,20 @@ struct http_server {
     struct evhttp_connection *flush_evcon; /* a reply made inside its handler, to write */
     metric_t *requests_total;
     metric_t *request_seconds;
+    http_limits_t limits;
+    http_conn_t *conns;   /* every tracked connection */
+    http_conn_t *reading; /* the connection whose bytes were read last */
+    size_t nconns;        /* admitted within the caps */
+    size_t nprobe;        /* admitted to a probe slot */
+    metric_t *connections;
+    metric_t *conn_refused;
 };
 
 struct http_req {
     http_server_t *srv;
     struct evhttp_request *ev; /* NULL once libevent freed it */
     struct evhttp_connection *evcon;
+    http_conn_t *conn; /* NULL when the connection is not tracked (or gone) */
     bool replied;
     bool client_gone;
     const char *method;

@@ -13,6 +13,7 @@
 #include <event2/http.h>
 #include <event2/thread.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1007,6 +1008,205 @@ static void test_route_registration_errors(void **state)
     assert_int_equal(http_server_route(fx.srv, "GET", "/x", NULL, NULL), -1);
 }
 
+/* ---- connection limits ---- */
+
+static void set_limits(size_t max_conns, size_t per_peer, int header_ms, int idle_ms)
+{
+    stop_loop();
+    http_limits_t lim = {max_conns, per_peer, header_ms, idle_ms};
+    http_server_set_limits(fx.srv, &lim);
+    start_loop();
+}
+
+/* Waits up to ms for fd to be readable (a reply or a close); true when it is. */
+static bool readable_within(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, ms) == 1;
+}
+
+static void test_body_refused_while_reading(void **state)
+{
+    /* A declared length over the cap (3 MiB: under the former 5 MiB hard
+     * ceiling) is refused as soon as the headers are in, without the body. */
+    int fd = connect_server();
+    assert_true(fd >= 0);
+    const char *head = "POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                       "Content-Length: 3145728\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    assert_true(readable_within(fd, 2000));
+    response_t r;
+    read_response(fd, &r);
+    close(fd);
+    assert_error_code(&r, 413, "body_too_large");
+    assert_true(strstr(r.raw, "Connection: close") != NULL);
+    response_free(&r);
+
+    /* A chunked body is refused once it passes the cap, while the client is
+     * still sending: the reply is there before 2 MiB of 4 MiB went out. */
+    fd = connect_server();
+    assert_true(fd >= 0);
+    const char *chead = "POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                        "Transfer-Encoding: chunked\r\n\r\n";
+    send_all(fd, chead, strlen(chead));
+    size_t chunk = 64 * 1024;
+    char *data = malloc(chunk + 32);
+    assert_non_null(data);
+    int hl = snprintf(data, 32, "%zx\r\n", chunk);
+    memset(data + hl, 'x', chunk);
+    memcpy(data + hl + chunk, "\r\n", 2);
+    size_t sent = 0;
+    bool answered = false;
+    while (sent < 4 * 1024 * 1024) {
+        if (readable_within(fd, 0)) {
+            answered = true;
+            break;
+        }
+        send_all(fd, data, (size_t)hl + chunk + 2);
+        sent += chunk;
+        usleep(2000);
+    }
+    if (!answered) {
+        answered = readable_within(fd, 2000);
+    }
+    free(data);
+    assert_true(answered);
+    assert_true(sent <= 2 * 1024 * 1024);
+    read_response(fd, &r);
+    close(fd);
+    assert_error_code(&r, 413, "body_too_large");
+    response_free(&r);
+}
+
+static void test_header_deadline(void **state)
+{
+    set_limits(0, 0, 500, 2000);
+    /* One byte every 100 ms: each resets the 2 s idle timeout, but the head
+     * is not complete within 500 ms: closed. */
+    int fd = connect_server();
+    assert_true(fd >= 0);
+    const char *slow =
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    int64_t start = now_mono_ms();
+    bool closed = false;
+    for (size_t i = 0; slow[i] != '\0'; i++) {
+        if (readable_within(fd, 100)) {
+            char b[256];
+            ssize_t n = recv(fd, b, sizeof(b), 0);
+            closed = n <= 0;
+            break;
+        }
+        if (send(fd, slow + i, 1, MSG_NOSIGNAL) != 1) {
+            closed = true;
+            break;
+        }
+    }
+    int64_t took = now_mono_ms() - start;
+    close(fd);
+    assert_true(closed);
+    assert_true(took >= 400 && took < 1500);
+
+    /* The deadline starts with a request's first byte: a keep-alive
+     * connection idle for longer than it between requests still works. */
+    fd = connect_server();
+    assert_true(fd >= 0);
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    send_all(fd, get, strlen(get));
+    assert_true(readable_within(fd, 1000));
+    char b[1024];
+    ssize_t n = recv(fd, b, sizeof(b) - 1, 0);
+    assert_true(n > 0);
+    b[n] = '\0';
+    assert_non_null(strstr(b, "200"));
+    usleep(800 * 1000);
+    const char *last = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    send_all(fd, last, strlen(last));
+    response_t r;
+    read_response(fd, &r);
+    close(fd);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+}
+
+/* GET /healthz on a new connection: the status, and the time it took. */
+static int health_within(int64_t *ms)
+{
+    int64_t start = now_mono_us();
+    response_t r;
+    do_request("GET", "/healthz", NULL, NULL, 0, &r);
+    *ms = (now_mono_us() - start) / 1000;
+    int status = r.status;
+    response_free(&r);
+    return status;
+}
+
+static void wait_connections(size_t n)
+{
+    for (int i = 0; i < 200 && http_server_connections(fx.srv) != n; i++) {
+        usleep(5000);
+    }
+    assert_int_equal(http_server_connections(fx.srv), n);
+}
+
+static void test_connection_caps(void **state)
+{
+    /* Per peer: 4 from 127.0.0.1, the process cap far away. */
+    set_limits(100, 4, 10000, 60000);
+    int held[4 + HTTP_PROBE_RESERVE];
+    for (int i = 0; i < 4; i++) {
+        held[i] = connect_server();
+        assert_true(held[i] >= 0);
+    }
+    wait_connections(4);
+    /* The 5th from the same peer: no API request... */
+    response_t r;
+    do_request("GET", "/api/jobs/7", NULL, NULL, 0, &r);
+    assert_error_code(&r, 503, "too_many_connections");
+    response_free(&r);
+    /* ...but health is answered, fast. */
+    int64_t ms = 0;
+    assert_int_equal(health_within(&ms), 200);
+    assert_true(ms < 100);
+    for (int i = 0; i < 4; i++) {
+        close(held[i]);
+    }
+    wait_connections(0);
+
+    /* Per process: 3 in all, any peer. */
+    set_limits(3, 0, 10000, 60000);
+    for (int i = 0; i < 3; i++) {
+        held[i] = connect_server();
+        assert_true(held[i] >= 0);
+    }
+    wait_connections(3);
+    do_request("GET", "/api/jobs/7", NULL, NULL, 0, &r);
+    assert_error_code(&r, 503, "too_many_connections");
+    response_free(&r);
+    assert_int_equal(health_within(&ms), 200);
+    assert_true(ms < 100);
+    /* The probe slots taken too: the next connection is refused at once. */
+    for (int i = 3; i < 3 + HTTP_PROBE_RESERVE; i++) {
+        held[i] = connect_server();
+        assert_true(held[i] >= 0);
+    }
+    wait_connections(3 + HTTP_PROBE_RESERVE);
+    int fd = connect_server();
+    assert_true(fd >= 0);
+    assert_true(readable_within(fd, 1000));
+    read_response(fd, &r);
+    close(fd);
+    assert_error_code(&r, 503, "too_many_connections");
+    response_free(&r);
+    for (int i = 0; i < 3 + HTTP_PROBE_RESERVE; i++) {
+        close(held[i]);
+    }
+    wait_connections(0);
+    /* Below the cap again: served. */
+    do_request("GET", "/api/jobs/7", NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 200);
+    response_free(&r);
+}
+
 int main(void)
 {
     evthread_use_pthreads();
@@ -1029,6 +1229,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_listeners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listen_on_taken_port_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_registration_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_refused_while_reading, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_header_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_caps, setup, teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     log_shutdown();
