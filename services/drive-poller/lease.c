@@ -44,6 +44,10 @@ int lease_claim(pg_conn_t *pg, const char *owner, int max, int lease_s, int reco
                             "   WHERE active AND next_poll_at <= " NOW_UTC
                             "     AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")"
                             "     AND (lease_expires_at IS NULL OR lease_expires_at < " NOW_UTC ")"
+                            /* a deactivated user is not polled (issue 14); the
+                             * row stays as it is and is due again on reactivation */
+                            "     AND EXISTS (SELECT 1 FROM users u WHERE u.id = drive_polls.user_id"
+                            "                   AND COALESCE(u.is_active, TRUE))"
                             "   ORDER BY next_poll_at"
                             "   LIMIT $2::int"
                             "   FOR UPDATE SKIP LOCKED)"
