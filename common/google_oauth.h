@@ -21,6 +21,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* The Drive scopes the product asks for at sign-in (the gateway's DRIVE_SCOPE
+ * default): read every file (the watched folder holds files the user put there,
+ * which drive.file would not show) and create/change only what the app made
+ * (Processed, outputs, their "anyone with the link" permission). Full `drive`
+ * is not needed. Why: docs/api-gateway.md "Google scopes". */
+#define GOOGLE_DRIVE_SCOPES                                                                        \
+    "https://www.googleapis.com/auth/drive.readonly https://www.googleapis.com/auth/drive.file"
+
 typedef enum {
     GOOGLE_OK = 0,
     GOOGLE_ERR_AUTH,          /* 401: access token invalid or expired: refresh, retry once */

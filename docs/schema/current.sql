@@ -2123,7 +2123,9 @@ CREATE TABLE public.users (
     updated_at timestamp without time zone DEFAULT now(),
     drive_connected boolean DEFAULT true NOT NULL,
     drive_disconnected_reason text,
-    drive_disconnected_at timestamp without time zone
+    drive_disconnected_at timestamp without time zone,
+    share_outputs text DEFAULT 'link'::text NOT NULL,
+    CONSTRAINT users_share_outputs_check CHECK ((share_outputs = ANY (ARRAY['link'::text, 'private'::text])))
 );
 
 ALTER TABLE ONLY public.users FORCE ROW LEVEL SECURITY;

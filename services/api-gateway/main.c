@@ -9,6 +9,7 @@
 #include "config_vars.h"
 #include "daemon.h"
 #include "gateway.h"
+#include "google_oauth.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -28,8 +29,8 @@ static const config_var_t gateway_vars[] = {
     {"GOOGLE_USERINFO_URL", CFG_URL, "https://openidconnect.googleapis.com/v1/userinfo", false,
      false, 0, 0, "OpenID userinfo endpoint"},
     CONFIG_VAR_DRIVE_API_URL,
-    {"DRIVE_SCOPE", CFG_STRING, "https://www.googleapis.com/auth/drive", false, false, 0, 0,
-     "Drive scope asked for at sign-in"},
+    {"DRIVE_SCOPE", CFG_STRING, GOOGLE_DRIVE_SCOPES, false, false, 0, 0,
+     "Drive scopes asked for at sign-in (space-separated)"},
     {"STRIPE_SECRET_KEY", CFG_STRING, NULL, false, true, 0, 0, "Stripe API key (billing routes)"},
     {"STRIPE_API_URL", CFG_URL, "https://api.stripe.com", false, false, 0, 0,
      "Stripe API base URL"},

@@ -2,7 +2,7 @@
  * routes_me — the signed-in user's profile and usage.
  *
  *   GET   /api/me      profile, preferences, folders, tier, csrf_token, is_admin
- *   PATCH /api/me      {"default_preset"?, "email_notifications"?}
+ *   PATCH /api/me      {"default_preset"?, "email_notifications"?, "share_outputs"?}
  *   GET   /api/usage   the current period's usage against the plan
  */
 #include "gateway.h"
@@ -17,6 +17,7 @@ static const char ME_SQL[] =
     "SELECT json_build_object("
     " 'id', u.id, 'email', u.email, 'name', u.name, 'avatar_url', u.avatar_url,"
     " 'default_preset', u.default_preset, 'email_notifications', u.email_notifications,"
+    " 'share_outputs', u.share_outputs,"
     " 'watched_folder_id', u.watched_folder_id, 'output_folder_id', u.output_folder_id,"
     " 'drive_connected', u.drive_connected,"
     " 'tier', COALESCE(CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier END,"
@@ -116,14 +117,21 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
                          "folders change through PUT /api/watch");
         return;
     }
-    static const char *const allowed[] = {"default_preset", "email_notifications", NULL};
+    static const char *const allowed[] = {"default_preset", "email_notifications", "share_outputs",
+                                          NULL};
     if (!gw_json_only_keys(req, body, allowed)) {
         return;
     }
     const char *preset = NULL;
+    const char *share = NULL;
     bool notif_present = false, notif = false;
     if (!gw_json_string(req, body, "default_preset", 1, 50, &preset) ||
-        !gw_json_bool(req, body, "email_notifications", &notif_present, &notif)) {
+        !gw_json_bool(req, body, "email_notifications", &notif_present, &notif) ||
+        !gw_json_string(req, body, "share_outputs", 1, 16, &share)) {
+        return;
+    }
+    if (share != NULL && strcmp(share, "link") != 0 && strcmp(share, "private") != 0) {
+        gw_reply_invalid(req, "share_outputs", "must be \"link\" or \"private\"");
         return;
     }
     patch_t *pt = calloc(1, sizeof(*pt));
@@ -134,10 +142,11 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(pt->extra.csrf, sizeof(pt->extra.csrf), "%s", user->csrf);
     pt->extra.is_admin = user->is_admin;
     snprintf(pt->user_id, sizeof(pt->user_id), "%s", user->id);
-    const char *p[] = {user->id, preset, notif_present ? (notif ? "true" : "false") : NULL};
+    const char *p[] = {user->id, preset, notif_present ? (notif ? "true" : "false") : NULL, share};
     gw_query(gw, req, user->id,
              "UPDATE users SET default_preset = COALESCE($2, default_preset),"
-             " email_notifications = COALESCE($3::boolean, email_notifications)"
+             " email_notifications = COALESCE($3::boolean, email_notifications),"
+             " share_outputs = COALESCE($4, share_outputs)"
              " WHERE id = $1"
              "   AND ($2::text IS NULL OR EXISTS ("
              "     SELECT 1 FROM presets p WHERE p.name = $2 AND COALESCE(p.is_active, TRUE)"
@@ -147,7 +156,7 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
               * (once per user; presets_count_adoption decides). */
              " RETURNING id, CASE WHEN $2::text IS NOT NULL"
              "   THEN presets_count_adoption($1::uuid, $2) END",
-             3, p, on_patched, pt);
+             4, p, on_patched, pt);
 }
 
 /* The plan in force and the period as billing_reserve_usage computes them. */

@@ -38,26 +38,30 @@ int lease_claim(pg_conn_t *pg, const char *owner, int max, int lease_s, int reco
     snprintf(reconcile, sizeof(reconcile), "%d", reconcile_s);
     const char *params[] = {owner, limit, lease, reconcile};
     char err[256];
-    PGresult *res = pg_exec(pg,
-                            "WITH due AS ("
-                            "  SELECT id FROM drive_polls"
-                            "   WHERE active AND next_poll_at <= " NOW_UTC
-                            "     AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")"
-                            "     AND (lease_expires_at IS NULL OR lease_expires_at < " NOW_UTC ")"
-                            "   ORDER BY next_poll_at"
-                            "   LIMIT $2::int"
-                            "   FOR UPDATE SKIP LOCKED)"
-                            " UPDATE drive_polls d"
-                            "    SET lease_owner = $1,"
-                            "        lease_expires_at = " NOW_UTC
-                            " + make_interval(secs => $3::double precision)"
-                            "   FROM due WHERE d.id = due.id"
-                            " RETURNING d.id, d.user_id, d.folder_id, d.changes_page_token,"
-                            "   (d.last_full_scan_at IS NULL OR d.last_full_scan_at <= " NOW_UTC
-                            "      - make_interval(secs => $4::double precision)),"
-                            "   d.consecutive_errors,"
-                            "   to_char(" NOW_UTC ", 'YYYY-MM-DD\"T\"HH24:MI:SS.US')",
-                            4, params, err, sizeof(err));
+    PGresult *res = pg_exec(
+        pg,
+        "WITH due AS ("
+        "  SELECT id FROM drive_polls"
+        "   WHERE active AND next_poll_at <= " NOW_UTC
+        "     AND (backoff_until IS NULL OR backoff_until <= " NOW_UTC ")"
+        "     AND (lease_expires_at IS NULL OR lease_expires_at < " NOW_UTC ")"
+        /* a deactivated user is not polled (issue 14); the
+         * row stays as it is and is due again on reactivation */
+        "     AND EXISTS (SELECT 1 FROM users u WHERE u.id = drive_polls.user_id"
+        "                   AND COALESCE(u.is_active, TRUE))"
+        "   ORDER BY next_poll_at"
+        "   LIMIT $2::int"
+        "   FOR UPDATE SKIP LOCKED)"
+        " UPDATE drive_polls d"
+        "    SET lease_owner = $1,"
+        "        lease_expires_at = " NOW_UTC " + make_interval(secs => $3::double precision)"
+        "   FROM due WHERE d.id = due.id"
+        " RETURNING d.id, d.user_id, d.folder_id, d.changes_page_token,"
+        "   (d.last_full_scan_at IS NULL OR d.last_full_scan_at <= " NOW_UTC
+        "      - make_interval(secs => $4::double precision)),"
+        "   d.consecutive_errors,"
+        "   to_char(" NOW_UTC ", 'YYYY-MM-DD\"T\"HH24:MI:SS.US')",
+        4, params, err, sizeof(err));
     if (res == NULL) {
         log_warn("claim failed: %s", err);
         return -1;

@@ -31,6 +31,8 @@ typedef struct {
 } lease_row_t;
 
 /* Claims up to `max` due rows for `owner` with a lease of lease_s seconds.
+ * Rows of a deactivated user (users.is_active false) are never claimed: they
+ * wait, unchanged, until the user is active again.
  * Returns how many (rows filled: free each with lease_row_free), -1 on a
  * database error (logged). */
 int lease_claim(pg_conn_t *pg, const char *owner, int max, int lease_s, int reconcile_s,

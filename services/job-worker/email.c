@@ -139,8 +139,11 @@ char *email_build_digest(const char *mail_from, const char *to, const char *name
             char *f = clean(jobs[i].file, 200);
             char *o = clean(jobs[i].output_name, 200);
             char *u = clean(jobs[i].output_url, 500);
-            if (f != NULL && o != NULL && u != NULL) {
+            if (f != NULL && o != NULL && u != NULL && u[0] != '\0') {
                 sb_add(&b, "  * %s -> %s\r\n    %s\r\n", f, o, u);
+            } else if (f != NULL && o != NULL && u != NULL) {
+                /* a private output (users.share_outputs): no link in the mail */
+                sb_add(&b, "  * %s -> %s\r\n    (private: open it in your Google Drive)\r\n", f, o);
             }
             free(f);
             free(o);
@@ -276,7 +279,8 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
                   " SELECT array_agg(id)::text, min(id::text),"
                   "   (SELECT email FROM users WHERE id = $1::uuid),"
                   "   (SELECT COALESCE(name, '') FROM users WHERE id = $1::uuid),"
-                  "   (SELECT COALESCE(email_notifications, true) FROM users WHERE id = $1::uuid)"
+                  "   (SELECT COALESCE(email_notifications, true) FROM users WHERE id = $1::uuid),"
+                  "   (SELECT share_outputs = 'link' FROM users WHERE id = $1::uuid)"
                   " FROM rows",
                   1, up, err, sizeof(err));
     if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
@@ -292,6 +296,9 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
     char *email = strdup(PQgetvalue(res, 0, 2));
     char *name = strdup(PQgetvalue(res, 0, 3));
     bool wanted = strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+    /* links only for a user who shares outputs (read at send time: a link
+     * mailed after a switch to 'link' still needs the owner's sign-in) */
+    bool links = strcmp(PQgetvalue(res, 0, 5), "t") == 0;
     PQclear(res);
     if (ids == NULL || msgid == NULL || email == NULL || name == NULL) {
         goto out_free;
@@ -326,9 +333,10 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
     if (n > 0) {
         email_job_t list[EMAIL_MAX_JOBS];
         for (size_t i = 0; i < n && i < EMAIL_MAX_JOBS; i++) {
-            list[i] = (email_job_t){PQgetvalue(jobs, (int)i, 0), PQgetvalue(jobs, (int)i, 1),
-                                    PQgetvalue(jobs, (int)i, 2), PQgetvalue(jobs, (int)i, 3),
-                                    PQgetvalue(jobs, (int)i, 4), PQgetvalue(jobs, (int)i, 5)};
+            list[i] =
+                (email_job_t){PQgetvalue(jobs, (int)i, 0), PQgetvalue(jobs, (int)i, 1),
+                              PQgetvalue(jobs, (int)i, 2), links ? PQgetvalue(jobs, (int)i, 3) : "",
+                              PQgetvalue(jobs, (int)i, 4), PQgetvalue(jobs, (int)i, 5)};
         }
         char *message = email_build_digest(mail_from, email, name, msgid, list, n);
         if (message == NULL) {

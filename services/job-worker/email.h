@@ -22,7 +22,7 @@ typedef struct {
     const char *file;   /* original name */
     const char *status; /* completed | failed */
     const char *output_name;
-    const char *output_url;
+    const char *output_url; /* "": a private output, the mail carries no link */
     const char *error_code;
     const char *error_message;
 } email_job_t;

@@ -471,6 +471,25 @@ static char *output_name(const char *original, const char *preset, const char *e
     return name;
 }
 
+/* users.share_outputs of the job's user: *shared true for 'link'. A database
+ * error is a transient failure (never a share by default). */
+static int share_wanted(job_runner_t *t, const job_t *j, bool *shared, job_err_t *e)
+{
+    char err[256];
+    const char *p[1] = {j->user_id};
+    PGresult *res = pg_exec(t->pg, "SELECT share_outputs FROM users WHERE id = $1::uuid", 1, p, err,
+                            sizeof(err));
+    if (res == NULL) {
+        log_warn("reading the sharing setting failed: %s", err);
+        job_err_set(e, "processing_error", true,
+                    "A temporary database problem stopped this image.");
+        return -1;
+    }
+    *shared = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "link") == 0;
+    PQclear(res);
+    return 0;
+}
+
 static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, const void *data,
                       size_t len, const char *ext, const char *mime, job_err_t *e)
 {
@@ -537,14 +556,23 @@ static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, con
         }
     }
 
-    /* 2. share: anyone with the link can view */
-    st = drive_share_anyone_reader(t->gc, token, f.id, &gerr);
-    metric_drive("permissions.create", st);
-    step(j, "share");
-    if (st != GOOGLE_OK) {
-        upload_err(st, &gerr, "sharing", e);
+    /* 2. share: anyone with the link can view, only when the user's setting
+     * (users.share_outputs, read now) says so; private outputs get no
+     * permission (the e-mail then carries no link, see email.c) */
+    bool shared = false;
+    if (share_wanted(t, j, &shared, e) != 0) {
         drive_file_free(&f);
         return -1;
+    }
+    if (shared) {
+        st = drive_share_anyone_reader(t->gc, token, f.id, &gerr);
+        metric_drive("permissions.create", st);
+        step(j, "share");
+        if (st != GOOGLE_OK) {
+            upload_err(st, &gerr, "sharing", e);
+            drive_file_free(&f);
+            return -1;
+        }
     }
     j->output_file_id = strdup(f.id);
     j->output_name = strdup(f.name != NULL ? f.name : "");

@@ -131,7 +131,20 @@ function createGoogleFake(options) {
     }
     const user = [...st.users.values()].find((u) => u.sub === t.sub);
     if (st.drive.disk) st.drive.disk.scan();
-    return user;
+    // The caller is the user as seen through this app's grant (lib/google-drive.js
+    // "Scopes"): what the token's scopes let this OAuth client see and change.
+    return Object.create(user, { grant: { value: grantOf(scopes, t.clientId) } });
+  }
+
+  // drive: every file; drive.readonly / drive.metadata(.readonly): see every file;
+  // drive.file: see and change only the files this client created.
+  function grantOf(scopes, clientId) {
+    const has = (s) => scopes.includes(`https://www.googleapis.com/auth/${s}`);
+    const full = has('drive');
+    return {
+      clientId, full, readAll: full || has('drive.readonly') || has('drive.metadata') || has('drive.metadata.readonly'),
+      perFile: has('drive.file'),
+    };
   }
 
   function clientAuth(req, form) {

@@ -198,13 +198,12 @@ static void test_sign_in_flow(void **state)
     assert_true(strlen(bind.line) >= strlen("Cookie: ca_oauth=") + 32);
     /* the authorization request */
     assert_true(strncmp(auth, G, strlen(G)) == 0);
-    const char *want[] = {"response_type=code",
-                          "client_id=test-client",
-                          "access_type=offline",
-                          "prompt=consent",
-                          "code_challenge_method=S256",
-                          "redirect_uri=http",
-                          "scope=openid%20email%20profile%20",
+    const char *want[] = {"response_type=code", "client_id=test-client", "access_type=offline",
+                          "prompt=consent", "code_challenge_method=S256", "redirect_uri=http",
+                          /* least privilege (issue 14): read all, write only its own files */
+                          "scope=openid%20email%20profile%20"
+                          "https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fdrive.readonly%20"
+                          "https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fdrive.file&",
                           "login_hint=alice%40example.com"};
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
         if (strstr(auth, want[i]) == NULL) {
@@ -547,6 +546,7 @@ static void test_me(void **state)
     assert_string_equal(gwt_str(r.json, "tier"), "free");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "watched_folder_id")));
     assert_true(cJSON_IsBool(cJSON_GetObjectItem(r.json, "email_notifications")));
+    assert_string_equal(gwt_str(r.json, "share_outputs"), "link"); /* the default */
     const char *ts = gwt_str(r.json, "created_at");
     assert_int_equal(strlen(ts), 24);
     assert_true(ts[10] == 'T' && ts[23] == 'Z');
@@ -558,6 +558,26 @@ static void test_me(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(gwt_str(r.json, "default_preset"), "landscape_vivid");
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.json, "email_notifications")));
+    assert_string_equal(gwt_str(r.json, "share_outputs"), "link"); /* untouched */
+    gwt_resp_free(&r);
+
+    /* share_outputs: private, then back to link; stored in users.share_outputs */
+    r = req("PATCH", "/api/me", &alice, true, "{\"share_outputs\":\"private\"}", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(gwt_str(r.json, "share_outputs"), "private");
+    assert_string_equal(gwt_str(r.json, "default_preset"), "landscape_vivid");
+    gwt_resp_free(&r);
+    const char *pa[] = {alice.id};
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE id = $1::uuid"
+                               " AND share_outputs = 'private'",
+                               1, pa),
+                     1);
+    r = req("GET", "/api/me", &alice, false, NULL, NULL);
+    assert_string_equal(gwt_str(r.json, "share_outputs"), "private");
+    gwt_resp_free(&r);
+    r = req("PATCH", "/api/me", &alice, true, "{\"share_outputs\":\"link\"}", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(gwt_str(r.json, "share_outputs"), "link");
     gwt_resp_free(&r);
 
     /* presets: bob's private one is not usable by alice, bob's public one is */
@@ -591,6 +611,13 @@ static void test_me(void **state)
          "invalid_request", "default_preset"},
         {"{\"default_preset\":\"no_such_preset\"}", "invalid_request", "default_preset"},
         {"{\"tier\":\"studio\"}", "invalid_request", "tier"},
+        {"{\"share_outputs\":\"public\"}", "invalid_request", "share_outputs"},
+        {"{\"share_outputs\":\"\"}", "invalid_request", "share_outputs"},
+        {"{\"share_outputs\":\"Private\"}", "invalid_request", "share_outputs"},
+        {"{\"share_outputs\":true}", "invalid_request", "share_outputs"},
+        {"{\"share_outputs\":null}", "invalid_request", "share_outputs"},
+        {"{\"share_outputs\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}", "invalid_request",
+         "share_outputs"},
         {"{\"watched_folder_id\":\"abc\"}", "invalid_request", "watched_folder_id"},
         {"{\"output_folder_id\":\"abc\"}", "invalid_request", "output_folder_id"},
         {"{\"default_preset\":", "invalid_json", NULL},

@@ -442,6 +442,60 @@ static void test_idle_cycle_is_one_changes_call(void **state)
 
 /* Last: SIGTERM, and the poller exits 0 (a sanitizer's report would not;
  * cmocka does not count a failed group teardown). */
+/* Requests to the fake after `since` whose path or query names `needle`. */
+static long requests_naming(long since, const char *needle)
+{
+    cJSON *j = fake_requests(tp_google.base_url, since);
+    long n = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "requests"))
+    {
+        const cJSON *pth = cJSON_GetObjectItemCaseSensitive(r, "path");
+        char *query = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(r, "query"));
+        n += (cJSON_IsString(pth) && strstr(pth->valuestring, needle) != NULL) ||
+             (query != NULL && strstr(query, needle) != NULL);
+        free(query);
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
+/* Issue 14: a deactivated user's folder is not polled (no claim, no Drive call,
+ * no job); the row waits unchanged and is polled again on reactivation. */
+static void test_deactivated_user_not_polled(void **state)
+{
+    (void)state;
+    tp_user_t off, on;
+    assert_int_equal(tp_new_user(&off, "inactive"), 0);
+    assert_int_equal(tp_new_user(&on, "active"), 0);
+    sql_exec("UPDATE users SET is_active = FALSE WHERE id = $1::uuid", 1,
+             (const char *[]){off.user_id});
+    char a[128], b[128];
+    assert_int_equal(tp_image(&off, "hidden.jpg", off.folder_id, a, sizeof(a)), 0);
+    assert_int_equal(tp_image(&on, "seen.jpg", on.folder_id, b, sizeof(b)), 0);
+    long since = tp_requests_next();
+    assert_int_equal(tp_watch(&off), 0);
+    assert_int_equal(tp_watch(&on), 0);
+    /* the active user's folder is scanned and polled twice more (POLL_INTERVAL 1 s) */
+    TP_CHECK(tp_wait_jobs(&on, 1, 10000));
+    TP_CHECK(tp_wait_scanned(&on, 5000));
+    TP_CHECK(tp_wait_polls(&on, 2, 10000));
+    assert_int_equal(tp_jobs_of(&off), 0);
+    char v[64];
+    /* never scanned (last_poll_at defaults to the watch's creation) */
+    tp_poll_field(&off, "coalesce(last_full_scan_at::text, 'never')", v, sizeof(v));
+    assert_string_equal(v, "never");
+    tp_poll_field(&off, "coalesce(lease_owner, 'none')", v, sizeof(v));
+    assert_string_equal(v, "none");
+    /* not one Drive call listed the deactivated user's folder */
+    assert_int_equal(requests_naming(since, off.folder_id), 0);
+    /* reactivated: polled again, the image becomes a job */
+    sql_exec("UPDATE users SET is_active = TRUE WHERE id = $1::uuid", 1,
+             (const char *[]){off.user_id});
+    TP_CHECK(tp_wait_jobs(&off, 1, 10000));
+    assert_int_equal(tp_jobs_for_file(&off, a), 1);
+}
+
 static void test_poller_exits_cleanly(void **state)
 {
     (void)state;
@@ -465,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_reconciliation_finds_what_the_feed_skipped),
         cmocka_unit_test(test_idle_cycle_is_one_changes_call),
         cmocka_unit_test(test_many_files_at_once),
+        cmocka_unit_test(test_deactivated_user_not_polled),
         cmocka_unit_test(test_poller_exits_cleanly), /* last: stops the poller */
     };
     return cmocka_run_group_tests(tests, tp_group_setup, tp_group_teardown);

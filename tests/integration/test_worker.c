@@ -11,6 +11,7 @@
 #include "crypto.h"
 #include "email.h"
 #include "fake_admin.h"
+#include "google_oauth.h"
 #include "now.h"
 #include "queue.h"
 #include "redis.h"
@@ -93,15 +94,20 @@ static void drive_folder(const char *email, const char *name, const char *parent
     fake_google_file(google.base_url, body, out, outlen);
 }
 
-/* A Google account in the fake, a users row with its tokens sealed, an inbox
- * folder being "watched" and its Processed folder. */
-static user_t make_user(const char *email)
+/* The scopes the gateway asks for at sign-in: every test's user has exactly
+ * these (the fake enforces them as Google does). */
+#define PRODUCT_SCOPES "openid email profile " GOOGLE_DRIVE_SCOPES
+
+/* A Google account in the fake whose tokens grant `scope`, a users row with
+ * its tokens sealed, an inbox folder being "watched" and its Processed folder
+ * (both made by the user in Drive, not by the app). */
+static user_t make_user_scoped(const char *email, const char *scope)
 {
     user_t u;
     memset(&u, 0, sizeof(u));
     snprintf(u.email, sizeof(u.email), "%s", email);
     fake_google_user_t g;
-    fake_google_user(google.base_url, email, CLIENT_ID, &g);
+    fake_google_user_scoped(google.base_url, email, CLIENT_ID, scope, &g);
     snprintf(u.access, sizeof(u.access), "%s", g.access_token);
     char *sa = crypto_envelope_seal(keys, g.access_token);
     char *sr = crypto_envelope_seal(keys, g.refresh_token);
@@ -120,6 +126,11 @@ static user_t make_user(const char *email)
     free(sa);
     free(sr);
     return u;
+}
+
+static user_t make_user(const char *email)
+{
+    return make_user_scoped(email, PRODUCT_SCOPES);
 }
 
 /* Puts a file in the user's inbox; returns its Drive id (static buffer per call site). */
@@ -961,6 +972,101 @@ static void test_email_digest(void **state)
     free(none);
 }
 
+/* The product works with exactly drive.readonly + drive.file (every other test
+ * runs with them too); a token with less fails the way Google makes it fail. */
+static void test_drive_scopes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *email;
+        const char *scope;
+        const char *want;
+    } cases[] = {
+        {"scope-narrow@example.com", PRODUCT_SCOPES, "completed"},
+        /* the user's photo is invisible to a drive.file-only app: 404 */
+        {"scope-file@example.com", "openid email https://www.googleapis.com/auth/drive.file",
+         "failed:drive_file_not_found"},
+        /* read-only: the upload is 403 insufficientPermissions */
+        {"scope-read@example.com", "openid email https://www.googleapis.com/auth/drive.readonly",
+         "failed:drive_forbidden"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        user_t u = make_user_scoped(cases[i].email, cases[i].scope);
+        char file[128], job[64];
+        drive_file(&u, "s.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+        create_job(&u, file, "s.jpg", "portrait_pro", job, sizeof(job));
+        push(job);
+        expect_job(job, cases[i].want, &worker);
+        assert_int_equal(count_outputs_for(&u, job), strcmp(cases[i].want, "completed") == 0);
+    }
+    fake_match_t scope_error = {.method = "POST", .status = 403};
+    assert_true(fake_count_requests(google.base_url, &scope_error) >= 1);
+}
+
+/* The permissions of a Drive file as its owner sees them: "anyoneWithLink"
+ * present or not. */
+static bool shared_with_link(const user_t *u, const char *file_id)
+{
+    char url[512];
+    snprintf(url, sizeof(url), "%s/drive/v3/files/%s/permissions", google.base_url, file_id);
+    char auth[600];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u->access);
+    const char *hdr[] = {auth, NULL};
+    char *resp = NULL;
+    assert_int_equal(http_call_h("GET", url, hdr, NULL, &resp, NULL), 200);
+    bool yes = strstr(resp, "\"anyoneWithLink\"") != NULL;
+    free(resp);
+    return yes;
+}
+
+/* users.share_outputs: 'link' gets the anyone-with-the-link permission and the
+ * link in the e-mail; 'private' gets neither. */
+static void test_output_sharing(void **state)
+{
+    (void)state;
+    user_t shared = make_user("share-link@example.com");
+    user_t priv = make_user("share-private@example.com");
+    const char *pp[] = {priv.id};
+    assert_int_equal(
+        sql_exec("UPDATE users SET share_outputs = 'private' WHERE id = $1::uuid", 1, pp), 0);
+    const user_t *users[2] = {&shared, &priv};
+    char jobs[2][64];
+    for (int i = 0; i < 2; i++) {
+        char file[128];
+        drive_file(users[i], "pic.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+        create_job(users[i], file, "pic.jpg", "portrait_pro", jobs[i], sizeof(jobs[i]));
+        push(jobs[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        expect_job(jobs[i], "completed", &worker);
+        if (!wait_until(has_message_for, (void *)users[i]->email, 20000)) {
+            proc_print_log(&worker);
+            fail_msg("no digest for %s", users[i]->email);
+        }
+        char *out = job_col(jobs[i], "output_drive_file_id");
+        char *url = job_col(jobs[i], "output_url");
+        assert_true(strlen(url) > 10);
+        assert_int_equal(shared_with_link(users[i], out), i == 0);
+        char path[256];
+        snprintf(path, sizeof(path), "/__admin/messages?to=%s", users[i]->email);
+        cJSON *j = fake_admin(smtp_admin_url, "GET", path, NULL);
+        const cJSON *m = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "messages"), 0);
+        const char *body = cJSON_GetObjectItem(m, "body")->valuestring;
+        assert_non_null(strstr(body, "pic_portrait_pro.jpg"));
+        if (i == 0) {
+            assert_non_null(strstr(body, url));
+        } else {
+            assert_null(strstr(body, url));
+            assert_null(strstr(body, out));
+            assert_null(strstr(body, "https://"));
+            assert_non_null(strstr(body, "private: open it in your Google Drive"));
+        }
+        cJSON_Delete(j);
+        free(out);
+        free(url);
+    }
+}
+
 static bool outputs_exist(void *arg)
 {
     const user_t *u = arg;
@@ -1244,6 +1350,8 @@ int main(void)
         cmocka_unit_test(test_hostile_images),
         cmocka_unit_test(test_drive_faults_recovered),
         cmocka_unit_test(test_email_digest),
+        cmocka_unit_test(test_output_sharing),
+        cmocka_unit_test(test_drive_scopes),
         cmocka_unit_test(test_free_user_30_images),
         cmocka_unit_test(test_redis_flushed_mid_run),
         cmocka_unit_test(test_completion_fenced),

@@ -163,10 +163,19 @@ static void copy_member(char *dst, size_t n, const cJSON *obj, const char *key)
 void fake_google_user(const char *base_url, const char *email, const char *client_id,
                       fake_google_user_t *user)
 {
+    fake_google_user_scoped(base_url, email, client_id, NULL, user);
+}
+
+void fake_google_user_scoped(const char *base_url, const char *email, const char *client_id,
+                             const char *scope, fake_google_user_t *user)
+{
     cJSON *req = cJSON_CreateObject();
     cJSON_AddStringToObject(req, "email", email);
     if (client_id != NULL) {
         cJSON_AddStringToObject(req, "client_id", client_id);
+    }
+    if (scope != NULL) {
+        cJSON_AddStringToObject(req, "scope", scope);
     }
     char *body = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);

@@ -78,6 +78,10 @@ typedef struct {
  * client) every scope, with fresh tokens. */
 void fake_google_user(const char *base_url, const char *email, const char *client_id,
                       fake_google_user_t *user);
+/* The same with the tokens granting exactly `scope` (space-separated; NULL:
+ * every scope); the fake enforces Drive scopes as Google does (docs/fakes.md). */
+void fake_google_user_scoped(const char *base_url, const char *email, const char *client_id,
+                             const char *scope, fake_google_user_t *user);
 /* POST /__admin/revoke {"email"}: every token of the account is revoked (a
  * refresh answers invalid_grant). */
 void fake_google_revoke(const char *base_url, const char *email);

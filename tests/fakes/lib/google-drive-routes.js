@@ -149,6 +149,7 @@ function addDriveRoutes(router, store, auth) {
     const offset = ctx.query.get('pageToken') ? readToken(ctx.query.get('pageToken'), key) : 0;
     const all = [...store.files.values()]
       .filter((f) => !f.isRoot && (f.ownerSub === user.sub || f.permissions.some((p) => p.type === 'user' && p.emailAddress === user.email)))
+      .filter((f) => store.appSees(f, user))
       .filter((f) => pred(store.queryView(f, user)))
       .sort(cmp);
     const page = all.slice(offset, offset + pageSize);
@@ -277,7 +278,9 @@ function addDriveRoutes(router, store, auth) {
     list = list.map((c) => {
       const f = store.files.get(c.fileId);
       return { c, f, removed: c.removed || !f };
-    }).filter((x) => includeRemoved || !x.removed);
+    }).filter((x) => includeRemoved || !x.removed)
+      .filter((x) => !x.f || store.appSees(x.f, user)); // drive.file: only this app's files
+    
     const page = list.slice(0, pageSize);
     const out = { kind: 'drive#changeList' };
     if (list.length > pageSize) out.nextPageToken = String(list[pageSize].c.id);
@@ -326,7 +329,7 @@ function addDriveRoutes(router, store, auth) {
       const id = crypto.randomBytes(24).toString('base64url');
       const total = req.headers['x-upload-content-length'];
       store.sessions.set(id, {
-        id, sub: user.sub, meta, fileId: existing && existing.id, chunks: [], received: 0,
+        id, sub: user.sub, grant: user.grant, meta, fileId: existing && existing.id, chunks: [], received: 0,
         total: total !== undefined ? Number(total) : null, contentType: req.headers['x-upload-content-type'],
         search: new URLSearchParams(ctx.query), done: null,
       });
@@ -343,7 +346,8 @@ function addDriveRoutes(router, store, auth) {
   async function resumableChunk(req, res, ctx, id) {
     const s = store.sessions.get(id);
     if (!s) throw driveError(404, 'notFound', 'Upload session not found or expired.');
-    const user = store.users.bySub(s.sub);
+    const owner = store.users.bySub(s.sub);
+    const user = s.grant ? Object.create(owner, { grant: { value: s.grant } }) : owner;
     const body = await readBody(req);
     const respondDone = () => {
       const f = store.files.get(s.done);

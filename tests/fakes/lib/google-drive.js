@@ -22,6 +22,25 @@
  *    may set it (and createdTime on create) explicitly.
  *  - webViewLink is always present (also before sharing); sharing with
  *    anyone sets shared:true and lets any signed-in user read the file by id.
+ *
+ * Scopes (the caller from a Drive request carries `grant`, see google.js; the
+ * admin API's callers have none and see everything their user sees):
+ *  - No Drive scope, or only read-only ones for a write: 403
+ *    insufficientPermissions "Request had insufficient authentication scopes."
+ *    (checked in google.js before any file is looked at).
+ *  - `drive`: every file the user can reach.
+ *  - `drive.readonly` / `drive.metadata*`: every file is visible (list, get,
+ *    download, changes) but none can be changed through that scope.
+ *  - `drive.file`: only files this OAuth client created are visible and
+ *    changeable (isAppAuthorized). Other files are 404 notFound, missing from
+ *    lists and from changes.list, exactly as if they did not exist.
+ *  - Visible but not created by this client (drive.readonly + drive.file):
+ *    files.update, delete and permissions.create are 403 appNotAuthorizedToFile
+ *    "The user has not granted the app <client> write access to the file <id>."
+ *  - A new file may go into any folder the app can see and the user can write
+ *    (files.create with parents): creating a child writes the new file, not the
+ *    folder. Google's documents do not spell this case out; see
+ *    docs/api-gateway.md "Google scopes".
  */
 const crypto = require('node:crypto');
 const path = require('node:path');
@@ -112,8 +131,20 @@ class DriveStore {
 
   resolveId(user, id) { return id === 'root' ? user.rootId : id; }
 
-  // 'owner' | 'writer' | 'reader' | null
+  // Whether the caller's app grant lets it see / change file f (no grant: yes).
+  appSees(f, user) {
+    const g = user.grant;
+    return !g || g.readAll || f.isRoot || (g.perFile && !!f.apps && f.apps.has(g.clientId));
+  }
+
+  appWrites(f, user) {
+    const g = user.grant;
+    return !g || g.full || (g.perFile && !!f.apps && f.apps.has(g.clientId));
+  }
+
+  // 'owner' | 'writer' | 'reader' | null (null also when the app may not see it)
   access(file, user) {
+    if (!this.appSees(file, user)) return null;
     if (file.ownerSub === user.sub) return 'owner';
     let best = null;
     for (const p of file.permissions) {
@@ -131,6 +162,11 @@ class DriveStore {
     if (!role) throw notFound(id);
     if (need === 'write' && role === 'reader') throw noPermission();
     if (need === 'owner' && role !== 'owner') throw noPermission();
+    if ((need === 'write' || need === 'owner') && !this.appWrites(f, user)) {
+      throw driveError(403, 'appNotAuthorizedToFile',
+        `The user has not granted the app ${user.grant.clientId} write access to the file ${f.id}.`,
+        { location: 'fileId', locationType: 'parameter' });
+    }
     return f;
   }
 
@@ -170,6 +206,7 @@ class DriveStore {
       appProperties: cleanProps(meta.appProperties), properties: cleanProps(meta.properties),
       permissions: [], version: 1, originalFilename: meta.originalFilename || name,
       content: mimeType === FOLDER ? null : (content || Buffer.alloc(0)),
+      apps: new Set(user.grant ? [user.grant.clientId] : []), // OAuth clients that created it (drive.file)
     };
     if (f.content) f.md5 = md5(f.content);
     if (!meta.createdTime && meta.modifiedTime && f.modifiedTime < f.createdTime) f.createdTime = f.modifiedTime;
@@ -276,6 +313,7 @@ class DriveStore {
       },
       quotaBytesUsed: String(f.content ? f.content.length : 0),
     };
+    if (viewer.grant) r.isAppAuthorized = !!f.apps && f.apps.has(viewer.grant.clientId);
     if (!f.isRoot) r.parents = role === 'owner' ? [...f.parents] : [];
     if (f.description !== undefined) r.description = f.description;
     if (Object.keys(f.appProperties).length) r.appProperties = { ...f.appProperties };

@@ -335,3 +335,63 @@ test('data-dir: file dropped on disk appears in list and changes; API create app
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('scopes: drive.readonly + drive.file reads every file and writes its own; narrower tokens fail as at Google', async () => {
+  const S = 'https://www.googleapis.com/auth/';
+  const email = 'scoped@example.com';
+  const tokenWith = async (scope) => (await admin('POST', '/users', { email, client_id: 'cid', scope })).access_token;
+  const narrow = await tokenWith(`openid email ${S}drive.readonly ${S}drive.file`);
+  const fileOnly = await tokenWith(`openid ${S}drive.file`);
+  const readOnly = await tokenWith(`openid ${S}drive.readonly`);
+  const owner = await admin('POST', '/users', { email });
+  // the user's own folder and photo, made in the Drive UI (not by the app)
+  const inbox = await admin('POST', '/files', { email, name: 'Inbox', folder: true, parents: [owner.root_id] });
+  const photo = await admin('POST', '/files', { email, name: 'a.jpg', mimeType: 'image/jpeg', parents: [inbox.id], content: 'jpeg' });
+
+  // readonly + file: list, download, make Processed in the user's folder, upload, share the upload
+  const drive = driveClient(narrow);
+  const listed = await drive.files.list({ q: `'${inbox.id}' in parents and trashed = false`, fields: 'files(id,isAppAuthorized)' });
+  assert.deepEqual(listed.data.files, [{ id: photo.id, isAppAuthorized: false }]);
+  const dl = await drive.files.get({ fileId: photo.id, alt: 'media' }, { responseType: 'arraybuffer' });
+  assert.equal(Buffer.from(dl.data).toString(), 'jpeg');
+  const processed = await drive.files.create({ requestBody: { name: 'Processed', mimeType: 'application/vnd.google-apps.folder', parents: [inbox.id] }, fields: 'id,isAppAuthorized' });
+  assert.equal(processed.data.isAppAuthorized, true);
+  const out = await drive.files.create({
+    requestBody: { name: 'a_out.jpg', parents: [processed.data.id] },
+    media: { mimeType: 'image/jpeg', body: Readable.from([Buffer.from('out')]) }, fields: 'id',
+  }, { rootUrl: `${base}/` });
+  const perm = await drive.permissions.create({ fileId: out.data.id, requestBody: { type: 'anyone', role: 'reader' } });
+  assert.equal(perm.data.id, 'anyoneWithLink');
+  // ... but cannot change or share what the user made
+  await assert.rejects(drive.files.update({ fileId: photo.id, requestBody: { name: 'b.jpg' } }), (e) => {
+    assert.equal(e.response.status, 403);
+    assert.equal(e.response.data.error.errors[0].reason, 'appNotAuthorizedToFile');
+    return true;
+  });
+  await assert.rejects(drive.permissions.create({ fileId: photo.id, requestBody: { type: 'anyone', role: 'reader' } }),
+    (e) => e.response.status === 403 && e.response.data.error.errors[0].reason === 'appNotAuthorizedToFile');
+
+  // drive.file alone: the user's folder and photo do not exist for the app; its own upload does
+  const f = driveClient(fileOnly);
+  const seen = await f.files.list({ q: `'${inbox.id}' in parents`, fields: 'files(id)' });
+  assert.deepEqual(seen.data.files, [{ id: processed.data.id }]); // not the photo: only what the app made
+  await assert.rejects(f.files.get({ fileId: photo.id, alt: 'media' }), (e) => e.response.status === 404 && e.response.data.error.errors[0].reason === 'notFound');
+  const mine = await f.files.list({ q: `'${processed.data.id}' in parents`, fields: 'files(id)' });
+  assert.deepEqual(mine.data.files, [{ id: out.data.id }]);
+  await assert.rejects(f.files.create({ requestBody: { name: 'P2', mimeType: 'application/vnd.google-apps.folder', parents: [inbox.id] } }),
+    (e) => e.response.status === 404);
+  const start = await f.changes.getStartPageToken();
+  await admin('POST', '/files', { email, name: 'later.jpg', mimeType: 'image/jpeg', parents: [inbox.id], content: 'x' });
+  const ch = await f.changes.list({ pageToken: start.data.startPageToken });
+  assert.deepEqual(ch.data.changes, []);
+
+  // drive.readonly alone: reads, but every write is Google's scope error
+  const r = driveClient(readOnly);
+  assert.equal((await r.files.list({ q: `'${inbox.id}' in parents and name = 'a.jpg'`, fields: 'files(id)' })).data.files.length, 1);
+  await assert.rejects(r.files.create({ requestBody: { name: 'P3', mimeType: 'application/vnd.google-apps.folder', parents: [inbox.id] } }), (e) => {
+    assert.equal(e.response.status, 403);
+    assert.deepEqual(e.response.data.error.errors.map((x) => x.reason), ['insufficientPermissions']);
+    assert.equal(e.response.data.error.message, 'Request had insufficient authentication scopes.');
+    return true;
+  });
+});
