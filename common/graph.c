@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const type_names[] = {
     [GRAPH_T_INT] = "INT",         [GRAPH_T_FLOAT] = "FLOAT", [GRAPH_T_STRING] = "STRING",
@@ -832,6 +833,147 @@ out:
     free(det);
     free_state(&st);
     return status;
+}
+
+/* ---- user presets ---- */
+
+bool graph_string_addresses_folder(const char *s)
+{
+    static const char *const tags[] = {"[input]", "[output]", "[temp]"};
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1])) {
+        n--;
+    }
+    for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+        size_t t = strlen(tags[i]);
+        if (n >= t && strncasecmp(s + n - t, tags[i], t) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A plain file name: GRAPH_USER_NAME_MAX bytes at most of [A-Za-z0-9 _.-],
+ * starting with a letter or digit, no "..". Empty is allowed (it names nothing). */
+static bool plain_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0) {
+        return true;
+    }
+    if (n > GRAPH_USER_NAME_MAX || !isalnum((unsigned char)s[0]) || strstr(s, "..") != NULL) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!isalnum(c) && c != ' ' && c != '_' && c != '-' && c != '.') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static const graph_input_t *class_input(const graph_class_t *cls, const char *name)
+{
+    for (size_t i = 0; i < cls->ninputs; i++) {
+        if (strcmp(cls->inputs[i].name, name) == 0) {
+            return &cls->inputs[i];
+        }
+    }
+    return NULL;
+}
+
+/* Whether an input's value is read as a file name by ComfyUI. */
+static bool names_file(const graph_input_t *in, const char *name)
+{
+    return strcmp(name, "filename_prefix") == 0 ||
+           (in != NULL && in->type == GRAPH_T_COMBO && in->choices == NULL);
+}
+
+/* The error of a refused input (new object). */
+static cJSON *input_not_allowed(const char *node_id, const char *class_type, const char *input,
+                                const cJSON *val, const char *why)
+{
+    char *msg = NULL;
+    char *det = NULL;
+    cJSON *root = NULL;
+    if (asprintf(&msg, "Input %s of node %s may not name a file on the image server", input,
+                 node_id) < 0) {
+        msg = NULL;
+        goto out;
+    }
+    if (asprintf(&det, "%s: %s", input, why) < 0) {
+        det = NULL;
+        goto out;
+    }
+    root = prompt_error("input_not_allowed", msg, det);
+    cJSON *ne = cJSON_AddObjectToObject(cJSON_GetObjectItem(root, "node_errors"), node_id);
+    cJSON *errors = cJSON_AddArrayToObject(ne, "errors");
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "type", "input_not_allowed");
+    cJSON_AddStringToObject(e, "message", "Input may not name a file on the image server");
+    cJSON_AddStringToObject(e, "details", det);
+    cJSON *extra = cJSON_AddObjectToObject(e, "extra_info");
+    cJSON_AddStringToObject(extra, "input_name", input);
+    add_received(extra, val);
+    cJSON_AddItemToArray(errors, e);
+    cJSON_AddArrayToObject(ne, "dependent_outputs");
+    cJSON_AddStringToObject(ne, "class_type", class_type);
+out:
+    free(msg);
+    free(det);
+    return root;
+}
+
+graph_status_t graph_validate_user(const cJSON *prompt, const graph_registry_t *reg,
+                                   cJSON **error_out)
+{
+    graph_status_t st = graph_validate(prompt, reg, error_out);
+    if (st == GRAPH_UNKNOWN_CLASS) {
+        /* graph_validate named the first unknown node in extra_info. */
+        cJSON *err = cJSON_GetObjectItem(*error_out, "error");
+        const char *ct = cJSON_GetStringValue(
+            cJSON_GetObjectItem(cJSON_GetObjectItem(err, "extra_info"), "class_type"));
+        char *msg = NULL;
+        if (asprintf(&msg, "Node type %s is not one the product runs for user presets",
+                     ct != NULL ? ct : "?") >= 0) {
+            cJSON_ReplaceItemInObject(err, "message", cJSON_CreateString(msg));
+            free(msg);
+        }
+        cJSON_ReplaceItemInObject(err, "type", cJSON_CreateString("node_not_allowed"));
+        return GRAPH_INVALID;
+    }
+    if (st != GRAPH_OK) {
+        return st;
+    }
+    const cJSON *node = NULL;
+    cJSON_ArrayForEach(node, prompt)
+    {
+        const char *ct = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(node, "class_type"));
+        const graph_class_t *cls = graph_registry_find(reg, ct);
+        const cJSON *val = NULL;
+        cJSON_ArrayForEach(val, cJSON_GetObjectItemCaseSensitive(node, "inputs"))
+        {
+            if (!cJSON_IsString(val)) {
+                continue;
+            }
+            const char *why = NULL;
+            if (graph_string_addresses_folder(val->valuestring)) {
+                why = "an [input], [output] or [temp] file name";
+            } else if (names_file(class_input(cls, val->string), val->string) &&
+                       !plain_name(val->valuestring)) {
+                why = "must be a plain name (letters, digits, space, _ - ., no folders)";
+            }
+            if (why != NULL) {
+                *error_out = input_not_allowed(node->string, ct, val->string, val, why);
+                if (*error_out == NULL) {
+                    *error_out = prompt_error("invalid_prompt", "Out of memory", "");
+                }
+                return GRAPH_INVALID;
+            }
+        }
+    }
+    return GRAPH_OK;
 }
 
 bool graph_input_number(const cJSON *inputs, const char *name, double *out)

@@ -105,6 +105,33 @@ const graph_class_t *graph_registry_find(const graph_registry_t *reg, const char
 __attribute__((warn_unused_result)) graph_status_t
 graph_validate(const cJSON *prompt, const graph_registry_t *reg, cJSON **error_out);
 
+/*
+ * Validates a graph a user wrote (POST/PATCH /api/presets): graph_validate()
+ * and then the rules of user presets, so the result is GRAPH_OK or
+ * GRAPH_INVALID, never GRAPH_UNKNOWN_CLASS:
+ *  - every class_type is in `reg` (only system presets, which operators
+ *    write, may use classes that run on ComfyUI). A class outside it is a
+ *    prompt-level error of type "node_not_allowed" naming the node
+ *    (extra_info: node_id, class_type).
+ *  - no string literal may address ComfyUI's folders: one ending in
+ *    "[input]", "[output]" or "[temp]" (ComfyUI's annotated file names, case
+ *    and trailing blanks ignored) is refused on any input; an input that names
+ *    a file (a COMBO without a choice list, like LoadImage's `image`, and any
+ *    `filename_prefix`) must be a plain name: at most GRAPH_USER_NAME_MAX
+ *    bytes of letters, digits, space, _ - ., starting with a letter or digit,
+ *    no "..". A refused input is a prompt-level error of type
+ *    "input_not_allowed" with the node in node_errors (error type
+ *    "input_not_allowed", extra_info: input_name, received_value).
+ * Linear in the prompt, like graph_validate(). *error_out as graph_validate(). */
+#define GRAPH_USER_NAME_MAX 128
+__attribute__((warn_unused_result)) graph_status_t
+graph_validate_user(const cJSON *prompt, const graph_registry_t *reg, cJSON **error_out);
+
+/* Whether string `s` is one of ComfyUI's annotated file names ("x [output]",
+ * "x[temp]", "x [input]"; case and trailing blanks ignored): such a string
+ * makes LoadImage and its kin read from that folder. */
+bool graph_string_addresses_folder(const char *s);
+
 /* Counters of one validation, for tests and benches. */
 typedef struct {
     unsigned long steps; /* node, input, link and hash-probe visits */

@@ -25,9 +25,11 @@
  * common/cpu_nodes.h) on the offload pool (never on the loop): an invalid
  * graph is 400 invalid_workflow with ComfyUI's error object in error.details
  * (workflow_too_large over GRAPH_MAX_NODES nodes, workflow_too_expensive over
- * the work budget); a well-formed graph that uses node classes the CPU
- * executor does not have is accepted (it runs on ComfyUI) and shows
- * "executor": "comfyui". The SQL side is sql/api-gateway/020_presets_marketplace.sql.
+ * the work budget). A user's graph may use only the CPU registry's classes
+ * (workflow_node_not_allowed) and no string that addresses ComfyUI's folders
+ * (workflow_input_not_allowed): graph_validate_user. System presets (seeded by
+ * operators) may need ComfyUI and show "executor": "comfyui".
+ * The SQL side is sql/api-gateway/020_presets_marketplace.sql.
  * The list cursor is base64url("<rating_avg>|<downloads>|<id>") of the last row.
  */
 #include "gateway.h"
@@ -382,11 +384,13 @@ static void validate_work(void *arg)
         w->too_big = true;
         return;
     }
-    w->graph_status = graph_validate(w->in.workflow, cpu_nodes_registry(), &w->graph_error);
+    /* User presets: only the CPU registry's classes, no file-addressing strings. */
+    w->graph_status = graph_validate_user(w->in.workflow, cpu_nodes_registry(), &w->graph_error);
 }
 
-/* 400 for a graph the validator refused: invalid_workflow, or workflow_too_large /
- * workflow_too_expensive for a graph over the limits; ComfyUI's error body in details. */
+/* 400 for a graph the validator refused: invalid_workflow, workflow_too_large /
+ * workflow_too_expensive for a graph over the limits, workflow_node_not_allowed /
+ * workflow_input_not_allowed for the user-preset rules; ComfyUI's error body in details. */
 static void reply_bad_workflow(http_req_t *req, cJSON *gerr)
 {
     const char *type = cJSON_GetStringValue(
@@ -396,6 +400,10 @@ static void reply_bad_workflow(http_req_t *req, cJSON *gerr)
         code = "workflow_too_large";
     } else if (type != NULL && strcmp(type, "graph_too_expensive") == 0) {
         code = "workflow_too_expensive";
+    } else if (type != NULL && strcmp(type, "node_not_allowed") == 0) {
+        code = "workflow_node_not_allowed";
+    } else if (type != NULL && strcmp(type, "input_not_allowed") == 0) {
+        code = "workflow_input_not_allowed";
     }
     char *summary = graph_error_summary(gerr);
     cJSON *doc = cJSON_CreateObject();

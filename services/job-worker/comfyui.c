@@ -17,6 +17,20 @@
 #define COMFY_POLL_MS 250
 #define COMFY_JSON_MAX (4u * 1024u * 1024u)
 
+/* One job's files on ComfyUI: the input is input/ca/<token>.<ext>, the outputs
+ * output/ca/<token>_NNNNN_.png; the token is 128 random bits in hex. */
+#define COMFY_SUBFOLDER "ca"
+#define COMFY_TOKEN_HEX 32
+
+/* A 1x1 grey PNG: after a job, its input and outputs on ComfyUI are
+ * overwritten with it (ComfyUI has no route that deletes a file). */
+static const unsigned char PLACEHOLDER_PNG[] = {
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48,
+    0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00, 0x00, 0x00,
+    0x00, 0x3a, 0x7e, 0x9b, 0x55, 0x00, 0x00, 0x00, 0x0a, 0x49, 0x44, 0x41, 0x54, 0x78,
+    0xda, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01, 0xe5, 0x27, 0xde, 0xfc, 0x00,
+    0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82};
+
 const char *comfy_status_name(comfy_status_t st)
 {
     switch (st) {
@@ -364,6 +378,171 @@ static void interrupt(const comfy_opts_t *o, const char *prompt_id)
     free(s);
 }
 
+/* Whether a string literal of the graph addresses ComfyUI's folders ("x [output]"):
+ * refused for every preset (msg says where). */
+static bool graph_addresses_folder(const cJSON *graph, char *msg, size_t msglen)
+{
+    const cJSON *node;
+    cJSON_ArrayForEach(node, graph)
+    {
+        const cJSON *val;
+        cJSON_ArrayForEach(val, cJSON_GetObjectItemCaseSensitive(node, "inputs"))
+        {
+            if (cJSON_IsString(val) && graph_string_addresses_folder(val->valuestring)) {
+                snprintf(msg, msglen,
+                         "The preset is not valid: input %.64s of node %.32s names a file of the "
+                         "image server.",
+                         val->string, node->string);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* The extension of `name` for the upload (1..5 letters or digits), else "png". */
+static void upload_ext(const char *name, char *ext, size_t extlen)
+{
+    const char *dot = name != NULL ? strrchr(name, '.') : NULL;
+    size_t n = dot != NULL ? strlen(dot + 1) : 0;
+    bool ok = n >= 1 && n <= 5 && n < extlen;
+    for (size_t i = 0; ok && i < n; i++) {
+        char c = dot[1 + i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    }
+    snprintf(ext, extlen, "%s", ok ? dot + 1 : "png");
+}
+
+/* Uploads `data` as type/subfolder/name with overwrite; returns the HTTP
+ * status (0 on a transport error), the answer in *resp (caller frees). */
+static long upload_file(const comfy_opts_t *o, const char *type, const char *subfolder,
+                        const char *name, const void *data, size_t len, http_response_t *resp,
+                        http_result_t *rc_out)
+{
+    const char *dot = strrchr(name, '.');
+    http_pair_t fields[] = {{"type", type}, {"subfolder", subfolder}, {"overwrite", "true"}};
+    size_t blen = 0;
+    char *ctype = NULL;
+    char *body = comfy_multipart_form("image", name, ext_mime(dot != NULL ? dot + 1 : ""), data,
+                                      len, fields, 3, &blen, &ctype);
+    *rc_out = HTTP_ERR_INTERNAL;
+    if (body == NULL) {
+        return 0;
+    }
+    *rc_out = do_post(o, "/upload/image", body, blen, ctype, 2, resp);
+    free(body);
+    free(ctype);
+    return *rc_out == HTTP_RESULT_OK ? resp->status : 0;
+}
+
+/* Overwrites a file of ours with the placeholder (best effort: logged). */
+static void overwrite(const comfy_opts_t *o, const char *type, const char *subfolder,
+                      const char *name)
+{
+    if (strchr(name, '/') != NULL || strstr(name, "..") != NULL ||
+        strstr(subfolder, "..") != NULL || subfolder[0] == '/') {
+        return;
+    }
+    http_response_t resp = {0};
+    http_result_t rc;
+    long status =
+        upload_file(o, type, subfolder, name, PLACEHOLDER_PNG, sizeof(PLACEHOLDER_PNG), &resp, &rc);
+    if (status != 200) {
+        log_warn("comfyui: could not overwrite %s/%s/%s after the job (HTTP %ld)", type, subfolder,
+                 name, status);
+    }
+    http_response_free(&resp);
+}
+
+/* Whether `ref` ("ca/<token>.<ext>") is one of our uploads. */
+static bool our_upload(const char *ref)
+{
+    size_t pre = strlen(COMFY_SUBFOLDER "/");
+    if (strncmp(ref, COMFY_SUBFOLDER "/", pre) != 0 || strlen(ref) < pre + COMFY_TOKEN_HEX + 2) {
+        return false;
+    }
+    for (size_t i = 0; i < COMFY_TOKEN_HEX; i++) {
+        char c = ref[pre + i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return false;
+        }
+    }
+    return ref[pre + COMFY_TOKEN_HEX] == '.' && strchr(ref + pre, '/') == NULL;
+}
+
+static void post_json(const comfy_opts_t *o, const char *path, const char *key,
+                      const char *prompt_id)
+{
+    cJSON *b = cJSON_CreateObject();
+    cJSON *ids = cJSON_AddArrayToObject(b, key);
+    cJSON_AddItemToArray(ids, cJSON_CreateString(prompt_id));
+    char *s = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    if (s == NULL) {
+        return;
+    }
+    http_response_t resp = {0};
+    http_result_t rc = do_post(o, path, s, strlen(s), "application/json", 1, &resp);
+    if (rc != HTTP_RESULT_OK || resp.status != 200) {
+        log_warn("comfyui: POST %s {%s} for prompt %s failed", path, key, prompt_id);
+    }
+    http_response_free(&resp);
+    free(s);
+}
+
+/*
+ * After a job (done, failed, or given up): what ComfyUI keeps of it goes.
+ * ComfyUI has no route that deletes a file, so the images the prompt's
+ * history lists (its outputs) and its uploaded input (`input_ref`, or the
+ * LoadImage inputs of the stored prompt that are ours) are overwritten with a
+ * 1x1 PNG under their unguessable names; the prompt leaves the queue (when
+ * still pending) and the history. The files themselves stay until the
+ * operator's sweep of ComfyUI's input/ and output/ (docs/job-worker.md).
+ */
+static void cleanup(const comfy_opts_t *o, const char *prompt_id, const cJSON *entry,
+                    const char *input_ref)
+{
+    const cJSON *node;
+    cJSON_ArrayForEach(node, cJSON_GetObjectItemCaseSensitive(entry, "outputs"))
+    {
+        const cJSON *img;
+        cJSON_ArrayForEach(img, cJSON_GetObjectItemCaseSensitive(node, "images"))
+        {
+            const char *fn =
+                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(img, "filename"));
+            const char *sub =
+                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(img, "subfolder"));
+            const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(img, "type"));
+            if (fn != NULL && type != NULL &&
+                (strcmp(type, "output") == 0 || strcmp(type, "temp") == 0)) {
+                overwrite(o, type, sub != NULL ? sub : "", fn);
+            }
+        }
+    }
+    if (input_ref != NULL && our_upload(input_ref)) {
+        overwrite(o, "input", COMFY_SUBFOLDER, input_ref + strlen(COMFY_SUBFOLDER "/"));
+    } else if (input_ref == NULL) {
+        /* history's "prompt": [number, id, graph, extra, outputs] */
+        const cJSON *graph =
+            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(entry, "prompt"), 2);
+        cJSON_ArrayForEach(node, graph)
+        {
+            const char *ref = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(node, "inputs"), "image"));
+            if (ref != NULL && our_upload(ref)) {
+                overwrite(o, "input", COMFY_SUBFOLDER, ref + strlen(COMFY_SUBFOLDER "/"));
+                break;
+            }
+        }
+    }
+    if (prompt_id != NULL && prompt_id[0] != '\0') {
+        if (entry == NULL) { /* not finished: may still be pending */
+            post_json(o, "/queue", "delete", prompt_id);
+        }
+        post_json(o, "/history", "delete", prompt_id);
+    }
+}
+
 comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *upload_name,
                          const void *input, size_t input_len, const char *resume_prompt_id,
                          comfy_result_t *out, char *msg, size_t msglen)
@@ -373,7 +552,8 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
     cJSON *prompt = NULL;
     cJSON *upload = NULL;
     char *body = NULL;
-    char *ctype = NULL;
+    char token[COMFY_TOKEN_HEX + 1] = "";
+    char image_ref[512] = "";
     http_response_t resp = {0};
     int64_t deadline = now_mono_ms() + (int64_t)o->timeout_s * 1000;
     memset(out, 0, sizeof(*out));
@@ -385,6 +565,7 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
         if (r == 1) {
             snprintf(out->prompt_id, sizeof(out->prompt_id), "%s", resume_prompt_id);
             st = finished(o, entry, out, msg, msglen);
+            cleanup(o, resume_prompt_id, entry, NULL);
             if (st == COMFY_OK) {
                 log_info("comfyui: reused the result of prompt %s", resume_prompt_id);
                 goto out;
@@ -394,26 +575,34 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
         }
     }
 
-    /* 1. upload the input */
-    const char *dot = strrchr(upload_name, '.');
-    const char *itype = ext_mime(dot != NULL ? dot + 1 : "");
-    http_pair_t fields[] = {{"type", "input"}, {"overwrite", "true"}};
-    size_t blen = 0;
-    body = comfy_multipart_form("image", upload_name, itype, input, input_len, fields, 2, &blen,
-                                &ctype);
-    if (body == NULL) {
-        snprintf(msg, msglen, "out of memory");
+    /* No preset may read ComfyUI's other files ("x [output]"): stored user
+     * presets from before graph_validate_user included. */
+    if (graph_addresses_folder(graph, msg, msglen)) {
+        st = COMFY_INVALID;
+        goto out;
+    }
+
+    /* 1. upload the input under a fresh unguessable name, never the job's */
+    unsigned char rnd[COMFY_TOKEN_HEX / 2];
+    if (crypto_random(rnd, sizeof(rnd)) != 0) {
+        snprintf(msg, msglen, "no randomness for the upload name");
         st = COMFY_PROTOCOL;
         goto out;
     }
-    http_result_t rc = do_post(o, "/upload/image", body, blen, ctype, 2, &resp);
+    crypto_hex(rnd, sizeof(rnd), token);
+    char ext[8];
+    upload_ext(upload_name, ext, sizeof(ext));
+    char name[COMFY_TOKEN_HEX + 16];
+    snprintf(name, sizeof(name), "%s.%s", token, ext);
+    http_result_t rc;
+    long ustatus = upload_file(o, "input", COMFY_SUBFOLDER, name, input, input_len, &resp, &rc);
     st = transport_status(rc, &resp, msg, msglen, "upload");
     if (st != COMFY_OK) {
         goto out;
     }
-    if (resp.status != 200) {
-        snprintf(msg, msglen, "The image server refused the input image (HTTP %ld).", resp.status);
-        st = resp.status == 413 ? COMFY_TOO_LARGE : COMFY_PROTOCOL;
+    if (ustatus != 200) {
+        snprintf(msg, msglen, "The image server refused the input image (HTTP %ld).", ustatus);
+        st = ustatus == 413 ? COMFY_TOO_LARGE : COMFY_PROTOCOL;
         goto out;
     }
     upload = cJSON_ParseWithLength(resp.body, resp.body_len);
@@ -424,7 +613,6 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
         st = COMFY_PROTOCOL;
         goto out;
     }
-    char image_ref[512];
     if (cJSON_IsString(usub) && usub->valuestring[0] != '\0') {
         snprintf(image_ref, sizeof(image_ref), "%s/%s", usub->valuestring, uname->valuestring);
     } else {
@@ -433,7 +621,10 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
     http_response_free(&resp);
     memset(&resp, 0, sizeof(resp));
 
-    /* 2. queue the prompt with the input on every LoadImage */
+    /* 2. queue the prompt with the input on every LoadImage and our own
+     * unguessable prefix on every filename_prefix */
+    char prefix[COMFY_TOKEN_HEX + 16];
+    snprintf(prefix, sizeof(prefix), COMFY_SUBFOLDER "/%s", token);
     prompt = cJSON_CreateObject();
     cJSON *copy = cJSON_Duplicate(graph, 1);
     if (prompt == NULL || copy == NULL) {
@@ -452,10 +643,13 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
             cJSON_DeleteItemFromObjectCaseSensitive(inputs, "image");
             cJSON_AddStringToObject(inputs, "image", image_ref);
         }
+        if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(inputs, "filename_prefix"))) {
+            cJSON_DeleteItemFromObjectCaseSensitive(inputs, "filename_prefix");
+            cJSON_AddStringToObject(inputs, "filename_prefix", prefix);
+        }
     }
     cJSON_AddItemToObject(prompt, "prompt", copy);
     cJSON_AddStringToObject(prompt, "client_id", o->client_id != NULL ? o->client_id : "ca");
-    free(body);
     body = cJSON_PrintUnformatted(prompt);
     if (body == NULL) {
         snprintf(msg, msglen, "out of memory");
@@ -475,6 +669,7 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
                  summary != NULL ? summary : "the image server refused it");
         free(summary);
         cJSON_Delete(answer);
+        cleanup(o, NULL, NULL, image_ref);
         st = COMFY_INVALID;
         goto out;
     }
@@ -496,6 +691,7 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
         int r = history_get(o, out->prompt_id, &entry, &st, msg, msglen);
         if (r == 1) {
             st = finished(o, entry, out, msg, msglen);
+            cleanup(o, out->prompt_id, entry, image_ref);
             break;
         }
         if (r < 0 && st != COMFY_UNAVAILABLE && st != COMFY_TIMEOUT) {
@@ -504,6 +700,7 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
         bool stopped = o->stop != NULL && stopwait_stopped(o->stop);
         if (now_mono_ms() >= deadline || stopped) {
             interrupt(o, out->prompt_id);
+            cleanup(o, out->prompt_id, NULL, image_ref);
             snprintf(msg, msglen, "The image server did not finish within %d s.", o->timeout_s);
             st = COMFY_TIMEOUT;
             break;
@@ -517,7 +714,6 @@ out:
     cJSON_Delete(prompt);
     cJSON_Delete(upload);
     free(body);
-    free(ctype);
     if (st != COMFY_OK) {
         comfy_result_free(out);
     }

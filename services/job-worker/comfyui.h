@@ -1,12 +1,19 @@
 /*
  * comfyui — the job-worker's client of a ComfyUI server (COMFYUI_URL).
  *
- *   upload the input      POST /upload/image (multipart/form-data, overwrite)
- *   queue the graph       POST /prompt {prompt, client_id}; 400 → validation error
+ *   upload the input      POST /upload/image (multipart/form-data, overwrite) as
+ *                         input/ca/<token>.<ext>, token = 128 random bits in hex
+ *   queue the graph       POST /prompt {prompt, client_id}; 400 → validation error;
+ *                         every filename_prefix becomes "ca/<token>"
  *   follow it             GET /history/{prompt_id} every 250 ms (history polling;
  *                         the websocket is not used) until it has outputs or an
  *                         error, or the timeout passes (then POST /interrupt)
  *   fetch the result      GET /view?filename&subfolder&type
+ *   clean up              the outputs the history lists and the input are
+ *                         overwritten with a 1x1 PNG (POST /upload/image,
+ *                         overwrite: ComfyUI cannot delete a file), then
+ *                         POST /history {"delete": [id]} (and /queue when the
+ *                         prompt did not finish)
  *
  * Blocking, on the caller's http_client_t (one per thread).
  */
@@ -50,10 +57,15 @@ typedef struct {
 } comfy_result_t;
 
 /* Runs `graph` (not modified: a copy gets the uploaded input's name on every
- * LoadImage node) with `input` as the image. When `resume_prompt_id` is not
- * NULL/empty and ComfyUI's history still holds that prompt finished, its
- * output is fetched instead of running again. `msg` gets a one-line message a
- * user can read on failure. */
+ * LoadImage node and "ca/<token>" on every filename_prefix) with `input` as
+ * the image; only the extension of `upload_name` is used (the name on ComfyUI
+ * is random). A graph with a string that addresses ComfyUI's folders
+ * ("x [output]", graph_string_addresses_folder) is COMFY_INVALID before
+ * anything is sent. When `resume_prompt_id` is not NULL/empty and ComfyUI's
+ * history still holds that prompt finished, its output is fetched instead of
+ * running again. Once the prompt is done, failed or given up, its files are
+ * overwritten and its history entry deleted (see above). `msg` gets a one-line
+ * message a user can read on failure. */
 comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *upload_name,
                          const void *input, size_t input_len, const char *resume_prompt_id,
                          comfy_result_t *out, char *msg, size_t msglen);

@@ -107,6 +107,29 @@ function makeNodeClasses(fs) {
       return [[frameFromBytes(f.buf, f.name)], { mask: true }];
     },
   };
+  // LoadImageMask: one channel of a file as a MASK (nodes.py). Like LoadImage it
+  // takes annotated names ("x.png [output]"): the way a graph reads another
+  // prompt's output. A mask frame is kept as a grey 3-channel frame here.
+  N.LoadImageMask = {
+    category: 'mask', returns: ['MASK'],
+    required: { image: () => COMBO(fs.list('input'), { image_upload: true }), channel: COMBO(['alpha', 'red', 'green', 'blue']) },
+    validate: (inp) => (fs.resolveAnnotated(inp.image, 'input') ? true : `Invalid image file: ${inp.image}`),
+    run: (inp) => {
+      const f = fs.resolveAnnotated(inp.image, 'input');
+      if (!f) throw new PyError('FileNotFoundError', `[Errno 2] No such file or directory: '${inp.image}'`);
+      const fr = frameFromBytes(f.buf, f.name);
+      if (fr.opaque) return [[fr]];
+      const c = { red: 0, green: 1, blue: 2 }[inp.channel];
+      // alpha of an image without one: 1 - 1 = 0 everywhere (ComfyUI converts to RGBA)
+      return [mapFrames([fr], (x) => sample(x, x.w, x.h, (xx, yy) => [xx, yy]))
+        .map((x) => ({ ...x, px: x.px.map((v, i) => (c === undefined ? 0 : x.px[i - (i % 3) + c])) }))];
+    },
+  };
+  N.MaskToImage = {
+    category: 'mask', returns: ['IMAGE'],
+    required: { mask: ['MASK'] },
+    run: (inp) => [inp.mask],
+  };
   N.SaveImage = {
     category: 'image', returns: [], output: true,
     required: { images: img, filename_prefix: STRING('ComfyUI') },

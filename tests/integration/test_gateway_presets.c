@@ -34,7 +34,8 @@ static gwt_session_t alice, bob, carol;
     "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0],"                        \
     "\"filename_prefix\":\"x\"}}}"
 
-/* Needs ComfyUI: a class the CPU executor does not have, otherwise well-formed. */
+/* Needs ComfyUI: a class the CPU executor does not have, otherwise well-formed
+ * (refused in a user preset: workflow_node_not_allowed). */
 #define COMFY_GRAPH                                                                                \
     "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"                  \
     "\"2\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"image\":[\"1\",0],"             \
@@ -168,7 +169,7 @@ static void test_list_system_presets(void **state)
 static void test_create_get_validation(void **state)
 {
     (void)state;
-    char id[40], comfy[40], path[128];
+    char id[40], path[128];
     create(&alice, "alice soft", "portrait", CPU_GRAPH, id);
     path_of(path, sizeof(path), id, "");
     gwt_resp_t r = call("GET", path, &alice, NULL);
@@ -180,11 +181,16 @@ static void test_create_get_validation(void **state)
     assert_false(jbool(r.json, "is_public"));
     assert_true(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(r.json, "workflow_json")));
     gwt_resp_free(&r);
-    /* a well-formed graph that needs ComfyUI is accepted and says so */
-    create(&alice, "alice upscale", "other", COMFY_GRAPH, comfy);
-    path_of(path, sizeof(path), comfy, "");
-    r = call("GET", path, &alice, NULL);
-    assert_string_equal(gwt_str(r.json, "executor"), "comfyui");
+    /* a well-formed graph that needs ComfyUI is refused in a user preset */
+    r = call("POST", "/api/presets", &alice,
+             "{\"name\":\"alice upscale\",\"workflow_json\":" COMFY_GRAPH "}");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(gwt_error_code(&r), "workflow_node_not_allowed");
+    const cJSON *d0 = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r.json, "error"), "details");
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(d0, "error");
+    assert_string_equal(gwt_str(pe, "type"), "node_not_allowed");
+    assert_non_null(gwt_str(cJSON_GetObjectItemCaseSensitive(pe, "extra_info"), "class_type"));
     gwt_resp_free(&r);
     /* category defaults to other */
     r = call("POST", "/api/presets", &alice,
@@ -1057,6 +1063,95 @@ static void test_graph_work_budget(void **state)
            id);
 }
 
+/* A LoadImage of `image` feeding a SaveImage of `prefix` (JSON string bodies). */
+static void file_graph(char *out, size_t n, const char *load_class, const char *image,
+                       const char *prefix)
+{
+    snprintf(out, n,
+             "{\"1\":{\"class_type\":\"%s\",\"inputs\":{\"image\":\"%s\"}},"
+             "\"2\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0],"
+             "\"filename_prefix\":\"%s\"}}}",
+             load_class, image, prefix);
+}
+
+/* User presets may use only the node types the product runs (the CPU
+ * registry) and no string that addresses ComfyUI's folders: another
+ * tenant's "<prefix>_00042_.png [output]" is not readable through a preset. */
+static void test_user_preset_nodes_and_files(void **state)
+{
+    (void)state;
+    char graph[1024], body[1400];
+    struct {
+        const char *load_class;
+        const char *image;
+        const char *prefix;
+        const char *code;
+    } bad[] = {
+        {"LoadImageMask", "ca_00042_.png [output]", "x", "workflow_node_not_allowed"},
+        {"LoadImageOutput", "ca_00042_.png [output]", "x", "workflow_node_not_allowed"},
+        {"LoadImage", "ca_00042_.png [output]", "x", "workflow_input_not_allowed"},
+        {"LoadImage", "ComfyUI_00001_.png[output]", "x", "workflow_input_not_allowed"},
+        {"LoadImage", "x.png [TEMP] ", "x", "workflow_input_not_allowed"},
+        {"LoadImage", "in.png [input]", "x", "workflow_input_not_allowed"},
+        {"LoadImage", "other/in.png", "x", "workflow_input_not_allowed"},
+        {"LoadImage", "/etc/passwd", "x", "workflow_input_not_allowed"},
+        {"LoadImage", "..in.png", "x", "workflow_input_not_allowed"},
+        {"LoadImage", "a\\\\b.png", "x", "workflow_input_not_allowed"},
+        {"LoadImage", "input.png", "../escape", "workflow_input_not_allowed"},
+        {"LoadImage", "input.png", "tenant/x", "workflow_input_not_allowed"},
+        {"LoadImage", "input.png", "%date:yyyy%", "workflow_input_not_allowed"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        file_graph(graph, sizeof(graph), bad[i].load_class, bad[i].image, bad[i].prefix);
+        snprintf(body, sizeof(body), "{\"name\":\"alice files\",\"workflow_json\":%s}", graph);
+        gwt_resp_t r = call("POST", "/api/presets", &alice, body);
+        if (r.status != 400 || gwt_error_code(&r) == NULL ||
+            strcmp(gwt_error_code(&r), bad[i].code) != 0) {
+            fail_msg("case %zu: %ld %s", i, r.status, r.body);
+        }
+        const cJSON *err = cJSON_GetObjectItemCaseSensitive(r.json, "error");
+        assert_non_null(strstr(gwt_str(err, "message"), "workflow_json: "));
+        if (strcmp(bad[i].code, "workflow_input_not_allowed") == 0) {
+            /* ComfyUI-shaped, naming the node and the input */
+            const cJSON *ne = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(err, "details"),
+                                                 "node_errors"),
+                strcmp(bad[i].prefix, "x") != 0 ? "2" : "1");
+            assert_non_null(ne);
+            const cJSON *e0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(ne, "errors"), 0);
+            assert_string_equal(gwt_str(e0, "type"), "input_not_allowed");
+        }
+        gwt_resp_free(&r);
+    }
+    /* any string input, not only file names: a watermark text of "[output]" */
+    expect(call("POST", "/api/presets", &alice,
+                "{\"name\":\"alice wm\",\"workflow_json\":{"
+                "\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"
+                "\"2\":{\"class_type\":\"CA.Watermark\",\"inputs\":{\"image\":[\"1\",0],"
+                "\"text\":\"ca_00001_.png [output]\"}},"
+                "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}}"),
+           400, "workflow_input_not_allowed");
+    /* PATCH follows the same rules */
+    char id[40], path[128];
+    create(&alice, "alice plain", "other", CPU_GRAPH, id);
+    path_of(path, sizeof(path), id, "");
+    file_graph(graph, sizeof(graph), "LoadImage", "ca_00042_.png [output]", "x");
+    snprintf(body, sizeof(body), "{\"workflow_json\":%s}", graph);
+    expect(call("PATCH", path, &alice, body), 400, "workflow_input_not_allowed");
+    snprintf(body, sizeof(body), "{\"workflow_json\":%s}", COMFY_GRAPH);
+    expect(call("PATCH", path, &alice, body), 400, "workflow_node_not_allowed");
+    /* plain names are fine; a watermark may contain a slash */
+    file_graph(graph, sizeof(graph), "LoadImage", "My photo-1.jpg", "out put_1");
+    char ok[40];
+    create(&alice, "alice names", "other", graph, ok);
+    create(&alice, "alice wm ok", "other",
+           "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"input.png\"}},"
+           "\"2\":{\"class_type\":\"CA.Watermark\",\"inputs\":{\"image\":[\"1\",0],"
+           "\"text\":\"example.com/me [c]\"}},"
+           "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0]}}}",
+           ok);
+}
+
 /* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
 static void test_gateway_exits_cleanly(void **state)
 {
@@ -1078,6 +1173,7 @@ int main(void)
         cmocka_unit_test(test_no_session_and_csrf),
         cmocka_unit_test(test_graph_node_cap_and_loop_free),
         cmocka_unit_test(test_graph_work_budget),
+        cmocka_unit_test(test_user_preset_nodes_and_files),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1182,6 +1182,75 @@ static void test_kill9_mid_job(void **state)
     assert_int_equal(shared_start(), 0);
 }
 
+/* sha256 of the 1x1 PNG the worker leaves in place of a job's files on ComfyUI. */
+#define COMFY_PLACEHOLDER_SHA "a4d4c009619311d9b83904acfd62fe3b7f918c312522bbcc6ad51cdec4fd1edf"
+
+/* Whether `s` starts with 32 lower-case hex digits followed by `rest`. */
+static bool token_name(const char *s, const char *rest_prefix)
+{
+    for (int i = 0; i < 32; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return false;
+        }
+    }
+    return strncmp(s + 32, rest_prefix, strlen(rest_prefix)) == 0;
+}
+
+/* The fake ComfyUI's files of `type` ("input", "output"): a new array (caller deletes). */
+static cJSON *comfy_files(const char *type)
+{
+    cJSON *all = fake_admin(comfy.base_url, "GET", "/__admin/files", NULL);
+    cJSON *list = cJSON_DetachItemFromObjectCaseSensitive(all, type);
+    cJSON_Delete(all);
+    assert_non_null(list);
+    return list;
+}
+
+/* Every file of the job's on ComfyUI (subfolder "ca") has an unguessable name
+ * and was overwritten with the placeholder; returns how many there are. */
+static int comfy_files_cleaned(const char *type, const char *rest_prefix)
+{
+    cJSON *list = comfy_files(type);
+    int n = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, list)
+    {
+        const char *sub = cJSON_GetObjectItem(f, "subfolder")->valuestring;
+        const char *name = cJSON_GetObjectItem(f, "name")->valuestring;
+        if (strcmp(sub, "ca") != 0) {
+            fail_msg("a %s file outside ca/: %s/%s", type, sub, name);
+        }
+        if (!token_name(name, rest_prefix)) {
+            fail_msg("a guessable %s name: %s", type, name);
+        }
+        assert_string_equal(cJSON_GetObjectItem(f, "sha256")->valuestring, COMFY_PLACEHOLDER_SHA);
+        n++;
+    }
+    cJSON_Delete(list);
+    return n;
+}
+
+/* The first input name on ComfyUI that is not in `seen` (NULL-terminated). */
+static char *comfy_new_input(char **seen)
+{
+    cJSON *list = comfy_files("input");
+    char *found = NULL;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, list)
+    {
+        const char *name = cJSON_GetObjectItem(f, "name")->valuestring;
+        bool old = false;
+        for (int i = 0; seen[i] != NULL; i++) {
+            old = old || strcmp(seen[i], name) == 0;
+        }
+        if (!old && found == NULL) {
+            found = strdup(name);
+        }
+    }
+    cJSON_Delete(list);
+    return found;
+}
+
 static void test_comfyui_path(void **state)
 {
     (void)state;
@@ -1232,6 +1301,60 @@ static void test_comfyui_path(void **state)
     assert_true(fake_count_requests(comfy.base_url, &uploads) >= 1);
     assert_true(fake_count_requests(comfy.base_url, &views) >= 1);
 
+    /* After the job: the input and the output on ComfyUI have unguessable
+     * names (128 random bits, not the job id nor a counter) and hold a 1x1
+     * placeholder; the prompt is gone from the history. */
+    assert_int_equal(comfy_files_cleaned("input", ".png"), 1);
+    assert_int_equal(comfy_files_cleaned("output", "_00001_.png"), 1);
+    pid = job_col(job, "comfyui_prompt_id");
+    cJSON *hist = fake_admin(comfy.base_url, "GET", "/history", NULL);
+    assert_null(cJSON_GetObjectItemCaseSensitive(hist, pid));
+    assert_int_equal(cJSON_GetArraySize(hist), 0);
+    cJSON_Delete(hist);
+    free(pid);
+    /* a second job: another random name, sharing nothing with the first */
+    char *seen[3] = {comfy_new_input((char *[]){NULL}), NULL, NULL};
+    assert_non_null(seen[0]);
+    drive_file(&u, "small2.png", "image/png", png_b64, file, sizeof(file));
+    create_job(&u, file, "small2.png", "upscale2x", job, sizeof(job));
+    push(job);
+    expect_job(job, "completed", &w);
+    seen[1] = comfy_new_input(seen);
+    assert_non_null(seen[1]);
+    assert_int_equal(strncmp(seen[0], seen[1], 8) == 0, 0);
+    assert_int_equal(comfy_files_cleaned("input", ".png"), 2);
+    assert_int_equal(comfy_files_cleaned("output", "_00001_.png"), 2);
+    free(seen[0]);
+    free(seen[1]);
+
+    /* A preset stored before the gateway refused it reads another tenant's
+     * output by name ("<prefix>_00001_.png [output]" through LoadImageMask):
+     * the worker refuses it before anything reaches ComfyUI. */
+    cJSON *outs = comfy_files("output");
+    const cJSON *victim = cJSON_GetArrayItem(outs, 0);
+    assert_non_null(victim);
+    char peek[1024];
+    const char *vsub = cJSON_GetObjectItem(victim, "subfolder")->valuestring;
+    snprintf(peek, sizeof(peek),
+             "{\"1\":{\"class_type\":\"LoadImageMask\",\"inputs\":{\"image\":\"%s%s%s "
+             "[output]\",\"channel\":\"red\"}},"
+             "\"2\":{\"class_type\":\"MaskToImage\",\"inputs\":{\"mask\":[\"1\",0]}},"
+             "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0],"
+             "\"filename_prefix\":\"p\"}}}",
+             vsub, vsub[0] != '\0' ? "/" : "", cJSON_GetObjectItem(victim, "name")->valuestring);
+    cJSON_Delete(outs);
+    user_preset(&u, "peek", peek);
+    fake_match_t prompts = {.method = "POST", .path = "/prompt"};
+    int prompts_before = fake_count_requests(comfy.base_url, &prompts);
+    drive_file(&u, "pk.png", "image/png", png_b64, file, sizeof(file));
+    create_job(&u, file, "pk.png", "peek", job, sizeof(job));
+    push(job);
+    expect_job(job, "failed:processing_error", &w);
+    char *pmsg = job_col(job, "error_message");
+    assert_non_null(strstr(pmsg, "names a file of the image server"));
+    free(pmsg);
+    assert_int_equal(fake_count_requests(comfy.base_url, &prompts), prompts_before);
+
     /* validation error from ComfyUI (unknown model): processing_error, ComfyUI's words */
     drive_file(&u, "v.png", "image/png", png_b64, file, sizeof(file));
     create_job(&u, file, "v.png", "badgpu", job, sizeof(job));
@@ -1267,7 +1390,9 @@ static void test_comfyui_path(void **state)
     expect_job(job, "failed:timeout", &w);
     j = fake_admin(comfy.base_url, "POST", "/__admin/latency", "{\"ms\":0}");
     cJSON_Delete(j);
-    assert_usage(&u, "images_processed", "1");
+    /* refused, failed and timed-out prompts left no input behind either */
+    assert_int_equal(comfy_files_cleaned("input", "."), 5);
+    assert_usage(&u, "images_processed", "2");
     assert_int_equal(daemon_stop(&w), 0);
     assert_int_equal(shared_start(), 0);
 }

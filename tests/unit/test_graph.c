@@ -523,6 +523,84 @@ static void test_work_budget(void **state)
     assert_string_equal(budget_verdict(p, buf, sizeof(buf)), "ok");
 }
 
+/* graph_validate_user: the rules of user presets (type of the prompt-level
+ * error, or "ok"). */
+static const char *user_verdict(const char *json)
+{
+    static char type[64];
+    cJSON *p = cJSON_Parse(json);
+    assert_non_null(p);
+    cJSON *err = NULL;
+    graph_status_t st = graph_validate_user(p, &reg, &err);
+    assert_true(st == GRAPH_OK || st == GRAPH_INVALID);
+    if (st == GRAPH_OK) {
+        assert_null(err);
+        snprintf(type, sizeof(type), "ok");
+    } else {
+        const char *t =
+            cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(err, "error"), "type"));
+        snprintf(type, sizeof(type), "%s", t != NULL ? t : "?");
+        char *summary = graph_error_summary(err);
+        assert_non_null(summary);
+        free(summary);
+    }
+    cJSON_Delete(err);
+    cJSON_Delete(p);
+    return type;
+}
+
+static void test_user_rules(void **state)
+{
+    (void)state;
+    struct {
+        const char *json;
+        const char *want;
+    } user_cases[] = {
+        {"{" LOAD SAVE("1") "}", "ok"},
+        {"{\"1\":{\"class_type\":\"LoadImageMask\",\"inputs\":{\"image\":\"a.png\"}}" SAVE("1") "}",
+         "node_not_allowed"},
+        {"{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"a.png [output]\"}}" SAVE(
+             "1") "}",
+         "input_not_allowed"},
+        {"{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"a.png[Temp]\\n\"}}" SAVE(
+             "1") "}",
+         "input_not_allowed"},
+        {"{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"d/a.png\"}}" SAVE("1") "}",
+         "input_not_allowed"},
+        {"{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"a..png\"}}" SAVE("1") "}",
+         "input_not_allowed"},
+        {"{" LOAD ",\"9\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"1\",0],"
+         "\"filename_prefix\":\"../x\"}}}",
+         "input_not_allowed"},
+        /* a declared STRING (not a file name) may hold a slash, not a folder tag */
+        {"{" LOAD ",\"2\":{\"class_type\":\"ImageBlend\",\"inputs\":{\"image1\":[\"1\",0],"
+         "\"image2\":[\"1\",0],\"blend_factor\":0.5,\"blend_mode\":\"normal\","
+         "\"note\":\"a/b\"}}" SAVE("2") "}",
+         "ok"},
+        {"{" LOAD ",\"2\":{\"class_type\":\"ImageBlend\",\"inputs\":{\"image1\":[\"1\",0],"
+         "\"image2\":[\"1\",0],\"blend_factor\":0.5,\"blend_mode\":\"normal\","
+         "\"note\":\"a [input]\"}}" SAVE("2") "}",
+         "input_not_allowed"},
+        /* an undeclared input is checked too */
+        {"{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"a.png\",\"x\":\"b "
+         "[output]\"}}" SAVE("1") "}",
+         "input_not_allowed"},
+        /* other errors keep their type */
+        {"{" LOAD BLUR("2", "[\"1\",0]", "0", "1") SAVE("2") "}",
+         "prompt_outputs_failed_validation"},
+    };
+    for (size_t i = 0; i < sizeof(user_cases) / sizeof(user_cases[0]); i++) {
+        const char *got = user_verdict(user_cases[i].json);
+        if (strcmp(got, user_cases[i].want) != 0) {
+            fail_msg("case %zu: want %s, got %s", i, user_cases[i].want, got);
+        }
+    }
+    assert_true(graph_string_addresses_folder("x [output]"));
+    assert_true(graph_string_addresses_folder("x[INPUT]  "));
+    assert_false(graph_string_addresses_folder("[output] x"));
+    assert_false(graph_string_addresses_folder(""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -534,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_failing_fan_is_linear),
         cmocka_unit_test(test_node_cap),
         cmocka_unit_test(test_work_budget),
+        cmocka_unit_test(test_user_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -180,6 +180,52 @@ test('uploads: name collisions, subfolders, view errors', async () => {
   assert.equal(pr.status, 200);
 });
 
+test('annotated names read other folders; outputs can be overwritten, history deleted', async () => {
+  // The hole ComfyUI leaves open for a shared server: a graph can read any
+  // output by name ("<prefix>_00001_.png [output]"); files can be replaced by
+  // upload (also in output/), never deleted; POST /history {delete} drops history only.
+  await upload('in.png', png.encodePng(3, 2, INPUT), { overwrite: 'true' });
+  const waitDone = async (pid) => {
+    for (let i = 0; i < 500; i++) {
+      if ((await getJson(`/history/${pid}`))[pid]) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.fail(`prompt ${pid} did not finish`);
+  };
+  const pr = await postPrompt(INVERT_GRAPH);
+  const id = pr.body.prompt_id;
+  await waitDone(id);
+  const peek = await postPrompt({
+    1: { class_type: 'LoadImageMask', inputs: { image: 'job42/out_00001_.png [output]', channel: 'red' } },
+    2: { class_type: 'MaskToImage', inputs: { mask: ['1', 0] } },
+    3: { class_type: 'SaveImage', inputs: { images: ['2', 0], filename_prefix: 'peek' } },
+  });
+  assert.equal(peek.status, 200);
+  await waitDone(peek.body.prompt_id);
+  const got = png.decodePng(Buffer.from(await (await fetch(`${base}/view?filename=peek_00001_.png`)).arrayBuffer()));
+  assert.equal(got.width, 3);
+  assert.equal(got.rgb[0], expectedInvert(255)); // the red channel of the other output
+  const bad = await postPrompt({
+    1: { class_type: 'LoadImageMask', inputs: { image: 'nope.png [output]', channel: 'red' } },
+    2: { class_type: 'MaskToImage', inputs: { mask: ['1', 0] } },
+    3: { class_type: 'SaveImage', inputs: { images: ['2', 0] } },
+  });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.node_errors['1'].errors[0].type, 'custom_validation_failed');
+  // overwrite the output with a placeholder under the same name
+  const tiny = png.encodePng(1, 1, new Uint8Array([0, 0, 0]));
+  const ow = await upload('out_00001_.png', tiny, { type: 'output', subfolder: 'job42', overwrite: 'true' });
+  assert.deepEqual(ow.body, { name: 'out_00001_.png', subfolder: 'job42', type: 'output' });
+  const v = await fetch(`${base}/view?filename=out_00001_.png&subfolder=job42&type=output`);
+  assert.deepEqual(Buffer.from(await v.arrayBuffer()), tiny);
+  // history delete: the entry goes, the files stay
+  const del = await fetch(`${base}/history`, { method: 'POST', body: JSON.stringify({ delete: [id] }) });
+  assert.equal(del.status, 200);
+  assert.deepEqual(await getJson(`/history/${id}`), {});
+  const files = await admin('/files', null, 'GET');
+  assert.ok(files.output.some((f) => f.subfolder === 'job42' && f.name === 'out_00001_.png'));
+});
+
 test('validation errors have ComfyUI shapes', async () => {
   let r = await postPrompt({ 1: { class_type: 'NoSuchNode', inputs: {} }, 2: { class_type: 'SaveImage', inputs: {} } });
   assert.equal(r.status, 400);
