@@ -1031,12 +1031,13 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 'not_found';
     END IF;
-    IF st <> 'queued' THEN
+    IF st NOT IN ('queued', 'processing') THEN
         RETURN 'conflict';
     END IF;
     UPDATE jobs
        SET status = 'cancelled', completed_at = timezone('UTC', now()), lease_expires_at = NULL
      WHERE id = p_job_id;
+    PERFORM billing_release_usage(p_job_id, false);
     RETURN 'ok';
 END
 $$;
@@ -1121,7 +1122,7 @@ BEGIN
     UPDATE jobs
        SET status = 'queued', error_code = NULL, error_message = NULL, started_at = NULL,
            completed_at = NULL, processing_time_ms = NULL, worker_id = NULL,
-           lease_expires_at = NULL, comfyui_prompt_id = NULL, retry_count = 0
+           lease_expires_at = NULL, comfyui_prompt_id = NULL
      WHERE id = p_job_id;
     RETURN 'ok';
 END

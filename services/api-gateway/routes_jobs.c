@@ -240,7 +240,7 @@ static void on_changed(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
     } else if (strcmp(outcome, "conflict") == 0) {
         http_reply_error(req, 409, "conflict",
                          c->retry ? "only a failed or cancelled job can be retried"
-                                  : "only a queued job can be cancelled");
+                                  : "only a queued or processing job can be cancelled");
     } else {
         gw_reply_not_found(req);
     }

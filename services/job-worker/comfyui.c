@@ -46,6 +46,8 @@ const char *comfy_status_name(comfy_status_t st)
         return "unavailable";
     case COMFY_TOO_LARGE:
         return "too_large";
+    case COMFY_CANCELLED:
+        return "cancelled";
     case COMFY_PROTOCOL:
         return "protocol";
     }
@@ -695,6 +697,12 @@ comfy_status_t comfy_run(const comfy_opts_t *o, const cJSON *graph, const char *
             break;
         }
         if (r < 0 && st != COMFY_UNAVAILABLE && st != COMFY_TIMEOUT) {
+            break;
+        }
+        if (o->cancel != NULL && atomic_load(o->cancel) != 0) {
+            interrupt(o, out->prompt_id);
+            snprintf(msg, msglen, "The job was cancelled.");
+            st = COMFY_CANCELLED;
             break;
         }
         bool stopped = o->stop != NULL && stopwait_stopped(o->stop);

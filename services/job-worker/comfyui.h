@@ -24,6 +24,7 @@
 #include "stopwait.h"
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 typedef enum {
@@ -34,6 +35,7 @@ typedef enum {
     COMFY_UNAVAILABLE, /* connection refused, 5xx, 429: retryable */
     COMFY_TOO_LARGE,   /* the result is over the cap */
     COMFY_PROTOCOL,    /* an answer we could not understand: retryable */
+    COMFY_CANCELLED,   /* *cancel was set: the prompt was interrupted (POST /interrupt) */
 } comfy_status_t;
 
 typedef struct {
@@ -43,6 +45,9 @@ typedef struct {
     int timeout_s;     /* overall, from queueing to result */
     size_t max_output; /* cap on the fetched result */
     stopwait_t *stop;  /* may be NULL: stopped → give up like a timeout */
+    /* may be NULL: non-zero → the prompt is interrupted at the next look at
+     * /history (every 250 ms) and comfy_run returns COMFY_CANCELLED */
+    const atomic_int *cancel;
     /* Called once the prompt is queued (store the id on the job). May be NULL. */
     void (*on_prompt)(void *arg, const char *prompt_id);
     void *on_prompt_arg;

@@ -9,6 +9,7 @@
 #include "cpu_internal.h"
 
 #include "cpu_nodes.h"
+#include "now.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -116,6 +117,55 @@ VipsImage *cpu_input_image(ctx_t *c, enode_t *n, const char *name)
     return src->out[idx];
 }
 
+cpu_exec_status_t cpu_stop_reason(const cpu_exec_job_t *job)
+{
+    if (job == NULL) {
+        return CPU_EXEC_OK;
+    }
+    if (job->cancel != NULL && atomic_load(job->cancel) != 0) {
+        return CPU_EXEC_CANCELLED;
+    }
+    if (job->deadline_ms > 0 && now_mono_ms() >= job->deadline_ms) {
+        return CPU_EXEC_TIMEOUT;
+    }
+    return CPU_EXEC_OK;
+}
+
+static __thread const cpu_exec_job_t *running_job;
+
+void cpu_set_running_job(const cpu_exec_job_t *job)
+{
+    running_job = job;
+}
+
+bool cpu_stop_now(void)
+{
+    return cpu_stop_reason(running_job) != CPU_EXEC_OK;
+}
+
+/* The "eval" signal of libvips, emitted (on a libvips worker thread) on the
+ * image a computation's progress is reported on; progress->im is the image
+ * being computed, the one whose kill flag the sink checks after each tick. */
+static void on_eval(VipsImage *image, VipsProgress *progress, void *arg)
+{
+    (void)image;
+    const cpu_exec_job_t *job = arg;
+    if (cpu_stop_reason(job) != CPU_EXEC_OK && progress != NULL && progress->im != NULL) {
+        vips_image_set_kill(progress->im, TRUE);
+    }
+}
+
+gulong cpu_watch_image(ctx_t *c, VipsImage *im)
+{
+    if (c->job->cancel == NULL && c->job->deadline_ms <= 0) {
+        return 0;
+    }
+    /* Images made from im carry im as their progress_signal, so every
+     * computation downstream reports its ticks here. */
+    vips_image_set_progress(im, TRUE);
+    return g_signal_connect(im, "eval", G_CALLBACK(on_eval), c->job);
+}
+
 /* Resizes that keep the whole frame: the identity on a preview. */
 static bool preview_identity(const char *class_type)
 {
@@ -197,6 +247,10 @@ int cpu_eval(ctx_t *c, enode_t *n)
         n->out[0] = im;
         return 0;
     }
+    cpu_exec_status_t stop = cpu_stop_reason(c->job);
+    if (stop != CPU_EXEC_OK) {
+        return cpu_fail(c, stop, "stopped before node %s", n->id);
+    }
     const cpu_impl_t *tables[] = {cpu_comfy_impls, cpu_ca_impls};
     for (size_t t = 0; t < NIN(tables); t++) {
         for (const cpu_impl_t *impl = tables[t]; impl->class_type != NULL; impl++) {
@@ -209,6 +263,11 @@ int cpu_eval(ctx_t *c, enode_t *n)
             int rc = impl->fn(c, n, n->out);
             if (rc == 0 && strcmp(n->class_type, "LoadImage") == 0 && n->out[0] != NULL) {
                 rc = budget_add(c, n, (graph_size_t){n->out[0]->Xsize, n->out[0]->Ysize, 1});
+            }
+            for (size_t k = 0; rc == 0 && k < NIN(n->out); k++) {
+                if (n->out[k] != NULL) {
+                    n->eval_handler[k] = cpu_watch_image(c, n->out[k]);
+                }
             }
             if (rc != 0 && c->fail == CPU_EXEC_OK) {
                 cpu_fail(c, CPU_EXEC_ERROR, "node %s (%s) failed", n->id, n->class_type);
@@ -233,7 +292,14 @@ void cpu_unref_all(VipsImage **t, size_t n)
 void cpu_ctx_release(ctx_t *c)
 {
     for (size_t i = 0; i < c->n && c->nodes != NULL; i++) {
-        cpu_unref_all(c->nodes[i].out, NIN(c->nodes[i].out));
+        enode_t *n = &c->nodes[i];
+        for (size_t k = 0; k < NIN(n->out); k++) {
+            if (n->eval_handler[k] != 0 && n->out[k] != NULL) {
+                g_signal_handler_disconnect(n->out[k], n->eval_handler[k]);
+            }
+            n->eval_handler[k] = 0;
+        }
+        cpu_unref_all(n->out, NIN(n->out));
     }
     VipsImage *held[] = {c->source, c->thumb, c->native};
     cpu_unref_all(held, NIN(held));

@@ -108,6 +108,21 @@ static cpu_exec_status_t run_once(const cJSON *graph, cpu_exec_job_t *job, char 
     }
     cpu_exec_status_t st = c.fail;
     cpu_ctx_release(&c);
+    cpu_exec_status_t stop = cpu_stop_reason(job);
+    if (st != CPU_EXEC_OK && stop != CPU_EXEC_OK) {
+        /* killed mid-pipeline (a libvips "killed" error, a C loop's NULL):
+         * the reason is the stop, not what failed */
+        st = stop;
+        vips_error_clear();
+        if (stop == CPU_EXEC_TIMEOUT) {
+            snprintf(err, errlen, "stopped: over the time budget");
+        } else {
+            snprintf(err, errlen, "stopped: cancelled");
+        }
+    }
+    if (st != CPU_EXEC_OK) {
+        cpu_exec_job_free(job);
+    }
     return st;
 }
 
@@ -125,6 +140,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         cJSON_Delete(verr);
         return CPU_EXEC_BAD_GRAPH;
     }
+    cpu_set_running_job(job);
     cpu_exec_status_t st = run_once(graph, job, err, errlen, false);
     if (st == CPU_EXEC_ERROR) {
         /* A lazy pipeline fails while encoding when the file is corrupt (or a
@@ -139,5 +155,6 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         }
         st = run_once(graph, job, err, errlen, true);
     }
+    cpu_set_running_job(NULL);
     return st;
 }

@@ -22,8 +22,10 @@
 #include "graph.h"
 
 #include <cjson/cJSON.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <vips/vips.h>
 
 typedef enum {
@@ -32,6 +34,8 @@ typedef enum {
     CPU_EXEC_UNSUPPORTED_IMAGE, /* the input cannot be decoded: `unsupported_image` */
     CPU_EXEC_ERROR,             /* anything else: `processing_error` */
     CPU_EXEC_TOO_LARGE,         /* over the pixel limit or memory budget: `image_too_large` */
+    CPU_EXEC_TIMEOUT,           /* past job->deadline_ms: stopped mid-pipeline (`timeout`) */
+    CPU_EXEC_CANCELLED,         /* *job->cancel became non-zero: stopped mid-pipeline */
 } cpu_exec_status_t;
 
 /* The pixel limit when the caller sets none (MAX_IMAGE_PIXELS: 100 megapixels). */
@@ -60,6 +64,14 @@ typedef struct {
     long long max_pixels;
     /* In (tests): keep the final float image in `result` (a new reference). */
     bool keep_result;
+    /* In: the wall-time budget, a now_mono_ms() instant (0: none), and a flag
+     * another thread sets to stop the job (NULL: none). Both are checked
+     * before every node, on every libvips evaluation tick of the images the
+     * nodes make (the pipeline is killed mid-computation: vips_image_set_kill)
+     * and per row in the executor's own C loops; cpu_exec_run then returns
+     * CPU_EXEC_TIMEOUT or CPU_EXEC_CANCELLED, without output. */
+    int64_t deadline_ms;
+    const atomic_int *cancel;
 
     /* Out: the encoded file (malloc'd), its extension and MIME type. */
     void *output;

@@ -107,10 +107,17 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
         return NULL;
     }
 #define SRC(x, y, k) src[(((size_t)(y0 + (y)) * W) + (size_t)(x0 + (x))) * C + (k)]
+    /* a job told to stop (cpu_stop_now) gives up between rows */
+#define STOP_ROW()                                                                                 \
+    if (cpu_stop_now()) {                                                                          \
+        g_free(dst);                                                                               \
+        return NULL;                                                                               \
+    }
     float sx = (float)cw / (float)w;
     float sy = (float)ch / (float)h;
     if (strcmp(method, "nearest-exact") == 0) {
         for (int j = 0; j < h; j++) {
+            STOP_ROW();
             int yy = clampi((int)floorf((j + 0.5f) * sy), 0, ch - 1);
             for (int i = 0; i < w; i++) {
                 int xx = clampi((int)floorf((i + 0.5f) * sx), 0, cw - 1);
@@ -121,6 +128,7 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
         }
     } else if (strcmp(method, "bilinear") == 0) {
         for (int j = 0; j < h; j++) {
+            STOP_ROW();
             int yi;
             int yp;
             float ly0;
@@ -142,6 +150,7 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
     } else if (strcmp(method, "bicubic") == 0) {
         const float A = -0.75f;
         for (int j = 0; j < h; j++) {
+            STOP_ROW();
             float fy = sy * (j + 0.5f) - 0.5f;
             int yi = (int)floorf(fy);
             float ty = fy - yi;
@@ -169,6 +178,7 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
         }
     } else if (strcmp(method, "area") == 0) {
         for (int j = 0; j < h; j++) {
+            STOP_ROW();
             int ys = (int)floor((double)j * ch / h);
             int ye = (int)ceil((double)(j + 1) * ch / h);
             for (int i = 0; i < w; i++) {
@@ -190,6 +200,7 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
         return NULL;
     }
 #undef SRC
+#undef STOP_ROW
     return dst;
 }
 
@@ -299,7 +310,8 @@ float *cpu_gaussian_blur(const fbuf_t *fb, int r, double sigma)
     int W = fb->w;
     int H = fb->h;
     int C = fb->c;
-    for (int y = 0; y < H; y++) {
+    bool stopped = false;
+    for (int y = 0; y < H && !(stopped = cpu_stop_now()); y++) {
         for (int x = 0; x < W; x++) {
             for (int ch = 0; ch < C; ch++) {
                 double acc = 0;
@@ -311,7 +323,7 @@ float *cpu_gaussian_blur(const fbuf_t *fb, int r, double sigma)
             }
         }
     }
-    for (int y = 0; y < H; y++) {
+    for (int y = 0; y < H && !stopped && !(stopped = cpu_stop_now()); y++) {
         for (int x = 0; x < W; x++) {
             for (int ch = 0; ch < C; ch++) {
                 double acc = 0;
@@ -325,5 +337,9 @@ float *cpu_gaussian_blur(const fbuf_t *fb, int r, double sigma)
     }
     g_free(tmp);
     g_free(g);
+    if (stopped) {
+        g_free(dst);
+        return NULL;
+    }
     return dst;
 }

@@ -28,6 +28,7 @@ typedef struct {
     const cJSON *inputs;
     bool done;
     VipsImage *out[2];
+    gulong eval_handler[2]; /* the stop watch on out[i] (cpu_watch_image), 0: none */
 } enode_t;
 
 typedef struct {
@@ -86,6 +87,23 @@ bool cpu_bool(const enode_t *n, const char *name, bool def);
 int cpu_eval(ctx_t *c, enode_t *n);
 /* The image an input links to (borrowed; owned by the source node). */
 VipsImage *cpu_input_image(ctx_t *c, enode_t *n, const char *name);
+
+/* ---- stopping a job mid-pipeline (cpu_ctx.c) ----------------------------- */
+
+/* CPU_EXEC_CANCELLED when *job->cancel is set, CPU_EXEC_TIMEOUT past
+ * job->deadline_ms, else CPU_EXEC_OK. */
+cpu_exec_status_t cpu_stop_reason(const cpu_exec_job_t *job);
+/* Sets (or, with NULL, clears) the job the calling thread runs, for
+ * cpu_stop_now in the C loops that have no context. */
+void cpu_set_running_job(const cpu_exec_job_t *job);
+/* Whether the calling thread's job must stop (for the C loops of
+ * cpu_float.c, checked once per row: they give up and return NULL). */
+bool cpu_stop_now(void);
+/* Watches the evaluations of `im` (and of every image libvips builds from
+ * it): on each progress tick of a computation that reads it, when the job
+ * must stop, the image being computed is killed (vips_image_set_kill) and
+ * the computation fails at once. Returns the signal handler id. */
+gulong cpu_watch_image(ctx_t *c, VipsImage *im);
 
 /* Unrefs the non-NULL images of t[0..n) and sets them to NULL. */
 void cpu_unref_all(VipsImage **t, size_t n);

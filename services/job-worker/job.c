@@ -21,8 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Not an error code: the job was cancelled (or taken over) while it ran;
+ * nothing is recorded (jobs_cancel did, releasing the usage reservation). */
+static const char JOB_STOPPED[] = "stopped";
+
 typedef struct {
-    const char *code; /* DESIGN.md job error code */
+    const char *code; /* DESIGN.md job error code, or JOB_STOPPED */
     bool transient;   /* retry with backoff while retries remain */
     char message[512];
 } job_err_t;
@@ -661,6 +665,7 @@ static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void
                       .timeout_s = t->set->comfyui_timeout_s,
                       .max_output = t->set->max_image_bytes * 4,
                       .stop = t->set->stop,
+                      .cancel = &t->stop,
                       .on_prompt = store_prompt_id,
                       .on_prompt_arg = &pa};
     char msg[400];
@@ -683,6 +688,9 @@ static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void
     case COMFY_PROTOCOL:
         job_err_set(e, "comfyui_unavailable", true, "%s", msg);
         return -1;
+    case COMFY_CANCELLED:
+        job_err_set(e, JOB_STOPPED, false, "%s", msg);
+        return -1;
     }
     return -1;
 }
@@ -703,6 +711,16 @@ static int input_err(cpu_exec_status_t st, const char *msg, job_err_t *e)
         return -1;
     }
     return 0;
+}
+
+/* True (e set to JOB_STOPPED) when the cancel watch stopped the job. */
+static bool stopped(job_runner_t *t, job_err_t *e)
+{
+    if (atomic_load(&t->stop) == 0) {
+        return false;
+    }
+    job_err_set(e, JOB_STOPPED, false, "The job was cancelled.");
+    return true;
 }
 
 static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
@@ -786,6 +804,9 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     size_t out_len;
     const char *ext;
     const char *mime;
+    if (stopped(t, e)) {
+        goto out;
+    }
     if (use_comfy) {
         if (run_comfyui(t, j, graph, input, input_len, &cr, e) != 0) {
             goto out;
@@ -799,8 +820,24 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
         cj.input = input;
         cj.input_len = input_len;
         cj.max_pixels = t->set->max_image_pixels;
+        /* the wall-time budget (JOB_MAX_SECONDS) and the cancel watch: both
+         * stop the pipeline mid-computation */
+        cj.deadline_ms = now_mono_ms() + (int64_t)t->set->job_max_s * 1000;
+        cj.cancel = &t->stop;
         cpu_exec_status_t xs = cpu_exec_run(graph, &cj, xerr, sizeof(xerr));
         if (input_err(xs, xerr, e) != 0) {
+            goto out;
+        }
+        if (xs == CPU_EXEC_CANCELLED) {
+            job_err_set(e, JOB_STOPPED, false, "The job was cancelled.");
+            goto out;
+        }
+        if (xs == CPU_EXEC_TIMEOUT) {
+            /* permanent: the same graph on the same image would run as long */
+            job_err_set(e, "timeout", false,
+                        "Processing this image took longer than the %d s limit and was stopped. "
+                        "Use a lighter preset or a smaller image.",
+                        t->set->job_max_s);
             goto out;
         }
         if (xs != CPU_EXEC_OK) {
@@ -816,6 +853,10 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     input = NULL;
     step(j, "exec");
 
+    /* the last look before anything reaches the user's Drive */
+    if (stopped(t, e)) {
+        goto out;
+    }
     if (write_back(t, j, token, sizeof(token), out_data, out_len, ext, mime, e) != 0) {
         goto out;
     }
@@ -882,6 +923,7 @@ int job_process(job_runner_t *t, const char *id, char *next, size_t nextlen)
     }
     j.started_ms = now_mono_ms();
     step(&j, "claim");
+    atomic_store(&t->stop, 0);
     pthread_mutex_lock(&t->lock);
     snprintf(t->job_id, sizeof(t->job_id), "%s", id);
     t->attempt = atoi(j.attempt);
@@ -906,6 +948,11 @@ int job_process(job_runner_t *t, const char *id, char *next, size_t nextlen)
             metric_add(m_jobs, 1, "completed", "");
             log_info("completed in %.3f s: %s", s, j.output_name);
         }
+    } else if (e.code == JOB_STOPPED) {
+        /* cancelled (jobs_cancel made it so and released the reservation) or
+         * taken over: nothing uploaded, nothing to record */
+        log_info("stopped: the job was cancelled or taken over while it ran");
+        metric_add(m_jobs, 1, "cancelled", "");
     } else {
         int n = 0;
         const char *status = record_failure(t, &j, &e, &n);

@@ -40,6 +40,7 @@ typedef struct {
     size_t max_image_bytes;
     long long max_image_pixels; /* MAX_IMAGE_PIXELS: checked on the header */
     int lease_s;
+    int job_max_s; /* JOB_MAX_SECONDS: the CPU pipeline's wall-time budget */
     int comfyui_timeout_s;
     int retry_base_ms;          /* WORKER_RETRY_BASE_MS */
     int retry_max_ms;           /* WORKER_RETRY_MAX_MS */
@@ -62,6 +63,11 @@ typedef struct {
     char job_id[JOB_ID_MAX];
     int attempt;
     bool handed_back;
+    /* Set (by the cancel watch, worker.c) when the job in flight was
+     * cancelled or is no longer this attempt's: the job stops where it is
+     * (the CPU pipeline mid-computation, a ComfyUI prompt interrupted),
+     * uploads nothing and records nothing. Cleared at each claim. */
+    atomic_int stop;
 } job_runner_t;
 
 /* Registers the job metrics (once, before the first job_process). */

@@ -48,6 +48,9 @@ static const config_var_t worker_vars[] = {
      "longest retry delay of a failed job"},
     {"WORKER_DRAIN_SECONDS", CFG_INT, "20", false, false, 1, 24,
      "on SIGTERM, jobs in flight get this long to finish, then are handed back to the queue"},
+    {"JOB_MAX_SECONDS", CFG_INT, "120", false, false, 1, 3600,
+     "wall-time budget of a job's CPU pipeline; a job over it is stopped mid-pipeline and fails "
+     "with timeout (not retried)"},
     {"COMFYUI_TIMEOUT_SECONDS", CFG_INT, "600", false, false, 1, 86400,
      "a ComfyUI prompt taking longer fails with timeout (retried)"},
     {"EMAIL_DIGEST_WAIT_SECONDS", CFG_INT, "300", false, false, 0, 86400,

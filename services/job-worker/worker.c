@@ -26,6 +26,9 @@
 #define WORKER_KEEPER_PERIOD_MS 5000
 /* A job thread waits this long after a PostgreSQL, Redis or queue error. */
 #define WORKER_ERROR_WAIT_MS 500
+/* The cancel watch looks at the jobs in flight this often (a cancelled job
+ * stops within about this long plus one libvips tick). */
+#define WORKER_CANCEL_POLL_MS 250
 
 typedef struct worker_ctx worker_ctx_t;
 
@@ -48,6 +51,8 @@ struct worker_ctx {
     int drain_s;
 
     worker_thread_t *threads;
+    pthread_t cancel_tid; /* the cancel watch (cancel_watch_main) */
+    bool cancel_started;
     stopwait_t stop;     /* stopped by worker_stop; nudged by worker_drain */
     atomic_int draining; /* no new work */
     atomic_int in_flight;
@@ -210,6 +215,90 @@ static void task_leases(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *a
     }
 }
 
+/* ---- the cancel watch ---- */
+
+/* One look: every job in flight whose row is cancelled, gone, or claimed by
+ * another attempt since gets its runner's stop flag (checked by the job at
+ * each step, by the CPU executor on every libvips tick, and by the ComfyUI
+ * client between two looks at /history). One query for all the threads. */
+static void cancel_watch_once(worker_ctx_t *ctx, pg_conn_t *pg)
+{
+    char ids[4096];
+    size_t len = 0;
+    int n = 0;
+    ids[len++] = '{';
+    for (int i = 0; i < ctx->concurrency; i++) {
+        char job[JOB_ID_MAX];
+        char attempt[16];
+        if (!in_flight_job(&ctx->threads[i].run, false, job, attempt) ||
+            len + strlen(job) + 3 > sizeof(ids)) {
+            continue;
+        }
+        len += (size_t)snprintf(ids + len, sizeof(ids) - len, "%s%s", n > 0 ? "," : "", job);
+        n++;
+    }
+    if (n == 0) {
+        return;
+    }
+    ids[len++] = '}';
+    ids[len] = '\0';
+    char err[256];
+    const char *p[1] = {ids};
+    PGresult *res = pg_exec(pg,
+                            "SELECT i::text, j.attempt, j.status FROM unnest($1::uuid[]) AS i"
+                            " LEFT JOIN jobs j ON j.id = i",
+                            1, p, err, sizeof(err));
+    if (res == NULL) {
+        log_debug("cancel watch: %s", err);
+        return;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *id = PQgetvalue(res, r, 0);
+        bool gone = PQgetisnull(res, r, 1);
+        int attempt = gone ? 0 : atoi(PQgetvalue(res, r, 1));
+        bool cancelled = !gone && strcmp(PQgetvalue(res, r, 2), "cancelled") == 0;
+        for (int i = 0; i < ctx->concurrency; i++) {
+            job_runner_t *run = &ctx->threads[i].run;
+            pthread_mutex_lock(&run->lock);
+            /* still that job, and no longer this attempt's to finish */
+            if (run->attempt > 0 && strcmp(run->job_id, id) == 0 &&
+                (gone || cancelled || attempt != run->attempt) && atomic_load(&run->stop) == 0) {
+                atomic_store(&run->stop, 1);
+                log_info("job %s %s: stopping it", id,
+                         cancelled ? "was cancelled" : "is no longer this attempt's");
+            }
+            pthread_mutex_unlock(&run->lock);
+        }
+    }
+    PQclear(res);
+}
+
+static void *cancel_watch_main(void *arg)
+{
+    worker_ctx_t *ctx = arg;
+    log_context_set("thread", "cancel-watch");
+    pg_conn_t *pg = NULL;
+    while (!stopwait_sleep(&ctx->stop, WORKER_CANCEL_POLL_MS)) {
+        if (atomic_load(&ctx->in_flight) == 0) {
+            continue;
+        }
+        if (pg == NULL) {
+            char err[256];
+            pg = pg_connect(daemon_get(ctx->d, "DATABASE_URL"), 2000, err, sizeof(err));
+            if (pg == NULL) {
+                log_debug("cancel watch: %s", err);
+                continue;
+            }
+        }
+        cancel_watch_once(ctx, pg);
+    }
+    if (pg != NULL) {
+        pg_close(pg);
+    }
+    log_context_clear();
+    return NULL;
+}
+
 /* ---- service hooks ---- */
 
 /* Reads the configuration into ctx. Returns 0 or -1 (logged). */
@@ -239,6 +328,7 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
         .max_image_bytes = (size_t)config_get_int(cfg, "MAX_IMAGE_BYTES"),
         .max_image_pixels = config_get_int(cfg, "MAX_IMAGE_PIXELS"),
         .lease_s = (int)config_get_int(cfg, "WORKER_LEASE_SECONDS"),
+        .job_max_s = (int)config_get_int(cfg, "JOB_MAX_SECONDS"),
         .comfyui_timeout_s = (int)config_get_int(cfg, "COMFYUI_TIMEOUT_SECONDS"),
         .retry_base_ms = (int)config_get_int(cfg, "WORKER_RETRY_BASE_MS"),
         .retry_max_ms = (int)config_get_int(cfg, "WORKER_RETRY_MAX_MS"),
@@ -312,6 +402,11 @@ int worker_start(daemon_t *d)
         }
         t->started = true;
     }
+    if (pthread_create(&ctx->cancel_tid, NULL, cancel_watch_main, ctx) != 0) {
+        log_error("cannot start the cancel watch");
+        return -1;
+    }
+    ctx->cancel_started = true;
     log_info("job-worker: %d thread(s), lease %d s, ComfyUI %s, e-mail %s", ctx->concurrency,
              ctx->set.lease_s, ctx->set.comfyui_url != NULL ? "on" : "off",
              ctx->set.smtp_url != NULL ? "on" : "off");
@@ -407,6 +502,10 @@ void worker_stop(daemon_t *d)
             continue;
         }
         t->started = false;
+    }
+    if (ctx->cancel_started) {
+        pthread_join(ctx->cancel_tid, NULL); /* woken by the stop; one query at most */
+        ctx->cancel_started = false;
     }
     /* Hand back anything still held (nothing, normally) and stop beating. The
      * heartbeat task ended with the maintenance thread, before this. */

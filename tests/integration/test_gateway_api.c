@@ -816,7 +816,8 @@ static void test_job_one_retry_cancel(void **state)
         req("GET", "/api/jobs/00000000-0000-0000-0000-000000000000", &alice, false, NULL, NULL),
         404, "not_found", NULL);
 
-    /* retry a failed job: queued, error cleared, retry_count reset, id pushed */
+    /* retry a failed job: queued, error cleared, id pushed; retry_count (3, its automatic
+     * retries used up) is kept: a user's retry is one more run, not a fresh budget */
     redisReply *d = redis_command(redis, NULL, 0, "DEL ca:jobs");
     freeReplyObject(d);
     snprintf(path, sizeof(path), "/api/jobs/%s/retry", alice_failed);
@@ -825,7 +826,7 @@ static void test_job_one_retry_cancel(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(gwt_str(r.json, "status"), "queued");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "error_code")));
-    assert_int_equal(cJSON_GetObjectItem(r.json, "retry_count")->valueint, 0);
+    assert_int_equal(cJSON_GetObjectItem(r.json, "retry_count")->valueint, 3);
     gwt_resp_free(&r);
     redisReply *lr = redis_command(redis, NULL, 0, "LRANGE ca:jobs 0 -1");
     assert_int_equal(lr->elements, 1);
@@ -833,6 +834,19 @@ static void test_job_one_retry_cancel(void **state)
     freeReplyObject(lr);
     /* retrying a queued job conflicts */
     expect_error(req("POST", path, &alice, true, NULL, NULL), 409, "conflict", NULL);
+    /* cancel reaches a processing job too (its worker stops it: test_worker_cancel) */
+    const char *pf[] = {alice_failed};
+    assert_int_equal(sql_exec("UPDATE jobs SET status = 'processing', attempt = attempt + 1,"
+                              " lease_expires_at = timezone('UTC', now()) + interval '1 minute'"
+                              " WHERE id = $1::uuid",
+                              1, pf),
+                     0);
+    snprintf(path, sizeof(path), "/api/jobs/%s/cancel", alice_failed);
+    r = req("POST", path, &alice, true, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(gwt_str(r.json, "status"), "cancelled");
+    gwt_resp_free(&r);
+    snprintf(path, sizeof(path), "/api/jobs/%s/retry", alice_failed);
 
     /* cancel: queued → cancelled; completed → 409 */
     snprintf(path, sizeof(path), "/api/jobs/%s/cancel", alice_queued);

@@ -1,0 +1,496 @@
+/*
+ * job-worker: stopping a job that is running (issue 14), end to end with real
+ * PostgreSQL and Redis, the Google fake and the real binary.
+ *
+ * - Cancel of a processing job (jobs_cancel, as the gateway calls it): the
+ *   worker stops the CPU pipeline mid-computation within 2 s (its only thread
+ *   is free: the next job starts), nothing is uploaded, nothing is charged
+ *   (the reservation is released, no failure counted), the job ends
+ *   cancelled.
+ * - The wall-time budget (JOB_MAX_SECONDS): a job over it fails `timeout`,
+ *   not retried, nothing uploaded or charged, and the thread takes the next
+ *   job.
+ * - A user's retry keeps retry_count: a job whose automatic retries are used
+ *   up gets one more run, not max_retries + 1 more.
+ */
+#define _GNU_SOURCE
+#include "cpu_exec.h"
+#include "crypto.h"
+#include "fake_admin.h"
+#include "http_client.h"
+#include "now.h"
+#include "queue.h"
+#include "redis.h"
+#include "support.h"
+
+#include <cjson/cJSON.h>
+#include <libpq-fe.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define KEY_B64 "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+#define CLIENT_ID "ca-worker-test"
+/* The worker's budget here: longer than the cancel test needs, far shorter
+ * than the slow preset takes (12-20 s on one core). */
+#define BUDGET_S 4
+
+static proc_t google, worker;
+static crypto_keyring_t *keys;
+static redis_conn_t *redis;
+static char *slow_jpeg_b64;
+
+/* ScaleBy 2.5 (lanczos, libvips) then a 31-radius blur, as PNG: a 2000×2000
+ * photo becomes 5000×5000 and takes seconds. */
+static const char SLOW_PRESET[] =
+    "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+    "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
+    "\"upscale_method\":\"lanczos\",\"scale_by\":2.5}},"
+    "\"3\":{\"class_type\":\"ImageBlur\",\"inputs\":{\"image\":[\"2\",0],"
+    "\"blur_radius\":31,\"sigma\":8}},"
+    "\"4\":{\"class_type\":\"CA.Export\",\"inputs\":{\"image\":[\"3\",0],\"format\":\"png\"}}}";
+
+static char *b64_noise_jpeg(int w, int h)
+{
+    VipsImage *bands[3] = {NULL, NULL, NULL};
+    VipsImage *joined = NULL;
+    VipsImage *u8 = NULL;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            vips_gaussnoise(&bands[i], w, h, "mean", 110.0 + 20 * i, "sigma", 35.0, NULL), 0);
+    }
+    assert_int_equal(vips_bandjoin(bands, &joined, 3, NULL), 0);
+    assert_int_equal(vips_cast_uchar(joined, &u8, NULL), 0);
+    void *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(vips_jpegsave_buffer(u8, &buf, &len, "Q", 75, NULL), 0);
+    char *b64 = crypto_base64_encode(buf, len);
+    g_free(buf);
+    for (int i = 0; i < 3; i++) {
+        g_object_unref(bands[i]);
+    }
+    g_object_unref(joined);
+    g_object_unref(u8);
+    return b64;
+}
+
+typedef struct {
+    char id[64];
+    char email[128];
+    char access[512];
+    char inbox[128];
+    char processed[128];
+} user_t;
+
+static void drive_folder(const char *email, const char *name, const char *parent, char *out,
+                         size_t outlen)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"email\":\"%s\",\"name\":\"%s\",\"folder\":true,\"parents\":[\"%s\"]}", email, name,
+             parent);
+    fake_google_file(google.base_url, body, out, outlen);
+}
+
+static user_t make_user(const char *email)
+{
+    user_t u;
+    memset(&u, 0, sizeof(u));
+    snprintf(u.email, sizeof(u.email), "%s", email);
+    fake_google_user_t g;
+    fake_google_user(google.base_url, email, CLIENT_ID, &g);
+    snprintf(u.access, sizeof(u.access), "%s", g.access_token);
+    char *sa = crypto_envelope_seal(keys, g.access_token);
+    char *sr = crypto_envelope_seal(keys, g.refresh_token);
+    drive_folder(email, "Inbox", g.root_id, u.inbox, sizeof(u.inbox));
+    drive_folder(email, "Processed", u.inbox, u.processed, sizeof(u.processed));
+    const char *params[] = {g.sub, email, sa, sr, u.inbox, u.processed};
+    char *id = sql_value(
+        "INSERT INTO users (google_id, email, name, drive_access_token, drive_refresh_token,"
+        " drive_token_expires_at, watched_folder_id, output_folder_id)"
+        " VALUES ($1, $2, 'Test User', $3, $4, timezone('UTC', now()) + interval '1 hour', $5, $6)"
+        " RETURNING id::text",
+        6, params);
+    assert_non_null(id);
+    snprintf(u.id, sizeof(u.id), "%s", id);
+    free(id);
+    free(sa);
+    free(sr);
+    return u;
+}
+
+static void drive_file(const user_t *u, const char *name, const char *b64, char *out, size_t outlen)
+{
+    size_t n = strlen(b64) + 1024;
+    char *body = malloc(n);
+    snprintf(body, n,
+             "{\"email\":\"%s\",\"name\":\"%s\",\"mimeType\":\"image/jpeg\",\"parents\":[\"%s\"],"
+             "\"content_base64\":\"%s\"}",
+             u->email, name, u->inbox, b64);
+    fake_google_file(google.base_url, body, out, outlen);
+    free(body);
+}
+
+/* A file in the user's inbox and its job (as the poller makes it), pushed. */
+static void queue_job(const user_t *u, const char *name, const char *b64, const char *preset,
+                      char *job, size_t joblen)
+{
+    char file[128];
+    drive_file(u, name, b64, file, sizeof(file));
+    const char *params[] = {u->id, file, name, u->inbox, preset};
+    char *id = sql_value("SELECT job_id::text FROM jobs_create_for_drive_file($1::uuid, $2, $3, $4,"
+                         " 1000, 'image/jpeg', $5)",
+                         5, params);
+    assert_non_null(id);
+    snprintf(job, joblen, "%s", id);
+    free(id);
+    char err[256];
+    assert_int_equal(queue_push(redis, job, err, sizeof(err)), 0);
+}
+
+static char *job_col(const char *job, const char *col)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql), "SELECT COALESCE((%s)::text, '') FROM jobs WHERE id = $1::uuid",
+             col);
+    const char *params[] = {job};
+    return sql_value(sql, 1, params);
+}
+
+static void assert_job_col(const char *job, const char *col, const char *want)
+{
+    char *v = job_col(job, col);
+    if (v == NULL || strcmp(v, want) != 0) {
+        char *msg = job_col(job, "status || ' ' || COALESCE(error_message, '')");
+        fprintf(stderr, "job %s: %s is %s, want %s (%s)\n", job, col, v, want, msg);
+        free(msg);
+        proc_print_log(&worker);
+    }
+    assert_non_null(v);
+    assert_string_equal(v, want);
+    free(v);
+}
+
+typedef struct {
+    const char *job;
+    const char *const *statuses; /* NULL-terminated */
+} status_wait_t;
+
+static bool job_in(void *arg)
+{
+    const status_wait_t *w = arg;
+    char *st = job_col(w->job, "status");
+    bool yes = false;
+    for (int i = 0; st != NULL && w->statuses[i] != NULL; i++) {
+        yes = yes || strcmp(st, w->statuses[i]) == 0;
+    }
+    free(st);
+    return yes;
+}
+
+static bool wait_status(const char *job, const char *const *statuses, int timeout_ms)
+{
+    status_wait_t w = {job, statuses};
+    return wait_until(job_in, &w, timeout_ms);
+}
+
+static const char *const DONE[] = {"completed", "failed", "cancelled", NULL};
+static const char *const STARTED[] = {"processing", "completed", "failed", NULL};
+
+/* Outputs of `job` in the user's Processed folder, as the user sees Drive. */
+static int outputs_for(const user_t *u, const char *job)
+{
+    char q[256];
+    snprintf(q, sizeof(q), "'%s' in parents and trashed = false", u->processed);
+    char *eq = http_url_escape(q);
+    char url[1024];
+    snprintf(url, sizeof(url), "%s/drive/v3/files?q=%s&fields=files(id,name,appProperties)",
+             google.base_url, eq);
+    free(eq);
+    char auth[600];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u->access);
+    const char *hdr[] = {auth, NULL};
+    char *resp = NULL;
+    assert_int_equal(http_call_h("GET", url, hdr, NULL, &resp, NULL), 200);
+    cJSON *j = cJSON_Parse(resp);
+    free(resp);
+    int n = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, cJSON_GetObjectItem(j, "files"))
+    {
+        const cJSON *id = cJSON_GetObjectItem(cJSON_GetObjectItem(f, "appProperties"), "ca_job_id");
+        if (job == NULL || (cJSON_IsString(id) && strcmp(id->valuestring, job) == 0)) {
+            n++;
+        }
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
+static void assert_usage(const user_t *u, const char *col, const char *want)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT COALESCE(sum(%s), 0)::text FROM usage_tracking WHERE user_id = $1::uuid", col);
+    const char *params[] = {u->id};
+    char *v = sql_value(sql, 1, params);
+    assert_non_null(v);
+    if (strcmp(v, want) != 0) {
+        fprintf(stderr, "usage %s: %s, want %s\n", col, v, want);
+    }
+    assert_string_equal(v, want);
+    free(v);
+}
+
+static void user_preset(const user_t *u, const char *name, const char *graph)
+{
+    const char *params[] = {u->id, name, graph};
+    assert_int_equal(sql_exec("INSERT INTO presets (created_by_user_id, name, workflow_json)"
+                              " VALUES ($1::uuid, $2, $3::jsonb)",
+                              3, params),
+                     0);
+}
+
+/* jobs_cancel / jobs_retry as the gateway calls them: its role, in a
+ * transaction whose app.user_id is the session's user. Returns the answer. */
+static char *as_gateway(const char *fn, const user_t *u, const char *job)
+{
+    PGconn *c = PQconnectdb(db_url_as("ca_api_gateway"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, "BEGIN");
+    PQclear(r);
+    const char *p1[] = {u->id};
+    r = PQexecParams(c, "SELECT set_config('app.user_id', $1, true)", 1, NULL, p1, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SELECT %s($1::uuid, $2::uuid)", fn);
+    const char *p2[] = {u->id, job};
+    r = PQexecParams(c, sql, 2, NULL, p2, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "%s: %s\n", fn, PQerrorMessage(c));
+    }
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    char *out = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    r = PQexec(c, "COMMIT");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+    return out;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int setup(void **state)
+{
+    (void)state;
+    if (getenv("TEST_DATABASE_URL") == NULL || getenv("TEST_REDIS_URL") == NULL) {
+        fprintf(stderr, "TEST_DATABASE_URL / TEST_REDIS_URL not set (run through tests/run)\n");
+        return -1;
+    }
+    if (cpu_exec_init("test_worker_cancel") != 0) {
+        return -1;
+    }
+    char err[256];
+    keys = crypto_keyring_new(KEY_B64, NULL, err, sizeof(err));
+    redis = redis_connect(getenv("TEST_REDIS_URL"), 5000, err, sizeof(err));
+    if (keys == NULL || redis == NULL || fake_start(&google, "google", NULL) != 0) {
+        return -1;
+    }
+    slow_jpeg_b64 = b64_noise_jpeg(2000, 2000);
+
+    static char env[12][600];
+    snprintf(env[0], sizeof(env[0]), "DATABASE_URL=%s", db_url_as("ca_job_worker"));
+    snprintf(env[1], sizeof(env[1]), "REDIS_URL=%s", getenv("TEST_REDIS_URL"));
+    snprintf(env[2], sizeof(env[2]), "ENCRYPTION_KEY=%s", KEY_B64);
+    snprintf(env[3], sizeof(env[3]), "GOOGLE_CLIENT_ID=" CLIENT_ID);
+    snprintf(env[4], sizeof(env[4]), "GOOGLE_CLIENT_SECRET=secret-for-tests");
+    snprintf(env[5], sizeof(env[5]), "GOOGLE_TOKEN_URL=%s/token", google.base_url);
+    snprintf(env[6], sizeof(env[6]), "DRIVE_API_URL=%s/drive/v3", google.base_url);
+    snprintf(env[7], sizeof(env[7]), "DRIVE_UPLOAD_URL=%s/upload/drive/v3", google.base_url);
+    snprintf(env[8], sizeof(env[8]), "WORKER_CONCURRENCY=1"); /* one thread: its release shows */
+    snprintf(env[9], sizeof(env[9]), "JOB_MAX_SECONDS=%d", BUDGET_S);
+    snprintf(env[10], sizeof(env[10]), "WORKER_RETRY_BASE_MS=100");
+    snprintf(env[11], sizeof(env[11]), "LOG_LEVEL=debug");
+    const char *envp[13];
+    for (int i = 0; i < 12; i++) {
+        envp[i] = env[i];
+    }
+    envp[12] = NULL;
+    return daemon_start(&worker, "job-worker", envp);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int rc = 0;
+    if (worker.pid > 0) {
+        rc = proc_stop(&worker);
+        if (rc != 0) {
+            proc_print_log(&worker);
+        }
+    }
+    proc_stop(&google);
+    redis_close(redis);
+    crypto_keyring_free(keys);
+    free(slow_jpeg_b64);
+    cpu_exec_shutdown();
+    return rc == 0 ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_cancel_processing_job(void **state)
+{
+    (void)state;
+    user_t u = make_user("cancel@example.com");
+    user_t other = make_user("next@example.com");
+    user_preset(&u, "slow", SLOW_PRESET);
+    char slow[64], next[64];
+    queue_job(&u, "big.jpg", slow_jpeg_b64, "slow", slow, sizeof(slow));
+    assert_true(wait_status(slow, STARTED, 20000));
+    /* well inside the pipeline (the download and decode of 2000×2000 take
+     * far less), and before the BUDGET_S budget */
+    struct timespec ts = {1, 500000000L};
+    nanosleep(&ts, NULL);
+    assert_job_col(slow, "status", "processing");
+    queue_job(&other, "small.jpg", TINY_JPEG_B64, "portrait_pro", next, sizeof(next));
+
+    int64_t t0 = now_mono_ms();
+    char *answer = as_gateway("jobs_cancel", &u, slow);
+    assert_string_equal(answer, "ok");
+    free(answer);
+    /* the only job thread is free again: the next job is taken */
+    bool taken = wait_status(next, STARTED, 5000);
+    long ms = (long)(now_mono_ms() - t0);
+    print_message("cancel of a processing job: the worker's thread took the next job %ld ms "
+                  "after the cancel\n",
+                  ms);
+    if (!taken) {
+        proc_print_log(&worker);
+    }
+    assert_true(taken);
+    if (ms > 2000) {
+        proc_print_log(&worker);
+        fail_msg("the cancelled job held its thread for %ld ms (want < 2000)", ms);
+    }
+    assert_true(wait_status(next, DONE, 30000));
+    assert_job_col(next, "status", "completed");
+    assert_true(proc_log_contains(&worker, "was cancelled: stopping it"));
+    assert_true(proc_log_contains(&worker, "stopped: the job was cancelled"));
+
+    /* cancelled, nothing uploaded, nothing charged or counted as failed */
+    assert_job_col(slow, "status", "cancelled");
+    assert_job_col(slow, "error_code", "");
+    assert_job_col(slow, "output_drive_file_id", "");
+    assert_int_equal(outputs_for(&u, NULL), 0);
+    assert_usage(&u, "images_processed", "0");
+    assert_usage(&u, "images_failed", "0");
+    const char *p[] = {slow};
+    char *res = sql_value("SELECT state FROM usage_reservations WHERE job_id = $1::uuid", 1, p);
+    assert_string_equal(res, "released");
+    free(res);
+    assert_usage(&other, "images_processed", "1");
+
+    /* a second cancel, or one of a finished job, is a conflict */
+    answer = as_gateway("jobs_cancel", &u, slow);
+    assert_string_equal(answer, "conflict");
+    free(answer);
+}
+
+static void test_time_budget(void **state)
+{
+    (void)state;
+    user_t u = make_user("budget@example.com");
+    user_preset(&u, "slow", SLOW_PRESET);
+    char slow[64], next[64];
+    queue_job(&u, "big.jpg", slow_jpeg_b64, "slow", slow, sizeof(slow));
+    queue_job(&u, "small.jpg", TINY_JPEG_B64, "portrait_pro", next, sizeof(next));
+    assert_true(wait_status(slow, STARTED, 20000));
+    int64_t t0 = now_mono_ms();
+    assert_true(wait_status(slow, DONE, 30000));
+    long ms = (long)(now_mono_ms() - t0);
+    print_message("a job over JOB_MAX_SECONDS=%d: failed %ld ms after it started\n", BUDGET_S, ms);
+    assert_job_col(slow, "status || ':' || error_code", "failed:timeout");
+    assert_job_col(slow, "retry_count", "0"); /* permanent: not retried */
+    char *msg = job_col(slow, "error_message");
+    assert_non_null(strstr(msg, "longer than the 4 s limit"));
+    free(msg);
+    assert_true(ms < (BUDGET_S + 3) * 1000L);
+    /* nothing uploaded; the reservation released with one failure; the
+     * thread went on with the next job */
+    assert_int_equal(outputs_for(&u, slow), 0);
+    assert_true(wait_status(next, DONE, 30000));
+    assert_job_col(next, "status", "completed");
+    assert_usage(&u, "images_processed", "1");
+    assert_usage(&u, "images_failed", "1");
+}
+
+/* A job whose automatic retries are used up, retried by its user, runs once
+ * more: retry_count is kept, so a transient failure then fails it for good
+ * instead of buying max_retries more runs. */
+static void test_user_retry_keeps_retry_budget(void **state)
+{
+    (void)state;
+    user_t u = make_user("retry@example.com");
+    char job[64];
+    queue_job(&u, "r.jpg", TINY_JPEG_B64, "portrait_pro", job, sizeof(job));
+    assert_true(wait_status(job, DONE, 30000));
+    assert_job_col(job, "status", "completed");
+    /* as if it had failed after its three automatic retries */
+    const char *p[] = {job};
+    assert_int_equal(sql_exec("UPDATE jobs SET status = 'failed', error_code = 'timeout',"
+                              " retry_count = max_retries WHERE id = $1::uuid",
+                              1, p),
+                     0);
+    char *before = job_col(job, "attempt");
+    int attempt0 = atoi(before);
+    free(before);
+
+    /* Drive's download keeps failing (a transient error) */
+    char *file = job_col(job, "drive_file_id");
+    char fault[512];
+    snprintf(fault, sizeof(fault),
+             "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files/%s\"},\"count\":1000,"
+             "\"action\":\"status\",\"status\":500}",
+             file);
+    free(file);
+    fake_add_fault(google.base_url, fault);
+
+    char *answer = as_gateway("jobs_retry", &u, job);
+    assert_string_equal(answer, "ok");
+    free(answer);
+    assert_job_col(job, "status", "queued");
+    assert_job_col(job, "retry_count", "3"); /* kept, not reset to 0 */
+    char err[256];
+    assert_int_equal(queue_push(redis, job, err, sizeof(err)), 0);
+    assert_true(wait_status(job, (const char *const[]){"failed", NULL}, 60000));
+    /* give a wrongly refilled budget the time to requeue it */
+    struct timespec ts = {1, 0};
+    nanosleep(&ts, NULL);
+    fake_clear_faults(google.base_url);
+    assert_job_col(job, "status", "failed");
+    char *after = job_col(job, "attempt");
+    print_message("a retried job with its retries used up ran %d more time(s)\n",
+                  atoi(after) - attempt0);
+    assert_int_equal(atoi(after), attempt0 + 1); /* one run, not max_retries + 1 */
+    free(after);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cancel_processing_job),
+        cmocka_unit_test(test_time_budget),
+        cmocka_unit_test(test_user_retry_keeps_retry_budget),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
