@@ -98,14 +98,19 @@ static drive_auth_status_t give_token(const char *plain, char *token, size_t tok
     return DRIVE_AUTH_OK;
 }
 
-/* The cached token when it is usable as is: fresh, opens for this user, v2
- * under the current key (else a refresh re-seals it). */
+/* The cached token when it is usable as is: fresh, opens for this user,
+ * under the current key (else a refresh re-seals it). A legacy v1 token (the
+ * gateway's sign-in writes v1: the user id is not known yet) under the current
+ * key is used: the next refresh, within the hour, stores both tokens as v2. */
 static char *usable_cached(const crypto_keyring_t *keys, const char *user_id,
                            const stored_tokens_t *s, bool force)
 {
     if (force || !s->found || !s->connected || !s->fresh || s->access_enc == NULL)
         return NULL;
-    if (crypto_envelope_needs_reseal(keys, s->access_enc, user_id))
+    bool old_key = strncmp(s->access_enc, "v1:", 3) == 0
+                       ? crypto_envelope_needs_rotation(keys, s->access_enc)
+                       : crypto_envelope_needs_reseal(keys, s->access_enc, user_id);
+    if (old_key)
         return NULL;
     return crypto_envelope_open_bound(keys, s->access_enc, user_id);
 }
