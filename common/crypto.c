@@ -476,17 +476,39 @@ void crypto_keyring_free(crypto_keyring_t *kr)
 
 /* ---------------------------------------------------------------- envelope */
 
-/* AAD = "v1:<kid>": binds the version and the key id to the ciphertext. */
-static void envelope_aad(const char *kid, char aad[sizeof(ENVELOPE_VERSION) + KID_LEN + 1])
+#define ENVELOPE_V2 "v2"
+#define ENVELOPE_BINDING_MAX 256
+
+/* The AAD binds the version, the key id and (v2) the binding to the ciphertext:
+ *   v1: "v1:<kid>"            (legacy: no binding; still opens, needs a re-seal)
+ *   v2: "v2:<kid>:<binding>"  (the row the value belongs to)
+ * Returns a new string or NULL. */
+static char *envelope_aad(int version, const char *kid, const char *binding)
 {
-    memcpy(aad, ENVELOPE_VERSION ":", sizeof(ENVELOPE_VERSION));
-    memcpy(aad + sizeof(ENVELOPE_VERSION), kid, KID_LEN);
-    aad[sizeof(ENVELOPE_VERSION) + KID_LEN] = '\0';
+    size_t blen = version == 2 ? strlen(binding) : 0;
+    size_t n = 3 + KID_LEN + (version == 2 ? 1 + blen : 0) + 1;
+    char *aad = malloc(n);
+    if (aad == NULL) {
+        return NULL;
+    }
+    if (version == 2) {
+        snprintf(aad, n, ENVELOPE_V2 ":%s:%s", kid, binding);
+    } else {
+        snprintf(aad, n, ENVELOPE_VERSION ":%s", kid);
+    }
+    return aad;
 }
 
-char *crypto_envelope_seal(const crypto_keyring_t *kr, const char *plaintext)
+static bool binding_ok(const char *binding)
 {
-    if (kr == NULL || plaintext == NULL) {
+    return binding != NULL && binding[0] != '\0' && strlen(binding) <= ENVELOPE_BINDING_MAX;
+}
+
+/* version 1: no binding; version 2: binding required. */
+static char *envelope_seal(const crypto_keyring_t *kr, const char *plaintext, int version,
+                           const char *binding)
+{
+    if (kr == NULL || plaintext == NULL || (version == 2 && !binding_ok(binding))) {
         return NULL;
     }
     size_t ptlen = strlen(plaintext);
@@ -497,14 +519,17 @@ char *crypto_envelope_seal(const crypto_keyring_t *kr, const char *plaintext)
     uint8_t *blob = malloc(bloblen);
     char *b64 = NULL;
     char *envelope = NULL;
-    char aad[sizeof(ENVELOPE_VERSION) + KID_LEN + 1];
+    char *aad = NULL;
     if (blob == NULL) {
         return NULL;
     }
     if (crypto_random(blob, GCM_IV_LEN) != 0) {
         goto out;
     }
-    envelope_aad(kr->current.kid, aad);
+    aad = envelope_aad(version, kr->current.kid, binding);
+    if (aad == NULL) {
+        goto out;
+    }
     if (crypto_aes256gcm_encrypt(kr->current.key, blob, GCM_IV_LEN, (const uint8_t *)aad,
                                  strlen(aad), (const uint8_t *)plaintext, ptlen, blob + GCM_IV_LEN,
                                  blob + GCM_IV_LEN + ptlen) != 0) {
@@ -514,18 +539,33 @@ char *crypto_envelope_seal(const crypto_keyring_t *kr, const char *plaintext)
     if (b64 == NULL) {
         goto out;
     }
-    size_t envlen = strlen(aad) + 1 + strlen(b64) + 1;
+    /* The stored form names the version and the key, never the binding. */
+    size_t envlen = 3 + KID_LEN + 1 + strlen(b64) + 1;
     envelope = malloc(envlen);
     if (envelope != NULL) {
-        snprintf(envelope, envlen, "%s:%s", aad, b64);
+        snprintf(envelope, envlen, "%s:%s:%s", version == 2 ? ENVELOPE_V2 : ENVELOPE_VERSION,
+                 kr->current.kid, b64);
     }
 out:
+    free(aad);
     free(b64);
     free(blob);
     return envelope;
 }
 
+char *crypto_envelope_seal(const crypto_keyring_t *kr, const char *plaintext)
+{
+    return envelope_seal(kr, plaintext, 1, NULL);
+}
+
+char *crypto_envelope_seal_bound(const crypto_keyring_t *kr, const char *plaintext,
+                                 const char *binding)
+{
+    return envelope_seal(kr, plaintext, 2, binding);
+}
+
 typedef struct {
+    int version;
     char kid[KID_LEN + 1];
     uint8_t *blob; /* iv || ct || tag */
     size_t bloblen;
@@ -533,12 +573,18 @@ typedef struct {
 
 static int envelope_parse(const char *envelope, parsed_envelope_t *pe)
 {
-    static const char prefix[] = ENVELOPE_VERSION ":";
     memset(pe, 0, sizeof(*pe));
-    if (envelope == NULL || strncmp(envelope, prefix, sizeof(prefix) - 1) != 0) {
+    if (envelope == NULL) {
         return -1;
     }
-    const char *kid = envelope + sizeof(prefix) - 1;
+    if (strncmp(envelope, ENVELOPE_VERSION ":", 3) == 0) {
+        pe->version = 1;
+    } else if (strncmp(envelope, ENVELOPE_V2 ":", 3) == 0) {
+        pe->version = 2;
+    } else {
+        return -1;
+    }
+    const char *kid = envelope + 3;
     for (size_t i = 0; i < KID_LEN; i++) {
         char c = kid[i];
         if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
@@ -563,21 +609,24 @@ static int envelope_parse(const char *envelope, parsed_envelope_t *pe)
 }
 
 /* Plaintext (caller frees) when `key` opens the parsed envelope, else NULL. */
-static char *envelope_try(const crypto_key_t *key, const parsed_envelope_t *pe)
+static char *envelope_try(const crypto_key_t *key, const parsed_envelope_t *pe, const char *binding)
 {
     if (strcmp(key->kid, pe->kid) != 0) {
         return NULL;
     }
     size_t ctlen = pe->bloblen - GCM_IV_LEN - GCM_TAG_LEN;
+    char *aad = envelope_aad(pe->version, pe->kid, binding);
     char *pt = malloc(ctlen + 1);
-    char aad[sizeof(ENVELOPE_VERSION) + KID_LEN + 1];
-    if (pt == NULL) {
+    if (pt == NULL || aad == NULL) {
+        free(aad);
+        free(pt);
         return NULL;
     }
-    envelope_aad(pe->kid, aad);
-    if (crypto_aes256gcm_decrypt(key->key, pe->blob, GCM_IV_LEN, (const uint8_t *)aad, strlen(aad),
-                                 pe->blob + GCM_IV_LEN, ctlen, pe->blob + GCM_IV_LEN + ctlen,
-                                 (uint8_t *)pt) != 0) {
+    int rc = crypto_aes256gcm_decrypt(key->key, pe->blob, GCM_IV_LEN, (const uint8_t *)aad,
+                                      strlen(aad), pe->blob + GCM_IV_LEN, ctlen,
+                                      pe->blob + GCM_IV_LEN + ctlen, (uint8_t *)pt);
+    free(aad);
+    if (rc != 0) {
         free(pt);
         return NULL;
     }
@@ -590,18 +639,27 @@ static char *envelope_try(const crypto_key_t *key, const parsed_envelope_t *pe)
     return pt;
 }
 
-/* Opens the envelope; *used_old tells whether an old key was needed. */
-static char *envelope_open(const crypto_keyring_t *kr, const char *envelope, bool *used_old)
+/* Opens the envelope; *used_old tells whether an old key was needed, *version
+ * the format. A v2 envelope needs the binding it was sealed with; a v1 one
+ * ignores it. */
+static char *envelope_open(const crypto_keyring_t *kr, const char *envelope, const char *binding,
+                           bool *used_old, int *version)
 {
     parsed_envelope_t pe;
     char *pt = NULL;
     *used_old = false;
+    *version = 0;
     if (kr == NULL || envelope_parse(envelope, &pe) != 0) {
         return NULL;
     }
-    pt = envelope_try(&kr->current, &pe);
+    *version = pe.version;
+    if (pe.version == 2 && !binding_ok(binding)) {
+        free(pe.blob);
+        return NULL;
+    }
+    pt = envelope_try(&kr->current, &pe, binding);
     for (size_t i = 0; pt == NULL && i < kr->nold; i++) {
-        pt = envelope_try(&kr->old[i], &pe);
+        pt = envelope_try(&kr->old[i], &pe, binding);
         if (pt != NULL) {
             *used_old = true;
         }
@@ -613,17 +671,41 @@ static char *envelope_open(const crypto_keyring_t *kr, const char *envelope, boo
 char *crypto_envelope_open(const crypto_keyring_t *kr, const char *envelope)
 {
     bool used_old = false;
-    return envelope_open(kr, envelope, &used_old);
+    int version = 0;
+    return envelope_open(kr, envelope, NULL, &used_old, &version);
+}
+
+char *crypto_envelope_open_bound(const crypto_keyring_t *kr, const char *envelope,
+                                 const char *binding)
+{
+    bool used_old = false;
+    int version = 0;
+    return envelope_open(kr, envelope, binding, &used_old, &version);
 }
 
 bool crypto_envelope_needs_rotation(const crypto_keyring_t *kr, const char *envelope)
 {
     bool used_old = false;
-    char *pt = envelope_open(kr, envelope, &used_old);
+    int version = 0;
+    char *pt = envelope_open(kr, envelope, NULL, &used_old, &version);
     if (pt == NULL) {
         return false; /* malformed or unknown key: nothing a re-encrypt can do */
     }
     OPENSSL_cleanse(pt, strlen(pt));
     free(pt);
     return used_old;
+}
+
+bool crypto_envelope_needs_reseal(const crypto_keyring_t *kr, const char *envelope,
+                                  const char *binding)
+{
+    bool used_old = false;
+    int version = 0;
+    char *pt = envelope_open(kr, envelope, binding, &used_old, &version);
+    if (pt == NULL) {
+        return false; /* malformed, another row's or an unknown key: a re-seal cannot help */
+    }
+    OPENSSL_cleanse(pt, strlen(pt));
+    free(pt);
+    return used_old || version != 2;
 }

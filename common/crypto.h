@@ -1,11 +1,15 @@
 /*
  * crypto — OpenSSL helpers: the token envelope, HMAC, hashes, encodings.
  *
- * Envelope (stored Drive tokens): "v1:<kid>:<base64url(iv12 || ciphertext || tag16)>"
- * AES-256-GCM; the key id <kid> is the first 8 hex chars of SHA-256(key), and it
- * is bound as additional authenticated data, so a blob can only be opened with
- * the key it names. Decryption tries the current key and then every old key
- * (ENCRYPTION_KEYS_OLD); crypto_envelope_needs_rotation() tells a re-encrypt
+ * Envelope (stored Drive tokens): "v2:<kid>:<base64url(iv12 || ciphertext || tag16)>"
+ * AES-256-GCM; the key id <kid> is the first 8 hex chars of SHA-256(key). The
+ * additional authenticated data is "v2:<kid>:<binding>", where the binding names
+ * the row the value belongs to (drive_auth: the user's Google account id), so a
+ * blob opens only with the key it names and only for the row it was sealed for:
+ * a token copied into another user's row does not open. The legacy "v1:<kid>:..."
+ * form (AAD "v1:<kid>", no binding) still opens with the *_bound functions, and
+ * crypto_envelope_needs_reseal() says it must be re-sealed as v2. Decryption tries the current key
+ * and then every old key (ENCRYPTION_KEYS_OLD); crypto_envelope_needs_rotation() tells a re-encrypt
  * pass which stored values to rewrite under the current key.
  */
 #ifndef CA_CRYPTO_H
@@ -33,6 +37,20 @@ char *crypto_envelope_seal(const crypto_keyring_t *kr, const char *plaintext);
 char *crypto_envelope_open(const crypto_keyring_t *kr, const char *envelope);
 /* True when the envelope was sealed with an old key (re-encrypt it). */
 bool crypto_envelope_needs_rotation(const crypto_keyring_t *kr, const char *envelope);
+
+/* v2, bound to `binding` (1..256 bytes, e.g. the owner row's id): the stored
+ * tokens. crypto_envelope_seal/open above are the legacy unbound v1 form. */
+char *crypto_envelope_seal_bound(const crypto_keyring_t *kr, const char *plaintext,
+                                 const char *binding);
+/* Opens a v2 envelope sealed for `binding`, or a legacy v1 one (any binding).
+ * NULL when malformed, tampered with, sealed for another binding, or under a
+ * key the ring does not hold. */
+char *crypto_envelope_open_bound(const crypto_keyring_t *kr, const char *envelope,
+                                 const char *binding);
+/* True when the envelope opens for `binding` but is v1 or under an old key:
+ * re-seal it with crypto_envelope_seal_bound (drive_auth_rekey does). */
+bool crypto_envelope_needs_reseal(const crypto_keyring_t *kr, const char *envelope,
+                                  const char *binding);
 
 /* Raw AES-256-GCM (for the NIST vectors and the envelope). Returns 0 or -1. */
 __attribute__((warn_unused_result)) int crypto_aes256gcm_encrypt(const uint8_t key[32],

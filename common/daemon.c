@@ -4,6 +4,7 @@
  */
 #include "daemon.h"
 
+#include "config_vars.h"
 #include "http_client.h"
 #include "log.h"
 #include "metrics.h"
@@ -50,6 +51,7 @@ struct daemon {
     int64_t drain_started_ms;
 
     atomic_int stopping;
+    atomic_int privileged_role; /* serve connected as a superuser or BYPASSRLS role */
     atomic_int pg_ready;
     atomic_int redis_ready;
 
@@ -155,10 +157,13 @@ int daemon_add_task(daemon_t *d, const char *name, int period_ms, daemon_task_fn
 
 /* The common variables, then the service's: as many as there are. Returns 0,
  * or -1 (message on stderr) when out of memory. */
+static const config_var_t rekey_vars[] = {CONFIG_VARS_ENCRYPTION};
+#define N_REKEY_VARS (sizeof(rekey_vars) / sizeof(rekey_vars[0]))
+
 static int build_var_table(daemon_t *d, bool common_only)
 {
     const service_t *svc = d->svc;
-    size_t n = N_COMMON_VARS + (common_only ? 0 : svc->nvars);
+    size_t n = N_COMMON_VARS + N_REKEY_VARS + (common_only ? 0 : svc->nvars);
     free(d->vars);
     d->nvars = 0;
     d->vars = calloc(n, sizeof(*d->vars));
@@ -180,10 +185,22 @@ static int build_var_table(daemon_t *d, bool common_only)
     return 0;
 }
 
-static int load_config(daemon_t *d, bool common_only)
+/* `rekey`: the common variables and the two encryption ones. */
+static int build_rekey_table(daemon_t *d)
+{
+    if (build_var_table(d, true) != 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < N_REKEY_VARS; i++) {
+        d->vars[d->nvars++] = rekey_vars[i];
+    }
+    return 0;
+}
+
+static int load_config_table(daemon_t *d, bool common_only, bool rekey)
 {
     char err[512];
-    if (build_var_table(d, common_only) != 0) {
+    if ((rekey ? build_rekey_table(d) : build_var_table(d, common_only)) != 0) {
         return -1;
     }
     if (config_load(&d->cfg, d->vars, d->nvars, err, sizeof(err)) != 0) {
@@ -198,6 +215,11 @@ static int load_config(daemon_t *d, bool common_only)
     }
     log_init(d->svc->name, level);
     return 0;
+}
+
+static int load_config(daemon_t *d, bool common_only)
+{
+    return load_config_table(d, common_only, false);
 }
 
 /* $HOSTNAME is read directly, not through the table: it is not
@@ -224,6 +246,39 @@ static void set_instance_id(daemon_t *d)
     }
 }
 
+/* ---- the database role serve runs as ---- */
+
+/* 1 when the session's role is a superuser or has BYPASSRLS (row-level
+ * security, the tenants' fence, would not apply), 0 when not, -1 when it
+ * cannot tell (err filled). */
+static int role_is_privileged(pg_conn_t *pg, char *role, size_t rolelen, char *err, size_t errlen)
+{
+    PGresult *res = pg_exec(pg,
+                            "SELECT current_user::text, rolsuper OR rolbypassrls"
+                            "  FROM pg_roles WHERE rolname = current_user",
+                            0, NULL, err, errlen);
+    if (res == NULL) {
+        return -1;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        snprintf(err, errlen, "current_user is not in pg_roles");
+        return -1;
+    }
+    snprintf(role, rolelen, "%s", PQgetvalue(res, 0, 0));
+    int rc = strcmp(PQgetvalue(res, 0, 1), "t") == 0 ? 1 : 0;
+    PQclear(res);
+    return rc;
+}
+
+static void log_privileged(const char *role)
+{
+    log_error("refusing to serve as database role \"%s\": it is a superuser or has BYPASSRLS, "
+              "so row-level security would not apply; set DATABASE_URL to the service's own "
+              "role (see docs/operations.md)",
+              role);
+}
+
 /* ---- the maintenance thread ---- */
 
 static void *maintenance_main(void *arg)
@@ -246,6 +301,15 @@ static void *maintenance_main(void *arg)
                 pg = pg_connect(config_get(&d->cfg, "DATABASE_URL"), 1500, err, sizeof(err));
                 if (pg == NULL) {
                     log_debug("maintenance: PostgreSQL not reachable: %s", err);
+                } else {
+                    /* serve could not check the role at startup (PostgreSQL was
+                     * down): check it on each new connection, and stop. */
+                    char role[128] = "";
+                    if (role_is_privileged(pg, role, sizeof(role), err, sizeof(err)) == 1 &&
+                        atomic_exchange(&d->privileged_role, 1) == 0) {
+                        log_privileged(role);
+                        kill(getpid(), SIGTERM);
+                    }
                 }
             }
             atomic_store(&d->pg_ready, pg != NULL && pg_ping(pg));
@@ -357,8 +421,12 @@ static void print_usage(daemon_t *d, FILE *out)
             "usage: %s [serve|migrate|cleanup|--help|--version]\n"
             "  serve     run the daemon (default)\n"
             "  migrate   apply this service's slice of the schema (safe to repeat)\n"
-            "  cleanup   apply this service's data retention rules\n",
-            d->svc->name);
+            "  cleanup   apply this service's data retention rules\n"
+            "%s",
+            d->svc->name,
+            d->svc->rekey != NULL ? "  rekey     re-seal stored secrets under ENCRYPTION_KEY "
+                                    "(then retire ENCRYPTION_KEYS_OLD)\n"
+                                  : "");
     if (d->svc->command_help != NULL) {
         fprintf(out, "%s", d->svc->command_help);
     }
@@ -411,6 +479,27 @@ static int cmd_cleanup(daemon_t *d)
     return 0;
 }
 
+static int cmd_rekey(daemon_t *d)
+{
+    char err[1024] = "";
+    const char *url = config_get(&d->cfg, "MIGRATION_DATABASE_URL");
+    if (url == NULL) {
+        url = config_get(&d->cfg, "DATABASE_URL");
+    }
+    pg_conn_t *pg = pg_connect(url, 60000, err, sizeof(err));
+    if (pg == NULL) {
+        log_error("rekey: cannot connect: %s", err);
+        return 1;
+    }
+    int rc = d->svc->rekey(d, pg, err, sizeof(err));
+    pg_close(pg);
+    if (rc != 0) {
+        log_error("rekey: %s", err);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_serve(daemon_t *d)
 {
     int rc = 1;
@@ -458,6 +547,27 @@ static int cmd_serve(daemon_t *d)
         goto out;
     }
 
+    /* Never serve as a role that row-level security does not bind. */
+    {
+        char err[512];
+        pg_conn_t *pg = pg_connect(config_get(&d->cfg, "DATABASE_URL"), 5000, err, sizeof(err));
+        if (pg == NULL) {
+            log_warn("cannot check the database role now (%s); checked when PostgreSQL answers",
+                     err);
+        } else {
+            char role[128] = "";
+            int priv = role_is_privileged(pg, role, sizeof(role), err, sizeof(err));
+            pg_close(pg);
+            if (priv == 1) {
+                log_privileged(role);
+                goto out;
+            }
+            if (priv < 0) {
+                log_warn("cannot check the database role now (%s); checked again later", err);
+            }
+        }
+    }
+
     if (d->svc->start != NULL && d->svc->start(d) != 0) {
         log_error("%s failed to start", d->svc->name);
         goto out;
@@ -475,7 +585,7 @@ static int cmd_serve(daemon_t *d)
              HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
 
     event_base_dispatch(d->base);
-    rc = 0;
+    rc = atomic_load(&d->privileged_role) != 0 ? 1 : 0;
 
 out_stop:
     atomic_store(&d->stopping, 1);
@@ -538,6 +648,8 @@ int daemon_main(const service_t *svc, int argc, char **argv)
         rc = load_config(d, true) == 0 ? cmd_migrate(d) : 2;
     } else if (strcmp(cmd, "cleanup") == 0) {
         rc = load_config(d, true) == 0 ? cmd_cleanup(d) : 2;
+    } else if (strcmp(cmd, "rekey") == 0 && svc->rekey != NULL) {
+        rc = load_config_table(d, true, true) == 0 ? cmd_rekey(d) : 2;
     } else if (strcmp(cmd, "serve") == 0) {
         rc = load_config(d, false) == 0 ? cmd_serve(d) : 2;
     } else {

@@ -55,6 +55,10 @@ typedef struct {
     void (*stop)(daemon_t *d);
     /* `cleanup`: the slice's retention rules. Returns 0 or -1 (err filled). */
     int (*cleanup)(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen);
+    /* `rekey`: re-seal stored secrets under ENCRYPTION_KEY (the gateway: Drive
+     * tokens). Configuration: the common variables plus ENCRYPTION_KEY and
+     * ENCRYPTION_KEYS_OLD. Returns 0 or -1 (err filled). NULL: no such command. */
+    int (*rekey)(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen);
     /* Extra commands (e.g. job-worker's `render`), run before any
      * configuration is read: returns the exit code, or -1 when `cmd` is not
      * one of its commands. argv[0] is the command. May be NULL. */

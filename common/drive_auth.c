@@ -98,14 +98,21 @@ static drive_auth_status_t give_token(const char *plain, char *token, size_t tok
     return DRIVE_AUTH_OK;
 }
 
-/* The cached token when it is usable as is: fresh, opens, current key. */
-static char *usable_cached(const crypto_keyring_t *keys, const stored_tokens_t *s, bool force)
+/* The cached token when it is usable as is: fresh, opens for this user,
+ * under the current key (else a refresh re-seals it). A legacy v1 token (the
+ * gateway's sign-in writes v1: the user id is not known yet) under the current
+ * key is used: the next refresh, within the hour, stores both tokens as v2. */
+static char *usable_cached(const crypto_keyring_t *keys, const char *user_id,
+                           const stored_tokens_t *s, bool force)
 {
     if (force || !s->found || !s->connected || !s->fresh || s->access_enc == NULL)
         return NULL;
-    if (crypto_envelope_needs_rotation(keys, s->access_enc))
+    bool old_key = strncmp(s->access_enc, "v1:", 3) == 0
+                       ? crypto_envelope_needs_rotation(keys, s->access_enc)
+                       : crypto_envelope_needs_reseal(keys, s->access_enc, user_id);
+    if (old_key)
         return NULL;
-    return crypto_envelope_open(keys, s->access_enc);
+    return crypto_envelope_open_bound(keys, s->access_enc, user_id);
 }
 
 drive_auth_status_t drive_auth_access_token(pg_conn_t *pg, google_client_t *gc,
@@ -166,7 +173,7 @@ drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t 
         st = DRIVE_AUTH_NO_TOKENS;
         goto out;
     }
-    plain = usable_cached(keys, &first, force);
+    plain = usable_cached(keys, user_id, &first, force);
     if (plain != NULL) {
         st = give_token(plain, token, tokenlen, err);
         goto out;
@@ -207,7 +214,7 @@ drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t 
      * `force`, only a token other than the one we first saw counts. */
     bool changed = now.access_enc != NULL &&
                    (first.access_enc == NULL || strcmp(now.access_enc, first.access_enc) != 0);
-    plain = usable_cached(keys, &now, force && !changed);
+    plain = usable_cached(keys, user_id, &now, force && !changed);
     if (plain != NULL) {
         st = give_token(plain, token, tokenlen, err);
         goto out;
@@ -217,9 +224,10 @@ drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t 
         st = DRIVE_AUTH_NO_TOKENS;
         goto out;
     }
-    refresh_plain = crypto_envelope_open(keys, now.refresh_enc);
+    refresh_plain = crypto_envelope_open_bound(keys, now.refresh_enc, user_id);
     if (refresh_plain == NULL) {
-        /* Sealed with a key we no longer hold (or corrupt): nothing to refresh with. */
+        /* Sealed with a key we no longer hold, for another user (copied from
+         * another row) or corrupt: nothing to refresh with. */
         auth_note(err, "the stored refresh token cannot be opened with the configured keys");
         st = DRIVE_AUTH_NO_TOKENS;
         goto out;
@@ -235,14 +243,14 @@ drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t 
         goto out;
     }
 
-    access_sealed = crypto_envelope_seal(keys, fresh_tokens.access_token);
+    bool reseal_refresh = crypto_envelope_needs_reseal(keys, now.refresh_enc, user_id);
+    access_sealed = crypto_envelope_seal_bound(keys, fresh_tokens.access_token, user_id);
     if (fresh_tokens.refresh_token != NULL)
-        refresh_sealed = crypto_envelope_seal(keys, fresh_tokens.refresh_token);
-    else if (crypto_envelope_needs_rotation(keys, now.refresh_enc))
-        refresh_sealed = crypto_envelope_seal(keys, refresh_plain); /* re-seal, current key */
+        refresh_sealed = crypto_envelope_seal_bound(keys, fresh_tokens.refresh_token, user_id);
+    else if (reseal_refresh) /* re-seal: v2, current key */
+        refresh_sealed = crypto_envelope_seal_bound(keys, refresh_plain, user_id);
     if (access_sealed == NULL ||
-        (refresh_sealed == NULL && (fresh_tokens.refresh_token != NULL ||
-                                    crypto_envelope_needs_rotation(keys, now.refresh_enc)))) {
+        (refresh_sealed == NULL && (fresh_tokens.refresh_token != NULL || reseal_refresh))) {
         google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "could not seal the refreshed tokens");
         st = DRIVE_AUTH_TRANSIENT;
         goto out;
@@ -283,4 +291,96 @@ out:
     if (st != DRIVE_AUTH_OK && token != NULL && tokenlen > 0)
         token[0] = '\0';
     return st;
+}
+
+/* ---- rekey ---- */
+
+#define REKEY_BATCH "100"
+
+/* One value: *out is the new sealed value (caller frees) or NULL to keep it. */
+static void rekey_value(const crypto_keyring_t *keys, const char *user_id, const char *sealed,
+                        char **out, drive_auth_rekey_stats_t *stats)
+{
+    *out = NULL;
+    if (sealed == NULL)
+        return;
+    char *plain = crypto_envelope_open_bound(keys, sealed, user_id);
+    if (plain == NULL) {
+        stats->unopenable++;
+        return;
+    }
+    if (!crypto_envelope_needs_reseal(keys, sealed, user_id)) {
+        stats->current++;
+    } else {
+        *out = crypto_envelope_seal_bound(keys, plain, user_id);
+        if (*out == NULL)
+            stats->unopenable++;
+        else
+            stats->resealed++;
+    }
+    crypto_free_secret(plain);
+}
+
+int drive_auth_rekey(pg_conn_t *pg, const crypto_keyring_t *keys, drive_auth_rekey_stats_t *stats,
+                     char *err, size_t errlen)
+{
+    char last[64] = "00000000-0000-0000-0000-000000000000";
+    memset(stats, 0, sizeof(*stats));
+    if (pg == NULL || keys == NULL) {
+        errbuf_set(err, errlen, "rekey: missing argument");
+        return -1;
+    }
+    for (;;) {
+        if (pg_begin(pg, err, errlen) != 0)
+            return -1;
+        /* users has FORCEd row-level security (the gateway's role owns it). */
+        if (pg_exec_cmd(pg, "SELECT set_config('app.rls_system', 'on', true)", 0, NULL, err,
+                        errlen) != 0)
+            goto fail;
+        const char *p[] = {last};
+        PGresult *res = pg_exec(pg,
+                                "SELECT id::text, drive_access_token, drive_refresh_token"
+                                "  FROM users WHERE id > $1::uuid"
+                                "   AND (drive_access_token IS NOT NULL"
+                                "        OR drive_refresh_token IS NOT NULL)"
+                                " ORDER BY id LIMIT " REKEY_BATCH " FOR UPDATE",
+                                1, p, err, errlen);
+        if (res == NULL)
+            goto fail;
+        int n = PQntuples(res);
+        for (int i = 0; i < n; i++) {
+            const char *uid = PQgetvalue(res, i, 0);
+            char *access = NULL, *refresh = NULL;
+            stats->users++;
+            rekey_value(keys, uid, PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1), &access,
+                        stats);
+            rekey_value(keys, uid, PQgetisnull(res, i, 2) ? NULL : PQgetvalue(res, i, 2), &refresh,
+                        stats);
+            int rc = 0;
+            if (access != NULL || refresh != NULL) {
+                const char *up[] = {uid, access, refresh};
+                rc = pg_exec_cmd(pg,
+                                 "UPDATE users SET drive_access_token = COALESCE($2,"
+                                 " drive_access_token), drive_refresh_token = COALESCE($3,"
+                                 " drive_refresh_token) WHERE id = $1::uuid",
+                                 3, up, err, errlen);
+            }
+            free(access);
+            free(refresh);
+            if (rc != 0) {
+                PQclear(res);
+                goto fail;
+            }
+        }
+        if (n > 0)
+            snprintf(last, sizeof(last), "%s", PQgetvalue(res, n - 1, 0));
+        PQclear(res);
+        if (pg_commit(pg, err, errlen) != 0)
+            return -1;
+        if (n < atoi(REKEY_BATCH))
+            return 0;
+    }
+fail:
+    pg_rollback(pg);
+    return -1;
 }

@@ -57,4 +57,20 @@ drive_auth_status_t drive_auth_access_token_from(pg_conn_t *pg, google_client_t 
                                                  const drive_auth_stored_t *stored, bool force,
                                                  char *token, size_t tokenlen, google_error_t *err);
 
+/* `rekey`: re-seals every stored token (users.drive_access_token and
+ * drive_refresh_token) that is legacy v1 or under an old key as v2, bound to
+ * its user's id, under the current key, 100 users per transaction (rows locked
+ * FOR UPDATE, so a concurrent refresh waits). A value that does not open with
+ * the ring (another key, another user's row, corrupt) is left as it is and
+ * counted. Run it on a connection allowed to update users (the gateway's role
+ * or the migration role). Returns 0, or -1 on a database error (err filled). */
+typedef struct {
+    long users;      /* rows with at least one token */
+    long resealed;   /* values rewritten */
+    long current;    /* values already v2 under the current key */
+    long unopenable; /* values left as they were: they do not open */
+} drive_auth_rekey_stats_t;
+int drive_auth_rekey(pg_conn_t *pg, const crypto_keyring_t *keys, drive_auth_rekey_stats_t *stats,
+                     char *err, size_t errlen);
+
 #endif

@@ -111,12 +111,109 @@ static int ensure_table(pg_conn_t *conn, char *err, size_t errlen)
         errbuf_set(err, errlen, "creating schema_migrations: %s", msg);
         return -1;
     }
-    /* Connected as a service's own role (roles made by a DBA): let the other
-     * services' roles record their files too. */
-    if (!superuser && pg_exec_cmd(conn, "GRANT SELECT, INSERT ON schema_migrations TO PUBLIC", 0,
-                                  NULL, msg, sizeof msg) != 0) {
-        errbuf_set(err, errlen, "granting schema_migrations: %s", msg);
+    (void)superuser;
+    return 0;
+}
+
+/* The service roles (000_roles.sql). */
+static const char *const service_roles[] = {"ca_api_gateway", "ca_billing_webhook", "ca_job_worker",
+                                            "ca_drive_poller"};
+#define N_SERVICE_ROLES (sizeof service_roles / sizeof service_roles[0])
+
+/* schema_migrations is written by migrate only, never by PUBLIC (a service's
+ * runtime role must not be able to mark a migration applied). Its owner takes
+ * back any PUBLIC grant (an earlier version granted SELECT, INSERT to PUBLIC).
+ * Connected as a service's own role (roles made by a DBA, no superuser), each
+ * service role gets SELECT, INSERT by name so the others can record their
+ * files. Returns 0 or -1. */
+static int harden_table(pg_conn_t *conn, char *err, size_t errlen)
+{
+    char msg[512];
+    PGresult *res = pg_exec(conn,
+                            "SELECT pg_has_role(current_user, c.relowner, 'USAGE'),"
+                            "       current_setting('is_superuser') = 'on'"
+                            "  FROM pg_class c WHERE c.oid = 'schema_migrations'::regclass",
+                            0, NULL, msg, sizeof msg);
+    if (res == NULL) {
+        errbuf_set(err, errlen, "schema_migrations: %s", msg);
         return -1;
+    }
+    bool owner = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    bool superuser = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    PQclear(res);
+    if (!owner)
+        return 0; /* another service's role created it and granted us */
+    if (pg_exec_cmd(conn, "REVOKE ALL ON schema_migrations FROM PUBLIC", 0, NULL, msg,
+                    sizeof msg) != 0) {
+        errbuf_set(err, errlen, "revoking schema_migrations from PUBLIC: %s", msg);
+        return -1;
+    }
+    if (superuser)
+        return 0;
+    for (size_t i = 0; i < N_SERVICE_ROLES; i++) {
+        const char *p[1] = {service_roles[i]};
+        res = pg_exec(conn, "SELECT 1 FROM pg_roles WHERE rolname = $1", 1, p, msg, sizeof msg);
+        if (res == NULL) {
+            errbuf_set(err, errlen, "schema_migrations: %s", msg);
+            return -1;
+        }
+        bool exists = PQntuples(res) == 1;
+        PQclear(res);
+        if (!exists)
+            continue;
+        char sql[512];
+        /* A fixed role name from the list above: no quoting issue. */
+        snprintf(sql, sizeof sql, "GRANT SELECT, INSERT ON schema_migrations TO %s",
+                 service_roles[i]);
+        if (pg_exec_cmd(conn, sql, 0, NULL, msg, sizeof msg) != 0) {
+            errbuf_set(err, errlen, "granting schema_migrations to %s: %s", service_roles[i], msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* True when this connection may grant and revoke on schema public (a
+ * superuser or its owner, pg_database_owner in PostgreSQL 15). */
+static int can_admin_public(pg_conn_t *conn, bool *out, char *err, size_t errlen)
+{
+    char msg[512];
+    PGresult *res = pg_exec(conn,
+                            "SELECT pg_has_role(current_user, n.nspowner, 'USAGE')"
+                            "  FROM pg_namespace n WHERE n.nspname = 'public'",
+                            0, NULL, msg, sizeof msg);
+    if (res == NULL) {
+        errbuf_set(err, errlen, "schema public: %s", msg);
+        return -1;
+    }
+    *out = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return 0;
+}
+
+/* The runtime roles keep USAGE on schema public but not CREATE: they cannot
+ * plant a table, function or operator that a SECURITY DEFINER function or a
+ * query would resolve (docs/common/migrate.md). A file gets CREATE only inside
+ * its own transaction (apply_file). */
+static int revoke_create(pg_conn_t *conn, char *err, size_t errlen)
+{
+    char msg[512];
+    if (pg_exec_cmd(conn, "REVOKE CREATE ON SCHEMA public FROM PUBLIC", 0, NULL, msg, sizeof msg) !=
+        0) {
+        errbuf_set(err, errlen, "REVOKE CREATE ON SCHEMA public: %s", msg);
+        return -1;
+    }
+    for (size_t i = 0; i < N_SERVICE_ROLES; i++) {
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '%s') THEN "
+                 "REVOKE CREATE ON SCHEMA public FROM %s; END IF; END $$",
+                 service_roles[i], service_roles[i]);
+        if (pg_exec_cmd(conn, sql, 0, NULL, msg, sizeof msg) != 0) {
+            errbuf_set(err, errlen, "REVOKE CREATE ON SCHEMA public FROM %s: %s", service_roles[i],
+                       msg);
+            return -1;
+        }
     }
     return 0;
 }
@@ -130,8 +227,8 @@ typedef struct {
 
 /* Applies one file in its own transaction. Returns 0 or -1 (err filled). */
 static int apply_file(pg_conn_t *conn, const char *service, const char *role, bool set_role,
-                      int backend_pid, const migration_file_t *f, const file_state_t *fs, char *err,
-                      size_t errlen)
+                      bool grant_create, int backend_pid, const migration_file_t *f,
+                      const file_state_t *fs, char *err, size_t errlen)
 {
     char msg[1024];
     if (pg_begin(conn, msg, sizeof msg) != 0) {
@@ -143,6 +240,15 @@ static int apply_file(pg_conn_t *conn, const char *service, const char *role, bo
     if (PQbackendPID(pg_raw(conn)) != backend_pid) {
         errbuf_set(err, errlen, "%s: the connection was lost while migrating; run again", f->name);
         goto fail;
+    }
+    char grant_sql[320];
+    if (set_role && grant_create) {
+        /* CREATE on public for this transaction only: revoked before COMMIT. */
+        snprintf(grant_sql, sizeof grant_sql, "GRANT CREATE ON SCHEMA public TO \"%s\"", role);
+        if (pg_exec_cmd(conn, grant_sql, 0, NULL, msg, sizeof msg) != 0) {
+            errbuf_set(err, errlen, "%s: GRANT CREATE to %s: %s", f->name, role, msg);
+            goto fail;
+        }
     }
     if (set_role) {
         /* SET LOCAL ROLE, parameterized. */
@@ -176,6 +282,13 @@ static int apply_file(pg_conn_t *conn, const char *service, const char *role, bo
                                 sizeof msg) != 0) {
         errbuf_set(err, errlen, "%s: RESET ROLE: %s", f->name, msg);
         goto fail;
+    }
+    if (set_role && grant_create) {
+        snprintf(grant_sql, sizeof grant_sql, "REVOKE CREATE ON SCHEMA public FROM \"%s\"", role);
+        if (pg_exec_cmd(conn, grant_sql, 0, NULL, msg, sizeof msg) != 0) {
+            errbuf_set(err, errlen, "%s: REVOKE CREATE from %s: %s", f->name, role, msg);
+            goto fail;
+        }
     }
     const char *p[4] = {service, fs->version, f->name, fs->checksum};
     if (pg_exec_cmd(conn,
@@ -254,7 +367,10 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
     locked = true;
     backend_pid = PQbackendPID(pg_raw(conn));
 
-    if (ensure_table(conn, err, errlen) != 0)
+    if (ensure_table(conn, err, errlen) != 0 || harden_table(conn, err, errlen) != 0)
+        goto out;
+    bool admin_public = false;
+    if (can_admin_public(conn, &admin_public, err, errlen) != 0)
         goto out;
 
     const char *sp[1] = {service};
@@ -302,12 +418,20 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
         if (st[i].recorded)
             continue;
         bool set_role = !is_bootstrap(st[i].version) && !already_role;
-        if (apply_file(conn, service, role, set_role, backend_pid, &files[i], &st[i], err,
-                       errlen) != 0)
+        if (apply_file(conn, service, role, set_role, admin_public, backend_pid, &files[i], &st[i],
+                       err, errlen) != 0)
             goto out;
         count++;
         log_info("migration applied: %s %s", service, files[i].name);
     }
+    /* 000_roles.sql grants CREATE on public to every service role; take it
+     * back (also from deployments migrated before this rule). Without the
+     * right to (connected as a service's own role), the DBA decides. */
+    if (admin_public && revoke_create(conn, err, errlen) != 0)
+        goto out;
+    if (!admin_public)
+        log_warn("migrate: this role cannot revoke CREATE on schema public from the service "
+                 "roles; run migrate as the database owner (MIGRATION_DATABASE_URL)");
     rc = 0;
 out:
     if (locked && PQbackendPID(pg_raw(conn)) == backend_pid) {

@@ -940,6 +940,12 @@ BEGIN
     IF p_user_id IS NULL OR p_folder_id IS NULL THEN
         RAISE EXCEPTION 'user_id and folder_id are required' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF p_user_id IS NULL
+       OR (p_user_id IS DISTINCT FROM NULLIF(current_setting('app.user_id', true), '')::uuid
+           AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)) THEN
+        RAISE EXCEPTION 'drive_polls_start_watch: the user must be the transaction''s app.user_id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     -- serialize start/stop per user (one active watch per user)
     PERFORM pg_advisory_xact_lock(hashtext('ca_drive_watch'), hashtext(p_user_id::text));
 
@@ -981,6 +987,12 @@ CREATE FUNCTION public.drive_polls_stop_watch(p_user_id uuid, p_reason text DEFA
 DECLARE
     n integer;
 BEGIN
+    IF p_user_id IS NULL
+       OR (p_user_id IS DISTINCT FROM NULLIF(current_setting('app.user_id', true), '')::uuid
+           AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = session_user)) THEN
+        RAISE EXCEPTION 'drive_polls_stop_watch: the user must be the transaction''s app.user_id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext('ca_drive_watch'), hashtext(p_user_id::text));
     UPDATE drive_polls
        SET active = FALSE, stopped_reason = COALESCE(p_reason, 'user_stopped'),
@@ -3038,10 +3050,10 @@ CREATE POLICY users_services ON public.users FOR SELECT TO ca_billing_webhook, c
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: pg_database_owner
 --
 
-GRANT ALL ON SCHEMA public TO ca_api_gateway;
-GRANT ALL ON SCHEMA public TO ca_billing_webhook;
-GRANT ALL ON SCHEMA public TO ca_job_worker;
-GRANT ALL ON SCHEMA public TO ca_drive_poller;
+GRANT USAGE ON SCHEMA public TO ca_api_gateway;
+GRANT USAGE ON SCHEMA public TO ca_billing_webhook;
+GRANT USAGE ON SCHEMA public TO ca_job_worker;
+GRANT USAGE ON SCHEMA public TO ca_drive_poller;
 
 --
 -- Name: FUNCTION admin_analytics(p_kind text, p_from date, p_to date, p_admin uuid, p_actor text, p_ip text); Type: ACL; Schema: public; Owner: ca_api_gateway
@@ -3403,12 +3415,6 @@ GRANT SELECT ON TABLE public.usage_tracking TO ca_api_gateway;
 GRANT SELECT,REFERENCES ON TABLE public.users TO ca_billing_webhook;
 GRANT SELECT,REFERENCES ON TABLE public.users TO ca_job_worker;
 GRANT SELECT,REFERENCES ON TABLE public.users TO ca_drive_poller;
-
---
--- Name: TABLE webhook_events; Type: ACL; Schema: public; Owner: ca_billing_webhook
---
-
-GRANT SELECT ON TABLE public.webhook_events TO ca_api_gateway;
 
 --
 -- PostgreSQL database dump complete

@@ -7,7 +7,9 @@
  * the retention rule. Everything else is in gateway.h and the route files.
  */
 #include "config_vars.h"
+#include "crypto.h"
 #include "daemon.h"
+#include "drive_auth.h"
 #include "gateway.h"
 #include "google_oauth.h"
 #include "log.h"
@@ -73,6 +75,35 @@ static int gateway_cleanup(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen)
     return 0;
 }
 
+/* `rekey`: every stored Drive token re-sealed under ENCRYPTION_KEY, bound to
+ * its user (drive_auth_rekey). Exit 1 when a token does not open with the
+ * configured keys: its old key must stay in ENCRYPTION_KEYS_OLD. */
+static int gateway_rekey(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen)
+{
+    crypto_keyring_t *keys = crypto_keyring_new(daemon_get(d, "ENCRYPTION_KEY"),
+                                                daemon_get(d, "ENCRYPTION_KEYS_OLD"), err, errlen);
+    if (keys == NULL) {
+        return -1;
+    }
+    drive_auth_rekey_stats_t st;
+    int rc = drive_auth_rekey(pg, keys, &st, err, errlen);
+    crypto_keyring_free(keys);
+    if (rc != 0) {
+        return -1;
+    }
+    log_info("rekey: %ld user(s) with tokens, %ld token(s) re-sealed, %ld already current, %ld "
+             "cannot be opened",
+             st.users, st.resealed, st.current, st.unopenable);
+    if (st.unopenable > 0) {
+        snprintf(err, errlen,
+                 "%ld token(s) do not open with ENCRYPTION_KEY or ENCRYPTION_KEYS_OLD (left as "
+                 "they are): do not retire an old key yet",
+                 st.unopenable);
+        return -1;
+    }
+    return 0;
+}
+
 static int gateway_start(daemon_t *d)
 {
     gw_t *gw = gw_new(d);
@@ -111,6 +142,7 @@ static const service_t api_gateway_service = {
     .drained = gateway_drained,
     .stop = gateway_stop,
     .cleanup = gateway_cleanup,
+    .rekey = gateway_rekey,
 };
 
 int main(int argc, char **argv)

@@ -52,11 +52,27 @@ for v in WORKER_RETRY_MAX_MS WORKER_DRAIN_SECONDS; do
   done
 done
 
+role_url() { echo "postgresql://ca_${1//-/_}@127.0.0.1:$TEST_PG_PORT/$TEST_DATABASE_NAME"; }
+
+# serve refuses to run as a superuser (row-level security would not apply):
+# exit 1 with one clear line, before it serves anything.
+for s in $SERVICES; do
+  PORT=$(free_port) timeout 20 "$BIN/$s" serve > "$work/su.log" 2>&1; rc=$?
+  check_eq "$s serve as a superuser exits 1" 1 "$rc"
+  check "$s says why (superuser or BYPASSRLS)" grep -q 'refusing to serve as database role \\"postgres\\": it is a superuser or has BYPASSRLS' "$work/su.log"
+done
+psql -q "$TEST_DATABASE_URL" -c "CREATE ROLE ca_test_bypass LOGIN BYPASSRLS" >/dev/null 2>&1
+PORT=$(free_port) DATABASE_URL="postgresql://ca_test_bypass@127.0.0.1:$TEST_PG_PORT/$TEST_DATABASE_NAME" \
+  timeout 20 "$BIN/job-worker" serve > "$work/su.log" 2>&1; rc=$?
+check_eq "serve as a BYPASSRLS role exits 1" 1 "$rc"
+check "it names the role" grep -q 'ca_test_bypass' "$work/su.log"
+
 # serve: every binary answers its probes, then stops on SIGTERM.
 declare -A port
 for s in $SERVICES; do
   port[$s]=$(free_port)
-  PORT=${port[$s]} "$BIN/$s" serve > "$work/$s.log" 2>&1 &
+  # each as its own role: serve refuses a superuser (checked below)
+  PORT=${port[$s]} DATABASE_URL=$(role_url "$s") "$BIN/$s" serve > "$work/$s.log" 2>&1 &
   pids+=($!)
   eval "pid_${s//-/_}=$!"
 done

@@ -989,11 +989,17 @@ static void test_auth_fresh_expired_force(void **state)
     char *after_refresh = db_col(&u, "drive_refresh_token");
     assert_string_not_equal(after_access, before_access);
     assert_null(strstr(after_access, token)); /* sealed, not plain */
-    char *opened = crypto_envelope_open(keys, after_access);
+    char *opened = crypto_envelope_open_bound(keys, after_access, u.id);
     assert_string_equal(opened, token);
-    assert_false(crypto_envelope_needs_rotation(keys, after_access));
+    assert_false(crypto_envelope_needs_reseal(keys, after_access, u.id));
     free(opened);
-    assert_string_equal(after_refresh, before_refresh);
+    /* The refresh token Google did not rotate: the same token, re-sealed as v2 bound
+     * to the user (it was a legacy v1 seal). */
+    assert_int_equal(strncmp(before_refresh, "v1:", 3), 0);
+    assert_int_equal(strncmp(after_refresh, "v2:", 3), 0);
+    opened = crypto_envelope_open_bound(keys, after_refresh, u.id);
+    assert_string_equal(opened, u.g.refresh_token);
+    free(opened);
     char *later =
         db_col(&u, "drive_token_expires_at > timezone('UTC', now()) + interval '59 minutes'"
                    " AND drive_token_expires_at < timezone('UTC', now()) + interval '61 minutes'");
@@ -1079,7 +1085,7 @@ static void test_auth_from_stored_state(void **state)
     assert_string_not_equal(token, u.g.access_token);
     assert_int_equal(fake_count_requests(fake.base_url, &token_calls), 1);
     char *after = db_col(&u, "drive_access_token");
-    char *opened = crypto_envelope_open(keys, after);
+    char *opened = crypto_envelope_open_bound(keys, after, u.id);
     assert_string_equal(opened, token);
     free(opened);
     free(after);
@@ -1151,12 +1157,14 @@ static void test_auth_revoked_transient_rotated(void **state)
     auth_expect(pg, o.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     char *new_access = db_col(&o, "drive_access_token");
     char *new_refresh = db_col(&o, "drive_refresh_token");
-    assert_false(crypto_envelope_needs_rotation(keys, new_access));
-    assert_false(crypto_envelope_needs_rotation(keys, new_refresh));
-    char *opened = crypto_envelope_open(keys, new_access);
+    /* re-sealed as v2, bound to the user, current key */
+    assert_false(crypto_envelope_needs_reseal(keys, new_access, o.id));
+    assert_false(crypto_envelope_needs_reseal(keys, new_refresh, o.id));
+    assert_int_equal(strncmp(new_refresh, "v2:", 3), 0);
+    char *opened = crypto_envelope_open_bound(keys, new_access, o.id);
     assert_string_equal(opened, token);
     free(opened);
-    opened = crypto_envelope_open(keys, new_refresh);
+    opened = crypto_envelope_open_bound(keys, new_refresh, o.id);
     assert_string_equal(opened, o.g.refresh_token);
     free(opened);
     free(old_access);
@@ -1173,7 +1181,7 @@ static void test_auth_revoked_transient_rotated(void **state)
     auth_expect(pg, n.id, false, token, sizeof(token), &err, DRIVE_AUTH_OK);
     assert_string_equal(token, "ya29.rotated-access");
     char *stored = db_col(&n, "drive_refresh_token");
-    opened = crypto_envelope_open(keys, stored);
+    opened = crypto_envelope_open_bound(keys, stored, n.id);
     assert_string_equal(opened, "1//rotated-refresh");
     free(opened);
     free(stored);

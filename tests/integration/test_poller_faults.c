@@ -176,8 +176,8 @@ static void test_unauthorized_refreshes_once(void **state)
     tp_sql_str(after, sizeof(after), "SELECT drive_access_token FROM users WHERE id = $1::uuid", 1,
                (const char *[]){u.user_id});
     assert_string_not_equal(before, after);
-    assert_non_null(strstr(after, "v1:")); /* sealed, not plain */
-    char *plain = crypto_envelope_open(tp_keys, after);
+    assert_non_null(strstr(after, "v2:")); /* sealed (bound to the user), not plain */
+    char *plain = crypto_envelope_open_bound(tp_keys, after, u.user_id);
     assert_non_null(plain);
     assert_string_not_equal(plain, u.access);
     free(plain);

@@ -628,6 +628,67 @@ static void test_envelope_wrong_key_and_rotation(void **state)
     free(key_c);
 }
 
+/* v2: the binding (a user id) is authenticated; v1 still opens and asks for a
+ * re-seal; a v1 prefix on a v2 blob (a downgrade) does not open. */
+static void test_envelope_bound(void **state)
+{
+    (void)state;
+    char err[256];
+    char *key_a = make_key_b64(60);
+    char *key_b = make_key_b64(70);
+    crypto_keyring_t *ring = crypto_keyring_new(key_a, NULL, err, sizeof(err));
+    assert_non_null(ring);
+    const char *u1 = "6f1c2a7e-0000-4000-8000-000000000001";
+    const char *u2 = "6f1c2a7e-0000-4000-8000-000000000002";
+
+    char *sealed = crypto_envelope_seal_bound(ring, "ya29.secret", u1);
+    assert_non_null(sealed);
+    assert_int_equal(strncmp(sealed, "v2:", 3), 0);
+    assert_null(strstr(sealed, u1)); /* the binding is not stored */
+    char *pt = crypto_envelope_open_bound(ring, sealed, u1);
+    assert_non_null(pt);
+    assert_string_equal(pt, "ya29.secret");
+    free(pt);
+    assert_false(crypto_envelope_needs_reseal(ring, sealed, u1));
+    /* another row's id, none, the unbound API: no */
+    assert_null(crypto_envelope_open_bound(ring, sealed, u2));
+    assert_false(crypto_envelope_needs_reseal(ring, sealed, u2));
+    assert_null(crypto_envelope_open_bound(ring, sealed, NULL));
+    assert_null(crypto_envelope_open_bound(ring, sealed, ""));
+    assert_null(crypto_envelope_open(ring, sealed));
+    /* relabelled v1: the AAD differs, no */
+    char *down = strdup(sealed);
+    down[1] = '1';
+    assert_null(crypto_envelope_open_bound(ring, down, u1));
+    assert_null(crypto_envelope_open(ring, down));
+    free(down);
+    assert_null(crypto_envelope_seal_bound(ring, "x", NULL));
+    assert_null(crypto_envelope_seal_bound(ring, "x", ""));
+
+    /* legacy v1: opens for any binding, needs a re-seal */
+    char *legacy = crypto_envelope_seal(ring, "1//refresh");
+    pt = crypto_envelope_open_bound(ring, legacy, u2);
+    assert_non_null(pt);
+    assert_string_equal(pt, "1//refresh");
+    free(pt);
+    assert_true(crypto_envelope_needs_reseal(ring, legacy, u2));
+
+    /* v2 under an old key: opens, needs a re-seal */
+    crypto_keyring_t *rotated = crypto_keyring_new(key_b, key_a, err, sizeof(err));
+    assert_non_null(rotated);
+    pt = crypto_envelope_open_bound(rotated, sealed, u1);
+    assert_non_null(pt);
+    free(pt);
+    assert_true(crypto_envelope_needs_reseal(rotated, sealed, u1));
+
+    free(legacy);
+    free(sealed);
+    crypto_keyring_free(ring);
+    crypto_keyring_free(rotated);
+    free(key_a);
+    free(key_b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -646,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_envelope_roundtrip),
         cmocka_unit_test(test_envelope_tamper),
         cmocka_unit_test(test_envelope_wrong_key_and_rotation),
+        cmocka_unit_test(test_envelope_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
