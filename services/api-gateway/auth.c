@@ -15,7 +15,10 @@
  *        ca:session:<hex sha256(session id)> → hash {user_id, csrf, email,
  *        created_ms, checked_ms} with a sliding TTL (SESSION_TTL_SECONDS) that
  *        never runs past created_ms + SESSION_MAX_AGE_SECONDS;
- *        ca:session:user:<user id> → set of the user's session hashes.
+ *        ca:session:user:<user id> → set of the user's session hashes, at
+ *        most SESSION_MAX_PER_USER (a sign-in over it ends the oldest);
+ *        ca:rl:login:<client address> → the sign-ins it started this minute
+ *        (RATE_LIMIT_PER_MINUTE_LOGIN; over it: 429 page, no ca:oauth: key).
  *        The raw session id lives only in the client's cookie.
  */
 #include "gateway.h"
@@ -33,10 +36,13 @@
 #define BINDING_MIN 32 /* characters of a binding cookie we accept (we make 32) */
 
 /* KEYS: the session, the user's set. ARGV: user_id, csrf, email, idle ttl ms,
- * absolute lifetime ms, the session's hash. created_ms and checked_ms are
- * Redis' clock (the lookup script compares with it); the set loses the hashes
- * of sessions that have expired (their keys are built here: standalone
- * Redis) and lives as long as its newest session can. */
+ * absolute lifetime ms, the session's hash, the most sessions a user may hold.
+ * created_ms and checked_ms are Redis' clock (the lookup script compares with
+ * it); the set loses the hashes of sessions that have expired (their keys are
+ * built here: standalone Redis) and lives as long as its newest session can.
+ * When the user would hold more than the cap, the oldest sessions (by
+ * created_ms; one without it counts as oldest) are deleted: the new one always
+ * stays. Returns how many were deleted. */
 static const char SESSION_CREATE_SCRIPT[] =
     "local t = redis.call('TIME')\n"
     "local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))\n"
@@ -46,12 +52,40 @@ static const char SESSION_CREATE_SCRIPT[] =
     "local max_age = tonumber(ARGV[5])\n"
     "if max_age < ttl then ttl = max_age end\n"
     "redis.call('PEXPIRE', KEYS[1], ttl)\n"
+    "local others = {}\n"
     "for _, h in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
-    "  if redis.call('EXISTS', 'ca:session:' .. h) == 0 then redis.call('SREM', KEYS[2], h) end\n"
+    "  if redis.call('EXISTS', 'ca:session:' .. h) == 0 then redis.call('SREM', KEYS[2], h)\n"
+    "  elseif h ~= ARGV[6] then\n"
+    "    local c = tonumber(redis.call('HGET', 'ca:session:' .. h, 'created_ms')) or 0\n"
+    "    others[#others + 1] = {c, h}\n"
+    "  end\n"
+    "end\n"
+    "local ended = 0\n"
+    "local over = #others + 1 - tonumber(ARGV[7])\n"
+    "if over > 0 then\n"
+    "  table.sort(others, function(a, b)\n"
+    "    if a[1] ~= b[1] then return a[1] < b[1] end\n"
+    "    return a[2] < b[2]\n"
+    "  end)\n"
+    "  for i = 1, over do\n"
+    "    redis.call('DEL', 'ca:session:' .. others[i][2])\n"
+    "    redis.call('SREM', KEYS[2], others[i][2])\n"
+    "    ended = ended + 1\n"
+    "  end\n"
     "end\n"
     "redis.call('SADD', KEYS[2], ARGV[6])\n"
     "redis.call('PEXPIRE', KEYS[2], max_age)\n"
-    "return 1\n";
+    "return ended\n";
+
+/* KEYS: the client address' sign-in counter (ca:rl:login:<address>), the
+ * state's key. ARGV: window ms, limit, the state's value, its TTL ms. Counts
+ * the sign-in and, when it is within the limit, stores the state; over it
+ * stores nothing. Returns 0 (stored) or the milliseconds left in the window. */
+static const char LOGIN_STATE_SCRIPT[] =
+    GW_LUA_RATE_HIT "local retry = hit(KEYS[1], tonumber(ARGV[2]), tonumber(ARGV[1]))\n"
+                    "if retry > 0 then return retry end\n"
+                    "redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])\n"
+                    "return 0\n";
 
 /* KEYS: the user's set. Deletes every session in it and the set.
  * Returns how many sessions existed. */
@@ -96,9 +130,20 @@ typedef struct {
 static void on_state_stored(redisReply *reply, const char *err, void *arg)
 {
     login_t *l = arg;
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        log_error("sign-in: cannot store the OAuth state: %s", err != NULL ? err : reply->str);
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        log_error("sign-in: cannot store the OAuth state: %s",
+                  err != NULL ? err
+                              : (reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply"));
         reply_unavailable_page(l->req);
+    } else if (reply->integer > 0) {
+        /* this address started too many sign-ins this minute: no state kept */
+        char ra[32];
+        snprintf(ra, sizeof(ra), "%lld", (reply->integer + 999) / 1000);
+        gw_count_rate_limited();
+        http_reply_header(l->req, "Retry-After", ra);
+        gw_reply_html_code(l->req, 429, "rate_limited", "Too many sign-in attempts",
+                           "Too many sign-ins were started from your network in the last minute. "
+                           "Please wait a minute, then sign in again.");
     } else {
         http_reply_header(l->req, "Set-Cookie", l->cookie);
         http_reply_header(l->req, "Cache-Control", "no-store");
@@ -180,10 +225,13 @@ static void login(gw_t *gw, http_req_t *req, const gw_user_t *user)
     l->location = location;
     gw_cookie_header(gw, gw->oauth_cookie, binding, OAUTH_STATE_TTL_S, l->cookie,
                      sizeof(l->cookie));
-    char key[192];
+    char key[192], rl[128], value[256], ttl[16];
     snprintf(key, sizeof(key), "ca:oauth:%s", state);
-    if (gw_redis_cmd(gw->redis, on_state_stored, l, "SET %s %s:%s PX %d", key, binding_hash,
-                     verifier, OAUTH_STATE_TTL_MS) != 0) {
+    snprintf(rl, sizeof(rl), "ca:rl:login:%s", gw_client_ip(req));
+    snprintf(value, sizeof(value), "%s:%s", binding_hash, verifier);
+    snprintf(ttl, sizeof(ttl), "%d", OAUTH_STATE_TTL_MS);
+    const char *args[] = {rl, key, gw->rl_window_arg, gw->rl_login_arg, value, ttl};
+    if (gw_redis_eval(gw->redis, on_state_stored, l, LOGIN_STATE_SCRIPT, 2, 6, args) != 0) {
         free(l);
         l = NULL;
         reply_unavailable_page(req);
@@ -292,7 +340,13 @@ static void on_session_stored(redisReply *reply, const char *err, void *arg)
                      cookie, sizeof(cookie));
     http_reply_header(cb->req, "Set-Cookie", cookie);
     http_reply_header(cb->req, "Cache-Control", "no-store");
-    log_info("sign-in: user %s signed in", cb->user_id);
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0) {
+        log_info("sign-in: user %s signed in; %lld older session(s) ended "
+                 "(SESSION_MAX_PER_USER %ld)",
+                 cb->user_id, reply->integer, gw->session_max_per_user);
+    } else {
+        log_info("sign-in: user %s signed in", cb->user_id);
+    }
     http_reply_redirect(cb->req, 302, "/");
     callback_free(cb);
 }
@@ -338,8 +392,9 @@ static void on_user_upserted(const PGresult *res, const char *err, const char *s
                           cb->info.email,
                           cb->gw->session_ttl_arg,
                           cb->gw->session_max_age_arg,
-                          hash};
-    int rc = gw_redis_eval(cb->gw->redis, on_session_stored, cb, SESSION_CREATE_SCRIPT, 2, 8, args);
+                          hash,
+                          cb->gw->session_max_per_user_arg};
+    int rc = gw_redis_eval(cb->gw->redis, on_session_stored, cb, SESSION_CREATE_SCRIPT, 2, 9, args);
     free(csrf);
     if (rc != 0) {
         reply_unavailable_page(cb->req);

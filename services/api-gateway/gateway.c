@@ -21,8 +21,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define RATE_WINDOW_MS 60000
-
 /* One Redis round trip per request: the per-IP limit, then (when a session id
  * was presented) the session and the per-session limit.
  * KEYS: session, ip-limit, session-limit. ARGV: window ms, ip limit, session
@@ -35,17 +33,7 @@
  * When the last users.is_active check (checked_ms) is older than the interval,
  * the script stamps checked_ms = now and asks the caller to check ("1").
  * Returns {retry_after_ms (0 = allowed), user_id, csrf, email, check}. */
-static const char SESSION_SCRIPT[] =
-    "local function hit(key, limit, window)\n"
-    "  local n = redis.call('INCR', key)\n"
-    "  if n == 1 then redis.call('PEXPIRE', key, window) end\n"
-    "  if n > limit then\n"
-    "    local t = redis.call('PTTL', key)\n"
-    "    if t < 0 then redis.call('PEXPIRE', key, window); t = window end\n"
-    "    return t\n"
-    "  end\n"
-    "  return 0\n"
-    "end\n"
+static const char SESSION_SCRIPT[] = GW_LUA_RATE_HIT
     "local window = tonumber(ARGV[1])\n"
     "local retry = hit(KEYS[2], tonumber(ARGV[2]), window)\n"
     "local uid, csrf, email, check = false, false, false, '0'\n"
@@ -164,6 +152,11 @@ const char *gw_client_ip(const http_req_t *req)
 {
     const char *peer = http_req_peer(req);
     return peer != NULL && peer[0] != '\0' ? peer : "unknown";
+}
+
+void gw_count_rate_limited(void)
+{
+    metric_add(m_rate_limited, 1);
 }
 
 void gw_reply_invalid(http_req_t *req, const char *field, const char *fmt, ...)
@@ -1009,9 +1002,14 @@ gw_t *gw_new(daemon_t *d)
     gw->rl_per_minute_ip = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_IP");
     gw->rl_per_minute_session = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_SESSION");
     gw->session_ttl_s = config_get_int(cfg, "SESSION_TTL_SECONDS");
-    snprintf(gw->rl_window_arg, sizeof(gw->rl_window_arg), "%d", RATE_WINDOW_MS);
+    snprintf(gw->rl_window_arg, sizeof(gw->rl_window_arg), "%d", GW_RATE_WINDOW_MS);
     snprintf(gw->rl_ip_arg, sizeof(gw->rl_ip_arg), "%ld", gw->rl_per_minute_ip);
     snprintf(gw->rl_session_arg, sizeof(gw->rl_session_arg), "%ld", gw->rl_per_minute_session);
+    gw->rl_per_minute_login = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_LOGIN");
+    snprintf(gw->rl_login_arg, sizeof(gw->rl_login_arg), "%ld", gw->rl_per_minute_login);
+    gw->session_max_per_user = config_get_int(cfg, "SESSION_MAX_PER_USER");
+    snprintf(gw->session_max_per_user_arg, sizeof(gw->session_max_per_user_arg), "%ld",
+             gw->session_max_per_user);
     snprintf(gw->session_ttl_arg, sizeof(gw->session_ttl_arg), "%ld", gw->session_ttl_s * 1000);
     gw->session_max_age_s = config_get_int(cfg, "SESSION_MAX_AGE_SECONDS");
     gw->session_check_s = config_get_int(cfg, "SESSION_RECHECK_SECONDS");

@@ -35,7 +35,9 @@
  *   1. one Redis round trip (a Lua script): the session (cookie ca_session,
  *      __Host-ca_session on https; refused past its absolute lifetime), the
  *      per-IP and per-session rate limits (ca:rl:ip:<ip>,
- *      ca:rl:session:<sha256>); over a limit → 429 rate_limited + Retry-After;
+ *      ca:rl:session:<sha256>); over a limit → 429 rate_limited + Retry-After
+ *      (a route with a limit of its own, like /auth/google/login's
+ *      ca:rl:login:<ip>, counts it in its handler with GW_LUA_RATE_HIT);
  *   2. GW_AUTH: no valid session → 401 unauthorized; when the session's last
  *      users.is_active check is older than SESSION_RECHECK_SECONDS, one
  *      query reads it again: a deactivated user → the session is deleted and
@@ -132,6 +134,22 @@ struct event_base;
 /* Redis: the set of a user's session hashes ("sign out everywhere"). */
 #define GW_USER_SESSIONS_PREFIX "ca:session:user:"
 
+/* Rate limits: fixed windows of one minute. GW_LUA_RATE_HIT defines the Lua
+ * function hit(key, limit, window) that the scripts count a request with: it
+ * returns 0 (allowed) or the milliseconds left in the window (refused). */
+#define GW_RATE_WINDOW_MS 60000
+#define GW_LUA_RATE_HIT                                                                            \
+    "local function hit(key, limit, window)\n"                                                     \
+    "  local n = redis.call('INCR', key)\n"                                                        \
+    "  if n == 1 then redis.call('PEXPIRE', key, window) end\n"                                    \
+    "  if n > limit then\n"                                                                        \
+    "    local t = redis.call('PTTL', key)\n"                                                      \
+    "    if t < 0 then redis.call('PEXPIRE', key, window); t = window end\n"                       \
+    "    return t\n"                                                                               \
+    "  end\n"                                                                                      \
+    "  return 0\n"                                                                                 \
+    "end\n"
+
 /* ---- async Redis (gw_redis.c) ---- */
 typedef struct gw_redis gw_redis_t;
 /* reply is NULL when the connection failed (err says why); a Redis error reply
@@ -181,9 +199,13 @@ typedef struct gw {
     long session_ttl_s;     /* SESSION_TTL_SECONDS: idle lifetime (sliding) */
     long session_max_age_s; /* SESSION_MAX_AGE_SECONDS: absolute lifetime */
     long session_check_s;   /* SESSION_RECHECK_SECONDS: users.is_active re-read */
+
+    long rl_per_minute_login;  /* RATE_LIMIT_PER_MINUTE_LOGIN: /auth/google/login per address */
+    long session_max_per_user; /* SESSION_MAX_PER_USER: older sessions end at sign-in */
     /* The session script's fixed arguments as text, made once (gw_new). */
     char rl_window_arg[16], rl_ip_arg[24], rl_session_arg[24], session_ttl_arg[32];
     char session_max_age_arg[32], session_check_arg[32];
+    char rl_login_arg[24], session_max_per_user_arg[24];
     char web_root[4096];
     int in_flight; /* gw requests not yet answered (drain) */
 } gw_t;
@@ -287,6 +309,9 @@ bool gw_json_bool(http_req_t *req, const cJSON *obj, const char *field, bool *pr
 bool gw_cookie(const http_req_t *req, const char *name, char *out, size_t outlen);
 /* The client's address for rate limits and the audit log. */
 const char *gw_client_ip(const http_req_t *req);
+/* Counts a request refused by a rate limit (ca_gateway_rate_limited_total)
+ * for a route that answers the 429 itself. */
+void gw_count_rate_limited(void);
 
 /* ---- blocking work ---- */
 /* Returns 0, or -1 (queue full / shutting down: done is not called). */

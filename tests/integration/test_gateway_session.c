@@ -11,6 +11,12 @@
  * a second gateway with 3 s, used without a pause until it refuses), and the
  * users.is_active check (a deactivated user loses its session and cannot
  * sign in).
+ *
+ * And the caps of issue 14 on a fourth gateway (gw_caps) with the default
+ * RATE_LIMIT_PER_MINUTE_LOGIN (20) and SESSION_MAX_PER_USER=3: the 21st
+ * /auth/google/login of a minute from one address is a 429 page that stores
+ * no ca:oauth: key (another address still signs in), and a fourth sign-in of
+ * one user ends that user's oldest session.
  */
 #include "crypto.h"
 #include "gw_session.h"
@@ -25,12 +31,15 @@
 #include <string.h>
 #include <time.h>
 
+#include <curl/curl.h>
 #include <cmocka.h>
 
 #define TTL_S 600
 #define MAX_AGE_S 3
+#define LOGIN_LIMIT_DEFAULT 20 /* RATE_LIMIT_PER_MINUTE_LOGIN's default (main.c) */
+#define SESSION_CAP 3
 
-static proc_t google, gw, gw_short, gw_https;
+static proc_t google, gw, gw_short, gw_https, gw_caps;
 static redis_conn_t *redis;
 static gwt_session_t alice;
 
@@ -322,6 +331,163 @@ static void test_https_cookie_names(void **state)
     free(authorize);
 }
 
+/* Deletes the sign-in counter of an address (every gateway of this suite
+ * counts 127.0.0.1's sign-ins in the same key). */
+static void login_counter_reset(const char *ip)
+{
+    char err[256];
+    redisReply *r = redis_command(redis, err, sizeof(err), "DEL ca:rl:login:%s", ip);
+    if (r == NULL) {
+        fail_msg("DEL ca:rl:login:%s: %s", ip, err);
+    }
+    freeReplyObject(r);
+}
+
+static size_t oauth_keys(void)
+{
+    char err[256];
+    redisReply *r = redis_command(redis, err, sizeof(err), "KEYS ca:oauth:*");
+    if (r == NULL) {
+        fail_msg("KEYS ca:oauth:*: %s", err);
+    }
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    size_t n = r->elements;
+    freeReplyObject(r);
+    return n;
+}
+
+static size_t collect(char *data, size_t size, size_t n, void *arg)
+{
+    (void)data;
+    (void)arg;
+    return size * n;
+}
+
+/* GET url from the local address `from` (127.0.0.2: the gateway listens on
+ * 0.0.0.0 and sees that peer). Returns the status, or -1 when this host
+ * cannot connect from that address. */
+static long get_from(const char *url, const char *from)
+{
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_INTERFACE, from);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    long st = -1;
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+    } else {
+        fprintf(stderr, "GET %s from %s: %s\n", url, from, curl_easy_strerror(rc));
+    }
+    curl_easy_cleanup(c);
+    return st;
+}
+
+/* RATE_LIMIT_PER_MINUTE_LOGIN at its default: 20 sign-ins started from one
+ * address in a minute are redirected to Google; the 21st is a 429 HTML page
+ * (rate_limited, Retry-After, no binding cookie) and stores no ca:oauth: key.
+ * Another address is counted apart. */
+static void test_login_rate_limit(void **state)
+{
+    (void)state;
+    login_counter_reset("127.0.0.1");
+    login_counter_reset("127.0.0.2");
+    char url[512];
+    snprintf(url, sizeof(url), "%s/auth/google/login?login_hint=rita@example.com",
+             gw_caps.base_url);
+    size_t before = oauth_keys();
+    for (int i = 0; i < LOGIN_LIMIT_DEFAULT; i++) {
+        char *headers = NULL;
+        long st = http_call_h("GET", url, NULL, NULL, NULL, &headers);
+        free(headers);
+        if (st != 302) {
+            fail_msg("sign-in %d of %d from one address answered %ld, want 302", i + 1,
+                     LOGIN_LIMIT_DEFAULT, st);
+        }
+    }
+    size_t stored = oauth_keys();
+    assert_int_equal(stored, before + LOGIN_LIMIT_DEFAULT);
+
+    gwt_resp_t r;
+    memset(&r, 0, sizeof(r));
+    r.status = http_call_h("GET", url, NULL, NULL, &r.body, &r.headers);
+    assert_int_equal(r.status, 429);
+    char *ra = gwt_header(r.headers, "Retry-After");
+    char *ct = gwt_header(r.headers, "Content-Type");
+    char *bind = gwt_set_cookie(r.headers, "ca_oauth");
+    assert_non_null(ra);
+    long secs = strtol(ra, NULL, 10);
+    if (secs < 1 || secs > 60) {
+        fail_msg("Retry-After: %s, want 1..60 (seconds left in the minute)", ra);
+    }
+    assert_non_null(ct);
+    assert_non_null(strstr(ct, "text/html"));
+    assert_non_null(strstr(r.body, "<code>rate_limited</code>"));
+    assert_null(bind); /* no binding cookie either */
+    free(ra);
+    free(ct);
+    gwt_resp_free(&r);
+    assert_int_equal(oauth_keys(), stored); /* the refused sign-in stored no state */
+    long long ttl = redis_int("PTTL %s", "ca:rl:login:127.0.0.1");
+    assert_true(ttl > 0 && ttl <= 60000);
+
+    /* another address: not limited by 127.0.0.1's count */
+    long st = get_from(url, "127.0.0.2");
+    if (st == -1) {
+        fprintf(stderr, "note: cannot connect from 127.0.0.2 here; the other-address part "
+                        "is not checked\n");
+    } else {
+        assert_int_equal(st, 302);
+        assert_int_equal(oauth_keys(), stored + 1);
+        assert_int_equal(redis_int("EXISTS %s", "ca:rl:login:127.0.0.2"), 1);
+    }
+    login_counter_reset("127.0.0.1");
+    login_counter_reset("127.0.0.2");
+}
+
+static long me_status(const gwt_session_t *s)
+{
+    gwt_resp_t r = gwt_request(gw_caps.base_url, "GET", "/api/me", s, false, NULL);
+    long st = r.status;
+    gwt_resp_free(&r);
+    return st;
+}
+
+/* SESSION_MAX_PER_USER=3: the fourth sign-in of a user ends the oldest
+ * session (deleted from Redis and from the user's set); the newest three
+ * work. A fifth ends the next oldest. */
+static void test_sessions_per_user_capped(void **state)
+{
+    (void)state;
+    login_counter_reset("127.0.0.1");
+    gwt_session_t s[SESSION_CAP + 2];
+    for (int i = 0; i < SESSION_CAP + 1; i++) {
+        assert_int_equal(gwt_sign_in(gw_caps.base_url, "ivy@example.com", &s[i]), 0);
+        struct timespec pause = {0, 5 * 1000000L}; /* distinct created_ms */
+        nanosleep(&pause, NULL);
+    }
+    char set[128], key[128];
+    snprintf(set, sizeof(set), "ca:session:user:%s", s[0].id);
+    assert_int_equal(redis_int("SCARD %s", set), SESSION_CAP);
+    session_key(&s[0], key, sizeof(key));
+    assert_int_equal(redis_int("EXISTS %s", key), 0);
+    assert_int_equal(me_status(&s[0]), 401);
+    for (int i = 1; i <= SESSION_CAP; i++) {
+        assert_int_equal(me_status(&s[i]), 200);
+    }
+
+    assert_int_equal(gwt_sign_in(gw_caps.base_url, "ivy@example.com", &s[SESSION_CAP + 1]), 0);
+    assert_int_equal(redis_int("SCARD %s", set), SESSION_CAP);
+    assert_int_equal(me_status(&s[1]), 401);
+    for (int i = 2; i <= SESSION_CAP + 1; i++) {
+        assert_int_equal(me_status(&s[i]), 200);
+    }
+    login_counter_reset("127.0.0.1");
+}
+
 /* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
 static void test_gateway_exits_cleanly(void **state)
 {
@@ -329,6 +495,7 @@ static void test_gateway_exits_cleanly(void **state)
     assert_int_equal(daemon_stop(&gw), 0);
     assert_int_equal(daemon_stop(&gw_short), 0);
     assert_int_equal(daemon_stop(&gw_https), 0);
+    assert_int_equal(daemon_stop(&gw_caps), 0);
 }
 
 static int setup(void **state)
@@ -341,9 +508,14 @@ static int setup(void **state)
     snprintf(max_age, sizeof(max_age), "SESSION_MAX_AGE_SECONDS=%d", MAX_AGE_S);
     const char *extra_short[] = {ttl, max_age, NULL};
     const char *extra_https[] = {"PUBLIC_URL=https://gw.example.test", NULL};
+    char cap[64];
+    snprintf(cap, sizeof(cap), "SESSION_MAX_PER_USER=%d", SESSION_CAP);
+    /* "NAME=": unset, so the gateway's default sign-in limit applies */
+    const char *extra_caps[] = {"RATE_LIMIT_PER_MINUTE_LOGIN=", cap, NULL};
     if (fake_start(&google, "google", NULL) != 0 || gwt_start(&gw, google.base_url, extra) != 0 ||
         gwt_start(&gw_short, google.base_url, extra_short) != 0 ||
-        gwt_start(&gw_https, google.base_url, extra_https) != 0) {
+        gwt_start(&gw_https, google.base_url, extra_https) != 0 ||
+        gwt_start(&gw_caps, google.base_url, extra_caps) != 0) {
         return -1;
     }
     char err[256];
@@ -362,6 +534,7 @@ static int teardown(void **state)
     proc_stop(&gw); /* already stopped by the last test unless it failed */
     proc_stop(&gw_short);
     proc_stop(&gw_https);
+    proc_stop(&gw_caps);
     proc_stop(&google);
     return 0;
 }
@@ -377,6 +550,8 @@ int main(void)
         cmocka_unit_test(test_old_session_gets_a_start),
         cmocka_unit_test(test_deactivated_user),
         cmocka_unit_test(test_https_cookie_names),
+        cmocka_unit_test(test_login_rate_limit),
+        cmocka_unit_test(test_sessions_per_user_capped),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -481,7 +481,8 @@ def main():
                     GOOGLE_AUTH_URL=G + "/o/oauth2/v2/auth", GOOGLE_TOKEN_URL=G + "/token",
                     GOOGLE_USERINFO_URL=G + "/v1/userinfo", DRIVE_API_URL=G + "/drive/v3",
                     GOOGLE_TIMEOUT_MS="3000", RATE_LIMIT_PER_MINUTE_IP="1000000",
-                    RATE_LIMIT_PER_MINUTE_SESSION="1000000", ADMIN_EMAILS=ADMIN_EMAIL,
+                    RATE_LIMIT_PER_MINUTE_SESSION="1000000", RATE_LIMIT_PER_MINUTE_LOGIN="1000000",
+                    ADMIN_EMAILS=ADMIN_EMAIL,
                     STRIPE_SECRET_KEY="sk_test_gateway", STRIPE_API_URL=S,
                     STRIPE_PRICE_CREATOR="price_basic_monthly", STRIPE_PRICE_STUDIO="price_pro_monthly",
                     LOG_LEVEL="warn")

@@ -40,8 +40,9 @@ typedef struct {
 
 /* Starts build/bin/api-gateway with a test configuration (PORT free,
  * PUBLIC_URL http://127.0.0.1:PORT, the gateway role's DATABASE_URL,
- * TEST_REDIS_URL, keys, Google URLs at google_base, high rate limits) plus
- * `extra` ("NAME=value", NULL-terminated, may be NULL; they override).
+ * TEST_REDIS_URL, keys, Google URLs at google_base, high rate limits, the
+ * sign-in one included) plus `extra` ("NAME=value", NULL-terminated, may be
+ * NULL; they override; "NAME=" is unset, so the gateway's default applies).
  * Returns 0 or -1. */
 int gwt_start(proc_t *gw, const char *google_base, const char *const *extra);
 
