@@ -181,9 +181,11 @@ typedef struct gw {
     long session_ttl_s;     /* SESSION_TTL_SECONDS: idle lifetime (sliding) */
     long session_max_age_s; /* SESSION_MAX_AGE_SECONDS: absolute lifetime */
     long session_check_s;   /* SESSION_RECHECK_SECONDS: users.is_active re-read */
+    long presets_max;       /* PRESETS_MAX_PER_USER: presets a user may own */
     /* The session script's fixed arguments as text, made once (gw_new). */
     char rl_window_arg[16], rl_ip_arg[24], rl_session_arg[24], session_ttl_arg[32];
     char session_max_age_arg[32], session_check_arg[32];
+    char presets_max_arg[24]; /* presets_max as text ($6 of presets_create) */
     char web_root[4096];
     int in_flight; /* gw requests not yet answered (drain) */
 } gw_t;
