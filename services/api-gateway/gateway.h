@@ -206,6 +206,8 @@ typedef struct gw {
     char rl_window_arg[16], rl_ip_arg[24], rl_session_arg[24], session_ttl_arg[32];
     char session_max_age_arg[32], session_check_arg[32];
     char rl_login_arg[24], session_max_per_user_arg[24];
+    long presets_max;         /* PRESETS_MAX_PER_USER: presets a user may own */
+    char presets_max_arg[24]; /* presets_max as text ($6 of presets_create) */
     char web_root[4096];
     int in_flight; /* gw requests not yet answered (drain) */
 } gw_t;

@@ -54,6 +54,8 @@ static const config_var_t gateway_vars[] = {
      "how often a session re-reads users.is_active (0: every authenticated request)"},
     {"SESSION_MAX_PER_USER", CFG_INT, "20", false, false, 1, 100000,
      "sessions a user may hold; a sign-in over it ends the oldest ones"},
+    {"PRESETS_MAX_PER_USER", CFG_INT, "100", false, false, 1, 100000,
+     "presets a user may own (inactive ones count; POST /api/presets is 409 beyond)"},
     {"PG_POOL_SIZE", CFG_INT, "4", false, false, 1, 64,
      "PostgreSQL connections of the pool (each pipelines up to 16 queries)"},
     {"GOOGLE_THREADS", CFG_INT, "4", false, false, 1, 64, "threads for blocking Google calls"},

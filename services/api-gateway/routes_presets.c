@@ -5,6 +5,9 @@
  *         system, own and public active presets, best rated first (then most
  *         downloaded); no workflow_json in the list
  *   POST  /api/presets            {name, description?, category?, workflow_json}
+ *                                 409 preset_limit_reached when the user owns
+ *                                 PRESETS_MAX_PER_USER presets (inactive ones
+ *                                 count; there is no DELETE: change one)
  *   GET   /api/presets/{id}       one visible preset, with workflow_json
  *   PATCH /api/presets/{id}       own only: name, description, category,
  *                                 workflow_json, is_public, is_active
@@ -29,7 +32,8 @@
  * (workflow_node_not_allowed) and no string that addresses ComfyUI's folders
  * (workflow_input_not_allowed): graph_validate_user. System presets (seeded by
  * operators) may need ComfyUI and show "executor": "comfyui".
- * The SQL side is sql/api-gateway/020_presets_marketplace.sql.
+ * The SQL side is sql/api-gateway/020_presets_marketplace.sql (presets_create:
+ * 085_presets_per_user_cap.sql).
  * The list cursor is base64url("<rating_avg>|<downloads>|<id>") of the last row.
  */
 #include "gateway.h"
@@ -487,6 +491,11 @@ static void on_created(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
         http_reply_error(req, 409, "name_taken",
                          "name: you already have a preset of that name, or it is a system "
                          "preset's name");
+    } else if (strcmp(outcome, "limit_reached") == 0) {
+        http_reply_error(req, 409, "preset_limit_reached",
+                         "you have reached the limit of %ld presets per user (inactive ones "
+                         "count); change one of your presets instead",
+                         gw->presets_max);
     } else {
         http_reply_error(req, 500, "internal", "unexpected outcome");
     }
@@ -501,11 +510,13 @@ static void create_query(write_t *w)
         return;
     }
     snprintf(c->user_id, sizeof(c->user_id), "%s", w->user_id);
-    const char *p[] = {w->user_id, w->in.name, w->in.description,
-                       w->in.category != NULL ? w->in.category : "other", w->compact};
+    const char *p[] = {w->user_id,        w->in.name,
+                       w->in.description, w->in.category != NULL ? w->in.category : "other",
+                       w->compact,        w->gw->presets_max_arg};
     gw_query_ex(w->gw, w->req, w->user_id,
-                "SELECT outcome, preset_id FROM presets_create($1::uuid, $2, $3, $4, $5::jsonb)", 5,
-                p, on_created, c, free);
+                "SELECT outcome, preset_id FROM presets_create($1::uuid, $2, $3, $4, $5::jsonb,"
+                " $6::int)",
+                6, p, on_created, c, free);
 }
 
 static void create_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)

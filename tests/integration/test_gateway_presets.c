@@ -7,7 +7,8 @@
  * 401 without a session and CSRF on every state-changing route; graph size:
  * the node cap (while /healthz keeps answering), the work budget; versions:
  * an adopter's jobs (what jobs_worker_claim returns) keep the version adopted
- * until they accept the update.
+ * until they accept the update; the per-user cap (PRESETS_MAX_PER_USER): the
+ * 409 past it, concurrent creates never past it, the SQL function's lock.
  */
 #include "gw_session.h"
 #include "support.h"
@@ -26,7 +27,8 @@
 #include <cmocka.h>
 
 static proc_t google, gw;
-static char GW[160];
+static proc_t capped; /* test_preset_cap*: a second gateway, PRESETS_MAX_PER_USER=3 */
+static char GW[160], CAPPED[160];
 static gwt_session_t alice, bob, carol;
 
 #define CPU_GRAPH                                                                                  \
@@ -128,6 +130,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    if (capped.pid != 0) {
+        proc_stop(&capped);
+    }
     proc_stop(&gw);
     proc_stop(&google);
     return 0;
@@ -1152,6 +1157,233 @@ static void test_user_preset_nodes_and_files(void **state)
            ok);
 }
 
+/* ---- the per-user cap (PRESETS_MAX_PER_USER) ---- */
+
+#define CAP 3
+
+static void start_capped(void)
+{
+    if (capped.pid != 0) {
+        return;
+    }
+    const char *extra[] = {"PRESETS_MAX_PER_USER=3", NULL};
+    assert_int_equal(gwt_start(&capped, google.base_url, extra), 0);
+    snprintf(CAPPED, sizeof(CAPPED), "%s", capped.base_url);
+}
+
+static gwt_resp_t capped_create(const gwt_session_t *s, const char *name)
+{
+    char body[1024];
+    snprintf(body, sizeof(body), "{\"name\":\"%s\",\"workflow_json\":%s}", name, CPU_GRAPH);
+    return gwt_request(CAPPED, "POST", "/api/presets", s, true, body);
+}
+
+static long long owned(const gwt_session_t *s)
+{
+    const char *p[] = {s->id};
+    return sql_ll("SELECT count(*) FROM presets WHERE created_by_user_id = $1::uuid", 1, p);
+}
+
+/* With PRESETS_MAX_PER_USER=3 the 4th create is 409 preset_limit_reached
+ * (the message names the limit) and nothing is written; a deactivated preset
+ * still counts; another user is not affected; the default gateway (100) is. */
+static void test_preset_cap(void **state)
+{
+    (void)state;
+    start_capped();
+    gwt_session_t frank, grace;
+    assert_int_equal(gwt_sign_in(CAPPED, "frank@example.com", &frank), 0);
+    assert_int_equal(gwt_sign_in(CAPPED, "grace@example.com", &grace), 0);
+    char ids[CAP][40];
+    for (int i = 0; i < CAP; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "frank %d", i);
+        gwt_resp_t r = capped_create(&frank, name);
+        assert_int_equal(r.status, 201);
+        snprintf(ids[i], sizeof(ids[i]), "%s", gwt_str(r.json, "id"));
+        gwt_resp_free(&r);
+    }
+    gwt_resp_t r = capped_create(&frank, "frank 3");
+    assert_int_equal(r.status, 409);
+    assert_string_equal(gwt_error_code(&r), "preset_limit_reached");
+    const char *msg = gwt_str(cJSON_GetObjectItemCaseSensitive(r.json, "error"), "message");
+    assert_non_null(msg);
+    assert_non_null(strstr(msg, "limit of 3 presets"));
+    gwt_resp_free(&r);
+    assert_int_equal(owned(&frank), CAP);
+    /* a taken name at the cap: still the cap */
+    expect(gwt_request(CAPPED, "POST", "/api/presets", &frank, true,
+                       "{\"name\":\"portrait_pro\",\"workflow_json\":" CPU_GRAPH "}"),
+           409, "preset_limit_reached");
+
+    /* deactivating does not free a place (else the cap would be no cap) */
+    char path[128];
+    path_of(path, sizeof(path), ids[0], "");
+    r = gwt_request(CAPPED, "PATCH", path, &frank, true, "{\"is_active\":false}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    expect(capped_create(&frank, "frank 4"), 409, "preset_limit_reached");
+    /* at the cap a preset is changed instead: rename and new graph are fine */
+    path_of(path, sizeof(path), ids[1], "");
+    r = gwt_request(CAPPED, "PATCH", path, &frank, true, "{\"name\":\"frank renamed\"}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_int_equal(owned(&frank), CAP);
+
+    /* another user has their own allowance */
+    r = capped_create(&grace, "grace 0");
+    assert_int_equal(r.status, 201);
+    gwt_resp_free(&r);
+    assert_int_equal(owned(&grace), 1);
+
+    /* the suite's gateway runs with the default (100): frank creates there */
+    r = gwt_request(GW, "POST", "/api/presets", &frank, true,
+                    "{\"name\":\"frank default\",\"workflow_json\":" CPU_GRAPH "}");
+    assert_int_equal(r.status, 201);
+    gwt_resp_free(&r);
+    assert_int_equal(owned(&frank), CAP + 1);
+}
+
+#define RACERS 8
+
+typedef struct {
+    const gwt_session_t *s;
+    char name[32];
+    pthread_barrier_t *go;
+    long status;
+    char code[64];
+} racer_t;
+
+static void *race_thread(void *arg)
+{
+    racer_t *t = arg;
+    pthread_barrier_wait(t->go);
+    gwt_resp_t r = capped_create(t->s, t->name);
+    t->status = r.status;
+    snprintf(t->code, sizeof(t->code), "%s", gwt_error_code(&r) ? gwt_error_code(&r) : "");
+    gwt_resp_free(&r);
+    return NULL;
+}
+
+/* RACERS creates of one user at once: exactly CAP get 201, the others 409. */
+static void test_preset_cap_concurrent_requests(void **state)
+{
+    (void)state;
+    start_capped();
+    gwt_session_t heidi;
+    assert_int_equal(gwt_sign_in(CAPPED, "heidi@example.com", &heidi), 0);
+    pthread_barrier_t go;
+    assert_int_equal(pthread_barrier_init(&go, NULL, RACERS), 0);
+    racer_t racers[RACERS];
+    pthread_t th[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        racers[i] = (racer_t){.s = &heidi, .go = &go};
+        snprintf(racers[i].name, sizeof(racers[i].name), "heidi %d", i);
+        assert_int_equal(pthread_create(&th[i], NULL, race_thread, &racers[i]), 0);
+    }
+    int created = 0, refused = 0;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(th[i], NULL);
+        created += racers[i].status == 201;
+        refused += racers[i].status == 409 && strcmp(racers[i].code, "preset_limit_reached") == 0;
+    }
+    pthread_barrier_destroy(&go);
+    assert_int_equal(created, CAP);
+    assert_int_equal(refused, RACERS - CAP);
+    assert_int_equal(owned(&heidi), CAP);
+}
+
+static PGconn *gateway_conn_as(const char *user_id)
+{
+    PGconn *c = PQconnectdb(db_url_as("ca_api_gateway"));
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    const char *p[] = {user_id};
+    PGresult *r =
+        PQexecParams(c, "SELECT set_config('app.user_id', $1, false)", 1, NULL, p, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    return c;
+}
+
+#define CREATE_SQL                                                                                 \
+    "SELECT outcome FROM presets_create($1::uuid, $2, NULL, 'other', '{\"1\":{}}'::jsonb,"         \
+    " $3::int)"
+
+static bool waits_on_advisory_lock(void *arg)
+{
+    char pid[16];
+    snprintf(pid, sizeof(pid), "%d", *(const int *)arg);
+    const char *p[] = {pid};
+    return sql_nonzero("SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int"
+                       " AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+                       1, p);
+}
+
+/* presets_create serialises one user's creates: a second create waits for
+ * the first's transaction and then counts its row (without the lock both
+ * would count 0 and both insert). Also: the cap must be at least 1, and the
+ * user must be the transaction's app.user_id. */
+static void test_preset_cap_sql_serialises(void **state)
+{
+    (void)state;
+    gwt_session_t ivan;
+    assert_int_equal(gwt_sign_in(GW, "ivan@example.com", &ivan), 0);
+    PGconn *a = gateway_conn_as(ivan.id);
+    PGconn *b = gateway_conn_as(ivan.id);
+
+    PGresult *r = PQexec(a, "BEGIN");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    const char *pa[] = {ivan.id, "ivan a", "1"};
+    r = PQexecParams(a, CREATE_SQL, 3, NULL, pa, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "ok");
+    PQclear(r);
+
+    /* b's create (cap 1) waits for a's transaction */
+    const char *pb[] = {ivan.id, "ivan b", "1"};
+    assert_int_equal(PQsendQueryParams(b, CREATE_SQL, 3, NULL, pb, NULL, NULL, 0), 1);
+    int bpid = PQbackendPID(b);
+    if (!wait_until(waits_on_advisory_lock, &bpid, 10000)) {
+        fail_msg("the second create did not wait for the first one's transaction");
+    }
+    r = PQexec(a, "COMMIT");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    r = PQgetResult(b);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "b: %s", PQerrorMessage(b));
+    }
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "limit_reached");
+    PQclear(r);
+    assert_null(PQgetResult(b));
+    assert_int_equal(owned(&ivan), 1);
+
+    /* a cap below 1 is an error, not "no cap" */
+    const char *zero[] = {ivan.id, "ivan c", "0"};
+    r = PQexecParams(b, CREATE_SQL, 3, NULL, zero, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "22023");
+    PQclear(r);
+    /* another user's id than the transaction's: refused */
+    const char *other[] = {alice.id, "ivan d", "100"};
+    r = PQexecParams(b, CREATE_SQL, 3, NULL, other, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "42501");
+    PQclear(r);
+    assert_int_equal(owned(&ivan), 1);
+    PQfinish(a);
+    PQfinish(b);
+}
+
+/* The capped gateway exits 0 on SIGTERM too. */
+static void test_capped_gateway_exits_cleanly(void **state)
+{
+    (void)state;
+    assert_int_equal(daemon_stop(&capped), 0);
+}
+
 /* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
 static void test_gateway_exits_cleanly(void **state)
 {
@@ -1174,6 +1406,10 @@ int main(void)
         cmocka_unit_test(test_graph_node_cap_and_loop_free),
         cmocka_unit_test(test_graph_work_budget),
         cmocka_unit_test(test_user_preset_nodes_and_files),
+        cmocka_unit_test(test_preset_cap),
+        cmocka_unit_test(test_preset_cap_concurrent_requests),
+        cmocka_unit_test(test_preset_cap_sql_serialises),
+        cmocka_unit_test(test_capped_gateway_exits_cleanly),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
