@@ -1396,17 +1396,28 @@ $$;
 ALTER FUNCTION public.presets_count_adoption(p_user uuid, p_name text) OWNER TO ca_api_gateway;
 
 --
--- Name: presets_create(uuid, text, text, text, jsonb); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+-- Name: presets_create(uuid, text, text, text, jsonb, integer); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
 --
 
-CREATE FUNCTION public.presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb) RETURNS TABLE(outcome text, preset_id uuid)
+CREATE FUNCTION public.presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb, p_max integer DEFAULT 100) RETURNS TABLE(outcome text, preset_id uuid)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     SET "TimeZone" TO 'UTC'
     AS $$
 DECLARE
     new_id uuid;
+    owned bigint;
 BEGIN
+    PERFORM presets_check_caller(p_user);
+    IF p_max IS NULL OR p_max < 1 THEN
+        RAISE EXCEPTION 'the preset cap must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('ca_presets_create'), hashtext(p_user::text));
+    SELECT count(*) INTO owned FROM presets p WHERE p.created_by_user_id = p_user;
+    IF owned >= p_max THEN
+        RETURN QUERY SELECT 'limit_reached'::text, NULL::uuid;
+        RETURN;
+    END IF;
     IF EXISTS (SELECT 1 FROM presets p WHERE p.created_by_user_id IS NULL AND p.name = p_name) THEN
         RETURN QUERY SELECT 'name_taken'::text, NULL::uuid;
         RETURN;
@@ -1425,7 +1436,7 @@ BEGIN
 END
 $$;
 
-ALTER FUNCTION public.presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb) OWNER TO ca_api_gateway;
+ALTER FUNCTION public.presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb, p_max integer) OWNER TO ca_api_gateway;
 
 --
 -- Name: presets_prune_versions(uuid); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
@@ -3270,10 +3281,10 @@ REVOKE ALL ON FUNCTION public.presets_check_caller(p_user uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.presets_count_adoption(p_user uuid, p_name text) FROM PUBLIC;
 
 --
--- Name: FUNCTION presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb); Type: ACL; Schema: public; Owner: ca_api_gateway
+-- Name: FUNCTION presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb, p_max integer); Type: ACL; Schema: public; Owner: ca_api_gateway
 --
 
-REVOKE ALL ON FUNCTION public.presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.presets_create(p_user uuid, p_name text, p_description text, p_category text, p_workflow jsonb, p_max integer) FROM PUBLIC;
 
 --
 -- Name: FUNCTION presets_prune_versions(p_preset uuid); Type: ACL; Schema: public; Owner: ca_api_gateway
