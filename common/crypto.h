@@ -4,7 +4,7 @@
  * Envelope (stored Drive tokens): "v2:<kid>:<base64url(iv12 || ciphertext || tag16)>"
  * AES-256-GCM; the key id <kid> is the first 8 hex chars of SHA-256(key). The
  * additional authenticated data is "v2:<kid>:<binding>", where the binding names
- * the row the value belongs to (drive_auth: the user's Google account id), so a
+ * the row the value belongs to (drive_auth, sign-in: the user's id, users.id), so a
  * blob opens only with the key it names and only for the row it was sealed for:
  * a token copied into another user's row does not open. The legacy "v1:<kid>:..."
  * form (AAD "v1:<kid>", no binding) still opens with the *_bound functions, and

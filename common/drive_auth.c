@@ -99,9 +99,10 @@ static drive_auth_status_t give_token(const char *plain, char *token, size_t tok
 }
 
 /* The cached token when it is usable as is: fresh, opens for this user,
- * under the current key (else a refresh re-seals it). A legacy v1 token (the
- * gateway's sign-in writes v1: the user id is not known yet) under the current
- * key is used: the next refresh, within the hour, stores both tokens as v2. */
+ * under the current key (else a refresh re-seals it). A legacy v1 token
+ * (written by the gateway's sign-in before sql/api-gateway/084: it now seals
+ * v2 bound to the user id too) under the current key is used: the next
+ * refresh, within the hour, stores both tokens as v2. */
 static char *usable_cached(const crypto_keyring_t *keys, const char *user_id,
                            const stored_tokens_t *s, bool force)
 {

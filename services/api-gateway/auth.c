@@ -6,8 +6,10 @@
  *   GET  /auth/google/login      302 to GOOGLE_AUTH_URL (state, PKCE, offline, consent);
  *                                sets the binding cookie (ca_oauth, __Host-ca_oauth on https)
  *   GET  /auth/google/callback   binding cookie check → code exchange (pool thread) →
- *                                verified e-mail → users_sign_in() (NULL: deactivated) →
- *                                session; the binding cookie is cleared
+ *                                verified e-mail → users_sign_in_id() → tokens sealed
+ *                                bound to that id (v2) → users_sign_in() (NULL:
+ *                                deactivated; 40001: the id changed, 503) → session;
+ *                                the binding cookie is cleared
  *   POST /auth/logout            ends the session, clears the cookie (204)
  *   POST /auth/logout-all        ends every session of the user (200 {"sessions_ended"})
  *
@@ -274,9 +276,12 @@ typedef struct {
     google_status_t st;
     google_error_t gerr;
     google_userinfo_t info;
+    char *access_plain; /* until sealed (crypto_free_secret) */
+    char *refresh_plain;
+    long expires_in;
+    /* sealed bound to user_id (users_sign_in_id) */
     char *access_enc;
     char *refresh_enc;
-    long expires_in;
     /* the session */
     char user_id[GW_UUID_LEN + 1];
     char *session_id;
@@ -287,6 +292,8 @@ static void callback_free(callback_t *cb)
     free(cb->code);
     free(cb->verifier);
     google_userinfo_free(&cb->info);
+    crypto_free_secret(cb->access_plain);
+    crypto_free_secret(cb->refresh_plain);
     free(cb->access_enc);
     free(cb->refresh_enc);
     free(cb->session_id);
@@ -311,12 +318,14 @@ static void exchange_work(void *arg)
     }
     cb->st = google_userinfo(gc, tokens.access_token, &cb->info, &cb->gerr);
     if (cb->st == GOOGLE_OK) {
-        cb->access_enc = crypto_envelope_seal(cb->gw->keys, tokens.access_token);
-        if (tokens.refresh_token != NULL) {
-            cb->refresh_enc = crypto_envelope_seal(cb->gw->keys, tokens.refresh_token);
-        }
+        /* Kept in plaintext until the user's id is known (on_user_id seals
+         * them bound to it); callback_free wipes whatever is left. */
+        cb->access_plain = tokens.access_token;
+        cb->refresh_plain = tokens.refresh_token;
+        tokens.access_token = NULL;
+        tokens.refresh_token = NULL;
         cb->expires_in = tokens.expires_in > 0 ? tokens.expires_in : 3600;
-        if (cb->access_enc == NULL || (tokens.refresh_token != NULL && cb->refresh_enc == NULL)) {
+        if (cb->access_plain == NULL || cb->access_plain[0] == '\0') {
             cb->st = GOOGLE_ERR_PROTOCOL;
         }
     }
@@ -363,15 +372,28 @@ static void on_user_upserted(const PGresult *res, const char *err, const char *s
         callback_free(cb);
         return;
     }
-    if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
-        log_error("sign-in: cannot save the user: %s (SQLSTATE %s)", err != NULL ? err : "no row",
+    if (res == NULL && sqlstate != NULL && strcmp(sqlstate, "40001") == 0) {
+        /* the row of this Google account has another id than the one the
+         * tokens were sealed for (a concurrent first sign-in): nothing stored */
+        log_warn("sign-in: Google user %s: the user id changed during the sign-in; not stored",
+                 cb->info.sub);
+        http_reply_header(cb->req, "Retry-After", "1");
+        gw_reply_html(cb->req, 503, "Sign-in is unavailable",
+                      "Your account was being updated at the same time. Please try again.");
+        callback_free(cb);
+        return;
+    }
+    if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0) ||
+        strcmp(PQgetvalue(res, 0, 0), cb->user_id) != 0) {
+        log_error("sign-in: cannot save the user: %s (SQLSTATE %s)",
+                  err != NULL ? err
+                              : (res != NULL && PQntuples(res) == 1 ? "another id" : "no row"),
                   sqlstate != NULL ? sqlstate : "");
         gw_reply_html(cb->req, 500, "Sign-in failed",
                       "We could not save your account. Please try again.");
         callback_free(cb);
         return;
     }
-    snprintf(cb->user_id, sizeof(cb->user_id), "%s", PQgetvalue(res, 0, 0));
     cb->session_id = crypto_random_token(32);
     char *csrf = crypto_random_token(24);
     if (cb->session_id == NULL || csrf == NULL) {
@@ -398,6 +420,48 @@ static void on_user_upserted(const PGresult *res, const char *err, const char *s
     free(csrf);
     if (rc != 0) {
         reply_unavailable_page(cb->req);
+        callback_free(cb);
+    }
+}
+
+/* The id of the user (users_sign_in_id: existing, or a fresh one for a new
+ * user): seal both tokens bound to it, wipe the plaintext, store them. */
+static void on_user_id(const PGresult *res, const char *err, const char *sqlstate, void *arg)
+{
+    callback_t *cb = arg;
+    if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0) ||
+        PQgetlength(res, 0, 0) != GW_UUID_LEN) {
+        log_error("sign-in: cannot read the user id: %s (SQLSTATE %s)",
+                  err != NULL ? err : "no row", sqlstate != NULL ? sqlstate : "");
+        gw_reply_html(cb->req, 503, "Sign-in is unavailable", "Please try again in a moment.");
+        callback_free(cb);
+        return;
+    }
+    snprintf(cb->user_id, sizeof(cb->user_id), "%s", PQgetvalue(res, 0, 0));
+    cb->access_enc = crypto_envelope_seal_bound(cb->gw->keys, cb->access_plain, cb->user_id);
+    if (cb->refresh_plain != NULL) {
+        cb->refresh_enc = crypto_envelope_seal_bound(cb->gw->keys, cb->refresh_plain, cb->user_id);
+    }
+    bool sealed = cb->access_enc != NULL && (cb->refresh_plain == NULL || cb->refresh_enc != NULL);
+    crypto_free_secret(cb->access_plain);
+    crypto_free_secret(cb->refresh_plain);
+    cb->access_plain = NULL;
+    cb->refresh_plain = NULL;
+    if (!sealed) {
+        log_error("sign-in: cannot seal the Drive tokens");
+        gw_reply_html(cb->req, 500, "Sign-in failed", "Please try again.");
+        callback_free(cb);
+        return;
+    }
+    char expires[32];
+    snprintf(expires, sizeof(expires), "%ld", cb->expires_in);
+    const char *p[] = {cb->info.sub,     cb->info.email, cb->info.name,
+                       cb->info.picture, cb->access_enc, cb->refresh_enc,
+                       expires,          cb->ip,         cb->user_id};
+    if (pg_pool_query(cb->gw->pg, NULL,
+                      "SELECT users_sign_in($1, $2, $3, $4, $5, $6, $7::int, $8, $9::uuid)", 9, p,
+                      on_user_upserted, cb) != 0) {
+        gw_reply_html(cb->req, 503, "Sign-in is unavailable", "Please try again in a moment.");
         callback_free(cb);
     }
 }
@@ -438,12 +502,8 @@ static void exchange_done(void *arg)
         callback_free(cb);
         return;
     }
-    char expires[32];
-    snprintf(expires, sizeof(expires), "%ld", cb->expires_in);
-    const char *p[] = {cb->info.sub,   cb->info.email,  cb->info.name, cb->info.picture,
-                       cb->access_enc, cb->refresh_enc, expires,       cb->ip};
-    if (pg_pool_query(cb->gw->pg, NULL, "SELECT users_sign_in($1, $2, $3, $4, $5, $6, $7::int, $8)",
-                      8, p, on_user_upserted, cb) != 0) {
+    const char *p[] = {cb->info.sub};
+    if (pg_pool_query(cb->gw->pg, NULL, "SELECT users_sign_in_id($1)", 1, p, on_user_id, cb) != 0) {
         gw_reply_html(cb->req, 503, "Sign-in is unavailable", "Please try again in a moment.");
         callback_free(cb);
     }

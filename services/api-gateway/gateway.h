@@ -72,7 +72,8 @@
  *   system, own and public active ones (writes: own only).
  *   What a route must do:
  *     - pass user->id for every statement that touches users' rows; NULL only
- *       for a SECURITY DEFINER call that needs no user (users_sign_in);
+ *       for a SECURITY DEFINER call that needs no user (users_sign_in_id,
+ *       users_sign_in);
  *     - never set app.user_id or app.rls_system in its own SQL (set_config,
  *       SET): the pool would not know, and the next query on that connection
  *       (another user's) would run with the route's value;

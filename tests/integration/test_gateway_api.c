@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -117,6 +119,46 @@ static bool sets_session(const gwt_resp_t *r)
     char *set = gwt_set_cookie(r->headers, "ca_session");
     free(set);
     return set != NULL;
+}
+
+/* The user's stored Drive tokens are v2, sealed under the gateway's key for
+ * the user's own id (issue 14): they open bound to it, not bound to any other
+ * id, and need no re-seal. want_refresh: a refresh token is stored too. */
+static void expect_tokens_bound(const char *email, bool want_refresh)
+{
+    char err[256];
+    crypto_keyring_t *keys = crypto_keyring_new(GWT_ENCRYPTION_KEY, NULL, err, sizeof(err));
+    assert_non_null(keys);
+    const char *p[] = {email};
+    char *id = sql_value("SELECT id FROM users WHERE email = $1", 1, p);
+    assert_non_null(id);
+    char *another = sql_value("SELECT gen_random_uuid()", 0, NULL);
+    const char *columns[] = {"drive_access_token", "drive_refresh_token"};
+    for (size_t i = 0; i < 2; i++) {
+        char sql[96];
+        snprintf(sql, sizeof(sql), "SELECT %s FROM users WHERE email = $1", columns[i]);
+        char *tok = sql_value(sql, 1, p);
+        if (i == 1 && !want_refresh) {
+            assert_null(tok);
+            continue;
+        }
+        if (tok == NULL || strncmp(tok, "v2:", 3) != 0) {
+            fail_msg("%s of %s is not v2: %.8s", columns[i], email, tok != NULL ? tok : "NULL");
+        }
+        char *plain = crypto_envelope_open_bound(keys, tok, id);
+        if (plain == NULL) {
+            fail_msg("%s of %s does not open for the user's id", columns[i], email);
+        }
+        assert_true(plain[0] != '\0');
+        crypto_free_secret(plain);
+        assert_null(crypto_envelope_open_bound(keys, tok, another));
+        assert_null(crypto_envelope_open(keys, tok)); /* not the unbound form */
+        assert_false(crypto_envelope_needs_reseal(keys, tok, id));
+        free(tok);
+    }
+    free(another);
+    free(id);
+    crypto_keyring_free(keys);
 }
 
 static void sign_in(const char *email, gwt_session_t *s)
@@ -281,15 +323,10 @@ static void test_sign_in_flow(void **state)
     assert_non_null(strstr(r.body, "<h1>"));
     gwt_resp_free(&r);
 
-    /* the user row: upserted, tokens sealed, expiry, last login, free plan, audit */
+    /* the user row: upserted, tokens sealed (v2, bound to the user's id from
+     * the first sign-in on), expiry, last login, free plan, audit */
     const char *p[] = {"alice@example.com"};
-    char *tok = sql_value("SELECT drive_access_token FROM users WHERE email = $1", 1, p);
-    assert_non_null(tok);
-    assert_true(strncmp(tok, "v1:", 3) == 0);
-    free(tok);
-    tok = sql_value("SELECT drive_refresh_token FROM users WHERE email = $1", 1, p);
-    assert_true(tok != NULL && strncmp(tok, "v1:", 3) == 0);
-    free(tok);
+    expect_tokens_bound("alice@example.com", true);
     assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1 AND last_login_at > "
                                "timezone('UTC', now()) - interval '1 minute' AND "
                                "drive_token_expires_at > timezone('UTC', now()) + interval '50 "
@@ -311,8 +348,129 @@ static void test_sign_in_flow(void **state)
     /* signing in again keeps one user row and the stored refresh token */
     sign_in("alice@example.com", &alice);
     assert_int_equal(count_sql("SELECT count(*) FROM users WHERE email = $1", 1, p), 1);
+    expect_tokens_bound("alice@example.com", true);
     sign_in("bob@example.com", &bob);
     assert_string_not_equal(alice.id, bob.id);
+    expect_tokens_bound("bob@example.com", true);
+}
+
+/* A user whose stored tokens are legacy v1 (sealed unbound by an earlier
+ * version's sign-in) signs in again: both are replaced by v2 tokens bound to
+ * the user's id, the row keeps its id. */
+static void test_sign_in_rebinds_legacy_tokens(void **state)
+{
+    (void)state;
+    gwt_session_t s;
+    sign_in("legacy@example.com", &s);
+    char err[256];
+    crypto_keyring_t *keys = crypto_keyring_new(GWT_ENCRYPTION_KEY, NULL, err, sizeof(err));
+    assert_non_null(keys);
+    char *v1_access = crypto_envelope_seal(keys, "ya29.legacy-access");
+    char *v1_refresh = crypto_envelope_seal(keys, "1//legacy-refresh");
+    const char *p[] = {s.id, v1_access, v1_refresh};
+    assert_int_equal(sql_exec("UPDATE users SET drive_access_token = $2, drive_refresh_token = $3 "
+                              "WHERE id = $1",
+                              3, p),
+                     0);
+    gwt_session_t again;
+    sign_in("legacy@example.com", &again);
+    assert_string_equal(again.id, s.id);
+    expect_tokens_bound("legacy@example.com", true);
+    free(v1_access);
+    free(v1_refresh);
+    crypto_keyring_free(keys);
+}
+
+typedef struct {
+    const char *url;
+    const binding_t *bind;
+    gwt_resp_t resp;
+} callback_call_t;
+
+static void *callback_thread(void *arg)
+{
+    callback_call_t *c = arg;
+    c->resp = get_url(c->url, c->bind);
+    return NULL;
+}
+
+static PGresult *must_exec(PGconn *c, const char *sql, int n, const char *const *p)
+{
+    PGresult *res = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
+    }
+    return res;
+}
+
+/* Two first sign-ins of one Google account at once: the other one's row
+ * appears (with another id) between users_sign_in_id and users_sign_in. The
+ * tokens were sealed for an id that is not the row's: users_sign_in raises
+ * 40001, the gateway answers 503 with no session, the row is unchanged. Held
+ * here by an uncommitted INSERT the gateway's upsert waits for. */
+static void test_sign_in_race_stores_nothing(void **state)
+{
+    (void)state;
+    fake_google_user_t u;
+    fake_google_user(G, "race@example.com", NULL, &u);
+    PGconn *db = PQconnectdb(db_url());
+    assert_int_equal(PQstatus(db), CONNECTION_OK);
+    PQclear(must_exec(db, "BEGIN", 0, NULL));
+    PGresult *res = must_exec(db,
+                              "INSERT INTO users (google_id, email) "
+                              "VALUES ($1, 'race-winner@example.com') RETURNING id",
+                              1, (const char *[]){u.sub});
+    char winner[40];
+    snprintf(winner, sizeof(winner), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+
+    binding_t bind;
+    char *auth = login_location("race@example.com", &bind);
+    char *cb = consent(auth);
+    callback_call_t call = {.url = cb, .bind = &bind};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, callback_thread, &call), 0);
+    /* the gateway's users_sign_in waits for our row's google_id */
+    bool waiting = false;
+    for (int i = 0; i < 200 && !waiting; i++) {
+        waiting = count_sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                            "'Lock' AND query LIKE 'SELECT users_sign_in(%'",
+                            0, NULL) == 1;
+        if (!waiting) {
+            usleep(50 * 1000);
+        }
+    }
+    PQclear(must_exec(db, "COMMIT", 0, NULL));
+    PQfinish(db);
+    pthread_join(th, NULL);
+    assert_true(waiting);
+    if (call.resp.status != 503) {
+        proc_print_log(&gw);
+    }
+    assert_int_equal(call.resp.status, 503);
+    assert_false(sets_session(&call.resp));
+    assert_non_null(strstr(call.resp.body, "try again"));
+    gwt_resp_free(&call.resp);
+    const char *p[] = {u.sub, winner};
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE google_id = $1", 1, p), 1);
+    assert_int_equal(count_sql("SELECT count(*) FROM users WHERE google_id = $1 AND id = $2 AND "
+                               "email = 'race-winner@example.com' AND drive_access_token IS NULL "
+                               "AND drive_refresh_token IS NULL AND last_login_at IS NULL",
+                               2, p),
+                     1);
+    assert_int_equal(count_sql("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = "
+                               "'auth.login'",
+                               1, (const char *[]){winner}),
+                     0);
+    free(auth);
+    free(cb);
+
+    /* the next attempt signs in to that row, tokens bound to its id */
+    gwt_session_t s;
+    sign_in("race@example.com", &s);
+    assert_string_equal(s.id, winner);
+    expect_tokens_bound("race@example.com", true);
 }
 
 static void test_sign_in_failures(void **state)
@@ -1456,6 +1614,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sign_in_flow),
+        cmocka_unit_test(test_sign_in_rebinds_legacy_tokens),
+        cmocka_unit_test(test_sign_in_race_stores_nothing),
         cmocka_unit_test(test_sign_in_failures),
         cmocka_unit_test(test_google_outage_during_sign_in),
         cmocka_unit_test(test_logout),

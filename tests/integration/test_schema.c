@@ -816,6 +816,10 @@ static const function_spec_t functions[] = {
      {WORKER, POLLER, NULL}},
     {"SELECT drive_polls_start_watch($1, 'folder_fn', 'out_fn', 'tok')", {POLLER, GATEWAY, NULL}},
     {"SELECT drive_polls_stop_watch($1)", {POLLER, GATEWAY, NULL}},
+    {"SELECT users_sign_in_id('g-fn-' || $1)", {GATEWAY, NULL}},
+    {"SELECT users_sign_in('g-fn-' || $1, 'fn-' || $1 || '@example.com', NULL, NULL, 'v2:x', "
+     "NULL, 3600, NULL, gen_random_uuid())",
+     {GATEWAY, NULL}},
 };
 
 static void test_function_privileges(void **state)

@@ -6,7 +6,10 @@
  * webhook_events; drive_polls_start_watch / stop_watch refuse another user's
  * id; a sealed token copied to another user's row does not open; and
  * `api-gateway rekey` re-seals every token under the current key so that the
- * old key can be removed. (serve refusing a superuser: test_daemons.sh.)
+ * old key can be removed; sign-in stores tokens sealed for the id it stores
+ * them under (users_sign_in_id, then users_sign_in with that id: another id
+ * is refused with 40001 and changes nothing). (serve refusing a superuser:
+ * test_daemons.sh.)
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -395,6 +398,120 @@ static void test_rekey_reseals_every_token(void **state)
     crypto_keyring_free(new_only);
 }
 
+/* ---- sign-in: the id the tokens are sealed for ---- */
+
+static char *sign_in_id(PGconn *c, const char *google_id)
+{
+    PGresult *res = PQexecParams(c, "SELECT users_sign_in_id($1)", 1, NULL,
+                                 (const char *[]){google_id}, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        fail_msg("users_sign_in_id: %s", PQresultErrorMessage(res));
+    }
+    char *v = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}
+
+#define SIGN_IN_SQL "SELECT users_sign_in($1, $2, 'Name', NULL, $3, $4, 3600, '127.0.0.1', $5)"
+
+static void test_sign_in_stores_tokens_for_the_sealed_id(void **state)
+{
+    (void)state;
+    crypto_keyring_t *k = ring(KEY_OLD, NULL);
+    char google_id[64], email[96];
+    snprintf(google_id, sizeof(google_id), "g-bind-%d", rand());
+    snprintf(email, sizeof(email), "bind-%d@example.com", rand());
+    PGconn *gw = connect_url(db_url_as("ca_api_gateway"));
+
+    /* a new Google account: a fresh id each time, nothing written */
+    char *id = sign_in_id(gw, google_id);
+    char *other = sign_in_id(gw, google_id);
+    assert_int_equal(strlen(id), 36);
+    assert_string_not_equal(id, other);
+    assert_int_equal(
+        count("SELECT count(*) FROM users WHERE google_id = $1", 1, (const char *[]){google_id}),
+        0);
+
+    /* the first sign-in inserts the row under that id */
+    char *access = crypto_envelope_seal_bound(k, "ya29.bind-access", id);
+    char *refresh = crypto_envelope_seal_bound(k, "1//bind-refresh", id);
+    PGresult *res =
+        PQexecParams(gw, SIGN_IN_SQL, 5, NULL,
+                     (const char *[]){google_id, email, access, refresh, id}, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(res, 0, 0), id);
+    PQclear(res);
+    char *again = sign_in_id(gw, google_id);
+    assert_string_equal(again, id);
+    free(again);
+    char *in_row = stored(id, "drive_access_token");
+    assert_string_equal(in_row, access);
+    free(in_row);
+
+    /* a sign-in that sealed for another id (a concurrent first sign-in of the
+     * same account): 40001, the row is not touched */
+    char *wrong_access = crypto_envelope_seal_bound(k, "ya29.raced", other);
+    char *wrong_refresh = crypto_envelope_seal_bound(k, "1//raced", other);
+    char st[8];
+    run_state(gw, SIGN_IN_SQL, 5,
+              (const char *[]){google_id, "raced@example.com", wrong_access, wrong_refresh, other},
+              st, sizeof(st));
+    assert_string_equal(st, "40001");
+    assert_int_equal(count("SELECT count(*) FROM users WHERE google_id = $1 AND id = $2 "
+                           "AND drive_access_token = $3 AND drive_refresh_token = $4 "
+                           "AND email = $5",
+                           5, (const char *[]){google_id, id, access, refresh, email}),
+                     1);
+    assert_int_equal(count("SELECT count(*) FROM users WHERE id = $1", 1, (const char *[]){other}),
+                     0);
+    assert_int_equal(count("SELECT count(*) FROM audit_log WHERE user_id = $1 "
+                           "AND action = 'auth.login'",
+                           1, (const char *[]){id}),
+                     1);
+
+    /* the id is required; the unbound 8-argument form is gone */
+    run_state(gw, SIGN_IN_SQL, 5, (const char *[]){google_id, email, access, refresh, NULL}, st,
+              sizeof(st));
+    assert_string_equal(st, "22004");
+    run_state(gw, "SELECT users_sign_in($1, $2, NULL, NULL, $3, NULL, 3600, NULL)", 3,
+              (const char *[]){google_id, email, access}, st, sizeof(st));
+    assert_string_equal(st, "42883");
+    PQfinish(gw);
+
+    /* only the gateway may call them */
+    for (size_t r = 1; r < NROLES; r++) {
+        PGconn *c = connect_url(db_url_as(roles[r]));
+        run_state(c, "SELECT users_sign_in_id($1)", 1, (const char *[]){google_id}, st, sizeof(st));
+        if (strcmp(st, "42501") != 0) {
+            fail_msg("%s: users_sign_in_id gave '%s', want 42501", roles[r], st);
+        }
+        run_state(c, SIGN_IN_SQL, 5, (const char *[]){google_id, email, access, refresh, id}, st,
+                  sizeof(st));
+        if (strcmp(st, "42501") != 0) {
+            fail_msg("%s: users_sign_in gave '%s', want 42501", roles[r], st);
+        }
+        PQfinish(c);
+    }
+    assert_int_equal(count("SELECT count(*) FROM pg_proc p WHERE p.proname IN "
+                           "('users_sign_in', 'users_sign_in_id') "
+                           "AND has_function_privilege('public', p.oid, 'EXECUTE')",
+                           0, NULL),
+                     0);
+
+    /* leave no tokens behind for the other tests' rekey runs */
+    assert_int_equal(sql_exec("UPDATE users SET drive_access_token = NULL, "
+                              "drive_refresh_token = NULL WHERE id = $1",
+                              1, (const char *[]){id}),
+                     0);
+    free(id);
+    free(other);
+    free(access);
+    free(refresh);
+    free(wrong_access);
+    free(wrong_refresh);
+    crypto_keyring_free(k);
+}
+
 int main(void)
 {
     if (getenv("TEST_DATABASE_URL") == NULL) {
@@ -409,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_watch_functions_check_the_caller),
         cmocka_unit_test(test_token_copied_to_another_row_does_not_open),
         cmocka_unit_test(test_rekey_reseals_every_token),
+        cmocka_unit_test(test_sign_in_stores_tokens_for_the_sealed_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

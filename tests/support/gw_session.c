@@ -90,7 +90,7 @@ int gwt_start(proc_t *gw, const char *google_base, const char *const *extra)
     snprintf(buf[n++], 700, "PUBLIC_URL=http://127.0.0.1:%d", port);
     snprintf(buf[n++], 700, "DATABASE_URL=%s", db_url_as("ca_api_gateway"));
     snprintf(buf[n++], 700, "REDIS_URL=%s", redis != NULL ? redis : "");
-    snprintf(buf[n++], 700, "ENCRYPTION_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    snprintf(buf[n++], 700, "ENCRYPTION_KEY=%s", GWT_ENCRYPTION_KEY);
     snprintf(buf[n++], 700, "SESSION_SECRET=test-session-secret");
     snprintf(buf[n++], 700, "GOOGLE_CLIENT_ID=test-client");
     snprintf(buf[n++], 700, "GOOGLE_CLIENT_SECRET=test-client-secret");

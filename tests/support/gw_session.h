@@ -24,6 +24,10 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 
+/* The ENCRYPTION_KEY gwt_start gives the gateway (tests open the tokens it
+ * stores with it). */
+#define GWT_ENCRYPTION_KEY "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
 typedef struct {
     char cookie[200]; /* "ca_session=..." */
     char csrf[100];
