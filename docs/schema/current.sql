@@ -1685,10 +1685,10 @@ $$;
 ALTER FUNCTION public.users_mark_drive_disconnected(p_user_id uuid, p_reason text) OWNER TO ca_api_gateway;
 
 --
--- Name: users_sign_in(text, text, text, text, text, text, integer, text); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+-- Name: users_sign_in(text, text, text, text, text, text, integer, text, uuid); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
 --
 
-CREATE FUNCTION public.users_sign_in(p_google_id text, p_email text, p_name text, p_avatar_url text, p_access_token_enc text, p_refresh_token_enc text, p_expires_in_s integer, p_ip text) RETURNS uuid
+CREATE FUNCTION public.users_sign_in(p_google_id text, p_email text, p_name text, p_avatar_url text, p_access_token_enc text, p_refresh_token_enc text, p_expires_in_s integer, p_ip text, p_user_id uuid) RETURNS uuid
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
     SET "TimeZone" TO 'UTC'
@@ -1698,8 +1698,9 @@ DECLARE
     inserted boolean;
     prev text := current_setting('app.rls_system', true);
 BEGIN
-    IF p_google_id IS NULL OR p_email IS NULL OR p_access_token_enc IS NULL THEN
-        RAISE EXCEPTION 'google_id, email and access token are required'
+    IF p_google_id IS NULL OR p_email IS NULL OR p_access_token_enc IS NULL
+       OR p_user_id IS NULL THEN
+        RAISE EXCEPTION 'google_id, email, access token and user id are required'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM set_config('app.rls_system', 'on', true);
@@ -1713,10 +1714,13 @@ BEGIN
         PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
         RETURN NULL;
     END IF;
-    INSERT INTO users AS u (google_id, email, name, avatar_url, drive_access_token,
+    -- The update happens only on the row the tokens were sealed for; the
+    -- conflicting row stays locked until the end of the transaction.
+    INSERT INTO users AS u (id, google_id, email, name, avatar_url, drive_access_token,
                             drive_refresh_token, drive_token_expires_at, last_login_at,
                             drive_connected)
-    VALUES (p_google_id, p_email, p_name, p_avatar_url, p_access_token_enc, p_refresh_token_enc,
+    VALUES (p_user_id, p_google_id, p_email, p_name, p_avatar_url, p_access_token_enc,
+            p_refresh_token_enc,
             timezone('UTC', now()) + make_interval(secs => COALESCE(p_expires_in_s, 3600)),
             timezone('UTC', now()), p_refresh_token_enc IS NOT NULL)
     ON CONFLICT (google_id) DO UPDATE
@@ -1734,7 +1738,16 @@ BEGIN
            drive_disconnected_at = CASE WHEN COALESCE(EXCLUDED.drive_refresh_token,
                                                       u.drive_refresh_token) IS NOT NULL
                                         THEN NULL ELSE u.drive_disconnected_at END
+     WHERE u.id = EXCLUDED.id
     RETURNING u.id, (xmax = 0) INTO uid, inserted;
+
+    IF uid IS NULL THEN
+        -- The row of p_google_id has another id: the tokens were sealed for
+        -- an id that is not this user's. Store nothing; the caller retries.
+        RAISE EXCEPTION 'the user of this Google account changed during the sign-in'
+            USING ERRCODE = 'serialization_failure',
+                  HINT = 'sign in again: users_sign_in_id gives the current id';
+    END IF;
 
     PERFORM billing_ensure_free_subscription(uid);
 
@@ -1748,7 +1761,32 @@ BEGIN
 END
 $_$;
 
-ALTER FUNCTION public.users_sign_in(p_google_id text, p_email text, p_name text, p_avatar_url text, p_access_token_enc text, p_refresh_token_enc text, p_expires_in_s integer, p_ip text) OWNER TO ca_api_gateway;
+ALTER FUNCTION public.users_sign_in(p_google_id text, p_email text, p_name text, p_avatar_url text, p_access_token_enc text, p_refresh_token_enc text, p_expires_in_s integer, p_ip text, p_user_id uuid) OWNER TO ca_api_gateway;
+
+--
+-- Name: users_sign_in_id(text); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE FUNCTION public.users_sign_in_id(p_google_id text) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    uid uuid;
+    prev text := current_setting('app.rls_system', true);
+BEGIN
+    IF p_google_id IS NULL THEN
+        RAISE EXCEPTION 'google_id is required' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM set_config('app.rls_system', 'on', true);
+    SELECT u.id INTO uid FROM users u WHERE u.google_id = p_google_id;
+    PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
+    RETURN COALESCE(uid, gen_random_uuid());
+END
+$$;
+
+ALTER FUNCTION public.users_sign_in_id(p_google_id text) OWNER TO ca_api_gateway;
 
 --
 -- Name: users_store_drive_tokens(uuid, text, text, timestamp without time zone); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
@@ -3337,10 +3375,16 @@ GRANT ALL ON FUNCTION public.users_mark_drive_disconnected(p_user_id uuid, p_rea
 GRANT ALL ON FUNCTION public.users_mark_drive_disconnected(p_user_id uuid, p_reason text) TO ca_job_worker;
 
 --
--- Name: FUNCTION users_sign_in(p_google_id text, p_email text, p_name text, p_avatar_url text, p_access_token_enc text, p_refresh_token_enc text, p_expires_in_s integer, p_ip text); Type: ACL; Schema: public; Owner: ca_api_gateway
+-- Name: FUNCTION users_sign_in(p_google_id text, p_email text, p_name text, p_avatar_url text, p_access_token_enc text, p_refresh_token_enc text, p_expires_in_s integer, p_ip text, p_user_id uuid); Type: ACL; Schema: public; Owner: ca_api_gateway
 --
 
-REVOKE ALL ON FUNCTION public.users_sign_in(p_google_id text, p_email text, p_name text, p_avatar_url text, p_access_token_enc text, p_refresh_token_enc text, p_expires_in_s integer, p_ip text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.users_sign_in(p_google_id text, p_email text, p_name text, p_avatar_url text, p_access_token_enc text, p_refresh_token_enc text, p_expires_in_s integer, p_ip text, p_user_id uuid) FROM PUBLIC;
+
+--
+-- Name: FUNCTION users_sign_in_id(p_google_id text); Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+REVOKE ALL ON FUNCTION public.users_sign_in_id(p_google_id text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION users_store_drive_tokens(p_user_id uuid, p_access_token_enc text, p_refresh_token_enc text, p_expires_at timestamp without time zone); Type: ACL; Schema: public; Owner: ca_api_gateway
