@@ -528,6 +528,32 @@ google_status_t drive_share_anyone_reader(google_client_t *gc, const char *acces
     return st;
 }
 
+google_status_t drive_files_delete(google_client_t *gc, const char *access_token,
+                                   const char *file_id, google_error_t *err)
+{
+    google_error_reset(err);
+    if (file_id == NULL || file_id[0] == '\0')
+        return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "files.delete: no file id");
+    char *url = file_url(gc->drive_api_url, file_id, "");
+    google_request_t r = {
+        .method = "DELETE",
+        .url = url,
+        .bearer = access_token,
+        .max_body = GOOGLE_ERROR_BODY_ROOM,
+        .what = "files.delete",
+    };
+    http_response_t resp;
+    google_status_t st = google_call(gc, &r, &resp, err);
+    http_response_free(&resp);
+    free(url);
+    /* Gone already (deleted by hand, or a retry after a lost 204): done. */
+    if (st == GOOGLE_ERR_NOT_FOUND) {
+        google_error_reset(err);
+        st = GOOGLE_OK;
+    }
+    return st;
+}
+
 /* ---- changes ----------------------------------------------------------- */
 
 void drive_change_list_free(drive_change_list_t *l)

@@ -1,6 +1,6 @@
 /*
  * drive — the Drive v3 calls the product makes: files (list, get, download,
- * create a folder, upload, share), changes (start token, list).
+ * create a folder, upload, share, delete), changes (start token, list).
  *
  * Every call runs on a google_client_t (google_oauth.h: its URLs, timeouts,
  * retries) with the caller's access token, and answers a google_status_t with
@@ -76,6 +76,11 @@ google_status_t drive_upload(google_client_t *gc, const char *access_token, cons
 /* permissions.create {type: anyone, role: reader}. */
 google_status_t drive_share_anyone_reader(google_client_t *gc, const char *access_token,
                                           const char *file_id, google_error_t *err);
+
+/* files.delete: permanently, without the trash (with the drive.file scope,
+ * only files this app created). A 404 (already gone) is GOOGLE_OK. */
+google_status_t drive_files_delete(google_client_t *gc, const char *access_token,
+                                   const char *file_id, google_error_t *err);
 
 typedef struct {
     char *file_id;

@@ -133,6 +133,16 @@ static void job_err_set(job_err_t *e, const char *code, bool transient, const ch
     va_end(ap);
 }
 
+/* True (e set to JOB_STOPPED) when the cancel watch stopped the job. */
+static bool stopped(job_runner_t *t, job_err_t *e)
+{
+    if (atomic_load(&t->stop) == 0) {
+        return false;
+    }
+    job_err_set(e, JOB_STOPPED, false, "The job was cancelled.");
+    return true;
+}
+
 /* Drive ids are [A-Za-z0-9_-]; anything else never goes into a query. */
 static bool is_drive_id(const char *s)
 {
@@ -494,6 +504,65 @@ static int share_wanted(job_runner_t *t, const job_t *j, bool *shared, job_err_t
     return 0;
 }
 
+/* After this attempt lost the job (the cancel watch stopped it, or the fenced
+ * completion answered false): 1 when its user cancelled it during this
+ * attempt (status 'cancelled' at this attempt) or the row is gone, so that no
+ * attempt will ever record or reuse this attempt's output; 0 when it was taken
+ * over (another attempt claimed it and may reuse the output through its
+ * ca_job_id, see write_back) or finished otherwise; -1 on a database error
+ * (then nothing is deleted). The worker owns jobs (no RLS for it). */
+static int cancelled_meanwhile(job_runner_t *t, const job_t *j)
+{
+    char err[256];
+    const char *p[2] = {j->id, j->attempt};
+    PGresult *res = pg_exec(t->pg,
+                            "SELECT status = 'cancelled' AND attempt = $2::int FROM jobs"
+                            " WHERE id = $1::uuid",
+                            2, p, err, sizeof(err));
+    if (res == NULL) {
+        log_warn("reading the job's status after it was stopped failed: %s", err);
+        return -1;
+    }
+    int rc = PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") == 0 ? 1 : 0;
+    PQclear(res);
+    return rc;
+}
+
+/* Deletes the output file_id of a job cancelled while its output was being
+ * saved (files.delete: gone for good, not trashed; with the drive.file scope
+ * the app may delete what it created). A 401 refreshes the token once. Logs
+ * the outcome; 0 deleted (or already gone), -1 not. */
+static int discard_output(job_runner_t *t, job_t *j, char *token, size_t toklen,
+                          const char *file_id)
+{
+    google_error_t gerr = {0};
+    google_status_t st = GOOGLE_OK;
+    for (int pass = 0; pass < 2; pass++) {
+        st = drive_files_delete(t->gc, token, file_id, &gerr);
+        metric_drive("files.delete", st);
+        if (st != GOOGLE_ERR_AUTH || pass == 1) {
+            break;
+        }
+        job_err_t e = {0};
+        if (access_token(t, j, true, token, toklen, &e) != 0) {
+            log_warn("the job was cancelled while its output was saved; deleting the output %s "
+                     "from Drive failed: %s",
+                     file_id, e.message);
+            return -1;
+        }
+    }
+    step(j, "delete");
+    if (st != GOOGLE_OK) {
+        log_warn("the job was cancelled while its output was saved; deleting the output %s from "
+                 "Drive failed (%s, HTTP %ld)",
+                 file_id, google_status_name(st), gerr.http_status);
+        return -1;
+    }
+    log_info("the job was cancelled while its output was saved: deleted the output %s from Drive",
+             file_id);
+    return 0;
+}
+
 static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, const void *data,
                       size_t len, const char *ext, const char *mime, job_err_t *e)
 {
@@ -558,6 +627,16 @@ static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, con
             upload_err(st, &gerr, "upload", e);
             return -1;
         }
+    }
+
+    /* cancelled while the upload was in flight: no sharing, and the file goes
+     * again at once (taken over: the other attempt reuses it, so it stays) */
+    if (stopped(t, e)) {
+        if (cancelled_meanwhile(t, j) == 1) {
+            discard_output(t, j, token, toklen, f.id);
+        }
+        drive_file_free(&f);
+        return -1;
     }
 
     /* 2. share: anyone with the link can view, only when the user's setting
@@ -711,16 +790,6 @@ static int input_err(cpu_exec_status_t st, const char *msg, job_err_t *e)
         return -1;
     }
     return 0;
-}
-
-/* True (e set to JOB_STOPPED) when the cancel watch stopped the job. */
-static bool stopped(job_runner_t *t, job_err_t *e)
-{
-    if (atomic_load(&t->stop) == 0) {
-        return false;
-    }
-    job_err_set(e, JOB_STOPPED, false, "The job was cancelled.");
-    return true;
 }
 
 static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
@@ -939,6 +1008,20 @@ int job_process(job_runner_t *t, const char *id, char *next, size_t nextlen)
         step(&j, "complete");
         if (crc != 0) {
             delay(t, id, 5000);
+        } else if (fenced && cancelled_meanwhile(t, &j) == 1) {
+            /* cancelled after the last look at the flag (while sharing, or
+             * before the cancel watch saw it): the output goes again */
+            char token[4096];
+            job_err_t te = {0};
+            if (access_token(t, &j, false, token, sizeof(token), &te) == 0) {
+                discard_output(t, &j, token, sizeof(token), j.output_file_id);
+            } else {
+                log_warn("the job was cancelled while its output was saved; no Drive access to "
+                         "delete the output %s: %s",
+                         j.output_file_id, te.message);
+            }
+            explicit_bzero(token, sizeof(token));
+            metric_add(m_jobs, 1, "cancelled", "");
         } else if (fenced) {
             log_warn("completed, but the job was taken over or cancelled meanwhile");
             metric_add(m_jobs, 1, "fenced", "");

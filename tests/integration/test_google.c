@@ -660,6 +660,93 @@ static void test_folder_upload_find_share(void **state)
     drive_file_free(&folder);
 }
 
+/* files.delete: the app's own upload is gone for good (not trashed); a
+ * second delete (already gone) and a delete retried after a 503 count as
+ * done; a file the app did not create, or a read-only token, is refused. */
+static void test_files_delete(void **state)
+{
+    (void)state;
+    fake_google_user_t u;
+    fake_google_user_scoped(fake.base_url, "deleter@example.com", CLIENT_ID,
+                            "openid email https://www.googleapis.com/auth/drive.file", &u);
+    google_error_t err;
+    drive_file_t up;
+    cJSON *props = cJSON_CreateObject();
+    cJSON_AddStringToObject(props, "ca_job_id", "job-del-1");
+    assert_int_equal(drive_upload(gc, u.access_token, "gone.png", "image/png", u.root_id, props,
+                                  "png", 3, &up, &err),
+                     GOOGLE_OK);
+    cJSON_Delete(props);
+
+    long since = fake_requests_next(fake.base_url);
+    assert_int_equal(drive_files_delete(gc, u.access_token, up.id, &err), GOOGLE_OK);
+    char path[256];
+    snprintf(path, sizeof(path), "/drive/v3/files/%s", up.id);
+    assert_int_equal(
+        fake_count_requests(
+            fake.base_url,
+            &(fake_match_t){.method = "DELETE", .path = path, .status = 204, .since = since}),
+        1);
+    drive_file_t f;
+    assert_int_equal(drive_files_get(gc, u.access_token, up.id, &f, &err), GOOGLE_ERR_NOT_FOUND);
+    /* not in the trash either */
+    drive_file_list_t l;
+    assert_int_equal(drive_files_list(gc, u.access_token,
+                                      "appProperties has { key='ca_job_id' and value='job-del-1' }",
+                                      NULL, 10, NULL, &l, &err),
+                     GOOGLE_OK);
+    assert_int_equal(l.n, 0);
+    drive_file_list_free(&l);
+
+    /* already gone: 404, which counts as done */
+    assert_int_equal(drive_files_delete(gc, u.access_token, up.id, &err), GOOGLE_OK);
+    assert_int_equal(
+        fake_count_requests(
+            fake.base_url,
+            &(fake_match_t){.method = "DELETE", .path = path, .status = 404, .since = since}),
+        1);
+    drive_file_free(&up);
+
+    /* a 503 is retried */
+    assert_int_equal(drive_upload(gc, u.access_token, "again.png", "image/png", u.root_id, NULL,
+                                  "png", 3, &up, &err),
+                     GOOGLE_OK);
+    fake_add_fault(fake.base_url,
+                   "{\"match\":{\"method\":\"DELETE\",\"path\":\"/drive/v3/files/\"},"
+                   "\"count\":1,\"action\":\"status\",\"status\":503,"
+                   "\"retry_after\":0}");
+    assert_int_equal(drive_files_delete(gc, u.access_token, up.id, &err), GOOGLE_OK);
+    assert_int_equal(drive_files_get(gc, u.access_token, up.id, &f, &err), GOOGLE_ERR_NOT_FOUND);
+    fake_clear_faults(fake.base_url);
+    drive_file_free(&up);
+
+    /* a file of the user's that this app did not create: with drive.file it
+     * is invisible (404: nothing of ours to delete); seen through
+     * drive.readonly it is 403 appNotAuthorizedToFile, and it stays */
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"email\":\"deleter@example.com\",\"name\":\"mine.jpg\","
+             "\"mimeType\":\"image/jpeg\",\"parents\":[\"%s\"],\"content_base64\":\"eA==\"}",
+             u.root_id);
+    char theirs[128];
+    fake_google_file(fake.base_url, body, theirs, sizeof(theirs));
+    assert_int_equal(drive_files_delete(gc, u.access_token, theirs, &err), GOOGLE_OK);
+    fake_google_user_t both;
+    fake_google_user_scoped(fake.base_url, "deleter@example.com", CLIENT_ID,
+                            "openid email https://www.googleapis.com/auth/drive.file "
+                            "https://www.googleapis.com/auth/drive.readonly",
+                            &both);
+    assert_int_equal(drive_files_delete(gc, both.access_token, theirs, &err), GOOGLE_ERR_FORBIDDEN);
+    assert_string_equal(err.reason, "appNotAuthorizedToFile");
+    assert_int_equal(drive_files_get(gc, both.access_token, theirs, &f, &err), GOOGLE_OK);
+    drive_file_free(&f);
+
+    /* an expired token: AUTH (the caller refreshes and tries once more) */
+    fake_google_expire(fake.base_url, "deleter@example.com");
+    assert_int_equal(drive_files_delete(gc, u.access_token, theirs, &err), GOOGLE_ERR_AUTH);
+    assert_int_equal(drive_files_delete(gc, u.access_token, "", &err), GOOGLE_ERR_BAD_REQUEST);
+}
+
 static const drive_change_t *find_change(const drive_change_list_t *all, size_t n,
                                          const char *file_id)
 {
@@ -1404,6 +1491,7 @@ int main(void)
         cmocka_unit_test_setup(test_files_list_pages_and_fields, test_setup),
         cmocka_unit_test_setup(test_files_get_and_download, test_setup),
         cmocka_unit_test_setup(test_folder_upload_find_share, test_setup),
+        cmocka_unit_test_setup(test_files_delete, test_setup),
         cmocka_unit_test_setup(test_changes_feed, test_setup),
         cmocka_unit_test_setup(test_error_classification, test_setup),
         cmocka_unit_test_setup(test_auth_fresh_expired_force, test_setup),

@@ -12,6 +12,11 @@
  *   job.
  * - A user's retry keeps retry_count: a job whose automatic retries are used
  *   up gets one more run, not max_retries + 1 more.
+ * - Cancel while the output is being saved (the upload, or the sharing, held
+ *   in flight by the fake): the file the worker uploaded is deleted from
+ *   Drive (not trashed), the job stays cancelled and uncharged. A takeover
+ *   at the same moment (another attempt holds the job) keeps the file: the
+ *   other attempt reuses it.
  */
 #define _GNU_SOURCE
 #include "cpu_exec.h"
@@ -485,12 +490,203 @@ static void test_user_retry_keeps_retry_budget(void **state)
     free(after);
 }
 
+/* ------------------------------------------- cancel while saving the output */
+
+/* Files of `job` (appProperties.ca_job_id) anywhere in the user's Drive,
+ * trashed ones included. */
+static int files_of_job(const user_t *u, const char *job)
+{
+    char q[256];
+    snprintf(q, sizeof(q), "appProperties has { key='ca_job_id' and value='%s' }", job);
+    char *eq = http_url_escape(q);
+    char url[1024];
+    snprintf(url, sizeof(url), "%s/drive/v3/files?q=%s&fields=files(id,trashed)", google.base_url,
+             eq);
+    free(eq);
+    char auth[600];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u->access);
+    const char *hdr[] = {auth, NULL};
+    char *resp = NULL;
+    assert_int_equal(http_call_h("GET", url, hdr, NULL, &resp, NULL), 200);
+    cJSON *j = cJSON_Parse(resp);
+    free(resp);
+    int n = cJSON_GetArraySize(cJSON_GetObjectItem(j, "files"));
+    cJSON_Delete(j);
+    return n;
+}
+
+static bool request_in_flight(void *arg)
+{
+    const fake_match_t *m = arg;
+    return fake_count_requests(google.base_url, m) > 0;
+}
+
+typedef enum {
+    HOLD_UPLOAD, /* the upload's request is held */
+    HOLD_SHARE,  /* the sharing's request is held (after the last look at the flag) */
+} hold_t;
+
+typedef enum {
+    BY_CANCEL,   /* the user cancels (jobs_cancel, as the gateway calls it) */
+    BY_TAKEOVER, /* another attempt claims the job (as after an expired lease) */
+} lost_t;
+
+/* A job whose upload or sharing the fake holds for 1.5 s; while it is held,
+ * the job is cancelled or taken over. Returns when the worker's only thread
+ * has finished the next job (the held one settled first), with job filled. */
+static void lose_while_saving(const user_t *u, const user_t *other, hold_t hold, lost_t how,
+                              char *job, size_t joblen, long *since)
+{
+    const char *path = hold == HOLD_UPLOAD ? "/upload/drive/v3/files" : "/permissions";
+    char fault[512];
+    snprintf(fault, sizeof(fault),
+             "{\"match\":{\"method\":\"POST\",\"path_regex\":\"%s%s\"},\"count\":1,"
+             "\"action\":\"delay\",\"delay_ms\":1500}",
+             hold == HOLD_UPLOAD ? "^" : "", hold == HOLD_UPLOAD ? path : "/permissions$");
+    *since = fake_requests_next(google.base_url);
+    fake_add_fault(google.base_url, fault);
+    queue_job(u, "save.jpg", TINY_JPEG_B64, "portrait_pro", job, joblen);
+    fake_match_t held = {.method = "POST", .unanswered = true, .since = *since};
+    if (hold == HOLD_UPLOAD) {
+        held.path = path;
+    } else {
+        held.path_part = path;
+    }
+    if (!wait_until(request_in_flight, &held, 20000)) {
+        proc_print_log(&worker);
+        fail_msg("the held request never came");
+    }
+    if (how == BY_CANCEL) {
+        char *answer = as_gateway("jobs_cancel", u, job);
+        assert_string_equal(answer, "ok");
+        free(answer);
+    } else {
+        const char *p[] = {job};
+        assert_int_equal(sql_exec("UPDATE jobs SET attempt = attempt + 1, worker_id = 'other',"
+                                  " lease_expires_at = timezone('UTC', now()) + interval '1 hour'"
+                                  " WHERE id = $1::uuid AND status = 'processing'",
+                                  1, p),
+                         0);
+    }
+    /* still held when the job was lost */
+    assert_int_equal(fake_count_requests(google.base_url, &held), 1);
+    /* settled: the worker's only thread has taken and finished the next job */
+    char next[64];
+    queue_job(other, "after.jpg", TINY_JPEG_B64, "portrait_pro", next, sizeof(next));
+    assert_true(wait_status(next, DONE, 30000));
+    assert_job_col(next, "status", "completed");
+    fake_clear_faults(google.base_url);
+}
+
+static int deletes_since(long since, long status)
+{
+    return fake_count_requests(google.base_url, &(fake_match_t){.method = "DELETE",
+                                                                .path_part = "/drive/v3/files/",
+                                                                .status = status,
+                                                                .since = since});
+}
+
+/* Cancelled (by its user) while the file goes up, and while it is shared:
+ * the upload is deleted from Drive, nothing is charged. */
+static void assert_cancelled_and_clean(const user_t *u, const char *job, long since)
+{
+    assert_job_col(job, "status", "cancelled");
+    assert_job_col(job, "error_code", "");
+    assert_job_col(job, "output_drive_file_id", "");
+    int left = files_of_job(u, job);
+    if (left != 0) {
+        proc_print_log(&worker);
+    }
+    assert_int_equal(left, 0); /* deleted, not trashed */
+    assert_int_equal(outputs_for(u, NULL), 0);
+    assert_int_equal(deletes_since(since, 204), 1);
+    assert_usage(u, "images_processed", "0");
+    assert_usage(u, "images_failed", "0");
+    const char *p[] = {job};
+    char *res = sql_value("SELECT state FROM usage_reservations WHERE job_id = $1::uuid", 1, p);
+    assert_string_equal(res, "released");
+    free(res);
+    assert_true(proc_log_contains(&worker, "cancelled while its output was saved: deleted"));
+}
+
+static void test_cancel_during_upload(void **state)
+{
+    (void)state;
+    user_t u = make_user("cancel-upload@example.com");
+    user_t other = make_user("after-upload@example.com");
+    char job[64];
+    long since = 0;
+    lose_while_saving(&u, &other, HOLD_UPLOAD, BY_CANCEL, job, sizeof(job), &since);
+    assert_cancelled_and_clean(&u, job, since);
+    /* seen right after the upload: the file was never shared */
+    assert_int_equal(
+        fake_count_requests(
+            google.base_url,
+            &(fake_match_t){.method = "POST", .path_part = "/permissions", .since = since}),
+        1); /* the next job's only */
+}
+
+static void test_cancel_during_sharing(void **state)
+{
+    (void)state;
+    user_t u = make_user("cancel-share@example.com");
+    user_t other = make_user("after-share@example.com");
+    char job[64];
+    long since = 0;
+    /* the cancel lands after the last look at the flag: the fenced
+     * completion loses, then the worker finds the job cancelled */
+    lose_while_saving(&u, &other, HOLD_SHARE, BY_CANCEL, job, sizeof(job), &since);
+    assert_cancelled_and_clean(&u, job, since);
+}
+
+/* Taken over while the file goes up or is shared: the file stays for the
+ * attempt that holds the job now (it finds it by ca_job_id). */
+static void takeover(hold_t hold, const char *email, const char *email2)
+{
+    user_t u = make_user(email);
+    user_t other = make_user(email2);
+    char job[64];
+    long since = 0;
+    lose_while_saving(&u, &other, hold, BY_TAKEOVER, job, sizeof(job), &since);
+    assert_job_col(job, "status", "processing");
+    assert_job_col(job, "worker_id", "other");
+    assert_int_equal(files_of_job(&u, job), 1);
+    assert_int_equal(outputs_for(&u, job), 1);
+    assert_int_equal(deletes_since(since, 0), 0);
+    /* the reservation is kept for the attempt that holds the job now */
+    const char *p[] = {job};
+    char *res = sql_value("SELECT state FROM usage_reservations WHERE job_id = $1::uuid", 1, p);
+    assert_string_equal(res, "reserved");
+    free(res);
+    assert_int_equal(sql_exec("UPDATE jobs SET status = 'failed', lease_expires_at = NULL"
+                              " WHERE id = $1::uuid",
+                              1, p),
+                     0);
+}
+
+static void test_takeover_during_upload_keeps_output(void **state)
+{
+    (void)state;
+    takeover(HOLD_UPLOAD, "takeover-upload@example.com", "after-tu@example.com");
+}
+
+static void test_takeover_during_sharing_keeps_output(void **state)
+{
+    (void)state;
+    takeover(HOLD_SHARE, "takeover-share@example.com", "after-ts@example.com");
+    assert_true(proc_log_contains(&worker, "completed, but the job was taken over"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cancel_processing_job),
         cmocka_unit_test(test_time_budget),
         cmocka_unit_test(test_user_retry_keeps_retry_budget),
+        cmocka_unit_test(test_cancel_during_upload),
+        cmocka_unit_test(test_cancel_during_sharing),
+        cmocka_unit_test(test_takeover_during_upload_keeps_output),
+        cmocka_unit_test(test_takeover_during_sharing_keeps_output),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
