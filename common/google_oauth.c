@@ -20,6 +20,7 @@
 #define GOOGLE_DEFAULT_RETRIES 3
 /* Cap on JSON answers (lists of 1000 files with every field fit easily). */
 #define GOOGLE_JSON_MAX_BODY (8u * 1024u * 1024u)
+#define GOOGLE_EXPIRES_IN_MAX 86400L /* a token lifetime we believe (Google: ~3600 s) */
 
 /* ---- status names ----------------------------------------------------------- */
 
@@ -383,12 +384,17 @@ static google_status_t token_request(google_client_t *gc, const http_pair_t *pai
         st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 200, "%s: out of memory", what);
         goto out;
     }
+    /* Google always sends it (about an hour); none: assume the hour. Clamped to
+     * [0, a day] before any conversion: a double beyond long is undefined
+     * behaviour to convert, and a far expiry would keep a dead token. */
+    double secs = 3600;
     if (cJSON_IsNumber(exp))
-        out->expires_in = (long)exp->valuedouble;
+        secs = exp->valuedouble;
     else if (cJSON_IsString(exp))
-        out->expires_in = strtol(exp->valuestring, NULL, 10);
-    else
-        out->expires_in = 3600; /* Google always sends it; assume its usual hour */
+        secs = strtod(exp->valuestring, NULL);
+    if (!(secs >= 0)) /* negative or NaN */
+        secs = 0;
+    out->expires_in = secs > GOOGLE_EXPIRES_IN_MAX ? GOOGLE_EXPIRES_IN_MAX : (long)secs;
     if (out->refresh_token != NULL && out->refresh_token[0] == '\0') {
         free(out->refresh_token);
         out->refresh_token = NULL;

@@ -86,7 +86,7 @@ void google_client_free(google_client_t *gc);
 typedef struct {
     char *access_token;
     char *refresh_token; /* NULL when Google sent none (refresh grant, or consent not shown) */
-    long expires_in;     /* seconds */
+    long expires_in;     /* seconds, clamped to [0, 86400] */
     char *scope;
     char *id_token;
 } google_tokens_t;

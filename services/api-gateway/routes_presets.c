@@ -690,8 +690,9 @@ static void rate_preset(gw_t *gw, http_req_t *req, const gw_user_t *user)
         gw_reply_invalid(req, "rating", "is required");
         return;
     }
-    if (!cJSON_IsNumber(r) || r->valuedouble != (double)(int)r->valuedouble || r->valueint < 1 ||
-        r->valueint > 5) {
+    /* range first: converting a double beyond int is undefined */
+    if (!cJSON_IsNumber(r) || !(r->valuedouble >= 1 && r->valuedouble <= 5) ||
+        r->valuedouble != (double)(int)r->valuedouble) {
         gw_reply_invalid(req, "rating", "must be an integer from 1 to 5");
         return;
     }

@@ -107,8 +107,9 @@ VipsImage *cpu_input_image(ctx_t *c, enode_t *n, const char *name)
         return NULL;
     }
     enode_t *src = cpu_find_enode(c, cJSON_GetArrayItem(v, 0)->valuestring);
-    int idx = (int)cJSON_GetArrayItem(v, 1)->valuedouble;
-    if (src == NULL || idx < 0 || idx > 1 || cpu_eval(c, src) != 0) {
+    double didx = cJSON_GetArrayItem(v, 1)->valuedouble; /* range first, then int */
+    int idx = didx >= 0 && didx <= 1 ? (int)didx : -1;
+    if (src == NULL || idx < 0 || cpu_eval(c, src) != 0) {
         return NULL;
     }
     if (src->out[idx] == NULL) {

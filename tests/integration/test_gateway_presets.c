@@ -408,9 +408,15 @@ static void test_rating(void **state)
     gwt_resp_free(&r);
 
     expect(call("POST", rating, &alice, "{\"rating\":5}"), 403, "own_preset");
-    const char *bad[] = {
-        "{\"rating\":0}",        "{\"rating\":6}", "{\"rating\":4.5}", "{\"rating\":\"4\"}", "{}",
-        "{\"rating\":4,\"x\":1}"};
+    const char *bad[] = {"{\"rating\":0}",
+                         "{\"rating\":6}",
+                         "{\"rating\":4.5}",
+                         "{\"rating\":\"4\"}",
+                         "{}",
+                         "{\"rating\":4,\"x\":1}",
+                         "{\"rating\":1e99}",
+                         "{\"rating\":-1e99}",
+                         "{\"rating\":4294967300}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         expect(call("POST", rating, &bob, bad[i]), 400, "invalid_request");
     }
