@@ -8,6 +8,9 @@
  *
  * The cursor is opaque to clients: base64url("<created_at with µs>|<id>") of
  * the last job of the page; the next page is (created_at, id) < that pair.
+ * Jobs the job-worker's retention moved to jobs_archive (older than 90 days)
+ * are listed and found like live ones: the list merges the two tables' ordered
+ * index scans, so paging, filters and cursors do not see the boundary.
  */
 #include "gateway.h"
 #include "paging.h"
@@ -99,10 +102,20 @@ static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, 
  * plan reads idx_jobs_user_created in order and stops after limit + 1 rows
  * (a generic plan of "$2 IS NULL OR status = $2" can use no index condition
  * for the cursor and sorted all the user's jobs for every page).
+ * Archived jobs: the statement reads jobs UNION ALL jobs_archive, with the
+ * conditions, order and limit outside. The planner pushes the conditions into
+ * both branches and merges their ordered index scans, idx_jobs_user_created
+ * and idx_jobs_archive_user_created (same key): a Merge Append, no Sort,
+ * stopped at the limit (test_jobs_list_plan). The conditions must stay
+ * outside: written inside each branch, `user_id = $1` forms no equivalence
+ * class with a constant, the index order (user_id, created_at, id) no longer
+ * matches the ORDER BY, and PostgreSQL sorted every job of the user again.
+ * A job is in one table only (the archive moves it in one statement).
  * Parameters: $1 user id, $2 rows to fetch, then the status when filtered,
  * then the cursor's created_at and id. */
 #define LIST_SQL(cond)                                                                             \
-    "SELECT " JOB_COLUMNS " FROM jobs j WHERE j.user_id = $1" cond                                 \
+    "SELECT " JOB_COLUMNS " FROM (SELECT j.user_id, " JOB_COLUMNS " FROM jobs j UNION ALL"         \
+    " SELECT j.user_id, " JOB_COLUMNS " FROM jobs_archive j) j WHERE j.user_id = $1" cond          \
     " ORDER BY j.created_at DESC, j.id DESC LIMIT $2::int"
 #define AFTER_CURSOR(ts, id) " AND (j.created_at, j.id) < (" ts "::timestamp, " id "::uuid)"
 const char *jobs_list_sql(bool status, bool cursor)
@@ -183,9 +196,12 @@ static void on_job(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 static void send_job(gw_t *gw, http_req_t *req, const char *user_id, const char *job_id)
 {
     const char *p[] = {user_id, job_id};
+    /* Live or archived: a job is in one of the two tables. */
     gw_query(gw, req, user_id,
-             "SELECT " JOB_COLUMNS " FROM jobs j WHERE j.user_id = $1 AND j.id = $2::uuid", 2, p,
-             on_job, NULL);
+             "SELECT " JOB_COLUMNS " FROM jobs j WHERE j.user_id = $1 AND j.id = $2::uuid"
+             " UNION ALL SELECT " JOB_COLUMNS
+             " FROM jobs_archive j WHERE j.user_id = $1 AND j.id = $2::uuid LIMIT 1",
+             2, p, on_job, NULL);
 }
 
 static bool job_id_param(http_req_t *req, const char **id)

@@ -4,6 +4,7 @@
  *   GET   /api/me      profile, preferences, folders, tier, csrf_token, is_admin
  *   PATCH /api/me      {"default_preset"?, "email_notifications"?, "share_outputs"?}
  *   GET   /api/usage   the current period's usage against the plan
+ *   GET   /api/usage/history   the last 12 periods, newest first
  */
 #include "gateway.h"
 
@@ -202,11 +203,36 @@ static void get_usage(gw_t *gw, http_req_t *req, const gw_user_t *user)
     gw_query(gw, req, user->id, USAGE_SQL, 1, p, on_usage, NULL);
 }
 
+/* The last 12 periods with a usage row (a period is one usage_tracking row:
+ * `month` is its first day, a calendar month for free plans or the Stripe
+ * period's start for paid ones, as billing_reserve_usage keys it), newest
+ * first, from idx_usage_user_month read backwards. A period in which nothing
+ * was reserved has no row and is not listed. The tier and limit are the
+ * row's snapshot of the plan in force during that period. */
+static const char USAGE_HISTORY_SQL[] =
+    "SELECT json_build_object('periods', COALESCE(json_agg(json_build_object("
+    "  'month', to_char(h.month, 'YYYY-MM-DD'),"
+    "  'tier', h.tier,"
+    "  'monthly_limit', h.monthly_limit,"
+    "  'images_processed', COALESCE(h.images_processed, 0),"
+    "  'images_failed', COALESCE(h.images_failed, 0),"
+    "  'images_overage', COALESCE(h.images_overage, 0),"
+    "  'overage_charged_cents', COALESCE(h.overage_charged_cents, 0))"
+    "  ORDER BY h.month DESC), '[]'::json))::text"
+    " FROM (SELECT * FROM usage_tracking WHERE user_id = $1 ORDER BY month DESC LIMIT 12) h";
+
+static void get_usage_history(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    const char *p[] = {user->id};
+    gw_query(gw, req, user->id, USAGE_HISTORY_SQL, 1, p, on_usage, NULL);
+}
+
 int gw_routes_me(gw_t *gw)
 {
     if (gw_route(gw, "GET", "/api/me", GW_AUTH, get_me) != 0 ||
         gw_route(gw, "PATCH", "/api/me", GW_AUTH, patch_me) != 0 ||
-        gw_route(gw, "GET", "/api/usage", GW_AUTH, get_usage) != 0) {
+        gw_route(gw, "GET", "/api/usage", GW_AUTH, get_usage) != 0 ||
+        gw_route(gw, "GET", "/api/usage/history", GW_AUTH, get_usage_history) != 0) {
         return -1;
     }
     return 0;

@@ -1523,6 +1523,230 @@ static void test_jobs_timestamps_and_ties(void **state)
     assert_int_equal(sql_exec("DELETE FROM jobs WHERE drive_file_id LIKE 'tie%'", 0, NULL), 0);
 }
 
+/* Walks every page of `query` (limit and filters, no cursor) and keeps the
+ * drive_file_id of the jobs whose drive_file_id starts with "hist-", in the
+ * order listed. Returns how many; checks the order and that no id repeats. */
+static int walk_hist(const char *query, char out[][16], int max)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "/api/jobs?%s", query);
+    int n = 0, all = 0, pages = 0;
+    char seen[128][40];
+    char last[40] = "9999";
+    for (;;) {
+        gwt_resp_t r = req("GET", path, &alice, false, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        const cJSON *j = NULL;
+        cJSON_ArrayForEach(j, cJSON_GetObjectItem(r.json, "jobs"))
+        {
+            assert_true(strcmp(gwt_str(j, "created_at"), last) <= 0);
+            snprintf(last, sizeof(last), "%s", gwt_str(j, "created_at"));
+            for (int k = 0; k < all; k++) {
+                assert_string_not_equal(seen[k], gwt_str(j, "id"));
+            }
+            assert_true(all < 128);
+            snprintf(seen[all++], 40, "%s", gwt_str(j, "id"));
+            const char *f = gwt_str(j, "drive_file_id");
+            if (strncmp(f, "hist-", 5) == 0) {
+                assert_true(n < max);
+                snprintf(out[n++], 16, "%s", f);
+            }
+        }
+        const cJSON *next = cJSON_GetObjectItem(r.json, "next_cursor");
+        if (cJSON_IsNull(next)) {
+            gwt_resp_free(&r);
+            break;
+        }
+        snprintf(path, sizeof(path), "/api/jobs?%s&cursor=%s", query, next->valuestring);
+        gwt_resp_free(&r);
+        assert_true(++pages < 200);
+    }
+    return n;
+}
+
+/* Jobs archived by the job-worker's retention (jobs_archive) are listed with
+ * the live ones: same order, same paging, same cursor, same filters, and
+ * GET /api/jobs/{id} finds them. The twelve jobs below are alice's oldest,
+ * live and archived interleaved (a job still queued is never archived, so a
+ * live job can be older than archived ones), with a live and an archived job
+ * created in the same microsecond (ordered by id across the two tables). */
+static void test_jobs_archived_listed(void **state)
+{
+    (void)state;
+    const char *pa[] = {alice.id};
+    /* hist-01 newest .. hist-12 oldest; A = archived, L = live */
+    assert_int_equal(
+        sql_exec("INSERT INTO jobs (id, user_id, drive_file_id, drive_file_name, drive_folder_id, "
+                 "preset_name, status, created_at) SELECT "
+                 "CASE WHEN i = 5 THEN 'ffffffff-ffff-4fff-bfff-ffffffffffff'::uuid "
+                 "ELSE gen_random_uuid() END, $1, 'hist-' || lpad(i::text, 2, '0'), 'h.jpg', "
+                 "'folder', 'portrait_pro', CASE WHEN i % 2 = 0 THEN 'queued' ELSE 'completed' END, "
+                 "CASE WHEN i = 5 THEN timestamp '1980-01-01 23:55:00.123456' "
+                 "ELSE timestamp '1980-01-02' - make_interval(mins => i) END "
+                 "FROM generate_series(1, 12) i WHERE i IN (1, 2, 5, 8, 9, 12)",
+                 1, pa),
+        0);
+    assert_int_equal(
+        sql_exec("INSERT INTO jobs_archive (id, user_id, drive_file_id, drive_file_name, "
+                 "drive_folder_id, preset_name, status, created_at, completed_at, "
+                 "processing_time_ms, output_url) SELECT "
+                 "CASE WHEN i = 6 THEN '00000000-0000-4000-8000-000000000001'::uuid "
+                 "ELSE gen_random_uuid() END, $1, 'hist-' || lpad(i::text, 2, '0'), 'h.jpg', "
+                 "'folder', 'portrait_pro', CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'completed' END, "
+                 "CASE WHEN i = 6 THEN timestamp '1980-01-01 23:55:00.123456' "
+                 "ELSE timestamp '1980-01-02' - make_interval(mins => i) END, "
+                 "timestamp '1980-01-02', 1234, 'https://drive.google.com/x' "
+                 "FROM generate_series(1, 12) i WHERE i IN (3, 4, 6, 7, 10, 11)",
+                 1, pa),
+        0);
+    /* bob's archived job never shows in alice's list */
+    const char *pb[] = {bob.id};
+    assert_int_equal(
+        sql_exec("INSERT INTO jobs_archive (user_id, drive_file_id, drive_file_name, "
+                 "drive_folder_id, preset_name, status, created_at) VALUES ($1, 'hist-bob', "
+                 "'b.jpg', 'bf', 'portrait_pro', 'completed', timestamp '1980-01-01 12:00')",
+                 1, pb),
+        0);
+
+    /* every page size, including 1 (each page boundary crossed one by one) */
+    const char *queries[] = {"limit=1", "limit=2", "limit=5", "limit=100"};
+    for (size_t q = 0; q < sizeof(queries) / sizeof(queries[0]); q++) {
+        char got[16][16];
+        int n = walk_hist(queries[q], got, 16);
+        assert_int_equal(n, 12);
+        for (int i = 0; i < 12; i++) {
+            char want[16];
+            snprintf(want, sizeof(want), "hist-%02d", i + 1);
+            assert_string_equal(got[i], want);
+        }
+    }
+    /* status filters apply to both tables: completed = L1 L5 L9 A4 A7 A10 A11 */
+    const char *want_completed[] = {"hist-01", "hist-04", "hist-05", "hist-07",
+                                    "hist-09", "hist-10", "hist-11"};
+    for (int limit = 1; limit <= 3; limit++) {
+        char query[64], got[16][16];
+        snprintf(query, sizeof(query), "status=completed&limit=%d", limit);
+        int n = walk_hist(query, got, 16);
+        assert_int_equal(n, 7);
+        for (int i = 0; i < n; i++) {
+            assert_string_equal(got[i], want_completed[i]);
+        }
+    }
+    char got[16][16];
+    assert_int_equal(walk_hist("status=failed&limit=1", got, 16), 2); /* A3, A6 */
+    assert_string_equal(got[0], "hist-03");
+    assert_string_equal(got[1], "hist-06");
+    assert_int_equal(walk_hist("status=queued&limit=2", got, 16), 3); /* L2 L8 L12 */
+    assert_string_equal(got[0], "hist-02");
+    assert_string_equal(got[1], "hist-08");
+    assert_string_equal(got[2], "hist-12");
+
+    /* the cursor after the live hist-05 (same microsecond, larger id) goes on
+     * with the archived hist-06: the format is the live jobs' */
+    const char *raw = "1980-01-01T23:55:00.123456|ffffffff-ffff-4fff-bfff-ffffffffffff";
+    char *cursor = crypto_base64url_encode(raw, strlen(raw));
+    char path[256];
+    snprintf(path, sizeof(path), "/api/jobs?limit=2&cursor=%s", cursor);
+    free(cursor);
+    gwt_resp_t r = req("GET", path, &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    const cJSON *jobs = cJSON_GetObjectItem(r.json, "jobs");
+    assert_int_equal(cJSON_GetArraySize(jobs), 2);
+    assert_string_equal(gwt_str(cJSON_GetArrayItem(jobs, 0), "drive_file_id"), "hist-06");
+    assert_string_equal(gwt_str(cJSON_GetArrayItem(jobs, 0), "id"),
+                        "00000000-0000-4000-8000-000000000001");
+    assert_string_equal(gwt_str(cJSON_GetArrayItem(jobs, 1), "drive_file_id"), "hist-07");
+    gwt_resp_free(&r);
+
+    /* one archived job by id, every field; bob's is 404 to alice */
+    r = req("GET", "/api/jobs/00000000-0000-4000-8000-000000000001", &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(gwt_str(r.json, "drive_file_id"), "hist-06");
+    assert_string_equal(gwt_str(r.json, "status"), "failed");
+    assert_string_equal(gwt_str(r.json, "created_at"), "1980-01-01T23:55:00.123Z");
+    assert_string_equal(gwt_str(r.json, "completed_at"), "1980-01-02T00:00:00.000Z");
+    assert_int_equal(cJSON_GetObjectItem(r.json, "processing_time_ms")->valueint, 1234);
+    assert_string_equal(gwt_str(r.json, "output_url"), "https://drive.google.com/x");
+    gwt_resp_free(&r);
+    char *bob_arch =
+        sql_value("SELECT id FROM jobs_archive WHERE drive_file_id = 'hist-bob'", 0, NULL);
+    snprintf(path, sizeof(path), "/api/jobs/%s", bob_arch);
+    expect_error(req("GET", path, &alice, false, NULL, NULL), 404, "not_found", NULL);
+    r = req("GET", path, &bob, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    free(bob_arch);
+    /* an archived job is history: retry and cancel do not reach it (404) */
+    expect_error(req("POST", "/api/jobs/00000000-0000-4000-8000-000000000001/retry", &alice, true,
+                     NULL, NULL),
+                 404, "not_found", NULL);
+
+    assert_int_equal(sql_exec("DELETE FROM jobs WHERE drive_file_id LIKE 'hist-%'", 0, NULL), 0);
+    assert_int_equal(
+        sql_exec("DELETE FROM jobs_archive WHERE drive_file_id LIKE 'hist-%'", 0, NULL), 0);
+}
+
+/* GET /api/usage/history: the user's last 12 periods (usage rows), newest
+ * first, with the plan snapshot and the overage of each; 14 periods stored,
+ * 12 returned; another user's rows never. */
+static void test_usage_history(void **state)
+{
+    (void)state;
+    /* bob starts with no period (earlier tests may have counted his images) */
+    const char *pb[] = {bob.id};
+    assert_int_equal(sql_exec("DELETE FROM usage_tracking WHERE user_id = $1", 1, pb), 0);
+    gwt_resp_t r = req("GET", "/api/usage/history", &bob, false, NULL, NULL);
+    if (r.status != 200) {
+        fail_msg("GET /api/usage/history: %ld %s", r.status, r.body);
+    }
+    assert_true(cJSON_IsArray(cJSON_GetObjectItem(r.json, "periods")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r.json, "periods")), 0);
+    gwt_resp_free(&r);
+    /* 14 monthly periods, 2024-01 .. 2025-02: i = 0 oldest; creator from
+     * i = 6 with overage in odd months */
+    assert_int_equal(
+        sql_exec("INSERT INTO usage_tracking (user_id, month, images_processed, images_failed, "
+                 "images_overage, tier, monthly_limit, overage_charged_cents) SELECT $1, "
+                 "(date '2024-01-01' + make_interval(months => i))::date, 10 + i, i % 3, "
+                 "CASE WHEN i >= 6 AND i % 2 = 1 THEN i ELSE 0 END, "
+                 "CASE WHEN i >= 6 THEN 'creator' ELSE 'free' END, "
+                 "CASE WHEN i >= 6 THEN 100 ELSE 10 END, "
+                 "CASE WHEN i >= 6 AND i % 2 = 1 THEN 50 * i ELSE 0 END "
+                 "FROM generate_series(0, 13) i",
+                 1, pb),
+        0);
+    r = req("GET", "/api/usage/history", &bob, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.headers, "no-store"));
+    const cJSON *periods = cJSON_GetObjectItem(r.json, "periods");
+    assert_int_equal(cJSON_GetArraySize(periods), 12);
+    for (int k = 0; k < 12; k++) {
+        const cJSON *p = cJSON_GetArrayItem(periods, k);
+        int i = 13 - k; /* newest first: 2025-02 (i = 13) .. 2024-03 (i = 2) */
+        char month[16];
+        snprintf(month, sizeof(month), "%04d-%02d-01", 2024 + (i / 12), 1 + (i % 12));
+        assert_string_equal(gwt_str(p, "month"), month);
+        assert_string_equal(gwt_str(p, "tier"), i >= 6 ? "creator" : "free");
+        assert_int_equal(cJSON_GetObjectItem(p, "monthly_limit")->valueint, i >= 6 ? 100 : 10);
+        assert_int_equal(cJSON_GetObjectItem(p, "images_processed")->valueint, 10 + i);
+        assert_int_equal(cJSON_GetObjectItem(p, "images_failed")->valueint, i % 3);
+        bool over = i >= 6 && i % 2 == 1;
+        assert_int_equal(cJSON_GetObjectItem(p, "images_overage")->valueint, over ? i : 0);
+        assert_int_equal(cJSON_GetObjectItem(p, "overage_charged_cents")->valueint,
+                         over ? 50 * i : 0);
+        assert_int_equal(cJSON_GetArraySize(p), 7);
+    }
+    gwt_resp_free(&r);
+    /* alice's history has only her own period (test_usage's) */
+    r = req("GET", "/api/usage/history", &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    periods = cJSON_GetObjectItem(r.json, "periods");
+    assert_int_equal(cJSON_GetArraySize(periods), 1);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(periods, 0), "images_processed")->valueint, 7);
+    gwt_resp_free(&r);
+    assert_int_equal(sql_exec("DELETE FROM usage_tracking WHERE user_id = $1", 1, pb), 0);
+}
+
 /* The plan of GET /api/jobs, as the gateway runs it (prepared, generic plan,
  * as ca_api_gateway under row-level security) on a table where other users
  * have many jobs: it reads idx_jobs_user_created in order and stops at the
@@ -1544,7 +1768,17 @@ static void test_jobs_list_plan(void **state)
             "FROM u, generate_series(1, 100) i",
             0, NULL),
         0);
+    /* and as many archived jobs, older */
+    assert_int_equal(
+        sql_exec("INSERT INTO jobs_archive (user_id, drive_file_id, drive_file_name, "
+                 "drive_folder_id, preset_name, status, created_at) SELECT u.id, 'a' || i, "
+                 "'a.jpg', 'folder', 'portrait_pro', 'completed', "
+                 "timezone('UTC', now()) - interval '100 days' - make_interval(secs => i) "
+                 "FROM users u, generate_series(1, 100) i WHERE u.google_id LIKE 'plan%'",
+                 0, NULL),
+        0);
     assert_int_equal(sql_exec("ANALYZE jobs", 0, NULL), 0);
+    assert_int_equal(sql_exec("ANALYZE jobs_archive", 0, NULL), 0);
     PGconn *c = PQconnectdb(db_url_as("ca_api_gateway"));
     assert_int_equal(PQstatus(c), CONNECTION_OK);
     const char *pa[] = {alice.id};
@@ -1554,25 +1788,32 @@ static void test_jobs_list_plan(void **state)
     PQclear(res);
     res = PQexec(c, "SET plan_cache_mode = force_generic_plan");
     PQclear(res);
-    for (size_t v = 0; v < 2; v++) {
-        char sql[2048];
-        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v, jobs_list_sql(false, v == 1));
+    /* all four statements: (status filter) x (cursor) */
+    for (size_t v = 0; v < 4; v++) {
+        bool status = v >= 2, cursor = (v & 1) != 0;
+        char sql[4096];
+        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v, jobs_list_sql(status, cursor));
         res = PQexec(c, sql);
         assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
         PQclear(res);
-        snprintf(sql, sizeof sql, "EXPLAIN EXECUTE q%zu('%s', 21%s)", v, alice.id,
-                 v == 0 ? "" : ", '2100-01-01', '00000000-0000-4000-8000-000000000000'");
+        snprintf(sql, sizeof sql, "EXPLAIN EXECUTE q%zu('%s', 21%s%s)", v, alice.id,
+                 status ? ", 'completed'" : "",
+                 cursor ? ", '2100-01-01', '00000000-0000-4000-8000-000000000000'" : "");
         res = PQexec(c, sql);
         assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
-        char plan[4096] = "";
+        char plan[8192] = "";
         for (int i = 0; i < PQntuples(res); i++) {
             size_t used = strlen(plan);
             snprintf(plan + used, sizeof plan - used, "%s\n", PQgetvalue(res, i, 0));
         }
         PQclear(res);
+        /* live and archived jobs: two ordered index scans merged, no Sort node
+         * (Merge Append's own "Sort Key:" line is its merge order) */
         if (strstr(plan, "Index Scan using idx_jobs_user_created") == NULL ||
-            strstr(plan, "Sort") != NULL) {
-            fail_msg("GET /api/jobs plan (variant %zu) is not an ordered index scan:\n%s", v, plan);
+            strstr(plan, "Index Scan using idx_jobs_archive_user_created") == NULL ||
+            strstr(plan, "Merge Append") == NULL || strstr(plan, "Sort  (") != NULL) {
+            fail_msg("GET /api/jobs plan (variant %zu) is not a merge of ordered index scans:\n%s",
+                     v, plan);
         }
     }
     PQfinish(c);
@@ -1636,6 +1877,8 @@ int main(void)
         cmocka_unit_test(test_rls_proof),
         cmocka_unit_test(test_job_json_escaping),
         cmocka_unit_test(test_jobs_timestamps_and_ties),
+        cmocka_unit_test(test_jobs_archived_listed),
+        cmocka_unit_test(test_usage_history),
         cmocka_unit_test(test_jobs_list_plan),
         cmocka_unit_test(test_db_error_frees_route_state),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
