@@ -1,6 +1,7 @@
 /*
- * daemon — the boot sequence, the main loop, signals, the maintenance thread
- * and the `migrate` / `cleanup` commands every service shares (see daemon.h).
+ * daemon — the boot sequence, the main loop, signals, the maintenance thread,
+ * the daily retention thread and the `migrate` / `cleanup` commands every
+ * service shares (see daemon.h).
  */
 #include "daemon.h"
 
@@ -20,11 +21,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DAEMON_MAX_TASKS 16
 #define DAEMON_DRAIN_LIMIT_MS 25000
 #define READY_PING_PERIOD_MS 1000
+/* The daily retention: its Redis key lives two days (longer than the day it
+ * marks, shorter than a clutter); a failed try is retried a minute later. */
+#define RETENTION_KEY_TTL_S 172800
+#define RETENTION_RETRY_S 60
 
 typedef struct {
     char name[48];
@@ -62,6 +68,10 @@ struct daemon {
     daemon_task_t tasks[DAEMON_MAX_TASKS];
     size_t ntasks;
 
+    int retention_at_s; /* RETENTION_AT as seconds after 00:00 UTC; -1: off */
+    pthread_t retention_thread;
+    bool retention_started;
+
     void *data;
 };
 
@@ -85,6 +95,9 @@ static const config_var_t common_vars[] = {
      "a request's line and headers must arrive within this"},
     {"HTTP_IDLE_TIMEOUT_SECONDS", CFG_INT, "60", false, false, 1, 3600,
      "a connection with no I/O for this long is closed"},
+    {"RETENTION_AT", CFG_STRING, "02:00", false, false, 0, 0,
+     "UTC time of day (HH:MM or HH:MM:SS) serve applies the retention rules, once a day "
+     "across replicas (Redis key ca:retention:<service>:<date>); off: never (run `cleanup`)"},
 };
 #define N_COMMON_VARS (sizeof(common_vars) / sizeof(common_vars[0]))
 
@@ -155,6 +168,39 @@ int daemon_add_task(daemon_t *d, const char *name, int period_ms, daemon_task_fn
 
 /* ---- configuration ---- */
 
+int daemon_parse_time_of_day(const char *s, int *secs)
+{
+    if (s == NULL || strcmp(s, "off") == 0) {
+        *secs = -1;
+        return 0;
+    }
+    size_t n = strlen(s);
+    if (n != 5 && n != 8) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bool colon = i == 2 || i == 5;
+        if (colon ? s[i] != ':' : (s[i] < '0' || s[i] > '9')) {
+            return -1;
+        }
+    }
+    int h = (s[0] - '0') * 10 + (s[1] - '0');
+    int m = (s[3] - '0') * 10 + (s[4] - '0');
+    int sec = n == 8 ? (s[6] - '0') * 10 + (s[7] - '0') : 0;
+    if (h > 23 || m > 59 || sec > 59) {
+        return -1;
+    }
+    *secs = h * 3600 + m * 60 + sec;
+    return 0;
+}
+
+int64_t daemon_next_time_of_day(int64_t now, int secs)
+{
+    int64_t day = now - (((now % 86400) + 86400) % 86400);
+    int64_t t = day + secs;
+    return t > now ? t : t + 86400;
+}
+
 /* The common variables, then the service's: as many as there are. Returns 0,
  * or -1 (message on stderr) when out of memory. */
 static const config_var_t rekey_vars[] = {CONFIG_VARS_ENCRYPTION};
@@ -214,6 +260,11 @@ static int load_config_table(daemon_t *d, bool common_only, bool rekey)
         return -1;
     }
     log_init(d->svc->name, level);
+    if (daemon_parse_time_of_day(config_get(&d->cfg, "RETENTION_AT"), &d->retention_at_s) != 0) {
+        fprintf(stderr, "%s: RETENTION_AT: must be HH:MM or HH:MM:SS (UTC), or off\n",
+                d->svc->name);
+        return -1;
+    }
     return 0;
 }
 
@@ -409,6 +460,110 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     evtimer_add(d->drain_timer, &tv);
 }
 
+/* ---- the daily retention ---- */
+
+/* One try at the run scheduled at `when` (UTC seconds): claim the day in Redis
+ * (SET NX: the first replica wins, the others see the key and skip), then run
+ * svc->cleanup on a connection of its own. Returns 0 when the day is done (by
+ * this replica or another one), -1 to try again later (Redis or PostgreSQL
+ * unreachable, or the rules failed: the claim is given back). */
+static int retention_try(daemon_t *d, int64_t when, redis_conn_t **redis)
+{
+    char err[1024] = "";
+    time_t tw = (time_t)when;
+    struct tm tm;
+    gmtime_r(&tw, &tm);
+    char day[16];
+    strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+    char key[160];
+    snprintf(key, sizeof(key), "ca:retention:%s:%s", d->svc->name, day);
+
+    if (*redis == NULL) {
+        *redis = redis_connect(config_get(&d->cfg, "REDIS_URL"), 1500, err, sizeof(err));
+        if (*redis == NULL) {
+            log_warn("retention %s: Redis not reachable (%s); trying again in %d s", day, err,
+                     RETENTION_RETRY_S);
+            return -1;
+        }
+        redis_set_retry(*redis, 1000);
+    }
+    redisReply *r = redis_command(*redis, err, sizeof(err), "SET %s %s NX EX %d", key,
+                                  d->instance_id, RETENTION_KEY_TTL_S);
+    if (r == NULL) {
+        log_warn("retention %s: cannot claim the day in Redis (%s); trying again in %d s", day, err,
+                 RETENTION_RETRY_S);
+        redis_close(*redis);
+        *redis = NULL;
+        return -1;
+    }
+    bool claimed = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    if (!claimed) {
+        r = redis_command(*redis, err, sizeof(err), "GET %s", key);
+        log_info("retention %s: already claimed by %s", day,
+                 r != NULL && r->type == REDIS_REPLY_STRING ? r->str : "another replica");
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        return 0;
+    }
+
+    log_info("retention %s: running the %s rules (instance %s)", day, d->svc->name, d->instance_id);
+    int64_t t0 = now_mono_ms();
+    int rc = -1;
+    pg_conn_t *pg = pg_connect(config_get(&d->cfg, "DATABASE_URL"), 10000, err, sizeof(err));
+    if (pg != NULL) {
+        rc = d->svc->cleanup(d, pg, err, sizeof(err));
+        pg_close(pg);
+    }
+    if (rc != 0) {
+        log_error("retention %s: failed (%s); claim given back, trying again in %d s", day, err,
+                  RETENTION_RETRY_S);
+        /* Give the day back only while it is still ours. */
+        r = redis_command(*redis, err, sizeof(err), "EVAL %s 1 %s %s",
+                          "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                          "return redis.call('DEL', KEYS[1]) end return 0",
+                          key, d->instance_id);
+        if (r != NULL) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+    log_info("retention %s: done in %lld ms", day, (long long)(now_mono_ms() - t0));
+    return 0;
+}
+
+/* Sleeps until the next RETENTION_AT (UTC, wall clock, looked at every
+ * second so a clock step is followed), runs it once across replicas, and
+ * again every day. A run missed while no replica was up is not caught up:
+ * the rules are "older than N days", the next day's run covers it. */
+static void *retention_main(void *arg)
+{
+    daemon_t *d = arg;
+    redis_conn_t *redis = NULL;
+    log_context_set("thread", "retention");
+    int64_t due = daemon_next_time_of_day((int64_t)time(NULL), d->retention_at_s);
+    int64_t next_try = due;
+    while (!stopwait_stopped(&d->maint_wait)) {
+        int64_t now = (int64_t)time(NULL);
+        if (now < next_try) {
+            int64_t ms = (next_try - now) * 1000;
+            stopwait_sleep(&d->maint_wait, ms < 1000 ? ms : 1000);
+            continue;
+        }
+        if (retention_try(d, due, &redis) == 0 || now >= due + 86400 - RETENTION_RETRY_S) {
+            due = daemon_next_time_of_day(now, d->retention_at_s);
+            next_try = due;
+        } else {
+            next_try = now + RETENTION_RETRY_S;
+        }
+    }
+    if (redis != NULL) {
+        redis_close(redis);
+    }
+    return NULL;
+}
+
 /* ---- commands ---- */
 
 /* The commands and the whole variable table. */
@@ -577,6 +732,13 @@ static int cmd_serve(daemon_t *d)
         goto out_stop;
     }
     d->maint_started = true;
+    if (d->svc->cleanup != NULL && d->retention_at_s >= 0) {
+        if (pthread_create(&d->retention_thread, NULL, retention_main, d) != 0) {
+            log_error("cannot start the retention thread");
+            goto out_stop;
+        }
+        d->retention_started = true;
+    }
 
     log_info("ready: %s %s listening on %s:%d (instance %s, libevent %s, libpq %d, hiredis "
              "%d.%d.%d)",
@@ -592,6 +754,10 @@ out_stop:
     if (d->maint_started) {
         stopwait_stop(&d->maint_wait);
         pthread_join(d->maint_thread, NULL);
+    }
+    if (d->retention_started) {
+        /* stopped by the same stopwait; a run in progress finishes first */
+        pthread_join(d->retention_thread, NULL);
     }
     if (d->svc->stop != NULL) {
         d->svc->stop(d);

@@ -16,9 +16,13 @@
  * until svc->drained() (or 25 s); the maintenance thread and its tasks run
  * until then; then it is joined, svc->stop() is called, everything is freed,
  * exit 0.
+ * Retention: when the service has a cleanup hook and RETENTION_AT is not "off",
+ * a thread of serve runs svc->cleanup every day at RETENTION_AT (UTC), once
+ * across replicas (Redis SET NX on ca:retention:<service>:<YYYY-MM-DD>).
  *
  * The variable table is the common variables (DATABASE_URL,
- * MIGRATION_DATABASE_URL, REDIS_URL, PORT, LISTEN_ADDR, LOG_LEVEL) followed by
+ * MIGRATION_DATABASE_URL, REDIS_URL, PORT, LISTEN_ADDR, LOG_LEVEL, the HTTP
+ * limits, RETENTION_AT) followed by
  * every one of the service's, without a limit. The only variable read outside
  * it is HOSTNAME (daemon_instance_id).
  */
@@ -33,6 +37,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 
@@ -79,6 +84,12 @@ void daemon_set_data(daemon_t *d, void *data);
 void *daemon_data(const daemon_t *d);
 /* A stable id for this process: $HOSTNAME (the pod name) or host-pid. */
 const char *daemon_instance_id(const daemon_t *d);
+
+/* RETENTION_AT's form: "HH:MM" or "HH:MM:SS" (UTC) as seconds after midnight
+ * in *secs, or "off" (and NULL) as -1. Returns 0, or -1 for anything else. */
+int daemon_parse_time_of_day(const char *s, int *secs);
+/* The first instant after `now` (Unix seconds) at `secs` after a UTC midnight. */
+int64_t daemon_next_time_of_day(int64_t now, int secs);
 
 /* A periodic task run on the maintenance thread, with that thread's
  * connections (either may be NULL while the server is unreachable). Tasks run

@@ -129,6 +129,10 @@ export DRIVE_UPLOAD_URL="http://127.0.0.1:$GOOGLE_PORT/upload/drive/v3"
 export STRIPE_API_URL="http://127.0.0.1:$STRIPE_PORT"
 export STRIPE_PRICE_CREATOR=price_creator_local STRIPE_PRICE_STUDIO=price_studio_local
 export SMTP_URL="smtp://127.0.0.1:$SMTP_PORT" POLL_INTERVAL_SECONDS=${POLL_INTERVAL_SECONDS:-5}
+# Retention (jobs older than 90 days archived, old webhook events, usage and
+# audit rows deleted) runs inside each daemon every day at RETENTION_AT (UTC),
+# as in production; `RETENTION_AT=off make run` turns it off.
+export RETENTION_AT=${RETENTION_AT:-02:00}
 db() { echo "postgresql://$1@127.0.0.1:$PG_PORT/creator_automation"; }
 start api-gateway env PORT=$GATEWAY_PORT DATABASE_URL="$(db ca_api_gateway)" "$BIN/api-gateway" serve
 start billing-webhook env PORT=$BILLING_PORT DATABASE_URL="$(db ca_billing_webhook)" "$BIN/billing-webhook" serve
@@ -145,7 +149,7 @@ for pair in api-gateway:$GATEWAY_PORT billing-webhook:$BILLING_PORT drive-poller
   if [ "$ok" -eq 1 ]; then say "$name ready on :$port"; else say "$name is NOT ready on :$port"; ready=0; fi
 done
 [ "$ready" -eq 1 ] || exit 1
-say "ready: all four daemons answer /readyz"
+say "ready: all four daemons answer /readyz (retention daily at $RETENTION_AT UTC)"
 if [ "${CA_RUN_EXIT_WHEN_READY:-0}" = 1 ]; then exit 0; fi
 
 # ---- the demo: a photographer signs in, watches Inbox, drops photos ----

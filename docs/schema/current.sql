@@ -2458,6 +2458,12 @@ CREATE INDEX idx_email_outbox_user ON public.email_outbox USING btree (user_id);
 CREATE INDEX idx_jobs_archive_created_at ON public.jobs_archive USING btree (created_at);
 
 --
+-- Name: idx_jobs_archive_user_created; Type: INDEX; Schema: public; Owner: ca_job_worker
+--
+
+CREATE INDEX idx_jobs_archive_user_created ON public.jobs_archive USING btree (user_id, created_at DESC, id DESC);
+
+--
 -- Name: idx_jobs_archive_user_file; Type: INDEX; Schema: public; Owner: ca_job_worker
 --
 

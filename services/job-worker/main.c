@@ -4,7 +4,8 @@
  * jobs_archive.
  *
  * Boots, migrates its slice, answers /healthz, /readyz and /metrics, archives
- * old jobs on `cleanup`, and processes jobs (worker.c, job.c, worker_tasks.c;
+ * old jobs on `cleanup` and every day at RETENTION_AT (the daemon's retention
+ * thread, one replica), and processes jobs (worker.c, job.c, worker_tasks.c;
  * see docs/job-worker.md).
  */
 #include "config_vars.h"
@@ -59,7 +60,8 @@ static const config_var_t worker_vars[] = {
 
 /* Retention (seed schema): jobs older than 90 days move to jobs_archive, in one
  * statement per batch so a job is never in both tables or in neither. Jobs still
- * queued or processing are left alone. */
+ * queued or processing are left alone. Run by `cleanup` and daily by serve's
+ * retention thread (common/daemon.c); GET /api/jobs still lists them. */
 static int worker_cleanup(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen)
 {
     (void)d;

@@ -1576,28 +1576,30 @@ static void test_jobs_archived_listed(void **state)
     const char *pa[] = {alice.id};
     /* hist-01 newest .. hist-12 oldest; A = archived, L = live */
     assert_int_equal(
-        sql_exec("INSERT INTO jobs (id, user_id, drive_file_id, drive_file_name, drive_folder_id, "
-                 "preset_name, status, created_at) SELECT "
-                 "CASE WHEN i = 5 THEN 'ffffffff-ffff-4fff-bfff-ffffffffffff'::uuid "
-                 "ELSE gen_random_uuid() END, $1, 'hist-' || lpad(i::text, 2, '0'), 'h.jpg', "
-                 "'folder', 'portrait_pro', CASE WHEN i % 2 = 0 THEN 'queued' ELSE 'completed' END, "
-                 "CASE WHEN i = 5 THEN timestamp '1980-01-01 23:55:00.123456' "
-                 "ELSE timestamp '1980-01-02' - make_interval(mins => i) END "
-                 "FROM generate_series(1, 12) i WHERE i IN (1, 2, 5, 8, 9, 12)",
-                 1, pa),
+        sql_exec(
+            "INSERT INTO jobs (id, user_id, drive_file_id, drive_file_name, drive_folder_id, "
+            "preset_name, status, created_at) SELECT "
+            "CASE WHEN i = 5 THEN 'ffffffff-ffff-4fff-bfff-ffffffffffff'::uuid "
+            "ELSE gen_random_uuid() END, $1, 'hist-' || lpad(i::text, 2, '0'), 'h.jpg', "
+            "'folder', 'portrait_pro', CASE WHEN i % 2 = 0 THEN 'queued' ELSE 'completed' END, "
+            "CASE WHEN i = 5 THEN timestamp '1980-01-01 23:55:00.123456' "
+            "ELSE timestamp '1980-01-02' - make_interval(mins => i) END "
+            "FROM generate_series(1, 12) i WHERE i IN (1, 2, 5, 8, 9, 12)",
+            1, pa),
         0);
     assert_int_equal(
-        sql_exec("INSERT INTO jobs_archive (id, user_id, drive_file_id, drive_file_name, "
-                 "drive_folder_id, preset_name, status, created_at, completed_at, "
-                 "processing_time_ms, output_url) SELECT "
-                 "CASE WHEN i = 6 THEN '00000000-0000-4000-8000-000000000001'::uuid "
-                 "ELSE gen_random_uuid() END, $1, 'hist-' || lpad(i::text, 2, '0'), 'h.jpg', "
-                 "'folder', 'portrait_pro', CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'completed' END, "
-                 "CASE WHEN i = 6 THEN timestamp '1980-01-01 23:55:00.123456' "
-                 "ELSE timestamp '1980-01-02' - make_interval(mins => i) END, "
-                 "timestamp '1980-01-02', 1234, 'https://drive.google.com/x' "
-                 "FROM generate_series(1, 12) i WHERE i IN (3, 4, 6, 7, 10, 11)",
-                 1, pa),
+        sql_exec(
+            "INSERT INTO jobs_archive (id, user_id, drive_file_id, drive_file_name, "
+            "drive_folder_id, preset_name, status, created_at, completed_at, "
+            "processing_time_ms, output_url) SELECT "
+            "CASE WHEN i = 6 THEN '00000000-0000-4000-8000-000000000001'::uuid "
+            "ELSE gen_random_uuid() END, $1, 'hist-' || lpad(i::text, 2, '0'), 'h.jpg', "
+            "'folder', 'portrait_pro', CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'completed' END, "
+            "CASE WHEN i = 6 THEN timestamp '1980-01-01 23:55:00.123456' "
+            "ELSE timestamp '1980-01-02' - make_interval(mins => i) END, "
+            "timestamp '1980-01-02', 1234, 'https://drive.google.com/x' "
+            "FROM generate_series(1, 12) i WHERE i IN (3, 4, 6, 7, 10, 11)",
+            1, pa),
         0);
     /* bob's archived job never shows in alice's list */
     const char *pb[] = {bob.id};
@@ -1742,7 +1744,8 @@ static void test_usage_history(void **state)
     assert_int_equal(r.status, 200);
     periods = cJSON_GetObjectItem(r.json, "periods");
     assert_int_equal(cJSON_GetArraySize(periods), 1);
-    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(periods, 0), "images_processed")->valueint, 7);
+    assert_int_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(periods, 0), "images_processed")->valueint, 7);
     gwt_resp_free(&r);
     assert_int_equal(sql_exec("DELETE FROM usage_tracking WHERE user_id = $1", 1, pb), 0);
 }
