@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -593,6 +594,69 @@ static void test_delete_account(void **state)
     tokens_free(&tok);
 }
 
+/* retry, cancel and settings changes write audit rows (they did not before
+ * issue 15); a refused change writes none. */
+static bool audit_count(const char *user_id, const char *action, const char *target, long want)
+{
+    const char *p[] = {user_id, action, target};
+    for (int i = 0; i < 50; i++) {
+        if (count_of("SELECT count(*) FROM audit_log WHERE user_id = $1 AND action = $2"
+                     " AND target = $3",
+                     3, p) == want) {
+            return true;
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+static void test_job_and_settings_audit(void **state)
+{
+    (void)state;
+    gwt_session_t fay;
+    assert_int_equal(gwt_sign_in(GW, "fay.audit@example.com", &fay), 0);
+    char job[40], arch[40], preset[40];
+    seed_user(&fay, "fayx", job, arch, preset);
+    char path[128], target[64];
+    snprintf(target, sizeof(target), "job:%s", job);
+
+    snprintf(path, sizeof(path), "/api/jobs/%s/cancel", job);
+    gwt_resp_t r = gwt_request(GW, "POST", path, &fay, true, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_true(audit_count(fay.id, "job.cancel", target, 1));
+    r = gwt_request(GW, "POST", path, &fay, true, NULL); /* 409: not audited */
+    assert_int_equal(r.status, 409);
+    gwt_resp_free(&r);
+
+    snprintf(path, sizeof(path), "/api/jobs/%s/retry", job);
+    r = gwt_request(GW, "POST", path, &fay, true, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_true(audit_count(fay.id, "job.retry", target, 1));
+    assert_true(audit_count(fay.id, "job.cancel", target, 1));
+
+    char me[64];
+    snprintf(me, sizeof(me), "user:%s", fay.id);
+    r = gwt_request(GW, "PATCH", "/api/me", &fay, true,
+                    "{\"email_notifications\":false,\"share_outputs\":\"private\"}");
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    assert_true(audit_count(fay.id, "settings.update", me, 1));
+    const char *p[] = {fay.id};
+    char *d = sql_value("SELECT details::text FROM audit_log WHERE user_id = $1"
+                        " AND action = 'settings.update'",
+                        1, p);
+    assert_non_null(d);
+    assert_string_equal(d, "{\"share_outputs\": \"private\", \"email_notifications\": false}");
+    free(d);
+    r = gwt_request(GW, "PATCH", "/api/me", &fay, true, "{\"default_preset\":\"no-such-preset\"}");
+    assert_int_equal(r.status, 400);
+    gwt_resp_free(&r);
+    assert_true(audit_count(fay.id, "settings.update", me, 1));
+}
+
 /* Last: SIGTERM, and the gateway exits 0 (a sanitizer's report would not). */
 static void test_gateway_exits_cleanly(void **state)
 {
@@ -606,6 +670,7 @@ int main(void)
         cmocka_unit_test(test_export),
         cmocka_unit_test(test_delete_confirmation),
         cmocka_unit_test(test_delete_account),
+        cmocka_unit_test(test_job_and_settings_audit),
         cmocka_unit_test(test_gateway_exits_cleanly),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
