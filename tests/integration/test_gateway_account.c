@@ -594,6 +594,52 @@ static void test_delete_account(void **state)
     tokens_free(&tok);
 }
 
+/* A subscription Stripe no longer has (404) or has already canceled (the
+ * update is refused with 400) counts as done: the account is deleted and the
+ * account.deleted row says so. */
+static void delete_with_subscription(const char *email, const char *sub_id)
+{
+    gwt_session_t s;
+    assert_int_equal(gwt_sign_in(GW, email, &s), 0);
+    const char *p[] = {s.id, sub_id};
+    exec_ok("UPDATE subscriptions SET tier = 'creator', status = 'active', monthly_limit = 100,"
+            " stripe_customer_id = 'cus_x', stripe_subscription_id = $2 WHERE user_id = $1",
+            2, p);
+    char body[300];
+    snprintf(body, sizeof(body), "{\"confirm\":\"%s\"}", email);
+    gwt_resp_t r = gwt_request(GW, "DELETE", "/api/me", &s, true, body);
+    if (r.status != 200) {
+        fprintf(stderr, "%ld %s\n", r.status, r.body ? r.body : "");
+    }
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    char actor[64];
+    snprintf(actor, sizeof(actor), "user:%s", s.id);
+    const char *pa[] = {actor};
+    char *v = sql_value("SELECT details->>'subscription_cancel' FROM audit_log WHERE actor = $1"
+                        " AND action = 'account.deleted'",
+                        1, pa);
+    assert_non_null(v);
+    assert_string_equal(v, "already_ended");
+    free(v);
+    const char *pu[] = {s.id};
+    assert_int_equal(count_of("SELECT count(*) FROM users WHERE id = $1", 1, pu), 0);
+}
+
+static void test_delete_subscription_gone(void **state)
+{
+    (void)state;
+    delete_with_subscription("gil.gone@example.com", "sub_unknown_to_stripe");
+    cJSON_Delete(fake_admin(ST, "POST", "/__admin/seed",
+                            "{\"subscriptions\":[{\"id\":\"sub_canceled1\",\"customer\":"
+                            "\"cus_c1\",\"price\":\"price_basic_monthly\"}]}"));
+    char url[256];
+    snprintf(url, sizeof(url), "%s/v1/subscriptions/sub_canceled1", ST);
+    const char *h[] = {"Authorization: Bearer sk_test_gateway", NULL};
+    assert_int_equal(http_call_h("DELETE", url, h, NULL, NULL, NULL), 200);
+    delete_with_subscription("hal.canceled@example.com", "sub_canceled1");
+}
+
 /* retry, cancel and settings changes write audit rows (they did not before
  * issue 15); a refused change writes none. */
 static bool audit_count(const char *user_id, const char *action, const char *target, long want)
@@ -670,6 +716,7 @@ int main(void)
         cmocka_unit_test(test_export),
         cmocka_unit_test(test_delete_confirmation),
         cmocka_unit_test(test_delete_account),
+        cmocka_unit_test(test_delete_subscription_gone),
         cmocka_unit_test(test_job_and_settings_audit),
         cmocka_unit_test(test_gateway_exits_cleanly),
     };
