@@ -25,6 +25,7 @@ struct google_client {
     char *client_secret;
     char *token_url;
     char *userinfo_url;
+    char *revoke_url;
     char *drive_api_url;
     char *drive_upload_url;
     long timeout_ms;

@@ -314,6 +314,7 @@ google_client_t *google_client_new(const google_config_t *cfg)
         dup_opt(&gc->client_secret, cfg->client_secret) != 0 ||
         dup_url(&gc->token_url, cfg->token_url) != 0 ||
         dup_url(&gc->userinfo_url, cfg->userinfo_url) != 0 ||
+        dup_url(&gc->revoke_url, cfg->revoke_url) != 0 ||
         dup_url(&gc->drive_api_url, cfg->drive_api_url) != 0 ||
         dup_url(&gc->drive_upload_url, cfg->drive_upload_url) != 0) {
         google_client_free(gc);
@@ -331,6 +332,7 @@ void google_client_free(google_client_t *gc)
     crypto_free_secret(gc->client_secret);
     free(gc->token_url);
     free(gc->userinfo_url);
+    free(gc->revoke_url);
     free(gc->drive_api_url);
     free(gc->drive_upload_url);
     free(gc);
@@ -442,6 +444,45 @@ google_status_t google_refresh(google_client_t *gc, const char *refresh_token, g
     };
     return token_request(gc, pairs, sizeof(pairs) / sizeof(pairs[0]), "token (refresh_token)", out,
                          err);
+}
+
+google_status_t google_revoke_token(google_client_t *gc, const char *token, bool *already,
+                                    google_error_t *err)
+{
+    google_error_reset(err);
+    if (already != NULL)
+        *already = false;
+    if (token == NULL || token[0] == '\0')
+        return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "revoke: no token");
+    const http_pair_t pairs[] = {{"token", token}};
+    char *form = http_form_encode(pairs, 1);
+    if (form == NULL)
+        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "revoke: out of memory");
+    google_request_t r = {
+        .method = "POST",
+        .url = gc->revoke_url,
+        .content_type = "application/x-www-form-urlencoded",
+        .body = form,
+        .body_len = strlen(form),
+        .max_body = 1u << 16,
+        .kind = GOOGLE_API_TOKEN,
+        .what = "revoke",
+    };
+    http_response_t resp;
+    google_error_t local;
+    google_error_reset(&local);
+    google_status_t st = google_call(gc, &r, &resp, &local);
+    crypto_free_secret(form);
+    http_response_free(&resp);
+    if (st == GOOGLE_ERR_BAD_REQUEST && local.http_status == 400 &&
+        strcmp(local.reason, "invalid_token") == 0) {
+        if (already != NULL)
+            *already = true;
+        st = GOOGLE_OK;
+    } else if (err != NULL) {
+        *err = local;
+    }
+    return st;
 }
 
 void google_userinfo_free(google_userinfo_t *u)

@@ -69,6 +69,7 @@ typedef struct {
     const char *client_secret;
     const char *token_url;        /* GOOGLE_TOKEN_URL */
     const char *userinfo_url;     /* GOOGLE_USERINFO_URL (gateway only; may be NULL) */
+    const char *revoke_url;       /* GOOGLE_REVOKE_URL (gateway only; may be NULL) */
     const char *drive_api_url;    /* DRIVE_API_URL, e.g. https://www.googleapis.com/drive/v3 */
     const char *drive_upload_url; /* DRIVE_UPLOAD_URL (worker only; may be NULL) */
     long timeout_ms;              /* per attempt; 0: 30000 */
@@ -108,5 +109,15 @@ typedef struct {
 void google_userinfo_free(google_userinfo_t *u);
 google_status_t google_userinfo(google_client_t *gc, const char *access_token,
                                 google_userinfo_t *out, google_error_t *err);
+
+/* POST revoke_url with token=<token> in a form body (Google also takes it in
+ * the query; the body keeps it out of access logs): revokes the grant the
+ * token belongs to (a refresh token or an access token: either ends both).
+ * Google answers 200 {} when revoked, 400 {"error":"invalid_token"} when the
+ * token is unknown, expired or already revoked: *already (may be NULL) is
+ * then set and GOOGLE_OK returned, since the grant is gone either way.
+ * Anything else: the classified error (google_status_transient). */
+google_status_t google_revoke_token(google_client_t *gc, const char *token, bool *already,
+                                    google_error_t *err);
 
 #endif

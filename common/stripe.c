@@ -481,6 +481,43 @@ stripe_status_t stripe_retrieve_subscription(stripe_client_t *sc, const char *su
     return st;
 }
 
+stripe_status_t stripe_cancel_subscription_at_period_end(stripe_client_t *sc,
+                                                         const char *subscription_id,
+                                                         const char *idempotency_key, cJSON **out,
+                                                         stripe_error_t *err)
+{
+    stripe_error_t local;
+    err = err_begin(err, &local);
+    if (out != NULL) {
+        *out = NULL;
+    }
+    if (sc == NULL || subscription_id == NULL || subscription_id[0] == '\0') {
+        return err_fail(err, STRIPE_ERR_INTERNAL, "missing subscription id");
+    }
+    char *escaped = http_url_escape(subscription_id);
+    if (escaped == NULL) {
+        return err_fail(err, STRIPE_ERR_INTERNAL, NULL);
+    }
+    size_t plen = strlen(escaped) + sizeof("/v1/subscriptions/");
+    char *path = malloc(plen);
+    if (path == NULL) {
+        free(escaped);
+        return err_fail(err, STRIPE_ERR_INTERNAL, NULL);
+    }
+    snprintf(path, plen, "/v1/subscriptions/%s", escaped);
+    free(escaped);
+    const http_pair_t params[] = {{"cancel_at_period_end", "true"}};
+    cJSON *root = NULL;
+    stripe_status_t st = stripe_call(sc, "POST", path, params, 1, idempotency_key, &root, err);
+    free(path);
+    if (out != NULL) {
+        *out = root;
+    } else {
+        cJSON_Delete(root);
+    }
+    return st;
+}
+
 /* ---- webhook signatures ---- */
 
 const char *stripe_sig_result_name(stripe_sig_result_t r)

@@ -123,6 +123,18 @@ __attribute__((warn_unused_result)) stripe_status_t
 stripe_retrieve_subscription(stripe_client_t *sc, const char *subscription_id, cJSON **out,
                              stripe_error_t *err);
 
+/* POST /v1/subscriptions/{id} cancel_at_period_end=true: the subscription
+ * runs to the end of the period already paid and is not renewed (Stripe then
+ * sends customer.subscription.updated, and .deleted at the period's end).
+ * idempotency_key may be NULL. On STRIPE_OK *out (may be NULL) is the updated
+ * subscription (caller cJSON_Delete's it). A subscription Stripe no longer
+ * knows answers STRIPE_ERR_NOT_FOUND; one already canceled answers
+ * STRIPE_ERR_INVALID ("A canceled subscription can only update ..."). */
+__attribute__((warn_unused_result)) stripe_status_t
+stripe_cancel_subscription_at_period_end(stripe_client_t *sc, const char *subscription_id,
+                                         const char *idempotency_key, cJSON **out,
+                                         stripe_error_t *err);
+
 /* ---- Webhook signatures ---- */
 
 #define STRIPE_DEFAULT_TOLERANCE_S 300

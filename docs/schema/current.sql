@@ -1108,6 +1108,34 @@ $$;
 ALTER FUNCTION public.jobs_create_for_drive_file(p_user_id uuid, p_drive_file_id text, p_drive_file_name text, p_drive_folder_id text, p_file_size_bytes bigint, p_file_mime_type text, p_preset_name text) OWNER TO ca_job_worker;
 
 --
+-- Name: jobs_forget_user(uuid); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.jobs_forget_user(p_user_id uuid) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    n integer;
+    m integer;
+BEGIN
+    IF p_user_id IS NULL
+       OR p_user_id IS DISTINCT FROM NULLIF(current_setting('app.user_id', true), '')::uuid THEN
+        RAISE EXCEPTION 'jobs_forget_user: the user must be the transaction''s app.user_id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    DELETE FROM jobs_archive WHERE user_id = p_user_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM jobs WHERE user_id = p_user_id;
+    GET DIAGNOSTICS m = ROW_COUNT;
+    RETURN n + m;
+END
+$$;
+
+ALTER FUNCTION public.jobs_forget_user(p_user_id uuid) OWNER TO ca_job_worker;
+
+--
 -- Name: jobs_retry(uuid, uuid); Type: FUNCTION; Schema: public; Owner: ca_job_worker
 --
 
@@ -1658,6 +1686,98 @@ $$;
 ALTER FUNCTION public.presets_version_record() OWNER TO ca_api_gateway;
 
 --
+-- Name: users_delete_account(uuid, text, jsonb); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE FUNCTION public.users_delete_account(p_user_id uuid, p_ip text, p_details jsonb) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    marked timestamp;
+    presets_deleted integer;
+    jobs_deleted integer;
+BEGIN
+    IF p_user_id IS NULL
+       OR p_user_id IS DISTINCT FROM NULLIF(current_setting('app.user_id', true), '')::uuid THEN
+        RAISE EXCEPTION 'users_delete_account: the user must be the transaction''s app.user_id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT deletion_requested_at INTO marked FROM users WHERE id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'not_found';
+    END IF;
+    IF marked IS NULL THEN
+        RETURN 'not_requested';
+    END IF;
+    DELETE FROM presets WHERE created_by_user_id = p_user_id;
+    GET DIAGNOSTICS presets_deleted = ROW_COUNT;
+    jobs_deleted := jobs_forget_user(p_user_id);
+    UPDATE audit_log SET ip = NULL WHERE user_id = p_user_id AND ip IS NOT NULL;
+    INSERT INTO audit_log (user_id, actor, action, target, details, ip)
+    VALUES (p_user_id, 'user:' || p_user_id, 'account.deleted', 'user:' || p_user_id,
+            COALESCE(p_details, '{}'::jsonb)
+            || jsonb_build_object('presets_deleted', presets_deleted, 'jobs_deleted', jobs_deleted,
+                                  'requested_at', to_char(marked, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+            NULL);
+    DELETE FROM users WHERE id = p_user_id;
+    RETURN 'ok';
+END
+$$;
+
+ALTER FUNCTION public.users_delete_account(p_user_id uuid, p_ip text, p_details jsonb) OWNER TO ca_api_gateway;
+
+--
+-- Name: users_deletion_begin(uuid, text); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE FUNCTION public.users_deletion_begin(p_user_id uuid, p_ip text) RETURNS TABLE(email text, access_enc text, refresh_enc text, stripe_subscription_id text, cancel_subscription boolean)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $_$
+#variable_conflict use_column
+DECLARE
+    u users%ROWTYPE;
+    s record;
+    cancelled integer;
+BEGIN
+    IF p_user_id IS NULL
+       OR p_user_id IS DISTINCT FROM NULLIF(current_setting('app.user_id', true), '')::uuid THEN
+        RAISE EXCEPTION 'users_deletion_begin: the user must be the transaction''s app.user_id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE users SET deletion_requested_at = COALESCE(deletion_requested_at, timezone('UTC', now()))
+     WHERE id = p_user_id
+    RETURNING * INTO u;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM drive_polls_stop_watch(p_user_id, 'account_deleted');
+    SELECT count(*) INTO cancelled
+      FROM jobs j, LATERAL jobs_cancel(p_user_id, j.id) c
+     WHERE j.user_id = p_user_id AND j.status IN ('queued', 'processing') AND c = 'ok';
+    SELECT sb.stripe_subscription_id, sb.stripe_subscription_ended, sb.status INTO s
+      FROM subscriptions sb WHERE sb.user_id = p_user_id;
+    INSERT INTO audit_log (user_id, actor, action, target, details, ip)
+    VALUES (p_user_id, 'user:' || p_user_id, 'account.deletion_requested', 'user:' || p_user_id,
+            jsonb_build_object('jobs_cancelled', cancelled),
+            CASE WHEN p_ip ~ '^[0-9a-fA-F:.]+$' THEN p_ip::inet END);
+    email := u.email;
+    access_enc := u.drive_access_token;
+    refresh_enc := u.drive_refresh_token;
+    stripe_subscription_id := s.stripe_subscription_id;
+    cancel_subscription := s.stripe_subscription_id IS NOT NULL
+                           AND NOT COALESCE(s.stripe_subscription_ended, false)
+                           AND COALESCE(s.status, '') NOT IN ('canceled', 'incomplete_expired');
+    RETURN NEXT;
+END
+$_$;
+
+ALTER FUNCTION public.users_deletion_begin(p_user_id uuid, p_ip text) OWNER TO ca_api_gateway;
+
+--
 -- Name: users_mark_drive_disconnected(uuid, text); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
 --
 
@@ -2187,6 +2307,7 @@ CREATE TABLE public.users (
     drive_disconnected_reason text,
     drive_disconnected_at timestamp without time zone,
     share_outputs text DEFAULT 'link'::text NOT NULL,
+    deletion_requested_at timestamp without time zone,
     CONSTRAINT users_share_outputs_check CHECK ((share_outputs = ANY (ARRAY['link'::text, 'private'::text])))
 );
 
@@ -3276,6 +3397,13 @@ REVOKE ALL ON FUNCTION public.jobs_create_for_drive_file(p_user_id uuid, p_drive
 GRANT ALL ON FUNCTION public.jobs_create_for_drive_file(p_user_id uuid, p_drive_file_id text, p_drive_file_name text, p_drive_folder_id text, p_file_size_bytes bigint, p_file_mime_type text, p_preset_name text) TO ca_drive_poller;
 
 --
+-- Name: FUNCTION jobs_forget_user(p_user_id uuid); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.jobs_forget_user(p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_forget_user(p_user_id uuid) TO ca_api_gateway;
+
+--
 -- Name: FUNCTION jobs_retry(p_user_id uuid, p_job_id uuid); Type: ACL; Schema: public; Owner: ca_job_worker
 --
 
@@ -3371,6 +3499,18 @@ REVOKE ALL ON FUNCTION public.presets_version_follow() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.presets_version_record() FROM PUBLIC;
+
+--
+-- Name: FUNCTION users_delete_account(p_user_id uuid, p_ip text, p_details jsonb); Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+REVOKE ALL ON FUNCTION public.users_delete_account(p_user_id uuid, p_ip text, p_details jsonb) FROM PUBLIC;
+
+--
+-- Name: FUNCTION users_deletion_begin(p_user_id uuid, p_ip text); Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+REVOKE ALL ON FUNCTION public.users_deletion_begin(p_user_id uuid, p_ip text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION users_mark_drive_disconnected(p_user_id uuid, p_reason text); Type: ACL; Schema: public; Owner: ca_api_gateway

@@ -684,13 +684,18 @@ static void logout_all(gw_t *gw, http_req_t *req, const gw_user_t *user)
     l->gw = gw;
     l->req = req;
     gw_audit(gw, user->id, "auth.logout_all", NULL, NULL, gw_client_ip(req));
-    char set[128];
-    snprintf(set, sizeof(set), GW_USER_SESSIONS_PREFIX "%s", user->id);
-    const char *args[] = {set};
-    if (gw_redis_eval(gw->redis, on_all_deleted, l, SESSIONS_DELETE_ALL_SCRIPT, 1, 1, args) != 0) {
+    if (gw_sessions_end_all(gw, user->id, on_all_deleted, l) != 0) {
         free(l);
         reply_store_down(req);
     }
+}
+
+int gw_sessions_end_all(gw_t *gw, const char *user_id, gw_redis_cb cb, void *arg)
+{
+    char set[128];
+    snprintf(set, sizeof(set), GW_USER_SESSIONS_PREFIX "%s", user_id);
+    const char *args[] = {set};
+    return gw_redis_eval(gw->redis, cb, arg, SESSIONS_DELETE_ALL_SCRIPT, 1, 1, args);
 }
 
 int gw_routes_auth(gw_t *gw)

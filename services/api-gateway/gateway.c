@@ -1032,6 +1032,7 @@ gw_t *gw_new(daemon_t *d)
     gw->google.client_secret = config_get(cfg, "GOOGLE_CLIENT_SECRET");
     gw->google.token_url = config_get(cfg, "GOOGLE_TOKEN_URL");
     gw->google.userinfo_url = config_get(cfg, "GOOGLE_USERINFO_URL");
+    gw->google.revoke_url = config_get(cfg, "GOOGLE_REVOKE_URL");
     gw->google.drive_api_url = config_get(cfg, "DRIVE_API_URL");
     gw->google.timeout_ms = config_get_int(cfg, "GOOGLE_TIMEOUT_MS");
     gw->google.max_retries = -1;
@@ -1059,6 +1060,7 @@ int gw_register_routes(gw_t *gw)
         gw_routes_presets,
         gw_routes_admin,
         gw_routes_billing,
+        gw_routes_account,
         gw_routes_static,
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {

@@ -288,6 +288,12 @@ __attribute__((warn_unused_result)) int gw_session_delete(gw_t *gw, const char *
                                                           const char *session_hash, gw_redis_cb cb,
                                                           void *arg);
 
+/* Deletes every session of the user (ca:session:user:<id> and each
+ * ca:session:<hash> in it; auth.c); the reply is the number ended. Same
+ * contract as gw_redis_cmd. */
+__attribute__((warn_unused_result)) int gw_sessions_end_all(gw_t *gw, const char *user_id,
+                                                            gw_redis_cb cb, void *arg);
+
 /* ---- validation ---- */
 /* Drive ids: 1..255 of [A-Za-z0-9_-]. */
 bool gw_valid_drive_id(const char *s);
@@ -347,6 +353,10 @@ int gw_routes_drive(gw_t *gw);   /* routes_drive.c: /api/watch, /api/drive/folde
 int gw_routes_presets(gw_t *gw); /* routes_presets.c: /api/presets... */
 int gw_routes_admin(gw_t *gw);   /* routes_admin.c: /api/admin/analytics/... */
 int gw_routes_billing(gw_t *gw); /* routes_billing.c: /api/billing/checkout, /portal */
-int gw_routes_static(gw_t *gw);  /* static.c: the dashboard (registered last) */
+int gw_routes_account(gw_t *gw); /* routes_account.c: /api/me/export, DELETE /api/me */
+/* On a pool thread: that thread's Stripe client (routes_billing.c; NULL when
+ * STRIPE_SECRET_KEY is not set or out of memory). */
+struct stripe_client *gw_thread_stripe(const gw_t *gw);
+int gw_routes_static(gw_t *gw); /* static.c: the dashboard (registered last) */
 
 #endif

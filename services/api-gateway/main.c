@@ -30,6 +30,8 @@ static const config_var_t gateway_vars[] = {
     CONFIG_VAR_GOOGLE_TOKEN_URL("OAuth token endpoint"),
     {"GOOGLE_USERINFO_URL", CFG_URL, "https://openidconnect.googleapis.com/v1/userinfo", false,
      false, 0, 0, "OpenID userinfo endpoint"},
+    {"GOOGLE_REVOKE_URL", CFG_URL, "https://oauth2.googleapis.com/revoke", false, false, 0, 0,
+     "OAuth token revocation endpoint (DELETE /api/me)"},
     CONFIG_VAR_DRIVE_API_URL,
     {"DRIVE_SCOPE", CFG_STRING, GOOGLE_DRIVE_SCOPES, false, false, 0, 0,
      "Drive scopes asked for at sign-in (space-separated)"},

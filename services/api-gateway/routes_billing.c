@@ -58,7 +58,7 @@ static void stripe_key_init(void)
 
 /* On a pool thread: that thread's client (made on first use). NULL when not
  * configured or out of memory. */
-static stripe_client_t *thread_stripe(const gw_t *gw)
+stripe_client_t *gw_thread_stripe(const gw_t *gw)
 {
     pthread_once(&stripe_once, stripe_key_init);
     stripe_client_t *sc = pthread_getspecific(stripe_key);
@@ -108,7 +108,7 @@ static void call_work(void *arg)
 {
     call_t *c = arg;
     memset(&c->err, 0, sizeof(c->err));
-    stripe_client_t *sc = thread_stripe(c->gw);
+    stripe_client_t *sc = gw_thread_stripe(c->gw);
     if (sc == NULL) {
         c->st = STRIPE_ERR_INTERNAL;
         snprintf(c->err.message, sizeof(c->err.message), "no Stripe client");

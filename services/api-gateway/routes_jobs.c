@@ -228,6 +228,7 @@ typedef struct {
     bool retry;
     char user_id[GW_UUID_LEN + 1];
     char job_id[GW_UUID_LEN + 1];
+    char ip[64];
 } change_t;
 
 static void on_pushed(redisReply *reply, const char *err, void *arg)
@@ -246,6 +247,9 @@ static void on_changed(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
     change_t *c = arg;
     const char *outcome = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "not_found";
     if (strcmp(outcome, "ok") == 0) {
+        char target[64];
+        snprintf(target, sizeof(target), "job:%s", c->job_id);
+        gw_audit(gw, c->user_id, c->retry ? "job.retry" : "job.cancel", target, NULL, c->ip);
         if (c->retry) {
             if (gw_redis_cmd(gw->redis, on_pushed, c, "LPUSH ca:jobs %s", c->job_id) == 0) {
                 return;
@@ -279,6 +283,7 @@ static void change_job(gw_t *gw, http_req_t *req, const gw_user_t *user, bool re
     c->retry = retry;
     snprintf(c->user_id, sizeof(c->user_id), "%s", user->id);
     snprintf(c->job_id, sizeof(c->job_id), "%s", id);
+    snprintf(c->ip, sizeof(c->ip), "%s", gw_client_ip(req));
     const char *p[] = {user->id, id};
     gw_query_ex(gw, req, user->id,
                 retry ? "SELECT jobs_retry($1::uuid, $2::uuid)"

@@ -79,28 +79,42 @@ static void get_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
 typedef struct {
     me_extra_t extra;
     char user_id[GW_UUID_LEN + 1];
+    char ip[64];
+    char *details; /* the fields changed, as JSON (settings.update audit row) */
 } patch_t;
+
+static void patch_free(void *arg)
+{
+    patch_t *pt = arg;
+    if (pt != NULL) {
+        cJSON_free(pt->details);
+        free(pt);
+    }
+}
 
 static void on_patched(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 {
     patch_t *pt = arg;
     if (PQntuples(res) != 1) {
-        free(pt);
+        patch_free(pt);
         gw_reply_invalid(req, "default_preset",
                          "no active preset of that name that you may use (system, your own or "
                          "public)");
         return;
     }
+    char target[64];
+    snprintf(target, sizeof(target), "user:%s", pt->user_id);
+    gw_audit(gw, pt->user_id, "settings.update", target, pt->details, pt->ip);
     me_extra_t *x = malloc(sizeof(*x));
     if (x == NULL) {
-        free(pt);
+        patch_free(pt);
         http_reply_error(req, 503, "unavailable", "out of memory");
         return;
     }
     *x = pt->extra;
     const char *p[] = {pt->user_id};
     gw_query_ex(gw, req, pt->user_id, ME_SQL, 1, p, on_me, x, free);
-    free(pt);
+    patch_free(pt);
 }
 
 static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
@@ -143,21 +157,35 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(pt->extra.csrf, sizeof(pt->extra.csrf), "%s", user->csrf);
     pt->extra.is_admin = user->is_admin;
     snprintf(pt->user_id, sizeof(pt->user_id), "%s", user->id);
+    snprintf(pt->ip, sizeof(pt->ip), "%s", gw_client_ip(req));
+    /* The audit row names the fields sent, with their new values (none is secret). */
+    cJSON *det = cJSON_CreateObject();
+    if (det == NULL ||
+        (preset != NULL && cJSON_AddStringToObject(det, "default_preset", preset) == NULL) ||
+        (notif_present && cJSON_AddBoolToObject(det, "email_notifications", notif) == NULL) ||
+        (share != NULL && cJSON_AddStringToObject(det, "share_outputs", share) == NULL) ||
+        (pt->details = cJSON_PrintUnformatted(det)) == NULL) {
+        cJSON_Delete(det);
+        patch_free(pt);
+        http_reply_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    cJSON_Delete(det);
     const char *p[] = {user->id, preset, notif_present ? (notif ? "true" : "false") : NULL, share};
-    gw_query(gw, req, user->id,
-             "UPDATE users SET default_preset = COALESCE($2, default_preset),"
-             " email_notifications = COALESCE($3::boolean, email_notifications),"
-             " share_outputs = COALESCE($4, share_outputs)"
-             " WHERE id = $1"
-             "   AND ($2::text IS NULL OR EXISTS ("
-             "     SELECT 1 FROM presets p WHERE p.name = $2 AND COALESCE(p.is_active, TRUE)"
-             "        AND (p.created_by_user_id IS NULL OR p.created_by_user_id = $1"
-             "             OR COALESCE(p.is_public, FALSE))))"
-             /* Adopting someone else's public preset counts one download
-              * (once per user; presets_count_adoption decides). */
-             " RETURNING id, CASE WHEN $2::text IS NOT NULL"
-             "   THEN presets_count_adoption($1::uuid, $2) END",
-             4, p, on_patched, pt);
+    gw_query_ex(gw, req, user->id,
+                "UPDATE users SET default_preset = COALESCE($2, default_preset),"
+                " email_notifications = COALESCE($3::boolean, email_notifications),"
+                " share_outputs = COALESCE($4, share_outputs)"
+                " WHERE id = $1"
+                "   AND ($2::text IS NULL OR EXISTS ("
+                "     SELECT 1 FROM presets p WHERE p.name = $2 AND COALESCE(p.is_active, TRUE)"
+                "        AND (p.created_by_user_id IS NULL OR p.created_by_user_id = $1"
+                "             OR COALESCE(p.is_public, FALSE))))"
+                /* Adopting someone else's public preset counts one download
+                 * (once per user; presets_count_adoption decides). */
+                " RETURNING id, CASE WHEN $2::text IS NOT NULL"
+                "   THEN presets_count_adoption($1::uuid, $2) END",
+                4, p, on_patched, pt, patch_free);
 }
 
 /* The plan in force and the period as billing_reserve_usage computes them. */

@@ -279,7 +279,12 @@ function createGoogleFake(options) {
   router.add('POST', '/revoke', async (req, res, ctx) => {
     const form = await readForm(req, 1 << 20);
     const t = ctx.query.get('token') || form.get('token');
-    if (!t || !revokeToken(t)) throw oauthError(400, 'invalid_token', 'Token expired or revoked');
+    // A token that is unknown, expired or already revoked is refused with 400
+    // invalid_token, as Google does (the grant is gone either way).
+    const r = t && st.refreshTokens.get(t);
+    const a = t && st.accessTokens.get(t);
+    const live = r ? !r.revoked : (a && !a.revoked && a.expiresAt > Date.now());
+    if (!live || !revokeToken(t)) throw oauthError(400, 'invalid_token', 'Token expired or revoked');
     sendJson(res, 200, {});
   });
 

@@ -479,7 +479,7 @@ def main():
                     SESSION_SECRET="authz-session-secret", GOOGLE_CLIENT_ID="test-client",
                     GOOGLE_CLIENT_SECRET="test-client-secret",
                     GOOGLE_AUTH_URL=G + "/o/oauth2/v2/auth", GOOGLE_TOKEN_URL=G + "/token",
-                    GOOGLE_USERINFO_URL=G + "/v1/userinfo", DRIVE_API_URL=G + "/drive/v3",
+                    GOOGLE_USERINFO_URL=G + "/v1/userinfo", GOOGLE_REVOKE_URL=G + "/revoke", DRIVE_API_URL=G + "/drive/v3",
                     GOOGLE_TIMEOUT_MS="3000", RATE_LIMIT_PER_MINUTE_IP="1000000",
                     RATE_LIMIT_PER_MINUTE_SESSION="1000000", RATE_LIMIT_PER_MINUTE_LOGIN="1000000",
                     ADMIN_EMAILS=ADMIN_EMAIL,

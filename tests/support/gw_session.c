@@ -97,6 +97,7 @@ int gwt_start(proc_t *gw, const char *google_base, const char *const *extra)
     snprintf(buf[n++], 700, "GOOGLE_AUTH_URL=%s/o/oauth2/v2/auth", google_base);
     snprintf(buf[n++], 700, "GOOGLE_TOKEN_URL=%s/token", google_base);
     snprintf(buf[n++], 700, "GOOGLE_USERINFO_URL=%s/v1/userinfo", google_base);
+    snprintf(buf[n++], 700, "GOOGLE_REVOKE_URL=%s/revoke", google_base);
     snprintf(buf[n++], 700, "DRIVE_API_URL=%s/drive/v3", google_base);
     snprintf(buf[n++], 700, "RATE_LIMIT_PER_MINUTE_IP=1000000");
     snprintf(buf[n++], 700, "RATE_LIMIT_PER_MINUTE_SESSION=1000000");

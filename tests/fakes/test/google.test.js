@@ -395,3 +395,30 @@ test('scopes: drive.readonly + drive.file reads every file and writes its own; n
     return true;
   });
 });
+
+test('POST /revoke as Google answers it: googleapis revokeToken, form body, already revoked → 400 invalid_token', async () => {
+  const { google } = require('googleapis');
+  const oc = new google.auth.OAuth2({ clientId: 'cid', clientSecret: 'csecret', endpoints: { oauth2RevokeUrl: `${base}/revoke`, oauth2TokenUrl: `${base}/token` } });
+  const refresh = (rt) => fetch(`${base}/token`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: rt, client_id: 'cid', client_secret: 'csecret' }) });
+  // the refresh token, in the query (googleapis): the grant ends, access tokens too
+  const u1 = await user('revoke1@example.com');
+  const res = await oc.revokeToken(u1.refresh_token);
+  assert.equal(res.status, 200);
+  assert.deepEqual(res.data, {});
+  assert.equal((await refresh(u1.refresh_token)).status, 400);
+  assert.equal((await fetch(`${base}/v1/userinfo`, { headers: { Authorization: `Bearer ${u1.access_token}` } })).status, 401);
+  // again: 400 invalid_token, which googleapis raises
+  await assert.rejects(oc.revokeToken(u1.refresh_token), (e) => e.response && e.response.status === 400 && e.response.data.error === 'invalid_token');
+  // an unknown token
+  const r = await fetch(`${base}/revoke`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: 'token=nope' });
+  assert.equal(r.status, 400);
+  assert.deepEqual(await r.json(), { error: 'invalid_token', error_description: 'Token expired or revoked' });
+  // the access token, in a form body (what the gateway sends): its refresh token dies too
+  const u2 = await user('revoke2@example.com');
+  const r2 = await fetch(`${base}/revoke`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: u2.access_token }) });
+  assert.equal(r2.status, 200);
+  const dead = await refresh(u2.refresh_token);
+  assert.equal(dead.status, 400);
+  assert.equal((await dead.json()).error, 'invalid_grant');
+  assert.equal((await fetch(`${base}/revoke`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: u2.refresh_token }) })).status, 400);
+});
