@@ -16,6 +16,7 @@
 #include "queue.h"
 #include "redis.h"
 #include "support.h"
+#include "worker_user.h"
 
 #include <cjson/cJSON.h>
 #include <setjmp.h>
@@ -76,56 +77,15 @@ static char *b64_image(bool png, int w, int h, size_t *raw_len)
     return b64;
 }
 
-typedef struct {
-    char id[64];
-    char email[128];
-    char access[512];
-    char inbox[128];
-    char processed[128];
-} user_t;
-
-static void drive_folder(const char *email, const char *name, const char *parent, char *out,
-                         size_t outlen)
-{
-    char body[512];
-    snprintf(body, sizeof(body),
-             "{\"email\":\"%s\",\"name\":\"%s\",\"folder\":true,\"parents\":[\"%s\"]}", email, name,
-             parent);
-    fake_google_file(google.base_url, body, out, outlen);
-}
-
 /* The scopes the gateway asks for at sign-in: every test's user has exactly
  * these (the fake enforces them as Google does). */
 #define PRODUCT_SCOPES "openid email profile " GOOGLE_DRIVE_SCOPES
 
-/* A Google account in the fake whose tokens grant `scope`, a users row with
- * its tokens sealed, an inbox folder being "watched" and its Processed folder
- * (both made by the user in Drive, not by the app). */
+typedef wu_user_t user_t;
+
 static user_t make_user_scoped(const char *email, const char *scope)
 {
-    user_t u;
-    memset(&u, 0, sizeof(u));
-    snprintf(u.email, sizeof(u.email), "%s", email);
-    fake_google_user_t g;
-    fake_google_user_scoped(google.base_url, email, CLIENT_ID, scope, &g);
-    snprintf(u.access, sizeof(u.access), "%s", g.access_token);
-    char *sa = crypto_envelope_seal(keys, g.access_token);
-    char *sr = crypto_envelope_seal(keys, g.refresh_token);
-    drive_folder(email, "Inbox", g.root_id, u.inbox, sizeof(u.inbox));
-    drive_folder(email, "Processed", u.inbox, u.processed, sizeof(u.processed));
-    const char *params[] = {g.sub, email, sa, sr, u.inbox, u.processed};
-    char *id = sql_value(
-        "INSERT INTO users (google_id, email, name, drive_access_token, drive_refresh_token,"
-        " drive_token_expires_at, watched_folder_id, output_folder_id)"
-        " VALUES ($1, $2, 'Test User', $3, $4, timezone('UTC', now()) + interval '1 hour', $5, $6)"
-        " RETURNING id::text",
-        6, params);
-    assert_non_null(id);
-    snprintf(u.id, sizeof(u.id), "%s", id);
-    free(id);
-    free(sa);
-    free(sr);
-    return u;
+    return wu_make_user(google.base_url, keys, CLIENT_ID, email, scope);
 }
 
 static user_t make_user(const char *email)
@@ -133,18 +93,11 @@ static user_t make_user(const char *email)
     return make_user_scoped(email, PRODUCT_SCOPES);
 }
 
-/* Puts a file in the user's inbox; returns its Drive id (static buffer per call site). */
+/* Puts a file in the user's inbox; its Drive id in out. */
 static void drive_file(const user_t *u, const char *name, const char *mime, const char *b64,
                        char *out, size_t outlen)
 {
-    size_t n = strlen(b64) + 1024;
-    char *body = malloc(n);
-    snprintf(body, n,
-             "{\"email\":\"%s\",\"name\":\"%s\",\"mimeType\":\"%s\",\"parents\":[\"%s\"],"
-             "\"content_base64\":\"%s\"}",
-             u->email, name, mime, u->inbox, b64);
-    fake_google_file(google.base_url, body, out, outlen);
-    free(body);
+    wu_drive_file(google.base_url, u, name, mime, b64, out, outlen);
 }
 
 /* jobs_create_for_drive_file as the poller calls it; returns the job id. */
@@ -166,18 +119,9 @@ static void push(const char *job)
     assert_int_equal(queue_push(redis, job, err, sizeof(err)), 0);
 }
 
-static char *job_col(const char *job, const char *col)
-{
-    char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT COALESCE((%s)::text, '') FROM jobs WHERE id = $1::uuid",
-             col);
-    const char *params[] = {job};
-    return sql_value(sql, 1, params);
-}
-
 static bool job_is_done(void *arg)
 {
-    char *st = job_col(arg, "status");
+    char *st = wu_job_col(arg, "status");
     bool done = st != NULL && (strcmp(st, "completed") == 0 || strcmp(st, "failed") == 0);
     free(st);
     return done;
@@ -188,12 +132,12 @@ static char *wait_job(const char *job, int timeout_ms, const proc_t *daemon)
 {
     if (!wait_until(job_is_done, (void *)job, timeout_ms)) {
         proc_print_log(daemon);
-        char *st = job_col(job, "status");
+        char *st = wu_job_col(job, "status");
         fprintf(stderr, "job %s still %s\n", job, st);
         free(st);
         fail_msg("job did not finish");
     }
-    char *st = job_col(job, "status || COALESCE(':' || error_code, '')");
+    char *st = wu_job_col(job, "status || COALESCE(':' || error_code, '')");
     return st;
 }
 
@@ -201,7 +145,7 @@ static void expect_job(const char *job, const char *want, const proc_t *daemon)
 {
     char *got = wait_job(job, 30000, daemon);
     if (strcmp(got, want) != 0) {
-        char *msg = job_col(job, "error_message");
+        char *msg = wu_job_col(job, "error_message");
         fprintf(stderr, "job %s: want %s, got %s (%s)\n", job, want, got, msg);
         free(msg);
         proc_print_log(daemon);
@@ -210,64 +154,15 @@ static void expect_job(const char *job, const char *want, const proc_t *daemon)
     free(got);
 }
 
-/* files in a folder as the user sees them through Drive */
 static cJSON *list_folder(const user_t *u, const char *folder)
 {
-    char q[256];
-    snprintf(q, sizeof(q), "'%s' in parents and trashed = false", folder);
-    char *eq = http_url_escape(q);
-    char url[1024];
-    snprintf(url, sizeof(url),
-             "%s/drive/v3/files?q=%s&fields=files(id,name,md5Checksum,size,appProperties,"
-             "webViewLink,mimeType)",
-             google.base_url, eq);
-    free(eq);
-    char auth[600];
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u->access);
-    const char *hdr[] = {auth, NULL};
-    char *resp = NULL;
-    assert_int_equal(http_call_h("GET", url, hdr, NULL, &resp, NULL), 200);
-    cJSON *j = cJSON_Parse(resp);
-    free(resp);
-    cJSON *files = cJSON_DetachItemFromObject(j, "files");
-    cJSON_Delete(j);
-    return files;
+    return wu_list_folder(google.base_url, u, folder);
 }
 
 static int count_outputs_for(const user_t *u, const char *job)
 {
-    cJSON *files = list_folder(u, u->processed);
-    int n = 0;
-    const cJSON *f;
-    cJSON_ArrayForEach(f, files)
-    {
-        const cJSON *props = cJSON_GetObjectItem(f, "appProperties");
-        const cJSON *id = cJSON_GetObjectItem(props, "ca_job_id");
-        if (cJSON_IsString(id) && strcmp(id->valuestring, job) == 0) {
-            n++;
-        }
-    }
-    cJSON_Delete(files);
-    return n;
+    return wu_outputs_for(google.base_url, u, job);
 }
-
-static char *usage_col(const user_t *u, const char *col)
-{
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "SELECT COALESCE(sum(%s), 0)::text FROM usage_tracking WHERE user_id = $1::uuid", col);
-    const char *params[] = {u->id};
-    return sql_value(sql, 1, params);
-}
-
-static void assert_usage(const user_t *u, const char *col, const char *want)
-{
-    char *v = usage_col(u, col);
-    assert_non_null(v);
-    assert_string_equal(v, want);
-    free(v);
-}
-
 /* files.list calls that looked for an earlier upload of `job` (q has its ca_job_id). */
 static int count_lookups(const char *job)
 {
@@ -285,15 +180,6 @@ static int count_lookups(const char *job)
     }
     cJSON_Delete(j);
     return n;
-}
-
-static void user_preset(const user_t *u, const char *name, const char *graph)
-{
-    const char *params[] = {u->id, name, graph};
-    assert_int_equal(sql_exec("INSERT INTO presets (created_by_user_id, name, workflow_json)"
-                              " VALUES ($1::uuid, $2, $3::jsonb)",
-                              3, params),
-                     0);
 }
 
 /* Every daemon a test starts, so teardown stops them even after a failed assert. */
@@ -503,11 +389,11 @@ static void test_presets_end_to_end(void **state)
     assert_non_null(in_md5);
     for (int i = 0; i < 3; i++) {
         expect_job(jobs[i], "completed", &worker);
-        char *url = job_col(jobs[i], "output_url");
-        char *name = job_col(jobs[i], "output_file_name");
-        char *ms = job_col(jobs[i], "processing_time_ms");
-        char *times = job_col(jobs[i], "started_at <= completed_at AND lease_expires_at IS NULL"
-                                       " AND worker_id IS NOT NULL AND attempt = 1");
+        char *url = wu_job_col(jobs[i], "output_url");
+        char *name = wu_job_col(jobs[i], "output_file_name");
+        char *ms = wu_job_col(jobs[i], "processing_time_ms");
+        char *times = wu_job_col(jobs[i], "started_at <= completed_at AND lease_expires_at IS NULL"
+                                          " AND worker_id IS NOT NULL AND attempt = 1");
         char want[64];
         snprintf(want, sizeof(want), "IMG_%d_%s.jpg", i, presets[i]);
         assert_string_equal(name, want);
@@ -530,7 +416,7 @@ static void test_presets_end_to_end(void **state)
     }
     cJSON_Delete(out);
     cJSON_Delete(inbox);
-    assert_usage(&u, "images_processed", "3");
+    wu_assert_usage(&u, "images_processed", "3");
     /* shared anyone-with-link */
     fake_match_t shared = {.method = "POST", .path_part = "/permissions", .status = 200};
     assert_true(fake_count_requests(google.base_url, &shared) >= 3);
@@ -549,15 +435,15 @@ static void test_same_id_twice(void **state)
     expect_job(job, "completed", &worker);
     /* the other deliveries come and go */
     assert_true(wait_until(deliveries_done, job, 30000));
-    char *attempt = job_col(job, "attempt");
+    char *attempt = wu_job_col(job, "attempt");
     assert_string_equal(attempt, "1");
     free(attempt);
     assert_int_equal(count_outputs_for(&u, job), 1);
-    assert_usage(&u, "images_processed", "1");
+    wu_assert_usage(&u, "images_processed", "1");
     /* pushed again after completion: nothing changes */
     push(job);
     assert_true(wait_until(deliveries_done, job, 30000));
-    attempt = job_col(job, "attempt");
+    attempt = wu_job_col(job, "attempt");
     assert_string_equal(attempt, "1");
     free(attempt);
     assert_int_equal(count_outputs_for(&u, job), 1);
@@ -578,7 +464,7 @@ static void test_error_codes(void **state)
     create_job(&u, file, "junk.jpg", "portrait_pro", job, sizeof(job));
     push(job);
     expect_job(job, "failed:unsupported_image", &worker);
-    char *rc = job_col(job, "retry_count");
+    char *rc = wu_job_col(job, "retry_count");
     assert_string_equal(rc, "0"); /* permanent: not retried */
     free(rc);
 
@@ -600,29 +486,29 @@ static void test_error_codes(void **state)
     expect_job(job, "failed:preset_not_found", &worker);
 
     /* processing_error: a preset that fails validation, message shaped like ComfyUI's */
-    user_preset(&u, "broken",
-                "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
-                "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
-                "\"upscale_method\":\"bilinear\",\"scale_by\":-3}},"
-                "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0],"
-                "\"filename_prefix\":\"x\"}}}");
+    wu_user_preset(&u, "broken",
+                   "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
+                   "\"2\":{\"class_type\":\"ImageScaleBy\",\"inputs\":{\"image\":[\"1\",0],"
+                   "\"upscale_method\":\"bilinear\",\"scale_by\":-3}},"
+                   "\"3\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"2\",0],"
+                   "\"filename_prefix\":\"x\"}}}");
     drive_file(&u, "br.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
     create_job(&u, file, "br.jpg", "broken", job, sizeof(job));
     push(job);
     expect_job(job, "failed:processing_error", &worker);
-    char *msg = job_col(job, "error_message");
+    char *msg = wu_job_col(job, "error_message");
     assert_non_null(strstr(msg, "smaller than min"));
     free(msg);
 
     /* comfyui_unavailable: a model node and no COMFYUI_URL */
-    user_preset(&u, "needs_gpu",
-                "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
-                "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
-                "\"2x-FakeUpscaler.pth\"}},"
-                "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
-                "[\"2\",0],\"image\":[\"1\",0]}},"
-                "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
-                "\"filename_prefix\":\"x\"}}}");
+    wu_user_preset(&u, "needs_gpu",
+                   "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
+                   "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
+                   "\"2x-FakeUpscaler.pth\"}},"
+                   "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
+                   "[\"2\",0],\"image\":[\"1\",0]}},"
+                   "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
+                   "\"filename_prefix\":\"x\"}}}");
     drive_file(&u, "gpu.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
     create_job(&u, file, "gpu.jpg", "needs_gpu", job, sizeof(job));
     push(job);
@@ -653,8 +539,8 @@ static void test_error_codes(void **state)
     fake_clear_faults(google.base_url);
 
     /* every permanent failure after a reservation gave the count back and counted a failure */
-    assert_usage(&u, "images_processed", "0");
-    assert_usage(&u, "images_failed", "8");
+    wu_assert_usage(&u, "images_processed", "0");
+    wu_assert_usage(&u, "images_failed", "8");
 
     /* drive_auth_revoked: expired access token, refresh token revoked at Google */
     user_t r = make_user("revoked@example.com");
@@ -744,16 +630,16 @@ static void test_hostile_images(void **state)
     }
     for (size_t i = 0; i < n; i++) {
         expect_job(cases[i].job, cases[i].want, &worker);
-        char *rc = job_col(cases[i].job, "retry_count");
+        char *rc = wu_job_col(cases[i].job, "retry_count");
         assert_string_equal(rc, "0");
         free(rc);
     }
     long ms = (long)(now_mono_ms() - t0);
-    char *msg = job_col(cases[2].job, "error_message");
+    char *msg = wu_job_col(cases[2].job, "error_message");
     assert_non_null(strstr(msg, "20000x20000"));
     free(msg);
-    assert_usage(&u, "images_processed", "1");
-    assert_usage(&u, "images_failed", "3");
+    wu_assert_usage(&u, "images_processed", "1");
+    wu_assert_usage(&u, "images_failed", "3");
     g_free(bomb);
     long kb = worker_peak_rss_kb(&worker);
     print_message("hostile images: all four done in %ld ms; worker VmHWM %ld MB\n", ms, kb / 1024);
@@ -793,16 +679,16 @@ static void test_drive_faults_recovered(void **state)
         .method = "POST", .path_part = "/upload/drive/v3/files", .status = 503};
     assert_true(fake_count_requests(google.base_url, &limited) == 6);
     assert_true(fake_count_requests(google.base_url, &unavailable) >= 3);
-    char *rc = job_col(job, "retry_count");
+    char *rc = wu_job_col(job, "retry_count");
     assert_true(atoi(rc) >= 1);
     free(rc);
     /* later attempts look for an earlier upload first */
     assert_true(count_lookups(job) >= 1);
-    char *code = job_col(job, "COALESCE(error_code, 'none')");
+    char *code = wu_job_col(job, "COALESCE(error_code, 'none')");
     assert_string_equal(code, "none");
     free(code);
     assert_int_equal(count_outputs_for(&u, job), 1);
-    assert_usage(&u, "images_processed", "1");
+    wu_assert_usage(&u, "images_processed", "1");
 }
 
 static bool all_done(void *arg)
@@ -847,8 +733,8 @@ static void test_free_user_30_images(void **state)
     assert_string_equal(q, "20");
     free(ok);
     free(q);
-    assert_usage(&u, "images_processed", "10");
-    assert_usage(&u, "images_failed", "0");
+    wu_assert_usage(&u, "images_processed", "10");
+    wu_assert_usage(&u, "images_failed", "0");
     cJSON *out = list_folder(&u, u.processed);
     assert_int_equal(cJSON_GetArraySize(out), 10);
     cJSON_Delete(out);
@@ -897,7 +783,7 @@ static void test_redis_flushed_mid_run(void **state)
                          1, p);
     assert_string_equal(ok, "10");
     free(ok);
-    assert_usage(&u, "images_processed", "10");
+    wu_assert_usage(&u, "images_processed", "10");
     assert_true(proc_log_contains(&worker, "re-push"));
     fake_clear_faults(google.base_url);
 }
@@ -1043,8 +929,8 @@ static void test_output_sharing(void **state)
             proc_print_log(&worker);
             fail_msg("no digest for %s", users[i]->email);
         }
-        char *out = job_col(jobs[i], "output_drive_file_id");
-        char *url = job_col(jobs[i], "output_url");
+        char *out = wu_job_col(jobs[i], "output_drive_file_id");
+        char *url = wu_job_col(jobs[i], "output_url");
         assert_true(strlen(url) > 10);
         assert_int_equal(shared_with_link(users[i], out), i == 0);
         char path[256];
@@ -1102,8 +988,8 @@ static void test_completion_fenced(void **state)
                      0);
     assert_true(wait_until(fenced_logged, NULL, 20000));
     fake_clear_faults(google.base_url);
-    char *st = job_col(job, "status || ' ' || (completed_at IS NULL)::text"
-                            " || ' ' || (output_url IS NULL)::text");
+    char *st = wu_job_col(job, "status || ' ' || (completed_at IS NULL)::text"
+                               " || ' ' || (output_url IS NULL)::text");
     assert_string_equal(st, "processing true true");
     free(st);
     char *res = sql_value("SELECT state FROM usage_reservations WHERE job_id = $1::uuid", 1, p);
@@ -1158,7 +1044,7 @@ static void test_kill9_mid_job(void **state)
     }
     proc_kill9(&a);
     fake_clear_faults(google.base_url);
-    char *st = job_col(job, "status");
+    char *st = wu_job_col(job, "status");
     assert_string_equal(st, "processing");
     free(st);
 
@@ -1171,8 +1057,8 @@ static void test_kill9_mid_job(void **state)
     assert_string_equal(got, "completed");
     free(got);
     assert_int_equal(count_outputs_for(&u, job), 1);
-    assert_usage(&u, "images_processed", "1");
-    char *attempt = job_col(job, "attempt");
+    wu_assert_usage(&u, "images_processed", "1");
+    char *attempt = wu_job_col(job, "attempt");
     assert_true(atoi(attempt) >= 2);
     free(attempt);
     assert_true(proc_log_contains(&b, "reusing the output"));
@@ -1262,22 +1148,22 @@ static void test_comfyui_path(void **state)
     static proc_t w;
     assert_int_equal(start_worker(&w, extra), 0);
     user_t u = make_user("comfy@example.com");
-    user_preset(&u, "upscale2x",
-                "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
-                "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
-                "\"2x-FakeUpscaler.pth\"}},"
-                "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
-                "[\"2\",0],\"image\":[\"1\",0]}},"
-                "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
-                "\"filename_prefix\":\"ca\"}}}");
-    user_preset(&u, "badgpu",
-                "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
-                "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
-                "\"no-such-model.pth\"}},"
-                "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
-                "[\"2\",0],\"image\":[\"1\",0]}},"
-                "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
-                "\"filename_prefix\":\"ca\"}}}");
+    wu_user_preset(&u, "upscale2x",
+                   "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
+                   "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
+                   "\"2x-FakeUpscaler.pth\"}},"
+                   "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
+                   "[\"2\",0],\"image\":[\"1\",0]}},"
+                   "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
+                   "\"filename_prefix\":\"ca\"}}}");
+    wu_user_preset(&u, "badgpu",
+                   "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x.png\"}},"
+                   "\"2\":{\"class_type\":\"UpscaleModelLoader\",\"inputs\":{\"model_name\":"
+                   "\"no-such-model.pth\"}},"
+                   "\"3\":{\"class_type\":\"ImageUpscaleWithModel\",\"inputs\":{\"upscale_model\":"
+                   "[\"2\",0],\"image\":[\"1\",0]}},"
+                   "\"4\":{\"class_type\":\"SaveImage\",\"inputs\":{\"images\":[\"3\",0],"
+                   "\"filename_prefix\":\"ca\"}}}");
     char file[128], job[64];
 
     /* success: 24x16 PNG → 48x32 PNG */
@@ -1285,10 +1171,10 @@ static void test_comfyui_path(void **state)
     create_job(&u, file, "small.png", "upscale2x", job, sizeof(job));
     push(job);
     expect_job(job, "completed", &w);
-    char *name = job_col(job, "output_file_name");
+    char *name = wu_job_col(job, "output_file_name");
     assert_string_equal(name, "small_upscale2x.png");
     free(name);
-    char *pid = job_col(job, "comfyui_prompt_id");
+    char *pid = wu_job_col(job, "comfyui_prompt_id");
     assert_true(strlen(pid) > 0);
     free(pid);
     cJSON *out = list_folder(&u, u.processed);
@@ -1306,7 +1192,7 @@ static void test_comfyui_path(void **state)
      * placeholder; the prompt is gone from the history. */
     assert_int_equal(comfy_files_cleaned("input", ".png"), 1);
     assert_int_equal(comfy_files_cleaned("output", "_00001_.png"), 1);
-    pid = job_col(job, "comfyui_prompt_id");
+    pid = wu_job_col(job, "comfyui_prompt_id");
     cJSON *hist = fake_admin(comfy.base_url, "GET", "/history", NULL);
     assert_null(cJSON_GetObjectItemCaseSensitive(hist, pid));
     assert_int_equal(cJSON_GetArraySize(hist), 0);
@@ -1343,14 +1229,14 @@ static void test_comfyui_path(void **state)
              "\"filename_prefix\":\"p\"}}}",
              vsub, vsub[0] != '\0' ? "/" : "", cJSON_GetObjectItem(victim, "name")->valuestring);
     cJSON_Delete(outs);
-    user_preset(&u, "peek", peek);
+    wu_user_preset(&u, "peek", peek);
     fake_match_t prompts = {.method = "POST", .path = "/prompt"};
     int prompts_before = fake_count_requests(comfy.base_url, &prompts);
     drive_file(&u, "pk.png", "image/png", png_b64, file, sizeof(file));
     create_job(&u, file, "pk.png", "peek", job, sizeof(job));
     push(job);
     expect_job(job, "failed:processing_error", &w);
-    char *pmsg = job_col(job, "error_message");
+    char *pmsg = wu_job_col(job, "error_message");
     assert_non_null(strstr(pmsg, "names a file of the image server"));
     free(pmsg);
     assert_int_equal(fake_count_requests(comfy.base_url, &prompts), prompts_before);
@@ -1360,7 +1246,7 @@ static void test_comfyui_path(void **state)
     create_job(&u, file, "v.png", "badgpu", job, sizeof(job));
     push(job);
     expect_job(job, "failed:processing_error", &w);
-    char *msg = job_col(job, "error_message");
+    char *msg = wu_job_col(job, "error_message");
     assert_non_null(strstr(msg, "not in"));
     free(msg);
 
@@ -1373,7 +1259,7 @@ static void test_comfyui_path(void **state)
     create_job(&u, file, "f.png", "upscale2x", job, sizeof(job));
     push(job);
     expect_job(job, "failed:processing_error", &w);
-    msg = job_col(job, "error_message");
+    msg = wu_job_col(job, "error_message");
     assert_non_null(strstr(msg, "CUDA out of memory"));
     free(msg);
     j = fake_admin(comfy.base_url, "DELETE", "/__admin/fail_node", NULL);
@@ -1392,7 +1278,7 @@ static void test_comfyui_path(void **state)
     cJSON_Delete(j);
     /* refused, failed and timed-out prompts left no input behind either */
     assert_int_equal(comfy_files_cleaned("input", "."), 5);
-    assert_usage(&u, "images_processed", "2");
+    wu_assert_usage(&u, "images_processed", "2");
     assert_int_equal(daemon_stop(&w), 0);
     assert_int_equal(shared_start(), 0);
 }

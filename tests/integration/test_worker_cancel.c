@@ -27,6 +27,7 @@
 #include "queue.h"
 #include "redis.h"
 #include "support.h"
+#include "worker_user.h"
 
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
@@ -86,61 +87,16 @@ static char *b64_noise_jpeg(int w, int h)
     return b64;
 }
 
-typedef struct {
-    char id[64];
-    char email[128];
-    char access[512];
-    char inbox[128];
-    char processed[128];
-} user_t;
-
-static void drive_folder(const char *email, const char *name, const char *parent, char *out,
-                         size_t outlen)
-{
-    char body[512];
-    snprintf(body, sizeof(body),
-             "{\"email\":\"%s\",\"name\":\"%s\",\"folder\":true,\"parents\":[\"%s\"]}", email, name,
-             parent);
-    fake_google_file(google.base_url, body, out, outlen);
-}
+typedef wu_user_t user_t;
 
 static user_t make_user(const char *email)
 {
-    user_t u;
-    memset(&u, 0, sizeof(u));
-    snprintf(u.email, sizeof(u.email), "%s", email);
-    fake_google_user_t g;
-    fake_google_user(google.base_url, email, CLIENT_ID, &g);
-    snprintf(u.access, sizeof(u.access), "%s", g.access_token);
-    char *sa = crypto_envelope_seal(keys, g.access_token);
-    char *sr = crypto_envelope_seal(keys, g.refresh_token);
-    drive_folder(email, "Inbox", g.root_id, u.inbox, sizeof(u.inbox));
-    drive_folder(email, "Processed", u.inbox, u.processed, sizeof(u.processed));
-    const char *params[] = {g.sub, email, sa, sr, u.inbox, u.processed};
-    char *id = sql_value(
-        "INSERT INTO users (google_id, email, name, drive_access_token, drive_refresh_token,"
-        " drive_token_expires_at, watched_folder_id, output_folder_id)"
-        " VALUES ($1, $2, 'Test User', $3, $4, timezone('UTC', now()) + interval '1 hour', $5, $6)"
-        " RETURNING id::text",
-        6, params);
-    assert_non_null(id);
-    snprintf(u.id, sizeof(u.id), "%s", id);
-    free(id);
-    free(sa);
-    free(sr);
-    return u;
+    return wu_make_user(google.base_url, keys, CLIENT_ID, email, NULL);
 }
 
 static void drive_file(const user_t *u, const char *name, const char *b64, char *out, size_t outlen)
 {
-    size_t n = strlen(b64) + 1024;
-    char *body = malloc(n);
-    snprintf(body, n,
-             "{\"email\":\"%s\",\"name\":\"%s\",\"mimeType\":\"image/jpeg\",\"parents\":[\"%s\"],"
-             "\"content_base64\":\"%s\"}",
-             u->email, name, u->inbox, b64);
-    fake_google_file(google.base_url, body, out, outlen);
-    free(body);
+    wu_drive_file(google.base_url, u, name, "image/jpeg", b64, out, outlen);
 }
 
 /* A file in the user's inbox and its job (as the poller makes it), pushed. */
@@ -160,20 +116,11 @@ static void queue_job(const user_t *u, const char *name, const char *b64, const 
     assert_int_equal(queue_push(redis, job, err, sizeof(err)), 0);
 }
 
-static char *job_col(const char *job, const char *col)
-{
-    char sql[256];
-    snprintf(sql, sizeof(sql), "SELECT COALESCE((%s)::text, '') FROM jobs WHERE id = $1::uuid",
-             col);
-    const char *params[] = {job};
-    return sql_value(sql, 1, params);
-}
-
 static void assert_job_col(const char *job, const char *col, const char *want)
 {
-    char *v = job_col(job, col);
+    char *v = wu_job_col(job, col);
     if (v == NULL || strcmp(v, want) != 0) {
-        char *msg = job_col(job, "status || ' ' || COALESCE(error_message, '')");
+        char *msg = wu_job_col(job, "status || ' ' || COALESCE(error_message, '')");
         fprintf(stderr, "job %s: %s is %s, want %s (%s)\n", job, col, v, want, msg);
         free(msg);
         proc_print_log(&worker);
@@ -191,7 +138,7 @@ typedef struct {
 static bool job_in(void *arg)
 {
     const status_wait_t *w = arg;
-    char *st = job_col(w->job, "status");
+    char *st = wu_job_col(w->job, "status");
     bool yes = false;
     for (int i = 0; st != NULL && w->statuses[i] != NULL; i++) {
         yes = yes || strcmp(st, w->statuses[i]) == 0;
@@ -212,55 +159,7 @@ static const char *const STARTED[] = {"processing", "completed", "failed", NULL}
 /* Outputs of `job` in the user's Processed folder, as the user sees Drive. */
 static int outputs_for(const user_t *u, const char *job)
 {
-    char q[256];
-    snprintf(q, sizeof(q), "'%s' in parents and trashed = false", u->processed);
-    char *eq = http_url_escape(q);
-    char url[1024];
-    snprintf(url, sizeof(url), "%s/drive/v3/files?q=%s&fields=files(id,name,appProperties)",
-             google.base_url, eq);
-    free(eq);
-    char auth[600];
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", u->access);
-    const char *hdr[] = {auth, NULL};
-    char *resp = NULL;
-    assert_int_equal(http_call_h("GET", url, hdr, NULL, &resp, NULL), 200);
-    cJSON *j = cJSON_Parse(resp);
-    free(resp);
-    int n = 0;
-    const cJSON *f;
-    cJSON_ArrayForEach(f, cJSON_GetObjectItem(j, "files"))
-    {
-        const cJSON *id = cJSON_GetObjectItem(cJSON_GetObjectItem(f, "appProperties"), "ca_job_id");
-        if (job == NULL || (cJSON_IsString(id) && strcmp(id->valuestring, job) == 0)) {
-            n++;
-        }
-    }
-    cJSON_Delete(j);
-    return n;
-}
-
-static void assert_usage(const user_t *u, const char *col, const char *want)
-{
-    char sql[256];
-    snprintf(sql, sizeof(sql),
-             "SELECT COALESCE(sum(%s), 0)::text FROM usage_tracking WHERE user_id = $1::uuid", col);
-    const char *params[] = {u->id};
-    char *v = sql_value(sql, 1, params);
-    assert_non_null(v);
-    if (strcmp(v, want) != 0) {
-        fprintf(stderr, "usage %s: %s, want %s\n", col, v, want);
-    }
-    assert_string_equal(v, want);
-    free(v);
-}
-
-static void user_preset(const user_t *u, const char *name, const char *graph)
-{
-    const char *params[] = {u->id, name, graph};
-    assert_int_equal(sql_exec("INSERT INTO presets (created_by_user_id, name, workflow_json)"
-                              " VALUES ($1::uuid, $2, $3::jsonb)",
-                              3, params),
-                     0);
+    return wu_outputs_for(google.base_url, u, job);
 }
 
 /* jobs_cancel / jobs_retry as the gateway calls them: its role, in a
@@ -358,7 +257,7 @@ static void test_cancel_processing_job(void **state)
     (void)state;
     user_t u = make_user("cancel@example.com");
     user_t other = make_user("next@example.com");
-    user_preset(&u, "slow", SLOW_PRESET);
+    wu_user_preset(&u, "slow", SLOW_PRESET);
     char slow[64], next[64];
     queue_job(&u, "big.jpg", slow_jpeg_b64, "slow", slow, sizeof(slow));
     assert_true(wait_status(slow, STARTED, 20000));
@@ -397,13 +296,13 @@ static void test_cancel_processing_job(void **state)
     assert_job_col(slow, "error_code", "");
     assert_job_col(slow, "output_drive_file_id", "");
     assert_int_equal(outputs_for(&u, NULL), 0);
-    assert_usage(&u, "images_processed", "0");
-    assert_usage(&u, "images_failed", "0");
+    wu_assert_usage(&u, "images_processed", "0");
+    wu_assert_usage(&u, "images_failed", "0");
     const char *p[] = {slow};
     char *res = sql_value("SELECT state FROM usage_reservations WHERE job_id = $1::uuid", 1, p);
     assert_string_equal(res, "released");
     free(res);
-    assert_usage(&other, "images_processed", "1");
+    wu_assert_usage(&other, "images_processed", "1");
 
     /* a second cancel, or one of a finished job, is a conflict */
     answer = as_gateway("jobs_cancel", &u, slow);
@@ -415,7 +314,7 @@ static void test_time_budget(void **state)
 {
     (void)state;
     user_t u = make_user("budget@example.com");
-    user_preset(&u, "slow", SLOW_PRESET);
+    wu_user_preset(&u, "slow", SLOW_PRESET);
     char slow[64], next[64];
     queue_job(&u, "big.jpg", slow_jpeg_b64, "slow", slow, sizeof(slow));
     queue_job(&u, "small.jpg", TINY_JPEG_B64, "portrait_pro", next, sizeof(next));
@@ -426,7 +325,7 @@ static void test_time_budget(void **state)
     print_message("a job over JOB_MAX_SECONDS=%d: failed %ld ms after it started\n", BUDGET_S, ms);
     assert_job_col(slow, "status || ':' || error_code", "failed:timeout");
     assert_job_col(slow, "retry_count", "0"); /* permanent: not retried */
-    char *msg = job_col(slow, "error_message");
+    char *msg = wu_job_col(slow, "error_message");
     assert_non_null(strstr(msg, "longer than the 4 s limit"));
     free(msg);
     assert_true(ms < (BUDGET_S + 3) * 1000L);
@@ -435,8 +334,8 @@ static void test_time_budget(void **state)
     assert_int_equal(outputs_for(&u, slow), 0);
     assert_true(wait_status(next, DONE, 30000));
     assert_job_col(next, "status", "completed");
-    assert_usage(&u, "images_processed", "1");
-    assert_usage(&u, "images_failed", "1");
+    wu_assert_usage(&u, "images_processed", "1");
+    wu_assert_usage(&u, "images_failed", "1");
 }
 
 /* A job whose automatic retries are used up, retried by its user, runs once
@@ -456,12 +355,12 @@ static void test_user_retry_keeps_retry_budget(void **state)
                               " retry_count = max_retries WHERE id = $1::uuid",
                               1, p),
                      0);
-    char *before = job_col(job, "attempt");
+    char *before = wu_job_col(job, "attempt");
     int attempt0 = atoi(before);
     free(before);
 
     /* Drive's download keeps failing (a transient error) */
-    char *file = job_col(job, "drive_file_id");
+    char *file = wu_job_col(job, "drive_file_id");
     char fault[512];
     snprintf(fault, sizeof(fault),
              "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/files/%s\"},\"count\":1000,"
@@ -483,7 +382,7 @@ static void test_user_retry_keeps_retry_budget(void **state)
     nanosleep(&ts, NULL);
     fake_clear_faults(google.base_url);
     assert_job_col(job, "status", "failed");
-    char *after = job_col(job, "attempt");
+    char *after = wu_job_col(job, "attempt");
     print_message("a retried job with its retries used up ran %d more time(s)\n",
                   atoi(after) - attempt0);
     assert_int_equal(atoi(after), attempt0 + 1); /* one run, not max_retries + 1 */
@@ -600,8 +499,8 @@ static void assert_cancelled_and_clean(const user_t *u, const char *job, long si
     assert_int_equal(left, 0); /* deleted, not trashed */
     assert_int_equal(outputs_for(u, NULL), 0);
     assert_int_equal(deletes_since(since, 204), 1);
-    assert_usage(u, "images_processed", "0");
-    assert_usage(u, "images_failed", "0");
+    wu_assert_usage(u, "images_processed", "0");
+    wu_assert_usage(u, "images_failed", "0");
     const char *p[] = {job};
     char *res = sql_value("SELECT state FROM usage_reservations WHERE job_id = $1::uuid", 1, p);
     assert_string_equal(res, "released");
