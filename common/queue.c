@@ -397,6 +397,11 @@ static int run_argv(redis_conn_t *r, int argc, const char **argv, char *err, siz
     return 0;
 }
 
+const char *queue_push_script(void)
+{
+    return PUSH_SCRIPT;
+}
+
 static queue_fair_t fair_config = {{6, 3, 1}, 4};
 
 void queue_fair_set(const queue_fair_t *cfg)

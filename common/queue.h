@@ -60,6 +60,10 @@ __attribute__((warn_unused_result)) int queue_push_user(redis_conn_t *r, const c
                                                         const char *user_id, const char *tier,
                                                         char *err, size_t errlen);
 
+/* The Lua text queue_push_user runs (no KEYS; ARGV id, tier, user id), for an
+ * asynchronous client (the gateway's retry). A static string. */
+const char *queue_push_script(void);
+
 /* queue_push_user(id, NULL, NULL): the legacy list, for pushers without an owner. */
 __attribute__((warn_unused_result)) int queue_push(redis_conn_t *r, const char *id, char *err,
                                                    size_t errlen);

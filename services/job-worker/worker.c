@@ -347,6 +347,14 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
         ctx->concurrency = 1;
     }
     ctx->drain_s = (int)config_get_int(cfg, "WORKER_DRAIN_SECONDS");
+    queue_fair_t fair;
+    if (queue_fair_parse(daemon_get(d, "WORKER_TIER_WEIGHTS"),
+                         (int)config_get_int(cfg, "WORKER_USER_INFLIGHT_MAX"), &fair, err,
+                         sizeof(err)) != 0) {
+        log_error("WORKER_TIER_WEIGHTS / WORKER_USER_INFLIGHT_MAX: %s", err);
+        return -1;
+    }
+    queue_fair_set(&fair); /* before the threads start */
     return 0;
 }
 
