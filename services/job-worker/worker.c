@@ -93,7 +93,7 @@ static int connect_clients(worker_thread_t *t)
     return 0;
 }
 
-/* Puts the ids in this thread's processing list back in ca:jobs. */
+/* Puts the ids in this thread's processing list back in their users' lists. */
 static void give_back_taken(worker_thread_t *t)
 {
     char err[256];
