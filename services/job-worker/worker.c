@@ -435,7 +435,7 @@ void worker_drain(daemon_t *d)
 
 /* Past the drain deadline: every job still in flight goes back to queued
  * (fenced: the thread's own later writes then change nothing) and its id back
- * to ca:jobs. */
+ * to its user's list of the fair queue. */
 static void hand_back(worker_ctx_t *ctx)
 {
     char err[256];
