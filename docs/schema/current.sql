@@ -3598,6 +3598,24 @@ GRANT SELECT ON TABLE public.subscriptions TO ca_api_gateway;
 GRANT SELECT ON TABLE public.subscriptions TO ca_job_worker;
 
 --
+-- Name: COLUMN subscriptions.user_id; Type: ACL; Schema: public; Owner: ca_billing_webhook
+--
+
+GRANT SELECT(user_id) ON TABLE public.subscriptions TO ca_drive_poller;
+
+--
+-- Name: COLUMN subscriptions.tier; Type: ACL; Schema: public; Owner: ca_billing_webhook
+--
+
+GRANT SELECT(tier) ON TABLE public.subscriptions TO ca_drive_poller;
+
+--
+-- Name: COLUMN subscriptions.created_at; Type: ACL; Schema: public; Owner: ca_billing_webhook
+--
+
+GRANT SELECT(created_at) ON TABLE public.subscriptions TO ca_drive_poller;
+
+--
 -- Name: TABLE usage_reservations; Type: ACL; Schema: public; Owner: ca_billing_webhook
 --
 

@@ -3,7 +3,8 @@
  *
  *   GET  /api/jobs?status=&limit=&cursor=   newest first, keyset pages
  *   GET  /api/jobs/{id}
- *   POST /api/jobs/{id}/retry    failed|cancelled → queued (jobs_retry), id pushed to ca:jobs
+ *   POST /api/jobs/{id}/retry    failed|cancelled → queued (jobs_retry), id pushed to the user's
+ *                                fair queue (queue_push_script, the user's tier)
  *   POST /api/jobs/{id}/cancel   queued → cancelled (jobs_cancel); else 409
  *
  * The cursor is opaque to clients: base64url("<created_at with µs>|<id>") of
@@ -16,6 +17,7 @@
 #include "paging.h"
 
 #include "log.h"
+#include "queue.h"
 #include "uuid.h"
 
 #include <ctype.h>
@@ -229,6 +231,7 @@ typedef struct {
     char user_id[GW_UUID_LEN + 1];
     char job_id[GW_UUID_LEN + 1];
     char ip[64];
+    char tier[16]; /* the user's subscription tier, for the fair queue */
 } change_t;
 
 static void on_pushed(redisReply *reply, const char *err, void *arg)
@@ -251,7 +254,10 @@ static void on_changed(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
         snprintf(target, sizeof(target), "job:%s", c->job_id);
         gw_audit(gw, c->user_id, c->retry ? "job.retry" : "job.cancel", target, NULL, c->ip);
         if (c->retry) {
-            if (gw_redis_cmd(gw->redis, on_pushed, c, "LPUSH ca:jobs %s", c->job_id) == 0) {
+            const char *args[3] = {c->job_id, c->tier, c->user_id};
+            snprintf(c->tier, sizeof(c->tier), "%s",
+                     PQnfields(res) > 1 && PQntuples(res) == 1 ? PQgetvalue(res, 0, 1) : "free");
+            if (gw_redis_eval(gw->redis, on_pushed, c, queue_push_script(), 0, 3, args) == 0) {
                 return;
             }
             log_warn("retry: Redis unavailable; job %s stays queued in PostgreSQL", c->job_id);
@@ -286,7 +292,9 @@ static void change_job(gw_t *gw, http_req_t *req, const gw_user_t *user, bool re
     snprintf(c->ip, sizeof(c->ip), "%s", gw_client_ip(req));
     const char *p[] = {user->id, id};
     gw_query_ex(gw, req, user->id,
-                retry ? "SELECT jobs_retry($1::uuid, $2::uuid)"
+                retry ? "SELECT jobs_retry($1::uuid, $2::uuid), COALESCE((SELECT s.tier"
+                        " FROM subscriptions s WHERE s.user_id = $1::uuid"
+                        " ORDER BY s.created_at DESC LIMIT 1), 'free')"
                       : "SELECT jobs_cancel($1::uuid, $2::uuid)",
                 2, p, on_changed, c, free);
 }

@@ -247,7 +247,8 @@ static int cmp_file_ptr(const void *a, const void *b)
     return strcmp(x->id, y->id);
 }
 
-static void push_ids(poll_ctx_t *c, char **ids, int n)
+/* Pushes the new ids to the user's fair queue (tier: the user's subscription). */
+static void push_ids(poll_ctx_t *c, char **ids, int n, const char *tier)
 {
     poll_env_t *t = c->t;
     char err[256];
@@ -262,8 +263,8 @@ static void push_ids(poll_ctx_t *c, char **ids, int n)
             }
             redis_set_retry(t->redis, 2000);
         }
-        if (queue_push(t->redis, ids[i], err, sizeof(err)) != 0) {
-            log_warn("LPUSH of job %s failed (the worker re-pushes queued jobs): %s", ids[i], err);
+        if (queue_push_user(t->redis, ids[i], c->row->user_id, tier, err, sizeof(err)) != 0) {
+            log_warn("push of job %s failed (the worker re-pushes queued jobs): %s", ids[i], err);
             poller_metrics_push_failures(1);
         }
     }
@@ -315,7 +316,9 @@ static poll_result_t create_jobs(poll_ctx_t *c, drive_file_t **files, size_t n)
     PGresult *res = NULL;
     for (int attempt = 0; attempt < 3 && res == NULL; attempt++) {
         res = pg_exec(c->t->pg,
-                      "SELECT r.job_id, r.is_new"
+                      "SELECT r.job_id, r.is_new, COALESCE((SELECT s.tier FROM subscriptions s"
+                      "       WHERE s.user_id = $1::uuid ORDER BY s.created_at DESC LIMIT 1),"
+                      "       'free')"
                       "  FROM jsonb_to_recordset($2::jsonb)"
                       "       AS f(id text, name text, size bigint, mime text)"
                       "  CROSS JOIN LATERAL jobs_create_for_drive_file($1::uuid, f.id,"
@@ -343,7 +346,7 @@ static poll_result_t create_jobs(poll_ctx_t *c, drive_file_t **files, size_t n)
     poller_metrics_files((int)n, nnew);
     if (nnew > 0) {
         log_info("%d new job(s) for %zu image(s)", nnew, n);
-        push_ids(c, ids, nnew);
+        push_ids(c, ids, nnew, PQgetvalue(res, 0, 2));
     }
     free(ids);
     PQclear(res);

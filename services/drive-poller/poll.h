@@ -6,7 +6,7 @@
  *      Drive 401 forces one refresh and one retry of the call);
  *   2. with a saved changes token: changes.list from it through every page;
  *      each page's candidates become jobs in one statement (committed), their
- *      new ids are LPUSHed to ca:jobs, then the next page;
+ *      new ids are pushed to the user's fair-queue list, then the next page;
  *   3. without a token, or when Drive refuses it (400/404): a new start token
  *      FIRST, then a full listing — a file added meanwhile is in both or in the
  *      next changes, never in neither;

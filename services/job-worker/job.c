@@ -962,7 +962,7 @@ static int ack(job_runner_t *t, const char *id, char *next, size_t nextlen)
 static void delay(job_runner_t *t, const char *id, int64_t ms)
 {
     char err[256];
-    if (queue_delay(t->redis, id, now_wall_ms() + ms, err, sizeof(err)) != 0) {
+    if (queue_delay_held(t->redis, t->worker_id, id, now_wall_ms() + ms, err, sizeof(err)) < 0) {
         log_warn("delay failed (the re-push task will find the job): %s", err);
     }
 }

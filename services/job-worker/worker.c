@@ -93,7 +93,7 @@ static int connect_clients(worker_thread_t *t)
     return 0;
 }
 
-/* Puts the ids in this thread's processing list back in ca:jobs. */
+/* Puts the ids in this thread's processing list back in their users' lists. */
 static void give_back_taken(worker_thread_t *t)
 {
     char err[256];
@@ -347,6 +347,14 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
         ctx->concurrency = 1;
     }
     ctx->drain_s = (int)config_get_int(cfg, "WORKER_DRAIN_SECONDS");
+    queue_fair_t fair;
+    if (queue_fair_parse(daemon_get(d, "WORKER_TIER_WEIGHTS"),
+                         (int)config_get_int(cfg, "WORKER_USER_INFLIGHT_MAX"), &fair, err,
+                         sizeof(err)) != 0) {
+        log_error("WORKER_TIER_WEIGHTS / WORKER_USER_INFLIGHT_MAX: %s", err);
+        return -1;
+    }
+    queue_fair_set(&fair); /* before the threads start */
     return 0;
 }
 
@@ -427,7 +435,7 @@ void worker_drain(daemon_t *d)
 
 /* Past the drain deadline: every job still in flight goes back to queued
  * (fenced: the thread's own later writes then change nothing) and its id back
- * to ca:jobs. */
+ * to its user's list of the fair queue. */
 static void hand_back(worker_ctx_t *ctx)
 {
     char err[256];

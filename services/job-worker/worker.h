@@ -4,7 +4,7 @@
  *
  * worker_start reads the configuration, starts WORKER_CONCURRENCY job threads
  * (each with its own PostgreSQL, Redis, Google and HTTP clients) that take
- * job ids from ca:jobs and run each through job_process (job.h), and registers
+ * job ids from the fair queue and run each through job_process (job.h), and registers
  * periodic tasks on the daemon's maintenance thread: the heartbeats of every
  * job thread's queue id and the lease extension of the jobs in flight (here),
  * the queue recovery, gauges and e-mail digests (worker_tasks.h). A job

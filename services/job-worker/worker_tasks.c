@@ -25,19 +25,10 @@ static metric_t *m_depth;
 static metric_t *m_jobs_now;
 static metric_t *m_recovered;
 
-/* Pushes the ids (ARGV) that are neither in ca:jobs nor in ca:jobs:delayed. */
-static const char REPUSH_SCRIPT[] =
-    "local present = {}\n"
-    "for _, v in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do present[v] = true end\n"
-    "local pushed = 0\n"
-    "for _, id in ipairs(ARGV) do\n"
-    "  if not present[id] and not redis.call('ZSCORE', KEYS[2], id) then\n"
-    "    redis.call('LPUSH', KEYS[1], id)\n"
-    "    present[id] = true\n"
-    "    pushed = pushed + 1\n"
-    "  end\n"
-    "end\n"
-    "return pushed\n";
+/* The tier of the user in column `user`, for the fair queue (no subscription: free). */
+#define TIER_OF_SQL(user)                                                                          \
+    "COALESCE((SELECT s.tier FROM subscriptions s WHERE s.user_id = " user                         \
+    " ORDER BY s.created_at DESC LIMIT 1), 'free')"
 
 static void task_promote(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
@@ -68,8 +59,9 @@ static void task_reap(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg
     }
 }
 
-/* Re-pushes queued jobs untouched for repush_s that are in neither ca:jobs nor
- * the delayed set (Redis restarted empty, or a pusher died after its commit). */
+/* Re-pushes queued jobs untouched for repush_s that wait nowhere in the queue
+ * (user lists, ca:jobs, the delayed set) (Redis restarted empty, or a pusher died after its
+ * commit). */
 static int repush(const worker_tasks_config_t *cfg, pg_conn_t *pg, redis_conn_t *redis, int *pushed)
 {
     char err[256];
@@ -77,12 +69,13 @@ static int repush(const worker_tasks_config_t *cfg, pg_conn_t *pg, redis_conn_t 
     snprintf(age, sizeof(age), "%d", cfg->repush_s);
     const char *p[1] = {age};
     *pushed = 0;
-    PGresult *res =
-        pg_exec(pg,
-                "SELECT id::text FROM jobs WHERE status = 'queued'"
-                " AND updated_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
-                " ORDER BY updated_at LIMIT " TEXT(REPUSH_BATCH),
-                1, p, err, sizeof(err));
+    PGresult *res = pg_exec(
+        pg,
+        "SELECT j.id::text, j.user_id::text, " TIER_OF_SQL(
+            "j.user_id") " FROM jobs j WHERE j.status = 'queued'"
+                         " AND j.updated_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
+                         " ORDER BY j.updated_at LIMIT " TEXT(REPUSH_BATCH),
+        1, p, err, sizeof(err));
     if (res == NULL) {
         log_debug("re-push: %s", err);
         return -1;
@@ -92,32 +85,21 @@ static int repush(const worker_tasks_config_t *cfg, pg_conn_t *pg, redis_conn_t 
         PQclear(res);
         return 0;
     }
-    const char **argv = calloc((size_t)n + 5, sizeof(char *));
-    if (argv == NULL) {
+    const char **cols = calloc((size_t)n * 3, sizeof(char *));
+    if (cols == NULL) {
         PQclear(res);
         return -1;
     }
-    int argc = 0;
-    argv[argc++] = "EVAL";
-    argv[argc++] = REPUSH_SCRIPT;
-    argv[argc++] = "2";
-    argv[argc++] = QUEUE_JOBS;
-    argv[argc++] = QUEUE_DELAYED;
-    for (int i = 0; i < n && i < REPUSH_BATCH; i++) {
-        argv[argc++] = PQgetvalue(res, i, 0);
+    for (int i = 0; i < n; i++) {
+        cols[i] = PQgetvalue(res, i, 0);
+        cols[n + i] = PQgetvalue(res, i, 1);
+        cols[2 * n + i] = PQgetvalue(res, i, 2);
     }
-    redisReply *r = redis_command_argv(redis, argc, argv, NULL, err, sizeof(err));
-    int rc = 0;
-    if (r == NULL) {
+    int rc = queue_repush_missing(redis, n, cols, cols + n, cols + 2 * n, pushed, err, sizeof(err));
+    if (rc != 0) {
         log_debug("re-push: %s", err);
-        rc = -1;
-    } else {
-        if (r->type == REDIS_REPLY_INTEGER) {
-            *pushed = (int)r->integer;
-        }
-        freeReplyObject(r);
     }
-    free(argv);
+    free(cols);
     PQclear(res);
     return rc;
 }
@@ -165,9 +147,10 @@ static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *ar
                          "   retry_count = CASE WHEN COALESCE(j.retry_count, 0) < COALESCE(j.max_retries, 3)"
                          "     THEN COALESCE(j.retry_count, 0) + 1 ELSE j.retry_count END,"
                          "   lease_expires_at = NULL"
-                         "   FROM stuck WHERE j.id = stuck.id RETURNING j.id, j.status)"
+                         "   FROM stuck WHERE j.id = stuck.id RETURNING j.id, j.status, j.user_id)"
                          " SELECT id::text, status, CASE WHEN status = 'failed'"
-                         "   THEN billing_release_usage(id, true) END FROM upd",
+                         "   THEN billing_release_usage(id, true) END, user_id::text, " TIER_OF_SQL(
+                             "upd.user_id") " FROM upd",
         0, NULL, err, sizeof(err));
     if (res == NULL || pg_commit(pg, err, sizeof(err)) != 0) {
         PQclear(res);
@@ -179,7 +162,8 @@ static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *ar
     for (int i = 0; i < n; i++) {
         const char *id = PQgetvalue(res, i, 0);
         if (strcmp(PQgetvalue(res, i, 1), "queued") == 0) {
-            if (redis == NULL || queue_push(redis, id, err, sizeof(err)) != 0) {
+            if (redis == NULL || queue_push_user(redis, id, PQgetvalue(res, i, 3),
+                                                 PQgetvalue(res, i, 4), err, sizeof(err)) != 0) {
                 log_warn("lease requeue: push of %s failed (the re-push task will do it)", id);
             }
             log_info("job %s: lease expired; back in the queue", id);

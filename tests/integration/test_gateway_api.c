@@ -976,7 +976,7 @@ static void test_job_one_retry_cancel(void **state)
 
     /* retry a failed job: queued, error cleared, id pushed; retry_count (3, its automatic
      * retries used up) is kept: a user's retry is one more run, not a fresh budget */
-    redisReply *d = redis_command(redis, NULL, 0, "DEL ca:jobs");
+    redisReply *d = redis_command(redis, NULL, 0, "DEL ca:jobs ca:jobs:u:%s", alice.id);
     freeReplyObject(d);
     snprintf(path, sizeof(path), "/api/jobs/%s/retry", alice_failed);
     expect_error(req("POST", path, &alice, false, NULL, NULL), 403, "csrf_failed", NULL);
@@ -986,9 +986,16 @@ static void test_job_one_retry_cancel(void **state)
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "error_code")));
     assert_int_equal(cJSON_GetObjectItem(r.json, "retry_count")->valueint, 3);
     gwt_resp_free(&r);
-    redisReply *lr = redis_command(redis, NULL, 0, "LRANGE ca:jobs 0 -1");
+    /* pushed to alice's own list of the fair queue, her tier's ring knows her */
+    redisReply *lr = redis_command(redis, NULL, 0, "LRANGE ca:jobs:u:%s 0 -1", alice.id);
     assert_int_equal(lr->elements, 1);
     assert_string_equal(lr->element[0]->str, alice_failed);
+    freeReplyObject(lr);
+    lr = redis_command(redis, NULL, 0, "LPOS ca:jobs:ready:free %s", alice.id);
+    assert_int_equal(lr->type, REDIS_REPLY_INTEGER);
+    freeReplyObject(lr);
+    lr = redis_command(redis, NULL, 0, "LLEN ca:jobs");
+    assert_int_equal(lr->integer, 0);
     freeReplyObject(lr);
     /* retrying a queued job conflicts */
     expect_error(req("POST", path, &alice, true, NULL, NULL), 409, "conflict", NULL);

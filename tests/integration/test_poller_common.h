@@ -378,7 +378,8 @@ static __attribute__((unused)) bool tp_wait_scanned(const tp_user_t *u, int time
 
 /* ---- ca:jobs ---- */
 
-/* How many times each of the user's job ids is in ca:jobs: returns the number
+/* How many times each of the user's job ids is in the user's list of the fair queue
+ * (ca:jobs:u:<user_id>): returns the number
  * of ids found exactly once; *dups gets those found more than once. */
 static __attribute__((unused)) long tp_queue_check(const tp_user_t *u, long *dups)
 {
@@ -387,7 +388,7 @@ static __attribute__((unused)) long tp_queue_check(const tp_user_t *u, long *dup
     if (r == NULL) {
         return -1;
     }
-    redisReply *rep = redis_command(r, err, sizeof(err), "LRANGE ca:jobs 0 -1");
+    redisReply *rep = redis_command(r, err, sizeof(err), "LRANGE ca:jobs:u:%s 0 -1", u->user_id);
     const char *p[] = {u->user_id};
     PGresult *res = pg_exec(tp_pg, "SELECT id::text FROM jobs WHERE user_id = $1::uuid", 1, p, err,
                             sizeof(err));

@@ -72,6 +72,9 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+    const queue_fair_t defaults = {{6, 3, 1}, 4};
+
+    queue_fair_set(&defaults);
     redis_close(*state);
     return 0;
 }
@@ -335,9 +338,13 @@ static void test_take_drops_overlong_ids(void **state)
     assert_non_null(reply);
     freeReplyObject(reply);
     push(r, "fine");
-    /* The over-long id is dropped (not left in the processing list). */
-    assert_int_equal(queue_take(r, "w1", 0.2, id, sizeof(id), err, sizeof(err)), 0);
+    /* The over-long id is dropped (not left in the processing list), the next taken. */
+    assert_int_equal(queue_take(r, "w1", 0.2, id, sizeof(id), err, sizeof(err)), 1);
+    assert_string_equal(id, "fine");
+    assert_int_equal(list_len(r, QUEUE_PROCESSING_PREFIX "w1"), 1);
+    assert_int_equal(queue_ack(r, "w1", "fine", err, sizeof(err)), 0);
     assert_int_equal(list_len(r, QUEUE_PROCESSING_PREFIX "w1"), 0);
+    push(r, "fine");
     /* A caller buffer too small is an error; the id stays held for the reaper. */
     assert_int_equal(queue_take(r, "w1", 0.2, small, sizeof(small), err, sizeof(err)), -1);
     assert_non_null(strstr(err, "too small"));
@@ -650,6 +657,319 @@ static void test_queue_survives_redis_restart(void **state)
     assert_string_equal(id, "after-restart");
 }
 
+/* ---- fair scheduling (issue 15) ---- */
+
+static void push_user(redis_conn_t *r, const char *id, const char *user, const char *tier)
+{
+    char err[256] = "";
+
+    if (queue_push_user(r, id, user, tier, err, sizeof(err)) != 0) {
+        fail_msg("push %s for %s: %s", id, user, err);
+    }
+}
+
+/* Pushes prefix0..prefix(n-1) for user. */
+static void push_many(redis_conn_t *r, const char *prefix, int n, const char *user,
+                      const char *tier)
+{
+    for (int i = 0; i < n; i++) {
+        char id[32];
+
+        snprintf(id, sizeof(id), "%s%d", prefix, i);
+        push_user(r, id, user, tier);
+    }
+}
+
+/* Takes and acks one id; returns its first character (the tests' user tag). */
+static char take_ack(redis_conn_t *r, const char *worker)
+{
+    char id[QUEUE_ID_MAX];
+    char err[256] = "";
+
+    if (queue_take(r, worker, 0.5, id, sizeof(id), err, sizeof(err)) != 1) {
+        fail_msg("take: %s", err);
+    }
+    assert_int_equal(queue_ack(r, worker, id, err, sizeof(err)), 0);
+    return id[0];
+}
+
+static long long inflight_of(redis_conn_t *r, const char *user)
+{
+    char err[256] = "";
+    redisReply *reply = redis_command(r, err, sizeof(err), "HGET ca:jobs:inflight %s", user);
+    long long n = 0;
+
+    if (reply == NULL) {
+        fail_msg("HGET: %s", err);
+    }
+    if (reply->type == REDIS_REPLY_STRING) {
+        n = atoll(reply->str);
+    }
+    freeReplyObject(reply);
+    return n;
+}
+
+/* With every tier busy, each window of 6+3+1 takes gives 6 studio, 3 creator,
+ * 1 free; a user without a tier counts as free (round robin with user-f). */
+static void test_fair_tier_weights(void **state)
+{
+    redis_conn_t *r = *state;
+    const queue_fair_t cfg = {{6, 3, 1}, 100};
+
+    queue_fair_set(&cfg);
+    push_many(r, "s", 40, "user-s", "studio");
+    push_many(r, "c", 40, "user-c", "creator");
+    push_many(r, "f", 40, "user-f", "free");
+    push_many(r, "x", 40, "user-x", NULL); /* no tier: free */
+    /* the three tiers are back from idle: each is served once, in tier order */
+    assert_int_equal(take_ack(r, "w1"), 's');
+    assert_int_equal(take_ack(r, "w1"), 'c');
+    assert_int_equal(take_ack(r, "w1"), 'f');
+    for (int window = 0; window < 3; window++) {
+        int count[128] = {0};
+
+        for (int i = 0; i < 10; i++) {
+            count[(unsigned char)take_ack(r, "w1")]++;
+        }
+        assert_int_equal(count['s'], 6);
+        assert_int_equal(count['c'], 3);
+        assert_int_equal(count['f'] + count['x'], 1);
+    }
+    assert_int_equal(queue_depth(r), 160 - 33);
+}
+
+/* Round robin between the users of a tier; FIFO within one user. */
+static void test_fair_round_robin_fifo(void **state)
+{
+    redis_conn_t *r = *state;
+    const char *expect[] = {"a0", "b0", "c0", "a1", "b1", "a2", "b2", "b3"};
+
+    push_many(r, "a", 3, "user-a", "creator");
+    push_many(r, "b", 4, "user-b", "creator");
+    push_many(r, "c", 1, "user-c", "creator");
+    for (size_t i = 0; i < sizeof(expect) / sizeof(expect[0]); i++) {
+        char err[256] = "";
+
+        take_expect(r, "w1", expect[i]);
+        assert_int_equal(queue_ack(r, "w1", expect[i], err, sizeof(err)), 0);
+    }
+    assert_int_equal(queue_depth(r), 0);
+    assert_int_equal(list_len(r, "ca:jobs:ready:creator"), 0);
+}
+
+/* A free user's single id, pushed behind a large studio and creator backlog,
+ * is taken at the next take (a tier back from idle goes first once). */
+static void test_fair_late_free_overtakes(void **state)
+{
+    redis_conn_t *r = *state;
+    int takes = 0;
+
+    push_many(r, "s", 200, "user-s", "studio");
+    push_many(r, "c", 50, "user-c", "creator");
+    for (int i = 0; i < 37; i++) {
+        (void)take_ack(r, "w1");
+    }
+    for (int round = 0; round < 5; round++) {
+        char id[32];
+
+        snprintf(id, sizeof(id), "free-late-%d", round);
+        push_user(r, id, "user-f", "free");
+        assert_int_equal(take_ack(r, "w1"), 'f');
+        for (int i = 0; i < 3 + round; i++) { /* studio and creator go on */
+            takes += take_ack(r, "w1") == 's' ? 1 : 0;
+        }
+    }
+    assert_true(takes > 0);
+}
+
+/* The per-user cap: a user at the cap is skipped (others go on), taken again
+ * once an ack frees a slot; the count follows take, ack, delay and reap. */
+static void test_fair_inflight_cap(void **state)
+{
+    redis_conn_t *r = *state;
+    const queue_fair_t cfg = {{6, 3, 1}, 2};
+    char err[256] = "";
+    char id[QUEUE_ID_MAX];
+    int returned = 0;
+
+    queue_fair_set(&cfg);
+    push_many(r, "a", 5, "user-a", "studio");
+    push_many(r, "b", 1, "user-b", "studio");
+    take_expect(r, "w1", "a0");
+    take_expect(r, "w2", "b0");
+    take_expect(r, "w3", "a1");
+    assert_int_equal(inflight_of(r, "user-a"), 2);
+    /* user-a is at its cap with 3 waiting: nothing to take */
+    assert_int_equal(queue_take(r, "w4", 0.05, id, sizeof(id), err, sizeof(err)), 0);
+    assert_int_equal(queue_depth(r), 3);
+    assert_int_equal(queue_ack(r, "w1", "a0", err, sizeof(err)), 0);
+    assert_int_equal(inflight_of(r, "user-a"), 1);
+    take_expect(r, "w4", "a2");
+    assert_int_equal(inflight_of(r, "user-a"), 2);
+    /* delay lowers the count too, and keeps the owner */
+    assert_int_equal(queue_delay_held(r, "w4", "a2", 1, err, sizeof(err)), 1);
+    assert_int_equal(inflight_of(r, "user-a"), 1);
+    assert_int_equal(list_len(r, QUEUE_PROCESSING_PREFIX "w4"), 0);
+    /* w3 dies (no heartbeat): reaping returns a1 to user-a, count back to 0 */
+    assert_int_equal(queue_reap(r, &returned, err, sizeof(err)), 0);
+    assert_int_equal(returned, 2); /* w2's b0 and w3's a1 */
+    assert_int_equal(inflight_of(r, "user-a"), 0);
+    assert_int_equal(inflight_of(r, "user-b"), 0);
+}
+
+/* An idle worker blocked in queue_take wakes when an ack un-caps a user. */
+typedef struct {
+    const char *url;
+    int rc;
+    char id[QUEUE_ID_MAX];
+    int64_t took_ms;
+} blocked_take_t;
+
+static void *blocked_take(void *arg)
+{
+    blocked_take_t *b = arg;
+    char err[256] = "";
+    redis_conn_t *r = redis_connect(b->url, 5000, err, sizeof(err));
+    int64_t t0 = mono_ms();
+
+    if (r == NULL) {
+        b->rc = -2;
+        return NULL;
+    }
+    b->rc = queue_take(r, "w-blocked", 3.0, b->id, sizeof(b->id), err, sizeof(err));
+    b->took_ms = mono_ms() - t0;
+    redis_close(r);
+    return NULL;
+}
+
+static void test_fair_ack_wakes_capped(void **state)
+{
+    redis_conn_t *r = *state;
+    const queue_fair_t cfg = {{6, 3, 1}, 1};
+    char err[256] = "";
+    blocked_take_t b = {redis_url, 0, "", 0};
+    pthread_t th;
+    redisReply *reply;
+
+    queue_fair_set(&cfg);
+    push_many(r, "a", 2, "user-a", "studio");
+    take_expect(r, "w1", "a0");
+    reply = redis_command(r, err, sizeof(err), "DEL %s", QUEUE_WAKE); /* no stale tokens */
+    assert_non_null(reply);
+    freeReplyObject(reply);
+    assert_int_equal(pthread_create(&th, NULL, blocked_take, &b), 0);
+    sleep_ms(300);
+    assert_int_equal(queue_ack(r, "w1", "a0", err, sizeof(err)), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(b.rc, 1);
+    assert_string_equal(b.id, "a1");
+    assert_true(b.took_ms < 1500);
+}
+
+/* Processing items carry their owner; a worker handing back its work returns
+ * each id to the taking end of its own user's list, order kept. */
+static void test_fair_requeue_to_user(void **state)
+{
+    redis_conn_t *r = *state;
+    char err[256] = "";
+    char items[512];
+    int moved = 0;
+
+    push_many(r, "a", 3, "user-a", "studio");
+    take_expect(r, "w1", "a0");
+    take_expect(r, "w1", "a1");
+    list_items(r, QUEUE_PROCESSING_PREFIX "w1", items, sizeof(items));
+    assert_string_equal(items, "a1 studio user-a,a0 studio user-a");
+    assert_int_equal(queue_requeue_worker(r, "w1", &moved, err, sizeof(err)), 0);
+    assert_int_equal(moved, 2);
+    list_items(r, "ca:jobs:u:user-a", items, sizeof(items));
+    assert_string_equal(items, "a2,a1,a0");
+    assert_int_equal(inflight_of(r, "user-a"), 0);
+    assert_int_equal(list_len(r, QUEUE_JOBS), 0);
+    take_expect(r, "w2", "a0");
+}
+
+/* A delayed retry keeps its owner and returns to the back of its user's list. */
+static void test_fair_delay_keeps_owner(void **state)
+{
+    redis_conn_t *r = *state;
+    char err[256] = "";
+    char items[512];
+    int moved = 0;
+
+    push_many(r, "a", 2, "user-a", "creator");
+    take_expect(r, "w1", "a0");
+    assert_int_equal(queue_delay_held(r, "w1", "a0", 5, err, sizeof(err)), 1);
+    assert_int_equal(queue_delay_held(r, "w1", "never-held", 1000000, err, sizeof(err)), 0);
+    assert_int_equal(queue_delayed_count(r), 2);
+    assert_int_equal(queue_promote_due(r, 10, 10, &moved, err, sizeof(err)), 0);
+    assert_int_equal(moved, 1);
+    list_items(r, "ca:jobs:u:user-a", items, sizeof(items));
+    assert_string_equal(items, "a0,a1");
+    take_expect(r, "w1", "a1");
+    take_expect(r, "w1", "a0");
+    list_items(r, QUEUE_PROCESSING_PREFIX "w1", items, sizeof(items));
+    assert_string_equal(items, "a0 creator user-a,a1 creator user-a");
+}
+
+/* After a flush, PostgreSQL's queued jobs (id, user, tier) are pushed again to
+ * their users' lists; ids already waiting or delayed are not pushed twice. */
+static void test_fair_repush_after_flush(void **state)
+{
+    redis_conn_t *r = *state;
+    const char *ids[] = {"j1", "j2", "j3", "j4"};
+    const char *users[] = {"user-a", "user-a", "user-b", "user-c"};
+    const char *tiers[] = {"studio", "studio", "free", NULL};
+    char err[256] = "";
+    char items[512];
+    int pushed = 0;
+    redisReply *reply;
+
+    push_user(r, "j1", "user-a", "studio");
+    reply = redis_command(r, err, sizeof(err), "FLUSHALL");
+    assert_non_null(reply);
+    freeReplyObject(reply);
+    assert_int_equal(queue_depth(r), 0);
+    push_user(r, "j2", "user-a", "studio"); /* pushed again after the flush */
+    push_user(r, "j4", "user-c", "free");
+    reply = redis_command(r, err, sizeof(err), "LPUSH %s j4", QUEUE_JOBS); /* legacy copy */
+    assert_non_null(reply);
+    freeReplyObject(reply);
+    assert_int_equal(queue_take(r, "w1", 0.1, items, sizeof(items), err, sizeof(err)), 1);
+    assert_int_equal(queue_delay_held(r, "w1", items, 1000000, err, sizeof(err)), 1);
+    assert_int_equal(queue_repush_missing(r, 4, ids, users, tiers, &pushed, err, sizeof(err)), 0);
+    assert_int_equal(pushed, 2); /* j1 and j3; j4 waits (legacy), the taken one is delayed */
+    assert_int_equal(queue_repush_missing(r, 4, ids, users, tiers, &pushed, err, sizeof(err)), 0);
+    assert_int_equal(pushed, 0);
+    list_items(r, "ca:jobs:u:user-b", items, sizeof(items));
+    assert_string_equal(items, "j3");
+    list_items(r, "ca:jobs:ready:free", items, sizeof(items));
+    assert_non_null(strstr(items, "user-b"));
+}
+
+static void test_fair_parse(void **state)
+{
+    queue_fair_t cfg;
+    char err[256] = "";
+
+    (void)state;
+    assert_int_equal(queue_fair_parse("free=1,studio=8,creator=3", 4, &cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.weights[0], 8);
+    assert_int_equal(cfg.weights[1], 3);
+    assert_int_equal(cfg.weights[2], 1);
+    assert_int_equal(cfg.user_inflight_max, 4);
+    assert_int_equal(queue_fair_parse("studio=8,creator=3", 4, &cfg, err, sizeof(err)), -1);
+    assert_int_equal(queue_fair_parse("studio=8,creator=3,free=0", 4, &cfg, err, sizeof(err)), -1);
+    assert_int_equal(
+        queue_fair_parse("studio=8,creator=3,free=1,free=2", 4, &cfg, err, sizeof(err)), -1);
+    assert_int_equal(queue_fair_parse("studio=8x,creator=3,free=1", 4, &cfg, err, sizeof(err)), -1);
+    assert_int_equal(queue_fair_parse("gold=8,creator=3,free=1", 4, &cfg, err, sizeof(err)), -1);
+    assert_int_equal(queue_fair_parse("studio=8,creator=3,free=1", 0, &cfg, err, sizeof(err)), -1);
+    assert_string_equal(queue_tier_name("studio"), "studio");
+    assert_string_equal(queue_tier_name("gold"), "free");
+    assert_string_equal(queue_tier_name(NULL), "free");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -668,6 +988,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_promoters_never_duplicate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_depth_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_survives_redis_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_tier_weights, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_round_robin_fifo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_late_free_overtakes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_inflight_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_ack_wakes_capped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_requeue_to_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_delay_keeps_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_repush_after_flush, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fair_parse, setup, teardown),
     };
     int failed;
 

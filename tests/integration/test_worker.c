@@ -310,14 +310,20 @@ static int teardown(void **state)
     return rc == 0 ? 0 : -1;
 }
 
-/* How many times `job` is in ca:jobs and the processing lists. */
+/* How many times `job` is in the queue's lists: ca:jobs, the users' lists and
+ * the processing lists (whose items are "<job_id> <tier> <user_id>"). */
 static long long id_in_redis(const char *job)
 {
     static const char script[] =
-        "local n = #redis.call('LPOS', 'ca:jobs', ARGV[1], 'COUNT', 0)\n"
-        "for _, k in ipairs(redis.call('KEYS', 'ca:jobs:processing:*')) do\n"
-        "  n = n + #redis.call('LPOS', k, ARGV[1], 'COUNT', 0)\n"
+        "local n = 0\n"
+        "local function count(k)\n"
+        "  for _, v in ipairs(redis.call('LRANGE', k, 0, -1)) do\n"
+        "    if v == ARGV[1] or string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then n = n + 1 end\n"
+        "  end\n"
         "end\n"
+        "count('ca:jobs')\n"
+        "for _, k in ipairs(redis.call('KEYS', 'ca:jobs:processing:*')) do count(k) end\n"
+        "for _, k in ipairs(redis.call('KEYS', 'ca:jobs:u:*')) do count(k) end\n"
         "return n\n";
     char err[256];
     redisReply *r = redis_command(redis, err, sizeof(err), "EVAL %s 0 %s", script, job);
@@ -785,6 +791,71 @@ static void test_redis_flushed_mid_run(void **state)
     free(ok);
     wu_assert_usage(&u, "images_processed", "10");
     assert_true(proc_log_contains(&worker, "re-push"));
+    fake_clear_faults(google.base_url);
+}
+
+/* The processing item holding `job` ("<job_id> <tier> <user_id>"), or NULL. */
+static char *held_item(const char *job)
+{
+    static const char script[] =
+        "for _, k in ipairs(redis.call('KEYS', 'ca:jobs:processing:*')) do\n"
+        "  for _, v in ipairs(redis.call('LRANGE', k, 0, -1)) do\n"
+        "    if string.sub(v, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then return v end\n"
+        "  end\n"
+        "end\n"
+        "return false\n";
+    char err[256];
+    redisReply *r = redis_command(redis, err, sizeof(err), "EVAL %s 0 %s", script, job);
+    assert_non_null(r);
+    char *item = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+    freeReplyObject(r);
+    return item;
+}
+
+static bool is_held(void *arg)
+{
+    char *item = held_item(arg);
+    bool held = item != NULL;
+    free(item);
+    return held;
+}
+
+/* Recovery from PostgreSQL (a queued job Redis does not know, as after a
+ * flush) pushes the job to its user's list of the fair queue with the user's
+ * tier: the worker holds it as "<job> studio <user>". */
+static void test_repush_keeps_user_and_tier(void **state)
+{
+    (void)state;
+    user_t u = make_user("studio-repush@example.com");
+    const char *pu[] = {u.id};
+    assert_int_equal(sql_exec("INSERT INTO subscriptions (user_id, tier, monthly_limit)"
+                              " SELECT $1::uuid, 'studio', 2000 WHERE NOT EXISTS"
+                              " (SELECT 1 FROM subscriptions WHERE user_id = $1::uuid)",
+                              1, pu),
+                     0);
+    assert_int_equal(sql_exec("UPDATE subscriptions SET tier = 'studio', monthly_limit = 2000"
+                              " WHERE user_id = $1::uuid",
+                              1, pu),
+                     0);
+    char file[128], job[64];
+    drive_file(&u, "repush.jpg", "image/jpeg", small_jpeg_b64, file, sizeof(file));
+    /* the download waits, so the worker holds the job long enough to look */
+    fake_add_fault(google.base_url,
+                   "{\"match\":{\"method\":\"GET\",\"path_regex\":\"^/drive/v3/files/[^/]+$\"},"
+                   "\"count\":1,\"action\":\"delay\",\"delay_ms\":1500}");
+    create_job(&u, file, "repush.jpg", "landscape_vivid", job, sizeof(job)); /* not pushed */
+    if (!wait_until(is_held, job, 20000)) {
+        proc_print_log(&worker);
+        fail_msg("the queued job was not re-pushed");
+    }
+    char *item = held_item(job);
+    char expect[256];
+    snprintf(expect, sizeof(expect), "%s studio %s", job, u.id);
+    if (item != NULL) {
+        assert_string_equal(item, expect);
+    }
+    free(item);
+    assert_true(wait_until(all_done, u.id, 30000));
     fake_clear_faults(google.base_url);
 }
 
@@ -1365,6 +1436,7 @@ int main(void)
         cmocka_unit_test(test_drive_scopes),
         cmocka_unit_test(test_free_user_30_images),
         cmocka_unit_test(test_redis_flushed_mid_run),
+        cmocka_unit_test(test_repush_keeps_user_and_tier),
         cmocka_unit_test(test_completion_fenced),
         cmocka_unit_test(test_kill9_mid_job),
         cmocka_unit_test(test_comfyui_path),
