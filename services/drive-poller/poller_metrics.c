@@ -34,7 +34,7 @@ void poller_metrics_init(void)
     m_jobs_created = metrics_counter("ca_poller_jobs_created_total", "Jobs created", NULL);
     m_push_failures =
         metrics_counter("ca_poller_push_failures_total",
-                        "Job ids not pushed to ca:jobs (re-pushed by the worker)", NULL);
+                        "Job ids not pushed to the job queue (re-pushed by the worker)", NULL);
     m_poll_duration = metrics_histogram("ca_poller_poll_duration_seconds", "One folder's poll",
                                         NULL, buckets, sizeof(buckets) / sizeof(buckets[0]));
     m_due = metrics_gauge("ca_poller_folders_due", "Active folders due for a poll now", NULL);

@@ -184,6 +184,8 @@ f_cpu0=$(cpu_s "$fake_pid")
 p_cpu0=$(pg_cpu_s)
 r_cpu0=$(cpu_s "$redis_pid")
 t0=$(date +%s.%N)
+# The legacy list ca:jobs (still read by the worker, taken as the free tier): one
+# user here, so the fair queue would serve the same order.
 xargs -n 500 redis-cli -p "$TEST_REDIS_PORT" LPUSH ca:jobs < "$W/jobs.txt" >/dev/null
 # The end is the last completed_at (UTC, the same clock), so the poll can be
 # slow and cheap: a psql every 50 ms would take CPU from the 2 cores measured.
