@@ -1,7 +1,8 @@
 /*
  * routes_jobs — the user's jobs.
  *
- *   GET  /api/jobs?status=&limit=&cursor=   newest first, keyset pages
+ *   GET  /api/jobs?status=&waiting_for=&limit=&cursor=   newest first, keyset pages
+ *                                (waiting_for=quota: only the jobs waiting for quota)
  *   GET  /api/jobs/{id}
  *   POST /api/jobs/{id}/retry    failed|cancelled → queued (jobs_retry), id pushed to the user's
  *                                fair queue (queue_push_script, the user's tier)
@@ -29,12 +30,21 @@
 /* A job's columns, in the order of JOB_FIELDS. The JSON object is written by
  * the gateway (paging_write_row): PostgreSQL's json_build_object cost about
  * as much as the rest of the query, and to_char on the three timestamps about
- * a fifth of it (they come in PostgreSQL's ISO text: PAGING_TS). */
+ * a fifth of it (they come in PostgreSQL's ISO text: PAGING_TS). waiting_for
+ * is "quota" while the job waits for its user's plan to have room
+ * (jobs.quota_waiting_since, sql/job-worker/105; the status stays queued),
+ * else null. JOB_ROW_COLUMNS are the plain columns JOB_COLUMNS computes from. */
+#define JOB_ROW_COLUMNS                                                                            \
+    "j.id, j.status, j.drive_file_id, j.drive_file_name, j.preset_name, "                          \
+    "j.created_at, j.started_at, j.completed_at, "                                                 \
+    "j.processing_time_ms, j.output_drive_file_id, j.output_file_name, j.output_url, "             \
+    "j.error_code, j.error_message, j.retry_count, j.quota_waiting_since"
 #define JOB_COLUMNS                                                                                \
     "j.id, j.status, j.drive_file_id, j.drive_file_name, j.preset_name, "                          \
     "j.created_at, j.started_at, j.completed_at, "                                                 \
     "j.processing_time_ms, j.output_drive_file_id, j.output_file_name, j.output_url, "             \
-    "j.error_code, j.error_message, j.retry_count"
+    "j.error_code, j.error_message, j.retry_count, "                                               \
+    "CASE WHEN j.quota_waiting_since IS NOT NULL THEN 'quota' END"
 
 static const paging_field_t JOB_FIELDS[] = {
     {"id", PAGING_STRING},
@@ -52,6 +62,7 @@ static const paging_field_t JOB_FIELDS[] = {
     {"error_code", PAGING_STRING},
     {"error_message", PAGING_STRING},
     {"retry_count", PAGING_INT},
+    {"waiting_for", PAGING_STRING},
 };
 #define JOB_NFIELDS ((int)(sizeof(JOB_FIELDS) / sizeof(JOB_FIELDS[0])))
 
@@ -113,27 +124,35 @@ static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, 
  * class with a constant, the index order (user_id, created_at, id) no longer
  * matches the ORDER BY, and PostgreSQL sorted every job of the user again.
  * A job is in one table only (the archive moves it in one statement).
+ * The waiting filter reads idx_jobs_quota_waiting backwards (and its empty
+ * twin on jobs_archive): a partial index of the waiting jobs only.
  * Parameters: $1 user id, $2 rows to fetch, then the status when filtered,
  * then the cursor's created_at and id. */
 #define LIST_SQL(cond)                                                                             \
-    "SELECT " JOB_COLUMNS " FROM (SELECT j.user_id, " JOB_COLUMNS " FROM jobs j UNION ALL"         \
-    " SELECT j.user_id, " JOB_COLUMNS " FROM jobs_archive j) j WHERE j.user_id = $1" cond          \
+    "SELECT " JOB_COLUMNS " FROM (SELECT j.user_id, " JOB_ROW_COLUMNS " FROM jobs j UNION ALL"     \
+    " SELECT j.user_id, " JOB_ROW_COLUMNS " FROM jobs_archive j) j WHERE j.user_id = $1" cond      \
     " ORDER BY j.created_at DESC, j.id DESC LIMIT $2::int"
 #define AFTER_CURSOR(ts, id) " AND (j.created_at, j.id) < (" ts "::timestamp, " id "::uuid)"
-const char *jobs_list_sql(bool status, bool cursor)
+#define WAITING " AND j.quota_waiting_since IS NOT NULL"
+const char *jobs_list_sql(bool status, bool waiting, bool cursor)
 {
-    static const char *const SQL[2][2] = {
-        {LIST_SQL(""), LIST_SQL(AFTER_CURSOR("$3", "$4"))},
-        {LIST_SQL(" AND j.status = $3"), LIST_SQL(" AND j.status = $3" AFTER_CURSOR("$4", "$5"))},
+    static const char *const SQL[2][2][2] = {
+        {{LIST_SQL(""), LIST_SQL(AFTER_CURSOR("$3", "$4"))},
+         {LIST_SQL(WAITING), LIST_SQL(WAITING AFTER_CURSOR("$3", "$4"))}},
+        {{LIST_SQL(" AND j.status = $3"), LIST_SQL(" AND j.status = $3" AFTER_CURSOR("$4", "$5"))},
+         {LIST_SQL(" AND j.status = $3" WAITING),
+          LIST_SQL(" AND j.status = $3" WAITING AFTER_CURSOR("$4", "$5"))}},
     };
-    return SQL[status][cursor];
+    return SQL[status][waiting][cursor];
 }
 #undef LIST_SQL
 #undef AFTER_CURSOR
+#undef WAITING
 
 static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
     const char *status = http_req_query(req, "status");
+    const char *waiting_for = http_req_query(req, "waiting_for");
     const char *limit_s = http_req_query(req, "limit");
     const char *cursor = http_req_query(req, "cursor");
     if (status != NULL && status[0] == '\0') {
@@ -149,6 +168,11 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
                              "must be one of queued, processing, completed, failed, cancelled");
             return;
         }
+    }
+    bool waiting = waiting_for != NULL && waiting_for[0] != '\0';
+    if (waiting && strcmp(waiting_for, "quota") != 0) {
+        gw_reply_invalid(req, "waiting_for", "must be quota");
+        return;
     }
     long limit = 20;
     if (limit_s != NULL && !parse_int(limit_s, 1, 100, &limit)) {
@@ -178,7 +202,8 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
         p[n++] = ts;
         p[n++] = id;
     }
-    gw_query_ex(gw, req, user->id, jobs_list_sql(status != NULL, have_cursor), n, p, paging_on_page,
+    gw_query_ex(gw, req, user->id, jobs_list_sql(status != NULL, waiting, have_cursor), n, p,
+                paging_on_page,
                 page, free);
 }
 

@@ -188,7 +188,9 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
                 4, p, on_patched, pt, patch_free);
 }
 
-/* The plan in force and the period as billing_reserve_usage computes them. */
+/* The plan in force and the period as billing_reserve_usage computes them;
+ * waiting_for_quota: the user's jobs waiting for the plan to have room
+ * (sql/job-worker/105; idx_jobs_quota_waiting). */
 static const char USAGE_SQL[] =
     "WITH s AS (SELECT * FROM subscriptions WHERE user_id = $1),"
     " plan AS ("
@@ -210,7 +212,9 @@ static const char USAGE_SQL[] =
     "  'images_failed', COALESCE(u.images_failed, 0),"
     "  'images_overage', COALESCE(u.images_overage, 0),"
     "  'overage_charged_cents', COALESCE(u.overage_charged_cents, 0),"
-    "  'remaining', GREATEST(plan.monthly_limit - COALESCE(u.images_processed, 0), 0))::text"
+    "  'remaining', GREATEST(plan.monthly_limit - COALESCE(u.images_processed, 0), 0),"
+    "  'waiting_for_quota', (SELECT count(*) FROM jobs w"
+    "    WHERE w.user_id = $1 AND w.quota_waiting_since IS NOT NULL))::text"
     " FROM plan LEFT JOIN usage_tracking u ON u.user_id = $1 AND u.month = plan.month";
 
 static void on_usage(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)

@@ -166,7 +166,9 @@ static char *dupv(PGresult *res, int col)
 
 /* ---- claim ---- */
 
-/* 1 claimed, 0 not claimable (done, cancelled, held), -1 database error.
+/* 1 claimed, 0 not claimable (done, cancelled, held, waiting for quota), -1
+ * database error; 1 with reservation 'blocked <limit>' too, when the claim put
+ * the job to wait for quota instead (waits_for_quota, sql/job-worker/105).
  * One round trip, one commit (jobs_worker_claim, sql/job-worker/060): the
  * claim (fenced by the new attempt number), the usage reservation for the
  * job's user (billing_reserve_usage, idempotent per job: a retried attempt
@@ -218,6 +220,14 @@ static int claim(job_runner_t *t, const char *id, job_t *j)
     j->have_stored = true;
     PQclear(res);
     return 1;
+}
+
+/* The claim answered 'blocked <limit>': the plan's limit is reached (or an
+ * older job of the user waits), and jobs_worker_claim (sql/job-worker/105)
+ * put the job to wait for quota instead of claiming it. */
+static bool waits_for_quota(const job_t *j)
+{
+    return j->reservation != NULL && strncmp(j->reservation, "blocked ", 8) == 0;
 }
 
 /* ---- finishing (fenced) ---- */
@@ -670,17 +680,10 @@ static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, con
 
 /* ---- the pipeline ---- */
 
-/* The usage reservation made with the claim (see claim()). */
+/* The usage reservation made with the claim (see claim()). A refused one
+ * ('blocked') never gets here: the claim put the job to wait for quota. */
 static int reserve(job_t *j, job_err_t *e)
 {
-    const char *r = j->reservation != NULL ? j->reservation : "";
-    if (strncmp(r, "blocked ", 8) == 0) {
-        job_err_set(e, "quota_exceeded", false,
-                    "Your plan's limit of %s images this month is used up. Upgrade your plan or "
-                    "wait for next month, then retry this image.",
-                    r + 8);
-        return -1;
-    }
     if (j->reservation == NULL) {
         log_warn("usage reservation: no outcome");
         job_err_set(e, "processing_error", true,
@@ -987,6 +990,17 @@ int job_process(job_runner_t *t, const char *id, char *next, size_t nextlen)
     if (c == 0) {
         log_debug("job not claimable (done, cancelled or held by a live worker); skipped");
         metric_add(m_jobs, 1, "skipped", "");
+        got = ack(t, id, next, nextlen);
+        goto out;
+    }
+    if (waits_for_quota(&j)) {
+        /* The claim put it to wait in its own transaction (queued, waiting
+         * for quota, nothing counted, no e-mail): only the queue item goes.
+         * jobs_quota_release (worker_tasks.c) pushes it again when the plan
+         * has room. */
+        log_context_set("user_id", j.user_id);
+        log_info("waiting for quota (plan limit %s this period)", j.reservation + 8);
+        metric_add(m_jobs, 1, "waiting_for_quota", "");
         got = ack(t, id, next, nextlen);
         goto out;
     }

@@ -47,6 +47,9 @@ static const config_var_t worker_vars[] = {
      "fair queue: jobs of one user held by the whole worker pool at once"},
     {"WORKER_REPUSH_SECONDS", CFG_INT, "30", false, false, 1, 3600,
      "queued jobs untouched this long and missing from Redis are pushed again"},
+    {"WORKER_QUOTA_RELEASE_MS", CFG_INT, "5000", false, false, 100, 3600000,
+     "how often jobs waiting for quota are released when their user's plan has room again (a "
+     "plan upgrade, a new period)"},
     {"WORKER_RETRY_BASE_MS", CFG_INT, "2000", false, false, 10, 600000,
      "first retry delay of a failed job; doubles per retry up to WORKER_RETRY_MAX_MS (equal jitter)"},
     {"WORKER_RETRY_MAX_MS", CFG_INT, "300000", false, false, 1000, 3600000,
@@ -61,6 +64,16 @@ static const config_var_t worker_vars[] = {
     {"EMAIL_DIGEST_WAIT_SECONDS", CFG_INT, "300", false, false, 0, 86400,
      "a digest waits for the user's queued jobs at most this long"},
 };
+
+/* The columns retention copies, by name (jobs_archive is LIKE jobs plus
+ * archived_at, but a column added to both later sits after archived_at there:
+ * a positional copy would shift it). Add new jobs columns here too. */
+#define ARCHIVE_COLUMNS                                                                            \
+    "id, user_id, status, drive_file_id, drive_file_name, drive_folder_id, file_size_bytes, "      \
+    "file_mime_type, preset_name, started_at, completed_at, processing_time_ms, "                  \
+    "output_drive_file_id, output_file_name, output_url, error_code, error_message, "              \
+    "retry_count, max_retries, comfyui_prompt_id, worker_id, created_at, updated_at, attempt, "    \
+    "lease_expires_at, quota_waiting_since"
 
 /* Retention (seed schema): jobs older than 90 days move to jobs_archive, in one
  * statement per batch so a job is never in both tables or in neither. Jobs still
@@ -77,8 +90,9 @@ static int worker_cleanup(daemon_t *d, pg_conn_t *pg, char *err, size_t errlen)
                     "  DELETE FROM jobs WHERE id IN ("
                     "    SELECT id FROM jobs WHERE created_at < now() - interval '90 days'"
                     "      AND status IN ('completed', 'failed', 'cancelled') LIMIT 5000)"
-                    "  RETURNING *) "
-                    "INSERT INTO jobs_archive SELECT moved.*, now() FROM moved",
+                    "  RETURNING " ARCHIVE_COLUMNS ") "
+                    "INSERT INTO jobs_archive (" ARCHIVE_COLUMNS ", archived_at)"
+                    " SELECT " ARCHIVE_COLUMNS ", now() FROM moved",
                     0, NULL, err, errlen);
         if (res == NULL) {
             return -1;

@@ -337,6 +337,7 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
     };
     ctx->tasks = (worker_tasks_config_t){
         .repush_s = (int)config_get_int(cfg, "WORKER_REPUSH_SECONDS"),
+        .quota_release_ms = (int)config_get_int(cfg, "WORKER_QUOTA_RELEASE_MS"),
         .smtp_url = ctx->set.smtp_url,
         .mail_from = daemon_get(d, "MAIL_FROM"),
         .digest_wait_s = (int)config_get_int(cfg, "EMAIL_DIGEST_WAIT_SECONDS"),

@@ -18,12 +18,14 @@
 #define REPUSH_BATCH 500
 #define STUCK_BATCH 100
 #define EMAIL_BATCH 20
+#define QUOTA_RELEASE_BATCH 500
 #define TEXT(n) TEXT_(n)
 #define TEXT_(n) #n
 
 static metric_t *m_depth;
 static metric_t *m_jobs_now;
 static metric_t *m_recovered;
+static metric_t *m_waiting;
 
 /* The tier of the user in column `user`, for the fair queue (no subscription: free). */
 #define TIER_OF_SQL(user)                                                                          \
@@ -61,7 +63,9 @@ static void task_reap(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg
 
 /* Re-pushes queued jobs untouched for repush_s that wait nowhere in the queue
  * (user lists, ca:jobs, the delayed set) (Redis restarted empty, or a pusher died after its
- * commit). */
+ * commit). Jobs waiting for quota are in no list on purpose and are left out;
+ * a job jobs_quota_release released (its push lost) is queued and not waiting,
+ * so it is found here. */
 static int repush(const worker_tasks_config_t *cfg, pg_conn_t *pg, redis_conn_t *redis, int *pushed)
 {
     char err[256];
@@ -73,6 +77,7 @@ static int repush(const worker_tasks_config_t *cfg, pg_conn_t *pg, redis_conn_t 
         pg,
         "SELECT j.id::text, j.user_id::text, " TIER_OF_SQL(
             "j.user_id") " FROM jobs j WHERE j.status = 'queued'"
+                         " AND j.quota_waiting_since IS NULL"
                          " AND j.updated_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
                          " ORDER BY j.updated_at LIMIT " TEXT(REPUSH_BATCH),
         1, p, err, sizeof(err));
@@ -175,6 +180,41 @@ static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *ar
     PQclear(res);
 }
 
+/* Jobs waiting for quota whose user's plan has room again (a plan upgrade, a
+ * new period): jobs_quota_release (sql/job-worker/105) releases them in
+ * arrival order, never more than fit, and this pushes each to its user's
+ * fair-queue list after the commit. A failed push is not retried here: the
+ * released job is queued and not waiting, so the re-push task finds it. */
+static void task_quota_release(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    if (pg == NULL || redis == NULL) {
+        return; /* released jobs would only wait for the re-push */
+    }
+    char err[256];
+    PGresult *res = pg_exec(pg,
+                            "SELECT job_id::text, user_id::text, tier"
+                            " FROM jobs_quota_release(" TEXT(QUOTA_RELEASE_BATCH) ")",
+                            0, NULL, err, sizeof(err));
+    if (res == NULL) {
+        log_debug("quota release: %s", err);
+        return;
+    }
+    int n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        const char *id = PQgetvalue(res, i, 0);
+        if (queue_push_user(redis, id, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), err,
+                            sizeof(err)) != 0) {
+            log_warn("quota release: push of %s failed (the re-push task will do it): %s", id,
+                     err);
+        }
+    }
+    if (n > 0) {
+        log_info("quota release: %d job(s) waiting for quota back in the queue", n);
+        metric_add(m_recovered, n, "quota_released");
+    }
+    PQclear(res);
+}
+
 static void task_gauges(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
     if (redis != NULL) {
@@ -191,10 +231,16 @@ static void task_gauges(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *a
         char err[256];
         PGresult *res = pg_exec(pg,
                                 "SELECT s, (SELECT count(*) FROM jobs WHERE status = s)"
-                                " FROM unnest(ARRAY['queued', 'processing']) AS s",
+                                " FROM unnest(ARRAY['queued', 'processing']) AS s"
+                                " UNION ALL SELECT NULL, count(*) FROM jobs"
+                                " WHERE quota_waiting_since IS NOT NULL",
                                 0, NULL, err, sizeof(err));
         for (int i = 0; res != NULL && i < PQntuples(res); i++) {
-            metric_set(m_jobs_now, atof(PQgetvalue(res, i, 1)), PQgetvalue(res, i, 0));
+            if (PQgetisnull(res, i, 0)) {
+                metric_set(m_waiting, atof(PQgetvalue(res, i, 1)));
+            } else {
+                metric_set(m_jobs_now, atof(PQgetvalue(res, i, 1)), PQgetvalue(res, i, 0));
+            }
         }
         PQclear(res);
     }
@@ -213,6 +259,8 @@ int worker_tasks_register(daemon_t *d, const worker_tasks_config_t *cfg)
 {
     m_depth = metrics_gauge("ca_worker_queue_depth", "Job ids waiting in Redis", "queue");
     m_jobs_now = metrics_gauge("ca_worker_jobs", "Jobs in PostgreSQL by status", "status");
+    m_waiting = metrics_gauge("ca_worker_jobs_waiting_for_quota",
+                              "Queued jobs waiting for their user's plan to have room", "");
     m_recovered = metrics_counter("ca_worker_recovered_total",
                                   "Jobs put back in the queue by recovery", "how");
     /* cast away const: the task argument is a void *, the tasks only read it */
@@ -224,6 +272,7 @@ int worker_tasks_register(daemon_t *d, const worker_tasks_config_t *cfg)
     rc |= daemon_add_task(d, "lease-requeue", 5000, task_stuck, arg);
     rc |= daemon_add_task(d, "re-push", repush_ms, task_repush, arg);
     rc |= daemon_add_task(d, "gauges", 5000, task_gauges, arg);
+    rc |= daemon_add_task(d, "quota-release", cfg->quota_release_ms, task_quota_release, arg);
     if (cfg->smtp_url != NULL) {
         rc |= daemon_add_task(d, "e-mail", 2000, task_email, arg);
     }

@@ -1,9 +1,9 @@
 /*
  * worker_tasks — the job-worker's periodic tasks on the daemon's maintenance
  * thread (worker_tasks.c): promote due retries, reap dead workers' items,
- * requeue jobs whose lease expired, re-push queued jobs Redis lost, queue
- * gauges, e-mail digests. Any replica may run them at any time: each is safe
- * to run concurrently with itself.
+ * requeue jobs whose lease expired, re-push queued jobs Redis lost, release
+ * jobs waiting for quota, queue gauges, e-mail digests. Any replica may run
+ * them at any time: each is safe to run concurrently with itself.
  *
  *   static worker_tasks_config_t tasks = {.repush_s = 30, ...};
  *   if (worker_tasks_register(d, &tasks) != 0) ...
@@ -15,6 +15,7 @@
 
 typedef struct {
     int repush_s;          /* WORKER_REPUSH_SECONDS */
+    int quota_release_ms;  /* WORKER_QUOTA_RELEASE_MS: the release of jobs waiting for quota */
     const char *smtp_url;  /* NULL: no e-mail task */
     const char *mail_from; /* MAIL_FROM */
     int digest_wait_s;     /* EMAIL_DIGEST_WAIT_SECONDS */

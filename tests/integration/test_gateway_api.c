@@ -1802,7 +1802,7 @@ static void test_jobs_list_plan(void **state)
     for (size_t v = 0; v < 4; v++) {
         bool status = v >= 2, cursor = (v & 1) != 0;
         char sql[4096];
-        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v, jobs_list_sql(status, cursor));
+        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v, jobs_list_sql(status, false, cursor));
         res = PQexec(c, sql);
         assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
         PQclear(res);
