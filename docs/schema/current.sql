@@ -545,6 +545,49 @@ $$;
 ALTER FUNCTION public.billing_lock_customer(p_customer text, p_exclusive boolean) OWNER TO ca_billing_webhook;
 
 --
+-- Name: billing_quota_room(uuid); Type: FUNCTION; Schema: public; Owner: ca_billing_webhook
+--
+
+CREATE FUNCTION public.billing_quota_room(p_user_id uuid) RETURNS TABLE(room integer, tier text, monthly_limit integer, images_used integer)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    now_utc timestamp := timezone('UTC', now());
+    sub subscriptions%ROWTYPE;
+    plan_tier text := 'free';
+    plan_limit int := 10;
+    period date;
+    used int;
+BEGIN
+    SELECT * INTO sub FROM subscriptions s WHERE s.user_id = p_user_id;
+    IF FOUND AND sub.status IN ('active', 'trialing', 'past_due') THEN
+        plan_tier := sub.tier;
+        plan_limit := sub.monthly_limit;
+    END IF;
+    IF plan_tier <> 'free' AND sub.current_period_start IS NOT NULL
+       AND sub.current_period_end IS NOT NULL
+       AND sub.current_period_start <= now_utc AND now_utc < sub.current_period_end THEN
+        period := sub.current_period_start::date;
+    ELSE
+        period := date_trunc('month', now_utc)::date;
+    END IF;
+    SELECT COALESCE(u.images_processed, 0) INTO used
+      FROM usage_tracking u WHERE u.user_id = p_user_id AND u.month = period;
+    used := COALESCE(used, 0);
+    room := CASE WHEN plan_tier = 'creator' THEN NULL ELSE GREATEST(plan_limit - used, 0) END;
+    tier := plan_tier;
+    monthly_limit := plan_limit;
+    images_used := used;
+    RETURN NEXT;
+END
+$$;
+
+ALTER FUNCTION public.billing_quota_room(p_user_id uuid) OWNER TO ca_billing_webhook;
+
+--
 -- Name: billing_release_usage(uuid, boolean); Type: FUNCTION; Schema: public; Owner: ca_billing_webhook
 --
 
@@ -1047,7 +1090,8 @@ BEGIN
         RETURN 'conflict';
     END IF;
     UPDATE jobs
-       SET status = 'cancelled', completed_at = timezone('UTC', now()), lease_expires_at = NULL
+       SET status = 'cancelled', completed_at = timezone('UTC', now()), lease_expires_at = NULL,
+           quota_waiting_since = NULL
      WHERE id = p_job_id;
     PERFORM billing_release_usage(p_job_id, false);
     RETURN 'ok';
@@ -1136,6 +1180,65 @@ $$;
 ALTER FUNCTION public.jobs_forget_user(p_user_id uuid) OWNER TO ca_job_worker;
 
 --
+-- Name: jobs_quota_release(integer); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.jobs_quota_release(p_max integer) RETURNS TABLE(job_id uuid, user_id uuid, tier text)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    w record;
+    room int;
+    pending int;
+    user_tier text;
+    n int := 0;
+    got int;
+BEGIN
+    IF p_max IS NULL OR p_max < 1 THEN
+        RETURN;
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtext('ca_jobs_quota_release')) THEN
+        RETURN;
+    END IF;
+    FOR w IN SELECT q.user_id FROM jobs q
+              WHERE q.quota_waiting_since IS NOT NULL AND q.user_id IS NOT NULL
+              GROUP BY q.user_id ORDER BY min(q.created_at), q.user_id LOOP
+        EXIT WHEN n >= p_max;
+        SELECT r.room INTO room FROM billing_quota_room(w.user_id) r;
+        IF room IS NOT NULL THEN
+            SELECT count(*) INTO pending FROM jobs p
+             WHERE p.user_id = w.user_id AND p.status = 'queued'
+               AND p.quota_waiting_since IS NULL
+               AND NOT EXISTS (SELECT 1 FROM usage_reservations r
+                                WHERE r.job_id = p.id AND r.state IN ('reserved', 'processed'));
+            room := room - pending;
+            CONTINUE WHEN room <= 0;
+        END IF;
+        user_tier := COALESCE((SELECT s.tier FROM subscriptions s WHERE s.user_id = w.user_id
+                                ORDER BY s.created_at DESC LIMIT 1), 'free');
+        RETURN QUERY
+            WITH pick AS (
+                SELECT q.id FROM jobs q
+                 WHERE q.user_id = w.user_id AND q.quota_waiting_since IS NOT NULL
+                   AND q.status = 'queued'
+                 ORDER BY q.created_at, q.id
+                 LIMIT LEAST(COALESCE(room, p_max - n), p_max - n)
+                   FOR UPDATE SKIP LOCKED)
+            UPDATE jobs j SET quota_waiting_since = NULL
+              FROM pick WHERE j.id = pick.id
+            RETURNING j.id, j.user_id, user_tier::text;
+        GET DIAGNOSTICS got = ROW_COUNT;
+        n := n + got;
+    END LOOP;
+END
+$$;
+
+ALTER FUNCTION public.jobs_quota_release(p_max integer) OWNER TO ca_job_worker;
+
+--
 -- Name: jobs_retry(uuid, uuid); Type: FUNCTION; Schema: public; Owner: ca_job_worker
 --
 
@@ -1198,21 +1301,51 @@ DECLARE
     j jobs%ROWTYPE;
     u users%ROWTYPE;
     now_utc timestamp := timezone('UTC', now());
+    behind boolean := false;
+    lim int;
 BEGIN
     UPDATE jobs SET status = 'processing', attempt = jobs.attempt + 1, worker_id = p_worker_id,
                     started_at = COALESCE(jobs.started_at, now_utc),
                     lease_expires_at = now_utc + make_interval(secs => p_lease_s)
      WHERE jobs.id = p_job_id
-       AND (jobs.status = 'queued'
+       AND ((jobs.status = 'queued' AND jobs.quota_waiting_since IS NULL)
             OR (jobs.status = 'processing' AND jobs.lease_expires_at < now_utc))
     RETURNING * INTO j;
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    SELECT * INTO u FROM users WHERE users.id = j.user_id;
 
     attempt := j.attempt;
     user_id := j.user_id;
+    IF j.user_id IS NOT NULL THEN
+        -- Behind an older waiting job of the same user, unless this job
+        -- already holds a live reservation (a crashed attempt's).
+        behind := EXISTS (SELECT 1 FROM jobs w
+                           WHERE w.user_id = j.user_id AND w.quota_waiting_since IS NOT NULL
+                             AND (w.created_at, w.id) < (j.created_at, j.id))
+                  AND NOT EXISTS (SELECT 1 FROM usage_reservations r
+                                   WHERE r.job_id = j.id AND r.state IN ('reserved', 'processed'));
+        IF behind THEN
+            SELECT q.monthly_limit INTO lim FROM billing_quota_room(j.user_id) q;
+            reservation := 'blocked ' || COALESCE(lim, 0);
+        ELSE
+            SELECT r.outcome || ' ' || COALESCE(r.monthly_limit, 0) INTO reservation
+              FROM billing_reserve_usage(j.id, j.user_id) r;
+        END IF;
+        IF reservation LIKE 'blocked %' THEN
+            UPDATE jobs SET status = 'queued', quota_waiting_since = now_utc,
+                            lease_expires_at = NULL, worker_id = NULL, started_at = NULL
+             WHERE jobs.id = j.id;
+            IF NOT behind THEN
+                PERFORM billing_release_usage(j.id, false);
+            END IF;
+            -- HOOK(notices): "photos waiting for quota" for j.user_id goes here.
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+
+    SELECT * INTO u FROM users WHERE users.id = j.user_id;
     drive_file_id := j.drive_file_id;
     drive_file_name := j.drive_file_name;
     drive_folder_id := j.drive_folder_id;
@@ -1233,10 +1366,6 @@ BEGIN
      LIMIT 1;
     output_folder := CASE WHEN u.watched_folder_id = j.drive_folder_id OR u.watched_folder_id IS NULL
                           THEN COALESCE(u.output_folder_id, '') END;
-    IF j.user_id IS NOT NULL THEN
-        SELECT r.outcome || ' ' || COALESCE(r.monthly_limit, 0) INTO reservation
-          FROM billing_reserve_usage(j.id, j.user_id) r;
-    END IF;
     user_found := u.id IS NOT NULL;
     access_enc := u.drive_access_token;
     refresh_enc := u.drive_refresh_token;
@@ -2048,7 +2177,8 @@ CREATE TABLE public.jobs (
     created_at timestamp without time zone DEFAULT now(),
     updated_at timestamp without time zone DEFAULT now(),
     attempt integer DEFAULT 0 NOT NULL,
-    lease_expires_at timestamp without time zone
+    lease_expires_at timestamp without time zone,
+    quota_waiting_since timestamp without time zone
 );
 
 ALTER TABLE public.jobs OWNER TO ca_job_worker;
@@ -2083,7 +2213,8 @@ CREATE TABLE public.jobs_archive (
     updated_at timestamp without time zone DEFAULT now(),
     attempt integer DEFAULT 0 NOT NULL,
     lease_expires_at timestamp without time zone,
-    archived_at timestamp without time zone DEFAULT now() NOT NULL
+    archived_at timestamp without time zone DEFAULT now() NOT NULL,
+    quota_waiting_since timestamp without time zone
 );
 
 ALTER TABLE public.jobs_archive OWNER TO ca_job_worker;
@@ -2579,6 +2710,12 @@ CREATE INDEX idx_email_outbox_user ON public.email_outbox USING btree (user_id);
 CREATE INDEX idx_jobs_archive_created_at ON public.jobs_archive USING btree (created_at);
 
 --
+-- Name: idx_jobs_archive_quota_waiting; Type: INDEX; Schema: public; Owner: ca_job_worker
+--
+
+CREATE INDEX idx_jobs_archive_quota_waiting ON public.jobs_archive USING btree (user_id, created_at, id) WHERE (quota_waiting_since IS NOT NULL);
+
+--
 -- Name: idx_jobs_archive_user_created; Type: INDEX; Schema: public; Owner: ca_job_worker
 --
 
@@ -2607,6 +2744,12 @@ CREATE INDEX idx_jobs_drive_file_id ON public.jobs USING btree (drive_file_id);
 --
 
 CREATE INDEX idx_jobs_lease ON public.jobs USING btree (lease_expires_at) WHERE ((status)::text = 'processing'::text);
+
+--
+-- Name: idx_jobs_quota_waiting; Type: INDEX; Schema: public; Owner: ca_job_worker
+--
+
+CREATE INDEX idx_jobs_quota_waiting ON public.jobs USING btree (user_id, created_at, id) WHERE (quota_waiting_since IS NOT NULL);
 
 --
 -- Name: idx_jobs_status; Type: INDEX; Schema: public; Owner: ca_job_worker
@@ -3187,6 +3330,12 @@ ALTER TABLE public.usage_reservations ENABLE ROW LEVEL SECURITY;
 CREATE POLICY usage_reservations_gateway ON public.usage_reservations FOR SELECT TO ca_api_gateway USING (((user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid) OR (current_setting('app.rls_system'::text, true) = 'on'::text)));
 
 --
+-- Name: usage_reservations usage_reservations_worker; Type: POLICY; Schema: public; Owner: ca_billing_webhook
+--
+
+CREATE POLICY usage_reservations_worker ON public.usage_reservations FOR SELECT TO ca_job_worker USING (true);
+
+--
 -- Name: usage_tracking; Type: ROW SECURITY; Schema: public; Owner: ca_billing_webhook
 --
 
@@ -3306,6 +3455,13 @@ REVOKE ALL ON FUNCTION public.billing_json_id(p jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.billing_lock_customer(p_customer text, p_exclusive boolean) FROM PUBLIC;
 
 --
+-- Name: FUNCTION billing_quota_room(p_user_id uuid); Type: ACL; Schema: public; Owner: ca_billing_webhook
+--
+
+REVOKE ALL ON FUNCTION public.billing_quota_room(p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.billing_quota_room(p_user_id uuid) TO ca_job_worker;
+
+--
 -- Name: FUNCTION billing_release_usage(p_job_id uuid, p_count_failed boolean); Type: ACL; Schema: public; Owner: ca_billing_webhook
 --
 
@@ -3402,6 +3558,12 @@ GRANT ALL ON FUNCTION public.jobs_create_for_drive_file(p_user_id uuid, p_drive_
 
 REVOKE ALL ON FUNCTION public.jobs_forget_user(p_user_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_forget_user(p_user_id uuid) TO ca_api_gateway;
+
+--
+-- Name: FUNCTION jobs_quota_release(p_max integer); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.jobs_quota_release(p_max integer) FROM PUBLIC;
 
 --
 -- Name: FUNCTION jobs_retry(p_user_id uuid, p_job_id uuid); Type: ACL; Schema: public; Owner: ca_job_worker
@@ -3620,6 +3782,18 @@ GRANT SELECT(created_at) ON TABLE public.subscriptions TO ca_drive_poller;
 --
 
 GRANT SELECT ON TABLE public.usage_reservations TO ca_api_gateway;
+
+--
+-- Name: COLUMN usage_reservations.job_id; Type: ACL; Schema: public; Owner: ca_billing_webhook
+--
+
+GRANT SELECT(job_id) ON TABLE public.usage_reservations TO ca_job_worker;
+
+--
+-- Name: COLUMN usage_reservations.state; Type: ACL; Schema: public; Owner: ca_billing_webhook
+--
+
+GRANT SELECT(state) ON TABLE public.usage_reservations TO ca_job_worker;
 
 --
 -- Name: TABLE usage_tracking; Type: ACL; Schema: public; Owner: ca_billing_webhook

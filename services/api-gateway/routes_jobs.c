@@ -203,8 +203,7 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
         p[n++] = id;
     }
     gw_query_ex(gw, req, user->id, jobs_list_sql(status != NULL, waiting, have_cursor), n, p,
-                paging_on_page,
-                page, free);
+                paging_on_page, page, free);
 }
 
 static void on_job(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)

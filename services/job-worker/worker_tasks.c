@@ -204,8 +204,7 @@ static void task_quota_release(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, 
         const char *id = PQgetvalue(res, i, 0);
         if (queue_push_user(redis, id, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), err,
                             sizeof(err)) != 0) {
-            log_warn("quota release: push of %s failed (the re-push task will do it): %s", id,
-                     err);
+            log_warn("quota release: push of %s failed (the re-push task will do it): %s", id, err);
         }
     }
     if (n > 0) {

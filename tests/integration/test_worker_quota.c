@@ -158,8 +158,8 @@ static void wait_state(const user_t *u, long completed, long waiting, int timeou
         proc_print_log(&worker);
         fail_msg("want %ld completed / %ld waiting, have %ld / %ld (queued %ld, processing %ld,"
                  " failed %ld)",
-                 completed, waiting, n_status(u, "completed"), n_waiting(u),
-                 n_status(u, "queued"), n_status(u, "processing"), n_status(u, "failed"));
+                 completed, waiting, n_status(u, "completed"), n_waiting(u), n_status(u, "queued"),
+                 n_status(u, "processing"), n_status(u, "failed"));
     }
 }
 
@@ -307,21 +307,13 @@ static int start_worker(void)
     snprintf(env_google[0], 256, "GOOGLE_TOKEN_URL=%s/token", google.base_url);
     snprintf(env_google[1], 256, "DRIVE_API_URL=%s/drive/v3", google.base_url);
     snprintf(env_google[2], 256, "DRIVE_UPLOAD_URL=%s/upload/drive/v3", google.base_url);
-    const char *env[] = {dburl,
-                         "GOOGLE_CLIENT_ID=" CLIENT_ID,
-                         "GOOGLE_CLIENT_SECRET=secret-for-tests",
-                         env_google[0],
-                         env_google[1],
-                         env_google[2],
-                         "LOG_LEVEL=debug",
-                         "WORKER_CONCURRENCY=1",
-                         "WORKER_REPUSH_SECONDS=2",
-                         "WORKER_QUOTA_RELEASE_MS=300",
-                         "WORKER_RETRY_BASE_MS=200",
-                         /* completions write e-mail outbox rows (nothing listens:
-                          * they stay pending) */
-                         "SMTP_URL=smtp://127.0.0.1:9",
-                         NULL};
+    const char *env[] = {
+        dburl, "GOOGLE_CLIENT_ID=" CLIENT_ID, "GOOGLE_CLIENT_SECRET=secret-for-tests",
+        env_google[0], env_google[1], env_google[2], "LOG_LEVEL=debug", "WORKER_CONCURRENCY=1",
+        "WORKER_REPUSH_SECONDS=2", "WORKER_QUOTA_RELEASE_MS=300", "WORKER_RETRY_BASE_MS=200",
+        /* completions write e-mail outbox rows (nothing listens:
+         * they stay pending) */
+        "SMTP_URL=smtp://127.0.0.1:9", NULL};
     return daemon_start(&worker, "job-worker", env);
 }
 
@@ -428,9 +420,9 @@ static void test_wait_then_upgrade(void **state)
                                    " $1::uuid AND state IN ('reserved', 'processed')",
                                    jobs[i]),
                          0);
-        assert_int_equal(count_sql("SELECT count(*) FROM email_outbox WHERE $1::uuid = ANY(job_ids)",
-                                   jobs[i]),
-                         0);
+        assert_int_equal(
+            count_sql("SELECT count(*) FROM email_outbox WHERE $1::uuid = ANY(job_ids)", jobs[i]),
+            0);
     }
 
     /* the API shows them waiting */
@@ -705,12 +697,9 @@ static void test_released_push_lost(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wait_then_upgrade),
-        cmocka_unit_test(test_period_renewal),
-        cmocka_unit_test(test_room_for_k_of_n),
-        cmocka_unit_test(test_cancel_waiting),
-        cmocka_unit_test(test_waiting_survives_flush),
-        cmocka_unit_test(test_released_push_lost),
+        cmocka_unit_test(test_wait_then_upgrade),      cmocka_unit_test(test_period_renewal),
+        cmocka_unit_test(test_room_for_k_of_n),        cmocka_unit_test(test_cancel_waiting),
+        cmocka_unit_test(test_waiting_survives_flush), cmocka_unit_test(test_released_push_lost),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
