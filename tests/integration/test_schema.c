@@ -646,7 +646,7 @@ static const table_spec_t tables[] = {
      "VALUES ($1, 'system', 'matrix.test', 'user:' || $1::uuid::text, '127.0.0.1')"},
     {"subscriptions",
      BILLING,
-     {GATEWAY, WORKER, NULL},
+     {GATEWAY, WORKER, POLLER}, /* the poller: user_id, tier, created_at (billing 100) */
      "INSERT INTO subscriptions (user_id, stripe_customer_id) VALUES ($1, 'cus_' || $1::uuid::text)"},
     {"usage_tracking",
      BILLING,
@@ -660,7 +660,7 @@ static const table_spec_t tables[] = {
      "VALUES ('evt_' || $1::uuid::text, 'customer.subscription.created', '{}')"},
     {"usage_reservations",
      BILLING,
-     {GATEWAY, NULL},
+     {GATEWAY, WORKER, NULL}, /* the worker: job_id and state only (billing 105) */
      "INSERT INTO usage_reservations (job_id, user_id, usage_id) "
      "SELECT gen_random_uuid(), $1, id FROM usage_tracking WHERE user_id = $1"},
     {"meter_outbox",
@@ -1280,7 +1280,10 @@ static void test_jobs_create_for_drive_file(void **state)
     /* an archived file is not made again */
     must_cmd(super,
              "WITH moved AS (DELETE FROM jobs WHERE id = $1 RETURNING *) "
-             "INSERT INTO jobs_archive SELECT * FROM moved",
+             "INSERT INTO jobs_archive (id, user_id, status, drive_file_id, drive_file_name,"
+             " drive_folder_id, preset_name, created_at) SELECT id, user_id, status,"
+             " drive_file_id, drive_file_name, drive_folder_id, preset_name, created_at"
+             " FROM moved",
              1, j);
     res = must(poller, create_sql, 3, p1);
     assert_string_equal(PQgetvalue(res, 0, 0), first);
