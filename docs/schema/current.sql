@@ -2178,7 +2178,8 @@ CREATE TABLE public.jobs (
     updated_at timestamp without time zone DEFAULT now(),
     attempt integer DEFAULT 0 NOT NULL,
     lease_expires_at timestamp without time zone,
-    quota_waiting_since timestamp without time zone
+    quota_waiting_since timestamp without time zone,
+    CONSTRAINT jobs_quota_waiting_queued CHECK (((quota_waiting_since IS NULL) OR ((status)::text = 'queued'::text)))
 );
 
 ALTER TABLE public.jobs OWNER TO ca_job_worker;

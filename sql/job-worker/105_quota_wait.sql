@@ -13,7 +13,10 @@
 -- between the release's commit and the push loses nothing: a released job is
 -- queued and not waiting, so the re-push recovery finds it.
 
-ALTER TABLE jobs ADD COLUMN quota_waiting_since TIMESTAMP;
+ALTER TABLE jobs ADD COLUMN quota_waiting_since TIMESTAMP,
+    -- only a queued job waits: whatever moves a job on clears the mark
+    ADD CONSTRAINT jobs_quota_waiting_queued
+        CHECK (quota_waiting_since IS NULL OR status = 'queued');
 -- jobs_archive keeps jobs' columns (001_jobs.sql); archived jobs never wait.
 ALTER TABLE jobs_archive ADD COLUMN quota_waiting_since TIMESTAMP;
 

@@ -1798,11 +1798,11 @@ static void test_jobs_list_plan(void **state)
     PQclear(res);
     res = PQexec(c, "SET plan_cache_mode = force_generic_plan");
     PQclear(res);
-    /* all four statements: (status filter) x (cursor) */
-    for (size_t v = 0; v < 4; v++) {
-        bool status = v >= 2, cursor = (v & 1) != 0;
+    /* all eight statements: (status filter) x (waiting-for-quota filter) x (cursor) */
+    for (size_t v = 0; v < 8; v++) {
+        bool status = (v & 4) != 0, waiting = (v & 2) != 0, cursor = (v & 1) != 0;
         char sql[4096];
-        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v, jobs_list_sql(status, false, cursor));
+        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v, jobs_list_sql(status, waiting, cursor));
         res = PQexec(c, sql);
         assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
         PQclear(res);
@@ -1818,9 +1818,12 @@ static void test_jobs_list_plan(void **state)
         }
         PQclear(res);
         /* live and archived jobs: two ordered index scans merged, no Sort node
-         * (Merge Append's own "Sort Key:" line is its merge order) */
-        if (strstr(plan, "Index Scan using idx_jobs_user_created") == NULL ||
-            strstr(plan, "Index Scan using idx_jobs_archive_user_created") == NULL ||
+         * (Merge Append's own "Sort Key:" line is its merge order); the jobs
+         * waiting for quota from their partial indexes (read backwards) */
+        const char *live = waiting ? "idx_jobs_quota_waiting" : "idx_jobs_user_created";
+        const char *archived =
+            waiting ? "idx_jobs_archive_quota_waiting" : "idx_jobs_archive_user_created";
+        if (strstr(plan, live) == NULL || strstr(plan, archived) == NULL ||
             strstr(plan, "Merge Append") == NULL || strstr(plan, "Sort  (") != NULL) {
             fail_msg("GET /api/jobs plan (variant %zu) is not a merge of ordered index scans:\n%s",
                      v, plan);

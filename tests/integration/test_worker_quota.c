@@ -14,6 +14,7 @@
  * - A waiting job can be cancelled (it stops waiting; the release skips it).
  * - A waiting job survives a Redis FLUSHALL and the re-push recovery leaves it
  *   alone; a released job whose push was lost is recovered.
+ * - A new photo claimed while an older one waits does not overtake it.
  *
  * The worker runs one job at a time here, so that completion order is
  * arrival order.
@@ -694,12 +695,60 @@ static void test_released_push_lost(void **state)
     assert_int_equal(usage_now(&u, "images_processed"), 13);
 }
 
+/* Arrival order against new photos: room for one appears while a photo waits
+ * and before the release sweep has run; a newer photo claimed first does not
+ * take it (it waits behind, counting nothing), and the sweep then releases the
+ * older one. */
+static void test_new_photo_waits_behind(void **state)
+{
+    (void)state;
+    user_t u = make_user("quota-behind@example.com");
+    use_up_month(&u);
+    char older[64], newer[64];
+    new_photo(&u, "old.jpg", true, older, sizeof(older));
+    wait_state(&u, 0, 1, 30000);
+    assert_int_equal(daemon_stop(&worker), 0); /* no sweep from here on */
+    const char *p[] = {u.id};
+    assert_int_equal(sql_exec("UPDATE subscriptions SET monthly_limit = 11"
+                              " WHERE user_id = $1::uuid",
+                              1, p),
+                     0);
+    new_photo(&u, "new.jpg", false, newer, sizeof(newer));
+    /* the newer photo's claim, as a worker makes it */
+    const char *c[] = {newer};
+    char *res = sql_value("SELECT reservation FROM jobs_worker_claim($1::uuid, 'quota-test-0', 60,"
+                          " 120)",
+                          1, c);
+    assert_non_null(res);
+    assert_string_equal(res, "blocked 11");
+    free(res);
+    char *st = wu_job_col(newer, "status || ' ' || (quota_waiting_since IS NOT NULL)::text");
+    assert_string_equal(st, "queued true");
+    free(st);
+    assert_int_equal(usage_now(&u, "images_processed"), 10);
+    assert_int_equal(
+        count_sql("SELECT count(*) FROM usage_reservations WHERE job_id = $1::uuid", newer), 0);
+    assert_int_equal(start_worker(), 0);
+    wait_state(&u, 1, 1, 30000);
+    st = wu_job_col(older, "status");
+    assert_string_equal(st, "completed");
+    free(st);
+    assert_int_equal(usage_now(&u, "images_processed"), 11);
+}
+
+/* one test a line */
+/* clang-format off */
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wait_then_upgrade),      cmocka_unit_test(test_period_renewal),
-        cmocka_unit_test(test_room_for_k_of_n),        cmocka_unit_test(test_cancel_waiting),
-        cmocka_unit_test(test_waiting_survives_flush), cmocka_unit_test(test_released_push_lost),
+        cmocka_unit_test(test_wait_then_upgrade),
+        cmocka_unit_test(test_period_renewal),
+        cmocka_unit_test(test_room_for_k_of_n),
+        cmocka_unit_test(test_cancel_waiting),
+        cmocka_unit_test(test_waiting_survives_flush),
+        cmocka_unit_test(test_released_push_lost),
+        cmocka_unit_test(test_new_photo_waits_behind),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
+/* clang-format on */
