@@ -256,7 +256,8 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
                 " AND o.next_attempt_at <= timezone('UTC', now())"
                 " AND (o.created_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
                 "      OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = o.user_id"
-                "                     AND j.status IN ('queued', 'processing')))"
+                "                     AND j.status IN ('queued', 'processing')"
+                "                     AND j.quota_waiting_since IS NULL))"
                 " ORDER BY o.created_at LIMIT 1 FOR UPDATE SKIP LOCKED",
                 1, wp, err, sizeof(err));
     if (res == NULL) {

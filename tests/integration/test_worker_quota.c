@@ -216,6 +216,12 @@ static void use_up_month(const user_t *u)
                      0);
 }
 
+static bool digest_tried(void *arg)
+{
+    return count_sql("SELECT count(*) FROM email_outbox WHERE user_id = $1::uuid AND attempts > 0",
+                     arg) > 0;
+}
+
 /* A signed Stripe event (stripe-send-event.js, npm stripe's signature) to the
  * billing-webhook: subscription `sub` of the user is `price`'s plan, active;
  * `extra` more --set options (or ""). */
@@ -543,6 +549,40 @@ static void test_period_renewal(void **state)
     wu_assert_usage(&u, "images_processed", "20"); /* last month's 10 and this month's */
 }
 
+/* The e-mail digest waits for a user's jobs still running, not for jobs
+ * waiting for quota (they may wait a month): with 9 of 10 used, one photo
+ * completes and two wait, and the digest of the completed one goes at once
+ * (EMAIL_DIGEST_WAIT_SECONDS is 300 here; SMTP_URL points at nothing, so
+ * "goes" is seen as an attempt). */
+static void test_digest_not_held_by_waiting(void **state)
+{
+    (void)state;
+    user_t u = make_user("quota-digest@example.com");
+    use_up_month(&u);
+    const char *p[] = {u.id};
+    assert_int_equal(sql_exec("UPDATE usage_tracking SET images_processed = 9"
+                              " WHERE user_id = $1::uuid",
+                              1, p),
+                     0);
+    char jobs[3][64];
+    for (int i = 0; i < 3; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "dg%02d.jpg", i);
+        new_photo(&u, name, true, jobs[i], sizeof(jobs[i]));
+    }
+    wait_state(&u, 1, 2, 30000);
+    assert_int_equal(count_sql("SELECT count(*) FROM email_outbox WHERE user_id = $1::uuid", u.id),
+                     1);
+    /* the earlier tests' digests (failing against SMTP_URL, retried with
+     * backoff, oldest first) out of the way */
+    assert_int_equal(
+        sql_exec("UPDATE email_outbox SET status = 'failed' WHERE user_id <> $1::uuid", 1, p), 0);
+    if (!wait_until(digest_tried, u.id, 15000)) {
+        proc_print_log(&worker);
+        fail_msg("the digest waited for the jobs waiting for quota");
+    }
+}
+
 /* A studio user at 500 of 500 in its paid period: photos wait; the renewal
  * (customer.subscription.updated with the next period, as Stripe sends it
  * when the subscription renews) starts a new period, and they run, counted
@@ -823,6 +863,7 @@ int main(void)
         cmocka_unit_test(test_waiting_survives_flush),
         cmocka_unit_test(test_released_push_lost),
         cmocka_unit_test(test_new_photo_waits_behind),
+        cmocka_unit_test(test_digest_not_held_by_waiting),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
