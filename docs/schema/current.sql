@@ -1226,10 +1226,14 @@ BEGIN
                    AND q.status = 'queued'
                  ORDER BY q.created_at, q.id
                  LIMIT LEAST(COALESCE(room, p_max - n), p_max - n)
-                   FOR UPDATE SKIP LOCKED)
-            UPDATE jobs j SET quota_waiting_since = NULL
-              FROM pick WHERE j.id = pick.id
-            RETURNING j.id, j.user_id, user_tier::text;
+                   FOR UPDATE SKIP LOCKED),
+            released AS (
+                UPDATE jobs j SET quota_waiting_since = NULL
+                  FROM pick WHERE j.id = pick.id
+                RETURNING j.id, j.user_id, j.created_at)
+            -- in arrival order (an UPDATE's RETURNING has no order): the
+            -- caller pushes them in this order to the user's FIFO
+            SELECT r.id, r.user_id, user_tier::text FROM released r ORDER BY r.created_at, r.id;
         GET DIAGNOSTICS got = ROW_COUNT;
         n := n + got;
     END LOOP;

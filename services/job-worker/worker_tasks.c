@@ -183,7 +183,8 @@ static void task_stuck(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *ar
 /* Jobs waiting for quota whose user's plan has room again (a plan upgrade, a
  * new period): jobs_quota_release (sql/job-worker/105) releases them in
  * arrival order, never more than fit, and this pushes each to its user's
- * fair-queue list after the commit. A failed push is not retried here: the
+ * fair-queue list after the commit, in the order returned (a user's oldest
+ * first: the list is FIFO). A failed push is not retried here: the
  * released job is queued and not waiting, so the re-push task finds it. */
 static void task_quota_release(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
@@ -192,8 +193,9 @@ static void task_quota_release(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, 
     }
     char err[256];
     PGresult *res = pg_exec(pg,
-                            "SELECT job_id::text, user_id::text, tier"
-                            " FROM jobs_quota_release(" TEXT(QUOTA_RELEASE_BATCH) ")",
+                            "SELECT r.job_id::text, r.user_id::text, r.tier"
+                            " FROM jobs_quota_release(" TEXT(
+                                QUOTA_RELEASE_BATCH) ") WITH ORDINALITY r ORDER BY r.ordinality",
                             0, NULL, err, sizeof(err));
     if (res == NULL) {
         log_debug("quota release: %s", err);

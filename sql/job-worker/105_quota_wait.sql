@@ -142,7 +142,8 @@ REVOKE ALL ON FUNCTION jobs_worker_claim(uuid, text, int, int) FROM PUBLIC;
 -- live reservation (released earlier, or new, and not claimed yet: each will
 -- take an image when claimed). The oldest `room` waiting jobs (created_at, id)
 -- get quota_waiting_since = NULL; at most p_max jobs a call, users with the
--- oldest waiting job first. Returns each released job with its user and the
+-- oldest waiting job first. Returns each released job, a user's in arrival
+-- order (push them in the order returned), with its user and the
 -- user's subscription tier (the fair queue's tier, as the re-push reads it);
 -- the caller pushes them after the commit (queue_push_user). One sweep at a
 -- time (a transaction advisory lock; a concurrent call returns nothing), so
@@ -194,10 +195,14 @@ BEGIN
                    AND q.status = 'queued'
                  ORDER BY q.created_at, q.id
                  LIMIT LEAST(COALESCE(room, p_max - n), p_max - n)
-                   FOR UPDATE SKIP LOCKED)
-            UPDATE jobs j SET quota_waiting_since = NULL
-              FROM pick WHERE j.id = pick.id
-            RETURNING j.id, j.user_id, user_tier::text;
+                   FOR UPDATE SKIP LOCKED),
+            released AS (
+                UPDATE jobs j SET quota_waiting_since = NULL
+                  FROM pick WHERE j.id = pick.id
+                RETURNING j.id, j.user_id, j.created_at)
+            -- in arrival order (an UPDATE's RETURNING has no order): the
+            -- caller pushes them in this order to the user's FIFO
+            SELECT r.id, r.user_id, user_tier::text FROM released r ORDER BY r.created_at, r.id;
         GET DIAGNOSTICS got = ROW_COUNT;
         n := n + got;
     END LOOP;
