@@ -1075,6 +1075,12 @@ BEGIN
         RAISE EXCEPTION 'user_id and drive_file_id are required' USING ERRCODE = 'null_value_not_allowed';
     END IF;
 
+    -- users_accepting_jobs (api-gateway 097) locks the user's row FOR SHARE:
+    -- race-free against a deletion beginning at the same time.
+    IF NOT users_accepting_jobs(p_user_id) THEN
+        RETURN; -- no such user, or the account is being deleted: no job
+    END IF;
+
     SELECT a.id INTO old_id FROM jobs_archive a
      WHERE a.user_id = p_user_id AND a.drive_file_id = p_drive_file_id
      LIMIT 1;
@@ -1684,6 +1690,29 @@ END
 $$;
 
 ALTER FUNCTION public.presets_version_record() OWNER TO ca_api_gateway;
+
+--
+-- Name: users_accepting_jobs(uuid); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
+--
+
+CREATE FUNCTION public.users_accepting_jobs(p_user_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    ok boolean;
+    prev text := current_setting('app.rls_system', true);
+BEGIN
+    PERFORM set_config('app.rls_system', 'on', true);
+    SELECT TRUE INTO ok FROM users u
+     WHERE u.id = p_user_id AND u.deletion_requested_at IS NULL
+       FOR SHARE;
+    PERFORM set_config('app.rls_system', COALESCE(prev, ''), true);
+    RETURN COALESCE(ok, FALSE);
+END
+$$;
+
+ALTER FUNCTION public.users_accepting_jobs(p_user_id uuid) OWNER TO ca_api_gateway;
 
 --
 -- Name: users_delete_account(uuid, text, jsonb); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
@@ -3499,6 +3528,13 @@ REVOKE ALL ON FUNCTION public.presets_version_follow() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.presets_version_record() FROM PUBLIC;
+
+--
+-- Name: FUNCTION users_accepting_jobs(p_user_id uuid); Type: ACL; Schema: public; Owner: ca_api_gateway
+--
+
+REVOKE ALL ON FUNCTION public.users_accepting_jobs(p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.users_accepting_jobs(p_user_id uuid) TO ca_job_worker;
 
 --
 -- Name: FUNCTION users_delete_account(p_user_id uuid, p_ip text, p_details jsonb); Type: ACL; Schema: public; Owner: ca_api_gateway

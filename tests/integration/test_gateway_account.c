@@ -481,6 +481,15 @@ static void test_delete_account(void **state)
                               " ('queued', 'processing')",
                               1, p),
                      0);
+    /* a poll that was listing the folder finds a new file: no job for an
+     * account being deleted */
+    assert_int_equal(count_of("SELECT count(*) FROM jobs_create_for_drive_file($1, 'f_late',"
+                              " 'late.jpg', 'folder_late', 1, 'image/jpeg', NULL)",
+                              1, p),
+                     0);
+    assert_int_equal(
+        count_of("SELECT count(*) FROM jobs WHERE user_id = $1 AND drive_file_id = 'f_late'", 1, p),
+        0);
     assert_int_equal(count_of("SELECT count(*) FROM jobs_archive WHERE user_id = $1", 1, p), 1);
     assert_int_equal(fake_count_requests(ST, &(fake_match_t){.path = "/v1/subscriptions/sub_deex",
                                                              .since = st_next}),

@@ -646,7 +646,7 @@ static const table_spec_t tables[] = {
      "VALUES ($1, 'system', 'matrix.test', 'user:' || $1::uuid::text, '127.0.0.1')"},
     {"subscriptions",
      BILLING,
-     {GATEWAY, WORKER, NULL},
+     {GATEWAY, WORKER, POLLER, NULL}, /* the poller: user_id, tier, created_at only */
      "INSERT INTO subscriptions (user_id, stripe_customer_id) VALUES ($1, 'cus_' || $1::uuid::text)"},
     {"usage_tracking",
      BILLING,
@@ -791,6 +791,18 @@ static void test_role_matrix(void **state)
                 fail_msg("%s: SELECT on %s gave '%s', want '%s'", all_roles[r], tables[t].table, st,
                          want);
             }
+        }
+    }
+    /* the poller reads a user's tier for the fair queue, not the Stripe ids */
+    for (size_t r = 0; r < NROLES; r++) {
+        if (strcmp(all_roles[r], POLLER) == 0) {
+            char st[8];
+            run_state(conns[r], "SELECT user_id, tier, created_at FROM subscriptions", 0, NULL, st,
+                      sizeof(st));
+            assert_string_equal(st, "");
+            run_state(conns[r], "SELECT stripe_customer_id FROM subscriptions", 0, NULL, st,
+                      sizeof(st));
+            assert_string_equal(st, "42501");
         }
     }
     for (size_t r = 0; r < NROLES; r++) {
