@@ -545,6 +545,33 @@ static void handle_metrics(http_req_t *req, void *arg)
     free(text);
 }
 
+/* The client behind a trusted proxy: every X-Forwarded-For header, in order
+ * (trusted_proxies.h). The peer stays the connection's for the caps. */
+static void forwarded_client(http_server_t *srv, http_req_t *req)
+{
+    const char *values[TRUSTED_PROXIES_MAX_HOPS];
+    size_t n = 0;
+    struct evkeyvalq *headers = evhttp_request_get_input_headers(req->ev);
+    for (struct evkeyval *h = headers != NULL ? headers->tqh_first : NULL; h != NULL;
+         h = h->next.tqe_next) {
+        if (strcasecmp(h->key, "X-Forwarded-For") == 0) {
+            if (n == TRUSTED_PROXIES_MAX_HOPS) { /* keep the last ones: the walk starts there */
+                memmove(values, values + 1, (n - 1) * sizeof(values[0]));
+                n--;
+            }
+            values[n++] = h->value;
+        }
+    }
+    char client[sizeof(req->peer)];
+    trusted_proxies_client(srv->trusted, req->peer, values, n, client, sizeof(client));
+    snprintf(req->peer, sizeof(req->peer), "%s", client);
+}
+
+void http_server_set_trusted_proxies(http_server_t *srv, const trusted_proxies_t *l)
+{
+    srv->trusted = l;
+}
+
 static void handle_request(struct evhttp_request *ev, void *arg)
 {
     http_server_t *srv = arg;
@@ -580,6 +607,10 @@ static void handle_request(struct evhttp_request *ev, void *arg)
             size_t n = strnlen(address, sizeof(req->peer) - 1);
             memcpy(req->peer, address, n);
             req->peer[n] = '\0';
+        }
+        if (trusted_proxies_count(srv->trusted) > 0 &&
+            trusted_proxies_match(srv->trusted, req->peer)) {
+            forwarded_client(srv, req);
         }
         req->conn = conn_of(srv, req->evcon);
         if (req->conn != NULL) {

@@ -14,6 +14,7 @@
 
 #include "http_server.h"
 #include "metrics.h"
+#include "trusted_proxies.h"
 
 #include <event2/http.h>
 #include <stdbool.h>
@@ -73,6 +74,7 @@ struct http_server {
     size_t nprobe;        /* admitted to a probe slot */
     metric_t *connections;
     metric_t *conn_refused;
+    const trusted_proxies_t *trusted; /* X-Forwarded-For is read only from these peers */
 };
 
 struct http_req {
