@@ -354,6 +354,7 @@ int gw_routes_presets(gw_t *gw); /* routes_presets.c: /api/presets... */
 int gw_routes_admin(gw_t *gw);   /* routes_admin.c: /api/admin/analytics/... */
 int gw_routes_billing(gw_t *gw); /* routes_billing.c: /api/billing/checkout, /portal */
 int gw_routes_account(gw_t *gw); /* routes_account.c: /api/me/export, DELETE /api/me */
+int gw_routes_notices(gw_t *gw); /* routes_notices.c: /api/notifications... */
 /* On a pool thread: that thread's Stripe client (routes_billing.c; NULL when
  * STRIPE_SECRET_KEY is not set or out of memory). */
 struct stripe_client *gw_thread_stripe(const gw_t *gw);

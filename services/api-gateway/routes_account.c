@@ -62,7 +62,8 @@
     "   'is_active', u.is_active, 'deletion_requested_at', u.deletion_requested_at)"                                                                                              \
     "   FROM users u WHERE u.id = $1),"                                                                                                                                           \
     " 'settings', (SELECT jsonb_build_object('default_preset', u.default_preset,"                                                                                                 \
-    "   'email_notifications', u.email_notifications, 'share_outputs', u.share_outputs)"                                                                                          \
+    "   'email_notifications', u.email_notifications, 'share_outputs', u.share_outputs,"   \
+    "   'email_opt_out', u.email_opt_out)"                                                                                          \
     "   FROM users u WHERE u.id = $1),"                                                                                                                                           \
     " 'drive', (SELECT jsonb_build_object('connected', u.drive_connected,"                                                                                                        \
     "   'disconnected_reason', u.drive_disconnected_reason,"                                                                                                                      \
@@ -102,6 +103,9 @@
                             "email_notices",                                                                                                                                      \
                             "FROM email_outbox e WHERE e.user_id = $1 ORDER BY e.created_at DESC",                                                                                \
                             "to_jsonb(e)")                                                                                                                                        \
+                            LIST("notices",                                                                                                                                       \
+                                 "FROM notices n WHERE n.user_id = $1 ORDER BY n.created_at DESC, n.id DESC",                                                                          \
+                                 "to_jsonb(n)")                                                                                                                                        \
                             LIST(                                                                                                                                                 \
                                 "audit_log",                                                                                                                                      \
                                 "FROM audit_log a WHERE a.user_id = $1 ORDER BY a.id DESC",                                                                                       \
@@ -125,7 +129,7 @@
                                                         "FROM meter_outbox m WHERE m.user_id = $1")                                                                               \
                                                         COUNT(                                                                                                                    \
                                                             "email_notices",                                                                                                      \
-                                                            "FROM email_outbox e WHERE e.user_id = $1") " 'audit_log', (SELECT count(*) FROM audit_log a WHERE a.user_id = $1)))" \
+                                                            "FROM email_outbox e WHERE e.user_id = $1") COUNT("notices", "FROM notices n WHERE n.user_id = $1") " 'audit_log', (SELECT count(*) FROM audit_log a WHERE a.user_id = $1)))" \
                                                                                                         " AS doc"
 
 /* The lists whose count is over the cap, as "truncated"; the text. */
