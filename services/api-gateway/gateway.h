@@ -66,7 +66,7 @@
  *   The policies (sql/<slice>/050_rls.sql, whose header still describes a
  *   per-transaction SET LOCAL: see docs/schema/current.sql) show
  *   ca_api_gateway only that user's rows of users, jobs, jobs_archive,
- *   email_outbox, subscriptions, usage_tracking, usage_reservations,
+ *   email_outbox, notices, subscriptions, usage_tracking, usage_reservations,
  *   meter_outbox, drive_polls, preset_ratings, preset_adoptions, audit_log,
  *   and of presets the
  *   system, own and public active ones (writes: own only).

@@ -121,8 +121,8 @@ static void on_patched(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
 }
 
 /* The e-mail kinds a user may opt out of (users.email_opt_out's CHECK). */
-static const char *const OPT_OUT_KINDS[] = {"usage", "quota_waiting", "drive", "payment", "jobs",
-                                            NULL};
+static const char *const OPT_OUT_KINDS[] = {"usage",   "quota_waiting", "drive",
+                                            "payment", "jobs",          NULL};
 
 /* Reads "email_opt_out": absent → *present false; an array of known kinds →
  * out gets a PostgreSQL array literal ("{usage,drive}"); else 400. */
@@ -222,10 +222,10 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
         (preset != NULL && cJSON_AddStringToObject(det, "default_preset", preset) == NULL) ||
         (notif_present && cJSON_AddBoolToObject(det, "email_notifications", notif) == NULL) ||
         (share != NULL && cJSON_AddStringToObject(det, "share_outputs", share) == NULL) ||
-        (opt_present && cJSON_AddItemToObject(det, "email_opt_out",
-                                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(
-                                                                  body, "email_opt_out"),
-                                                              true)) == 0) ||
+        (opt_present && cJSON_AddItemToObject(
+                            det, "email_opt_out",
+                            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(body, "email_opt_out"),
+                                            true)) == 0) ||
         (pt->details = cJSON_PrintUnformatted(det)) == NULL) {
         cJSON_Delete(det);
         patch_free(pt);

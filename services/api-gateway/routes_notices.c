@@ -27,26 +27,26 @@
 #include <string.h>
 
 #define NOTICE_JSON(n)                                                                             \
-    "json_build_object('id', " n ".id, 'kind', " n ".kind, 'title', " n ".title,"                 \
-    " 'message', " n ".message, 'data', " n ".data,"                                              \
+    "json_build_object('id', " n ".id, 'kind', " n ".kind, 'title', " n ".title,"                  \
+    " 'message', " n ".message, 'data', " n ".data,"                                               \
     " 'created_at', " GW_SQL_TS(n ".created_at") ", 'read_at', " GW_SQL_TS(n ".read_at") ")"
 
 /* $1 user, $2 rows to show; with a cursor $3 read flag, $4 created_at, $5 id.
  * One row: the page's JSON (without next_cursor), whether there is more, and
  * the cursor text of the last notice shown. */
-#define LIST_SQL(cond)                                                                             \
-    "WITH page AS (SELECT n.*, (n.read_at IS NOT NULL) AS is_read FROM notices n"                 \
-    "  WHERE n.user_id = $1" cond                                                                  \
-    "  ORDER BY (n.read_at IS NOT NULL), n.created_at DESC, n.id DESC LIMIT $2::int + 1),"        \
-    " shown AS (SELECT * FROM page ORDER BY is_read, created_at DESC, id DESC LIMIT $2::int)"     \
-    " SELECT json_build_object('notifications', COALESCE((SELECT json_agg(" NOTICE_JSON("s")      \
-    "   ORDER BY s.is_read, s.created_at DESC, s.id DESC) FROM shown s), '[]'::json),"            \
-    "   'unread_count', (SELECT count(*) FROM notices WHERE user_id = $1 AND read_at IS NULL)"    \
-    " )::text,"                                                                                    \
-    " (SELECT count(*) FROM page) > $2::int,"                                                     \
-    " (SELECT to_char(s.created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '|' || s.id || '|'"       \
-    "   || CASE WHEN s.is_read THEN 'r' ELSE 'u' END FROM shown s"                                 \
-    "   ORDER BY s.is_read DESC, s.created_at, s.id LIMIT 1)"
+#define LIST_SQL(cond)                                                                                  \
+    "WITH page AS (SELECT n.*, (n.read_at IS NOT NULL) AS is_read FROM notices n"                       \
+    "  WHERE n.user_id = $1" cond                                                                       \
+    "  ORDER BY (n.read_at IS NOT NULL), n.created_at DESC, n.id DESC LIMIT $2::int + 1),"              \
+    " shown AS (SELECT * FROM page ORDER BY is_read, created_at DESC, id DESC LIMIT $2::int)"           \
+    " SELECT json_build_object('notifications', COALESCE((SELECT json_agg(" NOTICE_JSON(                \
+        "s") "   ORDER BY s.is_read, s.created_at DESC, s.id DESC) FROM shown s), '[]'::json),"         \
+             "   'unread_count', (SELECT count(*) FROM notices WHERE user_id = $1 AND read_at IS NULL)" \
+             " )::text,"                                                                                \
+             " (SELECT count(*) FROM page) > $2::int,"                                                  \
+             " (SELECT to_char(s.created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || '|' || s.id || '|'"     \
+             "   || CASE WHEN s.is_read THEN 'r' ELSE 'u' END FROM shown s"                             \
+             "   ORDER BY s.is_read DESC, s.created_at, s.id LIMIT 1)"
 
 static const char LIST_FIRST_SQL[] = LIST_SQL("");
 static const char LIST_NEXT_SQL[] =
@@ -113,8 +113,7 @@ static void on_list(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
     bool more = strcmp(PQgetvalue(res, 0, 1), "t") == 0 && !PQgetisnull(res, 0, 2);
     char *cursor = NULL;
     if (more) {
-        cursor =
-            crypto_base64url_encode(PQgetvalue(res, 0, 2), (size_t)PQgetlength(res, 0, 2));
+        cursor = crypto_base64url_encode(PQgetvalue(res, 0, 2), (size_t)PQgetlength(res, 0, 2));
     }
     jbuf_t b = {0};
     /* the object without its closing brace, then next_cursor */
@@ -180,8 +179,8 @@ static void mark_read(gw_t *gw, http_req_t *req, const gw_user_t *user)
     }
     const char *p[] = {user->id, id};
     gw_query(gw, req, user->id,
-             "SELECT " NOTICE_JSON("n") "::text FROM notices_mark_read($1::uuid, $2::uuid) n", 2,
-             p, on_marked, NULL);
+             "SELECT " NOTICE_JSON("n") "::text FROM notices_mark_read($1::uuid, $2::uuid) n", 2, p,
+             on_marked, NULL);
 }
 
 static void mark_all_read(gw_t *gw, http_req_t *req, const gw_user_t *user)

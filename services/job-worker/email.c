@@ -516,10 +516,11 @@ static int send_notice_one(pg_conn_t *pg, const char *smtp_url, const char *mail
     bool wanted = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
     if (!wanted || email[0] == '\0') {
         /* switched off (or opted out) since the notice was raised */
-        if (pg_exec_cmd(pg,
-                        "UPDATE email_outbox SET status = 'failed', last_error = 'notifications off'"
-                        " WHERE id = $1::uuid",
-                        1, ip, err, sizeof(err)) == 0 &&
+        if (pg_exec_cmd(
+                pg,
+                "UPDATE email_outbox SET status = 'failed', last_error = 'notifications off'"
+                " WHERE id = $1::uuid",
+                1, ip, err, sizeof(err)) == 0 &&
             pg_commit(pg, err, sizeof(err)) == 0) {
             result = 0;
         }

@@ -454,7 +454,6 @@ static void test_out_of_order(void **state)
                u3, "2026-01-01 00:00:00 2026-02-01 00:00:00");
 }
 
-
 /* invoice.payment_failed applied → one payment_failed notice per invoice (its
  * e-mail queued): Stripe's next failure of the same invoice, a duplicate
  * delivery and a stale event add none; another invoice is a new notice. */

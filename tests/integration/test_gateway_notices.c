@@ -108,8 +108,7 @@ static void test_list_paging_unread_first(void **state)
         gwt_resp_t r = gwt_request(GW, "GET", path, &alice, false, NULL);
         assert_int_equal(r.status, 200);
         cJSON *list = cJSON_GetObjectItem(r.json, "notifications");
-        assert_int_equal(
-            (int)cJSON_GetNumberValue(cJSON_GetObjectItem(r.json, "unread_count")), 3);
+        assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(r.json, "unread_count")), 3);
         for (int i = 0; i < cJSON_GetArraySize(list); i++) {
             assert_true(seen < 5);
             assert_string_equal(item_id(list, i), want[seen]);
@@ -237,8 +236,9 @@ static void test_email_opt_out_setting(void **state)
     assert_string_equal(v, "{drive,usage}");
     free(v);
     /* bad values: 400, nothing changes */
-    const char *bad[] = {"{\"email_opt_out\":[\"usage\",\"spam\"]}", "{\"email_opt_out\":\"usage\"}",
-                         "{\"email_opt_out\":[1]}", "{\"email_opt_out\":null}"};
+    const char *bad[] = {"{\"email_opt_out\":[\"usage\",\"spam\"]}",
+                         "{\"email_opt_out\":\"usage\"}", "{\"email_opt_out\":[1]}",
+                         "{\"email_opt_out\":null}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         r = gwt_request(GW, "PATCH", "/api/me", &alice, true, bad[i]);
         assert_int_equal(r.status, 400);

@@ -295,8 +295,8 @@ static void test_digest_opt_out(void **state)
                               1, p),
                      1);
     /* and a digest is never sent for a notice's row (nor a notice for a digest row) */
-    assert_int_equal(
-        sql_exec("UPDATE users SET email_opt_out = '{}' WHERE id = $1::uuid", 1, p), 0);
+    assert_int_equal(sql_exec("UPDATE users SET email_opt_out = '{}' WHERE id = $1::uuid", 1, p),
+                     0);
     raise_notice(u, "folder_gone", "watch:nd", "{}", NULL, 0);
     assert_int_equal(email_send_due(wpg, smtp_url, FROM, 0, 20), 0);
     assert_int_equal(outbox_of(u, "pending"), 1);
@@ -311,8 +311,8 @@ static void reserve(const char *user, int n, char *outcome, size_t outlen)
     snprintf(job, sizeof(job), "00000000-0000-4000-8000-%012d", n);
     const char *p[] = {job, user};
     char err[256];
-    PGresult *res = pg_exec(wpg, "SELECT outcome FROM billing_reserve_usage($1::uuid, $2::uuid)",
-                            2, p, err, sizeof(err));
+    PGresult *res = pg_exec(wpg, "SELECT outcome FROM billing_reserve_usage($1::uuid, $2::uuid)", 2,
+                            p, err, sizeof(err));
     if (res == NULL) {
         fail_msg("reserve: %s", err);
     }
@@ -344,9 +344,9 @@ static void test_usage_crossings_once(void **state)
      * reaches it again: no second notice */
     const char *rp[] = {"00000000-0000-4000-8000-000000000010"};
     char err[256];
-    assert_int_equal(pg_exec_cmd(wpg, "SELECT billing_release_usage($1::uuid, true)", 1, rp, err,
-                                 sizeof(err)),
-                     0);
+    assert_int_equal(
+        pg_exec_cmd(wpg, "SELECT billing_release_usage($1::uuid, true)", 1, rp, err, sizeof(err)),
+        0);
     reserve(u, 12, outcome, sizeof(outcome));
     assert_string_equal(outcome, "ok");
     assert_int_equal(notices_of(u, "usage_80"), 1);
@@ -369,8 +369,9 @@ static void test_usage_crossings_once(void **state)
         const char *d = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, i), "data")->valuestring;
         s80 += strstr(d, "Subject: Creator Automation: You have used 80% of your monthly images") !=
                NULL;
-        s100 += strstr(d, "Subject: Creator Automation: You have reached your monthly image limit") !=
-                NULL;
+        s100 +=
+            strstr(d, "Subject: Creator Automation: You have reached your monthly image limit") !=
+            NULL;
     }
     cJSON_Delete(j);
     assert_int_equal(s80, 1);
@@ -470,8 +471,8 @@ static void test_notice_headers_clean(void **state)
 {
     (void)state;
     email_notice_t n = {"folder_gone", "Gone\r\nBcc: evil@example.com", "text"};
-    char *m = email_build_notice(FROM, "u@example.com\r\nBcc: evil@example.com", "Ann\r\nX: y", "id1",
-                                 &n, PUBLIC "/");
+    char *m = email_build_notice(FROM, "u@example.com\r\nBcc: evil@example.com", "Ann\r\nX: y",
+                                 "id1", &n, PUBLIC "/");
     assert_non_null(m);
     assert_null(strstr(m, "\r\nBcc:"));
     assert_null(strstr(m, "\nBcc:"));
