@@ -293,12 +293,20 @@ static void test_portal_link(void **state)
     gwt_resp_free(&r);
 }
 
+/* Last: the gateway exits 0 (a sanitizer's report would make it 23). */
+static void test_gateway_exits_cleanly(void **state)
+{
+    (void)state;
+    assert_int_equal(daemon_stop(&gw), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_list_paging_unread_first),
         cmocka_unit_test(test_email_opt_out_setting),
         cmocka_unit_test(test_portal_link),
+        cmocka_unit_test(test_gateway_exits_cleanly),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
