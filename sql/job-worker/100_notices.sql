@@ -173,8 +173,10 @@ $$;
 -- that becomes 'failed' joins the user's unread jobs_failed notice of the
 -- last 24 hours (count + 1, the first 20 jobs listed in data.jobs), else
 -- starts a new one (cause key 'job:<id>:<attempt>'). One advisory lock per
--- user makes two workers failing two jobs at once join one batch. No e-mail:
--- the job digest already mails failed jobs.
+-- user, taken without waiting, makes failures of one user join one batch;
+-- when it is busy (two failures of the user committing at that instant) the
+-- job starts a notice of its own. No e-mail: the job digest already mails
+-- failed jobs.
 CREATE FUNCTION notices_job_failed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = public, pg_temp
@@ -191,7 +193,16 @@ BEGIN
     END IF;
     item := jsonb_build_object('job_id', NEW.id, 'file', NEW.drive_file_name,
                                'error_code', NEW.error_code);
-    PERFORM pg_advisory_xact_lock(hashtext('ca_notice_jobs_failed'), hashtext(NEW.user_id::text));
+    -- Never wait here: the failing transaction may already hold billing's locks
+    -- (the lease-requeue task releases the usage before this trigger runs) while
+    -- another holds this lock and waits for them. Busy: this job starts a
+    -- notice of its own (a second batch, not a deadlock).
+    IF NOT pg_try_advisory_xact_lock(hashtext('ca_notice_jobs_failed'),
+                                     hashtext(NEW.user_id::text)) THEN
+        PERFORM notice_raise(NEW.user_id, 'jobs_failed', 'job:' || NEW.id || ':' || NEW.attempt,
+                             jsonb_build_object('count', 1, 'jobs', jsonb_build_array(item)));
+        RETURN NULL;
+    END IF;
     SELECT * INTO n FROM notices
      WHERE user_id = NEW.user_id AND kind = 'jobs_failed' AND read_at IS NULL
        AND created_at > timezone('UTC', now()) - interval '24 hours'

@@ -420,6 +420,34 @@ static void test_jobs_failed_batch(void **state)
                  jp),
         0);
     assert_int_equal(notices_of(u, "jobs_failed"), 2);
+
+    /* the batch lock held elsewhere: the failure does not wait for it (it could
+     * deadlock with billing's locks), the job gets a notice of its own */
+    const char *jp4[] = {u, "fb4.jpg"};
+    char *job4 = sql_value("INSERT INTO jobs (user_id, status, drive_file_id, drive_file_name,"
+                           " drive_folder_id, preset_name) VALUES ($1, 'processing', 'df-' || $2,"
+                           " $2, 'fo', 'portrait_pro') RETURNING id",
+                           2, jp4);
+    assert_non_null(job4);
+    pg_conn_t *holder = db_connect_ok();
+    char err[256];
+    assert_int_equal(pg_exec_cmd(holder,
+                                 "SELECT pg_advisory_lock(hashtext('ca_notice_jobs_failed'),"
+                                 " hashtext($1))",
+                                 1, p, err, sizeof(err)),
+                     0);
+    assert_int_equal(pg_exec_cmd(wpg, "SET statement_timeout = '5s'", 0, NULL, err, sizeof(err)),
+                     0);
+    const char *j4[] = {job4};
+    int rc = pg_exec_cmd(wpg,
+                         "UPDATE jobs SET status = 'failed', error_code = 'timeout'"
+                         " WHERE id = $1::uuid",
+                         1, j4, err, sizeof(err));
+    assert_int_equal(pg_exec_cmd(wpg, "RESET statement_timeout", 0, NULL, err, sizeof(err)), 0);
+    pg_close(holder);
+    assert_int_equal(rc, 0);
+    assert_int_equal(notices_of(u, "jobs_failed"), 3);
+    free(job4);
     for (int i = 0; i < 3; i++) {
         free(jobs[i]);
     }
