@@ -10,7 +10,8 @@
  * gateway policy showing the user's own rows), built as one JSON text by
  * PostgreSQL. Lists are capped at EXPORT_MAX_ROWS rows each, newest first;
  * "counts" gives each list's full size and "truncated" names the lists that
- * were cut. Left out on purpose: users.drive_access_token and
+ * were cut. The notices and settings.email_opt_out are added around that
+ * document (EXPORT_NOTICES_SQL). Left out on purpose: users.drive_access_token and
  * drive_refresh_token (sealed Google tokens), drive_polls' internal cursor
  * and lease columns. Stripe customer and subscription ids are included: they
  * are identifiers of the user's own records at Stripe, no credential.
@@ -51,95 +52,102 @@
 #define COUNT(name, from_where) " '" name "', (SELECT count(*) " from_where "),"
 
 /* The document; the statement below adds "truncated". */
-#define EXPORT_DOC_SQL                                                                                                                                                           \
-    "SELECT jsonb_build_object("                                                                                                                                                 \
-    " 'export', jsonb_build_object('format', 'creator-automation-export', 'version', 1,"                                                                                         \
-    "   'generated_at', to_char(timezone('UTC', now()), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"                                                                                      \
-    "   'user_id', $1::uuid, 'timezone', 'UTC', 'max_rows_per_list', $2::int),"                                                                                                  \
-    " 'profile', (SELECT jsonb_build_object('id', u.id, 'google_id', u.google_id,"                                                                                               \
-    "   'email', u.email, 'name', u.name, 'avatar_url', u.avatar_url,"                                                                                                           \
-    "   'created_at', u.created_at, 'updated_at', u.updated_at, 'last_login_at', u.last_login_at,"                                                                               \
-    "   'is_active', u.is_active, 'deletion_requested_at', u.deletion_requested_at)"                                                                                             \
-    "   FROM users u WHERE u.id = $1),"                                                                                                                                          \
-    " 'settings', (SELECT jsonb_build_object('default_preset', u.default_preset,"                                                                                                \
-    "   'email_notifications', u.email_notifications, 'share_outputs', u.share_outputs,"                                                                                         \
-    "   'email_opt_out', u.email_opt_out)"                                                                                                                                       \
-    "   FROM users u WHERE u.id = $1),"                                                                                                                                          \
-    " 'drive', (SELECT jsonb_build_object('connected', u.drive_connected,"                                                                                                       \
-    "   'disconnected_reason', u.drive_disconnected_reason,"                                                                                                                     \
-    "   'disconnected_at', u.drive_disconnected_at,"                                                                                                                             \
-    "   'token_expires_at', u.drive_token_expires_at,"                                                                                                                           \
-    "   'watched_folder_id', u.watched_folder_id, 'output_folder_id', u.output_folder_id)"                                                                                       \
-    "   FROM users u WHERE u.id = $1),"                                                                                                                                          \
-    " 'subscription', (SELECT to_jsonb(s) FROM subscriptions s WHERE s.user_id = $1)," LIST(                                                                                     \
-        "watched_folders", "FROM drive_polls d WHERE d.user_id = $1 ORDER BY d.created_at DESC",                                                                                 \
-        "to_jsonb(d) - 'changes_page_token' - 'lease_owner' - 'lease_expires_at'")                                                                                               \
-        LIST(                                                                                                                                                                    \
-            "presets",                                                                                                                                                           \
-            "FROM presets p WHERE p.created_by_user_id = $1 ORDER BY p.created_at DESC",                                                                                         \
-            "to_jsonb(p) || jsonb_build_object('versions', COALESCE((SELECT jsonb_agg(to_jsonb(v)"                                                                               \
-            " ORDER BY v.version) FROM preset_versions v WHERE v.preset_id = p.id), '[]'::jsonb))")                                                                              \
-            LIST(                                                                                                                                                                \
-                "preset_ratings",                                                                                                                                                \
-                "FROM preset_ratings r WHERE r.user_id = $1 ORDER BY r.updated_at DESC",                                                                                         \
-                "to_jsonb(r)") LIST("preset_adoptions",                                                                                                                          \
-                                    "FROM preset_adoptions a WHERE a.user_id = $1 ORDER BY a.created_at DESC",                                                                   \
-                                    "to_jsonb(a)") LIST("jobs",                                                                                                                  \
-                                                        "FROM jobs j WHERE j.user_id = $1 ORDER BY j.created_at DESC, j.id DESC",                                                \
-                                                        "to_jsonb(j)")                                                                                                           \
-                LIST(                                                                                                                                                            \
-                    "jobs_archived",                                                                                                                                             \
-                    "FROM jobs_archive j WHERE j.user_id = $1 ORDER BY j.created_at DESC, j.id DESC",                                                                            \
-                    "to_jsonb(j)") LIST("usage",                                                                                                                                 \
-                                        "FROM usage_tracking t WHERE t.user_id = $1 ORDER BY t.month DESC",                                                                      \
-                                        "to_jsonb(t)")                                                                                                                           \
-                    LIST(                                                                                                                                                        \
-                        "usage_reservations",                                                                                                                                    \
-                        "FROM usage_reservations r WHERE r.user_id = $1 ORDER BY r.created_at DESC",                                                                             \
-                        "to_jsonb(r)") LIST("overage_events",                                                                                                                    \
-                                            "FROM meter_outbox m WHERE m.user_id = $1 ORDER BY m.id DESC",                                                                       \
-                                            "to_jsonb(m)")                                                                                                                       \
-                        LIST(                                                                                                                                                    \
-                            "email_notices",                                                                                                                                     \
-                            "FROM email_outbox e WHERE e.user_id = $1 ORDER BY e.created_at DESC",                                                                               \
-                            "to_jsonb(e)") LIST("notices",                                                                                                                       \
-                                                "FROM notices n WHERE n.user_id = $1 ORDER BY n.created_at DESC, n.id DESC",                                                     \
-                                                "to_jsonb(n)")                                                                                                                   \
-                            LIST(                                                                                                                                                \
-                                "audit_log",                                                                                                                                     \
-                                "FROM audit_log a WHERE a.user_id = $1 ORDER BY a.id DESC",                                                                                      \
-                                "to_jsonb(a)") " 'counts', jsonb_build_object(" COUNT("watched_folders",                                                                         \
-                                                                                      "FROM drive_polls d WHERE d.user_id = $1")                                                 \
-                                COUNT("presets", "FROM presets p WHERE p.created_by_user_id = $1") COUNT(                                                                        \
-                                    "preset_ratings",                                                                                                                            \
-                                    "FROM preset_ratings r WHERE r.user_id = $1")                                                                                                \
-                                    COUNT("preset_adoptions",                                                                                                                    \
-                                          "FROM preset_adoptions a WHERE a.user_id = $1")                                                                                        \
-                                        COUNT("jobs", "FROM jobs j WHERE j.user_id = $1") COUNT(                                                                                 \
-                                            "jobs_archived",                                                                                                                     \
-                                            "FROM jobs_archive j WHERE j.user_id = $1")                                                                                          \
-                                            COUNT("usage",                                                                                                                       \
-                                                  "FROM usage_tracking t WHERE t.user_id = $1")                                                                                  \
-                                                COUNT(                                                                                                                           \
-                                                    "usage_reservations",                                                                                                        \
-                                                    "FROM usage_reservations r WHERE r.user_id = $1")                                                                            \
-                                                    COUNT(                                                                                                                       \
-                                                        "overage_events",                                                                                                        \
-                                                        "FROM meter_outbox m WHERE m.user_id = $1")                                                                              \
-                                                        COUNT(                                                                                                                   \
-                                                            "email_notices",                                                                                                     \
-                                                            "FROM email_outbox e WHERE e.user_id = $1")                                                                          \
-                                                            COUNT(                                                                                                               \
-                                                                "notices",                                                                                                       \
-                                                                "FROM notices n WHERE n.user_id = $1") " 'audit_log', (SELECT count(*) FROM audit_log a WHERE a.user_id = $1)))" \
-                                                                                                       " AS doc"
+#define EXPORT_DOC_SQL                                                                                                                                                            \
+    "SELECT jsonb_build_object("                                                                                                                                                  \
+    " 'export', jsonb_build_object('format', 'creator-automation-export', 'version', 1,"                                                                                          \
+    "   'generated_at', to_char(timezone('UTC', now()), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"                                                                                       \
+    "   'user_id', $1::uuid, 'timezone', 'UTC', 'max_rows_per_list', $2::int),"                                                                                                   \
+    " 'profile', (SELECT jsonb_build_object('id', u.id, 'google_id', u.google_id,"                                                                                                \
+    "   'email', u.email, 'name', u.name, 'avatar_url', u.avatar_url,"                                                                                                            \
+    "   'created_at', u.created_at, 'updated_at', u.updated_at, 'last_login_at', u.last_login_at,"                                                                                \
+    "   'is_active', u.is_active, 'deletion_requested_at', u.deletion_requested_at)"                                                                                              \
+    "   FROM users u WHERE u.id = $1),"                                                                                                                                           \
+    " 'settings', (SELECT jsonb_build_object('default_preset', u.default_preset,"                                                                                                 \
+    "   'email_notifications', u.email_notifications, 'share_outputs', u.share_outputs)"                                                                                          \
+    "   FROM users u WHERE u.id = $1),"                                                                                                                                           \
+    " 'drive', (SELECT jsonb_build_object('connected', u.drive_connected,"                                                                                                        \
+    "   'disconnected_reason', u.drive_disconnected_reason,"                                                                                                                      \
+    "   'disconnected_at', u.drive_disconnected_at,"                                                                                                                              \
+    "   'token_expires_at', u.drive_token_expires_at,"                                                                                                                            \
+    "   'watched_folder_id', u.watched_folder_id, 'output_folder_id', u.output_folder_id)"                                                                                        \
+    "   FROM users u WHERE u.id = $1),"                                                                                                                                           \
+    " 'subscription', (SELECT to_jsonb(s) FROM subscriptions s WHERE s.user_id = $1)," LIST(                                                                                      \
+        "watched_folders", "FROM drive_polls d WHERE d.user_id = $1 ORDER BY d.created_at DESC",                                                                                  \
+        "to_jsonb(d) - 'changes_page_token' - 'lease_owner' - 'lease_expires_at'")                                                                                                \
+        LIST(                                                                                                                                                                     \
+            "presets",                                                                                                                                                            \
+            "FROM presets p WHERE p.created_by_user_id = $1 ORDER BY p.created_at DESC",                                                                                          \
+            "to_jsonb(p) || jsonb_build_object('versions', COALESCE((SELECT jsonb_agg(to_jsonb(v)"                                                                                \
+            " ORDER BY v.version) FROM preset_versions v WHERE v.preset_id = p.id), '[]'::jsonb))")                                                                               \
+            LIST(                                                                                                                                                                 \
+                "preset_ratings",                                                                                                                                                 \
+                "FROM preset_ratings r WHERE r.user_id = $1 ORDER BY r.updated_at DESC",                                                                                          \
+                "to_jsonb(r)") LIST("preset_adoptions",                                                                                                                           \
+                                    "FROM preset_adoptions a WHERE a.user_id = $1 ORDER BY a.created_at DESC",                                                                    \
+                                    "to_jsonb(a)") LIST("jobs",                                                                                                                   \
+                                                        "FROM jobs j WHERE j.user_id = $1 ORDER BY j.created_at DESC, j.id DESC",                                                 \
+                                                        "to_jsonb(j)")                                                                                                            \
+                LIST(                                                                                                                                                             \
+                    "jobs_archived",                                                                                                                                              \
+                    "FROM jobs_archive j WHERE j.user_id = $1 ORDER BY j.created_at DESC, j.id DESC",                                                                             \
+                    "to_jsonb(j)") LIST("usage",                                                                                                                                  \
+                                        "FROM usage_tracking t WHERE t.user_id = $1 ORDER BY t.month DESC",                                                                       \
+                                        "to_jsonb(t)")                                                                                                                            \
+                    LIST(                                                                                                                                                         \
+                        "usage_reservations",                                                                                                                                     \
+                        "FROM usage_reservations r WHERE r.user_id = $1 ORDER BY r.created_at DESC",                                                                              \
+                        "to_jsonb(r)") LIST("overage_events",                                                                                                                     \
+                                            "FROM meter_outbox m WHERE m.user_id = $1 ORDER BY m.id DESC",                                                                        \
+                                            "to_jsonb(m)")                                                                                                                        \
+                        LIST(                                                                                                                                                     \
+                            "email_notices",                                                                                                                                      \
+                            "FROM email_outbox e WHERE e.user_id = $1 ORDER BY e.created_at DESC",                                                                                \
+                            "to_jsonb(e)")                                                                                                                                        \
+                            LIST(                                                                                                                                                 \
+                                "audit_log",                                                                                                                                      \
+                                "FROM audit_log a WHERE a.user_id = $1 ORDER BY a.id DESC",                                                                                       \
+                                "to_jsonb(a)") " 'counts', jsonb_build_object(" COUNT("watched_folders",                                                                          \
+                                                                                      "FROM drive_polls d WHERE d.user_id = $1")                                                  \
+                                COUNT("presets", "FROM presets p WHERE p.created_by_user_id = $1") COUNT(                                                                         \
+                                    "preset_ratings",                                                                                                                             \
+                                    "FROM preset_ratings r WHERE r.user_id = $1")                                                                                                 \
+                                    COUNT("preset_adoptions",                                                                                                                     \
+                                          "FROM preset_adoptions a WHERE a.user_id = $1")                                                                                         \
+                                        COUNT("jobs", "FROM jobs j WHERE j.user_id = $1") COUNT(                                                                                  \
+                                            "jobs_archived",                                                                                                                      \
+                                            "FROM jobs_archive j WHERE j.user_id = $1")                                                                                           \
+                                            COUNT("usage",                                                                                                                        \
+                                                  "FROM usage_tracking t WHERE t.user_id = $1")                                                                                   \
+                                                COUNT(                                                                                                                            \
+                                                    "usage_reservations",                                                                                                         \
+                                                    "FROM usage_reservations r WHERE r.user_id = $1")                                                                             \
+                                                    COUNT(                                                                                                                        \
+                                                        "overage_events",                                                                                                         \
+                                                        "FROM meter_outbox m WHERE m.user_id = $1")                                                                               \
+                                                        COUNT(                                                                                                                    \
+                                                            "email_notices",                                                                                                      \
+                                                            "FROM email_outbox e WHERE e.user_id = $1") " 'audit_log', (SELECT count(*) FROM audit_log a WHERE a.user_id = $1)))" \
+                                                                                                        " AS doc"
 
 /* The lists whose count is over the cap, as "truncated"; the text. */
+/* The notices (issue 15) and the e-mail opt-outs, added to the document here
+ * (a list, its count, settings.email_opt_out). */
+#define EXPORT_NOTICES_SQL                                                                            \
+    "SELECT jsonb_set(d.doc, '{settings,email_opt_out}',"                                             \
+    "   to_jsonb((SELECT u.email_opt_out FROM users u WHERE u.id = $1)))"                             \
+    " || jsonb_build_object(" LIST(                                                                   \
+        "notices",                                                                                    \
+        "FROM notices n WHERE n.user_id = $1"                                                         \
+        " ORDER BY n.created_at DESC, n.id DESC",                                                     \
+        "to_jsonb(n)") " 'counts', (d.doc -> 'counts') || jsonb_build_object("                        \
+                       "   'notices', (SELECT count(*) FROM notices n WHERE n.user_id = $1))) AS doc" \
+                       " FROM (" EXPORT_DOC_SQL ") d"
+
 static const char EXPORT_SQL[] = "SELECT (e.doc || jsonb_build_object('truncated',"
                                  " COALESCE((SELECT jsonb_agg(c.k ORDER BY c.k)"
                                  " FROM jsonb_each(e.doc -> 'counts') c(k, v)"
                                  " WHERE (c.v)::bigint > $2::bigint), '[]'::jsonb)))::text"
-                                 " FROM (" EXPORT_DOC_SQL ") e";
+                                 " FROM (" EXPORT_NOTICES_SQL ") e";
 
 static void on_export(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 {
