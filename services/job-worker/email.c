@@ -15,6 +15,8 @@
 
 #define EMAIL_MAX_ATTEMPTS 8
 #define EMAIL_MAX_JOBS 200
+/* A notice's e-mail not sent within this many days is dropped ('expired'). */
+#define NOTICE_MAIL_MAX_AGE_DAYS "3"
 
 typedef struct {
     char *buf;
@@ -494,7 +496,9 @@ static int send_notice_one(pg_conn_t *pg, const char *smtp_url, const char *mail
         "SELECT o.id::text, n.kind, n.title, n.message, COALESCE(u.email, ''),"
         " COALESCE(u.name, ''),"
         " COALESCE(u.email_notifications, true)"
-        "   AND NOT (COALESCE(notice_email_category(n.kind), '') = ANY (u.email_opt_out))"
+        "   AND NOT (COALESCE(notice_email_category(n.kind), '') = ANY (u.email_opt_out)),"
+        " o.created_at < timezone('UTC', now()) - make_interval(days => " NOTICE_MAIL_MAX_AGE_DAYS
+        ")"
         " FROM email_outbox o JOIN notices n ON n.id = o.notice_id JOIN users u ON u.id = o.user_id"
         " WHERE o.status = 'pending' AND o.notice_id IS NOT NULL"
         "   AND o.next_attempt_at <= timezone('UTC', now())"
@@ -514,13 +518,15 @@ static int send_notice_one(pg_conn_t *pg, const char *smtp_url, const char *mail
     const char *ip[1] = {id};
     const char *email = PQgetvalue(res, 0, 4);
     bool wanted = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
-    if (!wanted || email[0] == '\0') {
-        /* switched off (or opted out) since the notice was raised */
-        if (pg_exec_cmd(
-                pg,
-                "UPDATE email_outbox SET status = 'failed', last_error = 'notifications off'"
-                " WHERE id = $1::uuid",
-                1, ip, err, sizeof(err)) == 0 &&
+    bool expired = strcmp(PQgetvalue(res, 0, 7), "t") == 0;
+    if (!wanted || expired || email[0] == '\0') {
+        /* switched off (or opted out) since the notice was raised, or too old
+         * to be news (e.g. raised while no SMTP server was configured) */
+        const char *xp[2] = {id, expired && wanted ? "expired" : "notifications off"};
+        if (pg_exec_cmd(pg,
+                        "UPDATE email_outbox SET status = 'failed', last_error = $2"
+                        " WHERE id = $1::uuid",
+                        2, xp, err, sizeof(err)) == 0 &&
             pg_commit(pg, err, sizeof(err)) == 0) {
             result = 0;
         }

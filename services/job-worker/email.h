@@ -41,7 +41,9 @@ typedef struct {
 /* Sends up to max notice e-mails (email_outbox rows with a notice_id), one
  * message each, with the digest's retry rules; the master switch and the
  * user's opt-outs are read again at send time (off: the row is dropped as
- * 'failed', "notifications off"). Links start with public_url (PUBLIC_URL).
+ * 'failed', "notifications off"); a row older than 3 days (raised while no
+ * SMTP server was configured, or retried that long) is dropped as 'expired'.
+ * Links start with public_url (PUBLIC_URL).
  * Returns how many were sent, -1 on a database error. */
 int email_send_notices(pg_conn_t *pg, const char *smtp_url, const char *mail_from,
                        const char *public_url, int max);

@@ -223,6 +223,37 @@ static void test_links_per_kind(void **state)
     cJSON_Delete(j);
     assert_true(revoked);
     assert_true(payment);
+
+    /* quota_waiting (raised by the quota work through notice_raise) */
+    raise_notice(u, "quota_waiting", "2026-01-01", "{\"waiting\": 3}", NULL, 0);
+    assert_int_equal(send_notices(), 1);
+    j = messages_to("links@example.com");
+    msgs = cJSON_GetObjectItem(j, "messages");
+    assert_int_equal(cJSON_GetArraySize(msgs), 3);
+    bool waiting = false;
+    for (int i = 0; i < 3; i++) {
+        const char *d = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, i), "data")->valuestring;
+        waiting = waiting ||
+                  (strstr(d, "Subject: Creator Automation: Photos are waiting for your monthly "
+                             "limit") != NULL &&
+                   strstr(d, "3 photo(s) wait") != NULL);
+    }
+    cJSON_Delete(j);
+    assert_true(waiting);
+
+    /* an e-mail not sent within 3 days (e.g. no SMTP server then) is not news any more */
+    const char *p[] = {u};
+    raise_notice(u, "folder_gone", "watch:old", "{}", NULL, 0);
+    assert_int_equal(sql_exec("UPDATE email_outbox SET created_at = created_at - interval '4 days'"
+                              " WHERE user_id = $1::uuid AND status = 'pending'",
+                              1, p),
+                     0);
+    assert_int_equal(send_notices(), 0);
+    assert_int_equal(nmessages("links@example.com"), 3);
+    assert_int_equal(count_of("SELECT count(*) FROM email_outbox WHERE user_id = $1::uuid"
+                              " AND status = 'failed' AND last_error = 'expired'",
+                              1, p),
+                     1);
 }
 
 static void test_opt_out_and_master_switch(void **state)
