@@ -171,6 +171,8 @@ static void seed_user(const gwt_session_t *u, const char *tag, char *job, char *
     exec_ok("INSERT INTO email_outbox (user_id, job_ids, status) VALUES ($1, ARRAY[]::uuid[],"
             " 'sent')",
             1, p);
+    /* an in-app notice (a kind without an e-mail of its own: the outbox row above stays alone) */
+    exec_ok("SELECT notice_raise($1, 'jobs_failed', 'seed-' || $2, '{\"count\": 1}')", 2, pt);
     exec_ok("INSERT INTO meter_outbox (job_id, user_id, stripe_customer_id)"
             " VALUES (gen_random_uuid(), $1, 'cus_' || $2)",
             2, pt);
@@ -290,12 +292,18 @@ static void test_export(void **state)
                      1);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "overage_events")),
                      1);
+    const cJSON *notices = cJSON_GetObjectItemCaseSensitive(r.json, "notices");
+    assert_int_equal(cJSON_GetArraySize(notices), 1);
+    assert_string_equal(gwt_str(cJSON_GetArrayItem(notices, 0), "kind"), "jobs_failed");
+    assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r.json, "settings"), "email_opt_out")));
     assert_true(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "audit_log")) >= 1);
     const cJSON *sub = cJSON_GetObjectItemCaseSensitive(r.json, "subscription");
     assert_string_equal(gwt_str(sub, "stripe_customer_id"), "cus_annx");
     assert_string_equal(gwt_str(sub, "tier"), "creator");
     const cJSON *counts = cJSON_GetObjectItemCaseSensitive(r.json, "counts");
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(counts, "jobs_archived")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(counts, "notices")->valueint, 1);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "truncated")), 0);
 
     /* no secret: neither the tokens nor any sealed envelope */
@@ -456,6 +464,7 @@ static void test_delete_account(void **state)
     assert_false(refresh_refused(tok.plain[1]));
     const char *p[] = {dee.id};
     const char *body = "{\"confirm\":\"Dee.Delete@example.com\"}"; /* case does not matter */
+    assert_int_equal(count_of("SELECT count(*) FROM notices WHERE user_id = $1", 1, p), 1);
 
     /* 1. Google down: 502, the account is marked, polling stopped, jobs
      * cancelled, nothing deleted, Stripe not called */
@@ -563,6 +572,7 @@ static void test_delete_account(void **state)
     if (left != 0) {
         fail_msg("rows of the deleted user left: %s", where);
     }
+    assert_int_equal(count_of("SELECT count(*) FROM notices WHERE user_id = $1", 1, p), 0);
     /* the documented exceptions: audit rows and overage events, without the user id / IP */
     char actor[64];
     snprintf(actor, sizeof(actor), "user:%s", dee.id);
