@@ -1,0 +1,114 @@
+// The real stack for a browser test file, started once per file through
+// deploy/local/run.sh (the script behind `make run`): PostgreSQL, Redis, the
+// fakes of Google (Drive backed by a folder), Stripe and SMTP, and the four
+// daemons, on free ports in a fresh temporary folder. And a headless Debian
+// chromium driven by playwright-core, with a fresh profile.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = process.env.CA_ROOT || path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+const strip = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
+
+// startStack(): resolves to {url, var, gw, stripe, smtpAdmin, google, log(), stop()}
+// once every daemon answers /readyz. url is PUBLIC_URL (http://localhost:PORT).
+export async function startStack(extraEnv = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ca-browser-'));
+  fs.chmodSync(dir, 0o755);
+  const ports = {};
+  for (const v of ['PG', 'REDIS', 'GATEWAY', 'BILLING', 'POLLER', 'WORKER', 'GOOGLE', 'STRIPE', 'SMTP', 'SMTP_ADMIN']) {
+    ports[v] = await freePort();
+  }
+  const env = { ...process.env, CA_VAR: dir, CA_RUN_NO_DEMO: '1', POLL_INTERVAL_SECONDS: '1', RETENTION_AT: 'off', ...extraEnv };
+  delete env.DATABASE_URL; delete env.REDIS_URL; delete env.PORT;
+  for (const [k, v] of Object.entries(ports)) env[`CA_${k}_PORT`] = String(v);
+  const logFile = path.join(dir, 'run.log');
+  const out = fs.openSync(logFile, 'a');
+  const child = spawn(path.join(ROOT, 'deploy/local/run.sh'), [], { env, stdio: ['ignore', out, out] });
+  fs.closeSync(out);
+  let exited = null;
+  const done = new Promise((resolve) => child.on('exit', (code, sig) => { exited = code ?? sig; resolve(); }));
+  const log = () => strip(fs.readFileSync(logFile, 'utf8'));
+  const deadline = Date.now() + 120000;
+  while (!/\[run\] dashboard: /.test(log())) {
+    if (exited !== null || Date.now() > deadline) {
+      const text = log();
+      child.kill('SIGTERM');
+      await done;
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw new Error(`the stack did not come up (exit ${exited}):\n${text.slice(-4000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url: `http://localhost:${ports.GATEWAY}`,
+    var: dir,
+    google: `http://127.0.0.1:${ports.GOOGLE}`,
+    stripe: `http://127.0.0.1:${ports.STRIPE}`,
+    smtpAdmin: `http://127.0.0.1:${ports.SMTP_ADMIN}`,
+    drive: (email) => path.join(dir, 'drive', email),
+    log,
+    async stop() {
+      if (exited === null) { child.kill('SIGTERM'); await done; }
+      if (process.env.CA_BROWSER_KEEP) { console.log(`# kept ${dir}`); return; }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// launch({width, height}): a headless chromium with a fresh profile. Collects
+// console errors and page errors in .errors (each test file asserts none).
+export async function launch(viewport = { width: 1280, height: 900 }) {
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ca-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const errors = [];
+  const watch = (page) => {
+    page.on('console', (m) => {
+      if (m.type() !== 'error') return;
+      // The one expected failed load: the signed-out probe of GET /api/me
+      // (401 is how the API says "no session"; the page then shows the landing).
+      const at = m.location() ? m.location().url : '';
+      if (/status of 401/.test(m.text()) && /\/api\/me$/.test(at)) return;
+      errors.push(`console: ${m.text()} (${at})`);
+    });
+    page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  };
+  context.on('page', watch);
+  context.pages().forEach(watch);
+  const page = context.pages()[0] || await context.newPage();
+  return {
+    context, page, errors,
+    async close() { await context.close(); fs.rmSync(profile, { recursive: true, force: true }); },
+  };
+}
+
+// Polls fn until it returns a truthy value (or throws after ms).
+export async function until(fn, ms = 15000, what = 'condition') {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
