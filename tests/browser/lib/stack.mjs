@@ -3,7 +3,7 @@
 // fakes of Google (Drive backed by a folder), Stripe and SMTP, and the four
 // daemons, on free ports in a fresh temporary folder. And a headless Debian
 // chromium driven by playwright-core, with a fresh profile.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -60,6 +60,10 @@ export async function startStack(extraEnv = {}) {
     google: `http://127.0.0.1:${ports.GOOGLE}`,
     stripe: `http://127.0.0.1:${ports.STRIPE}`,
     smtpAdmin: `http://127.0.0.1:${ports.SMTP_ADMIN}`,
+    // the database as its owner (tests arrange rows the UI cannot make quickly)
+    psql(sql) {
+      return execFileSync('psql', ['-qtA', `postgresql://postgres@127.0.0.1:${ports.PG}/creator_automation`, '-c', sql], { encoding: 'utf8' }).trim();
+    },
     drive: (email) => path.join(dir, 'drive', email),
     log,
     async stop() {
@@ -70,9 +74,10 @@ export async function startStack(extraEnv = {}) {
   };
 }
 
-// launch({width, height}): a headless chromium with a fresh profile. Collects
-// console errors and page errors in .errors (each test file asserts none).
-export async function launch(viewport = { width: 1280, height: 900 }) {
+// launch(origin): a headless chromium with a fresh profile. Collects the
+// console errors and page errors of the pages of origin (the dashboard's; not
+// those of the fakes' pages) in .errors: each test file asserts none.
+export async function launch(origin, viewport = { width: 1280, height: 900 }) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ca-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -84,14 +89,14 @@ export async function launch(viewport = { width: 1280, height: 900 }) {
   const errors = [];
   const watch = (page) => {
     page.on('console', (m) => {
-      if (m.type() !== 'error') return;
+      if (m.type() !== 'error' || !page.url().startsWith(origin)) return;
       // The one expected failed load: the signed-out probe of GET /api/me
       // (401 is how the API says "no session"; the page then shows the landing).
       const at = m.location() ? m.location().url : '';
       if (/status of 401/.test(m.text()) && /\/api\/me$/.test(at)) return;
       errors.push(`console: ${m.text()} (${at})`);
     });
-    page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+    page.on('pageerror', (e) => { if (page.url().startsWith(origin)) errors.push(`pageerror: ${e.message}`); });
   };
   context.on('page', watch);
   context.pages().forEach(watch);

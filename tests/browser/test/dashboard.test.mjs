@@ -22,7 +22,7 @@ before(async () => {
   fs.mkdirSync(path.join(drive, 'Photos', 'Inbox'), { recursive: true });
   fs.mkdirSync(path.join(drive, 'Photos', 'Archive'), { recursive: true });
   fs.mkdirSync(path.join(drive, 'Receipts'), { recursive: true });
-  browser = await launch();
+  browser = await launch(stack.url);
   page = browser.page;
 });
 

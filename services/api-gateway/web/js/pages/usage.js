@@ -15,12 +15,30 @@ export async function usage(main, app) {
   const [u, hist] = await Promise.all([api('GET', '/api/usage'), api('GET', '/api/usage/history')]);
   const me = await app.refreshMe();
   main.append(h('h1', { text: 'Usage and plan' }));
-  if (app.checkout === 'success') {
-    main.append(h('p', { class: 'notice', id: 'checkout-note', text: 'Thank you. Your plan changes here as soon as Stripe confirms the payment; reload in a moment if it still shows the old one.' }));
+  // Back from Checkout: the plan changes when Stripe's signed webhook has
+  // landed; until then the page asks again every second (for a minute).
+  let timer = null;
+  let waited = 0;
+  if (app.checkout === 'success' && me.tier === 'free') {
+    main.append(h('p', { class: 'notice', id: 'checkout-note', text: 'Thank you. Your new plan shows here as soon as Stripe confirms the payment.' }));
+    const check = async () => {
+      timer = null;
+      try {
+        const now = await api('GET', '/api/me');
+        if (now.tier !== 'free') {
+          app.checkout = null;
+          app.flash(`Your plan is now ${(PLANS[now.tier] || { name: now.tier }).name}.`);
+          app.go('usage');
+          return;
+        }
+      } catch (e) { app.error(e); }
+      if (++waited < 60) timer = setTimeout(check, 1000);
+    };
+    timer = setTimeout(check, 1000);
   } else if (app.checkout === 'cancel') {
     main.append(h('p', { class: 'notice', text: 'Checkout was cancelled; nothing changed.' }));
   }
-  app.checkout = null;
+  if (app.checkout !== 'success' || me.tier !== 'free') app.checkout = null;
 
   const used = u.images_processed;
   const limit = u.monthly_limit;
@@ -67,4 +85,5 @@ export async function usage(main, app) {
         h('td', { text: `${p.images_processed} / ${p.monthly_limit}` }), h('td', { text: String(p.images_failed) }),
         h('td', { text: p.images_overage ? `${p.images_overage} (${fmtMoney(p.overage_charged_cents)})` : '0' })))))
       : h('p', { text: 'No usage recorded yet.' })));
+  return () => { app.checkout = null; if (timer) clearTimeout(timer); };
 }
