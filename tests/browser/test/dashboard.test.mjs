@@ -91,8 +91,10 @@ test('a photo dropped into the Drive appears and turns completed without a reloa
   fs.copyFileSync(path.join(process.env.CA_ROOT || path.resolve('../..'), 'tests/fixtures/coffee.png'), path.join(inbox, 'coffee.png'));
   const row = page.locator('li.job', { hasText: 'coffee.png' });
   await row.waitFor({ timeout: 30000 });
+  await row.evaluate((el) => { el.__seen = 1; });
   await row.locator('.status', { hasText: 'completed' }).waitFor({ timeout: 60000 });
   assert.equal(await page.evaluate(() => window.__noReload), 1, 'the page was not reloaded');
+  assert.equal(await row.evaluate((el) => el.__seen), 1, 'the row was updated in place');
   assert.match(await row.textContent(), /landscape_vivid/);
   assert.match(await row.textContent(), /processed in \d/);
   await row.getByRole('link', { name: /Open coffee_landscape_vivid/ }).waitFor();
@@ -112,6 +114,42 @@ test('the usage page shows the count and the plan', async () => {
   assert.match(await count.textContent(), /^1 of 10 images used/);
   assert.match(await page.locator('#plan-name').textContent(), /Free/);
   await page.getByRole('button', { name: /Upgrade to Creator/ }).waitFor();
+});
+
+test('every control is labelled, and the pages work from the keyboard', async () => {
+  for (const route of ['jobs', 'usage', 'setup', 'settings']) {
+    await page.goto(`${stack.url}/#/${route}`);
+    await page.locator('main h1').waitFor();
+    await page.waitForLoadState('networkidle');
+    const unlabelled = await page.evaluate(() => {
+      const bad = [];
+      for (const el of document.querySelectorAll('input, select, textarea')) {
+        if (!(el.labels && el.labels.length) && !el.getAttribute('aria-label')) bad.push(el.outerHTML);
+      }
+      for (const el of document.querySelectorAll('button, a[href]')) {
+        if (!el.hidden && !(el.getAttribute('aria-label') || el.textContent.trim())) bad.push(el.outerHTML);
+      }
+      return bad;
+    });
+    assert.deepEqual(unlabelled, [], `#/${route}`);
+  }
+  // Keyboard only: Tab to "Open Photos" on the folder page, Enter opens it.
+  await page.goto(`${stack.url}/#/setup`);
+  await page.getByRole('button', { name: 'Open Photos' }).waitFor();
+  let found = false;
+  for (let i = 0; i < 40 && !found; i++) {
+    await page.keyboard.press('Tab');
+    found = await page.evaluate(() => document.activeElement && document.activeElement.getAttribute('aria-label') === 'Open Photos');
+  }
+  assert.ok(found, 'Tab reaches "Open Photos"');
+  await page.keyboard.press('Enter');
+  await page.locator('.crumbs [aria-current="location"]', { hasText: 'Photos' }).waitFor();
+  // the jobs filter keeps the focus while the list refreshes
+  await page.goto(`${stack.url}/#/jobs`);
+  await page.locator('li.job').first().waitFor();
+  await page.getByLabel('Status').focus();
+  await page.waitForTimeout(2500);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'status-filter');
 });
 
 test('every page fits a 390 px wide phone without horizontal scroll', async () => {
