@@ -1,8 +1,8 @@
 // The dashboard's account side in headless chromium against the real stack:
-// a failed photo shows a readable reason, cancel and retry, the settings
-// (sharing, e-mail, export), upgrade through Stripe Checkout on the fake with
-// the plan card changing after the signed webhook, manage billing, and the
-// deletion of the account signing the user out.
+// a failed photo shows a readable reason, cancel and retry, paging, the
+// settings (sharing, e-mail, export), upgrade through Stripe Checkout on the
+// fake with the plan card changing after the signed webhook, manage billing,
+// sign out, and the deletion of the account signing the user out.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -80,6 +80,30 @@ test('a running job can be cancelled, then retried', async () => {
   assert.match(await row.locator('.reason').textContent(), /removed from Drive/);
 });
 
+test('older jobs page in through next_cursor', async () => {
+  // 30 finished jobs from last week, older than the ones above
+  stack.psql(`INSERT INTO jobs (user_id, status, drive_file_id, drive_file_name, drive_folder_id, preset_name,
+      created_at, completed_at, processing_time_ms)
+    SELECT '${me.id}', 'completed', 'old-' || i, 'old-' || lpad(i::text, 2, '0') || '.jpg', '${me.watched_folder_id}',
+      'portrait_pro', (now() AT TIME ZONE 'UTC') - interval '7 days' - i * interval '1 minute',
+      (now() AT TIME ZONE 'UTC') - interval '7 days', 1000 + i
+    FROM generate_series(1, 30) i`);
+  await page.reload();
+  const rows = page.locator('li.job');
+  await page.locator('li.job', { hasText: 'old-18.jpg' }).waitFor();
+  assert.equal(await rows.count(), 20, 'the first page: the 2 jobs above and old-01 .. old-18');
+  assert.equal(await page.locator('li.job', { hasText: 'old-19.jpg' }).count(), 0);
+  await page.getByRole('button', { name: 'Older jobs' }).click();
+  await page.locator('li.job', { hasText: 'old-30.jpg' }).waitFor();
+  assert.equal(await rows.count(), 32, 'both pages, each job once');
+  assert.equal(await page.getByRole('button', { name: 'Older jobs' }).isVisible(), false, 'no third page');
+  // the next poll keeps the older page
+  await page.waitForTimeout(2500);
+  assert.equal(await rows.count(), 32);
+  const names = await rows.locator('.name').allTextContents();
+  assert.deepEqual(names.slice(-3), ['old-28.jpg', 'old-29.jpg', 'old-30.jpg'], 'newest first');
+});
+
 test('settings: sharing and e-mail are saved, the export downloads', async () => {
   await page.getByRole('link', { name: 'Settings' }).click();
   await page.getByRole('heading', { name: 'Preferences' }).waitFor();
@@ -125,6 +149,17 @@ test('upgrade goes through Checkout on the Stripe fake; the plan card changes af
   await until(() => page.url().startsWith(`${stack.stripe}/billing_portal/`), 15000, 'the portal');
   await page.goBack();
   await page.locator('#plan-name').waitFor();
+});
+
+test('sign out ends the session; signing in again comes back to the jobs', async () => {
+  await page.goto(`${stack.url}/#/jobs`);
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByText('You are signed out.').waitFor();
+  await page.getByRole('link', { name: 'Sign in with Google' }).waitFor();
+  assert.equal((await page.request.get(`${stack.url}/api/me`)).status(), 401);
+  await page.goto(`${stack.url}/auth/google/login?login_hint=${encodeURIComponent(EMAIL)}`);
+  await until(() => /#\/jobs$/.test(page.url()), 15000, 'the jobs page (a folder is watched)');
+  await page.locator('li.job').first().waitFor();
 });
 
 test('deleting the account needs the e-mail and signs out', async () => {
