@@ -26,7 +26,10 @@ start() { # PREFIX: serve from PREFIX/bin/api-gateway
   pid=$!
   wait_http "http://127.0.0.1:$PORT/healthz" 20 || { echo "gateway did not start"; cat "$work/gw.log"; }
 }
-stop() { kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=; }
+stop() { # and no sanitizer report (under make SANITIZE=...)
+  kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=
+  check "the gateway stopped without a sanitizer report" bash -c "! grep -qE 'Sanitizer|runtime error' '$work/gw.log'"
+}
 
 prefix=$work/usr/local
 mkdir -p "$prefix/bin" "$prefix/share/creator-automation"

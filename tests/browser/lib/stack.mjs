@@ -38,10 +38,23 @@ export async function startStack(extraEnv = {}) {
   for (const [k, v] of Object.entries(ports)) env[`CA_${k}_PORT`] = String(v);
   const logFile = path.join(dir, 'run.log');
   const out = fs.openSync(logFile, 'a');
-  const child = spawn(path.join(ROOT, 'deploy/local/run.sh'), [], { env, stdio: ['ignore', out, out] });
+  // Its own process group: a signal to ours (tests/run's timeout signals its
+  // whole group) must not interrupt run.sh's orderly stop; this process
+  // passes SIGTERM on to it instead.
+  const child = spawn(path.join(ROOT, 'deploy/local/run.sh'), [], { env, stdio: ['ignore', out, out], detached: true });
   fs.closeSync(out);
   let exited = null;
   const done = new Promise((resolve) => child.on('exit', (code, sig) => { exited = code ?? sig; resolve(); }));
+  // However this process ends (tests/run's timeout sends SIGTERM), run.sh is
+  // told to stop, and it stops everything it started.
+  const kill = () => { if (exited === null) child.kill('SIGTERM'); };
+  process.once('exit', kill);
+  for (const sig of ['SIGTERM', 'SIGINT']) {
+    process.once(sig, () => {
+      kill();
+      done.then(() => { fs.rmSync(dir, { recursive: true, force: true }); process.exit(1); });
+    });
+  }
   const log = () => strip(fs.readFileSync(logFile, 'utf8'));
   const deadline = Date.now() + 120000;
   while (!/\[run\] dashboard: /.test(log())) {
