@@ -48,9 +48,10 @@ if [ -f "$here/tests/fakes/package.json" ] && [ ! -d "$here/tests/fakes/node_mod
   (cd "$here/tests/fakes" && npm install --no-audit --no-fund --loglevel=error)
 fi
 
-# playwright-core for the browser tests (tests/browser; it drives Debian's
-# chromium, no browser download).
-if [ -f "$here/tests/browser/package.json" ] && [ ! -d "$here/tests/browser/node_modules/playwright-core" ]; then
+# playwright-core and axe-core for the browser tests (tests/browser;
+# playwright-core drives Debian's chromium, no browser download).
+if [ -f "$here/tests/browser/package.json" ] && { [ ! -d "$here/tests/browser/node_modules/playwright-core" ] ||
+   [ ! -d "$here/tests/browser/node_modules/axe-core" ]; }; then
   echo "deps: npm ci in tests/browser"
   (cd "$here/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
 fi

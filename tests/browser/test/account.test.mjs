@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startStack, launch, until } from '../lib/stack.mjs';
+import { startStack, launch, until, axe } from '../lib/stack.mjs';
 
 const EMAIL = 'erin@example.com';
 let stack;
@@ -175,6 +175,16 @@ test('deleting the account needs the e-mail and signs out', async () => {
   await page.getByRole('link', { name: 'Sign in with Google' }).waitFor();
   assert.equal((await page.request.get(`${stack.url}/api/me`)).status(), 401);
   assert.equal(stack.psql(`SELECT count(*) FROM users WHERE email = '${EMAIL}'`), '0');
+});
+
+test('the signed-out landing page passes axe-core at desktop and phone size', async () => {
+  for (const viewport of [{ width: 1280, height: 900 }, { width: 390, height: 844 }]) {
+    await page.setViewportSize(viewport);
+    await page.goto(`${stack.url}/`);
+    await page.getByRole('link', { name: 'Sign in with Google' }).waitFor();
+    assert.deepEqual(await axe(page), [], `${viewport.width}px`);
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= document.documentElement.clientWidth), `${viewport.width}px: no horizontal scroll`);
+  }
 });
 
 test('no console errors on any page', () => {

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startStack, launch, until } from '../lib/stack.mjs';
+import { startStack, launch, until, axe } from '../lib/stack.mjs';
 
 const EMAIL = 'test.user@example.com'; // the Google fake's default user
 let stack;
@@ -161,6 +161,21 @@ test('every page fits a 390 px wide phone without horizontal scroll', async () =
     assert.ok(await noHorizontalScroll(), `#/${route} scrolls sideways at 390 px`);
   }
   await page.setViewportSize({ width: 1280, height: 900 });
+});
+
+test('axe-core finds no serious or critical violation, at desktop and phone size', async () => {
+  const found = [];
+  for (const viewport of [{ width: 1280, height: 900 }, { width: 390, height: 844 }]) {
+    await page.setViewportSize(viewport);
+    for (const route of ['jobs', 'usage', 'setup', 'settings']) {
+      await page.goto(`${stack.url}/#/${route}`);
+      await page.locator('main h1').waitFor();
+      await page.waitForLoadState('networkidle');
+      for (const v of await axe(page)) found.push(`${viewport.width}px #/${route}: ${v}`);
+    }
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+  assert.deepEqual(found, []);
 });
 
 test('no console errors on any page', () => {
