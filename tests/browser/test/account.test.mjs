@@ -63,19 +63,34 @@ test('a failed photo shows a readable reason; retry queues it again', async () =
 
 test('a running job can be cancelled, then retried', async () => {
   // A job the worker holds (lease far ahead): the UI offers Cancel.
-  const id = stack.psql(`INSERT INTO jobs (user_id, status, drive_file_id, drive_file_name, drive_folder_id, preset_name,
+  const running = (name) => stack.psql(`INSERT INTO jobs (user_id, status, drive_file_id, drive_file_name, drive_folder_id, preset_name,
       started_at, lease_expires_at, attempt)
-    VALUES ('${me.id}', 'processing', 'gone-file-id', 'holiday.jpg', '${me.watched_folder_id}', 'portrait_pro',
+    VALUES ('${me.id}', 'processing', 'gone-${name}', '${name}', '${me.watched_folder_id}', 'portrait_pro',
       now() AT TIME ZONE 'UTC', (now() AT TIME ZONE 'UTC') + interval '1 hour', 1) RETURNING id`).split('\n')[0];
+  const beach = running('beach.jpg');
+  const id = running('holiday.jpg');
   const row = page.locator('li.job', { hasText: 'holiday.jpg' });
+  await page.getByLabel('Status').selectOption('processing');
   await row.locator('.status', { hasText: 'processing' }).waitFor({ timeout: 10000 });
+  await page.locator('li.job', { hasText: 'beach.jpg' }).waitFor();
+  assert.equal(await page.locator('li.job').count(), 2, 'only the processing jobs');
+  // cancelled elsewhere (another tab, the API): it leaves the filtered list
+  const r = await page.request.post(`${stack.url}/api/jobs/${beach}/cancel`, { headers: { 'X-CSRF-Token': me.csrf_token } });
+  assert.equal(r.status(), 200);
+  await until(async () => (await page.locator('li.job', { hasText: 'beach.jpg' }).count()) === 0, 5000, 'beach.jpg to leave the processing filter');
   assert.equal(await row.getByRole('button', { name: 'Retry holiday.jpg' }).isVisible(), false);
   await row.getByRole('button', { name: 'Cancel holiday.jpg' }).click();
-  await row.locator('.status', { hasText: 'cancelled' }).waitFor();
+  await page.getByText('holiday.jpg is cancelled.').waitFor();
   assert.equal((await apiGet(`/api/jobs/${id}`)).status, 'cancelled');
+  // no longer processing: it leaves the filtered list at the next refresh
+  await until(async () => (await row.count()) === 0, 5000, 'the cancelled job to leave the processing filter');
+  await page.getByText('No processing jobs.').waitFor();
+  await page.getByLabel('Status').selectOption('cancelled');
+  await row.locator('.status', { hasText: 'cancelled' }).waitFor();
   assert.equal(await row.getByRole('button', { name: 'Cancel holiday.jpg' }).isVisible(), false);
   // Retried, the worker finds the file gone from Drive: the reason says so.
   await row.getByRole('button', { name: 'Retry holiday.jpg' }).click();
+  await page.getByLabel('Status').selectOption('');
   await row.locator('.status', { hasText: 'failed' }).waitFor({ timeout: 60000 });
   assert.match(await row.locator('.reason').textContent(), /removed from Drive/);
 });
@@ -90,16 +105,16 @@ test('older jobs page in through next_cursor', async () => {
     FROM generate_series(1, 30) i`);
   await page.reload();
   const rows = page.locator('li.job');
-  await page.locator('li.job', { hasText: 'old-18.jpg' }).waitFor();
-  assert.equal(await rows.count(), 20, 'the first page: the 2 jobs above and old-01 .. old-18');
-  assert.equal(await page.locator('li.job', { hasText: 'old-19.jpg' }).count(), 0);
+  await page.locator('li.job', { hasText: 'old-17.jpg' }).waitFor();
+  assert.equal(await rows.count(), 20, 'the first page: the 3 jobs above and old-01 .. old-17');
+  assert.equal(await page.locator('li.job', { hasText: 'old-18.jpg' }).count(), 0);
   await page.getByRole('button', { name: 'Older jobs' }).click();
   await page.locator('li.job', { hasText: 'old-30.jpg' }).waitFor();
-  assert.equal(await rows.count(), 32, 'both pages, each job once');
+  assert.equal(await rows.count(), 33, 'both pages, each job once');
   assert.equal(await page.getByRole('button', { name: 'Older jobs' }).isVisible(), false, 'no third page');
   // the next poll keeps the older page
   await page.waitForTimeout(2500);
-  assert.equal(await rows.count(), 32);
+  assert.equal(await rows.count(), 33);
   const names = await rows.locator('.name').allTextContents();
   assert.deepEqual(names.slice(-3), ['old-28.jpg', 'old-29.jpg', 'old-30.jpg'], 'newest first');
 });

@@ -101,7 +101,7 @@ test('a photo dropped into the Drive appears and turns completed without a reloa
   assert.ok(fs.existsSync(path.join(inbox, 'Processed', 'coffee_landscape_vivid.jpg')));
   // the filter asks the API for that status only
   await page.getByLabel('Status').selectOption('failed');
-  await page.getByText('No jobs yet.').waitFor();
+  await page.getByText('No failed jobs.').waitFor();
   await page.getByLabel('Status').selectOption('completed');
   await row.waitFor();
 });

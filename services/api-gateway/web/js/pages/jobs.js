@@ -4,6 +4,7 @@ import { api } from '../api.js';
 import { h, clear, fmtDate, fmtDuration } from '../dom.js';
 
 const POLL_MS = 2000;
+const EMPTY = 'No jobs yet. Drop a photo into your watched folder; it shows up here within a few seconds.';
 const STATUSES = ['queued', 'processing', 'completed', 'failed', 'cancelled'];
 const REASONS = {
   quota_exceeded: 'Your plan\'s images for this period are used up. Upgrade or wait for the next period, then retry.',
@@ -31,8 +32,7 @@ export async function jobs(main, app) {
   const filter = h('select', { id: 'status-filter' },
     h('option', { value: '', text: 'All' }), STATUSES.map((s) => h('option', { value: s, text: s })));
   const list = h('ul', { class: 'jobs', id: 'jobs', 'aria-label': 'Jobs, newest first' });
-  const empty = h('p', { class: 'empty', id: 'jobs-empty', hidden: true,
-    text: 'No jobs yet. Drop a photo into your watched folder; it shows up here within a few seconds.' });
+  const empty = h('p', { class: 'empty', id: 'jobs-empty', hidden: true, text: EMPTY });
   const more = h('button', { type: 'button', id: 'jobs-more', hidden: true, text: 'Older jobs' });
   main.append(h('div', { class: 'toolbar' },
     h('div', { class: 'field' }, h('label', { for: 'status-filter', text: 'Status' }), filter),
@@ -95,13 +95,13 @@ export async function jobs(main, app) {
       let row = rows.get(job.id);
       if (!row) {
         row = makeRow(job);
+        row.older = older;
         rows.set(job.id, row);
         if (older) list.append(row.li); else fresh.push(row.li);
       }
       update(row, job);
     }
     if (fresh.length) list.prepend(...fresh);
-    // a job that left the filtered status disappears on the next full reload
     empty.hidden = rows.size > 0;
   }
 
@@ -118,13 +118,15 @@ export async function jobs(main, app) {
       const page = await api('GET', query(null));
       if (stopped) return;
       if (filter.value) {
-        // drop rows of the first page that no longer have the status asked for
+        // a job of the first page that left the status asked for leaves the list
         const ids = new Set(page.jobs.map((j) => j.id));
         for (const [id, row] of rows) {
-          if (!ids.has(id) && row.li.dataset.status !== filter.value) { row.li.remove(); rows.delete(id); }
+          if (!ids.has(id) && !row.older) { row.li.remove(); rows.delete(id); }
         }
       }
       merge(page.jobs, false);
+      empty.textContent = filter.value ? `No ${filter.value} jobs.` : EMPTY;
+      empty.hidden = rows.size > 0;
       if (!loadedOlder) { cursor = page.next_cursor; more.hidden = !cursor; }
     } catch (e) {
       if (e.status === 401) { app.signedOut('Your session ended. Sign in again.'); return; }
