@@ -133,9 +133,17 @@ test('every control is labelled, and the pages work from the keyboard', async ()
     });
     assert.deepEqual(unlabelled, [], `#/${route}`);
   }
-  // Keyboard only: Tab to "Open Photos" on the folder page, Enter opens it.
+  // Keyboard only: the first Tab reaches the skip link, which moves the focus
+  // to the page's content and stays on the page.
   await page.goto(`${stack.url}/#/setup`);
+  await page.reload(); // a fresh load: the focus at the document's start
   await page.getByRole('button', { name: 'Open Photos' }).waitFor();
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+  await page.keyboard.press('Enter');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'main');
+  assert.match(page.url(), /#\/setup$/);
+  // Tab on to "Open Photos" on the folder page; Enter opens it.
   let found = false;
   for (let i = 0; i < 40 && !found; i++) {
     await page.keyboard.press('Tab');

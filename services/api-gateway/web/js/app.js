@@ -102,6 +102,11 @@ function init() {
     history.replaceState(null, '', `/${location.hash || '#/usage'}`);
     if (!location.hash || location.hash === '#/') location.hash = '#/usage';
   }
+  // The skip link moves the focus; as a hash it would be taken for a route.
+  document.querySelector('.skip').addEventListener('click', (ev) => {
+    ev.preventDefault();
+    app.main.focus();
+  });
   document.getElementById('signout').addEventListener('click', async () => {
     try {
       await api('POST', '/auth/logout');
