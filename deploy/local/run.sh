@@ -49,7 +49,8 @@ fi
 set -a; . "$VAR/secrets.env"; set +a
 
 stop_all() {
-  trap - INT TERM EXIT
+  trap '' INT TERM   # a second Ctrl-C or SIGTERM does not cut the stop short
+  trap - EXIT
   say "stopping…"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done

@@ -50,12 +50,21 @@ export async function startStack(extraEnv = {}) {
   const done = new Promise((resolve) => child.on('exit', (code, sig) => { exited = code ?? sig; resolve(); }));
   // However this process ends (tests/run's timeout sends SIGTERM), run.sh is
   // told to stop, and it stops everything it started.
-  const kill = () => { if (exited === null) child.kill('SIGTERM'); };
+  let told = false; // run.sh gets one SIGTERM: it then stops everything in order
+  const kill = () => { if (exited === null && !told) { told = true; child.kill('SIGTERM'); } };
   process.once('exit', kill);
+  let stopping = false;
   for (const sig of ['SIGTERM', 'SIGINT']) {
-    process.once(sig, () => {
+    // on, not once: under node --test the signal comes twice (to the process
+    // group, and from the runner), and a second one must not kill us mid-stop
+    process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
       kill();
-      done.then(() => { fs.rmSync(dir, { recursive: true, force: true }); process.exit(1); });
+      done.then(() => {
+        if (!process.env.CA_BROWSER_KEEP) fs.rmSync(dir, { recursive: true, force: true });
+        process.exit(1);
+      });
     });
   }
   const log = () => strip(fs.readFileSync(logFile, 'utf8'));
@@ -63,7 +72,7 @@ export async function startStack(extraEnv = {}) {
   while (!/\[run\] dashboard: /.test(log())) {
     if (exited !== null || Date.now() > deadline) {
       const text = log();
-      child.kill('SIGTERM');
+      kill();
       await done;
       fs.rmSync(dir, { recursive: true, force: true });
       throw new Error(`the stack did not come up (exit ${exited}):\n${text.slice(-4000)}`);
@@ -83,7 +92,8 @@ export async function startStack(extraEnv = {}) {
     drive: (email) => path.join(dir, 'drive', email),
     log,
     async stop() {
-      if (exited === null) { child.kill('SIGTERM'); await done; }
+      kill();
+      await done;
       if (process.env.CA_BROWSER_KEEP) { console.log(`# kept ${dir}`); return; }
       fs.rmSync(dir, { recursive: true, force: true });
     },
