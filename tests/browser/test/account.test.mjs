@@ -154,6 +154,7 @@ test('upgrade goes through Checkout on the Stripe fake; the plan card changes af
   page.on('request', onReq);
   await page.getByRole('button', { name: /Upgrade to Creator/ }).click();
   await page.locator('#plan-name', { hasText: 'Creator' }).waitFor({ timeout: 30000 });
+  await page.getByText('Your plan is now Creator.').waitFor();
   page.off('request', onReq);
   assert.ok(visited.some((u) => u.startsWith(`${stack.stripe}/checkout/`)), `through Checkout: ${visited.join(' ')}`);
   assert.match(page.url(), /\/#\/usage$/);

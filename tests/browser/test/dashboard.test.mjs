@@ -81,6 +81,8 @@ test('onboarding browses into a subfolder, searches, watches it and picks a pres
   assert.equal(me.default_preset, 'landscape_vivid');
   assert.ok(me.watched_folder_id);
   await page.getByRole('link', { name: 'See your jobs' }).click();
+  // the setup page's message does not follow to the next page
+  await until(async () => (await page.locator('#flash').textContent()) === '', 5000, 'the message to clear');
   await until(() => /#\/jobs$/.test(page.url()), 5000, 'the jobs page');
 });
 

@@ -30,10 +30,14 @@ const app = {
     }
     return app.me;
   },
-  flash(text) {
+  // A message for this page; keep: it is for the page the caller goes to next
+  // (any other change of page clears it).
+  flash(text, keep = false) {
     const el = document.getElementById('flash');
     clear(el).append(h('p', { text }));
+    app.flashKeep = keep;
   },
+  flashKeep: false,
   error(e) {
     const el = document.getElementById('error');
     clear(el);
@@ -46,7 +50,7 @@ const app = {
   signedOut(message) {
     app.me = null;
     setCsrf('');
-    if (message) app.flash(message);
+    if (message) app.flash(message, true);
     app.go('');
   },
 };
@@ -67,6 +71,8 @@ async function render() {
   const ticket = ++rendering;
   if (app.stopPage) { app.stopPage(); app.stopPage = null; }
   app.error(null);
+  if (app.flashKeep) app.flashKeep = false;
+  else clear(document.getElementById('flash'));
   let route = (location.hash.replace(/^#\/?/, '').split(/[/?]/)[0]) || '';
   try {
     if (app.me === null) await app.refreshMe();

@@ -27,7 +27,7 @@ export async function usage(main, app) {
         const now = await api('GET', '/api/me');
         if (now.tier !== 'free') {
           app.checkout = null;
-          app.flash(`Your plan is now ${(PLANS[now.tier] || { name: now.tier }).name}.`);
+          app.flash(`Your plan is now ${(PLANS[now.tier] || { name: now.tier }).name}.`, true);
           app.go('usage');
           return;
         }
@@ -35,6 +35,8 @@ export async function usage(main, app) {
       if (++waited < 60) timer = setTimeout(check, 1000);
     };
     timer = setTimeout(check, 1000);
+  } else if (app.checkout === 'success') {
+    app.flash(`Your plan is now ${(PLANS[me.tier] || { name: me.tier }).name}.`);
   } else if (app.checkout === 'cancel') {
     main.append(h('p', { class: 'notice', text: 'Checkout was cancelled; nothing changed.' }));
   }
