@@ -1,10 +1,11 @@
 // Signed out: what the product does, and the way in.
 import { h } from '../dom.js';
 
+// The system presets (sql/api-gateway/001_users_presets_audit.sql), as they describe themselves.
 const PRESETS = [
-  ['Portrait Pro', 'Skin-friendly tones, a gentle lift of the shadows, crisp eyes.'],
-  ['Product Clean', 'Neutral whites, even light and sharp edges for a shop listing.'],
-  ['Landscape Vivid', 'Deeper skies, richer greens and a clear horizon.'],
+  ['Portrait Pro', 'Flattering portrait edit: warm skin tones, soft contrast, gentle vignette.'],
+  ['Product Clean', 'Clean product shot: neutral white balance, bright and crisp.'],
+  ['Landscape Vivid', 'Vivid landscape: richer colour, deeper skies, more depth.'],
 ];
 
 export function landing(main) {
@@ -23,5 +24,5 @@ export function landing(main) {
       h('h2', { id: 'presets', text: 'Presets' }),
       h('ul', { class: 'cards' }, PRESETS.map(([name, what]) =>
         h('li', { class: 'card' }, h('h3', { text: name }), h('p', { text: what }))))),
-    h('p', { class: 'note', text: 'Free: 10 images a month. Creator and Studio plans for more.' }));
+    h('p', { class: 'note', text: 'Free: 10 images a month. Creator: 100 a month for $29. Studio: 500 a month for $99.' }));
 }
