@@ -64,7 +64,8 @@ static const config_var_t gateway_vars[] = {
     {"GOOGLE_TIMEOUT_MS", CFG_INT, "10000", false, false, 100, 120000,
      "timeout of one Google request attempt"},
     {"WEB_ROOT", CFG_STRING, NULL, false, false, 0, 0,
-     "folder of the dashboard's static files (default: services/api-gateway/web)"},
+     "folder of the dashboard's files (default: the checkout's services/api-gateway/web, else "
+     "<binary>/../share/creator-automation/web)"},
 };
 
 /* Retention: the audit log keeps one year (the seed schema names no rule for
