@@ -209,6 +209,7 @@ typedef struct gw {
     char rl_login_arg[24], session_max_per_user_arg[24];
     long presets_max;         /* PRESETS_MAX_PER_USER: presets a user may own */
     char presets_max_arg[24]; /* presets_max as text ($6 of presets_create) */
+    char export_max_arg[24];  /* EXPORT_MAX_ROWS as text: rows per export list */
     char web_root[4096];
     int in_flight; /* gw requests not yet answered (drain) */
 } gw_t;

@@ -43,8 +43,6 @@
 #include <strings.h>
 #include <time.h>
 
-#define EXPORT_MAX_ROWS "50000"
-
 /* $1 user id, $2 the cap of each list. The lists are newest first. */
 #define LIST(name, from_where_order, item)                                                         \
     " '" name "', COALESCE((SELECT jsonb_agg(x.j) FROM (SELECT " item " AS j " from_where_order    \
@@ -198,7 +196,7 @@ static void get_export(gw_t *gw, http_req_t *req, const gw_user_t *user)
     }
     snprintf(x->user_id, sizeof(x->user_id), "%s", user->id);
     snprintf(x->ip, sizeof(x->ip), "%s", gw_client_ip(req));
-    const char *p[] = {user->id, EXPORT_MAX_ROWS};
+    const char *p[] = {user->id, gw->export_max_arg};
     gw_query_ex(gw, req, user->id, EXPORT_SQL, 2, p, on_export_audited, x, free);
 }
 
