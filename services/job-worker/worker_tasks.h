@@ -14,11 +14,12 @@
 #include "daemon.h"
 
 typedef struct {
-    int repush_s;          /* WORKER_REPUSH_SECONDS */
-    int quota_release_ms;  /* WORKER_QUOTA_RELEASE_MS: the release of jobs waiting for quota */
-    const char *smtp_url;  /* NULL: no e-mail task */
-    const char *mail_from; /* MAIL_FROM */
-    int digest_wait_s;     /* EMAIL_DIGEST_WAIT_SECONDS */
+    int repush_s;           /* WORKER_REPUSH_SECONDS */
+    int quota_release_ms;   /* WORKER_QUOTA_RELEASE_MS: the release of jobs waiting for quota */
+    const char *smtp_url;   /* NULL: no e-mail task */
+    const char *mail_from;  /* MAIL_FROM */
+    int digest_wait_s;      /* EMAIL_DIGEST_WAIT_SECONDS */
+    const char *public_url; /* PUBLIC_URL: links in notice e-mails */
 } worker_tasks_config_t;
 
 /* Registers the tasks (from the service's start hook). cfg must outlive the
