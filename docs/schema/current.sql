@@ -578,7 +578,7 @@ ALTER FUNCTION public.billing_notice(p_user uuid, p_kind text, p_cause_key text,
 -- Name: billing_quota_room(uuid); Type: FUNCTION; Schema: public; Owner: ca_billing_webhook
 --
 
-CREATE FUNCTION public.billing_quota_room(p_user_id uuid) RETURNS TABLE(room integer, tier text, monthly_limit integer, images_used integer)
+CREATE FUNCTION public.billing_quota_room(p_user_id uuid) RETURNS TABLE(room integer, tier text, monthly_limit integer, images_used integer, period_start date)
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
     SET "TimeZone" TO 'UTC'
@@ -611,6 +611,7 @@ BEGIN
     tier := plan_tier;
     monthly_limit := plan_limit;
     images_used := used;
+    period_start := period;
     RETURN NEXT;
 END
 $$;
@@ -1449,7 +1450,10 @@ BEGIN
             IF NOT behind THEN
                 PERFORM billing_release_usage(j.id, false);
             END IF;
-            -- HOOK(notices): "photos waiting for quota" for j.user_id goes here.
+            -- HOOK(notices): "photos waiting for quota" for j.user_id goes here,
+            -- e.g. notice_raise(j.user_id, 'quota_waiting', <period_start of
+            -- billing_quota_room(j.user_id)>::text, {"waiting": <the user's
+            -- jobs with quota_waiting_since set>}): once per user and period.
             RETURN NEXT;
             RETURN;
         END IF;

@@ -15,6 +15,7 @@
 --                a creator's job is never blocked)
 --   tier         the plan in force (free, creator, studio)
 --   monthly_limit, images_used  the figures room comes from
+--   period_start the period's first day (usage_tracking.month)
 -- A user without a subscription row is free/10 with nothing used. STABLE: it
 -- reads only. It creates no usage row: a new period (the month turned, or the
 -- paid period renewed) simply has nothing used yet.
@@ -25,7 +26,7 @@
 -- against the room and does not release more than fits.
 
 CREATE FUNCTION billing_quota_room(p_user_id uuid)
-RETURNS TABLE(room int, tier text, monthly_limit int, images_used int)
+RETURNS TABLE(room int, tier text, monthly_limit int, images_used int, period_start date)
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = public, pg_temp
 SET TimeZone = 'UTC'
@@ -58,6 +59,7 @@ BEGIN
     tier := plan_tier;
     monthly_limit := plan_limit;
     images_used := used;
+    period_start := period;
     RETURN NEXT;
 END
 $$;

@@ -97,7 +97,10 @@ BEGIN
             IF NOT behind THEN
                 PERFORM billing_release_usage(j.id, false);
             END IF;
-            -- HOOK(notices): "photos waiting for quota" for j.user_id goes here.
+            -- HOOK(notices): "photos waiting for quota" for j.user_id goes here,
+            -- e.g. notice_raise(j.user_id, 'quota_waiting', <period_start of
+            -- billing_quota_room(j.user_id)>::text, {"waiting": <the user's
+            -- jobs with quota_waiting_since set>}): once per user and period.
             RETURN NEXT;
             RETURN;
         END IF;
