@@ -13,6 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "now.h"
+#include "preview.h"
 #include "uuid.h"
 
 #include <inttypes.h>
@@ -63,6 +64,7 @@ typedef struct {
     char *output_file_id;
     char *output_name;
     char *output_url;
+    preview_pair_t thumbs; /* before/after thumbnails, stored at completion */
 } job_t;
 
 static metric_t *m_jobs;
@@ -117,6 +119,7 @@ static void job_free(job_t *j)
     free(j->output_file_id);
     free(j->output_name);
     free(j->output_url);
+    preview_pair_free(&j->thumbs);
 }
 
 /* Fills the failure a job records: its error code, whether it is retried, and
@@ -918,9 +921,15 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
         ext = cj.ext;
         mime = cj.mime;
     }
+    step(j, "exec");
+    /* the dashboard's thumbnails, while the original is still here (best effort) */
+    if (t->set->thumb_ttl_s > 0 && thumbs_make(input, input_len, out_data, out_len,
+                                               t->set->max_image_pixels, &j->thumbs) != 0) {
+        log_debug("no thumbnails for this job");
+    }
     free(input);
     input = NULL;
-    step(j, "exec");
+    step(j, "thumbs");
 
     /* the last look before anything reaches the user's Drive */
     if (stopped(t, e)) {
@@ -1030,6 +1039,9 @@ int job_process(job_runner_t *t, const char *id, char *next, size_t nextlen)
             metric_observe(m_seconds, s, j.preset_name);
             metric_add(m_jobs, 1, "completed", "");
             log_info("completed in %.3f s: %s", s, j.output_name);
+            if (j.thumbs.before != NULL) {
+                (void)thumbs_store(t->redis, id, &j.thumbs, t->set->thumb_ttl_s);
+            }
         }
     } else if (e.code == JOB_STOPPED) {
         /* cancelled (jobs_cancel made it so and released the reservation) or
