@@ -1,7 +1,8 @@
 /*
  * routes_previews — before/after previews and job thumbnails (issue 16).
  *
- *   POST /api/previews   {preset_id, version?} | {graph}, source: "sample" | {"drive_file_id"}
+ *   POST /api/previews   {preset_id?, graph?, source: "sample" | {"drive_file_id"}}: a saved
+ *        preset, an unsaved graph, or both (an edit of that preset, not saved yet)
  *        → 202 {id, status: "pending"}; the request goes to the worker's
  *        preview lane (Redis list ca:previews), never to the job queue
  *   GET  /api/previews/{id}             → {id, status: pending|done|failed, ...}
@@ -222,17 +223,31 @@ static void validate_done(void *arg)
     preview_free(p);
 }
 
+/* Validates p->graph off the loop, then queues it. Takes p. */
+static void start_validation(preview_t *p)
+{
+    if (gw_offload(p->gw, validate_work, validate_done, p) != 0) {
+        http_reply_header(p->req, "Retry-After", "1");
+        http_reply_error(p->req, 503, "unavailable", "too busy; try again");
+        preview_free(p);
+    }
+}
+
 static void on_preset_graph(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 {
     (void)gw;
     preview_t *p = arg;
-    cJSON *graph = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)
-                       ? cJSON_Parse(PQgetvalue(res, 0, 0))
-                       : NULL;
     if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
         gw_reply_not_found(req);
         preview_free(p);
-    } else if (graph == NULL) {
+        return;
+    }
+    if (p->graph != NULL) {
+        start_validation(p); /* an edit of that preset, not saved yet */
+        return;
+    }
+    cJSON *graph = cJSON_Parse(PQgetvalue(res, 0, 0));
+    if (graph == NULL) {
         http_reply_error(req, 500, "internal", "the preset's graph cannot be read");
         preview_free(p);
     } else {
@@ -242,7 +257,7 @@ static void on_preset_graph(gw_t *gw, http_req_t *req, const PGresult *res, void
 
 static void create_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
-    static const char *const allowed[] = {"preset_id", "version", "graph", "source", NULL};
+    static const char *const allowed[] = {"preset_id", "graph", "source", NULL};
     cJSON *body = gw_json_body(req, allowed);
     if (body == NULL) {
         return;
@@ -252,9 +267,8 @@ static void create_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
         return;
     }
     const cJSON *graph = cJSON_GetObjectItemCaseSensitive(body, "graph");
-    const cJSON *version = cJSON_GetObjectItemCaseSensitive(body, "version");
-    if ((preset_id == NULL) == (graph == NULL)) {
-        gw_reply_invalid(req, "preset_id", "or graph: exactly one of them is required");
+    if (preset_id == NULL && graph == NULL) {
+        gw_reply_invalid(req, "preset_id", "or graph is required");
         return;
     }
     if (preset_id != NULL && !uuid_is_valid(preset_id)) {
@@ -264,15 +278,6 @@ static void create_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (graph != NULL && !cJSON_IsObject(graph)) {
         gw_reply_invalid(req, "graph", "must be an object (a ComfyUI workflow in API format)");
         return;
-    }
-    char vtext[16] = "";
-    if (version != NULL) {
-        if (preset_id == NULL || !cJSON_IsNumber(version) || version->valuedouble < 1 ||
-            version->valuedouble > 1e9 || version->valuedouble != (double)(long)version->valuedouble) {
-            gw_reply_invalid(req, "version", "must be a positive integer, with preset_id");
-            return;
-        }
-        snprintf(vtext, sizeof(vtext), "%ld", (long)version->valuedouble);
     }
     const cJSON *source = cJSON_GetObjectItemCaseSensitive(body, "source");
     const char *drive_file_id = NULL;
@@ -304,30 +309,24 @@ static void create_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(p->user_id, sizeof(p->user_id), "%s", user->id);
     snprintf(p->drive_file_id, sizeof(p->drive_file_id), "%s",
              drive_file_id != NULL ? drive_file_id : "");
-    if (graph != NULL) {
-        p->graph = graph;
-        if (gw_offload(gw, validate_work, validate_done, p) != 0) {
-            http_reply_header(req, "Retry-After", "1");
-            http_reply_error(req, 503, "unavailable", "too busy; try again");
-            preview_free(p);
-        }
+    p->graph = graph;
+    if (preset_id == NULL) {
+        start_validation(p);
         return;
     }
-    /* A saved preset the user may see: the version asked for (of the user's
-     * own presets or the one adopted: preset_versions' policy), else the
-     * version the user's jobs run (adopted, or current). */
-    const char *params[] = {user->id, preset_id, vtext[0] != '\0' ? vtext : NULL};
+    /* A saved preset the user may see (own, system, public): the graph the
+     * user's jobs run (the version adopted of someone else's, else the
+     * current one); with a graph, only checked (the graph is its edit). */
+    const char *params[] = {user->id, preset_id};
     gw_query_ex(gw, req, user->id,
-                "SELECT CASE WHEN $3::int IS NULL OR v.version IS NOT NULL"
-                " THEN COALESCE(v.workflow_json, p.workflow_json)::text END"
-                " FROM presets p LEFT JOIN preset_versions v ON v.preset_id = p.id"
-                " AND v.version = COALESCE($3::int, (SELECT a.version FROM preset_adoptions a"
-                "  WHERE a.preset_id = p.id AND a.user_id = $1::uuid"
-                "  AND p.created_by_user_id IS DISTINCT FROM $1::uuid))"
+                "SELECT COALESCE(v.workflow_json, p.workflow_json)::text"
+                " FROM presets p LEFT JOIN preset_adoptions a ON a.preset_id = p.id"
+                " AND a.user_id = $1::uuid AND p.created_by_user_id IS DISTINCT FROM $1::uuid"
+                " LEFT JOIN preset_versions v ON v.preset_id = p.id AND v.version = a.version"
                 " WHERE p.id = $2::uuid AND (p.created_by_user_id = $1::uuid"
                 " OR (COALESCE(p.is_active, TRUE) AND (p.created_by_user_id IS NULL"
                 " OR COALESCE(p.is_public, FALSE))))",
-                3, params, on_preset_graph, p, preview_free);
+                2, params, on_preset_graph, p, preview_free);
 }
 
 /* ---- GET /api/previews/{id}[/before.jpg|/after.jpg] ---- */
@@ -587,7 +586,7 @@ static void on_system_preset(gw_t *gw, http_req_t *req, const PGresult *res, voi
     const char *field = strstr(http_req_path(req), "/after.jpg") != NULL ? "after" : "before";
     cJSON *graph = PQntuples(res) == 1 ? cJSON_Parse(PQgetvalue(res, 0, 1)) : NULL;
     if (graph == NULL) {
-        gw_reply_not_found(req);
+        http_reply_error(req, 404, "not_found", "no such system preset");
         sys_free(s);
         return;
     }
@@ -619,7 +618,7 @@ static void system_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
     (void)user;
     const char *id = http_req_param(req, "id");
     if (!uuid_is_valid(id)) {
-        gw_reply_not_found(req);
+        http_reply_error(req, 404, "not_found", "no such system preset");
         return;
     }
     sys_t *s = calloc(1, sizeof(*s));

@@ -50,6 +50,7 @@ static wu_user_t alice_drive; /* alice's Drive, for files and jobs */
 static char GW[160];
 static char alice_preview[40]; /* made by the first test, used by the 404 test */
 static char alice_job[40];
+static char alice_preset[40]; /* her private "inverted" preset */
 
 /* Inverts the picture: after = 255 - before (per channel), any size. */
 #define INVERT_GRAPH                                                                               \
@@ -375,6 +376,7 @@ static void test_saved_preset_on_drive_file(void **state)
     assert_int_equal(r.status, 201);
     char preset[40];
     snprintf(preset, sizeof(preset), "%s", gwt_str(r.json, "id"));
+    snprintf(alice_preset, sizeof(alice_preset), "%s", preset);
     gwt_resp_free(&r);
     /* a 1500×1000 photo in her watched folder */
     char *b64 = photo_b64(1500, 1000);
@@ -392,6 +394,13 @@ static void test_saved_preset_on_drive_file(void **state)
     /* the same file through an unsaved graph */
     snprintf(body, sizeof(body), "{\"graph\":" INVERT_GRAPH ",\"source\":{\"drive_file_id\":\"%s\"}}",
              file);
+    assert_int_equal(post_preview(&alice, body, id, NULL), 202);
+    assert_inverted_pair(&alice, id, 768, 512);
+
+    /* an edit of the saved preset, not saved yet (preset_id and graph) */
+    snprintf(body, sizeof(body), "{\"preset_id\":\"%s\",\"graph\":" INVERT_GRAPH
+             ",\"source\":{\"drive_file_id\":\"%s\"}}",
+             preset, file);
     assert_int_equal(post_preview(&alice, body, id, NULL), 202);
     assert_inverted_pair(&alice, id, 768, 512);
 
@@ -469,6 +478,13 @@ static void test_other_users_preview_is_404(void **state)
     }
     assert_int_equal(get_status("/api/previews/00000000-0000-4000-8000-000000000000", &alice),
                      404);
+    /* nor may bob preview alice's private preset, alone or as an "edit" */
+    char body[400], id[40];
+    snprintf(body, sizeof(body), "{\"preset_id\":\"%s\",\"source\":\"sample\"}", alice_preset);
+    assert_int_equal(post_preview(&bob, body, id, NULL), 404);
+    snprintf(body, sizeof(body), "{\"preset_id\":\"%s\",\"graph\":" INVERT_GRAPH "}",
+             alice_preset);
+    assert_int_equal(post_preview(&bob, body, id, NULL), 404);
 }
 
 static void test_system_preset_preview(void **state)
@@ -621,8 +637,15 @@ static void test_preview_not_behind_backlog(void **state)
         post_preview(&alice, "{\"graph\":" INVERT_GRAPH ",\"source\":\"sample\"}", id, NULL), 202);
     assert_inverted_pair(&alice, id, 512, 512);
     long left = queued_left(u.id);
-    print_message("backlog jobs still queued when the preview was done: %ld of %d\n", left,
-                  BACKLOG);
+    const char *p[] = {u.id};
+    char *started = sql_value("SELECT count(*) FROM jobs WHERE user_id = $1::uuid"
+                              " AND started_at IS NOT NULL",
+                              1, p);
+    print_message("backlog jobs still queued when the preview was done: %ld of %d (%s started)\n",
+                  left, BACKLOG, started);
+    /* the worker was busy with the backlog, and the preview did not wait for it */
+    assert_true(started != NULL && atol(started) >= 1);
+    free(started);
     assert_true(left >= BACKLOG * 3 / 4);
     /* the rest of the backlog is not this suite's business */
     assert_int_equal(sql_exec("UPDATE jobs SET status = 'cancelled' WHERE user_id = $1::uuid"
