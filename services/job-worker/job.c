@@ -804,6 +804,7 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     size_t input_len = 0;
     cpu_exec_job_t cj = {0};
     comfy_result_t cr = {0};
+    thumbs_task_t *thumbs = NULL;
     char token[4096];
 
     if (j->user_id[0] == '\0') {
@@ -922,14 +923,11 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
         mime = cj.mime;
     }
     step(j, "exec");
-    /* the dashboard's thumbnails, while the original is still here (best effort) */
-    if (t->set->thumb_ttl_s > 0 && thumbs_make(input, input_len, out_data, out_len,
-                                               t->set->max_image_pixels, &j->thumbs) != 0) {
-        log_debug("no thumbnails for this job");
+    /* the dashboard's thumbnails, made on a thread of their own while the
+     * output is saved (input and output stay until it is joined, at out:) */
+    if (t->set->thumb_ttl_s > 0) {
+        thumbs = thumbs_start(input, input_len, out_data, out_len, t->set->max_image_pixels);
     }
-    free(input);
-    input = NULL;
-    step(j, "thumbs");
 
     /* the last look before anything reaches the user's Drive */
     if (stopped(t, e)) {
@@ -940,6 +938,12 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     }
     rc = 0;
 out:
+    if (thumbs != NULL) {
+        if (thumbs_finish(thumbs, rc == 0 ? &j->thumbs : NULL) != 0 && rc == 0) {
+            log_debug("no thumbnails for this job");
+        }
+        step(j, "thumbs");
+    }
     explicit_bzero(token, sizeof(token));
     free(input);
     cpu_exec_job_free(&cj);

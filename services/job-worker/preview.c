@@ -15,6 +15,7 @@
 #include "pg.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,61 @@ int thumbs_make(const void *original, size_t original_len, const void *output, s
         return -1;
     }
     return 0;
+}
+
+struct thumbs_task {
+    const void *original, *output;
+    size_t original_len, output_len;
+    long long max_pixels;
+    pthread_t tid;
+    bool threaded;
+    int rc;
+    preview_pair_t pair;
+};
+
+static void *thumbs_main(void *arg)
+{
+    thumbs_task_t *task = arg;
+    task->rc = thumbs_make(task->original, task->original_len, task->output, task->output_len,
+                           task->max_pixels, &task->pair);
+    return NULL;
+}
+
+thumbs_task_t *thumbs_start(const void *original, size_t original_len, const void *output,
+                            size_t output_len, long long max_pixels)
+{
+    thumbs_task_t *task = calloc(1, sizeof(*task));
+    if (task == NULL) {
+        return NULL;
+    }
+    *task = (thumbs_task_t){.original = original,
+                            .original_len = original_len,
+                            .output = output,
+                            .output_len = output_len,
+                            .max_pixels = max_pixels};
+    task->threaded = pthread_create(&task->tid, NULL, thumbs_main, task) == 0;
+    if (!task->threaded) {
+        thumbs_main(task);
+    }
+    return task;
+}
+
+int thumbs_finish(thumbs_task_t *task, preview_pair_t *out)
+{
+    if (task == NULL) {
+        return -1;
+    }
+    if (task->threaded) {
+        pthread_join(task->tid, NULL);
+    }
+    int rc = task->rc;
+    if (out != NULL && rc == 0) {
+        *out = task->pair;
+    } else {
+        preview_pair_free(&task->pair);
+    }
+    free(task);
+    return out != NULL ? rc : 0;
 }
 
 int thumbs_store(redis_conn_t *redis, const char *job_id, const preview_pair_t *p, int ttl_s)

@@ -72,6 +72,15 @@ int preview_render(const void *src, size_t len, long long max_pixels, const cJSO
  * THUMB_EDGE px on the long edge. 0 or -1 (nothing kept). */
 int thumbs_make(const void *original, size_t original_len, const void *output, size_t output_len,
                 long long max_pixels, preview_pair_t *out);
+/* thumbs_make on a thread of its own, so that it overlaps the upload: the
+ * buffers must stay valid until thumbs_finish. Without a thread (none could
+ * be started) it runs here. Returns NULL only out of memory. */
+typedef struct thumbs_task thumbs_task_t;
+thumbs_task_t *thumbs_start(const void *original, size_t original_len, const void *output,
+                            size_t output_len, long long max_pixels);
+/* Joins and frees the task; with out, moves the pair there. 0, or -1 when no
+ * pair was made (out left empty). */
+int thumbs_finish(thumbs_task_t *task, preview_pair_t *out);
 /* Writes the pair to ca:thumb:<job_id> (fields before, after) with ttl_s. 0 or -1. */
 int thumbs_store(redis_conn_t *redis, const char *job_id, const preview_pair_t *p, int ttl_s);
 

@@ -172,6 +172,15 @@ static void test_thumbs_of_12mp(void **state)
     }
     print_message("thumbnails of a 12 MP JPEG job: %.1f ms per job (mean of %d)\n",
                   (double)(now_mono_us() - t0) / 1000.0 / n, n);
+    /* on a thread of its own (the job overlaps it with the upload) */
+    thumbs_task_t *task = thumbs_start(orig, olen, out, xlen, 0);
+    assert_non_null(task);
+    assert_int_equal(thumbs_finish(task, &p), 0);
+    assert_int_equal(jpeg_info(p.after, p.after_len).w, 256);
+    preview_pair_free(&p);
+    task = thumbs_start(orig, olen, "nope", 4, 0);
+    assert_int_equal(thumbs_finish(task, &p), -1);
+    assert_null(p.before);
     /* an output that is not an image: no thumbnails, nothing kept */
     assert_int_equal(thumbs_make(orig, olen, "nope", 4, 0, &p), -1);
     assert_null(p.before);
