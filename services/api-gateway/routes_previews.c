@@ -50,14 +50,13 @@
  * queue. Returns 0 (queued), -1 (the lane is full) or the ms left in the
  * rate window. */
 static const char ENQUEUE_SCRIPT[] =
-    GW_LUA_RATE_HIT
-    "local wait = hit(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]))\n"
-    "if wait > 0 then return wait end\n"
-    "if redis.call('LLEN', KEYS[3]) >= tonumber(ARGV[6]) then return -1 end\n"
-    "redis.call('HSET', KEYS[1], 'user', ARGV[1], 'status', 'pending')\n"
-    "redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))\n"
-    "redis.call('LPUSH', KEYS[3], ARGV[3])\n"
-    "return 0\n";
+    GW_LUA_RATE_HIT "local wait = hit(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]))\n"
+                    "if wait > 0 then return wait end\n"
+                    "if redis.call('LLEN', KEYS[3]) >= tonumber(ARGV[6]) then return -1 end\n"
+                    "redis.call('HSET', KEYS[1], 'user', ARGV[1], 'status', 'pending')\n"
+                    "redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))\n"
+                    "redis.call('LPUSH', KEYS[3], ARGV[3])\n"
+                    "return 0\n";
 
 /* KEYS: result key, queue. ARGV: field (before|after), item, pending ttl, max
  * queue. A cached preview: {"done", bytes}; else {status} after queueing the
@@ -178,8 +177,8 @@ static void enqueue(preview_t *p, cJSON *graph)
     snprintf(limit, sizeof(limit), "%ld", config_get_int(p->gw->cfg, "PREVIEW_RATE_PER_MINUTE"));
     snprintf(ttl, sizeof(ttl), "%ld", config_get_int(p->gw->cfg, "PREVIEW_TTL_SECONDS"));
     snprintf(window, sizeof(window), "%d", GW_RATE_WINDOW_MS);
-    const char *args[] = {key,   rate_key, PREVIEW_QUEUE, p->user_id, ttl,
-                          p->item, limit,  window,        PREVIEW_QUEUE_MAX};
+    const char *args[] = {key,     rate_key, PREVIEW_QUEUE, p->user_id,       ttl,
+                          p->item, limit,    window,        PREVIEW_QUEUE_MAX};
     if (gw_redis_eval(p->gw->redis, on_enqueued, p, ENQUEUE_SCRIPT, 3, 9, args) != 0) {
         reply_redis_down(p->req);
         preview_free(p);
@@ -559,7 +558,7 @@ static void on_sys_preview(redisReply *reply, const char *err, void *arg)
         log_warn("preset preview: %s",
                  err != NULL ? err
                              : (reply != NULL && reply->type == REDIS_REPLY_ERROR ? reply->str
-                                                                                   : "bad reply"));
+                                                                                  : "bad reply"));
         reply_redis_down(s->req);
     } else if (strcmp(st, "done") == 0) {
         size_t len = 0;
@@ -605,8 +604,8 @@ static void on_system_preset(gw_t *gw, http_req_t *req, const PGresult *res, voi
         sys_free(s);
         return;
     }
-    const char *args[] = {key,     PREVIEW_QUEUE,           field,
-                          s->item, PRESET_PREVIEW_PENDING_S, PREVIEW_QUEUE_MAX};
+    const char *args[] = {
+        key, PREVIEW_QUEUE, field, s->item, PRESET_PREVIEW_PENDING_S, PREVIEW_QUEUE_MAX};
     if (gw_redis_eval(gw->redis, on_sys_preview, s, PRESET_PREVIEW_SCRIPT, 2, 6, args) != 0) {
         reply_redis_down(req);
         sys_free(s);

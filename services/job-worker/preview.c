@@ -250,12 +250,12 @@ int thumbs_store(redis_conn_t *redis, const char *job_id, const preview_pair_t *
     char key[128];
     snprintf(key, sizeof(key), THUMB_KEY_PREFIX "%s", job_id);
     char err[256];
-    redisReply *r = redis_command(
-        redis, err, sizeof(err), "EVAL %s 1 %s %b %b %d",
-        "redis.call('HSET', KEYS[1], 'before', ARGV[1], 'after', ARGV[2])\n"
-        "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
-        "return 1",
-        key, p->before, p->before_len, p->after, p->after_len, ttl_s);
+    redisReply *r =
+        redis_command(redis, err, sizeof(err), "EVAL %s 1 %s %b %b %d",
+                      "redis.call('HSET', KEYS[1], 'before', ARGV[1], 'after', ARGV[2])\n"
+                      "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+                      "return 1",
+                      key, p->before, p->before_len, p->after, p->after_len, ttl_s);
     if (r == NULL) {
         log_warn("thumbnails not stored: %s", err);
         return -1;
@@ -496,8 +496,7 @@ static void *lane_main(void *arg)
     char err[256];
     while (!stopwait_stopped(&lane->stop)) {
         if (t->redis == NULL) {
-            t->redis =
-                redis_connect(daemon_get(lane->cfg.d, "REDIS_URL"), 2000, err, sizeof(err));
+            t->redis = redis_connect(daemon_get(lane->cfg.d, "REDIS_URL"), 2000, err, sizeof(err));
             if (t->redis == NULL) {
                 stopwait_sleep(&lane->stop, 500);
                 continue;
@@ -529,9 +528,9 @@ preview_lane_t *preview_lane_start(const preview_lane_config_t *cfg)
     lane->cfg = *cfg;
     stopwait_init(&lane->stop);
     if (m_previews == NULL) {
-        m_previews = metrics_counter("ca_worker_previews_total",
-                                     "Preview requests handled by the preview lane",
-                                     "status,error_code");
+        m_previews =
+            metrics_counter("ca_worker_previews_total",
+                            "Preview requests handled by the preview lane", "status,error_code");
     }
     if (cfg->concurrency <= 0) {
         return lane;

@@ -432,8 +432,8 @@ int worker_start(daemon_t *d)
         return -1;
     }
     log_info("job-worker: %d thread(s), %d preview thread(s), lease %d s, ComfyUI %s, e-mail %s",
-             ctx->concurrency, ctx->preview_concurrency, ctx->set.lease_s, ctx->set.comfyui_url != NULL ? "on" : "off",
-             ctx->set.smtp_url != NULL ? "on" : "off");
+             ctx->concurrency, ctx->preview_concurrency, ctx->set.lease_s,
+             ctx->set.comfyui_url != NULL ? "on" : "off", ctx->set.smtp_url != NULL ? "on" : "off");
     return 0;
 }
 

@@ -381,8 +381,7 @@ static void test_saved_preset_on_drive_file(void **state)
     /* a 1500×1000 photo in her watched folder */
     char *b64 = photo_b64(1500, 1000);
     char file[128];
-    wu_drive_file(google.base_url, &alice_drive, "big.jpg", "image/jpeg", b64, file,
-                  sizeof(file));
+    wu_drive_file(google.base_url, &alice_drive, "big.jpg", "image/jpeg", b64, file, sizeof(file));
     g_free(b64);
 
     char body[512], id[40];
@@ -392,13 +391,14 @@ static void test_saved_preset_on_drive_file(void **state)
     assert_inverted_pair(&alice, id, 768, 512);
 
     /* the same file through an unsaved graph */
-    snprintf(body, sizeof(body), "{\"graph\":" INVERT_GRAPH ",\"source\":{\"drive_file_id\":\"%s\"}}",
-             file);
+    snprintf(body, sizeof(body),
+             "{\"graph\":" INVERT_GRAPH ",\"source\":{\"drive_file_id\":\"%s\"}}", file);
     assert_int_equal(post_preview(&alice, body, id, NULL), 202);
     assert_inverted_pair(&alice, id, 768, 512);
 
     /* an edit of the saved preset, not saved yet (preset_id and graph) */
-    snprintf(body, sizeof(body), "{\"preset_id\":\"%s\",\"graph\":" INVERT_GRAPH
+    snprintf(body, sizeof(body),
+             "{\"preset_id\":\"%s\",\"graph\":" INVERT_GRAPH
              ",\"source\":{\"drive_file_id\":\"%s\"}}",
              preset, file);
     assert_int_equal(post_preview(&alice, body, id, NULL), 202);
@@ -412,8 +412,7 @@ static void test_saved_preset_on_drive_file(void **state)
                      202);
     cJSON *doc = wait_preview(&alice, id);
     assert_string_equal(gwt_str(doc, "status"), "failed");
-    assert_string_equal(gwt_str(cJSON_GetObjectItem(doc, "error"), "code"),
-                        "drive_file_not_found");
+    assert_string_equal(gwt_str(cJSON_GetObjectItem(doc, "error"), "code"), "drive_file_not_found");
     cJSON_Delete(doc);
 }
 
@@ -422,8 +421,8 @@ static void test_invalid_graph_names_the_node(void **state)
     (void)state;
     gwt_resp_t r;
     char id[40];
-    assert_int_equal(post_preview(&alice, "{\"graph\":" BAD_GRAPH ",\"source\":\"sample\"}", id, &r),
-                     400);
+    assert_int_equal(
+        post_preview(&alice, "{\"graph\":" BAD_GRAPH ",\"source\":\"sample\"}", id, &r), 400);
     assert_string_equal(gwt_error_code(&r), "invalid_workflow");
     const cJSON *details = cJSON_GetObjectItem(cJSON_GetObjectItem(r.json, "error"), "details");
     const cJSON *node_errors = cJSON_GetObjectItem(details, "node_errors");
@@ -449,14 +448,12 @@ static void test_invalid_graph_names_the_node(void **state)
     gwt_resp_free(&r);
     /* bad requests */
     assert_int_equal(post_preview(&alice, "{\"source\":\"sample\"}", id, NULL), 400);
-    assert_int_equal(post_preview(&alice, "{\"graph\":" INVERT_GRAPH ",\"source\":\"camera\"}", id,
-                                  NULL),
-                     400);
-    assert_int_equal(post_preview(&alice,
-                                  "{\"graph\":" INVERT_GRAPH
-                                  ",\"source\":{\"drive_file_id\":\"../x\"}}",
-                                  id, NULL),
-                     400);
+    assert_int_equal(
+        post_preview(&alice, "{\"graph\":" INVERT_GRAPH ",\"source\":\"camera\"}", id, NULL), 400);
+    assert_int_equal(
+        post_preview(&alice, "{\"graph\":" INVERT_GRAPH ",\"source\":{\"drive_file_id\":\"../x\"}}",
+                     id, NULL),
+        400);
     /* CSRF as every POST: no token, no preview */
     gwt_resp_t c = gwt_request(GW, "POST", "/api/previews", &alice, false,
                                "{\"graph\":" INVERT_GRAPH ",\"source\":\"sample\"}");
@@ -476,14 +473,12 @@ static void test_other_users_preview_is_404(void **state)
         assert_int_equal(get_status(path, &bob), 404);
         assert_int_equal(get_status(path, NULL), 401);
     }
-    assert_int_equal(get_status("/api/previews/00000000-0000-4000-8000-000000000000", &alice),
-                     404);
+    assert_int_equal(get_status("/api/previews/00000000-0000-4000-8000-000000000000", &alice), 404);
     /* nor may bob preview alice's private preset, alone or as an "edit" */
     char body[400], id[40];
     snprintf(body, sizeof(body), "{\"preset_id\":\"%s\",\"source\":\"sample\"}", alice_preset);
     assert_int_equal(post_preview(&bob, body, id, NULL), 404);
-    snprintf(body, sizeof(body), "{\"preset_id\":\"%s\",\"graph\":" INVERT_GRAPH "}",
-             alice_preset);
+    snprintf(body, sizeof(body), "{\"preset_id\":\"%s\",\"graph\":" INVERT_GRAPH "}", alice_preset);
     assert_int_equal(post_preview(&bob, body, id, NULL), 404);
 }
 
@@ -593,8 +588,8 @@ static void test_completed_job_has_thumbnails(void **state)
 static long queued_left(const char *user)
 {
     const char *p[] = {user};
-    char *v = sql_value("SELECT count(*) FROM jobs WHERE user_id = $1::uuid AND status = 'queued'",
-                        1, p);
+    char *v =
+        sql_value("SELECT count(*) FROM jobs WHERE user_id = $1::uuid AND status = 'queued'", 1, p);
     long n = v != NULL ? atol(v) : -1;
     free(v);
     return n;
@@ -603,8 +598,8 @@ static long queued_left(const char *user)
 static void test_preview_not_behind_backlog(void **state)
 {
     (void)state;
-    wu_user_t u = wu_make_user(google.base_url, keys, "test-client", "backlog.preview@example.com",
-                               NULL);
+    wu_user_t u =
+        wu_make_user(google.base_url, keys, "test-client", "backlog.preview@example.com", NULL);
     const char *sp[] = {u.id};
     assert_int_equal(sql_exec("INSERT INTO subscriptions (user_id, tier, status, monthly_limit)"
                               " VALUES ($1::uuid, 'studio', 'active', 100000)"
