@@ -671,10 +671,11 @@ static void test_rate_limit(void **state)
         post_preview(&bob, "{\"graph\":" INVERT_GRAPH ",\"source\":\"sample\"}", id, NULL), 202);
 }
 
-static void test_worker_stops_cleanly(void **state)
+static void test_daemons_stop_cleanly(void **state)
 {
     (void)state;
     assert_int_equal(daemon_stop(&worker), 0);
+    assert_int_equal(daemon_stop(&gw), 0); /* 0: no sanitizer report either */
 }
 
 int main(void)
@@ -688,7 +689,7 @@ int main(void)
         cmocka_unit_test(test_completed_job_has_thumbnails),
         cmocka_unit_test(test_preview_not_behind_backlog),
         cmocka_unit_test(test_rate_limit),
-        cmocka_unit_test(test_worker_stops_cleanly),
+        cmocka_unit_test(test_daemons_stop_cleanly),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
