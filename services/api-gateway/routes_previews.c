@@ -43,8 +43,10 @@
 #define PREVIEW_QUEUE "ca:previews"
 #define PREVIEW_QUEUE_MAX "200"
 #define PREVIEW_WORKFLOW_MAX (256 * 1024) /* as POST /api/presets */
-#define PRESET_PREVIEW_TTL_S "604800"     /* a system preset's preview: 7 days */
-#define PRESET_PREVIEW_PENDING_S "120"    /* a render in flight (or failed) */
+/* A system preset's preview: kept 7 days once done, 120 s while pending or
+ * failed (the worker's warm-up task, preview.h, uses the same values and key). */
+#define PRESET_PREVIEW_TTL_S "604800"
+#define PRESET_PREVIEW_PENDING_S "120"
 
 /* KEYS: result key, rate key, queue. ARGV: user, ttl, item, limit, window, max
  * queue. Returns 0 (queued), -1 (the lane is full) or the ms left in the

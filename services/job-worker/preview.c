@@ -519,6 +519,71 @@ static void *lane_main(void *arg)
     return NULL;
 }
 
+/* KEYS: result key, queue. ARGV: item, pending TTL. Queues the render of a
+ * system preset's preview unless its key exists (done, failed or pending):
+ * the same key and item as the gateway's GET /api/presets/{id}/preview/... */
+static const char WARM_LUA[] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+                               "redis.call('HSET', KEYS[1], 'status', 'pending')\n"
+                               "redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))\n"
+                               "redis.call('LPUSH', KEYS[2], ARGV[1])\n"
+                               "return 1";
+
+/* A maintenance task: the landing page's previews of the active system
+ * presets are rendered before anyone asks (after a deploy, a new version, or
+ * a Redis that lost them). */
+static void task_warm_presets(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    (void)d;
+    (void)arg;
+    if (pg == NULL || redis == NULL) {
+        return;
+    }
+    char err[256];
+    PGresult *res = pg_exec(pg,
+                            "SELECT id::text, version::text, workflow_json::text FROM presets"
+                            " WHERE created_by_user_id IS NULL AND COALESCE(is_active, TRUE)"
+                            " ORDER BY name LIMIT 100",
+                            0, NULL, err, sizeof(err));
+    if (res == NULL) {
+        log_debug("preset previews: %s", err);
+        return;
+    }
+    int queued = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        char key[128];
+        snprintf(key, sizeof(key), PRESET_PREVIEW_KEY_PREFIX "%s:%s", PQgetvalue(res, i, 0),
+                 PQgetvalue(res, i, 1));
+        cJSON *item = cJSON_CreateObject();
+        cJSON_AddStringToObject(item, "key", key);
+        cJSON *graph = cJSON_Parse(PQgetvalue(res, i, 2));
+        if (graph == NULL) {
+            cJSON_Delete(item);
+            continue;
+        }
+        cJSON_AddItemToObject(item, "graph", graph);
+        cJSON_AddStringToObject(item, "source", "sample");
+        cJSON_AddNumberToObject(item, "ttl", PRESET_PREVIEW_TTL_S);
+        char *text = cJSON_PrintUnformatted(item);
+        cJSON_Delete(item);
+        if (text == NULL) {
+            continue;
+        }
+        redisReply *r = redis_command(redis, err, sizeof(err), "EVAL %s 2 %s %s %s %d", WARM_LUA,
+                                      key, PREVIEW_QUEUE, text, PRESET_PREVIEW_PENDING_S);
+        free(text);
+        if (r == NULL) {
+            log_debug("preset previews: %s", err);
+            break;
+        }
+        queued += r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        freeReplyObject(r);
+    }
+    PQclear(res);
+    if (queued > 0) {
+        log_info("queued the preview of %d system preset(s)", queued);
+    }
+}
+
 preview_lane_t *preview_lane_start(const preview_lane_config_t *cfg)
 {
     preview_lane_t *lane = calloc(1, sizeof(*lane));
@@ -551,6 +616,12 @@ preview_lane_t *preview_lane_start(const preview_lane_config_t *cfg)
             return NULL;
         }
         t->started = true;
+    }
+    if (daemon_add_task(cfg->d, "preset-previews", PRESET_PREVIEW_WARM_MS, task_warm_presets,
+                        NULL) != 0) {
+        log_error("cannot register the preset previews task");
+        preview_lane_stop(lane);
+        return NULL;
     }
     return lane;
 }

@@ -39,6 +39,13 @@
 #define THUMB_KEY_PREFIX "ca:thumb:"
 #define PREVIEW_EDGE 768
 #define THUMB_EDGE 256
+/* A system preset's preview: kept this long once done, retried after the
+ * pending TTL (the gateway's routes_previews.c uses the same values). */
+#define PRESET_PREVIEW_TTL_S 604800
+#define PRESET_PREVIEW_PENDING_S 120
+/* How often a worker with a preview lane looks for system presets whose
+ * preview (at their current version) is missing, and queues it. */
+#define PRESET_PREVIEW_WARM_MS 30000
 /* The CPU pipeline's wall-time budget for one preview. */
 #define PREVIEW_MAX_SECONDS 30
 
@@ -96,7 +103,8 @@ typedef struct {
 
 typedef struct preview_lane preview_lane_t;
 
-/* Starts the lane's threads (none when concurrency is 0). NULL on error. */
+/* Starts the lane's threads and registers the system presets' warm-up task
+ * (neither when concurrency is 0). NULL on error. */
 preview_lane_t *preview_lane_start(const preview_lane_config_t *cfg);
 /* Stops and joins the threads (a render in progress finishes first, at most
  * PREVIEW_MAX_SECONDS), frees the lane. NULL is fine. */

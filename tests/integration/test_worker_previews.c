@@ -11,7 +11,8 @@
  *     the same answer as POST /api/presets;
  *   - another user's preview is 404 (status and images);
  *   - a system preset's public preview (GET /api/presets/{id}/preview/...):
- *     503 preview_pending, then the JPEG, rendered once per version;
+ *     503 preview_pending, then the JPEG, rendered once per version; the
+ *     worker renders them before anyone asks;
  *   - a completed job has both thumbnails (256 px), others get 404;
  *   - a preview is served while the job queue holds a backlog of 200 jobs
  *     (the preview lane is separate);
@@ -489,10 +490,25 @@ static void test_system_preset_preview(void **state)
                              " AND created_by_user_id IS NULL",
                              0, NULL);
     assert_non_null(preset);
+    char *version = sql_value("SELECT version::text FROM presets WHERE name = 'portrait_pro'"
+                              " AND created_by_user_id IS NULL",
+                              0, NULL);
+    char key[160];
+    snprintf(key, sizeof(key), "ca:preset_preview:%s:%s", preset, version);
+    char err[256];
+    redisReply *del = redis_command(redis, err, sizeof(err), "DEL %s", key); /* not rendered */
+    freeReplyObject(del);
     char path[200];
     snprintf(path, sizeof(path), "/api/presets/%s/preview/after.jpg", preset);
-    long st = get_status(path, NULL); /* public: no session */
-    assert_true(st == 503 || st == 200);
+    /* public: no session; the first request queues the render */
+    gwt_resp_t first = gwt_request(GW, "GET", path, NULL, false, NULL);
+    assert_int_equal(first.status, 503);
+    assert_string_equal(gwt_error_code(&first), "preview_pending");
+    char *ra = gwt_header(first.headers, "Retry-After");
+    assert_non_null(ra);
+    free(ra);
+    gwt_resp_free(&first);
+    long st = 503;
     for (int i = 0; i < 300 && st != 200; i++) {
         usleep(50 * 1000);
         st = get_status(path, NULL);
@@ -503,13 +519,7 @@ static void test_system_preset_preview(void **state)
     img_t b = get_jpeg(path, NULL);
     assert_int_equal(a.w, 512);
     assert_int_equal(b.w, 512);
-    /* cached per version: one render only */
-    char key[160];
-    char *version = sql_value("SELECT version::text FROM presets WHERE name = 'portrait_pro'"
-                              " AND created_by_user_id IS NULL",
-                              0, NULL);
-    snprintf(key, sizeof(key), "ca:preset_preview:%s:%s", preset, version);
-    char err[256];
+    /* cached per version: kept for days */
     redisReply *ttl = redis_command(redis, err, sizeof(err), "TTL %s", key);
     assert_non_null(ttl);
     assert_true(ttl->integer > 86400); /* kept for days once rendered */
@@ -532,6 +542,38 @@ static void test_system_preset_preview(void **state)
     free(own);
     free(version);
     free(preset);
+}
+
+static bool preset_preview_done(void *arg)
+{
+    char err[256];
+    redisReply *r = redis_command(redis, err, sizeof(err), "HGET %s status", (const char *)arg);
+    bool done = r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "done") == 0;
+    freeReplyObject(r);
+    return done;
+}
+
+/* The worker renders the system presets' previews before anyone asks: the
+ * landing page's first visitor gets the images, not 503. */
+static void test_system_presets_warmed(void **state)
+{
+    (void)state;
+    char *row = sql_value("SELECT id::text || ':' || version FROM presets"
+                          " WHERE name = 'product_clean' AND created_by_user_id IS NULL",
+                          0, NULL);
+    assert_non_null(row);
+    char key[200];
+    snprintf(key, sizeof(key), "ca:preset_preview:%s", row);
+    if (!wait_until(preset_preview_done, key, 30000)) {
+        proc_print_log(&worker);
+        fail_msg("%s was not rendered by the worker within 30 s", key);
+    }
+    char path[200];
+    *strchr(row, ':') = '\0';
+    snprintf(path, sizeof(path), "/api/presets/%s/preview/after.jpg", row);
+    img_t a = get_jpeg(path, NULL); /* the first request: 200 at once */
+    assert_int_equal(a.w, 512);
+    free(row);
 }
 
 static bool job_finished(void *arg)
@@ -686,6 +728,7 @@ int main(void)
         cmocka_unit_test(test_invalid_graph_names_the_node),
         cmocka_unit_test(test_other_users_preview_is_404),
         cmocka_unit_test(test_system_preset_preview),
+        cmocka_unit_test(test_system_presets_warmed),
         cmocka_unit_test(test_completed_job_has_thumbnails),
         cmocka_unit_test(test_preview_not_behind_backlog),
         cmocka_unit_test(test_rate_limit),
