@@ -103,6 +103,8 @@ typedef struct {
     char user_id[GW_UUID_LEN + 1];
     char id[GW_UUID_LEN + 1];
     char drive_file_id[256]; /* "" : the sample */
+    char folder_id[256];     /* the user's watched folder (a Drive source must be in it) */
+    bool saved;              /* preset_id was given */
     const cJSON *graph;      /* an unsaved graph, in the request's body */
     /* set by the pool thread */
     char *compact;
@@ -165,6 +167,7 @@ static void enqueue(preview_t *p, cJSON *graph)
     cJSON_AddStringToObject(item, "source", p->drive_file_id[0] != '\0' ? "drive" : "sample");
     if (p->drive_file_id[0] != '\0') {
         cJSON_AddStringToObject(item, "drive_file_id", p->drive_file_id);
+        cJSON_AddStringToObject(item, "folder_id", p->folder_id);
     }
     cJSON_AddStringToObject(item, "user_id", p->user_id);
     p->item = cJSON_PrintUnformatted(item);
@@ -234,20 +237,32 @@ static void start_validation(preview_t *p)
     }
 }
 
-static void on_preset_graph(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+/* The look-up: column 0 the user's watched folder, column 1 the saved
+ * preset's graph (NULL: none asked, or not one the user may see). */
+static void on_lookup(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 {
     (void)gw;
     preview_t *p = arg;
-    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+    if (PQntuples(res) != 1 || (p->saved && PQgetisnull(res, 0, 1))) {
         gw_reply_not_found(req);
         preview_free(p);
         return;
     }
+    if (p->drive_file_id[0] != '\0') {
+        const char *folder = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+        if (folder[0] == '\0' || strlen(folder) >= sizeof(p->folder_id)) {
+            gw_reply_invalid(req, "source",
+                             "a Drive photo must be in your watched folder; you watch none");
+            preview_free(p);
+            return;
+        }
+        snprintf(p->folder_id, sizeof(p->folder_id), "%s", folder);
+    }
     if (p->graph != NULL) {
-        start_validation(p); /* an edit of that preset, not saved yet */
+        start_validation(p); /* unsaved, or an edit of that preset */
         return;
     }
-    cJSON *graph = cJSON_Parse(PQgetvalue(res, 0, 0));
+    cJSON *graph = cJSON_Parse(PQgetvalue(res, 0, 1));
     if (graph == NULL) {
         http_reply_error(req, 500, "internal", "the preset's graph cannot be read");
         preview_free(p);
@@ -311,23 +326,27 @@ static void create_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
     snprintf(p->drive_file_id, sizeof(p->drive_file_id), "%s",
              drive_file_id != NULL ? drive_file_id : "");
     p->graph = graph;
-    if (preset_id == NULL) {
+    p->saved = preset_id != NULL;
+    if (preset_id == NULL && drive_file_id == NULL) {
         start_validation(p);
         return;
     }
-    /* A saved preset the user may see (own, system, public): the graph the
-     * user's jobs run (the version adopted of someone else's, else the
-     * current one); with a graph, only checked (the graph is its edit). */
-    const char *params[] = {user->id, preset_id};
+    /* One statement: the watched folder (a Drive source must be one of its
+     * photos: the worker checks the file's parents) and a saved preset the
+     * user may see (own, system, public) with the graph the user's jobs run
+     * (the version adopted of someone else's, else the current one); with a
+     * graph too, the preset is only checked (the graph is its edit). */
+    const char *params[] = {user->id, preset_id != NULL ? preset_id : ""};
     gw_query_ex(gw, req, user->id,
-                "SELECT COALESCE(v.workflow_json, p.workflow_json)::text"
+                "SELECT (SELECT u.watched_folder_id FROM users u WHERE u.id = $1::uuid),"
+                " (SELECT COALESCE(v.workflow_json, p.workflow_json)::text"
                 " FROM presets p LEFT JOIN preset_adoptions a ON a.preset_id = p.id"
                 " AND a.user_id = $1::uuid AND p.created_by_user_id IS DISTINCT FROM $1::uuid"
                 " LEFT JOIN preset_versions v ON v.preset_id = p.id AND v.version = a.version"
-                " WHERE p.id = $2::uuid AND (p.created_by_user_id = $1::uuid"
+                " WHERE p.id = NULLIF($2, '')::uuid AND (p.created_by_user_id = $1::uuid"
                 " OR (COALESCE(p.is_active, TRUE) AND (p.created_by_user_id IS NULL"
-                " OR COALESCE(p.is_public, FALSE))))",
-                2, params, on_preset_graph, p, preview_free);
+                " OR COALESCE(p.is_public, FALSE)))))",
+                2, params, on_lookup, p, preview_free);
 }
 
 /* ---- GET /api/previews/{id}[/before.jpg|/after.jpg] ---- */

@@ -354,8 +354,8 @@ static int token_err(drive_auth_status_t st, preview_err_t *e)
 
 /* The user's Drive file, with the job's limits (MAX_IMAGE_BYTES) and the
  * job's error codes. */
-static int download(lane_thread_t *t, const char *user_id, const char *file_id, void **data,
-                    size_t *len, preview_err_t *e)
+static int download(lane_thread_t *t, const char *user_id, const char *file_id,
+                    const char *folder_id, void **data, size_t *len, preview_err_t *e)
 {
     const preview_lane_config_t *cfg = &t->lane->cfg;
     char err[256];
@@ -380,7 +380,23 @@ static int download(lane_thread_t *t, const char *user_id, const char *file_id, 
                       e) != 0) {
             goto out;
         }
-        st = drive_download(t->gc, token, file_id, cfg->max_image_bytes, data, len, &gerr);
+        /* a photo of the watched folder (the gateway sent its id), not any
+         * file the token can read */
+        drive_file_t f = {0};
+        st = drive_files_get(t->gc, token, file_id, &f, &gerr);
+        bool in_folder = false;
+        for (size_t i = 0; st == GOOGLE_OK && folder_id != NULL && i < f.nparents; i++) {
+            in_folder = in_folder || strcmp(f.parents[i], folder_id) == 0;
+        }
+        bool trashed = f.trashed;
+        drive_file_free(&f);
+        if (st == GOOGLE_OK && (!in_folder || trashed)) {
+            perr(e, "drive_file_not_found", "The file is not in your watched folder.");
+            goto out;
+        }
+        if (st == GOOGLE_OK) {
+            st = drive_download(t->gc, token, file_id, cfg->max_image_bytes, data, len, &gerr);
+        }
         if (st != GOOGLE_ERR_AUTH) {
             break;
         }
@@ -465,7 +481,10 @@ static void handle(lane_thread_t *t, const char *item)
             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req, "drive_file_id"));
         if (user == NULL) {
             perr(&e, "processing_error", "The preview has no user.");
-        } else if (download(t, user, file, &data, &len, &e) == 0) {
+        } else if (download(
+                       t, user, file,
+                       cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req, "folder_id")),
+                       &data, &len, &e) == 0) {
             src = data;
         }
     } else {

@@ -48,6 +48,7 @@ static crypto_keyring_t *keys;
 static redis_conn_t *redis;
 static gwt_session_t alice, bob, carol;
 static wu_user_t alice_drive; /* alice's Drive, for files and jobs */
+static char alice_root[128];  /* her Drive's root folder (not watched) */
 static char GW[160];
 static char alice_preview[40]; /* made by the first test, used by the 404 test */
 static char alice_job[40];
@@ -321,6 +322,7 @@ static int setup(void **state)
     /* alice's Drive: an Inbox folder (her watched folder) under her root */
     fake_google_user_t g;
     fake_google_user(google.base_url, alice.email, "test-client", &g);
+    snprintf(alice_root, sizeof(alice_root), "%s", g.root_id);
     memset(&alice_drive, 0, sizeof(alice_drive));
     snprintf(alice_drive.id, sizeof(alice_drive.id), "%s", alice.id);
     snprintf(alice_drive.email, sizeof(alice_drive.email), "%s", alice.email);
@@ -404,6 +406,32 @@ static void test_saved_preset_on_drive_file(void **state)
              preset, file);
     assert_int_equal(post_preview(&alice, body, id, NULL), 202);
     assert_inverted_pair(&alice, id, 768, 512);
+
+    /* a photo of her Drive outside the watched folder: not previewed */
+    char *small = photo_b64(300, 200);
+    size_t n = strlen(small) + 512;
+    char *json = malloc(n);
+    assert_non_null(json);
+    snprintf(json, n,
+             "{\"email\":\"%s\",\"name\":\"outside.jpg\",\"mimeType\":\"image/jpeg\","
+             "\"parents\":[\"%s\"],\"content_base64\":\"%s\"}",
+             alice.email, alice_root, small);
+    char outside[128];
+    fake_google_file(google.base_url, json, outside, sizeof(outside));
+    free(json);
+    g_free(small);
+    snprintf(body, sizeof(body),
+             "{\"graph\":" INVERT_GRAPH ",\"source\":{\"drive_file_id\":\"%s\"}}", outside);
+    assert_int_equal(post_preview(&alice, body, id, NULL), 202);
+    cJSON *out = wait_preview(&alice, id);
+    assert_string_equal(gwt_str(out, "status"), "failed");
+    assert_string_equal(gwt_str(cJSON_GetObjectItem(out, "error"), "code"), "drive_file_not_found");
+    cJSON_Delete(out);
+    /* and bob, who watches no folder, previews only the sample */
+    gwt_resp_t nb;
+    assert_int_equal(post_preview(&bob, body, id, &nb), 400);
+    assert_string_equal(gwt_error_code(&nb), "invalid_request");
+    gwt_resp_free(&nb);
 
     /* a file that is not there: the job's error code */
     assert_int_equal(post_preview(&alice,
