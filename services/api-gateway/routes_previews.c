@@ -27,6 +27,8 @@
  *                     at most PREVIEW_QUEUE_MAX items (then 503)
  *   ca:rl:preview:<user>  PREVIEW_RATE_PER_MINUTE previews per user a minute
  *   ca:thumb:<job id> hash {before, after}, written by the worker at completion
+ *   ca:thumbs:u:<user> sorted set of the user's jobs with thumbnails (score:
+ *                     expiry), emptied with them when the account is deleted
  */
 #include "gateway.h"
 
@@ -654,6 +656,42 @@ static void system_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
                 "SELECT version::text, workflow_json::text FROM presets WHERE id = $1::uuid"
                 " AND created_by_user_id IS NULL AND COALESCE(is_active, TRUE)",
                 1, p, on_system_preset, s, sys_free);
+}
+
+/* ---- account deletion ---- */
+
+/* KEYS: the user's thumbnail index. Deletes every thumbnail in it, then the
+ * index (the keys are built here: standalone Redis, as the session scripts). */
+static const char FORGET_SCRIPT[] = "local ids = redis.call('ZRANGE', KEYS[1], 0, -1)\n"
+                                    "for _, id in ipairs(ids) do\n"
+                                    "  redis.call('DEL', 'ca:thumb:' .. id)\n"
+                                    "end\n"
+                                    "redis.call('DEL', KEYS[1])\n"
+                                    "return #ids\n";
+
+static void on_forgotten(redisReply *reply, const char *err, void *arg)
+{
+    char *user = arg;
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        log_error("account deletion: thumbnails of %s not deleted (they expire with "
+                  "WORKER_THUMBNAIL_TTL_SECONDS): %s",
+                  user, err != NULL ? err : "bad reply");
+    } else if (reply->integer > 0) {
+        log_info("account deletion: %lld job thumbnail(s) deleted", reply->integer);
+    }
+    free(user);
+}
+
+void gw_previews_forget_user(gw_t *gw, const char *user_id)
+{
+    char key[96];
+    snprintf(key, sizeof(key), "ca:thumbs:u:%s", user_id);
+    char *user = strdup(user_id);
+    const char *args[] = {key};
+    if (user == NULL ||
+        gw_redis_eval(gw->redis, on_forgotten, user, FORGET_SCRIPT, 1, 1, args) != 0) {
+        on_forgotten(NULL, "session store not connected", user);
+    }
 }
 
 int gw_routes_previews(gw_t *gw)

@@ -1044,7 +1044,7 @@ int job_process(job_runner_t *t, const char *id, char *next, size_t nextlen)
             metric_add(m_jobs, 1, "completed", "");
             log_info("completed in %.3f s: %s", s, j.output_name);
             if (j.thumbs.before != NULL) {
-                (void)thumbs_store(t->redis, id, &j.thumbs, t->set->thumb_ttl_s);
+                (void)thumbs_store(t->redis, id, j.user_id, &j.thumbs, t->set->thumb_ttl_s);
             }
         }
     } else if (e.code == JOB_STOPPED) {

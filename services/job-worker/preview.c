@@ -242,20 +242,29 @@ int thumbs_finish(thumbs_task_t *task, preview_pair_t *out)
     return out != NULL ? rc : 0;
 }
 
-int thumbs_store(redis_conn_t *redis, const char *job_id, const preview_pair_t *p, int ttl_s)
+int thumbs_store(redis_conn_t *redis, const char *job_id, const char *user_id,
+                 const preview_pair_t *p, int ttl_s)
 {
     if (p->before == NULL || p->after == NULL || redis == NULL) {
         return -1;
     }
-    char key[128];
+    char key[128], index[128];
     snprintf(key, sizeof(key), THUMB_KEY_PREFIX "%s", job_id);
+    snprintf(index, sizeof(index), THUMB_USER_KEY_PREFIX "%s", user_id);
     char err[256];
+    /* the pair, and the job in its user's index (scored by expiry, pruned
+     * here) so that an account deletion finds every thumbnail of the user */
     redisReply *r =
-        redis_command(redis, err, sizeof(err), "EVAL %s 1 %s %b %b %d",
+        redis_command(redis, err, sizeof(err), "EVAL %s 2 %s %s %b %b %d %lld %s",
                       "redis.call('HSET', KEYS[1], 'before', ARGV[1], 'after', ARGV[2])\n"
                       "redis.call('EXPIRE', KEYS[1], ARGV[3])\n"
+                      "local now = tonumber(ARGV[4])\n"
+                      "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[5])\n"
+                      "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
+                      "redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
                       "return 1",
-                      key, p->before, p->before_len, p->after, p->after_len, ttl_s);
+                      key, index, p->before, p->before_len, p->after, p->after_len, ttl_s,
+                      (long long)(now_wall_ms() / 1000), job_id);
     if (r == NULL) {
         log_warn("thumbnails not stored: %s", err);
         return -1;

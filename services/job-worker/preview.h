@@ -37,6 +37,7 @@
 #define PREVIEW_KEY_PREFIX "ca:preview:"
 #define PRESET_PREVIEW_KEY_PREFIX "ca:preset_preview:"
 #define THUMB_KEY_PREFIX "ca:thumb:"
+#define THUMB_USER_KEY_PREFIX "ca:thumbs:u:" /* a user's jobs with thumbnails (deletion) */
 #define PREVIEW_EDGE 768
 #define THUMB_EDGE 256
 /* A system preset's preview: kept this long once done, retried after the
@@ -88,8 +89,11 @@ thumbs_task_t *thumbs_start(const void *original, size_t original_len, const voi
 /* Joins and frees the task; with out, moves the pair there. 0, or -1 when no
  * pair was made (out left empty). */
 int thumbs_finish(thumbs_task_t *task, preview_pair_t *out);
-/* Writes the pair to ca:thumb:<job_id> (fields before, after) with ttl_s. 0 or -1. */
-int thumbs_store(redis_conn_t *redis, const char *job_id, const preview_pair_t *p, int ttl_s);
+/* Writes the pair to ca:thumb:<job_id> (fields before, after) with ttl_s, and
+ * the job id into the user's index ca:thumbs:u:<user_id> (a sorted set scored
+ * by expiry, read when the account is deleted). 0 or -1. */
+int thumbs_store(redis_conn_t *redis, const char *job_id, const char *user_id,
+                 const preview_pair_t *p, int ttl_s);
 
 /* The lane's settings (strings borrowed from the daemon's configuration). */
 typedef struct {

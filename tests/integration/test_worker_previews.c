@@ -13,7 +13,8 @@
  *   - a system preset's public preview (GET /api/presets/{id}/preview/...):
  *     503 preview_pending, then the JPEG, rendered once per version; the
  *     worker renders them before anyone asks;
- *   - a completed job has both thumbnails (256 px), others get 404;
+ *   - a completed job has both thumbnails (256 px), others get 404; deleting
+ *     the account deletes them;
  *   - a preview is served while the job queue holds a backlog of 200 jobs
  *     (the preview lane is separate);
  *   - PREVIEW_RATE_PER_MINUTE: the next preview is 429.
@@ -655,6 +656,70 @@ static void test_completed_job_has_thumbnails(void **state)
     assert_int_equal(get_status(path, &alice), 404);
 }
 
+static long redis_exists(const char *key)
+{
+    char err[256];
+    redisReply *r = redis_command(redis, err, sizeof(err), "EXISTS %s", key);
+    assert_non_null(r);
+    long n = (long)r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+/* Deleting the account deletes the thumbnails of its photos (they would
+ * otherwise stay in Redis until WORKER_THUMBNAIL_TTL_SECONDS). */
+static void test_account_deletion_deletes_thumbnails(void **state)
+{
+    (void)state;
+    gwt_session_t dave;
+    assert_int_equal(gwt_sign_in(GW, "dave.preview@example.com", &dave), 0);
+    fake_google_user_t g;
+    fake_google_user(google.base_url, dave.email, "test-client", &g);
+    wu_user_t d;
+    memset(&d, 0, sizeof(d));
+    snprintf(d.id, sizeof(d.id), "%s", dave.id);
+    snprintf(d.email, sizeof(d.email), "%s", dave.email);
+    wu_drive_folder(google.base_url, dave.email, "Inbox", g.root_id, d.inbox, sizeof(d.inbox));
+    wu_user_preset(&d, "inv", INVERT_GRAPH);
+    char key[2][80];
+    for (int i = 0; i < 2; i++) {
+        char name[32], file[128];
+        snprintf(name, sizeof(name), "dave%d.jpg", i);
+        wu_drive_file(google.base_url, &d, name, "image/jpeg", TINY_JPEG_B64, file, sizeof(file));
+        const char *p[] = {d.id, file, name, d.inbox};
+        char *job = sql_value("SELECT job_id::text FROM jobs_create_for_drive_file($1::uuid, $2,"
+                              " $3, $4, 1000, 'image/jpeg', 'inv')",
+                              4, p);
+        assert_non_null(job);
+        char err[256];
+        assert_int_equal(queue_push_user(redis, job, d.id, "free", err, sizeof(err)), 0);
+        if (!wait_until(job_finished, job, 30000)) {
+            proc_print_log(&worker);
+            fail_msg("dave's job did not finish");
+        }
+        snprintf(key[i], sizeof(key[i]), "ca:thumb:%s", job);
+        free(job);
+        assert_int_equal(redis_exists(key[i]), 1);
+    }
+    char body[200];
+    snprintf(body, sizeof(body), "{\"confirm\":\"%s\"}", dave.email);
+    gwt_resp_t r = gwt_request(GW, "DELETE", "/api/me", &dave, true, body);
+    if (r.status != 200) {
+        fprintf(stderr, "DELETE /api/me: %ld %s\n", r.status, r.body);
+    }
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    /* fire and forget after the reply: give it a moment */
+    for (int i = 0; i < 40 && (redis_exists(key[0]) || redis_exists(key[1])); i++) {
+        usleep(50 * 1000);
+    }
+    assert_int_equal(redis_exists(key[0]), 0);
+    assert_int_equal(redis_exists(key[1]), 0);
+    char index[80];
+    snprintf(index, sizeof(index), "ca:thumbs:u:%s", dave.id);
+    assert_int_equal(redis_exists(index), 0);
+}
+
 static long queued_left(const char *user)
 {
     const char *p[] = {user};
@@ -758,6 +823,7 @@ int main(void)
         cmocka_unit_test(test_system_preset_preview),
         cmocka_unit_test(test_system_presets_warmed),
         cmocka_unit_test(test_completed_job_has_thumbnails),
+        cmocka_unit_test(test_account_deletion_deletes_thumbnails),
         cmocka_unit_test(test_preview_not_behind_backlog),
         cmocka_unit_test(test_rate_limit),
         cmocka_unit_test(test_daemons_stop_cleanly),
