@@ -1,6 +1,6 @@
 # Creator Automation — top-level build.
 #   make                 build libcommon.a and the four daemons into build/
-#   make test            build and run every test (unit, integration, fakes)
+#   make test            build and run every test (unit, integration, fakes, browser)
 #   make SANITIZE=address,undefined test
 #   make deps            install the Debian packages the build, tests and runtime need
 #   make run             start the whole product on this machine (deploy/local)

@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "now.h"
 #include "stopwait.h"
+#include "trusted_proxies.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -68,7 +69,8 @@ struct daemon {
     daemon_task_t tasks[DAEMON_MAX_TASKS];
     size_t ntasks;
 
-    int retention_at_s; /* RETENTION_AT as seconds after 00:00 UTC; -1: off */
+    int retention_at_s;         /* RETENTION_AT as seconds after 00:00 UTC; -1: off */
+    trusted_proxies_t *trusted; /* TRUSTED_PROXIES */
     pthread_t retention_thread;
     bool retention_started;
 
@@ -95,6 +97,9 @@ static const config_var_t common_vars[] = {
      "a request's line and headers must arrive within this"},
     {"HTTP_IDLE_TIMEOUT_SECONDS", CFG_INT, "60", false, false, 1, 3600,
      "a connection with no I/O for this long is closed"},
+    {"TRUSTED_PROXIES", CFG_LIST, "", false, false, 0, 0,
+     "CIDRs of the load balancers/ingress whose X-Forwarded-For names the client (rate limits, "
+     "audit log, access log); empty: the header is ignored"},
     {"RETENTION_AT", CFG_STRING, "02:00", false, false, 0, 0,
      "UTC time of day (HH:MM or HH:MM:SS) serve applies the retention rules, once a day "
      "across replicas (Redis key ca:retention:<service>:<date>); off: never (run `cleanup`)"},
@@ -687,6 +692,16 @@ static int cmd_serve(daemon_t *d)
         (int)config_get_int(&d->cfg, "HTTP_IDLE_TIMEOUT_SECONDS") * 1000,
     };
     http_server_set_limits(d->http, &limits);
+    {
+        char err[256];
+        d->trusted =
+            trusted_proxies_parse(config_get(&d->cfg, "TRUSTED_PROXIES"), err, sizeof(err));
+        if (d->trusted == NULL) {
+            log_error("%s", err);
+            goto out;
+        }
+        http_server_set_trusted_proxies(d->http, d->trusted);
+    }
     http_server_set_ready(d->http, ready_check, d);
     int port = (int)config_get_int(&d->cfg, "PORT");
     if (http_server_listen(d->http, config_get(&d->cfg, "LISTEN_ADDR"), port) != 0) {
@@ -776,6 +791,8 @@ out:
     if (d->http != NULL) {
         http_server_free(d->http);
     }
+    trusted_proxies_free(d->trusted);
+    d->trusted = NULL;
     if (d->base != NULL) {
         event_base_free(d->base);
     }

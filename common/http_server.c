@@ -16,11 +16,13 @@
  *     callback forgets the pointer.
  * In both cases the late reply is logged and dropped.
  *
- * Body cap: libevent 2.1 answers bodies over evhttp_set_max_body_size() with
- * its own HTML 413 and offers no hook to change it. So libevent's cap is set
- * to a hard ceiling well above ours (4 x cap + 1 MiB) and our cap is checked
- * here, from Content-Length and from the bytes read, with the JSON 413. Only a
- * body past the hard ceiling gets libevent's own (HTML) 413.
+ * Body cap: libevent enforces our cap while reading (evhttp_set_max_body_size):
+ * a declared length over it is refused when the headers are in, a chunked
+ * body when it passes the cap, with libevent's own HTML 413 and no hook to
+ * change it: conn_fix_reply swaps that reply for the JSON one before it is
+ * written, and the socket then lingers (linger_start) so that a client still
+ * sending reads the 413 rather than a reset. A request under the cap is
+ * checked again at dispatch (http_req_body_too_large).
  */
 #define _GNU_SOURCE
 #include "http_server.h"
@@ -31,6 +33,7 @@
 #include "now.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -42,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define HTTP_MAX_HEADERS_BYTES (16 * 1024)
 #define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
@@ -192,6 +196,109 @@ static const char refused_reply[] =
     "Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 79\r\n\r\n"
     "{\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections\"}}";
 
+/* Lingering close (as nginx does) after a body refused while it was being
+ * read: the 413 is written at once, but closing a socket with unread input
+ * makes the kernel send RST, and a client still sending would see the reset
+ * instead of the reply. So the socket is kept (a dup of libevent's, which
+ * libevent then closes), its write side shut (FIN after the reply), and what
+ * still arrives is read and dropped until EOF, a pause of LINGER_PAUSE_MS, or
+ * LINGER_MAX_MS / LINGER_MAX_BYTES in all. At most LINGER_MAX_SOCKETS at once:
+ * past that the socket closes at once, as before. */
+#define LINGER_PAUSE_MS 2000
+#define LINGER_MAX_MS 10000
+#define LINGER_MAX_BYTES (64u * 1024u * 1024u)
+#define LINGER_MAX_SOCKETS 64
+
+typedef struct linger_fd {
+    http_server_t *srv;
+    evutil_socket_t fd;
+    struct event *ev;
+    int64_t until_ms;
+    size_t dropped;
+    struct linger_fd *prev, *next;
+} linger_fd_t;
+
+static void linger_end(linger_fd_t *l)
+{
+    http_server_t *srv = l->srv;
+    if (l->prev != NULL) {
+        l->prev->next = l->next;
+    } else {
+        srv->lingering = l->next;
+    }
+    if (l->next != NULL) {
+        l->next->prev = l->prev;
+    }
+    srv->nlingering--;
+    event_free(l->ev);
+    evutil_closesocket(l->fd);
+    free(l);
+}
+
+static void linger_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    linger_fd_t *l = arg;
+    if ((what & EV_TIMEOUT) != 0 || now_mono_ms() >= l->until_ms) {
+        linger_end(l);
+        return;
+    }
+    char scratch[16384];
+    for (int i = 0; i < 16; i++) { /* then back to the loop: others' turn */
+        ssize_t n = recv(fd, scratch, sizeof(scratch), 0);
+        if (n > 0) {
+            l->dropped += (size_t)n;
+            if (l->dropped > LINGER_MAX_BYTES) {
+                linger_end(l);
+                return;
+            }
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            return; /* more later: the pause restarts */
+        }
+        linger_end(l); /* EOF or an error */
+        return;
+    }
+}
+
+/* Takes over fd's socket for the drain; false when it cannot (the caller's
+ * close then happens as usual). */
+static bool linger_start(http_server_t *srv, evutil_socket_t fd)
+{
+    if (fd < 0 || srv->nlingering >= LINGER_MAX_SOCKETS) {
+        return false;
+    }
+    linger_fd_t *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        return false;
+    }
+    l->fd = dup(fd);
+    if (l->fd < 0) {
+        free(l);
+        return false;
+    }
+    l->srv = srv;
+    l->until_ms = now_mono_ms() + LINGER_MAX_MS;
+    l->ev = event_new(srv->base, l->fd, EV_READ | EV_PERSIST, linger_on_read, l);
+    struct timeval pause = {LINGER_PAUSE_MS / 1000, (LINGER_PAUSE_MS % 1000) * 1000};
+    if (l->ev == NULL || evutil_make_socket_nonblocking(l->fd) != 0 ||
+        shutdown(l->fd, SHUT_WR) != 0 || event_add(l->ev, &pause) != 0) {
+        if (l->ev != NULL) {
+            event_free(l->ev);
+        }
+        evutil_closesocket(l->fd);
+        free(l);
+        return false;
+    }
+    l->next = srv->lingering;
+    if (l->next != NULL) {
+        l->next->prev = l;
+    }
+    srv->lingering = l;
+    srv->nlingering++;
+    return true;
+}
+
 static void conn_unlink_free(http_conn_t *conn)
 {
     http_server_t *srv = conn->srv;
@@ -238,6 +345,9 @@ static void conn_unlink_free(http_conn_t *conn)
 static void conn_on_close(struct evhttp_connection *evcon, void *arg)
 {
     http_conn_t *conn = arg;
+    if (conn->linger && conn->bev != NULL) {
+        (void)linger_start(conn->srv, bufferevent_getfd(conn->bev));
+    }
     if (conn->req != NULL) {
         http_req_on_close(evcon, conn->req);
     }
@@ -337,6 +447,7 @@ static void conn_fix_reply(evutil_socket_t fd, short what, void *arg)
     evbuffer_drain(out, evbuffer_get_length(out));
     evbuffer_add(out, too_large_reply, sizeof(too_large_reply) - 1);
     evbuffer_freeze(out, 1);
+    conn->linger = true; /* the rest of the body may still be coming */
 }
 
 static void conn_on_output(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
@@ -545,6 +656,33 @@ static void handle_metrics(http_req_t *req, void *arg)
     free(text);
 }
 
+/* The client behind a trusted proxy: every X-Forwarded-For header, in order
+ * (trusted_proxies.h). The peer stays the connection's for the caps. */
+static void forwarded_client(http_server_t *srv, http_req_t *req)
+{
+    const char *values[TRUSTED_PROXIES_MAX_HOPS];
+    size_t n = 0;
+    struct evkeyvalq *headers = evhttp_request_get_input_headers(req->ev);
+    for (struct evkeyval *h = headers != NULL ? headers->tqh_first : NULL; h != NULL;
+         h = h->next.tqe_next) {
+        if (strcasecmp(h->key, "X-Forwarded-For") == 0) {
+            if (n == TRUSTED_PROXIES_MAX_HOPS) { /* keep the last ones: the walk starts there */
+                memmove(values, values + 1, (n - 1) * sizeof(values[0]));
+                n--;
+            }
+            values[n++] = h->value;
+        }
+    }
+    char client[sizeof(req->peer)];
+    trusted_proxies_client(srv->trusted, req->peer, values, n, client, sizeof(client));
+    snprintf(req->peer, sizeof(req->peer), "%s", client);
+}
+
+void http_server_set_trusted_proxies(http_server_t *srv, const trusted_proxies_t *l)
+{
+    srv->trusted = l;
+}
+
 static void handle_request(struct evhttp_request *ev, void *arg)
 {
     http_server_t *srv = arg;
@@ -580,6 +718,10 @@ static void handle_request(struct evhttp_request *ev, void *arg)
             size_t n = strnlen(address, sizeof(req->peer) - 1);
             memcpy(req->peer, address, n);
             req->peer[n] = '\0';
+        }
+        if (trusted_proxies_count(srv->trusted) > 0 &&
+            trusted_proxies_match(srv->trusted, req->peer)) {
+            forwarded_client(srv, req);
         }
         req->conn = conn_of(srv, req->evcon);
         if (req->conn != NULL) {
@@ -805,6 +947,9 @@ void http_server_free(http_server_t *srv)
     while (srv->conns != NULL) { /* accepted, never set up */
         srv->conns->bev = NULL;
         conn_unlink_free(srv->conns);
+    }
+    while (srv->lingering != NULL) {
+        linger_end(srv->lingering);
     }
     while (srv->live != NULL) {
         http_req_t *req = srv->live;

@@ -44,6 +44,10 @@ typedef struct {
  * they are closed at once with a 503. */
 #define HTTP_PROBE_RESERVE 8
 void http_server_set_limits(http_server_t *srv, const http_limits_t *limits);
+/* Peers whose X-Forwarded-For names the client (TRUSTED_PROXIES; borrowed,
+ * must outlive the server; NULL or empty: the header is ignored). */
+struct trusted_proxies;
+void http_server_set_trusted_proxies(http_server_t *srv, const struct trusted_proxies *l);
 /* Open connections (admitted ones, probe slots included). */
 size_t http_server_connections(const http_server_t *srv);
 /* Binds addr:port (port 0 picks a free one; see http_server_port). Returns 0 or -1. */

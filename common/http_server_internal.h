@@ -14,6 +14,7 @@
 
 #include "http_server.h"
 #include "metrics.h"
+#include "trusted_proxies.h"
 
 #include <event2/http.h>
 #include <stdbool.h>
@@ -38,6 +39,7 @@ typedef struct http_conn {
     http_req_t *req;      /* the request waiting for its reply, if any */
     conn_phase_t phase;
     unsigned char eol; /* header-end scanner: 0 mid-line, 1 line start, 2 CR at line start */
+    bool linger;       /* refused mid-body (413): drain the rest after the reply */
     bool admitted;     /* counted in srv->nconns */
     bool probe_only;   /* past a cap: health probes only, counted in srv->nprobe */
     char peer[64];
@@ -73,6 +75,9 @@ struct http_server {
     size_t nprobe;        /* admitted to a probe slot */
     metric_t *connections;
     metric_t *conn_refused;
+    const trusted_proxies_t *trusted; /* X-Forwarded-For is read only from these peers */
+    struct linger_fd *lingering;      /* sockets drained after a 413 (http_server.c) */
+    size_t nlingering;
 };
 
 struct http_req {

@@ -12,6 +12,7 @@ PKGS=(
   python3-yaml   # the OpenAPI YAML check (tests/integration/test_gateway_openapi.sh)
   clang-format-14   # the pinned formatter (.clang-format; make format-check)
   clang-14 libclang-rt-14-dev   # make fuzz / fuzz-ci: libFuzzer (-fsanitize=fuzzer) with ASan+UBSan
+  chromium   # the dashboard's browser tests (tests/browser: playwright-core drives it headless)
 )
 
 # Where libheif ships its codecs as plugins (Debian 13 and later), the HEIC
@@ -45,4 +46,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -f "$here/tests/fakes/package.json" ] && [ ! -d "$here/tests/fakes/node_modules" ]; then
   echo "deps: npm install in tests/fakes"
   (cd "$here/tests/fakes" && npm install --no-audit --no-fund --loglevel=error)
+fi
+
+# playwright-core and axe-core for the browser tests (tests/browser;
+# playwright-core drives Debian's chromium, no browser download).
+if [ -f "$here/tests/browser/package.json" ] && { [ ! -d "$here/tests/browser/node_modules/playwright-core" ] ||
+   [ ! -d "$here/tests/browser/node_modules/axe-core" ]; }; then
+  echo "deps: npm ci in tests/browser"
+  (cd "$here/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -5,12 +5,13 @@
 #
 #   CA_RUN_EXIT_WHEN_READY=1 deploy/local/run.sh   start, check, stop
 #   CA_RUN_DEMO_EXIT=1 deploy/local/run.sh         start, process the samples, stop (tests)
-#   CA_VAR=/tmp/x  CA_*_PORT=...                    another data folder and ports (tests)
+#   CA_RUN_NO_DEMO=1 deploy/local/run.sh           start, seed the Stripe fake, stay up (browser tests)
+#   CA_VAR=/tmp/x  CA_*_PORT=...  CA_BIN=...          another data folder, ports, binaries (tests)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 VAR=${CA_VAR:-$ROOT/var}
-BIN=$ROOT/build/bin
+BIN=${CA_BIN:-$ROOT/build/bin}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
 PG_PORT=${CA_PG_PORT:-55432}
@@ -48,7 +49,8 @@ fi
 set -a; . "$VAR/secrets.env"; set +a
 
 stop_all() {
-  trap - INT TERM EXIT
+  trap '' INT TERM   # a second Ctrl-C or SIGTERM does not cut the stop short
+  trap - EXIT
   say "stopping…"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -151,7 +153,17 @@ for pair in api-gateway:$GATEWAY_PORT billing-webhook:$BILLING_PORT drive-poller
 done
 [ "$ready" -eq 1 ] || exit 1
 say "ready: all four daemons answer /readyz (retention daily at $RETENTION_AT UTC)"
+# Prices the Stripe fake sells, so Checkout works for the tiers.
+curl -sf -o /dev/null -X POST "http://127.0.0.1:$STRIPE_PORT/__admin/seed" -H 'Content-Type: application/json' \
+  -d '{"prices":[{"id":"'$STRIPE_PRICE_CREATOR'","nickname":"Creator","unit_amount":2900,"recurring":{"interval":"month"},"product":"prod_creator"},
+                 {"id":"'$STRIPE_PRICE_STUDIO'","nickname":"Studio","unit_amount":9900,"recurring":{"interval":"month"},"product":"prod_studio"}]}' || true
+
 if [ "${CA_RUN_EXIT_WHEN_READY:-0}" = 1 ]; then exit 0; fi
+if [ "${CA_RUN_NO_DEMO:-0}" = 1 ]; then
+  say "dashboard: http://localhost:$GATEWAY_PORT (no demo user; Ctrl-C stops everything)"
+  wait
+  exit 0
+fi
 
 # ---- the demo: a photographer signs in, watches Inbox, drops photos ----
 DEMO_EMAIL=${CA_DEMO_EMAIL:-demo@example.com}
@@ -160,11 +172,6 @@ ORIGIN="Origin: http://localhost:$GATEWAY_PORT"
 JAR="$VAR/run/demo.cookies"
 INBOX="$VAR/drive/$DEMO_EMAIL/Inbox"
 json() { node -e "let d='';process.stdin.on('data',c=>d+=c).on('end',()=>{const v=JSON.parse(d);console.log(eval(process.argv[1]))})" "$1"; }
-
-# Prices the Stripe fake sells, so Checkout works for the tiers.
-curl -sf -o /dev/null -X POST "http://127.0.0.1:$STRIPE_PORT/__admin/seed" -H 'Content-Type: application/json' \
-  -d '{"prices":[{"id":"'$STRIPE_PRICE_CREATOR'","nickname":"Creator","unit_amount":2900,"recurring":{"interval":"month"},"product":"prod_creator"},
-                 {"id":"'$STRIPE_PRICE_STUDIO'","nickname":"Studio","unit_amount":9900,"recurring":{"interval":"month"},"product":"prod_studio"}]}' || true
 
 # Sign in through the real OAuth flow: gateway → Google fake (consents as the
 # demo user) → callback → session cookie.

@@ -338,6 +338,17 @@ BEGIN
                          ELSE 'past_due' END,
            last_event_at = p_created
      WHERE id = s.id;
+    IF NOT p_paid THEN
+        PERFORM billing_notice(s.user_id, 'payment_failed',
+                               'invoice:' || left(COALESCE(billing_json_id(p_obj -> 'id'),
+                                                           p_created::text), 180),
+                               jsonb_strip_nulls(jsonb_build_object(
+                                   'invoice_id', left(billing_json_id(p_obj -> 'id'), 255),
+                                   'amount_due', CASE WHEN jsonb_typeof(p_obj -> 'amount_due') = 'number'
+                                                      THEN p_obj -> 'amount_due' END,
+                                   'currency', left(p_obj ->> 'currency', 10),
+                                   'tier', s.tier)));
+    END IF;
     RETURN 'applied';
 END
 $$;
@@ -545,6 +556,25 @@ $$;
 ALTER FUNCTION public.billing_lock_customer(p_customer text, p_exclusive boolean) OWNER TO ca_billing_webhook;
 
 --
+-- Name: billing_notice(uuid, text, text, jsonb); Type: FUNCTION; Schema: public; Owner: ca_billing_webhook
+--
+
+CREATE FUNCTION public.billing_notice(p_user uuid, p_kind text, p_cause_key text, p_data jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $_$
+BEGIN
+    IF p_user IS NULL OR to_regprocedure('public.notice_raise(uuid,text,text,jsonb)') IS NULL THEN
+        RETURN;
+    END IF;
+    EXECUTE 'SELECT public.notice_raise($1, $2, $3, $4)' USING p_user, p_kind, p_cause_key, p_data;
+END
+$_$;
+
+ALTER FUNCTION public.billing_notice(p_user uuid, p_kind text, p_cause_key text, p_data jsonb) OWNER TO ca_billing_webhook;
+
+--
 -- Name: billing_release_usage(uuid, boolean); Type: FUNCTION; Schema: public; Owner: ca_billing_webhook
 --
 
@@ -703,6 +733,42 @@ END
 $$;
 
 ALTER FUNCTION public.billing_set_updated_at() OWNER TO ca_billing_webhook;
+
+--
+-- Name: billing_usage_notice(); Type: FUNCTION; Schema: public; Owner: ca_billing_webhook
+--
+
+CREATE FUNCTION public.billing_usage_notice() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    lim int := NEW.monthly_limit;
+    used int := COALESCE(NEW.images_processed, 0);
+    old_used int := COALESCE(OLD.images_processed, 0);
+    limit_changed boolean := OLD.monthly_limit IS DISTINCT FROM NEW.monthly_limit;
+    t80 int;
+    d jsonb;
+    cause text;
+BEGIN
+    IF lim IS NULL OR lim <= 0 OR NEW.user_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    t80 := ceil(lim * 0.8)::int;
+    cause := to_char(NEW.month, 'YYYY-MM-DD') || '/' || lim;
+    d := jsonb_build_object('period_start', to_char(NEW.month, 'YYYY-MM-DD'),
+                            'images_used', used, 'monthly_limit', lim, 'tier', NEW.tier);
+    IF used >= lim AND (old_used < lim OR limit_changed) THEN
+        PERFORM billing_notice(NEW.user_id, 'usage_100', cause, d);
+    ELSIF used >= t80 AND t80 < lim AND (old_used < t80 OR limit_changed) THEN
+        PERFORM billing_notice(NEW.user_id, 'usage_80', cause, d);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION public.billing_usage_notice() OWNER TO ca_billing_webhook;
 
 --
 -- Name: billing_user_from_ref(text); Type: FUNCTION; Schema: public; Owner: ca_billing_webhook
@@ -974,6 +1040,40 @@ END
 $$;
 
 ALTER FUNCTION public.drive_polls_start_watch(p_user_id uuid, p_folder_id text, p_output_folder_id text, p_start_page_token text) OWNER TO ca_drive_poller;
+
+--
+-- Name: drive_polls_stop_notice(); Type: FUNCTION; Schema: public; Owner: ca_drive_poller
+--
+
+CREATE FUNCTION public.drive_polls_stop_notice() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    kind text;
+BEGIN
+    IF NEW.user_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    kind := CASE WHEN NEW.stopped_reason IN ('drive_revoked', 'drive_disconnected') THEN 'drive_revoked'
+                 WHEN NEW.stopped_reason = 'folder not found or no longer shared' THEN 'folder_gone'
+            END;
+    IF kind IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM notice_raise(NEW.user_id, kind,
+                         'watch:' || NEW.id || ':'
+                         || to_char(NEW.last_poll_at, 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+                         jsonb_build_object('folder_id', NEW.folder_id,
+                                            'reason', NEW.stopped_reason,
+                                            'action', CASE kind WHEN 'drive_revoked' THEN 'sign_in'
+                                                                ELSE 'pick_folder' END));
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION public.drive_polls_stop_notice() OWNER TO ca_drive_poller;
 
 --
 -- Name: drive_polls_stop_watch(uuid, text); Type: FUNCTION; Schema: public; Owner: ca_drive_poller
@@ -1287,6 +1387,252 @@ END
 $$;
 
 ALTER FUNCTION public.jobs_worker_complete(p_job_id uuid, p_attempt integer, p_ms integer, p_worker_id text, p_output_file_id text, p_output_name text, p_output_url text, p_mail boolean) OWNER TO ca_job_worker;
+
+--
+-- Name: notice_email_category(text); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.notice_email_category(p_kind text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    SELECT CASE p_kind
+        WHEN 'usage_80' THEN 'usage'
+        WHEN 'usage_100' THEN 'usage'
+        WHEN 'quota_waiting' THEN 'quota_waiting'
+        WHEN 'drive_revoked' THEN 'drive'
+        WHEN 'folder_gone' THEN 'drive'
+        WHEN 'payment_failed' THEN 'payment'
+    END
+$$;
+
+ALTER FUNCTION public.notice_email_category(p_kind text) OWNER TO ca_job_worker;
+
+--
+-- Name: notice_raise(uuid, text, text, jsonb); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.notice_raise(p_user uuid, p_kind text, p_cause_key text, p_data jsonb) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    nid uuid;
+    t record;
+    cat text;
+    d jsonb := COALESCE(p_data, '{}'::jsonb);
+BEGIN
+    IF p_user IS NULL OR p_kind IS NULL OR p_cause_key IS NULL OR p_cause_key = '' THEN
+        RAISE EXCEPTION 'notice_raise: user, kind and cause key are required'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(p_cause_key) > 200 OR jsonb_typeof(d) <> 'object' OR length(d::text) > 8000 THEN
+        RAISE EXCEPTION 'notice_raise: cause key over 200 characters or data not a small object'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    t := notice_text(p_kind, d);
+    INSERT INTO notices (user_id, kind, cause_key, title, message, data)
+    VALUES (p_user, p_kind, p_cause_key, t.title, t.message, d)
+    ON CONFLICT ON CONSTRAINT notices_once DO NOTHING
+    RETURNING id INTO nid;
+    IF nid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    cat := notice_email_category(p_kind);
+    IF cat IS NOT NULL THEN
+        INSERT INTO email_outbox (user_id, job_ids, notice_id)
+        SELECT u.id, '{}'::uuid[], nid FROM users u
+         WHERE u.id = p_user AND COALESCE(u.email_notifications, true)
+           AND NOT (cat = ANY (u.email_opt_out))
+        ON CONFLICT ON CONSTRAINT email_outbox_notice_once DO NOTHING;
+    END IF;
+    RETURN nid;
+END
+$$;
+
+ALTER FUNCTION public.notice_raise(p_user uuid, p_kind text, p_cause_key text, p_data jsonb) OWNER TO ca_job_worker;
+
+--
+-- Name: notice_text(text, jsonb); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.notice_text(p_kind text, p_data jsonb, OUT title text, OUT message text) RETURNS record
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $_$
+DECLARE
+    used text := COALESCE(p_data ->> 'images_used', '?');
+    lim text := COALESCE(p_data ->> 'monthly_limit', '?');
+    tier text := COALESCE(p_data ->> 'tier', 'current');
+    n text := COALESCE(p_data ->> 'count', p_data ->> 'waiting', '1');
+BEGIN
+    CASE p_kind
+    WHEN 'usage_80' THEN
+        title := 'You have used 80% of your monthly images';
+        message := format('You have processed %s of the %s images your %s plan includes this period.',
+                          used, lim, tier);
+    WHEN 'usage_100' THEN
+        title := 'You have reached your monthly image limit';
+        message := format('You have processed %s of the %s images your %s plan includes this period. ',
+                          used, lim, tier)
+                   || CASE WHEN tier = 'creator'
+                           THEN 'Further photos are processed and billed at $0.50 each.'
+                           ELSE 'New photos are not processed until the next period starts or you upgrade your plan.'
+                      END;
+    WHEN 'quota_waiting' THEN
+        title := 'Photos are waiting for your monthly limit';
+        message := format('%s photo(s) wait because your plan''s monthly limit is reached. '
+                          'They are processed by themselves, in order, when the next period starts '
+                          'or when you upgrade your plan.', n);
+    WHEN 'drive_revoked' THEN
+        title := 'Reconnect Google Drive';
+        message := 'Creator Automation can no longer reach your Google Drive (the access was '
+                   'revoked or has expired), so your folder is no longer watched. Sign in again '
+                   'with Google to reconnect, then check your watched folder in the dashboard.';
+    WHEN 'folder_gone' THEN
+        title := 'Your watched folder is gone';
+        message := 'The folder you asked us to watch was deleted, moved to the trash or is no '
+                   'longer shared with Creator Automation, so it is no longer watched. Pick a '
+                   'folder again in the dashboard.';
+    WHEN 'payment_failed' THEN
+        title := 'Your payment failed';
+        message := format('We could not collect the payment for your %s plan. Please update your '
+                          'payment method in the billing portal (Billing in the dashboard).', tier);
+    WHEN 'jobs_failed' THEN
+        title := format('%s photo(s) could not be processed', n);
+        message := format('%s photo(s) failed for good. The job list shows why; you can retry them '
+                          'there.', n);
+    ELSE
+        title := p_kind;
+        message := '';
+    END CASE;
+END
+$_$;
+
+ALTER FUNCTION public.notice_text(p_kind text, p_data jsonb, OUT title text, OUT message text) OWNER TO ca_job_worker;
+
+--
+-- Name: notices_job_failed(); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.notices_job_failed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    n notices%ROWTYPE;
+    item jsonb;
+    d jsonb;
+    t record;
+BEGIN
+    IF NEW.user_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    item := jsonb_build_object('job_id', NEW.id, 'file', NEW.drive_file_name,
+                               'error_code', NEW.error_code);
+    -- Never wait here: the failing transaction may already hold billing's locks
+    -- (the lease-requeue task releases the usage before this trigger runs) while
+    -- another holds this lock and waits for them. Busy: this job starts a
+    -- notice of its own (a second batch, not a deadlock).
+    IF NOT pg_try_advisory_xact_lock(hashtext('ca_notice_jobs_failed'),
+                                     hashtext(NEW.user_id::text)) THEN
+        PERFORM notice_raise(NEW.user_id, 'jobs_failed', 'job:' || NEW.id || ':' || NEW.attempt,
+                             jsonb_build_object('count', 1, 'jobs', jsonb_build_array(item)));
+        RETURN NULL;
+    END IF;
+    SELECT * INTO n FROM notices
+     WHERE user_id = NEW.user_id AND kind = 'jobs_failed' AND read_at IS NULL
+       AND created_at > timezone('UTC', now()) - interval '24 hours'
+     ORDER BY created_at DESC LIMIT 1
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        PERFORM notice_raise(NEW.user_id, 'jobs_failed', 'job:' || NEW.id || ':' || NEW.attempt,
+                             jsonb_build_object('count', 1, 'jobs', jsonb_build_array(item)));
+        RETURN NULL;
+    END IF;
+    d := jsonb_set(n.data, '{count}', to_jsonb(COALESCE((n.data ->> 'count')::int, 0) + 1));
+    IF jsonb_array_length(COALESCE(n.data -> 'jobs', '[]'::jsonb)) < 20 THEN
+        d := jsonb_set(d, '{jobs}', COALESCE(n.data -> 'jobs', '[]'::jsonb) || item);
+    END IF;
+    t := notice_text('jobs_failed', d);
+    UPDATE notices SET data = d, title = t.title, message = t.message WHERE id = n.id;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION public.notices_job_failed() OWNER TO ca_job_worker;
+
+--
+-- Name: notices_mark_all_read(uuid); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.notices_mark_all_read(p_user uuid) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF p_user IS NULL
+       OR p_user IS DISTINCT FROM NULLIF(current_setting('app.user_id', true), '')::uuid THEN
+        RAISE EXCEPTION 'notices_mark_all_read: the user must be the transaction''s app.user_id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    UPDATE notices SET read_at = timezone('UTC', now())
+     WHERE user_id = p_user AND read_at IS NULL;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+ALTER FUNCTION public.notices_mark_all_read(p_user uuid) OWNER TO ca_job_worker;
+
+--
+-- Name: notices; Type: TABLE; Schema: public; Owner: ca_job_worker
+--
+
+CREATE TABLE public.notices (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    kind character varying(30) NOT NULL,
+    cause_key character varying(200) NOT NULL,
+    title text NOT NULL,
+    message text NOT NULL,
+    data jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp without time zone DEFAULT timezone('UTC'::text, now()) NOT NULL,
+    updated_at timestamp without time zone DEFAULT timezone('UTC'::text, now()) NOT NULL,
+    read_at timestamp without time zone,
+    CONSTRAINT notices_kind_check CHECK (((kind)::text = ANY ((ARRAY['usage_80'::character varying, 'usage_100'::character varying, 'quota_waiting'::character varying, 'drive_revoked'::character varying, 'folder_gone'::character varying, 'payment_failed'::character varying, 'jobs_failed'::character varying])::text[])))
+);
+
+ALTER TABLE public.notices OWNER TO ca_job_worker;
+
+--
+-- Name: notices_mark_read(uuid, uuid); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.notices_mark_read(p_user uuid, p_id uuid) RETURNS SETOF public.notices
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+BEGIN
+    IF p_user IS NULL
+       OR p_user IS DISTINCT FROM NULLIF(current_setting('app.user_id', true), '')::uuid THEN
+        RAISE EXCEPTION 'notices_mark_read: the user must be the transaction''s app.user_id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+    UPDATE notices SET read_at = COALESCE(read_at, timezone('UTC', now()))
+     WHERE id = p_id AND user_id = p_user
+    RETURNING *;
+END
+$$;
+
+ALTER FUNCTION public.notices_mark_read(p_user uuid, p_id uuid) OWNER TO ca_job_worker;
 
 --
 -- Name: presets_accept_update(uuid, uuid); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
@@ -2043,6 +2389,7 @@ CREATE TABLE public.email_outbox (
     created_at timestamp without time zone DEFAULT now() NOT NULL,
     sent_at timestamp without time zone,
     updated_at timestamp without time zone DEFAULT now() NOT NULL,
+    notice_id uuid,
     CONSTRAINT email_outbox_status_check CHECK (((status)::text = ANY ((ARRAY['pending'::character varying, 'sent'::character varying, 'failed'::character varying])::text[])))
 );
 
@@ -2337,6 +2684,8 @@ CREATE TABLE public.users (
     drive_disconnected_at timestamp without time zone,
     share_outputs text DEFAULT 'link'::text NOT NULL,
     deletion_requested_at timestamp without time zone,
+    email_opt_out text[] DEFAULT '{}'::text[] NOT NULL,
+    CONSTRAINT users_email_opt_out_check CHECK ((email_opt_out <@ ARRAY['usage'::text, 'quota_waiting'::text, 'drive'::text, 'payment'::text, 'jobs'::text])),
     CONSTRAINT users_share_outputs_check CHECK ((share_outputs = ANY (ARRAY['link'::text, 'private'::text])))
 );
 
@@ -2388,6 +2737,13 @@ ALTER TABLE ONLY public.drive_polls
     ADD CONSTRAINT drive_polls_user_id_folder_id_key UNIQUE (user_id, folder_id);
 
 --
+-- Name: email_outbox email_outbox_notice_once; Type: CONSTRAINT; Schema: public; Owner: ca_job_worker
+--
+
+ALTER TABLE ONLY public.email_outbox
+    ADD CONSTRAINT email_outbox_notice_once UNIQUE (notice_id);
+
+--
 -- Name: email_outbox email_outbox_pkey; Type: CONSTRAINT; Schema: public; Owner: ca_job_worker
 --
 
@@ -2428,6 +2784,20 @@ ALTER TABLE ONLY public.meter_outbox
 
 ALTER TABLE ONLY public.meter_outbox
     ADD CONSTRAINT meter_outbox_pkey PRIMARY KEY (id);
+
+--
+-- Name: notices notices_once; Type: CONSTRAINT; Schema: public; Owner: ca_job_worker
+--
+
+ALTER TABLE ONLY public.notices
+    ADD CONSTRAINT notices_once UNIQUE (user_id, kind, cause_key);
+
+--
+-- Name: notices notices_pkey; Type: CONSTRAINT; Schema: public; Owner: ca_job_worker
+--
+
+ALTER TABLE ONLY public.notices
+    ADD CONSTRAINT notices_pkey PRIMARY KEY (id);
 
 --
 -- Name: preset_adoptions preset_adoptions_pkey; Type: CONSTRAINT; Schema: public; Owner: ca_api_gateway
@@ -2668,6 +3038,12 @@ CREATE INDEX idx_jobs_user_status ON public.jobs USING btree (user_id, status);
 CREATE INDEX idx_meter_outbox_due ON public.meter_outbox USING btree (next_attempt_at) WHERE ((status)::text = 'pending'::text);
 
 --
+-- Name: idx_notices_user_list; Type: INDEX; Schema: public; Owner: ca_job_worker
+--
+
+CREATE INDEX idx_notices_user_list ON public.notices USING btree (user_id, ((read_at IS NOT NULL)), created_at DESC, id DESC);
+
+--
 -- Name: idx_preset_adoptions_preset; Type: INDEX; Schema: public; Owner: ca_api_gateway
 --
 
@@ -2818,6 +3194,12 @@ CREATE UNIQUE INDEX presets_public_name ON public.presets USING btree (name) WHE
 CREATE TRIGGER drive_polls_set_updated_at BEFORE UPDATE ON public.drive_polls FOR EACH ROW EXECUTE FUNCTION public.drive_polls_set_updated_at();
 
 --
+-- Name: drive_polls drive_polls_stop_notice; Type: TRIGGER; Schema: public; Owner: ca_drive_poller
+--
+
+CREATE TRIGGER drive_polls_stop_notice AFTER UPDATE OF active ON public.drive_polls FOR EACH ROW WHEN ((old.active AND (NOT new.active))) EXECUTE FUNCTION public.drive_polls_stop_notice();
+
+--
 -- Name: email_outbox email_outbox_set_updated_at; Type: TRIGGER; Schema: public; Owner: ca_job_worker
 --
 
@@ -2830,6 +3212,12 @@ CREATE TRIGGER email_outbox_set_updated_at BEFORE UPDATE ON public.email_outbox 
 CREATE TRIGGER jobs_archive_set_updated_at BEFORE UPDATE ON public.jobs_archive FOR EACH ROW EXECUTE FUNCTION public.jobs_set_updated_at();
 
 --
+-- Name: jobs jobs_failed_notice; Type: TRIGGER; Schema: public; Owner: ca_job_worker
+--
+
+CREATE TRIGGER jobs_failed_notice AFTER UPDATE OF status ON public.jobs FOR EACH ROW WHEN ((((new.status)::text = 'failed'::text) AND ((old.status)::text IS DISTINCT FROM 'failed'::text))) EXECUTE FUNCTION public.notices_job_failed();
+
+--
 -- Name: jobs jobs_set_updated_at; Type: TRIGGER; Schema: public; Owner: ca_job_worker
 --
 
@@ -2840,6 +3228,12 @@ CREATE TRIGGER jobs_set_updated_at BEFORE UPDATE ON public.jobs FOR EACH ROW EXE
 --
 
 CREATE TRIGGER meter_outbox_set_updated_at BEFORE UPDATE ON public.meter_outbox FOR EACH ROW EXECUTE FUNCTION public.billing_set_updated_at();
+
+--
+-- Name: notices notices_set_updated_at; Type: TRIGGER; Schema: public; Owner: ca_job_worker
+--
+
+CREATE TRIGGER notices_set_updated_at BEFORE UPDATE ON public.notices FOR EACH ROW EXECUTE FUNCTION public.jobs_set_updated_at();
 
 --
 -- Name: preset_ratings preset_ratings_refresh; Type: TRIGGER; Schema: public; Owner: ca_api_gateway
@@ -2884,6 +3278,12 @@ CREATE TRIGGER subscriptions_set_updated_at BEFORE UPDATE ON public.subscription
 CREATE TRIGGER usage_reservations_set_updated_at BEFORE UPDATE ON public.usage_reservations FOR EACH ROW EXECUTE FUNCTION public.billing_set_updated_at();
 
 --
+-- Name: usage_tracking usage_tracking_notice; Type: TRIGGER; Schema: public; Owner: ca_billing_webhook
+--
+
+CREATE TRIGGER usage_tracking_notice AFTER UPDATE OF images_processed, monthly_limit ON public.usage_tracking FOR EACH ROW WHEN (((new.monthly_limit > 0) AND ((COALESCE(new.images_processed, 0))::numeric >= ceil(((new.monthly_limit)::numeric * 0.8))) AND ((COALESCE(old.images_processed, 0) < new.monthly_limit) OR (old.monthly_limit IS DISTINCT FROM new.monthly_limit)))) EXECUTE FUNCTION public.billing_usage_notice();
+
+--
 -- Name: usage_tracking usage_tracking_set_updated_at; Type: TRIGGER; Schema: public; Owner: ca_billing_webhook
 --
 
@@ -2916,6 +3316,13 @@ ALTER TABLE ONLY public.drive_polls
     ADD CONSTRAINT drive_polls_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 --
+-- Name: email_outbox email_outbox_notice_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_job_worker
+--
+
+ALTER TABLE ONLY public.email_outbox
+    ADD CONSTRAINT email_outbox_notice_id_fkey FOREIGN KEY (notice_id) REFERENCES public.notices(id) ON DELETE CASCADE;
+
+--
 -- Name: email_outbox email_outbox_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_job_worker
 --
 
@@ -2935,6 +3342,13 @@ ALTER TABLE ONLY public.jobs
 
 ALTER TABLE ONLY public.meter_outbox
     ADD CONSTRAINT meter_outbox_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE SET NULL;
+
+--
+-- Name: notices notices_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_job_worker
+--
+
+ALTER TABLE ONLY public.notices
+    ADD CONSTRAINT notices_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 --
 -- Name: preset_adoptions preset_adoptions_preset_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_api_gateway
@@ -3090,6 +3504,18 @@ ALTER TABLE public.meter_outbox ENABLE ROW LEVEL SECURITY;
 --
 
 CREATE POLICY meter_outbox_gateway ON public.meter_outbox FOR SELECT TO ca_api_gateway USING (((user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid) OR (current_setting('app.rls_system'::text, true) = 'on'::text)));
+
+--
+-- Name: notices; Type: ROW SECURITY; Schema: public; Owner: ca_job_worker
+--
+
+ALTER TABLE public.notices ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: notices notices_gateway; Type: POLICY; Schema: public; Owner: ca_job_worker
+--
+
+CREATE POLICY notices_gateway ON public.notices FOR SELECT TO ca_api_gateway USING (((user_id = (NULLIF(current_setting('app.user_id'::text, true), ''::text))::uuid) OR (current_setting('app.rls_system'::text, true) = 'on'::text)));
 
 --
 -- Name: preset_adoptions; Type: ROW SECURITY; Schema: public; Owner: ca_api_gateway
@@ -3335,6 +3761,12 @@ REVOKE ALL ON FUNCTION public.billing_json_id(p jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.billing_lock_customer(p_customer text, p_exclusive boolean) FROM PUBLIC;
 
 --
+-- Name: FUNCTION billing_notice(p_user uuid, p_kind text, p_cause_key text, p_data jsonb); Type: ACL; Schema: public; Owner: ca_billing_webhook
+--
+
+REVOKE ALL ON FUNCTION public.billing_notice(p_user uuid, p_kind text, p_cause_key text, p_data jsonb) FROM PUBLIC;
+
+--
 -- Name: FUNCTION billing_release_usage(p_job_id uuid, p_count_failed boolean); Type: ACL; Schema: public; Owner: ca_billing_webhook
 --
 
@@ -3353,6 +3785,12 @@ GRANT ALL ON FUNCTION public.billing_reserve_usage(p_job_id uuid, p_user_id uuid
 --
 
 REVOKE ALL ON FUNCTION public.billing_set_updated_at() FROM PUBLIC;
+
+--
+-- Name: FUNCTION billing_usage_notice(); Type: ACL; Schema: public; Owner: ca_billing_webhook
+--
+
+REVOKE ALL ON FUNCTION public.billing_usage_notice() FROM PUBLIC;
 
 --
 -- Name: FUNCTION billing_user_from_ref(p_ref text); Type: ACL; Schema: public; Owner: ca_billing_webhook
@@ -3396,6 +3834,12 @@ REVOKE ALL ON FUNCTION public.drive_polls_set_updated_at() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION public.drive_polls_start_watch(p_user_id uuid, p_folder_id text, p_output_folder_id text, p_start_page_token text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.drive_polls_start_watch(p_user_id uuid, p_folder_id text, p_output_folder_id text, p_start_page_token text) TO ca_api_gateway;
+
+--
+-- Name: FUNCTION drive_polls_stop_notice(); Type: ACL; Schema: public; Owner: ca_drive_poller
+--
+
+REVOKE ALL ON FUNCTION public.drive_polls_stop_notice() FROM PUBLIC;
 
 --
 -- Name: FUNCTION drive_polls_stop_watch(p_user_id uuid, p_reason text); Type: ACL; Schema: public; Owner: ca_drive_poller
@@ -3456,6 +3900,52 @@ REVOKE ALL ON FUNCTION public.jobs_worker_claim(p_job_id uuid, p_worker_id text,
 --
 
 REVOKE ALL ON FUNCTION public.jobs_worker_complete(p_job_id uuid, p_attempt integer, p_ms integer, p_worker_id text, p_output_file_id text, p_output_name text, p_output_url text, p_mail boolean) FROM PUBLIC;
+
+--
+-- Name: FUNCTION notice_email_category(p_kind text); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.notice_email_category(p_kind text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION notice_raise(p_user uuid, p_kind text, p_cause_key text, p_data jsonb); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.notice_raise(p_user uuid, p_kind text, p_cause_key text, p_data jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.notice_raise(p_user uuid, p_kind text, p_cause_key text, p_data jsonb) TO ca_billing_webhook;
+GRANT ALL ON FUNCTION public.notice_raise(p_user uuid, p_kind text, p_cause_key text, p_data jsonb) TO ca_drive_poller;
+
+--
+-- Name: FUNCTION notice_text(p_kind text, p_data jsonb, OUT title text, OUT message text); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.notice_text(p_kind text, p_data jsonb, OUT title text, OUT message text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION notices_job_failed(); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.notices_job_failed() FROM PUBLIC;
+
+--
+-- Name: FUNCTION notices_mark_all_read(p_user uuid); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.notices_mark_all_read(p_user uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.notices_mark_all_read(p_user uuid) TO ca_api_gateway;
+
+--
+-- Name: TABLE notices; Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+GRANT SELECT ON TABLE public.notices TO ca_api_gateway;
+
+--
+-- Name: FUNCTION notices_mark_read(p_user uuid, p_id uuid); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.notices_mark_read(p_user uuid, p_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.notices_mark_read(p_user uuid, p_id uuid) TO ca_api_gateway;
 
 --
 -- Name: FUNCTION presets_accept_update(p_user uuid, p_id uuid); Type: ACL; Schema: public; Owner: ca_api_gateway

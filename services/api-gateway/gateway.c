@@ -1017,6 +1017,8 @@ gw_t *gw_new(daemon_t *d)
              gw->session_max_age_s * 1000);
     snprintf(gw->session_check_arg, sizeof(gw->session_check_arg), "%ld",
              gw->session_check_s * 1000);
+    snprintf(gw->export_max_arg, sizeof(gw->export_max_arg), "%ld",
+             config_get_int(cfg, "EXPORT_MAX_ROWS"));
     gw->presets_max = config_get_int(cfg, "PRESETS_MAX_PER_USER");
     snprintf(gw->presets_max_arg, sizeof(gw->presets_max_arg), "%ld", gw->presets_max);
 
@@ -1061,6 +1063,7 @@ int gw_register_routes(gw_t *gw)
         gw_routes_admin,
         gw_routes_billing,
         gw_routes_account,
+        gw_routes_notices,
         gw_routes_previews,
         gw_routes_static,
     };

@@ -66,7 +66,7 @@
  *   The policies (sql/<slice>/050_rls.sql, whose header still describes a
  *   per-transaction SET LOCAL: see docs/schema/current.sql) show
  *   ca_api_gateway only that user's rows of users, jobs, jobs_archive,
- *   email_outbox, subscriptions, usage_tracking, usage_reservations,
+ *   email_outbox, notices, subscriptions, usage_tracking, usage_reservations,
  *   meter_outbox, drive_polls, preset_ratings, preset_adoptions, audit_log,
  *   and of presets the
  *   system, own and public active ones (writes: own only).
@@ -209,6 +209,7 @@ typedef struct gw {
     char rl_login_arg[24], session_max_per_user_arg[24];
     long presets_max;         /* PRESETS_MAX_PER_USER: presets a user may own */
     char presets_max_arg[24]; /* presets_max as text ($6 of presets_create) */
+    char export_max_arg[24];  /* EXPORT_MAX_ROWS as text: rows per export list */
     char web_root[4096];
     int in_flight; /* gw requests not yet answered (drain) */
 } gw_t;
@@ -354,6 +355,7 @@ int gw_routes_presets(gw_t *gw); /* routes_presets.c: /api/presets... */
 int gw_routes_admin(gw_t *gw);   /* routes_admin.c: /api/admin/analytics/... */
 int gw_routes_billing(gw_t *gw); /* routes_billing.c: /api/billing/checkout, /portal */
 int gw_routes_account(gw_t *gw); /* routes_account.c: /api/me/export, DELETE /api/me */
+int gw_routes_notices(gw_t *gw); /* routes_notices.c: /api/notifications... */
 /* On a pool thread: that thread's Stripe client (routes_billing.c; NULL when
  * STRIPE_SECRET_KEY is not set or out of memory). */
 struct stripe_client *gw_thread_stripe(const gw_t *gw);

@@ -58,6 +58,9 @@ static const config_var_t gateway_vars[] = {
      "sessions a user may hold; a sign-in over it ends the oldest ones"},
     {"PRESETS_MAX_PER_USER", CFG_INT, "100", false, false, 1, 100000,
      "presets a user may own (inactive ones count; POST /api/presets is 409 beyond)"},
+    {"EXPORT_MAX_ROWS", CFG_INT, "50000", false, false, 1, 1000000,
+     "rows per list in GET /api/me/export (newest first; a longer list is named in "
+     "\"truncated\")"},
     {"PREVIEW_RATE_PER_MINUTE", CFG_INT, "30", false, false, 1, 100000,
      "previews (POST /api/previews) a user may ask for per minute"},
     {"PREVIEW_TTL_SECONDS", CFG_INT, "600", false, false, 30, 86400,
@@ -68,7 +71,8 @@ static const config_var_t gateway_vars[] = {
     {"GOOGLE_TIMEOUT_MS", CFG_INT, "10000", false, false, 100, 120000,
      "timeout of one Google request attempt"},
     {"WEB_ROOT", CFG_STRING, NULL, false, false, 0, 0,
-     "folder of the dashboard's static files (default: services/api-gateway/web)"},
+     "folder of the dashboard's files (default: the checkout's services/api-gateway/web, else "
+     "<binary>/../share/creator-automation/web)"},
 };
 
 /* Retention: the audit log keeps one year (the seed schema names no rule for

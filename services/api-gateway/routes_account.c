@@ -10,7 +10,8 @@
  * gateway policy showing the user's own rows), built as one JSON text by
  * PostgreSQL. Lists are capped at EXPORT_MAX_ROWS rows each, newest first;
  * "counts" gives each list's full size and "truncated" names the lists that
- * were cut. Left out on purpose: users.drive_access_token and
+ * were cut. The notices and settings.email_opt_out are added around that
+ * document (EXPORT_NOTICES_SQL). Left out on purpose: users.drive_access_token and
  * drive_refresh_token (sealed Google tokens), drive_polls' internal cursor
  * and lease columns. Stripe customer and subscription ids are included: they
  * are identifiers of the user's own records at Stripe, no credential.
@@ -41,8 +42,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#define EXPORT_MAX_ROWS "50000"
 
 /* $1 user id, $2 the cap of each list. The lists are newest first. */
 #define LIST(name, from_where_order, item)                                                         \
@@ -129,11 +128,24 @@
                                                                                                         " AS doc"
 
 /* The lists whose count is over the cap, as "truncated"; the text. */
+/* The notices (issue 15) and the e-mail opt-outs, added to the document here
+ * (a list, its count, settings.email_opt_out). */
+#define EXPORT_NOTICES_SQL                                                                            \
+    "SELECT jsonb_set(d.doc, '{settings,email_opt_out}',"                                             \
+    "   to_jsonb((SELECT u.email_opt_out FROM users u WHERE u.id = $1)))"                             \
+    " || jsonb_build_object(" LIST(                                                                   \
+        "notices",                                                                                    \
+        "FROM notices n WHERE n.user_id = $1"                                                         \
+        " ORDER BY n.created_at DESC, n.id DESC",                                                     \
+        "to_jsonb(n)") " 'counts', (d.doc -> 'counts') || jsonb_build_object("                        \
+                       "   'notices', (SELECT count(*) FROM notices n WHERE n.user_id = $1))) AS doc" \
+                       " FROM (" EXPORT_DOC_SQL ") d"
+
 static const char EXPORT_SQL[] = "SELECT (e.doc || jsonb_build_object('truncated',"
                                  " COALESCE((SELECT jsonb_agg(c.k ORDER BY c.k)"
                                  " FROM jsonb_each(e.doc -> 'counts') c(k, v)"
                                  " WHERE (c.v)::bigint > $2::bigint), '[]'::jsonb)))::text"
-                                 " FROM (" EXPORT_DOC_SQL ") e";
+                                 " FROM (" EXPORT_NOTICES_SQL ") e";
 
 static void on_export(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 {
@@ -184,7 +196,7 @@ static void get_export(gw_t *gw, http_req_t *req, const gw_user_t *user)
     }
     snprintf(x->user_id, sizeof(x->user_id), "%s", user->id);
     snprintf(x->ip, sizeof(x->ip), "%s", gw_client_ip(req));
-    const char *p[] = {user->id, EXPORT_MAX_ROWS};
+    const char *p[] = {user->id, gw->export_max_arg};
     gw_query_ex(gw, req, user->id, EXPORT_SQL, 2, p, on_export_audited, x, free);
 }
 

@@ -89,6 +89,7 @@ typedef struct {
     gw_t *gw;
     http_req_t *req;
     bool portal;
+    bool redirect; /* GET /billing/portal: 303 to the session, HTML errors */
     char user_id[GW_UUID_LEN + 1];
     char ip[64];
     char tier[16];
@@ -135,7 +136,21 @@ static void call_done(void *arg)
 {
     call_t *c = arg;
     const char *what = c->portal ? "portal" : "checkout";
-    if (c->st == STRIPE_OK && c->session.url != NULL) {
+    if (c->redirect && c->st == STRIPE_OK && c->session.url != NULL) {
+        char target[64];
+        snprintf(target, sizeof(target), "user:%s", c->user_id);
+        char details[512];
+        snprintf(details, sizeof(details), "{\"session_id\":\"%s\",\"via\":\"link\"}",
+                 c->session.id != NULL ? c->session.id : "");
+        gw_audit(c->gw, c->user_id, "billing.portal", target, details, c->ip);
+        http_reply_header(c->req, "Cache-Control", "no-store");
+        http_reply_redirect(c->req, 303, c->session.url);
+    } else if (c->redirect) {
+        log_error("billing portal link: Stripe %s (HTTP %ld): %s", stripe_status_name(c->st),
+                  c->err.http_status, c->err.message);
+        gw_reply_html(c->req, 502, "Billing unavailable",
+                      "The payment provider did not answer. Please try again in a moment.");
+    } else if (c->st == STRIPE_OK && c->session.url != NULL) {
         char details[512];
         if (c->portal) {
             snprintf(details, sizeof(details), "{\"session_id\":\"%s\"}",
@@ -282,7 +297,12 @@ static void on_portal_user(gw_t *gw, http_req_t *req, const PGresult *res, void 
 {
     call_t *c = arg;
     if (PQntuples(res) != 1 || PQgetisnull(res, 0, 3) || PQgetvalue(res, 0, 3)[0] == '\0') {
+        bool redirect = c->redirect;
         free(c);
+        if (redirect) { /* no billing account: the dashboard's billing part */
+            http_reply_redirect(req, 303, "/");
+            return;
+        }
         http_reply_error(req, 409, "no_customer",
                          "no billing account yet: subscribe first (POST /api/billing/checkout)");
         return;
@@ -309,10 +329,36 @@ static void portal(gw_t *gw, http_req_t *req, const gw_user_t *user)
     gw_query_ex(gw, req, user->id, SUBSCRIPTION_SQL, 1, p, on_portal_user, c, free);
 }
 
+/* GET /billing/portal — the link in the payment_failed notice's e-mail
+ * (sql/job-worker/100_notices.sql, services/job-worker/email.c): a browser
+ * with a session is sent (303) to a fresh Stripe billing portal session; one
+ * without is sent to the sign-in (which returns to the dashboard). A GET: the
+ * session cookie (SameSite=Lax) comes with a click in a mail client; it
+ * changes nothing here (a portal session is created at Stripe and audited). */
+static void portal_link(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    if (!user->signed_in) {
+        http_reply_redirect(req, 303, "/auth/google/login");
+        return;
+    }
+    if (!configured(config_get(gw->cfg, "STRIPE_SECRET_KEY"))) {
+        gw_reply_html(req, 503, "Billing unavailable", "Billing is not configured.");
+        return;
+    }
+    call_t *c = call_new(gw, req, user, true);
+    if (c == NULL) {
+        return;
+    }
+    c->redirect = true;
+    const char *p[] = {user->id};
+    gw_query_ex(gw, req, user->id, SUBSCRIPTION_SQL, 1, p, on_portal_user, c, free);
+}
+
 int gw_routes_billing(gw_t *gw)
 {
     if (gw_route(gw, "POST", "/api/billing/checkout", GW_AUTH, checkout) != 0 ||
-        gw_route(gw, "POST", "/api/billing/portal", GW_AUTH, portal) != 0) {
+        gw_route(gw, "POST", "/api/billing/portal", GW_AUTH, portal) != 0 ||
+        gw_route(gw, "GET", "/billing/portal", GW_PUBLIC, portal_link) != 0) {
         return -1;
     }
     return 0;

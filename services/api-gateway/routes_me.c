@@ -2,7 +2,10 @@
  * routes_me — the signed-in user's profile and usage.
  *
  *   GET   /api/me      profile, preferences, folders, tier, csrf_token, is_admin
- *   PATCH /api/me      {"default_preset"?, "email_notifications"?, "share_outputs"?}
+ *   PATCH /api/me      {"default_preset"?, "email_notifications"?, "share_outputs"?,
+ *                       "email_opt_out"?: ["usage"|"quota_waiting"|"drive"|"payment"|"jobs"]}
+ *                      (email_opt_out replaces the whole set; email_notifications
+ *                      stays the master switch: off, no e-mail of any kind)
  *   GET   /api/usage   the current period's usage against the plan
  *   GET   /api/usage/history   the last 12 periods, newest first
  */
@@ -18,7 +21,7 @@ static const char ME_SQL[] =
     "SELECT json_build_object("
     " 'id', u.id, 'email', u.email, 'name', u.name, 'avatar_url', u.avatar_url,"
     " 'default_preset', u.default_preset, 'email_notifications', u.email_notifications,"
-    " 'share_outputs', u.share_outputs,"
+    " 'share_outputs', u.share_outputs, 'email_opt_out', to_json(u.email_opt_out),"
     " 'watched_folder_id', u.watched_folder_id, 'output_folder_id', u.output_folder_id,"
     " 'drive_connected', u.drive_connected,"
     " 'tier', COALESCE(CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier END,"
@@ -117,6 +120,56 @@ static void on_patched(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
     patch_free(pt);
 }
 
+/* The e-mail kinds a user may opt out of (users.email_opt_out's CHECK). */
+static const char *const OPT_OUT_KINDS[] = {"usage",   "quota_waiting", "drive",
+                                            "payment", "jobs",          NULL};
+
+/* Reads "email_opt_out": absent → *present false; an array of known kinds →
+ * out gets a PostgreSQL array literal ("{usage,drive}"); else 400. */
+static bool read_opt_out(http_req_t *req, const cJSON *body, bool *present, char *out,
+                         size_t outlen)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(body, "email_opt_out");
+    *present = a != NULL;
+    if (a == NULL) {
+        return true;
+    }
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > 10) {
+        gw_reply_invalid(req, "email_opt_out",
+                         "must be an array of usage, quota_waiting, drive, payment, jobs");
+        return false;
+    }
+    size_t used = 0;
+    out[used++] = '{';
+    const cJSON *it;
+    int i = 0;
+    cJSON_ArrayForEach(it, a)
+    {
+        bool known = false;
+        for (size_t k = 0; cJSON_IsString(it) && OPT_OUT_KINDS[k] != NULL; k++) {
+            known = known || strcmp(it->valuestring, OPT_OUT_KINDS[k]) == 0;
+        }
+        if (!known) {
+            gw_reply_invalid(req, "email_opt_out",
+                             "unknown e-mail kind: use usage, quota_waiting, drive, payment, jobs");
+            return false;
+        }
+        int n = snprintf(out + used, outlen - used, "%s%s", i++ > 0 ? "," : "", it->valuestring);
+        if (n < 0 || (size_t)n >= outlen - used) {
+            gw_reply_invalid(req, "email_opt_out", "too long");
+            return false;
+        }
+        used += (size_t)n;
+    }
+    if (used + 2 > outlen) {
+        gw_reply_invalid(req, "email_opt_out", "too long");
+        return false;
+    }
+    out[used++] = '}';
+    out[used] = '\0';
+    return true;
+}
+
 static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
     cJSON *body = http_req_json(req);
@@ -133,7 +186,7 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
         return;
     }
     static const char *const allowed[] = {"default_preset", "email_notifications", "share_outputs",
-                                          NULL};
+                                          "email_opt_out", NULL};
     if (!gw_json_only_keys(req, body, allowed)) {
         return;
     }
@@ -147,6 +200,11 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
     }
     if (share != NULL && strcmp(share, "link") != 0 && strcmp(share, "private") != 0) {
         gw_reply_invalid(req, "share_outputs", "must be \"link\" or \"private\"");
+        return;
+    }
+    bool opt_present = false;
+    char opt_out[160];
+    if (!read_opt_out(req, body, &opt_present, opt_out, sizeof(opt_out))) {
         return;
     }
     patch_t *pt = calloc(1, sizeof(*pt));
@@ -164,6 +222,10 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
         (preset != NULL && cJSON_AddStringToObject(det, "default_preset", preset) == NULL) ||
         (notif_present && cJSON_AddBoolToObject(det, "email_notifications", notif) == NULL) ||
         (share != NULL && cJSON_AddStringToObject(det, "share_outputs", share) == NULL) ||
+        (opt_present && cJSON_AddItemToObject(
+                            det, "email_opt_out",
+                            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(body, "email_opt_out"),
+                                            true)) == 0) ||
         (pt->details = cJSON_PrintUnformatted(det)) == NULL) {
         cJSON_Delete(det);
         patch_free(pt);
@@ -171,11 +233,14 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
         return;
     }
     cJSON_Delete(det);
-    const char *p[] = {user->id, preset, notif_present ? (notif ? "true" : "false") : NULL, share};
+    const char *p[] = {user->id, preset, notif_present ? (notif ? "true" : "false") : NULL, share,
+                       opt_present ? opt_out : NULL};
     gw_query_ex(gw, req, user->id,
                 "UPDATE users SET default_preset = COALESCE($2, default_preset),"
                 " email_notifications = COALESCE($3::boolean, email_notifications),"
-                " share_outputs = COALESCE($4, share_outputs)"
+                " share_outputs = COALESCE($4, share_outputs),"
+                " email_opt_out = CASE WHEN $5::text[] IS NULL THEN email_opt_out"
+                "   ELSE ARRAY(SELECT DISTINCT k FROM unnest($5::text[]) k ORDER BY k) END"
                 " WHERE id = $1"
                 "   AND ($2::text IS NULL OR EXISTS ("
                 "     SELECT 1 FROM presets p WHERE p.name = $2 AND COALESCE(p.is_active, TRUE)"
@@ -185,7 +250,7 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
                  * (once per user; presets_count_adoption decides). */
                 " RETURNING id, CASE WHEN $2::text IS NOT NULL"
                 "   THEN presets_count_adoption($1::uuid, $2) END",
-                4, p, on_patched, pt, patch_free);
+                5, p, on_patched, pt, patch_free);
 }
 
 /* The plan in force and the period as billing_reserve_usage computes them. */

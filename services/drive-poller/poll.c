@@ -21,6 +21,7 @@
 #define CHANGES_PAGE_SIZE 1000
 #define LIST_PAGE_SIZE 1000
 #define TOKEN_MAX 4096
+/* also matched by sql/drive-poller/100_stop_notice.sql (the folder_gone notice) */
 #define FOLDER_GONE_REASON "folder not found or no longer shared"
 #define REVOKED_MESSAGE "Google access was revoked \xe2\x80\x94 reconnect Drive"
 #define DISCONNECTED_MESSAGE "Google Drive is not connected \xe2\x80\x94 reconnect Drive"

@@ -15,6 +15,8 @@
 
 #define EMAIL_MAX_ATTEMPTS 8
 #define EMAIL_MAX_JOBS 200
+/* A notice's e-mail not sent within this many days is dropped ('expired'). */
+#define NOTICE_MAIL_MAX_AGE_DAYS "3"
 
 typedef struct {
     char *buf;
@@ -183,6 +185,76 @@ out:
     return b.buf;
 }
 
+/* The link a notice's e-mail carries, and the line before it. */
+static void notice_link(const char *kind, const char **lead, const char **path)
+{
+    *path = "/";
+    if (strcmp(kind, "drive_revoked") == 0) {
+        *lead = "Sign in again with Google to reconnect your Drive:";
+        *path = "/auth/google/login";
+    } else if (strcmp(kind, "folder_gone") == 0) {
+        *lead = "Pick a folder again in the dashboard:";
+    } else if (strcmp(kind, "payment_failed") == 0) {
+        *lead = "Update your payment method in the billing portal:";
+        *path = "/billing/portal";
+    } else {
+        *lead = "Your usage and plan are in the dashboard:";
+    }
+}
+
+char *email_build_notice(const char *mail_from, const char *to, const char *name,
+                         const char *message_id, const email_notice_t *n, const char *public_url)
+{
+    sbuf_t b = {0};
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    char *cfrom = clean(mail_from, 300);
+    char *cto = clean(to, 300);
+    char *cname = clean(name, 100);
+    char *cid = clean(message_id, 100);
+    char *ctitle = clean(n->title, 200);
+    char *cmsg = clean(n->message, 2000);
+    char *curl = clean(public_url, 500);
+    if (cfrom == NULL || cto == NULL || cname == NULL || cid == NULL || ctitle == NULL ||
+        cmsg == NULL || curl == NULL) {
+        b.failed = true;
+        goto out;
+    }
+    size_t ul = strlen(curl);
+    while (ul > 0 && curl[ul - 1] == '/') {
+        curl[--ul] = '\0';
+    }
+    const char *lead;
+    const char *path;
+    notice_link(n->kind, &lead, &path);
+    sb_add(&b,
+           "From: %s\r\nTo: %s\r\nSubject: Creator Automation: %s\r\nDate: %s\r\n"
+           "Message-ID: <%s@creator-automation>\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+           "Auto-Submitted: auto-generated\r\n\r\n",
+           cfrom, cto, ctitle, date, cid);
+    sb_add(&b, "Hello%s%s,\r\n\r\n", cname[0] != '\0' ? " " : "", cname);
+    sb_add(&b, "%s\r\n\r\n", cmsg);
+    sb_add(&b, "%s\r\n  %s%s\r\n\r\n", lead, curl, path);
+    sb_add(&b, "You can turn these e-mails off in the dashboard's settings.\r\n");
+out:
+    free(cfrom);
+    free(cto);
+    free(cname);
+    free(cid);
+    free(ctitle);
+    free(cmsg);
+    free(curl);
+    if (b.failed) {
+        free(b.buf);
+        return NULL;
+    }
+    return b.buf;
+}
+
 typedef struct {
     const char *data;
     size_t len;
@@ -253,7 +325,7 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
     PGresult *res =
         pg_exec(pg,
                 "SELECT o.user_id::text FROM email_outbox o WHERE o.status = 'pending'"
-                " AND o.next_attempt_at <= timezone('UTC', now())"
+                " AND o.notice_id IS NULL AND o.next_attempt_at <= timezone('UTC', now())"
                 " AND (o.created_at < timezone('UTC', now()) - make_interval(secs => $1::int)"
                 "      OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.user_id = o.user_id"
                 "                     AND j.status IN ('queued', 'processing')))"
@@ -274,12 +346,14 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
     const char *up[1] = {user};
     res = pg_exec(pg,
                   "WITH rows AS (SELECT id, job_ids FROM email_outbox WHERE user_id = $1::uuid"
-                  "   AND status = 'pending' AND next_attempt_at <= timezone('UTC', now())"
+                  "   AND status = 'pending' AND notice_id IS NULL"
+                  "   AND next_attempt_at <= timezone('UTC', now())"
                   "   FOR UPDATE SKIP LOCKED)"
                   " SELECT array_agg(id)::text, min(id::text),"
                   "   (SELECT email FROM users WHERE id = $1::uuid),"
                   "   (SELECT COALESCE(name, '') FROM users WHERE id = $1::uuid),"
-                  "   (SELECT COALESCE(email_notifications, true) FROM users WHERE id = $1::uuid),"
+                  "   (SELECT COALESCE(email_notifications, true)"
+                  "      AND NOT ('jobs' = ANY (email_opt_out)) FROM users WHERE id = $1::uuid),"
                   "   (SELECT share_outputs = 'link' FROM users WHERE id = $1::uuid)"
                   " FROM rows",
                   1, up, err, sizeof(err));
@@ -397,6 +471,119 @@ int email_send_due(pg_conn_t *pg, const char *smtp_url, const char *mail_from, i
     int sent = 0;
     for (int i = 0; i < max_users; i++) {
         int rc = send_one(pg, smtp_url, mail_from, wait_s);
+        if (rc < 0) {
+            return sent > 0 ? sent : -1;
+        }
+        if (rc == 0) {
+            break;
+        }
+        sent++;
+    }
+    return sent;
+}
+
+/* One notice's e-mail. 1 sent, 0 nothing due (or not sent), -1 error. */
+static int send_notice_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from,
+                           const char *public_url)
+{
+    char err[512];
+    if (pg_begin(pg, err, sizeof(err)) != 0) {
+        return -1;
+    }
+    int result = -1;
+    PGresult *res = pg_exec(
+        pg,
+        "SELECT o.id::text, n.kind, n.title, n.message, COALESCE(u.email, ''),"
+        " COALESCE(u.name, ''),"
+        " COALESCE(u.email_notifications, true)"
+        "   AND NOT (COALESCE(notice_email_category(n.kind), '') = ANY (u.email_opt_out)),"
+        " o.created_at < timezone('UTC', now()) - make_interval(days => " NOTICE_MAIL_MAX_AGE_DAYS
+        ")"
+        " FROM email_outbox o JOIN notices n ON n.id = o.notice_id JOIN users u ON u.id = o.user_id"
+        " WHERE o.status = 'pending' AND o.notice_id IS NOT NULL"
+        "   AND o.next_attempt_at <= timezone('UTC', now())"
+        " ORDER BY o.next_attempt_at LIMIT 1 FOR UPDATE OF o SKIP LOCKED",
+        0, NULL, err, sizeof(err));
+    if (res == NULL) {
+        log_debug("notice e-mail: %s", err);
+        pg_rollback(pg);
+        return -1;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        pg_rollback(pg);
+        return 0;
+    }
+    const char *id = PQgetvalue(res, 0, 0);
+    const char *ip[1] = {id};
+    const char *email = PQgetvalue(res, 0, 4);
+    bool wanted = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
+    bool expired = strcmp(PQgetvalue(res, 0, 7), "t") == 0;
+    if (!wanted || expired || email[0] == '\0') {
+        /* switched off (or opted out) since the notice was raised, or too old
+         * to be news (e.g. raised while no SMTP server was configured) */
+        const char *xp[2] = {id, expired && wanted ? "expired" : "notifications off"};
+        if (pg_exec_cmd(pg,
+                        "UPDATE email_outbox SET status = 'failed', last_error = $2"
+                        " WHERE id = $1::uuid",
+                        2, xp, err, sizeof(err)) == 0 &&
+            pg_commit(pg, err, sizeof(err)) == 0) {
+            result = 0;
+        }
+        goto out;
+    }
+    email_notice_t n = {PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3)};
+    char *message = email_build_notice(mail_from, email, PQgetvalue(res, 0, 5), id, &n, public_url);
+    if (message == NULL) {
+        goto out;
+    }
+    char from_addr[256];
+    email_address(mail_from, from_addr, sizeof(from_addr));
+    char serr[300] = "";
+    int sent_rc = email_smtp_send(smtp_url, from_addr, email, message, serr, sizeof(serr));
+    free(message);
+    if (sent_rc == 0) {
+        if (pg_exec_cmd(pg,
+                        "UPDATE email_outbox SET status = 'sent', attempts = attempts + 1,"
+                        " sent_at = timezone('UTC', now()) WHERE id = $1::uuid",
+                        1, ip, err, sizeof(err)) != 0 ||
+            pg_commit(pg, err, sizeof(err)) != 0) {
+            log_error("notice e-mail sent but not marked sent: %s", err);
+            goto out;
+        }
+        log_info("notice e-mail (%s) sent", n.kind);
+        result = 1;
+    } else {
+        const char *fp[3] = {id, serr, sent_rc == 2 ? "true" : "false"};
+        if (pg_exec_cmd(pg,
+                        "UPDATE email_outbox SET attempts = attempts + 1, last_error = $2,"
+                        " status = CASE WHEN $3::bool OR attempts + 1 >= 8 THEN 'failed'"
+                        "   ELSE 'pending' END,"
+                        " next_attempt_at = timezone('UTC', now()) + make_interval(secs =>"
+                        "   least(3600, 5 * power(2, attempts))::int)"
+                        " WHERE id = $1::uuid",
+                        3, fp, err, sizeof(err)) != 0 ||
+            pg_commit(pg, err, sizeof(err)) != 0) {
+            goto out;
+        }
+        log_warn("notice e-mail not sent (%s): %s", sent_rc == 2 ? "permanent" : "will retry",
+                 serr);
+        result = 0;
+    }
+out:
+    PQclear(res);
+    if (pg_in_transaction(pg)) {
+        pg_rollback(pg);
+    }
+    return result;
+}
+
+int email_send_notices(pg_conn_t *pg, const char *smtp_url, const char *mail_from,
+                       const char *public_url, int max)
+{
+    int sent = 0;
+    for (int i = 0; i < max; i++) {
+        int rc = send_notice_one(pg, smtp_url, mail_from, public_url);
         if (rc < 0) {
             return sent > 0 ? sent : -1;
         }

@@ -33,6 +33,8 @@ static const config_var_t worker_vars[] = {
      "smtp://host:port for notification e-mail; unset: none"},
     {"MAIL_FROM", CFG_STRING, "Creator Automation <no-reply@localhost>", false, false, 0, 0,
      "From: of notification e-mail"},
+    {"PUBLIC_URL", CFG_URL, "http://localhost:8080", false, false, 0, 0,
+     "the gateway's public base URL: links in notice e-mails"},
     {"WORKER_CONCURRENCY", CFG_INT, NULL, false, false, 1, 256, "jobs at a time (default: cores)"},
     {"MAX_IMAGE_BYTES", CFG_INT, "52428800", false, false, 1024, 1073741824L,
      "largest original accepted (bytes)"},

@@ -344,6 +344,7 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
         .smtp_url = ctx->set.smtp_url,
         .mail_from = daemon_get(d, "MAIL_FROM"),
         .digest_wait_s = (int)config_get_int(cfg, "EMAIL_DIGEST_WAIT_SECONDS"),
+        .public_url = daemon_get(d, "PUBLIC_URL"),
     };
     const char *conc = daemon_get(d, "WORKER_CONCURRENCY");
     ctx->concurrency = conc != NULL ? atoi(conc) : (int)sysconf(_SC_NPROCESSORS_ONLN);

@@ -207,6 +207,7 @@ static void task_email(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *ar
         return;
     }
     email_send_due(pg, cfg->smtp_url, cfg->mail_from, cfg->digest_wait_s, EMAIL_BATCH);
+    email_send_notices(pg, cfg->smtp_url, cfg->mail_from, cfg->public_url, EMAIL_BATCH);
 }
 
 int worker_tasks_register(daemon_t *d, const worker_tasks_config_t *cfg)

@@ -14,10 +14,11 @@
 #include "daemon.h"
 
 typedef struct {
-    int repush_s;          /* WORKER_REPUSH_SECONDS */
-    const char *smtp_url;  /* NULL: no e-mail task */
-    const char *mail_from; /* MAIL_FROM */
-    int digest_wait_s;     /* EMAIL_DIGEST_WAIT_SECONDS */
+    int repush_s;           /* WORKER_REPUSH_SECONDS */
+    const char *smtp_url;   /* NULL: no e-mail task */
+    const char *mail_from;  /* MAIL_FROM */
+    int digest_wait_s;      /* EMAIL_DIGEST_WAIT_SECONDS */
+    const char *public_url; /* PUBLIC_URL: links in notice e-mails */
 } worker_tasks_config_t;
 
 /* Registers the tasks (from the service's start hook). cfg must outlive the

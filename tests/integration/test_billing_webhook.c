@@ -454,6 +454,57 @@ static void test_out_of_order(void **state)
                u3, "2026-01-01 00:00:00 2026-02-01 00:00:00");
 }
 
+/* invoice.payment_failed applied → one payment_failed notice per invoice (its
+ * e-mail queued): Stripe's next failure of the same invoice, a duplicate
+ * delivery and a stale event add none; another invoice is a new notice. */
+static long send_invoice_failed(const char *evt, long long created, const char *invoice,
+                                const char *sub)
+{
+    char args[1024];
+    snprintf(args, sizeof args,
+             "--type invoice.payment_failed --id %s --set created=%lld --set data.object.id=%s"
+             " --set data.object.customer=cus_%s"
+             " --set data.object.parent.subscription_details.subscription=%s",
+             evt, created, invoice, sub, sub);
+    return send_event(SECRET_NEW, args, NULL);
+}
+
+static void test_payment_failed_notice(void **state)
+{
+    (void)state;
+    long long t = (long long)time(NULL) - 100;
+    const char *u = "a0000000-0000-4000-8000-0000000000f1";
+    make_user(u, "payfail@example.com");
+    assert_int_equal(send_sub("customer.subscription.created", "evt_pf_cre", t, "sub_pf", u,
+                              PRICE_CREATOR, "active"),
+                     200);
+    assert_sub(u, "creator", "active", "100");
+    assert_sql("SELECT count(*) FROM notices WHERE user_id = $1", u, "0");
+    assert_int_equal(send_invoice_failed("evt_pf_1", t + 10, "in_pf_1", "sub_pf"), 200);
+    assert_sub(u, "creator", "past_due", "100");
+    assert_sql("SELECT count(*) || '|' || min(cause_key) || '|' || min(data->>'invoice_id')"
+               " || '|' || min(data->>'amount_due') || '|' || min(data->>'tier')"
+               " FROM notices WHERE user_id = $1 AND kind = 'payment_failed'",
+               u, "1|invoice:in_pf_1|in_pf_1|900|creator");
+    assert_sql("SELECT count(*) FROM email_outbox o JOIN notices n ON n.id = o.notice_id"
+               " WHERE n.user_id = $1 AND n.kind = 'payment_failed' AND o.status = 'pending'",
+               u, "1");
+    /* the same event again, and Stripe's retry of the same invoice: no new notice */
+    assert_int_equal(send_invoice_failed("evt_pf_1", t + 10, "in_pf_1", "sub_pf"), 200);
+    assert_int_equal(send_invoice_failed("evt_pf_2", t + 20, "in_pf_1", "sub_pf"), 200);
+    assert_sql("SELECT count(*) FROM notices WHERE user_id = $1 AND kind = 'payment_failed'", u,
+               "1");
+    assert_sql("SELECT count(*) FROM email_outbox WHERE user_id = $1", u, "1");
+    /* a stale failure (older than what was applied) raises nothing */
+    assert_int_equal(send_invoice_failed("evt_pf_old", t + 5, "in_pf_0", "sub_pf"), 200);
+    assert_sql("SELECT count(*) FROM notices WHERE user_id = $1 AND kind = 'payment_failed'", u,
+               "1");
+    /* the next invoice that fails is a new cause */
+    assert_int_equal(send_invoice_failed("evt_pf_3", t + 30, "in_pf_2", "sub_pf"), 200);
+    assert_sql("SELECT count(*) FROM notices WHERE user_id = $1 AND kind = 'payment_failed'", u,
+               "2");
+}
+
 /* ---- the whole path through the fake ---- */
 
 static void sub_action(const char *sub, const char *action, const char *body)
@@ -1358,6 +1409,7 @@ int main(void)
         cmocka_unit_test(test_batch_with_a_bad_event),
         cmocka_unit_test(test_batch_mixed_outcomes),
         cmocka_unit_test(test_out_of_order),
+        cmocka_unit_test(test_payment_failed_notice),
         cmocka_unit_test(test_checkout_and_transitions),
         cmocka_unit_test(test_unlinked_then_checkout),
         cmocka_unit_test(test_link_race),

@@ -38,6 +38,8 @@
 
 static proc_t google, stripe, gw;
 static char GW[160], ST[160], GO[160];
+/* EXPORT_MAX_ROWS of the test gateway: small, so a list can pass it. */
+#define EXPORT_CAP 4
 
 static int setup(void **state)
 {
@@ -47,12 +49,13 @@ static int setup(void **state)
     }
     snprintf(ST, sizeof(ST), "%s", stripe.base_url);
     snprintf(GO, sizeof(GO), "%s", google.base_url);
-    static char env[4][300];
+    static char env[5][300];
     snprintf(env[0], sizeof(env[0]), "STRIPE_SECRET_KEY=sk_test_gateway");
     snprintf(env[1], sizeof(env[1]), "STRIPE_API_URL=%s", ST);
     snprintf(env[2], sizeof(env[2]), "STRIPE_PRICE_CREATOR=price_basic_monthly");
     snprintf(env[3], sizeof(env[3]), "STRIPE_PRICE_STUDIO=price_pro_monthly");
-    const char *extra[] = {env[0], env[1], env[2], env[3], NULL};
+    snprintf(env[4], sizeof(env[4]), "EXPORT_MAX_ROWS=%d", EXPORT_CAP);
+    const char *extra[] = {env[0], env[1], env[2], env[3], env[4], NULL};
     if (gwt_start(&gw, google.base_url, extra) != 0) {
         return -1;
     }
@@ -171,6 +174,8 @@ static void seed_user(const gwt_session_t *u, const char *tag, char *job, char *
     exec_ok("INSERT INTO email_outbox (user_id, job_ids, status) VALUES ($1, ARRAY[]::uuid[],"
             " 'sent')",
             1, p);
+    /* an in-app notice (a kind without an e-mail of its own: the outbox row above stays alone) */
+    exec_ok("SELECT notice_raise($1, 'jobs_failed', 'seed-' || $2, '{\"count\": 1}')", 2, pt);
     exec_ok("INSERT INTO meter_outbox (job_id, user_id, stripe_customer_id)"
             " VALUES (gen_random_uuid(), $1, 'cus_' || $2)",
             2, pt);
@@ -290,12 +295,18 @@ static void test_export(void **state)
                      1);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "overage_events")),
                      1);
+    const cJSON *notices = cJSON_GetObjectItemCaseSensitive(r.json, "notices");
+    assert_int_equal(cJSON_GetArraySize(notices), 1);
+    assert_string_equal(gwt_str(cJSON_GetArrayItem(notices, 0), "kind"), "jobs_failed");
+    assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(r.json, "settings"), "email_opt_out")));
     assert_true(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "audit_log")) >= 1);
     const cJSON *sub = cJSON_GetObjectItemCaseSensitive(r.json, "subscription");
     assert_string_equal(gwt_str(sub, "stripe_customer_id"), "cus_annx");
     assert_string_equal(gwt_str(sub, "tier"), "creator");
     const cJSON *counts = cJSON_GetObjectItemCaseSensitive(r.json, "counts");
     assert_int_equal(cJSON_GetObjectItemCaseSensitive(counts, "jobs_archived")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(counts, "notices")->valueint, 1);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "truncated")), 0);
 
     /* no secret: neither the tokens nor any sealed envelope */
@@ -322,6 +333,40 @@ static void test_export(void **state)
 }
 
 /* ---- deletion ---- */
+
+/* EXPORT_MAX_ROWS: a list longer than the cap holds the newest rows only,
+ * its full size is in "counts" and its name in "truncated"; lists within the
+ * cap are whole. */
+static void test_export_truncated(void **state)
+{
+    (void)state;
+    gwt_session_t cat;
+    assert_int_equal(gwt_sign_in(GW, "cat.export@example.com", &cat), 0);
+    const char *p[] = {cat.id};
+    assert_int_equal(sql_exec("INSERT INTO jobs (user_id, status, drive_file_id, drive_file_name,"
+                              " drive_folder_id, preset_name, created_at)"
+                              " SELECT $1, 'completed', 'cat-' || i, 'cat-' || i || '.jpg', 'f',"
+                              " 'portrait_pro', timestamp '2026-01-01' + i * interval '1 minute'"
+                              " FROM generate_series(1, 7) AS i",
+                              1, p),
+                     0);
+    gwt_resp_t r = gwt_request(GW, "GET", "/api/me/export", &cat, false, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(r.json);
+    const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(r.json, "jobs");
+    assert_int_equal(cJSON_GetArraySize(jobs), EXPORT_CAP);
+    for (int i = 0; i < EXPORT_CAP; i++) { /* the newest: cat-7, cat-6, ... */
+        char want[32];
+        snprintf(want, sizeof(want), "cat-%d.jpg", 7 - i);
+        assert_string_equal(gwt_str(cJSON_GetArrayItem(jobs, i), "drive_file_name"), want);
+    }
+    const cJSON *counts = cJSON_GetObjectItemCaseSensitive(r.json, "counts");
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(counts, "jobs")->valueint, 7);
+    const cJSON *truncated = cJSON_GetObjectItemCaseSensitive(r.json, "truncated");
+    assert_int_equal(cJSON_GetArraySize(truncated), 1);
+    assert_string_equal(cJSON_GetArrayItem(truncated, 0)->valuestring, "jobs");
+    gwt_resp_free(&r);
+}
 
 static void test_delete_confirmation(void **state)
 {
@@ -456,6 +501,7 @@ static void test_delete_account(void **state)
     assert_false(refresh_refused(tok.plain[1]));
     const char *p[] = {dee.id};
     const char *body = "{\"confirm\":\"Dee.Delete@example.com\"}"; /* case does not matter */
+    assert_int_equal(count_of("SELECT count(*) FROM notices WHERE user_id = $1", 1, p), 1);
 
     /* 1. Google down: 502, the account is marked, polling stopped, jobs
      * cancelled, nothing deleted, Stripe not called */
@@ -563,6 +609,7 @@ static void test_delete_account(void **state)
     if (left != 0) {
         fail_msg("rows of the deleted user left: %s", where);
     }
+    assert_int_equal(count_of("SELECT count(*) FROM notices WHERE user_id = $1", 1, p), 0);
     /* the documented exceptions: audit rows and overage events, without the user id / IP */
     char actor[64];
     snprintf(actor, sizeof(actor), "user:%s", dee.id);
@@ -723,6 +770,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_export),
+        cmocka_unit_test(test_export_truncated),
         cmocka_unit_test(test_delete_confirmation),
         cmocka_unit_test(test_delete_account),
         cmocka_unit_test(test_delete_subscription_gone),

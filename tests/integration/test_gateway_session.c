@@ -448,6 +448,39 @@ static void test_login_rate_limit(void **state)
     login_counter_reset("127.0.0.2");
 }
 
+/* TRUSTED_PROXIES: behind a trusted proxy the sign-in limit counts the client
+ * that X-Forwarded-For names (the right-most hop that is not a proxy), and a
+ * client cannot pick its own bucket by sending the header to a gateway that
+ * trusts nobody. */
+static void test_forwarded_client(void **state)
+{
+    (void)state;
+    char url[512];
+    const char *xff[] = {"X-Forwarded-For: 192.0.2.66, 198.51.100.23", NULL};
+    login_counter_reset("127.0.0.1");
+    login_counter_reset("198.51.100.23");
+    login_counter_reset("192.0.2.66");
+
+    snprintf(url, sizeof(url), "%s/auth/google/login?login_hint=fred@example.com",
+             gw_https.base_url);
+    char *headers = NULL;
+    assert_int_equal(http_call_h("GET", url, xff, NULL, NULL, &headers), 302);
+    free(headers);
+    assert_int_equal(redis_int("EXISTS %s", "ca:rl:login:198.51.100.23"), 1);
+    assert_int_equal(redis_int("EXISTS %s", "ca:rl:login:192.0.2.66"), 0); /* client-supplied */
+    assert_int_equal(redis_int("EXISTS %s", "ca:rl:login:127.0.0.1"), 0);
+
+    /* a gateway without TRUSTED_PROXIES ignores the header */
+    login_counter_reset("198.51.100.23");
+    snprintf(url, sizeof(url), "%s/auth/google/login?login_hint=fred@example.com", gw.base_url);
+    headers = NULL;
+    assert_int_equal(http_call_h("GET", url, xff, NULL, NULL, &headers), 302);
+    free(headers);
+    assert_int_equal(redis_int("EXISTS %s", "ca:rl:login:198.51.100.23"), 0);
+    assert_int_equal(redis_int("EXISTS %s", "ca:rl:login:127.0.0.1"), 1);
+    login_counter_reset("127.0.0.1");
+}
+
 static long me_status(const gwt_session_t *s)
 {
     gwt_resp_t r = gwt_request(gw_caps.base_url, "GET", "/api/me", s, false, NULL);
@@ -507,7 +540,9 @@ static int setup(void **state)
     char max_age[64];
     snprintf(max_age, sizeof(max_age), "SESSION_MAX_AGE_SECONDS=%d", MAX_AGE_S);
     const char *extra_short[] = {ttl, max_age, NULL};
-    const char *extra_https[] = {"PUBLIC_URL=https://gw.example.test", NULL};
+    /* behind an ingress on loopback: X-Forwarded-For from 127.0.0.0/8 names the client */
+    const char *extra_https[] = {"PUBLIC_URL=https://gw.example.test",
+                                 "TRUSTED_PROXIES=127.0.0.0/8, 2001:db8::/32", NULL};
     char cap[64];
     snprintf(cap, sizeof(cap), "SESSION_MAX_PER_USER=%d", SESSION_CAP);
     /* "NAME=": unset, so the gateway's default sign-in limit applies */
@@ -551,6 +586,7 @@ int main(void)
         cmocka_unit_test(test_deactivated_user),
         cmocka_unit_test(test_https_cookie_names),
         cmocka_unit_test(test_login_rate_limit),
+        cmocka_unit_test(test_forwarded_client),
         cmocka_unit_test(test_sessions_per_user_capped),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };

@@ -235,6 +235,13 @@ static void test_revoked_grant_stops_the_user(void **state)
                " 'invalid_grant%')::text FROM users WHERE id = $1::uuid",
                1, p);
     assert_string_equal(v, "false|true");
+    /* the user is told to sign in again: one drive_revoked notice, its e-mail queued */
+    tp_sql_str(v, sizeof(v),
+               "SELECT count(*) || '|' || min(n.data->>'action') || '|'"
+               " || (SELECT count(*) FROM email_outbox o WHERE o.notice_id = min(n.id::text)::uuid)"
+               " FROM notices n WHERE n.user_id = $1::uuid AND n.kind = 'drive_revoked'",
+               1, p);
+    assert_string_equal(v, "1|sign_in|1");
     /* No more calls for this user. Its access token is revoked, so any call
      * would be a 401 or a refresh at /token; a witness watched from now on is
      * polled twice (the poll loop went round) with neither. */
@@ -274,6 +281,14 @@ static void test_deleted_folder_stops_the_watch(void **state)
     /* the user's Drive is still connected: only the watch stopped */
     tp_sql_str(v, sizeof(v), "SELECT drive_connected::text FROM users WHERE id = $1::uuid", 1, p);
     assert_string_equal(v, "true");
+    /* the user is told to pick a folder again: one folder_gone notice */
+    tp_sql_str(v, sizeof(v),
+               "SELECT count(*) || '|' || min(data->>'action') || '|' || min(data->>'folder_id')"
+               " FROM notices WHERE user_id = $1::uuid AND kind = 'folder_gone'",
+               1, p);
+    char want[256];
+    snprintf(want, sizeof(want), "1|pick_folder|%s", u.folder_id);
+    assert_string_equal(v, want);
 }
 
 /* A changes.list after request `*since` is at the fake and not answered yet

@@ -682,6 +682,11 @@ static const table_spec_t tables[] = {
      {GATEWAY, NULL},
      "INSERT INTO email_outbox (user_id, job_ids) SELECT $1, array_agg(id) FROM jobs "
      "WHERE user_id = $1"},
+    {"notices",
+     WORKER,
+     {GATEWAY, NULL},
+     "INSERT INTO notices (user_id, kind, cause_key, title, message) "
+     "VALUES ($1, 'folder_gone', 'matrix', 't', 'm')"},
     {"drive_polls",
      POLLER,
      {GATEWAY, NULL},
@@ -829,6 +834,10 @@ static const function_spec_t functions[] = {
     {"SELECT drive_polls_start_watch($1, 'folder_fn', 'out_fn', 'tok')", {POLLER, GATEWAY, NULL}},
     {"SELECT drive_polls_stop_watch($1)", {POLLER, GATEWAY, NULL}},
     {"SELECT users_sign_in_id('g-fn-' || $1)", {GATEWAY, NULL}},
+    {"SELECT notice_raise($1, 'folder_gone', 'fn', '{}')", {WORKER, BILLING, POLLER, NULL}},
+    {"SELECT * FROM notices_mark_read($1, gen_random_uuid())", {WORKER, GATEWAY, NULL}},
+    {"SELECT notices_mark_all_read($1)", {WORKER, GATEWAY, NULL}},
+    {"SELECT billing_notice($1, 'folder_gone', 'fn', '{}')", {BILLING, NULL}},
     {"SELECT users_sign_in('g-fn-' || $1, 'fn-' || $1 || '@example.com', NULL, NULL, 'v2:x', "
      "NULL, 3600, NULL, gen_random_uuid())",
      {GATEWAY, NULL}},

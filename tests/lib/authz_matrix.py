@@ -56,6 +56,7 @@ REDIS_URL = os.environ["TEST_REDIS_URL"]
 PATH_IDS = {
     "/api/presets/{id}": "preset",
     "/api/jobs/{id}": "job",
+    "/api/notifications/{id}": "notice",
     "/api/previews/{id}": "preview",
 }
 
@@ -67,6 +68,7 @@ CPU_GRAPH = {
 }
 FIELD_VALUES = {
     "workflow_json": CPU_GRAPH,
+    "email_opt_out": ["usage"],
     "graph": CPU_GRAPH,
     "source": "sample",
 }
@@ -424,6 +426,13 @@ def make_objects(gw, google, stripe, user, tag):
     if r.status >= 300:
         raise RuntimeError("stripe seed: %d %s" % (r.status, r.body))
     psql("UPDATE subscriptions SET stripe_customer_id = :'p2' WHERE user_id = :'p1'", user.id, o["customer"])
+    o["notice"] = psql("SELECT notice_raise(:'p1', 'folder_gone', :'p2', '{}')", user.id,
+                       tag + "-secret-notice").splitlines()[0]
+    refs = {"preset_name": o["preset_name"], "drive_folder": o["drive_folder"]}
+    markers = [user.id, user.email, user.csrf, user.cookie.split("=", 1)[1], o["preset"], o["preset_name"],
+               tag + " secret description", o["job"], o["job_queued"], tag + "-secret-photo.jpg",
+               tag + "-queued-photo.jpg", o["drive_folder"], o["drive_subfolder"], o["output_folder"],
+               tag + "Shoots", tag + "SecretSub", o["customer"], o["notice"]]
     r = user.call("POST", "/api/previews", {"graph": CPU_GRAPH, "source": "sample"})
     if r.status != 202:
         raise RuntimeError("preview: %d %s" % (r.status, r.body))

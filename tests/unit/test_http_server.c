@@ -1025,6 +1025,45 @@ static bool readable_within(int fd, int ms)
     return poll(&p, 1, ms) == 1;
 }
 
+/* Lingering close: a client that sends its whole over-cap body before it
+ * reads (as most do) still gets the JSON 413, not a connection reset. 16 MiB
+ * is far past the socket buffers: without the server draining the rest, the
+ * kernel answers the unread bytes with RST and the send fails. */
+static void test_body_refused_client_still_sending(void **state)
+{
+    (void)state;
+    const size_t total = 16u * 1024u * 1024u;
+    char *body = malloc(total);
+    assert_non_null(body);
+    memset(body, 'x', total);
+    int fd = connect_server();
+    assert_true(fd >= 0);
+    char head[256];
+    snprintf(head, sizeof(head),
+             "POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+             "Content-Length: %zu\r\n\r\n",
+             total);
+    send_all(fd, head, strlen(head));
+    size_t sent = 0;
+    while (sent < total) {
+        ssize_t n = send(fd, body + sent, total - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+        sent += (size_t)n;
+    }
+    free(body);
+    assert_int_equal(sent, total); /* drained, not reset */
+    response_t r;
+    read_response(fd, &r);
+    close(fd);
+    assert_error_code(&r, 413, "body_too_large");
+    response_free(&r);
+}
+
 static void test_body_refused_while_reading(void **state)
 {
     /* A declared length over the cap (3 MiB: under the former 5 MiB hard
@@ -1230,6 +1269,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_listen_on_taken_port_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_route_registration_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_body_refused_while_reading, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_refused_client_still_sending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_header_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_caps, setup, teardown),
     };
