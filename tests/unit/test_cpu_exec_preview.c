@@ -146,6 +146,47 @@ static void test_render_errors(void **state)
     cJSON_Delete(g);
 }
 
+/* A JPEG that asks to be rotated (EXIF orientation 6: 90° clockwise) is
+ * shown upright; a CMYK JPEG becomes RGB. */
+static void test_orientation_and_cmyk(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    void *land = photo(400, 300, &len);
+    VipsImage *im = NULL, *copy = NULL;
+    assert_int_equal(vips_jpegload_buffer(land, len, &im, NULL), 0);
+    assert_int_equal(vips_copy(im, &copy, NULL), 0);
+    vips_image_set_int(copy, VIPS_META_ORIENTATION, 6);
+    void *rot = NULL;
+    size_t rlen = 0;
+    assert_int_equal(vips_jpegsave_buffer(copy, &rot, &rlen, NULL), 0);
+    g_object_unref(copy);
+    preview_pair_t p = {0};
+    assert_int_equal(thumbs_make(rot, rlen, rot, rlen, 0, &p), 0);
+    img_t b = jpeg_info(p.before, p.before_len);
+    assert_int_equal(b.w, 192);
+    assert_int_equal(b.h, 256);
+    preview_pair_free(&p);
+    g_free(rot);
+
+    VipsImage *cmyk = NULL;
+    assert_int_equal(vips_colourspace(im, &cmyk, VIPS_INTERPRETATION_CMYK, NULL), 0);
+    void *cbuf = NULL;
+    size_t clen = 0;
+    assert_int_equal(vips_jpegsave_buffer(cmyk, &cbuf, &clen, NULL), 0);
+    g_object_unref(cmyk);
+    assert_int_equal(thumbs_make(cbuf, clen, cbuf, clen, 0, &p), 0);
+    VipsImage *t = NULL;
+    assert_int_equal(vips_jpegload_buffer(p.before, p.before_len, &t, NULL), 0);
+    assert_int_equal(vips_image_get_bands(t), 3);
+    assert_int_equal(vips_image_get_width(t), 256);
+    g_object_unref(t);
+    preview_pair_free(&p);
+    g_free(cbuf);
+    g_object_unref(im);
+    g_free(land);
+}
+
 /* What the thumbnails add to a job on a 12 MP JPEG (its original and an
  * output of the same size are in memory already). */
 static void test_thumbs_of_12mp(void **state)
@@ -191,9 +232,8 @@ static void test_thumbs_of_12mp(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sample_is_a_jpeg),
-        cmocka_unit_test(test_render_shrinks_then_runs),
-        cmocka_unit_test(test_render_errors),
+        cmocka_unit_test(test_sample_is_a_jpeg), cmocka_unit_test(test_render_shrinks_then_runs),
+        cmocka_unit_test(test_render_errors),    cmocka_unit_test(test_orientation_and_cmyk),
         cmocka_unit_test(test_thumbs_of_12mp),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
