@@ -77,6 +77,9 @@ $(BUILD)/bin/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard services/$(1)/*.c)
 endef
 $(foreach s,$(SERVICES),$(eval $(call service_rules,$(s))))
 
+# The preview sample photo is linked into the worker with .incbin (preview.c).
+$(BUILD)/obj/services/job-worker/preview.o: services/job-worker/sample.jpg
+
 $(BUILD)/obj/gen/%_sql.o: $(BUILD)/gen/%_sql.c
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)

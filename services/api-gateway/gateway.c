@@ -1064,6 +1064,7 @@ int gw_register_routes(gw_t *gw)
         gw_routes_billing,
         gw_routes_account,
         gw_routes_notices,
+        gw_routes_previews,
         gw_routes_static,
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {

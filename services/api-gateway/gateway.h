@@ -360,6 +360,13 @@ int gw_routes_notices(gw_t *gw); /* routes_notices.c: /api/notifications... */
 /* On a pool thread: that thread's Stripe client (routes_billing.c; NULL when
  * STRIPE_SECRET_KEY is not set or out of memory). */
 struct stripe_client *gw_thread_stripe(const gw_t *gw);
+int gw_routes_previews(gw_t *gw); /* routes_previews.c: /api/previews..., thumbnails */
+/* Deletes the user's job thumbnails (ca:thumbs:u:<user> and each ca:thumb:
+ * in it) once the account is deleted; fire and forget (logged). */
+void gw_previews_forget_user(gw_t *gw, const char *user_id);
+/* 400 for a graph the validator refused, as POST /api/presets answers it
+ * (routes_presets.c); takes gerr (may be NULL). */
+void gw_reply_bad_workflow(http_req_t *req, cJSON *gerr);
 int gw_routes_static(gw_t *gw); /* static.c: the dashboard (registered last) */
 
 #endif

@@ -61,6 +61,10 @@ static const config_var_t gateway_vars[] = {
     {"EXPORT_MAX_ROWS", CFG_INT, "50000", false, false, 1, 1000000,
      "rows per list in GET /api/me/export (newest first; a longer list is named in "
      "\"truncated\")"},
+    {"PREVIEW_RATE_PER_MINUTE", CFG_INT, "30", false, false, 1, 100000,
+     "previews (POST /api/previews) a user may ask for per minute"},
+    {"PREVIEW_TTL_SECONDS", CFG_INT, "600", false, false, 30, 86400,
+     "how long a preview and its images are kept in Redis"},
     {"PG_POOL_SIZE", CFG_INT, "4", false, false, 1, 64,
      "PostgreSQL connections of the pool (each pipelines up to 16 queries)"},
     {"GOOGLE_THREADS", CFG_INT, "4", false, false, 1, 64, "threads for blocking Google calls"},

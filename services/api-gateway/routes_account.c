@@ -273,6 +273,7 @@ static void on_deleted(gw_t *gw, http_req_t *req, const PGresult *res, void *arg
         return;
     }
     log_info("account %s deleted", d->user_id);
+    gw_previews_forget_user(gw, d->user_id); /* the job thumbnails in Redis */
     if (gw_sessions_end_all(gw, d->user_id, on_sessions_ended, d) != 0) {
         on_sessions_ended(NULL, "session store not connected", d);
     }

@@ -426,6 +426,11 @@ static void reply_bad_workflow(http_req_t *req, cJSON *gerr)
     http_reply_json(req, 400, doc);
 }
 
+void gw_reply_bad_workflow(http_req_t *req, cJSON *gerr)
+{
+    reply_bad_workflow(req, gerr);
+}
+
 static void write_query(write_t *w);
 
 static void validate_done(void *arg)

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "now.h"
+#include "preview.h"
 #include "uuid.h"
 
 #include <inttypes.h>
@@ -63,6 +64,7 @@ typedef struct {
     char *output_file_id;
     char *output_name;
     char *output_url;
+    preview_pair_t thumbs; /* before/after thumbnails, stored at completion */
 } job_t;
 
 static metric_t *m_jobs;
@@ -117,6 +119,7 @@ static void job_free(job_t *j)
     free(j->output_file_id);
     free(j->output_name);
     free(j->output_url);
+    preview_pair_free(&j->thumbs);
 }
 
 /* Fills the failure a job records: its error code, whether it is retried, and
@@ -804,6 +807,7 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     size_t input_len = 0;
     cpu_exec_job_t cj = {0};
     comfy_result_t cr = {0};
+    thumbs_task_t *thumbs = NULL;
     char token[4096];
 
     if (j->user_id[0] == '\0') {
@@ -921,9 +925,12 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
         ext = cj.ext;
         mime = cj.mime;
     }
-    free(input);
-    input = NULL;
     step(j, "exec");
+    /* the dashboard's thumbnails, made on a thread of their own while the
+     * output is saved (input and output stay until it is joined, at out:) */
+    if (t->set->thumb_ttl_s > 0) {
+        thumbs = thumbs_start(input, input_len, out_data, out_len, t->set->max_image_pixels);
+    }
 
     /* the last look before anything reaches the user's Drive */
     if (stopped(t, e)) {
@@ -934,6 +941,12 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     }
     rc = 0;
 out:
+    if (thumbs != NULL) {
+        if (thumbs_finish(thumbs, rc == 0 ? &j->thumbs : NULL) != 0 && rc == 0) {
+            log_debug("no thumbnails for this job");
+        }
+        step(j, "thumbs");
+    }
     explicit_bzero(token, sizeof(token));
     free(input);
     cpu_exec_job_free(&cj);
@@ -1044,6 +1057,9 @@ int job_process(job_runner_t *t, const char *id, char *next, size_t nextlen)
             metric_observe(m_seconds, s, j.preset_name);
             metric_add(m_jobs, 1, "completed", "");
             log_info("completed in %.3f s: %s", s, j.output_name);
+            if (j.thumbs.before != NULL) {
+                (void)thumbs_store(t->redis, id, j.user_id, &j.thumbs, t->set->thumb_ttl_s);
+            }
         }
     } else if (e.code == JOB_STOPPED) {
         /* cancelled (jobs_cancel made it so and released the reservation) or

@@ -44,6 +44,7 @@ typedef struct {
     int comfyui_timeout_s;
     int retry_base_ms;          /* WORKER_RETRY_BASE_MS */
     int retry_max_ms;           /* WORKER_RETRY_MAX_MS */
+    int thumb_ttl_s;            /* WORKER_THUMBNAIL_TTL_SECONDS (0: no thumbnails) */
     stopwait_t *stop;           /* stopped at shutdown: a ComfyUI wait gives up */
     const atomic_int *draining; /* set: an ack takes no next id */
 } job_settings_t;

@@ -63,6 +63,10 @@ static const config_var_t worker_vars[] = {
      "with timeout (not retried)"},
     {"COMFYUI_TIMEOUT_SECONDS", CFG_INT, "600", false, false, 1, 86400,
      "a ComfyUI prompt taking longer fails with timeout (retried)"},
+    {"WORKER_PREVIEW_CONCURRENCY", CFG_INT, "1", false, false, 0, 16,
+     "preview lane threads (ca:previews; 0: no previews from this worker)"},
+    {"WORKER_THUMBNAIL_TTL_SECONDS", CFG_INT, "604800", false, false, 0, 7776000,
+     "lifetime of a completed job's before/after thumbnails in Redis (0: none made)"},
     {"EMAIL_DIGEST_WAIT_SECONDS", CFG_INT, "300", false, false, 0, 86400,
      "a digest waits for the user's queued jobs at most this long"},
 };

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "now.h"
+#include "preview.h"
 #include "stopwait.h"
 #include "worker_tasks.h"
 
@@ -53,6 +54,8 @@ struct worker_ctx {
     worker_thread_t *threads;
     pthread_t cancel_tid; /* the cancel watch (cancel_watch_main) */
     bool cancel_started;
+    preview_lane_t *previews; /* the preview lane (preview.h) */
+    int preview_concurrency;
     stopwait_t stop;     /* stopped by worker_stop; nudged by worker_drain */
     atomic_int draining; /* no new work */
     atomic_int in_flight;
@@ -332,6 +335,7 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
         .comfyui_timeout_s = (int)config_get_int(cfg, "COMFYUI_TIMEOUT_SECONDS"),
         .retry_base_ms = (int)config_get_int(cfg, "WORKER_RETRY_BASE_MS"),
         .retry_max_ms = (int)config_get_int(cfg, "WORKER_RETRY_MAX_MS"),
+        .thumb_ttl_s = (int)config_get_int(cfg, "WORKER_THUMBNAIL_TTL_SECONDS"),
         .stop = &ctx->stop,
         .draining = &ctx->draining,
     };
@@ -349,6 +353,7 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
         ctx->concurrency = 1;
     }
     ctx->drain_s = (int)config_get_int(cfg, "WORKER_DRAIN_SECONDS");
+    ctx->preview_concurrency = (int)config_get_int(cfg, "WORKER_PREVIEW_CONCURRENCY");
     queue_fair_t fair;
     if (queue_fair_parse(daemon_get(d, "WORKER_TIER_WEIGHTS"),
                          (int)config_get_int(cfg, "WORKER_USER_INFLIGHT_MAX"), &fair, err,
@@ -417,9 +422,20 @@ int worker_start(daemon_t *d)
         return -1;
     }
     ctx->cancel_started = true;
-    log_info("job-worker: %d thread(s), lease %d s, ComfyUI %s, e-mail %s", ctx->concurrency,
-             ctx->set.lease_s, ctx->set.comfyui_url != NULL ? "on" : "off",
-             ctx->set.smtp_url != NULL ? "on" : "off");
+    preview_lane_config_t pl = {.d = d,
+                                .keys = ctx->keys,
+                                .gcfg = &ctx->gcfg,
+                                .max_image_bytes = ctx->set.max_image_bytes,
+                                .max_image_pixels = ctx->set.max_image_pixels,
+                                .concurrency = ctx->preview_concurrency};
+    ctx->previews = preview_lane_start(&pl);
+    if (ctx->previews == NULL) {
+        log_error("cannot start the preview lane");
+        return -1;
+    }
+    log_info("job-worker: %d thread(s), %d preview thread(s), lease %d s, ComfyUI %s, e-mail %s",
+             ctx->concurrency, ctx->preview_concurrency, ctx->set.lease_s,
+             ctx->set.comfyui_url != NULL ? "on" : "off", ctx->set.smtp_url != NULL ? "on" : "off");
     return 0;
 }
 
@@ -513,6 +529,8 @@ void worker_stop(daemon_t *d)
         }
         t->started = false;
     }
+    preview_lane_stop(ctx->previews); /* a preview in progress is stopped */
+    ctx->previews = NULL;
     if (ctx->cancel_started) {
         pthread_join(ctx->cancel_tid, NULL); /* woken by the stop; one query at most */
         ctx->cancel_started = false;

@@ -57,6 +57,7 @@ PATH_IDS = {
     "/api/presets/{id}": "preset",
     "/api/jobs/{id}": "job",
     "/api/notifications/{id}": "notice",
+    "/api/previews/{id}": "preview",
 }
 
 # Values for body fields the schema alone does not give (free-form objects,
@@ -68,12 +69,15 @@ CPU_GRAPH = {
 FIELD_VALUES = {
     "workflow_json": CPU_GRAPH,
     "email_opt_out": ["usage"],
+    "graph": CPU_GRAPH,
+    "source": "sample",
 }
 
 # x-authz-ref kinds: which of a user's objects a marked field names.
 REFS = {
     "preset_name": "preset_name",
     "drive_folder": "drive_folder",
+    "preset": "preset",
 }
 
 ADMIN_EMAIL = "authz-admin@example.com"
@@ -429,6 +433,15 @@ def make_objects(gw, google, stripe, user, tag):
                tag + " secret description", o["job"], o["job_queued"], tag + "-secret-photo.jpg",
                tag + "-queued-photo.jpg", o["drive_folder"], o["drive_subfolder"], o["output_folder"],
                tag + "Shoots", tag + "SecretSub", o["customer"], o["notice"]]
+    r = user.call("POST", "/api/previews", {"graph": CPU_GRAPH, "source": "sample"})
+    if r.status != 202:
+        raise RuntimeError("preview: %d %s" % (r.status, r.body))
+    o["preview"] = r.json["id"]
+    refs = {"preset_name": o["preset_name"], "drive_folder": o["drive_folder"], "preset": o["preset"]}
+    markers = [user.id, user.email, user.csrf, user.cookie.split("=", 1)[1], o["preset"], o["preset_name"],
+               tag + " secret description", o["job"], o["job_queued"], tag + "-secret-photo.jpg",
+               tag + "-queued-photo.jpg", o["drive_folder"], o["drive_subfolder"], o["output_folder"],
+               tag + "Shoots", tag + "SecretSub", o["customer"], o["preview"]]
     return o, refs, markers
 
 
