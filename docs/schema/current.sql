@@ -1772,6 +1772,42 @@ $$;
 ALTER FUNCTION public.notices_mark_read(p_user uuid, p_id uuid) OWNER TO ca_job_worker;
 
 --
+-- Name: notices_quota_waiting(); Type: FUNCTION; Schema: public; Owner: ca_job_worker
+--
+
+CREATE FUNCTION public.notices_quota_waiting() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    SET "TimeZone" TO 'UTC'
+    AS $$
+DECLARE
+    period date;
+    waiting bigint;
+    d jsonb;
+    t record;
+BEGIN
+    IF NEW.user_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT r.period_start INTO period FROM billing_quota_room(NEW.user_id) r;
+    SELECT count(*) INTO waiting FROM jobs j
+     WHERE j.user_id = NEW.user_id AND j.quota_waiting_since IS NOT NULL;
+    d := jsonb_build_object('waiting', waiting);
+    IF notice_raise(NEW.user_id, 'quota_waiting',
+                    COALESCE(period, timezone('UTC', now())::date)::text, d) IS NULL THEN
+        t := notice_text('quota_waiting', d);
+        UPDATE notices n SET data = n.data || d, title = t.title, message = t.message
+         WHERE n.user_id = NEW.user_id AND n.kind = 'quota_waiting'
+           AND n.cause_key = COALESCE(period, timezone('UTC', now())::date)::text
+           AND n.read_at IS NULL AND n.data IS DISTINCT FROM n.data || d;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION public.notices_quota_waiting() OWNER TO ca_job_worker;
+
+--
 -- Name: presets_accept_update(uuid, uuid); Type: FUNCTION; Schema: public; Owner: ca_api_gateway
 --
 
@@ -3370,6 +3406,12 @@ CREATE TRIGGER jobs_archive_set_updated_at BEFORE UPDATE ON public.jobs_archive 
 CREATE TRIGGER jobs_failed_notice AFTER UPDATE OF status ON public.jobs FOR EACH ROW WHEN ((((new.status)::text = 'failed'::text) AND ((old.status)::text IS DISTINCT FROM 'failed'::text))) EXECUTE FUNCTION public.notices_job_failed();
 
 --
+-- Name: jobs jobs_quota_waiting_notice; Type: TRIGGER; Schema: public; Owner: ca_job_worker
+--
+
+CREATE TRIGGER jobs_quota_waiting_notice AFTER UPDATE OF quota_waiting_since ON public.jobs FOR EACH ROW WHEN (((old.quota_waiting_since IS NULL) AND (new.quota_waiting_since IS NOT NULL))) EXECUTE FUNCTION public.notices_quota_waiting();
+
+--
 -- Name: jobs jobs_set_updated_at; Type: TRIGGER; Schema: public; Owner: ca_job_worker
 --
 
@@ -4117,6 +4159,12 @@ GRANT SELECT ON TABLE public.notices TO ca_api_gateway;
 
 REVOKE ALL ON FUNCTION public.notices_mark_read(p_user uuid, p_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.notices_mark_read(p_user uuid, p_id uuid) TO ca_api_gateway;
+
+--
+-- Name: FUNCTION notices_quota_waiting(); Type: ACL; Schema: public; Owner: ca_job_worker
+--
+
+REVOKE ALL ON FUNCTION public.notices_quota_waiting() FROM PUBLIC;
 
 --
 -- Name: FUNCTION presets_accept_update(p_user uuid, p_id uuid); Type: ACL; Schema: public; Owner: ca_api_gateway

@@ -505,6 +505,28 @@ static void test_wait_then_upgrade(void **state)
     /* still waiting a few release sweeps later: no room, nothing moves */
     usleep(1500 * 1000);
     assert_int_equal(n_waiting(&u), 10);
+    /* one "photos waiting for quota" notice for the period, saying how many,
+     * with one e-mail (notices_quota_waiting, job-worker 107) */
+    assert_int_equal(count_sql("SELECT count(*) FROM notices WHERE user_id = $1::uuid"
+                               " AND kind = 'quota_waiting'",
+                               u.id),
+                     1);
+    assert_int_equal(count_sql("SELECT (data->>'waiting')::int FROM notices"
+                               " WHERE user_id = $1::uuid AND kind = 'quota_waiting'",
+                               u.id),
+                     10);
+    assert_int_equal(
+        count_sql("SELECT count(*) FROM notices n WHERE n.user_id = $1::uuid"
+                  " AND n.kind = 'quota_waiting' AND n.message LIKE '10 photo(s) wait%'"
+                  " AND n.cause_key = (SELECT period_start::text"
+                  " FROM billing_quota_room($1::uuid))",
+                  u.id),
+        1);
+    assert_int_equal(count_sql("SELECT count(*) FROM email_outbox o JOIN notices n"
+                               " ON n.id = o.notice_id WHERE o.user_id = $1::uuid"
+                               " AND n.kind = 'quota_waiting'",
+                               u.id),
+                     1);
 
     /* the upgrade, as Stripe sends it */
     subscribe(&u, "evt_quota_up", PRICE_CREATOR);
