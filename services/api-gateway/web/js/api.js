@@ -6,10 +6,12 @@ let csrf = '';
 export function setCsrf(token) { csrf = token || ''; }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details = null, retryAfter = 0) {
     super(message || code || `HTTP ${status}`);
     this.status = status;
     this.code = code || '';
+    this.details = details; // error.details (the validator's body for a bad graph)
+    this.retryAfter = retryAfter; // seconds, from Retry-After (429, 503)
   }
 }
 
@@ -32,7 +34,8 @@ export async function api(method, path, body) {
   if (type.includes('application/json')) data = await res.json().catch(() => null);
   if (!res.ok) {
     const err = data && data.error ? data.error : {};
-    throw new ApiError(res.status, err.code, err.message);
+    throw new ApiError(res.status, err.code, err.message, err.details || null,
+      Number(res.headers.get('Retry-After')) || 0);
   }
   return data;
 }

@@ -4,6 +4,7 @@
 //   #/jobs      the live jobs list
 //   #/usage     usage of the period, history, the plan (Checkout, Portal)
 //   #/settings  sharing, e-mail, export, delete the account
+//   #/presets   system, own and marketplace presets with previews
 import { api, ApiError, setCsrf } from './api.js';
 import { h, clear } from './dom.js';
 import { landing } from './pages/landing.js';
@@ -11,9 +12,10 @@ import { setup } from './pages/setup.js';
 import { jobs } from './pages/jobs.js';
 import { usage } from './pages/usage.js';
 import { settings } from './pages/settings.js';
+import { presets } from './pages/presets.js';
 
-const PAGES = { setup, jobs, usage, settings };
-const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings' };
+const PAGES = { setup, jobs, usage, settings, presets };
+const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', presets: 'Presets' };
 
 const app = {
   me: null,
