@@ -84,6 +84,18 @@ test('the system presets show their before/after previews, and one becomes the d
   await page.locator('#watching', { hasText: 'Watching Inbox' }).waitFor();
   fs.copyFileSync(path.join(ROOT, 'tests/fixtures/coffee.png'), path.join(stack.drive(ADA), 'Inbox', 'coffee.png'));
 
+  // The worker renders the system previews at start, so they are normally
+  // ready: one answer is made 503 preview_pending, as while one renders, and
+  // the page must wait Retry-After and ask again.
+  const vivid = (await apiGet('/api/presets?scope=system')).presets.find((p) => p.name === 'landscape_vivid');
+  let asked = 0;
+  await page.route(`**/api/presets/${vivid.id}/preview/after.jpg`, (route) => {
+    if (++asked === 1) {
+      return route.fulfill({ status: 503, headers: { 'Retry-After': '1', 'Content-Type': 'application/json' },
+        body: '{"error":{"code":"preview_pending","message":"the preview is being rendered; retry"}}' });
+    }
+    return route.continue();
+  });
   await page.getByRole('link', { name: 'Presets', exact: true }).click();
   await until(() => /#\/presets$/.test(page.url()), 5000, 'the presets page');
   const cards = page.locator('#system-presets li.preset');
@@ -93,6 +105,9 @@ test('the system presets show their before/after previews, and one becomes the d
     const { after } = await waitPreview(card, name);
     assert.match(await after.getAttribute('src'), /^\/api\/presets\/[0-9a-f-]{36}\/preview\/after\.jpg$/);
   }
+  assert.ok(asked >= 2, `asked again after the 503 (${asked})`);
+  await page.unroute(`**/api/presets/${vivid.id}/preview/after.jpg`);
+  assert.ok(await page.getByRole('button', { name: 'Use as default: portrait_pro' }).isDisabled(), 'the default of a new user');
   await page.getByRole('button', { name: 'Use as default: product_clean' }).click();
   await page.getByText('New photos will be edited with product_clean.').waitFor();
   assert.equal((await apiGet('/api/me')).default_preset, 'product_clean');
