@@ -212,6 +212,50 @@ test('the author changes the graph; the adopter accepts the update', async () =>
   assert.equal(p.update_available, false);
 });
 
+test('the marketplace sorts by rating or by downloads', async () => {
+  // Bob (signed in) publishes two presets; their numbers are set in the
+  // database (ratings and downloads from many users would take long)
+  const me = await apiGet('/api/me');
+  for (const name of ['Bob Mono', 'Bob Warm']) {
+    const r = await page.request.post(`${stack.url}/api/presets`, { headers: { 'X-CSRF-Token': me.csrf_token },
+      data: { name, workflow_json: INVERT } });
+    assert.equal(r.status(), 201, await r.text());
+    const { id } = await r.json();
+    const u = await page.request.patch(`${stack.url}/api/presets/${id}`, { headers: { 'X-CSRF-Token': me.csrf_token },
+      data: { is_public: true } });
+    assert.equal(u.status(), 200, await u.text());
+  }
+  stack.psql("UPDATE presets SET rating_avg = 4.5, downloads = 2 WHERE name = 'Bob Mono'");
+  stack.psql("UPDATE presets SET rating_avg = 2, downloads = 9 WHERE name = 'Bob Warm'");
+  await signIn(ADA);
+  const names = () => page.locator('#market li.preset h3').allTextContents();
+  await until(async () => (await names()).length === 2, 5000, 'two presets of Bob');
+  assert.deepEqual(await names(), ['Bob Mono', 'Bob Warm'], 'best rated first');
+  await page.getByLabel('Sort by').selectOption('downloads');
+  assert.deepEqual(await names(), ['Bob Warm', 'Bob Mono'], 'most downloaded first');
+  await page.getByLabel('Search the marketplace').fill('warm');
+  assert.deepEqual(await names(), ['Bob Warm']);
+});
+
+test('a preset made from pasted text is deleted, then restored', async () => {
+  await page.getByRole('button', { name: 'New preset' }).click();
+  await page.getByLabel('Name', { exact: true }).fill('Scratch');
+  await page.getByLabel('Workflow JSON', { exact: true }).fill(JSON.stringify(INVERT));
+  await page.locator('#graph-nodes li[data-node="3"]', { hasText: 'SaveImage' }).waitFor();
+  await page.getByRole('button', { name: 'Save preset' }).click();
+  await page.getByText('Saved Scratch (version 1).').waitFor();
+  await page.getByRole('button', { name: 'Delete Scratch' }).click();
+  await page.getByText('Scratch is deleted. You can restore it below.').waitFor();
+  assert.equal(await page.locator('#own-presets li.preset', { hasText: 'Scratch' }).count(), 0);
+  const own = async () => (await apiGet('/api/presets?scope=own')).presets.find((p) => p.name === 'Scratch');
+  assert.equal((await own()).is_active, false);
+  await page.getByText('Deleted presets').click();
+  await page.getByRole('button', { name: 'Restore Scratch' }).click();
+  await page.getByText('Scratch is restored.').waitFor();
+  await page.locator('#own-presets li.preset', { hasText: 'Scratch' }).waitFor();
+  assert.equal((await own()).is_active, true);
+});
+
 test('a preview on a photo of the watched folder', async () => {
   await signIn(ADA);
   await until(async () => (await apiGet('/api/jobs?status=completed')).jobs.length === 1, 60000, 'coffee.png processed');

@@ -10,6 +10,7 @@ import { h, clear } from '../dom.js';
 const CATEGORIES = ['portrait', 'product', 'landscape', 'other'];
 const PREVIEW_POLL_MS = 250;
 const PREVIEW_WAIT_MS = 45000;
+const AUTO_PREVIEWS = 8; // own presets previewed when the page opens
 const MARKET_PAGES = 10; // of 100: the marketplace is searched and sorted in the page
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -29,7 +30,7 @@ export async function presets(main, app) {
   main.append(h('section', { class: 'panel', 'aria-labelledby': 'p-default' },
     h('h2', { id: 'p-default', text: 'Your default preset' }), current,
     h('div', { class: 'field' }, h('label', { for: 'preview-source', text: 'Previews are made on' }), source),
-    h('p', { class: 'hint', text: 'Your photos listed are those of your watched folder that have been processed.' })));
+    h('p', { class: 'hint', text: 'Your photos listed are those of your watched folder that have been processed. Choose Preview on a preset to see it on the photo chosen here.' })));
   // No route lists the files of the watched folder: its photos known to the
   // API are those jobs were made for (GET /api/jobs has their Drive ids).
   try {
@@ -460,7 +461,7 @@ export async function presets(main, app) {
     const active = own.filter((p) => p.is_active);
     const deleted = own.filter((p) => !p.is_active);
     if (!active.length) ownList.append(h('li', { class: 'empty', text: 'You have no presets of your own yet. Make one from a ComfyUI workflow (API format).' }));
-    for (const p of active) {
+    active.forEach((p, i) => {
       const box = previewBox(p.name);
       ownList.append(card(p, [
         useButton(p),
@@ -475,8 +476,10 @@ export async function presets(main, app) {
           onclick: () => patchOwn(p, { is_active: false, ...(p.is_public ? { is_public: false } : {}) }, `${p.name} is deleted. You can restore it below.`) }),
         h('button', { type: 'button', 'aria-label': `Preview ${p.name}`, text: 'Preview', onclick: () => previewOf(p, box) }),
       ], box));
-      previewOf(p, box);
-    }
+      // the first ones at once; the others on demand (PREVIEW_RATE_PER_MINUTE)
+      if (i < AUTO_PREVIEWS) previewOf(p, box);
+      else box.status.textContent = 'Choose Preview to see it.';
+    });
     deletedBox.hidden = !deleted.length;
     for (const p of deleted) {
       deletedList.append(h('li', {}, h('span', { text: `${p.name} ` }),
