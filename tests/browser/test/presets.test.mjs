@@ -244,6 +244,13 @@ test('a preset made from pasted text is deleted, then restored', async () => {
   await page.locator('#graph-nodes li[data-node="3"]', { hasText: 'SaveImage' }).waitFor();
   await page.getByRole('button', { name: 'Save preset' }).click();
   await page.getByText('Saved Scratch (version 1).').waitFor();
+  // the default preset is not deleted
+  await page.getByRole('button', { name: 'Use as default: Scratch' }).click();
+  await page.getByText('New photos will be edited with Scratch.').waitFor();
+  await page.getByRole('button', { name: 'Delete Scratch' }).click();
+  await page.getByText('Scratch is your default preset: choose another one first.').waitFor();
+  await page.getByRole('button', { name: 'Use as default: landscape_vivid' }).click();
+  await page.getByText('New photos will be edited with landscape_vivid.').waitFor();
   await page.getByRole('button', { name: 'Delete Scratch' }).click();
   await page.getByText('Scratch is deleted. You can restore it below.').waitFor();
   assert.equal(await page.locator('#own-presets li.preset', { hasText: 'Scratch' }).count(), 0);

@@ -473,7 +473,11 @@ export async function presets(main, app) {
           ? h('button', { type: 'button', 'aria-label': `Unpublish ${p.name}`, text: 'Unpublish', onclick: () => patchOwn(p, { is_public: false }, `${p.name} is private again.`) })
           : h('button', { type: 'button', 'aria-label': `Publish ${p.name}`, text: 'Publish', onclick: () => patchOwn(p, { is_public: true }, `${p.name} is published in the marketplace.`) }),
         h('button', { type: 'button', class: 'danger', 'aria-label': `Delete ${p.name}`, text: 'Delete',
-          onclick: () => patchOwn(p, { is_active: false, ...(p.is_public ? { is_public: false } : {}) }, `${p.name} is deleted. You can restore it below.`) }),
+          onclick: () => {
+            // the worker would find no preset for the next photos
+            if (p.name === app.me.default_preset) { app.error(new Error(`${p.name} is your default preset: choose another one first.`)); return; }
+            patchOwn(p, { is_active: false, ...(p.is_public ? { is_public: false } : {}) }, `${p.name} is deleted. You can restore it below.`);
+          } }),
         h('button', { type: 'button', 'aria-label': `Preview ${p.name}`, text: 'Preview', onclick: () => previewOf(p, box) }),
       ], box));
       // the first ones at once; the others on demand (PREVIEW_RATE_PER_MINUTE)
