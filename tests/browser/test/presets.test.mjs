@@ -58,6 +58,10 @@ const loaded = (img) => img.evaluate((el) => el.complete && el.naturalWidth > 0)
 const ownPreset = async () => (await apiGet('/api/presets?scope=own')).presets.find((p) => p.name === NAME);
 
 async function signIn(email) {
+  // the previews asked for are loaded before the session ends (else their
+  // images answer 401)
+  await until(() => page.evaluate(() => [...document.images].every((i) => i.complete)
+    && ![...document.querySelectorAll('.preview-status')].some((e) => /Rendering|waiting/.test(e.textContent))), 30000, 'the previews');
   if (await page.locator('#signout').isVisible().catch(() => false)) {
     await page.locator('#signout').click();
     await page.getByRole('link', { name: 'Sign in with Google' }).waitFor();
@@ -301,6 +305,8 @@ test('the page is labelled, fits 390 px and passes axe-core', async () => {
     assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= document.documentElement.clientWidth),
       `#/presets scrolls sideways at ${viewport.width} px`);
     for (const v of await axe(page)) found.push(`${viewport.width}px: ${v}`);
+    // CA_SCREENSHOTS=<folder>: the page as the test leaves it, for docs/img
+    if (process.env.CA_SCREENSHOTS) await page.screenshot({ path: path.join(process.env.CA_SCREENSHOTS, `presets-${viewport.width}.png`), fullPage: true });
   }
   await page.setViewportSize({ width: 1280, height: 900 });
   assert.deepEqual(found, []);

@@ -50,6 +50,7 @@ export async function presets(main, app) {
     try {
       app.me = await api('PATCH', '/api/me', { default_preset: name });
       showDefault();
+      await reload();
       app.flash(`New photos will be edited with ${name}.`);
     } catch (e) { app.error(e); }
   }
@@ -57,21 +58,23 @@ export async function presets(main, app) {
   // ---- previews ----
   // A before/after pair: two figures with an img each and a status line.
   function previewBox(name) {
-    const before = h('img', { alt: `${name}, before`, width: 160, height: 120, hidden: true });
-    const after = h('img', { alt: `${name}, after`, width: 160, height: 120, hidden: true });
+    const before = h('img', { alt: `${name}, before`, hidden: true });
+    const after = h('img', { alt: `${name}, after`, hidden: true });
     const status = h('p', { class: 'hint preview-status', 'aria-live': 'polite' });
-    const box = h('div', { class: 'preview' },
+    const figures = h('div', { class: 'pair', hidden: true },
       h('figure', {}, before, h('figcaption', { text: 'Before' })),
-      h('figure', {}, after, h('figcaption', { text: 'After' })), status);
+      h('figure', {}, after, h('figcaption', { text: 'After' })));
+    const box = h('div', { class: 'preview' }, figures, status);
     const show = (b, a) => {
-      for (const [img, url] of [[before, b], [after, a]]) {
-        img.removeAttribute('width'); img.removeAttribute('height');
-        img.src = url;
-        img.hidden = false;
-      }
+      before.src = b;
+      after.src = a;
+      before.hidden = false;
+      after.hidden = false;
+      figures.hidden = false;
       status.textContent = '';
     };
-    return { box, before, after, status, show };
+    const reset = () => { figures.hidden = true; before.hidden = true; after.hidden = true; status.textContent = ''; };
+    return { box, before, after, status, show, reset };
   }
 
   // A system preset's public sample preview: 503 preview_pending while the
@@ -149,7 +152,7 @@ export async function presets(main, app) {
     const bits = [];
     if (p.category) bits.push(p.category);
     if (!p.is_system) bits.push(`version ${p.version}`);
-    if (p.is_public || !p.is_own) bits.push(`rated ${Number(p.rating_avg).toFixed(1)} (${p.rating_count})`, `${p.downloads} download${p.downloads === 1 ? '' : 's'}`);
+    if (!p.is_system && (p.is_public || !p.is_own)) bits.push(`rated ${Number(p.rating_avg).toFixed(1)} (${p.rating_count})`, `${p.downloads} download${p.downloads === 1 ? '' : 's'}`);
     if (p.is_own) bits.push(p.is_public ? 'public' : 'private');
     return bits.join(' · ');
   }
@@ -163,7 +166,7 @@ export async function presets(main, app) {
     return li;
   }
   const useButton = (p) => h('button', { type: 'button', 'aria-label': `Use as default: ${p.name}`, text: 'Use as default',
-    disabled: p.name === app.me.default_preset, onclick: async () => { await makeDefault(p.name); await reload(); } });
+    disabled: p.name === app.me.default_preset, onclick: () => makeDefault(p.name) });
 
   // ---- system presets ----
   const systemList = h('ul', { class: 'cards presets', id: 'system-presets' });
@@ -284,7 +287,7 @@ export async function presets(main, app) {
     ed.text.value = p ? JSON.stringify(p.workflow_json, null, 2) : '';
     clear(ed.summary);
     drawNodes();
-    ed.box.before.hidden = true; ed.box.after.hidden = true; ed.box.status.textContent = '';
+    ed.box.reset();
     editor.hidden = false;
     ed.name.focus();
   }
@@ -327,8 +330,8 @@ export async function presets(main, app) {
         saved = await api('POST', '/api/presets', { name, description: ed.description.value, category: ed.category.value, workflow_json: graph });
       }
       closeEditor();
+      await reload(); // the page as it is now, then the message
       app.flash(`Saved ${saved.name} (version ${saved.version}).`);
-      await reload();
     } catch (e) {
       if (isGraphError(e)) showGraphError(e);
       else app.error(e);
@@ -339,8 +342,8 @@ export async function presets(main, app) {
     app.error(null);
     try {
       await api('PATCH', `/api/presets/${encodeURIComponent(p.id)}`, body);
+      await reload(); // the page as it is now, then the message
       app.flash(message);
-      await reload();
     } catch (e) { app.error(e); }
   }
 
@@ -384,8 +387,8 @@ export async function presets(main, app) {
           app.error(null);
           try {
             await api('POST', `/api/presets/${encodeURIComponent(p.id)}/rating`, { rating: Number(stars.value) });
+            await reload(); // the page as it is now, then the message
             app.flash(`You rated ${p.name} ${stars.value} of 5.`);
-            await reload();
           } catch (e) { app.error(e); }
         } })));
     }
@@ -398,8 +401,8 @@ export async function presets(main, app) {
           app.error(null);
           try {
             const r = await api('POST', `/api/presets/${encodeURIComponent(p.id)}/accept-update`);
+            await reload(); // the page as it is now, then the message
             app.flash(`Your photos now use version ${r.adopted_version} of ${p.name}.`);
-            await reload();
           } catch (e) { app.error(e); }
         } }));
     }
@@ -410,8 +413,8 @@ export async function presets(main, app) {
           await api('POST', `/api/presets/${encodeURIComponent(p.id)}/adopt`);
           await app.refreshMe();
           showDefault();
+          await reload(); // the page as it is now, then the message
           app.flash(`Adopted ${p.name}: new photos will be edited with it.`);
-          await reload();
         } catch (e) { app.error(e); }
       } }));
     }
