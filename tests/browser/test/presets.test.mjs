@@ -133,6 +133,16 @@ test('a preset made from a workflow file; an invalid graph shows the error at it
   assert.equal(await page.locator('#graph-nodes .node-errors').count(), 1, 'only node 2 has an error');
   assert.match(await page.locator('#graph-errors').textContent(), /errors at node 2/);
   assert.equal(await ownPreset(), undefined, 'nothing saved');
+  // a class user presets may not use: the prompt-level error names its node
+  await page.getByLabel('Workflow JSON', { exact: true }).fill(JSON.stringify({ ...INVERT, 5: node('KSampler', {}) }));
+  await page.getByRole('button', { name: 'Save preset' }).click();
+  await page.locator('#graph-nodes li[data-node="5"] .node-errors').waitFor();
+  assert.equal(await page.locator('#graph-nodes .node-errors').count(), 1, 'only node 5 has an error');
+  // text that is not JSON is refused in the page
+  await page.getByLabel('Workflow JSON', { exact: true }).fill('{"1": {');
+  await page.getByRole('button', { name: 'Save preset' }).click();
+  await page.locator('#graph-errors', { hasText: 'The workflow is not valid JSON' }).waitFor();
+  assert.equal(await ownPreset(), undefined, 'nothing saved');
 
   await page.getByLabel('Workflow JSON file (ComfyUI API format)').setInputFiles(file('inverted.json', INVERT));
   await until(async () => (await page.locator('#graph-nodes .node-errors').count()) === 0, 5000, 'the errors to clear');
@@ -313,7 +323,7 @@ test('the page is labelled, fits 390 px and passes axe-core', async () => {
 });
 
 test('no console errors but the expected answers', () => {
-  // the invalid graph's 400, and a system preview still rendering (503 preview_pending)
+  // the invalid graphs' 400s, and a system preview still rendering (503 preview_pending)
   const expected = (e) => /status of 400/.test(e) && /\/api\/presets\)$/.test(e)
     || /status of 503/.test(e) && /\/api\/presets\/[0-9a-f-]+\/preview\/after\.jpg\)$/.test(e);
   assert.deepEqual(browser.errors.filter((e) => !expected(e)), []);
