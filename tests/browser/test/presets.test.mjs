@@ -61,7 +61,7 @@ async function signIn(email) {
   // the previews asked for are loaded before the session ends (else their
   // images answer 401)
   await until(() => page.evaluate(() => [...document.images].every((i) => i.complete)
-    && ![...document.querySelectorAll('.preview-status')].some((e) => /Rendering|waiting/.test(e.textContent))), 30000, 'the previews');
+    && !(document.getElementById('preview-queue') || {}).textContent), 30000, 'the previews');
   if (await page.locator('#signout').isVisible().catch(() => false)) {
     await page.locator('#signout').click();
     await page.getByRole('link', { name: 'Sign in with Google' }).waitFor();

@@ -27,9 +27,11 @@ export async function presets(main, app) {
   };
   showDefault();
   const source = h('select', { id: 'preview-source' }, h('option', { value: 'sample', text: 'The sample photo' }));
+  const queue = h('p', { class: 'hint', id: 'preview-queue', 'aria-live': 'polite' });
   main.append(h('section', { class: 'panel', 'aria-labelledby': 'p-default' },
     h('h2', { id: 'p-default', text: 'Your default preset' }), current,
     h('div', { class: 'field' }, h('label', { for: 'preview-source', text: 'Previews are made on' }), source),
+    queue,
     h('p', { class: 'hint', text: 'Your photos listed are those of your watched folder that have been processed. Choose Preview on a preset to see it on the photo chosen here.' })));
   // No route lists the files of the watched folder: its photos known to the
   // API are those jobs were made for (GET /api/jobs has their Drive ids).
@@ -127,9 +129,18 @@ export async function presets(main, app) {
       else box.status.textContent = 'The preview took too long. Try again.';
       return pv;
     };
-    const p = previewChain.then(run);
+    box.status.textContent = 'Waiting to render…';
+    queued(+1);
+    const p = previewChain.then(run).finally(() => queued(-1));
     previewChain = p.catch(() => null);
     return p;
+  }
+  // How many previews are asked for and not yet rendered (also what a test
+  // waits on before it ends the session).
+  let inQueue = 0;
+  function queued(d) {
+    inQueue += d;
+    queue.textContent = inQueue ? `Rendering ${inQueue} preview${inQueue === 1 ? '' : 's'}…` : '';
   }
   // Done previews of saved presets, by preset, version and photo: a page
   // reload after an action shows them again without asking the worker.
