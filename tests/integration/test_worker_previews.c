@@ -275,23 +275,8 @@ static char *photo_b64(int w, int h)
 
 static int start_worker(void)
 {
-    static char env[10][600];
-    snprintf(env[0], sizeof(env[0]), "DATABASE_URL=%s", db_url_as("ca_job_worker"));
-    snprintf(env[1], sizeof(env[1]), "REDIS_URL=%s", getenv("TEST_REDIS_URL"));
-    snprintf(env[2], sizeof(env[2]), "ENCRYPTION_KEY=%s", GWT_ENCRYPTION_KEY);
-    snprintf(env[3], sizeof(env[3]), "GOOGLE_CLIENT_ID=test-client");
-    snprintf(env[4], sizeof(env[4]), "GOOGLE_CLIENT_SECRET=test-client-secret");
-    snprintf(env[5], sizeof(env[5]), "GOOGLE_TOKEN_URL=%s/token", google.base_url);
-    snprintf(env[6], sizeof(env[6]), "DRIVE_API_URL=%s/drive/v3", google.base_url);
-    snprintf(env[7], sizeof(env[7]), "DRIVE_UPLOAD_URL=%s/upload/drive/v3", google.base_url);
-    snprintf(env[8], sizeof(env[8]), "WORKER_CONCURRENCY=1");
-    snprintf(env[9], sizeof(env[9]), "WORKER_PREVIEW_CONCURRENCY=1");
-    const char *envp[11];
-    for (int i = 0; i < 10; i++) {
-        envp[i] = env[i];
-    }
-    envp[10] = NULL;
-    return daemon_start(&worker, "job-worker", envp);
+    const char *extra[] = {"WORKER_CONCURRENCY=1", "WORKER_PREVIEW_CONCURRENCY=1", NULL};
+    return wu_start_worker(&worker, google.base_url, GWT_ENCRYPTION_KEY, "test-client", extra);
 }
 
 static int setup(void **state)
