@@ -99,24 +99,6 @@ static metric_t *m_csrf_failed;
 
 /* ---- small helpers ---- */
 
-bool gw_valid_drive_id(const char *s)
-{
-    if (s == NULL) {
-        return false;
-    }
-    size_t n = strlen(s);
-    if (n == 0 || n > 255) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && c != '_' && c != '-') {
-            return false;
-        }
-    }
-    return true;
-}
-
 bool gw_cookie(const http_req_t *req, const char *name, char *out, size_t outlen)
 {
     const char *h = http_req_header(req, "Cookie");

@@ -307,7 +307,7 @@ static void create_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
             !gw_json_string(req, source, "drive_file_id", 1, 255, &drive_file_id)) {
             return;
         }
-        if (drive_file_id == NULL || !gw_valid_drive_id(drive_file_id)) {
+        if (drive_file_id == NULL || !drive_id_valid(drive_file_id)) {
             gw_reply_invalid(req, "source",
                              "drive_file_id must be a Drive file id ([A-Za-z0-9_-], 1 to 255)");
             return;
