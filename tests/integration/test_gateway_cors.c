@@ -154,9 +154,12 @@ static void test_allowed_origin(void **state)
 static void test_other_origin(void **state)
 {
     (void)state;
-    const char *others[] = {"Origin: " EVIL, "Origin: https://app.example.test.evil.test",
-                            "Origin: https://app.example", "Origin: HTTPS://APP.EXAMPLE.TEST",
-                            "Origin: null", NULL};
+    const char *others[] = {"Origin: " EVIL,
+                            "Origin: https://app.example.test.evil.test",
+                            "Origin: https://app.example",
+                            "Origin: HTTPS://APP.EXAMPLE.TEST",
+                            "Origin: null",
+                            NULL};
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
         resp_t r = call("GET", "/api/me", &alice, false, NULL, others[i], NULL, NULL);
         assert_int_equal(r.status, 200);
@@ -234,8 +237,8 @@ static void test_credentials_need_csrf_token(void **state)
     assert_non_null(strstr(r.body, "csrf_failed"));
     assert_header(&r, "Access-Control-Allow-Origin", APP); /* the page can read why */
     resp_free(&r);
-    char *v = sql_value("SELECT share_outputs FROM users WHERE email = 'alice@example.com'",
-                        0, NULL);
+    char *v =
+        sql_value("SELECT share_outputs FROM users WHERE email = 'alice@example.com'", 0, NULL);
     assert_string_equal(v, "link");
     free(v);
 
@@ -244,16 +247,15 @@ static void test_credentials_need_csrf_token(void **state)
     assert_header(&r, "Access-Control-Allow-Origin", APP);
     assert_header(&r, "Access-Control-Allow-Credentials", "true");
     resp_free(&r);
-    v = sql_value("SELECT share_outputs FROM users WHERE email = 'alice@example.com'", 0,
-                  NULL);
+    v = sql_value("SELECT share_outputs FROM users WHERE email = 'alice@example.com'", 0, NULL);
     assert_string_equal(v, "private");
     free(v);
 
     /* a wrong token from a listed origin: refused */
     gwt_session_t forged = alice;
     forged.csrf[0] = forged.csrf[0] == 'A' ? 'B' : 'A';
-    r = call("PATCH", "/api/me", &forged, true, "{\"share_outputs\":\"link\"}", "Origin: " APP, NULL,
-             NULL);
+    r = call("PATCH", "/api/me", &forged, true, "{\"share_outputs\":\"link\"}", "Origin: " APP,
+             NULL, NULL);
     assert_int_equal(r.status, 403);
     resp_free(&r);
 

@@ -22,9 +22,9 @@ function s(tag, attrs = {}, ...children) {
 }
 
 // A "nice" axis maximum and step for values up to max.
-function niceScale(max) {
+function niceScale(max, integer) {
   if (!(max > 0)) return { top: 1, step: 1 };
-  const raw = max / 4;
+  const raw = integer ? Math.max(1, max / 4) : max / 4;
   const mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((v) => v >= raw);
   return { top: Math.ceil(max / step) * step, step };
@@ -55,13 +55,14 @@ function legend(series) {
 
 // Vertical bars: labels along x, one or more series (stacked when stacked).
 // fmt formats a value for labels, the description and the table.
-export function barChart({ id, title, labels, series, stacked = false, fmt = String, empty = 'No data in this range.' }) {
+// integer: counts (no fractional axis steps).
+export function barChart({ id, title, labels, series, stacked = false, fmt = String, integer = false, empty = 'No data in this range.' }) {
   id = id || `chart${++uid}`;
   const totals = labels.map((_, i) => series.reduce((a, sr) => a + (Number(sr.values[i]) || 0), 0));
   const max = stacked ? Math.max(0, ...totals) : Math.max(0, ...series.flatMap((sr) => sr.values.map((v) => Number(v) || 0)));
   const desc = labels.length === 0 ? empty : labels.map((l, i) => `${l}: ${series.map((sr) => (series.length > 1 ? `${sr.name} ${fmt(sr.values[i])}` : fmt(sr.values[i]))).join(', ')}`).join('; ');
   const svg = svgRoot(id, title, desc);
-  const { top, step } = niceScale(max);
+  const { top, step } = niceScale(max, integer);
   const plotW = W - PAD.left - PAD.right;
   const plotH = H - PAD.top - PAD.bottom;
   const y = (v) => PAD.top + plotH - (v / top) * plotH;

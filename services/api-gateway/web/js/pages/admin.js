@@ -40,7 +40,7 @@ function monthsOf(from, to) {
 function mauChart(data) {
   const months = [...data.months].reverse(); // oldest first
   return barChart({
-    id: 'chart-mau', title: 'Monthly active users',
+    id: 'chart-mau', title: 'Monthly active users', integer: true,
     labels: months.map((m) => m.month),
     series: [{ name: 'Active users', values: months.map((m) => m.active_users) }],
   });
