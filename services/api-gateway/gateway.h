@@ -195,6 +195,8 @@ typedef struct gw {
     char redirect_uri[600];     /* PUBLIC_URL/auth/google/callback */
     char **admin_emails;        /* ADMIN_EMAILS, lowercased */
     size_t nadmin_emails;
+    char **frontend_origins; /* FRONTEND_ORIGIN: exact origins allowed by CORS */
+    size_t nfrontend_origins;
     long rl_per_minute_ip;
     long rl_per_minute_session;
     long session_ttl_s;     /* SESSION_TTL_SECONDS: idle lifetime (sliding) */

@@ -4,6 +4,7 @@
 //   #/jobs      the live jobs list
 //   #/usage     usage of the period, history, the plan (Checkout, Portal)
 //   #/settings  sharing, e-mail, export, delete the account
+//   #/admin     analytics charts (administrators; others are told no)
 import { api, ApiError, setCsrf } from './api.js';
 import { h, clear } from './dom.js';
 import { landing } from './pages/landing.js';
@@ -11,9 +12,10 @@ import { setup } from './pages/setup.js';
 import { jobs } from './pages/jobs.js';
 import { usage } from './pages/usage.js';
 import { settings } from './pages/settings.js';
+import { admin } from './pages/admin.js';
 
-const PAGES = { setup, jobs, usage, settings };
-const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings' };
+const PAGES = { setup, jobs, usage, settings, admin };
+const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', admin: 'Admin' };
 
 const app = {
   me: null,
@@ -60,6 +62,7 @@ function showNav(route) {
   nav.hidden = !app.me;
   if (!app.me) return;
   document.getElementById('who').textContent = app.me.email;
+  document.getElementById('nav-admin').hidden = !app.me.is_admin;
   for (const a of nav.querySelectorAll('a[data-route]')) {
     if (a.dataset.route === route) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
