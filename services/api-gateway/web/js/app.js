@@ -5,6 +5,7 @@
 //   #/usage     usage of the period, history, the plan (Checkout, Portal)
 //   #/settings  sharing, e-mail, export, delete the account
 //   #/presets   system, own and marketplace presets with previews
+//   #/admin     analytics charts (administrators; others are told no)
 import { api, ApiError, setCsrf } from './api.js';
 import { h, clear } from './dom.js';
 import { landing } from './pages/landing.js';
@@ -13,9 +14,10 @@ import { jobs } from './pages/jobs.js';
 import { usage } from './pages/usage.js';
 import { settings } from './pages/settings.js';
 import { presets } from './pages/presets.js';
+import { admin } from './pages/admin.js';
 
-const PAGES = { setup, jobs, usage, settings, presets };
-const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', presets: 'Presets' };
+const PAGES = { setup, jobs, usage, settings, presets, admin };
+const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', presets: 'Presets', admin: 'Admin' };
 
 const app = {
   me: null,
@@ -62,6 +64,7 @@ function showNav(route) {
   nav.hidden = !app.me;
   if (!app.me) return;
   document.getElementById('who').textContent = app.me.email;
+  document.getElementById('nav-admin').hidden = !app.me.is_admin;
   for (const a of nav.querySelectorAll('a[data-route]')) {
     if (a.dataset.route === route) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
