@@ -163,8 +163,11 @@ test('upgrade goes through Checkout on the Stripe fake; the plan card changes af
   // Manage billing opens the Stripe Portal
   await page.getByRole('button', { name: 'Manage billing' }).click();
   await until(() => page.url().startsWith(`${stack.stripe}/billing_portal/`), 15000, 'the portal');
-  await page.goBack();
-  await page.locator('#plan-name').waitFor();
+  // back to the dashboard by address: goBack raced the portal page's own load
+  // ("Not attached to an active page") once in a loaded run
+  await page.waitForLoadState('load');
+  await page.goto(`${stack.url}/#/usage`);
+  await page.locator('#plan-name', { hasText: 'Creator' }).waitFor();
 });
 
 test('sign out ends the session; signing in again comes back to the jobs', async () => {
