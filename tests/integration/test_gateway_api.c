@@ -802,6 +802,14 @@ static void test_usage(void **state)
         assert_non_null(cJSON_GetObjectItem(r.json, keys[i]));
     }
     assert_int_equal(cJSON_GetObjectItem(r.json, "remaining")->valueint, 10);
+    /* a free plan's period ends when the next calendar month (UTC) starts */
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char end[64];
+    snprintf(end, sizeof(end), "%04d-%02d-01T00:00:00.000Z", tm.tm_year + 1900 + (tm.tm_mon == 11),
+             tm.tm_mon == 11 ? 1 : tm.tm_mon + 2);
+    assert_string_equal(gwt_str(r.json, "period_end"), end);
     gwt_resp_free(&r);
     const char *p[] = {alice.id};
     assert_int_equal(
