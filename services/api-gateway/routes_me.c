@@ -24,15 +24,19 @@ static const char ME_SQL[] =
     " 'share_outputs', u.share_outputs, 'email_opt_out', to_json(u.email_opt_out),"
     " 'watched_folder_id', u.watched_folder_id, 'output_folder_id', u.output_folder_id,"
     " 'drive_connected', u.drive_connected,"
-    " 'tier', COALESCE(CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier END,"
-    "                  'free'),"
-    " 'subscription_status', s.status,"
-    " 'created_at', " GW_SQL_TS(
-        "u.created_at") ","
-                        " 'last_login_at', " GW_SQL_TS(
-                            "u.last_login_at") ")::text"
-                                               " FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id"
-                                               " WHERE u.id = $1";
+    " 'drive_disconnected_reason', CASE WHEN NOT u.drive_connected"
+    "   THEN u.drive_disconnected_reason END,"
+    " 'drive_disconnected_at', CASE WHEN NOT u.drive_connected THEN " GW_SQL_TS(
+        "u.drive_disconnected_at") " END,"
+                                   " 'tier', COALESCE(CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier END,"
+                                   "                  'free'),"
+                                   " 'subscription_status', s.status,"
+                                   " 'created_at', " GW_SQL_TS(
+                                       "u.created_at") ","
+                                                       " 'last_login_at', " GW_SQL_TS(
+                                                           "u.last_login_at") ")::text"
+                                                                              " FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id"
+                                                                              " WHERE u.id = $1";
 
 typedef struct {
     char csrf[64];

@@ -829,6 +829,36 @@ static void test_usage(void **state)
     gwt_resp_free(&r);
 }
 
+/* GET /api/me: while Drive is disconnected, why and since when (the
+ * dashboard's reconnect banner); null once connected. */
+static void test_me_drive_disconnected(void **state)
+{
+    (void)state;
+    const char *pb[] = {bob.id};
+    gwt_resp_t r = req("GET", "/api/me", &bob, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r.json, "drive_connected")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "drive_disconnected_reason")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "drive_disconnected_at")));
+    gwt_resp_free(&r);
+    assert_int_equal(sql_exec("SELECT users_mark_drive_disconnected($1::uuid, "
+                              "'invalid_grant: Google Drive access was revoked')",
+                              1, pb),
+                     0);
+    r = req("GET", "/api/me", &bob, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.json, "drive_connected")));
+    assert_string_equal(gwt_str(r.json, "drive_disconnected_reason"),
+                        "invalid_grant: Google Drive access was revoked");
+    assert_non_null(gwt_str(r.json, "drive_disconnected_at"));
+    gwt_resp_free(&r);
+    assert_int_equal(sql_exec("UPDATE users SET drive_connected = true, "
+                              "drive_disconnected_reason = NULL, drive_disconnected_at = NULL "
+                              "WHERE id = $1",
+                              1, pb),
+                     0);
+}
+
 /* ---- jobs ---- */
 
 static char alice_failed[40], alice_queued[40], alice_done[40], bob_job[40];
@@ -1997,6 +2027,7 @@ int main(void)
         cmocka_unit_test(test_logout_everywhere),
         cmocka_unit_test(test_me),
         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_me_drive_disconnected),
         cmocka_unit_test(test_jobs_list_and_paging),
         cmocka_unit_test(test_job_one_retry_cancel),
         cmocka_unit_test(test_watch_and_folders),
