@@ -4,6 +4,7 @@
 //   #/jobs      the live jobs list
 //   #/usage     usage of the period, history, the plan (Checkout, Portal)
 //   #/settings  sharing, e-mail, export, delete the account
+//   #/notices   the notices, unread first (the nav's badge counts them)
 import { api, ApiError, setCsrf } from './api.js';
 import { h, clear } from './dom.js';
 import { landing } from './pages/landing.js';
@@ -11,9 +12,11 @@ import { setup } from './pages/setup.js';
 import { jobs } from './pages/jobs.js';
 import { usage } from './pages/usage.js';
 import { settings } from './pages/settings.js';
+import { notices } from './pages/notices.js';
+import { startBadge, refreshBadge } from './badge.js';
 
-const PAGES = { setup, jobs, usage, settings };
-const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings' };
+const PAGES = { setup, jobs, usage, settings, notices };
+const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', notices: 'Notices' };
 
 const app = {
   me: null,
@@ -86,6 +89,7 @@ async function render() {
     history.replaceState(null, '', `#/${route}`);
   }
   showNav(route);
+  refreshBadge();
   const main = clear(app.main);
   document.title = route ? `${TITLES[route]} · Creator Automation` : 'Creator Automation';
   try {
@@ -119,6 +123,7 @@ function init() {
       app.signedOut('You are signed out.');
     } catch (e) { app.error(e); }
   });
+  startBadge(() => !!app.me);
   window.addEventListener('hashchange', () => { render(); app.main.focus({ preventScroll: true }); });
   render();
 }
