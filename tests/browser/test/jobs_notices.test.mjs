@@ -150,15 +150,19 @@ test('a hidden tab asks the server nothing; visible again, it asks at once', asy
     Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
     document.dispatchEvent(new Event('visibilitychange'));
   });
-  await page.waitForTimeout(500); // a request already in flight
-  page.on('request', onReq);
-  await page.waitForTimeout(11000); // longer than the badge's cycle, five of the list's
-  assert.deepEqual(asked, []);
-  await page.evaluate(() => {
+  const visible = () => page.evaluate(() => {
     delete document.hidden;
     delete document.visibilityState;
     document.dispatchEvent(new Event('visibilitychange'));
   });
+  try {
+    await page.waitForTimeout(500); // a request already in flight
+    page.on('request', onReq);
+    await page.waitForTimeout(11000); // longer than the badge's cycle, five of the list's
+    assert.deepEqual(asked, []);
+  } finally {
+    await visible(); // the next tests need a visible tab, whatever happened
+  }
   await until(() => asked.some((u) => /\/api\/notifications/.test(u)) && asked.some((u) => /\/api\/jobs/.test(u)), 3000, 'both to ask again');
   page.off('request', onReq);
 });
