@@ -681,3 +681,18 @@ out:
         drive_change_list_free(out);
     return st;
 }
+
+bool drive_id_valid(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 255) {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        char c = *s;
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              c == '_' || c == '-')) {
+            return false;
+        }
+    }
+    return true;
+}

@@ -45,6 +45,9 @@ void drive_file_free(drive_file_t *f);
 /* True when the file is an image we process (by mimeType image/jpeg, png, webp,
  * tiff, heic/heif, or by extension when the type is generic). */
 bool drive_file_is_image(const drive_file_t *f);
+/* A Drive id as Drive makes them: 1-255 of [A-Za-z0-9_-]. Anything else never
+ * goes into a URL or a query. */
+bool drive_id_valid(const char *s);
 
 typedef struct {
     drive_file_t *files;

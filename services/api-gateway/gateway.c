@@ -99,24 +99,6 @@ static metric_t *m_csrf_failed;
 
 /* ---- small helpers ---- */
 
-bool gw_valid_drive_id(const char *s)
-{
-    if (s == NULL) {
-        return false;
-    }
-    size_t n = strlen(s);
-    if (n == 0 || n > 255) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (!isalnum(c) && c != '_' && c != '-') {
-            return false;
-        }
-    }
-    return true;
-}
-
 bool gw_cookie(const http_req_t *req, const char *name, char *out, size_t outlen)
 {
     const char *h = http_req_header(req, "Cookie");
@@ -460,6 +442,97 @@ static bool csrf_ok(const gw_t *gw, const http_req_t *req, const gw_user_t *user
     return strlen(token) == n && crypto_equal(token, user->csrf, n);
 }
 
+/* ---- CORS for FRONTEND_ORIGIN (docs/api-gateway.md "CORS") ---- */
+
+/* The request's Origin when it is exactly one of FRONTEND_ORIGIN's, else NULL. */
+static const char *frontend_origin(const gw_t *gw, const http_req_t *req)
+{
+    const char *origin = http_req_header(req, "Origin");
+    if (origin == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < gw->nfrontend_origins; i++) {
+        if (strcmp(gw->frontend_origins[i], origin) == 0) {
+            return gw->frontend_origins[i];
+        }
+    }
+    return NULL;
+}
+
+/* The headers of an actual (not preflight) response; none for another origin.
+ * Vary: Origin whenever CORS is configured, so that a cache keeps them apart. */
+static void cors_headers(const gw_t *gw, http_req_t *req)
+{
+    if (gw->nfrontend_origins == 0) {
+        return;
+    }
+    http_reply_header(req, "Vary", "Origin");
+    const char *origin = frontend_origin(gw, req);
+    if (origin == NULL) {
+        return;
+    }
+    http_reply_header(req, "Access-Control-Allow-Origin", origin);
+    http_reply_header(req, "Access-Control-Allow-Credentials", "true");
+    http_reply_header(req, "Access-Control-Expose-Headers", "Retry-After, Location, X-Request-Id");
+}
+
+/* OPTIONS /api/... and /auth/...: a listed origin's preflight gets 204 with the
+ * path's methods and the headers the API reads; anything else is answered as
+ * before CORS (405 with Allow, or 404). No session, no rate limit count. */
+static void preflight(http_req_t *req, void *arg)
+{
+    const gw_t *gw = arg;
+    char methods[128];
+    size_t n = gw_allowed_methods(http_req_path(req), methods, sizeof(methods));
+    const char *origin = frontend_origin(gw, req);
+    if (gw->nfrontend_origins > 0) {
+        http_reply_header(req, "Vary", "Origin");
+    }
+    if (n == 0) {
+        http_reply_error(req, 404, "not_found", "no such resource");
+        return;
+    }
+    if (origin == NULL || http_req_header(req, "Access-Control-Request-Method") == NULL) {
+        http_reply_header(req, "Allow", methods);
+        http_reply_error(req, 405, "method_not_allowed", "OPTIONS is not allowed here");
+        return;
+    }
+    http_reply_header(req, "Access-Control-Allow-Origin", origin);
+    http_reply_header(req, "Access-Control-Allow-Credentials", "true");
+    http_reply_header(req, "Access-Control-Allow-Methods", methods);
+    http_reply_header(req, "Access-Control-Allow-Headers",
+                      "Accept, Content-Type, X-CSRF-Token, X-Request-Id");
+    http_reply_header(req, "Access-Control-Max-Age", "600");
+    http_reply_data(req, 204, "text/plain", "", 0);
+}
+
+static int routes_preflight(gw_t *gw)
+{
+    if (http_server_route(gw->http, "OPTIONS", "/api/{path*}", preflight, gw) != 0 ||
+        http_server_route(gw->http, "OPTIONS", "/auth/{path*}", preflight, gw) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* "scheme://host[:port]" with http or https, nothing after: an exact origin. */
+static bool plausible_origin(const char *s)
+{
+    const char *rest = strncmp(s, "https://", 8) == 0  ? s + 8
+                       : strncmp(s, "http://", 7) == 0 ? s + 7
+                                                       : NULL;
+    if (rest == NULL || rest[0] == '\0' || strlen(s) > 255) {
+        return false;
+    }
+    for (const char *p = rest; *p != '\0'; p++) {
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '-' && *p != ':' && *p != '[' &&
+            *p != ']') {
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool is_admin_email(const gw_t *gw, const char *email)
 {
     for (size_t i = 0; i < gw->nadmin_emails; i++) {
@@ -685,6 +758,7 @@ static void dispatch(http_req_t *req, void *arg)
 {
     gw_route_t *rt = arg;
     gw_t *gw = rt->gw;
+    cors_headers(gw, req);
     gw_call_t *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         http_reply_error(req, 503, "unavailable", "out of memory");
@@ -999,6 +1073,46 @@ gw_t *gw_new(daemon_t *d)
         }
         free(copy);
     }
+    const char *origins = config_get(cfg, "FRONTEND_ORIGIN");
+    if (origins != NULL && origins[0] != '\0') {
+        char *copy = strdup(origins);
+        char *save = NULL;
+        bool bad = copy == NULL;
+        for (char *tok = copy != NULL ? strtok_r(copy, ",", &save) : NULL; tok != NULL && !bad;
+             tok = strtok_r(NULL, ",", &save)) {
+            while (*tok == ' ') {
+                tok++;
+            }
+            size_t tl = strlen(tok);
+            while (tl > 0 && tok[tl - 1] == ' ') {
+                tok[--tl] = '\0';
+            }
+            if (tl == 0) {
+                continue;
+            }
+            if (!plausible_origin(tok)) {
+                log_error("FRONTEND_ORIGIN: \"%s\" is not an origin (scheme://host[:port])", tok);
+                bad = true;
+                break;
+            }
+            char **grown =
+                realloc(gw->frontend_origins, (gw->nfrontend_origins + 1) * sizeof(char *));
+            char *dup = grown != NULL ? strdup(tok) : NULL;
+            if (grown != NULL) {
+                gw->frontend_origins = grown;
+            }
+            if (dup == NULL) {
+                bad = true;
+                break;
+            }
+            gw->frontend_origins[gw->nfrontend_origins++] = dup;
+        }
+        free(copy);
+        if (bad) {
+            gw_free(gw);
+            return NULL;
+        }
+    }
     gw->rl_per_minute_ip = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_IP");
     gw->rl_per_minute_session = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_SESSION");
     gw->session_ttl_s = config_get_int(cfg, "SESSION_TTL_SECONDS");
@@ -1065,6 +1179,7 @@ int gw_register_routes(gw_t *gw)
         gw_routes_account,
         gw_routes_notices,
         gw_routes_previews,
+        routes_preflight,
         gw_routes_static,
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
@@ -1093,6 +1208,10 @@ void gw_free(gw_t *gw)
         free(gw->admin_emails[i]);
     }
     free(gw->admin_emails);
+    for (size_t i = 0; i < gw->nfrontend_origins; i++) {
+        free(gw->frontend_origins[i]);
+    }
+    free(gw->frontend_origins);
     for (size_t i = 0; i < nall_routes; i++) {
         free(all_routes[i]->method);
         free(all_routes[i]->pattern);

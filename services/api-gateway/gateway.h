@@ -195,6 +195,8 @@ typedef struct gw {
     char redirect_uri[600];     /* PUBLIC_URL/auth/google/callback */
     char **admin_emails;        /* ADMIN_EMAILS, lowercased */
     size_t nadmin_emails;
+    char **frontend_origins; /* FRONTEND_ORIGIN: exact origins allowed by CORS */
+    size_t nfrontend_origins;
     long rl_per_minute_ip;
     long rl_per_minute_session;
     long session_ttl_s;     /* SESSION_TTL_SECONDS: idle lifetime (sliding) */
@@ -296,8 +298,6 @@ __attribute__((warn_unused_result)) int gw_sessions_end_all(gw_t *gw, const char
                                                             gw_redis_cb cb, void *arg);
 
 /* ---- validation ---- */
-/* Drive ids: 1..255 of [A-Za-z0-9_-]. */
-bool gw_valid_drive_id(const char *s);
 /* Strict JSON body checks: every key of obj must be in allowed (NULL-terminated);
  * else replies 400 naming the key and returns false. */
 bool gw_json_only_keys(http_req_t *req, const cJSON *obj, const char *const *allowed);

@@ -42,6 +42,9 @@ static const config_var_t gateway_vars[] = {
     {"STRIPE_PRICE_STUDIO", CFG_STRING, NULL, false, false, 0, 0, "price id of the studio tier"},
     {"ADMIN_EMAILS", CFG_LIST, "", false, false, 0, 0,
      "comma list of users who may read /api/admin/*"},
+    {"FRONTEND_ORIGIN", CFG_LIST, "", false, false, 0, 0,
+     "comma list of exact origins (scheme://host[:port]) of separately hosted frontends: CORS "
+     "with credentials for them, nothing for others"},
     {"RATE_LIMIT_PER_MINUTE_IP", CFG_INT, "1200", false, false, 1, 100000000,
      "requests per minute per client address (/api/*, /auth/*)"},
     {"RATE_LIMIT_PER_MINUTE_SESSION", CFG_INT, "600", false, false, 1, 100000000,

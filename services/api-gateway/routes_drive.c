@@ -330,7 +330,7 @@ static void put_watch(gw_t *gw, http_req_t *req, const gw_user_t *user)
         gw_reply_invalid(req, "folder_id", "is required");
         return;
     }
-    if (!gw_valid_drive_id(folder) || strcmp(folder, "root") == 0) {
+    if (!drive_id_valid(folder) || strcmp(folder, "root") == 0) {
         gw_reply_invalid(req, "folder_id", "is not a Drive folder id");
         return;
     }
@@ -437,7 +437,7 @@ static void get_folders(gw_t *gw, http_req_t *req, const gw_user_t *user)
     if (parent == NULL || parent[0] == '\0') {
         parent = "root";
     }
-    if (!gw_valid_drive_id(parent)) {
+    if (!drive_id_valid(parent)) {
         gw_reply_invalid(req, "parent", "is not a Drive folder id");
         return;
     }

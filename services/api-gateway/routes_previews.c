@@ -10,6 +10,9 @@
  *   GET  /api/jobs/{id}/thumbnail/before.jpg (after.jpg) → a completed job's thumbnail
  *   GET  /api/presets/{id}/preview/before.jpg (after.jpg) → a system preset's
  *        preview on the sample photo, public, rendered once per preset version
+ *   GET  /api/system-presets → {presets: [{id, name, description, category,
+ *        before_url, after_url}]}: the active system presets, public (the
+ *        landing page finds the previews' ids here)
  *
  * The gateway never decodes an image: it validates the graph (an unsaved one
  * exactly as POST /api/presets does, on the offload pool), hands the request
@@ -307,7 +310,7 @@ static void create_preview(gw_t *gw, http_req_t *req, const gw_user_t *user)
             !gw_json_string(req, source, "drive_file_id", 1, 255, &drive_file_id)) {
             return;
         }
-        if (drive_file_id == NULL || !gw_valid_drive_id(drive_file_id)) {
+        if (drive_file_id == NULL || !drive_id_valid(drive_file_id)) {
             gw_reply_invalid(req, "source",
                              "drive_file_id must be a Drive file id ([A-Za-z0-9_-], 1 to 255)");
             return;
@@ -694,6 +697,32 @@ void gw_previews_forget_user(gw_t *gw, const char *user_id)
     }
 }
 
+static void on_system_presets(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
+{
+    (void)gw;
+    (void)arg;
+    if (PQntuples(res) != 1) {
+        http_reply_error(req, 500, "internal", "could not build the response");
+        return;
+    }
+    http_reply_header(req, "Cache-Control", "public, max-age=300");
+    gw_reply_json_text(req, 200, PQgetvalue(res, 0, 0));
+}
+
+/* The active system presets, for anyone (the landing page). */
+static void system_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
+{
+    (void)user;
+    gw_query_ex(gw, req, NULL,
+                "SELECT json_build_object('presets', COALESCE(json_agg(json_build_object("
+                "  'id', id, 'name', name, 'description', description, 'category', category,"
+                "  'before_url', '/api/presets/' || id || '/preview/before.jpg',"
+                "  'after_url', '/api/presets/' || id || '/preview/after.jpg') ORDER BY name),"
+                "  '[]'::json))::text"
+                " FROM presets WHERE created_by_user_id IS NULL AND COALESCE(is_active, TRUE)",
+                0, NULL, on_system_presets, NULL, NULL);
+}
+
 int gw_routes_previews(gw_t *gw)
 {
     int rc = 0;
@@ -705,5 +734,6 @@ int gw_routes_previews(gw_t *gw)
     rc |= gw_route(gw, "GET", "/api/jobs/{id}/thumbnail/after.jpg", GW_AUTH, job_thumb_after);
     rc |= gw_route(gw, "GET", "/api/presets/{id}/preview/before.jpg", GW_PUBLIC, system_preview);
     rc |= gw_route(gw, "GET", "/api/presets/{id}/preview/after.jpg", GW_PUBLIC, system_preview);
+    rc |= gw_route(gw, "GET", "/api/system-presets", GW_PUBLIC, system_presets);
     return rc != 0 ? -1 : 0;
 }

@@ -311,6 +311,43 @@ int email_smtp_send(const char *smtp_url, const char *from_addr, const char *to_
 }
 
 /* One user's digest. 1 sent, 0 nothing due, -1 error. */
+
+/* Records a send's outcome for the outbox rows ids (a uuid[] literal) and
+ * commits: sent; or one more attempt with a backoff of 5 s·2^n (max 1 h),
+ * failed when permanent (sent_rc 2) or at the 8th attempt. 1 sent, 0 not
+ * sent, -1 when the outcome could not be recorded (rolled back by the
+ * caller; the rows stay due, so a sent message may go twice, never none). */
+static int outbox_record(pg_conn_t *pg, const char *ids, int sent_rc, const char *serr)
+{
+    char err[256];
+    const char *ip[1] = {ids};
+    if (sent_rc == 0) {
+        if (pg_exec_cmd(pg,
+                        "UPDATE email_outbox SET status = 'sent', attempts = attempts + 1,"
+                        " sent_at = timezone('UTC', now()) WHERE id = ANY($1::uuid[])",
+                        1, ip, err, sizeof(err)) != 0 ||
+            pg_commit(pg, err, sizeof(err)) != 0) {
+            log_error("e-mail sent but not marked sent: %s", err);
+            return -1;
+        }
+        return 1;
+    }
+    const char *fp[3] = {ids, serr, sent_rc == 2 ? "true" : "false"};
+    if (pg_exec_cmd(pg,
+                    "UPDATE email_outbox SET attempts = attempts + 1, last_error = $2,"
+                    " status = CASE WHEN $3::bool OR attempts + 1 >= 8 THEN 'failed'"
+                    "   ELSE 'pending' END,"
+                    " next_attempt_at = timezone('UTC', now()) + make_interval(secs =>"
+                    "   least(3600, 5 * power(2, attempts))::int)"
+                    " WHERE id = ANY($1::uuid[])",
+                    3, fp, err, sizeof(err)) != 0 ||
+        pg_commit(pg, err, sizeof(err)) != 0) {
+        log_warn("e-mail: could not record the attempt: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
 static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, int wait_s)
 {
     char err[512];
@@ -422,33 +459,12 @@ static int send_one(pg_conn_t *pg, const char *smtp_url, const char *mail_from, 
         sent_rc = email_smtp_send(smtp_url, from_addr, email, message, serr, sizeof(serr));
         free(message);
     }
-    if (sent_rc == 0) {
-        if (pg_exec_cmd(pg,
-                        "UPDATE email_outbox SET status = 'sent', attempts = attempts + 1,"
-                        " sent_at = timezone('UTC', now()) WHERE id = ANY($1::uuid[])",
-                        1, ip, err, sizeof(err)) != 0 ||
-            pg_commit(pg, err, sizeof(err)) != 0) {
-            log_error("e-mail sent but not marked sent: %s", err);
-            goto out_free;
-        }
+    result = outbox_record(pg, ids, sent_rc, serr);
+    if (result == 1) {
         log_info("e-mail digest of %zu job(s) sent", n);
-        result = 1;
-    } else {
-        const char *fp[3] = {ids, serr, sent_rc == 2 ? "true" : "false"};
-        if (pg_exec_cmd(pg,
-                        "UPDATE email_outbox SET attempts = attempts + 1, last_error = $2,"
-                        " status = CASE WHEN $3::bool OR attempts + 1 >= 8 THEN 'failed'"
-                        "   ELSE 'pending' END,"
-                        " next_attempt_at = timezone('UTC', now()) + make_interval(secs =>"
-                        "   least(3600, 5 * power(2, attempts))::int)"
-                        " WHERE id = ANY($1::uuid[])",
-                        3, fp, err, sizeof(err)) != 0 ||
-            pg_commit(pg, err, sizeof(err)) != 0) {
-            goto out_free;
-        }
+    } else if (result == 0) {
         log_warn("e-mail digest not sent (%s): %s", sent_rc == 2 ? "permanent" : "will retry",
                  serr);
-        result = 0;
     }
 out_free:
     PQclear(jobs);
@@ -516,7 +532,6 @@ static int send_notice_one(pg_conn_t *pg, const char *smtp_url, const char *mail
         return 0;
     }
     const char *id = PQgetvalue(res, 0, 0);
-    const char *ip[1] = {id};
     const char *email = PQgetvalue(res, 0, 4);
     bool wanted = strcmp(PQgetvalue(res, 0, 6), "t") == 0;
     bool expired = strcmp(PQgetvalue(res, 0, 7), "t") == 0;
@@ -543,33 +558,14 @@ static int send_notice_one(pg_conn_t *pg, const char *smtp_url, const char *mail
     char serr[300] = "";
     int sent_rc = email_smtp_send(smtp_url, from_addr, email, message, serr, sizeof(serr));
     free(message);
-    if (sent_rc == 0) {
-        if (pg_exec_cmd(pg,
-                        "UPDATE email_outbox SET status = 'sent', attempts = attempts + 1,"
-                        " sent_at = timezone('UTC', now()) WHERE id = $1::uuid",
-                        1, ip, err, sizeof(err)) != 0 ||
-            pg_commit(pg, err, sizeof(err)) != 0) {
-            log_error("notice e-mail sent but not marked sent: %s", err);
-            goto out;
-        }
+    char one[64];
+    snprintf(one, sizeof(one), "{%s}", id);
+    result = outbox_record(pg, one, sent_rc, serr);
+    if (result == 1) {
         log_info("notice e-mail (%s) sent", n.kind);
-        result = 1;
-    } else {
-        const char *fp[3] = {id, serr, sent_rc == 2 ? "true" : "false"};
-        if (pg_exec_cmd(pg,
-                        "UPDATE email_outbox SET attempts = attempts + 1, last_error = $2,"
-                        " status = CASE WHEN $3::bool OR attempts + 1 >= 8 THEN 'failed'"
-                        "   ELSE 'pending' END,"
-                        " next_attempt_at = timezone('UTC', now()) + make_interval(secs =>"
-                        "   least(3600, 5 * power(2, attempts))::int)"
-                        " WHERE id = $1::uuid",
-                        3, fp, err, sizeof(err)) != 0 ||
-            pg_commit(pg, err, sizeof(err)) != 0) {
-            goto out;
-        }
+    } else if (result == 0) {
         log_warn("notice e-mail not sent (%s): %s", sent_rc == 2 ? "permanent" : "will retry",
                  serr);
-        result = 0;
     }
 out:
     PQclear(res);

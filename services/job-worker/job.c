@@ -146,22 +146,6 @@ static bool stopped(job_runner_t *t, job_err_t *e)
     return true;
 }
 
-/* Drive ids are [A-Za-z0-9_-]; anything else never goes into a query. */
-static bool is_drive_id(const char *s)
-{
-    if (s == NULL || s[0] == '\0' || strlen(s) > 200) {
-        return false;
-    }
-    for (; *s != '\0'; s++) {
-        char c = *s;
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '_' || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static char *dupv(PGresult *res, int col)
 {
     return strdup(PQgetisnull(res, 0, col) ? "" : PQgetvalue(res, 0, col));
@@ -446,11 +430,11 @@ static void upload_err(google_status_t st, const google_error_t *g, const char *
 static int output_folder(job_runner_t *t, job_t *j, const char *token, char *folder,
                          size_t folderlen, job_err_t *e)
 {
-    if (is_drive_id(j->output_folder)) { /* read with the claim */
+    if (drive_id_valid(j->output_folder)) { /* read with the claim */
         snprintf(folder, folderlen, "%s", j->output_folder);
         return 0;
     }
-    if (!is_drive_id(j->drive_folder_id)) {
+    if (!drive_id_valid(j->drive_folder_id)) {
         job_err_set(e, "upload_failed", false, "The job has no valid Drive folder.");
         return -1;
     }
@@ -739,7 +723,7 @@ static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void
     char upload_name[128];
     const char *dot = strrchr(j->drive_file_name, '.');
     char ext[8] = "jpg";
-    if (dot != NULL && strlen(dot + 1) < sizeof(ext) && is_drive_id(dot + 1)) {
+    if (dot != NULL && strlen(dot + 1) < sizeof(ext) && drive_id_valid(dot + 1)) {
         snprintf(ext, sizeof(ext), "%s", dot + 1);
     }
     snprintf(upload_name, sizeof(upload_name), "ca_%s.%s", j->id, ext);
@@ -845,7 +829,7 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
         goto out;
     }
     step(j, "token");
-    if (!is_drive_id(j->drive_file_id)) {
+    if (!drive_id_valid(j->drive_file_id)) {
         job_err_set(e, "drive_file_not_found", false, "The job's Drive file id is not valid.");
         goto out;
     }

@@ -384,22 +384,6 @@ static void write_result(lane_thread_t *t, const char *key, const preview_pair_t
     freeReplyObject(r);
 }
 
-/* Drive ids are [A-Za-z0-9_-]; anything else never goes into a URL. */
-static bool is_drive_id(const char *s)
-{
-    if (s == NULL || s[0] == '\0' || strlen(s) > 255) {
-        return false;
-    }
-    for (; *s != '\0'; s++) {
-        char c = *s;
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              c == '_' || c == '-')) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static int token_err(drive_auth_status_t st, preview_err_t *e)
 {
     switch (st) {
@@ -427,7 +411,7 @@ static int download(lane_thread_t *t, const char *user_id, const char *file_id,
 {
     const preview_lane_config_t *cfg = &t->lane->cfg;
     char err[256];
-    if (!is_drive_id(file_id)) {
+    if (!drive_id_valid(file_id)) {
         perr(e, "drive_file_not_found", "The Drive file id is not valid.");
         return -1;
     }

@@ -67,7 +67,7 @@ static void put_watch(http_req_t *req)
     cJSON *body = gw_json_body(req, allowed);
     const char *folder = NULL;
     if (body != NULL && gw_json_string(req, body, "folder_id", 1, 255, &folder) && folder != NULL) {
-        (void)gw_valid_drive_id(folder);
+        (void)drive_id_valid(folder);
     }
 }
 

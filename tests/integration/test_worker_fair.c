@@ -121,22 +121,8 @@ static int setup(void **state)
 
 static int start_worker(void)
 {
-    static char env[9][600];
-    snprintf(env[0], sizeof(env[0]), "DATABASE_URL=%s", db_url_as("ca_job_worker"));
-    snprintf(env[1], sizeof(env[1]), "REDIS_URL=%s", getenv("TEST_REDIS_URL"));
-    snprintf(env[2], sizeof(env[2]), "ENCRYPTION_KEY=%s", KEY_B64);
-    snprintf(env[3], sizeof(env[3]), "GOOGLE_CLIENT_ID=" CLIENT_ID);
-    snprintf(env[4], sizeof(env[4]), "GOOGLE_CLIENT_SECRET=secret-for-tests");
-    snprintf(env[5], sizeof(env[5]), "GOOGLE_TOKEN_URL=%s/token", google.base_url);
-    snprintf(env[6], sizeof(env[6]), "DRIVE_API_URL=%s/drive/v3", google.base_url);
-    snprintf(env[7], sizeof(env[7]), "DRIVE_UPLOAD_URL=%s/upload/drive/v3", google.base_url);
-    snprintf(env[8], sizeof(env[8]), "WORKER_CONCURRENCY=2");
-    const char *envp[10];
-    for (int i = 0; i < 9; i++) {
-        envp[i] = env[i];
-    }
-    envp[9] = NULL;
-    return daemon_start(&worker, "job-worker", envp);
+    const char *extra[] = {"WORKER_CONCURRENCY=2", NULL};
+    return wu_start_worker(&worker, google.base_url, KEY_B64, CLIENT_ID, extra);
 }
 
 static int teardown(void **state)

@@ -10,6 +10,7 @@
  *   - an invalid graph: 400 with the validator's error at the failing node,
  *     the same answer as POST /api/presets;
  *   - another user's preview is 404 (status and images);
+ *   - GET /api/system-presets: public, the three system presets' ids and preview URLs
  *   - a system preset's public preview (GET /api/presets/{id}/preview/...):
  *     503 preview_pending, then the JPEG, rendered once per version; the
  *     worker renders them before anyone asks;
@@ -275,23 +276,8 @@ static char *photo_b64(int w, int h)
 
 static int start_worker(void)
 {
-    static char env[10][600];
-    snprintf(env[0], sizeof(env[0]), "DATABASE_URL=%s", db_url_as("ca_job_worker"));
-    snprintf(env[1], sizeof(env[1]), "REDIS_URL=%s", getenv("TEST_REDIS_URL"));
-    snprintf(env[2], sizeof(env[2]), "ENCRYPTION_KEY=%s", GWT_ENCRYPTION_KEY);
-    snprintf(env[3], sizeof(env[3]), "GOOGLE_CLIENT_ID=test-client");
-    snprintf(env[4], sizeof(env[4]), "GOOGLE_CLIENT_SECRET=test-client-secret");
-    snprintf(env[5], sizeof(env[5]), "GOOGLE_TOKEN_URL=%s/token", google.base_url);
-    snprintf(env[6], sizeof(env[6]), "DRIVE_API_URL=%s/drive/v3", google.base_url);
-    snprintf(env[7], sizeof(env[7]), "DRIVE_UPLOAD_URL=%s/upload/drive/v3", google.base_url);
-    snprintf(env[8], sizeof(env[8]), "WORKER_CONCURRENCY=1");
-    snprintf(env[9], sizeof(env[9]), "WORKER_PREVIEW_CONCURRENCY=1");
-    const char *envp[11];
-    for (int i = 0; i < 10; i++) {
-        envp[i] = env[i];
-    }
-    envp[10] = NULL;
-    return daemon_start(&worker, "job-worker", envp);
+    const char *extra[] = {"WORKER_CONCURRENCY=1", "WORKER_PREVIEW_CONCURRENCY=1", NULL};
+    return wu_start_worker(&worker, google.base_url, GWT_ENCRYPTION_KEY, "test-client", extra);
 }
 
 static int setup(void **state)
@@ -573,6 +559,42 @@ static void test_system_preset_preview(void **state)
     free(preset);
 }
 
+/* GET /api/system-presets: public, the active system presets by name with
+ * their preview URLs (the landing page finds the ids there); no user's
+ * preset, public or not. */
+static void test_system_presets_list(void **state)
+{
+    (void)state;
+    gwt_resp_t r = gwt_request(GW, "GET", "/api/system-presets", NULL, false, NULL);
+    assert_int_equal(r.status, 200);
+    char *cc = gwt_header(r.headers, "Cache-Control");
+    assert_non_null(cc);
+    assert_string_equal(cc, "public, max-age=300");
+    free(cc);
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(r.json, "presets");
+    assert_true(cJSON_IsArray(list));
+    const char *names[] = {"landscape_vivid", "portrait_pro", "product_clean"};
+    assert_int_equal(cJSON_GetArraySize(list), 3);
+    for (int i = 0; i < 3; i++) {
+        const cJSON *p = cJSON_GetArrayItem(list, i);
+        assert_string_equal(gwt_str(p, "name"), names[i]);
+        const char *q[] = {names[i]};
+        char *id = sql_value("SELECT id::text FROM presets WHERE name = $1"
+                             " AND created_by_user_id IS NULL",
+                             1, q);
+        assert_non_null(id);
+        assert_string_equal(gwt_str(p, "id"), id);
+        char want[200];
+        snprintf(want, sizeof(want), "/api/presets/%s/preview/before.jpg", id);
+        assert_string_equal(gwt_str(p, "before_url"), want);
+        snprintf(want, sizeof(want), "/api/presets/%s/preview/after.jpg", id);
+        assert_string_equal(gwt_str(p, "after_url"), want);
+        assert_non_null(gwt_str(p, "description"));
+        free(id);
+    }
+    gwt_resp_free(&r);
+}
+
 static bool preset_preview_done(void *arg)
 {
     char err[256];
@@ -822,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_other_users_preview_is_404),
         cmocka_unit_test(test_system_preset_preview),
         cmocka_unit_test(test_system_presets_warmed),
+        cmocka_unit_test(test_system_presets_list),
         cmocka_unit_test(test_completed_job_has_thumbnails),
         cmocka_unit_test(test_account_deletion_deletes_thumbnails),
         cmocka_unit_test(test_preview_not_behind_backlog),

@@ -326,20 +326,12 @@ static gwt_resp_t api(const gwt_session_t *s, const char *method, const char *pa
 
 static int start_worker(void)
 {
-    static char dburl[600];
-    static char env_google[5][256];
-    snprintf(dburl, sizeof(dburl), "DATABASE_URL=%s", worker_db_url);
-    snprintf(env_google[0], 256, "GOOGLE_TOKEN_URL=%s/token", google.base_url);
-    snprintf(env_google[1], 256, "DRIVE_API_URL=%s/drive/v3", google.base_url);
-    snprintf(env_google[2], 256, "DRIVE_UPLOAD_URL=%s/upload/drive/v3", google.base_url);
-    const char *env[] = {
-        dburl, "GOOGLE_CLIENT_ID=" CLIENT_ID, "GOOGLE_CLIENT_SECRET=secret-for-tests",
-        env_google[0], env_google[1], env_google[2], "LOG_LEVEL=debug", "WORKER_CONCURRENCY=1",
-        "WORKER_REPUSH_SECONDS=2", "WORKER_QUOTA_RELEASE_MS=300", "WORKER_RETRY_BASE_MS=200",
-        /* completions write e-mail outbox rows (nothing listens:
-         * they stay pending) */
-        "SMTP_URL=smtp://127.0.0.1:9", NULL};
-    return daemon_start(&worker, "job-worker", env);
+    const char *extra[] = {"LOG_LEVEL=debug", "WORKER_CONCURRENCY=1", "WORKER_REPUSH_SECONDS=2",
+                           "WORKER_QUOTA_RELEASE_MS=300", "WORKER_RETRY_BASE_MS=200",
+                           /* completions write e-mail outbox rows (nothing listens:
+                            * they stay pending) */
+                           "SMTP_URL=smtp://127.0.0.1:9", NULL};
+    return wu_start_worker(&worker, google.base_url, KEY_B64, CLIENT_ID, extra);
 }
 
 /* ---------------------------------------------------------------- setup */

@@ -142,3 +142,28 @@ void wu_user_preset(const wu_user_t *u, const char *name, const char *graph)
                               3, params),
                      0);
 }
+
+int wu_start_worker(proc_t *worker, const char *google_url, const char *key_b64,
+                    const char *client_id, const char *const *extra)
+{
+    enum { NBASE = 8, NMAX = 40 };
+    char base[NBASE][600];
+    snprintf(base[0], sizeof(base[0]), "DATABASE_URL=%s", db_url_as("ca_job_worker"));
+    snprintf(base[1], sizeof(base[1]), "REDIS_URL=%s", getenv("TEST_REDIS_URL"));
+    snprintf(base[2], sizeof(base[2]), "ENCRYPTION_KEY=%s", key_b64);
+    snprintf(base[3], sizeof(base[3]), "GOOGLE_CLIENT_ID=%s", client_id);
+    snprintf(base[4], sizeof(base[4]), "GOOGLE_CLIENT_SECRET=secret-for-tests");
+    snprintf(base[5], sizeof(base[5]), "GOOGLE_TOKEN_URL=%s/token", google_url);
+    snprintf(base[6], sizeof(base[6]), "DRIVE_API_URL=%s/drive/v3", google_url);
+    snprintf(base[7], sizeof(base[7]), "DRIVE_UPLOAD_URL=%s/upload/drive/v3", google_url);
+    const char *envp[NMAX + 1];
+    size_t n = 0;
+    for (; n < NBASE; n++) {
+        envp[n] = base[n];
+    }
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n < NMAX; i++) {
+        envp[n++] = extra[i];
+    }
+    envp[n] = NULL;
+    return daemon_start(worker, "job-worker", envp); /* copies the strings */
+}

@@ -7,6 +7,7 @@
 #define CA_TEST_WORKER_USER_H
 
 #include "crypto.h"
+#include "support.h"
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
@@ -41,5 +42,11 @@ char *wu_job_col(const char *job, const char *col);
 void wu_assert_usage(const wu_user_t *u, const char *col, const char *want);
 /* A preset of the user's own. */
 void wu_user_preset(const wu_user_t *u, const char *name, const char *graph);
+/* Starts the job-worker binary as ca_job_worker on the test database and
+ * Redis, with ENCRYPTION_KEY key_b64 and the OAuth client client_id against
+ * the Google fake at google_url, plus extra "NAME=value" settings
+ * (NULL-terminated, may be NULL; they must not repeat the ones above). */
+int wu_start_worker(proc_t *worker, const char *google_url, const char *key_b64,
+                    const char *client_id, const char *const *extra);
 
 #endif

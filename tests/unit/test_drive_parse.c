@@ -81,10 +81,30 @@ static void test_size_out_of_range_is_none(void **state)
     google_client_free(gc);
 }
 
+/* drive_id_valid: what may go into a Drive URL or query. */
+static void test_drive_id_valid(void **state)
+{
+    (void)state;
+    char longest[257];
+    memset(longest, 'a', 255);
+    longest[255] = '\0';
+    assert_true(drive_id_valid("1AbC_-z9"));
+    assert_true(drive_id_valid(longest));
+    longest[255] = 'a';
+    longest[256] = '\0';
+    assert_false(drive_id_valid(longest)); /* 256 */
+    static const char *const bad[] = {"", "a b", "a/b", "a?q=1", "a'b", "..", "a%20", "\xc3\xa9"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_false(drive_id_valid(bad[i]));
+    }
+    assert_false(drive_id_valid(NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_size_out_of_range_is_none),
+        cmocka_unit_test(test_drive_id_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 //   #/usage     usage of the period, history, the plan (Checkout, Portal)
 //   #/settings  sharing, e-mail, export, delete the account
 //   #/notices   the notices, unread first (the nav's badge counts them)
+//   #/admin     analytics charts (administrators; others are told no)
 import { api, ApiError, setCsrf } from './api.js';
 import { h, clear } from './dom.js';
 import { landing } from './pages/landing.js';
@@ -14,9 +15,10 @@ import { usage } from './pages/usage.js';
 import { settings } from './pages/settings.js';
 import { notices } from './pages/notices.js';
 import { startBadge, refreshBadge } from './badge.js';
+import { admin } from './pages/admin.js';
 
-const PAGES = { setup, jobs, usage, settings, notices };
-const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', notices: 'Notices' };
+const PAGES = { setup, jobs, usage, settings, notices, admin };
+const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', notices: 'Notices', admin: 'Admin' };
 
 const app = {
   me: null,
@@ -63,6 +65,7 @@ function showNav(route) {
   nav.hidden = !app.me;
   if (!app.me) return;
   document.getElementById('who').textContent = app.me.email;
+  document.getElementById('nav-admin').hidden = !app.me.is_admin;
   for (const a of nav.querySelectorAll('a[data-route]')) {
     if (a.dataset.route === route) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
