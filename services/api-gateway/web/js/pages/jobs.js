@@ -77,6 +77,7 @@ export async function jobs(main, app) {
   let loadedOlder = false;
   let timer = null;
   let stopped = false;
+  let gen = 0; // a change of filters makes the answers in flight stale
 
   function makeRow(job) {
     const parts = {
@@ -196,9 +197,11 @@ export async function jobs(main, app) {
       if (!stopped) timer = setTimeout(poll, POLL_MS);
       return;
     }
+    const asked = gen;
     try {
       const page = await api('GET', query(null));
       if (stopped) return;
+      if (asked !== gen) return; // the filters changed meanwhile: refilter polls anew
       page.jobs = page.jobs.filter(inRange);
       if (filtered()) {
         // a job of the first page that left the status asked for leaves the list
@@ -234,6 +237,7 @@ export async function jobs(main, app) {
       return;
     }
     app.error(null);
+    gen++;
     clear(list); rows.clear(); cursor = null; loadedOlder = false;
     if (timer) clearTimeout(timer);
     poll();
@@ -245,8 +249,10 @@ export async function jobs(main, app) {
   document.addEventListener('visibilitychange', onVisible);
   more.addEventListener('click', async () => {
     if (!cursor) return;
+    const asked = gen;
     try {
       const page = await api('GET', query(cursor));
+      if (asked !== gen) return;
       loadedOlder = true;
       merge(page.jobs.filter(inRange), true);
       cursor = page.next_cursor;
