@@ -138,6 +138,19 @@ test('a notice shows with an unread badge; marking read clears it', async () => 
   await page.locator('#unread-count', { hasText: 'All read.' }).waitFor();
   assert.equal(await page.locator('li.notice-item.unread').count(), 0);
   assert.equal(await badge().isVisible(), false);
+  // older notices page in through next_cursor
+  stack.psql(`INSERT INTO notices (user_id, kind, cause_key, title, message, created_at, read_at)
+    SELECT '${me.id}', 'jobs_failed', 'old-' || i, 'Old batch ' || i, 'Photos failed.',
+      timestamp '2021-01-01' - make_interval(days => i), timestamp '2021-01-02' FROM generate_series(1, 25) i`);
+  const total = list.notifications.length + 25; // the jobs_failed one above is in list already
+  await page.reload();
+  await until(async () => (await items.count()) === 20, 10000, 'a first page of 20');
+  await page.getByRole('button', { name: 'Older notices' }).click();
+  await until(async () => (await items.count()) === total, 10000, `all ${total} notices`);
+  assert.equal(await page.getByRole('button', { name: 'Older notices' }).isVisible(), false);
+  const ids = await items.evaluateAll((l) => l.map((li) => li.dataset.id));
+  assert.equal(new Set(ids).size, total, 'no notice twice');
+  assert.equal(await items.last().locator('.title').textContent(), 'Old batch 25');
 });
 
 test('a hidden tab asks the server nothing; visible again, it asks at once', async () => {
