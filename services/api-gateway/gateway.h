@@ -348,9 +348,10 @@ int gw_routes_auth(gw_t *gw); /* auth.c: /auth/google/login, /callback, /auth/lo
 int gw_routes_me(gw_t *gw);   /* routes_me.c: /api/me, /api/usage */
 int gw_routes_jobs(gw_t *gw); /* routes_jobs.c: /api/jobs... */
 /* The statement of GET /api/jobs for a status filter, the waiting-for-quota
- * filter and/or a cursor ($1 user id, $2 rows, then the status, then the
- * cursor's created_at and id). */
-const char *jobs_list_sql(bool status, bool waiting, bool cursor);
+ * filter, a cursor and/or a date range ($1 user id, $2 rows, then the status,
+ * then the cursor's created_at and id, then the range's first instant and the
+ * instant after it). */
+const char *jobs_list_sql(bool status, bool waiting, bool cursor, bool dated);
 int gw_routes_drive(gw_t *gw);   /* routes_drive.c: /api/watch, /api/drive/folders */
 int gw_routes_presets(gw_t *gw); /* routes_presets.c: /api/presets... */
 int gw_routes_admin(gw_t *gw);   /* routes_admin.c: /api/admin/analytics/... */

@@ -1,8 +1,9 @@
 /*
  * routes_jobs — the user's jobs.
  *
- *   GET  /api/jobs?status=&waiting_for=&limit=&cursor=   newest first, keyset pages
- *                                (waiting_for=quota: only the jobs waiting for quota)
+ *   GET  /api/jobs?status=&waiting_for=&from=&to=&limit=&cursor=   newest first, keyset
+ *                                pages (waiting_for=quota: only the jobs waiting for quota;
+ *                                from/to: UTC days YYYY-MM-DD, both included)
  *   GET  /api/jobs/{id}
  *   POST /api/jobs/{id}/retry    failed|cancelled → queued (jobs_retry), id pushed to the user's
  *                                fair queue (queue_push_script, the user's tier)
@@ -126,28 +127,81 @@ static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, 
  * A job is in one table only (the archive moves it in one statement).
  * The waiting filter reads idx_jobs_quota_waiting backwards (and its empty
  * twin on jobs_archive): a partial index of the waiting jobs only.
+ * The date filter is a range on created_at, the index's second column: the
+ * same ordered scans, bounded.
  * Parameters: $1 user id, $2 rows to fetch, then the status when filtered,
- * then the cursor's created_at and id. */
+ * then the cursor's created_at and id, then (dated) the first instant and the
+ * instant after the last (timestamps; -infinity / infinity when open). */
 #define LIST_SQL(cond)                                                                             \
     "SELECT " JOB_COLUMNS " FROM (SELECT j.user_id, " JOB_ROW_COLUMNS " FROM jobs j UNION ALL"     \
     " SELECT j.user_id, " JOB_ROW_COLUMNS " FROM jobs_archive j) j WHERE j.user_id = $1" cond      \
     " ORDER BY j.created_at DESC, j.id DESC LIMIT $2::int"
 #define AFTER_CURSOR(ts, id) " AND (j.created_at, j.id) < (" ts "::timestamp, " id "::uuid)"
 #define WAITING " AND j.quota_waiting_since IS NOT NULL"
-const char *jobs_list_sql(bool status, bool waiting, bool cursor)
+#define DATED(from, until)                                                                         \
+    " AND j.created_at >= " from "::timestamp AND j.created_at < " until "::timestamp"
+#define STATUS " AND j.status = $3"
+const char *jobs_list_sql(bool status, bool waiting, bool cursor, bool dated)
 {
-    static const char *const SQL[2][2][2] = {
-        {{LIST_SQL(""), LIST_SQL(AFTER_CURSOR("$3", "$4"))},
-         {LIST_SQL(WAITING), LIST_SQL(WAITING AFTER_CURSOR("$3", "$4"))}},
-        {{LIST_SQL(" AND j.status = $3"), LIST_SQL(" AND j.status = $3" AFTER_CURSOR("$4", "$5"))},
-         {LIST_SQL(" AND j.status = $3" WAITING),
-          LIST_SQL(" AND j.status = $3" WAITING AFTER_CURSOR("$4", "$5"))}},
+    static const char *const SQL[2][2][2][2] = {
+        {{{LIST_SQL(""), LIST_SQL(DATED("$3", "$4"))},
+          {LIST_SQL(AFTER_CURSOR("$3", "$4")),
+           LIST_SQL(AFTER_CURSOR("$3", "$4") DATED("$5", "$6"))}},
+         {{LIST_SQL(WAITING), LIST_SQL(WAITING DATED("$3", "$4"))},
+          {LIST_SQL(WAITING AFTER_CURSOR("$3", "$4")),
+           LIST_SQL(WAITING AFTER_CURSOR("$3", "$4") DATED("$5", "$6"))}}},
+        {{{LIST_SQL(STATUS), LIST_SQL(STATUS DATED("$4", "$5"))},
+          {LIST_SQL(STATUS AFTER_CURSOR("$4", "$5")),
+           LIST_SQL(STATUS AFTER_CURSOR("$4", "$5") DATED("$6", "$7"))}},
+         {{LIST_SQL(STATUS WAITING), LIST_SQL(STATUS WAITING DATED("$4", "$5"))},
+          {LIST_SQL(STATUS WAITING AFTER_CURSOR("$4", "$5")),
+           LIST_SQL(STATUS WAITING AFTER_CURSOR("$4", "$5") DATED("$6", "$7"))}}},
     };
-    return SQL[status][waiting][cursor];
+    return SQL[status][waiting][cursor][dated];
 }
 #undef LIST_SQL
 #undef AFTER_CURSOR
 #undef WAITING
+#undef DATED
+#undef STATUS
+
+/* A UTC day "YYYY-MM-DD" (a real one, from 1970 to 9998) into y, m, d. */
+static bool parse_day(const char *s, int *y, int *m, int *d)
+{
+    if (s == NULL || strlen(s) != 10 || s[4] != '-' || s[7] != '-') {
+        return false;
+    }
+    for (int i = 0; i < 10; i++) {
+        if (i != 4 && i != 7 && !isdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    *y = atoi(s);
+    *m = atoi(s + 5);
+    *d = atoi(s + 8);
+    static const int DAYS[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (*y < 1970 || *y > 9998 || *m < 1 || *m > 12 || *d < 1) {
+        return false;
+    }
+    bool leap = (*y % 4 == 0 && *y % 100 != 0) || *y % 400 == 0;
+    return *d <= DAYS[*m - 1] + (*m == 2 && leap ? 1 : 0);
+}
+
+/* The day after y-m-d, as "YYYY-MM-DD" into out. */
+static void next_day(int y, int m, int d, char *out, size_t outlen)
+{
+    static const int DAYS[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    int last = DAYS[m - 1] + (m == 2 && leap ? 1 : 0);
+    if (++d > last) {
+        d = 1;
+        if (++m > 12) {
+            m = 1;
+            y++;
+        }
+    }
+    snprintf(out, outlen, "%04d-%02d-%02d", y, m, d);
+}
 
 static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
 {
@@ -155,6 +209,8 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
     const char *waiting_for = http_req_query(req, "waiting_for");
     const char *limit_s = http_req_query(req, "limit");
     const char *cursor = http_req_query(req, "cursor");
+    const char *from_s = http_req_query(req, "from");
+    const char *to_s = http_req_query(req, "to");
     if (status != NULL && status[0] == '\0') {
         status = NULL;
     }
@@ -179,6 +235,30 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
         gw_reply_invalid(req, "limit", "must be an integer from 1 to 100");
         return;
     }
+    /* from/to: UTC days, both included; the bounds are [from 00:00, to + 1 day 00:00) */
+    bool have_from = from_s != NULL && from_s[0] != '\0';
+    bool have_to = to_s != NULL && to_s[0] != '\0';
+    int fy = 0, fm = 0, fd = 0, ty = 0, tm = 0, td = 0;
+    if (have_from && !parse_day(from_s, &fy, &fm, &fd)) {
+        gw_reply_invalid(req, "from", "must be a date YYYY-MM-DD");
+        return;
+    }
+    if (have_to && !parse_day(to_s, &ty, &tm, &td)) {
+        gw_reply_invalid(req, "to", "must be a date YYYY-MM-DD");
+        return;
+    }
+    if (have_from && have_to && strcmp(from_s, to_s) > 0) {
+        gw_reply_invalid(req, "from", "must not be after to");
+        return;
+    }
+    char from_ts[48] = "-infinity", until_ts[48] = "infinity";
+    if (have_from) {
+        snprintf(from_ts, sizeof(from_ts), "%04d-%02d-%02d", fy, fm, fd);
+    }
+    if (have_to) {
+        next_day(ty, tm, td, until_ts, sizeof(until_ts));
+    }
+    bool dated = have_from || have_to;
     char ts[40] = "", id[GW_UUID_LEN + 1] = "";
     bool have_cursor = cursor != NULL && cursor[0] != '\0';
     if (have_cursor && !cursor_decode(cursor, ts, sizeof(ts), id, sizeof(id))) {
@@ -194,7 +274,7 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
     paging_key_timestamp_cols(page, KEY_COLS);
     char fetch[16];
     snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
-    const char *p[5] = {user->id, fetch};
+    const char *p[7] = {user->id, fetch};
     int n = 2;
     if (status != NULL)
         p[n++] = status;
@@ -202,7 +282,11 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
         p[n++] = ts;
         p[n++] = id;
     }
-    gw_query_ex(gw, req, user->id, jobs_list_sql(status != NULL, waiting, have_cursor), n, p,
+    if (dated) {
+        p[n++] = from_ts;
+        p[n++] = until_ts;
+    }
+    gw_query_ex(gw, req, user->id, jobs_list_sql(status != NULL, waiting, have_cursor, dated), n, p,
                 paging_on_page, page, free);
 }
 

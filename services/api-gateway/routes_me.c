@@ -24,15 +24,19 @@ static const char ME_SQL[] =
     " 'share_outputs', u.share_outputs, 'email_opt_out', to_json(u.email_opt_out),"
     " 'watched_folder_id', u.watched_folder_id, 'output_folder_id', u.output_folder_id,"
     " 'drive_connected', u.drive_connected,"
-    " 'tier', COALESCE(CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier END,"
-    "                  'free'),"
-    " 'subscription_status', s.status,"
-    " 'created_at', " GW_SQL_TS(
-        "u.created_at") ","
-                        " 'last_login_at', " GW_SQL_TS(
-                            "u.last_login_at") ")::text"
-                                               " FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id"
-                                               " WHERE u.id = $1";
+    " 'drive_disconnected_reason', CASE WHEN NOT u.drive_connected"
+    "   THEN u.drive_disconnected_reason END,"
+    " 'drive_disconnected_at', CASE WHEN NOT u.drive_connected THEN " GW_SQL_TS(
+        "u.drive_disconnected_at") " END,"
+                                   " 'tier', COALESCE(CASE WHEN s.status IN ('active', 'trialing', 'past_due') THEN s.tier END,"
+                                   "                  'free'),"
+                                   " 'subscription_status', s.status,"
+                                   " 'created_at', " GW_SQL_TS(
+                                       "u.created_at") ","
+                                                       " 'last_login_at', " GW_SQL_TS(
+                                                           "u.last_login_at") ")::text"
+                                                                              " FROM users u LEFT JOIN subscriptions s ON s.user_id = u.id"
+                                                                              " WHERE u.id = $1";
 
 typedef struct {
     char csrf[64];
@@ -253,7 +257,9 @@ static void patch_me(gw_t *gw, http_req_t *req, const gw_user_t *user)
                 5, p, on_patched, pt, patch_free);
 }
 
-/* The plan in force and the period as billing_reserve_usage computes them;
+/* The plan in force and the period as billing_reserve_usage computes them
+ * (period_end: when the next period starts: a paid plan's Stripe period end,
+ * else the first of next month, 00:00 UTC);
  * waiting_for_quota: the user's jobs waiting for the plan to have room
  * (sql/job-worker/105; idx_jobs_quota_waiting). */
 static const char USAGE_SQL[] =
@@ -267,20 +273,28 @@ static const char USAGE_SQL[] =
     "                   AND s.current_period_start <= timezone('UTC', now())"
     "                   AND timezone('UTC', now()) < s.current_period_end"
     "              THEN s.current_period_start::date"
-    "              ELSE date_trunc('month', timezone('UTC', now()))::date END AS month"
+    "              ELSE date_trunc('month', timezone('UTC', now()))::date END AS month,"
+    "         CASE WHEN s.tier <> 'free' AND s.status IN ('active', 'trialing', 'past_due')"
+    "                   AND s.current_period_start <= timezone('UTC', now())"
+    "                   AND timezone('UTC', now()) < s.current_period_end"
+    "              THEN s.current_period_end"
+    "              ELSE date_trunc('month', timezone('UTC', now())) + interval '1 month'"
+    "         END AS period_end"
     "    FROM (SELECT 1) one LEFT JOIN s ON TRUE)"
     " SELECT json_build_object("
     "  'month', to_char(plan.month, 'YYYY-MM-DD'),"
-    "  'tier', plan.tier,"
-    "  'monthly_limit', plan.monthly_limit,"
-    "  'images_processed', COALESCE(u.images_processed, 0),"
-    "  'images_failed', COALESCE(u.images_failed, 0),"
-    "  'images_overage', COALESCE(u.images_overage, 0),"
-    "  'overage_charged_cents', COALESCE(u.overage_charged_cents, 0),"
-    "  'remaining', GREATEST(plan.monthly_limit - COALESCE(u.images_processed, 0), 0),"
-    "  'waiting_for_quota', (SELECT count(*) FROM jobs w"
-    "    WHERE w.user_id = $1 AND w.quota_waiting_since IS NOT NULL))::text"
-    " FROM plan LEFT JOIN usage_tracking u ON u.user_id = $1 AND u.month = plan.month";
+    "  'period_end', " GW_SQL_TS(
+        "plan.period_end") ","
+                           "  'tier', plan.tier,"
+                           "  'monthly_limit', plan.monthly_limit,"
+                           "  'images_processed', COALESCE(u.images_processed, 0),"
+                           "  'images_failed', COALESCE(u.images_failed, 0),"
+                           "  'images_overage', COALESCE(u.images_overage, 0),"
+                           "  'overage_charged_cents', COALESCE(u.overage_charged_cents, 0),"
+                           "  'remaining', GREATEST(plan.monthly_limit - COALESCE(u.images_processed, 0), 0),"
+                           "  'waiting_for_quota', (SELECT count(*) FROM jobs w"
+                           "    WHERE w.user_id = $1 AND w.quota_waiting_since IS NOT NULL))::text"
+                           " FROM plan LEFT JOIN usage_tracking u ON u.user_id = $1 AND u.month = plan.month";
 
 static void on_usage(gw_t *gw, http_req_t *req, const PGresult *res, void *arg)
 {

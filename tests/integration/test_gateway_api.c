@@ -802,6 +802,14 @@ static void test_usage(void **state)
         assert_non_null(cJSON_GetObjectItem(r.json, keys[i]));
     }
     assert_int_equal(cJSON_GetObjectItem(r.json, "remaining")->valueint, 10);
+    /* a free plan's period ends when the next calendar month (UTC) starts */
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char end[64];
+    snprintf(end, sizeof(end), "%04d-%02d-01T00:00:00.000Z", tm.tm_year + 1900 + (tm.tm_mon == 11),
+             tm.tm_mon == 11 ? 1 : tm.tm_mon + 2);
+    assert_string_equal(gwt_str(r.json, "period_end"), end);
     gwt_resp_free(&r);
     const char *p[] = {alice.id};
     assert_int_equal(
@@ -819,6 +827,36 @@ static void test_usage(void **state)
     r = req("GET", "/api/usage", &bob, false, NULL, NULL);
     assert_int_equal(cJSON_GetObjectItem(r.json, "images_processed")->valueint, 0);
     gwt_resp_free(&r);
+}
+
+/* GET /api/me: while Drive is disconnected, why and since when (the
+ * dashboard's reconnect banner); null once connected. */
+static void test_me_drive_disconnected(void **state)
+{
+    (void)state;
+    const char *pb[] = {bob.id};
+    gwt_resp_t r = req("GET", "/api/me", &bob, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r.json, "drive_connected")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "drive_disconnected_reason")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r.json, "drive_disconnected_at")));
+    gwt_resp_free(&r);
+    assert_int_equal(sql_exec("SELECT users_mark_drive_disconnected($1::uuid, "
+                              "'invalid_grant: Google Drive access was revoked')",
+                              1, pb),
+                     0);
+    r = req("GET", "/api/me", &bob, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(r.json, "drive_connected")));
+    assert_string_equal(gwt_str(r.json, "drive_disconnected_reason"),
+                        "invalid_grant: Google Drive access was revoked");
+    assert_non_null(gwt_str(r.json, "drive_disconnected_at"));
+    gwt_resp_free(&r);
+    assert_int_equal(sql_exec("UPDATE users SET drive_connected = true, "
+                              "drive_disconnected_reason = NULL, drive_disconnected_at = NULL "
+                              "WHERE id = $1",
+                              1, pb),
+                     0);
 }
 
 /* ---- jobs ---- */
@@ -1798,17 +1836,21 @@ static void test_jobs_list_plan(void **state)
     PQclear(res);
     res = PQexec(c, "SET plan_cache_mode = force_generic_plan");
     PQclear(res);
-    /* all eight statements: (status filter) x (waiting-for-quota filter) x (cursor) */
-    for (size_t v = 0; v < 8; v++) {
+    /* all sixteen statements: (status filter) x (waiting-for-quota filter) x
+     * (cursor) x (date range) */
+    for (size_t v = 0; v < 16; v++) {
         bool status = (v & 4) != 0, waiting = (v & 2) != 0, cursor = (v & 1) != 0;
+        bool dated = (v & 8) != 0;
         char sql[4096];
-        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v, jobs_list_sql(status, waiting, cursor));
+        snprintf(sql, sizeof sql, "PREPARE q%zu AS %s", v,
+                 jobs_list_sql(status, waiting, cursor, dated));
         res = PQexec(c, sql);
         assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
         PQclear(res);
-        snprintf(sql, sizeof sql, "EXPLAIN EXECUTE q%zu('%s', 21%s%s)", v, alice.id,
+        snprintf(sql, sizeof sql, "EXPLAIN EXECUTE q%zu('%s', 21%s%s%s)", v, alice.id,
                  status ? ", 'completed'" : "",
-                 cursor ? ", '2100-01-01', '00000000-0000-4000-8000-000000000000'" : "");
+                 cursor ? ", '2100-01-01', '00000000-0000-4000-8000-000000000000'" : "",
+                 dated ? ", '2000-01-01', 'infinity'" : "");
         res = PQexec(c, sql);
         assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
         char plan[8192] = "";
@@ -1831,6 +1873,113 @@ static void test_jobs_list_plan(void **state)
     }
     PQfinish(c);
     assert_int_equal(sql_exec("DELETE FROM users WHERE google_id LIKE 'plan%'", 0, NULL), 0);
+}
+
+/* ?from=&to=: UTC days, both included, over live and archived jobs, with the
+ * other filters and the cursor; bad dates are 400 on the field. */
+static void test_jobs_date_filter(void **state)
+{
+    (void)state;
+    const char *pa[] = {alice.id};
+    assert_int_equal(
+        sql_exec("INSERT INTO jobs (user_id, drive_file_id, drive_file_name, drive_folder_id, "
+                 "preset_name, status, created_at) VALUES "
+                 "($1, 'day-a', 'a.jpg', 'f', 'portrait_pro', 'completed', '1975-03-01 10:00'), "
+                 "($1, 'day-b', 'b.jpg', 'f', 'portrait_pro', 'failed', '1975-03-02 00:00'), "
+                 "($1, 'day-c', 'c.jpg', 'f', 'portrait_pro', 'completed', "
+                 "'1975-03-02 23:59:59.999999')",
+                 1, pa),
+        0);
+    assert_int_equal(
+        sql_exec("INSERT INTO jobs_archive (user_id, drive_file_id, drive_file_name, "
+                 "drive_folder_id, preset_name, status, created_at) VALUES "
+                 "($1, 'day-d', 'd.jpg', 'f', 'portrait_pro', 'completed', '1975-03-03 00:00'), "
+                 "($1, 'day-e', 'e.jpg', 'f', 'portrait_pro', 'completed', "
+                 "'1975-02-28 23:59:59.999999')",
+                 1, pa),
+        0);
+    static const struct {
+        const char *query;
+        const char *files; /* drive_file_ids, newest first */
+    } cases[] = {
+        {"from=1975-03-02&to=1975-03-02", "day-c day-b"},
+        {"from=1975-03-01&to=1975-03-03", "day-d day-c day-b day-a"},
+        {"from=1975-02-28&to=1975-02-28", "day-e"},
+        {"to=1975-02-28", "day-e"},
+        {"from=1975-02-28&to=1975-03-01", "day-a day-e"},
+        {"from=1975-03-01&to=1975-03-03&status=completed", "day-d day-c day-a"},
+        {"from=1975-03-01&to=1975-03-03&waiting_for=quota", ""},
+        {"from=1975-03-04&to=1975-03-31", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char path[256];
+        snprintf(path, sizeof(path), "/api/jobs?limit=100&%s", cases[i].query);
+        gwt_resp_t r = req("GET", path, &alice, false, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        char got[256] = "";
+        const cJSON *j = NULL;
+        cJSON_ArrayForEach(j, cJSON_GetObjectItem(r.json, "jobs"))
+        {
+            size_t used = strlen(got);
+            snprintf(got + used, sizeof(got) - used, "%s%s", used ? " " : "",
+                     gwt_str(j, "drive_file_id"));
+        }
+        gwt_resp_free(&r);
+        if (strcmp(got, cases[i].files) != 0) {
+            fail_msg("%s: got [%s], want [%s]", cases[i].query, got, cases[i].files);
+        }
+    }
+    /* pages of 1 through the range, live and archived, in order */
+    char path[512] = "/api/jobs?limit=1&from=1975-02-28&to=1975-03-03";
+    char got[256] = "";
+    for (int pages = 0;; pages++) {
+        assert_true(pages < 10);
+        gwt_resp_t r = req("GET", path, &alice, false, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        const cJSON *j = NULL;
+        cJSON_ArrayForEach(j, cJSON_GetObjectItem(r.json, "jobs"))
+        {
+            size_t used = strlen(got);
+            snprintf(got + used, sizeof(got) - used, "%s%s", used ? " " : "",
+                     gwt_str(j, "drive_file_id"));
+        }
+        const cJSON *next = cJSON_GetObjectItem(r.json, "next_cursor");
+        if (cJSON_IsNull(next)) {
+            gwt_resp_free(&r);
+            break;
+        }
+        snprintf(path, sizeof(path), "/api/jobs?limit=1&from=1975-02-28&to=1975-03-03&cursor=%s",
+                 next->valuestring);
+        gwt_resp_free(&r);
+    }
+    assert_string_equal(got, "day-d day-c day-b day-a day-e");
+    /* a leap day is a day; empty values are no filter */
+    gwt_resp_t r = req("GET", "/api/jobs?from=1976-02-29&to=", &alice, false, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    gwt_resp_free(&r);
+    static const struct {
+        const char *query;
+        const char *field;
+    } bad[] = {
+        {"?from=1975-3-01", "from"},
+        {"?from=1975-02-29", "from"},
+        {"?to=abc", "to"},
+        {"?to=1975-03-32", "to"},
+        {"?to=1975-13-01", "to"},
+        {"?from=1969-12-31", "from"},
+        {"?to=1975-03-01T00:00", "to"},
+        {"?from=%2B975-03-01", "from"},
+        {"?from=1975-03-02&to=1975-03-01", "from"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char p2[256];
+        snprintf(p2, sizeof(p2), "/api/jobs%s", bad[i].query);
+        expect_error(req("GET", p2, &alice, false, NULL, NULL), 400, "invalid_request",
+                     bad[i].field);
+    }
+    assert_int_equal(sql_exec("DELETE FROM jobs WHERE drive_file_id LIKE 'day-%'", 0, NULL), 0);
+    assert_int_equal(sql_exec("DELETE FROM jobs_archive WHERE drive_file_id LIKE 'day-%'", 0, NULL),
+                     0);
 }
 
 /* gw_query: when the database answers with an error the route's callback does
@@ -1878,6 +2027,7 @@ int main(void)
         cmocka_unit_test(test_logout_everywhere),
         cmocka_unit_test(test_me),
         cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_me_drive_disconnected),
         cmocka_unit_test(test_jobs_list_and_paging),
         cmocka_unit_test(test_job_one_retry_cancel),
         cmocka_unit_test(test_watch_and_folders),
@@ -1893,6 +2043,7 @@ int main(void)
         cmocka_unit_test(test_jobs_archived_listed),
         cmocka_unit_test(test_usage_history),
         cmocka_unit_test(test_jobs_list_plan),
+        cmocka_unit_test(test_jobs_date_filter),
         cmocka_unit_test(test_db_error_frees_route_state),
         cmocka_unit_test(test_gateway_exits_cleanly), /* last: stops the gateway */
     };

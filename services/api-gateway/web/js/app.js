@@ -5,6 +5,7 @@
 //   #/usage     usage of the period, history, the plan (Checkout, Portal)
 //   #/settings  sharing, e-mail, export, delete the account
 //   #/presets   system, own and marketplace presets with previews
+//   #/notices   the notices, unread first (the nav's badge counts them)
 //   #/admin     analytics charts (administrators; others are told no)
 import { api, ApiError, setCsrf } from './api.js';
 import { h, clear } from './dom.js';
@@ -14,10 +15,12 @@ import { jobs } from './pages/jobs.js';
 import { usage } from './pages/usage.js';
 import { settings } from './pages/settings.js';
 import { presets } from './pages/presets.js';
+import { notices } from './pages/notices.js';
+import { startBadge, refreshBadge } from './badge.js';
 import { admin } from './pages/admin.js';
 
-const PAGES = { setup, jobs, usage, settings, presets, admin };
-const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', presets: 'Presets', admin: 'Admin' };
+const PAGES = { setup, jobs, usage, settings, presets, notices, admin };
+const TITLES = { setup: 'Folder and preset', jobs: 'Jobs', usage: 'Usage and plan', settings: 'Settings', presets: 'Presets', notices: 'Notices', admin: 'Admin' };
 
 const app = {
   me: null,
@@ -91,6 +94,7 @@ async function render() {
     history.replaceState(null, '', `#/${route}`);
   }
   showNav(route);
+  refreshBadge();
   const main = clear(app.main);
   document.title = route ? `${TITLES[route]} · Creator Automation` : 'Creator Automation';
   try {
@@ -124,6 +128,7 @@ function init() {
       app.signedOut('You are signed out.');
     } catch (e) { app.error(e); }
   });
+  startBadge(() => !!app.me);
   window.addEventListener('hashchange', () => { render(); app.main.focus({ preventScroll: true }); });
   render();
 }

@@ -1,6 +1,15 @@
-// Settings: output sharing, e-mail notices, export my data, delete my account.
+// Settings: output sharing, e-mail notices (the master switch and each kind),
+// Google Drive (reconnect), export my data, delete my account.
 import { api } from '../api.js';
 import { h } from '../dom.js';
+
+const KINDS = [
+  ['usage', 'Usage at 80 % and 100 % of my plan'],
+  ['quota_waiting', 'Photos waiting for my monthly limit'],
+  ['drive', 'Google Drive access lost or the watched folder gone'],
+  ['payment', 'A payment that failed'],
+  ['jobs', 'A digest of my finished photos'],
+];
 
 export async function settings(main, app) {
   const me = await app.refreshMe();
@@ -22,9 +31,31 @@ export async function settings(main, app) {
         h('label', { for: `share-${v}`, text: label }))));
   const mail = h('input', { type: 'checkbox', id: 'email-notifications', checked: !!me.email_notifications,
     onchange: () => save({ email_notifications: mail.checked }, `e-mails ${mail.checked ? 'on' : 'off'}`) });
+  // Each kind of e-mail (PATCH /api/me email_opt_out: the kinds turned off).
+  // The notices page lists them all whatever is chosen here.
+  const optOut = new Set(me.email_opt_out || []);
+  const kinds = KINDS.map(([kind, label]) => {
+    const box = h('input', { type: 'checkbox', id: `email-kind-${kind}`, value: kind, checked: !optOut.has(kind), disabled: !me.email_notifications });
+    box.addEventListener('change', () => {
+      const off = kinds.filter((k) => !k.box.checked).map((k) => k.kind);
+      save({ email_opt_out: off }, `e-mails about ${label.toLowerCase()} ${box.checked ? 'on' : 'off'}`);
+    });
+    return { kind, box, el: h('div', { class: 'choice' }, box, h('label', { for: `email-kind-${kind}`, text: label })) };
+  });
+  mail.addEventListener('change', () => { for (const k of kinds) k.box.disabled = !mail.checked; });
   main.append(h('section', { class: 'panel', 'aria-labelledby': 'prefs' },
     h('h2', { id: 'prefs', text: 'Preferences' }), share,
-    h('div', { class: 'choice' }, mail, h('label', { for: 'email-notifications', text: 'E-mail me about my photos' }))));
+    h('div', { class: 'choice' }, mail, h('label', { for: 'email-notifications', text: 'E-mail me about my photos' })),
+    h('fieldset', { id: 'email-kinds' }, h('legend', { text: 'E-mail me about' }), kinds.map((k) => k.el),
+      h('p', { class: 'hint', text: 'Every notice also shows on the Notices page, whatever you choose here.' }))));
+
+  const connected = me.drive_connected !== false;
+  main.append(h('section', { class: 'panel', 'aria-labelledby': 'drive' },
+    h('h2', { id: 'drive', text: 'Google Drive' }),
+    h('p', { id: 'drive-state', text: connected ? 'Connected.' : 'Disconnected: new photos are not picked up until you reconnect.' }),
+    h('a', { class: connected ? 'button' : 'button primary', id: 'settings-reconnect', href: `/auth/google/login?login_hint=${encodeURIComponent(me.email)}`,
+      text: 'Reconnect Google Drive' }),
+    h('p', { class: 'hint', text: 'Signs you in with Google again, which gives us a fresh permission to your Drive.' })));
 
   main.append(h('section', { class: 'panel', 'aria-labelledby': 'data' },
     h('h2', { id: 'data', text: 'Your data' }),

@@ -9,6 +9,12 @@ const PLANS = {
   studio: { name: 'Studio', price: '$99 a month' },
 };
 
+// The period ends at period_end (exclusive, UTC): its last day is the one before.
+const endDay = (iso) => {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return new Date(d.getTime() - 1).toLocaleDateString(undefined, { year: 'numeric', month: 'long', day: 'numeric', timeZone: 'UTC' });
+};
 const monthName = (d) => new Date(`${d}T00:00:00Z`).toLocaleDateString(undefined, { year: 'numeric', month: 'long', day: 'numeric', timeZone: 'UTC' });
 
 export async function usage(main, app) {
@@ -48,9 +54,14 @@ export async function usage(main, app) {
     h('h2', { id: 'this-period', text: 'This period' }),
     h('p', { class: 'big', id: 'usage-count' }, h('strong', { text: String(used) }), ` of ${limit} images used`),
     h('progress', { max: String(Math.max(limit, 1)), value: String(Math.min(used, limit)), 'aria-label': 'Images used of the limit' }),
-    h('p', { text: `Period started ${monthName(u.month)}. ${u.remaining} left.` }),
+    h('p', { id: 'usage-period' }, `Period started ${monthName(u.month)}. ${u.remaining} left.`,
+      u.period_end ? ` It ends on ${endDay(u.period_end)}; the count starts again then.` : ''),
     u.images_failed ? h('p', { text: `${u.images_failed} failed (not charged).` }) : null,
-    u.images_overage ? h('p', { id: 'overage', text: `Overage: ${u.images_overage} images, ${fmtMoney(u.overage_charged_cents)} so far.` }) : null));
+    u.images_overage ? h('p', { id: 'overage', text: `Overage: ${u.images_overage} images, ${fmtMoney(u.overage_charged_cents)} so far.` }) : null,
+    u.waiting_for_quota ? h('div', { class: 'notice', id: 'waiting-count' },
+      h('p', {}, h('strong', { text: `${u.waiting_for_quota} ${u.waiting_for_quota === 1 ? 'photo is' : 'photos are'} waiting for your monthly limit.` }),
+        ` They are kept and processed by themselves${u.period_end ? ` when the next period starts on ${endDay(u.period_end)}` : ' when the next period starts'}, or right away after an upgrade.`),
+      h('a', { href: '#/jobs', text: 'See your jobs' })) : null));
 
   const plan = PLANS[me.tier] || { name: me.tier, price: '' };
   const card = h('section', { class: 'panel plan', 'aria-labelledby': 'plan' },
