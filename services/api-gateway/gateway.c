@@ -218,7 +218,8 @@ void gw_reply_html_code(http_req_t *req, int status, const char *code, const cha
     }
     int n = snprintf(page, sizeof(page),
                      "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                     "<title>%s</title></head>\n<body><h1>%s</h1>\n<p>%s</p>\n%s"
+                     "<link rel=\"icon\" href=\"data:,\"><title>%s</title></head>\n"
+                     "<body><h1>%s</h1>\n<p>%s</p>\n%s"
                      "<p><a href=\"/\">Back to Creator Automation</a></p></body></html>\n",
                      t, t, m, line);
     http_reply_header(req, "Cache-Control", "no-store");

@@ -31,6 +31,44 @@ const oauthError = (status, error, desc) => new HttpError(status, { error, error
 const rand = (n) => crypto.randomBytes(n).toString('base64url');
 const b64url = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
 
+const esc = (v) => String(v).replace(/[&<>"']/g, (c) => ({
+  '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;',
+}[c]));
+const SCOPE_TEXT = {
+  openid: 'Associate you with your personal info on Google',
+  email: 'See your primary Google Account email address',
+  profile: 'See your personal info, including any personal info you have made publicly available',
+  'https://www.googleapis.com/auth/userinfo.email': 'See your primary Google Account email address',
+  'https://www.googleapis.com/auth/userinfo.profile': 'See your personal info, including any personal info you have made publicly available',
+  'https://www.googleapis.com/auth/drive': 'See, edit, create, and delete all of your Google Drive files',
+  'https://www.googleapis.com/auth/drive.file': 'See, edit, create, and delete only the specific Google Drive files you use with this app',
+  'https://www.googleapis.com/auth/drive.readonly': 'See and download all your Google Drive files',
+};
+
+// The consent page: a form back to the same endpoint with every parameter,
+// the account's e-mail (login_hint) and the decision (ca_consent).
+function consentPage(res, q, appName, defaultUser) {
+  const hidden = [...q.entries()].filter(([k]) => k !== 'login_hint' && k !== 'ca_consent')
+    .map(([k, v]) => `<input type="hidden" name="${esc(k)}" value="${esc(v)}">`).join('');
+  const scopes = (q.get('scope') || '').split(/\s+/).filter(Boolean)
+    .map((sc) => `<li>${esc(SCOPE_TEXT[sc] || sc)}</li>`).join('');
+  res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+  res.end(`<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in - Google Accounts (fake)</title></head>
+<body style="font-family: sans-serif; max-width: 28rem; margin: 2rem auto; padding: 0 1rem">
+<h1>Sign in with Google</h1>
+<p>This is the local fake of Google. Choose the account to continue to <strong>${esc(appName)}</strong>.</p>
+<form method="get" action="/o/oauth2/v2/auth">${hidden}
+<p><label for="email">Email</label><br>
+<input id="email" name="login_hint" type="email" required autocomplete="email" value="${esc(defaultUser)}" style="width: 100%"></p>
+<p>${esc(appName)} wants to access your Google Account:</p>
+<ul>${scopes}</ul>
+<p><button type="submit" name="ca_consent" value="allow">Allow</button>
+<button type="submit" name="ca_consent" value="deny" formnovalidate>Cancel</button></p>
+</form></body></html>`);
+}
+
 function createGoogleFake(options) {
   const opt = {
     'client-id': '', 'client-secret': '', 'redirect-uri': '', 'expires-in': 3599,
@@ -203,6 +241,18 @@ function createGoogleFake(options) {
     if (method && !['plain', 'S256'].includes(method)) return page(400, 'invalid_request', 'Invalid code_challenge_method.');
     const back = new URL(redirectUri);
     if (q.get('state') !== null) back.searchParams.set('state', q.get('state'));
+    // A browser with no login_hint gets the consent page (Google's account
+    // chooser and consent screen in one): the account's e-mail, what the app
+    // asks for, Allow / Cancel. Programs (no text/html in Accept) and a
+    // login_hint go straight on, as before.
+    const decision = q.get('ca_consent');
+    if (!decision && !q.get('login_hint') && /text\/html/.test(req.headers.accept || '')) {
+      return consentPage(res, q, (client && client.name) || clientId, opt['default-user']);
+    }
+    if (decision === 'deny') {
+      back.searchParams.set('error', 'access_denied');
+      res.writeHead(302, { Location: back.toString() }); res.end(); return;
+    }
     const hint = q.get('login_hint') || opt['default-user'];
     if (st.denyNext > 0 || /^deny[@+]/i.test(hint)) {
       if (st.denyNext > 0) st.denyNext--;

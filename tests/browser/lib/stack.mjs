@@ -122,6 +122,8 @@ export async function launch(origin, viewport = { width: 1280, height: 900 }) {
       if (/status of 401/.test(m.text()) && /\/api\/me$/.test(at)) return;
       // A system preset's preview still rendering: 503 preview_pending, and the
       // landing page asks again (docs/api-gateway.md, previews).
+      // A cancelled sign-in: the gateway's "Sign-in cancelled" page is a 400.
+      if (/status of 400/.test(m.text()) && /\/auth\/google\/callback\?.*error=access_denied/.test(at)) return;
       if (/status of 503/.test(m.text()) && /\/api\/presets\/[0-9a-f-]+\/preview\/(before|after)\.jpg(\?try=\d+)?$/.test(at)) return;
       errors.push(`console: ${m.text()} (${at})`);
     });

@@ -50,11 +50,25 @@ test('the landing page carries a strict CSP and says what the product does', asy
   assert.equal(await signin.getAttribute('href'), '/auth/google/login');
 });
 
+test('Cancel on the consent page: not signed in, told why', async () => {
+  await page.getByRole('link', { name: 'Sign in with Google' }).click();
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await page.getByText('You did not allow Creator Automation to use your Google account').waitFor();
+  assert.equal((await page.request.get(`${stack.url}/api/me`)).status(), 401);
+  await page.goto(stack.url + '/');
+  await page.getByRole('link', { name: 'Sign in with Google' }).waitFor();
+});
+
 test('sign in goes through the fake Google and lands on onboarding', async () => {
   const visited = [];
   const onReq = (r) => { if (r.isNavigationRequest()) visited.push(r.url()); };
   page.on('request', onReq);
   await page.getByRole('link', { name: 'Sign in with Google' }).click();
+  // the fake Google's consent page: the account, what the app asks for, Allow
+  await page.getByRole('heading', { name: 'Sign in with Google' }).waitFor();
+  assert.equal(await page.getByLabel('Email').inputValue(), EMAIL);
+  await page.getByText('See and download all your Google Drive files').waitFor();
+  await page.getByRole('button', { name: 'Allow' }).click();
   await until(() => /#\/setup$/.test(page.url()), 15000, 'the onboarding page');
   page.off('request', onReq);
   assert.ok(visited.some((u) => u.startsWith(`${stack.google}/o/oauth2/v2/auth?`)), `through Google's consent: ${visited.join(' ')}`);

@@ -252,6 +252,40 @@ test('OAuth code flow with PKCE, replay, refresh, revoke, deny, userinfo', async
   assert.equal(r.status, 400);
 });
 
+test('consent page: a browser without login_hint chooses the account, Allow gives a code, Cancel access_denied', async () => {
+  const u = new URL(`${base}/o/oauth2/v2/auth`);
+  const p = { client_id: 'cid', redirect_uri: 'http://app.local/cb', response_type: 'code', scope: 'openid email https://www.googleapis.com/auth/drive', state: 's"<x>', access_type: 'offline' };
+  for (const [k, v] of Object.entries(p)) u.searchParams.set(k, v);
+  let r = await fetch(u, { redirect: 'manual', headers: { Accept: 'text/html,application/xhtml+xml' } });
+  assert.equal(r.status, 200);
+  const html = await r.text();
+  assert.match(html, /<form method="get" action="\/o\/oauth2\/v2\/auth">/);
+  assert.match(html, /See, edit, create, and delete all of your Google Drive files/);
+  assert.match(html, /name="state" value="s&quot;&lt;x&gt;"/); // escaped, not markup
+  assert.doesNotMatch(html, /s"<x>/);
+  // a program (no text/html) goes straight on, as before
+  r = await fetch(u, { redirect: 'manual' });
+  assert.equal(r.status, 302);
+  // Allow with the chosen account: a code for that account
+  const allow = new URL(u); allow.searchParams.set('ca_consent', 'allow'); allow.searchParams.set('login_hint', 'chooser@example.com');
+  r = await fetch(allow, { redirect: 'manual', headers: { Accept: 'text/html' } });
+  assert.equal(r.status, 302);
+  let cb = new URL(r.headers.get('location'));
+  assert.ok(cb.searchParams.get('code'));
+  assert.equal(cb.searchParams.get('state'), 's"<x>');
+  r = await fetch(`${base}/token`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', code: cb.searchParams.get('code'), redirect_uri: 'http://app.local/cb', client_id: 'cid', client_secret: 'csecret' }) });
+  assert.equal(r.status, 200);
+  const claims = JSON.parse(Buffer.from((await r.json()).id_token.split('.')[1], 'base64url').toString());
+  assert.equal(claims.email, 'chooser@example.com');
+  // Cancel: access_denied back to the app
+  const deny = new URL(u); deny.searchParams.set('ca_consent', 'deny');
+  r = await fetch(deny, { redirect: 'manual', headers: { Accept: 'text/html' } });
+  assert.equal(r.status, 302);
+  cb = new URL(r.headers.get('location'));
+  assert.equal(cb.searchParams.get('error'), 'access_denied');
+  assert.equal(cb.searchParams.get('code'), null);
+});
+
 test('expired token is 401 authError', async () => {
   const u = await user('exp@example.com');
   assert.equal((await api(u.access_token, 'GET', '/drive/v3/files')).status, 200);
