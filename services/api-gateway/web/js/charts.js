@@ -77,7 +77,10 @@ export function barChart({ id, title, labels, series, stacked = false, fmt = Str
   const groups = stacked ? 1 : series.length;
   const barW = Math.max(2, Math.min(48, (band * 0.7) / groups));
   const bars = s('g', { class: 'bars' });
-  const every = Math.ceil(labels.length / 12); // at most 12 x labels
+  // as many x labels as fit side by side (about 7 units a character, 12 apart)
+  const longest = Math.max(1, ...labels.map((l) => String(l).length));
+  const fit = Math.max(1, Math.floor(plotW / (longest * 7 + 12)));
+  const every = Math.ceil(labels.length / fit);
   labels.forEach((label, i) => {
     const x0 = PAD.left + band * i + (band - barW * groups) / 2;
     let base = 0;

@@ -169,7 +169,7 @@ export async function presets(main, app) {
   }
   function card(p, actions, box) {
     const li = h('li', { class: 'card preset', dataset: { id: p.id, name: p.name } },
-      h('h3', {}, p.name, p.name === app.me.default_preset ? h('span', { class: 'badge', text: ' default' }) : null),
+      h('h3', {}, p.name, p.name === app.me.default_preset ? h('span', { class: 'tag-default', text: ' default' }) : null),
       h('p', { class: 'hint', text: meta(p) }),
       p.description ? h('p', { text: p.description }) : null,
       box ? box.box : null,
@@ -465,8 +465,8 @@ export async function presets(main, app) {
         const p = system.find((s) => s.id === li.dataset.id);
         const b = p && li.querySelector('button[aria-label^="Use as default"]');
         if (b) b.disabled = p.name === app.me.default_preset;
-        const badge = li.querySelector('.badge');
-        if (p && p.name === app.me.default_preset && !badge) li.querySelector('h3').append(h('span', { class: 'badge', text: ' default' }));
+        const badge = li.querySelector('.tag-default');
+        if (p && p.name === app.me.default_preset && !badge) li.querySelector('h3').append(h('span', { class: 'tag-default', text: ' default' }));
         if (p && p.name !== app.me.default_preset && badge) badge.remove();
       }
     }

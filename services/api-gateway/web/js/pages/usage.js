@@ -15,6 +15,12 @@ const endDay = (iso) => {
   if (Number.isNaN(d.getTime())) return iso;
   return new Date(d.getTime() - 1).toLocaleDateString(undefined, { year: 'numeric', month: 'long', day: 'numeric', timeZone: 'UTC' });
 };
+// The day the next period starts (period_end itself, in UTC).
+const startDay = (iso) => {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return d.toLocaleDateString(undefined, { year: 'numeric', month: 'long', day: 'numeric', timeZone: 'UTC' });
+};
 const monthName = (d) => new Date(`${d}T00:00:00Z`).toLocaleDateString(undefined, { year: 'numeric', month: 'long', day: 'numeric', timeZone: 'UTC' });
 
 export async function usage(main, app) {
@@ -60,7 +66,7 @@ export async function usage(main, app) {
     u.images_overage ? h('p', { id: 'overage', text: `Overage: ${u.images_overage} images, ${fmtMoney(u.overage_charged_cents)} so far.` }) : null,
     u.waiting_for_quota ? h('div', { class: 'notice', id: 'waiting-count' },
       h('p', {}, h('strong', { text: `${u.waiting_for_quota} ${u.waiting_for_quota === 1 ? 'photo is' : 'photos are'} waiting for your monthly limit.` }),
-        ` They are kept and processed by themselves${u.period_end ? ` when the next period starts on ${endDay(u.period_end)}` : ' when the next period starts'}, or right away after an upgrade.`),
+        ` They are kept and processed by themselves${u.period_end ? ` when the next period starts on ${startDay(u.period_end)}` : ' when the next period starts'}, or right away after an upgrade.`),
       h('a', { href: '#/jobs', text: 'See your jobs' })) : null));
 
   const plan = PLANS[me.tier] || { name: me.tier, price: '' };
