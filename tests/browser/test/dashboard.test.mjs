@@ -88,6 +88,9 @@ test('onboarding browses into a subfolder, searches, watches it and picks a pres
   assert.match(await processed.getAttribute('href'), /folders\/[A-Za-z0-9_-]+$/);
   assert.ok(fs.existsSync(path.join(stack.drive(EMAIL), 'Photos', 'Inbox', 'Processed')), 'Processed made in the Drive');
 
+  // each system preset shows its before/after on the sample photo (the worker's preview lane)
+  await until(async () => page.$$eval('#preset-form img', (imgs) => imgs.length >= 6 &&
+    imgs.every((i) => i.complete && i.naturalWidth > 0)), 60000, "the presets' before/after previews");
   await page.getByLabel(/landscape_vivid/).check();
   await page.getByRole('button', { name: 'Use this preset' }).click();
   await page.getByText('New photos will be edited with landscape_vivid.').waitFor();

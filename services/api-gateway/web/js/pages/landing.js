@@ -9,7 +9,7 @@ const RETRIES = 30;
 
 const title = (name) => name.replace(/[_-]+/g, ' ').replace(/\b\w/g, (c) => c.toUpperCase());
 
-function previewImage(url, alt) {
+export function previewImage(url, alt) {
   const img = h('img', { alt, width: 320, height: 240, decoding: 'async', class: 'preview-img' });
   let tries = 0;
   img.addEventListener('error', () => {

@@ -3,6 +3,7 @@
 // (PATCH /api/me default_preset).
 import { api } from '../api.js';
 import { h, clear } from '../dom.js';
+import { previewImage } from './landing.js';
 
 export async function setup(main, app) {
   const me = app.me;
@@ -107,7 +108,11 @@ export async function setup(main, app) {
     const id = `preset-${p.name}`;
     fieldset.append(h('div', { class: 'choice' },
       h('input', { type: 'radio', name: 'preset', id, value: p.name, checked: p.name === app.me.default_preset }),
-      h('label', { for: id }, h('strong', { text: p.name }), p.description ? h('span', { class: 'hint', text: ` ${p.description}` }) : null)));
+      h('label', { for: id }, h('strong', { text: p.name }), p.description ? h('span', { class: 'hint', text: ` ${p.description}` }) : null),
+      // what it does, on the sample photo (rendered by the worker's preview lane)
+      h('div', { class: 'before-after' },
+        h('figure', {}, previewImage(`/api/presets/${p.id}/preview/before.jpg`, `${p.name}: a sample photo before`), h('figcaption', { text: 'Before' })),
+        h('figure', {}, previewImage(`/api/presets/${p.id}/preview/after.jpg`, `${p.name}: the same photo after`), h('figcaption', { text: 'After' })))));
   }
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
