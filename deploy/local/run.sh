@@ -100,8 +100,11 @@ start() {
 
 # ---- the fakes of what cannot be reached from here ----
 if [ -x tests/fakes/run ] && [ -f tests/fakes/google.js ]; then
+  # the consent page offers the demo's account to a newcomer's browser
+  google_user=()
+  if [ "${CA_RUN_NO_DEMO:-0}" != 1 ]; then google_user=(--default-user "${CA_DEMO_EMAIL:-demo@example.com}"); fi
   start google tests/fakes/run google --port "$GOOGLE_PORT" --data-dir "$VAR/drive" \
-    --client-id "$GOOGLE_CLIENT_ID" --client-secret "$GOOGLE_CLIENT_SECRET"
+    --client-id "$GOOGLE_CLIENT_ID" --client-secret "$GOOGLE_CLIENT_SECRET" "${google_user[@]}"
 fi
 if [ -x tests/fakes/run ] && [ -f tests/fakes/stripe.js ]; then
   start stripe tests/fakes/run stripe --port "$STRIPE_PORT" --api-key "$STRIPE_SECRET_KEY" \
