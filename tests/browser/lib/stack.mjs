@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -139,6 +140,30 @@ export async function launch(origin, viewport = { width: 1280, height: 900 }) {
 }
 
 // Polls fn until it returns a truthy value (or throws after ms).
+// One stack and one browser for a test file: the stack (with extra env) is
+// started before the file's first test, prepare(stack) runs (Drive folders,
+// seeded rows), then the browser; all stop after the last test, and the
+// stack's log is printed when a test failed. started({stack, browser, page})
+// hands them to the file (called once the stack is up, again with the browser).
+export function perFile({ env = {}, prepare, started }) {
+  let stack;
+  let browser;
+  before(async () => {
+    stack = await startStack(env);
+    started({ stack });
+    if (prepare) await prepare(stack);
+    browser = await launch(stack.url);
+    started({ stack, browser, page: browser.page });
+  });
+  after(async () => {
+    if (browser) await browser.close();
+    if (stack) {
+      if (process.exitCode) console.log(stack.log().slice(-3000));
+      await stack.stop();
+    }
+  });
+}
+
 export async function until(fn, ms = 15000, what = 'condition') {
   const end = Date.now() + ms;
   for (;;) {

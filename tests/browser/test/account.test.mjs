@@ -3,11 +3,11 @@
 // settings (sharing, e-mail, export), upgrade through Stripe Checkout on the
 // fake with the plan card changing after the signed webhook, manage billing,
 // sign out, and the deletion of the account signing the user out.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startStack, launch, until, axe } from '../lib/stack.mjs';
+import { perFile, until, axe } from '../lib/stack.mjs';
 
 const EMAIL = 'erin@example.com';
 let stack;
@@ -15,19 +15,11 @@ let browser;
 let page;
 let me;
 
-before(async () => {
-  stack = await startStack();
-  fs.mkdirSync(path.join(stack.drive(EMAIL), 'Inbox'), { recursive: true });
-  browser = await launch(stack.url);
-  page = browser.page;
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (stack) {
-    if (process.exitCode) console.log(stack.log().slice(-3000));
-    await stack.stop();
-  }
+perFile({
+  prepare: () => {
+    fs.mkdirSync(path.join(stack.drive(EMAIL), 'Inbox'), { recursive: true });
+  },
+  started: (x) => ({ stack, browser, page } = x),
 });
 
 const apiGet = async (p) => (await page.request.get(`${stack.url}${p}`)).json();

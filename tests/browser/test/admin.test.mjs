@@ -4,9 +4,9 @@
 // for again while pending); an administrator (ADMIN_EMAILS) sees the four
 // analytics charts drawn as SVG with the figures of rows seeded through SQL,
 // for the date range chosen; a non-admin has no admin link and is told no.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startStack, launch, until, axe } from '../lib/stack.mjs';
+import { perFile, launch, until, axe } from '../lib/stack.mjs';
 
 const ADMIN = 'boss@example.com';
 const USER = 'plain.user@example.com';
@@ -42,19 +42,12 @@ INSERT INTO usage_tracking (user_id, month, tier, monthly_limit, images_processe
  ('aaaaaaaa-0000-0000-0000-00000000000a', '2024-02-01', 'creator', 100, 103, 3, 150);
 `;
 
-before(async () => {
-  stack = await startStack({ ADMIN_EMAILS: `someone@example.com, ${ADMIN}` });
-  stack.psql(SEED);
-  browser = await launch(stack.url);
-  page = browser.page;
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (stack) {
-    if (process.exitCode) console.log(stack.log().slice(-3000));
-    await stack.stop();
-  }
+perFile({
+  env: { ADMIN_EMAILS: `someone@example.com, ${ADMIN}` },
+  prepare: () => {
+    stack.psql(SEED);
+  },
+  started: (x) => ({ stack, browser, page } = x),
 });
 
 const noHorizontalScroll = (p) => p.evaluate(() => document.documentElement.scrollWidth <= document.documentElement.clientWidth);

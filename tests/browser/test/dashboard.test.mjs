@@ -4,34 +4,26 @@
 // photo dropped into the fake Drive turns completed in the list without a
 // reload, the usage page counts it, the CSP header is there, no console
 // errors, and a 390 px viewport has no horizontal scroll.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startStack, launch, until, axe } from '../lib/stack.mjs';
+import { perFile, until, axe } from '../lib/stack.mjs';
 
 const EMAIL = 'test.user@example.com'; // the Google fake's default user
 let stack;
 let browser;
 let page;
 
-before(async () => {
-  stack = await startStack();
-  // The user's Drive, on disk behind the fake: Photos/Inbox and a decoy.
-  const drive = stack.drive(EMAIL);
-  fs.mkdirSync(path.join(drive, 'Photos', 'Inbox'), { recursive: true });
-  fs.mkdirSync(path.join(drive, 'Photos', 'Archive'), { recursive: true });
-  fs.mkdirSync(path.join(drive, 'Receipts'), { recursive: true });
-  browser = await launch(stack.url);
-  page = browser.page;
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (stack) {
-    if (process.exitCode) console.log(stack.log().slice(-3000));
-    await stack.stop();
-  }
+perFile({
+  prepare: () => {
+    // The user's Drive, on disk behind the fake: Photos/Inbox and a decoy.
+    const drive = stack.drive(EMAIL);
+    fs.mkdirSync(path.join(drive, 'Photos', 'Inbox'), { recursive: true });
+    fs.mkdirSync(path.join(drive, 'Photos', 'Archive'), { recursive: true });
+    fs.mkdirSync(path.join(drive, 'Receipts'), { recursive: true });
+  },
+  started: (x) => ({ stack, browser, page } = x),
 });
 
 const noHorizontalScroll = () => page.evaluate(() => document.documentElement.scrollWidth <= document.documentElement.clientWidth);

@@ -6,11 +6,11 @@
 // a notice shows with an unread badge in the nav and marking it read clears
 // it; a hidden tab asks nothing; an e-mail kind turned off stays off after a
 // reload; a revoked Drive shows the reconnect button, which signs in again.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startStack, launch, until, axe } from '../lib/stack.mjs';
+import { perFile, until, axe } from '../lib/stack.mjs';
 
 const EMAIL = 'jo@example.com';
 const ROOT = process.env.CA_ROOT || path.resolve('../..');
@@ -19,19 +19,11 @@ let browser;
 let page;
 let me;
 
-before(async () => {
-  stack = await startStack();
-  fs.mkdirSync(path.join(stack.drive(EMAIL), 'Inbox'), { recursive: true });
-  browser = await launch(stack.url);
-  page = browser.page;
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (stack) {
-    if (process.exitCode) console.log(stack.log().slice(-3000));
-    await stack.stop();
-  }
+perFile({
+  prepare: () => {
+    fs.mkdirSync(path.join(stack.drive(EMAIL), 'Inbox'), { recursive: true });
+  },
+  started: (x) => ({ stack, browser, page } = x),
 });
 
 const apiGet = async (p) => (await page.request.get(`${stack.url}${p}`)).json();

@@ -5,11 +5,11 @@
 // the marketplace, rating and adopting it, accepting the author's update, a
 // preview on a photo of the watched folder, the default preset chosen here;
 // labelled controls, 390 px, axe-core, no unexpected console error.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startStack, launch, until, axe } from '../lib/stack.mjs';
+import { perFile, until, axe } from '../lib/stack.mjs';
 
 const ADA = 'ada@example.com'; // the author
 const BOB = 'bob@example.com'; // the adopter
@@ -36,20 +36,12 @@ let stack;
 let browser;
 let page;
 
-before(async () => {
-  stack = await startStack();
-  fs.mkdirSync(path.join(stack.drive(ADA), 'Inbox'), { recursive: true });
-  fs.mkdirSync(stack.drive(BOB), { recursive: true });
-  browser = await launch(stack.url);
-  page = browser.page;
-});
-
-after(async () => {
-  if (browser) await browser.close();
-  if (stack) {
-    if (process.exitCode) console.log(stack.log().slice(-3000));
-    await stack.stop();
-  }
+perFile({
+  prepare: () => {
+    fs.mkdirSync(path.join(stack.drive(ADA), 'Inbox'), { recursive: true });
+    fs.mkdirSync(stack.drive(BOB), { recursive: true });
+  },
+  started: (x) => ({ stack, browser, page } = x),
 });
 
 const apiGet = async (p) => (await page.request.get(`${stack.url}${p}`)).json();
