@@ -152,6 +152,14 @@ test('upgrade goes through Checkout on the Stripe fake; the plan card changes af
   assert.match(page.url(), /\/#\/usage$/);
   assert.match(await page.locator('#usage-count').textContent(), /of 100 images used/);
   assert.equal((await apiGet('/api/me')).tier, 'creator');
+  // overage so far and its cost, for creator: 3 images past the 100, $1.50
+  const month = (await apiGet('/api/usage')).month;
+  assert.match(month, /^\d{4}-\d{2}-\d{2}$/);
+  stack.psql(`INSERT INTO usage_tracking (user_id, month, tier, monthly_limit, images_processed, images_overage, overage_charged_cents)
+    SELECT id, '${month}', 'creator', 100, 103, 3, 150 FROM users WHERE email = '${EMAIL}'
+    ON CONFLICT (user_id, month) DO UPDATE SET images_processed = 103, images_overage = 3, overage_charged_cents = 150`);
+  await page.reload();
+  await page.locator('#overage', { hasText: 'Overage: 3 images, $1.50 so far.' }).waitFor();
   // Manage billing opens the Stripe Portal
   await page.getByRole('button', { name: 'Manage billing' }).click();
   await until(() => page.url().startsWith(`${stack.stripe}/billing_portal/`), 15000, 'the portal');
