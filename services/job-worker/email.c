@@ -89,6 +89,40 @@ void email_address(const char *from, char *out, size_t outlen)
     }
 }
 
+/* The message's header block and greeting: every value stripped of CR/LF
+ * (clean), Date now in UTC. false (b->failed) when out of memory. */
+static bool add_head(sbuf_t *b, const char *mail_from, const char *to, const char *name,
+                     const char *message_id, const char *subject)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
+    char *cfrom = clean(mail_from, 300);
+    char *cto = clean(to, 300);
+    char *cname = clean(name, 100);
+    char *cid = clean(message_id, 100);
+    char *csubject = clean(subject, 300);
+    if (cfrom == NULL || cto == NULL || cname == NULL || cid == NULL || csubject == NULL) {
+        b->failed = true;
+    } else {
+        sb_add(b,
+               "From: %s\r\nTo: %s\r\nSubject: Creator Automation: %s\r\nDate: %s\r\n"
+               "Message-ID: <%s@creator-automation>\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+               "Auto-Submitted: auto-generated\r\n\r\n",
+               cfrom, cto, csubject, date, cid);
+        sb_add(b, "Hello%s%s,\r\n\r\n", cname[0] != '\0' ? " " : "", cname);
+    }
+    free(cfrom);
+    free(cto);
+    free(cname);
+    free(cid);
+    free(csubject);
+    return !b->failed;
+}
+
 char *email_build_digest(const char *mail_from, const char *to, const char *name,
                          const char *message_id, const email_job_t *jobs, size_t njobs)
 {
@@ -100,20 +134,6 @@ char *email_build_digest(const char *mail_from, const char *to, const char *name
         }
     }
     size_t failed = njobs - ok;
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-
-    char *cfrom = clean(mail_from, 300);
-    char *cto = clean(to, 300);
-    char *cname = clean(name, 100);
-    char *cid = clean(message_id, 100);
-    if (cfrom == NULL || cto == NULL || cname == NULL || cid == NULL) {
-        b.failed = true;
-        goto out;
-    }
     char subject[128];
     if (failed == 0) {
         snprintf(subject, sizeof(subject), "%zu photo%s ready", ok, ok == 1 ? "" : "s");
@@ -124,13 +144,9 @@ char *email_build_digest(const char *mail_from, const char *to, const char *name
         snprintf(subject, sizeof(subject), "%zu photo%s ready, %zu could not be processed", ok,
                  ok == 1 ? "" : "s", failed);
     }
-    sb_add(&b,
-           "From: %s\r\nTo: %s\r\nSubject: Creator Automation: %s\r\nDate: %s\r\n"
-           "Message-ID: <%s@creator-automation>\r\nMIME-Version: 1.0\r\n"
-           "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
-           "Auto-Submitted: auto-generated\r\n\r\n",
-           cfrom, cto, subject, date, cid);
-    sb_add(&b, "Hello%s%s,\r\n\r\n", cname[0] != '\0' ? " " : "", cname);
+    if (!add_head(&b, mail_from, to, name, message_id, subject)) {
+        goto out;
+    }
     if (ok > 0) {
         sb_add(&b, "%s ready in your Google Drive \"Processed\" folder:\r\n\r\n",
                ok == 1 ? "One photo is" : "These photos are");
@@ -174,10 +190,6 @@ char *email_build_digest(const char *mail_from, const char *to, const char *name
     }
     sb_add(&b, "You can turn these e-mails off in the dashboard's settings.\r\n");
 out:
-    free(cfrom);
-    free(cto);
-    free(cname);
-    free(cid);
     if (b.failed) {
         free(b.buf);
         return NULL;
@@ -206,20 +218,10 @@ char *email_build_notice(const char *mail_from, const char *to, const char *name
                          const char *message_id, const email_notice_t *n, const char *public_url)
 {
     sbuf_t b = {0};
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    char *cfrom = clean(mail_from, 300);
-    char *cto = clean(to, 300);
-    char *cname = clean(name, 100);
-    char *cid = clean(message_id, 100);
     char *ctitle = clean(n->title, 200);
     char *cmsg = clean(n->message, 2000);
     char *curl = clean(public_url, 500);
-    if (cfrom == NULL || cto == NULL || cname == NULL || cid == NULL || ctitle == NULL ||
-        cmsg == NULL || curl == NULL) {
+    if (ctitle == NULL || cmsg == NULL || curl == NULL) {
         b.failed = true;
         goto out;
     }
@@ -230,21 +232,13 @@ char *email_build_notice(const char *mail_from, const char *to, const char *name
     const char *lead;
     const char *path;
     notice_link(n->kind, &lead, &path);
-    sb_add(&b,
-           "From: %s\r\nTo: %s\r\nSubject: Creator Automation: %s\r\nDate: %s\r\n"
-           "Message-ID: <%s@creator-automation>\r\nMIME-Version: 1.0\r\n"
-           "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
-           "Auto-Submitted: auto-generated\r\n\r\n",
-           cfrom, cto, ctitle, date, cid);
-    sb_add(&b, "Hello%s%s,\r\n\r\n", cname[0] != '\0' ? " " : "", cname);
+    if (!add_head(&b, mail_from, to, name, message_id, ctitle)) {
+        goto out;
+    }
     sb_add(&b, "%s\r\n\r\n", cmsg);
     sb_add(&b, "%s\r\n  %s%s\r\n\r\n", lead, curl, path);
     sb_add(&b, "You can turn these e-mails off in the dashboard's settings.\r\n");
 out:
-    free(cfrom);
-    free(cto);
-    free(cname);
-    free(cid);
     free(ctitle);
     free(cmsg);
     free(curl);
