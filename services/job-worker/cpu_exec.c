@@ -42,6 +42,11 @@ int cpu_exec_init(const char *argv0)
     return 0;
 }
 
+void cpu_exec_set_threads(int n)
+{
+    vips_concurrency_set(n > 0 ? n : 1);
+}
+
 void cpu_exec_shutdown(void)
 {
     if (vips_started) {

@@ -87,6 +87,9 @@ typedef struct {
  * Returns 0 or -1. */
 __attribute__((warn_unused_result)) int cpu_exec_init(const char *argv0);
 void cpu_exec_shutdown(void);
+/* Threads libvips may use for one pipeline (vips_concurrency_set); after
+ * cpu_exec_init. */
+void cpu_exec_set_threads(int n);
 
 /* The node classes this executor runs (static data). */
 const graph_registry_t *cpu_exec_registry(void);

@@ -35,7 +35,11 @@ static const config_var_t worker_vars[] = {
      "From: of notification e-mail"},
     {"PUBLIC_URL", CFG_URL, "http://localhost:8080", false, false, 0, 0,
      "the gateway's public base URL: links in notice e-mails"},
-    {"WORKER_CONCURRENCY", CFG_INT, NULL, false, false, 1, 256, "jobs at a time (default: cores)"},
+    {"WORKER_CONCURRENCY", CFG_INT, NULL, false, false, 1, 256,
+     "jobs at a time (default: the CPUs the cgroup allows, lowered to fit WORKER_JOB_MEMORY_MB "
+     "a job in the cgroup memory limit)"},
+    {"WORKER_JOB_MEMORY_MB", CFG_INT, "200", false, false, 16, 65536,
+     "peak memory of one job, for the default WORKER_CONCURRENCY under a memory limit"},
     {"MAX_IMAGE_BYTES", CFG_INT, "52428800", false, false, 1024, 1073741824L,
      "largest original accepted (bytes)"},
     {"MAX_IMAGE_PIXELS", CFG_INT, "100000000", false, false, 1, 1000000000L,

@@ -14,6 +14,7 @@
 #include "stopwait.h"
 #include "worker_tasks.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,7 @@ struct worker_ctx {
     bool cancel_started;
     preview_lane_t *previews; /* the preview lane (preview.h) */
     int preview_concurrency;
+    int vips_threads;    /* 0: libvips decides (VIPS_CONCURRENCY set) */
     stopwait_t stop;     /* stopped by worker_stop; nudged by worker_drain */
     atomic_int draining; /* no new work */
     atomic_int in_flight;
@@ -348,9 +350,25 @@ static int read_config(worker_ctx_t *ctx, daemon_t *d)
         .public_url = daemon_get(d, "PUBLIC_URL"),
     };
     const char *conc = daemon_get(d, "WORKER_CONCURRENCY");
-    ctx->concurrency = conc != NULL ? atoi(conc) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    sysres_t res;
+    sysres_read(&res);
+    char why[256];
+    if (conc != NULL) {
+        ctx->concurrency = atoi(conc);
+        snprintf(why, sizeof(why), "WORKER_CONCURRENCY");
+    } else {
+        ctx->concurrency = worker_default_concurrency(
+            &res, (int)config_get_int(cfg, "WORKER_JOB_MEMORY_MB"), why, sizeof(why));
+    }
     if (ctx->concurrency < 1) {
         ctx->concurrency = 1;
+    }
+    log_info("job-worker: %d job thread(s): %s", ctx->concurrency, why);
+    /* libvips sizes its own thread pools from the node's cores unless told:
+     * keep each pipeline within the CPUs the cgroup gives us (VIPS_CONCURRENCY,
+     * read by libvips itself, still wins). */
+    if (getenv("VIPS_CONCURRENCY") == NULL) {
+        ctx->vips_threads = res.cpus;
     }
     ctx->drain_s = (int)config_get_int(cfg, "WORKER_DRAIN_SECONDS");
     ctx->preview_concurrency = (int)config_get_int(cfg, "WORKER_PREVIEW_CONCURRENCY");
@@ -381,6 +399,9 @@ int worker_start(daemon_t *d)
     if (cpu_exec_init("job-worker") != 0) {
         log_error("libvips failed to start");
         return -1;
+    }
+    if (ctx->vips_threads > 0) {
+        cpu_exec_set_threads(ctx->vips_threads);
     }
     job_metrics_init();
     m_in_flight = metrics_gauge("ca_worker_jobs_in_flight", "Jobs being processed", NULL);
@@ -437,6 +458,33 @@ int worker_start(daemon_t *d)
              ctx->concurrency, ctx->preview_concurrency, ctx->set.lease_s,
              ctx->set.comfyui_url != NULL ? "on" : "off", ctx->set.smtp_url != NULL ? "on" : "off");
     return 0;
+}
+
+int worker_default_concurrency(const sysres_t *r, int job_mb, char *why, size_t why_size)
+{
+    int n = r->cpus > 0 ? r->cpus : 1;
+    int at = snprintf(why, why_size, "%d usable CPU(s)", n);
+    if (r->cpu_quota > 0 && at >= 0 && (size_t)at < why_size) {
+        at += snprintf(why + at, why_size - (size_t)at, " (cgroup quota %.2f of %d)", r->cpu_quota,
+                       r->cpus_online);
+    }
+    if (r->memory_limit > 0 && job_mb > 0) {
+        uint64_t mb = r->memory_limit / (1024 * 1024);
+        uint64_t room = mb > WORKER_MEMORY_RESERVE_MB ? mb - WORKER_MEMORY_RESERVE_MB : 0;
+        uint64_t fit = room / (uint64_t)job_mb;
+        if (fit < 1) {
+            fit = 1;
+        }
+        if (at >= 0 && (size_t)at < why_size) {
+            snprintf(why + at, why_size - (size_t)at,
+                     ", memory limit %" PRIu64 " MB fits %" PRIu64 " job(s) of %d MB", mb, fit,
+                     job_mb);
+        }
+        if (fit < (uint64_t)n) {
+            n = (int)fit;
+        }
+    }
+    return n;
 }
 
 void worker_drain(daemon_t *d)

@@ -20,12 +20,22 @@
 #define CA_WORKER_H
 
 #include "daemon.h"
+#include "sysres.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 int worker_start(daemon_t *d);
 void worker_drain(daemon_t *d);
 bool worker_drained(daemon_t *d);
 void worker_stop(daemon_t *d);
+
+/* The job threads to run when WORKER_CONCURRENCY is unset: the usable CPUs
+ * (affinity and cgroup quota, not the node's cores), lowered so that that many
+ * jobs of JOB_MB megabytes each fit in the cgroup memory limit less
+ * WORKER_MEMORY_RESERVE_MB (the process's own base); at least 1. Writes the
+ * reason to WHY (for the start-up log line). */
+#define WORKER_MEMORY_RESERVE_MB 128
+int worker_default_concurrency(const sysres_t *r, int job_mb, char *why, size_t why_size);
 
 #endif
