@@ -152,3 +152,73 @@ bench_fake_errors() {
       for (const r of bad.slice(0, 5)) console.error(`  ${r.method} ${r.path} -> ${r.status}`);
       console.log(bad.length); })'
 }
+
+# bench_seed_user EMAIL NFILES IMAGE KEY: a user in the Google fake with an
+# Inbox holding NFILES copies of IMAGE and a Processed folder in it, and the
+# same user in the database (sealed tokens, a studio plan with room to spare).
+# Sets U_EMAIL, U_ACCESS, U_INBOX, U_PROCESSED and writes the files' ids, one
+# a line, to $W/files-<EMAIL>.txt (U_FILES).
+bench_seed_user() {
+  local email=$1 n=$2 img=$3 key=$4 line sub refresh sa sr
+  node - "$G" "$n" "$img" "$email" > "$W/seed-$email.tsv" <<'JS'
+const [base, n, img, email] = [process.argv[2], Number(process.argv[3]), process.argv[4], process.argv[5]];
+const content_base64 = require('fs').readFileSync(img).toString('base64');
+async function post(path, body) {
+  const r = await fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (r.status !== 200) throw new Error(`${path} ${r.status} ${await r.text()}`);
+  return r.json();
+}
+(async () => {
+  const u = await post('/__admin/users', { email, client_id: 'bench-client' });
+  const inbox = await post('/__admin/files', { email, name: 'Inbox', folder: true, parents: [u.root_id] });
+  const out = await post('/__admin/files', { email, name: 'Processed', folder: true, parents: [inbox.id] });
+  console.log(['U', u.sub, u.access_token, u.refresh_token, inbox.id, out.id].join('\t'));
+  let next = 0;
+  const ids = new Array(n);
+  async function one() {
+    for (let i; (i = next++) < n;) {
+      ids[i] = (await post('/__admin/files', { email, name: `b${i}.jpg`, mimeType: 'image/jpeg', parents: [inbox.id], content_base64 })).id;
+    }
+  }
+  await Promise.all(Array.from({ length: 16 }, one));
+  for (const id of ids) console.log(['F', id].join('\t'));
+})().catch((e) => { console.error(e); process.exit(1); });
+JS
+  line=$(grep '^U' "$W/seed-$email.tsv")
+  IFS=$'\t' read -r _ sub U_ACCESS refresh U_INBOX U_PROCESSED <<<"$line"
+  U_EMAIL=$email
+  U_FILES=$W/files-$email.txt
+  grep '^F' "$W/seed-$email.tsv" | cut -f2 > "$U_FILES"
+  [ "$(grep -c . "$U_FILES")" = "$n" ] || bench_fail "seeded $(grep -c . "$U_FILES") files, want $n"
+  sa=$(bench_seal "$key" <<<"$U_ACCESS")
+  sr=$(bench_seal "$key" <<<"$refresh")
+  psql -q "$DB" -v ON_ERROR_STOP=1 >/dev/null <<SQL
+INSERT INTO users (google_id, email, drive_access_token, drive_refresh_token, drive_token_expires_at,
+                   watched_folder_id, output_folder_id)
+  VALUES ('$sub', '$email', '$sa', '$sr', timezone('UTC', now()) + interval '50 minutes', '$U_INBOX', '$U_PROCESSED');
+INSERT INTO subscriptions (user_id, tier, status, monthly_limit)
+  SELECT id, 'studio', 'active', 100000 FROM users WHERE email = '$email';
+SQL
+}
+
+# bench_drive_count TOKEN FOLDER: files in FOLDER of the fake's Drive (every page).
+bench_drive_count() {
+  node - "$G" "$1" "$2" <<'JS'
+const [base, token, folder] = process.argv.slice(2);
+(async () => {
+  let n = 0, page = '';
+  do {
+    const url = new URL(base + '/drive/v3/files');
+    url.searchParams.set('q', `'${folder}' in parents and trashed = false`);
+    url.searchParams.set('pageSize', '1000');
+    if (page) url.searchParams.set('pageToken', page);
+    const r = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+    if (r.status !== 200) throw new Error(`files.list ${r.status} ${await r.text()}`);
+    const j = await r.json();
+    n += j.files.length;
+    page = j.nextPageToken || '';
+  } while (page);
+  console.log(n);
+})().catch((e) => { console.error(e); process.exit(1); });
+JS
+}
