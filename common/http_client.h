@@ -59,6 +59,7 @@ typedef struct {
     char *content_type; /* owned or NULL */
     char *retry_after;  /* owned or NULL: raw Retry-After header */
     char *location;     /* owned or NULL: raw Location header (redirects are not followed) */
+    char *range;        /* owned or NULL: raw Range header of the answer (Drive's 308) */
     int attempts;       /* how many tries were made */
     char error[256];    /* curl's message when the result is not HTTP_OK */
 } http_response_t;
