@@ -36,8 +36,8 @@ static const config_var_t worker_vars[] = {
     {"PUBLIC_URL", CFG_URL, "http://localhost:8080", false, false, 0, 0,
      "the gateway's public base URL: links in notice e-mails"},
     {"WORKER_CONCURRENCY", CFG_INT, NULL, false, false, 1, 256, "jobs at a time (default: cores)"},
-    {"MAX_IMAGE_BYTES", CFG_INT, "52428800", false, false, 1024, 1073741824L,
-     "largest original accepted (bytes)"},
+    {"MAX_IMAGE_BYTES", CFG_INT, "209715200", false, false, 1024, 1073741824L,
+     "largest original accepted (bytes); streamed to a temporary file in TMPDIR, not memory"},
     {"MAX_IMAGE_PIXELS", CFG_INT, "100000000", false, false, 1, 1000000000L,
      "largest original accepted (width x height, read from the header before decoding); "
      "decoded size is capped at 8 bytes a pixel of it"},
