@@ -746,8 +746,8 @@ google_status_t drive_upload_resumable(google_client_t *gc, const char *access_t
         }
         size_t n = ask ? 0 : (len - offset < chunk_bytes ? len - offset : chunk_bytes);
         size_t next = offset;
-        put_outcome_t o = session_put(gc, session->uri, media_type, data, offset, n, len, &next,
-                                      out, &st, err);
+        put_outcome_t o =
+            session_put(gc, session->uri, media_type, data, offset, n, len, &next, out, &st, err);
         bool was_status = ask;
         ask = false;
         if (o == PUT_FAIL && was_status && given && !session->reused) {
@@ -797,7 +797,7 @@ google_status_t drive_upload_resumable(google_client_t *gc, const char *access_t
             if (++failures > RESUMABLE_MAX_FAILURES)
                 break;
             sleep_ms((long)backoff_delay_ms(failures, RESUMABLE_BACKOFF_BASE_MS,
-                                                    RESUMABLE_BACKOFF_MAX_MS));
+                                            RESUMABLE_BACKOFF_MAX_MS));
             session->resumes++;
             ask = true;
             continue;

@@ -96,10 +96,10 @@ google_status_t drive_upload(google_client_t *gc, const char *access_token, cons
  * capability: whoever holds it can write the file; never log it); NULL: none.
  * Sessions live about a week at Drive. */
 typedef struct {
-    char *uri;       /* in/out: a session to go on with (NULL: start one); owned */
-    bool reused;     /* out: the session given was still valid and was used */
-    bool restarted;  /* out: Drive answered 404/410 (expired): a new one was started */
-    int resumes;     /* out: times Drive was asked where it stood after a failed chunk */
+    char *uri;      /* in/out: a session to go on with (NULL: start one); owned */
+    bool reused;    /* out: the session given was still valid and was used */
+    bool restarted; /* out: Drive answered 404/410 (expired): a new one was started */
+    int resumes;    /* out: times Drive was asked where it stood after a failed chunk */
 } drive_upload_session_t;
 void drive_upload_session_free(drive_upload_session_t *s);
 

@@ -238,6 +238,7 @@ google_status_t google_call(google_client_t *gc, const google_request_t *r, http
         .content_type = r->content_type,
         .sink = r->sink,
         .opts = &opts,
+        .fresh_connection = r->no_retry,
     };
     http_result_t hr = http_client_do(gc->http, &req, resp);
     crypto_free_secret(auth);

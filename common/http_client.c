@@ -370,6 +370,10 @@ static int setopts(CURL *easy, const http_request_t *req, const http_opts_t *opt
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, t);
     SET(CURLOPT_HTTPHEADER, headers);
+    if (req->fresh_connection) {
+        SET(CURLOPT_FRESH_CONNECT, 1L);
+        SET(CURLOPT_FORBID_REUSE, 1L);
+    }
 
     if (strcmp(method, "GET") == 0) {
         SET(CURLOPT_HTTPGET, 1L);

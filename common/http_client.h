@@ -76,6 +76,10 @@ typedef struct {
                               * body stays in resp->body. A retry truncates the file
                               * back to its position at the call. */
     const http_opts_t *opts; /* NULL: defaults */
+    bool fresh_connection;   /* a connection of its own, closed after: libcurl re-sends a
+                              * request by itself when a reused connection dies before the
+                              * answer, which a resumable upload's chunk must not be (the
+                              * caller asks the server where it stands instead) */
 } http_request_t;
 
 typedef struct http_client http_client_t;
