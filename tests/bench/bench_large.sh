@@ -48,7 +48,7 @@ for mp in $SIZES; do
   src_h=$(vipsheader -f height tests/fixtures/coffee.png)
   vips resize tests/fixtures/coffee.png "$W/s$mp.v" "$(echo "$w / $src_w" | bc -l)" \
     --vscale "$(echo "$h / $src_h" | bc -l)" --kernel cubic
-  vips gaussnoise "$W/n$mp.v" "$w" "$h" --mean 0 --sigma 4
+  vips gaussnoise "$W/n$mp.v" "$w" "$h" --mean 0 --sigma 8
   vips bandjoin "$W/n$mp.v $W/n$mp.v $W/n$mp.v" "$W/n3$mp.v"
   vips add "$W/s$mp.v" "$W/n3$mp.v" "$W/g$mp.v"
   vips cast "$W/g$mp.v" "$W/in$mp.jpg[Q=92]" uchar
@@ -75,8 +75,10 @@ async function post(path, body) {
   console.log(['U', email, u.sub, u.access_token, u.refresh_token, inbox.id, out.id].join('\t'));
   for (const mp of sizes) {
     const content_base64 = fs.readFileSync(`${dir}/in${mp}.jpg`).toString('base64');
-    const f = await post('/__admin/files', { email, name: `photo${mp}.jpg`, mimeType: 'image/jpeg', parents: [inbox.id], content_base64 });
-    console.log(['F', mp, f.id].join('\t'));
+    for (const preset of ['portrait_pro', 'passthrough']) { // a job per (file, preset): one file each
+      const f = await post('/__admin/files', { email, name: `photo${mp}-${preset}.jpg`, mimeType: 'image/jpeg', parents: [inbox.id], content_base64 });
+      console.log(['F', mp, preset, f.id].join('\t'));
+    }
   }
 })().catch((e) => { console.error(e); process.exit(1); });
 JS
@@ -101,7 +103,7 @@ status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/nul
 # run_one MP PRESET: writes "peak_mb idle_mb anon_mb ms out_bytes" to $W/result
 run_one() {
   local mp=$1 preset=$2 file job port tpid wpid idle anon a st ms out_size deadline
-  file=$(awk -F'\t' -v mp="$mp" '$1 == "F" && $2 == mp { print $3 }' "$W/seed.tsv")
+  file=$(awk -F'\t' -v mp="$mp" -v p="$preset" '$1 == "F" && $2 == mp && $3 == p { print $4 }' "$W/seed.tsv")
   [ -n "$file" ] || bench_fail "no Drive file for $mp MP"
   job=$(psql -At "$DB" -v ON_ERROR_STOP=1 -c "SELECT job_id FROM users u, LATERAL
     jobs_create_for_drive_file(u.id, '$file', 'photo$mp-$preset.jpg', '$inbox', 1000, 'image/jpeg',
@@ -132,6 +134,8 @@ run_one() {
     [ "$(date +%s)" -lt "$deadline" ] || bench_fail "$mp MP $preset still $st after 300 s" "$W/worker-$mp-$preset.log"
     sleep 0.05
   done
+  [ "$(psql -At "$DB" -c "SELECT attempt FROM jobs WHERE id = '$job'")" = 1 ] ||
+    bench_fail "$mp MP $preset: job $job was not run once by this worker"
   [ "$st" = completed ] || bench_fail "$mp MP $preset: $(psql -At "$DB" -c "SELECT error_code || ': ' || error_message FROM jobs WHERE id = '$job'")" "$W/worker-$mp-$preset.log"
   kill -TERM "$wpid"
   wait "$tpid" || bench_fail "the worker did not exit cleanly" "$W/worker-$mp-$preset.log"
