@@ -435,6 +435,12 @@ static void test_expired_session_restarted(void **state)
     cJSON_Delete(ss);
 }
 
+static void count_sessions(void *arg, const char *uri)
+{
+    assert_non_null(uri);
+    (*(int *)arg)++;
+}
+
 /* The fake keeps Drive's documented limit: multipart is for 5 MB or less
  * (413 above it, which the client reports as GOOGLE_ERR_TOO_LARGE). */
 static void test_multipart_over_5mb_refused(void **state)
@@ -470,6 +476,65 @@ static void test_multipart_over_5mb_refused(void **state)
                                             n, 0, &s, NULL, NULL, &f, &gerr),
                      GOOGLE_OK);
     assert_int_equal(f.size, (long long)n);
+    drive_file_free(&f);
+    drive_upload_session_free(&s);
+    free(data);
+    google_client_free(gc);
+}
+
+/* The final chunk reaches Drive but its answer is lost (the fake drops the
+ * connection after handling it): the status query gets the file, and there
+ * is one file, not two. */
+static void test_lost_final_answer_one_file(void **state)
+{
+    (void)state;
+    fake_google_user_t g;
+    fake_google_user(google.base_url, "lostanswer@example.com", CLIENT_ID, &g);
+    char api[256];
+    char up[256];
+    snprintf(api, sizeof(api), "%s/drive/v3", google.base_url);
+    snprintf(up, sizeof(up), "%s/upload/drive/v3", google.base_url);
+    google_config_t cfg = {.drive_api_url = api, .drive_upload_url = up, .max_retries = 2};
+    google_client_t *gc = google_client_new(&cfg);
+    assert_non_null(gc);
+    size_t n = 300 * 1024; /* one chunk: the first PUT is the last */
+    char *data = malloc(n);
+    assert_non_null(data);
+    for (size_t i = 0; i < n; i++) {
+        data[i] = (char)(i * 7);
+    }
+    fake_add_fault(google.base_url, "{\"match\":{\"method\":\"PUT\",\"path\":"
+                                    "\"/upload/drive/v3/files\"},\"count\":1,"
+                                    "\"action\":\"drop\",\"when\":\"after\"}");
+    drive_upload_session_t s = {0};
+    int calls = 0;
+    drive_file_t f;
+    google_error_t gerr;
+    assert_int_equal(drive_upload_resumable(gc, g.access_token, "lost.bin", NULL, NULL, NULL, data,
+                                            n, 0, &s, count_sessions, &calls, &f, &gerr),
+                     GOOGLE_OK);
+    assert_int_equal(calls, 1);
+    assert_int_equal(s.resumes, 1);
+    assert_int_equal(f.size, (long long)n);
+    fake_clear_faults(google.base_url);
+    /* exactly one file of that name in the account */
+    char url[512];
+    snprintf(url, sizeof(url),
+             "%s/drive/v3/files?q=name%%20%%3D%%20%%27lost.bin%%27&fields=files(id)",
+             google.base_url);
+    char auth[600];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", g.access_token);
+    const char *hdr[] = {auth, NULL};
+    char *resp = NULL;
+    assert_int_equal(http_call_h("GET", url, hdr, NULL, &resp, NULL), 200);
+    cJSON *j = cJSON_Parse(resp);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "files")), 1);
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "files"), 0), "id")
+            ->valuestring,
+        f.id);
+    cJSON_Delete(j);
+    free(resp);
     drive_file_free(&f);
     drive_upload_session_free(&s);
     free(data);
@@ -552,6 +617,7 @@ int main(void)
         cmocka_unit_test(test_drop_resumed_from_offset),
         cmocka_unit_test(test_retry_reuses_session),
         cmocka_unit_test(test_expired_session_restarted),
+        cmocka_unit_test(test_lost_final_answer_one_file),
         cmocka_unit_test(test_temporary_files_gone),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
