@@ -29,6 +29,9 @@
  * nothing is recorded (jobs_cancel did, releasing the usage reservation). */
 static const char JOB_STOPPED[] = "stopped";
 
+/* The largest ComfyUI output taken (it is held in memory until uploaded). */
+#define COMFY_MAX_OUTPUT_BYTES ((size_t)256 * 1024 * 1024)
+
 typedef struct {
     const char *code; /* DESIGN.md job error code, or JOB_STOPPED */
     bool transient;   /* retry with backoff while retries remain */
@@ -863,7 +866,11 @@ static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void
                       .base_url = t->set->comfyui_url,
                       .client_id = t->worker_id,
                       .timeout_s = t->set->comfyui_timeout_s,
-                      .max_output = t->set->max_image_bytes * 4,
+                      /* held in memory: not 4 x MAX_IMAGE_BYTES (800 MiB) since the
+                       * original goes to disk; 256 MiB is a 16K x 16K PNG */
+                      .max_output = t->set->max_image_bytes * 4 < COMFY_MAX_OUTPUT_BYTES
+                                        ? t->set->max_image_bytes * 4
+                                        : COMFY_MAX_OUTPUT_BYTES,
                       .stop = t->set->stop,
                       .cancel = &t->stop,
                       .on_prompt = store_prompt_id,
