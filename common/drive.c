@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include "drive.h"
 
+#include "backoff.h"
+#include "crypto.h"
 #include "google_internal.h"
 #include "http_client.h"
 #include "jbuf.h"
@@ -15,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/types.h>
+#include <time.h>
 
 /* Downloads: room for an error body even when the caller's cap is tiny. */
 #define GOOGLE_ERROR_BODY_ROOM (64u * 1024u)
@@ -380,6 +384,51 @@ google_status_t drive_download(google_client_t *gc, const char *access_token, co
     return st;
 }
 
+google_status_t drive_download_to(google_client_t *gc, const char *access_token,
+                                  const char *file_id, size_t max_bytes, long timeout_ms,
+                                  FILE *sink, size_t *len, google_error_t *err)
+{
+    *len = 0;
+    google_error_reset(err);
+    if (file_id == NULL || file_id[0] == '\0' || sink == NULL)
+        return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "download: no file id or file");
+    off_t start = ftello(sink);
+    if (start < 0)
+        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "download: the file cannot seek");
+    char *url = file_url(gc->drive_api_url, file_id, "?alt=media");
+    /* As drive_download: the transport cap leaves room for an error body;
+     * the streamed bytes are capped by it too, and checked exactly below. */
+    size_t transport_cap = max_bytes > GOOGLE_ERROR_BODY_ROOM ? max_bytes : GOOGLE_ERROR_BODY_ROOM;
+    google_request_t r = {
+        .method = "GET",
+        .url = url,
+        .bearer = access_token,
+        .max_body = transport_cap,
+        .sink = sink,
+        .timeout_ms = timeout_ms,
+        .what = "download",
+    };
+    http_response_t resp;
+    google_status_t st = google_call(gc, &r, &resp, err);
+    free(url);
+    if (st == GOOGLE_OK) {
+        off_t end = fflush(sink) == 0 ? ftello(sink) : -1;
+        if (end < start) {
+            st = google_error_set(err, GOOGLE_ERR_PROTOCOL, resp.status,
+                                  "download: writing the file failed");
+        } else if ((unsigned long long)(end - start) > max_bytes) {
+            st = google_error_set(err, GOOGLE_ERR_TOO_LARGE, resp.status,
+                                  "download: file over %zu bytes", max_bytes);
+        } else {
+            *len = (size_t)(end - start);
+        }
+    } else if (st == GOOGLE_ERR_TOO_LARGE && err != NULL) {
+        snprintf(err->message, sizeof(err->message), "download: file over %zu bytes", max_bytes);
+    }
+    http_response_free(&resp);
+    return st;
+}
+
 /* {"name","mimeType","parents":[p],"appProperties":{...}} (mime may be NULL). */
 static char *file_metadata(const char *name, const char *mime_type, const char *parent_id,
                            const cJSON *app_properties)
@@ -501,6 +550,261 @@ google_status_t drive_upload(google_client_t *gc, const char *access_token, cons
     free(body);
     free(ctype);
     free(url);
+    return st;
+}
+
+/* ---- resumable uploads ------------------------------------------------------- */
+
+#define RESUMABLE_MAX_FAILURES 5 /* failed chunks in a row without progress */
+#define RESUMABLE_MAX_RESTARTS 1 /* expired sessions replaced per call */
+#define RESUMABLE_MAX_STALLS 3   /* 308 answers that moved nothing, in a row */
+#define RESUMABLE_BACKOFF_BASE_MS 250
+#define RESUMABLE_BACKOFF_MAX_MS 4000
+
+static void sleep_ms(long ms)
+{
+    struct timespec left = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (ms > 0 && nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
+}
+
+void drive_upload_session_free(drive_upload_session_t *s)
+{
+    if (s == NULL)
+        return;
+    crypto_free_secret(s->uri);
+    s->uri = NULL;
+}
+
+/* The last byte Drive holds from a 308's "Range: bytes=0-N": N, or -1 when
+ * there is no Range (nothing persisted yet); -2 when it is malformed. */
+static long long range_last(const char *range)
+{
+    if (range == NULL)
+        return -1;
+    if (strncmp(range, "bytes=0-", 8) != 0)
+        return -2;
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(range + 8, &end, 10);
+    if (errno != 0 || end == range + 8 || *end != '\0' || n < 0)
+        return -2;
+    return n;
+}
+
+typedef enum {
+    PUT_DONE,      /* 200/201: the file is in out */
+    PUT_MORE,      /* 308: *next is where Drive wants the next byte */
+    PUT_GONE,      /* 404/410: the session expired or is unknown */
+    PUT_TRANSIENT, /* dropped connection, timeout, 5xx, 429, rate limits */
+    PUT_FAIL,      /* anything else (st says what) */
+} put_outcome_t;
+
+/* One PUT on the session: a chunk [start, start+n) of total, or (n == 0) the
+ * status query. A chunk is sent once (no_retry): after a failure the caller
+ * asks where Drive stands instead; the status query is retried as usual. */
+static put_outcome_t session_put(google_client_t *gc, const char *uri, const char *media_type,
+                                 const unsigned char *data, size_t start, size_t n, size_t total,
+                                 size_t *next, drive_file_t *out, google_status_t *st,
+                                 google_error_t *err)
+{
+    char cr[80];
+    if (n == 0)
+        snprintf(cr, sizeof(cr), "bytes */%zu", total);
+    else
+        snprintf(cr, sizeof(cr), "bytes %zu-%zu/%zu", start, start + n - 1, total);
+    http_pair_t h[1] = {{"Content-Range", cr}};
+    google_request_t r = {
+        .method = "PUT",
+        .url = uri,
+        .content_type = media_type,
+        .body = n > 0 ? data + start : NULL,
+        .body_len = n,
+        .headers = h,
+        .nheaders = 1,
+        .no_retry = n > 0,
+        .what = n > 0 ? "upload (chunk)" : "upload (status)",
+    };
+    http_response_t resp;
+    google_error_reset(err);
+    *st = google_call(gc, &r, &resp, err);
+    put_outcome_t o;
+    if (*st == GOOGLE_OK) {
+        cJSON *root = cJSON_ParseWithLength(resp.body != NULL ? resp.body : "", resp.body_len);
+        if (!cJSON_IsObject(root) || file_from_json(root, out) != 0) {
+            *st = google_error_set(err, GOOGLE_ERR_PROTOCOL, resp.status,
+                                   "upload: no file in the final answer");
+            o = PUT_FAIL;
+        } else {
+            o = PUT_DONE;
+        }
+        cJSON_Delete(root);
+    } else if (resp.status == 308) {
+        long long last = range_last(resp.range);
+        if (last < -1 || last >= (long long)total) {
+            *st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 308, "upload: a bad Range in a 308");
+            o = PUT_FAIL;
+        } else {
+            *next = (size_t)(last + 1);
+            *st = GOOGLE_OK;
+            google_error_reset(err);
+            o = PUT_MORE;
+        }
+    } else if (resp.status == 404 || resp.status == 410) {
+        o = PUT_GONE;
+    } else if (google_status_transient(*st)) {
+        o = PUT_TRANSIENT;
+    } else {
+        o = PUT_FAIL;
+    }
+    http_response_free(&resp);
+    return o;
+}
+
+/* POST ...?uploadType=resumable: a new session into s->uri. */
+static google_status_t session_start(google_client_t *gc, const char *access_token,
+                                     const char *meta, const char *media_type, size_t len,
+                                     drive_upload_session_t *s, google_error_t *err)
+{
+    char total[32];
+    snprintf(total, sizeof(total), "%zu", len);
+    http_pair_t h[2] = {{"X-Upload-Content-Type", media_type}, {"X-Upload-Content-Length", total}};
+    char *url = with_fields(gc->drive_upload_url, "/files", "uploadType=resumable");
+    google_request_t r = {
+        .method = "POST",
+        .url = url,
+        .bearer = access_token,
+        .content_type = "application/json; charset=UTF-8",
+        .body = meta,
+        .body_len = strlen(meta),
+        .headers = h,
+        .nheaders = 2,
+        .what = "files.create (resumable)",
+    };
+    http_response_t resp;
+    google_status_t st = google_call(gc, &r, &resp, err);
+    free(url);
+    if (st == GOOGLE_OK) {
+        if (resp.location == NULL || strncmp(resp.location, "http", 4) != 0) {
+            st = google_error_set(err, GOOGLE_ERR_PROTOCOL, resp.status,
+                                  "upload: no session URI in the answer");
+        } else {
+            s->uri = strdup(resp.location);
+            if (s->uri == NULL)
+                st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "upload: out of memory");
+        }
+    }
+    http_response_free(&resp);
+    return st;
+}
+
+google_status_t drive_upload_resumable(google_client_t *gc, const char *access_token,
+                                       const char *name, const char *mime_type,
+                                       const char *parent_id, const cJSON *app_properties,
+                                       const void *data, size_t len, size_t chunk_bytes,
+                                       drive_upload_session_t *session,
+                                       drive_session_cb_t on_session, void *cb_arg,
+                                       drive_file_t *out, google_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->size = -1;
+    google_error_reset(err);
+    session->reused = false;
+    session->restarted = false;
+    session->resumes = 0;
+    if (name == NULL || data == NULL || len == 0)
+        return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "upload: no name or no data");
+    if (gc->drive_upload_url == NULL)
+        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0,
+                                "upload: DRIVE_UPLOAD_URL not configured");
+    if (chunk_bytes == 0)
+        chunk_bytes = DRIVE_RESUMABLE_CHUNK_BYTES;
+    chunk_bytes -= chunk_bytes % DRIVE_RESUMABLE_CHUNK_UNIT;
+    if (chunk_bytes == 0)
+        chunk_bytes = DRIVE_RESUMABLE_CHUNK_UNIT;
+    const char *media_type = mime_type != NULL ? mime_type : "application/octet-stream";
+    char *meta = file_metadata(name, mime_type, parent_id, app_properties);
+    if (meta == NULL)
+        return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "upload: out of memory");
+
+    google_status_t st = GOOGLE_OK;
+    size_t offset = 0;
+    int failures = 0;
+    int stalls = 0;
+    int restarts = 0;
+    bool given = session->uri != NULL;
+    bool ask = given; /* a session from an earlier try: where does it stand? */
+    for (;;) {
+        if (session->uri == NULL) {
+            st = session_start(gc, access_token, meta, media_type, len, session, err);
+            if (st != GOOGLE_OK)
+                break;
+            if (on_session != NULL)
+                on_session(cb_arg, session->uri);
+            offset = 0;
+            ask = false;
+        }
+        size_t n = ask ? 0 : (len - offset < chunk_bytes ? len - offset : chunk_bytes);
+        size_t next = offset;
+        put_outcome_t o =
+            session_put(gc, session->uri, media_type, data, offset, n, len, &next, out, &st, err);
+        bool was_status = ask;
+        ask = false;
+        if (o == PUT_FAIL && was_status && given && !session->reused) {
+            o = PUT_GONE; /* the session we were given is of no use: start over */
+        }
+        if (given && was_status && (o == PUT_DONE || o == PUT_MORE))
+            session->reused = true;
+        if (o == PUT_DONE)
+            break;
+        if (o == PUT_MORE) {
+            if (!was_status && next <= offset) {
+                if (++stalls > RESUMABLE_MAX_STALLS) {
+                    st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 308,
+                                          "upload: Drive keeps no byte of the chunks sent");
+                    break;
+                }
+            } else if (next > offset) {
+                stalls = 0;
+                failures = 0;
+            }
+            offset = next;
+            if (offset >= len) { /* everything is there but no file came back: ask */
+                ask = true;
+                if (++stalls > RESUMABLE_MAX_STALLS) {
+                    st = google_error_set(err, GOOGLE_ERR_PROTOCOL, 308,
+                                          "upload: every byte sent, but no file");
+                    break;
+                }
+            }
+            continue;
+        }
+        if (o == PUT_GONE) {
+            crypto_free_secret(session->uri);
+            session->uri = NULL;
+            if (restarts++ >= RESUMABLE_MAX_RESTARTS) {
+                st = google_error_set(err, GOOGLE_ERR_SERVER, 404,
+                                      "upload: the new session expired at once as well");
+                break;
+            }
+            if (given && was_status && !session->reused) {
+                restarts--; /* replacing the stale session we were given is free */
+            }
+            session->restarted = true;
+            continue;
+        }
+        if (o == PUT_TRANSIENT) {
+            if (++failures > RESUMABLE_MAX_FAILURES)
+                break;
+            sleep_ms((long)backoff_delay_ms(failures, RESUMABLE_BACKOFF_BASE_MS,
+                                            RESUMABLE_BACKOFF_MAX_MS));
+            session->resumes++;
+            ask = true;
+            continue;
+        }
+        break; /* PUT_FAIL: st and err say what */
+    }
+    free(meta);
     return st;
 }
 

@@ -18,6 +18,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct google_client {
     http_client_t *http;
@@ -46,8 +47,17 @@ typedef struct {
     size_t body_len;
     size_t max_body; /* 0: 8 MiB, room for a list of 1000 files with every field */
     google_api_kind_t kind;
-    const char *what; /* "files.list": names the call in messages */
+    const char *what;           /* "files.list": names the call in messages */
+    const http_pair_t *headers; /* extra headers (Content-Range, X-Upload-*), may be NULL */
+    size_t nheaders;            /* at most GOOGLE_MAX_EXTRA_HEADERS */
+    bool no_retry;              /* one attempt only, on a connection of its own (a
+                                 * resumable chunk: the caller asks Drive where it
+                                 * stands instead of repeating it, and so must curl) */
+    long timeout_ms;            /* per attempt; 0: the client's */
+    FILE *sink;                 /* a 2xx body streams here (http_request_t.sink) */
 } google_request_t;
+
+#define GOOGLE_MAX_EXTRA_HEADERS 4
 
 /* Performs the request. On GOOGLE_OK, resp holds a 2xx answer. resp must
  * always be freed with http_response_free by the caller. */

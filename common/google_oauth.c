@@ -204,10 +204,10 @@ google_status_t google_call(google_client_t *gc, const google_request_t *r, http
                             google_error_t *err)
 {
     char *auth = NULL;
-    http_pair_t headers[1];
+    http_pair_t headers[1 + GOOGLE_MAX_EXTRA_HEADERS];
     size_t nheaders = 0;
 
-    if (r->url == NULL) {
+    if (r->url == NULL || r->nheaders > GOOGLE_MAX_EXTRA_HEADERS) {
         memset(resp, 0, sizeof(*resp));
         return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0,
                                 "%s: out of memory or URL not configured", r->what);
@@ -219,11 +219,14 @@ google_status_t google_call(google_client_t *gc, const google_request_t *r, http
         }
         headers[nheaders++] = (http_pair_t){"Authorization", auth};
     }
+    for (size_t i = 0; i < r->nheaders; i++) {
+        headers[nheaders++] = r->headers[i];
+    }
 
     http_opts_t opts = {
-        .timeout_ms = gc->timeout_ms,
+        .timeout_ms = r->timeout_ms > 0 ? r->timeout_ms : gc->timeout_ms,
         .max_body = r->max_body != 0 ? r->max_body : GOOGLE_JSON_MAX_BODY,
-        .max_retries = gc->max_retries,
+        .max_retries = r->no_retry ? 0 : gc->max_retries,
     };
     http_request_t req = {
         .method = r->method,
@@ -233,7 +236,9 @@ google_status_t google_call(google_client_t *gc, const google_request_t *r, http
         .body = r->body,
         .body_len = r->body_len,
         .content_type = r->content_type,
+        .sink = r->sink,
         .opts = &opts,
+        .fresh_connection = r->no_retry,
     };
     http_result_t hr = http_client_do(gc->http, &req, resp);
     crypto_free_secret(auth);

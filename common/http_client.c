@@ -93,11 +93,13 @@ static void response_clear(http_response_t *resp)
     free(resp->content_type);
     free(resp->retry_after);
     free(resp->location);
+    free(resp->range);
     resp->body = NULL;
     resp->body_len = 0;
     resp->content_type = NULL;
     resp->retry_after = NULL;
     resp->location = NULL;
+    resp->range = NULL;
     resp->status = 0;
     resp->error[0] = '\0';
 }
@@ -235,15 +237,19 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
     if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
         free(resp->retry_after);
         free(resp->location);
+        free(resp->range);
         resp->retry_after = NULL;
         resp->location = NULL;
+        resp->range = NULL;
         return len;
     }
     /* The headers kept in the response. */
     struct {
         const char *name;
         char **slot;
-    } kept[] = {{"Retry-After", &resp->retry_after}, {"Location", &resp->location}};
+    } kept[] = {{"Retry-After", &resp->retry_after},
+                {"Location", &resp->location},
+                {"Range", &resp->range}};
     for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
         value = header_value(data, len, kept[i].name, &vlen);
         if (value != NULL) {
@@ -364,6 +370,10 @@ static int setopts(CURL *easy, const http_request_t *req, const http_opts_t *opt
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, t);
     SET(CURLOPT_HTTPHEADER, headers);
+    if (req->fresh_connection) {
+        SET(CURLOPT_FRESH_CONNECT, 1L);
+        SET(CURLOPT_FORBID_REUSE, 1L);
+    }
 
     if (strcmp(method, "GET") == 0) {
         SET(CURLOPT_HTTPGET, 1L);

@@ -59,6 +59,7 @@ typedef struct {
     char *content_type; /* owned or NULL */
     char *retry_after;  /* owned or NULL: raw Retry-After header */
     char *location;     /* owned or NULL: raw Location header (redirects are not followed) */
+    char *range;        /* owned or NULL: raw Range header of the answer (Drive's 308) */
     int attempts;       /* how many tries were made */
     char error[256];    /* curl's message when the result is not HTTP_OK */
 } http_response_t;
@@ -75,6 +76,10 @@ typedef struct {
                               * body stays in resp->body. A retry truncates the file
                               * back to its position at the call. */
     const http_opts_t *opts; /* NULL: defaults */
+    bool fresh_connection;   /* a connection of its own, closed after: libcurl re-sends a
+                              * request by itself when a reused connection dies before the
+                              * answer, which a resumable upload's chunk must not be (the
+                              * caller asks the server where it stands instead) */
 } http_request_t;
 
 typedef struct http_client http_client_t;

@@ -2,6 +2,7 @@
  * job — one job, from claim to the fenced completion (see job.h and
  * docs/job-worker.md for the steps and their failure codes).
  */
+#define _GNU_SOURCE
 #include "job.h"
 
 #include "backoff.h"
@@ -10,10 +11,12 @@
 #include "cpu_nodes.h"
 #include "drive.h"
 #include "drive_auth.h"
+#include "infile.h"
 #include "log.h"
 #include "metrics.h"
 #include "now.h"
 #include "preview.h"
+#include "redis.h"
 #include "uuid.h"
 
 #include <inttypes.h>
@@ -25,6 +28,9 @@
 /* Not an error code: the job was cancelled (or taken over) while it ran;
  * nothing is recorded (jobs_cancel did, releasing the usage reservation). */
 static const char JOB_STOPPED[] = "stopped";
+
+/* The largest ComfyUI output taken (it is held in memory until uploaded). */
+#define COMFY_MAX_OUTPUT_BYTES ((size_t)256 * 1024 * 1024)
 
 typedef struct {
     const char *code; /* DESIGN.md job error code, or JOB_STOPPED */
@@ -560,6 +566,118 @@ static int discard_output(job_runner_t *t, job_t *j, char *token, size_t toklen,
     return 0;
 }
 
+/* ---- resumable uploads: the session kept for a retry ---- */
+
+/* The session of a job's resumable upload lives in Redis under
+ * ca:upload:<job_id> as "<fingerprint> <session URI>", for a little less than
+ * Drive keeps a session (about a week). The fingerprint (SHA-256 of the name,
+ * type, folder and bytes) makes sure a retry only goes on with a session for
+ * exactly the same upload. The URI is a capability: never logged. */
+#define UPLOAD_SESSION_TTL_S (6 * 24 * 3600)
+#define UPLOAD_KEY_PREFIX "ca:upload:"
+
+typedef struct {
+    job_runner_t *t;
+    const job_t *j;
+    char fp[65];
+} upload_ctx_t;
+
+static void upload_fingerprint(const char *name, const char *mime, const char *folder,
+                               const void *data, size_t len, char out[65])
+{
+    size_t hn = strlen(name) + strlen(mime) + strlen(folder) + 3 + 65;
+    char *head = malloc(hn);
+    uint8_t d[32];
+    if (head == NULL) {
+        out[0] = '\0';
+        return;
+    }
+    crypto_sha256(data, len, d);
+    char hex[65];
+    crypto_hex(d, sizeof(d), hex);
+    int n = snprintf(head, hn, "%s\n%s\n%s\n%s", name, mime, folder, hex);
+    crypto_sha256(head, (size_t)n, d);
+    crypto_hex(d, sizeof(d), out);
+    free(head);
+}
+
+/* The stored session of this upload, or NULL (none, another upload's, Redis
+ * down: a new session then, which costs a re-send, nothing else). */
+static char *upload_session_load(upload_ctx_t *u)
+{
+    char err[256];
+    if (u->fp[0] == '\0') {
+        return NULL;
+    }
+    redisReply *r =
+        redis_command(u->t->redis, err, sizeof(err), "GET " UPLOAD_KEY_PREFIX "%s", u->j->id);
+    char *uri = NULL;
+    if (r == NULL) {
+        log_warn("reading the stored upload session failed: %s", err);
+    } else if (r->type == REDIS_REPLY_STRING && r->len > 66 && strncmp(r->str, u->fp, 64) == 0 &&
+               r->str[64] == ' ') {
+        uri = strdup(r->str + 65);
+    }
+    freeReplyObject(r);
+    return uri;
+}
+
+static void upload_session_store(void *arg, const char *uri)
+{
+    upload_ctx_t *u = arg;
+    char err[256];
+    if (u->fp[0] == '\0') {
+        return;
+    }
+    char *val = NULL;
+    if (asprintf(&val, "%s %s", u->fp, uri) < 0) {
+        return;
+    }
+    redisReply *r =
+        redis_command(u->t->redis, err, sizeof(err), "SET " UPLOAD_KEY_PREFIX "%s %s EX %d",
+                      u->j->id, val, UPLOAD_SESSION_TTL_S);
+    if (r == NULL) {
+        log_warn("storing the upload session failed (a retry starts a new one): %s", err);
+    }
+    freeReplyObject(r);
+    crypto_free_secret(val);
+}
+
+static void upload_session_forget(job_runner_t *t, const job_t *j)
+{
+    char err[256];
+    redisReply *r = redis_command(t->redis, err, sizeof(err), "DEL " UPLOAD_KEY_PREFIX "%s", j->id);
+    if (r == NULL) {
+        log_debug("forgetting the upload session failed (it expires): %s", err);
+    }
+    freeReplyObject(r);
+}
+
+/* Outputs over DRIVE_MULTIPART_MAX_BYTES: Drive's resumable protocol, going on
+ * with the session an earlier attempt of this job stored, when it is still
+ * good. */
+static google_status_t upload_resumable(job_runner_t *t, const job_t *j, const char *token,
+                                        const char *name, const char *mime, const char *folder,
+                                        const cJSON *props, const void *data, size_t len,
+                                        drive_file_t *f, google_error_t *gerr)
+{
+    upload_ctx_t u = {.t = t, .j = j};
+    upload_fingerprint(name, mime != NULL ? mime : "", folder, data, len, u.fp);
+    drive_upload_session_t sess = {.uri = upload_session_load(&u)};
+    bool had = sess.uri != NULL;
+    google_status_t st = drive_upload_resumable(t->gc, token, name, mime, folder, props, data, len,
+                                                0, &sess, upload_session_store, &u, f, gerr);
+    log_info("resumable upload of %zu bytes: %s%s%s, %d resume(s)", len, google_status_name(st),
+             had ? (sess.reused ? ", went on with the stored session" : ", stored session unusable")
+                 : "",
+             sess.restarted ? ", session expired: started again" : "", sess.resumes);
+    if (st == GOOGLE_OK || sess.uri == NULL) {
+        upload_session_forget(t, j); /* done, or Drive said the session is gone */
+    }
+    drive_upload_session_free(&sess);
+    return st;
+}
+
 static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, const void *data,
                       size_t len, const char *ext, const char *mime, job_err_t *e)
 {
@@ -615,8 +733,24 @@ static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, con
             return -1;
         }
         cJSON_AddStringToObject(props, "ca_job_id", j->id);
-        st = drive_upload(t->gc, token, name, mime, folder, props, data, len, &f, &gerr);
-        metric_drive("files.upload", st);
+        for (int pass = 0; pass < 2; pass++) {
+            if (len > DRIVE_MULTIPART_MAX_BYTES) {
+                st = upload_resumable(t, j, token, name, mime, folder, props, data, len, &f, &gerr);
+            } else {
+                st = drive_upload(t->gc, token, name, mime, folder, props, data, len, &f, &gerr);
+            }
+            metric_drive(
+                len > DRIVE_MULTIPART_MAX_BYTES ? "files.upload_resumable" : "files.upload", st);
+            if (st != GOOGLE_ERR_AUTH || pass == 1 ||
+                access_token(t, j, true, token, toklen, e) != 0) {
+                break;
+            }
+        }
+        if (e->code != NULL) { /* the token refresh failed */
+            free(name);
+            cJSON_Delete(props);
+            return -1;
+        }
         free(name);
         cJSON_Delete(props);
         step(j, "upload");
@@ -732,7 +866,11 @@ static int run_comfyui(job_runner_t *t, job_t *j, const cJSON *graph, const void
                       .base_url = t->set->comfyui_url,
                       .client_id = t->worker_id,
                       .timeout_s = t->set->comfyui_timeout_s,
-                      .max_output = t->set->max_image_bytes * 4,
+                      /* held in memory: not 4 x MAX_IMAGE_BYTES (800 MiB) since the
+                       * original goes to disk; 256 MiB is a 16K x 16K PNG */
+                      .max_output = t->set->max_image_bytes * 4 < COMFY_MAX_OUTPUT_BYTES
+                                        ? t->set->max_image_bytes * 4
+                                        : COMFY_MAX_OUTPUT_BYTES,
                       .stop = t->set->stop,
                       .cancel = &t->stop,
                       .on_prompt = store_prompt_id,
@@ -787,7 +925,8 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     int rc = -1;
     cJSON *graph = NULL;
     cJSON *verr = NULL;
-    void *input = NULL;
+    infile_t in = {.fd = -1};
+    const void *input = NULL;
     size_t input_len = 0;
     cpu_exec_job_t cj = {0};
     comfy_result_t cr = {0};
@@ -836,8 +975,8 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
     google_error_t gerr = {0};
     google_status_t st = GOOGLE_OK;
     for (int pass = 0; pass < 2; pass++) {
-        st = drive_download(t->gc, token, j->drive_file_id, t->set->max_image_bytes, &input,
-                            &input_len, &gerr);
+        /* to an unnamed temporary file, mapped: never the whole body in the heap */
+        st = infile_download(t->gc, token, j->drive_file_id, t->set->max_image_bytes, &in, &gerr);
         metric_drive("files.download", st);
         if (st != GOOGLE_ERR_AUTH || pass == 1) {
             break;
@@ -851,6 +990,8 @@ static int pipeline(job_runner_t *t, job_t *j, job_err_t *e)
         download_err(st, &gerr, t->set->max_image_bytes, e);
         goto out;
     }
+    input = in.data;
+    input_len = in.len;
     /* The front door, for ComfyUI too: a supported format by its magic bytes,
      * within the pixel limit and memory budget, from the header alone. */
     char ferr[256] = "";
@@ -932,7 +1073,7 @@ out:
         step(j, "thumbs");
     }
     explicit_bzero(token, sizeof(token));
-    free(input);
+    infile_close(&in); /* the thumbnails' thread is joined: nothing reads it now */
     cpu_exec_job_free(&cj);
     comfy_result_free(&cr);
     cJSON_Delete(graph);

@@ -40,8 +40,8 @@ static const config_var_t worker_vars[] = {
      "a job in the cgroup memory limit)"},
     {"WORKER_JOB_MEMORY_MB", CFG_INT, "200", false, false, 16, 65536,
      "peak memory of one job, for the default WORKER_CONCURRENCY under a memory limit"},
-    {"MAX_IMAGE_BYTES", CFG_INT, "52428800", false, false, 1024, 1073741824L,
-     "largest original accepted (bytes)"},
+    {"MAX_IMAGE_BYTES", CFG_INT, "209715200", false, false, 1024, 1073741824L,
+     "largest original accepted (bytes); streamed to a temporary file in TMPDIR, not memory"},
     {"MAX_IMAGE_PIXELS", CFG_INT, "100000000", false, false, 1, 1000000000L,
      "largest original accepted (width x height, read from the header before decoding); "
      "decoded size is capped at 8 bytes a pixel of it"},

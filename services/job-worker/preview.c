@@ -9,6 +9,7 @@
 #include "drive.h"
 #include "drive_auth.h"
 #include "graph.h"
+#include "infile.h"
 #include "log.h"
 #include "metrics.h"
 #include "now.h"
@@ -407,7 +408,7 @@ static int token_err(drive_auth_status_t st, preview_err_t *e)
 /* The user's Drive file, with the job's limits (MAX_IMAGE_BYTES) and the
  * job's error codes. */
 static int download(lane_thread_t *t, const char *user_id, const char *file_id,
-                    const char *folder_id, void **data, size_t *len, preview_err_t *e)
+                    const char *folder_id, infile_t *in, preview_err_t *e)
 {
     const preview_lane_config_t *cfg = &t->lane->cfg;
     char err[256];
@@ -447,7 +448,7 @@ static int download(lane_thread_t *t, const char *user_id, const char *file_id,
             goto out;
         }
         if (st == GOOGLE_OK) {
-            st = drive_download(t->gc, token, file_id, cfg->max_image_bytes, data, len, &gerr);
+            st = infile_download(t->gc, token, file_id, cfg->max_image_bytes, in, &gerr);
         }
         if (st != GOOGLE_ERR_AUTH) {
             break;
@@ -522,7 +523,7 @@ static void handle(lane_thread_t *t, const char *item)
     int64_t t0 = now_mono_ms();
     preview_err_t e = {0};
     preview_pair_t pair = {0};
-    void *data = NULL;
+    infile_t in = {.fd = -1};
     size_t len = 0;
     const void *src = NULL;
     if (strcmp(source, "sample") == 0) {
@@ -536,8 +537,9 @@ static void handle(lane_thread_t *t, const char *item)
         } else if (download(
                        t, user, file,
                        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req, "folder_id")),
-                       &data, &len, &e) == 0) {
-            src = data;
+                       &in, &e) == 0) {
+            src = in.len > 0 ? in.data : ""; /* an empty file: unsupported_image */
+            len = in.len;
         }
     } else {
         perr(&e, "processing_error", "Unknown preview source.");
@@ -546,7 +548,7 @@ static void handle(lane_thread_t *t, const char *item)
         (void)preview_render_c(src, len, t->lane->cfg.max_image_pixels, graph, PREVIEW_EDGE,
                                &t->lane->stopping, &pair, &e);
     }
-    free(data);
+    infile_close(&in);
     write_result(t, key, &pair, &e, cJSON_IsNumber(ttl) ? (long)ttl->valuedouble : 0L);
     metric_add(m_previews, 1, e.code == NULL ? "done" : "failed", e.code != NULL ? e.code : "");
     log_info("preview %s in %lld ms%s%s", e.code == NULL ? "done" : "failed",

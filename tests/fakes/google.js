@@ -22,7 +22,7 @@ const {
   createFake, HttpError, makeRouter, parseArgs, runMain, readForm, readJson, sendJson,
 } = require('./lib/common');
 const { DriveStore, driveError, FOLDER, normTime } = require('./lib/google-drive');
-const { addDriveRoutes } = require('./lib/google-drive-routes');
+const { addDriveRoutes, uploadAdmin } = require('./lib/google-drive-routes');
 
 const ALL_SCOPES = 'openid https://www.googleapis.com/auth/userinfo.email https://www.googleapis.com/auth/userinfo.profile https://www.googleapis.com/auth/drive';
 const DRIVE_SCOPE = /^https:\/\/www\.googleapis\.com\/auth\/drive(\.file|\.readonly|\.appdata|\.metadata(\.readonly)?)?$/;
@@ -423,6 +423,7 @@ function createGoogleFake(options) {
       }
       sendJson(res, 200, { expired: n });
     },
+    ...uploadAdmin(() => st.drive, readJson, sendJson), // resumable sessions: list, expire, drop
     'GET /state': async (req, res) => {
       sendJson(res, 200, {
         users: [...st.users.values()],

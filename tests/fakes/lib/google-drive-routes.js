@@ -12,6 +12,46 @@ const {
 
 const DEFAULT_FILE_FIELDS = parseFields('kind,id,name,mimeType');
 
+// Drive documents uploadType=media and multipart for files of 5 MB or less;
+// larger ones must be resumable. The fake refuses them with 413 (the HTTP
+// status for a body over a server's limit; the reference gives no exact body).
+const ONE_REQUEST_MAX = 5 * 1024 * 1024;
+const SESSION_LIFETIME_MS = 7 * 24 * 3600 * 1000; // resumable sessions: about a week
+function tooLargeForOneRequest(n, kind) {
+  if (n > ONE_REQUEST_MAX) {
+    throw driveError(413, 'uploadTooLarge', `Media of ${n} bytes is over the ${ONE_REQUEST_MAX}-byte limit of uploadType=${kind}; use uploadType=resumable.`);
+  }
+}
+
+// Admin routes for resumable sessions (merged into google.js's admin table).
+// Session URIs are capabilities: the list shows their upload_id, nothing else.
+function uploadAdmin(store, readJsonBody, send) {
+  return {
+    'GET /uploads': async (req, res) => {
+      const list = [...store().sessions.values()].map((x) => ({
+        upload_id: x.id, name: x.meta && x.meta.name, total: x.total, received: x.received,
+        done: x.done, expired: x.expired || Date.now() >= x.expiresAt, puts: x.puts,
+      }));
+      send(res, 200, { uploads: list });
+    },
+    // {upload_id?}: that session (else every one) answers 404 from now on
+    'POST /uploads/expire': async (req, res) => {
+      const b = (await readJsonBody(req)) || {};
+      let n = 0;
+      for (const x of store().sessions.values()) if (!b.upload_id || x.id === b.upload_id) { x.expired = true; n++; }
+      send(res, 200, { expired: n });
+    },
+    // {keep_bytes, count?}: the next count (default 1) chunk PUTs keep their
+    // first keep_bytes bytes, then the connection is cut mid-body
+    'POST /uploads/drop': async (req, res) => {
+      const b = (await readJsonBody(req)) || {};
+      if (!Number.isInteger(b.keep_bytes) || b.keep_bytes < 0) throw new HttpError(400, { error: 'keep_bytes required' });
+      store().uploadDrops.push({ keep_bytes: b.keep_bytes, count: b.count === undefined ? 1 : Number(b.count) });
+      send(res, 200, { ok: true });
+    },
+  };
+}
+
 // Parses `fields`; checks names inside the file resource so typos fail like Drive.
 function fieldsTree(ctx, fileKey) {
   const s = ctx.query.get('fields');
@@ -312,12 +352,14 @@ function addDriveRoutes(router, store, auth) {
     };
     if (uploadType === 'media' || uploadType === null) {
       const body = await readBody(req);
+      tooLargeForOneRequest(body.length, 'media');
       const ct = (req.headers['content-type'] || '').split(';')[0] || undefined;
       return finish({}, body, ct === 'application/octet-stream' ? undefined : ct);
     }
     if (uploadType === 'multipart') {
       const body = await readBody(req);
       const mp = parseMultipart(body, req.headers['content-type']);
+      tooLargeForOneRequest(mp.content.length, 'multipart');
       return finish(mp.meta, mp.content, mp.contentType && mp.contentType !== 'application/octet-stream' ? mp.contentType.split(';')[0] : undefined);
     }
     if (uploadType === 'resumable') {
@@ -332,6 +374,7 @@ function addDriveRoutes(router, store, auth) {
         id, sub: user.sub, grant: user.grant, meta, fileId: existing && existing.id, chunks: [], received: 0,
         total: total !== undefined ? Number(total) : null, contentType: req.headers['x-upload-content-type'],
         search: new URLSearchParams(ctx.query), done: null,
+        created: Date.now(), expiresAt: Date.now() + SESSION_LIFETIME_MS, expired: false, puts: [],
       });
       const q = new URLSearchParams(ctx.query); q.set('upload_id', id);
       const loc = `http://${req.headers.host}${ctx.path}?${q}`;
@@ -345,9 +388,21 @@ function addDriveRoutes(router, store, auth) {
   // PUT <session URI>: the session id is the credential, no Authorization needed.
   async function resumableChunk(req, res, ctx, id) {
     const s = store.sessions.get(id);
-    if (!s) throw driveError(404, 'notFound', 'Upload session not found or expired.');
+    const cr0 = req.headers['content-range'] || '';
+    const m0 = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(cr0);
+    ctx.note({ upload_id: id, content_range: cr0 || null, ...(m0 ? { upload_start: Number(m0[1]) } : {}) });
+    if (s && !s.expired && Date.now() >= s.expiresAt) s.expired = true; // a week, as at Drive
+    if (!s || s.expired) {
+      if (s) s.puts.push({ start: m0 ? Number(m0[1]) : null, query: !m0, status: 404 });
+      throw driveError(404, 'notFound', 'Upload session not found or expired.');
+    }
     const owner = store.users.bySub(s.sub);
     const user = s.grant ? Object.create(owner, { grant: { value: s.grant } }) : owner;
+    const drop = m0 && store.uploadDrops.length > 0 ? store.uploadDrops[0] : null;
+    if (drop) { // test hook: keep the first keep_bytes of this chunk, then cut the connection
+      if (--drop.count <= 0) store.uploadDrops.shift();
+      return dropMidChunk(req, s, Number(m0[1]), drop.keep_bytes);
+    }
     const body = await readBody(req);
     const respondDone = () => {
       const f = store.files.get(s.done);
@@ -359,6 +414,9 @@ function addDriveRoutes(router, store, auth) {
       if (s.received > 0) h.Range = `bytes=0-${s.received - 1}`;
       res.writeHead(308, h); res.end();
     };
+    const put = { start: m0 ? Number(m0[1]) : null, bytes: body.length, query: !m0 };
+    s.puts.push(put);
+    res.on('finish', () => { put.status = res.statusCode; put.received_after = s.received; });
     const cr = req.headers['content-range'];
     let start = 0; let total = s.total;
     if (cr) {
@@ -397,11 +455,35 @@ function addDriveRoutes(router, store, auth) {
     return respondDone();
   }
 
+  // Test hook (POST /__admin/uploads/drop): the chunk's first keep bytes are
+  // stored, as if Drive persisted them, then the socket is destroyed mid-body.
+  function dropMidChunk(req, s, start, keep) {
+    return new Promise((resolve) => {
+      const chunks = []; let got = 0; let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        const buf = Buffer.concat(chunks).subarray(0, Math.max(0, keep));
+        if (start <= s.received && start + buf.length > s.received) {
+          const fresh = buf.subarray(s.received - start);
+          s.chunks.push(fresh); s.received += fresh.length;
+        }
+        s.puts.push({ start, bytes: buf.length, query: false, status: 0, dropped: true, received_after: s.received });
+        req.socket.destroy();
+        resolve();
+      };
+      req.on('data', (c) => { if (done) return; chunks.push(c); got += c.length; if (got >= keep) finish(); });
+      req.on('end', finish);
+      req.on('error', finish);
+      req.on('close', finish);
+    });
+  }
+
   router.add('POST', `${U}/files`, (req, res, ctx) => upload(req, res, ctx, null));
   router.add('PUT', `${U}/files`, (req, res, ctx) => upload(req, res, ctx, null));
   router.add('PATCH', `${U}/files/:id`, (req, res, ctx) => upload(req, res, ctx, ctx.params.id));
   router.add('PUT', `${U}/files/:id`, (req, res, ctx) => upload(req, res, ctx, ctx.params.id));
 }
 
-module.exports = { addDriveRoutes, parseMultipart };
+module.exports = { addDriveRoutes, parseMultipart, uploadAdmin, ONE_REQUEST_MAX };
 void HttpError;

@@ -107,6 +107,7 @@ class DriveStore {
     this.changes = []; // {id, sub, fileId, time, removed}
     this.changeSeq = 0;
     this.sessions = new Map(); // resumable upload sessions
+    this.uploadDrops = []; // test hooks: cut the next chunk PUTs mid-body (POST /__admin/uploads/drop)
     this.disk = null; // set by google-disk.js when --data-dir is given
   }
 

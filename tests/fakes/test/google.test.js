@@ -456,3 +456,73 @@ test('POST /revoke as Google answers it: googleapis revokeToken, form body, alre
   assert.equal((await dead.json()).error, 'invalid_grant');
   assert.equal((await fetch(`${base}/revoke`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: u2.refresh_token }) })).status, 400);
 });
+
+test('uploads over 5 MB: multipart and media refused with 413; googleapis sends multipart for any size', async () => {
+  const u = await user('bigup@example.com');
+  const drive = driveClient(u.access_token);
+  const big = crypto.randomBytes(5 * 1024 * 1024 + 1);
+  const since = (await admin('GET', '/requests')).next;
+  // googleapis (188) picks uploadType by one rule: requestBody + media → multipart,
+  // media alone → media; never resumable. Over 5 MB Drive documents neither.
+  await assert.rejects(drive.files.create({
+    requestBody: { name: 'big.png' }, media: { mimeType: 'image/png', body: Readable.from([big]) }, fields: 'id',
+  }, { rootUrl: `${base}/` }), (e) => e.status === 413 && /resumable/.test(e.message));
+  await assert.rejects(drive.files.create({ media: { mimeType: 'image/png', body: Readable.from([big]) } }, { rootUrl: `${base}/` }),
+    (e) => e.status === 413);
+  const reqs = (await admin('GET', `/requests?since=${since}`)).requests;
+  assert.deepEqual(reqs.map((r) => [r.query.uploadType, r.status]), [['multipart', 413], ['media', 413]]);
+  // exactly 5 MB still goes in one request
+  const five = big.subarray(0, 5 * 1024 * 1024);
+  const ok = await drive.files.create({ requestBody: { name: 'five.bin' }, media: { body: Readable.from([five]) }, fields: 'size' }, { rootUrl: `${base}/` });
+  assert.equal(ok.data.size, String(five.length));
+});
+
+test('resumable over 5 MB with the googleapis auth client: chunks, a cut mid-chunk resumed from Drive\'s offset, an expired session', async () => {
+  const u = await user('resumable-big@example.com');
+  const { google } = require('googleapis');
+  const auth = new google.auth.OAuth2('cid', 'csecret');
+  auth.setCredentials({ access_token: u.access_token });
+  const data = crypto.randomBytes(6 * 1024 * 1024 + 12345);
+  const CH = 2 * 1024 * 1024;
+  const start = async () => {
+    const r = await auth.request({
+      url: `${base}/upload/drive/v3/files`, method: 'POST', params: { uploadType: 'resumable', fields: 'id,size,md5Checksum' },
+      headers: { 'X-Upload-Content-Type': 'image/png', 'X-Upload-Content-Length': String(data.length) },
+      data: { name: 'big.png', appProperties: { ca_job_id: 'job-big' } },
+    });
+    assert.equal(r.status, 200);
+    return r.headers.get ? r.headers.get('location') : r.headers.location;
+  };
+  const put = (loc, a, b) => fetch(loc, {
+    method: 'PUT', body: b === undefined ? undefined : data.subarray(a, b),
+    headers: { 'Content-Range': b === undefined ? `bytes */${data.length}` : `bytes ${a}-${b - 1}/${data.length}` },
+  });
+  let loc = await start();
+  let r = await put(loc, 0, CH);
+  assert.equal(r.status, 308);
+  assert.equal(r.headers.get('range'), `bytes=0-${CH - 1}`);
+  // the next chunk is cut after 256 KiB: the status query says so
+  await admin('POST', '/uploads/drop', { keep_bytes: 262144 });
+  await assert.rejects(put(loc, CH, 2 * CH));
+  r = await put(loc);
+  assert.equal(r.status, 308);
+  assert.equal(r.headers.get('range'), `bytes=0-${CH + 262144 - 1}`);
+  r = await put(loc, CH + 262144, data.length);
+  assert.equal(r.status, 200);
+  const f = await r.json();
+  assert.equal(f.size, String(data.length));
+  assert.equal(f.md5Checksum, crypto.createHash('md5').update(data).digest('hex'));
+  const up = (await admin('GET', '/uploads')).uploads.find((x) => x.done === f.id);
+  assert.deepEqual(up.puts.map((p) => [p.start, p.status]), [[0, 308], [CH, 0], [null, 308], [CH + 262144, 200]]);
+  // a status query after the end answers the file again (no second file)
+  r = await put(loc);
+  assert.equal(r.status, 200);
+  assert.equal((await r.json()).id, f.id);
+  // an expired session: 404 on a chunk and on a status query
+  loc = await start();
+  await admin('POST', '/uploads/expire', {});
+  assert.equal((await put(loc, 0, CH)).status, 404);
+  assert.equal((await put(loc)).status, 404);
+  const files = (await driveClient(u.access_token).files.list({ q: "appProperties has { key='ca_job_id' and value='job-big' }", fields: 'files(id)' })).data.files;
+  assert.deepEqual(files, [{ id: f.id }]);
+});
