@@ -24,7 +24,9 @@ bindir=$root/usr/local/bin
 SERVICES="api-gateway billing-webhook job-worker drive-poller"
 
 # ---- install ----
-make -C "$CA_ROOT" -s install BUILD="${BUILD:-build}" DESTDIR="$root" PREFIX=/usr/local > "$work/install.log" 2>&1
+# -o all: install what tests/run's build made (under $BUILD, perhaps with sanitizers), never
+# rebuild it here with other flags
+make -C "$CA_ROOT" -s -o all install BUILD="${BUILD:-build}" DESTDIR="$root" PREFIX=/usr/local > "$work/install.log" 2>&1
 rc=$?
 check_eq "make install DESTDIR=... PREFIX=/usr/local exits 0" 0 "$rc"
 [ "$rc" -eq 0 ] || { cat "$work/install.log"; finish; exit 1; }
