@@ -398,7 +398,7 @@ export function checkAutoscaling(objects, overlay) {
 
 // Metric names in the alert rules and the scaler's query: registered by the daemons, or one
 // of Prometheus's/kube-state-metrics' own.
-export const EXTERNAL_METRICS = new Set(['up', 'kube_pod_status_ready', 'kube_pod_labels']);
+export const EXTERNAL_METRICS = new Set(['up', 'kube_pod_status_ready', 'kube_pod_status_phase']);
 export function checkMetricNames(objects) {
   const problems = [];
   const real = registeredMetrics();
