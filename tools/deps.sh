@@ -66,3 +66,17 @@ if [ -f "$here/tests/deploy/package.json" ] && [ ! -d "$here/tests/deploy/node_m
   echo "deps: npm ci in tests/deploy"
   (cd "$here/tests/deploy" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# promtool for the alert rules' unit tests (tests/deploy/test/alerts.test.mjs): taken out of
+# Debian's prometheus package (apt-get download + dpkg -x into tests/deploy/.tools), not
+# installed, so no Prometheus server is set up on the machine.
+if [ -f "$here/tests/deploy/package.json" ] && ! command -v promtool >/dev/null 2>&1 &&
+   [ ! -x "$here/tests/deploy/.tools/promtool" ]; then
+  echo "deps: promtool from Debian's prometheus package into tests/deploy/.tools"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 ||
+    { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } &&
+    dpkg -x prometheus_*.deb root && mkdir -p "$here/tests/deploy/.tools" &&
+    cp root/usr/bin/promtool "$here/tests/deploy/.tools/promtool")
+  rm -rf "$tmp"
+fi

@@ -398,7 +398,13 @@ export function checkAutoscaling(objects, overlay) {
 
 // Metric names in the alert rules and the scaler's query: registered by the daemons, or one
 // of Prometheus's/kube-state-metrics' own.
-export const EXTERNAL_METRICS = new Set(['up', 'kube_pod_status_ready', 'kube_pod_status_phase']);
+export const EXTERNAL_METRICS = new Set([
+  'up',
+  'kube_pod_status_ready',
+  'kube_pod_status_phase',
+  'kube_cronjob_status_last_successful_time',
+  'kube_cronjob_created',
+]);
 export function checkMetricNames(objects) {
   const problems = [];
   const real = registeredMetrics();
@@ -420,6 +426,7 @@ export function checkMetricNames(objects) {
       'ca_billing_webhook_signature_failures_total',
       'ca_poller_polls_total',
       'kube_pod_status_ready',
+      'kube_cronjob_status_last_successful_time',
     ])
       if (!all.includes(m)) problems.push(`no alert on ${m}`);
   }
