@@ -7,6 +7,8 @@
 #   make bench           run the benchmarks in tests/bench
 #   make schema-dump     regenerate docs/schema/current.sql (the live schema after every migration)
 #   make fuzz            run the libFuzzer targets in tests/fuzz (FUZZ_SECONDS each); fuzz-ci: 30 s each
+#   make install         PREFIX=/usr/local DESTDIR=/stage: binaries, ca-migrate/ca-backup/ca-restore,
+#                        the dashboard in $(PREFIX)/share/creator-automation/web (the image uses it)
 
 SERVICES := api-gateway drive-poller job-worker billing-webhook
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
@@ -54,7 +56,7 @@ TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BINS := $(UNIT_SRC:tests/%.c=$(BUILD)/tests/%) $(INTEG_SRC:tests/%.c=$(BUILD)/tests/%)
 
 
-.PHONY: all test deps run run-clean bench clean format format-check tests-build schema-dump
+.PHONY: all test deps run run-clean bench clean format format-check tests-build schema-dump install
 all: $(BINS)
 
 # Embedded SQL: each service carries its own slice (sql/<service>/NNN_*.sql) and
@@ -148,6 +150,27 @@ bench:
 # normalised (tools/schema-dump.sh); tests/integration/test_schema_current.sh checks it.
 schema-dump: $(BINS)
 	BUILD=$(BUILD) tools/schema-dump.sh
+
+# ---- install (docs/operations.md, "Install layout"; deploy/docker/Dockerfile uses it) ----
+# Depends on `all`: `make && sudo make install` copies what the user built and
+# rebuilds nothing. DESTDIR is a staging root (the image's build stage uses /stage).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+INSTALL ?= install
+CA_SCRIPTS := deploy/scripts/ca-migrate deploy/scripts/ca-backup deploy/scripts/ca-restore
+WEB_DIR    := services/api-gateway/web
+install_bindir := $(DESTDIR)$(PREFIX)/bin
+install_webdir := $(DESTDIR)$(PREFIX)/share/creator-automation/web
+
+install: all
+	$(call say,INSTALL,$(install_bindir))
+	$(Q)$(INSTALL) -d -m 0755 $(install_bindir)
+	$(Q)$(INSTALL) -m 0755 $(BINS) $(CA_SCRIPTS) $(install_bindir)/
+	$(call say,INSTALL,$(install_webdir))
+	$(Q)rm -rf $(install_webdir)
+	$(Q)$(INSTALL) -d -m 0755 $(install_webdir)
+	$(Q)cd $(WEB_DIR) && find . -type d ! -name . -exec $(INSTALL) -d -m 0755 $(install_webdir)/{} \; \
+	  && find . -type f -exec $(INSTALL) -m 0644 {} $(install_webdir)/{} \;
 
 # The formatter is pinned: Debian 12's clang-format 14 (tools/deps.sh installs
 # clang-format-14). Another version formats some constructs differently, so

@@ -100,6 +100,8 @@ static const config_var_t common_vars[] = {
     {"TRUSTED_PROXIES", CFG_LIST, "", false, false, 0, 0,
      "CIDRs of the load balancers/ingress whose X-Forwarded-For names the client (rate limits, "
      "audit log, access log); empty: the header is ignored"},
+    {"WAIT_SCHEMA_SECONDS", CFG_INT, "600", false, false, 1, 86400,
+     "`wait-schema` gives up (exit 1) when the schema is not current after this long"},
     {"RETENTION_AT", CFG_STRING, "02:00", false, false, 0, 0,
      "UTC time of day (HH:MM or HH:MM:SS) serve applies the retention rules, once a day "
      "across replicas (Redis key ca:retention:<service>:<date>); off: never (run `cleanup`)"},
@@ -578,9 +580,12 @@ static void print_usage(daemon_t *d, FILE *out)
         return;
     }
     fprintf(out,
-            "usage: %s [serve|migrate|cleanup|--help|--version]\n"
+            "usage: %s [serve|migrate|wait-schema|cleanup|--help|--version]\n"
             "  serve     run the daemon (default)\n"
             "  migrate   apply this service's slice of the schema (safe to repeat)\n"
+            "  wait-schema  wait (DATABASE_URL, polling every 2 s, at most WAIT_SCHEMA_SECONDS)\n"
+            "            until every migration this binary embeds is recorded with its\n"
+            "            checksum: exit 0; a checksum mismatch or the time limit: exit 1\n"
             "  cleanup   apply this service's data retention rules\n"
             "%s",
             d->svc->name,
@@ -616,6 +621,78 @@ static int cmd_migrate(daemon_t *d)
     }
     log_info("migrate: %d file(s) applied, schema up to date", applied);
     return 0;
+}
+
+/* wait-schema: for a Deployment's init container. Connects with DATABASE_URL
+ * (the service's own role: SELECT on schema_migrations, granted by migrate)
+ * and polls until every embedded file is recorded with its checksum. A state
+ * is logged when it changes, not every poll. */
+#define WAIT_SCHEMA_POLL_MS 2000
+
+static int cmd_wait_schema(daemon_t *d)
+{
+    int64_t limit_ms = config_get_int(&d->cfg, "WAIT_SCHEMA_SECONDS") * 1000L;
+    int64_t deadline = now_mono_ms() + limit_ms;
+    const char *url = config_get(&d->cfg, "DATABASE_URL");
+    size_t n = d->svc->nmigrations != NULL ? *d->svc->nmigrations : 0;
+    char err[1024] = "";
+    char last[1024] = "";
+    pg_conn_t *pg = NULL;
+    log_info("wait-schema: waiting up to %ld s for %zu migration file(s) of %s",
+             (long)(limit_ms / 1000), n, d->svc->name);
+    for (;;) {
+        int64_t left = deadline - now_mono_ms();
+        int rc = MIGRATE_STATUS_ERROR;
+        migrate_status_t st;
+        if (pg == NULL) {
+            /* pg_connect retries with backoff: give it what is left (1 s at least). */
+            pg = pg_connect(url, left > 1000 ? left : 1000, err, sizeof(err));
+            if (pg == NULL) {
+                char tmp[1024];
+                snprintf(tmp, sizeof(tmp), "cannot connect: %s", err);
+                snprintf(err, sizeof(err), "%s", tmp);
+            }
+        }
+        if (pg != NULL) {
+            rc = migrate_status(pg, d->svc->name, d->svc->migrations, n, &st, err, sizeof(err));
+        }
+        if (rc == MIGRATE_STATUS_CURRENT) {
+            if (st.unknown > 0) {
+                log_warn("wait-schema: %zu version(s) recorded for %s that this binary does not "
+                         "embed (newest %s): a newer release migrated; fine for a rolling update",
+                         st.unknown, d->svc->name, st.newest_unknown);
+            }
+            log_info("wait-schema: schema current (%zu file(s) of %s)", n, d->svc->name);
+            pg_close(pg);
+            return 0;
+        }
+        if (rc == MIGRATE_STATUS_MISMATCH) {
+            log_error("wait-schema: %s", err);
+            pg_close(pg);
+            return 1;
+        }
+        if (strcmp(err, last) != 0) {
+            log_info("wait-schema: %s", err);
+            snprintf(last, sizeof(last), "%s", err);
+        }
+        left = deadline - now_mono_ms();
+        if (left <= 0) {
+            log_error("wait-schema: the schema is not current after %ld s: %s",
+                      (long)(limit_ms / 1000), err);
+            if (pg != NULL) {
+                pg_close(pg);
+            }
+            return 1;
+        }
+        if (rc == MIGRATE_STATUS_ERROR && pg != NULL && PQstatus(pg_raw(pg)) != CONNECTION_OK) {
+            pg_close(pg);
+            pg = NULL;
+        }
+        int64_t nap = left < WAIT_SCHEMA_POLL_MS ? left : WAIT_SCHEMA_POLL_MS;
+        struct timespec ts = {(time_t)(nap / 1000), (long)(nap % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+        }
+    }
 }
 
 static int cmd_cleanup(daemon_t *d)
@@ -829,6 +906,8 @@ int daemon_main(const service_t *svc, int argc, char **argv)
         rc = 0;
     } else if (strcmp(cmd, "migrate") == 0) {
         rc = load_config(d, true) == 0 ? cmd_migrate(d) : 2;
+    } else if (strcmp(cmd, "wait-schema") == 0) {
+        rc = load_config(d, true) == 0 ? cmd_wait_schema(d) : 2;
     } else if (strcmp(cmd, "cleanup") == 0) {
         rc = load_config(d, true) == 0 ? cmd_cleanup(d) : 2;
     } else if (strcmp(cmd, "rekey") == 0 && svc->rekey != NULL) {

@@ -122,10 +122,12 @@ static const char *const service_roles[] = {"ca_api_gateway", "ca_billing_webhoo
 
 /* schema_migrations is written by migrate only, never by PUBLIC (a service's
  * runtime role must not be able to mark a migration applied). Its owner takes
- * back any PUBLIC grant (an earlier version granted SELECT, INSERT to PUBLIC).
- * Connected as a service's own role (roles made by a DBA, no superuser), each
- * service role gets SELECT, INSERT by name so the others can record their
- * files. Returns 0 or -1. */
+ * back any PUBLIC grant (an earlier version granted SELECT, INSERT to PUBLIC)
+ * and grants each existing service role, by name, SELECT (`<binary>
+ * wait-schema` reads it with the service's own role) — and, connected as a
+ * service's own role (roles made by a DBA, no superuser), INSERT too so the
+ * others can record their files. Called before and after the files run (a
+ * fresh database has the roles only once 000_roles.sql ran). Returns 0 or -1. */
 static int harden_table(pg_conn_t *conn, char *err, size_t errlen)
 {
     char msg[512];
@@ -148,8 +150,6 @@ static int harden_table(pg_conn_t *conn, char *err, size_t errlen)
         errbuf_set(err, errlen, "revoking schema_migrations from PUBLIC: %s", msg);
         return -1;
     }
-    if (superuser)
-        return 0;
     for (size_t i = 0; i < N_SERVICE_ROLES; i++) {
         const char *p[1] = {service_roles[i]};
         res = pg_exec(conn, "SELECT 1 FROM pg_roles WHERE rolname = $1", 1, p, msg, sizeof msg);
@@ -163,8 +163,8 @@ static int harden_table(pg_conn_t *conn, char *err, size_t errlen)
             continue;
         char sql[512];
         /* A fixed role name from the list above: no quoting issue. */
-        snprintf(sql, sizeof sql, "GRANT SELECT, INSERT ON schema_migrations TO %s",
-                 service_roles[i]);
+        snprintf(sql, sizeof sql, "GRANT %s ON schema_migrations TO %s",
+                 superuser ? "SELECT" : "SELECT, INSERT", service_roles[i]);
         if (pg_exec_cmd(conn, sql, 0, NULL, msg, sizeof msg) != 0) {
             errbuf_set(err, errlen, "granting schema_migrations to %s: %s", service_roles[i], msg);
             return -1;
@@ -308,6 +308,31 @@ fail:
     return -1;
 }
 
+/* Checks the list (NNN_ names, strictly ascending) and fills each file's
+ * version and checksum. Returns 0 or -1 (err filled). */
+static int check_files(const migration_file_t *files, size_t nfiles, file_state_t *st, char *err,
+                       size_t errlen)
+{
+    for (size_t i = 0; i < nfiles; i++) {
+        if (files[i].name == NULL || files[i].sql == NULL ||
+            file_version(files[i].name, st[i].version, sizeof st[i].version) != 0) {
+            errbuf_set(err, errlen, "%s: a migration file name must start with its number (NNN_)",
+                       files[i].name != NULL ? files[i].name : "(null)");
+            return -1;
+        }
+        if (i > 0 && version_cmp(st[i - 1].version, st[i].version) >= 0) {
+            errbuf_set(err, errlen, "%s: versions must be unique and in ascending order (after %s)",
+                       files[i].name, files[i - 1].name);
+            return -1;
+        }
+        if (sha256_hex(files[i].sql, st[i].checksum) != 0) {
+            errbuf_set(err, errlen, "%s: cannot compute its checksum", files[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *files,
                   size_t nfiles, int *applied, char *err, size_t errlen)
 {
@@ -341,23 +366,8 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
         errbuf_set(err, errlen, "migrate: out of memory");
         return -1;
     }
-    for (size_t i = 0; i < nfiles; i++) {
-        if (files[i].name == NULL || files[i].sql == NULL ||
-            file_version(files[i].name, st[i].version, sizeof st[i].version) != 0) {
-            errbuf_set(err, errlen, "%s: a migration file name must start with its number (NNN_)",
-                       files[i].name != NULL ? files[i].name : "(null)");
-            goto out;
-        }
-        if (i > 0 && version_cmp(st[i - 1].version, st[i].version) >= 0) {
-            errbuf_set(err, errlen, "%s: versions must be unique and in ascending order (after %s)",
-                       files[i].name, files[i - 1].name);
-            goto out;
-        }
-        if (sha256_hex(files[i].sql, st[i].checksum) != 0) {
-            errbuf_set(err, errlen, "%s: cannot compute its checksum", files[i].name);
-            goto out;
-        }
-    }
+    if (check_files(files, nfiles, st, err, errlen) != 0)
+        goto out;
 
     /* Replicas migrating at once wait here for each other. */
     if (pg_exec_cmd(conn, MIGRATE_LOCK_SQL, 0, NULL, msg, sizeof msg) != 0) {
@@ -424,6 +434,9 @@ int migrate_apply(pg_conn_t *conn, const char *service, const migration_file_t *
         count++;
         log_info("migration applied: %s %s", service, files[i].name);
     }
+    /* The roles 000_roles.sql just created get their grant too. */
+    if (harden_table(conn, err, errlen) != 0)
+        goto out;
     /* 000_roles.sql grants CREATE on public to every service role; take it
      * back (also from deployments migrated before this rule). Without the
      * right to (connected as a service's own role), the DBA decides. */
@@ -443,5 +456,115 @@ out:
     free(st);
     if (applied != NULL)
         *applied = count;
+    return rc;
+}
+
+int migrate_status(pg_conn_t *conn, const char *service, const migration_file_t *files,
+                   size_t nfiles, migrate_status_t *out, char *err, size_t errlen)
+{
+    char ebuf[1024];
+    if (err == NULL || errlen == 0) {
+        err = ebuf;
+        errlen = sizeof ebuf;
+    }
+    err[0] = '\0';
+    if (out == NULL || conn == NULL || service == NULL || service[0] == '\0' ||
+        (nfiles > 0 && files == NULL)) {
+        errbuf_set(err, errlen, "wait-schema: bad arguments");
+        return MIGRATE_STATUS_ERROR;
+    }
+    memset(out, 0, sizeof *out);
+    out->known = nfiles;
+    file_state_t *st = calloc(nfiles > 0 ? nfiles : 1, sizeof *st);
+    if (st == NULL) {
+        errbuf_set(err, errlen, "out of memory");
+        return MIGRATE_STATUS_ERROR;
+    }
+    int rc = MIGRATE_STATUS_ERROR;
+    char msg[1024];
+    PGresult *res = NULL;
+    if (check_files(files, nfiles, st, err, errlen) != 0)
+        goto out;
+
+    res = pg_exec(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL", 0, NULL, msg,
+                  sizeof msg);
+    if (res == NULL) {
+        errbuf_set(err, errlen, "%s", msg);
+        goto out;
+    }
+    bool exists = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    res = NULL;
+    if (!exists) {
+        out->missing = nfiles;
+        errbuf_set(err, errlen, "schema_migrations does not exist yet (no migration ran)");
+        rc = MIGRATE_STATUS_PENDING;
+        goto out;
+    }
+
+    const char *sp[1] = {service};
+    res = pg_exec(conn, "SELECT version, checksum FROM schema_migrations WHERE service = $1", 1, sp,
+                  msg, sizeof msg);
+    if (res == NULL) {
+        errbuf_set(err, errlen, "reading schema_migrations: %s", msg);
+        goto out;
+    }
+    const char *last = nfiles > 0 ? st[nfiles - 1].version : "";
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *v = PQgetvalue(res, r, 0);
+        bool known = false;
+        for (size_t i = 0; i < nfiles; i++) {
+            if (strcmp(st[i].version, v) == 0) {
+                known = true;
+                st[i].recorded = true;
+                snprintf(st[i].recorded_checksum, sizeof st[i].recorded_checksum, "%s",
+                         PQgetvalue(res, r, 1));
+            }
+        }
+        if (!known) {
+            /* Recorded by a newer release (a rolling update: the schema is
+             * forward-compatible), or a version this binary never had. */
+            out->unknown++;
+            bool digits = v[0] != '\0' && strspn(v, "0123456789") == strlen(v);
+            if (digits &&
+                (out->newest_unknown[0] == '\0' || version_cmp(v, out->newest_unknown) > 0)) {
+                snprintf(out->newest_unknown, sizeof out->newest_unknown, "%s", v);
+            }
+            if (digits && nfiles > 0 && version_cmp(v, last) > 0)
+                out->newer++;
+        }
+    }
+    PQclear(res);
+    res = NULL;
+
+    for (size_t i = 0; i < nfiles; i++) {
+        if (st[i].recorded && strcmp(st[i].recorded_checksum, st[i].checksum) != 0) {
+            errbuf_set(err, errlen,
+                       "%s: recorded with checksum %.12s..., this binary has %.12s... "
+                       "(an applied migration was changed: this binary and the database "
+                       "disagree)",
+                       files[i].name, st[i].recorded_checksum, st[i].checksum);
+            rc = MIGRATE_STATUS_MISMATCH;
+            goto out;
+        }
+    }
+    const char *first_missing = NULL;
+    for (size_t i = 0; i < nfiles; i++) {
+        if (!st[i].recorded) {
+            if (first_missing == NULL)
+                first_missing = files[i].name;
+            out->missing++;
+        }
+    }
+    if (out->missing > 0) {
+        errbuf_set(err, errlen, "%zu of %zu file(s) not applied yet (first: %s)", out->missing,
+                   nfiles, first_missing);
+        rc = MIGRATE_STATUS_PENDING;
+        goto out;
+    }
+    rc = MIGRATE_STATUS_CURRENT;
+out:
+    PQclear(res);
+    free(st);
     return rc;
 }

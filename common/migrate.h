@@ -41,4 +41,28 @@ __attribute__((warn_unused_result)) int migrate_apply(pg_conn_t *conn, const cha
                                                       const migration_file_t *files, size_t nfiles,
                                                       int *applied, char *err, size_t errlen);
 
+/* What migrate_status found. */
+typedef struct {
+    size_t known;            /* files the binary embeds */
+    size_t missing;          /* of those, not recorded yet */
+    size_t unknown;          /* versions recorded that the binary does not embed */
+    size_t newer;            /* of those, numbered above the binary's last file */
+    char newest_unknown[32]; /* the highest of them ("" when none) */
+} migrate_status_t;
+
+enum {
+    MIGRATE_STATUS_CURRENT = 0,  /* every file recorded with its checksum */
+    MIGRATE_STATUS_PENDING = 1,  /* some not recorded (or no schema_migrations yet) */
+    MIGRATE_STATUS_MISMATCH = 2, /* a recorded checksum differs (err names the file) */
+    MIGRATE_STATUS_ERROR = -1,   /* cannot tell: a bad list, no privilege, no connection */
+};
+
+/* Compares the files with schema_migrations, changing nothing and taking no
+ * lock (`<binary> wait-schema`): needs only SELECT on schema_migrations.
+ * Versions recorded but not embedded are counted in *out (a newer release
+ * migrated: fine for a forward-only rolling update). Returns a
+ * MIGRATE_STATUS_*; err says what is missing or wrong. */
+int migrate_status(pg_conn_t *conn, const char *service, const migration_file_t *files,
+                   size_t nfiles, migrate_status_t *out, char *err, size_t errlen);
+
 #endif

@@ -29,6 +29,11 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
+# kubectl for the deploy/k8s checks (tests/deploy: `kubectl kustomize`): the machine's own
+# when there is one, else Debian's kubernetes-client (kubectl 1.20, kustomize v2.0.3: the
+# manifests keep to what it reads).
+if ! command -v kubectl >/dev/null 2>&1; then missing+=(kubernetes-client); fi
+
 # Node.js: the machine's own (it may come with npm built in) or Debian's.
 if ! command -v node >/dev/null 2>&1; then missing+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
@@ -54,4 +59,24 @@ if [ -f "$here/tests/browser/package.json" ] && { [ ! -d "$here/tests/browser/no
    [ ! -d "$here/tests/browser/node_modules/axe-core" ]; }; then
   echo "deps: npm ci in tests/browser"
   (cd "$here/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# kubernetes-models (+ KEDA, prometheus-operator) and yaml for the deploy/k8s checks.
+if [ -f "$here/tests/deploy/package.json" ] && [ ! -d "$here/tests/deploy/node_modules/kubernetes-models" ]; then
+  echo "deps: npm ci in tests/deploy"
+  (cd "$here/tests/deploy" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# promtool for the alert rules' unit tests (tests/deploy/test/alerts.test.mjs): taken out of
+# Debian's prometheus package (apt-get download + dpkg -x into tests/deploy/.tools), not
+# installed, so no Prometheus server is set up on the machine.
+if [ -f "$here/tests/deploy/package.json" ] && ! command -v promtool >/dev/null 2>&1 &&
+   [ ! -x "$here/tests/deploy/.tools/promtool" ]; then
+  echo "deps: promtool from Debian's prometheus package into tests/deploy/.tools"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 ||
+    { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } &&
+    dpkg -x prometheus_*.deb root && mkdir -p "$here/tests/deploy/.tools" &&
+    cp root/usr/bin/promtool "$here/tests/deploy/.tools/promtool")
+  rm -rf "$tmp"
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The dashboard's files as the container image has them (deploy/docker/Dockerfile):
+# The dashboard's files as the container image has them (deploy/docker/Dockerfile, make install):
 # the binary in <prefix>/bin and the web files in <prefix>/share/creator-automation/web,
 # no checkout beside it and no WEB_ROOT. The gateway finds and serves them, HTML with
 # the strict Content-Security-Policy; without that folder / is a 404.
@@ -17,8 +17,12 @@ export ENCRYPTION_KEY=$(head -c 32 /dev/urandom | base64) SESSION_SECRET=test-se
 export GOOGLE_CLIENT_ID=test-client GOOGLE_CLIENT_SECRET=test-google-secret-xyz
 unset WEB_ROOT MIGRATION_DATABASE_URL
 
-check "the Dockerfile copies the web files where the gateway looks" \
-  grep -q '^COPY --from=build /src/services/api-gateway/web/ /usr/local/share/creator-automation/web/$' "$CA_ROOT/deploy/docker/Dockerfile"
+# The image runs `make install PREFIX=/usr/local`, which puts the web files in
+# <prefix>/share/creator-automation/web (test_dockerfile.sh checks the staged layout).
+check "the Dockerfile installs with make install PREFIX=/usr/local" \
+  grep -q 'make install DESTDIR=/stage PREFIX=/usr/local' "$CA_ROOT/deploy/docker/Dockerfile"
+check "make install puts the web files where the gateway looks" \
+  grep -qF 'install_webdir := $(DESTDIR)$(PREFIX)/share/creator-automation/web' "$CA_ROOT/Makefile"
 
 start() { # PREFIX: serve from PREFIX/bin/api-gateway
   PORT=$(free_port)
