@@ -236,6 +236,18 @@ for s in api-gateway billing-webhook job-worker drive-poller; do
   check_eq "$s wait-schema (its own role) on the restored database: exit 0" 0 "$rc"
 done
 
+# ca-migrate stops at the first slice that fails (here a changed checksum in
+# api-gateway's records), runs none after it, exits 1; without its URL, exit 2.
+saved=$(q "$RESTORED" "SELECT checksum FROM schema_migrations WHERE service = 'api-gateway' AND version = '001'")
+q "$RESTORED" "UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE service = 'api-gateway' AND version = '001'" > /dev/null
+MIGRATION_DATABASE_URL=$RURL "$BIN/ca-migrate" > "$work/migrate-fail.out" 2>&1; rc=$?
+check_eq "ca-migrate with a failing first slice exits 1" 1 "$rc"
+check "... names the slice that failed" grep -q 'api-gateway migrate failed' "$work/migrate-fail.out"
+check "... and runs no slice after it" bash -c "! grep -q 'migrating billing-webhook' '$work/migrate-fail.out'"
+q "$RESTORED" "UPDATE schema_migrations SET checksum = '$saved' WHERE service = 'api-gateway' AND version = '001'" > /dev/null
+(unset MIGRATION_DATABASE_URL; "$BIN/ca-migrate" > /dev/null 2>&1); rc=$?
+check_eq "ca-migrate without MIGRATION_DATABASE_URL exits 2" 2 "$rc"
+
 # ---- 4. the product on the restored database ----
 start_all "$RESTORED"
 api "$GW/api/me" > "$work/me.after"
