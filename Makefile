@@ -159,8 +159,9 @@ DESTDIR ?=
 INSTALL ?= install
 CA_SCRIPTS := deploy/scripts/ca-migrate deploy/scripts/ca-backup deploy/scripts/ca-restore
 WEB_DIR    := services/api-gateway/web
-install_bindir := $(DESTDIR)$(PREFIX)/bin
-install_webdir := $(DESTDIR)$(PREFIX)/share/creator-automation/web
+# abspath: the web files are installed from inside their folder (a relative DESTDIR works too)
+install_bindir := $(abspath $(DESTDIR)$(PREFIX)/bin)
+install_webdir := $(abspath $(DESTDIR)$(PREFIX)/share/creator-automation/web)
 
 install: all
 	$(call say,INSTALL,$(install_bindir))

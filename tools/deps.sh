@@ -8,6 +8,8 @@ PKGS=(
   libevent-dev libpq-dev libcjson-dev libcurl4-openssl-dev libhiredis-dev libssl-dev
   libvips-dev libvips-tools libcmocka-dev
   postgresql-15 postgresql-contrib redis-server
+  postgresql-client-15   # pg_dump/pg_restore/psql: ca-backup, ca-restore (tests/integration/test_backup_restore.sh)
+  wrk   # HTTP load for tests/integration/test_sigterm_load.sh
   curl ca-certificates procps psmisc
   python3-yaml   # the OpenAPI YAML check (tests/integration/test_gateway_openapi.sh)
   clang-format-14   # the pinned formatter (.clang-format; make format-check)

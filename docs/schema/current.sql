@@ -4336,6 +4336,15 @@ GRANT SELECT ON TABLE public.preset_versions TO ca_job_worker;
 GRANT SELECT ON TABLE public.presets TO ca_job_worker;
 
 --
+-- Name: TABLE schema_migrations; Type: ACL; Schema: public; Owner: postgres
+--
+
+GRANT SELECT ON TABLE public.schema_migrations TO ca_api_gateway;
+GRANT SELECT ON TABLE public.schema_migrations TO ca_billing_webhook;
+GRANT SELECT ON TABLE public.schema_migrations TO ca_job_worker;
+GRANT SELECT ON TABLE public.schema_migrations TO ca_drive_poller;
+
+--
 -- Name: TABLE subscriptions; Type: ACL; Schema: public; Owner: ca_billing_webhook
 --
 

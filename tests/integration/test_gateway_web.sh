@@ -22,7 +22,7 @@ unset WEB_ROOT MIGRATION_DATABASE_URL
 check "the Dockerfile installs with make install PREFIX=/usr/local" \
   grep -q 'make install DESTDIR=/stage PREFIX=/usr/local' "$CA_ROOT/deploy/docker/Dockerfile"
 check "make install puts the web files where the gateway looks" \
-  grep -qF 'install_webdir := $(DESTDIR)$(PREFIX)/share/creator-automation/web' "$CA_ROOT/Makefile"
+  grep -qF 'install_webdir := $(abspath $(DESTDIR)$(PREFIX)/share/creator-automation/web)' "$CA_ROOT/Makefile"
 
 start() { # PREFIX: serve from PREFIX/bin/api-gateway
   PORT=$(free_port)
