@@ -570,12 +570,11 @@ static void record_success(poll_ctx_t *c)
         " next_poll_at = CASE WHEN push_requested_at > $7::timestamp THEN " NOW_UTC
         "   ELSE LEAST(GREATEST($7::timestamp + make_interval(secs => $8::double precision), "
         NOW_UTC "),"
-        "     (SELECT GREATEST(r, " NOW_UTC " + interval '10 seconds') FROM"
-        "        (SELECT min(c.expires_at - LEAST((c.expires_at - c.created_at) / 5,"
-        "                interval '1 hour')) AS r"
-        "           FROM drive_push_channels c WHERE c.poll_id = drive_polls.id"
-        "            AND c.stop_after IS NULL AND c.resource_id IS NOT NULL) x"
-        "       WHERE r IS NOT NULL)) END,"
+        "     (SELECT min(GREATEST(c.expires_at - LEAST((c.expires_at - c.created_at) / 5,"
+        "                interval '1 hour'), " NOW_UTC " + LEAST(interval '10 seconds',"
+        "                (c.expires_at - c.created_at) / 10)))"
+        "        FROM drive_push_channels c WHERE c.poll_id = drive_polls.id"
+        "         AND c.stop_after IS NULL AND c.resource_id IS NOT NULL)) END,"
         " lease_owner = NULL, lease_expires_at = NULL"
         " WHERE id = $1 AND lease_owner = $2 RETURNING id",
         10, params, err, sizeof(err));
