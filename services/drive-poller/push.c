@@ -9,6 +9,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "now.h"
+#include "poller_metrics.h"
 #include "uuid.h"
 
 #include <cjson/cJSON.h>
@@ -188,6 +189,7 @@ void push_channel_ensure(const push_settings_t *ps, pg_conn_t *pg, google_client
     drive_channel_t ch;
     google_error_t ge;
     google_status_t st = drive_changes_watch(gc, access_token, page_token, &w, &ch, &ge);
+    poller_metrics_drive_call("changes.watch", st);
     crypto_free_secret(token);
     if (st != GOOGLE_OK) {
         const char *p_del[] = {id};
@@ -204,19 +206,48 @@ void push_channel_ensure(const push_settings_t *ps, pg_conn_t *pg, google_client
     snprintf(exp, sizeof(exp), "%lld",
              (long long)(ch.expiration_ms > 0 ? ch.expiration_ms : want_ms));
     const char *p_up[] = {id, ch.resource_id, exp, row->id};
-    if (pg_exec_cmd(pg,
-                    "WITH mine AS (UPDATE drive_push_channels SET resource_id = $2,"
-                    "   expires_at = to_timestamp($3::double precision / 1000) AT TIME ZONE 'UTC'"
-                    "  WHERE id = $1::uuid RETURNING id)"
-                    " UPDATE drive_push_channels SET stop_after = " NOW_UTC
-                    "  WHERE poll_id = $4::uuid AND id <> $1::uuid AND stop_after IS NULL"
-                    "    AND EXISTS (SELECT 1 FROM mine)",
-                    4, p_up, err, sizeof(err)) != 0) {
+    res = pg_exec(pg,
+                  "WITH mine AS (UPDATE drive_push_channels SET resource_id = $2,"
+                  "   expires_at = to_timestamp($3::double precision / 1000) AT TIME ZONE 'UTC'"
+                  "  WHERE id = $1::uuid RETURNING id)"
+                  " UPDATE drive_push_channels SET stop_after = " NOW_UTC ","
+                  "   stop_claimed_until = " NOW_UTC " + interval '" STOP_CLAIM_S " seconds'"
+                  "  WHERE poll_id = $4::uuid AND id <> $1::uuid AND stop_after IS NULL"
+                  "    AND EXISTS (SELECT 1 FROM mine)"
+                  " RETURNING id::text, resource_id",
+                  4, p_up, err, sizeof(err));
+    if (res == NULL) {
         log_warn("push: could not record the channel's resource: %s", err);
     } else {
         metric_add(m_channels, 1, any > 0 ? "renewed" : "created");
         log_info("push: channel %s %s, ends in %lld s", id, any > 0 ? "renewed" : "registered",
                  (long long)((atoll(exp) - now_wall_ms()) / 1000));
+        /* The new one is live: stop the ones it replaces now (the stopper
+         * takes over what fails here once this claim on them ends). */
+        for (int i = 0; i < PQntuples(res); i++) {
+            if (PQgetisnull(res, i, 1)) {
+                continue;
+            }
+            const char *old_id = PQgetvalue(res, i, 0);
+            google_error_t se;
+            google_status_t sst =
+                drive_channels_stop(gc, access_token, old_id, PQgetvalue(res, i, 1), &se);
+            poller_metrics_drive_call("channels.stop", sst);
+            if (sst == GOOGLE_OK) {
+                const char *p_del[] = {old_id};
+                if (pg_exec_cmd(pg, "DELETE FROM drive_push_channels WHERE id = $1::uuid", 1,
+                                p_del, err, sizeof(err)) != 0) {
+                    log_warn("push: could not delete channel %s: %s", old_id, err);
+                }
+                metric_add(m_channels, 1, "stopped");
+                log_info("push: channel %s stopped (replaced)", old_id);
+            } else {
+                metric_add(m_channels, 1, "stop_failed");
+                log_warn("push: channels.stop of %s failed (%s: %s); tried again later", old_id,
+                         google_status_name(sst), se.message);
+            }
+        }
+        PQclear(res);
     }
     drive_channel_free(&ch);
 }
@@ -309,6 +340,7 @@ static void stop_one(push_sweeper_t *s, pg_conn_t *pg, const char *id, const cha
             break;
         }
         st = drive_channels_stop(s->gc, token, id, resource_id, &ge);
+        poller_metrics_drive_call("channels.stop", st);
     }
     memset(token, 0, sizeof(token));
     if (st == GOOGLE_OK) {

@@ -9,6 +9,7 @@
  * and polls nothing; renewal before the end; stop on unwatch, on a folder
  * change and on deactivation; a lost notification is caught by the poll.
  */
+#define _GNU_SOURCE
 #include "test_poller_common.h"
 
 #include <setjmp.h>
@@ -150,7 +151,8 @@ static long changes_calls(long since)
 
 static int start_push_poller(const char *interval)
 {
-    const char *extra[] = {"POLLER_CONCURRENCY=2", hook_env, port_env, NULL};
+    const char *extra[] = {"POLLER_CONCURRENCY=2", hook_env, port_env, "DRIVE_WEBHOOK_RATE=50",
+                           NULL};
     return tp_start_poller(&tp_poller, interval, extra);
 }
 
@@ -310,6 +312,40 @@ static void test_bad_token_and_unknown_channel_refused(void **state)
     big[sizeof(big) - 1] = '\0';
     const char *h[] = {"X-Goog-Resource-State: change", NULL};
     TP_CHECK(http_call_h("POST", hook_url, h, big, NULL, NULL) == 413);
+}
+
+/* Past DRIVE_WEBHOOK_RATE (50/s here) requests get 429 rate_limited with
+ * Retry-After, before anything else is looked at. */
+static void test_rate_limited(void **state)
+{
+    (void)state;
+    double before = metric("ca_poller_push_refused_total{reason=\"rate_limited\"}");
+    int limited = 0;
+    int bad = 0;
+    char *hdrs = NULL;
+    for (int i = 0; i < 150; i++) {
+        char *resp = NULL;
+        char *rh = NULL;
+        long st = http_call_h("POST", hook_url, NULL, NULL, &resp, &rh);
+        if (st == 429) {
+            limited++;
+            if (hdrs == NULL && resp != NULL && strstr(resp, "\"code\":\"rate_limited\"") != NULL) {
+                hdrs = rh;
+                rh = NULL;
+            }
+        } else if (st != 400) {
+            bad++;
+        }
+        free(resp);
+        free(rh);
+    }
+    print_message("150 requests at once: %d refused with 429\n", limited);
+    TP_CHECK(bad == 0);
+    TP_CHECK(limited >= 50);
+    TP_CHECK(hdrs != NULL && strcasestr(hdrs, "Retry-After: 1") != NULL);
+    free(hdrs);
+    TP_CHECK(metric("ca_poller_push_refused_total{reason=\"rate_limited\"}") >= before + limited);
+    tp_sleep_ms(1200); /* the bucket fills again */
 }
 
 /* A short channel (the fake caps it at 6 s) is renewed before it ends: the
@@ -473,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_register_and_sync_ignored),
         cmocka_unit_test(test_drop_becomes_job_within_seconds),
         cmocka_unit_test(test_bad_token_and_unknown_channel_refused),
+        cmocka_unit_test(test_rate_limited),
         cmocka_unit_test(test_renewed_before_expiry),
         cmocka_unit_test(test_stopped_on_unwatch),
         cmocka_unit_test(test_replaced_on_folder_change),
