@@ -568,8 +568,8 @@ static void record_success(poll_ctx_t *c)
          * be after its changes.list); else an interval after the claim, or
          * earlier when the push channel is to be renewed (push.c) */
         " next_poll_at = CASE WHEN push_requested_at > $7::timestamp THEN " NOW_UTC
-        "   ELSE LEAST(GREATEST($7::timestamp + make_interval(secs => $8::double precision), "
-        NOW_UTC "),"
+        "   ELSE LEAST(GREATEST($7::timestamp + make_interval(secs => $8::double precision), " NOW_UTC
+        "),"
         "     (SELECT min(GREATEST(c.expires_at - LEAST((c.expires_at - c.created_at) / 5,"
         "                interval '1 hour'), " NOW_UTC " + LEAST(interval '10 seconds',"
         "                (c.expires_at - c.created_at) / 10)))"

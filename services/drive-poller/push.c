@@ -22,13 +22,13 @@
 #define NOW_UTC "timezone('UTC', now())"
 /* A channel's renewal time: its end minus push_renew_margin_s of its life. */
 #define RENEW_AT "(c.expires_at - LEAST((c.expires_at - c.created_at) / 5, interval '1 hour'))"
-#define TOKEN_BYTES 32          /* the channel secret: 256 random bits */
-#define TOKEN_MAX_LEN 256       /* Google's limit on a channel token */
-#define NOTIFY_MAX_BODY 4096    /* Drive's notifications of changes carry no body */
-#define STOP_BATCH 20           /* channels one sweep stops at most */
-#define STOP_CLAIM_S "60"       /* a replica's claim on a channel it stops */
-#define STOP_MAX_ATTEMPTS 5     /* then the channel is left to expire */
-#define PENDING_MAX_S "300"     /* a registration that never finished */
+#define TOKEN_BYTES 32       /* the channel secret: 256 random bits */
+#define TOKEN_MAX_LEN 256    /* Google's limit on a channel token */
+#define NOTIFY_MAX_BODY 4096 /* Drive's notifications of changes carry no body */
+#define STOP_BATCH 20        /* channels one sweep stops at most */
+#define STOP_CLAIM_S "60"    /* a replica's claim on a channel it stops */
+#define STOP_MAX_ATTEMPTS 5  /* then the channel is left to expire */
+#define PENDING_MAX_S "300"  /* a registration that never finished */
 
 static metric_t *m_notifications;
 static metric_t *m_refused;
@@ -38,9 +38,9 @@ static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
 
 static void metrics_register(void)
 {
-    m_notifications = metrics_counter("ca_poller_push_notifications_total",
-                                      "Drive push notifications accepted, by resource state",
-                                      "state");
+    m_notifications =
+        metrics_counter("ca_poller_push_notifications_total",
+                        "Drive push notifications accepted, by resource state", "state");
     m_refused = metrics_counter("ca_poller_push_refused_total",
                                 "Requests to /webhooks/drive refused, by reason", "reason");
     m_channels = metrics_counter("ca_poller_push_channels_total",
@@ -89,8 +89,9 @@ bool push_url_ok(const char *url, char *why, size_t whylen)
             return true;
         }
     }
-    snprintf(why, whylen, "must be https (http only to a loopback host: 127.0.0.1, localhost, "
-                          "[::1])");
+    snprintf(why, whylen,
+             "must be https (http only to a loopback host: 127.0.0.1, localhost, "
+             "[::1])");
     return false;
 }
 
@@ -198,8 +199,8 @@ void push_channel_ensure(const push_settings_t *ps, pg_conn_t *pg, google_client
             log_warn("push: could not forget the failed channel: %s", err);
         }
         metric_add(m_channels, 1, "failed");
-        log_warn("push: changes.watch failed (%s): %s; polling carries on",
-                 google_status_name(st), ge.message);
+        log_warn("push: changes.watch failed (%s): %s; polling carries on", google_status_name(st),
+                 ge.message);
         return;
     }
     char exp[32];
@@ -235,8 +236,8 @@ void push_channel_ensure(const push_settings_t *ps, pg_conn_t *pg, google_client
             poller_metrics_drive_call("channels.stop", sst);
             if (sst == GOOGLE_OK) {
                 const char *p_del[] = {old_id};
-                if (pg_exec_cmd(pg, "DELETE FROM drive_push_channels WHERE id = $1::uuid", 1,
-                                p_del, err, sizeof(err)) != 0) {
+                if (pg_exec_cmd(pg, "DELETE FROM drive_push_channels WHERE id = $1::uuid", 1, p_del,
+                                err, sizeof(err)) != 0) {
                     log_warn("push: could not delete channel %s: %s", old_id, err);
                 }
                 metric_add(m_channels, 1, "stopped");
@@ -371,26 +372,26 @@ void push_sweep(push_sweeper_t *s, pg_conn_t *pg)
     char batch[16];
     snprintf(batch, sizeof(batch), "%d", STOP_BATCH);
     const char *params[] = {s->url != NULL ? s->url : "", batch};
-    PGresult *res = pg_exec(
-        pg,
-        "WITH s AS ("
-        "  SELECT c.id FROM drive_push_channels c"
-        "    LEFT JOIN drive_polls d ON d.id = c.poll_id"
-        "    LEFT JOIN users u ON u.id = c.user_id"
-        "   WHERE (c.stop_claimed_until IS NULL OR c.stop_claimed_until < " NOW_UTC ")"
-        "     AND (c.stop_after <= " NOW_UTC " OR c.expires_at <= " NOW_UTC
-        "          OR c.address IS DISTINCT FROM NULLIF($1, '')"
-        "          OR d.id IS NULL OR NOT d.active OR u.id IS NULL OR u.is_active IS FALSE"
-        "          OR (c.resource_id IS NULL AND c.created_at < " NOW_UTC
-        "              - interval '" PENDING_MAX_S " seconds'))"
-        "   ORDER BY c.created_at LIMIT $2::int"
-        "   FOR UPDATE OF c SKIP LOCKED)"
-        " UPDATE drive_push_channels c SET stop_claimed_until = " NOW_UTC
-        "   + interval '" STOP_CLAIM_S " seconds', stop_attempts = c.stop_attempts + 1"
-        "  FROM s WHERE c.id = s.id"
-        " RETURNING c.id, c.user_id, c.resource_id, (c.expires_at <= " NOW_UTC "),"
-        "   c.stop_attempts",
-        2, params, err, sizeof(err));
+    PGresult *res =
+        pg_exec(pg,
+                "WITH s AS ("
+                "  SELECT c.id FROM drive_push_channels c"
+                "    LEFT JOIN drive_polls d ON d.id = c.poll_id"
+                "    LEFT JOIN users u ON u.id = c.user_id"
+                "   WHERE (c.stop_claimed_until IS NULL OR c.stop_claimed_until < " NOW_UTC ")"
+                "     AND (c.stop_after <= " NOW_UTC " OR c.expires_at <= " NOW_UTC
+                "          OR c.address IS DISTINCT FROM NULLIF($1, '')"
+                "          OR d.id IS NULL OR NOT d.active OR u.id IS NULL OR u.is_active IS FALSE"
+                "          OR (c.resource_id IS NULL AND c.created_at < " NOW_UTC
+                "              - interval '" PENDING_MAX_S " seconds'))"
+                "   ORDER BY c.created_at LIMIT $2::int"
+                "   FOR UPDATE OF c SKIP LOCKED)"
+                " UPDATE drive_push_channels c SET stop_claimed_until = " NOW_UTC
+                "   + interval '" STOP_CLAIM_S " seconds', stop_attempts = c.stop_attempts + 1"
+                "  FROM s WHERE c.id = s.id"
+                " RETURNING c.id, c.user_id, c.resource_id, (c.expires_at <= " NOW_UTC "),"
+                "   c.stop_attempts",
+                2, params, err, sizeof(err));
     if (res == NULL) {
         log_warn("push: could not claim channels to stop: %s", err);
         return;

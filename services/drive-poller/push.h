@@ -37,8 +37,8 @@ struct event_base;
 
 /* What the poll threads need (read-only, shared). url NULL: push is off. */
 typedef struct {
-    const char *url;   /* DRIVE_WEBHOOK_URL */
-    int channel_s;     /* DRIVE_WEBHOOK_CHANNEL_SECONDS: requested channel lifetime */
+    const char *url; /* DRIVE_WEBHOOK_URL */
+    int channel_s;   /* DRIVE_WEBHOOK_CHANNEL_SECONDS: requested channel lifetime */
 } push_settings_t;
 
 /* Poll thread, after a successful poll of `row` (leased by `owner`): makes

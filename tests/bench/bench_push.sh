@@ -13,7 +13,7 @@
 #      a fast answer can only come from a notification. Targets: p50 <= 3 s,
 #      p95 <= 6 s.
 #   2. polling only (the baseline, same run): DRIVE_WEBHOOK_URL unset,
-#      POLL_INTERVAL_SECONDS=BENCH_POLL_INTERVAL (10 by default, not 60, to
+#      POLL_INTERVAL_SECONDS=BENCH_POLL_INTERVAL (5 by default, not 60, to
 #      keep the run under ~4 minutes). Each drop waits a random 0..interval
 #      first, so drops land at random points of the poll cycle, as a
 #      photographer's do. At 60 s the wait for the poll alone averages 30 s
@@ -22,13 +22,13 @@
 # every job completed and the fake answered every call 2xx; otherwise the
 # bench fails without figures (and without a ratio).
 #
-#   BENCH_DROPS (20)  BENCH_POLL_INTERVAL (10)  BENCH_CONCURRENCY (2, WORKER_CONCURRENCY)
+#   BENCH_DROPS (20)  BENCH_POLL_INTERVAL (5)  BENCH_CONCURRENCY (2, WORKER_CONCURRENCY)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=${CA_BIN:-$ROOT/build/bin}
 N=${BENCH_DROPS:-20}
-POLL_S=${BENCH_POLL_INTERVAL:-10}
+POLL_S=${BENCH_POLL_INTERVAL:-5}
 CONC=${BENCH_CONCURRENCY:-2}
 KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 

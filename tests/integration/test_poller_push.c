@@ -227,8 +227,7 @@ static void test_register_and_sync_ignored(void **state)
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(dl, "state");
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(dl, "status");
         if (cJSON_IsString(ch) && strcmp(ch->valuestring, id) == 0 && cJSON_IsString(st) &&
-            strcmp(st->valuestring, "sync") == 0 && cJSON_IsNumber(code) &&
-            code->valueint == 200) {
+            strcmp(st->valuestring, "sync") == 0 && cJSON_IsNumber(code) && code->valueint == 200) {
             sync_ok = true;
         }
     }
@@ -390,8 +389,9 @@ static void test_renewed_before_expiry(void **state)
     TP_CHECK(second[0] != '\0');
     /* made before the first one ended */
     const char *p[] = {second_created, first_exp};
-    TP_CHECK(tp_sql_long("SELECT ($1::timestamptz < to_timestamp($2::double precision / 1000))::int",
-                         2, p) == 1);
+    TP_CHECK(
+        tp_sql_long("SELECT ($1::timestamptz < to_timestamp($2::double precision / 1000))::int", 2,
+                    p) == 1);
     /* the old one is stopped at Google and forgotten here */
     fake_match_t m = {.method = "POST", .path = "/drive/v3/channels/stop", .since = since};
     end = tp_now_ms() + 8000;
