@@ -78,6 +78,11 @@ bool push_url_ok(const char *url, char *why, size_t whylen)
         snprintf(why, whylen, "must be an https:// URL (at most 1024 characters)");
         return false;
     }
+    size_t authority = strcspn(host, "/?#");
+    if (memchr(host, '@', authority) != NULL) {
+        snprintf(why, whylen, "must not carry user information (user@host)");
+        return false;
+    }
     if (https) {
         return true;
     }
