@@ -503,7 +503,7 @@ static void on_channel(const PGresult *res, const char *err, const char *sqlstat
         return;
     }
     if (strcmp(PQgetvalue(res, 0, 2), "t") != 0) {
-        refuse(n->req, 403, "forbidden", "expired", "the channel has ended");
+        refuse(n->req, 403, "forbidden", "expired", "unknown channel or wrong token");
         free(n);
         return;
     }
