@@ -313,6 +313,46 @@ static void test_bad_token_and_unknown_channel_refused(void **state)
     TP_CHECK(http_call_h("POST", hook_url, h, big, NULL, NULL) == 413);
 }
 
+static bool changes_held(void *arg)
+{
+    return tp_changes_call_held(*(const long *)arg);
+}
+
+/* A notification that arrives while the folder is being polled (its
+ * changes.list held by the fake) makes it due again at once when that poll
+ * records, instead of an interval later: the change may be after the poll's
+ * changes.list. */
+static void test_notification_during_poll_polls_again(void **state)
+{
+    (void)state;
+    tp_user_t u;
+    watched_user(&u, "during");
+    tp_sleep_ms(300);
+    long since = tp_requests_next();
+    fake_add_fault(tp_google.base_url,
+                   "{\"match\":{\"method\":\"GET\",\"path\":\"/drive/v3/changes\"},"
+                   "\"count\":1,\"action\":\"delay\",\"delay_ms\":1500}");
+    const char *p[] = {u.user_id};
+    assert_int_equal(sql_exec("UPDATE drive_polls SET next_poll_at = timezone('UTC', now())"
+                              " WHERE user_id = $1::uuid AND active",
+                              1, p),
+                     0);
+    TP_CHECK(wait_until(changes_held, &since, 5000));
+    /* a change (not an image: no job) while that poll waits for Drive */
+    char fid[128];
+    assert_int_equal(tp_file(&u, "notes.txt", "text/plain", u.folder_id, "", fid, sizeof(fid)), 0);
+    long long end = tp_now_ms() + 6000;
+    while (tp_now_ms() < end && changes_calls(since) < 2) {
+        tp_sleep_ms(50);
+    }
+    fake_clear_faults(tp_google.base_url);
+    TP_CHECK(changes_calls(since) >= 2);
+    /* and then it rests: the next poll is an interval away */
+    TP_CHECK(tp_sql_long("SELECT count(*) FROM drive_polls WHERE user_id = $1::uuid AND active"
+                         " AND next_poll_at > timezone('UTC', now()) + interval '60 seconds'",
+                         1, p) == 1);
+}
+
 /* Past DRIVE_WEBHOOK_RATE (50/s here) requests get 429 rate_limited with
  * Retry-After, before anything else is looked at. */
 static void test_rate_limited(void **state)
@@ -509,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_register_and_sync_ignored),
         cmocka_unit_test(test_drop_becomes_job_within_seconds),
         cmocka_unit_test(test_bad_token_and_unknown_channel_refused),
+        cmocka_unit_test(test_notification_during_poll_polls_again),
         cmocka_unit_test(test_rate_limited),
         cmocka_unit_test(test_renewed_before_expiry),
         cmocka_unit_test(test_stopped_on_unwatch),
