@@ -266,6 +266,8 @@ struct push_sweeper {
     google_client_t *gc;
     const crypto_keyring_t *keys;
     char *url;
+    unsigned rounds;
+    bool failing; /* the last claim failed (logged once per streak) */
 };
 
 static char *dup_opt(const char *s)
@@ -370,6 +372,10 @@ void push_sweep(push_sweeper_t *s, pg_conn_t *pg)
     if (s == NULL || pg == NULL) {
         return;
     }
+    /* Push off: only channels left from when it was on; every 15th round. */
+    if (s->url == NULL && s->rounds++ % 15 != 0) {
+        return;
+    }
     if (s->gc == NULL && (s->gc = google_client_new(&s->google)) == NULL) {
         return;
     }
@@ -398,9 +404,13 @@ void push_sweep(push_sweeper_t *s, pg_conn_t *pg)
                 "   c.stop_attempts",
                 2, params, err, sizeof(err));
     if (res == NULL) {
-        log_warn("push: could not claim channels to stop: %s", err);
+        if (!s->failing) {
+            log_warn("push: could not claim channels to stop: %s", err);
+        }
+        s->failing = true;
         return;
     }
+    s->failing = false;
     for (int i = 0; i < PQntuples(res); i++) {
         const char *id = PQgetvalue(res, i, 0);
         if (PQgetisnull(res, i, 2)) {

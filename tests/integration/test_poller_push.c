@@ -536,6 +536,32 @@ static void test_lost_notification_caught_by_poll(void **state)
     TP_CHECK(metric("ca_poller_push_notifications_total{state=\"change\"}") == changes0);
 }
 
+/* Push turned off (the variable unset): the poller stops every channel left
+ * from when it was on. */
+static void test_push_off_stops_every_channel(void **state)
+{
+    (void)state;
+    assert_int_equal(daemon_stop(&tp_poller), 0);
+    TP_CHECK(tp_sql_long("SELECT count(*) FROM drive_push_channels", 0, NULL) > 0);
+    const char *extra[] = {"POLLER_CONCURRENCY=2", NULL};
+    assert_int_equal(tp_start_poller(&tp_poller, "300", extra), 0);
+    long long end = tp_now_ms() + 10000;
+    while (tp_now_ms() < end &&
+           tp_sql_long("SELECT count(*) FROM drive_push_channels", 0, NULL) != 0) {
+        tp_sleep_ms(100);
+    }
+    TP_CHECK(tp_sql_long("SELECT count(*) FROM drive_push_channels", 0, NULL) == 0);
+    cJSON *all = tp_admin("GET", "/__admin/push", NULL);
+    int live = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(all, "channels"))
+    {
+        live += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(c, "live"));
+    }
+    cJSON_Delete(all);
+    TP_CHECK(live == 0);
+}
+
 static void test_poller_exits_cleanly(void **state)
 {
     (void)state;
@@ -556,6 +582,7 @@ int main(void)
         cmocka_unit_test(test_replaced_on_folder_change),
         cmocka_unit_test(test_stopped_on_deactivation),
         cmocka_unit_test(test_lost_notification_caught_by_poll),
+        cmocka_unit_test(test_push_off_stops_every_channel),
         cmocka_unit_test(test_poller_exits_cleanly),
     };
     return cmocka_run_group_tests(tests, group_setup, tp_group_teardown);
