@@ -142,7 +142,15 @@ export RETENTION_AT=${RETENTION_AT:-02:00}
 db() { echo "postgresql://$1@127.0.0.1:$PG_PORT/creator_automation"; }
 start api-gateway env PORT=$GATEWAY_PORT DATABASE_URL="$(db ca_api_gateway)" "$BIN/api-gateway" serve
 start billing-webhook env PORT=$BILLING_PORT DATABASE_URL="$(db ca_billing_webhook)" "$BIN/billing-webhook" serve
-start drive-poller env PORT=$POLLER_PORT DATABASE_URL="$(db ca_drive_poller)" "$BIN/drive-poller" serve
+# Drive push notifications, routed locally: the Google fake POSTs each change
+# to the poller's own /webhooks/drive (http is allowed to a loopback host), so a
+# photo dropped into the Inbox is picked up in about a second instead of at the
+# next poll. CA_RUN_NO_PUSH=1: polling only, as in production without the URL.
+push_env=()
+if [ "${CA_RUN_NO_PUSH:-0}" != 1 ]; then
+  push_env=(DRIVE_WEBHOOK_URL="http://127.0.0.1:$POLLER_PORT/webhooks/drive")
+fi
+start drive-poller env PORT=$POLLER_PORT DATABASE_URL="$(db ca_drive_poller)" "${push_env[@]}" "$BIN/drive-poller" serve
 start job-worker env PORT=$WORKER_PORT DATABASE_URL="$(db ca_job_worker)" "$BIN/job-worker" serve
 
 ready=1
@@ -156,6 +164,11 @@ for pair in api-gateway:$GATEWAY_PORT billing-webhook:$BILLING_PORT drive-poller
 done
 [ "$ready" -eq 1 ] || exit 1
 say "ready: all four daemons answer /readyz (retention daily at $RETENTION_AT UTC)"
+if [ "${#push_env[@]}" -gt 0 ]; then
+  say "Drive push notifications on: the Google fake posts changes to http://127.0.0.1:$POLLER_PORT/webhooks/drive (polling every ${POLL_INTERVAL_SECONDS} s stays as the safety net)"
+else
+  say "Drive push notifications off (CA_RUN_NO_PUSH=1): polling every ${POLL_INTERVAL_SECONDS} s"
+fi
 # Prices the Stripe fake sells, so Checkout works for the tiers.
 curl -sf -o /dev/null -X POST "http://127.0.0.1:$STRIPE_PORT/__admin/seed" -H 'Content-Type: application/json' \
   -d '{"prices":[{"id":"'$STRIPE_PRICE_CREATOR'","nickname":"Creator","unit_amount":2900,"recurring":{"interval":"month"},"product":"prod_creator"},

@@ -2542,10 +2542,34 @@ CREATE TABLE public.drive_polls (
     backoff_until timestamp without time zone,
     last_full_scan_at timestamp without time zone,
     active boolean DEFAULT true NOT NULL,
-    stopped_reason text
+    stopped_reason text,
+    push_requested_at timestamp without time zone
 );
 
 ALTER TABLE public.drive_polls OWNER TO ca_drive_poller;
+
+--
+-- Name: drive_push_channels; Type: TABLE; Schema: public; Owner: ca_drive_poller
+--
+
+CREATE TABLE public.drive_push_channels (
+    id uuid NOT NULL,
+    poll_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    resource_id text,
+    token_sha256 bytea NOT NULL,
+    address text NOT NULL,
+    expires_at timestamp without time zone NOT NULL,
+    created_at timestamp without time zone DEFAULT timezone('UTC'::text, now()) NOT NULL,
+    stop_after timestamp without time zone,
+    stop_claimed_until timestamp without time zone,
+    stop_attempts integer DEFAULT 0 NOT NULL,
+    notifications bigint DEFAULT 0 NOT NULL,
+    last_notification_at timestamp without time zone,
+    CONSTRAINT drive_push_channels_token_len CHECK ((octet_length(token_sha256) = 32))
+);
+
+ALTER TABLE public.drive_push_channels OWNER TO ca_drive_poller;
 
 --
 -- Name: email_outbox; Type: TABLE; Schema: public; Owner: ca_job_worker
@@ -2913,6 +2937,13 @@ ALTER TABLE ONLY public.drive_polls
     ADD CONSTRAINT drive_polls_user_id_folder_id_key UNIQUE (user_id, folder_id);
 
 --
+-- Name: drive_push_channels drive_push_channels_pkey; Type: CONSTRAINT; Schema: public; Owner: ca_drive_poller
+--
+
+ALTER TABLE ONLY public.drive_push_channels
+    ADD CONSTRAINT drive_push_channels_pkey PRIMARY KEY (id);
+
+--
 -- Name: email_outbox email_outbox_notice_once; Type: CONSTRAINT; Schema: public; Owner: ca_job_worker
 --
 
@@ -3134,6 +3165,18 @@ CREATE UNIQUE INDEX idx_drive_polls_one_active_per_user ON public.drive_polls US
 --
 
 CREATE INDEX idx_drive_polls_user_id ON public.drive_polls USING btree (user_id);
+
+--
+-- Name: idx_drive_push_channels_poll; Type: INDEX; Schema: public; Owner: ca_drive_poller
+--
+
+CREATE INDEX idx_drive_push_channels_poll ON public.drive_push_channels USING btree (poll_id);
+
+--
+-- Name: idx_drive_push_channels_stop; Type: INDEX; Schema: public; Owner: ca_drive_poller
+--
+
+CREATE INDEX idx_drive_push_channels_stop ON public.drive_push_channels USING btree (stop_after) WHERE (stop_after IS NOT NULL);
 
 --
 -- Name: idx_email_outbox_due; Type: INDEX; Schema: public; Owner: ca_job_worker
@@ -3508,6 +3551,13 @@ ALTER TABLE ONLY public.audit_log
 
 ALTER TABLE ONLY public.drive_polls
     ADD CONSTRAINT drive_polls_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+--
+-- Name: drive_push_channels drive_push_channels_poll_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_drive_poller
+--
+
+ALTER TABLE ONLY public.drive_push_channels
+    ADD CONSTRAINT drive_push_channels_poll_id_fkey FOREIGN KEY (poll_id) REFERENCES public.drive_polls(id) ON DELETE CASCADE;
 
 --
 -- Name: email_outbox email_outbox_notice_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: ca_job_worker

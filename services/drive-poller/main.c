@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "poller.h"
+#include "push.h"
 
 #include <stdlib.h>
 
@@ -34,12 +35,28 @@ static const config_var_t poller_vars[] = {
     {"DRIVE_TIMEOUT_MS", CFG_INT, "30000", false, false, 100, 600000, "per Drive call"},
     {"DRIVE_MAX_RETRIES", CFG_INT, "0", false, false, 0, 10,
      "retries inside one Drive call (network, 429, 5xx); 0: the folder's backoff is the retry"},
+    {"DRIVE_WEBHOOK_URL", CFG_URL, NULL, false, false, 0, 0,
+     "public https address of POST /webhooks/drive (Drive push notifications; http only to a "
+     "loopback host); unset: polling only"},
+    {"DRIVE_WEBHOOK_CHANNEL_SECONDS", CFG_INT, "86400", false, false, 60, 604800,
+     "requested lifetime of a push channel (Drive may shorten it); renewed before it ends"},
+    {"DRIVE_WEBHOOK_RATE", CFG_INT, "200", false, false, 1, 100000,
+     "notifications /webhooks/drive accepts per second (burst the same); past it 429"},
 };
 
 typedef struct {
     crypto_keyring_t *keys;
     poller_t *poller;
+    push_sweeper_t *sweeper;
+    push_webhook_t *webhook;
 } poller_state_t;
+
+static void push_sweep_task(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
+{
+    (void)d;
+    (void)redis;
+    push_sweep(arg, pg);
+}
 
 static void gauges_task(daemon_t *d, pg_conn_t *pg, redis_conn_t *redis, void *arg)
 {
@@ -63,6 +80,14 @@ static int poller_service_start(daemon_t *d)
         return -1;
     }
     const config_t *cfg = daemon_config(d);
+    const char *webhook_url = daemon_get(d, "DRIVE_WEBHOOK_URL");
+    if (webhook_url != NULL && webhook_url[0] == '\0') {
+        webhook_url = NULL;
+    }
+    if (webhook_url != NULL && !push_url_ok(webhook_url, err, sizeof(err))) {
+        log_error("DRIVE_WEBHOOK_URL: %s", err);
+        return -1;
+    }
     poller_config_t pc = {
         .database_url = daemon_get(d, "DATABASE_URL"),
         .redis_url = daemon_get(d, "REDIS_URL"),
@@ -83,6 +108,8 @@ static int poller_service_start(daemon_t *d)
         .lease_s = (int)config_get_int(cfg, "POLL_LEASE_SECONDS"),
         .claim_batch = (int)config_get_int(cfg, "POLLER_CLAIM_BATCH"),
         .idle_ms = (int)config_get_int(cfg, "POLLER_IDLE_MS"),
+        .webhook_url = webhook_url,
+        .channel_s = (int)config_get_int(cfg, "DRIVE_WEBHOOK_CHANNEL_SECONDS"),
     };
     s->poller = poller_new(&pc, err, sizeof(err));
     if (s->poller == NULL) {
@@ -92,6 +119,24 @@ static int poller_service_start(daemon_t *d)
     if (daemon_add_task(d, "poller-gauges", 5000, gauges_task, s->poller) != 0) {
         log_error("cannot register the gauges task");
         return -1;
+    }
+    /* Push channels: the stopper runs even when push is off (it then stops
+     * every channel left from when it was on); the route only when on. */
+    s->sweeper = push_sweeper_new(&pc.google, s->keys, webhook_url);
+    if (s->sweeper == NULL ||
+        daemon_add_task(d, "push-channels", 2000, push_sweep_task, s->sweeper) != 0) {
+        log_error("cannot register the push channel task");
+        return -1;
+    }
+    if (webhook_url != NULL) {
+        s->webhook = push_webhook_new(daemon_base(d), daemon_http(d), pc.database_url,
+                                      (int)config_get_int(cfg, "DRIVE_WEBHOOK_RATE"), poller_nudge,
+                                      s->poller);
+        if (s->webhook == NULL) {
+            log_error("cannot register POST /webhooks/drive");
+            return -1;
+        }
+        log_info("push notifications: channels for %s", webhook_url);
     }
     return poller_start(s->poller);
 }
@@ -116,7 +161,9 @@ static void poller_service_stop(daemon_t *d)
     if (s == NULL) {
         return;
     }
+    push_webhook_free(s->webhook);
     poller_free(s->poller);
+    push_sweeper_free(s->sweeper);
     crypto_keyring_free(s->keys);
     free(s);
     daemon_set_data(d, NULL);

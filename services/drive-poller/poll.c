@@ -564,8 +564,17 @@ static void record_success(poll_ctx_t *c)
         " consecutive_errors = 0, backoff_until = NULL,"
         " changes_page_token = COALESCE($5, changes_page_token),"
         " last_full_scan_at = CASE WHEN $6::boolean THEN " NOW_UTC " ELSE last_full_scan_at END,"
-        " next_poll_at = GREATEST($7::timestamp + make_interval(secs => $8::double "
-        "precision), " NOW_UTC "),"
+        /* a notification during this poll: due again at once (the change may
+         * be after its changes.list); else an interval after the claim, or
+         * earlier when the push channel is to be renewed (push.c) */
+        " next_poll_at = CASE WHEN push_requested_at > $7::timestamp THEN " NOW_UTC
+        "   ELSE LEAST(GREATEST($7::timestamp + make_interval(secs => $8::double precision), " NOW_UTC
+        "),"
+        "     (SELECT min(GREATEST(c.expires_at - LEAST((c.expires_at - c.created_at) / 5,"
+        "                interval '1 hour'), " NOW_UTC " + LEAST(interval '10 seconds',"
+        "                (c.expires_at - c.created_at) / 10)))"
+        "        FROM drive_push_channels c WHERE c.poll_id = drive_polls.id"
+        "         AND c.stop_after IS NULL AND c.resource_id IS NOT NULL)) END,"
         " lease_owner = NULL, lease_expires_at = NULL"
         " WHERE id = $1 AND lease_owner = $2 RETURNING id",
         10, params, err, sizeof(err));
@@ -706,6 +715,10 @@ void poll_folder(poll_env_t *t, const lease_row_t *row)
     poller_metrics_in_flight(1);
 
     poll_result_t r = do_poll(&c);
+    if (r == RES_OK && t->set->push != NULL && t->set->push->url != NULL) {
+        push_channel_ensure(t->set->push, t->pg, t->gc, t->set->keys, t->owner, row, c.token,
+                            c.new_token != NULL ? c.new_token : row->page_token);
+    }
     const char *status = finish(&c, r);
 
     double secs = (double)(now_mono_ms() - started) / 1000.0;

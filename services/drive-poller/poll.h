@@ -32,6 +32,7 @@
 #include "google_oauth.h"
 #include "lease.h"
 #include "pg.h"
+#include "push.h"
 #include "redis.h"
 #include "stopwait.h"
 
@@ -51,6 +52,7 @@ typedef struct {
     int interval_s;   /* POLL_INTERVAL_SECONDS: the next poll after a success */
     int lease_s;      /* POLL_LEASE_SECONDS */
     stopwait_t *stop; /* stopped (drain): a poll stops between pages, gives its row back */
+    const push_settings_t *push; /* push notifications (push.h); url NULL: off */
 } poll_settings_t;
 
 /* One poll thread's clients. */

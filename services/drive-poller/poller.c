@@ -33,6 +33,8 @@ struct poller {
     char *client_secret;
     char *token_url;
     char *drive_api_url;
+    char *webhook_url;
+    push_settings_t push;
     poll_settings_t set; /* what each poll reads; points at redis_url and stop */
     poll_thread_t *threads;
     stopwait_t stop; /* stopped by poller_drain */
@@ -140,6 +142,10 @@ poller_t *poller_new(const poller_config_t *cfg, char *err, size_t errlen)
     p->client_secret = dup_opt(cfg->google.client_secret);
     p->token_url = dup_opt(cfg->google.token_url);
     p->drive_api_url = dup_opt(cfg->google.drive_api_url);
+    p->webhook_url = dup_opt(cfg->webhook_url);
+    p->cfg.webhook_url = p->webhook_url;
+    p->push = (push_settings_t){.url = p->webhook_url,
+                                .channel_s = cfg->channel_s > 0 ? cfg->channel_s : 86400};
     p->cfg.google.client_id = p->client_id;
     p->cfg.google.client_secret = p->client_secret;
     p->cfg.google.token_url = p->token_url;
@@ -157,6 +163,7 @@ poller_t *poller_new(const poller_config_t *cfg, char *err, size_t errlen)
         .interval_s = cfg->interval_s,
         .lease_s = cfg->lease_s,
         .stop = &p->stop,
+        .push = &p->push,
     };
     if (p->database_url == NULL || p->redis_url == NULL || p->instance_id == NULL ||
         p->threads == NULL) {
@@ -185,8 +192,9 @@ int poller_start(poller_t *p)
         }
         t->started = true;
     }
-    log_info("poller: %d thread(s), interval %d s, reconcile %d s, lease %d s", p->cfg.concurrency,
-             p->cfg.interval_s, p->cfg.reconcile_s, p->cfg.lease_s);
+    log_info("poller: %d thread(s), interval %d s, reconcile %d s, lease %d s, push %s",
+             p->cfg.concurrency, p->cfg.interval_s, p->cfg.reconcile_s, p->cfg.lease_s,
+             p->webhook_url != NULL ? "on" : "off (polling only)");
     return 0;
 }
 
@@ -223,7 +231,16 @@ void poller_free(poller_t *p)
     free(p->client_secret);
     free(p->token_url);
     free(p->drive_api_url);
+    free(p->webhook_url);
     free(p);
+}
+
+void poller_nudge(void *arg)
+{
+    poller_t *p = arg;
+    if (p != NULL) {
+        stopwait_nudge(&p->stop);
+    }
 }
 
 void poller_update_gauges(poller_t *p, pg_conn_t *pg)

@@ -35,6 +35,8 @@ typedef struct {
     int lease_s;                  /* a claim's lease; renewed while a long poll runs */
     int claim_batch;              /* rows one claim takes */
     int idle_ms;                  /* how long a thread sleeps when nothing is due */
+    const char *webhook_url;      /* DRIVE_WEBHOOK_URL; NULL: no push channels (push.h) */
+    int channel_s;                /* DRIVE_WEBHOOK_CHANNEL_SECONDS */
 } poller_config_t;
 
 typedef struct poller poller_t;
@@ -50,6 +52,9 @@ void poller_drain(poller_t *p);
 bool poller_drained(poller_t *p);
 /* Drains, joins and frees. NULL is fine. */
 void poller_free(poller_t *p);
+
+/* Wakes the idle poll threads (a push notification made a folder due). */
+void poller_nudge(void *p);
 
 /* The maintenance task: the folders due / overdue / watched / backing off
  * gauges from one query. */

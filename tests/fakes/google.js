@@ -23,6 +23,7 @@ const {
 } = require('./lib/common');
 const { DriveStore, driveError, FOLDER, normTime } = require('./lib/google-drive');
 const { addDriveRoutes, uploadAdmin } = require('./lib/google-drive-routes');
+const { createPush } = require('./lib/google-push');
 
 const ALL_SCOPES = 'openid https://www.googleapis.com/auth/userinfo.email https://www.googleapis.com/auth/userinfo.profile https://www.googleapis.com/auth/drive';
 const DRIVE_SCOPE = /^https:\/\/www\.googleapis\.com\/auth\/drive(\.file|\.readonly|\.appdata|\.metadata(\.readonly)?)?$/;
@@ -77,6 +78,8 @@ function createGoogleFake(options) {
   const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const kid = rand(8);
   let st;
+  // Drive push notifications: changes.watch, channels.stop, the messages.
+  const push = createPush(new Proxy({}, { get: (_, k) => st.drive[k] }), (req) => driveAuth(req));
 
   function freshState() {
     st = {
@@ -95,6 +98,7 @@ function createGoogleFake(options) {
       bySub: (sub) => [...st.users.values()].find((u) => u.sub === sub),
       byEmail: (email) => st.users.get(String(email).toLowerCase()),
     });
+    st.drive.onChange = (sub) => push.onChange(sub); // push notifications (lib/google-push.js)
     if (opt['data-dir']) {
       const { DiskBacking } = require('./lib/google-disk');
       st.drive.disk = new DiskBacking(opt['data-dir'], st.drive, { ensureUser });
@@ -363,9 +367,11 @@ function createGoogleFake(options) {
     get: (_, k) => { const v = st.drive[k]; return typeof v === 'function' ? v.bind(st.drive) : v; },
   });
   addDriveRoutes(router, driveProxy, driveAuth);
+  push.addRoutes(router);
 
   // ---- admin -------------------------------------------------------------
   const admin = {
+    ...push.admin,
     'POST /users': async (req, res) => {
       const b = (await readJson(req)) || {};
       if (!b.email) throw new HttpError(400, { error: 'email required' });
@@ -455,7 +461,7 @@ function createGoogleFake(options) {
       }
     },
     admin,
-    onReset: () => { if (st.drive.disk) st.drive.disk.stop(); freshState(); },
+    onReset: () => { if (st.drive.disk) st.drive.disk.stop(); push.reset(); freshState(); },
   });
   fake.state = () => st;
   fake.ensureUser = ensureUser;

@@ -54,6 +54,11 @@ for _ in $(seq 1 480); do
   sleep 0.25
 done
 check "a photo copied into the inbox is processed" [ -s "$inbox/Processed/holiday_portrait_pro.jpg" ]
+# Drive push notifications are routed to the local poller (issue 18): its
+# channel is registered and the fake's change messages are accepted.
+check "make run says push notifications are on" grep -q '^\[run\] Drive push notifications on' <<<"$plain"
+check "the poller registered a push channel" grep -q 'push: channel .* registered' "$var/logs/drive-poller.log"
+check "the poller accepted change notifications" bash -c "curl -sf http://127.0.0.1:$CA_POLLER_PORT/metrics | grep -Eq '^ca_poller_push_notifications_total\{state=\"change\"\} [1-9]'"
 
 # Upgrade through Stripe (Checkout on the fake → signed webhooks → billing).
 up=$(deploy/local/upgrade.sh creator 2>&1)

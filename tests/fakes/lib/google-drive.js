@@ -126,6 +126,7 @@ class DriveStore {
 
   recordChange(file, removed) {
     this.changes.push({ id: ++this.changeSeq, sub: file.ownerSub, fileId: file.id, time: nowIso(), removed: !!removed });
+    if (this.onChange) this.onChange(file.ownerSub); // push notifications (google-push.js)
   }
 
   startPageToken() { return String(this.changeSeq + 1); }
