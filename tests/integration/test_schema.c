@@ -691,6 +691,12 @@ static const table_spec_t tables[] = {
      POLLER,
      {GATEWAY, NULL},
      "INSERT INTO drive_polls (user_id, folder_id) VALUES ($1, 'folder_matrix')"},
+    {"drive_push_channels",
+     POLLER,
+     {NULL},
+     "INSERT INTO drive_push_channels (id, poll_id, user_id, token_sha256, address, expires_at) "
+     "SELECT gen_random_uuid(), id, user_id, sha256('matrix'), 'https://example.test/webhooks/drive', "
+     "timezone('UTC', now()) FROM drive_polls WHERE user_id = $1"},
 };
 #define NTABLES (sizeof(tables) / sizeof(tables[0]))
 
