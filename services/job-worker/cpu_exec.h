@@ -120,8 +120,4 @@ void cpu_exec_job_free(cpu_exec_job_t *job);
 float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, const char *method,
                         const char *crop);
 
-/* Tests: false makes the fused operation use its portable 4-wide loops even
- * where the CPU has AVX2 and FMA (the default, true, uses them there). */
-void cpu_exec_set_simd(bool on);
-
 #endif

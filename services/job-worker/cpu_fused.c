@@ -34,7 +34,6 @@ static void hres_unref(hres_t *h)
     if (h != NULL && g_atomic_int_dec_and_test(&h->refs)) {
         g_free(h->start);
         g_free(h->wt);
-        g_free(h->wt2);
         g_free(h);
     }
 }
@@ -105,14 +104,6 @@ hres_t *cpu_hres_new(int W, int w)
         }
     }
     g_free(wt);
-    h->wt2 = g_new(float, (size_t)(w / 2) * keep * 2 + 2);
-    for (int p = 0; p < w / 2; p++) {
-        for (int t = 0; t < keep; t++) {
-            float *d = h->wt2 + ((size_t)p * keep + t) * 2;
-            d[0] = h->wt[(size_t)(2 * p) * keep + t][0];
-            d[1] = h->wt[(size_t)(2 * p + 1) * keep + t][0];
-        }
-    }
     return h;
 }
 

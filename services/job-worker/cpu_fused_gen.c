@@ -56,101 +56,6 @@ static inline v4f clamp4(v4f v)
     return clampv(v, one);
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HREDUCE_AVX2 1
-#include <immintrin.h>
-
-static int simd_off; /* cpu_exec_set_simd(false) */
-
-/* Whether this CPU has AVX2 and FMA (asked once), unless turned off. */
-static bool use_avx2(void)
-{
-    static int have = -1;
-    if (g_atomic_int_get(&simd_off)) {
-        return false;
-    }
-    int h = g_atomic_int_get(&have);
-    if (h < 0) {
-        __builtin_cpu_init();
-        h = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        g_atomic_int_set(&have, h);
-    }
-    return h != 0;
-}
-
-/* The clamped or plain per-band linear stage on 8 pixels (24 values) at a
- * time; returns how many of the w pixels it did. */
-__attribute__((target("avx2,fma"))) static int linear_avx2(float *row, int w, const float *a,
-                                                           const float *b, bool clamp)
-{
-    __m256 A[3], B[3];
-    for (int q = 0; q < 3; q++) {
-        float av[8], bv[8];
-        for (int l = 0; l < 8; l++) {
-            av[l] = a[(8 * q + l) % 3];
-            bv[l] = b[(8 * q + l) % 3];
-        }
-        A[q] = _mm256_loadu_ps(av);
-        B[q] = _mm256_loadu_ps(bv);
-    }
-    const __m256 zero = _mm256_setzero_ps();
-    const __m256 one = _mm256_set1_ps(1.0f);
-    int x = 0;
-    for (; x + 8 <= w; x += 8) {
-        float *p = row + 3 * x;
-        for (int q = 0; q < 3; q++) {
-            /* a·v + b rounded twice, as the 4-wide loop does */
-            __m256 v = _mm256_add_ps(_mm256_mul_ps(A[q], _mm256_loadu_ps(p + 8 * q)), B[q]);
-            if (clamp) {
-                v = _mm256_min_ps(_mm256_max_ps(v, zero), one);
-            }
-            _mm256_storeu_ps(p + 8 * q, v);
-        }
-    }
-    return x;
-}
-
-/* The 3×3 kernel on 8 values at a time (conv_row's k = 3); returns how many
- * of the n values it did. Products summed in the same order as conv_row,
- * each rounded (no FMA), so the result is the same. */
-__attribute__((target("avx2,fma"))) static int conv3_avx2(float *restrict acc,
-                                                          const float *restrict p0,
-                                                          const float *restrict p1,
-                                                          const float *restrict p2, int n,
-                                                          const float *kern)
-{
-    __m256 m[9];
-    for (int i = 0; i < 9; i++) {
-        m[i] = _mm256_set1_ps(kern[i]);
-    }
-    int x = 0;
-    for (; x + 8 <= n; x += 8) {
-        __m256 v = _mm256_add_ps(
-            _mm256_add_ps(_mm256_mul_ps(m[0], _mm256_loadu_ps(p0 + x)),
-                          _mm256_mul_ps(m[1], _mm256_loadu_ps(p0 + x + 3))),
-            _mm256_mul_ps(m[2], _mm256_loadu_ps(p0 + x + 6)));
-        v = _mm256_add_ps(
-            v, _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(m[3], _mm256_loadu_ps(p1 + x)),
-                                           _mm256_mul_ps(m[4], _mm256_loadu_ps(p1 + x + 3))),
-                             _mm256_mul_ps(m[5], _mm256_loadu_ps(p1 + x + 6))));
-        v = _mm256_add_ps(
-            v, _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(m[6], _mm256_loadu_ps(p2 + x)),
-                                           _mm256_mul_ps(m[7], _mm256_loadu_ps(p2 + x + 3))),
-                             _mm256_mul_ps(m[8], _mm256_loadu_ps(p2 + x + 6))));
-        _mm256_storeu_ps(acc + x, v);
-    }
-    return x;
-}
-
-#else
-static int simd_off;
-#endif
-
-void cpu_exec_set_simd(bool on)
-{
-    g_atomic_int_set(&simd_off, on ? 0 : 1);
-}
-
 /* One per-band stage on one value of band k. */
 static inline float stage_point(const stage_t *s, float v, int k)
 {
@@ -175,15 +80,7 @@ static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, i
             const v4f A[3] = {{a0, a1, a2, a0}, {a1, a2, a0, a1}, {a2, a0, a1, a2}};
             const v4f B[3] = {{b0, b1, b2, b0}, {b1, b2, b0, b1}, {b2, b0, b1, b2}};
             int x4 = w / 4 * 4;
-            int x8 = 0;
-#if HREDUCE_AVX2
-            if (use_avx2()) {
-                const float av[3] = {a0, a1, a2};
-                const float bv[3] = {b0, b1, b2};
-                x8 = linear_avx2(row, x4, av, bv, s->clamp);
-            }
-#endif
-            for (int x = 3 * x8; x < 3 * x4; x += 12) {
+            for (int x = 0; x < 3 * x4; x += 12) {
                 for (int q = 0; q < 3; q++) {
                     v4f v = A[q] * ld4(row + x + 4 * q) + B[q];
                     st4(row + x + 4 * q, s->clamp ? clamp4(v) : v);
@@ -360,11 +257,6 @@ static void conv_row(float *restrict acc, const float *const *rows, int n, const
         const float *restrict p2 = rows[2];
         const float m0 = kern[0], m1 = kern[1], m2 = kern[2], m3 = kern[3], m4 = kern[4],
                     m5 = kern[5], m6 = kern[6], m7 = kern[7], m8 = kern[8];
-#if HREDUCE_AVX2
-        if (use_avx2()) {
-            x = conv3_avx2(acc, p0, p1, p2, n, kern);
-        }
-#endif
         for (; x + 4 <= n; x += 4) {
             v4f v = m0 * ld4(p0 + x) + m1 * ld4(p0 + x + 3) + m2 * ld4(p0 + x + 6);
             v += m3 * ld4(p1 + x) + m4 * ld4(p1 + x + 3) + m5 * ld4(p1 + x + 6);
@@ -420,87 +312,6 @@ static void to_u8(unsigned char *restrict q, const float *restrict row, int n)
     }
 }
 
-#if HREDUCE_AVX2
-/* d[i] = p[i] · sc for i < n rounded down to 8: returns how many. Within
- * 1 ulp of the table (i · sc rounded from double). */
-__attribute__((target("avx2,fma"))) static int u8_to_float_avx2(float *restrict d,
-                                                                 const unsigned char *restrict p,
-                                                                 int n, float sc)
-{
-    const __m256 s = _mm256_set1_ps(sc);
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m128i b = _mm_loadl_epi64((const __m128i *)(p + i));
-        _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b)), s));
-    }
-    return i;
-}
-
-/* The taps of the horizontal reduction, two output pixels at a time on
- * 8-wide vectors (pixel x in lanes 0-3, x+1 in 4-7, weights from hr->wt2):
- * half the instructions of the 4-wide loop. Returns how many of the w
- * pixels it did (from the start, in pairs aligned on even x0 + x; the
- * caller does the rest). FMA rounds once where the 4-wide loop rounds twice
- * (≤ 1 ulp a tap). */
-__attribute__((target("avx2,fma"))) static int hreduce_taps_avx2(const hres_t *hr,
-                                                                  const float *hbuf, int hx0,
-                                                                  float *restrict row, int x0,
-                                                                  int w)
-{
-    if ((x0 & 1) != 0 || w < 2) {
-        return 0;
-    }
-    const int n = hr->n;
-    const __m256i lo = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    const __m256i hi = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
-    int x = 0;
-    for (; x + 2 <= w; x += 2) {
-        int gx = x0 + x;
-        const float *wt = hr->wt2 + (size_t)(gx / 2) * n * 2;
-        const float *sa = hbuf + 3 * (hr->start[gx] - hx0);
-        const float *sb = hbuf + 3 * (hr->start[gx + 1] - hx0);
-        __m256 acc0 = _mm256_setzero_ps();
-        __m256 acc1 = _mm256_setzero_ps();
-        int t = 0;
-        for (; t + 2 <= n; t += 2) {
-            __m256 s0 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(sa + 3 * t)),
-                                             _mm_loadu_ps(sb + 3 * t), 1);
-            __m256 s1 =
-                _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(sa + 3 * t + 3)),
-                                     _mm_loadu_ps(sb + 3 * t + 3), 1);
-            /* taps t and t+1 of both pixels: wa0 wb0 wa1 wb1 → 4×wa0 4×wb0, 4×wa1 4×wb1 */
-            __m256 w01 = _mm256_castps128_ps256(_mm_loadu_ps(wt + 2 * t));
-            acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(w01, lo), s0, acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(w01, hi), s1, acc1);
-        }
-        if (t < n) {
-            __m256 s0 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(sa + 3 * t)),
-                                             _mm_loadu_ps(sb + 3 * t), 1);
-            __m256 w0 = _mm256_castps128_ps256(
-                _mm_castpd_ps(_mm_load_sd((const double *)(const void *)(wt + 2 * t))));
-            acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(w0, lo), s0, acc0);
-        }
-        __m256 acc = _mm256_add_ps(acc0, acc1);
-        float *d = row + 3 * x;
-        if (x + 2 < w) {
-            /* the fourth lane of each store lands on a value stored next */
-            _mm_storeu_ps(d, _mm256_castps256_ps128(acc));
-            _mm_storeu_ps(d + 3, _mm256_extractf128_ps(acc, 1));
-        } else {
-            float tmp[8];
-            _mm256_storeu_ps(tmp, acc);
-            d[0] = tmp[0];
-            d[1] = tmp[1];
-            d[2] = tmp[2];
-            d[3] = tmp[4];
-            d[4] = tmp[5];
-            d[5] = tmp[6];
-        }
-    }
-    return x;
-}
-#endif
-
 /* One output row of the horizontal reduction: the input row (x from hx0, hlen
  * pixels, clamped to the image) to float in hbuf, then n taps per pixel on
  * 4-wide vectors (RGB + one spare lane). */
@@ -526,13 +337,7 @@ static void hreduce_row(const fused_t *fu, VipsRegion *ir, int y, int hx0, int h
         }
         const VipsPel *p = base + (size_t)(hx0 + a) * 3;
         float *d = hbuf + 3 * a;
-        int i = 0;
-#if HREDUCE_AVX2
-        if (use_avx2()) {
-            i = u8_to_float_avx2(d, p, 3 * (b - a), sc);
-        }
-#endif
-        for (; i < 3 * (b - a); i++) {
+        for (int i = 0; i < 3 * (b - a); i++) {
             d[i] = u8f[p[i]];
         }
         j = b;
@@ -560,13 +365,7 @@ static void hreduce_row(const fused_t *fu, VipsRegion *ir, int y, int hx0, int h
     }
     hbuf[3 * hlen] = 0.0f; /* the spare lane of the last load */
     int n = hr->n;
-    int x = 0;
-#if HREDUCE_AVX2
-    if (use_avx2()) {
-        x = hreduce_taps_avx2(hr, hbuf, hx0, row, x0, w);
-    }
-#endif
-    for (; x < w; x++) {
+    for (int x = 0; x < w; x++) {
         const v4f *wt = hr->wt + (size_t)(x0 + x) * n;
         const float *src = hbuf + 3 * (hr->start[x0 + x] - hx0);
         v4f acc = {0, 0, 0, 0};

@@ -164,11 +164,6 @@ typedef struct {
     int n, out_w;
     int *start;
     v4f *wt; /* out_w × n, each weight in all 4 lanes */
-    /* the same weights for pixel pairs (2p, 2p+1), one float each: pair p's
-     * tap t is wt2[(p·n + t)·2 + {0, 1}] (the AVX2 path of cpu_fused_gen.c
-     * broadcasts them in registers: 1/4 of the memory of wt, which at 3000
-     * pixels × 10 taps no longer fits the cache and was the loop's cost) */
-    float *wt2;
 } hres_t;
 
 typedef struct {
