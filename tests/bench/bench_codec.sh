@@ -31,6 +31,8 @@
 #
 #   BENCH_REPEAT (5)  BENCH_IM (all: every photo; 1: first only; 0: skip)
 #   BENCH_PHOTOS (var/bench-photos)
+#   BENCH_BREAKDOWN (0): 1 adds the CPU of portrait_pro's graph cut after each
+#     step, on the first photo (where the ratio goes)
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/../.."
@@ -65,7 +67,8 @@ apt_install() { # PACKAGE...: apt-get install, with one `apt-get update` when th
 is_im() { "$1" -version 2>/dev/null | head -1 | grep -q 'ImageMagick'; }
 find_im() {
   local c
-  for c in magick convert convert-im6.q16 /usr/bin/convert-im6.q16 /usr/bin/convert; do
+  # Debian's binaries first (a `convert` earlier on the PATH may be a wrapper)
+  for c in /usr/bin/convert-im6.q16 /usr/bin/magick /usr/bin/convert magick convert; do
     if command -v "$c" >/dev/null 2>&1 && is_im "$c"; then
       command -v "$c"
       return 0
@@ -172,5 +175,38 @@ for e in $SET; do
     [ "$(verdict "$r_im >= 5")" = met ] || missed=1
   fi
 done
+# Where the ratio goes (BENCH_BREAKDOWN=1): portrait_pro's graph cut after
+# each step, on the first photo, CPU time (perf-free: /usr/bin/time user+sys,
+# 10 ms resolution, medians of BENCH_REPEAT interleaved rounds).
+if [ "${BENCH_BREAKDOWN:-0}" = 1 ]; then
+  IFS=: read -r n pw ph <<<"${SET%% *}"
+  in="$PHOTOS/$n.jpg"
+  node -e '
+    const g = require(process.argv[1]);
+    const cut = (keep, last) => { const o = {}; for (const k of keep) o[k] = JSON.parse(JSON.stringify(g[k]));
+      o["7"].inputs.image = [last, 0]; return o; };
+    const noal = cut(["1", "2", "4", "5", "6", "7"], "6"); noal["4"].inputs.image = ["2", 0];
+    const fs = require("fs");
+    fs.writeFileSync(process.argv[2] + "/g1.json", JSON.stringify(cut(["1", "7"], "1")));
+    fs.writeFileSync(process.argv[2] + "/g2.json", JSON.stringify(cut(["1", "2", "7"], "2")));
+    fs.writeFileSync(process.argv[2] + "/g3.json", JSON.stringify(noal));
+  ' "$ROOT/services/job-worker/presets/portrait_pro.json" "$W"
+  if [ "$pw" -ge "$ph" ]; then ow=3000 oh=$(echo "($ph * 3000 + $pw / 2) / $pw" | bc); else oh=3000 ow=$(echo "($pw * 3000 + $ph / 2) / $ph" | bc); fi
+  for k in c g1 g2 g3 pp; do : >"$W/b_$k.txt"; done
+  for _ in $(seq "$REPEAT"); do
+    timed "$W/copy.jpg" "$pw" "$ph" vips copy "$in" "$W/copy.jpg[Q=90]" >>"$W/b_c.txt"
+    timed "$W/o1.jpg" "$pw" "$ph" "$BIN/job-worker" render "$W/g1.json" "$in" "$W/o1.jpg" >>"$W/b_g1.txt"
+    timed "$W/o2.jpg" "$ow" "$oh" "$BIN/job-worker" render "$W/g2.json" "$in" "$W/o2.jpg" >>"$W/b_g2.txt"
+    timed "$W/o3.jpg" "$ow" "$oh" "$BIN/job-worker" render "$W/g3.json" "$in" "$W/o3.jpg" >>"$W/b_g3.txt"
+    timed "$W/o4.jpg" "$ow" "$oh" "$BIN/job-worker" render portrait_pro "$in" "$W/o4.jpg" >>"$W/b_pp.txt"
+  done
+  c=$(cut -d' ' -f2 "$W/b_c.txt" | median)
+  echo "where the CPU goes ($n, medians of $REPEAT, CPU seconds and / vips copy's $c s):"
+  for k in g1:"LoadImage -> Export (decode, to float, to 8 bits, encode at full size)" \
+    g2:"+ ResizeLongEdge 3000" g3:"+ Warmth, ImageSharpen, Vignette" pp:"+ AutoLevels (the statistics preview): portrait_pro"; do
+    v=$(cut -d' ' -f2 "$W/b_${k%%:*}.txt" | median)
+    printf '  %-75s %.3f s  %.2fx\n' "${k#*:}" "$v" "$(echo "$v / $c" | bc -l)"
+  done
+fi
 printf 'load average at the end %s\n' "$(cut -d' ' -f1 /proc/loadavg)"
 [ "$missed" = 0 ] || fail "a target was missed (figures above)"
