@@ -31,6 +31,8 @@
 #
 #   BENCH_PHOTOS (100)  BENCH_SMALL (300)  BENCH_CONCURRENCY (2)
 #   BENCH_THUMBNAILS (0)  BENCH_PHOTO_DIR (var/bench-photos, filled by bench_codec.sh's set-up)
+#   BENCH_PGSS (0): 1 loads pg_stat_statements and prints the small run's
+#     PostgreSQL time per job by statement (the CPU figures then include its cost)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -55,6 +57,15 @@ fi
 for p in $PHOTOS; do [ -s "$PHOTO_DIR/$p.jpg" ] || bench_fail "$PHOTO_DIR/$p.jpg is missing"; done
 
 bench_start bench_pipeline
+if [ "${BENCH_PGSS:-0}" = 1 ]; then
+  # pg_stat_statements (every statement, nested ones too), for the small run's per-job table
+  psql -q "$PG_ADMIN/postgres" -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'" \
+    -c "ALTER SYSTEM SET pg_stat_statements.track = 'all'" >/dev/null
+  pg_as=()
+  [ "$(id -u)" -eq 0 ] && pg_as=(runuser -u postgres --)
+  "${pg_as[@]}" "${PGBIN:-/usr/lib/postgresql/15/bin}/pg_ctl" -D "$W/pg" -w -t 60 restart >/dev/null ||
+    bench_fail "PostgreSQL did not restart with pg_stat_statements"
+fi
 bench_database
 bench_google
 
@@ -62,12 +73,10 @@ bench_google
 vips thumbnail tests/fixtures/astronaut.png "$W/small.jpg[Q=85]" 64 --height 64 --size force
 [ "$(vipsheader -f width "$W/small.jpg")x$(vipsheader -f height "$W/small.jpg")" = 64x64 ] ||
   bench_fail "the small input is not 64x64"
-ls "$PHOTO_DIR"/*.jpg >/dev/null
 : >"$W/big.list"
+read -r -a photo_arr <<<"$PHOTOS"
 for i in $(seq 0 $((NPHOTOS - 1))); do
-  set -- $PHOTOS
-  shift $((i % 3))
-  echo "$PHOTO_DIR/$1.jpg" >>"$W/big.list"
+  echo "$PHOTO_DIR/${photo_arr[i % ${#photo_arr[@]}]}.jpg" >>"$W/big.list"
 done
 
 # Two users in the fake, each with Inbox (watched) and Processed: "big" gets the
@@ -108,7 +117,7 @@ async function user(email, files) {
 })().catch((e) => { console.error(e); process.exit(1); });
 JS
 [ "$(grep -c . "$W/seed.tsv")" = 2 ] || bench_fail "seeding the fake failed"
-declare -A UID_OF INBOX OUTBOX ACCESS
+declare -A UID_OF OUTBOX ACCESS
 while IFS=$'\t' read -r email sub access refresh inbox processed; do
   sa=$(bench_seal "$KEY" <<<"$access")
   sr=$(bench_seal "$KEY" <<<"$refresh")
@@ -129,7 +138,6 @@ UPDATE drive_polls SET next_poll_at = timezone('UTC', now()) + interval '1 day'
   WHERE user_id = (SELECT id FROM users WHERE email = '$email');
 SQL
   UID_OF[$email]=$(psql -qtA "$DB" -c "SELECT id FROM users WHERE email = '$email'")
-  INBOX[$email]=$inbox
   OUTBOX[$email]=$processed
   ACCESS[$email]=$access
 done <"$W/seed.tsv"
@@ -225,7 +233,7 @@ JS
 # check_outputs EMAIL: three outputs downloaded from the fake decode and have
 # the size of their input (the pass-through keeps it).
 check_outputs() {
-  local email=$1 uid=${UID_OF[$1]} line fid name out src
+  local email=$1 uid=${UID_OF[$1]} fid name out src
   psql -qtA -F ' ' "$DB" -c "SELECT output_drive_file_id, drive_file_name FROM jobs
     WHERE user_id = '$uid' ORDER BY drive_file_name LIMIT 3" >"$W/check.txt"
   [ "$(grep -c . "$W/check.txt")" = 3 ] || bench_fail "no output ids recorded"
@@ -294,7 +302,17 @@ read -r w0 p0 g0 r0 <<<"$(cpu_all)"
 sleep "$IDLE_S"
 read -r w1 p1 g1 r1 <<<"$(cpu_all)"
 idle_rate=$(echo "($w1 - $w0 + $p1 - $p0 + $g1 - $g0 + $r1 - $r0) / $IDLE_S" | bc -l)
+if [ "${BENCH_PGSS:-0}" = 1 ]; then
+  psql -q "$DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" -c "SELECT pg_stat_statements_reset()" >/dev/null
+fi
 run_part bench.small@example.com "$NSMALL"
+if [ "${BENCH_PGSS:-0}" = 1 ]; then
+  echo "PostgreSQL time per job of the small run by statement (pg_stat_statements, plan + execution, top 15):"
+  psql -qtA -F ' | ' "$DB" -c "SELECT round(((total_plan_time + total_exec_time) * 1000 / $NSMALL)::numeric)::text || ' us',
+      calls, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+    FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
+    ORDER BY total_plan_time + total_exec_time DESC LIMIT 15" | sed 's/^/  /'
+fi
 read -r w0 p0 g0 r0 <<<"$CPU0"
 read -r w1 p1 g1 r1 <<<"$CPU1"
 # the codec's share: the same 64x64 decode + encode (Q 92) in one process
