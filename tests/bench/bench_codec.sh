@@ -30,7 +30,7 @@
 # A missed target fails the bench too (after printing every figure).
 #
 #   BENCH_REPEAT (5)  BENCH_IM (all: every photo; 1: first only; 0: skip)
-#   BENCH_PHOTOS (var/bench-photos)
+#   BENCH_PHOTOS (var/bench-photos)  BENCH_FETCH_ONLY (0): 1 fetches the photographs and stops
 #   BENCH_BREAKDOWN (0): 1 adds the CPU of portrait_pro's graph cut after each
 #     step, on the first photo (where the ratio goes)
 set -euo pipefail
@@ -108,6 +108,7 @@ if [ ! -f "$PHOTOS/.ready" ]; then
   done
   touch "$PHOTOS/.ready"
 fi
+[ "${BENCH_FETCH_ONLY:-0}" = 1 ] && exit 0 # bench_pipeline.sh: the photographs only
 
 # ---------------------------------------------------------------- checked runs
 # expect_image FILE W H: exists, decodes to the last pixel, is W x H.

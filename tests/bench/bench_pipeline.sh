@@ -48,10 +48,10 @@ KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
 for b in job-worker drive-poller; do [ -x "$BIN/$b" ] || bench_fail "$BIN/$b is missing (make first)"; done
 command -v vips >/dev/null || bench_fail "vips (libvips-tools) is missing"
 
-# the photographs: bench_codec.sh's set-up fetches them (BENCH_IM=0 BENCH_REPEAT=0: no timing)
+# the photographs: bench_codec.sh's set-up fetches them (BENCH_FETCH_ONLY=1: no timing)
 PHOTOS="Dragonfly_by_Bolly sunset_by_Aitzol_Berasategi seeding_by_Clements_Engelhardt"
 if [ ! -f "$PHOTO_DIR/.ready" ]; then
-  BENCH_IM=0 BENCH_REPEAT=0 BENCH_PHOTOS="$PHOTO_DIR" tests/bench/bench_codec.sh >/dev/null ||
+  BENCH_IM=0 BENCH_FETCH_ONLY=1 BENCH_PHOTOS="$PHOTO_DIR" tests/bench/bench_codec.sh >/dev/null ||
     bench_fail "could not fetch the photographs (tests/bench/bench_codec.sh)"
 fi
 for p in $PHOTOS; do [ -s "$PHOTO_DIR/$p.jpg" ] || bench_fail "$PHOTO_DIR/$p.jpg is missing"; done
