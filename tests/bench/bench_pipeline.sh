@@ -59,12 +59,13 @@ for p in $PHOTOS; do [ -s "$PHOTO_DIR/$p.jpg" ] || bench_fail "$PHOTO_DIR/$p.jpg
 bench_start bench_pipeline
 if [ "${BENCH_PGSS:-0}" = 1 ]; then
   # pg_stat_statements (every statement, nested ones too), for the small run's per-job table
-  psql -q "$PG_ADMIN/postgres" -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'" \
-    -c "ALTER SYSTEM SET pg_stat_statements.track = 'all'" >/dev/null
+  psql -q "$PG_ADMIN/postgres" -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'" >/dev/null
   pg_as=()
   [ "$(id -u)" -eq 0 ] && pg_as=(runuser -u postgres --)
   "${pg_as[@]}" "${PGBIN:-/usr/lib/postgresql/15/bin}/pg_ctl" -D "$W/pg" -w -t 60 restart >/dev/null ||
     bench_fail "PostgreSQL did not restart with pg_stat_statements"
+  psql -q "$PG_ADMIN/postgres" -c "ALTER SYSTEM SET pg_stat_statements.track = 'all'" \
+    -c "SELECT pg_reload_conf()" >/dev/null
 fi
 bench_database
 bench_google
