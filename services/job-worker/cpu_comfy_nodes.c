@@ -87,7 +87,14 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
                 goto out;
             }
         } else {
-            c->source = rot; /* decoded as the output is written */
+            /* decoded as the output is written, or ahead of it while the
+             * statistics preview is computed */
+            VipsImage *ahead = cpu_decode_ahead(c, rot);
+            if (ahead != NULL) {
+                g_object_unref(rot);
+                rot = ahead;
+            }
+            c->source = rot;
         }
         job->in_width = c->source->Xsize;
         job->in_height = c->source->Ysize;

@@ -146,6 +146,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         return CPU_EXEC_BAD_GRAPH;
     }
     cpu_set_running_job(job);
+    job->decoded_ahead = false;
     cpu_exec_status_t st = run_once(graph, job, err, errlen, false);
     if (st == CPU_EXEC_ERROR) {
         /* A lazy pipeline fails while encoding when the file is corrupt (or a
@@ -155,6 +156,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         job->ext[0] = '\0';
         job->mime[0] = '\0';
         job->out_width = job->out_height = 0;
+        job->decoded_ahead = false;
         if (errlen > 0) {
             err[0] = '\0';
         }

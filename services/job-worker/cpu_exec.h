@@ -79,6 +79,9 @@ typedef struct {
     char ext[8];
     char mime[24];
     int in_width, in_height, out_width, out_height;
+    /* out: the original was decoded ahead by a thread while the statistics
+     * preview was computed (cpu_stream.c, "decode ahead") */
+    bool decoded_ahead;
     VipsImage *result;
 } cpu_exec_job_t;
 
@@ -122,5 +125,9 @@ void cpu_exec_job_free(cpu_exec_job_t *job);
  * "disabled" or "center". Exposed for tests. */
 float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, const char *method,
                         const char *crop);
+
+/* Tests: false turns decoding ahead off (the default, true, decodes ahead
+ * where cpu_stream.c finds it worth it). */
+void cpu_exec_set_decode_ahead(bool on);
 
 #endif

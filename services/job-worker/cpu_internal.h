@@ -232,6 +232,10 @@ void cpu_load_block_others(void);
 bool cpu_graph_streams(ctx_t *c);
 /* The image node n's statistics are computed on (a new reference). */
 int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out);
+/* The decoded original `in` decoded ahead by a thread into memory while the
+ * statistics preview is computed (a new image), or NULL when not worth it
+ * (not a streaming JPEG graph with preview statistics, too large, no memory). */
+VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in);
 
 /* ---- encoding (cpu_encode.c) --------------------------------------------- */
 

@@ -232,3 +232,161 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
     *out = im;
     return 0;
 }
+
+/* ---- decode ahead ---------------------------------------------------------
+ * A graph that streams and takes statistics from the preview decodes its
+ * input twice, the preview first: the main decode (pulled by the encoder) did
+ * not start until the preview was done. Decoding ahead, a thread writes the
+ * decoded original top to bottom into memory (vips_sink_disc) from the moment
+ * LoadImage runs, while the preview is computed; the pipeline reads the rows
+ * from there, waiting for those not decoded yet. The same pixels; memory: the
+ * whole decoded original (bounded by AHEAD_MAX_BYTES). */
+
+#define AHEAD_MAX_BYTES (64L * 1024 * 1024)
+
+typedef struct {
+    VipsImage *in; /* a reference */
+    VipsPel *buf;
+    size_t line;
+    GMutex lock;
+    GCond cond;
+    int rows_done; /* under lock */
+    bool failed;   /* under lock */
+    bool stop;     /* under lock: the reader is gone */
+    char err[256];
+    GThread *thread;
+} ahead_t;
+
+static int ahead_write(VipsRegion *region, VipsRect *area, void *a)
+{
+    ahead_t *ah = a;
+    for (int y = area->top; y < area->top + area->height; y++) {
+        memcpy(ah->buf + (size_t)y * ah->line, VIPS_REGION_ADDR(region, area->left, y), ah->line);
+    }
+    g_mutex_lock(&ah->lock);
+    ah->rows_done = area->top + area->height;
+    bool stop = ah->stop;
+    g_cond_broadcast(&ah->cond);
+    g_mutex_unlock(&ah->lock);
+    return stop ? -1 : 0;
+}
+
+static gpointer ahead_main(gpointer a)
+{
+    ahead_t *ah = a;
+    int rc = vips_sink_disc(ah->in, ahead_write, ah);
+    g_mutex_lock(&ah->lock);
+    if (rc != 0) {
+        ah->failed = true;
+        snprintf(ah->err, sizeof(ah->err), "decode: %s",
+                 ah->stop ? "stopped" : vips_error_buffer());
+    }
+    g_cond_broadcast(&ah->cond);
+    g_mutex_unlock(&ah->lock);
+    vips_thread_shutdown();
+    return NULL;
+}
+
+/* The image's close: stop the thread (its next strip fails) and free. */
+static void ahead_close(VipsImage *im, void *a)
+{
+    ahead_t *ah = a;
+    (void)im;
+    g_mutex_lock(&ah->lock);
+    ah->stop = true;
+    g_mutex_unlock(&ah->lock);
+    if (ah->thread != NULL) {
+        g_thread_join(ah->thread);
+    }
+    g_object_unref(ah->in);
+    g_free(ah->buf);
+    g_mutex_clear(&ah->lock);
+    g_cond_clear(&ah->cond);
+    g_free(ah);
+}
+
+static int ahead_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *stop)
+{
+    ahead_t *ah = b;
+    const VipsRect *r = &out->valid;
+    (void)seq;
+    (void)a;
+    (void)stop;
+    g_mutex_lock(&ah->lock);
+    while (ah->rows_done < r->top + r->height && !ah->failed) {
+        g_cond_wait(&ah->cond, &ah->lock);
+    }
+    bool failed = ah->rows_done < r->top + r->height;
+    g_mutex_unlock(&ah->lock);
+    if (failed) {
+        vips_error("decode-ahead", "%s", ah->err);
+        return -1;
+    }
+    size_t ps = VIPS_IMAGE_SIZEOF_PEL(out->im);
+    for (int y = r->top; y < r->top + r->height; y++) {
+        memcpy(VIPS_REGION_ADDR(out, r->left, y), ah->buf + (size_t)y * ah->line + r->left * ps,
+               (size_t)r->width * ps);
+    }
+    return 0;
+}
+
+/* Whether node n needs statistics taken from the preview (AutoLevels or
+ * WhiteBalance with everything upstream preview-safe). */
+static bool graph_uses_preview(ctx_t *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const enode_t *n = &c->nodes[i];
+        if ((strcmp(n->class_type, "CA.AutoLevels") == 0 ||
+             strcmp(n->class_type, "CA.WhiteBalance") == 0) &&
+            upstream_preview_safe(c, n, 0)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static int ahead_off; /* cpu_exec_set_decode_ahead(false) */
+
+void cpu_exec_set_decode_ahead(bool on)
+{
+    g_atomic_int_set(&ahead_off, on ? 0 : 1);
+}
+
+VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
+{
+    size_t bytes = VIPS_IMAGE_SIZEOF_LINE(in) * (size_t)in->Ysize;
+    if (g_atomic_int_get(&ahead_off) || c->eager || !c->sequential || c->preview ||
+        !graph_uses_preview(c) || bytes > (size_t)AHEAD_MAX_BYTES ||
+        cpu_exec_format(c->job->input, c->job->input_len) != CPU_FORMAT_JPEG) {
+        return NULL;
+    }
+    ahead_t *ah = g_new0(ahead_t, 1);
+    ah->buf = g_try_malloc(bytes);
+    if (ah->buf == NULL) {
+        g_free(ah);
+        return NULL;
+    }
+    ah->line = VIPS_IMAGE_SIZEOF_LINE(in);
+    g_mutex_init(&ah->lock);
+    g_cond_init(&ah->cond);
+    g_object_ref(in);
+    ah->in = in;
+    VipsImage *out = vips_image_new();
+    if (vips_image_pipelinev(out, VIPS_DEMAND_STYLE_THINSTRIP, in, NULL) != 0) {
+        g_object_unref(out);
+        ahead_close(NULL, ah);
+        return NULL;
+    }
+    g_signal_connect(out, "close", G_CALLBACK(ahead_close), ah);
+    if (vips_image_generate(out, NULL, ahead_gen, NULL, NULL, ah) != 0) {
+        g_object_unref(out); /* close frees ah */
+        return NULL;
+    }
+    ah->thread = g_thread_try_new("decode-ahead", ahead_main, ah, NULL);
+    if (ah->thread == NULL) {
+        g_object_unref(out);
+        return NULL;
+    }
+    c->job->decoded_ahead = true;
+    return out;
+}

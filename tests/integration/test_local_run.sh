@@ -45,7 +45,7 @@ check "logs are kept per process" bash -c "[ -s '$var/logs/job-worker.log' ] && 
 check "the terminal shows one stream with process names" grep -q '^\[job-worker\] {' <<<"$plain"
 
 # A photo dropped on disk gets its output (how fast is bench_poller's and
-# bench_worker's business; a generous deadline here).
+# bench_pipeline's business; a generous deadline here).
 vips black "$var/new.v" 640 480 --bands 3 >/dev/null 2>&1 && vips linear "$var/new.v" "$var/new.jpg" 1 90 >/dev/null 2>&1 \
   || cp "$inbox/coffee.png" "$var/new.jpg"
 cp "$var/new.jpg" "$inbox/holiday.jpg"

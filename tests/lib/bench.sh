@@ -1,9 +1,9 @@
 # Shared setup of the benchmarks that drive a daemon against the Google fake
-# (tests/bench/bench_poller.sh, bench_worker.sh). Source it from the
+# (tests/bench/bench_poller.sh, bench_pipeline.sh). Source it from the
 # repository's root after `set -euo pipefail`:
 #
 #   . tests/lib/bench.sh
-#   bench_start bench_worker          # PostgreSQL + Redis, cleanup at exit, $W
+#   bench_start bench_pipeline        # PostgreSQL + Redis, cleanup at exit, $W
 #   bench_database                    # $DB: database "bench", every slice applied
 #   bench_google                      # the Google fake: $G (base URL), $fake_pid
 #   sealed=$(bench_seal "$KEY" <<< "$token")
@@ -141,6 +141,18 @@ bench_wait_ready() {
 # bench_cpu_s PID: CPU seconds (user + system) the process has used so far.
 bench_cpu_s() {
   awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+
+# bench_pg_cpu_s POSTMASTER_PID: CPU seconds of PostgreSQL so far: the
+# postmaster with its reaped children (cutime, cstime) plus its live backends,
+# so backends that end during a run are counted too (one that ends between the
+# listing and the read is skipped).
+bench_pg_cpu_s() {
+  local hz c
+  hz=$(getconf CLK_TCK)
+  { cat "/proc/$1/stat"; for c in $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
+      { cat "/proc/$c/stat" 2>/dev/null || true; } | sed 's/$/ self/'; done; } |
+    awk -v hz="$hz" '{ t += $14 + $15; if ($NF != "self") t += $16 + $17 } END { printf "%.2f", t / hz }'
 }
 
 # bench_fake_errors BASE_URL: how many requests in the fake's log were not

@@ -1222,6 +1222,58 @@ static void test_resize_long_edge(void **state)
     }
 }
 
+/* Decode ahead: portrait_pro on a JPEG decodes the original in a thread while
+ * the statistics preview is computed; the output is the same file as without
+ * it. Not for a PNG, nor for a graph without preview statistics. */
+static void test_decode_ahead(void **state)
+{
+    (void)state;
+    VipsImage *astro = photo("astronaut.png");
+    VipsImage *big = NULL;
+    assert_int_equal(vips_resize(astro, &big, 3.0, NULL), 0); /* 1536x1536 */
+    void *jpg = NULL;
+    size_t jlen = 0;
+    assert_int_equal(vips_jpegsave_buffer(big, &jpg, &jlen, "Q", 90, NULL), 0);
+    void *png = NULL;
+    size_t plen = 0;
+    assert_int_equal(vips_pngsave_buffer(big, &png, &plen, "compression", 1, NULL), 0);
+    cJSON *pp = load_preset("portrait_pro");
+    char err[512];
+    cpu_exec_job_t on = {.input = jpg, .input_len = jlen};
+    assert_int_equal(cpu_exec_run(pp, &on, err, sizeof(err)), CPU_EXEC_OK);
+    assert_true(on.decoded_ahead);
+    cpu_exec_set_decode_ahead(false);
+    cpu_exec_job_t off = {.input = jpg, .input_len = jlen};
+    assert_int_equal(cpu_exec_run(pp, &off, err, sizeof(err)), CPU_EXEC_OK);
+    cpu_exec_set_decode_ahead(true);
+    assert_false(off.decoded_ahead);
+    assert_int_equal(on.output_len, off.output_len);
+    assert_memory_equal(on.output, off.output, on.output_len);
+    cpu_exec_job_t p = {.input = png, .input_len = plen};
+    assert_int_equal(cpu_exec_run(pp, &p, err, sizeof(err)), CPU_EXEC_OK);
+    assert_false(p.decoded_ahead);
+    cJSON *pass = cJSON_Parse(PASS_PNG);
+    assert_non_null(pass);
+    cpu_exec_job_t q = {.input = jpg, .input_len = jlen};
+    assert_int_equal(cpu_exec_run(pass, &q, err, sizeof(err)), CPU_EXEC_OK);
+    assert_false(q.decoded_ahead);
+    /* a truncated JPEG: the thread's decode fails, the run falls back to the
+     * up-front decode, which says unsupported_image */
+    cpu_exec_job_t t = {.input = jpg, .input_len = jlen * 7 / 10};
+    assert_int_equal(cpu_exec_run(pp, &t, err, sizeof(err)), CPU_EXEC_UNSUPPORTED_IMAGE);
+    cpu_exec_job_free(&on);
+    cpu_exec_job_free(&off);
+    cpu_exec_job_free(&p);
+    cpu_exec_job_free(&q);
+    cpu_exec_job_free(&t);
+    cJSON_Delete(pass);
+    cJSON_Delete(pp);
+    g_free(jpg);
+    g_free(png);
+    g_object_unref(big);
+    g_object_unref(astro);
+}
+
 /* A point node, ImageSharpen and Vignette: the kernel computes its input rows
  * in place from the point node's input (reflect-101 edges, radius 1 and 2). */
 static void test_sharpen_after_points(void **state)
@@ -1366,21 +1418,14 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blur_and_sharpen),
-        cmocka_unit_test(test_blend_modes),
-        cmocka_unit_test(test_geometry),
-        cmocka_unit_test(test_scale),
-        cmocka_unit_test(test_empty_and_encode),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_presets_on_photos),
-        cmocka_unit_test(test_input_formats),
-        cmocka_unit_test(test_exif_orientation),
-        cmocka_unit_test(test_corrupt_inputs),
-        cmocka_unit_test(test_statistics_preview),
-        cmocka_unit_test(test_point_chain),
-        cmocka_unit_test(test_resize_long_edge),
-        cmocka_unit_test(test_sharpen_after_points),
-        cmocka_unit_test(test_work_budget_real_sizes),
+        cmocka_unit_test(test_blur_and_sharpen),   cmocka_unit_test(test_blend_modes),
+        cmocka_unit_test(test_geometry),           cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_empty_and_encode),   cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_presets_on_photos),  cmocka_unit_test(test_input_formats),
+        cmocka_unit_test(test_exif_orientation),   cmocka_unit_test(test_corrupt_inputs),
+        cmocka_unit_test(test_statistics_preview), cmocka_unit_test(test_point_chain),
+        cmocka_unit_test(test_resize_long_edge),   cmocka_unit_test(test_sharpen_after_points),
+        cmocka_unit_test(test_decode_ahead),       cmocka_unit_test(test_work_budget_real_sizes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cpu_exec_shutdown();
