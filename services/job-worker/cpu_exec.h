@@ -126,8 +126,14 @@ void cpu_exec_job_free(cpu_exec_job_t *job);
 float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, const char *method,
                         const char *crop);
 
-/* Tests: false turns decoding ahead off (the default, true, decodes ahead
- * where cpu_stream.c finds it worth it). */
-void cpu_exec_set_decode_ahead(bool on);
+/* Decoding ahead (cpu_stream.c): AUTO (the default) decodes ahead where the
+ * graph allows it and a core is idle (the 1-minute load average + 1 <= the
+ * libvips threads): it hides the statistics preview behind the main decode
+ * but costs CPU (a copy of the decoded original) and memory, a loss when the
+ * cores are busy. ON ignores the load, OFF never decodes ahead (tests). */
+typedef enum { CPU_AHEAD_AUTO, CPU_AHEAD_ON, CPU_AHEAD_OFF } cpu_ahead_t;
+void cpu_exec_set_decode_ahead(cpu_ahead_t mode);
+/* Tests: the load average AUTO compares with (< 0: getloadavg again). */
+void cpu_exec_set_load_for_tests(double load);
 
 #endif

@@ -345,19 +345,47 @@ static bool graph_uses_preview(ctx_t *c)
     return false;
 }
 
-static int ahead_off; /* cpu_exec_set_decode_ahead(false) */
+static int ahead_mode = CPU_AHEAD_AUTO; /* cpu_exec_set_decode_ahead */
+static double test_load = -1.0;         /* cpu_exec_set_load_for_tests */
+static GMutex test_load_lock;
 
-void cpu_exec_set_decode_ahead(bool on)
+void cpu_exec_set_decode_ahead(cpu_ahead_t mode)
 {
-    g_atomic_int_set(&ahead_off, on ? 0 : 1);
+    g_atomic_int_set(&ahead_mode, (int)mode);
+}
+
+void cpu_exec_set_load_for_tests(double load)
+{
+    g_mutex_lock(&test_load_lock);
+    test_load = load;
+    g_mutex_unlock(&test_load_lock);
+}
+
+/* Whether decoding ahead may use a core: ON, or AUTO with the 1-minute load
+ * average leaving one of libvips' threads idle. Under load the decode ahead
+ * saves no wall time (there is no idle core for the preview) and costs its
+ * copy, ~10 % of portrait_pro's CPU. */
+static bool ahead_allowed(void)
+{
+    int mode = g_atomic_int_get(&ahead_mode);
+    if (mode != CPU_AHEAD_AUTO) {
+        return mode == CPU_AHEAD_ON;
+    }
+    g_mutex_lock(&test_load_lock);
+    double load = test_load;
+    g_mutex_unlock(&test_load_lock);
+    if (load < 0.0 && getloadavg(&load, 1) != 1) {
+        return false;
+    }
+    return load + 1.0 <= (double)vips_concurrency_get();
 }
 
 VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
 {
     size_t bytes = VIPS_IMAGE_SIZEOF_LINE(in) * (size_t)in->Ysize;
-    if (g_atomic_int_get(&ahead_off) || c->eager || !c->sequential || c->preview ||
-        !graph_uses_preview(c) || bytes > (size_t)AHEAD_MAX_BYTES ||
-        cpu_exec_format(c->job->input, c->job->input_len) != CPU_FORMAT_JPEG) {
+    if (c->eager || !c->sequential || c->preview || !graph_uses_preview(c) ||
+        bytes > (size_t)AHEAD_MAX_BYTES ||
+        cpu_exec_format(c->job->input, c->job->input_len) != CPU_FORMAT_JPEG || !ahead_allowed()) {
         return NULL;
     }
     ahead_t *ah = g_new0(ahead_t, 1);

@@ -1239,13 +1239,14 @@ static void test_decode_ahead(void **state)
     assert_int_equal(vips_pngsave_buffer(big, &png, &plen, "compression", 1, NULL), 0);
     cJSON *pp = load_preset("portrait_pro");
     char err[512];
+    cpu_exec_set_decode_ahead(CPU_AHEAD_ON); /* whatever the machine's load */
     cpu_exec_job_t on = {.input = jpg, .input_len = jlen};
     assert_int_equal(cpu_exec_run(pp, &on, err, sizeof(err)), CPU_EXEC_OK);
     assert_true(on.decoded_ahead);
-    cpu_exec_set_decode_ahead(false);
+    cpu_exec_set_decode_ahead(CPU_AHEAD_OFF);
     cpu_exec_job_t off = {.input = jpg, .input_len = jlen};
     assert_int_equal(cpu_exec_run(pp, &off, err, sizeof(err)), CPU_EXEC_OK);
-    cpu_exec_set_decode_ahead(true);
+    cpu_exec_set_decode_ahead(CPU_AHEAD_ON);
     assert_false(off.decoded_ahead);
     assert_int_equal(on.output_len, off.output_len);
     assert_memory_equal(on.output, off.output, on.output_len);
@@ -1261,6 +1262,22 @@ static void test_decode_ahead(void **state)
      * up-front decode, which says unsupported_image */
     cpu_exec_job_t t = {.input = jpg, .input_len = jlen * 7 / 10};
     assert_int_equal(cpu_exec_run(pp, &t, err, sizeof(err)), CPU_EXEC_UNSUPPORTED_IMAGE);
+    /* AUTO: only with an idle core (the load average leaves one of libvips'
+     * threads free); under load the copy costs CPU and saves no wall time */
+    cpu_exec_set_decode_ahead(CPU_AHEAD_AUTO);
+    cpu_exec_set_load_for_tests(0.0);
+    cpu_exec_job_t idle = {.input = jpg, .input_len = jlen};
+    assert_int_equal(cpu_exec_run(pp, &idle, err, sizeof(err)), CPU_EXEC_OK);
+    assert_true(idle.decoded_ahead);
+    cpu_exec_set_load_for_tests((double)vips_concurrency_get());
+    cpu_exec_job_t busy = {.input = jpg, .input_len = jlen};
+    assert_int_equal(cpu_exec_run(pp, &busy, err, sizeof(err)), CPU_EXEC_OK);
+    assert_false(busy.decoded_ahead);
+    assert_int_equal(busy.output_len, on.output_len);
+    assert_memory_equal(busy.output, on.output, on.output_len);
+    cpu_exec_set_load_for_tests(-1.0);
+    cpu_exec_job_free(&idle);
+    cpu_exec_job_free(&busy);
     cpu_exec_job_free(&on);
     cpu_exec_job_free(&off);
     cpu_exec_job_free(&p);
