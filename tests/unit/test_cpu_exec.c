@@ -1107,7 +1107,9 @@ static void test_point_chain(void **state)
 static void test_resize_long_edge(void **state)
 {
     (void)state;
-    const int sizes[][3] = {{400, 300, 300}, {301, 199, 150}, {160, 480, 200}, {90, 60, 31}};
+    /* 422 → 300: 10 taps (9 or 10 is the unrolled case, as 4224 → 3000) */
+    const int sizes[][3] = {
+        {400, 300, 300}, {301, 199, 150}, {160, 480, 200}, {90, 60, 31}, {422, 316, 300}};
     for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
         int IWd = sizes[s][0];
         int IHt = sizes[s][1];
