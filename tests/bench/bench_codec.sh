@@ -131,6 +131,32 @@ timed() {
   expect_image "$out" "$ew" "$eh"
   awk '{ printf "%s %.3f %s\n", $1, $2 + $3, $4 }' "$W/time.txt"
 }
+# jpeg_settings FILE [summary]: the DQT and DHT segments and the SOF marker
+# with its per-component sampling factors (not the size); `summary` prints
+# the frame type, the sampling and whether the Huffman tables are libjpeg's
+# standard ones (4 DHT, no optimize_coding).
+jpeg_settings() {
+  node -e '
+    const b = require("fs").readFileSync(process.argv[1]);
+    const o = { dqt: [], dht: [], sof: "" };
+    for (let i = 2; i + 4 <= b.length && b[i] === 0xff;) {
+      const m = b[i + 1], len = b.readUInt16BE(i + 2), seg = b.subarray(i + 4, i + 2 + len);
+      if (m === 0xdb) o.dqt.push(seg.toString("hex"));
+      else if (m === 0xc4) o.dht.push(seg.toString("hex"));
+      else if (m >= 0xc0 && m <= 0xcf && m !== 0xc8 && m !== 0xcc) {
+        const comps = [];
+        for (let c = 0; c < seg[5]; c++) comps.push((seg[7 + 3 * c] >> 4) + "x" + (seg[7 + 3 * c] & 15));
+        o.sof = "SOF" + (m - 0xc0) + " " + comps.join(",");
+      }
+      if (m === 0xda) break;
+      i += 2 + len;
+    }
+    if (process.argv[2] === "summary") {
+      console.log(o.sof + (o.sof.startsWith("SOF0 ") ? " baseline" : "") + ", " + o.dqt.length + " DQT, " +
+        (o.dht.length === 4 && o.dht[0].startsWith("00000105") ? "standard Huffman tables" : "optimised Huffman tables"));
+    } else console.log(JSON.stringify(o));
+  ' "$1" "${2:-}"
+}
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo "met"; else echo "MISSED"; fi; }
 
@@ -163,6 +189,12 @@ for e in $SET; do
     "$(verdict "$ratio <= 1.3")"
   [ "$(verdict "$ratio <= 1.3")" = met ] || missed=1
   printf '  peak RSS of render   = %s MB (target <= 150 MB: %s)\n' "$rss_mb" "$(verdict "$rss_mb <= 150")"
+  # a fair comparison: both files encoded alike (quantisation tables = the
+  # same Q, Huffman tables = no optimize_coding on either side, the frame
+  # header = baseline, the same chroma sampling)
+  r_enc=$(jpeg_settings "$W/out.jpg") && c_enc=$(jpeg_settings "$W/copy.jpg") || fail "cannot read the JPEG headers"
+  [ "$r_enc" = "$c_enc" ] || fail "render and vips copy encode differently: $r_enc vs $c_enc"
+  printf '  encoding             = the same on both sides (%s)\n' "$(jpeg_settings "$W/out.jpg" summary)"
   [ "$(verdict "$rss_mb <= 150")" = met ] || missed=1
   i=$((i + 1))
   if [ -n "$IM" ] && { [ "$IM_MODE" = all ] || [ "$i" = 1 ]; }; then
