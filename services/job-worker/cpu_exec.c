@@ -147,6 +147,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
     }
     cpu_set_running_job(job);
     job->decoded_ahead = false;
+    cpu_pipelines_enter();
     cpu_exec_status_t st = run_once(graph, job, err, errlen, false);
     if (st == CPU_EXEC_ERROR) {
         /* A lazy pipeline fails while encoding when the file is corrupt (or a
@@ -162,6 +163,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         }
         st = run_once(graph, job, err, errlen, true);
     }
+    cpu_pipelines_leave();
     cpu_set_running_job(NULL);
     return st;
 }

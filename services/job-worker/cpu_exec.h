@@ -127,13 +127,14 @@ float *cpu_exec_upscale(const float *src, int W, int H, int C, int w, int h, con
                         const char *crop);
 
 /* Decoding ahead (cpu_stream.c): AUTO (the default) decodes ahead where the
- * graph allows it and a core is idle (the 1-minute load average + 1 <= the
- * libvips threads): it hides the statistics preview behind the main decode
- * but costs CPU (a copy of the decoded original) and memory, a loss when the
- * cores are busy. ON ignores the load, OFF never decodes ahead (tests). */
+ * graph allows it and a core is idle (the pipelines in flight in this
+ * process, this one included, fewer than libvips' threads): it hides the
+ * statistics preview behind the main decode but costs CPU (a copy of the
+ * decoded original) and memory, a loss when the cores are busy. ON ignores
+ * the other pipelines, OFF never decodes ahead (tests). */
 typedef enum { CPU_AHEAD_AUTO, CPU_AHEAD_ON, CPU_AHEAD_OFF } cpu_ahead_t;
 void cpu_exec_set_decode_ahead(cpu_ahead_t mode);
-/* Tests: the load average AUTO compares with (< 0: getloadavg again). */
-void cpu_exec_set_load_for_tests(double load);
+/* Tests: N pipelines AUTO counts as running besides the real ones. */
+void cpu_exec_set_busy_for_tests(int n);
 
 #endif

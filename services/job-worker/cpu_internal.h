@@ -236,6 +236,9 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out);
  * statistics preview is computed (a new image), or NULL when not worth it
  * (not a streaming JPEG graph with preview statistics, too large, no memory). */
 VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in);
+/* cpu_exec_run's count of pipelines in flight (decode ahead's AUTO rule). */
+void cpu_pipelines_enter(void);
+void cpu_pipelines_leave(void);
 
 /* ---- encoding (cpu_encode.c) --------------------------------------------- */
 

@@ -346,38 +346,44 @@ static bool graph_uses_preview(ctx_t *c)
 }
 
 static int ahead_mode = CPU_AHEAD_AUTO; /* cpu_exec_set_decode_ahead */
-static double test_load = -1.0;         /* cpu_exec_set_load_for_tests */
-static GMutex test_load_lock;
+static int pipelines;                   /* cpu_exec_run calls in flight in this process */
+static int pretend_busy;                /* cpu_exec_set_busy_for_tests */
 
 void cpu_exec_set_decode_ahead(cpu_ahead_t mode)
 {
     g_atomic_int_set(&ahead_mode, (int)mode);
 }
 
-void cpu_exec_set_load_for_tests(double load)
+void cpu_exec_set_busy_for_tests(int n)
 {
-    g_mutex_lock(&test_load_lock);
-    test_load = load;
-    g_mutex_unlock(&test_load_lock);
+    g_atomic_int_set(&pretend_busy, n);
 }
 
-/* Whether decoding ahead may use a core: ON, or AUTO with the 1-minute load
- * average leaving one of libvips' threads idle. Under load the decode ahead
- * saves no wall time (there is no idle core for the preview) and costs its
- * copy, ~10 % of portrait_pro's CPU. */
+void cpu_pipelines_enter(void)
+{
+    g_atomic_int_inc(&pipelines);
+}
+
+void cpu_pipelines_leave(void)
+{
+    (void)g_atomic_int_dec_and_test(&pipelines);
+}
+
+/* Whether decoding ahead may use a core: ON, or AUTO when the pipelines this
+ * process runs (this one included) leave one of libvips' threads idle — the
+ * threads are the CPUs the cgroup gives the worker (common/sysres), so a pod
+ * whose every job thread is busy never decodes ahead. With no idle core the
+ * decode ahead saves no wall time (there is no core for the preview) and costs
+ * its copy, ~10 % of portrait_pro's CPU. The process's own count, not the
+ * load average: in a container that is the node's, not the pod's. */
 static bool ahead_allowed(void)
 {
     int mode = g_atomic_int_get(&ahead_mode);
     if (mode != CPU_AHEAD_AUTO) {
         return mode == CPU_AHEAD_ON;
     }
-    g_mutex_lock(&test_load_lock);
-    double load = test_load;
-    g_mutex_unlock(&test_load_lock);
-    if (load < 0.0 && getloadavg(&load, 1) != 1) {
-        return false;
-    }
-    return load + 1.0 <= (double)vips_concurrency_get();
+    int busy = g_atomic_int_get(&pipelines) + g_atomic_int_get(&pretend_busy);
+    return busy < vips_concurrency_get();
 }
 
 VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)

@@ -1264,20 +1264,24 @@ static void test_decode_ahead(void **state)
      * up-front decode, which says unsupported_image */
     cpu_exec_job_t t = {.input = jpg, .input_len = jlen * 7 / 10};
     assert_int_equal(cpu_exec_run(pp, &t, err, sizeof(err)), CPU_EXEC_UNSUPPORTED_IMAGE);
-    /* AUTO: only with an idle core (the load average leaves one of libvips'
-     * threads free); under load the copy costs CPU and saves no wall time */
+    /* AUTO: only with an idle core — fewer pipelines in flight than libvips'
+     * threads (2 here); with every thread's core taken by a pipeline the copy
+     * costs CPU and saves no wall time */
+    int threads = vips_concurrency_get();
+    cpu_exec_set_threads(2);
     cpu_exec_set_decode_ahead(CPU_AHEAD_AUTO);
-    cpu_exec_set_load_for_tests(0.0);
+    cpu_exec_set_busy_for_tests(0);
     cpu_exec_job_t idle = {.input = jpg, .input_len = jlen};
     assert_int_equal(cpu_exec_run(pp, &idle, err, sizeof(err)), CPU_EXEC_OK);
     assert_true(idle.decoded_ahead);
-    cpu_exec_set_load_for_tests((double)vips_concurrency_get());
+    cpu_exec_set_busy_for_tests(1); /* another job's pipeline runs */
     cpu_exec_job_t busy = {.input = jpg, .input_len = jlen};
     assert_int_equal(cpu_exec_run(pp, &busy, err, sizeof(err)), CPU_EXEC_OK);
     assert_false(busy.decoded_ahead);
     assert_int_equal(busy.output_len, on.output_len);
     assert_memory_equal(busy.output, on.output, on.output_len);
-    cpu_exec_set_load_for_tests(-1.0);
+    cpu_exec_set_busy_for_tests(0);
+    cpu_exec_set_threads(threads);
     cpu_exec_job_free(&idle);
     cpu_exec_job_free(&busy);
     cpu_exec_job_free(&on);
