@@ -459,6 +459,10 @@ BEGIN
     IF p_user_id IS NULL THEN
         RAISE EXCEPTION 'user_id is required' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    SELECT id INTO sub_id FROM subscriptions WHERE user_id = p_user_id;
+    IF FOUND THEN
+        RETURN sub_id;
+    END IF;
     INSERT INTO subscriptions (user_id, tier, status, monthly_limit)
     VALUES (p_user_id, 'free', 'active', 10)
     ON CONFLICT (user_id) DO NOTHING
@@ -696,8 +700,12 @@ BEGIN
         END IF;
     END IF;
 
-    PERFORM billing_ensure_free_subscription(p_user_id);
+    -- the user's subscription; a user without one gets free/10 (written only then)
     SELECT * INTO sub FROM subscriptions s WHERE s.user_id = p_user_id;
+    IF NOT FOUND THEN
+        PERFORM billing_ensure_free_subscription(p_user_id);
+        SELECT * INTO sub FROM subscriptions s WHERE s.user_id = p_user_id;
+    END IF;
 
     -- The plan in force: a subscription that is not in good standing counts as free.
     IF sub.status IN ('active', 'trialing', 'past_due') THEN
@@ -718,13 +726,19 @@ BEGIN
         period := date_trunc('month', now_utc)::date;
     END IF;
 
-    INSERT INTO usage_tracking (user_id, month, tier, monthly_limit)
-    VALUES (p_user_id, period, plan_tier, plan_limit)
-    ON CONFLICT ON CONSTRAINT usage_tracking_user_id_month_key DO NOTHING;
-
+    -- the period's usage row, locked: claims of one user count one at a time;
+    -- created only when the period has none yet
     SELECT * INTO usage FROM usage_tracking u
      WHERE u.user_id = p_user_id AND u.month = period
        FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO usage_tracking (user_id, month, tier, monthly_limit)
+        VALUES (p_user_id, period, plan_tier, plan_limit)
+        ON CONFLICT ON CONSTRAINT usage_tracking_user_id_month_key DO NOTHING;
+        SELECT * INTO usage FROM usage_tracking u
+         WHERE u.user_id = p_user_id AND u.month = period
+           FOR UPDATE;
+    END IF;
 
     -- A plan change mid-period takes effect at once.
     IF usage.tier IS DISTINCT FROM plan_tier OR usage.monthly_limit IS DISTINCT FROM plan_limit THEN
