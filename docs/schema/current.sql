@@ -502,14 +502,19 @@ CREATE FUNCTION public.billing_finalize_usage(p_job_id uuid) RETURNS text
 DECLARE
     res usage_reservations%ROWTYPE;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('ca_billing_job'), hashtext(p_job_id::text));
-    SELECT * INTO res FROM usage_reservations WHERE job_id = p_job_id FOR UPDATE;
+    UPDATE usage_reservations SET state = 'processed'
+     WHERE job_id = p_job_id AND state = 'reserved'
+    RETURNING * INTO res;
     IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    IF res.state = 'reserved' THEN
-        UPDATE usage_reservations SET state = 'processed' WHERE job_id = p_job_id;
-        res.state := 'processed';
+        PERFORM pg_advisory_xact_lock(hashtext('ca_billing_job'), hashtext(p_job_id::text));
+        SELECT * INTO res FROM usage_reservations WHERE job_id = p_job_id FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        IF res.state = 'reserved' THEN
+            UPDATE usage_reservations SET state = 'processed' WHERE job_id = p_job_id;
+            res.state := 'processed';
+        END IF;
     END IF;
     IF res.state = 'processed' AND res.is_overage THEN
         INSERT INTO meter_outbox (job_id, user_id, stripe_customer_id)
@@ -1417,7 +1422,7 @@ ALTER FUNCTION public.jobs_set_updated_at() OWNER TO ca_job_worker;
 -- Name: jobs_worker_claim(uuid, text, integer, integer); Type: FUNCTION; Schema: public; Owner: ca_job_worker
 --
 
-CREATE FUNCTION public.jobs_worker_claim(p_job_id uuid, p_worker_id text, p_lease_s integer, p_margin_s integer) RETURNS TABLE(attempt integer, user_id uuid, drive_file_id text, drive_file_name text, drive_folder_id text, preset_name text, prompt_id text, retry_count integer, max_retries integer, workflow text, output_folder text, reservation text, user_found boolean, access_enc text, refresh_enc text, drive_connected boolean, token_fresh boolean)
+CREATE FUNCTION public.jobs_worker_claim(p_job_id uuid, p_worker_id text, p_lease_s integer, p_margin_s integer) RETURNS TABLE(attempt integer, user_id uuid, drive_file_id text, drive_file_name text, drive_folder_id text, preset_name text, prompt_id text, retry_count integer, max_retries integer, workflow text, output_folder text, reservation text, user_found boolean, access_enc text, refresh_enc text, drive_connected boolean, token_fresh boolean, share_link boolean)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -1500,6 +1505,7 @@ BEGIN
     drive_connected := COALESCE(u.drive_connected, false);
     token_fresh := COALESCE(u.drive_token_expires_at > now_utc + make_interval(secs => p_margin_s),
                             false);
+    share_link := COALESCE(u.share_outputs = 'link', false);
     RETURN NEXT;
 END
 $$;
