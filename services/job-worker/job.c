@@ -163,7 +163,8 @@ static char *dupv(PGresult *res, int col)
 /* 1 claimed, 0 not claimable (done, cancelled, held, waiting for quota), -1
  * database error; 1 with reservation 'blocked <limit>' too, when the claim put
  * the job to wait for quota instead (waits_for_quota, sql/job-worker/105).
- * One round trip, one commit (jobs_worker_claim, sql/job-worker/060): the
+ * One round trip, one commit (jobs_worker_claim, sql/job-worker/060; a
+ * statement prepared once per connection, pg_exec_prepared): the
  * claim (fenced by the new attempt number), the usage reservation for the
  * job's user (billing_reserve_usage, idempotent per job: a retried attempt
  * finds its reservation) and what the job needs later from PostgreSQL: the
@@ -181,9 +182,9 @@ static int claim(job_runner_t *t, const char *id, job_t *j)
     char err[256];
     snprintf(lease, sizeof(lease), "%d", t->set->lease_s);
     const char *params[4] = {id, t->worker_id, lease, DRIVE_AUTH_MARGIN_SECONDS};
-    PGresult *res =
-        pg_exec(t->pg, "SELECT * FROM jobs_worker_claim($1::uuid, $2, $3::int, $4::int)", 4, params,
-                err, sizeof(err));
+    PGresult *res = pg_exec_prepared(
+        t->pg, "ca_worker_claim", "SELECT * FROM jobs_worker_claim($1::uuid, $2, $3::int, $4::int)",
+        4, params, err, sizeof(err));
     if (res == NULL) {
         log_warn("claim failed: %s", err);
         return -1;
@@ -259,10 +260,10 @@ static int complete(job_runner_t *t, job_t *j, bool *fenced_out)
     const char *p[8] = {j->id,          j->attempt,    ms,  t->worker_id, j->output_file_id,
                         j->output_name, j->output_url, mail};
     for (int tries = 0; tries < 3; tries++) {
-        PGresult *res = pg_exec(t->pg,
-                                "SELECT jobs_worker_complete($1::uuid, $2::int, $3::int, $4, $5,"
-                                " $6, $7, $8::bool)",
-                                8, p, err, sizeof(err));
+        PGresult *res = pg_exec_prepared(t->pg, "ca_worker_complete",
+                                         "SELECT jobs_worker_complete($1::uuid, $2::int, $3::int,"
+                                         " $4, $5, $6, $7, $8::bool)",
+                                         8, p, err, sizeof(err));
         if (res == NULL) {
             continue;
         }
