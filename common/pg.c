@@ -171,6 +171,10 @@ struct pg_conn {
     bool in_tx;
     bool tx_failed; /* the connection broke inside the transaction */
     char sqlstate[6];
+    /* names prepared on this PGconn (pg_exec_prepared); emptied whenever the
+     * PGconn is replaced, so a new session prepares them again */
+    int nprep;
+    char prep[PG_PREPARED_MAX][PG_PREPARED_NAME_MAX];
 };
 
 static bool conn_is_bad(const pg_conn_t *c)
@@ -283,6 +287,7 @@ static int reconnect(pg_conn_t *c, int64_t budget_ms, char *err, size_t errlen)
     c->broken = false;
     c->in_tx = false;
     c->tx_failed = false;
+    c->nprep = 0;
     log_warn("PostgreSQL connection lost (%s); reconnecting", c->display);
     c->pg = connect_retry(c->url, c->display, now_mono_ms() + budget_ms, err, errlen);
     return c->pg != NULL ? 0 : -1;
@@ -310,8 +315,37 @@ static void update_tx_state(pg_conn_t *c)
         c->in_tx = false;
 }
 
-PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *const *params,
-                  char *err, size_t errlen)
+/* -1: `name` is not prepared on this session yet (and there is room to). */
+static int prepared_index(const pg_conn_t *c, const char *name)
+{
+    for (int i = 0; i < c->nprep; i++) {
+        if (strcmp(c->prep[i], name) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* One try of the statement: unnamed (PQexecParams) when name is NULL, else
+ * the named prepared statement, prepared first when this session has not yet
+ * (a failed PREPARE comes back as its own failed result). */
+static PGresult *exec_once(pg_conn_t *c, const char *name, const char *sql, int nparams,
+                           const char *const *params)
+{
+    if (name == NULL)
+        return PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (prepared_index(c, name) < 0) {
+        PGresult *res = PQprepare(c->pg, name, sql, nparams, NULL);
+        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+            return res;
+        PQclear(res);
+        snprintf(c->prep[c->nprep], sizeof c->prep[0], "%s", name);
+        c->nprep++;
+    }
+    return PQexecPrepared(c->pg, name, nparams, params, NULL, NULL, 0);
+}
+
+static PGresult *exec_common(pg_conn_t *conn, const char *name, const char *sql, int nparams,
+                             const char *const *params, char *err, size_t errlen)
 {
     char ebuf[512];
     if (err == NULL || errlen == 0) {
@@ -340,7 +374,7 @@ PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *con
             }
         }
         bool was_in_tx = conn->in_tx || PQtransactionStatus(conn->pg) != PQTRANS_IDLE;
-        PGresult *res = PQexecParams(conn->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+        PGresult *res = exec_once(conn, name, sql, nparams, params);
         ExecStatusType st = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
             update_tx_state(conn);
@@ -372,6 +406,22 @@ PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *con
         /* Outside a transaction: reconnect (at the loop's top) and run it once more. */
     }
     return NULL;
+}
+
+PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *const *params,
+                  char *err, size_t errlen)
+{
+    return exec_common(conn, NULL, sql, nparams, params, err, errlen);
+}
+
+PGresult *pg_exec_prepared(pg_conn_t *conn, const char *name, const char *sql, int nparams,
+                           const char *const *params, char *err, size_t errlen)
+{
+    /* a name too long, or no room left: the unnamed path (same result) */
+    if (name == NULL || strlen(name) >= PG_PREPARED_NAME_MAX ||
+        (prepared_index(conn, name) < 0 && conn->nprep >= PG_PREPARED_MAX))
+        name = NULL;
+    return exec_common(conn, name, sql, nparams, params, err, errlen);
 }
 
 int pg_exec_cmd(pg_conn_t *conn, const char *sql, int nparams, const char *const *params, char *err,
@@ -525,6 +575,7 @@ bool pg_ping(pg_conn_t *conn)
         if (conn->pg != NULL)
             PQfinish(conn->pg);
         conn->broken = false;
+        conn->nprep = 0;
         conn->pg = connect_once(conn->url, PG_PING_TIMEOUT_MS, msg, sizeof msg);
         if (conn->pg == NULL) {
             log_debug("PostgreSQL ping: reconnect failed (%s): %s", conn->display, msg);
@@ -539,6 +590,7 @@ bool pg_ping(pg_conn_t *conn)
         char msg[512];
         PQfinish(conn->pg);
         conn->broken = false;
+        conn->nprep = 0;
         conn->pg = connect_once(conn->url, PG_PING_TIMEOUT_MS, msg, sizeof msg);
         if (conn->pg == NULL)
             return false;

@@ -46,6 +46,17 @@ void pg_close(pg_conn_t *conn);
  * status is not COMMAND_OK/TUPLES_OK is turned into NULL + err. */
 PGresult *pg_exec(pg_conn_t *conn, const char *sql, int nparams, const char *const *params,
                   char *err, size_t errlen);
+/* pg_exec for a statement run often (a job's claim and completion): the
+ * statement is prepared under `name` once per session (PQprepare, then
+ * PQexecPrepared: no parse and plan a call). The session's names are
+ * forgotten when the connection is replaced (a reconnect prepares again).
+ * Same results, errors and reconnect rules as pg_exec. Give each SQL text its
+ * own name; beyond PG_PREPARED_MAX names, or a name of PG_PREPARED_NAME_MAX
+ * characters or more, it runs as pg_exec does. */
+#define PG_PREPARED_MAX 16
+#define PG_PREPARED_NAME_MAX 32
+PGresult *pg_exec_prepared(pg_conn_t *conn, const char *name, const char *sql, int nparams,
+                           const char *const *params, char *err, size_t errlen);
 /* pg_exec for statements whose result is not needed. Returns 0 or -1. */
 __attribute__((warn_unused_result)) int pg_exec_cmd(pg_conn_t *conn, const char *sql, int nparams,
                                                     const char *const *params, char *err,

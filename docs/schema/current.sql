@@ -459,6 +459,10 @@ BEGIN
     IF p_user_id IS NULL THEN
         RAISE EXCEPTION 'user_id is required' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    SELECT id INTO sub_id FROM subscriptions WHERE user_id = p_user_id;
+    IF FOUND THEN
+        RETURN sub_id;
+    END IF;
     INSERT INTO subscriptions (user_id, tier, status, monthly_limit)
     VALUES (p_user_id, 'free', 'active', 10)
     ON CONFLICT (user_id) DO NOTHING
@@ -498,14 +502,19 @@ CREATE FUNCTION public.billing_finalize_usage(p_job_id uuid) RETURNS text
 DECLARE
     res usage_reservations%ROWTYPE;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('ca_billing_job'), hashtext(p_job_id::text));
-    SELECT * INTO res FROM usage_reservations WHERE job_id = p_job_id FOR UPDATE;
+    UPDATE usage_reservations SET state = 'processed'
+     WHERE job_id = p_job_id AND state = 'reserved'
+    RETURNING * INTO res;
     IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
-    IF res.state = 'reserved' THEN
-        UPDATE usage_reservations SET state = 'processed' WHERE job_id = p_job_id;
-        res.state := 'processed';
+        PERFORM pg_advisory_xact_lock(hashtext('ca_billing_job'), hashtext(p_job_id::text));
+        SELECT * INTO res FROM usage_reservations WHERE job_id = p_job_id FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        IF res.state = 'reserved' THEN
+            UPDATE usage_reservations SET state = 'processed' WHERE job_id = p_job_id;
+            res.state := 'processed';
+        END IF;
     END IF;
     IF res.state = 'processed' AND res.is_overage THEN
         INSERT INTO meter_outbox (job_id, user_id, stripe_customer_id)
@@ -696,8 +705,12 @@ BEGIN
         END IF;
     END IF;
 
-    PERFORM billing_ensure_free_subscription(p_user_id);
+    -- the user's subscription; a user without one gets free/10 (written only then)
     SELECT * INTO sub FROM subscriptions s WHERE s.user_id = p_user_id;
+    IF NOT FOUND THEN
+        PERFORM billing_ensure_free_subscription(p_user_id);
+        SELECT * INTO sub FROM subscriptions s WHERE s.user_id = p_user_id;
+    END IF;
 
     -- The plan in force: a subscription that is not in good standing counts as free.
     IF sub.status IN ('active', 'trialing', 'past_due') THEN
@@ -718,13 +731,19 @@ BEGIN
         period := date_trunc('month', now_utc)::date;
     END IF;
 
-    INSERT INTO usage_tracking (user_id, month, tier, monthly_limit)
-    VALUES (p_user_id, period, plan_tier, plan_limit)
-    ON CONFLICT ON CONSTRAINT usage_tracking_user_id_month_key DO NOTHING;
-
+    -- the period's usage row, locked: claims of one user count one at a time;
+    -- created only when the period has none yet
     SELECT * INTO usage FROM usage_tracking u
      WHERE u.user_id = p_user_id AND u.month = period
        FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO usage_tracking (user_id, month, tier, monthly_limit)
+        VALUES (p_user_id, period, plan_tier, plan_limit)
+        ON CONFLICT ON CONSTRAINT usage_tracking_user_id_month_key DO NOTHING;
+        SELECT * INTO usage FROM usage_tracking u
+         WHERE u.user_id = p_user_id AND u.month = period
+           FOR UPDATE;
+    END IF;
 
     -- A plan change mid-period takes effect at once.
     IF usage.tier IS DISTINCT FROM plan_tier OR usage.monthly_limit IS DISTINCT FROM plan_limit THEN
@@ -1403,7 +1422,7 @@ ALTER FUNCTION public.jobs_set_updated_at() OWNER TO ca_job_worker;
 -- Name: jobs_worker_claim(uuid, text, integer, integer); Type: FUNCTION; Schema: public; Owner: ca_job_worker
 --
 
-CREATE FUNCTION public.jobs_worker_claim(p_job_id uuid, p_worker_id text, p_lease_s integer, p_margin_s integer) RETURNS TABLE(attempt integer, user_id uuid, drive_file_id text, drive_file_name text, drive_folder_id text, preset_name text, prompt_id text, retry_count integer, max_retries integer, workflow text, output_folder text, reservation text, user_found boolean, access_enc text, refresh_enc text, drive_connected boolean, token_fresh boolean)
+CREATE FUNCTION public.jobs_worker_claim(p_job_id uuid, p_worker_id text, p_lease_s integer, p_margin_s integer) RETURNS TABLE(attempt integer, user_id uuid, drive_file_id text, drive_file_name text, drive_folder_id text, preset_name text, prompt_id text, retry_count integer, max_retries integer, workflow text, output_folder text, reservation text, user_found boolean, access_enc text, refresh_enc text, drive_connected boolean, token_fresh boolean, share_link boolean)
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
@@ -1486,6 +1505,7 @@ BEGIN
     drive_connected := COALESCE(u.drive_connected, false);
     token_fresh := COALESCE(u.drive_token_expires_at > now_utc + make_interval(secs => p_margin_s),
                             false);
+    share_link := COALESCE(u.share_outputs = 'link', false);
     RETURN NEXT;
 END
 $$;

@@ -53,6 +53,7 @@ typedef struct {
     char *output_folder; /* users.output_folder_id when it applies to this job, else "" */
     bool reserved;       /* usage reserved by this attempt (release on permanent failure) */
     char *reservation;   /* "<outcome> <monthly_limit>" of the reservation made with the claim */
+    bool share_link;     /* users.share_outputs = 'link', read with the claim */
     /* the user's stored Drive tokens, read with the claim (used once: a forced
      * refresh after a 401 reads them again) */
     drive_auth_stored_t stored;
@@ -162,15 +163,17 @@ static char *dupv(PGresult *res, int col)
 /* 1 claimed, 0 not claimable (done, cancelled, held, waiting for quota), -1
  * database error; 1 with reservation 'blocked <limit>' too, when the claim put
  * the job to wait for quota instead (waits_for_quota, sql/job-worker/105).
- * One round trip, one commit (jobs_worker_claim, sql/job-worker/060): the
+ * One round trip, one commit (jobs_worker_claim, sql/job-worker/060; a
+ * statement prepared once per connection, pg_exec_prepared): the
  * claim (fenced by the new attempt number), the usage reservation for the
  * job's user (billing_reserve_usage, idempotent per job: a retried attempt
  * finds its reservation) and what the job needs later from PostgreSQL: the
  * preset's graph (by name, active, the user's own first, then system, then
  * a public one the user adopted, at the adopted version: sql/job-worker/082),
  * the user's output folder (when the job comes from the watched
- * folder, or none is watched) and the user's stored Drive tokens
- * (drive_auth_access_token_from then needs no read of its own). An error
+ * folder, or none is watched), the user's stored Drive tokens
+ * (drive_auth_access_token_from then needs no read of its own) and the
+ * user's sharing setting (sql/job-worker/115). An error
  * anywhere (the reservation included) rolls the claim back: the job stays
  * queued and its id comes back after a delay. */
 static int claim(job_runner_t *t, const char *id, job_t *j)
@@ -179,9 +182,9 @@ static int claim(job_runner_t *t, const char *id, job_t *j)
     char err[256];
     snprintf(lease, sizeof(lease), "%d", t->set->lease_s);
     const char *params[4] = {id, t->worker_id, lease, DRIVE_AUTH_MARGIN_SECONDS};
-    PGresult *res =
-        pg_exec(t->pg, "SELECT * FROM jobs_worker_claim($1::uuid, $2, $3::int, $4::int)", 4, params,
-                err, sizeof(err));
+    PGresult *res = pg_exec_prepared(
+        t->pg, "ca_worker_claim", "SELECT * FROM jobs_worker_claim($1::uuid, $2, $3::int, $4::int)",
+        4, params, err, sizeof(err));
     if (res == NULL) {
         log_warn("claim failed: %s", err);
         return -1;
@@ -208,6 +211,8 @@ static int claim(job_runner_t *t, const char *id, job_t *j)
     j->refresh_enc = PQgetisnull(res, 0, 14) ? NULL : strdup(PQgetvalue(res, 0, 14));
     j->stored.connected = strcmp(PQgetvalue(res, 0, 15), "t") == 0;
     j->stored.fresh = strcmp(PQgetvalue(res, 0, 16), "t") == 0;
+    /* no column: a schema before sql/job-worker/115, share nothing */
+    j->share_link = PQnfields(res) > 17 && strcmp(PQgetvalue(res, 0, 17), "t") == 0;
     j->stored.access_enc = j->access_enc;
     j->stored.refresh_enc = j->refresh_enc;
     j->have_stored = true;
@@ -255,10 +260,10 @@ static int complete(job_runner_t *t, job_t *j, bool *fenced_out)
     const char *p[8] = {j->id,          j->attempt,    ms,  t->worker_id, j->output_file_id,
                         j->output_name, j->output_url, mail};
     for (int tries = 0; tries < 3; tries++) {
-        PGresult *res = pg_exec(t->pg,
-                                "SELECT jobs_worker_complete($1::uuid, $2::int, $3::int, $4, $5,"
-                                " $6, $7, $8::bool)",
-                                8, p, err, sizeof(err));
+        PGresult *res = pg_exec_prepared(t->pg, "ca_worker_complete",
+                                         "SELECT jobs_worker_complete($1::uuid, $2::int, $3::int,"
+                                         " $4, $5, $6, $7, $8::bool)",
+                                         8, p, err, sizeof(err));
         if (res == NULL) {
             continue;
         }
@@ -486,25 +491,6 @@ static char *output_name(const char *original, const char *preset, const char *e
         snprintf(name, n, "%.*s_%s.%s", (int)stem, original, preset, ext);
     }
     return name;
-}
-
-/* users.share_outputs of the job's user: *shared true for 'link'. A database
- * error is a transient failure (never a share by default). */
-static int share_wanted(job_runner_t *t, const job_t *j, bool *shared, job_err_t *e)
-{
-    char err[256];
-    const char *p[1] = {j->user_id};
-    PGresult *res = pg_exec(t->pg, "SELECT share_outputs FROM users WHERE id = $1::uuid", 1, p, err,
-                            sizeof(err));
-    if (res == NULL) {
-        log_warn("reading the sharing setting failed: %s", err);
-        job_err_set(e, "processing_error", true,
-                    "A temporary database problem stopped this image.");
-        return -1;
-    }
-    *shared = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "link") == 0;
-    PQclear(res);
-    return 0;
 }
 
 /* After this attempt lost the job (the cancel watch stopped it, or the fenced
@@ -771,14 +757,9 @@ static int write_back(job_runner_t *t, job_t *j, char *token, size_t toklen, con
     }
 
     /* 2. share: anyone with the link can view, only when the user's setting
-     * (users.share_outputs, read now) says so; private outputs get no
-     * permission (the e-mail then carries no link, see email.c) */
-    bool shared = false;
-    if (share_wanted(t, j, &shared, e) != 0) {
-        drive_file_free(&f);
-        return -1;
-    }
-    if (shared) {
+     * (users.share_outputs, read with the claim) says so; private outputs get
+     * no permission (the e-mail then carries no link, see email.c) */
+    if (j->share_link) {
         st = drive_share_anyone_reader(t->gc, token, f.id, &gerr);
         metric_drive("permissions.create", st);
         step(j, "share");

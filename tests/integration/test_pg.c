@@ -158,6 +158,54 @@ static void test_unique_violation_sqlstate(void **state)
     pg_close(c);
 }
 
+/* pg_exec_prepared: prepared once per session under its name, the same
+ * results as pg_exec; prepared again on the new session after a restart. */
+static void prepared_count(pg_conn_t *c, const char *want)
+{
+    char err[512];
+    PGresult *res = pg_exec(c, "SELECT count(*) FROM pg_prepared_statements WHERE name = 'pg_t_p'",
+                            0, NULL, err, sizeof err);
+    if (res == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(PQgetvalue(res, 0, 0), want);
+    PQclear(res);
+}
+
+static void test_prepared_statement(void **state)
+{
+    (void)state;
+    pg_conn_t *c = db_connect_ok();
+    char err[512];
+    for (int i = 0; i < 3; i++) {
+        const char *p[2] = {"40", i == 1 ? NULL : "2"};
+        PGresult *res =
+            pg_exec_prepared(c, "pg_t_p", "SELECT $1::int + $2::int", 2, p, err, sizeof err);
+        if (res == NULL)
+            fail_msg("prepared %d: %s", i, err);
+        if (i == 1)
+            assert_true(PQgetisnull(res, 0, 0));
+        else
+            assert_string_equal(PQgetvalue(res, 0, 0), "42");
+        PQclear(res);
+        prepared_count(c, "1"); /* prepared once, then reused */
+    }
+    /* an error is an error, as with pg_exec */
+    const char *bad[2] = {"x", "1"};
+    assert_null(pg_exec_prepared(c, "pg_t_p", "SELECT $1::int + $2::int", 2, bad, err, sizeof err));
+    assert_string_equal(pg_last_sqlstate(c), "22P02");
+
+    assert_int_equal(services_sh("restart-pg"), 0);
+    const char *p[2] = {"1", "2"};
+    PGresult *res =
+        pg_exec_prepared(c, "pg_t_p", "SELECT $1::int + $2::int", 2, p, err, sizeof err);
+    if (res == NULL)
+        fail_msg("after restart: %s", err);
+    assert_string_equal(PQgetvalue(res, 0, 0), "3");
+    PQclear(res);
+    prepared_count(c, "1");
+    pg_close(c);
+}
+
 static void test_survives_restart(void **state)
 {
     pg_conn_t *c = db_connect_ok();
@@ -898,6 +946,7 @@ int main(void)
         cmocka_unit_test(test_params_null_and_injection),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_unique_violation_sqlstate),
+        cmocka_unit_test(test_prepared_statement),
         cmocka_unit_test(test_survives_restart),
         cmocka_unit_test(test_connect_waits_for_server),
         cmocka_unit_test(test_connect_deadline_and_ping_while_down),
