@@ -51,21 +51,23 @@ trap 'stop_all; psql -q "$admin_url/postgres" -c "DROP DATABASE IF EXISTS $db WI
 role_url() { echo "postgresql://ca_${1//-/_}@127.0.0.1:$TEST_PG_PORT/$db"; }
 
 # ---- fakes ----
-start_fake() { # NAME -> prints the port
+start_fake() { # NAME VAR: starts the fake, sets VAR to its port (not in a subshell:
+  # its pid must reach stop_all, or the fake outlives the test)
   local log=$work/fake-$1.log i
   "$CA_ROOT/tests/fakes/run" "$1" --port 0 > "$log" 2>&1 &
   pids+=($!)
+  printf -v "$2" '%s' ''
   for i in $(seq 1 100); do
     if grep -q 'listening on 127.0.0.1:' "$log"; then
-      sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -1
+      printf -v "$2" '%s' "$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -1)"
       return 0
     fi
     sleep 0.1
   done
   return 1
 }
-google_port=$(start_fake google)
-stripe_port=$(start_fake stripe)
+start_fake google google_port || true
+start_fake stripe stripe_port || true
 check "the Google and Stripe fakes started" test -n "$google_port" -a -n "$stripe_port"
 
 # The Secrets' values (deploy/k8s/secrets/*.example.yaml, filled in for this test).
