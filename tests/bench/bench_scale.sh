@@ -6,7 +6,7 @@
 # taskset and WORKER_CONCURRENCY is left unset, so the worker sizes itself
 # from what it may use (common/sysres: 1 CPU -> 1 job thread, libvips 1
 # thread); the bench checks its start-up line says so. For N = 1 .. cores
-# (BENCH_MAX_WORKERS), BENCH_JOBS fresh jobs (portrait_pro on a 3 MP JPEG,
+# (BENCH_MAX_WORKERS), BENCH_JOBS fresh jobs (portrait_pro on a 12 MP JPEG,
 # through PostgreSQL, Redis and the Google fake) are pushed at once to N
 # workers; jobs/s is completed jobs over the time to the last completion.
 # Prints each N's jobs/s and its speed-up over N = 1 beside the 0.8*N target.
@@ -14,12 +14,12 @@
 # A run is valid only when every job of every phase completed, each has its
 # output in the fake's Processed folder, and the fake answered every call 2xx.
 #
-#   BENCH_JOBS (40)  BENCH_MAX_WORKERS (cores)
+#   BENCH_JOBS (30)  BENCH_MAX_WORKERS (cores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=${CA_BIN:-$ROOT/build/bin}
-NJOBS=${BENCH_JOBS:-40}
+NJOBS=${BENCH_JOBS:-30}
 CORES=$(nproc)
 MAXW=${BENCH_MAX_WORKERS:-$CORES}
 KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
@@ -34,13 +34,13 @@ bench_start bench_scale
 bench_database
 bench_google
 
-# 2000x1500 JPEG (tests/fixtures/astronaut.png, public domain, scaled)
-vips resize tests/fixtures/astronaut.png "$W/in.v" 3.90625 --vscale 2.9296875 --kernel cubic
+# 4000x3000 JPEG, a camera's size (tests/fixtures/astronaut.png, public domain, scaled)
+vips resize tests/fixtures/astronaut.png "$W/in.v" 7.8125 --vscale 5.859375 --kernel cubic
 vips copy "$W/in.v" "$W/in.jpg[Q=92]"
-[ "$(vipsheader -f width "$W/in.jpg")x$(vipsheader -f height "$W/in.jpg")" = 2000x1500 ] ||
-  bench_fail "the input is not 2000x1500"
+[ "$(vipsheader -f width "$W/in.jpg")x$(vipsheader -f height "$W/in.jpg")" = 4000x3000 ] ||
+  bench_fail "the input is not 4000x3000"
 bench_seed_user bench.scale@example.com $((NJOBS * MAXW)) "$W/in.jpg" "$KEY"
-echo "input: 2000x1500 JPEG, $(stat -c %s "$W/in.jpg") bytes; $NJOBS jobs a phase, portrait_pro; $CORES cores"
+echo "input: 4000x3000 JPEG, $(stat -c %s "$W/in.jpg") bytes; $NJOBS jobs a phase, portrait_pro; $CORES cores"
 
 declare -A rate
 for n in $(seq 1 "$MAXW"); do
