@@ -243,25 +243,7 @@ printf 'fair / fifo throughput = %.3f (target >= 0.95: %s)\n' "$ratio" "$(verdic
 # a run with failures or lost outputs is no measurement
 outputs=0
 while IFS=$'\t' read -r _ tier _ _ access _ _ processed; do
-  n=$(node - "$G" "$access" "$processed" <<'JS'
-const [base, token, folder] = process.argv.slice(2);
-(async () => {
-  let n = 0, page = '';
-  do {
-    const url = new URL(base + '/drive/v3/files');
-    url.searchParams.set('q', `'${folder}' in parents and trashed = false`);
-    url.searchParams.set('pageSize', '1000');
-    if (page) url.searchParams.set('pageToken', page);
-    const r = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
-    if (r.status !== 200) throw new Error(`files.list ${r.status} ${await r.text()}`);
-    const j = await r.json();
-    n += j.files.length;
-    page = j.nextPageToken || '';
-  } while (page);
-  console.log(n);
-})().catch((e) => { console.error(e); process.exit(1); });
-JS
-  )
+  n=$(bench_drive_count "$access" "$processed")
   outputs=$((outputs + n))
 done < "$W/users.tsv"
 [ "$outputs" = "$total" ] || bench_fail "$outputs outputs in Processed for $total completed jobs" "$W/worker.log"

@@ -206,26 +206,7 @@ run_part() {
   WALL=$(psql -qtA "$DB" -c "SELECT extract(epoch FROM max(completed_at)) - $t0 FROM jobs WHERE user_id = '$uid'")
   done_ok=$(psql -qtA "$DB" -c "SELECT count(*) FROM jobs WHERE user_id = '$uid' AND status = 'completed'")
   [ "$done_ok" = "$n" ] || bench_fail "$((n - done_ok)) of $n jobs failed" "$W/worker.log"
-  outputs=$(node - "$G" "${ACCESS[$email]}" "${OUTBOX[$email]}" <<'JS'
-const [base, token, folder] = process.argv.slice(2);
-(async () => {
-  let n = 0, page = '';
-  do {
-    const url = new URL(base + '/drive/v3/files');
-    url.searchParams.set('q', `'${folder}' in parents and trashed = false`);
-    url.searchParams.set('pageSize', '1000');
-    url.searchParams.set('fields', 'nextPageToken, files(id, mimeType, size)');
-    if (page) url.searchParams.set('pageToken', page);
-    const r = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
-    if (r.status !== 200) throw new Error(`files.list ${r.status} ${await r.text()}`);
-    const j = await r.json();
-    for (const f of j.files) if (f.mimeType === 'image/jpeg' && Number(f.size) > 0) n++;
-    page = j.nextPageToken || '';
-  } while (page);
-  console.log(n);
-})().catch((e) => { console.error(e); process.exit(1); });
-JS
-)
+  outputs=$(bench_drive_count "${ACCESS[$email]}" "${OUTBOX[$email]}" image/jpeg)
   [ "$outputs" = "$n" ] || bench_fail "$outputs non-empty JPEG outputs in Processed for $n jobs" "$W/worker.log"
   errors=$(bench_fake_errors "$G")
   [ "$errors" = 0 ] || bench_fail "the fake answered $errors calls with other than 2xx" "$W/worker.log"

@@ -213,21 +213,23 @@ INSERT INTO subscriptions (user_id, tier, status, monthly_limit)
 SQL
 }
 
-# bench_drive_count TOKEN FOLDER: files in FOLDER of the fake's Drive (every page).
+# bench_drive_count TOKEN FOLDER [MIME]: non-empty files (of type MIME when
+# given) in FOLDER of the fake's Drive, every page.
 bench_drive_count() {
-  node - "$G" "$1" "$2" <<'JS'
-const [base, token, folder] = process.argv.slice(2);
+  node - "$G" "$1" "$2" "${3:-}" <<'JS'
+const [base, token, folder, mime] = process.argv.slice(2);
 (async () => {
   let n = 0, page = '';
   do {
     const url = new URL(base + '/drive/v3/files');
     url.searchParams.set('q', `'${folder}' in parents and trashed = false`);
     url.searchParams.set('pageSize', '1000');
+    url.searchParams.set('fields', 'nextPageToken, files(id, mimeType, size)');
     if (page) url.searchParams.set('pageToken', page);
     const r = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
     if (r.status !== 200) throw new Error(`files.list ${r.status} ${await r.text()}`);
     const j = await r.json();
-    n += j.files.length;
+    for (const f of j.files) if ((!mime || f.mimeType === mime) && Number(f.size) > 0) n++;
     page = j.nextPageToken || '';
   } while (page);
   console.log(n);
