@@ -534,6 +534,53 @@ static bool plausible_origin(const char *s)
     return true;
 }
 
+/* A comma list from the environment (NAME): each entry trimmed of spaces,
+ * empty ones skipped, appended to *items (strdup'd) and counted in *n. An
+ * entry VALID (may be NULL) refuses is logged as "not <WHAT>" and fails the
+ * list, as does running out of memory. Returns 0 or -1. */
+static int split_comma_list(const char *name, const char *text, bool (*valid)(const char *),
+                            const char *what, char ***items, size_t *n)
+{
+    if (text == NULL || text[0] == '\0') {
+        return 0;
+    }
+    char *copy = strdup(text);
+    if (copy == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') {
+            tok++;
+        }
+        size_t tl = strlen(tok);
+        while (tl > 0 && tok[tl - 1] == ' ') {
+            tok[--tl] = '\0';
+        }
+        if (tl == 0) {
+            continue;
+        }
+        if (valid != NULL && !valid(tok)) {
+            log_error("%s: \"%s\" is not %s", name, tok, what);
+            rc = -1;
+            break;
+        }
+        char **grown = realloc(*items, (*n + 1) * sizeof(char *));
+        char *dup = grown != NULL ? strdup(tok) : NULL;
+        if (grown != NULL) {
+            *items = grown;
+        }
+        if (dup == NULL) {
+            rc = -1;
+            break;
+        }
+        (*items)[(*n)++] = dup;
+    }
+    free(copy);
+    return rc;
+}
+
 static bool is_admin_email(const gw_t *gw, const char *email)
 {
     for (size_t i = 0; i < gw->nadmin_emails; i++) {
@@ -1049,70 +1096,13 @@ gw_t *gw_new(daemon_t *d)
     gw->oauth_cookie = gw->secure_cookies ? GW_OAUTH_COOKIE_HOST : GW_OAUTH_COOKIE;
     snprintf(gw->redirect_uri, sizeof(gw->redirect_uri), "%s/auth/google/callback", gw->public_url);
 
-    const char *admins = config_get(cfg, "ADMIN_EMAILS");
-    if (admins != NULL && admins[0] != '\0') {
-        char *copy = strdup(admins);
-        char *save = NULL;
-        for (char *tok = copy != NULL ? strtok_r(copy, ",", &save) : NULL; tok != NULL;
-             tok = strtok_r(NULL, ",", &save)) {
-            while (*tok == ' ') {
-                tok++;
-            }
-            size_t tl = strlen(tok);
-            while (tl > 0 && tok[tl - 1] == ' ') {
-                tok[--tl] = '\0';
-            }
-            if (tl == 0) {
-                continue;
-            }
-            char **grown = realloc(gw->admin_emails, (gw->nadmin_emails + 1) * sizeof(char *));
-            if (grown == NULL) {
-                break;
-            }
-            gw->admin_emails = grown;
-            gw->admin_emails[gw->nadmin_emails++] = strdup(tok);
-        }
-        free(copy);
-    }
-    const char *origins = config_get(cfg, "FRONTEND_ORIGIN");
-    if (origins != NULL && origins[0] != '\0') {
-        char *copy = strdup(origins);
-        char *save = NULL;
-        bool bad = copy == NULL;
-        for (char *tok = copy != NULL ? strtok_r(copy, ",", &save) : NULL; tok != NULL && !bad;
-             tok = strtok_r(NULL, ",", &save)) {
-            while (*tok == ' ') {
-                tok++;
-            }
-            size_t tl = strlen(tok);
-            while (tl > 0 && tok[tl - 1] == ' ') {
-                tok[--tl] = '\0';
-            }
-            if (tl == 0) {
-                continue;
-            }
-            if (!plausible_origin(tok)) {
-                log_error("FRONTEND_ORIGIN: \"%s\" is not an origin (scheme://host[:port])", tok);
-                bad = true;
-                break;
-            }
-            char **grown =
-                realloc(gw->frontend_origins, (gw->nfrontend_origins + 1) * sizeof(char *));
-            char *dup = grown != NULL ? strdup(tok) : NULL;
-            if (grown != NULL) {
-                gw->frontend_origins = grown;
-            }
-            if (dup == NULL) {
-                bad = true;
-                break;
-            }
-            gw->frontend_origins[gw->nfrontend_origins++] = dup;
-        }
-        free(copy);
-        if (bad) {
-            gw_free(gw);
-            return NULL;
-        }
+    if (split_comma_list("ADMIN_EMAILS", config_get(cfg, "ADMIN_EMAILS"), NULL, NULL,
+                         &gw->admin_emails, &gw->nadmin_emails) != 0 ||
+        split_comma_list("FRONTEND_ORIGIN", config_get(cfg, "FRONTEND_ORIGIN"), plausible_origin,
+                         "an origin (scheme://host[:port])", &gw->frontend_origins,
+                         &gw->nfrontend_origins) != 0) {
+        gw_free(gw);
+        return NULL;
     }
     gw->rl_per_minute_ip = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_IP");
     gw->rl_per_minute_session = config_get_int(cfg, "RATE_LIMIT_PER_MINUTE_SESSION");

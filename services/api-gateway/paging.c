@@ -3,6 +3,7 @@
  */
 #include "paging.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,5 +238,23 @@ bool paging_cursor_split(const char *cursor, char text[PAGING_CURSOR_TEXT_MAX], 
         *bar = '\0';
         keys[i] = bar + 1;
     }
+    return true;
+}
+
+bool paging_parse_limit(const char *s, long *out)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 3) {
+        return false;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if (!isdigit((unsigned char)*p)) {
+            return false;
+        }
+    }
+    long v = strtol(s, NULL, 10);
+    if (v < 1 || v > 100) {
+        return false;
+    }
+    *out = v;
     return true;
 }

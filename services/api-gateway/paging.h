@@ -35,6 +35,10 @@
 
 typedef struct paging paging_t;
 
+/* A list route's ?limit=: digits only, 1..100. False when it is anything else
+ * (the caller answers 400 invalid_request naming "limit"). */
+bool paging_parse_limit(const char *s, long *out);
+
 /* Answers 200 with b as JSON (Cache-Control: no-store), or 503 when building
  * it ran out of memory; frees b either way. */
 void paging_reply(http_req_t *req, jbuf_t *b);

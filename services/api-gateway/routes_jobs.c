@@ -71,24 +71,6 @@ static const char *const STATUSES[] = {"queued", "processing", "completed",
                                        "failed", "cancelled",  NULL};
 
 /* Strict: digits only, no sign, within [min, max]. */
-static bool parse_int(const char *s, long min, long max, long *out)
-{
-    if (s == NULL || s[0] == '\0' || strlen(s) > 9) {
-        return false;
-    }
-    for (const char *p = s; *p != '\0'; p++) {
-        if (!isdigit((unsigned char)*p)) {
-            return false;
-        }
-    }
-    long v = strtol(s, NULL, 10);
-    if (v < min || v > max) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 /* Decodes a cursor into ts ("YYYY-MM-DDTHH:MM:SS.ffffff") and id. */
 static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, size_t idlen)
 {
@@ -231,7 +213,7 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
         return;
     }
     long limit = 20;
-    if (limit_s != NULL && !parse_int(limit_s, 1, 100, &limit)) {
+    if (limit_s != NULL && !paging_parse_limit(limit_s, &limit)) {
         gw_reply_invalid(req, "limit", "must be an integer from 1 to 100");
         return;
     }
@@ -272,7 +254,7 @@ static void list_jobs(gw_t *gw, http_req_t *req, const gw_user_t *user)
     }
     static const int KEY_COLS[2] = {5 /* created_at */, 0 /* id */};
     paging_key_timestamp_cols(page, KEY_COLS);
-    char fetch[16];
+    char fetch[24];
     snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
     const char *p[7] = {user->id, fetch};
     int n = 2;

@@ -53,24 +53,6 @@ static const char LIST_NEXT_SQL[] =
     LIST_SQL(" AND ((n.read_at IS NOT NULL) > $3::boolean OR ((n.read_at IS NOT NULL) = $3::boolean"
              " AND (n.created_at, n.id) < ($4::timestamp, $5::uuid)))");
 
-static bool parse_limit(const char *s, long *out)
-{
-    if (s == NULL || s[0] == '\0' || strlen(s) > 3) {
-        return false;
-    }
-    for (const char *p = s; *p != '\0'; p++) {
-        if (!isdigit((unsigned char)*p)) {
-            return false;
-        }
-    }
-    long v = strtol(s, NULL, 10);
-    if (v < 1 || v > 100) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 /* "<ts>|<id>|<u|r>" → the three keys, checked. */
 static bool cursor_decode(const char *cursor, char *ts, size_t tslen, char *id, size_t idlen,
                           bool *is_read)
@@ -137,7 +119,7 @@ static void list_notices(gw_t *gw, http_req_t *req, const gw_user_t *user)
     const char *limit_s = http_req_query(req, "limit");
     const char *cursor = http_req_query(req, "cursor");
     long limit = 20;
-    if (limit_s != NULL && !parse_limit(limit_s, &limit)) {
+    if (limit_s != NULL && !paging_parse_limit(limit_s, &limit)) {
         gw_reply_invalid(req, "limit", "must be an integer from 1 to 100");
         return;
     }

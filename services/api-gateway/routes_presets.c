@@ -90,24 +90,6 @@ static bool in_list(const char *s, const char *const *list)
     return false;
 }
 
-static bool parse_limit(const char *s, long *out)
-{
-    if (s == NULL || s[0] == '\0' || strlen(s) > 3) {
-        return false;
-    }
-    for (const char *p = s; *p != '\0'; p++) {
-        if (!isdigit((unsigned char)*p)) {
-            return false;
-        }
-    }
-    long v = strtol(s, NULL, 10);
-    if (v < 1 || v > 100) {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
 /* A preset name: 1..50 of [A-Za-z0-9 _.-], starting with a letter or digit and
  * not ending with a space (it becomes part of output file names). */
 static bool valid_name(const char *s)
@@ -186,7 +168,7 @@ static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
         return;
     }
     long limit = 20;
-    if (limit_s != NULL && !parse_limit(limit_s, &limit)) {
+    if (limit_s != NULL && !paging_parse_limit(limit_s, &limit)) {
         gw_reply_invalid(req, "limit", "must be an integer from 1 to 100");
         return;
     }
@@ -202,7 +184,7 @@ static void list_presets(gw_t *gw, http_req_t *req, const gw_user_t *user)
         http_reply_error(req, 503, "unavailable", "out of memory");
         return;
     }
-    char fetch[16];
+    char fetch[24];
     snprintf(fetch, sizeof(fetch), "%ld", limit + 1);
     const char *p[] = {user->id,
                        category,
