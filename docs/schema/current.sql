@@ -1623,6 +1623,8 @@ DECLARE
     lim text := COALESCE(p_data ->> 'monthly_limit', '?');
     tier text := COALESCE(p_data ->> 'tier', 'current');
     n text := COALESCE(p_data ->> 'count', p_data ->> 'waiting', '1');
+    one boolean := COALESCE(p_data ->> 'count', p_data ->> 'waiting', '1') = '1';
+    photos text := CASE WHEN one THEN 'photo' ELSE 'photos' END;
 BEGIN
     CASE p_kind
     WHEN 'usage_80' THEN
@@ -1639,9 +1641,12 @@ BEGIN
                       END;
     WHEN 'quota_waiting' THEN
         title := 'Photos are waiting for your monthly limit';
-        message := format('%s photo(s) wait because your plan''s monthly limit is reached. '
-                          'They are processed by themselves, in order, when the next period starts '
-                          'or when you upgrade your plan.', n);
+        message := format('%s %s %s because your plan''s monthly limit is reached. '
+                          '%s processed by %s, in order, when the next period starts '
+                          'or when you upgrade your plan.', n, photos,
+                          CASE WHEN one THEN 'waits' ELSE 'wait' END,
+                          CASE WHEN one THEN 'It is' ELSE 'They are' END,
+                          CASE WHEN one THEN 'itself' ELSE 'themselves' END);
     WHEN 'drive_revoked' THEN
         title := 'Reconnect Google Drive';
         message := 'Creator Automation can no longer reach your Google Drive (the access was '
@@ -1657,9 +1662,9 @@ BEGIN
         message := format('We could not collect the payment for your %s plan. Please update your '
                           'payment method in the billing portal (Billing in the dashboard).', tier);
     WHEN 'jobs_failed' THEN
-        title := format('%s photo(s) could not be processed', n);
-        message := format('%s photo(s) failed for good. The job list shows why; you can retry them '
-                          'there.', n);
+        title := format('%s %s could not be processed', n, photos);
+        message := format('%s %s failed for good. The job list shows why; you can retry %s '
+                          'there.', n, photos, CASE WHEN one THEN 'it' ELSE 'them' END);
     ELSE
         title := p_kind;
         message := '';

@@ -236,7 +236,7 @@ static void test_links_per_kind(void **state)
         waiting = waiting ||
                   (strstr(d, "Subject: Creator Automation: Photos are waiting for your monthly "
                              "limit") != NULL &&
-                   strstr(d, "3 photo(s) wait") != NULL);
+                   strstr(d, "3 photos wait") != NULL);
     }
     cJSON_Delete(j);
     assert_true(waiting);
@@ -437,7 +437,19 @@ static void test_jobs_failed_batch(void **state)
     char *d = sql_value("SELECT (data->>'count') || ' ' || jsonb_array_length(data->'jobs') || ' '"
                         " || title FROM notices WHERE user_id = $1::uuid AND kind = 'jobs_failed'",
                         1, p);
-    assert_string_equal(d, "2 2 2 photo(s) could not be processed");
+    assert_string_equal(d, "2 2 2 photos could not be processed");
+    free(d);
+    /* one photo is one photo: singular title and text ("photo(s)" before) */
+    d = sql_value("SELECT t.title || ' / ' || t.message FROM notice_text('jobs_failed',"
+                  " '{\"count\": 1}') t",
+                  0, NULL);
+    assert_string_equal(d, "1 photo could not be processed / 1 photo failed for good. The job "
+                           "list shows why; you can retry it there.");
+    free(d);
+    d = sql_value("SELECT t.message FROM notice_text('quota_waiting', '{\"waiting\": 1}') t", 0,
+                  NULL);
+    assert_non_null(strstr(d, "1 photo waits because"));
+    assert_non_null(strstr(d, "It is processed by itself"));
     free(d);
     /* no e-mail of its own (the digest mails failed jobs) */
     assert_int_equal(count_of("SELECT count(*) FROM email_outbox WHERE user_id = $1::uuid", 1, p),

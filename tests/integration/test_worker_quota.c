@@ -507,13 +507,12 @@ static void test_wait_then_upgrade(void **state)
                                " WHERE user_id = $1::uuid AND kind = 'quota_waiting'",
                                u.id),
                      10);
-    assert_int_equal(
-        count_sql("SELECT count(*) FROM notices n WHERE n.user_id = $1::uuid"
-                  " AND n.kind = 'quota_waiting' AND n.message LIKE '10 photo(s) wait%'"
-                  " AND n.cause_key = (SELECT period_start::text"
-                  " FROM billing_quota_room($1::uuid))",
-                  u.id),
-        1);
+    assert_int_equal(count_sql("SELECT count(*) FROM notices n WHERE n.user_id = $1::uuid"
+                               " AND n.kind = 'quota_waiting' AND n.message LIKE '10 photos wait%'"
+                               " AND n.cause_key = (SELECT period_start::text"
+                               " FROM billing_quota_room($1::uuid))",
+                               u.id),
+                     1);
     assert_int_equal(count_sql("SELECT count(*) FROM email_outbox o JOIN notices n"
                                " ON n.id = o.notice_id WHERE o.user_id = $1::uuid"
                                " AND n.kind = 'quota_waiting'",
