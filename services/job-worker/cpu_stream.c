@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Long edge of the thumbnail statistics are computed on. */
 #define PREVIEW_SIZE 768
@@ -243,10 +244,12 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
  * whole decoded original (bounded by AHEAD_MAX_BYTES). */
 
 #define AHEAD_MAX_BYTES (64L * 1024 * 1024)
+#define AHEAD_HUGE ((size_t)2 * 1024 * 1024)
 
 typedef struct {
     VipsImage *in; /* a reference */
     VipsPel *buf;
+    size_t map_len; /* buf's mapping */
     size_t line;
     GMutex lock;
     GCond cond;
@@ -299,7 +302,9 @@ static void ahead_close(VipsImage *im, void *a)
         g_thread_join(ah->thread);
     }
     g_object_unref(ah->in);
-    g_free(ah->buf);
+    if (ah->buf != NULL) {
+        munmap(ah->buf, ah->map_len);
+    }
     g_mutex_clear(&ah->lock);
     g_cond_clear(&ah->cond);
     g_free(ah);
@@ -395,11 +400,16 @@ VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
         return NULL;
     }
     ahead_t *ah = g_new0(ahead_t, 1);
-    ah->buf = g_try_malloc(bytes);
-    if (ah->buf == NULL) {
+    /* its own mapping, in 2 MB pages where the kernel has them (MADV_HUGEPAGE):
+     * ~20 page faults instead of one per 4 kB page (~10000 for 13 MP) */
+    ah->map_len = (bytes + AHEAD_HUGE - 1) / AHEAD_HUGE * AHEAD_HUGE;
+    void *m = mmap(NULL, ah->map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
         g_free(ah);
         return NULL;
     }
+    (void)madvise(m, ah->map_len, MADV_HUGEPAGE);
+    ah->buf = m;
     ah->line = VIPS_IMAGE_SIZEOF_LINE(in);
     g_mutex_init(&ah->lock);
     g_cond_init(&ah->cond);
