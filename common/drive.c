@@ -343,47 +343,6 @@ google_status_t drive_files_get(google_client_t *gc, const char *access_token, c
     return st;
 }
 
-google_status_t drive_download(google_client_t *gc, const char *access_token, const char *file_id,
-                               size_t max_bytes, void **data, size_t *len, google_error_t *err)
-{
-    *data = NULL;
-    *len = 0;
-    google_error_reset(err);
-    if (file_id == NULL || file_id[0] == '\0')
-        return google_error_set(err, GOOGLE_ERR_BAD_REQUEST, 0, "download: no file id");
-    char *url = file_url(gc->drive_api_url, file_id, "?alt=media");
-    /* The transport cap leaves room for an error body; the caller's cap is
-     * checked exactly below. When the file is bigger than the transport cap,
-     * curl stops early (Content-Length or streaming). */
-    size_t transport_cap = max_bytes > GOOGLE_ERROR_BODY_ROOM ? max_bytes : GOOGLE_ERROR_BODY_ROOM;
-    google_request_t r = {
-        .method = "GET",
-        .url = url,
-        .bearer = access_token,
-        .max_body = transport_cap,
-        .what = "download",
-    };
-    http_response_t resp;
-    google_status_t st = google_call(gc, &r, &resp, err);
-    free(url);
-    if (st == GOOGLE_OK) {
-        if (resp.body_len > max_bytes) {
-            st = google_error_set(err, GOOGLE_ERR_TOO_LARGE, resp.status,
-                                  "download: file over %zu bytes", max_bytes);
-        } else {
-            /* Hand the body over (it is NUL-terminated, which callers may ignore). */
-            *data = resp.body;
-            *len = resp.body_len;
-            resp.body = NULL;
-            resp.body_len = 0;
-        }
-    } else if (st == GOOGLE_ERR_TOO_LARGE && err != NULL) {
-        snprintf(err->message, sizeof(err->message), "download: file over %zu bytes", max_bytes);
-    }
-    http_response_free(&resp);
-    return st;
-}
-
 google_status_t drive_download_to(google_client_t *gc, const char *access_token,
                                   const char *file_id, size_t max_bytes, long timeout_ms,
                                   FILE *sink, size_t *len, google_error_t *err)
@@ -396,8 +355,9 @@ google_status_t drive_download_to(google_client_t *gc, const char *access_token,
     if (start < 0)
         return google_error_set(err, GOOGLE_ERR_PROTOCOL, 0, "download: the file cannot seek");
     char *url = file_url(gc->drive_api_url, file_id, "?alt=media");
-    /* As drive_download: the transport cap leaves room for an error body;
-     * the streamed bytes are capped by it too, and checked exactly below. */
+    /* The transport cap leaves room for an error body (an error's body stays
+     * in memory, never in the file); the streamed bytes are capped by it too,
+     * and the caller's cap is checked exactly below. */
     size_t transport_cap = max_bytes > GOOGLE_ERROR_BODY_ROOM ? max_bytes : GOOGLE_ERROR_BODY_ROOM;
     google_request_t r = {
         .method = "GET",

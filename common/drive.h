@@ -64,10 +64,6 @@ google_status_t drive_files_list(google_client_t *gc, const char *access_token, 
                                  drive_file_list_t *out, google_error_t *err);
 google_status_t drive_files_get(google_client_t *gc, const char *access_token, const char *file_id,
                                 drive_file_t *out, google_error_t *err);
-/* alt=media into a new buffer (caller frees) of at most max_bytes, else
- * GOOGLE_ERR_TOO_LARGE. */
-google_status_t drive_download(google_client_t *gc, const char *access_token, const char *file_id,
-                               size_t max_bytes, void **data, size_t *len, google_error_t *err);
 /* alt=media streamed into sink (a file opened for writing, positioned where
  * the body goes; a retry truncates it back there), at most max_bytes, else
  * GOOGLE_ERR_TOO_LARGE as soon as Content-Length or the bytes received say so

@@ -2,7 +2,8 @@
  * fuzz_drive_response — Google's answers as the Drive and OAuth clients read
  * them (common/drive.c, common/google_oauth.c): files.list, files.get,
  * changes.list, changes.getStartPageToken, the token endpoint (code exchange
- * and refresh), userinfo, alt=media downloads, and the error bodies of each.
+ * and refresh), userinfo, alt=media downloads (streamed to a file), and the
+ * error bodies of each.
  *
  * Their parsers (file_from_json, parse_error_body, the token and change
  * readers) are static; they are reached through the public functions with a
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 http_result_t __wrap_http_client_do(http_client_t *c, const http_request_t *req,
@@ -59,6 +61,15 @@ http_result_t __wrap_http_client_do(http_client_t *c, const http_request_t *req,
     if (answer.body_len > cap) {
         snprintf(resp->error, sizeof(resp->error), "body over %zu bytes", cap);
         return HTTP_ERR_TOO_LARGE;
+    }
+    /* As the real client: a 2xx body goes to the sink when there is one. */
+    if (req->sink != NULL && answer.status >= 200 && answer.status < 300) {
+        if (answer.body_len > 0 &&
+            fwrite(answer.body, 1, answer.body_len, req->sink) != answer.body_len) {
+            snprintf(resp->error, sizeof(resp->error), "writing the body to the file failed");
+            return HTTP_ERR_INTERNAL;
+        }
+        return HTTP_RESULT_OK;
     }
     resp->body = dup_bytes(answer.body, answer.body_len);
     resp->body_len = answer.body_len;
@@ -174,10 +185,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     default: {
-        void *bytes = NULL;
+        /* One temporary file for the whole run, emptied before each call. */
+        static FILE *sink;
+        if (sink == NULL && (sink = tmpfile()) == NULL)
+            abort();
+        rewind(sink);
+        if (ftruncate(fileno(sink), 0) != 0)
+            abort();
         size_t len = 0;
-        (void)drive_download(gc, "tok", "file1", 4096, &bytes, &len, &err);
-        free(bytes);
+        (void)drive_download_to(gc, "tok", "file1", 4096, 0, sink, &len, &err);
         break;
     }
     }
