@@ -128,9 +128,40 @@ test('an administrator sees the four charts drawn as SVG with the seeded figures
   await page.locator('#admin-status', { hasText: 'on or before the end date' }).waitFor();
 
   assert.deepEqual(await axe(page), []);
+  // on a desktop, the charts are drawn 640 units wide and the heatmap has a
+  // column a month
+  const viewBoxWidth = (id) => page.locator(`#${id} svg`).evaluate((svg) => svg.viewBox.baseVal.width);
+  assert.equal(await viewBoxWidth('chart-mau'), 640);
+  assert.equal(await page.locator('#chart-retention svg.transposed').count(), 0);
+
+  // on a 390 px phone, the charts are drawn again for that width: their text
+  // is as large as on a desktop (12 px, not scaled down to 7), x labels do not
+  // overlap, the heatmap turns (months down the side) with the same cells
   await page.setViewportSize({ width: 390, height: 844 });
+  await until(async () => (await viewBoxWidth('chart-mau')) < 400, 5000, 'the charts drawn for a phone');
   assert.ok(await noHorizontalScroll(page), 'no sideways scroll at 390 px');
+  const textSizes = await page.locator('#admin-charts svg text').evaluateAll((ts) => ts.map((t) => {
+    const svg = t.ownerSVGElement;
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    return parseFloat(getComputedStyle(t).fontSize) * scale;
+  }));
+  assert.ok(textSizes.length > 20, `chart text drawn (${textSizes.length})`);
+  assert.ok(Math.min(...textSizes) >= 11, `chart text at 390 px is ${Math.min(...textSizes).toFixed(1)} px at the smallest (>= 11)`);
+  for (const id of ['chart-mau', 'chart-revenue', 'chart-performance']) {
+    const boxes = await page.locator(`#${id} svg text.xlabel`).evaluateAll((ts) => ts.map((t) => {
+      const r = t.getBoundingClientRect();
+      return [r.left, r.right];
+    }));
+    assert.ok(boxes.length > 0, `${id} has x labels`);
+    for (let i = 1; i < boxes.length; i++) assert.ok(boxes[i][0] >= boxes[i - 1][1], `${id}: x labels ${i - 1} and ${i} overlap`);
+  }
+  assert.equal(await page.locator('#chart-retention svg.transposed').count(), 1, 'the heatmap turned');
+  const phoneCells = await page.locator('#chart-retention svg rect.cell').evaluateAll((rs) => rs.map((r) => r.dataset.value));
+  assert.deepEqual(phoneCells, cells, 'the same twelve cells, month by month');
+  assert.deepEqual(await axe(page), []);
   await page.setViewportSize({ width: 1280, height: 900 });
+  await until(async () => (await viewBoxWidth('chart-mau')) === 640, 5000, 'the charts drawn for a desktop again');
+  assert.equal(await page.locator('#chart-retention svg.transposed').count(), 0);
   assert.deepEqual(browser.errors, []);
 });
 

@@ -2,17 +2,28 @@
 // third-party host). Each chart is a <figure>: the SVG (role="img", named by
 // its <title>, described by its <desc>) and a table with the same numbers for
 // screen readers and for reading exact values. Sizes are in viewBox units;
-// CSS scales the SVG to the width available (390 px phones included).
+// CSS scales the SVG to the width available. A chart is drawn for the width
+// it will have (chartWidth: at most 640 units, about one unit a CSS pixel),
+// so its 12 px text stays 12 px on a 390 px phone instead of being scaled
+// down to 7; the page draws it again when that width changes.
 import { h } from './dom.js';
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 640;
+const W_MAX = 640;
+const W_MIN = 300;
 const H = 280;
 const PAD = { top: 16, right: 12, bottom: 44, left: 56 };
 // Series colours (a colour-blind-safe set) and the heatmap's ramp.
 export const PALETTE = ['#2166ac', '#e08214', '#1b7837', '#762a83', '#b2182b'];
 
 let uid = 0;
+
+// The width to draw a chart at: the page's width less its margins, within
+// [W_MIN, W_MAX] viewBox units.
+export function chartWidth() {
+  const avail = (document.documentElement.clientWidth || W_MAX) - 32;
+  return Math.round(Math.min(W_MAX, Math.max(W_MIN, avail)));
+}
 
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(NS, tag);
@@ -30,7 +41,7 @@ function niceScale(max, integer) {
   return { top: Math.ceil(max / step) * step, step };
 }
 
-function svgRoot(id, title, desc, width = W, height = H) {
+function svgRoot(id, title, desc, width, height) {
   return s('svg', {
     viewBox: `0 0 ${width} ${height}`, role: 'img', class: 'chart-svg',
     'aria-labelledby': `${id}-t`, 'aria-describedby': `${id}-d`, preserveAspectRatio: 'xMidYMid meet',
@@ -56,12 +67,13 @@ function legend(series) {
 // Vertical bars: labels along x, one or more series (stacked when stacked).
 // fmt formats a value for labels, the description and the table.
 // integer: counts (no fractional axis steps).
-export function barChart({ id, title, labels, series, stacked = false, fmt = String, integer = false, empty = 'No data in this range.' }) {
+export function barChart({ id, title, labels, series, stacked = false, fmt = String, integer = false, empty = 'No data in this range.', width = chartWidth() }) {
   id = id || `chart${++uid}`;
+  const W = width;
   const totals = labels.map((_, i) => series.reduce((a, sr) => a + (Number(sr.values[i]) || 0), 0));
   const max = stacked ? Math.max(0, ...totals) : Math.max(0, ...series.flatMap((sr) => sr.values.map((v) => Number(v) || 0)));
   const desc = labels.length === 0 ? empty : labels.map((l, i) => `${l}: ${series.map((sr) => (series.length > 1 ? `${sr.name} ${fmt(sr.values[i])}` : fmt(sr.values[i]))).join(', ')}`).join('; ');
-  const svg = svgRoot(id, title, desc);
+  const svg = svgRoot(id, title, desc, W, H);
   const { top, step } = niceScale(max, integer);
   const plotW = W - PAD.left - PAD.right;
   const plotH = H - PAD.top - PAD.bottom;
@@ -110,28 +122,38 @@ export function barChart({ id, title, labels, series, stacked = false, fmt = Str
 
 // A heatmap: rows × columns of values in 0..1 (null: no data), shaded from
 // light to dark; each cell shows its value (fmt) and says it in its <title>.
-export function heatmap({ id, title, rows, columns, values, fmt = (v) => `${Math.round(v * 100)}%`, note = '' }) {
+// When the columns do not fit the width (a phone), it is drawn transposed:
+// columns down the side, rows across (the description and table unchanged).
+export function heatmap({ id, title, rows, columns, values, fmt = (v) => `${Math.round(v * 100)}%`, note = '', width = chartWidth() }) {
   id = id || `chart${++uid}`;
   const cellW = 44;
   const cellH = 30;
   const left = 56;
   const topPad = 24;
-  const width = left + columns.length * cellW + 8;
-  const height = topPad + Math.max(rows.length, 1) * cellH + 8;
   const cells = [];
   rows.forEach((r, i) => columns.forEach((c, j) => {
     const v = values[i][j];
     if (v !== null && v !== undefined) cells.push(`${c} ${r}: ${fmt(v)}`);
   }));
   const desc = (cells.length ? cells.join('; ') : 'No data in this range.') + (note ? ` ${note}` : '');
-  const svg = svgRoot(id, title, desc, width, height);
+  const transposed = left + columns.length * cellW + 8 > width && rows.length < columns.length;
+  // what is drawn across (dc) and down (dr); at(i, j) is the value drawn in
+  // row i, column j; name(i, j) the cell's "column row" name.
+  const dc = transposed ? rows : columns;
+  const dr = transposed ? columns : rows;
+  const at = (i, j) => (transposed ? values[j][i] : values[i][j]);
+  const name = (i, j) => (transposed ? `${dr[i]} ${dc[j]}` : `${dc[j]} ${dr[i]}`);
+  const svgW = left + dc.length * cellW + 8;
+  const height = topPad + Math.max(dr.length, 1) * cellH + 8;
+  const svg = svgRoot(id, title, desc, svgW, height);
+  if (transposed) svg.classList.add('transposed');
   const g = s('g', { class: 'heat' });
-  columns.forEach((c, j) => g.append(s('text', { x: left + j * cellW + cellW / 2, y: 16, 'text-anchor': 'middle', 'aria-hidden': 'true' }, c)));
-  rows.forEach((r, i) => {
+  dc.forEach((c, j) => g.append(s('text', { x: left + j * cellW + cellW / 2, y: 16, 'text-anchor': 'middle', 'aria-hidden': 'true' }, c)));
+  dr.forEach((r, i) => {
     const yy = topPad + i * cellH;
     g.append(s('text', { x: left - 6, y: yy + cellH / 2 + 4, 'text-anchor': 'end', 'aria-hidden': 'true' }, r));
-    columns.forEach((c, j) => {
-      const v = values[i][j];
+    dc.forEach((c, j) => {
+      const v = at(i, j);
       const has = v !== null && v !== undefined;
       // light (#f0f4fa) to dark (#08306b) blue by value
       const t = has ? Math.max(0, Math.min(1, v)) : 0;
@@ -140,7 +162,7 @@ export function heatmap({ id, title, rows, columns, values, fmt = (v) => `${Math
       g.append(s('rect', {
         x: left + j * cellW + 1, y: yy + 1, width: cellW - 2, height: cellH - 2, fill,
         class: has ? 'cell' : 'cell none', 'data-value': has ? v : '',
-      }, s('title', {}, `${c} ${r}: ${has ? fmt(v) : 'no sign-ups'}`)));
+      }, s('title', {}, `${name(i, j)}: ${has ? fmt(v) : 'no sign-ups'}`)));
       g.append(s('text', {
         x: left + j * cellW + cellW / 2, y: yy + cellH / 2 + 4, 'text-anchor': 'middle',
         fill: has && t > 0.5 ? '#ffffff' : '#1a1a1a', class: 'cell-text', 'aria-hidden': 'true',

@@ -4,7 +4,7 @@
 // heatmap, revenue by tier per month, p95 processing time per preset.
 import { api } from '../api.js';
 import { h, clear, fmtDuration } from '../dom.js';
-import { barChart, heatmap } from '../charts.js';
+import { barChart, heatmap, chartWidth } from '../charts.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const TIERS = [['free', 'Free'], ['creator', 'Creator'], ['studio', 'Studio']];
@@ -94,6 +94,27 @@ export async function admin(main, app) {
   const status = h('p', { id: 'admin-status', role: 'status', 'aria-live': 'polite' });
   const charts = h('div', { id: 'admin-charts', class: 'charts' });
   let ticket = 0;
+  let drawn = null; // { width, data }: what the charts show, to draw again at another width
+
+  function draw(data) {
+    const { mau, retention, performance, months, revenue } = data;
+    clear(charts).append(
+      mauChart(mau), retentionChart(retention),
+      revenueChart(months.map((m, i) => ({ label: m.label, data: revenue[i] }))),
+      performanceChart(performance));
+    drawn = { width: chartWidth(), data };
+  }
+
+  // A phone turned sideways, a window resized: the charts are drawn for
+  // their width (charts.js), so draw them again when it changes.
+  let resizeTimer = null;
+  function onResize() {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => {
+      if (drawn && chartWidth() !== drawn.width) draw(drawn.data);
+    }, 150);
+  }
+  window.addEventListener('resize', onResize);
 
   async function load() {
     const mine = ++ticket;
@@ -111,10 +132,7 @@ export async function admin(main, app) {
         ...months.map((m) => api('GET', `/api/admin/analytics/revenue?from=${m.from}&to=${m.to}`)),
       ]);
       if (mine !== ticket) return;
-      clear(charts).append(
-        mauChart(mau), retentionChart(retention),
-        revenueChart(months.map((m, i) => ({ label: m.label, data: revenue[i] }))),
-        performanceChart(performance));
+      draw({ mau, retention, performance, months, revenue });
       status.textContent = `From ${mau.from} to ${mau.to}.`;
     } catch (e) {
       if (mine !== ticket) return;
@@ -133,5 +151,9 @@ export async function admin(main, app) {
     h('button', { type: 'submit', class: 'button', text: 'Show' })),
     status, charts);
   await load();
-  return () => { ticket++; };
+  return () => {
+    ticket++;
+    clearTimeout(resizeTimer);
+    window.removeEventListener('resize', onResize);
+  };
 }
