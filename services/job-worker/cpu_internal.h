@@ -159,11 +159,18 @@ typedef float v4f __attribute__((vector_size(16)));
 
 /* A horizontal lanczos3 reduction: output x = Σ wt[x·n + t] · input[start[x] + t]
  * (indices clamped to the image: edge pixels repeat). */
+#define HRES_SHIFT 15
 typedef struct {
     gint refs;
     int n, out_w;
     int *start;
     v4f *wt; /* out_w × n, each weight in all 4 lanes */
+    /* 8-bit input: the weights × 2^HRES_SHIFT as integers (each row sums to
+     * exactly 2^HRES_SHIFT), np = ⌈n/2⌉ pairs of taps per output pixel, pair
+     * k as 8 int16 [w2k, w2k+1, w2k, w2k+1, w2k, w2k+1, 0, 0] (16-byte
+     * aligned, for _mm_madd_epi16 on RGB pairs); NULL: the float path */
+    int np;
+    short *wi;
 } hres_t;
 
 typedef struct {
