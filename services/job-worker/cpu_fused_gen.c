@@ -82,13 +82,15 @@ static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, i
             const v4f A[3] = {{a0, a1, a2, a0}, {a1, a2, a0, a1}, {a2, a0, a1, a2}};
             const v4f B[3] = {{b0, b1, b2, b0}, {b1, b2, b0, b1}, {b2, b0, b1, b2}};
             int x4 = w / 4 * 4;
+            /* s->clamp in a local: the row's stores (memcpy) could alias it */
+            const bool clamp = s->clamp;
             for (int x = 0; x < 3 * x4; x += 12) {
                 for (int q = 0; q < 3; q++) {
                     v4f v = A[q] * ld4(row + x + 4 * q) + B[q];
-                    st4(row + x + 4 * q, s->clamp ? clamp4(v) : v);
+                    st4(row + x + 4 * q, clamp ? clamp4(v) : v);
                 }
             }
-            if (s->clamp) {
+            if (clamp) {
                 for (int x = x4; x < w; x++) {
                     float *p = row + 3 * x;
                     p[0] = cpu_clamp01f(a0 * p[0] + b0);
@@ -110,15 +112,16 @@ static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, i
             for (int k = 0; k < 9; k++) {
                 m[k] = (float)s->m[k];
             }
+            const bool clamp = s->clamp;
             for (int x = 0; x < w; x++) {
                 float *p = row + 3 * x;
                 float r = p[0], g = p[1], b = p[2];
                 float o0 = m[0] * r + m[1] * g + m[2] * b;
                 float o1 = m[3] * r + m[4] * g + m[5] * b;
                 float o2 = m[6] * r + m[7] * g + m[8] * b;
-                p[0] = s->clamp ? cpu_clamp01f(o0) : o0;
-                p[1] = s->clamp ? cpu_clamp01f(o1) : o1;
-                p[2] = s->clamp ? cpu_clamp01f(o2) : o2;
+                p[0] = clamp ? cpu_clamp01f(o0) : o0;
+                p[1] = clamp ? cpu_clamp01f(o1) : o1;
+                p[2] = clamp ? cpu_clamp01f(o2) : o2;
             }
             break;
         }
@@ -621,16 +624,18 @@ static int hreduce_row_u8(const fused_t *fu, VipsRegion *ir, int y, int hx0, int
     v4f fhi;
     int nfold = hfold_stages(fu, fu->in_scale / (1 << HRES_SHIFT), &fa, &fb, &flo, &fhi);
     int np = hr->np;
+    /* in locals: the row's stores (memcpy) could alias hr's fields */
+    const int *restrict start = hr->start + x0;
+    const __m128i *restrict wv = (const __m128i *)hr->wi + (size_t)x0 * np;
     int built = 0; /* P[0 .. built) made: a few hundred at a time, still in L1 when read */
-    for (int x = 0; x < w; x++) {
-        int s = hr->start[x0 + x] - hx0;
+    for (int x = 0; x < w; x++, wv += np) {
+        int s = start[x] - hx0;
         if (s + 2 * np - 1 > built) {
             int to = s + 2 * np - 1 > built + 256 ? s + 2 * np - 1 : built + 256;
             to = to < hlen ? to : hlen;
             hpairs(P, e, built, to);
             built = to;
         }
-        const __m128i *wv = (const __m128i *)hr->wi + (size_t)(x0 + x) * np;
         const __m128i *p = P + s;
         __m128i acc;
         if (np == 5) { /* 9 or 10 taps: ~4200 → 3000 */
