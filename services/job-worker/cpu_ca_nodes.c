@@ -265,18 +265,39 @@ static int node_vignette(ctx_t *c, enode_t *n, VipsImage **out)
     vm->mw = mw;
     vm->mh = mh;
     float *m = vm->px;
+    /* dx² per column, computed once; inside the radius (d < radius: t = 0,
+     * the value 1.0f exactly) no square root nor division. The same values. */
+    double *dxx = g_try_malloc(sizeof(double) * (size_t)mw);
+    if (dxx == NULL) {
+        g_free(vm);
+        return cpu_fail(c, CPU_EXEC_ERROR, "CA.Vignette: out of memory");
+    }
+    for (int x = 0; x < mw; x++) {
+        double dx = ((fmin((x + 0.5) * f, im->Xsize - 0.5)) / im->Xsize - 0.5) * 2.0;
+        dxx[x] = dx * dx;
+    }
+    /* d = √(s/2)·√2 for s = dx² + dy² (to a few ulps, √s): s below this is
+     * well inside the radius */
+    double inside =
+        radius > 0 && radius < 1.4142135623730951 ? radius * radius * (1.0 - 1e-9) : -1.0;
     for (int y = 0; y < mh; y++) {
         double dy = ((fmin((y + 0.5) * f, im->Ysize - 0.5)) / im->Ysize - 0.5) * 2.0;
+        double dyy = dy * dy;
+        float *mr = m + (size_t)y * mw;
         for (int x = 0; x < mw; x++) {
-            double dx = ((fmin((x + 0.5) * f, im->Xsize - 0.5)) / im->Xsize - 0.5) * 2.0;
-            double d =
-                sqrt((dx * dx + dy * dy) / 2.0) * 1.4142135623730951; /* 0 centre, √2 corner */
+            double s2 = dxx[x] + dyy;
+            if (s2 < inside) {
+                mr[x] = 1.0f; /* (float)(1.0 − strength · 0) */
+                continue;
+            }
+            double d = sqrt(s2 / 2.0) * 1.4142135623730951; /* 0 centre, √2 corner */
             double t = (d - radius) / (1.4142135623730951 - radius);
             t = t < 0 ? 0 : (t > 1 ? 1 : t);
             t = t * t * (3 - 2 * t);
-            m[(size_t)y * mw + x] = (float)(1.0 - strength * t);
+            mr[x] = (float)(1.0 - strength * t);
         }
     }
+    g_free(dxx);
     stage_t st = {.kind = ST_VIGNETTE, .mask = vm};
     g_atomic_int_inc(&vm->refs);
     int frc = cpu_fused_append(c, im, &st, out, "CA.Vignette"); /* takes a reference */

@@ -20,6 +20,7 @@
 #include "cpu_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void cpu_vmask_unref(vmask_t *m)
@@ -34,6 +35,7 @@ static void hres_unref(hres_t *h)
     if (h != NULL && g_atomic_int_dec_and_test(&h->refs)) {
         g_free(h->start);
         g_free(h->wt);
+        free(h->wi);
         g_free(h);
     }
 }
@@ -50,6 +52,44 @@ static double lanczos3(double d)
     return 3.0 * sin(pd) * sin(pd / 3.0) / (pd * pd);
 }
 
+/* The 8-bit input's weights in fixed point (see hres_t): each tap rounded so
+ * that every prefix sum is the exact prefix sum rounded (so a row sums to
+ * exactly 2^HRES_SHIFT, a flat input stays exact, and the error of a sum is
+ * at most 2^-(HRES_SHIFT+1) × the input's total variation over the taps).
+ * Leaves h->wi NULL (the float path) if a weight does not fit 16 bits. */
+static void hres_int_weights(hres_t *h, const double *wd, int n, int lead)
+{
+    int keep = h->n;
+    int np = (keep + 1) / 2;
+    size_t bytes = (size_t)h->out_w * np * 8 * sizeof(short);
+    void *mem = NULL;
+    if (posix_memalign(&mem, 16, bytes) != 0) {
+        return;
+    }
+    short *wi = memset(mem, 0, bytes);
+    for (int x = 0; x < h->out_w; x++) {
+        double cum = 0.0;
+        long prev = 0;
+        for (int t = 0; t < keep; t++) {
+            cum += wd[(size_t)x * n + lead + t];
+            long r = lround(cum * (1 << HRES_SHIFT));
+            if (t == keep - 1) {
+                r = 1 << HRES_SHIFT; /* the dropped taps are < 1e-7 */
+            }
+            long v = r - prev;
+            prev = r;
+            if (v < -32768 || v > 32767) {
+                free(wi);
+                return;
+            }
+            short *q = wi + ((size_t)x * np + t / 2) * 8;
+            q[t % 2] = q[2 + t % 2] = q[4 + t % 2] = (short)v;
+        }
+    }
+    h->np = np;
+    h->wi = wi;
+}
+
 /* Weights for a lanczos3 reduction from W to w < W pixels (centres aligned:
  * input x = (x + 0.5)·W/w − 0.5; the kernel stretched by W/w to filter). */
 hres_t *cpu_hres_new(int W, int w)
@@ -62,6 +102,7 @@ hres_t *cpu_hres_new(int W, int w)
     h->out_w = w;
     h->start = g_new(int, w);
     float *wt = g_new(float, (size_t)w *n);
+    double *wd = g_new(double, (size_t)w *n);
     for (int x = 0; x < w; x++) {
         double c = (x + 0.5) * sc - 0.5;
         int st = (int)floor(c - support) + 1;
@@ -70,7 +111,8 @@ hres_t *cpu_hres_new(int W, int w)
             sum += lanczos3((st + t - c) / sc);
         }
         for (int t = 0; t < n; t++) {
-            wt[(size_t)x * n + t] = (float)(lanczos3((st + t - c) / sc) / sum);
+            wd[(size_t)x * n + t] = lanczos3((st + t - c) / sc) / sum;
+            wt[(size_t)x * n + t] = (float)wd[(size_t)x * n + t];
         }
         h->start[x] = st;
     }
@@ -103,7 +145,9 @@ hres_t *cpu_hres_new(int W, int w)
             h->wt[(size_t)x * keep + t] = (v4f){v, v, v, v};
         }
     }
+    hres_int_weights(h, wd, n, lead);
     g_free(wt);
+    g_free(wd);
     return h;
 }
 
@@ -122,6 +166,7 @@ void cpu_fused_free(void *p)
         g_object_unref(fu->in);
     }
     g_free(fu->lut);
+    cpu_rowcache_free(fu->rc);
     g_free(fu);
 }
 
@@ -145,6 +190,7 @@ fused_t *cpu_fused_copy(const fused_t *old)
     *fu = *old;
     fu->lut = NULL;
     fu->nlut = 0;
+    fu->rc = NULL;
     g_object_ref(fu->in);
     if (fu->hr != NULL) {
         g_atomic_int_inc(&fu->hr->refs);

@@ -16,6 +16,7 @@
 #include "cpu_internal.h"
 
 #include <math.h>
+#include <stdint.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -81,13 +82,15 @@ static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, i
             const v4f A[3] = {{a0, a1, a2, a0}, {a1, a2, a0, a1}, {a2, a0, a1, a2}};
             const v4f B[3] = {{b0, b1, b2, b0}, {b1, b2, b0, b1}, {b2, b0, b1, b2}};
             int x4 = w / 4 * 4;
+            /* s->clamp in a local: the row's stores (memcpy) could alias it */
+            const bool clamp = s->clamp;
             for (int x = 0; x < 3 * x4; x += 12) {
                 for (int q = 0; q < 3; q++) {
                     v4f v = A[q] * ld4(row + x + 4 * q) + B[q];
-                    st4(row + x + 4 * q, s->clamp ? clamp4(v) : v);
+                    st4(row + x + 4 * q, clamp ? clamp4(v) : v);
                 }
             }
-            if (s->clamp) {
+            if (clamp) {
                 for (int x = x4; x < w; x++) {
                     float *p = row + 3 * x;
                     p[0] = cpu_clamp01f(a0 * p[0] + b0);
@@ -109,15 +112,16 @@ static void stages_row(const fused_t *fu, int from, float *row, int w, int x0, i
             for (int k = 0; k < 9; k++) {
                 m[k] = (float)s->m[k];
             }
+            const bool clamp = s->clamp;
             for (int x = 0; x < w; x++) {
                 float *p = row + 3 * x;
                 float r = p[0], g = p[1], b = p[2];
                 float o0 = m[0] * r + m[1] * g + m[2] * b;
                 float o1 = m[3] * r + m[4] * g + m[5] * b;
                 float o2 = m[6] * r + m[7] * g + m[8] * b;
-                p[0] = s->clamp ? cpu_clamp01f(o0) : o0;
-                p[1] = s->clamp ? cpu_clamp01f(o1) : o1;
-                p[2] = s->clamp ? cpu_clamp01f(o2) : o2;
+                p[0] = clamp ? cpu_clamp01f(o0) : o0;
+                p[1] = clamp ? cpu_clamp01f(o1) : o1;
+                p[2] = clamp ? cpu_clamp01f(o2) : o2;
             }
             break;
         }
@@ -207,6 +211,95 @@ static int fused_make_lut(fused_t *fu)
     }
     g_mutex_unlock(&fused_lut_lock);
     return lut != NULL ? 0 : -1;
+}
+
+/* The rows of a kernel's input (pre's output) at the border of a strip are
+ * needed by the two strips on either side (rows top − r .. top + r − 1 of a
+ * strip are the bottom ones of the strip above): 2r of every 16 rows, each
+ * the whole horizontal lanczos3 pass and stages. The first strip to compute
+ * one leaves a copy here, the other takes it (and frees the slot); slots
+ * nobody takes (the neighbour computed the row at the same time) go to the
+ * next row, oldest first. */
+#define RC_SLOTS 8
+
+typedef struct rowcache {
+    GMutex lock;
+    guint64 clock;
+    struct {
+        int y, left, width; /* y = −1: free */
+        guint64 age;
+        size_t cap; /* floats */
+        float *px;
+    } s[RC_SLOTS];
+} rowcache_t;
+
+static rowcache_t *rowcache_new(void)
+{
+    rowcache_t *rc = g_new0(rowcache_t, 1);
+    g_mutex_init(&rc->lock);
+    for (int i = 0; i < RC_SLOTS; i++) {
+        rc->s[i].y = -1;
+    }
+    return rc;
+}
+
+void cpu_rowcache_free(rowcache_t *rc)
+{
+    if (rc == NULL) {
+        return;
+    }
+    for (int i = 0; i < RC_SLOTS; i++) {
+        g_free(rc->s[i].px);
+    }
+    g_mutex_clear(&rc->lock);
+    g_free(rc);
+}
+
+/* Copies row y (columns left .. left + width) to dst if a strip left it. */
+static bool rowcache_take(rowcache_t *rc, int y, int left, int width, float *dst)
+{
+    bool hit = false;
+    g_mutex_lock(&rc->lock);
+    for (int i = 0; i < RC_SLOTS && !hit; i++) {
+        if (rc->s[i].y == y && rc->s[i].left == left && rc->s[i].width == width) {
+            memcpy(dst, rc->s[i].px, sizeof(float) * 3 * (size_t)width);
+            rc->s[i].y = -1;
+            hit = true;
+        }
+    }
+    g_mutex_unlock(&rc->lock);
+    return hit;
+}
+
+static void rowcache_leave(rowcache_t *rc, int y, int left, int width, const float *src)
+{
+    size_t n = 3 * (size_t)width;
+    g_mutex_lock(&rc->lock);
+    int v = 0;
+    for (int i = 0; i < RC_SLOTS; i++) {
+        if (rc->s[i].y == -1) {
+            v = i;
+            break;
+        }
+        if (rc->s[i].age < rc->s[v].age) {
+            v = i;
+        }
+    }
+    if (rc->s[v].cap < n) {
+        g_free(rc->s[v].px);
+        rc->s[v].px = g_try_malloc(sizeof(float) * n);
+        rc->s[v].cap = rc->s[v].px != NULL ? n : 0;
+    }
+    if (rc->s[v].px != NULL) {
+        memcpy(rc->s[v].px, src, sizeof(float) * n);
+        rc->s[v].y = y;
+        rc->s[v].left = left;
+        rc->s[v].width = width;
+        rc->s[v].age = ++rc->clock;
+    } else {
+        rc->s[v].y = -1;
+    }
+    g_mutex_unlock(&rc->lock);
 }
 
 /* Per-thread state: the input region and a scratch buffer kept between
@@ -429,6 +522,149 @@ static void hreduce_row(const fused_t *fu, VipsRegion *ir, int y, int hx0, int h
     }
 }
 
+#ifdef __SSE2__
+/* The leading per-band linear stages of fu folded into one, with the input
+ * scale: value = min(max(a·x + b, lo), hi) per band, for x the fixed-point
+ * sum. Exact in real arithmetic, clamps included: a clamp to [0,1] after a
+ * stage a'·y + b' of a value already clamped to [lo, hi] is a clamp of the
+ * composed linear function to the image of [lo, hi] clamped (a' > 0: [a'lo +
+ * b', a'hi + b'], bounds swapped for a' < 0, the constant b' for a' = 0).
+ * Rounded to float once instead of at every stage: differs from the
+ * stage-by-stage float values by a few units in the last place. Returns the
+ * number of stages folded. */
+static int hfold_stages(const fused_t *fu, double scale, v4f *fa, v4f *fb, v4f *flo, v4f *fhi)
+{
+    double a[3], b[3], lo[3], hi[3];
+    for (int k = 0; k < 3; k++) {
+        a[k] = scale;
+        b[k] = 0.0;
+        lo[k] = -INFINITY;
+        hi[k] = INFINITY;
+    }
+    int i = 0;
+    for (; i < fu->nst && fu->st[i].kind == ST_LINEAR; i++) {
+        const stage_t *s = &fu->st[i];
+        for (int k = 0; k < 3; k++) {
+            double A = s->a[k];
+            double B = s->b[k];
+            if (A > 0.0) {
+                lo[k] = A * lo[k] + B;
+                hi[k] = A * hi[k] + B;
+            } else if (A < 0.0) {
+                double l = A * hi[k] + B;
+                hi[k] = A * lo[k] + B;
+                lo[k] = l;
+            } else {
+                lo[k] = -INFINITY;
+                hi[k] = INFINITY;
+            }
+            a[k] = A * a[k];
+            b[k] = A * b[k] + B;
+            if (s->clamp) {
+                lo[k] = fmin(fmax(lo[k], 0.0), 1.0);
+                hi[k] = fmax(fmin(hi[k], 1.0), 0.0);
+            }
+        }
+    }
+    *fa = (v4f){(float)a[0], (float)a[1], (float)a[2], 0.0f};
+    *fb = (v4f){(float)b[0], (float)b[1], (float)b[2], 0.0f};
+    *flo = (v4f){(float)lo[0], (float)lo[1], (float)lo[2], 0.0f};
+    *fhi = (v4f){(float)hi[0], (float)hi[1], (float)hi[2], 0.0f};
+    return i;
+}
+
+/* P[j] = the pixels j and j + 1 of the 8-bit row e (RGB) as int16 pairs
+ * [R, R', G, G', B, B', ·, ·], for j in [from, to) (and maybe `to`). */
+static void hpairs(__m128i *P, const unsigned char *e, int from, int to)
+{
+    const __m128i zero = _mm_setzero_si128();
+    for (int j = from; j < to; j += 2) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(e + 3 * j));
+        __m128i l = _mm_unpacklo_epi8(a, _mm_srli_si128(a, 3));
+        _mm_store_si128(P + j, _mm_unpacklo_epi8(l, zero));
+        _mm_store_si128(P + j + 1, _mm_unpacklo_epi8(_mm_srli_si128(l, 6), zero));
+    }
+}
+
+static inline __m128i madd(__m128i p, const __m128i *w)
+{
+    return _mm_madd_epi16(p, _mm_load_si128(w));
+}
+
+/* hreduce_row for 8-bit input with integer weights (hr->wi): the taps in
+ * fixed point (_mm_madd_epi16 on pairs of taps, 32-bit sums: exact), one
+ * conversion to float per output pixel, with the leading per-band linear
+ * stages folded in (hfold_stages); returns how many stages it applied.
+ * hbuf: 16·(hlen + 1) + 3·(hlen + 1) + 32 bytes. */
+static int hreduce_row_u8(const fused_t *fu, VipsRegion *ir, int y, int hx0, int hlen, void *hbuf,
+                          float *restrict row, int x0, int w)
+{
+    const hres_t *hr = fu->hr;
+    int W = fu->in->Xsize;
+    const VipsPel *base = VIPS_REGION_ADDR(ir, ir->valid.left, y) - ir->valid.left * 3;
+    __m128i *P = (__m128i *)(((uintptr_t)hbuf + 15) & ~(uintptr_t)15);
+    unsigned char *e = (unsigned char *)(P + hlen + 1);
+    /* e: the input columns hx0 .. hx0 + hlen − 1 clamped to the image, then
+     * one more (the second of the last pair: weight 0) and zeros for the
+     * 16-byte loads */
+    int a = hx0 < 0 ? -hx0 : 0;
+    int b = hx0 + hlen > W ? W - hx0 : hlen;
+    for (int j = 0; j < a; j++) {
+        memcpy(e + 3 * j, base, 3);
+    }
+    memcpy(e + 3 * a, base + (size_t)(hx0 + a) * 3, (size_t)(b - a) * 3);
+    for (int j = b; j < hlen; j++) {
+        memcpy(e + 3 * j, base + (size_t)(W - 1) * 3, 3);
+    }
+    memcpy(e + 3 * hlen, e + 3 * (hlen - 1), 3);
+    memset(e + 3 * (hlen + 1), 0, 16);
+    v4f fa;
+    v4f fb;
+    v4f flo;
+    v4f fhi;
+    int nfold = hfold_stages(fu, fu->in_scale / (1 << HRES_SHIFT), &fa, &fb, &flo, &fhi);
+    int np = hr->np;
+    /* in locals: the row's stores (memcpy) could alias hr's fields */
+    const int *restrict start = hr->start + x0;
+    const __m128i *restrict wv = (const __m128i *)hr->wi + (size_t)x0 * np;
+    int built = 0; /* P[0 .. built) made: a few hundred at a time, still in L1 when read */
+    for (int x = 0; x < w; x++, wv += np) {
+        int s = start[x] - hx0;
+        if (s + 2 * np - 1 > built) {
+            int to = s + 2 * np - 1 > built + 256 ? s + 2 * np - 1 : built + 256;
+            to = to < hlen ? to : hlen;
+            hpairs(P, e, built, to);
+            built = to;
+        }
+        const __m128i *p = P + s;
+        __m128i acc;
+        if (np == 5) { /* 9 or 10 taps: ~4200 → 3000 */
+            acc = _mm_add_epi32(_mm_add_epi32(madd(p[0], wv), madd(p[2], wv + 1)),
+                                _mm_add_epi32(madd(p[4], wv + 2), madd(p[6], wv + 3)));
+            acc = _mm_add_epi32(acc, madd(p[8], wv + 4));
+        } else if (np == 4) { /* 7 or 8 taps: 4000 → 3000 */
+            acc = _mm_add_epi32(_mm_add_epi32(madd(p[0], wv), madd(p[2], wv + 1)),
+                                _mm_add_epi32(madd(p[4], wv + 2), madd(p[6], wv + 3)));
+        } else {
+            acc = madd(p[0], wv);
+            for (int k = 1; k < np; k++) {
+                acc = _mm_add_epi32(acc, madd(p[2 * k], wv + k));
+            }
+        }
+        v4f v = fa * (v4f)_mm_cvtepi32_ps(acc) + fb;
+        v = (v4f)_mm_min_ps(_mm_max_ps((__m128)v, (__m128)flo), (__m128)fhi);
+        if (x + 1 < w) {
+            st4(row + 3 * x, v); /* the 4th lane: pixel x + 1's R, written next */
+        } else {
+            row[3 * x] = v[0];
+            row[3 * x + 1] = v[1];
+            row[3 * x + 2] = v[2];
+        }
+    }
+    return nfold;
+}
+#endif
+
 /* The input columns a point recipe (r = 0) reads for output columns x0..x0+w. */
 static void point_cols(const fused_t *fu, int x0, int w, int *left, int *width)
 {
@@ -452,7 +688,14 @@ static void point_row(const fused_t *fu, VipsRegion *ir, int y, int x0, int w, f
         int hx0;
         int hlen;
         point_cols(fu, x0, w, &hx0, &hlen);
-        hreduce_row(fu, ir, y, hx0, hlen, hbuf, u8f, row, x0, w);
+#ifdef __SSE2__
+        if (fu->hr->wi != NULL && in->BandFmt == VIPS_FORMAT_UCHAR) {
+            from = hreduce_row_u8(fu, ir, y, hx0, hlen, hbuf, row, x0, w);
+        } else
+#endif
+        {
+            hreduce_row(fu, ir, y, hx0, hlen, hbuf, u8f, row, x0, w);
+        }
     } else if (in->BandFmt != VIPS_FORMAT_FLOAT) {
         from = fu->nlut;
         int size = in->BandFmt == VIPS_FORMAT_UCHAR ? 256 : 65536;
@@ -526,7 +769,9 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
     }
     int w = o->width;
     int k = 2 * r + 1;
-    size_t need_f = 3 * ((size_t)w * (1 + k) + 2 * r * k) + (size_t)3 * hlen + 4;
+    /* hbuf: 3·hlen + 4 floats for hreduce_row, 16·(hlen + 1) + 3·(hlen + 1)
+     * + 32 bytes (+ 15 to align) for hreduce_row_u8 */
+    size_t need_f = 3 * ((size_t)w * (1 + k) + 2 * r * k) + (size_t)5 * hlen + 20;
     if (seq->cap < need_f) {
         g_free(seq->buf);
         seq->buf = g_try_malloc(sizeof(float) * need_f);
@@ -563,7 +808,17 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
                     /* pre's output columns cl..cr, then the reflect-101 edges */
                     float *d = pad + slot * pw;
                     int x0 = o->left - r; /* the column of d[0] */
-                    point_row(fu->pre, ir, ry, cl, cr - cl, d + 3 * (cl - x0), hbuf, u8f);
+                    float *seg = d + 3 * (cl - x0);
+                    /* a row the strip above or below needs too */
+                    int yy = y + i - r;
+                    bool border = fu->rc != NULL && yy == ry &&
+                                  (yy < o->top + r || yy >= o->top + o->height - r);
+                    if (!border || !rowcache_take(fu->rc, ry, cl, cr - cl, seg)) {
+                        point_row(fu->pre, ir, ry, cl, cr - cl, seg, hbuf, u8f);
+                        if (border) {
+                            rowcache_leave(fu->rc, ry, cl, cr - cl, seg);
+                        }
+                    }
                     for (int x = x0; x < cl; x++) {
                         memcpy(d + 3 * (x - x0), d + 3 * (cpu_reflect101(x, in->Xsize) - x0),
                                3 * sizeof(float));
@@ -617,6 +872,9 @@ VipsImage *cpu_fused_build(fused_t *fu)
         out->Xsize = fu->hr->out_w;
     }
     out->Type = fu->out_u8 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_MULTIBAND;
+    if (fu->pre != NULL) {
+        fu->rc = rowcache_new();
+    }
     g_object_set_data_full(G_OBJECT(out), FUSED_KEY, fu, cpu_fused_free);
     if (vips_image_generate(out, fused_start, fused_gen, fused_stop,
                             fu->pre != NULL ? fu->pre->in : in, fu) != 0) {

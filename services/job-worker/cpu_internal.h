@@ -159,11 +159,18 @@ typedef float v4f __attribute__((vector_size(16)));
 
 /* A horizontal lanczos3 reduction: output x = Σ wt[x·n + t] · input[start[x] + t]
  * (indices clamped to the image: edge pixels repeat). */
+#define HRES_SHIFT 15
 typedef struct {
     gint refs;
     int n, out_w;
     int *start;
     v4f *wt; /* out_w × n, each weight in all 4 lanes */
+    /* 8-bit input: the weights × 2^HRES_SHIFT as integers (each row sums to
+     * exactly 2^HRES_SHIFT), np = ⌈n/2⌉ pairs of taps per output pixel, pair
+     * k as 8 int16 [w2k, w2k+1, w2k, w2k+1, w2k, w2k+1, 0, 0] (16-byte
+     * aligned, for _mm_madd_epi16 on RGB pairs); NULL: the float path */
+    int np;
+    short *wi;
 } hres_t;
 
 typedef struct {
@@ -191,9 +198,13 @@ typedef struct fused {
     /* built: a lookup table for 8/16-bit inputs (the first nlut stages) */
     int nlut;
     float *lut; /* 3 × (max+1) */
+    /* built, with pre: pre's rows at strip borders, shared by the two strips
+     * that need them (cpu_fused_gen.c) */
+    struct rowcache *rc;
 } fused_t;
 
 void cpu_vmask_unref(vmask_t *m);
+void cpu_rowcache_free(struct rowcache *rc);
 /* Weights for a lanczos3 reduction from W to w < W pixels. */
 hres_t *cpu_hres_new(int W, int w);
 /* Frees a recipe (a GDestroyNotify for the image's FUSED_KEY data). */

@@ -1224,6 +1224,145 @@ static void test_resize_long_edge(void **state)
     }
 }
 
+/* CA.ResizeLongEdge on 8-bit pixels followed by point nodes: the horizontal
+ * lanczos3 pass (in fixed point on 8-bit input) and the leading per-band
+ * nodes (folded into one a·x + b with clamp bounds) against the formulas in
+ * double: libvips' vertical pass (taken as is), then lanczos3 weights
+ * computed here, edge pixels repeated, then each node. Contrast, Warmth,
+ * Invert (a < 0, no clamp), Exposure fold; Saturation does not, nor does the
+ * Warmth after it. Within 0.03 of a level (the fixed-point weights: at most
+ * 2^-15 × the input's variation over the taps, times the nodes' gains). */
+static double lanczos3_ref(double d)
+{
+    if (d == 0.0) {
+        return 1.0;
+    }
+    if (fabs(d) >= 3.0) {
+        return 0.0;
+    }
+    return 3.0 * sin(M_PI * d) * sin(M_PI * d / 3.0) / (M_PI * M_PI * d * d);
+}
+
+static void test_resize_then_points(void **state)
+{
+    (void)state;
+    /* 422 → 300: 10 taps; 400 → 300: 8; the others the generic loop */
+    const int sizes[][3] = {
+        {422, 316, 300}, {400, 300, 300}, {301, 199, 150}, {160, 480, 200}, {90, 60, 31}};
+    /* an 8-bit file (LoadImage keeps the 8-bit pixels for the resize); the
+     * second LoadImage, unused, makes the graph non-streaming, so that the
+     * kept result can be read again after the encode */
+    static const char graph_fmt[] =
+        "{\"1\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"x\"}},"
+        "\"10\":{\"class_type\":\"LoadImage\",\"inputs\":{\"image\":\"y\"}},"
+        "\"2\":{\"class_type\":\"CA.ResizeLongEdge\",\"inputs\":{\"image\":[\"1\",0],"
+        "\"long_edge\":%d}},"
+        "\"3\":{\"class_type\":\"CA.Contrast\",\"inputs\":{\"image\":[\"2\",0],\"amount\":0.3}},"
+        "\"4\":{\"class_type\":\"CA.Warmth\",\"inputs\":{\"image\":[\"3\",0],\"amount\":0.9}},"
+        "\"5\":{\"class_type\":\"ImageInvert\",\"inputs\":{\"image\":[\"4\",0]}},"
+        "\"6\":{\"class_type\":\"CA.Exposure\",\"inputs\":{\"image\":[\"5\",0],\"stops\":0.5}},"
+        "\"7\":{\"class_type\":\"CA.Saturation\",\"inputs\":{\"image\":[\"6\",0],\"amount\":1.4}},"
+        "\"8\":{\"class_type\":\"CA.Warmth\",\"inputs\":{\"image\":[\"7\",0],\"amount\":-0.5}},"
+        "\"9\":{\"class_type\":\"CA.Export\",\"inputs\":{\"image\":[\"8\",0],\"format\":\"png\"}}}";
+    const double l[3] = {0.2126, 0.7152, 0.0722};
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        int IWd = sizes[s][0];
+        int IHt = sizes[s][1];
+        int target = sizes[s][2];
+        size_t n = (size_t)IWd * IHt * 3;
+        unsigned char *px = g_malloc(n);
+        for (int y = 0; y < IHt; y++) {
+            for (int x = 0; x < IWd; x++) {
+                unsigned char *p = px + ((size_t)y * IWd + x) * 3;
+                p[0] = (unsigned char)(127 + 127 * sin(x * 0.3) * cos(y * 0.07));
+                p[1] = (unsigned char)(x % 11 < 5 ? 255 : 0); /* flat 0 and 255, hard edges */
+                p[2] = (unsigned char)((x * 7 + y * 13) % 256);
+            }
+        }
+        VipsImage *im8 = vips_image_new_from_memory_copy(px, n, IWd, IHt, 3, VIPS_FORMAT_UCHAR);
+        g_free(px);
+        bool landscape = IWd >= IHt;
+        int ew = landscape ? target : (int)fmax(1, rint((double)IWd * target / IHt));
+        int eh = landscape ? (int)fmax(1, rint((double)IHt * target / IWd)) : target;
+        VipsImage *v = NULL;
+        assert_int_equal(
+            vips_reducev(im8, &v, (double)IHt / eh, "kernel", VIPS_KERNEL_LANCZOS3, NULL), 0);
+        assert_int_equal(v->Ysize, eh);
+        size_t vlen = 0;
+        unsigned char *vp = vips_image_write_to_memory(v, &vlen);
+        assert_int_equal(vlen, (size_t)IWd * eh * 3);
+        char graph[2048];
+        snprintf(graph, sizeof(graph), graph_fmt, target);
+        cJSON *g = cJSON_Parse(graph);
+        assert_non_null(g);
+        void *png = NULL;
+        size_t len = 0;
+        assert_int_equal(vips_pngsave_buffer(im8, &png, &len, NULL), 0);
+        cpu_exec_job_t job = {.input = png, .input_len = len, .keep_result = true};
+        char err[256];
+        if (cpu_exec_run(g, &job, err, sizeof(err)) != CPU_EXEC_OK) {
+            fail_msg("resize + points: %s", err);
+        }
+        assert_int_equal(job.result->Xsize, ew);
+        assert_int_equal(job.result->Ysize, eh);
+        float *got = result_floats(&job);
+        double sc = (double)IWd / ew;
+        double mx = 0;
+        double sum = 0;
+        for (int y = 0; y < eh; y++) {
+            for (int x = 0; x < ew; x++) {
+                double c = (x + 0.5) * sc - 0.5;
+                double acc[3] = {0, 0, 0};
+                double wsum = 0;
+                for (int i = (int)floor(c - 3 * sc); i <= (int)ceil(c + 3 * sc); i++) {
+                    double wgt = lanczos3_ref((i - c) / sc);
+                    int xi = i < 0 ? 0 : (i >= IWd ? IWd - 1 : i);
+                    wsum += wgt;
+                    for (int k = 0; k < 3; k++) {
+                        acc[k] += wgt * vp[((size_t)y * IWd + xi) * 3 + k] / 255.0;
+                    }
+                }
+                const double warm[3] = {1 + 0.08 * 0.9, 1 + 0.02 * 0.9, 1 - 0.08 * 0.9};
+                const double cool[3] = {1 - 0.08 * 0.5, 1 - 0.02 * 0.5, 1 + 0.08 * 0.5};
+                double u[3];
+                for (int k = 0; k < 3; k++) {
+                    double t = acc[k] / wsum;
+                    t = fmin(1, fmax(0, 1.3 * t + 0.5 * (1 - 1.3)));  /* Contrast 0.3 */
+                    t = fmin(1, fmax(0, t * warm[k]));                /* Warmth 0.9 */
+                    t = 1 - t;                                        /* Invert */
+                    u[k] = fmin(1, fmax(0, t * pow(2.0, 0.5 / 2.2))); /* Exposure 0.5 */
+                }
+                for (int r = 0; r < 3; r++) {
+                    double o = 0;
+                    for (int k = 0; k < 3; k++) { /* Saturation 1.4 */
+                        o += ((1 - 1.4) * l[k] + (r == k ? 1.4 : 0)) * u[k];
+                    }
+                    o = fmin(1, fmax(0, o));
+                    o = fmin(1, fmax(0, o * cool[r])); /* Warmth −0.5 */
+                    double d = fabs(got[((size_t)y * ew + x) * 3 + r] - o);
+
+                    mx = fmax(mx, d);
+                    sum += d;
+                }
+            }
+        }
+        double mean = sum / ((double)ew * eh * 3);
+        printf("resize %dx%d -> %d + points: max |diff| %.4f, mean %.5f levels\n", IWd, IHt, target,
+               mx * 255, mean * 255);
+        if (mx * 255 > 0.03 || mean * 255 > 0.003) {
+            fail_msg("resize %dx%d -> %d + points: max |diff| %.4f, mean %.5f levels", IWd, IHt,
+                     target, mx * 255, mean * 255);
+        }
+        g_free(got);
+        g_free(vp);
+        g_free(png);
+        g_object_unref(v);
+        cpu_exec_job_free(&job);
+        cJSON_Delete(g);
+        g_object_unref(im8);
+    }
+}
+
 /* Decode ahead: portrait_pro on a JPEG decodes the original in a thread while
  * the statistics preview is computed; the output is the same file as without
  * it. Not for a PNG, nor for a graph without preview statistics. */
@@ -1441,14 +1580,23 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blur_and_sharpen),   cmocka_unit_test(test_blend_modes),
-        cmocka_unit_test(test_geometry),           cmocka_unit_test(test_scale),
-        cmocka_unit_test(test_empty_and_encode),   cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_presets_on_photos),  cmocka_unit_test(test_input_formats),
-        cmocka_unit_test(test_exif_orientation),   cmocka_unit_test(test_corrupt_inputs),
-        cmocka_unit_test(test_statistics_preview), cmocka_unit_test(test_point_chain),
-        cmocka_unit_test(test_resize_long_edge),   cmocka_unit_test(test_sharpen_after_points),
-        cmocka_unit_test(test_decode_ahead),       cmocka_unit_test(test_work_budget_real_sizes),
+        cmocka_unit_test(test_blur_and_sharpen),
+        cmocka_unit_test(test_blend_modes),
+        cmocka_unit_test(test_geometry),
+        cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_empty_and_encode),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_presets_on_photos),
+        cmocka_unit_test(test_input_formats),
+        cmocka_unit_test(test_exif_orientation),
+        cmocka_unit_test(test_corrupt_inputs),
+        cmocka_unit_test(test_statistics_preview),
+        cmocka_unit_test(test_point_chain),
+        cmocka_unit_test(test_resize_long_edge),
+        cmocka_unit_test(test_resize_then_points),
+        cmocka_unit_test(test_sharpen_after_points),
+        cmocka_unit_test(test_decode_ahead),
+        cmocka_unit_test(test_work_budget_real_sizes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cpu_exec_shutdown();
