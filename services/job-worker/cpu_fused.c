@@ -166,7 +166,6 @@ void cpu_fused_free(void *p)
         g_object_unref(fu->in);
     }
     g_free(fu->lut);
-    cpu_rowcache_free(fu->rc);
     g_free(fu);
 }
 
@@ -190,7 +189,6 @@ fused_t *cpu_fused_copy(const fused_t *old)
     *fu = *old;
     fu->lut = NULL;
     fu->nlut = 0;
-    fu->rc = NULL;
     g_object_ref(fu->in);
     if (fu->hr != NULL) {
         g_atomic_int_inc(&fu->hr->refs);

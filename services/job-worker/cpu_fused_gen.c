@@ -213,95 +213,6 @@ static int fused_make_lut(fused_t *fu)
     return lut != NULL ? 0 : -1;
 }
 
-/* The rows of a kernel's input (pre's output) at the border of a strip are
- * needed by the two strips on either side (rows top − r .. top + r − 1 of a
- * strip are the bottom ones of the strip above): 2r of every 16 rows, each
- * the whole horizontal lanczos3 pass and stages. The first strip to compute
- * one leaves a copy here, the other takes it (and frees the slot); slots
- * nobody takes (the neighbour computed the row at the same time) go to the
- * next row, oldest first. */
-#define RC_SLOTS 8
-
-typedef struct rowcache {
-    GMutex lock;
-    guint64 clock;
-    struct {
-        int y, left, width; /* y = −1: free */
-        guint64 age;
-        size_t cap; /* floats */
-        float *px;
-    } s[RC_SLOTS];
-} rowcache_t;
-
-static rowcache_t *rowcache_new(void)
-{
-    rowcache_t *rc = g_new0(rowcache_t, 1);
-    g_mutex_init(&rc->lock);
-    for (int i = 0; i < RC_SLOTS; i++) {
-        rc->s[i].y = -1;
-    }
-    return rc;
-}
-
-void cpu_rowcache_free(rowcache_t *rc)
-{
-    if (rc == NULL) {
-        return;
-    }
-    for (int i = 0; i < RC_SLOTS; i++) {
-        g_free(rc->s[i].px);
-    }
-    g_mutex_clear(&rc->lock);
-    g_free(rc);
-}
-
-/* Copies row y (columns left .. left + width) to dst if a strip left it. */
-static bool rowcache_take(rowcache_t *rc, int y, int left, int width, float *dst)
-{
-    bool hit = false;
-    g_mutex_lock(&rc->lock);
-    for (int i = 0; i < RC_SLOTS && !hit; i++) {
-        if (rc->s[i].y == y && rc->s[i].left == left && rc->s[i].width == width) {
-            memcpy(dst, rc->s[i].px, sizeof(float) * 3 * (size_t)width);
-            rc->s[i].y = -1;
-            hit = true;
-        }
-    }
-    g_mutex_unlock(&rc->lock);
-    return hit;
-}
-
-static void rowcache_leave(rowcache_t *rc, int y, int left, int width, const float *src)
-{
-    size_t n = 3 * (size_t)width;
-    g_mutex_lock(&rc->lock);
-    int v = 0;
-    for (int i = 0; i < RC_SLOTS; i++) {
-        if (rc->s[i].y == -1) {
-            v = i;
-            break;
-        }
-        if (rc->s[i].age < rc->s[v].age) {
-            v = i;
-        }
-    }
-    if (rc->s[v].cap < n) {
-        g_free(rc->s[v].px);
-        rc->s[v].px = g_try_malloc(sizeof(float) * n);
-        rc->s[v].cap = rc->s[v].px != NULL ? n : 0;
-    }
-    if (rc->s[v].px != NULL) {
-        memcpy(rc->s[v].px, src, sizeof(float) * n);
-        rc->s[v].y = y;
-        rc->s[v].left = left;
-        rc->s[v].width = width;
-        rc->s[v].age = ++rc->clock;
-    } else {
-        rc->s[v].y = -1;
-    }
-    g_mutex_unlock(&rc->lock);
-}
-
 /* Per-thread state: the input region and a scratch buffer kept between
  * strips (a fresh malloc per strip would be an mmap and page faults). */
 typedef struct {
@@ -808,17 +719,7 @@ static int fused_gen(VipsRegion *out, void *vseq, void *a, void *b, gboolean *st
                     /* pre's output columns cl..cr, then the reflect-101 edges */
                     float *d = pad + slot * pw;
                     int x0 = o->left - r; /* the column of d[0] */
-                    float *seg = d + 3 * (cl - x0);
-                    /* a row the strip above or below needs too */
-                    int yy = y + i - r;
-                    bool border = fu->rc != NULL && yy == ry &&
-                                  (yy < o->top + r || yy >= o->top + o->height - r);
-                    if (!border || !rowcache_take(fu->rc, ry, cl, cr - cl, seg)) {
-                        point_row(fu->pre, ir, ry, cl, cr - cl, seg, hbuf, u8f);
-                        if (border) {
-                            rowcache_leave(fu->rc, ry, cl, cr - cl, seg);
-                        }
-                    }
+                    point_row(fu->pre, ir, ry, cl, cr - cl, d + 3 * (cl - x0), hbuf, u8f);
                     for (int x = x0; x < cl; x++) {
                         memcpy(d + 3 * (x - x0), d + 3 * (cpu_reflect101(x, in->Xsize) - x0),
                                3 * sizeof(float));
@@ -872,9 +773,6 @@ VipsImage *cpu_fused_build(fused_t *fu)
         out->Xsize = fu->hr->out_w;
     }
     out->Type = fu->out_u8 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_MULTIBAND;
-    if (fu->pre != NULL) {
-        fu->rc = rowcache_new();
-    }
     g_object_set_data_full(G_OBJECT(out), FUSED_KEY, fu, cpu_fused_free);
     if (vips_image_generate(out, fused_start, fused_gen, fused_stop,
                             fu->pre != NULL ? fu->pre->in : in, fu) != 0) {

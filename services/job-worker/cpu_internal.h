@@ -198,13 +198,9 @@ typedef struct fused {
     /* built: a lookup table for 8/16-bit inputs (the first nlut stages) */
     int nlut;
     float *lut; /* 3 × (max+1) */
-    /* built, with pre: pre's rows at strip borders, shared by the two strips
-     * that need them (cpu_fused_gen.c) */
-    struct rowcache *rc;
 } fused_t;
 
 void cpu_vmask_unref(vmask_t *m);
-void cpu_rowcache_free(struct rowcache *rc);
 /* Weights for a lanczos3 reduction from W to w < W pixels. */
 hres_t *cpu_hres_new(int W, int w);
 /* Frees a recipe (a GDestroyNotify for the image's FUSED_KEY data). */
