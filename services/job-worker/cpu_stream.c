@@ -238,16 +238,17 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
  * A graph that streams and takes statistics from the preview decodes its
  * input twice, the preview first: the main decode (pulled by the encoder) did
  * not start until the preview was done. Decoding ahead, a thread writes the
- * decoded original top to bottom into memory (vips_sink_disc) from the moment
- * LoadImage runs, while the preview is computed; the pipeline reads the rows
- * from there, waiting for those not decoded yet. The same pixels; memory: the
- * whole decoded original (bounded by AHEAD_MAX_BYTES). */
+ * decoded original top to bottom into memory (ahead_main) from the moment
+ * LoadImage runs, while the preview is computed; the pipeline's regions point
+ * at the rows there (ahead_gen), waiting for those not decoded yet. The same
+ * pixels; memory: the whole decoded original (bounded by AHEAD_MAX_BYTES). */
 
 #define AHEAD_MAX_BYTES (64L * 1024 * 1024)
 #define AHEAD_HUGE ((size_t)2 * 1024 * 1024)
 
 typedef struct {
-    VipsImage *in; /* a reference */
+    VipsImage *in;  /* a reference */
+    VipsImage *mem; /* buf as an image: the pipeline's regions point into it */
     VipsPel *buf;
     size_t map_len; /* buf's mapping */
     size_t line;
@@ -260,26 +261,45 @@ typedef struct {
     GThread *thread;
 } ahead_t;
 
-static int ahead_write(VipsRegion *region, VipsRect *area, void *a)
-{
-    ahead_t *ah = a;
-    for (int y = area->top; y < area->top + area->height; y++) {
-        memcpy(ah->buf + (size_t)y * ah->line, VIPS_REGION_ADDR(region, area->left, y), ah->line);
-    }
-    g_mutex_lock(&ah->lock);
-    ah->rows_done = area->top + area->height;
-    bool stop = ah->stop;
-    g_cond_broadcast(&ah->cond);
-    g_mutex_unlock(&ah->lock);
-    return stop ? -1 : 0;
-}
-
+/* The thread: decodes `in` top to bottom a strip at a time into buf. Its own
+ * loop rather than vips_sink_disc: the region of `in` points at the loader's
+ * line cache (libvips' copies pass regions along), so the strip is copied once,
+ * into buf, and no thread pool or write-behind buffer is started for a decode
+ * that is sequential anyway. */
 static gpointer ahead_main(gpointer a)
 {
     ahead_t *ah = a;
-    int rc = vips_sink_disc(ah->in, ahead_write, ah);
+    VipsImage *in = ah->in;
+    int tw = 0;
+    int strip = 0; /* the loader's strip (16 rows for 4:2:x JPEG): its line cache stays small */
+    int nlines = 0;
+    vips_get_tile_size(in, &tw, &strip, &nlines);
+    if (strip < 8) {
+        strip = 8;
+    }
+    VipsRegion *reg = vips_region_new(in);
+    int rc = reg == NULL ? -1 : 0;
+    bool stop = false;
+    for (int top = 0; rc == 0 && !stop && top < in->Ysize; top += strip) {
+        VipsRect r = {0, top, in->Xsize, in->Ysize - top < strip ? in->Ysize - top : strip};
+        if (vips_region_prepare(reg, &r) != 0) {
+            rc = -1;
+            break;
+        }
+        for (int y = r.top; y < r.top + r.height; y++) {
+            memcpy(ah->buf + (size_t)y * ah->line, VIPS_REGION_ADDR(reg, 0, y), ah->line);
+        }
+        g_mutex_lock(&ah->lock);
+        ah->rows_done = r.top + r.height;
+        stop = ah->stop;
+        g_cond_broadcast(&ah->cond);
+        g_mutex_unlock(&ah->lock);
+    }
+    if (reg != NULL) {
+        g_object_unref(reg);
+    }
     g_mutex_lock(&ah->lock);
-    if (rc != 0) {
+    if (rc != 0 || (stop && ah->rows_done < in->Ysize)) {
         ah->failed = true;
         snprintf(ah->err, sizeof(ah->err), "decode: %s",
                  ah->stop ? "stopped" : vips_error_buffer());
@@ -302,6 +322,9 @@ static void ahead_close(VipsImage *im, void *a)
         g_thread_join(ah->thread);
     }
     g_object_unref(ah->in);
+    if (ah->mem != NULL) {
+        g_object_unref(ah->mem);
+    }
     if (ah->buf != NULL) {
         munmap(ah->buf, ah->map_len);
     }
@@ -310,11 +333,30 @@ static void ahead_close(VipsImage *im, void *a)
     g_free(ah);
 }
 
-static int ahead_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *stop)
+/* A sequence of the pipeline's image: a region on buf's image. */
+static void *ahead_start(VipsImage *out, void *a, void *b)
 {
     ahead_t *ah = b;
-    const VipsRect *r = &out->valid;
-    (void)seq;
+    (void)out;
+    (void)a;
+    return vips_region_new(ah->mem);
+}
+
+static int ahead_stop(void *seq, void *a, void *b)
+{
+    (void)a;
+    (void)b;
+    g_object_unref(seq);
+    return 0;
+}
+
+/* Waits for the rows of the request, then points the output region at them in
+ * buf (vips_region_region): no copy. */
+static int ahead_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *stop)
+{
+    VipsRegion *ir = seq;
+    ahead_t *ah = b;
+    VipsRect *r = &out->valid;
     (void)a;
     (void)stop;
     g_mutex_lock(&ah->lock);
@@ -327,10 +369,8 @@ static int ahead_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *sto
         vips_error("decode-ahead", "%s", ah->err);
         return -1;
     }
-    size_t ps = VIPS_IMAGE_SIZEOF_PEL(out->im);
-    for (int y = r->top; y < r->top + r->height; y++) {
-        memcpy(VIPS_REGION_ADDR(out, r->left, y), ah->buf + (size_t)y * ah->line + r->left * ps,
-               (size_t)r->width * ps);
+    if (vips_region_prepare(ir, r) != 0 || vips_region_region(out, ir, r, r->left, r->top) != 0) {
+        return -1;
     }
     return 0;
 }
@@ -422,7 +462,10 @@ VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
         return NULL;
     }
     g_signal_connect(out, "close", G_CALLBACK(ahead_close), ah);
-    if (vips_image_generate(out, NULL, ahead_gen, NULL, NULL, ah) != 0) {
+    ah->mem =
+        vips_image_new_from_memory(ah->buf, bytes, in->Xsize, in->Ysize, in->Bands, in->BandFmt);
+    if (ah->mem == NULL ||
+        vips_image_generate(out, ahead_start, ahead_gen, ahead_stop, NULL, ah) != 0) {
         g_object_unref(out); /* close frees ah */
         return NULL;
     }
