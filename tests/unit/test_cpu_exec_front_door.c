@@ -199,9 +199,9 @@ static void test_png_chunk_longer_than_file(void **state)
     g_object_unref(im);
 }
 
-/* Every loader but the allowed ones is blocked in libvips itself: sniffing
- * still names them, but neither libvips' own sniffing open nor a direct call
- * gets an image. */
+/* Every loader but the allowed ones is blocked in libvips itself (and those
+ * of libvips' modules other than HEIF are not even loaded): neither libvips'
+ * own sniffing open nor a direct call gets an image. */
 static void test_other_loaders_blocked(void **state)
 {
     (void)state;
@@ -216,6 +216,25 @@ static void test_other_loaders_blocked(void **state)
     assert_int_not_equal(vips_magickload_buffer((void *)SVG, strlen(SVG), &im, NULL), 0);
     assert_null(im);
     vips_error_clear();
+}
+
+/* cpu_exec_init opens only libvips' HEIF module: the ImageMagick, PDF,
+ * OpenSlide and JPEG XL modules (~25 ms of dynamic linking per process, for
+ * blocked loaders) are not even registered, and VIPSHOME is left as it was. */
+static void test_only_heif_module(void **state)
+{
+    (void)state;
+    assert_int_not_equal(vips_type_find("VipsOperation", "heifload_buffer"), 0);
+    assert_int_not_equal(vips_type_find("VipsOperation", "heifsave_buffer"), 0);
+    const char *absent[] = {"magickload_buffer", "pdfload_buffer", "openslideload",
+                            "jxlload_buffer"};
+    for (size_t i = 0; i < sizeof(absent) / sizeof(absent[0]); i++) {
+        if (vips_type_find("VipsOperation", absent[i]) != 0) {
+            fail_msg("%s is registered: its module was loaded", absent[i]);
+        }
+    }
+    const char *home = getenv("VIPSHOME");
+    assert_true(home == NULL || strcmp(home, "/dev/null") != 0);
 }
 
 /* A PNG whose header says 20000x20000 (400 MP) fails fast with
@@ -399,6 +418,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refuses_other_formats),
         cmocka_unit_test(test_other_loaders_blocked),
+        cmocka_unit_test(test_only_heif_module),
         cmocka_unit_test(test_png_chunk_longer_than_file),
         cmocka_unit_test(test_pixel_limit),
         cmocka_unit_test(test_memory_budget),
