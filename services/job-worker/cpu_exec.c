@@ -17,8 +17,6 @@
 #include "cpu_internal.h"
 #include "cpu_nodes.h"
 
-#include <dlfcn.h>
-#include <gmodule.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,29 +31,11 @@ static bool vips_started;
 /* libvips' init opens every module in <libdir>/vips-modules-X.Y — ImageMagick,
  * PDF (poppler), OpenSlide, JPEG XL, HEIF — and so links their libraries and
  * runs their constructors: ~25 ms of CPU in each process (a `render`, every
- * `vips` command), for loaders cpu_load_block_others() blocks anyway. Only
- * the HEIF module is wanted: VIPS_INIT runs with VIPSHOME (where libvips looks
- * for its libdir) on a path that cannot be a directory, so it finds none, and
- * then the HEIF module is opened from the directory next to libvips.so. A
- * missing module only means no HEIF, as it did before. */
+ * `vips` command), for loaders cpu_load_block_others() blocks anyway. VIPS_INIT
+ * runs with VIPSHOME (where libvips looks for its libdir) on a path that cannot
+ * be a directory, so it finds none; the HEIF module, the only one the product
+ * reads, is opened when the first HEIF input arrives (cpu_exec_heif_ready). */
 #define NO_MODULES_HOME "/dev/null"
-
-static void open_heif_module(void)
-{
-    Dl_info info;
-    if (dladdr((void *)vips_init, &info) == 0 || info.dli_fname == NULL) {
-        return;
-    }
-    char *dir = g_path_get_dirname(info.dli_fname);
-    char *path = g_strdup_printf("%s/vips-modules-%d.%d/vips-heif.%s", dir, vips_version(0),
-                                 vips_version(1), G_MODULE_SUFFIX);
-    /* the module makes itself resident (its g_module_check_init) */
-    if (g_file_test(path, G_FILE_TEST_EXISTS) && g_module_open(path, G_MODULE_BIND_LAZY) == NULL) {
-        g_warning("unable to load \"%s\" -- %s", path, g_module_error());
-    }
-    g_free(path);
-    g_free(dir);
-}
 
 int cpu_exec_init(const char *argv0)
 {
@@ -74,7 +54,6 @@ int cpu_exec_init(const char *argv0)
     if (rc != 0) {
         return -1;
     }
-    open_heif_module();
     vips_cache_set_max(0);   /* a job's images are used once */
     cpu_load_block_others(); /* untrusted input: only the loaders we support */
     vips_started = true;

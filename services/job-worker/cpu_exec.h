@@ -106,6 +106,11 @@ cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *err, size_t errlen);
 cpu_exec_format_t cpu_exec_format(const void *buf, size_t len);
 const char *cpu_exec_format_name(cpu_exec_format_t f);
 
+/* Opens libvips' HEIF module (load and save) if not yet done: cpu_exec_init
+ * opens no libvips module, cpu_exec_open does this for a HEIF input. Safe to
+ * call from any thread, any number of times. */
+void cpu_exec_heif_ready(void);
+
 /* The front door for an untrusted file: opens buf with the one loader its
  * magic bytes name and checks the header (nothing decoded yet) against
  * max_pixels (0: the default) and the memory budget. Returns CPU_EXEC_OK with

@@ -659,6 +659,7 @@ static void *encode_case(const input_case_t *ic, VipsImage *src, size_t *len)
         rc = vips_tiffsave_buffer(im, &buf, len, NULL);
         break;
     case FMT_HEIC:
+        cpu_exec_heif_ready(); /* cpu_exec_init opens no libvips module */
         rc = vips_heifsave_buffer(im, &buf, len, "Q", 90, "compression",
                                   VIPS_FOREIGN_HEIF_COMPRESSION_HEVC, NULL);
         break;
