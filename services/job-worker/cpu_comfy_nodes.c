@@ -89,7 +89,7 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
         } else {
             /* decoded as the output is written, or ahead of it while the
              * statistics preview is computed */
-            VipsImage *ahead = cpu_decode_ahead(c, rot);
+            VipsImage *ahead = cpu_decode_ahead(c, rot, orientation <= 1);
             if (ahead != NULL) {
                 g_object_unref(rot);
                 rot = ahead;

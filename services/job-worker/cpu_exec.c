@@ -165,6 +165,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
     }
     cpu_set_running_job(job);
     job->decoded_ahead = false;
+    job->decoded_direct = false;
     cpu_pipelines_enter();
     cpu_exec_status_t st = run_once(graph, job, err, errlen, false);
     if (st == CPU_EXEC_ERROR) {
@@ -176,6 +177,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         job->mime[0] = '\0';
         job->out_width = job->out_height = 0;
         job->decoded_ahead = false;
+        job->decoded_direct = false;
         if (errlen > 0) {
             err[0] = '\0';
         }

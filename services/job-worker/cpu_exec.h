@@ -82,6 +82,9 @@ typedef struct {
     /* out: the original was decoded ahead by a thread while the statistics
      * preview was computed (cpu_stream.c, "decode ahead") */
     bool decoded_ahead;
+    /* out: decoded ahead by libjpeg straight into memory (an upright RGB
+     * baseline JPEG), not through libvips' loader */
+    bool decoded_direct;
     VipsImage *result;
 } cpu_exec_job_t;
 

@@ -234,8 +234,10 @@ bool cpu_graph_streams(ctx_t *c);
 int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out);
 /* The decoded original `in` decoded ahead by a thread into memory while the
  * statistics preview is computed (a new image), or NULL when not worth it
- * (not a streaming JPEG graph with preview statistics, too large, no memory). */
-VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in);
+ * (not a streaming JPEG graph with preview statistics, too large, no memory).
+ * `upright`: `in` is the file's pixels as stored (no EXIF rotation), so an
+ * RGB baseline JPEG can be decoded by libjpeg straight into memory. */
+VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in, bool upright);
 /* cpu_exec_run's count of pipelines in flight (decode ahead's AUTO rule). */
 void cpu_pipelines_enter(void);
 void cpu_pipelines_leave(void);

@@ -8,6 +8,9 @@
 #define _GNU_SOURCE
 #include "cpu_internal.h"
 
+#include <jpeglib.h>
+#include <setjmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -247,8 +250,10 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
 #define AHEAD_HUGE ((size_t)2 * 1024 * 1024)
 
 typedef struct {
-    VipsImage *in;  /* a reference */
-    VipsImage *mem; /* buf as an image: the pipeline's regions point into it */
+    VipsImage *in;   /* a reference */
+    VipsImage *mem;  /* buf as an image: the pipeline's regions point into it */
+    const void *src; /* the JPEG file, for the direct decode (NULL: none) */
+    size_t src_len;
     VipsPel *buf;
     size_t map_len; /* buf's mapping */
     size_t line;
@@ -261,6 +266,125 @@ typedef struct {
     GThread *thread;
 } ahead_t;
 
+/* ---- the direct decode: libjpeg straight into buf --------------------------
+ * For an upright 3-component baseline JPEG (what cameras write), the thread
+ * runs libjpeg itself with libvips' settings (libjpeg's defaults: the same
+ * pixels, checked byte for byte) and writes the scanlines into buf: no line
+ * cache, no region chain, no copy. libjpeg goes on after a warning (corrupt
+ * data; a truncated file comes out grey), where libvips' fail_on=error stops
+ * on some: any warning fails the direct decode like an error, and the run
+ * falls back to libvips' up-front decode, which decides (unsupported_image or
+ * the same pixels). */
+
+#define AHEAD_STRIP 16
+
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jmp;
+    char msg[JMSG_LENGTH_MAX];
+} ahead_jerr_t;
+
+static void ahead_jpeg_error(j_common_ptr cinfo)
+{
+    ahead_jerr_t *e = (ahead_jerr_t *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, e->msg);
+    longjmp(e->jmp, 1);
+}
+
+static void ahead_jpeg_message(j_common_ptr cinfo, int level)
+{
+    if (level < 0) { /* a warning */
+        ahead_jpeg_error(cinfo);
+    }
+}
+
+/* Whether libjpeg's header of src says a file for the direct decode: one
+ * scan, three components (YCbCr or RGB), w×h. Errors and warnings: no. */
+static bool ahead_direct_ok(const void *src, size_t len, int w, int h)
+{
+    struct jpeg_decompress_struct ci;
+    ahead_jerr_t jerr;
+    memset(&ci, 0, sizeof(ci));
+    memset(&jerr, 0, sizeof(jerr));
+    ci.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = ahead_jpeg_error;
+    jerr.pub.emit_message = ahead_jpeg_message;
+    if (setjmp(jerr.jmp) != 0) {
+        jpeg_destroy_decompress(&ci);
+        return false;
+    }
+    jpeg_create_decompress(&ci);
+    jpeg_mem_src(&ci, src, (unsigned long)len);
+    (void)jpeg_read_header(&ci, TRUE);
+    bool ok = !jpeg_has_multiple_scans(&ci) && ci.num_components == 3 &&
+              (ci.jpeg_color_space == JCS_YCbCr || ci.jpeg_color_space == JCS_RGB) &&
+              (int)ci.image_width == w && (int)ci.image_height == h;
+    jpeg_destroy_decompress(&ci);
+    return ok;
+}
+
+/* 1: buf holds the image; 0: not a file for it (nothing decoded: the libvips
+ * loop decodes); -1: failed or stopped (ah->err says which). */
+static int ahead_direct(ahead_t *ah)
+{
+    struct jpeg_decompress_struct ci;
+    ahead_jerr_t jerr;
+    memset(&ci, 0, sizeof(ci));
+    memset(&jerr, 0, sizeof(jerr));
+    ci.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = ahead_jpeg_error;
+    jerr.pub.emit_message = ahead_jpeg_message;
+    if (setjmp(jerr.jmp) != 0) {
+        jpeg_destroy_decompress(&ci);
+        snprintf(ah->err, sizeof(ah->err), "decode: %s", jerr.msg);
+        return -1;
+    }
+    jpeg_create_decompress(&ci);
+    jpeg_mem_src(&ci, ah->src, (unsigned long)ah->src_len);
+    (void)jpeg_read_header(&ci, TRUE);
+    if (jpeg_has_multiple_scans(&ci) || ci.num_components != 3 ||
+        (ci.jpeg_color_space != JCS_YCbCr && ci.jpeg_color_space != JCS_RGB) ||
+        (int)ci.image_width != ah->in->Xsize || (int)ci.image_height != ah->in->Ysize) {
+        jpeg_destroy_decompress(&ci);
+        return 0;
+    }
+    (void)jpeg_start_decompress(&ci);
+    if (ci.output_components != 3 || (int)ci.output_width != ah->in->Xsize ||
+        (int)ci.output_height != ah->in->Ysize) {
+        jpeg_destroy_decompress(&ci);
+        return 0;
+    }
+    while (ci.output_scanline < ci.output_height) {
+        JSAMPROW rows[AHEAD_STRIP];
+        JDIMENSION top = ci.output_scanline;
+        JDIMENSION n = ci.output_height - top < AHEAD_STRIP ? ci.output_height - top : AHEAD_STRIP;
+        for (JDIMENSION i = 0; i < n; i++) {
+            rows[i] = ah->buf + (size_t)(top + i) * ah->line;
+        }
+        for (JDIMENSION got = 0; got < n;) {
+            JDIMENSION k = jpeg_read_scanlines(&ci, rows + got, n - got);
+            if (k == 0) {
+                snprintf(jerr.msg, sizeof(jerr.msg), "no progress at row %u", top + got);
+                longjmp(jerr.jmp, 1);
+            }
+            got += k;
+        }
+        g_mutex_lock(&ah->lock);
+        ah->rows_done = (int)(top + n);
+        bool stop = ah->stop;
+        g_cond_broadcast(&ah->cond);
+        g_mutex_unlock(&ah->lock);
+        if (stop) {
+            jpeg_destroy_decompress(&ci);
+            snprintf(ah->err, sizeof(ah->err), "decode: stopped");
+            return -1;
+        }
+    }
+    /* not jpeg_finish_decompress: libvips does not read the file's tail either */
+    jpeg_destroy_decompress(&ci);
+    return 1;
+}
+
 /* The thread: decodes `in` top to bottom a strip at a time into buf. Its own
  * loop rather than vips_sink_disc: the region of `in` points at the loader's
  * line cache (libvips' copies pass regions along), so the strip is copied once,
@@ -270,6 +394,14 @@ static gpointer ahead_main(gpointer a)
 {
     ahead_t *ah = a;
     VipsImage *in = ah->in;
+    int direct = ah->src != NULL ? ahead_direct(ah) : 0;
+    if (direct != 0) {
+        g_mutex_lock(&ah->lock);
+        ah->failed = direct < 0;
+        g_cond_broadcast(&ah->cond);
+        g_mutex_unlock(&ah->lock);
+        return NULL;
+    }
     int tw = 0;
     int strip = 0; /* the loader's strip (16 rows for 4:2:x JPEG): its line cache stays small */
     int nlines = 0;
@@ -431,7 +563,7 @@ static bool ahead_allowed(void)
     return busy < vips_concurrency_get();
 }
 
-VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
+VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in, bool upright)
 {
     size_t bytes = VIPS_IMAGE_SIZEOF_LINE(in) * (size_t)in->Ysize;
     if (c->eager || !c->sequential || c->preview || !graph_uses_preview(c) ||
@@ -451,6 +583,12 @@ VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
     (void)madvise(m, ah->map_len, MADV_HUGEPAGE);
     ah->buf = m;
     ah->line = VIPS_IMAGE_SIZEOF_LINE(in);
+    if (upright && in->Bands == 3 && in->BandFmt == VIPS_FORMAT_UCHAR &&
+        in->Coding == VIPS_CODING_NONE &&
+        ahead_direct_ok(c->job->input, c->job->input_len, in->Xsize, in->Ysize)) {
+        ah->src = c->job->input;
+        ah->src_len = c->job->input_len;
+    }
     g_mutex_init(&ah->lock);
     g_cond_init(&ah->cond);
     g_object_ref(in);
@@ -475,5 +613,6 @@ VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
         return NULL;
     }
     c->job->decoded_ahead = true;
+    c->job->decoded_direct = ah->src != NULL;
     return out;
 }

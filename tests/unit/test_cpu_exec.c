@@ -1225,6 +1225,57 @@ static void test_resize_long_edge(void **state)
     }
 }
 
+/* portrait_pro on buf with decode ahead on and off: the same status, the same
+ * bytes out; returns whether the decode ahead went through libjpeg directly. */
+static bool same_with_and_without_ahead(const cJSON *pp, const void *buf, size_t len)
+{
+    char err[512];
+    cpu_exec_set_decode_ahead(CPU_AHEAD_OFF);
+    cpu_exec_job_t off = {.input = buf, .input_len = len};
+    cpu_exec_status_t st_off = cpu_exec_run(pp, &off, err, sizeof(err));
+    cpu_exec_set_decode_ahead(CPU_AHEAD_ON);
+    cpu_exec_job_t on = {.input = buf, .input_len = len};
+    cpu_exec_status_t st_on = cpu_exec_run(pp, &on, err, sizeof(err));
+    assert_int_equal(st_on, st_off);
+    if (st_on == CPU_EXEC_OK) {
+        assert_int_equal(on.output_len, off.output_len);
+        assert_memory_equal(on.output, off.output, on.output_len);
+    }
+    /* the flags of a run that fell back describe the second (up-front) run */
+    bool direct = on.decoded_direct || st_on != CPU_EXEC_OK;
+    cpu_exec_job_free(&on);
+    cpu_exec_job_free(&off);
+    return direct;
+}
+
+/* The direct decode is for upright RGB baseline JPEGs only; a progressive or
+ * EXIF-rotated JPEG is decoded ahead through libvips' loader; a JPEG whose
+ * entropy data is damaged (libjpeg warns and goes on) comes out as without
+ * decode ahead — libvips' up-front decode decides. */
+static void decode_ahead_variants(const cJSON *pp, VipsImage *big)
+{
+    void *prog = NULL;
+    size_t plen = 0;
+    assert_int_equal(vips_jpegsave_buffer(big, &prog, &plen, "Q", 90, "interlace", TRUE, NULL), 0);
+    assert_false(same_with_and_without_ahead(pp, prog, plen));
+    VipsImage *turned = NULL;
+    assert_int_equal(vips_copy(big, &turned, NULL), 0);
+    vips_image_set_int(turned, VIPS_META_ORIENTATION, 6);
+    void *rot = NULL;
+    size_t rlen = 0;
+    assert_int_equal(vips_jpegsave_buffer(turned, &rot, &rlen, "Q", 90, NULL), 0);
+    assert_false(same_with_and_without_ahead(pp, rot, rlen));
+    void *bad = NULL;
+    size_t blen = 0;
+    assert_int_equal(vips_jpegsave_buffer(big, &bad, &blen, "Q", 90, NULL), 0);
+    memset((unsigned char *)bad + blen / 2, 0x00, 64); /* bad Huffman codes mid-image */
+    (void)same_with_and_without_ahead(pp, bad, blen);
+    g_free(prog);
+    g_free(rot);
+    g_free(bad);
+    g_object_unref(turned);
+}
+
 /* Decode ahead: portrait_pro on a JPEG decodes the original in a thread while
  * the statistics preview is computed; the output is the same file as without
  * it. Not for a PNG, nor for a graph without preview statistics. */
@@ -1246,11 +1297,13 @@ static void test_decode_ahead(void **state)
     cpu_exec_job_t on = {.input = jpg, .input_len = jlen};
     assert_int_equal(cpu_exec_run(pp, &on, err, sizeof(err)), CPU_EXEC_OK);
     assert_true(on.decoded_ahead);
+    assert_true(on.decoded_direct); /* an upright RGB baseline JPEG: libjpeg into memory */
     cpu_exec_set_decode_ahead(CPU_AHEAD_OFF);
     cpu_exec_job_t off = {.input = jpg, .input_len = jlen};
     assert_int_equal(cpu_exec_run(pp, &off, err, sizeof(err)), CPU_EXEC_OK);
     cpu_exec_set_decode_ahead(CPU_AHEAD_ON);
     assert_false(off.decoded_ahead);
+    assert_false(off.decoded_direct);
     assert_int_equal(on.output_len, off.output_len);
     assert_memory_equal(on.output, off.output, on.output_len);
     cpu_exec_job_t p = {.input = png, .input_len = plen};
@@ -1265,6 +1318,7 @@ static void test_decode_ahead(void **state)
      * up-front decode, which says unsupported_image */
     cpu_exec_job_t t = {.input = jpg, .input_len = jlen * 7 / 10};
     assert_int_equal(cpu_exec_run(pp, &t, err, sizeof(err)), CPU_EXEC_UNSUPPORTED_IMAGE);
+    decode_ahead_variants(pp, big);
     /* AUTO: only with an idle core — fewer pipelines in flight than libvips'
      * threads (2 here); with every thread's core taken by a pipeline the copy
      * costs CPU and saves no wall time */
