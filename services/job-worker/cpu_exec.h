@@ -114,6 +114,12 @@ const char *cpu_exec_format_name(cpu_exec_format_t f);
  * call from any thread, any number of times. */
 void cpu_exec_heif_ready(void);
 
+/* The statistics preview of a JPEG (cpu_stream.c): decoded at 1/2, 1/4 or
+ * 1/8 into memory — by libjpeg itself when `upright` (no EXIF rotation) and
+ * the file is a 3-component baseline JPEG, else by libvips' loader and
+ * autorotated — or NULL. Exposed for tests. */
+VipsImage *cpu_exec_jpeg_preview(const void *buf, size_t len, bool upright);
+
 /* The front door for an untrusted file: opens buf with the one loader its
  * magic bytes name and checks the header (nothing decoded yet) against
  * max_pixels (0: the default) and the memory budget. Returns CPU_EXEC_OK with

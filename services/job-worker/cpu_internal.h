@@ -37,6 +37,7 @@ typedef struct {
     cpu_exec_job_t *job;
     VipsImage *source;     /* the decoded original after autorot: metadata source */
     bool source_converted; /* CMYK → sRGB: the embedded profile no longer applies */
+    bool upright;          /* the input has no EXIF rotation (LoadImage) */
     /* eager: decode into memory at LoadImage (a corrupt file fails there);
      * otherwise lazy, and sequential when the graph reads the source once. */
     bool eager;

@@ -21,15 +21,112 @@
  * least this; libjpeg then skips most of the IDCT (at 8, only DC terms). */
 #define PREVIEW_MIN 384
 
+/* libjpeg's error manager for our own decodes (the preview's, the decode
+ * ahead's): an error or any warning longjmps out, and the caller falls back
+ * to libvips' loader, whose fail_on=error policy then decides. */
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jmp;
+    char msg[JMSG_LENGTH_MAX];
+} ahead_jerr_t;
+
+static void ahead_jpeg_error(j_common_ptr cinfo)
+{
+    ahead_jerr_t *e = (ahead_jerr_t *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, e->msg);
+    longjmp(e->jmp, 1);
+}
+
+static void ahead_jpeg_message(j_common_ptr cinfo, int level)
+{
+    if (level < 0) { /* a warning */
+        ahead_jpeg_error(cinfo);
+    }
+}
+
+/* The preview of an upright 3-component baseline JPEG decoded by libjpeg
+ * itself at 1/shrink, as libvips' jpegload with "shrink" gives it (the top-left
+ * floor(W/shrink) × floor(H/shrink) of libjpeg's output, libjpeg's defaults:
+ * byte-identical, checked on the bench photos and odd sizes) but without the
+ * loader's line cache and a thread pool to copy it into memory. NULL when the
+ * file is not one for it or libjpeg complains: the caller uses libvips. */
+static VipsImage *jpeg_preview_direct(const void *buf, size_t len)
+{
+    struct jpeg_decompress_struct ci;
+    ahead_jerr_t jerr;
+    VipsImage *volatile im = NULL;
+    JSAMPLE *volatile row = NULL;
+    memset(&ci, 0, sizeof(ci));
+    memset(&jerr, 0, sizeof(jerr));
+    ci.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = ahead_jpeg_error;
+    jerr.pub.emit_message = ahead_jpeg_message;
+    if (setjmp(jerr.jmp) != 0) {
+        jpeg_destroy_decompress(&ci);
+        if (im != NULL) {
+            g_object_unref(im);
+        }
+        g_free(row);
+        return NULL;
+    }
+    jpeg_create_decompress(&ci);
+    jpeg_mem_src(&ci, buf, (unsigned long)len);
+    (void)jpeg_read_header(&ci, TRUE);
+    if (jpeg_has_multiple_scans(&ci) || ci.num_components != 3 ||
+        (ci.jpeg_color_space != JCS_YCbCr && ci.jpeg_color_space != JCS_RGB)) {
+        jpeg_destroy_decompress(&ci);
+        return NULL;
+    }
+    int longest = ci.image_width > ci.image_height ? (int)ci.image_width : (int)ci.image_height;
+    int shrink = 1;
+    while (shrink < 8 && longest / (shrink * 2) >= PREVIEW_MIN) {
+        shrink *= 2;
+    }
+    ci.scale_num = 1;
+    ci.scale_denom = (unsigned)shrink;
+    (void)jpeg_start_decompress(&ci);
+    int w = (int)ci.image_width / shrink;
+    int h = (int)ci.image_height / shrink;
+    if (w < 1 || h < 1 || (int)ci.output_width < w || (int)ci.output_height < h ||
+        ci.output_components != 3) {
+        jpeg_destroy_decompress(&ci);
+        return NULL;
+    }
+    im = vips_image_new_memory();
+    vips_image_init_fields(im, w, h, 3, VIPS_FORMAT_UCHAR, VIPS_CODING_NONE,
+                           VIPS_INTERPRETATION_sRGB, 1.0, 1.0);
+    row = g_malloc((size_t)ci.output_width * 3);
+    if (vips_image_write_prepare(im) != 0) {
+        vips_error_clear();
+        snprintf(jerr.msg, sizeof(jerr.msg), "out of memory");
+        longjmp(jerr.jmp, 1);
+    }
+    JSAMPROW rows[1] = {row};
+    for (int y = 0; y < h; y++) {
+        if (jpeg_read_scanlines(&ci, rows, 1) != 1) {
+            snprintf(jerr.msg, sizeof(jerr.msg), "no progress at row %d", y);
+            longjmp(jerr.jmp, 1);
+        }
+        memcpy(VIPS_IMAGE_ADDR(im, 0, y), row, (size_t)w * 3);
+    }
+    jpeg_destroy_decompress(&ci);
+    g_free(row);
+    return im;
+}
+
 /* The preview of a JPEG: decoded at 1/2, 1/4 or 1/8 scale, autorotated, in
  * memory; NULL (error cleared) when not a JPEG or when it fails. Called after
  * LoadImage opened the input through the front door (cpu_exec_open).
  * vips_thumbnail picks a milder shrink (2 for 4000x3000 → 768) and resizes
  * with lanczos3: ~4x the time, all of it before the first output pixel. */
-static VipsImage *jpeg_preview(const void *buf, size_t len)
+VipsImage *cpu_exec_jpeg_preview(const void *buf, size_t len, bool upright)
 {
     if (cpu_exec_format(buf, len) != CPU_FORMAT_JPEG) {
         return NULL;
+    }
+    VipsImage *direct = upright ? jpeg_preview_direct(buf, len) : NULL;
+    if (direct != NULL) {
+        return direct;
     }
     VipsImage *hdr = NULL;
     if (vips_jpegload_buffer((void *)buf, len, &hdr, NULL) != 0) {
@@ -187,7 +284,7 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
         return 0;
     }
     if (c->thumb == NULL) {
-        c->thumb = jpeg_preview(job->input, job->input_len);
+        c->thumb = cpu_exec_jpeg_preview(job->input, job->input_len, c->upright);
     }
     if (c->thumb == NULL) {
         VipsImage *t = NULL;
@@ -277,26 +374,6 @@ typedef struct {
  * the same pixels). */
 
 #define AHEAD_STRIP 16
-
-typedef struct {
-    struct jpeg_error_mgr pub;
-    jmp_buf jmp;
-    char msg[JMSG_LENGTH_MAX];
-} ahead_jerr_t;
-
-static void ahead_jpeg_error(j_common_ptr cinfo)
-{
-    ahead_jerr_t *e = (ahead_jerr_t *)cinfo->err;
-    (*cinfo->err->format_message)(cinfo, e->msg);
-    longjmp(e->jmp, 1);
-}
-
-static void ahead_jpeg_message(j_common_ptr cinfo, int level)
-{
-    if (level < 0) { /* a warning */
-        ahead_jpeg_error(cinfo);
-    }
-}
 
 /* Whether libjpeg's header of src says a file for the direct decode: one
  * scan, three components (YCbCr or RGB), w×h. Errors and warnings: no. */

@@ -1225,6 +1225,77 @@ static void test_resize_long_edge(void **state)
     }
 }
 
+/* The statistics preview decoded by libjpeg itself (an upright baseline
+ * JPEG) is byte for byte libvips' shrink-on-load (floor(W/s) × floor(H/s),
+ * the top-left of libjpeg's rounded-up output), also at odd sizes and 4:2:0;
+ * a progressive file or a rotated one goes through libvips (and is rotated). */
+static void test_jpeg_preview_direct(void **state)
+{
+    (void)state;
+    VipsImage *astro = photo("astronaut.png");
+    struct {
+        int w, h;
+        bool sub, prog;
+    } cases[] = {{512, 512, false, false}, {503, 389, true, false},   {1003, 757, false, false},
+                 {1021, 771, true, false}, {3100, 1700, true, false}, {1003, 757, false, true}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        VipsImage *big = NULL;
+        VipsImage *cut = NULL;
+        assert_int_equal(vips_resize(astro, &big, 6.1, NULL), 0);
+        assert_int_equal(vips_crop(big, &cut, 7, 5, cases[i].w, cases[i].h, NULL), 0);
+        void *jpg = NULL;
+        size_t len = 0;
+        assert_int_equal(vips_jpegsave_buffer(cut, &jpg, &len, "Q", 85, "subsample_mode",
+                                              cases[i].sub ? VIPS_FOREIGN_SUBSAMPLE_ON
+                                                           : VIPS_FOREIGN_SUBSAMPLE_OFF,
+                                              "interlace", cases[i].prog, NULL),
+                         0);
+        VipsImage *got = cpu_exec_jpeg_preview(jpg, len, true);
+        assert_non_null(got);
+        /* the direct decode attaches none of the loader's metadata */
+        assert_int_equal(vips_image_get_typeof(got, "jpeg-multiscan") == 0, !cases[i].prog);
+        int longest = cases[i].w > cases[i].h ? cases[i].w : cases[i].h;
+        int shrink = 1;
+        while (shrink < 8 && longest / (shrink * 2) >= 384) {
+            shrink *= 2;
+        }
+        VipsImage *ref = NULL;
+        assert_int_equal(vips_jpegload_buffer(jpg, len, &ref, "shrink", shrink, NULL), 0);
+        assert_int_equal(got->Xsize, ref->Xsize);
+        assert_int_equal(got->Ysize, ref->Ysize);
+        assert_int_equal(got->Bands, 3);
+        size_t a = 0;
+        size_t b = 0;
+        void *pa = vips_image_write_to_memory(got, &a);
+        void *pb = vips_image_write_to_memory(ref, &b);
+        assert_int_equal(a, b);
+        assert_memory_equal(pa, pb, a);
+        g_free(pa);
+        g_free(pb);
+        g_object_unref(ref);
+        g_object_unref(got);
+        if (i == 2) { /* rotated: libvips' loader, then autorot */
+            VipsImage *turned = NULL;
+            assert_int_equal(vips_copy(cut, &turned, NULL), 0);
+            vips_image_set_int(turned, VIPS_META_ORIENTATION, 6);
+            void *rj = NULL;
+            size_t rlen = 0;
+            assert_int_equal(vips_jpegsave_buffer(turned, &rj, &rlen, "Q", 85, NULL), 0);
+            VipsImage *r = cpu_exec_jpeg_preview(rj, rlen, false);
+            assert_non_null(r);
+            assert_int_equal(r->Xsize, cases[i].h / shrink);
+            assert_int_equal(r->Ysize, cases[i].w / shrink);
+            g_object_unref(r);
+            g_free(rj);
+            g_object_unref(turned);
+        }
+        g_free(jpg);
+        g_object_unref(cut);
+        g_object_unref(big);
+    }
+    g_object_unref(astro);
+}
+
 /* portrait_pro on buf with decode ahead on and off: the same status, the same
  * bytes out; returns whether the decode ahead went through libjpeg directly. */
 static bool same_with_and_without_ahead(const cJSON *pp, const void *buf, size_t len)
@@ -1496,14 +1567,23 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blur_and_sharpen),   cmocka_unit_test(test_blend_modes),
-        cmocka_unit_test(test_geometry),           cmocka_unit_test(test_scale),
-        cmocka_unit_test(test_empty_and_encode),   cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_presets_on_photos),  cmocka_unit_test(test_input_formats),
-        cmocka_unit_test(test_exif_orientation),   cmocka_unit_test(test_corrupt_inputs),
-        cmocka_unit_test(test_statistics_preview), cmocka_unit_test(test_point_chain),
-        cmocka_unit_test(test_resize_long_edge),   cmocka_unit_test(test_sharpen_after_points),
-        cmocka_unit_test(test_decode_ahead),       cmocka_unit_test(test_work_budget_real_sizes),
+        cmocka_unit_test(test_blur_and_sharpen),
+        cmocka_unit_test(test_blend_modes),
+        cmocka_unit_test(test_geometry),
+        cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_empty_and_encode),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_presets_on_photos),
+        cmocka_unit_test(test_input_formats),
+        cmocka_unit_test(test_exif_orientation),
+        cmocka_unit_test(test_corrupt_inputs),
+        cmocka_unit_test(test_statistics_preview),
+        cmocka_unit_test(test_point_chain),
+        cmocka_unit_test(test_resize_long_edge),
+        cmocka_unit_test(test_sharpen_after_points),
+        cmocka_unit_test(test_decode_ahead),
+        cmocka_unit_test(test_jpeg_preview_direct),
+        cmocka_unit_test(test_work_budget_real_sizes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     cpu_exec_shutdown();
