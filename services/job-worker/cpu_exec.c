@@ -48,7 +48,10 @@ int cpu_exec_init(const char *argv0)
     if (home != NULL) {
         g_setenv("VIPSHOME", home, TRUE);
     } else {
+        /* what libvips' init leaves without our detour: VIPSHOME set to the
+         * prefix it guesses (so a later guess never sets it from a thread) */
         g_unsetenv("VIPSHOME");
+        (void)vips_guess_prefix(argv0 != NULL ? argv0 : "job-worker", "VIPSHOME");
     }
     g_free(home);
     if (rc != 0) {
