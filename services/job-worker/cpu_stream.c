@@ -627,9 +627,11 @@ void cpu_pipelines_leave(void)
  * process runs (this one included) leave one of libvips' threads idle — the
  * threads are the CPUs the cgroup gives the worker (common/sysres), so a pod
  * whose every job thread is busy never decodes ahead. With no idle core the
- * decode ahead saves no wall time (there is no core for the preview) and costs
- * its copy, ~10 % of portrait_pro's CPU. The process's own count, not the
- * load average: in a container that is the node's, not the pod's. */
+ * decode ahead saves little wall time (there is no core for the preview) and
+ * costs the whole decoded original in memory (its CPU cost, ~10 % of
+ * portrait_pro's through libvips' loader, is about nil with the direct
+ * decode: docs/image-pipeline.md). The process's own count, not the load
+ * average: in a container that is the node's, not the pod's. */
 static bool ahead_allowed(void)
 {
     int mode = g_atomic_int_get(&ahead_mode);
