@@ -16,7 +16,7 @@ VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 BUILD    ?= build
 CC       ?= cc
 PKGS     := libevent libevent_pthreads libpq libcjson libcurl hiredis openssl
-VIPS_PKG := vips
+VIPS_PKG := vips gmodule-no-export-2.0 libjpeg
 
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
             -Wshadow -Wno-unused-parameter

@@ -72,6 +72,9 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
                 return cpu_fail(c, ls, "%s", lerr);
             }
         }
+        int o = 1;
+        c->upright = vips_image_get_typeof(t[0], VIPS_META_ORIENTATION) == 0 ||
+                     (vips_image_get_int(t[0], VIPS_META_ORIENTATION, &o) == 0 && o <= 1);
         VipsImage *rot = NULL;
         if (vips_autorot(t[0], &rot, NULL) != 0) {
             cpu_vips_fail(c, "autorotate");
@@ -89,7 +92,7 @@ static int node_load(ctx_t *c, enode_t *n, VipsImage **out)
         } else {
             /* decoded as the output is written, or ahead of it while the
              * statistics preview is computed */
-            VipsImage *ahead = cpu_decode_ahead(c, rot);
+            VipsImage *ahead = cpu_decode_ahead(c, rot, c->upright);
             if (ahead != NULL) {
                 g_object_unref(rot);
                 rot = ahead;

@@ -28,12 +28,33 @@ const graph_registry_t *cpu_exec_registry(void)
 
 static bool vips_started;
 
+/* libvips' init opens every module in <libdir>/vips-modules-X.Y — ImageMagick,
+ * PDF (poppler), OpenSlide, JPEG XL, HEIF — and so links their libraries and
+ * runs their constructors: ~25 ms of CPU in each process (a `render`, every
+ * `vips` command), for loaders cpu_load_block_others() blocks anyway. VIPS_INIT
+ * runs with VIPSHOME (where libvips looks for its libdir) on a path that cannot
+ * be a directory, so it finds none; the HEIF module, the only one the product
+ * reads, is opened when the first HEIF input arrives (cpu_exec_heif_ready). */
+#define NO_MODULES_HOME "/dev/null"
+
 int cpu_exec_init(const char *argv0)
 {
     if (vips_started) {
         return 0;
     }
-    if (VIPS_INIT(argv0 != NULL ? argv0 : "job-worker") != 0) {
+    char *home = g_strdup(g_getenv("VIPSHOME"));
+    g_setenv("VIPSHOME", NO_MODULES_HOME, TRUE);
+    int rc = VIPS_INIT(argv0 != NULL ? argv0 : "job-worker");
+    if (home != NULL) {
+        g_setenv("VIPSHOME", home, TRUE);
+    } else {
+        /* what libvips' init leaves without our detour: VIPSHOME set to the
+         * prefix it guesses (so a later guess never sets it from a thread) */
+        g_unsetenv("VIPSHOME");
+        (void)vips_guess_prefix(argv0 != NULL ? argv0 : "job-worker", "VIPSHOME");
+    }
+    g_free(home);
+    if (rc != 0) {
         return -1;
     }
     vips_cache_set_max(0);   /* a job's images are used once */
@@ -147,6 +168,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
     }
     cpu_set_running_job(job);
     job->decoded_ahead = false;
+    job->decoded_direct = false;
     cpu_pipelines_enter();
     cpu_exec_status_t st = run_once(graph, job, err, errlen, false);
     if (st == CPU_EXEC_ERROR) {
@@ -158,6 +180,7 @@ cpu_exec_status_t cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *er
         job->mime[0] = '\0';
         job->out_width = job->out_height = 0;
         job->decoded_ahead = false;
+        job->decoded_direct = false;
         if (errlen > 0) {
             err[0] = '\0';
         }

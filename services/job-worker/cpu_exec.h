@@ -82,6 +82,9 @@ typedef struct {
     /* out: the original was decoded ahead by a thread while the statistics
      * preview was computed (cpu_stream.c, "decode ahead") */
     bool decoded_ahead;
+    /* out: decoded ahead by libjpeg straight into memory (an upright RGB
+     * baseline JPEG), not through libvips' loader */
+    bool decoded_direct;
     VipsImage *result;
 } cpu_exec_job_t;
 
@@ -105,6 +108,17 @@ cpu_exec_run(const cJSON *graph, cpu_exec_job_t *job, char *err, size_t errlen);
  * or CPU_FORMAT_NONE; and its display name ("JPEG", ...). */
 cpu_exec_format_t cpu_exec_format(const void *buf, size_t len);
 const char *cpu_exec_format_name(cpu_exec_format_t f);
+
+/* Opens libvips' HEIF module (load and save) if not yet done: cpu_exec_init
+ * opens no libvips module, cpu_exec_open does this for a HEIF input. Safe to
+ * call from any thread, any number of times. */
+void cpu_exec_heif_ready(void);
+
+/* The statistics preview of a JPEG (cpu_stream.c): decoded at 1/2, 1/4 or
+ * 1/8 into memory — by libjpeg itself when `upright` (no EXIF rotation) and
+ * the file is a 3-component baseline JPEG, else by libvips' loader and
+ * autorotated — or NULL. Exposed for tests. */
+VipsImage *cpu_exec_jpeg_preview(const void *buf, size_t len, bool upright);
 
 /* The front door for an untrusted file: opens buf with the one loader its
  * magic bytes name and checks the header (nothing decoded yet) against

@@ -37,6 +37,7 @@ typedef struct {
     cpu_exec_job_t *job;
     VipsImage *source;     /* the decoded original after autorot: metadata source */
     bool source_converted; /* CMYK → sRGB: the embedded profile no longer applies */
+    bool upright;          /* the input has no EXIF rotation (LoadImage) */
     /* eager: decode into memory at LoadImage (a corrupt file fails there);
      * otherwise lazy, and sequential when the graph reads the source once. */
     bool eager;
@@ -241,8 +242,10 @@ bool cpu_graph_streams(ctx_t *c);
 int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out);
 /* The decoded original `in` decoded ahead by a thread into memory while the
  * statistics preview is computed (a new image), or NULL when not worth it
- * (not a streaming JPEG graph with preview statistics, too large, no memory). */
-VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in);
+ * (not a streaming JPEG graph with preview statistics, too large, no memory).
+ * `upright`: `in` is the file's pixels as stored (no EXIF rotation), so an
+ * RGB baseline JPEG can be decoded by libjpeg straight into memory. */
+VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in, bool upright);
 /* cpu_exec_run's count of pipelines in flight (decode ahead's AUTO rule). */
 void cpu_pipelines_enter(void);
 void cpu_pipelines_leave(void);

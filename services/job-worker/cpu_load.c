@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "cpu_internal.h"
 
+#include <dlfcn.h>
+#include <gmodule.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +29,39 @@ void cpu_load_block_others(void)
     for (size_t i = 0; ALLOWED_LOADERS[i] != NULL; i++) {
         vips_operation_block_set(ALLOWED_LOADERS[i], FALSE);
     }
+}
+
+/* libvips' HEIF module, opened on the first HEIF input rather than at init
+ * (cpu_exec_init opens no module): libheif and its codecs (libde265, x265,
+ * dav1d, aom) cost ~6 ms of start-up CPU that a JPEG never needs. Its classes
+ * inherit VipsForeignLoad's block when they are first used, so the loader is
+ * unblocked again once they exist. */
+static gpointer open_heif_module(gpointer unused)
+{
+    (void)unused;
+    Dl_info info;
+    if (dladdr((void *)vips_init, &info) == 0 || info.dli_fname == NULL) {
+        return NULL;
+    }
+    char *dir = g_path_get_dirname(info.dli_fname);
+    char *path = g_strdup_printf("%s/vips-modules-%d.%d/vips-heif.%s", dir, vips_version(0),
+                                 vips_version(1), G_MODULE_SUFFIX);
+    /* the module makes itself resident (its g_module_check_init) */
+    if (g_file_test(path, G_FILE_TEST_EXISTS) && g_module_open(path, G_MODULE_BIND_LAZY) == NULL) {
+        g_warning("unable to load \"%s\" -- %s", path, g_module_error());
+    }
+    g_free(path);
+    g_free(dir);
+    if (g_type_from_name("VipsForeignLoadHeif") != 0) {
+        vips_operation_block_set("VipsForeignLoadHeif", FALSE);
+    }
+    return NULL;
+}
+
+void cpu_exec_heif_ready(void)
+{
+    static GOnce once = G_ONCE_INIT;
+    g_once(&once, open_heif_module, NULL);
 }
 
 /* ISO BMFF brands (the `ftyp` box) that libheif decodes: HEIC, HEIF, AVIF. */
@@ -137,6 +172,7 @@ static VipsImage *open_header(cpu_exec_format_t f, const void *buf, size_t len, 
                                   NULL);
         break;
     case CPU_FORMAT_HEIF:
+        cpu_exec_heif_ready();
         rc = vips_heifload_buffer(b, len, &im, "access", access, "fail_on", VIPS_FAIL_ON_ERROR,
                                   "unlimited", FALSE, NULL);
         break;

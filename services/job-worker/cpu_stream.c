@@ -8,6 +8,9 @@
 #define _GNU_SOURCE
 #include "cpu_internal.h"
 
+#include <jpeglib.h>
+#include <setjmp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -18,15 +21,112 @@
  * least this; libjpeg then skips most of the IDCT (at 8, only DC terms). */
 #define PREVIEW_MIN 384
 
+/* libjpeg's error manager for our own decodes (the preview's, the decode
+ * ahead's): an error or any warning longjmps out, and the caller falls back
+ * to libvips' loader, whose fail_on=error policy then decides. */
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jmp;
+    char msg[JMSG_LENGTH_MAX];
+} ahead_jerr_t;
+
+static void ahead_jpeg_error(j_common_ptr cinfo)
+{
+    ahead_jerr_t *e = (ahead_jerr_t *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, e->msg);
+    longjmp(e->jmp, 1);
+}
+
+static void ahead_jpeg_message(j_common_ptr cinfo, int level)
+{
+    if (level < 0) { /* a warning */
+        ahead_jpeg_error(cinfo);
+    }
+}
+
+/* The preview of an upright 3-component baseline JPEG decoded by libjpeg
+ * itself at 1/shrink, as libvips' jpegload with "shrink" gives it (the top-left
+ * floor(W/shrink) × floor(H/shrink) of libjpeg's output, libjpeg's defaults:
+ * byte-identical, checked on the bench photos and odd sizes) but without the
+ * loader's line cache and a thread pool to copy it into memory. NULL when the
+ * file is not one for it or libjpeg complains: the caller uses libvips. */
+static VipsImage *jpeg_preview_direct(const void *buf, size_t len)
+{
+    struct jpeg_decompress_struct ci;
+    ahead_jerr_t jerr;
+    VipsImage *volatile im = NULL;
+    JSAMPLE *volatile row = NULL;
+    memset(&ci, 0, sizeof(ci));
+    memset(&jerr, 0, sizeof(jerr));
+    ci.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = ahead_jpeg_error;
+    jerr.pub.emit_message = ahead_jpeg_message;
+    if (setjmp(jerr.jmp) != 0) {
+        jpeg_destroy_decompress(&ci);
+        if (im != NULL) {
+            g_object_unref(im);
+        }
+        g_free(row);
+        return NULL;
+    }
+    jpeg_create_decompress(&ci);
+    jpeg_mem_src(&ci, buf, (unsigned long)len);
+    (void)jpeg_read_header(&ci, TRUE);
+    if (jpeg_has_multiple_scans(&ci) || ci.num_components != 3 ||
+        (ci.jpeg_color_space != JCS_YCbCr && ci.jpeg_color_space != JCS_RGB)) {
+        jpeg_destroy_decompress(&ci);
+        return NULL;
+    }
+    int longest = ci.image_width > ci.image_height ? (int)ci.image_width : (int)ci.image_height;
+    int shrink = 1;
+    while (shrink < 8 && longest / (shrink * 2) >= PREVIEW_MIN) {
+        shrink *= 2;
+    }
+    ci.scale_num = 1;
+    ci.scale_denom = (unsigned)shrink;
+    (void)jpeg_start_decompress(&ci);
+    int w = (int)ci.image_width / shrink;
+    int h = (int)ci.image_height / shrink;
+    if (w < 1 || h < 1 || (int)ci.output_width < w || (int)ci.output_height < h ||
+        ci.output_components != 3) {
+        jpeg_destroy_decompress(&ci);
+        return NULL;
+    }
+    im = vips_image_new_memory();
+    vips_image_init_fields(im, w, h, 3, VIPS_FORMAT_UCHAR, VIPS_CODING_NONE,
+                           VIPS_INTERPRETATION_sRGB, 1.0, 1.0);
+    row = g_malloc((size_t)ci.output_width * 3);
+    if (vips_image_write_prepare(im) != 0) {
+        vips_error_clear();
+        snprintf(jerr.msg, sizeof(jerr.msg), "out of memory");
+        longjmp(jerr.jmp, 1);
+    }
+    JSAMPROW rows[1] = {row};
+    for (int y = 0; y < h; y++) {
+        if (jpeg_read_scanlines(&ci, rows, 1) != 1) {
+            snprintf(jerr.msg, sizeof(jerr.msg), "no progress at row %d", y);
+            longjmp(jerr.jmp, 1);
+        }
+        memcpy(VIPS_IMAGE_ADDR(im, 0, y), row, (size_t)w * 3);
+    }
+    jpeg_destroy_decompress(&ci);
+    g_free(row);
+    return im;
+}
+
 /* The preview of a JPEG: decoded at 1/2, 1/4 or 1/8 scale, autorotated, in
  * memory; NULL (error cleared) when not a JPEG or when it fails. Called after
  * LoadImage opened the input through the front door (cpu_exec_open).
  * vips_thumbnail picks a milder shrink (2 for 4000x3000 → 768) and resizes
  * with lanczos3: ~4x the time, all of it before the first output pixel. */
-static VipsImage *jpeg_preview(const void *buf, size_t len)
+VipsImage *cpu_exec_jpeg_preview(const void *buf, size_t len, bool upright)
 {
     if (cpu_exec_format(buf, len) != CPU_FORMAT_JPEG) {
         return NULL;
+    }
+    VipsImage *direct = upright ? jpeg_preview_direct(buf, len) : NULL;
+    if (direct != NULL) {
+        return direct;
     }
     VipsImage *hdr = NULL;
     if (vips_jpegload_buffer((void *)buf, len, &hdr, NULL) != 0) {
@@ -184,7 +284,7 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
         return 0;
     }
     if (c->thumb == NULL) {
-        c->thumb = jpeg_preview(job->input, job->input_len);
+        c->thumb = cpu_exec_jpeg_preview(job->input, job->input_len, c->upright);
     }
     if (c->thumb == NULL) {
         VipsImage *t = NULL;
@@ -238,16 +338,19 @@ int cpu_stats_image(ctx_t *c, enode_t *n, VipsImage *full, VipsImage **out)
  * A graph that streams and takes statistics from the preview decodes its
  * input twice, the preview first: the main decode (pulled by the encoder) did
  * not start until the preview was done. Decoding ahead, a thread writes the
- * decoded original top to bottom into memory (vips_sink_disc) from the moment
- * LoadImage runs, while the preview is computed; the pipeline reads the rows
- * from there, waiting for those not decoded yet. The same pixels; memory: the
- * whole decoded original (bounded by AHEAD_MAX_BYTES). */
+ * decoded original top to bottom into memory (ahead_main) from the moment
+ * LoadImage runs, while the preview is computed; the pipeline's regions point
+ * at the rows there (ahead_gen), waiting for those not decoded yet. The same
+ * pixels; memory: the whole decoded original (bounded by AHEAD_MAX_BYTES). */
 
 #define AHEAD_MAX_BYTES (64L * 1024 * 1024)
 #define AHEAD_HUGE ((size_t)2 * 1024 * 1024)
 
 typedef struct {
-    VipsImage *in; /* a reference */
+    VipsImage *in;   /* a reference */
+    VipsImage *mem;  /* buf as an image: the pipeline's regions point into it */
+    const void *src; /* the JPEG file, for the direct decode (NULL: none) */
+    size_t src_len;
     VipsPel *buf;
     size_t map_len; /* buf's mapping */
     size_t line;
@@ -260,26 +363,152 @@ typedef struct {
     GThread *thread;
 } ahead_t;
 
-static int ahead_write(VipsRegion *region, VipsRect *area, void *a)
+/* ---- the direct decode: libjpeg straight into buf --------------------------
+ * For an upright 3-component baseline JPEG (what cameras write), the thread
+ * runs libjpeg itself with libvips' settings (libjpeg's defaults: the same
+ * pixels, checked byte for byte) and writes the scanlines into buf: no line
+ * cache, no region chain, no copy. libjpeg goes on after a warning (corrupt
+ * data; a truncated file comes out grey), where libvips' fail_on=error stops
+ * on some: any warning fails the direct decode like an error, and the run
+ * falls back to libvips' up-front decode, which decides (unsupported_image or
+ * the same pixels). */
+
+#define AHEAD_STRIP 16
+
+/* Whether libjpeg's header of src says a file for the direct decode: one
+ * scan, three components (YCbCr or RGB), w×h. Errors and warnings: no. */
+static bool ahead_direct_ok(const void *src, size_t len, int w, int h)
 {
-    ahead_t *ah = a;
-    for (int y = area->top; y < area->top + area->height; y++) {
-        memcpy(ah->buf + (size_t)y * ah->line, VIPS_REGION_ADDR(region, area->left, y), ah->line);
+    struct jpeg_decompress_struct ci;
+    ahead_jerr_t jerr;
+    memset(&ci, 0, sizeof(ci));
+    memset(&jerr, 0, sizeof(jerr));
+    ci.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = ahead_jpeg_error;
+    jerr.pub.emit_message = ahead_jpeg_message;
+    if (setjmp(jerr.jmp) != 0) {
+        jpeg_destroy_decompress(&ci);
+        return false;
     }
-    g_mutex_lock(&ah->lock);
-    ah->rows_done = area->top + area->height;
-    bool stop = ah->stop;
-    g_cond_broadcast(&ah->cond);
-    g_mutex_unlock(&ah->lock);
-    return stop ? -1 : 0;
+    jpeg_create_decompress(&ci);
+    jpeg_mem_src(&ci, src, (unsigned long)len);
+    (void)jpeg_read_header(&ci, TRUE);
+    bool ok = !jpeg_has_multiple_scans(&ci) && ci.num_components == 3 &&
+              (ci.jpeg_color_space == JCS_YCbCr || ci.jpeg_color_space == JCS_RGB) &&
+              (int)ci.image_width == w && (int)ci.image_height == h;
+    jpeg_destroy_decompress(&ci);
+    return ok;
 }
 
+/* 1: buf holds the image; 0: not a file for it (nothing decoded: the libvips
+ * loop decodes); -1: failed or stopped (ah->err says which). */
+static int ahead_direct(ahead_t *ah)
+{
+    struct jpeg_decompress_struct ci;
+    ahead_jerr_t jerr;
+    memset(&ci, 0, sizeof(ci));
+    memset(&jerr, 0, sizeof(jerr));
+    ci.err = jpeg_std_error(&jerr.pub);
+    jerr.pub.error_exit = ahead_jpeg_error;
+    jerr.pub.emit_message = ahead_jpeg_message;
+    if (setjmp(jerr.jmp) != 0) {
+        jpeg_destroy_decompress(&ci);
+        snprintf(ah->err, sizeof(ah->err), "decode: %s", jerr.msg);
+        return -1;
+    }
+    jpeg_create_decompress(&ci);
+    jpeg_mem_src(&ci, ah->src, (unsigned long)ah->src_len);
+    (void)jpeg_read_header(&ci, TRUE);
+    if (jpeg_has_multiple_scans(&ci) || ci.num_components != 3 ||
+        (ci.jpeg_color_space != JCS_YCbCr && ci.jpeg_color_space != JCS_RGB) ||
+        (int)ci.image_width != ah->in->Xsize || (int)ci.image_height != ah->in->Ysize) {
+        jpeg_destroy_decompress(&ci);
+        return 0;
+    }
+    (void)jpeg_start_decompress(&ci);
+    if (ci.output_components != 3 || (int)ci.output_width != ah->in->Xsize ||
+        (int)ci.output_height != ah->in->Ysize) {
+        jpeg_destroy_decompress(&ci);
+        return 0;
+    }
+    while (ci.output_scanline < ci.output_height) {
+        JSAMPROW rows[AHEAD_STRIP];
+        JDIMENSION top = ci.output_scanline;
+        JDIMENSION n = ci.output_height - top < AHEAD_STRIP ? ci.output_height - top : AHEAD_STRIP;
+        for (JDIMENSION i = 0; i < n; i++) {
+            rows[i] = ah->buf + (size_t)(top + i) * ah->line;
+        }
+        for (JDIMENSION got = 0; got < n;) {
+            JDIMENSION k = jpeg_read_scanlines(&ci, rows + got, n - got);
+            if (k == 0) {
+                snprintf(jerr.msg, sizeof(jerr.msg), "no progress at row %u", top + got);
+                longjmp(jerr.jmp, 1);
+            }
+            got += k;
+        }
+        g_mutex_lock(&ah->lock);
+        ah->rows_done = (int)(top + n);
+        bool stop = ah->stop;
+        g_cond_broadcast(&ah->cond);
+        g_mutex_unlock(&ah->lock);
+        if (stop) {
+            jpeg_destroy_decompress(&ci);
+            snprintf(ah->err, sizeof(ah->err), "decode: stopped");
+            return -1;
+        }
+    }
+    /* not jpeg_finish_decompress: libvips does not read the file's tail either */
+    jpeg_destroy_decompress(&ci);
+    return 1;
+}
+
+/* The thread: decodes `in` top to bottom a strip at a time into buf. Its own
+ * loop rather than vips_sink_disc: the region of `in` points at the loader's
+ * line cache (libvips' copies pass regions along), so the strip is copied once,
+ * into buf, and no thread pool or write-behind buffer is started for a decode
+ * that is sequential anyway. */
 static gpointer ahead_main(gpointer a)
 {
     ahead_t *ah = a;
-    int rc = vips_sink_disc(ah->in, ahead_write, ah);
+    VipsImage *in = ah->in;
+    int direct = ah->src != NULL ? ahead_direct(ah) : 0;
+    if (direct != 0) {
+        g_mutex_lock(&ah->lock);
+        ah->failed = direct < 0;
+        g_cond_broadcast(&ah->cond);
+        g_mutex_unlock(&ah->lock);
+        return NULL;
+    }
+    int tw = 0;
+    int strip = 0; /* the loader's strip (16 rows for 4:2:x JPEG): its line cache stays small */
+    int nlines = 0;
+    vips_get_tile_size(in, &tw, &strip, &nlines);
+    if (strip < 8) {
+        strip = 8;
+    }
+    VipsRegion *reg = vips_region_new(in);
+    int rc = reg == NULL ? -1 : 0;
+    bool stop = false;
+    for (int top = 0; rc == 0 && !stop && top < in->Ysize; top += strip) {
+        VipsRect r = {0, top, in->Xsize, in->Ysize - top < strip ? in->Ysize - top : strip};
+        if (vips_region_prepare(reg, &r) != 0) {
+            rc = -1;
+            break;
+        }
+        for (int y = r.top; y < r.top + r.height; y++) {
+            memcpy(ah->buf + (size_t)y * ah->line, VIPS_REGION_ADDR(reg, 0, y), ah->line);
+        }
+        g_mutex_lock(&ah->lock);
+        ah->rows_done = r.top + r.height;
+        stop = ah->stop;
+        g_cond_broadcast(&ah->cond);
+        g_mutex_unlock(&ah->lock);
+    }
+    if (reg != NULL) {
+        g_object_unref(reg);
+    }
     g_mutex_lock(&ah->lock);
-    if (rc != 0) {
+    if (rc != 0 || (stop && ah->rows_done < in->Ysize)) {
         ah->failed = true;
         snprintf(ah->err, sizeof(ah->err), "decode: %s",
                  ah->stop ? "stopped" : vips_error_buffer());
@@ -302,6 +531,9 @@ static void ahead_close(VipsImage *im, void *a)
         g_thread_join(ah->thread);
     }
     g_object_unref(ah->in);
+    if (ah->mem != NULL) {
+        g_object_unref(ah->mem);
+    }
     if (ah->buf != NULL) {
         munmap(ah->buf, ah->map_len);
     }
@@ -310,11 +542,30 @@ static void ahead_close(VipsImage *im, void *a)
     g_free(ah);
 }
 
-static int ahead_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *stop)
+/* A sequence of the pipeline's image: a region on buf's image. */
+static void *ahead_start(VipsImage *out, void *a, void *b)
 {
     ahead_t *ah = b;
-    const VipsRect *r = &out->valid;
-    (void)seq;
+    (void)out;
+    (void)a;
+    return vips_region_new(ah->mem);
+}
+
+static int ahead_stop(void *seq, void *a, void *b)
+{
+    (void)a;
+    (void)b;
+    g_object_unref(seq);
+    return 0;
+}
+
+/* Waits for the rows of the request, then points the output region at them in
+ * buf (vips_region_region): no copy. */
+static int ahead_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *stop)
+{
+    VipsRegion *ir = seq;
+    ahead_t *ah = b;
+    VipsRect *r = &out->valid;
     (void)a;
     (void)stop;
     g_mutex_lock(&ah->lock);
@@ -327,10 +578,8 @@ static int ahead_gen(VipsRegion *out, void *seq, void *a, void *b, gboolean *sto
         vips_error("decode-ahead", "%s", ah->err);
         return -1;
     }
-    size_t ps = VIPS_IMAGE_SIZEOF_PEL(out->im);
-    for (int y = r->top; y < r->top + r->height; y++) {
-        memcpy(VIPS_REGION_ADDR(out, r->left, y), ah->buf + (size_t)y * ah->line + r->left * ps,
-               (size_t)r->width * ps);
+    if (vips_region_prepare(ir, r) != 0 || vips_region_region(out, ir, r, r->left, r->top) != 0) {
+        return -1;
     }
     return 0;
 }
@@ -378,9 +627,11 @@ void cpu_pipelines_leave(void)
  * process runs (this one included) leave one of libvips' threads idle — the
  * threads are the CPUs the cgroup gives the worker (common/sysres), so a pod
  * whose every job thread is busy never decodes ahead. With no idle core the
- * decode ahead saves no wall time (there is no core for the preview) and costs
- * its copy, ~10 % of portrait_pro's CPU. The process's own count, not the
- * load average: in a container that is the node's, not the pod's. */
+ * decode ahead saves little wall time (there is no core for the preview) and
+ * costs the whole decoded original in memory (its CPU cost, ~10 % of
+ * portrait_pro's through libvips' loader, is about nil with the direct
+ * decode: docs/image-pipeline.md). The process's own count, not the load
+ * average: in a container that is the node's, not the pod's. */
 static bool ahead_allowed(void)
 {
     int mode = g_atomic_int_get(&ahead_mode);
@@ -391,7 +642,7 @@ static bool ahead_allowed(void)
     return busy < vips_concurrency_get();
 }
 
-VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
+VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in, bool upright)
 {
     size_t bytes = VIPS_IMAGE_SIZEOF_LINE(in) * (size_t)in->Ysize;
     if (c->eager || !c->sequential || c->preview || !graph_uses_preview(c) ||
@@ -411,6 +662,12 @@ VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
     (void)madvise(m, ah->map_len, MADV_HUGEPAGE);
     ah->buf = m;
     ah->line = VIPS_IMAGE_SIZEOF_LINE(in);
+    if (upright && in->Bands == 3 && in->BandFmt == VIPS_FORMAT_UCHAR &&
+        in->Coding == VIPS_CODING_NONE &&
+        ahead_direct_ok(c->job->input, c->job->input_len, in->Xsize, in->Ysize)) {
+        ah->src = c->job->input;
+        ah->src_len = c->job->input_len;
+    }
     g_mutex_init(&ah->lock);
     g_cond_init(&ah->cond);
     g_object_ref(in);
@@ -422,7 +679,10 @@ VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
         return NULL;
     }
     g_signal_connect(out, "close", G_CALLBACK(ahead_close), ah);
-    if (vips_image_generate(out, NULL, ahead_gen, NULL, NULL, ah) != 0) {
+    ah->mem =
+        vips_image_new_from_memory(ah->buf, bytes, in->Xsize, in->Ysize, in->Bands, in->BandFmt);
+    if (ah->mem == NULL ||
+        vips_image_generate(out, ahead_start, ahead_gen, ahead_stop, NULL, ah) != 0) {
         g_object_unref(out); /* close frees ah */
         return NULL;
     }
@@ -432,5 +692,6 @@ VipsImage *cpu_decode_ahead(ctx_t *c, VipsImage *in)
         return NULL;
     }
     c->job->decoded_ahead = true;
+    c->job->decoded_direct = ah->src != NULL;
     return out;
 }

@@ -659,6 +659,7 @@ static void *encode_case(const input_case_t *ic, VipsImage *src, size_t *len)
         rc = vips_tiffsave_buffer(im, &buf, len, NULL);
         break;
     case FMT_HEIC:
+        cpu_exec_heif_ready(); /* cpu_exec_init opens no libvips module */
         rc = vips_heifsave_buffer(im, &buf, len, "Q", 90, "compression",
                                   VIPS_FOREIGN_HEIF_COMPRESSION_HEVC, NULL);
         break;
@@ -1363,6 +1364,128 @@ static void test_resize_then_points(void **state)
     }
 }
 
+/* The statistics preview decoded by libjpeg itself (an upright baseline
+ * JPEG) is byte for byte libvips' shrink-on-load (floor(W/s) × floor(H/s),
+ * the top-left of libjpeg's rounded-up output), also at odd sizes and 4:2:0;
+ * a progressive file or a rotated one goes through libvips (and is rotated). */
+static void test_jpeg_preview_direct(void **state)
+{
+    (void)state;
+    VipsImage *astro = photo("astronaut.png");
+    struct {
+        int w, h;
+        bool sub, prog;
+    } cases[] = {{512, 512, false, false}, {503, 389, true, false},   {1003, 757, false, false},
+                 {1021, 771, true, false}, {3100, 1700, true, false}, {1003, 757, false, true}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        VipsImage *big = NULL;
+        VipsImage *cut = NULL;
+        assert_int_equal(vips_resize(astro, &big, 6.1, NULL), 0);
+        assert_int_equal(vips_crop(big, &cut, 7, 5, cases[i].w, cases[i].h, NULL), 0);
+        void *jpg = NULL;
+        size_t len = 0;
+        assert_int_equal(vips_jpegsave_buffer(cut, &jpg, &len, "Q", 85, "subsample_mode",
+                                              cases[i].sub ? VIPS_FOREIGN_SUBSAMPLE_ON
+                                                           : VIPS_FOREIGN_SUBSAMPLE_OFF,
+                                              "interlace", cases[i].prog, NULL),
+                         0);
+        VipsImage *got = cpu_exec_jpeg_preview(jpg, len, true);
+        assert_non_null(got);
+        /* the direct decode attaches none of the loader's metadata */
+        assert_int_equal(vips_image_get_typeof(got, "jpeg-multiscan") == 0, !cases[i].prog);
+        int longest = cases[i].w > cases[i].h ? cases[i].w : cases[i].h;
+        int shrink = 1;
+        while (shrink < 8 && longest / (shrink * 2) >= 384) {
+            shrink *= 2;
+        }
+        VipsImage *ref = NULL;
+        assert_int_equal(vips_jpegload_buffer(jpg, len, &ref, "shrink", shrink, NULL), 0);
+        assert_int_equal(got->Xsize, ref->Xsize);
+        assert_int_equal(got->Ysize, ref->Ysize);
+        assert_int_equal(got->Bands, 3);
+        size_t a = 0;
+        size_t b = 0;
+        void *pa = vips_image_write_to_memory(got, &a);
+        void *pb = vips_image_write_to_memory(ref, &b);
+        assert_int_equal(a, b);
+        assert_memory_equal(pa, pb, a);
+        g_free(pa);
+        g_free(pb);
+        g_object_unref(ref);
+        g_object_unref(got);
+        if (i == 2) { /* rotated: libvips' loader, then autorot */
+            VipsImage *turned = NULL;
+            assert_int_equal(vips_copy(cut, &turned, NULL), 0);
+            vips_image_set_int(turned, VIPS_META_ORIENTATION, 6);
+            void *rj = NULL;
+            size_t rlen = 0;
+            assert_int_equal(vips_jpegsave_buffer(turned, &rj, &rlen, "Q", 85, NULL), 0);
+            VipsImage *r = cpu_exec_jpeg_preview(rj, rlen, false);
+            assert_non_null(r);
+            assert_int_equal(r->Xsize, cases[i].h / shrink);
+            assert_int_equal(r->Ysize, cases[i].w / shrink);
+            g_object_unref(r);
+            g_free(rj);
+            g_object_unref(turned);
+        }
+        g_free(jpg);
+        g_object_unref(cut);
+        g_object_unref(big);
+    }
+    g_object_unref(astro);
+}
+
+/* portrait_pro on buf with decode ahead on and off: the same status, the same
+ * bytes out; returns whether the decode ahead went through libjpeg directly. */
+static bool same_with_and_without_ahead(const cJSON *pp, const void *buf, size_t len)
+{
+    char err[512];
+    cpu_exec_set_decode_ahead(CPU_AHEAD_OFF);
+    cpu_exec_job_t off = {.input = buf, .input_len = len};
+    cpu_exec_status_t st_off = cpu_exec_run(pp, &off, err, sizeof(err));
+    cpu_exec_set_decode_ahead(CPU_AHEAD_ON);
+    cpu_exec_job_t on = {.input = buf, .input_len = len};
+    cpu_exec_status_t st_on = cpu_exec_run(pp, &on, err, sizeof(err));
+    assert_int_equal(st_on, st_off);
+    if (st_on == CPU_EXEC_OK) {
+        assert_int_equal(on.output_len, off.output_len);
+        assert_memory_equal(on.output, off.output, on.output_len);
+    }
+    /* the flags of a run that fell back describe the second (up-front) run */
+    bool direct = on.decoded_direct || st_on != CPU_EXEC_OK;
+    cpu_exec_job_free(&on);
+    cpu_exec_job_free(&off);
+    return direct;
+}
+
+/* The direct decode is for upright RGB baseline JPEGs only; a progressive or
+ * EXIF-rotated JPEG is decoded ahead through libvips' loader; a JPEG whose
+ * entropy data is damaged (libjpeg warns and goes on) comes out as without
+ * decode ahead — libvips' up-front decode decides. */
+static void decode_ahead_variants(const cJSON *pp, VipsImage *big)
+{
+    void *prog = NULL;
+    size_t plen = 0;
+    assert_int_equal(vips_jpegsave_buffer(big, &prog, &plen, "Q", 90, "interlace", TRUE, NULL), 0);
+    assert_false(same_with_and_without_ahead(pp, prog, plen));
+    VipsImage *turned = NULL;
+    assert_int_equal(vips_copy(big, &turned, NULL), 0);
+    vips_image_set_int(turned, VIPS_META_ORIENTATION, 6);
+    void *rot = NULL;
+    size_t rlen = 0;
+    assert_int_equal(vips_jpegsave_buffer(turned, &rot, &rlen, "Q", 90, NULL), 0);
+    assert_false(same_with_and_without_ahead(pp, rot, rlen));
+    void *bad = NULL;
+    size_t blen = 0;
+    assert_int_equal(vips_jpegsave_buffer(big, &bad, &blen, "Q", 90, NULL), 0);
+    memset((unsigned char *)bad + blen / 2, 0x00, 64); /* bad Huffman codes mid-image */
+    (void)same_with_and_without_ahead(pp, bad, blen);
+    g_free(prog);
+    g_free(rot);
+    g_free(bad);
+    g_object_unref(turned);
+}
+
 /* Decode ahead: portrait_pro on a JPEG decodes the original in a thread while
  * the statistics preview is computed; the output is the same file as without
  * it. Not for a PNG, nor for a graph without preview statistics. */
@@ -1384,11 +1507,13 @@ static void test_decode_ahead(void **state)
     cpu_exec_job_t on = {.input = jpg, .input_len = jlen};
     assert_int_equal(cpu_exec_run(pp, &on, err, sizeof(err)), CPU_EXEC_OK);
     assert_true(on.decoded_ahead);
+    assert_true(on.decoded_direct); /* an upright RGB baseline JPEG: libjpeg into memory */
     cpu_exec_set_decode_ahead(CPU_AHEAD_OFF);
     cpu_exec_job_t off = {.input = jpg, .input_len = jlen};
     assert_int_equal(cpu_exec_run(pp, &off, err, sizeof(err)), CPU_EXEC_OK);
     cpu_exec_set_decode_ahead(CPU_AHEAD_ON);
     assert_false(off.decoded_ahead);
+    assert_false(off.decoded_direct);
     assert_int_equal(on.output_len, off.output_len);
     assert_memory_equal(on.output, off.output, on.output_len);
     cpu_exec_job_t p = {.input = png, .input_len = plen};
@@ -1403,6 +1528,7 @@ static void test_decode_ahead(void **state)
      * up-front decode, which says unsupported_image */
     cpu_exec_job_t t = {.input = jpg, .input_len = jlen * 7 / 10};
     assert_int_equal(cpu_exec_run(pp, &t, err, sizeof(err)), CPU_EXEC_UNSUPPORTED_IMAGE);
+    decode_ahead_variants(pp, big);
     /* AUTO: only with an idle core — fewer pipelines in flight than libvips'
      * threads (2 here); with every thread's core taken by a pipeline the copy
      * costs CPU and saves no wall time */
@@ -1596,6 +1722,7 @@ int main(void)
         cmocka_unit_test(test_resize_then_points),
         cmocka_unit_test(test_sharpen_after_points),
         cmocka_unit_test(test_decode_ahead),
+        cmocka_unit_test(test_jpeg_preview_direct),
         cmocka_unit_test(test_work_budget_real_sizes),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

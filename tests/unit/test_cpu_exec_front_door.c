@@ -199,9 +199,9 @@ static void test_png_chunk_longer_than_file(void **state)
     g_object_unref(im);
 }
 
-/* Every loader but the allowed ones is blocked in libvips itself: sniffing
- * still names them, but neither libvips' own sniffing open nor a direct call
- * gets an image. */
+/* Every loader but the allowed ones is blocked in libvips itself (and those
+ * of libvips' modules other than HEIF are not even loaded): neither libvips'
+ * own sniffing open nor a direct call gets an image. */
 static void test_other_loaders_blocked(void **state)
 {
     (void)state;
@@ -216,6 +216,46 @@ static void test_other_loaders_blocked(void **state)
     assert_int_not_equal(vips_magickload_buffer((void *)SVG, strlen(SVG), &im, NULL), 0);
     assert_null(im);
     vips_error_clear();
+}
+
+/* cpu_exec_init opens no libvips module: the ImageMagick, PDF, OpenSlide and
+ * JPEG XL modules (~25 ms of dynamic linking per process, for blocked
+ * loaders) are not even registered, and VIPSHOME is left as it was; the HEIF
+ * module is opened for the first HEIF input (cpu_exec_heif_ready) and its
+ * loader is then not blocked. */
+static void test_only_heif_module(void **state)
+{
+    (void)state;
+    const char *absent[] = {"magickload_buffer", "pdfload_buffer", "openslideload",
+                            "jxlload_buffer"};
+    for (size_t i = 0; i < sizeof(absent) / sizeof(absent[0]); i++) {
+        if (vips_type_find("VipsOperation", absent[i]) != 0) {
+            fail_msg("%s is registered: its module was loaded", absent[i]);
+        }
+    }
+    const char *home = getenv("VIPSHOME");
+    assert_true(home == NULL || strcmp(home, "/dev/null") != 0);
+    /* the first test of the suite: no HEIF input yet */
+    assert_int_equal(vips_type_find("VipsOperation", "heifload_buffer"), 0);
+    cpu_exec_heif_ready();
+    cpu_exec_heif_ready();
+    assert_int_not_equal(vips_type_find("VipsOperation", "heifload_buffer"), 0);
+    assert_int_not_equal(vips_type_find("VipsOperation", "heifsave_buffer"), 0);
+    VipsImage *im = small_image();
+    void *buf = NULL;
+    size_t len = 0;
+    if (vips_heifsave_buffer(im, &buf, &len, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_HEVC,
+                             NULL) != 0) {
+        fail_msg("cannot encode the test input: %s", vips_error_buffer());
+    }
+    VipsImage *back = NULL;
+    char err[256];
+    assert_int_equal(cpu_exec_open(buf, len, VIPS_ACCESS_SEQUENTIAL, 0, &back, err, sizeof(err)),
+                     CPU_EXEC_OK);
+    assert_int_equal(back->Xsize, im->Xsize);
+    g_object_unref(back);
+    g_free(buf);
+    g_object_unref(im);
 }
 
 /* A PNG whose header says 20000x20000 (400 MP) fails fast with
@@ -312,10 +352,12 @@ static void test_allowed_formats(void **state)
             rc = vips_tiffsave_buffer(im, &buf, &len, NULL);
             break;
         case 4:
+            cpu_exec_heif_ready(); /* the module opens with the first HEIF input */
             rc = vips_heifsave_buffer(im, &buf, &len, "compression",
                                       VIPS_FOREIGN_HEIF_COMPRESSION_HEVC, NULL);
             break;
         default:
+            cpu_exec_heif_ready();
             rc = vips_heifsave_buffer(im, &buf, &len, "compression",
                                       VIPS_FOREIGN_HEIF_COMPRESSION_AV1, NULL);
             break;
@@ -397,6 +439,7 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_only_heif_module), /* first: before any HEIF input */
         cmocka_unit_test(test_refuses_other_formats),
         cmocka_unit_test(test_other_loaders_blocked),
         cmocka_unit_test(test_png_chunk_longer_than_file),
