@@ -7,6 +7,7 @@ PKGS=(
   build-essential pkg-config
   libevent-dev libpq-dev libcjson-dev libcurl4-openssl-dev libhiredis-dev libssl-dev
   libvips-dev libvips-tools libcmocka-dev
+  libjpeg-dev   # the job-worker calls libjpeg itself (decode ahead, the statistics preview; libvips-dev pulls it in too)
   postgresql-15 postgresql-contrib redis-server
   postgresql-client-15   # pg_dump/pg_restore/psql: ca-backup, ca-restore (tests/integration/test_backup_restore.sh)
   wrk   # HTTP load for tests/integration/test_sigterm_load.sh
