@@ -44,6 +44,25 @@ static void ahead_jpeg_message(j_common_ptr cinfo, int level)
     }
 }
 
+/* ci with our error manager (jerr): errors and warnings longjmp to
+ * jerr->jmp. Call before setjmp, then jpeg_create_decompress. */
+static void ahead_jpeg_init(struct jpeg_decompress_struct *ci, ahead_jerr_t *jerr)
+{
+    memset(ci, 0, sizeof(*ci));
+    memset(jerr, 0, sizeof(*jerr));
+    ci->err = jpeg_std_error(&jerr->pub);
+    jerr->pub.error_exit = ahead_jpeg_error;
+    jerr->pub.emit_message = ahead_jpeg_message;
+}
+
+/* Whether a read header is a file we decode ourselves: one scan (baseline),
+ * three components, YCbCr or RGB. */
+static bool ahead_jpeg_plain(struct jpeg_decompress_struct *ci)
+{
+    return !jpeg_has_multiple_scans(ci) && ci->num_components == 3 &&
+           (ci->jpeg_color_space == JCS_YCbCr || ci->jpeg_color_space == JCS_RGB);
+}
+
 /* The preview of an upright 3-component baseline JPEG decoded by libjpeg
  * itself at 1/shrink, as libvips' jpegload with "shrink" gives it (the top-left
  * floor(W/shrink) × floor(H/shrink) of libjpeg's output, libjpeg's defaults:
@@ -56,11 +75,7 @@ static VipsImage *jpeg_preview_direct(const void *buf, size_t len)
     ahead_jerr_t jerr;
     VipsImage *volatile im = NULL;
     JSAMPLE *volatile row = NULL;
-    memset(&ci, 0, sizeof(ci));
-    memset(&jerr, 0, sizeof(jerr));
-    ci.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = ahead_jpeg_error;
-    jerr.pub.emit_message = ahead_jpeg_message;
+    ahead_jpeg_init(&ci, &jerr);
     if (setjmp(jerr.jmp) != 0) {
         jpeg_destroy_decompress(&ci);
         if (im != NULL) {
@@ -72,8 +87,7 @@ static VipsImage *jpeg_preview_direct(const void *buf, size_t len)
     jpeg_create_decompress(&ci);
     jpeg_mem_src(&ci, buf, (unsigned long)len);
     (void)jpeg_read_header(&ci, TRUE);
-    if (jpeg_has_multiple_scans(&ci) || ci.num_components != 3 ||
-        (ci.jpeg_color_space != JCS_YCbCr && ci.jpeg_color_space != JCS_RGB)) {
+    if (!ahead_jpeg_plain(&ci)) {
         jpeg_destroy_decompress(&ci);
         return NULL;
     }
@@ -375,17 +389,13 @@ typedef struct {
 
 #define AHEAD_STRIP 16
 
-/* Whether libjpeg's header of src says a file for the direct decode: one
- * scan, three components (YCbCr or RGB), w×h. Errors and warnings: no. */
+/* Whether libjpeg's header of src says a file for the direct decode: plain
+ * (ahead_jpeg_plain) and w×h. Errors and warnings: no. */
 static bool ahead_direct_ok(const void *src, size_t len, int w, int h)
 {
     struct jpeg_decompress_struct ci;
     ahead_jerr_t jerr;
-    memset(&ci, 0, sizeof(ci));
-    memset(&jerr, 0, sizeof(jerr));
-    ci.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = ahead_jpeg_error;
-    jerr.pub.emit_message = ahead_jpeg_message;
+    ahead_jpeg_init(&ci, &jerr);
     if (setjmp(jerr.jmp) != 0) {
         jpeg_destroy_decompress(&ci);
         return false;
@@ -393,9 +403,7 @@ static bool ahead_direct_ok(const void *src, size_t len, int w, int h)
     jpeg_create_decompress(&ci);
     jpeg_mem_src(&ci, src, (unsigned long)len);
     (void)jpeg_read_header(&ci, TRUE);
-    bool ok = !jpeg_has_multiple_scans(&ci) && ci.num_components == 3 &&
-              (ci.jpeg_color_space == JCS_YCbCr || ci.jpeg_color_space == JCS_RGB) &&
-              (int)ci.image_width == w && (int)ci.image_height == h;
+    bool ok = ahead_jpeg_plain(&ci) && (int)ci.image_width == w && (int)ci.image_height == h;
     jpeg_destroy_decompress(&ci);
     return ok;
 }
@@ -406,11 +414,7 @@ static int ahead_direct(ahead_t *ah)
 {
     struct jpeg_decompress_struct ci;
     ahead_jerr_t jerr;
-    memset(&ci, 0, sizeof(ci));
-    memset(&jerr, 0, sizeof(jerr));
-    ci.err = jpeg_std_error(&jerr.pub);
-    jerr.pub.error_exit = ahead_jpeg_error;
-    jerr.pub.emit_message = ahead_jpeg_message;
+    ahead_jpeg_init(&ci, &jerr);
     if (setjmp(jerr.jmp) != 0) {
         jpeg_destroy_decompress(&ci);
         snprintf(ah->err, sizeof(ah->err), "decode: %s", jerr.msg);
@@ -419,9 +423,8 @@ static int ahead_direct(ahead_t *ah)
     jpeg_create_decompress(&ci);
     jpeg_mem_src(&ci, ah->src, (unsigned long)ah->src_len);
     (void)jpeg_read_header(&ci, TRUE);
-    if (jpeg_has_multiple_scans(&ci) || ci.num_components != 3 ||
-        (ci.jpeg_color_space != JCS_YCbCr && ci.jpeg_color_space != JCS_RGB) ||
-        (int)ci.image_width != ah->in->Xsize || (int)ci.image_height != ah->in->Ysize) {
+    if (!ahead_jpeg_plain(&ci) || (int)ci.image_width != ah->in->Xsize ||
+        (int)ci.image_height != ah->in->Ysize) {
         jpeg_destroy_decompress(&ci);
         return 0;
     }
