@@ -1103,6 +1103,46 @@ static void test_point_chain(void **state)
     cJSON_Delete(g);
 }
 
+/* A w×h 3-band 8-bit image whose pixel (x, y) is what at() writes. */
+static VipsImage *rgb8_image(int w, int h, void (*at)(int x, int y, int w, unsigned char *p))
+{
+    size_t n = (size_t)w * h * 3;
+    unsigned char *px = g_malloc(n);
+    for (int y = 0; y < h; y++) {
+        for (int x = 0; x < w; x++) {
+            at(x, y, w, px + ((size_t)y * w + x) * 3);
+        }
+    }
+    VipsImage *im = vips_image_new_from_memory_copy(px, n, w, h, 3, VIPS_FORMAT_UCHAR);
+    g_free(px);
+    return im;
+}
+
+/* smooth waves, a ramp and hard edges */
+static void smooth_and_edges(int x, int y, int w, unsigned char *p)
+{
+    p[0] = (unsigned char)(127 + 120 * sin(x * 0.05) * cos(y * 0.07));
+    p[1] = (unsigned char)((x * 255) / w);
+    p[2] = (unsigned char)(((x / 7 + y / 5) % 2) * 200 + 20); /* hard edges */
+}
+
+/* fast waves, flat 0 and 255 with hard edges, a wrapping ramp */
+static void flats_and_ramps(int x, int y, int w, unsigned char *p)
+{
+    (void)w;
+    p[0] = (unsigned char)(127 + 127 * sin(x * 0.3) * cos(y * 0.07));
+    p[1] = (unsigned char)(x % 11 < 5 ? 255 : 0); /* flat 0 and 255, hard edges */
+    p[2] = (unsigned char)((x * 7 + y * 13) % 256);
+}
+
+/* CA.ResizeLongEdge's output size for a w×h input and a long edge target. */
+static void long_edge_size(int w, int h, int target, int *ew, int *eh)
+{
+    bool landscape = w >= h;
+    *ew = landscape ? target : (int)fmax(1, rint((double)w * target / h));
+    *eh = landscape ? (int)fmax(1, rint((double)h * target / w)) : target;
+}
+
 /* CA.ResizeLongEdge downscales (libvips' vertical pass, ours horizontal):
  * exact sizes, and within a fraction of a level of vips_resize(lanczos3). */
 static void test_resize_long_edge(void **state)
@@ -1115,18 +1155,7 @@ static void test_resize_long_edge(void **state)
         int IWd = sizes[s][0];
         int IHt = sizes[s][1];
         int target = sizes[s][2];
-        size_t n = (size_t)IWd * IHt * 3;
-        unsigned char *px = g_malloc(n);
-        for (int y = 0; y < IHt; y++) {
-            for (int x = 0; x < IWd; x++) {
-                unsigned char *p = px + ((size_t)y * IWd + x) * 3;
-                p[0] = (unsigned char)(127 + 120 * sin(x * 0.05) * cos(y * 0.07));
-                p[1] = (unsigned char)((x * 255) / IWd);
-                p[2] = (unsigned char)(((x / 7 + y / 5) % 2) * 200 + 20); /* hard edges */
-            }
-        }
-        VipsImage *im8 = vips_image_new_from_memory_copy(px, n, IWd, IHt, 3, VIPS_FORMAT_UCHAR);
-        g_free(px);
+        VipsImage *im8 = rgb8_image(IWd, IHt, smooth_and_edges);
         void *png = NULL;
         size_t len = 0;
         assert_int_equal(vips_pngsave_buffer(im8, &png, &len, NULL), 0);
@@ -1139,9 +1168,8 @@ static void test_resize_long_edge(void **state)
                  "\"format\":\"png\"}}}",
                  target);
         cJSON *g = cJSON_Parse(graph);
-        bool landscape = IWd >= IHt;
-        int ew = landscape ? target : (int)fmax(1, rint((double)IWd * target / IHt));
-        int eh = landscape ? (int)fmax(1, rint((double)IHt * target / IWd)) : target;
+        int ew, eh;
+        long_edge_size(IWd, IHt, target, &ew, &eh);
         VipsImage *ref = NULL;
         VipsImage *ref8 = NULL;
         assert_int_equal(vips_resize(im8, &ref, (double)ew / IWd, "vscale", (double)eh / IHt,
@@ -1270,21 +1298,9 @@ static void test_resize_then_points(void **state)
         int IWd = sizes[s][0];
         int IHt = sizes[s][1];
         int target = sizes[s][2];
-        size_t n = (size_t)IWd * IHt * 3;
-        unsigned char *px = g_malloc(n);
-        for (int y = 0; y < IHt; y++) {
-            for (int x = 0; x < IWd; x++) {
-                unsigned char *p = px + ((size_t)y * IWd + x) * 3;
-                p[0] = (unsigned char)(127 + 127 * sin(x * 0.3) * cos(y * 0.07));
-                p[1] = (unsigned char)(x % 11 < 5 ? 255 : 0); /* flat 0 and 255, hard edges */
-                p[2] = (unsigned char)((x * 7 + y * 13) % 256);
-            }
-        }
-        VipsImage *im8 = vips_image_new_from_memory_copy(px, n, IWd, IHt, 3, VIPS_FORMAT_UCHAR);
-        g_free(px);
-        bool landscape = IWd >= IHt;
-        int ew = landscape ? target : (int)fmax(1, rint((double)IWd * target / IHt));
-        int eh = landscape ? (int)fmax(1, rint((double)IHt * target / IWd)) : target;
+        VipsImage *im8 = rgb8_image(IWd, IHt, flats_and_ramps);
+        int ew, eh;
+        long_edge_size(IWd, IHt, target, &ew, &eh);
         VipsImage *v = NULL;
         assert_int_equal(
             vips_reducev(im8, &v, (double)IHt / eh, "kernel", VIPS_KERNEL_LANCZOS3, NULL), 0);
